@@ -1,0 +1,62 @@
+//! The domain event: what the core knows about one thing a visitor did, independent of any wire format.
+
+use crate::core::time::Millis;
+use crate::core::value::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What kind of call this was, with the fields that only that kind carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    Track { event: String, properties: BTreeMap<String, Value> },
+    Page { name: Option<String>, properties: BTreeMap<String, Value> },
+    Screen { name: Option<String>, properties: BTreeMap<String, Value> },
+    Identify { traits: BTreeMap<String, Value> },
+    Alias { previous_id: String },
+    Group { group_id: String, traits: BTreeMap<String, Value> },
+}
+
+/// Where the visitor was when the event happened.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageContext {
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub referrer: Option<String>,
+}
+
+/// One validated event. Its `timestamp` is already corrected for client clock skew.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub message_id: String,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub timestamp: Millis,
+    pub kind: EventKind,
+    /// Consent preferences the sender attached, by category name as sent (`analytics`, `C0002`, ...).
+    pub consent: Option<BTreeMap<String, bool>>,
+    pub page: Option<PageContext>,
+}
+
+impl Event {
+    /// The name under which the profile counts this event (see `counts` in the API contract).
+    pub fn count_key(&self) -> &str {
+        match &self.kind {
+            EventKind::Track { event, .. } => event,
+            EventKind::Page { .. } => "page",
+            EventKind::Screen { .. } => "screen",
+            EventKind::Identify { .. } => "identify",
+            EventKind::Alias { .. } => "alias",
+            EventKind::Group { .. } => "group",
+        }
+    }
+
+    /// The properties that describe the event, if its kind has any.
+    pub fn properties(&self) -> Option<&BTreeMap<String, Value>> {
+        match &self.kind {
+            EventKind::Track { properties, .. }
+            | EventKind::Page { properties, .. }
+            | EventKind::Screen { properties, .. } => Some(properties),
+            _ => None,
+        }
+    }
+}

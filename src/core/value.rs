@@ -1,0 +1,110 @@
+//! A JSON-like value that the stored profile format can encode.
+//!
+//! `serde_json::Value` cannot go through bincode (it needs a self-describing format), so the core keeps its
+//! own closed value type and converts at the wire boundary.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A property, trait or filter value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(String),
+    Array(Vec<Value>),
+    Object(BTreeMap<String, Value>),
+}
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// True for the scalar kinds that a compact event record keeps.
+    pub fn is_scalar(&self) -> bool {
+        matches!(self, Value::Bool(_) | Value::Number(_) | Value::String(_))
+    }
+
+    /// Converts from JSON. Numbers that do not fit an `f64` exactly are rounded, as JavaScript would.
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+            serde_json::Value::String(s) => Value::String(s.clone()),
+            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(n) => number_to_json(*n),
+            Value::String(s) => serde_json::Value::String(s.clone()),
+            Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
+            Value::Object(o) => {
+                serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+        }
+    }
+
+    /// Loose equality used by segment filters: numbers compare numerically, strings exactly.
+    pub fn loosely_equals(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Number(a), Value::Number(b)) => a == b,
+            _ => self == other,
+        }
+    }
+}
+
+/// Writes whole numbers as JSON integers so that `2` does not come back as `2.0`.
+fn number_to_json(n: f64) -> serde_json::Value {
+    if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+        serde_json::Value::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Turns a map of values into a JSON object.
+pub fn map_to_json(map: &BTreeMap<String, Value>) -> serde_json::Value {
+    serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_integers_integral() {
+        let j: serde_json::Value =
+            serde_json::from_str(r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#).unwrap();
+        let v = Value::from_json(&j);
+        assert_eq!(v.to_json(), j);
+        assert_eq!(serde_json::to_string(&v.to_json()).unwrap(), r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#);
+    }
+
+    #[test]
+    fn loose_equality_compares_numbers_numerically() {
+        assert!(Value::Number(2.0).loosely_equals(&Value::Number(2.0)));
+        assert!(!Value::String("2".into()).loosely_equals(&Value::Number(2.0)));
+    }
+}

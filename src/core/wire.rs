@@ -1,0 +1,577 @@
+//! The Segment-compatible JSON wire format: request bodies in, validated core `Event`s out.
+//!
+//! Validation is per event: a bad event becomes a `Rejection` naming its index, a code, a message and the JSON
+//! path of the bad field, and the good events beside it are kept. Only a body that is not JSON at all, or
+//! not shaped like a batch, fails as a whole.
+
+use crate::core::event::{Event, EventKind, PageContext};
+use crate::core::time::{parse_iso8601, Millis};
+use crate::core::value::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Largest accepted single event, in bytes of JSON.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Largest accepted request body, in bytes.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Longest id (`messageId`, `anonymousId`, `userId`, `previousId`, `groupId`).
+pub const MAX_ID_CHARS: usize = 256;
+/// Longest event or page name.
+pub const MAX_NAME_CHARS: usize = 1024;
+/// Deepest nesting allowed inside `properties`, `traits` and `context`.
+pub const MAX_DEPTH: usize = 16;
+
+/// Why a whole request body was refused. The edge maps each to a status code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyError {
+    /// 400: the body is not JSON (or nests deeper than the parser allows).
+    NotJson(String),
+    /// 400: the body is JSON but not the expected shape; `path` names the field.
+    Shape { path: String, message: String },
+    /// 413: over the size limit.
+    TooLarge { limit: usize },
+}
+
+impl BodyError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BodyError::NotJson(_) => "invalid_json",
+            BodyError::Shape { .. } => "invalid_body",
+            BodyError::TooLarge { .. } => "payload_too_large",
+        }
+    }
+}
+
+/// One event that was not accepted, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub index: usize,
+    pub code: &'static str,
+    pub message: String,
+    pub path: String,
+}
+
+/// The outcome of parsing a body: the good events, the rejected ones, and the write key if the body had one.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub write_key: Option<String>,
+    pub events: Vec<Event>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// The single-event endpoints, each of which fixes the event `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallType {
+    Track,
+    Page,
+    Screen,
+    Identify,
+    Alias,
+    Group,
+}
+
+impl CallType {
+    pub fn from_name(s: &str) -> Option<CallType> {
+        Some(match s {
+            "track" => CallType::Track,
+            "page" => CallType::Page,
+            "screen" => CallType::Screen,
+            "identify" => CallType::Identify,
+            "alias" => CallType::Alias,
+            "group" => CallType::Group,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Option<&'a RawValue>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<serde_json::Value>,
+    context: Option<serde_json::Value>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<serde_json::Value>,
+}
+
+/// What the batch envelope contributes to each of its events.
+#[derive(Default)]
+struct Envelope {
+    sent_at: Option<Millis>,
+    context: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Parses `POST /v1/batch`. `received` is when the edge received the request.
+pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
+    if body.len() > MAX_BATCH_BYTES {
+        return Err(BodyError::TooLarge { limit: MAX_BATCH_BYTES });
+    }
+    let outer: BatchBody = serde_json::from_slice(body).map_err(not_json)?;
+    let write_key = write_key_of(outer.write_key.as_ref(), "writeKey")?;
+    let mut envelope = Envelope::default();
+    if let Some(s) = &outer.sent_at {
+        envelope.sent_at = Some(timestamp_of(s).ok_or_else(|| BodyError::Shape {
+            path: "sentAt".into(),
+            message: "sentAt must be an ISO 8601 date-time".into(),
+        })?);
+    }
+    match outer.context {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => envelope.context = Some(map),
+        Some(_) => {
+            return Err(BodyError::Shape { path: "context".into(), message: "context must be an object".into() })
+        }
+    }
+    let raw = outer.batch.ok_or_else(|| BodyError::Shape {
+        path: "batch".into(),
+        message: "batch is required and must be an array of events".into(),
+    })?;
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| BodyError::Shape {
+        path: "batch".into(),
+        message: "batch must be an array of events".into(),
+    })?;
+    let mut parsed = Parsed { write_key, ..Parsed::default() };
+    for (index, item) in items.iter().enumerate() {
+        let path = format!("batch[{index}]");
+        match parse_raw_event(item, index, &path, None, &envelope, received) {
+            Ok(ev) => parsed.events.push(ev),
+            Err(r) => parsed.rejected.push(r),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Parses a single-event endpoint (`POST /v1/track` and the others). The event is the body itself.
+pub fn parse_single(body: &[u8], call: CallType, received: Millis) -> Result<Parsed, BodyError> {
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(BodyError::TooLarge { limit: MAX_EVENT_BYTES });
+    }
+    let raw: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    let value: serde_json::Value = serde_json::from_str(raw.get()).map_err(not_json)?;
+    let write_key = match &value {
+        serde_json::Value::Object(o) => write_key_of(o.get("writeKey"), "writeKey")?,
+        _ => None,
+    };
+    let mut parsed = Parsed { write_key, ..Parsed::default() };
+    match parse_raw_event(raw, 0, "", Some(call), &Envelope::default(), received) {
+        Ok(ev) => parsed.events.push(ev),
+        Err(r) => parsed.rejected.push(r),
+    }
+    Ok(parsed)
+}
+
+/// Validates one event given as JSON, as the edge would. The browser build uses this so that the device
+/// refuses exactly what the edge would refuse.
+pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<Event, Rejection> {
+    let text = value.to_string();
+    let raw: Box<RawValue> = RawValue::from_string(text).map_err(|e| Rejection {
+        index: 0,
+        code: "invalid_json",
+        message: e.to_string(),
+        path: String::new(),
+    })?;
+    parse_raw_event(&raw, 0, "", None, &Envelope::default(), received)
+}
+
+fn not_json(e: serde_json::Error) -> BodyError {
+    if e.is_data() {
+        // The JSON was well formed but the top level was not an object (or a field had the wrong type).
+        BodyError::Shape { path: String::new(), message: format!("body must be a JSON object: {e}") }
+    } else {
+        BodyError::NotJson(format!("body is not valid JSON: {e}"))
+    }
+}
+
+fn write_key_of(v: Option<&serde_json::Value>, path: &str) -> Result<Option<String>, BodyError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(BodyError::Shape { path: path.into(), message: "writeKey must be a string".into() }),
+    }
+}
+
+fn timestamp_of(v: &serde_json::Value) -> Option<Millis> {
+    v.as_str().and_then(parse_iso8601)
+}
+
+/// Builds a path below `base`, which is empty for single-event bodies.
+fn join(base: &str, field: &str) -> String {
+    if base.is_empty() {
+        field.to_string()
+    } else {
+        format!("{base}.{field}")
+    }
+}
+
+struct Ctx<'a> {
+    index: usize,
+    base: &'a str,
+}
+
+impl Ctx<'_> {
+    fn reject(&self, code: &'static str, field: &str, message: impl Into<String>) -> Rejection {
+        let path = if field.is_empty() { self.base.to_string() } else { join(self.base, field) };
+        Rejection { index: self.index, code, message: message.into(), path }
+    }
+}
+
+fn parse_raw_event(
+    raw: &RawValue,
+    index: usize,
+    base: &str,
+    forced: Option<CallType>,
+    envelope: &Envelope,
+    received: Millis,
+) -> Result<Event, Rejection> {
+    let cx = Ctx { index, base };
+    let text = raw.get();
+    if text.len() > MAX_EVENT_BYTES {
+        return Err(cx.reject(
+            "event_too_large",
+            "",
+            format!("event is {} bytes; the limit is {MAX_EVENT_BYTES}", text.len()),
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| cx.reject("invalid_json", "", e.to_string()))?;
+    let obj = match &value {
+        serde_json::Value::Object(o) => o,
+        _ => return Err(cx.reject("invalid_type", "", "event must be a JSON object")),
+    };
+
+    let call = match (forced, obj.get("type")) {
+        (Some(call), None) => call,
+        (Some(call), Some(serde_json::Value::String(t))) if CallType::from_name(t) == Some(call) => call,
+        (Some(_), Some(_)) => {
+            return Err(cx.reject("type_mismatch", "type", "type does not match the endpoint"));
+        }
+        (None, None) => return Err(cx.reject("missing_field", "type", "type is required")),
+        (None, Some(serde_json::Value::String(t))) => CallType::from_name(t).ok_or_else(|| {
+            cx.reject(
+                "unknown_type",
+                "type",
+                format!("unknown event type {t:?}; expected track, page, screen, identify, alias or group"),
+            )
+        })?,
+        (None, Some(_)) => return Err(cx.reject("invalid_type", "type", "type must be a string")),
+    };
+
+    let message_id = match id_field(&cx, obj, "messageId")? {
+        Some(id) => id,
+        None => generated_message_id(text, received),
+    };
+    let anonymous_id = id_field(&cx, obj, "anonymousId")?;
+    let user_id = id_field(&cx, obj, "userId")?;
+    if anonymous_id.is_none() && user_id.is_none() {
+        return Err(cx.reject("missing_identity", "", "one of anonymousId or userId is required"));
+    }
+
+    let timestamp = optional_time(&cx, obj, "timestamp")?;
+    let sent_at = optional_time(&cx, obj, "sentAt")?.or(envelope.sent_at);
+    let timestamp = corrected_time(timestamp, sent_at, received);
+
+    let kind = match call {
+        CallType::Track => {
+            let event = name_field(&cx, obj, "event")?
+                .ok_or_else(|| cx.reject("missing_field", "event", "event is required for track"))?;
+            EventKind::Track { event, properties: object_field(&cx, obj, "properties")? }
+        }
+        CallType::Page => {
+            EventKind::Page { name: name_field(&cx, obj, "name")?, properties: object_field(&cx, obj, "properties")? }
+        }
+        CallType::Screen => EventKind::Screen {
+            name: name_field(&cx, obj, "name")?,
+            properties: object_field(&cx, obj, "properties")?,
+        },
+        CallType::Identify => EventKind::Identify { traits: object_field(&cx, obj, "traits")? },
+        CallType::Alias => {
+            let previous_id = id_field(&cx, obj, "previousId")?
+                .ok_or_else(|| cx.reject("missing_field", "previousId", "previousId is required for alias"))?;
+            EventKind::Alias { previous_id }
+        }
+        CallType::Group => {
+            let group_id = id_field(&cx, obj, "groupId")?
+                .ok_or_else(|| cx.reject("missing_field", "groupId", "groupId is required for group"))?;
+            EventKind::Group { group_id, traits: object_field(&cx, obj, "traits")? }
+        }
+    };
+
+    let (consent, page) = context_fields(&cx, obj.get("context"), envelope.context.as_ref())?;
+    Ok(Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page })
+}
+
+/// Segment's skew correction: the client's clock may be wrong, but the distance between `timestamp` and
+/// `sentAt` was measured on that same clock, so it is applied to the edge's receive time.
+fn corrected_time(timestamp: Option<Millis>, sent_at: Option<Millis>, received: Millis) -> Millis {
+    match (timestamp, sent_at) {
+        (Some(ts), Some(sent)) => received.saturating_sub(sent.saturating_sub(ts)),
+        (Some(ts), None) => ts,
+        (None, _) => received,
+    }
+}
+
+/// An event without a `messageId` gets one derived from its bytes and receive time, so that the same bytes
+/// retried within the same millisecond still count once, and the core needs no random numbers.
+fn generated_message_id(text: &str, received: Millis) -> String {
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    h.update(received.to_be_bytes());
+    let digest = h.finalize();
+    let mut out = String::from("gen-");
+    for b in &digest[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn id_field(
+    cx: &Ctx,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<Option<String>, Rejection> {
+    let s = match obj.get(field) {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        // Segment's libraries accept numeric ids and send them as numbers.
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
+    };
+    if s.chars().count() > MAX_ID_CHARS {
+        return Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_ID_CHARS} characters")));
+    }
+    Ok(if s.is_empty() { None } else { Some(s) })
+}
+
+fn name_field(
+    cx: &Ctx,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<Option<String>, Rejection> {
+    match obj.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
+            Err(cx.reject("missing_field", field, format!("{field} must not be empty")))
+        }
+        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_NAME_CHARS => Err(cx.reject(
+            "string_too_long",
+            field,
+            format!("{field} is longer than {MAX_NAME_CHARS} characters"),
+        )),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
+    }
+}
+
+fn optional_time(
+    cx: &Ctx,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<Option<Millis>, Rejection> {
+    match obj.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => timestamp_of(v)
+            .map(Some)
+            .ok_or_else(|| cx.reject("invalid_timestamp", field, format!("{field} must be an ISO 8601 date-time"))),
+    }
+}
+
+fn object_field(
+    cx: &Ctx,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<BTreeMap<String, Value>, Rejection> {
+    match obj.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+        Some(serde_json::Value::Object(o)) => {
+            check_depth(cx, &serde_json::Value::Object(o.clone()), field)?;
+            Ok(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
+        }
+        Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
+    }
+}
+
+fn check_depth(cx: &Ctx, v: &serde_json::Value, field: &str) -> Result<(), Rejection> {
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    if depth(v) > MAX_DEPTH {
+        return Err(cx.reject("too_deep", field, format!("{field} nests deeper than {MAX_DEPTH} levels")));
+    }
+    Ok(())
+}
+
+type ContextFields = (Option<BTreeMap<String, bool>>, Option<PageContext>);
+
+fn context_fields(
+    cx: &Ctx,
+    own: Option<&serde_json::Value>,
+    envelope: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<ContextFields, Rejection> {
+    let own = match own {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v @ serde_json::Value::Object(o)) => {
+            check_depth(cx, v, "context")?;
+            Some(o)
+        }
+        Some(_) => return Err(cx.reject("invalid_type", "context", "context must be an object")),
+    };
+    // The event's own context wins over the batch's, field by field.
+    let pick = |key: &str| own.and_then(|o| o.get(key)).or_else(|| envelope.and_then(|e| e.get(key)));
+
+    let consent = match pick("consent") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Object(c)) => match c.get("categoryPreferences") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Object(prefs)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in prefs {
+                    match v {
+                        serde_json::Value::Bool(b) => {
+                            out.insert(k.clone(), *b);
+                        }
+                        _ => {
+                            return Err(cx.reject(
+                                "invalid_type",
+                                &format!("context.consent.categoryPreferences.{k}"),
+                                "a consent preference must be true or false",
+                            ))
+                        }
+                    }
+                }
+                Some(out)
+            }
+            Some(_) => {
+                return Err(cx.reject(
+                    "invalid_type",
+                    "context.consent.categoryPreferences",
+                    "categoryPreferences must be an object",
+                ))
+            }
+        },
+        Some(_) => return Err(cx.reject("invalid_type", "context.consent", "context.consent must be an object")),
+    };
+
+    let page = match pick("page") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Object(p)) => {
+            let text = |k: &str| -> Result<Option<String>, Rejection> {
+                match p.get(k) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(cx.reject("invalid_type", &format!("context.page.{k}"), format!("{k} must be a string"))),
+                }
+            };
+            Some(PageContext { path: text("path")?, url: text("url")?, referrer: text("referrer")? })
+        }
+        Some(_) => return Err(cx.reject("invalid_type", "context.page", "context.page must be an object")),
+    };
+    Ok((consent, page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_795_344_600_000; // 2026-11-22T10:50:00Z
+
+    fn batch(json: &str) -> Parsed {
+        parse_batch(json.as_bytes(), NOW).expect("batch parses")
+    }
+
+    #[test]
+    fn keeps_good_events_beside_bad_ones() {
+        let p = batch(
+            r#"{"writeKey":"demo","batch":[
+                {"type":"track","event":"Product Viewed","anonymousId":"a1","messageId":"m1","properties":{"category":"bags"}},
+                {"type":"track","anonymousId":"a1"},
+                {"type":"launch","anonymousId":"a1"},
+                {"type":"page","messageId":"m4"},
+                {"type":"page","anonymousId":"a1","timestamp":"yesterday"},
+                {"type":"identify","userId":42,"traits":{"plan":"gold"}}
+            ]}"#,
+        );
+        assert_eq!(p.write_key.as_deref(), Some("demo"));
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(p.events[0].count_key(), "Product Viewed");
+        assert_eq!(p.events[1].user_id.as_deref(), Some("42"));
+        let got: Vec<(usize, &str, &str)> =
+            p.rejected.iter().map(|r| (r.index, r.code, r.path.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "missing_field", "batch[1].event"),
+                (2, "unknown_type", "batch[2].type"),
+                (3, "missing_identity", "batch[3]"),
+                (4, "invalid_timestamp", "batch[4].timestamp"),
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_body_errors() {
+        assert!(matches!(parse_batch(b"{nope", NOW), Err(BodyError::NotJson(_))));
+        assert!(matches!(parse_batch(b"[1,2]", NOW), Err(BodyError::Shape { .. })));
+        assert!(matches!(parse_batch(br#"{"batch":{}}"#, NOW), Err(BodyError::Shape { path, .. }) if path == "batch"));
+        assert!(matches!(parse_batch(br#"{}"#, NOW), Err(BodyError::Shape { path, .. }) if path == "batch"));
+        let big = vec![b' '; MAX_BATCH_BYTES + 1];
+        assert_eq!(parse_batch(&big, NOW).unwrap_err(), BodyError::TooLarge { limit: MAX_BATCH_BYTES });
+    }
+
+    #[test]
+    fn corrects_clock_skew_from_sent_at() {
+        // The client's clock runs one hour fast; the event happened 5 s before it was sent.
+        let p = batch(
+            r#"{"sentAt":"2026-11-22T11:50:00Z","batch":[
+                {"type":"page","anonymousId":"a","timestamp":"2026-11-22T11:49:55Z"}]}"#,
+        );
+        assert_eq!(p.events[0].timestamp, NOW - 5_000);
+    }
+
+    #[test]
+    fn oversized_and_deep_events_are_rejected_alone() {
+        let long = "x".repeat(MAX_EVENT_BYTES);
+        let mut deep = String::from("1");
+        for _ in 0..20 {
+            deep = format!("{{\"a\":{deep}}}");
+        }
+        let body = format!(
+            r#"{{"batch":[{{"type":"track","event":"E","anonymousId":"a","properties":{{"s":"{long}"}}}},
+                {{"type":"track","event":"E","anonymousId":"a","properties":{deep}}},
+                {{"type":"track","event":"E","anonymousId":"a"}}]}}"#
+        );
+        let p = batch(&body);
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.rejected[0].code, "event_too_large");
+        assert_eq!(p.rejected[1].code, "too_deep");
+        assert_eq!(p.rejected[1].path, "batch[1].properties");
+    }
+
+    #[test]
+    fn reads_consent_and_page_context_with_batch_defaults() {
+        let p = batch(
+            r#"{"context":{"consent":{"categoryPreferences":{"analytics":true}}},"batch":[
+                {"type":"page","anonymousId":"a","context":{"page":{"path":"/bags"}}},
+                {"type":"page","anonymousId":"a","context":{"consent":{"categoryPreferences":{"C0002":"yes"}}}}]}"#,
+        );
+        assert_eq!(p.events[0].consent.as_ref().unwrap().get("analytics"), Some(&true));
+        assert_eq!(p.events[0].page.as_ref().unwrap().path.as_deref(), Some("/bags"));
+        assert_eq!(p.rejected[0].path, "batch[1].context.consent.categoryPreferences.C0002");
+    }
+
+    #[test]
+    fn single_endpoint_fixes_the_type_and_generates_message_ids() {
+        let p = parse_single(br#"{"event":"Signed Up","userId":"u1","writeKey":"k"}"#, CallType::Track, NOW).unwrap();
+        assert_eq!(p.write_key.as_deref(), Some("k"));
+        assert!(p.events[0].message_id.starts_with("gen-"));
+        let p = parse_single(br#"{"type":"page","userId":"u1"}"#, CallType::Track, NOW).unwrap();
+        assert_eq!(p.rejected[0].code, "type_mismatch");
+        assert_eq!(p.rejected[0].path, "type");
+    }
+}

@@ -1,0 +1,12 @@
+//! edgecdp: a first-party customer data platform whose pure core runs natively, in a Cloudflare Worker
+//! (feature `edge`) and in the browser (feature `browser`).
+//!
+//! The crate is laid out as a sans-I/O core with two thin shells; ARCHITECTURE.md has the map.
+
+pub mod core;
+
+#[cfg(all(feature = "edge", target_arch = "wasm32"))]
+pub mod edge;
+
+#[cfg(all(feature = "browser", target_arch = "wasm32"))]
+pub mod browser;

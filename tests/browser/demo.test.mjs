@@ -1,0 +1,214 @@
+// The demo shop in a real browser against the Worker: consent gating, batching, decisions, persistence.
+//
+// Run with `node --test tests/browser/`. Each test uses a fresh browser context, so no visitor state
+// leaks between tests; the Worker (and its profile store) is shared by the file.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import { startWorker } from '../support/worker.mjs';
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const WAIT_MS = 15_000;
+const PROMO = /bags -10%|Bags you looked at/;
+
+let worker;
+let browser;
+
+before(
+  async () => {
+    worker = await startWorker();
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  },
+  { timeout: 180_000 },
+);
+
+after(async () => {
+  await browser?.close();
+  await worker?.stop();
+});
+
+/**
+ * Opens a fresh context and page that record every request and every console message, and count
+ * completed decisions through the SDK's `edgecdp:decide` event (installed before any page script runs).
+ */
+async function openShop(t) {
+  const context = await browser.newContext();
+  const requests = [];
+  const logs = [];
+  context.on('request', (r) => requests.push(r));
+  const page = await context.newPage();
+  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  await page.addInitScript(() => {
+    window.__decisions = [];
+    document.addEventListener('edgecdp:decide', (e) => window.__decisions.push(e.detail));
+  });
+  t.after(async () => {
+    for (const line of logs) t.diagnostic(`browser ${line}`);
+    await context.close();
+  });
+  await page.goto(`${worker.url}/`);
+  return { context, page, requests, logs };
+}
+
+/** Waits until the page has completed `n` decisions since it loaded; fails with the browser log. */
+async function decisions(shop, n) {
+  try {
+    await shop.page.waitForFunction((want) => window.__decisions.length >= want, n, { timeout: WAIT_MS });
+  } catch (e) {
+    throw new Error(`expected ${n} completed decisions: ${e.message}\n${shop.logs.join('\n')}`);
+  }
+  return shop.page.evaluate(() => window.__decisions.length);
+}
+
+async function hero(page) {
+  return page.$eval('[data-edgecdp-slot="hero"]', (el) => ({
+    text: el.textContent.trim(),
+    block: el.getAttribute('data-edgecdp-block'),
+  }));
+}
+
+async function viewProduct(page, productId) {
+  await page.click(`button[data-product-id="${productId}"]`);
+}
+
+async function bagIds(page) {
+  const ids = await page.$$eval('button[data-category="bags"]', (bs) => bs.map((b) => b.dataset.productId));
+  assert.ok(ids.length >= 2, 'the demo page lists at least two bags');
+  return ids;
+}
+
+async function profileOf(anonymousId) {
+  const res = await fetch(`${worker.url}/v1/profiles/anonymous_id:${encodeURIComponent(anonymousId)}`, {
+    headers: { authorization: `Bearer ${worker.adminToken}` },
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `profile read answered ${res.status}: ${text}`);
+  return JSON.parse(text);
+}
+
+const pathOf = (r) => new URL(r.url()).pathname;
+
+/** Accepts consent on a fresh page and views both bags; returns the page once the promo is shown. */
+async function acceptAndViewBags(t) {
+  const shop = await openShop(t);
+  const { page } = shop;
+  assert.equal((await hero(page)).text, 'Welcome', 'the static fallback shows before any decision');
+  assert.ok(await page.isVisible('#consent-banner'), 'the banner shows when no decision is stored');
+
+  await page.click('#consent-accept');
+  await decisions(shop, 1);
+  assert.ok(await page.isHidden('#consent-banner'), 'accepting hides the banner');
+  assert.deepEqual(await hero(page), { text: 'Welcome', block: 'fallback' }, 'a new visitor gets the fallback');
+
+  const [firstBag, secondBag] = await bagIds(page);
+  await viewProduct(page, firstBag);
+  await decisions(shop, 2);
+  assert.deepEqual(await hero(page), { text: 'Welcome', block: 'fallback' }, 'one bag view is not enough');
+
+  await viewProduct(page, secondBag);
+  await decisions(shop, 3);
+  const shown = await hero(page);
+  assert.match(shown.text, PROMO, 'two bag views within 7 days show the bags promo');
+  assert.notEqual(shown.block, 'fallback');
+  assert.ok(shown.block, 'the hero names the block it shows');
+  return shop;
+}
+
+test('refusing consent downloads no SDK, sends nothing and stores nothing', async (t) => {
+  const shop = await openShop(t);
+  const { page, context, requests } = shop;
+  assert.ok(await page.isVisible('#consent-banner'), 'the banner shows when no decision is stored');
+  assert.ok(
+    requests.some((r) => pathOf(r) === '/edgecdp/loader.js'),
+    'the page did load the loader (otherwise this test proves nothing)',
+  );
+
+  await page.click('#consent-refuse');
+  assert.ok(await page.isHidden('#consent-banner'), 'refusing hides the banner');
+  const [bag] = await bagIds(page);
+  await viewProduct(page, bag);
+  // The only fixed wait: long enough for a 1 s batch timer to have fired had anything been queued for sending.
+  await page.waitForTimeout(1500);
+
+  const paths = requests.map(pathOf);
+  assert.deepEqual(paths.filter((p) => p.startsWith('/v1/')), [], 'no request reaches the collection API');
+  assert.deepEqual(
+    paths.filter((p) => p.endsWith('/sdk.js') || p.endsWith('/edgecdp.js') || p.endsWith('.wasm')),
+    [],
+    'neither the SDK nor the Wasm is downloaded',
+  );
+  assert.deepEqual(await context.cookies(), [], 'no cookies');
+  const storage = await page.evaluate(() => ({ local: localStorage.length, session: sessionStorage.length }));
+  assert.deepEqual(storage, { local: 0, session: 0 }, 'localStorage and sessionStorage stay empty');
+  assert.equal((await hero(page)).text, 'Welcome');
+  assert.equal(
+    await page.evaluate(() => typeof window.edgecdp.track),
+    'function',
+    'the page could still call the stub without errors',
+  );
+});
+
+test('accepting consent tracks product views and personalizes the hero', async (t) => {
+  const shop = await acceptAndViewBags(t);
+  const { page, requests } = shop;
+
+  const stored = await page.evaluate(() => ({
+    anonymousId: localStorage.getItem('edgecdp.anonymousId'),
+    consent: JSON.parse(localStorage.getItem('edgecdp.consent')),
+  }));
+  assert.ok(stored.anonymousId, 'the anonymous id is persisted after consent');
+  assert.deepEqual(stored.consent, { analytics: true, personalization: true, advertising: false });
+
+  const batches = requests.filter((r) => pathOf(r) === '/v1/batch' && r.method() === 'POST');
+  assert.ok(batches.length >= 1, 'events went out in batches');
+  const sentEvents = batches.flatMap((r) => JSON.parse(r.postData()).batch);
+  assert.ok(
+    sentEvents.every((e) => e.anonymousId === stored.anonymousId),
+    'every event carries the stored anonymous id',
+  );
+  const decides = requests.filter((r) => pathOf(r) === '/v1/decide');
+  const lastDecide = JSON.parse(decides.at(-1).postData());
+  assert.equal(lastDecide.anonymousId, stored.anonymousId);
+  assert.deepEqual(lastDecide.slots, ['hero']);
+  assert.equal(lastDecide.context.page.path, '/');
+
+  const profile = await profileOf(stored.anonymousId);
+  assert.equal(profile.counts['Product Viewed'], 2, `counts: ${JSON.stringify(profile.counts)}`);
+  assert.ok(profile.counts.page >= 1, `counts: ${JSON.stringify(profile.counts)}`);
+  assert.equal(profile.consent.analytics, true);
+  assert.ok(profile.segments.includes('bag-curious'), `segments: ${JSON.stringify(profile.segments)}`);
+});
+
+test('after a reload the stored consent is used and the hero is decided on load', async (t) => {
+  const shop = await acceptAndViewBags(t);
+  const { page, requests } = shop;
+  const anonymousId = await page.evaluate(() => localStorage.getItem('edgecdp.anonymousId'));
+  const before = requests.length;
+
+  await page.reload();
+  await decisions(shop, 1);
+  assert.ok(await page.isHidden('#consent-banner'), 'the banner does not show again');
+  const shown = await hero(page);
+  assert.match(shown.text, PROMO, 'the same visitor still gets the promo');
+  assert.notEqual(shown.block, 'fallback');
+
+  assert.equal(await page.evaluate(() => localStorage.getItem('edgecdp.anonymousId')), anonymousId);
+  const decide = requests.slice(before).find((r) => pathOf(r) === '/v1/decide');
+  assert.ok(decide, 'the reloaded page asked for a decision without any click');
+  assert.equal(JSON.parse(decide.postData()).anonymousId, anonymousId, 'the same visitor is recognized');
+
+  const profile = await profileOf(anonymousId);
+  assert.ok(profile.counts.page >= 2, `a page view per load: ${JSON.stringify(profile.counts)}`);
+  assert.equal(profile.counts['Product Viewed'], 2, `counts: ${JSON.stringify(profile.counts)}`);
+});
