@@ -23,7 +23,7 @@
       q.push(e);
     };
   });
-  w.edgecdp = api; load();
+  w.edgecdp = api;
 
   // Reading a stored decision is allowed before consent; nothing is written here.
   try { if (wants(JSON.parse(localStorage.getItem('edgecdp.consent')))) load(); } catch (e) {}

@@ -111,8 +111,13 @@ export async function start(stub) {
   }
 
   function takeAll() {
-    for (let body; (body = tracker.takeBatch(MAX_BODY)) !== undefined; ) {
+    while (tracker.pending > 0) {
+      const before = tracker.pending;
+      const body = tracker.takeBatch(MAX_BODY);
+      if (body == null) break;
       outbox.push({ body, busy: false });
+      // Guard against a body that took nothing off the queue, which would otherwise loop forever.
+      if (tracker.pending >= before) break;
     }
     while (outbox.length > MAX_OUTBOX) {
       const i = outbox.findIndex((e) => !e.busy);
@@ -188,10 +193,11 @@ export async function start(stub) {
     failures++;
     const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1));
     // Jitter spreads the retries of many visitors after an outage.
-    const wait = delay / 2 + Math.random() * (delay / 2);
+    const wait = Math.round(delay / 2 + Math.random() * (delay / 2));
     retryAt = Date.now() + wait;
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(() => drain(false), wait);
+    // The retry itself must not be held back by the window it ends (timers may fire a little early).
+    retryTimer = setTimeout(() => drain(true), wait);
   }
 
   /** Passes run one after another, so bodies go out in order and none is sent twice. */

@@ -1,7 +1,14 @@
 //! The pure core: no I/O, no clock, no randomness. Time and stored state come in as arguments; decisions and
 //! writes go out as values.
 
+pub mod config;
+pub mod consent;
+pub mod decide;
 pub mod event;
+pub mod identity;
+pub mod profile;
+pub mod segment;
+pub mod store;
 pub mod time;
 pub mod value;
 pub mod wire;

@@ -179,7 +179,10 @@ mod tests {
 
     #[test]
     fn applies_offsets_and_fractions() {
-        assert_eq!(parse_iso8601("2026-11-22T11:50:00+01:00"), parse_iso8601("2026-11-22T10:50:00Z"));
+        assert_eq!(
+            parse_iso8601("2026-11-22T11:50:00+01:00"),
+            parse_iso8601("2026-11-22T10:50:00Z")
+        );
         assert_eq!(parse_iso8601("2026-11-22T10:50:00.5Z").unwrap() % 1000, 500);
         assert_eq!(parse_iso8601("1970-01-01"), Some(0));
         assert_eq!(format_iso8601(-1), "1969-12-31T23:59:59.999Z");
@@ -187,7 +190,15 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-02-30", "2026-11-22T25:00:00Z", "2026-11-22T10:50:00Zjunk", "2026-11-22T10:50:00."] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30",
+            "2026-11-22T25:00:00Z",
+            "2026-11-22T10:50:00Zjunk",
+            "2026-11-22T10:50:00.",
+        ] {
             assert_eq!(parse_iso8601(bad), None, "{bad}");
         }
     }

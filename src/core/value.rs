@@ -58,9 +58,7 @@ impl Value {
             Value::Number(n) => number_to_json(*n),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
-            Value::Object(o) => {
-                serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
-            }
+            Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
         }
     }
 
@@ -95,11 +93,13 @@ mod tests {
 
     #[test]
     fn json_round_trip_keeps_integers_integral() {
-        let j: serde_json::Value =
-            serde_json::from_str(r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#).unwrap();
+        let j: serde_json::Value = serde_json::from_str(r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#).unwrap();
         let v = Value::from_json(&j);
         assert_eq!(v.to_json(), j);
-        assert_eq!(serde_json::to_string(&v.to_json()).unwrap(), r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#);
+        assert_eq!(
+            serde_json::to_string(&v.to_json()).unwrap(),
+            r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#
+        );
     }
 
     #[test]

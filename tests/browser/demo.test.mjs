@@ -170,9 +170,10 @@ test('accepting consent tracks product views and personalizes the hero', async (
   assert.ok(stored.anonymousId, 'the anonymous id is persisted after consent');
   assert.deepEqual(stored.consent, { analytics: true, personalization: true, advertising: false });
 
-  const batches = requests.filter((r) => pathOf(r) === '/v1/batch' && r.method() === 'POST');
+  const batches = requests.filter((r) => pathOf(r) === '/v1/batch' && r.method() === 'POST' && r.postData());
   assert.ok(batches.length >= 1, 'events went out in batches');
   const sentEvents = batches.flatMap((r) => JSON.parse(r.postData()).batch);
+  assert.ok(sentEvents.length >= 3, `a page view and two product views were sent: ${sentEvents.length}`);
   assert.ok(
     sentEvents.every((e) => e.anonymousId === stored.anonymousId),
     'every event carries the stored anonymous id',

@@ -1,0 +1,1109 @@
+//! The site configuration: JSON in, compiled runtime rules out.
+//!
+//! The configuration type here is the JSON document itself: compiling walks it once and reports every
+//! problem with its JSON path (`segments[3].when.count: expected a number`) instead of stopping at the first,
+//! which a serde-derived intermediate type could not do. What comes out (`Config`) holds only checked,
+//! ready-to-run rules, so evaluation never fails.
+
+use crate::core::consent::{ConsentPolicy, Model, Purpose};
+use crate::core::decide::{Block, Cap, Slot, Template, Variant};
+use crate::core::segment::{Cmp, Condition, PropertyFilter, Segment, TraitTest};
+use crate::core::time::{parse_duration, parse_iso8601};
+use crate::core::value::Value;
+use serde_json::{Map, Value as J};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One problem in a configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A place events come from, identified by its write key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Source {
+    pub id: String,
+    pub write_key: String,
+    /// Browser origins allowed to send with this key (`*` allows any). Empty: server-side only, which means a
+    /// request that carries an `Origin` header is refused.
+    pub origins: Vec<String>,
+}
+
+impl Source {
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdRule {
+    pub limit: u32,
+    pub priority: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityRules {
+    pub identifiers: BTreeMap<String, IdRule>,
+    pub blocklist: Vec<String>,
+}
+
+impl Default for IdentityRules {
+    fn default() -> Self {
+        let rule = |limit, priority| IdRule { limit, priority };
+        IdentityRules {
+            identifiers: [
+                ("user_id".to_string(), rule(1, 1)),
+                ("email".to_string(), rule(5, 2)),
+                ("anonymous_id".to_string(), rule(100, 9)),
+            ]
+            .into_iter()
+            .collect(),
+            blocklist: ["null", "undefined", "0", "-1", "anonymous"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// The compiled configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub sources: Vec<Source>,
+    pub consent: ConsentPolicy,
+    pub identity: IdentityRules,
+    pub retention_anonymous_days: u32,
+    pub segments: Vec<Segment>,
+    /// Segment indexes ordered so that each comes after the segments it references.
+    pub segment_order: Vec<usize>,
+    pub slots: BTreeMap<String, Slot>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sources: Vec::new(),
+            consent: ConsentPolicy::default(),
+            identity: IdentityRules::default(),
+            retention_anonymous_days: 30,
+            segments: Vec::new(),
+            segment_order: Vec::new(),
+            slots: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn source_by_write_key(&self, key: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.write_key == key)
+    }
+
+    /// Whether any source lets this origin send (used for CORS preflight, which carries no write key).
+    pub fn any_source_allows_origin(&self, origin: &str) -> bool {
+        self.sources.iter().any(|s| s.allows_origin(origin))
+    }
+}
+
+/// Compiles configuration text.
+pub fn compile_str(text: &str) -> Result<Config, Vec<ConfigError>> {
+    match serde_json::from_str::<J>(text) {
+        Ok(v) => compile(&v),
+        Err(e) => Err(vec![ConfigError {
+            path: String::new(),
+            message: format!("configuration is not valid JSON: {e}"),
+        }]),
+    }
+}
+
+/// Compiles a configuration document, reporting every problem.
+pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
+    let mut c = Compiler { errors: Vec::new() };
+    let mut config = Config::default();
+    let keys = ["sources", "consent", "identity", "retention", "segments", "slots"];
+    if let Some(root) = c.object(doc, "", &keys) {
+        if let Some(v) = present(root, "sources") {
+            config.sources = c.sources(v, "sources");
+        }
+        if let Some(v) = present(root, "consent") {
+            config.consent = c.consent(v, "consent");
+        }
+        if let Some(v) = present(root, "identity") {
+            config.identity = c.identity(v, "identity");
+        }
+        if let Some(v) = present(root, "retention") {
+            if let Some(o) = c.object(v, "retention", &["anonymousDays"]) {
+                if let Some(d) = present(o, "anonymousDays") {
+                    if let Some(n) = c.integer(d, "retention.anonymousDays", 1, 3650) {
+                        config.retention_anonymous_days = n as u32;
+                    }
+                }
+            }
+        }
+        let mut ids = BTreeMap::new();
+        if let Some(v) = present(root, "segments") {
+            let (segments, order) = c.segments(v, "segments");
+            for (i, s) in segments.iter().enumerate() {
+                ids.insert(s.id.clone(), i);
+            }
+            config.segments = segments;
+            config.segment_order = order;
+        }
+        if let Some(v) = present(root, "slots") {
+            config.slots = c.slots(v, "slots", &ids);
+        }
+    }
+    if c.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(c.errors)
+    }
+}
+
+/// A key that is present and not `null` (a `null` section means "use the default").
+fn present<'a>(o: &'a Map<String, J>, key: &str) -> Option<&'a J> {
+    o.get(key).filter(|v| !v.is_null())
+}
+
+fn at(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn idx(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+const CONDITION_KINDS: [&str; 9] = [
+    "event",
+    "inactiveFor",
+    "identified",
+    "trait",
+    "consent",
+    "segment",
+    "all",
+    "any",
+    "not",
+];
+const TRAIT_TESTS: [&str; 9] = ["eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "exists"];
+const CMP_OPS: [&str; 6] = ["eq", "ne", "lt", "lte", "gt", "gte"];
+
+struct Compiler {
+    errors: Vec<ConfigError>,
+}
+
+impl Compiler {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn object<'a>(&mut self, v: &'a J, path: &str, allowed: &[&str]) -> Option<&'a Map<String, J>> {
+        match v {
+            J::Object(o) => {
+                for k in o.keys() {
+                    if !allowed.contains(&k.as_str()) {
+                        self.err(
+                            at(path, k),
+                            format!("unknown field; expected one of: {}", allowed.join(", ")),
+                        );
+                    }
+                }
+                Some(o)
+            }
+            _ => {
+                self.err(path, "expected an object");
+                None
+            }
+        }
+    }
+
+    fn array<'a>(&mut self, v: &'a J, path: &str) -> Option<&'a Vec<J>> {
+        match v {
+            J::Array(a) => Some(a),
+            _ => {
+                self.err(path, "expected an array");
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, v: Option<&J>, path: &str) -> Option<String> {
+        match v {
+            Some(J::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(J::String(_)) => {
+                self.err(path, "must not be empty");
+                None
+            }
+            None | Some(J::Null) => {
+                self.err(path, "is required");
+                None
+            }
+            Some(_) => {
+                self.err(path, "expected a string");
+                None
+            }
+        }
+    }
+
+    fn id(&mut self, v: Option<&J>, path: &str) -> Option<String> {
+        let s = self.string(v, path)?;
+        if is_id(&s) {
+            Some(s)
+        } else {
+            self.err(path, "an id is 1 to 128 letters, digits, '-', '_' or '.'");
+            None
+        }
+    }
+
+    fn number(&mut self, v: &J, path: &str) -> Option<f64> {
+        match v.as_f64() {
+            Some(n) => Some(n),
+            None => {
+                self.err(path, "expected a number");
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, v: &J, path: &str, min: i64, max: i64) -> Option<i64> {
+        match v.as_i64() {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(_) => {
+                self.err(path, format!("must be between {min} and {max}"));
+                None
+            }
+            None => {
+                self.err(path, "expected a whole number");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: &J, path: &str) -> Option<bool> {
+        match v {
+            J::Bool(b) => Some(*b),
+            _ => {
+                self.err(path, "expected true or false");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &J, path: &str) -> Option<i64> {
+        match v.as_str().and_then(parse_duration) {
+            Some(d) => Some(d),
+            None => {
+                self.err(path, "expected a duration such as \"30m\", \"12h\", \"7d\" or \"4w\"");
+                None
+            }
+        }
+    }
+
+    fn time(&mut self, v: &J, path: &str) -> Option<i64> {
+        match v.as_str().and_then(parse_iso8601) {
+            Some(t) => Some(t),
+            None => {
+                self.err(path, "expected an ISO 8601 date-time");
+                None
+            }
+        }
+    }
+
+    fn scalar(&mut self, v: &J, path: &str) -> Option<Value> {
+        match v {
+            J::String(_) | J::Number(_) | J::Bool(_) => Some(Value::from_json(v)),
+            _ => {
+                self.err(path, "expected a string, number or boolean");
+                None
+            }
+        }
+    }
+
+    fn model(&mut self, v: &J, path: &str) -> Option<Model> {
+        match v.as_str() {
+            Some("opt-in") => Some(Model::OptIn),
+            Some("opt-out") => Some(Model::OptOut),
+            _ => {
+                self.err(path, "expected \"opt-in\" or \"opt-out\"");
+                None
+            }
+        }
+    }
+
+    fn purpose(&mut self, v: &J, path: &str) -> Option<Purpose> {
+        match v.as_str().and_then(Purpose::parse) {
+            Some(p) => Some(p),
+            None => {
+                self.err(
+                    path,
+                    "expected one of: necessary, analytics, personalization, advertising",
+                );
+                None
+            }
+        }
+    }
+
+    fn sources(&mut self, v: &J, path: &str) -> Vec<Source> {
+        let mut out: Vec<Source> = Vec::new();
+        for (i, s) in self.array(v, path).into_iter().flatten().enumerate() {
+            let p = idx(path, i);
+            let Some(o) = self.object(s, &p, &["id", "writeKey", "origins"]) else {
+                continue;
+            };
+            let id = self.id(o.get("id"), &at(&p, "id"));
+            let key = self.string(o.get("writeKey"), &at(&p, "writeKey"));
+            let mut origins = Vec::new();
+            if let Some(list) = present(o, "origins") {
+                for (j, origin) in self.array(list, &at(&p, "origins")).into_iter().flatten().enumerate() {
+                    let op = idx(&at(&p, "origins"), j);
+                    match origin.as_str() {
+                        Some(s)
+                            if s == "*"
+                                || ((s.starts_with("http://") || s.starts_with("https://")) && !s.ends_with('/')) =>
+                        {
+                            origins.push(s.to_string())
+                        }
+                        _ => self.err(
+                            op,
+                            "expected an origin such as \"https://shop.example\" (scheme and host, no path) or \"*\"",
+                        ),
+                    }
+                }
+            }
+            if let (Some(id), Some(write_key)) = (id, key) {
+                if out.iter().any(|s| s.id == id) {
+                    self.err(at(&p, "id"), format!("duplicate source id {id:?}"));
+                } else if out.iter().any(|s| s.write_key == write_key) {
+                    self.err(at(&p, "writeKey"), "duplicate write key");
+                } else {
+                    out.push(Source { id, write_key, origins });
+                }
+            }
+        }
+        out
+    }
+
+    fn consent(&mut self, v: &J, path: &str) -> ConsentPolicy {
+        let mut policy = ConsentPolicy::default();
+        let Some(o) = self.object(v, path, &["model", "regions", "honorGpc", "categories"]) else {
+            return policy;
+        };
+        if let Some(m) = present(o, "model") {
+            if let Some(m) = self.model(m, &at(path, "model")) {
+                policy.model = m;
+            }
+        }
+        if let Some(r) = present(o, "regions") {
+            let rp = at(path, "regions");
+            if let Some(map) = self.object(r, &rp, &[]).map(|_| r.as_object()).flatten() {
+                // `object` with no allowed keys reported every key as unknown; take those reports back, since
+                // any country code is allowed here, and check the codes instead.
+                self.errors.retain(|e| !e.path.starts_with(&format!("{rp}.")));
+                for (country, m) in map {
+                    let cp = at(&rp, country);
+                    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+                        self.err(
+                            &cp,
+                            "expected a two-letter upper-case country code (ISO 3166-1 alpha-2)",
+                        );
+                    } else if let Some(m) = self.model(m, &cp) {
+                        policy.regions.insert(country.clone(), m);
+                    }
+                }
+            }
+        }
+        if let Some(g) = present(o, "honorGpc") {
+            if let Some(b) = self.boolean(g, &at(path, "honorGpc")) {
+                policy.honor_gpc = b;
+            }
+        }
+        if let Some(cats) = present(o, "categories") {
+            let cp = at(path, "categories");
+            match cats.as_object() {
+                Some(map) => {
+                    for (cat, purpose) in map {
+                        if let Some(p) = self.purpose(purpose, &at(&cp, cat)) {
+                            policy.categories.insert(cat.clone(), p);
+                        }
+                    }
+                }
+                None => self.err(cp, "expected an object of category to purpose"),
+            }
+        }
+        policy
+    }
+
+    fn identity(&mut self, v: &J, path: &str) -> IdentityRules {
+        let mut rules = IdentityRules::default();
+        let Some(o) = self.object(v, path, &["identifiers", "blocklist"]) else {
+            return rules;
+        };
+        if let Some(ids) = present(o, "identifiers") {
+            let ip = at(path, "identifiers");
+            match ids.as_object() {
+                Some(map) => {
+                    for (kind, rule) in map {
+                        let rp = at(&ip, kind);
+                        if kind.is_empty()
+                            || !kind
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                        {
+                            self.err(&rp, "an identifier type is lower-case letters, digits and '_'");
+                            continue;
+                        }
+                        let Some(r) = self.object(rule, &rp, &["limit", "priority"]) else {
+                            continue;
+                        };
+                        let limit = match present(r, "limit") {
+                            Some(l) => self.integer(l, &at(&rp, "limit"), 1, 1000).map(|n| n as u32),
+                            None => Some(rules.identifiers.get(kind).map_or(1, |d| d.limit)),
+                        };
+                        let priority = match present(r, "priority") {
+                            Some(p) => self.integer(p, &at(&rp, "priority"), 0, 1000),
+                            None => Some(rules.identifiers.get(kind).map_or(5, |d| d.priority)),
+                        };
+                        if let (Some(limit), Some(priority)) = (limit, priority) {
+                            rules.identifiers.insert(kind.clone(), IdRule { limit, priority });
+                        }
+                    }
+                }
+                None => self.err(ip, "expected an object of identifier type to rule"),
+            }
+        }
+        if let Some(b) = present(o, "blocklist") {
+            let bp = at(path, "blocklist");
+            let mut list = Vec::new();
+            for (i, item) in self.array(b, &bp).into_iter().flatten().enumerate() {
+                match item.as_str() {
+                    Some(s) => list.push(s.to_string()),
+                    None => self.err(idx(&bp, i), "expected a string"),
+                }
+            }
+            rules.blocklist = list;
+        }
+        rules
+    }
+
+    fn segments(&mut self, v: &J, path: &str) -> (Vec<Segment>, Vec<usize>) {
+        let Some(items) = self.array(v, path) else {
+            return (Vec::new(), Vec::new());
+        };
+        // First pass: ids, so that a segment may reference one defined after it.
+        let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, s) in items.iter().enumerate() {
+            if let Some(J::String(id)) = s.get("id") {
+                if ids.contains_key(id) {
+                    self.err(at(&idx(path, i), "id"), format!("duplicate segment id {id:?}"));
+                } else {
+                    ids.insert(id.clone(), i);
+                }
+            }
+        }
+        let mut segments = Vec::new();
+        let mut ok = true;
+        for (i, s) in items.iter().enumerate() {
+            let p = idx(path, i);
+            let before = self.errors.len();
+            let Some(o) = self.object(s, &p, &["id", "when"]) else {
+                ok = false;
+                continue;
+            };
+            let id = self.id(o.get("id"), &at(&p, "id"));
+            let when = match o.get("when") {
+                Some(w) => self.condition(w, &at(&p, "when"), &ids),
+                None => {
+                    self.err(at(&p, "when"), "is required");
+                    None
+                }
+            };
+            match (id, when) {
+                (Some(id), Some(when)) if self.errors.len() == before => segments.push(Segment { id, when }),
+                _ => ok = false,
+            }
+        }
+        if !ok {
+            return (Vec::new(), Vec::new());
+        }
+        let order = self.segment_order(&segments, path);
+        (segments, order)
+    }
+
+    /// Orders segments so that references come first, reporting cycles.
+    fn segment_order(&mut self, segments: &[Segment], path: &str) -> Vec<usize> {
+        fn refs(c: &Condition, out: &mut Vec<usize>) {
+            match c {
+                Condition::Segment(i) => out.push(*i),
+                Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| refs(c, out)),
+                Condition::Not(c) => refs(c, out),
+                _ => {}
+            }
+        }
+        let deps: Vec<Vec<usize>> = segments
+            .iter()
+            .map(|s| {
+                let mut v = Vec::new();
+                refs(&s.when, &mut v);
+                v
+            })
+            .collect();
+        let mut order = Vec::with_capacity(segments.len());
+        let mut done = vec![false; segments.len()];
+        // Repeatedly take every segment whose references are all done; what is left at the end is in a cycle.
+        loop {
+            let before = order.len();
+            for i in 0..segments.len() {
+                if !done[i] && deps[i].iter().all(|&d| done[d]) {
+                    done[i] = true;
+                    order.push(i);
+                }
+            }
+            if order.len() == segments.len() {
+                return order;
+            }
+            if order.len() == before {
+                for (i, d) in done.iter().enumerate() {
+                    if !d {
+                        self.err(
+                            at(&idx(path, i), "when"),
+                            format!(
+                                "segment {:?} references itself through a cycle of segments",
+                                segments[i].id
+                            ),
+                        );
+                    }
+                }
+                return Vec::new();
+            }
+        }
+    }
+
+    fn condition(&mut self, v: &J, path: &str, ids: &BTreeMap<String, usize>) -> Option<Condition> {
+        let Some(o) = v.as_object() else {
+            self.err(path, "expected a condition object");
+            return None;
+        };
+        let kinds: Vec<&str> = CONDITION_KINDS.iter().copied().filter(|k| o.contains_key(*k)).collect();
+        let kind = match kinds.as_slice() {
+            [k] => *k,
+            [] => {
+                self.err(
+                    path,
+                    format!("expected a condition with one of: {}", CONDITION_KINDS.join(", ")),
+                );
+                return None;
+            }
+            _ => {
+                self.err(
+                    path,
+                    format!("a condition has exactly one kind; found {}", kinds.join(" and ")),
+                );
+                return None;
+            }
+        };
+        match kind {
+            "event" => {
+                self.object(v, path, &["event", "where", "count", "within"])?;
+                let event = self.string(o.get("event"), &at(path, "event"));
+                let mut filters = Vec::new();
+                if let Some(w) = present(o, "where") {
+                    let wp = at(path, "where");
+                    match w.as_object() {
+                        Some(map) => {
+                            for (prop, val) in map {
+                                let pp = at(&wp, prop);
+                                let any_of = match val {
+                                    J::Array(list) if !list.is_empty() => list
+                                        .iter()
+                                        .enumerate()
+                                        .filter_map(|(i, x)| self.scalar(x, &idx(&pp, i)))
+                                        .collect(),
+                                    J::Array(_) => {
+                                        self.err(&pp, "a list of values must not be empty");
+                                        Vec::new()
+                                    }
+                                    x => self.scalar(x, &pp).into_iter().collect(),
+                                };
+                                filters.push(PropertyFilter {
+                                    property: prop.clone(),
+                                    any_of,
+                                });
+                            }
+                        }
+                        None => self.err(wp, "expected an object of property to value"),
+                    }
+                }
+                let count = match present(o, "count") {
+                    None => Some(vec![Cmp::Gte(1.0)]),
+                    Some(J::Number(n)) => Some(vec![Cmp::Gte(n.as_f64().unwrap_or(1.0))]),
+                    Some(c) => self.comparisons(c, &at(path, "count")),
+                };
+                // Each part is checked before any is given up on, so that every problem is reported.
+                let window = match present(o, "within") {
+                    Some(w) => self.duration(w, &at(path, "within")).map(Some),
+                    None => Some(None),
+                };
+                Some(Condition::EventCount {
+                    event: event?,
+                    filters,
+                    count: count?,
+                    window: window?,
+                })
+            }
+            "inactiveFor" => {
+                self.object(v, path, &["inactiveFor"])?;
+                Some(Condition::InactiveFor(
+                    self.duration(&o["inactiveFor"], &at(path, "inactiveFor"))?,
+                ))
+            }
+            "identified" => {
+                self.object(v, path, &["identified"])?;
+                Some(Condition::Identified(
+                    self.boolean(&o["identified"], &at(path, "identified"))?,
+                ))
+            }
+            "consent" => {
+                self.object(v, path, &["consent"])?;
+                Some(Condition::Consent(self.purpose(&o["consent"], &at(path, "consent"))?))
+            }
+            "segment" => {
+                self.object(v, path, &["segment"])?;
+                let sp = at(path, "segment");
+                let id = self.string(o.get("segment"), &sp)?;
+                match ids.get(&id) {
+                    Some(&i) => Some(Condition::Segment(i)),
+                    None => {
+                        self.err(sp, format!("unknown segment {id:?}"));
+                        None
+                    }
+                }
+            }
+            "all" | "any" => {
+                self.object(v, path, &[kind])?;
+                let lp = at(path, kind);
+                let list = self.array(&o[kind], &lp)?;
+                if list.is_empty() {
+                    self.err(&lp, "expected at least one condition");
+                    return None;
+                }
+                let parts: Vec<Option<Condition>> = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| self.condition(c, &idx(&lp, i), ids))
+                    .collect();
+                let parts: Option<Vec<Condition>> = parts.into_iter().collect();
+                Some(if kind == "all" {
+                    Condition::All(parts?)
+                } else {
+                    Condition::Any(parts?)
+                })
+            }
+            "not" => {
+                self.object(v, path, &["not"])?;
+                Some(Condition::Not(Box::new(self.condition(
+                    &o["not"],
+                    &at(path, "not"),
+                    ids,
+                )?)))
+            }
+            _ => {
+                let mut allowed = vec!["trait"];
+                allowed.extend(TRAIT_TESTS);
+                self.object(v, path, &allowed)?;
+                let name = self.string(o.get("trait"), &at(path, "trait"));
+                let tests: Vec<&str> = TRAIT_TESTS.iter().copied().filter(|t| o.contains_key(*t)).collect();
+                let [op] = tests.as_slice() else {
+                    self.err(
+                        path,
+                        format!("a trait condition has exactly one test of: {}", TRAIT_TESTS.join(", ")),
+                    );
+                    return None;
+                };
+                let tp = at(path, op);
+                let arg = &o[*op];
+                let test = match *op {
+                    "eq" => TraitTest::Eq(self.scalar(arg, &tp)?),
+                    "ne" => TraitTest::Ne(self.scalar(arg, &tp)?),
+                    "contains" => TraitTest::Contains(self.scalar(arg, &tp)?),
+                    "exists" => TraitTest::Exists(self.boolean(arg, &tp)?),
+                    "in" => {
+                        let list = self.array(arg, &tp)?;
+                        let vals: Vec<Option<Value>> = list
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| self.scalar(x, &idx(&tp, i)))
+                            .collect();
+                        TraitTest::In(vals.into_iter().collect::<Option<Vec<_>>>()?)
+                    }
+                    _ => TraitTest::Num(cmp(op, self.number(arg, &tp)?)),
+                };
+                Some(Condition::Trait { name: name?, test })
+            }
+        }
+    }
+
+    fn comparisons(&mut self, v: &J, path: &str) -> Option<Vec<Cmp>> {
+        let o = self.object(v, path, &CMP_OPS)?;
+        if o.is_empty() {
+            self.err(path, format!("expected at least one of: {}", CMP_OPS.join(", ")));
+            return None;
+        }
+        let mut out = Vec::new();
+        for (op, n) in o {
+            if CMP_OPS.contains(&op.as_str()) {
+                out.push(cmp(op, self.number(n, &at(path, op))?));
+            }
+        }
+        Some(out)
+    }
+
+    fn slots(&mut self, v: &J, path: &str, segments: &BTreeMap<String, usize>) -> BTreeMap<String, Slot> {
+        let mut out = BTreeMap::new();
+        let Some(map) = v.as_object() else {
+            self.err(path, "expected an object of slot name to slot");
+            return out;
+        };
+        let mut block_ids = BTreeSet::new();
+        for (name, slot) in map {
+            let sp = at(path, name);
+            if !is_id(name) {
+                self.err(&sp, "a slot name is 1 to 128 letters, digits, '-', '_' or '.'");
+                continue;
+            }
+            let Some(o) = self.object(slot, &sp, &["fallback", "blocks"]) else {
+                continue;
+            };
+            let fallback = match present(o, "fallback") {
+                Some(f) => {
+                    let fp = at(&sp, "fallback");
+                    self.object(f, &fp, &["html"])
+                        .and_then(|fo| self.template(fo.get("html"), &at(&fp, "html")))
+                }
+                None => Some(Template(Vec::new())),
+            };
+            let mut blocks = Vec::new();
+            if let Some(b) = present(o, "blocks") {
+                let bp = at(&sp, "blocks");
+                for (i, block) in self.array(b, &bp).into_iter().flatten().enumerate() {
+                    if let Some(block) = self.block(block, &idx(&bp, i), segments) {
+                        if !block_ids.insert(block.id.clone()) {
+                            self.err(at(&idx(&bp, i), "id"), format!("duplicate block id {:?}", block.id));
+                        }
+                        blocks.push(block);
+                    }
+                }
+            }
+            // A stable sort keeps configuration order among equal priorities.
+            blocks.sort_by(|a, b| b.priority.cmp(&a.priority));
+            if let Some(fallback) = fallback {
+                out.insert(name.clone(), Slot { fallback, blocks });
+            }
+        }
+        out
+    }
+
+    fn template(&mut self, v: Option<&J>, path: &str) -> Option<Template> {
+        let text = match v {
+            Some(J::String(s)) => s,
+            None | Some(J::Null) => {
+                self.err(path, "is required");
+                return None;
+            }
+            Some(_) => {
+                self.err(path, "expected a string of HTML");
+                return None;
+            }
+        };
+        match Template::compile(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn block(&mut self, v: &J, path: &str, segments: &BTreeMap<String, usize>) -> Option<Block> {
+        let o = self.object(
+            v,
+            path,
+            &["id", "audience", "priority", "start", "end", "cap", "variants", "html"],
+        )?;
+        let before = self.errors.len();
+        let id = self.id(o.get("id"), &at(path, "id"));
+        let audience = match present(o, "audience") {
+            None => Some(Condition::Everyone),
+            Some(a) => self.audience(a, &at(path, "audience"), segments),
+        };
+        let priority = match present(o, "priority") {
+            Some(p) => self.integer(p, &at(path, "priority"), -1_000_000, 1_000_000),
+            None => Some(0),
+        };
+        let start = present(o, "start").and_then(|s| self.time(s, &at(path, "start")));
+        let end = present(o, "end").and_then(|e| self.time(e, &at(path, "end")));
+        if let (Some(s), Some(e)) = (start, end) {
+            if e <= s {
+                self.err(at(path, "end"), "end must be after start");
+            }
+        }
+        let cap = match present(o, "cap") {
+            None => None,
+            Some(c) => {
+                let cp = at(path, "cap");
+                let co = self.object(c, &cp, &["max", "per"]);
+                let max = match co.and_then(|co| co.get("max")) {
+                    Some(m) => self.integer(m, &at(&cp, "max"), 1, 1_000_000),
+                    None => {
+                        self.err(at(&cp, "max"), "is required");
+                        None
+                    }
+                };
+                let per = match co.and_then(|co| co.get("per")) {
+                    Some(p) => self.duration(p, &at(&cp, "per")),
+                    None => {
+                        self.err(at(&cp, "per"), "is required");
+                        None
+                    }
+                };
+                match (max, per) {
+                    (Some(max), Some(per)) => Some(Cap { max: max as u32, per }),
+                    _ => None,
+                }
+            }
+        };
+        let variants = match (present(o, "variants"), present(o, "html")) {
+            (Some(_), Some(_)) => {
+                self.err(path, "a block has either html or variants, not both");
+                None
+            }
+            (None, None) => {
+                self.err(at(path, "variants"), "a block needs html or variants");
+                None
+            }
+            (None, Some(h)) => self.template(Some(h), &at(path, "html")).map(|html| {
+                vec![Variant {
+                    id: "default".into(),
+                    weight: 1,
+                    html,
+                }]
+            }),
+            (Some(vs), None) => self.variants(vs, &at(path, "variants")),
+        };
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Block {
+            id: id?,
+            audience: audience?,
+            priority: priority?,
+            start,
+            end,
+            cap,
+            variants: variants?,
+        })
+    }
+
+    fn audience(&mut self, v: &J, path: &str, segments: &BTreeMap<String, usize>) -> Option<Condition> {
+        let Some(o) = v.as_object() else {
+            self.err(path, "expected a condition or {\"include\": [...], \"exclude\": [...]}");
+            return None;
+        };
+        if !(o.contains_key("include") || o.contains_key("exclude")) {
+            return self.condition(v, path, segments);
+        }
+        self.object(v, path, &["include", "exclude"])?;
+        let mut list = |key: &str| -> Option<Vec<Condition>> {
+            let lp = at(path, key);
+            let Some(items) = present(o, key) else {
+                return Some(Vec::new());
+            };
+            let items = self.array(items, &lp)?;
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let ip = idx(&lp, i);
+                match item.as_str().map(|id| segments.get(id)) {
+                    Some(Some(&s)) => out.push(Condition::Segment(s)),
+                    Some(None) => self.err(ip, format!("unknown segment {:?}", item.as_str().unwrap_or_default())),
+                    None => self.err(ip, "expected a segment id"),
+                }
+            }
+            Some(out)
+        };
+        let include = list("include")?;
+        let exclude = list("exclude")?;
+        let mut all = include;
+        if !exclude.is_empty() {
+            all.push(Condition::Not(Box::new(Condition::Any(exclude))));
+        }
+        Some(if all.is_empty() {
+            Condition::Everyone
+        } else {
+            Condition::All(all)
+        })
+    }
+
+    fn variants(&mut self, v: &J, path: &str) -> Option<Vec<Variant>> {
+        let items = self.array(v, path)?;
+        if items.is_empty() {
+            self.err(path, "expected at least one variant");
+            return None;
+        }
+        let mut out: Vec<Variant> = Vec::new();
+        let before = self.errors.len();
+        for (i, item) in items.iter().enumerate() {
+            let p = idx(path, i);
+            let Some(o) = self.object(item, &p, &["id", "weight", "html"]) else {
+                continue;
+            };
+            let id = self.id(o.get("id"), &at(&p, "id"));
+            let weight = match present(o, "weight") {
+                Some(w) => self.integer(w, &at(&p, "weight"), 0, 1_000_000).map(|n| n as u32),
+                None => Some(1),
+            };
+            let html = self.template(o.get("html"), &at(&p, "html"));
+            if let (Some(id), Some(weight), Some(html)) = (id, weight, html) {
+                if out.iter().any(|v| v.id == id) {
+                    self.err(at(&p, "id"), format!("duplicate variant id {id:?}"));
+                }
+                out.push(Variant { id, weight, html });
+            }
+        }
+        if self.errors.len() == before && out.iter().all(|v| v.weight == 0) {
+            self.err(path, "at least one variant needs a weight above 0");
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+}
+
+fn cmp(op: &str, n: f64) -> Cmp {
+    match op {
+        "eq" => Cmp::Eq(n),
+        "ne" => Cmp::Ne(n),
+        "lt" => Cmp::Lt(n),
+        "lte" => Cmp::Lte(n),
+        "gt" => Cmp::Gt(n),
+        _ => Cmp::Gte(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        compile_str(text)
+            .expect_err("config is invalid")
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn empty_config_gets_documented_defaults() {
+        let c = compile_str("{}").unwrap();
+        assert_eq!(c.consent.model, Model::OptIn);
+        assert!(c.consent.honor_gpc);
+        assert_eq!(c.identity.identifiers["user_id"], IdRule { limit: 1, priority: 1 });
+        assert_eq!(c.retention_anonymous_days, 30);
+        assert!(c.segments.is_empty() && c.slots.is_empty() && c.sources.is_empty());
+    }
+
+    #[test]
+    fn the_contract_example_compiles() {
+        let c = compile_str(include_str!("../../tests/fixtures/contract-config.json")).unwrap();
+        assert_eq!(c.sources[0].write_key, "demo");
+        assert_eq!(c.consent.regions["US"], Model::OptOut);
+        assert_eq!(c.consent.categories["C0002"], Purpose::Analytics);
+        assert_eq!(c.segments.len(), 3);
+        // "gold" references "bag-curious", which must be evaluated first.
+        let pos = |i: usize| c.segment_order.iter().position(|&x| x == i).unwrap();
+        assert!(pos(0) < pos(2));
+        assert_eq!(c.slots["hero"].blocks[0].variants.len(), 2);
+        assert_eq!(
+            c.slots["hero"].blocks[0].cap,
+            Some(Cap {
+                max: 3,
+                per: crate::core::time::DAY
+            })
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let got = errors(
+            r#"{
+              "sources": [{"id": "web", "writeKey": "k", "origins": ["http://x/"]}, {"id": "web", "writeKey": "k2"}],
+              "consent": {"model": "maybe", "regions": {"usa": "opt-out"}},
+              "segments": [
+                {"id": "a", "when": {"event": "E", "count": {"gte": "two"}, "within": "7 days"}},
+                {"id": "b", "when": {"trait": "plan", "eq": "gold", "gt": 3}},
+                {"id": "c", "when": {"segment": "nope"}},
+                {"id": "d", "when": {"all": []}}
+              ],
+              "slots": {"hero": {"blocks": [{"id": "x", "audience": {"include": ["zzz"]}, "variants": [{"id": "v", "html": "{{traits.a"}]}]}},
+              "colour": "blue"
+            }"#,
+        );
+        let expected = [
+            "sources[0].origins[0]: expected an origin",
+            "sources[1].id: duplicate source id \"web\"",
+            "consent.model: expected \"opt-in\" or \"opt-out\"",
+            "consent.regions.usa: expected a two-letter",
+            "segments[0].when.count.gte: expected a number",
+            "segments[1].when: a trait condition has exactly one test",
+            "segments[2].when.segment: unknown segment \"nope\"",
+            "segments[3].when.all: expected at least one condition",
+            "slots.hero.blocks[0].audience.include[0]: unknown segment \"zzz\"",
+            "slots.hero.blocks[0].variants[0].html: a {{ placeholder is not closed",
+            "colour: unknown field",
+        ];
+        for e in expected {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+        }
+        // The `within` problem is reported too, at its own path.
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("segments[0].when.within: expected a duration")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn segment_cycles_are_reported() {
+        let got = errors(
+            r#"{"segments": [{"id": "a", "when": {"segment": "b"}}, {"id": "b", "when": {"not": {"segment": "a"}}}]}"#,
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("segments[0].when: segment \"a\" references itself"));
+    }
+
+    #[test]
+    fn not_json_is_one_error_at_the_root() {
+        let got = compile_str("{").unwrap_err();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].path, "");
+    }
+}
