@@ -418,7 +418,7 @@ impl Compiler {
         }
         if let Some(r) = present(o, "regions") {
             let rp = at(path, "regions");
-            if let Some(map) = self.object(r, &rp, &[]).map(|_| r.as_object()).flatten() {
+            if let Some(map) = self.object(r, &rp, &[]).and_then(|_| r.as_object()) {
                 // `object` with no allowed keys reported every key as unknown; take those reports back, since
                 // any country code is allowed here, and check the codes instead.
                 self.errors.retain(|e| !e.path.starts_with(&format!("{rp}.")));
@@ -817,7 +817,7 @@ impl Compiler {
                 }
             }
             // A stable sort keeps configuration order among equal priorities.
-            blocks.sort_by(|a, b| b.priority.cmp(&a.priority));
+            blocks.sort_by_key(|b| std::cmp::Reverse(b.priority));
             if let Some(fallback) = fallback {
                 out.insert(name.clone(), Slot { fallback, blocks });
             }

@@ -212,11 +212,11 @@ pub fn permit_collection(
     stored: Option<&ConsentState>,
     event: Event,
     signals: &RequestSignals,
-) -> Result<Permitted<Event>, Event> {
+) -> Result<Permitted<Event>, Box<Event>> {
     if policy.effective(stored, event.consent.as_ref(), signals).analytics {
         Ok(Permitted(event))
     } else {
-        Err(event)
+        Err(Box::new(event))
     }
 }
 

@@ -539,6 +539,89 @@ fn context_fields(
     Ok((consent, page))
 }
 
+/// Reads the write key from an HTTP Basic `Authorization` header: the key is the user name and the password
+/// is empty, as Segment's libraries send it.
+pub fn write_key_from_basic_auth(header: &str) -> Option<String> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
+    let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// Standard base64 with optional padding; `None` on anything else.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// A request for decisions (`POST /v1/decide`, or the query of `GET /v1/decide`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecideRequest {
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub slots: Vec<String>,
+    pub page: Option<PageContext>,
+    /// Consent preferences sent with the request, which take precedence over the recorded ones.
+    pub consent: Option<BTreeMap<String, bool>>,
+}
+
+/// Parses the body of `POST /v1/decide`. Errors carry the path of the bad field.
+pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(BodyError::TooLarge { limit: MAX_EVENT_BYTES });
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(not_json)?;
+    let Some(obj) = v.as_object() else {
+        return Err(BodyError::Shape { path: String::new(), message: "body must be a JSON object".into() });
+    };
+    let cx = Ctx { index: 0, base: "" };
+    let shape = |r: Rejection| BodyError::Shape { path: r.path, message: r.message };
+    let anonymous_id = id_field(&cx, obj, "anonymousId").map_err(shape)?;
+    let user_id = id_field(&cx, obj, "userId").map_err(shape)?;
+    let slots = match obj.get("slots") {
+        Some(serde_json::Value::Array(items)) => {
+            let mut slots = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(s) if !s.is_empty() => slots.push(s.to_string()),
+                    _ => {
+                        return Err(BodyError::Shape {
+                            path: format!("slots[{i}]"),
+                            message: "a slot is a non-empty string".into(),
+                        })
+                    }
+                }
+            }
+            slots
+        }
+        _ => return Err(BodyError::Shape { path: "slots".into(), message: "slots must be an array of slot names".into() }),
+    };
+    let (consent, page) = context_fields(&cx, obj.get("context"), None).map_err(shape)?;
+    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,5 +727,26 @@ mod tests {
         let p = parse_single(br#"{"type":"page","userId":"u1"}"#, CallType::Track, NOW).unwrap();
         assert_eq!(p.rejected[0].code, "type_mismatch");
         assert_eq!(p.rejected[0].path, "type");
+    }
+
+    #[test]
+    fn basic_auth_carries_the_write_key_as_user_name() {
+        // "demo:" in base64.
+        assert_eq!(write_key_from_basic_auth("Basic ZGVtbzo=").as_deref(), Some("demo"));
+        assert_eq!(write_key_from_basic_auth("basic ZGVtbw").as_deref(), Some("demo"));
+        assert_eq!(write_key_from_basic_auth("Bearer ZGVtbzo="), None);
+        assert_eq!(write_key_from_basic_auth("Basic ***"), None);
+        assert_eq!(write_key_from_basic_auth("Basic Og=="), None, "empty user name");
+    }
+
+    #[test]
+    fn decide_requests_name_their_bad_field() {
+        let ok = parse_decide(br#"{"anonymousId":"a","slots":["hero"],"context":{"page":{"path":"/x"}}}"#).unwrap();
+        assert_eq!(ok.slots, vec!["hero"]);
+        assert_eq!(ok.page.unwrap().path.as_deref(), Some("/x"));
+        let err = parse_decide(br#"{"slots":["hero",3]}"#).unwrap_err();
+        assert!(matches!(err, BodyError::Shape { path, .. } if path == "slots[1]"));
+        let err = parse_decide(br#"{"anonymousId":{},"slots":[]}"#).unwrap_err();
+        assert!(matches!(err, BodyError::Shape { path, .. } if path == "anonymousId"));
     }
 }

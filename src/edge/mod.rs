@@ -1,1 +1,288 @@
-//! placeholder
+//! The Cloudflare Worker shell: turns HTTP requests into core calls and core results into HTTP responses.
+//!
+//! It owns everything the core must not do: reading the clock, KV and Durable Object I/O, headers and
+//! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
+
+mod http;
+mod kv;
+mod profile_object;
+
+use crate::core::config::compile_str;
+use crate::core::consent::{permit_personalization, RequestSignals};
+use crate::core::decide::{decide, segments_of};
+use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::profile::ApplyRequest;
+use crate::core::store::encode_apply;
+use crate::core::time::Millis;
+use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
+use http::{json_response, require_admin, with_cors, ApiError, ApiResult};
+use serde_json::json;
+use std::collections::BTreeMap;
+use worker::js_sys::Uint8Array;
+use worker::wasm_bindgen::JsValue;
+use worker::{event, Context, Env, Method, Request, RequestInit, Response};
+
+pub use profile_object::ProfileObject;
+
+const DO_BINDING: &str = "PROFILES";
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    match route(req, &env).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn now() -> Millis {
+    worker::Date::now().as_millis() as Millis
+}
+
+async fn route(req: Request, env: &Env) -> ApiResult {
+    let path = req.path();
+    let method = req.method();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.clone(), segments.as_slice()) {
+        (Method::Get, ["healthz"]) => Ok(json_response(200, &json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))?),
+        (Method::Options, ["v1", ..]) => {
+            let (_, config) = kv::config(env).await?;
+            http::preflight(&req, &config)
+        }
+        (Method::Post, ["v1", "batch"]) => collect(req, env, None).await,
+        (Method::Post, ["v1", call]) if CallType::from_name(call).is_some() => {
+            let call = CallType::from_name(call);
+            collect(req, env, call).await
+        }
+        (Method::Post, ["v1", "decide"]) => decide_post(req, env).await,
+        (Method::Get, ["v1", "decide"]) => decide_get(req, env).await,
+        (Method::Get, ["v1", "profiles", key]) => profile_get(req, env, key).await,
+        (Method::Get, ["v1", "config"]) => config_get(req, env).await,
+        (Method::Put, ["v1", "config"]) => config_put(req, env).await,
+        (_, ["v1", "batch" | "decide" | "config" | "track" | "page" | "screen" | "identify" | "alias" | "group"])
+        | (_, ["v1", "profiles", _])
+        | (_, ["healthz"]) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
+    }
+}
+
+/// What the request says about the visitor's privacy choices.
+fn signals(req: &Request) -> RequestSignals {
+    let gpc = req.headers().get("sec-gpc").ok().flatten().is_some_and(|v| v.trim() == "1");
+    let country = req.cf().and_then(|cf| cf.country()).map(|c| c.to_ascii_uppercase());
+    RequestSignals { country, gpc }
+}
+
+/// Reads a body, refusing it before reading when the declared length is already over the limit.
+async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req.headers().get("content-length")?.and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::Body(BodyError::TooLarge { limit }));
+    }
+    let bytes = req.bytes().await?;
+    if bytes.len() > limit {
+        return Err(ApiError::Body(BodyError::TooLarge { limit }));
+    }
+    Ok(bytes)
+}
+
+/// The browser origin of a request, if it is a cross-site or same-site browser request at all.
+fn origin(req: &Request) -> Option<String> {
+    req.headers().get("origin").ok().flatten().filter(|o| !o.is_empty() && o != "null")
+}
+
+/// `POST /v1/batch` and the single-event endpoints.
+async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResult {
+    let received = now();
+    let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
+    let parsed = match call {
+        None => wire::parse_batch(&bytes, received),
+        Some(call) => wire::parse_single(&bytes, call, received),
+    }
+    .map_err(ApiError::Body)?;
+    let (_, config) = kv::config(env).await?;
+
+    let header_key = req.headers().get("authorization")?.and_then(|h| wire::write_key_from_basic_auth(&h));
+    let key = header_key.or(parsed.write_key.clone()).ok_or(ApiError::Unauthorized {
+        code: "missing_write_key",
+        message: "send the write key as the Basic auth user name or as writeKey in the body",
+    })?;
+    let source = config
+        .source_by_write_key(&key)
+        .ok_or(ApiError::Unauthorized { code: "invalid_write_key", message: "unknown write key" })?;
+    let origin = origin(&req);
+    if let Some(o) = &origin {
+        if !http::origin_allowed(&req, o, |o| source.allows_origin(o)) {
+            return Err(ApiError::Forbidden {
+                code: "origin_not_allowed",
+                message: format!("origin {o:?} is not allowed for source {:?}", source.id),
+            });
+        }
+    }
+
+    // Group events by the profile they belong to; each group goes to that profile's single writer.
+    let store = kv::store(env)?;
+    let mut groups: BTreeMap<String, Vec<crate::core::event::Event>> = BTreeMap::new();
+    let mut resolved: BTreeMap<Identity, String> = BTreeMap::new();
+    for event in parsed.events {
+        let identity = match (&event.anonymous_id, &event.user_id) {
+            (Some(a), _) => Identity::new(ANONYMOUS_ID, a),
+            (None, Some(u)) => Identity::new(USER_ID, u),
+            (None, None) => continue, // The wire parser already rejected these.
+        };
+        let pid = match resolved.get(&identity) {
+            Some(p) => p.clone(),
+            None => {
+                let p = kv::profile_id_of(&store, &identity).await?.unwrap_or_else(|| identity.profile_id());
+                resolved.insert(identity, p.clone());
+                p
+            }
+        };
+        groups.entry(pid).or_default().push(event);
+    }
+    let signals = signals(&req);
+    let namespace = env.durable_object(DO_BINDING)?;
+    for (profile_id, events) in groups {
+        let request = ApplyRequest { profile_id: profile_id.clone(), signals: signals.clone(), events };
+        let stub = namespace.id_from_name(&profile_id)?.get_stub()?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_body(Some(JsValue::from(Uint8Array::from(encode_apply(&request).as_slice()))));
+        let inner = Request::new_with_init("https://profile/apply", &init)?;
+        let mut resp = stub.fetch_with_request(inner).await?;
+        if resp.status_code() != 200 {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(ApiError::Unavailable(format!("profile writer answered {}: {text}", resp.status_code())));
+        }
+    }
+
+    let mut answer = json!({"success": true});
+    if !parsed.rejected.is_empty() {
+        answer["rejected"] = parsed
+            .rejected
+            .iter()
+            .map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path}))
+            .collect();
+    }
+    Ok(with_cors(json_response(200, &answer)?, origin.as_deref())?)
+}
+
+async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let request = wire::parse_decide(&bytes).map_err(ApiError::Body)?;
+    answer_decision(&req, env, request).await
+}
+
+/// `GET /v1/decide?slots=hero,sidebar&anonymousId=...`, for CMS pages and servers.
+async fn decide_get(req: Request, env: &Env) -> ApiResult {
+    let url = req.url()?;
+    let mut request = DecideRequest::default();
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "slots" => request.slots = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+            "anonymousId" if !v.is_empty() => request.anonymous_id = Some(v.into_owned()),
+            "userId" if !v.is_empty() => request.user_id = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    if request.slots.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "missing_field",
+            message: "slots is required: ?slots=hero,sidebar".into(),
+            path: "slots".into(),
+        });
+    }
+    answer_decision(&req, env, request).await
+}
+
+async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> ApiResult {
+    let (_, config) = kv::config(env).await?;
+    let origin = origin(req);
+    if let Some(o) = &origin {
+        if !http::origin_allowed(req, o, |o| config.any_source_allows_origin(o)) {
+            return Err(ApiError::Forbidden { code: "origin_not_allowed", message: format!("origin {o:?} is not allowed") });
+        }
+    }
+    let store = kv::store(env)?;
+    // A known user's profile is preferred over the anonymous one.
+    let mut profile = None;
+    if let Some(u) = &request.user_id {
+        profile = kv::profile_of(&store, &Identity::new(USER_ID, u)).await?;
+    }
+    if profile.is_none() {
+        if let Some(a) = &request.anonymous_id {
+            profile = kv::profile_of(&store, &Identity::new(ANONYMOUS_ID, a)).await?;
+        }
+    }
+    let signals = signals(req);
+    let subject =
+        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let decision = decide(&config, subject, &request.slots, now());
+    Ok(with_cors(json_response(200, &decision.to_json())?, origin.as_deref())?)
+}
+
+async fn profile_get(req: Request, env: &Env, key: &str) -> ApiResult {
+    require_admin(&req, env)?;
+    let decoded = urlencoding_decode(key);
+    let identity = Identity::parse_key(&decoded).ok_or_else(|| ApiError::BadRequest {
+        code: "invalid_identity",
+        message: "expected {type}:{value}, for example anonymous_id:abc".into(),
+        path: "identity".into(),
+    })?;
+    let store = kv::store(env)?;
+    let profile = kv::profile_of(&store, &identity)
+        .await?
+        .ok_or_else(|| ApiError::NotFound { code: "profile_not_found", message: format!("no profile for {decoded}") })?;
+    let (_, config) = kv::config(env).await?;
+    let segments = segments_of(&config, &profile, now());
+    Ok(json_response(200, &profile.to_json(&segments))?)
+}
+
+async fn config_get(req: Request, env: &Env) -> ApiResult {
+    require_admin(&req, env)?;
+    let (version, text) = kv::config_text(env).await?;
+    let doc: serde_json::Value = match text {
+        Some(t) => serde_json::from_str(&t).map_err(|e| ApiError::Unavailable(e.to_string()))?,
+        None => json!({}),
+    };
+    let mut resp = json_response(200, &doc)?;
+    resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
+    Ok(resp)
+}
+
+async fn config_put(mut req: Request, env: &Env) -> ApiResult {
+    require_admin(&req, env)?;
+    let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
+    let text = String::from_utf8(bytes).map_err(|_| ApiError::Body(BodyError::NotJson("body is not UTF-8".into())))?;
+    compile_str(&text).map_err(ApiError::InvalidConfig)?;
+    let version = kv::put_config(env, &text).await?;
+    Ok(json_response(200, &json!({"version": version}))?)
+}
+
+/// Decodes `%XX` escapes in a path segment (identity values may hold characters that URLs escape).
+fn urlencoding_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            // Decode from bytes, never by slicing the `str`, which could cut a multi-byte character.
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}

@@ -1,0 +1,156 @@
+//! HTTP plumbing for the Worker: the one place where errors become status codes and JSON bodies, and the
+//! CORS and admin-token rules.
+
+use crate::core::config::{Config, ConfigError};
+use crate::core::wire::BodyError;
+use serde_json::json;
+use worker::{Headers, Request, Response};
+
+/// Every failure a handler can answer with. Bad input never becomes a 500; only the store being unreachable
+/// answers 503.
+#[derive(Debug)]
+pub enum ApiError {
+    Body(BodyError),
+    BadRequest { code: &'static str, message: String, path: String },
+    Unauthorized { code: &'static str, message: &'static str },
+    Forbidden { code: &'static str, message: String },
+    NotFound { code: &'static str, message: String },
+    MethodNotAllowed,
+    InvalidConfig(Vec<ConfigError>),
+    Unavailable(String),
+}
+
+impl From<worker::Error> for ApiError {
+    fn from(e: worker::Error) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<worker::KvError> for ApiError {
+    fn from(e: worker::KvError) -> Self {
+        ApiError::Unavailable(format!("{e:?}"))
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+impl ApiError {
+    pub fn into_response(self) -> worker::Result<Response> {
+        let (status, code, message, path, extra) = match self {
+            ApiError::Body(e) => {
+                let status = if matches!(e, BodyError::TooLarge { .. }) { 413 } else { 400 };
+                let code = e.code();
+                match e {
+                    BodyError::NotJson(m) => (status, code, m, String::new(), None),
+                    BodyError::Shape { path, message } => (status, code, message, path, None),
+                    BodyError::TooLarge { limit } => {
+                        (status, code, format!("request body is larger than {limit} bytes"), String::new(), None)
+                    }
+                }
+            }
+            ApiError::BadRequest { code, message, path } => (400, code, message, path, None),
+            ApiError::Unauthorized { code, message } => (401, code, message.to_string(), String::new(), None),
+            ApiError::Forbidden { code, message } => (403, code, message, String::new(), None),
+            ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
+            ApiError::MethodNotAllowed => {
+                (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
+            }
+            ApiError::InvalidConfig(errors) => {
+                let first = errors.first().map(|e| e.path.clone()).unwrap_or_default();
+                let problems: Vec<_> = errors.iter().map(|e| json!({"path": e.path, "message": e.message})).collect();
+                (
+                    400,
+                    "invalid_config",
+                    format!("the configuration has {} problem(s); the previous configuration stays in force", errors.len()),
+                    first,
+                    Some(problems),
+                )
+            }
+            ApiError::Unavailable(detail) => {
+                worker::console_error!("store unavailable: {detail}");
+                (503, "store_unavailable", "the profile store is unavailable; retry later".to_string(), String::new(), None)
+            }
+        };
+        let mut body = json!({"error": {"code": code, "message": message, "path": path}});
+        if let Some(problems) = extra {
+            body["problems"] = json!(problems);
+        }
+        json_response(status, &body)
+    }
+}
+
+pub fn json_response(status: u16, body: &serde_json::Value) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json; charset=utf-8")?;
+    headers.set("cache-control", "no-store")?;
+    Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
+}
+
+/// The request's own origin (`scheme://host[:port]`).
+pub fn own_origin(req: &Request) -> Option<String> {
+    let url = req.url().ok()?;
+    Some(url.origin().ascii_serialization())
+}
+
+/// Whether a browser request from `Origin` may reach the collection and decision endpoints: the site's own
+/// origin always may (the snippet is served first-party); others only when a source lists them.
+pub fn origin_allowed(req: &Request, origin: &str, allowed: impl Fn(&str) -> bool) -> bool {
+    own_origin(req).is_some_and(|own| own.eq_ignore_ascii_case(origin)) || allowed(origin)
+}
+
+/// Adds the CORS headers for an allowed cross-origin request.
+pub fn with_cors(mut resp: Response, origin: Option<&str>) -> worker::Result<Response> {
+    if let Some(origin) = origin {
+        let h = resp.headers_mut();
+        h.set("access-control-allow-origin", origin)?;
+        h.set("access-control-allow-credentials", "true")?;
+        h.append("vary", "Origin")?;
+    }
+    Ok(resp)
+}
+
+/// Answers a CORS preflight.
+pub fn preflight(req: &Request, config: &Config) -> ApiResult {
+    let origin = req.headers().get("origin")?.unwrap_or_default();
+    if origin.is_empty() || !origin_allowed(req, &origin, |o| config.any_source_allows_origin(o)) {
+        return Err(ApiError::Forbidden { code: "origin_not_allowed", message: format!("origin {origin:?} is not allowed") });
+    }
+    let resp = Response::empty()?.with_status(204);
+    let resp = with_cors(resp, Some(&origin))?;
+    let h = Headers::new();
+    for (k, v) in resp.headers().entries() {
+        h.set(&k, &v)?;
+    }
+    h.set("access-control-allow-methods", "GET, POST, OPTIONS")?;
+    h.set("access-control-allow-headers", "authorization, content-type")?;
+    h.set("access-control-max-age", "86400")?;
+    Ok(resp.with_headers(h))
+}
+
+/// Checks `Authorization: Bearer <EDGECDP_ADMIN_TOKEN>`. Without a configured token every admin call is 401:
+/// there is no default token.
+pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
+    let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
+    if configured.is_empty() {
+        return Err(ApiError::Unauthorized {
+            code: "admin_disabled",
+            message: "admin endpoints are disabled: EDGECDP_ADMIN_TOKEN is not set",
+        });
+    }
+    let sent = req.headers().get("authorization")?.unwrap_or_default();
+    let token = sent.strip_prefix("Bearer ").unwrap_or("");
+    if constant_time_eq(token.as_bytes(), configured.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "missing or wrong admin bearer token" })
+    }
+}
+
+/// Compares without an early exit, so that timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8;
+    for (i, &x) in b.iter().enumerate() {
+        diff |= x ^ a.get(i).copied().unwrap_or(0);
+    }
+    diff == 0 && a.len() == b.len()
+}

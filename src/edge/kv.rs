@@ -1,0 +1,94 @@
+//! Workers KV access: the configuration in force (compiled once per version and cached in the isolate), the
+//! identity index and the profile snapshots that reads and decisions use.
+//!
+//! Keys: `config:current` (version number), `config:v<N>` (configuration JSON), `idx:<type>:<value>`
+//! (profile id), `profile:<id>` (encoded profile snapshot).
+
+use crate::core::config::{compile_str, Config};
+use crate::core::identity::Identity;
+use crate::core::profile::Profile;
+use crate::core::store::decode_profile;
+use crate::edge::http::ApiError;
+use std::cell::RefCell;
+use std::rc::Rc;
+use worker::{Env, KvStore};
+
+pub const KV_BINDING: &str = "EDGECDP";
+
+thread_local! {
+    // A Worker isolate is single-threaded; the cache lives as long as the isolate does.
+    static CONFIG_CACHE: RefCell<Option<(u64, Rc<Config>)>> = const { RefCell::new(None) };
+}
+
+pub fn store(env: &Env) -> Result<KvStore, ApiError> {
+    Ok(env.kv(KV_BINDING)?)
+}
+
+/// The configuration in force and its version (0 when none was ever stored: the documented defaults).
+pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
+    let kv = store(env)?;
+    let version: u64 = kv.get("config:current").text().await?.and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    if let Some(hit) = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone())) {
+        return Ok((version, hit));
+    }
+    let compiled = if version == 0 {
+        Config::default()
+    } else {
+        let text = kv
+            .get(&format!("config:v{version}"))
+            .text()
+            .await?
+            .ok_or_else(|| ApiError::Unavailable(format!("configuration version {version} is missing")))?;
+        // A stored configuration was valid when it was stored; if a newer build rejects it, refuse service
+        // loudly rather than run with an empty configuration.
+        compile_str(&text).map_err(|errors| {
+            ApiError::Unavailable(format!("stored configuration v{version} no longer compiles: {}", errors[0]))
+        })?
+    };
+    let compiled = Rc::new(compiled);
+    CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, compiled.clone())));
+    Ok((version, compiled))
+}
+
+/// The configuration document in force, as stored.
+pub async fn config_text(env: &Env) -> Result<(u64, Option<String>), ApiError> {
+    let kv = store(env)?;
+    let version: u64 = kv.get("config:current").text().await?.and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    if version == 0 {
+        return Ok((0, None));
+    }
+    Ok((version, kv.get(&format!("config:v{version}")).text().await?))
+}
+
+/// Stores a configuration that compiled, as the next version.
+pub async fn put_config(env: &Env, text: &str) -> Result<u64, ApiError> {
+    let kv = store(env)?;
+    let (current, _) = config_text(env).await?;
+    let next = current + 1;
+    kv.put(&format!("config:v{next}"), text)?.execute().await?;
+    kv.put("config:current", next.to_string())?.execute().await?;
+    Ok(next)
+}
+
+/// The profile id an identity belongs to, if it has one.
+pub async fn profile_id_of(kv: &KvStore, id: &Identity) -> Result<Option<String>, ApiError> {
+    Ok(kv.get(&format!("idx:{}", id.key())).text().await?)
+}
+
+/// The latest snapshot of a profile.
+pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<Profile>, ApiError> {
+    match kv.get(&format!("profile:{profile_id}")).bytes().await? {
+        None => Ok(None),
+        Some(bytes) => decode_profile(&bytes)
+            .map(Some)
+            .map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}"))),
+    }
+}
+
+/// The profile an identity leads to, if any.
+pub async fn profile_of(kv: &KvStore, id: &Identity) -> Result<Option<Profile>, ApiError> {
+    match profile_id_of(kv, id).await? {
+        Some(pid) => snapshot(kv, &pid).await,
+        None => Ok(None),
+    }
+}
