@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the edge Worker (build/) and the browser bundle (www/edgecdp/), both release Wasm optimized by wasm-opt.
+source "$(dirname "$0")/env.sh"
+"$ROOT/scripts/bootstrap.sh" "$@"
+cd "$ROOT"
+
+WASM_FEATURES=(--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
+  --enable-mutable-globals --enable-reference-types --enable-multivalue)
+
+log "building the edge Worker"
+worker-build --release --features edge
+# worker-build's wasm-opt pass keeps the name section (about 175 KB); a last -Oz pass drops it.
+"$WASM_OPT_BIN" -Oz "${WASM_FEATURES[@]}" --strip-debug --strip-producers build/index_bg.wasm -o build/index_bg.wasm
+
+log "building the browser bundle"
+cargo build --quiet --release --lib --target wasm32-unknown-unknown --features browser --target-dir "$BROWSER_TARGET_DIR"
+out="$ROOT/www/edgecdp"
+rm -rf "$out" && mkdir -p "$out"
+wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name edgecdp \
+  "$BROWSER_TARGET_DIR/wasm32-unknown-unknown/release/edgecdp.wasm"
+# -Oz for size; the feature flags match what rustc emits for wasm32-unknown-unknown today.
+"$WASM_OPT_BIN" -Oz "${WASM_FEATURES[@]}" --strip-debug --strip-producers "$out/edgecdp_bg.wasm" -o "$out/edgecdp_bg.wasm"
+cp "$ROOT/js/loader.js" "$ROOT/js/sdk.js" "$out/"
+log "built: build/index.js + build/index_bg.wasm, www/edgecdp/"

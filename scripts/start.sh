@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `npm start`: builds everything and serves the Worker with wrangler dev on 127.0.0.1:$PORT (default 8787),
+# with local KV and Durable Objects under .wrangler/state and the demo site at /. The demo configuration
+# (config/demo.json, write key `demo`) is loaded into local KV unless a configuration is already there.
+source "$(dirname "$0")/env.sh"
+"$ROOT/scripts/build.sh"
+cd "$ROOT"
+PORT="${PORT:-8787}"
+kv=(--binding EDGECDP --local --persist-to "$ROOT/.wrangler/state")
+if wrangler kv key get config:current "${kv[@]}" 2>/dev/null | grep -q "Value not found"; then
+  log "loading the demo configuration (config/demo.json) into local KV"
+  wrangler kv key put config:v1 --path config/demo.json "${kv[@]}" >/dev/null
+  wrangler kv key put config:current 1 "${kv[@]}" >/dev/null
+fi
+args=(dev --ip 127.0.0.1 --port "$PORT" --persist-to "$ROOT/.wrangler/state" --show-interactive-dev-session=false)
+if [ -n "${EDGECDP_ADMIN_TOKEN:-}" ]; then
+  args+=(--var "EDGECDP_ADMIN_TOKEN:$EDGECDP_ADMIN_TOKEN")
+else
+  log "EDGECDP_ADMIN_TOKEN is not set: admin endpoints (profiles, config) will answer 401"
+fi
+log "serving http://127.0.0.1:$PORT/ (demo site) and http://127.0.0.1:$PORT/v1/*"
+exec wrangler "${args[@]}"

@@ -1,0 +1,92 @@
+// Starts the real Worker under workerd (`wrangler dev`) for a test file: a free loopback port, its own local
+// KV and Durable Object storage in a fresh directory, an admin token, and the demo configuration loaded through
+// the admin API. Nothing is mocked.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const WRANGLER = join(ROOT, 'node_modules', '.bin', 'wrangler');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForHealth(url, child, logs, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${logs.join('')}`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.status === 200) return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`wrangler dev did not answer /healthz within ${timeoutMs} ms:\n${logs.join('')}`);
+}
+
+/**
+ * @param {{adminToken?: string|null, config?: object|null}} [options]
+ *   adminToken: null starts the Worker without one (admin endpoints then answer 401).
+ *   config: the configuration to load; defaults to config/demo.json; null loads none.
+ */
+export async function startWorker(options = {}) {
+  const adminToken = options.adminToken === undefined ? randomBytes(16).toString('hex') : options.adminToken;
+  const port = await freePort();
+  mkdirSync(join(ROOT, 'tests', '.tmp'), { recursive: true });
+  const state = mkdtempSync(join(ROOT, 'tests', '.tmp', 'state-'));
+  const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
+    '--inspector-port', String(await freePort()), '--log-level', 'warn', '--show-interactive-dev-session=false'];
+  if (adminToken) args.push('--var', `EDGECDP_ADMIN_TOKEN:${adminToken}`);
+  const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });
+  const logs = [];
+  const keep = (d) => { logs.push(d.toString()); if (logs.length > 200) logs.shift(); };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode === null) {
+      try { process.kill(-child.pid, 'SIGTERM'); } catch { /* already gone */ }
+      await new Promise((r) => { const t = setTimeout(r, 3000); child.once('exit', () => { clearTimeout(t); r(); }); });
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+    rmSync(state, { recursive: true, force: true });
+  };
+  try {
+    await waitForHealth(url, child, logs, 60_000);
+    const config = options.config === undefined
+      ? JSON.parse(readFileSync(join(ROOT, 'config', 'demo.json'), 'utf8'))
+      : options.config;
+    if (config) {
+      if (!adminToken) throw new Error('loading a configuration needs an admin token');
+      const r = await fetch(`${url}/v1/config`, { method: 'PUT', body: JSON.stringify(config),
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' } });
+      if (r.status !== 200) throw new Error(`loading the configuration failed: ${r.status} ${await r.text()}`);
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { url, adminToken, stop, logs };
+}
+
+/** Reads a profile through the admin API; returns {status, body}. */
+export async function getProfile(w, key) {
+  const r = await fetch(`${w.url}/v1/profiles/${encodeURIComponent(key).replace('%3A', ':')}`,
+    { headers: { authorization: `Bearer ${w.adminToken}` } });
+  return { status: r.status, body: r.status === 200 ? await r.json() : await r.text() };
+}
