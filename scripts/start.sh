@@ -12,7 +12,10 @@ if wrangler kv key get config:current "${kv[@]}" 2>/dev/null | grep -q "Value no
   wrangler kv key put config:v1 --path config/demo.json "${kv[@]}" >/dev/null
   wrangler kv key put config:current 1 "${kv[@]}" >/dev/null
 fi
-args=(dev --ip 127.0.0.1 --port "$PORT" --persist-to "$ROOT/.wrangler/state" --show-interactive-dev-session=false)
+# Offline, wrangler dev fakes request.cf (country US); locally the country comes from the x-edgecdp-country
+# header instead, so the demo runs under the default opt-in model unless a request says otherwise.
+args=(dev --ip 127.0.0.1 --port "$PORT" --persist-to "$ROOT/.wrangler/state" --show-interactive-dev-session=false
+  --var EDGECDP_COUNTRY_SOURCE:header)
 if [ -n "${EDGECDP_ADMIN_TOKEN:-}" ]; then
   args+=(--var "EDGECDP_ADMIN_TOKEN:$EDGECDP_ADMIN_TOKEN")
 else

@@ -283,10 +283,7 @@ fn parse_raw_event(
         (None, Some(_)) => return Err(cx.reject("invalid_type", "type", "type must be a string")),
     };
 
-    let message_id = match id_field(&cx, obj, "messageId")? {
-        Some(id) => id,
-        None => generated_message_id(text, received),
-    };
+    let explicit_id = id_field(&cx, obj, "messageId")?;
     let anonymous_id = id_field(&cx, obj, "anonymousId")?;
     let user_id = id_field(&cx, obj, "userId")?;
     if anonymous_id.is_none() && user_id.is_none() {
@@ -295,6 +292,10 @@ fn parse_raw_event(
 
     let timestamp = optional_time(&cx, obj, "timestamp")?;
     let sent_at = optional_time(&cx, obj, "sentAt")?.or(envelope.sent_at);
+    let message_id = match explicit_id {
+        Some(id) => id,
+        None => generated_message_id(text, index, timestamp.or(sent_at).unwrap_or(received)),
+    };
     let timestamp = corrected_time(timestamp, sent_at, received);
 
     let kind = match call {
@@ -354,12 +355,14 @@ fn corrected_time(timestamp: Option<Millis>, sent_at: Option<Millis>, received: 
     }
 }
 
-/// An event without a `messageId` gets one derived from its bytes and receive time, so that the same bytes
-/// retried within the same millisecond still count once, and the core needs no random numbers.
-fn generated_message_id(text: &str, received: Millis) -> String {
+/// An event without a `messageId` gets one derived from its bytes, its place in the batch and the client's own
+/// time (`timestamp`, else `sentAt`, else the receive time). A client that re-sends the same body therefore
+/// counts once, two identical events in one batch count twice, and the core needs no random numbers.
+fn generated_message_id(text: &str, index: usize, time: Millis) -> String {
     let mut h = Sha256::new();
     h.update(text.as_bytes());
-    h.update(received.to_be_bytes());
+    h.update((index as u64).to_be_bytes());
+    h.update(time.to_be_bytes());
     let digest = h.finalize();
     let mut out = String::from("gen-");
     for b in &digest[..16] {
@@ -724,6 +727,12 @@ mod tests {
         .unwrap();
         assert_eq!(p.write_key.as_deref(), Some("k"));
         assert!(p.events[0].message_id.starts_with("gen-"));
+        // Identical events in one batch are two events; the same body sent again gives the same ids.
+        let body = br#"{"sentAt":"2026-11-22T10:00:00Z","batch":[{"type":"page","anonymousId":"a"},{"type":"page","anonymousId":"a"}]}"#;
+        let first = parse_batch(body, NOW).unwrap();
+        let again = parse_batch(body, NOW + 5_000).unwrap();
+        assert_ne!(first.events[0].message_id, first.events[1].message_id);
+        assert_eq!(first.events[1].message_id, again.events[1].message_id);
         let p = parse_single(br#"{"type":"page","userId":"u1"}"#, CallType::Track, NOW).unwrap();
         assert_eq!(p.rejected[0].code, "type_mismatch");
         assert_eq!(p.rejected[0].path, "type");

@@ -66,10 +66,23 @@ async fn route(req: Request, env: &Env) -> ApiResult {
 }
 
 /// What the request says about the visitor's privacy choices.
-fn signals(req: &Request) -> RequestSignals {
+fn signals(req: &Request, env: &Env) -> RequestSignals {
     let gpc = req.headers().get("sec-gpc").ok().flatten().is_some_and(|v| v.trim() == "1");
-    let country = req.cf().and_then(|cf| cf.country()).map(|c| c.to_ascii_uppercase());
-    RequestSignals { country, gpc }
+    RequestSignals { country: country(req, env), gpc }
+}
+
+/// The visitor's country, which chooses the consent model. In production it is Cloudflare's `request.cf.country`.
+/// `wrangler dev` cannot fetch the real `cf` object offline and substitutes a fixed one (country `US`), so local
+/// runs set `EDGECDP_COUNTRY_SOURCE=header` and the country comes from the `x-edgecdp-country` header instead
+/// (none when absent). Production never sets that variable, so visitors cannot choose their own country there.
+fn country(req: &Request, env: &Env) -> Option<String> {
+    let source = env.var("EDGECDP_COUNTRY_SOURCE").map(|v| v.to_string()).unwrap_or_default();
+    let raw = if source == "header" {
+        req.headers().get("x-edgecdp-country").ok().flatten()
+    } else {
+        req.cf().and_then(|cf| cf.country())
+    };
+    raw.map(|c| c.trim().to_ascii_uppercase()).filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
 }
 
 /// Reads a body, refusing it before reading when the declared length is already over the limit.
@@ -139,7 +152,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         };
         groups.entry(pid).or_default().push(event);
     }
-    let signals = signals(&req);
+    let signals = signals(&req, env);
     let namespace = env.durable_object(DO_BINDING)?;
     for (profile_id, events) in groups {
         let request = ApplyRequest { profile_id: profile_id.clone(), signals: signals.clone(), events };
@@ -213,7 +226,7 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
             profile = kv::profile_of(&store, &Identity::new(ANONYMOUS_ID, a)).await?;
         }
     }
-    let signals = signals(req);
+    let signals = signals(req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
     let decision = decide(&config, subject, &request.slots, now());

@@ -72,8 +72,9 @@ async function decisions(shop, n) {
 }
 
 async function hero(page) {
+  // The heading carries the message; the configuration may add a line of text below it.
   return page.$eval('[data-edgecdp-slot="hero"]', (el) => ({
-    text: el.textContent.trim(),
+    text: (el.querySelector('h2') || el).textContent.trim(),
     block: el.getAttribute('data-edgecdp-block'),
   }));
 }

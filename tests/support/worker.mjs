@@ -49,7 +49,9 @@ export async function startWorker(options = {}) {
   mkdirSync(join(ROOT, 'tests', '.tmp'), { recursive: true });
   const state = mkdtempSync(join(ROOT, 'tests', '.tmp', 'state-'));
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
-    '--inspector-port', String(await freePort()), '--log-level', 'warn', '--show-interactive-dev-session=false'];
+    '--inspector-port', String(await freePort()), '--log-level', 'warn', '--show-interactive-dev-session=false',
+    // Offline, wrangler dev fakes request.cf with country US; tests choose the country with a header instead.
+    '--var', 'EDGECDP_COUNTRY_SOURCE:header'];
   if (adminToken) args.push('--var', `EDGECDP_ADMIN_TOKEN:${adminToken}`);
   const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });

@@ -1,0 +1,308 @@
+// The HTTP contract (shared/api.md) against the real Worker under workerd, with local KV and Durable Objects.
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { startWorker, getProfile } from '../support/worker.mjs';
+
+const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
+let w;
+before(async () => { w = await startWorker(); });
+after(async () => { await w?.stop(); });
+
+const uid = (p) => `${p}-${Math.random().toString(36).slice(2, 10)}`;
+async function post(path, body, headers = {}) {
+  const r = await fetch(`${w.url}${path}`, {
+    method: 'POST', headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json; try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: r.status, json, text, headers: r.headers };
+}
+const admin = () => ({ authorization: `Bearer ${w.adminToken}` });
+const pageEvent = (a, extra = {}) => ({ type: 'page', anonymousId: a, context: GRANT, ...extra });
+const viewed = (a, category, extra = {}) =>
+  ({ type: 'track', event: 'Product Viewed', anonymousId: a, properties: { category }, context: GRANT, ...extra });
+
+describe('health', () => {
+  test('GET /healthz answers ok with a version', async () => {
+    const r = await fetch(`${w.url}/healthz`);
+    assert.equal(r.status, 200);
+    const body = await r.json();
+    assert.equal(body.ok, true);
+    assert.match(body.version, /^\d+\.\d+\.\d+/);
+  });
+});
+
+describe('collection', () => {
+  test('valid events are kept beside rejected ones, each rejection with index, code and path', async () => {
+    const a = uid('mixed');
+    const r = await post('/v1/batch', { writeKey: 'demo', batch: [
+      pageEvent(a),
+      { type: 'track', anonymousId: a, context: GRANT },
+      { type: 'warp', anonymousId: a },
+      viewed(a, 'bags'),
+      { type: 'page', context: GRANT },
+      { type: 'page', anonymousId: a, timestamp: 'not a time' },
+      { type: 'identify', anonymousId: a, traits: 'gold' },
+    ] });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.success, true);
+    assert.deepEqual(r.json.rejected.map((x) => [x.index, x.code, x.path]), [
+      [1, 'missing_field', 'batch[1].event'],
+      [2, 'unknown_type', 'batch[2].type'],
+      [4, 'missing_identity', 'batch[4]'],
+      [5, 'invalid_timestamp', 'batch[5].timestamp'],
+      [6, 'invalid_type', 'batch[6].traits'],
+    ]);
+    for (const x of r.json.rejected) assert.ok(x.message.length > 0);
+    const p = await getProfile(w, `anonymous_id:${a}`);
+    assert.equal(p.status, 200);
+    assert.deepEqual(p.body.counts, { page: 1, 'Product Viewed': 1 });
+  });
+
+  test('a retried messageId is accepted and counted once', async () => {
+    const a = uid('retry');
+    const e = viewed(a, 'shoes', { messageId: `${a}-m1` });
+    for (let i = 0; i < 3; i++) assert.equal((await post('/v1/batch', { writeKey: 'demo', batch: [e] })).status, 200);
+    const p = await getProfile(w, `anonymous_id:${a}`);
+    assert.equal(p.body.counts['Product Viewed'], 1);
+  });
+
+  test('single-event endpoints accept the write key as Basic auth and fix the event type', async () => {
+    const u = uid('user');
+    const basic = { authorization: `Basic ${Buffer.from('demo:').toString('base64')}` };
+    let r = await post('/v1/identify', { userId: u, traits: { firstName: 'Ada', plan: 'gold' }, context: GRANT }, basic);
+    assert.equal(r.status, 200);
+    r = await post('/v1/track', { userId: u, event: 'Signed Up', context: GRANT }, basic);
+    assert.equal(r.status, 200);
+    r = await post('/v1/track', { type: 'page', userId: u, context: GRANT }, basic);
+    assert.equal(r.json.rejected[0].code, 'type_mismatch');
+    const p = await getProfile(w, `user_id:${u}`);
+    assert.equal(p.status, 200);
+    assert.deepEqual(p.body.counts, { identify: 1, 'Signed Up': 1 });
+    assert.deepEqual(p.body.traits, { firstName: 'Ada', plan: 'gold' });
+    assert.deepEqual(p.body.identities, [{ type: 'user_id', value: u }]);
+    assert.ok(p.body.segments.includes('known'));
+  });
+
+  test('write keys: missing or unknown answers 401 and stores nothing', async () => {
+    const a = uid('nokey');
+    let r = await post('/v1/batch', { batch: [pageEvent(a)] });
+    assert.equal(r.status, 401);
+    assert.equal(r.json.error.code, 'missing_write_key');
+    r = await post('/v1/batch', { writeKey: 'nope', batch: [pageEvent(a)] });
+    assert.equal(r.status, 401);
+    assert.equal(r.json.error.code, 'invalid_write_key');
+    assert.equal((await getProfile(w, `anonymous_id:${a}`)).status, 404);
+  });
+
+  test('origins: a foreign origin gets 403, a listed origin gets CORS headers, preflight answers', async () => {
+    const a = uid('cors');
+    let r = await post('/v1/batch', { writeKey: 'demo', batch: [pageEvent(a)] }, { origin: 'https://evil.example' });
+    assert.equal(r.status, 403);
+    assert.equal(r.json.error.code, 'origin_not_allowed');
+    r = await post('/v1/batch', { writeKey: 'demo', batch: [pageEvent(a)] }, { origin: 'http://localhost:8787' });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('access-control-allow-origin'), 'http://localhost:8787');
+    const pre = await fetch(`${w.url}/v1/batch`, { method: 'OPTIONS', headers: {
+      origin: 'http://localhost:8787', 'access-control-request-method': 'POST' } });
+    assert.equal(pre.status, 204);
+    assert.match(pre.headers.get('access-control-allow-methods'), /POST/);
+    const bad = await fetch(`${w.url}/v1/batch`, { method: 'OPTIONS', headers: { origin: 'https://evil.example' } });
+    assert.equal(bad.status, 403);
+  });
+
+  test('bad bodies get 400 or 413 with a JSON error, never a 500', async () => {
+    let r = await post('/v1/batch', '{"batch": [', {});
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.code, 'invalid_json');
+    r = await post('/v1/batch', { writeKey: 'demo', batch: 'nope' });
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.path, 'batch');
+    r = await post('/v1/batch', '[1,2,3]');
+    assert.equal(r.status, 400);
+    const huge = { writeKey: 'demo', batch: [{ type: 'page', anonymousId: 'x', properties: { s: 'x'.repeat(510 * 1024) } }] };
+    r = await post('/v1/batch', huge);
+    assert.equal(r.status, 413);
+    assert.equal(r.json.error.code, 'payload_too_large');
+    r = await post('/v1/track', { event: 'E', anonymousId: 'x', properties: { s: 'x'.repeat(33 * 1024) } }, {});
+    assert.equal(r.status, 413);
+    // One oversized event in a batch is rejected alone; its neighbour is kept.
+    const a = uid('big');
+    r = await post('/v1/batch', { writeKey: 'demo', batch: [
+      { ...pageEvent(a), properties: { s: 'x'.repeat(33 * 1024) } }, pageEvent(a)] });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json.rejected.map((x) => [x.index, x.code]), [[0, 'event_too_large']]);
+    assert.equal((await getProfile(w, `anonymous_id:${a}`)).body.counts.page, 1);
+  });
+
+  test('events without consent are answered 200 and not stored', async () => {
+    const a = uid('noconsent');
+    const r = await post('/v1/batch', { writeKey: 'demo', batch: [
+      { type: 'page', anonymousId: a },
+      { type: 'page', anonymousId: a, context: { consent: { categoryPreferences: { analytics: false } } } }] });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.rejected, undefined);
+    assert.equal((await getProfile(w, `anonymous_id:${a}`)).status, 404);
+  });
+
+  test('the consent model follows the visitor country: US is opt-out, elsewhere opt-in', async () => {
+    const us = uid('us');
+    const fr = uid('fr');
+    await post('/v1/batch', { writeKey: 'demo', batch: [{ type: 'page', anonymousId: us }] }, { 'x-edgecdp-country': 'US' });
+    await post('/v1/batch', { writeKey: 'demo', batch: [{ type: 'page', anonymousId: fr }] }, { 'x-edgecdp-country': 'FR' });
+    assert.equal((await getProfile(w, `anonymous_id:${us}`)).body.counts.page, 1);
+    assert.equal((await getProfile(w, `anonymous_id:${fr}`)).status, 404);
+    // An explicit refusal wins even where the model is opt-out.
+    const no = uid('us-refused');
+    await post('/v1/batch', { writeKey: 'demo', batch: [{ type: 'page', anonymousId: no,
+      context: { consent: { categoryPreferences: { analytics: false } } } }] }, { 'x-edgecdp-country': 'US' });
+    assert.equal((await getProfile(w, `anonymous_id:${no}`)).status, 404);
+  });
+
+  test('concurrent writes to one profile lose nothing (serialized by its Durable Object)', async () => {
+    const a = uid('burst');
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+      post('/v1/batch', { writeKey: 'demo', batch: [viewed(a, 'bags', { messageId: `${a}-${i}` })] })));
+    assert.deepEqual([...new Set(results.map((r) => r.status))], [200]);
+    const p = await getProfile(w, `anonymous_id:${a}`);
+    assert.equal(p.body.counts['Product Viewed'], 50);
+  });
+});
+
+describe('profiles and admin', () => {
+  test('admin endpoints need the bearer token', async () => {
+    let r = await fetch(`${w.url}/v1/profiles/anonymous_id:x`);
+    assert.equal(r.status, 401);
+    r = await fetch(`${w.url}/v1/profiles/anonymous_id:x`, { headers: { authorization: 'Bearer wrong' } });
+    assert.equal(r.status, 401);
+    assert.equal((await r.json()).error.code, 'invalid_admin_token');
+    r = await fetch(`${w.url}/v1/config`);
+    assert.equal(r.status, 401);
+  });
+
+  test('a profile shows identities, counts, consent, segments and first/last seen', async () => {
+    const a = uid('shape');
+    await post('/v1/batch', { writeKey: 'demo', batch: [
+      pageEvent(a, { timestamp: '2026-01-01T10:00:00Z' }), viewed(a, 'bags'), viewed(a, 'bags')] });
+    const p = await getProfile(w, `anonymous_id:${a}`);
+    assert.equal(p.status, 200);
+    assert.match(p.body.id, /^p_[0-9a-f]{32}$/);
+    assert.deepEqual(p.body.identities, [{ type: 'anonymous_id', value: a }]);
+    assert.deepEqual(p.body.consent, { analytics: true, personalization: true });
+    assert.deepEqual(p.body.segments, ['bag-curious']);
+    assert.equal(p.body.firstSeen, '2026-01-01T10:00:00.000Z');
+    assert.ok(Date.parse(p.body.lastSeen) > Date.parse(p.body.firstSeen));
+    assert.equal((await getProfile(w, 'anonymous_id:never-seen')).status, 404);
+    const bad = await fetch(`${w.url}/v1/profiles/nocolon`, { headers: admin() });
+    assert.equal(bad.status, 400);
+  });
+});
+
+describe('configuration', () => {
+  test('an invalid configuration is refused with every problem and the previous one stays', async () => {
+    const before = await fetch(`${w.url}/v1/config`, { headers: admin() });
+    const version = before.headers.get('x-edgecdp-config-version');
+    const doc = await before.json();
+    assert.equal(doc.sources[0].writeKey, 'demo');
+    const r = await fetch(`${w.url}/v1/config`, { method: 'PUT', headers: admin(), body: JSON.stringify({
+      segments: [{ id: 'x', when: { event: 'E', count: { gte: 'two' } } }, { id: 'y', when: { segment: 'nope' } }],
+      slots: { hero: { blocks: [{ id: 'b' }] } } }) });
+    assert.equal(r.status, 400);
+    const body = await r.json();
+    assert.equal(body.error.code, 'invalid_config');
+    assert.deepEqual(body.problems.map((p) => p.path).sort(), [
+      'segments[0].when.count.gte', 'segments[1].when.segment', 'slots.hero.blocks[0].variants']);
+    const after = await fetch(`${w.url}/v1/config`, { headers: admin() });
+    assert.equal(after.headers.get('x-edgecdp-config-version'), version);
+    assert.deepEqual(await after.json(), doc);
+    // Collection still works under the previous configuration.
+    assert.equal((await post('/v1/batch', { writeKey: 'demo', batch: [pageEvent(uid('still'))] })).status, 200);
+  });
+});
+
+describe('decisions', () => {
+  test('the hero shows the fallback until the second bag view, then the bags block', async () => {
+    const a = uid('decide');
+    const decideHero = async () => (await post('/v1/decide', { anonymousId: a, slots: ['hero'] })).json;
+    let d = await decideHero();
+    assert.equal(d.slots.hero.block, null);
+    assert.match(d.slots.hero.html, /Welcome/);
+    await post('/v1/batch', { writeKey: 'demo', batch: [pageEvent(a), viewed(a, 'bags')] });
+    d = await decideHero();
+    assert.equal(d.slots.hero.block, null);
+    await post('/v1/batch', { writeKey: 'demo', batch: [viewed(a, 'bags')] });
+    d = await decideHero();
+    assert.equal(d.slots.hero.block, 'bags-promo');
+    assert.ok(['a', 'b'].includes(d.slots.hero.variant));
+    assert.deepEqual(d.segments, ['bag-curious']);
+    assert.match(d.profileId, /^p_/);
+    // The same visitor gets the same variant every time.
+    assert.equal((await decideHero()).slots.hero.variant, d.slots.hero.variant);
+    // GET, for CMS pages and servers, gives the same answer.
+    const g = await (await fetch(`${w.url}/v1/decide?slots=hero&anonymousId=${a}`)).json();
+    assert.deepEqual(g.slots, d.slots);
+  });
+
+  test('without personalization consent every slot answers its fallback', async () => {
+    const a = uid('nopers');
+    const onlyAnalytics = { consent: { categoryPreferences: { analytics: true, personalization: false } } };
+    await post('/v1/batch', { writeKey: 'demo', batch: [viewed(a, 'bags', { context: onlyAnalytics }),
+      viewed(a, 'bags', { context: onlyAnalytics })] });
+    const p = await getProfile(w, `anonymous_id:${a}`);
+    assert.deepEqual(p.body.segments, ['bag-curious']);
+    const d = (await post('/v1/decide', { anonymousId: a, slots: ['hero'] })).json;
+    assert.equal(d.slots.hero.block, null);
+    assert.deepEqual(d.segments, []);
+    assert.equal(d.profileId, null);
+  });
+
+  test('trait values are HTML-escaped in content', async () => {
+    // Visitors are assigned variants by a hash of their profile id; try a few until one gets variant "a",
+    // the variant that shows {{traits.firstName}}.
+    let served;
+    for (let i = 0; i < 20 && served?.variant !== 'a'; i++) {
+      const a = uid('xss');
+      await post('/v1/batch', { writeKey: 'demo', batch: [
+        { type: 'identify', anonymousId: a, traits: { firstName: '<script>alert(1)</script>' }, context: GRANT },
+        viewed(a, 'bags'), viewed(a, 'bags')] });
+      served = (await post('/v1/decide', { anonymousId: a, slots: ['hero'] })).json.slots.hero;
+    }
+    assert.equal(served.variant, 'a');
+    assert.doesNotMatch(served.html, /<script>/);
+    assert.match(served.html, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);
+  });
+
+  test('unknown slots are reported by path and bad decide bodies get 400', async () => {
+    let r = await post('/v1/decide', { anonymousId: 'x', slots: ['hero', 'sidebar'] });
+    assert.equal(r.status, 200);
+    assert.ok(r.json.slots.hero);
+    assert.deepEqual(r.json.rejected.map((x) => [x.code, x.path]), [['unknown_slot', 'slots[1]']]);
+    r = await post('/v1/decide', { anonymousId: 'x', slots: ['hero', 7] });
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.path, 'slots[1]');
+    r = await post('/v1/decide', 'not json');
+    assert.equal(r.status, 400);
+    const g = await fetch(`${w.url}/v1/decide`);
+    assert.equal(g.status, 400);
+  });
+});
+
+describe('without an admin token', () => {
+  test('every admin endpoint answers 401 admin_disabled', async () => {
+    const bare = await startWorker({ adminToken: null, config: null });
+    try {
+      for (const [method, path] of [['GET', '/v1/profiles/anonymous_id:x'], ['GET', '/v1/config'], ['PUT', '/v1/config']]) {
+        const r = await fetch(`${bare.url}${path}`, { method, headers: { authorization: 'Bearer anything' },
+          body: method === 'PUT' ? '{}' : undefined });
+        assert.equal(r.status, 401, `${method} ${path}`);
+        assert.equal((await r.json()).error.code, 'admin_disabled');
+      }
+      // With no configuration at all there are no sources, so every write key is unknown.
+      const r = await fetch(`${bare.url}/v1/batch`, { method: 'POST', body: JSON.stringify({ writeKey: 'demo', batch: [] }) });
+      assert.equal(r.status, 401);
+    } finally {
+      await bare.stop();
+    }
+  });
+});
