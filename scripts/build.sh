@@ -20,5 +20,9 @@ wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name edgecdp \
   "$BROWSER_TARGET_DIR/wasm32-unknown-unknown/release/edgecdp.wasm"
 # -Oz for size; the feature flags match what rustc emits for wasm32-unknown-unknown today.
 "$WASM_OPT_BIN" -Oz "${WASM_FEATURES[@]}" --strip-debug --strip-producers "$out/edgecdp_bg.wasm" -o "$out/edgecdp_bg.wasm"
-cp "$ROOT/js/loader.js" "$ROOT/js/sdk.js" "$out/"
+# Minify what the browser downloads (esbuild comes with wrangler). Files are minified one by one, not bundled,
+# so the loader can fetch the SDK, and the SDK the Wasm glue, only when consent allows.
+for f in "$ROOT/js/loader.js" "$ROOT/js/sdk.js" "$out/edgecdp.js"; do
+  "$ESBUILD_BIN" "$f" --minify --log-level=warning --outfile="$out/$(basename "$f").min" && mv "$out/$(basename "$f").min" "$out/$(basename "$f")"
+done
 log "built: build/index.js + build/index_bg.wasm, www/edgecdp/"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `npm test`: every check there is, in one run. Installs what is missing first (scripts/bootstrap.sh).
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+started=$(date +%s)
+declare -a timings=()
+step() {
+  local name="$1"; shift
+  log "── $name"
+  local t0; t0=$(date +%s)
+  "$@"
+  timings+=("$(printf '%4ss  %s' $(( $(date +%s) - t0 )) "$name")")
+}
+
+step "install missing tools" "$ROOT/scripts/bootstrap.sh" --browser
+step "cargo fmt --check" cargo fmt --all -- --check
+step "clippy (native)" cargo clippy --quiet --all-targets -- -D warnings
+step "clippy (wasm32, edge)" cargo clippy --quiet --all-targets --target wasm32-unknown-unknown --features edge -- -D warnings
+step "clippy (wasm32, browser)" cargo clippy --quiet --all-targets --target wasm32-unknown-unknown --features browser \
+  --target-dir "$BROWSER_TARGET_DIR" -- -D warnings
+step "cargo test (core, decision cases)" cargo test --quiet
+step "build: edge and browser Wasm" "$ROOT/scripts/build.sh"
+step "size report (SIZE.md)" node scripts/size-report.mjs
+# One test file at a time: each starts its own wrangler dev, and the machine has two cores.
+step "end-to-end: HTTP against wrangler dev, and Chromium" \
+  node --test --test-concurrency=1 tests/e2e/ tests/browser/
+
+log "── timings"
+printf '%s\n' "${timings[@]}" >&2
+log "all checks passed in $(( $(date +%s) - started ))s"

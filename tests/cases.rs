@@ -1,0 +1,105 @@
+//! Decision cases as data: each directory under `tests/cases/` holds `config.json`, `events.jsonl` (one
+//! Segment event per line) and `expected.json` (`now`, then decide requests with their exact responses).
+//! This runner plays them through the core natively; `tests/e2e/cases.test.mjs` plays the same files
+//! through the Worker under workerd, and both must match `expected.json`.
+//!
+//! `UPDATE_EXPECT=1 cargo test --test cases` rewrites the responses from what the core answers now; review the
+//! diff before committing it.
+
+use edgecdp::core::config::{compile_str, Config};
+use edgecdp::core::consent::{permit_personalization, ConsentPolicy, RequestSignals};
+use edgecdp::core::decide::decide;
+use edgecdp::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use edgecdp::core::profile::{apply_events, ApplyRequest, Profile};
+use edgecdp::core::time::parse_iso8601;
+use edgecdp::core::wire::{parse_batch, parse_decide};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn case_dirs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Plays the events in order, each to the profile its identity leads to, as the edge does.
+fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
+    let lines: Vec<&str> = events_jsonl.lines().filter(|l| !l.trim().is_empty()).collect();
+    let body = format!(r#"{{"batch":[{}]}}"#, lines.join(","));
+    let parsed = parse_batch(body.as_bytes(), now).expect("events.jsonl holds valid JSON events");
+    assert!(parsed.rejected.is_empty(), "events.jsonl has rejected events: {:?}", parsed.rejected);
+    let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
+    let mut index: BTreeMap<Identity, String> = BTreeMap::new();
+    for event in parsed.events {
+        let identity = match (&event.anonymous_id, &event.user_id) {
+            (Some(a), _) => Identity::new(ANONYMOUS_ID, a),
+            (None, Some(u)) => Identity::new(USER_ID, u),
+            (None, None) => unreachable!("the wire parser rejects events without ids"),
+        };
+        let pid = index.get(&identity).cloned().unwrap_or_else(|| identity.profile_id());
+        let req = ApplyRequest { profile_id: pid.clone(), signals: RequestSignals::default(), events: vec![event] };
+        let (profile, outcome) = apply_events(profiles.remove(&pid), req, &config.consent);
+        if let Some(p) = profile {
+            for id in &outcome.new_identities {
+                index.entry(id.clone()).or_insert_with(|| p.id.clone());
+            }
+            profiles.insert(pid, p);
+        }
+    }
+    profiles.into_values().collect()
+}
+
+fn find<'a>(profiles: &'a [Profile], id: &Identity) -> Option<&'a Profile> {
+    profiles.iter().find(|p| p.has_identity(id))
+}
+
+#[test]
+fn decision_cases() {
+    let update = std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1");
+    let dirs = case_dirs();
+    assert!(dirs.len() >= 3, "expected decision cases under tests/cases");
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{name}/{f}: {e}"));
+        let config = compile_str(&read("config.json")).unwrap_or_else(|e| panic!("{name}/config.json: {e:?}"));
+        let mut expected: Value = serde_json::from_str(&read("expected.json")).expect("expected.json is JSON");
+        let now = parse_iso8601(expected["now"].as_str().expect("expected.now")).expect("expected.now is a time");
+        let profiles = play(&config, &read("events.jsonl"), now);
+        let Some(steps) = expected["decide"].as_array_mut() else { panic!("{name}: expected.decide is a list") };
+        for (i, step) in steps.iter_mut().enumerate() {
+            let request = parse_decide(step["request"].to_string().as_bytes()).expect("a valid decide request");
+            let profile = request
+                .user_id
+                .as_ref()
+                .and_then(|u| find(&profiles, &Identity::new(USER_ID, u)))
+                .or_else(|| request.anonymous_id.as_ref().and_then(|a| find(&profiles, &Identity::new(ANONYMOUS_ID, a))));
+            let subject = profile.and_then(|p| {
+                permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
+            });
+            let got = decide(&config, subject, &request.slots, now).to_json();
+            if update {
+                step["response"] = got;
+            } else if got != step["response"] {
+                failures.push(format!(
+                    "{name}, decide[{i}]:\n  expected {}\n  got      {}",
+                    step["response"], got
+                ));
+            }
+        }
+        if update {
+            let text = serde_json::to_string_pretty(&expected).expect("serializes") + "\n";
+            fs::write(dir.join("expected.json"), text).expect("writes expected.json");
+        }
+    }
+    assert!(failures.is_empty(), "{} case step(s) differ:\n{}", failures.len(), failures.join("\n"));
+    // The default policy must be the strict one, or cases without consent would pass for the wrong reason.
+    assert_eq!(ConsentPolicy::default().model, edgecdp::core::consent::Model::OptIn);
+}
