@@ -14,8 +14,12 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Part {
     Text(String),
-    /// `{{traits.name}}`: the trait's value, HTML-escaped; empty when the profile lacks it.
-    Trait(String),
+    /// `{{traits.name}}` or `{{traits.name|default}}`: the trait's value, HTML-escaped; the default (also
+    /// escaped) or nothing when the profile lacks it.
+    Trait {
+        name: String,
+        default: String,
+    },
 }
 
 /// Content with placeholders, compiled once.
@@ -35,14 +39,18 @@ impl Template {
             let end = after
                 .find("}}")
                 .ok_or_else(|| "a {{ placeholder is not closed with }}".to_string())?;
-            let name = after[..end].trim();
+            let inner = &after[..end];
+            let (name, default) = match inner.split_once('|') {
+                Some((n, d)) => (n.trim(), d.trim()),
+                None => (inner.trim(), ""),
+            };
             match name.strip_prefix("traits.") {
                 Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
-                    parts.push(Part::Trait(t.to_string()))
+                    parts.push(Part::Trait { name: t.to_string(), default: default.to_string() })
                 }
                 _ => {
                     return Err(format!(
-                        "unknown placeholder {{{{{name}}}}}; expected {{{{traits.<name>}}}}"
+                        "unknown placeholder {{{{{name}}}}}; expected {{{{traits.<name>}}}} or {{{{traits.<name>|default}}}}"
                     ))
                 }
             }
@@ -59,9 +67,11 @@ impl Template {
         for part in &self.0 {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Trait(name) => {
-                    if let Some(t) = profile.and_then(|p| p.traits.get(name)) {
-                        escape_html_into(&display(&t.value), &mut out);
+                Part::Trait { name, default } => {
+                    let value = profile.and_then(|p| p.traits.get(name)).map(|t| display(&t.value));
+                    match value.filter(|v| !v.is_empty()) {
+                        Some(v) => escape_html_into(&v, &mut out),
+                        None => escape_html_into(default, &mut out),
                     }
                 }
             }
@@ -286,6 +296,9 @@ mod tests {
         );
         assert_eq!(t.render(Some(&p)), "<h2>Hi &lt;script&gt;x&lt;/script&gt;!</h2>");
         assert_eq!(t.render(None), "<h2>Hi !</h2>");
+        let t = Template::compile("Hi {{traits.firstName | there & <you>}}").unwrap();
+        assert_eq!(t.render(None), "Hi there &amp; &lt;you&gt;");
+        assert_eq!(t.render(Some(&p)), "Hi &lt;script&gt;x&lt;/script&gt;");
     }
 
     #[test]

@@ -597,10 +597,16 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
     }
     let v: serde_json::Value = serde_json::from_slice(body).map_err(not_json)?;
     let Some(obj) = v.as_object() else {
-        return Err(BodyError::Shape { path: String::new(), message: "body must be a JSON object".into() });
+        return Err(BodyError::Shape {
+            path: String::new(),
+            message: "body must be a JSON object".into(),
+        });
     };
     let cx = Ctx { index: 0, base: "" };
-    let shape = |r: Rejection| BodyError::Shape { path: r.path, message: r.message };
+    let shape = |r: Rejection| BodyError::Shape {
+        path: r.path,
+        message: r.message,
+    };
     let anonymous_id = id_field(&cx, obj, "anonymousId").map_err(shape)?;
     let user_id = id_field(&cx, obj, "userId").map_err(shape)?;
     let slots = match obj.get("slots") {
@@ -619,10 +625,21 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
             }
             slots
         }
-        _ => return Err(BodyError::Shape { path: "slots".into(), message: "slots must be an array of slot names".into() }),
+        _ => {
+            return Err(BodyError::Shape {
+                path: "slots".into(),
+                message: "slots must be an array of slot names".into(),
+            })
+        }
     };
     let (consent, page) = context_fields(&cx, obj.get("context"), None).map_err(shape)?;
-    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent })
+    Ok(DecideRequest {
+        anonymous_id,
+        user_id,
+        slots,
+        page,
+        consent,
+    })
 }
 
 #[cfg(test)]

@@ -11,10 +11,23 @@ use worker::{Headers, Request, Response};
 #[derive(Debug)]
 pub enum ApiError {
     Body(BodyError),
-    BadRequest { code: &'static str, message: String, path: String },
-    Unauthorized { code: &'static str, message: &'static str },
-    Forbidden { code: &'static str, message: String },
-    NotFound { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+        path: String,
+    },
+    Unauthorized {
+        code: &'static str,
+        message: &'static str,
+    },
+    Forbidden {
+        code: &'static str,
+        message: String,
+    },
+    NotFound {
+        code: &'static str,
+        message: String,
+    },
     MethodNotAllowed,
     InvalidConfig(Vec<ConfigError>),
     Unavailable(String),
@@ -38,37 +51,61 @@ impl ApiError {
     pub fn into_response(self) -> worker::Result<Response> {
         let (status, code, message, path, extra) = match self {
             ApiError::Body(e) => {
-                let status = if matches!(e, BodyError::TooLarge { .. }) { 413 } else { 400 };
+                let status = if matches!(e, BodyError::TooLarge { .. }) {
+                    413
+                } else {
+                    400
+                };
                 let code = e.code();
                 match e {
                     BodyError::NotJson(m) => (status, code, m, String::new(), None),
                     BodyError::Shape { path, message } => (status, code, message, path, None),
-                    BodyError::TooLarge { limit } => {
-                        (status, code, format!("request body is larger than {limit} bytes"), String::new(), None)
-                    }
+                    BodyError::TooLarge { limit } => (
+                        status,
+                        code,
+                        format!("request body is larger than {limit} bytes"),
+                        String::new(),
+                        None,
+                    ),
                 }
             }
             ApiError::BadRequest { code, message, path } => (400, code, message, path, None),
             ApiError::Unauthorized { code, message } => (401, code, message.to_string(), String::new(), None),
             ApiError::Forbidden { code, message } => (403, code, message, String::new(), None),
             ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
-            ApiError::MethodNotAllowed => {
-                (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
-            }
+            ApiError::MethodNotAllowed => (
+                405,
+                "method_not_allowed",
+                "method not allowed on this path".to_string(),
+                String::new(),
+                None,
+            ),
             ApiError::InvalidConfig(errors) => {
                 let first = errors.first().map(|e| e.path.clone()).unwrap_or_default();
-                let problems: Vec<_> = errors.iter().map(|e| json!({"path": e.path, "message": e.message})).collect();
+                let problems: Vec<_> = errors
+                    .iter()
+                    .map(|e| json!({"path": e.path, "message": e.message}))
+                    .collect();
                 (
                     400,
                     "invalid_config",
-                    format!("the configuration has {} problem(s); the previous configuration stays in force", errors.len()),
+                    format!(
+                        "the configuration has {} problem(s); the previous configuration stays in force",
+                        errors.len()
+                    ),
                     first,
                     Some(problems),
                 )
             }
             ApiError::Unavailable(detail) => {
                 worker::console_error!("store unavailable: {detail}");
-                (503, "store_unavailable", "the profile store is unavailable; retry later".to_string(), String::new(), None)
+                (
+                    503,
+                    "store_unavailable",
+                    "the profile store is unavailable; retry later".to_string(),
+                    String::new(),
+                    None,
+                )
             }
         };
         let mut body = json!({"error": {"code": code, "message": message, "path": path}});
@@ -83,7 +120,9 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> worker::Result<Re
     let headers = Headers::new();
     headers.set("content-type", "application/json; charset=utf-8")?;
     headers.set("cache-control", "no-store")?;
-    Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
+    Ok(Response::from_bytes(body.to_string().into_bytes())?
+        .with_status(status)
+        .with_headers(headers))
 }
 
 /// The request's own origin (`scheme://host[:port]`).
@@ -113,7 +152,10 @@ pub fn with_cors(mut resp: Response, origin: Option<&str>) -> worker::Result<Res
 pub fn preflight(req: &Request, config: &Config) -> ApiResult {
     let origin = req.headers().get("origin")?.unwrap_or_default();
     if origin.is_empty() || !origin_allowed(req, &origin, |o| config.any_source_allows_origin(o)) {
-        return Err(ApiError::Forbidden { code: "origin_not_allowed", message: format!("origin {origin:?} is not allowed") });
+        return Err(ApiError::Forbidden {
+            code: "origin_not_allowed",
+            message: format!("origin {origin:?} is not allowed"),
+        });
     }
     let resp = Response::empty()?.with_status(204);
     let resp = with_cors(resp, Some(&origin))?;
@@ -130,7 +172,10 @@ pub fn preflight(req: &Request, config: &Config) -> ApiResult {
 /// Checks `Authorization: Bearer <EDGECDP_ADMIN_TOKEN>`. Without a configured token every admin call is 401:
 /// there is no default token.
 pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
-    let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
+    let configured = env
+        .var("EDGECDP_ADMIN_TOKEN")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
     if configured.is_empty() {
         return Err(ApiError::Unauthorized {
             code: "admin_disabled",
@@ -142,7 +187,10 @@ pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
     if constant_time_eq(token.as_bytes(), configured.as_bytes()) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "missing or wrong admin bearer token" })
+        Err(ApiError::Unauthorized {
+            code: "invalid_admin_token",
+            message: "missing or wrong admin bearer token",
+        })
     }
 }
 

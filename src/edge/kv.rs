@@ -27,8 +27,18 @@ pub fn store(env: &Env) -> Result<KvStore, ApiError> {
 /// The configuration in force and its version (0 when none was ever stored: the documented defaults).
 pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     let kv = store(env)?;
-    let version: u64 = kv.get("config:current").text().await?.and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    if let Some(hit) = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone())) {
+    let version: u64 = kv
+        .get("config:current")
+        .text()
+        .await?
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if let Some(hit) = CONFIG_CACHE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(v, _)| *v == version)
+            .map(|(_, c)| c.clone())
+    }) {
         return Ok((version, hit));
     }
     let compiled = if version == 0 {
@@ -42,7 +52,10 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
         // A stored configuration was valid when it was stored; if a newer build rejects it, refuse service
         // loudly rather than run with an empty configuration.
         compile_str(&text).map_err(|errors| {
-            ApiError::Unavailable(format!("stored configuration v{version} no longer compiles: {}", errors[0]))
+            ApiError::Unavailable(format!(
+                "stored configuration v{version} no longer compiles: {}",
+                errors[0]
+            ))
         })?
     };
     let compiled = Rc::new(compiled);
@@ -53,7 +66,12 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
 /// The configuration document in force, as stored.
 pub async fn config_text(env: &Env) -> Result<(u64, Option<String>), ApiError> {
     let kv = store(env)?;
-    let version: u64 = kv.get("config:current").text().await?.and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let version: u64 = kv
+        .get("config:current")
+        .text()
+        .await?
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     if version == 0 {
         return Ok((0, None));
     }
