@@ -24,15 +24,20 @@ pub fn store(env: &Env) -> Result<KvStore, ApiError> {
     Ok(env.kv(KV_BINDING)?)
 }
 
-/// The configuration in force and its version (0 when none was ever stored: the documented defaults).
-pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
-    let kv = store(env)?;
-    let version: u64 = kv
+/// The version of the configuration in force; 0 when none was ever stored.
+async fn current_version(kv: &KvStore) -> Result<u64, ApiError> {
+    Ok(kv
         .get("config:current")
         .text()
         .await?
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0))
+}
+
+/// The configuration in force and its version (0 when none was ever stored: the documented defaults).
+pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
+    let kv = store(env)?;
+    let version = current_version(&kv).await?;
     if let Some(hit) = CONFIG_CACHE.with(|c| {
         c.borrow()
             .as_ref()
@@ -54,7 +59,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
         compile_str(&text).map_err(|errors| {
             ApiError::Unavailable(format!(
                 "stored configuration v{version} no longer compiles: {}",
-                errors[0]
+                errors.first().map(ToString::to_string).unwrap_or_default()
             ))
         })?
     };
@@ -66,12 +71,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
 /// The configuration document in force, as stored.
 pub async fn config_text(env: &Env) -> Result<(u64, Option<String>), ApiError> {
     let kv = store(env)?;
-    let version: u64 = kv
-        .get("config:current")
-        .text()
-        .await?
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let version = current_version(&kv).await?;
     if version == 0 {
         return Ok((0, None));
     }
