@@ -47,6 +47,17 @@ impl Tracker {
         self.anonymous_id.clone()
     }
 
+    /// Adopts the id the edge answered with (from the signed first-party cookie), so a visitor whose script
+    /// storage was cleared keeps one profile. Events already queued keep the id they were made with.
+    #[wasm_bindgen(setter, js_name = anonymousId)]
+    pub fn set_anonymous_id(&mut self, id: String) -> Result<(), JsValue> {
+        if id.is_empty() || id.chars().count() > crate::core::wire::MAX_ID_CHARS {
+            return Err(js_error("invalid_type", "anonymousId", "anonymousId must be 1 to 256 characters"));
+        }
+        self.anonymous_id = id;
+        Ok(())
+    }
+
     #[wasm_bindgen(getter, js_name = userId)]
     pub fn user_id(&self) -> Option<String> {
         self.user_id.clone()
