@@ -66,13 +66,8 @@ impl Tracker {
     /// Records the visitor's choices (`{analytics, personalization, advertising}` booleans, or CMP categories).
     /// Withdrawing analytics drops what is still queued: it may no longer be sent.
     pub fn consent(&mut self, prefs: JsValue) -> Result<(), JsValue> {
-        let prefs: BTreeMap<String, bool> = serde_wasm_bindgen::from_value(prefs).map_err(|e| {
-            js_error(
-                "invalid_consent",
-                "",
-                &format!("consent preferences must be booleans: {e}"),
-            )
-        })?;
+        let prefs: BTreeMap<String, bool> = serde_wasm_bindgen::from_value(prefs)
+            .map_err(|e| js_error("invalid_consent", "", &format!("consent preferences must be booleans: {e}")))?;
         self.prefs.extend(prefs);
         if !self.allows("analytics") {
             self.queue.clear();
@@ -82,9 +77,7 @@ impl Tracker {
 
     /// Whether the choices so far allow a purpose.
     pub fn allows(&self, purpose: &str) -> bool {
-        let effective = self
-            .policy
-            .effective(None, Some(&self.prefs), &RequestSignals::default());
+        let effective = self.policy.effective(None, Some(&self.prefs), &RequestSignals::default());
         Purpose::parse(purpose).is_some_and(|p| effective.allows(p))
     }
 
@@ -127,11 +120,7 @@ impl Tracker {
         let mut fields = Map::new();
         fields.insert("userId".into(), to_json(user_id, "userId")?);
         let previous = to_json(previous_id, "previousId")?;
-        let previous = if previous.is_null() {
-            Value::String(self.anonymous_id.clone())
-        } else {
-            previous
-        };
+        let previous = if previous.is_null() { Value::String(self.anonymous_id.clone()) } else { previous };
         fields.insert("previousId".into(), previous);
         self.enqueue("alias", fields, None)
     }
@@ -250,12 +239,5 @@ fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }

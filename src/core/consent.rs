@@ -64,12 +64,7 @@ pub struct ConsentPolicy {
 
 impl Default for ConsentPolicy {
     fn default() -> Self {
-        ConsentPolicy {
-            model: Model::OptIn,
-            regions: BTreeMap::new(),
-            honor_gpc: true,
-            categories: BTreeMap::new(),
-        }
+        ConsentPolicy { model: Model::OptIn, regions: BTreeMap::new(), honor_gpc: true, categories: BTreeMap::new() }
     }
 }
 
@@ -90,10 +85,25 @@ pub struct Grant {
     pub source: String,
 }
 
-/// The decisions a profile has recorded, per optional purpose.
+/// How many consent changes a profile keeps as its audit trail; the oldest go first beyond it.
+pub const MAX_CONSENT_HISTORY: usize = 100;
+
+/// One change of one purpose, kept as proof of what the visitor chose and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsentChange {
+    pub purpose: Purpose,
+    pub granted: bool,
+    pub at: Millis,
+    /// Where the choice came from: `event` (preferences sent with an event) or `gpc` (the `Sec-GPC` header).
+    pub source: String,
+}
+
+/// The decisions a profile has recorded, per optional purpose, and the changes that led to them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConsentState {
     pub grants: BTreeMap<Purpose, Grant>,
+    /// Oldest first, at most `MAX_CONSENT_HISTORY`.
+    pub history: Vec<ConsentChange>,
 }
 
 impl ConsentState {
@@ -102,21 +112,31 @@ impl ConsentState {
     pub fn record(&mut self, policy: &ConsentPolicy, prefs: &BTreeMap<String, bool>, at: Millis, source: &str) -> bool {
         let mut changed = false;
         for (purpose, granted) in policy.preferences(prefs) {
-            let newer = self.grants.get(&purpose).is_none_or(|g| g.at <= at);
-            let differs = self.grants.get(&purpose).is_none_or(|g| g.granted != granted);
-            if newer && differs {
-                self.grants.insert(
-                    purpose,
-                    Grant {
-                        granted,
-                        at,
-                        source: source.to_string(),
-                    },
-                );
-                changed = true;
-            }
+            changed |= self.set(purpose, granted, at, source);
         }
         changed
+    }
+
+    /// Records one purpose's decision if it is newer than, and differs from, what was recorded.
+    pub fn set(&mut self, purpose: Purpose, granted: bool, at: Millis, source: &str) -> bool {
+        let newer = self.grants.get(&purpose).is_none_or(|g| g.at <= at);
+        let differs = self.grants.get(&purpose).is_none_or(|g| g.granted != granted);
+        if !(newer && differs) {
+            return false;
+        }
+        self.grants.insert(purpose, Grant { granted, at, source: source.to_string() });
+        self.history.push(ConsentChange { purpose, granted, at, source: source.to_string() });
+        if self.history.len() > MAX_CONSENT_HISTORY {
+            let excess = self.history.len() - MAX_CONSENT_HISTORY;
+            self.history.drain(..excess);
+        }
+        true
+    }
+
+    /// Records what the request itself says: `Sec-GPC: 1` is a refusal of advertising, stored as such so that
+    /// the profile shows it and later requests without the header still honour it.
+    pub fn record_signals(&mut self, policy: &ConsentPolicy, signals: &RequestSignals, at: Millis) -> bool {
+        signals.gpc && policy.honor_gpc && self.set(Purpose::Advertising, false, at, "gpc")
     }
 }
 
@@ -142,10 +162,7 @@ impl Effective {
 impl ConsentPolicy {
     /// The model in force for a request from `country`.
     pub fn model_for(&self, country: Option<&str>) -> Model {
-        country
-            .and_then(|c| self.regions.get(&c.to_ascii_uppercase()))
-            .copied()
-            .unwrap_or(self.model)
+        country.and_then(|c| self.regions.get(&c.to_ascii_uppercase())).copied().unwrap_or(self.model)
     }
 
     /// Maps sent preferences (purpose names or CMP categories) to purposes. Where two categories map to the
@@ -179,10 +196,7 @@ impl ConsentPolicy {
             if let Some(&g) = sent.get(&p) {
                 return g;
             }
-            stored
-                .and_then(|s| s.grants.get(&p))
-                .map(|g| g.granted)
-                .unwrap_or(default)
+            stored.and_then(|s| s.grants.get(&p)).map(|g| g.granted).unwrap_or(default)
         };
         Effective {
             analytics: decide(Purpose::Analytics),
@@ -227,10 +241,7 @@ pub fn permit_personalization<'a, P: HasConsent>(
     sent: Option<&BTreeMap<String, bool>>,
     signals: &RequestSignals,
 ) -> Option<Permitted<&'a P>> {
-    policy
-        .effective(Some(subject.consent()), sent, signals)
-        .personalization
-        .then_some(Permitted(subject))
+    policy.effective(Some(subject.consent()), sent, signals).personalization.then_some(Permitted(subject))
 }
 
 /// Anything that carries recorded consent (a profile, or a profile summary in the browser).
@@ -250,38 +261,18 @@ mod tests {
     fn opt_in_refuses_until_granted_and_opt_out_grants_until_refused() {
         let mut policy = ConsentPolicy::default();
         policy.regions.insert("US".into(), Model::OptOut);
-        let fr = RequestSignals {
-            country: Some("FR".into()),
-            gpc: false,
-        };
-        let us = RequestSignals {
-            country: Some("us".into()),
-            gpc: false,
-        };
+        let fr = RequestSignals { country: Some("FR".into()), gpc: false };
+        let us = RequestSignals { country: Some("us".into()), gpc: false };
         assert!(!policy.effective(None, None, &fr).analytics);
         assert!(policy.effective(None, None, &us).analytics);
-        assert!(
-            !policy
-                .effective(None, Some(&prefs(&[("Analytics", false)])), &us)
-                .analytics
-        );
-        assert!(
-            policy
-                .effective(None, Some(&prefs(&[("analytics", true)])), &fr)
-                .analytics
-        );
+        assert!(!policy.effective(None, Some(&prefs(&[("Analytics", false)])), &us).analytics);
+        assert!(policy.effective(None, Some(&prefs(&[("analytics", true)])), &fr).analytics);
     }
 
     #[test]
     fn gpc_refuses_advertising_whatever_else_says() {
-        let policy = ConsentPolicy {
-            model: Model::OptOut,
-            ..ConsentPolicy::default()
-        };
-        let gpc = RequestSignals {
-            country: None,
-            gpc: true,
-        };
+        let policy = ConsentPolicy { model: Model::OptOut, ..ConsentPolicy::default() };
+        let gpc = RequestSignals { country: None, gpc: true };
         let e = policy.effective(None, Some(&prefs(&[("advertising", true)])), &gpc);
         assert!(!e.advertising);
         assert!(e.analytics);
@@ -297,24 +288,34 @@ mod tests {
     }
 
     #[test]
+    fn gpc_is_recorded_as_a_refusal_of_advertising_and_the_trail_is_bounded() {
+        let policy = ConsentPolicy::default();
+        let mut state = ConsentState::default();
+        state.record(&policy, &prefs(&[("advertising", true)]), 10, "event");
+        let gpc = RequestSignals { country: None, gpc: true };
+        assert!(state.record_signals(&policy, &gpc, 20));
+        assert!(!state.grants[&Purpose::Advertising].granted);
+        assert_eq!(state.grants[&Purpose::Advertising].source, "gpc");
+        assert!(!state.record_signals(&policy, &gpc, 30), "no change, no new entry");
+        let ignoring = ConsentPolicy { honor_gpc: false, ..ConsentPolicy::default() };
+        assert!(!ConsentState::default().record_signals(&ignoring, &gpc, 20));
+        for i in 0..(MAX_CONSENT_HISTORY as i64 + 10) {
+            state.set(Purpose::Analytics, i % 2 == 0, 100 + i, "event");
+        }
+        assert_eq!(state.history.len(), MAX_CONSENT_HISTORY);
+        assert_eq!(state.history.last().unwrap().at, 100 + MAX_CONSENT_HISTORY as i64 + 9);
+    }
+
+    #[test]
     fn stored_grants_apply_when_the_call_sends_none_and_only_newer_changes_replace_them() {
         let policy = ConsentPolicy::default();
         let mut state = ConsentState::default();
         assert!(state.record(&policy, &prefs(&[("analytics", true)]), 100, "event"));
-        assert!(
-            !state.record(&policy, &prefs(&[("analytics", false)]), 50, "event"),
-            "older change ignored"
-        );
-        assert!(
-            policy
-                .effective(Some(&state), None, &RequestSignals::default())
-                .analytics
-        );
+        assert!(!state.record(&policy, &prefs(&[("analytics", false)]), 50, "event"), "older change ignored");
+        assert!(policy.effective(Some(&state), None, &RequestSignals::default()).analytics);
         assert!(state.record(&policy, &prefs(&[("analytics", false)]), 200, "event"));
-        assert!(
-            !policy
-                .effective(Some(&state), None, &RequestSignals::default())
-                .analytics
-        );
+        assert!(!policy.effective(Some(&state), None, &RequestSignals::default()).analytics);
+        let trail: Vec<(Purpose, bool, Millis)> = state.history.iter().map(|c| (c.purpose, c.granted, c.at)).collect();
+        assert_eq!(trail, vec![(Purpose::Analytics, true, 100), (Purpose::Analytics, false, 200)]);
     }
 }

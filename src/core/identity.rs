@@ -20,10 +20,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(kind: &str, value: &str) -> Identity {
-        Identity {
-            kind: kind.to_string(),
-            value: value.to_string(),
-        }
+        Identity { kind: kind.to_string(), value: value.to_string() }
     }
 
     /// The text form used in URLs and store keys: `type:value`.
@@ -34,10 +31,8 @@ impl Identity {
     /// Parses `type:value`; the value may itself contain colons.
     pub fn parse_key(s: &str) -> Option<Identity> {
         let (kind, value) = s.split_once(':')?;
-        let kind_ok = !kind.is_empty()
-            && kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+        let kind_ok =
+            !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
         (kind_ok && !value.is_empty()).then(|| Identity::new(kind, value))
     }
 
@@ -56,6 +51,70 @@ impl Identity {
     }
 }
 
+/// HMAC-SHA256 (RFC 2104), for signing the first-party id cookie.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether an anonymous id can travel in a cookie value unquoted and be trusted as a key (`[A-Za-z0-9_-]`,
+/// 1 to 128 characters: UUIDs and Segment's ids qualify).
+pub fn cookie_safe(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Signs an anonymous id for the first-party cookie: `<id>.<hex HMAC-SHA256(secret, id)>`. Whoever does not
+/// hold the secret cannot make a cookie that carries someone else's id.
+pub fn sign_id(secret: &[u8], id: &str) -> String {
+    format!("{id}.{}", hex(&hmac_sha256(secret, id.as_bytes())))
+}
+
+/// Returns the id a signed cookie value carries, or `None` when it is malformed or its signature is wrong.
+pub fn verify_signed_id(secret: &[u8], value: &str) -> Option<String> {
+    let (id, sig) = value.rsplit_once('.')?;
+    if !cookie_safe(id) || sig.len() != 64 {
+        return None;
+    }
+    let expected = hex(&hmac_sha256(secret, id.as_bytes()));
+    // Compare without an early exit, so that timing does not reveal how much of a forged signature was right.
+    let diff = expected.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    (diff == 0).then(|| id.to_string())
+}
+
+/// Normalizes and hashes an identifier that is stored hashed: e-mail addresses are trimmed and lower-cased,
+/// phone numbers keep a leading `+` and their digits. The result is `sha256:<hex>`, so that a hashed value is
+/// never mistaken for a clear one.
+pub fn hash_identifier(kind: &str, value: &str) -> String {
+    let normalized = match kind {
+        "phone" => {
+            let t = value.trim();
+            let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+            if t.starts_with('+') {
+                format!("+{digits}")
+            } else {
+                digits
+            }
+        }
+        _ => value.trim().to_lowercase(),
+    };
+    format!("sha256:{}", hex(&Sha256::digest(normalized.as_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +130,39 @@ mod tests {
         assert!(Identity::parse_key("nocolon").is_none());
         assert!(Identity::parse_key("Bad Type:x").is_none());
         assert!(Identity::parse_key("user_id:").is_none());
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_test_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(hex(&mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn signed_ids_verify_and_forgeries_do_not() {
+        let secret = b"s3cret";
+        let cookie = sign_id(secret, "3f1c-visitor");
+        assert_eq!(verify_signed_id(secret, &cookie).as_deref(), Some("3f1c-visitor"));
+        assert_eq!(verify_signed_id(b"other", &cookie), None, "another key");
+        let forged = cookie.replacen("3f1c", "0000", 1);
+        assert_eq!(verify_signed_id(secret, &forged), None, "another id with the old signature");
+        assert_eq!(verify_signed_id(secret, "3f1c-visitor"), None, "unsigned");
+        assert_eq!(verify_signed_id(secret, "a;b.00"), None, "unsafe characters");
+        let truncated = &cookie[..cookie.len() - 1];
+        assert_eq!(verify_signed_id(secret, truncated), None);
+        assert!(!cookie_safe("has space") && !cookie_safe("") && cookie_safe("550e8400-e29b-41d4-a716-446655440000"));
+    }
+
+    #[test]
+    fn identifiers_are_normalized_before_hashing() {
+        assert_eq!(hash_identifier("email", "  Ada@Example.COM "), hash_identifier("email", "ada@example.com"));
+        assert_eq!(hash_identifier("phone", "+44 (20) 7946-0000"), hash_identifier("phone", "+442079460000"));
+        assert_ne!(hash_identifier("phone", "442079460000"), hash_identifier("phone", "+442079460000"));
+        // SHA-256 of "ada@example.com".
+        assert_eq!(
+            hash_identifier("email", "ada@example.com"),
+            format!("sha256:{}", hex(&Sha256::digest(b"ada@example.com")))
+        );
+        assert!(hash_identifier("email", "x").starts_with("sha256:"));
     }
 }

@@ -1,10 +1,11 @@
 //! The unified profile: identities, traits, counts, consent and a bounded recent history, and how a
 //! permitted event changes it.
 
-use crate::core::consent::{ConsentPolicy, ConsentState, HasConsent, Permitted, Purpose, RequestSignals};
+use crate::core::config::Config;
+use crate::core::consent::{ConsentState, HasConsent, Permitted, Purpose, RequestSignals};
 use crate::core::event::{Event, EventKind};
-use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::time::{format_iso8601, Millis};
+use crate::core::identity::{hash_identifier, Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::time::{format_iso8601, Millis, DAY};
 use crate::core::value::{map_to_json, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -91,7 +92,7 @@ impl Profile {
 
     /// Applies a permitted event. A `messageId` seen before changes nothing. Returns what happened and the
     /// identities this event added, which the store must index.
-    pub fn apply(&mut self, event: Permitted<Event>, policy: &ConsentPolicy) -> (Applied, Vec<Identity>) {
+    pub fn apply(&mut self, event: Permitted<Event>, config: &Config) -> (Applied, Vec<Identity>) {
         let event = event.into_inner();
         if self.seen_message_ids.iter().any(|m| *m == event.message_id) {
             return (Applied::Duplicate, Vec::new());
@@ -113,19 +114,20 @@ impl Profile {
             }
         }
         if let Some(prefs) = &event.consent {
-            self.consent.record(policy, prefs, event.timestamp, "event");
+            self.consent.record(&config.consent, prefs, event.timestamp, "event");
         }
         if let EventKind::Identify { traits } = &event.kind {
             for (k, v) in traits {
                 let newer = self.traits.get(k).is_none_or(|t| t.at <= event.timestamp);
                 if newer {
-                    self.traits.insert(
-                        k.clone(),
-                        TraitEntry {
-                            value: v.clone(),
-                            at: event.timestamp,
-                        },
-                    );
+                    // Traits configured as hashed are never held in clear, not even for a moment in storage.
+                    let value = match v {
+                        Value::String(clear) if config.hash_traits.contains(k) => {
+                            Value::String(hash_identifier(k, clear))
+                        }
+                        other => other.clone(),
+                    };
+                    self.traits.insert(k.clone(), TraitEntry { value, at: event.timestamp });
                 }
             }
         }
@@ -154,16 +156,42 @@ impl Profile {
                     .collect()
             })
             .unwrap_or_default();
-        let record = EventRecord {
-            at: event.timestamp,
-            name: event.count_key().to_string(),
-            props,
-        };
+        let record = EventRecord { at: event.timestamp, name: event.count_key().to_string(), props };
         let pos = self.recent.partition_point(|r| r.at <= record.at);
         self.recent.insert(pos, record);
         while self.recent.len() > MAX_RECENT_EVENTS {
             self.recent.pop_front();
         }
+    }
+
+    /// When an anonymous profile expires for lack of activity (`retention.anonymousDays` after it was last
+    /// seen). Profiles of known people do not expire this way.
+    pub fn expires_at(&self, anonymous_days: u32) -> Option<Millis> {
+        (!self.is_identified()).then(|| self.last_seen.saturating_add(i64::from(anonymous_days) * DAY))
+    }
+
+    /// Everything held about the person, for an access request: the profile, trait times, the consent audit
+    /// trail, the recent event history and the remembered message ids.
+    pub fn export_json(&self, segments: &[&str]) -> serde_json::Value {
+        let mut out = self.to_json(segments);
+        out["traitsSetAt"] =
+            self.traits.iter().map(|(k, t)| (k.clone(), serde_json::Value::from(format_iso8601(t.at)))).collect();
+        out["consentHistory"] = self
+            .consent
+            .history
+            .iter()
+            .map(|c| {
+                serde_json::json!({"purpose": c.purpose.name(), "granted": c.granted,
+                    "at": format_iso8601(c.at), "source": c.source})
+            })
+            .collect();
+        out["recentEvents"] = self
+            .recent
+            .iter()
+            .map(|r| serde_json::json!({"event": r.name, "at": format_iso8601(r.at), "properties": map_to_json(&r.props)}))
+            .collect();
+        out["messageIds"] = self.seen_message_ids.iter().cloned().collect();
+        out
     }
 
     /// The profile as the admin API shows it (see `GET /v1/profiles/...` in the contract).
@@ -220,19 +248,17 @@ pub struct ApplyOutcome {
 /// Applies events to the profile they belong to, passing each through the consent check. No profile is
 /// created for events that consent does not allow; an existing profile still records a consent change that
 /// such an event carries (withdrawal has to be kept as proof).
-pub fn apply_events(
-    profile: Option<Profile>,
-    req: ApplyRequest,
-    policy: &ConsentPolicy,
-) -> (Option<Profile>, ApplyOutcome) {
+pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config) -> (Option<Profile>, ApplyOutcome) {
     let mut profile = profile;
     let mut out = ApplyOutcome::default();
+    let policy = &config.consent;
     for event in req.events {
+        let at = event.timestamp;
         match crate::core::consent::permit_collection(policy, profile.as_ref().map(|p| &p.consent), event, &req.signals)
         {
             Ok(permitted) => {
                 let p = profile.get_or_insert_with(|| Profile::new(req.profile_id.clone(), permitted.get().timestamp));
-                let (applied, added) = p.apply(permitted, policy);
+                let (applied, added) = p.apply(permitted, config);
                 match applied {
                     Applied::Stored => {
                         out.stored += 1;
@@ -249,6 +275,9 @@ pub fn apply_events(
                 }
             }
         }
+        if let Some(p) = profile.as_mut() {
+            out.changed |= p.consent.record_signals(policy, &req.signals, at);
+        }
     }
     (profile, out)
 }
@@ -263,11 +292,7 @@ mod tests {
     fn request(json: &str) -> ApplyRequest {
         let parsed = parse_batch(json.as_bytes(), NOW).unwrap();
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        ApplyRequest {
-            profile_id: "p_test".into(),
-            signals: RequestSignals::default(),
-            events: parsed.events,
-        }
+        ApplyRequest { profile_id: "p_test".into(), signals: RequestSignals::default(), events: parsed.events }
     }
 
     const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true}}}"#;
@@ -283,56 +308,35 @@ mod tests {
               {{"type":"identify","anonymousId":"a","userId":"u1","messageId":"m4","timestamp":"2026-11-22T09:00:00Z","traits":{{"plan":"silver","firstName":"Ada"}},{GRANT}}}
             ]}}"#
         );
-        let (p, out) = apply_events(None, request(&body), &ConsentPolicy::default());
+        let (p, out) = apply_events(None, request(&body), &Config::default());
         let p = p.expect("profile created");
         assert_eq!((out.stored, out.duplicates, out.refused), (4, 1, 0));
         assert_eq!(p.counts.get("page"), Some(&1));
         assert_eq!(p.counts.get("Product Viewed"), Some(&1));
         assert_eq!(p.counts.get("identify"), Some(&2));
-        assert_eq!(
-            p.traits["plan"].value,
-            Value::String("gold".into()),
-            "the later event wins"
-        );
+        assert_eq!(p.traits["plan"].value, Value::String("gold".into()), "the later event wins");
         assert_eq!(p.traits["firstName"].value, Value::String("Ada".into()));
-        assert_eq!(
-            out.new_identities,
-            vec![Identity::new("anonymous_id", "a"), Identity::new("user_id", "u1")]
-        );
+        assert_eq!(out.new_identities, vec![Identity::new("anonymous_id", "a"), Identity::new("user_id", "u1")]);
         let viewed = p.recent.iter().find(|r| r.name == "Product Viewed").unwrap();
-        assert_eq!(
-            viewed.props.keys().collect::<Vec<_>>(),
-            vec!["category"],
-            "only scalar properties are kept"
-        );
-        assert_eq!(
-            p.recent.front().unwrap().at,
-            crate::core::time::parse_iso8601("2026-11-22T09:00:00Z").unwrap()
-        );
+        assert_eq!(viewed.props.keys().collect::<Vec<_>>(), vec!["category"], "only scalar properties are kept");
+        assert_eq!(p.recent.front().unwrap().at, crate::core::time::parse_iso8601("2026-11-22T09:00:00Z").unwrap());
     }
 
     #[test]
     fn no_profile_without_consent_but_a_withdrawal_is_recorded() {
-        let (p, out) = apply_events(
-            None,
-            request(r#"{"batch":[{"type":"page","anonymousId":"a"}]}"#),
-            &ConsentPolicy::default(),
-        );
+        let (p, out) =
+            apply_events(None, request(r#"{"batch":[{"type":"page","anonymousId":"a"}]}"#), &Config::default());
         assert!(p.is_none());
         assert_eq!(out.refused, 1);
         assert!(!out.changed);
 
         let granted = format!(r#"{{"batch":[{{"type":"page","anonymousId":"a",{GRANT}}}]}}"#);
-        let (p, _) = apply_events(None, request(&granted), &ConsentPolicy::default());
+        let (p, _) = apply_events(None, request(&granted), &Config::default());
         let withdraw = r#"{"batch":[{"type":"page","anonymousId":"a","context":{"consent":{"categoryPreferences":{"analytics":false}}}},
                                     {"type":"page","anonymousId":"a"}]}"#;
-        let (p, out) = apply_events(p, request(withdraw), &ConsentPolicy::default());
+        let (p, out) = apply_events(p, request(withdraw), &Config::default());
         let p = p.unwrap();
-        assert_eq!(
-            (out.stored, out.refused),
-            (0, 2),
-            "collection stops from the withdrawal on"
-        );
+        assert_eq!((out.stored, out.refused), (0, 2), "collection stops from the withdrawal on");
         assert!(out.changed);
         assert_eq!(p.counts.get("page"), Some(&1));
         assert!(!p.consent.grants[&Purpose::Analytics].granted);
@@ -342,19 +346,50 @@ mod tests {
     fn history_and_dedup_window_stay_bounded() {
         let mut events = Vec::new();
         for i in 0..(MAX_SEEN_MESSAGE_IDS + 50) {
-            events.push(format!(
-                r#"{{"type":"track","event":"E","anonymousId":"a","messageId":"m{i}",{GRANT}}}"#
-            ));
+            events.push(format!(r#"{{"type":"track","event":"E","anonymousId":"a","messageId":"m{i}",{GRANT}}}"#));
         }
-        let (p, out) = apply_events(
-            None,
-            request(&format!(r#"{{"batch":[{}]}}"#, events.join(","))),
-            &ConsentPolicy::default(),
-        );
+        let (p, out) =
+            apply_events(None, request(&format!(r#"{{"batch":[{}]}}"#, events.join(","))), &Config::default());
         let p = p.unwrap();
         assert_eq!(out.stored as usize, MAX_SEEN_MESSAGE_IDS + 50);
         assert_eq!(p.counts["E"] as usize, MAX_SEEN_MESSAGE_IDS + 50);
         assert_eq!(p.recent.len(), MAX_RECENT_EVENTS);
         assert_eq!(p.seen_message_ids.len(), MAX_SEEN_MESSAGE_IDS);
+    }
+
+    #[test]
+    fn configured_traits_are_stored_hashed_and_gpc_is_recorded() {
+        let config = crate::core::config::compile_str(r#"{"privacy": {"hashTraits": ["email", "phone"]}}"#).unwrap();
+        let body = format!(
+            r#"{{"batch":[{{"type":"identify","anonymousId":"a","traits":{{"email":" Ada@Example.com","phone":"+44 20 7946 0000","plan":"gold"}},{GRANT}}}]}}"#
+        );
+        let mut req = request(&body);
+        req.signals.gpc = true;
+        let (p, _) = apply_events(None, req, &config);
+        let p = p.unwrap();
+        assert_eq!(p.traits["email"].value, Value::String(hash_identifier("email", "ada@example.com")));
+        assert_eq!(p.traits["phone"].value, Value::String(hash_identifier("phone", "+442079460000")));
+        assert_eq!(p.traits["plan"].value, Value::String("gold".into()));
+        let exported = p.export_json(&[]).to_string();
+        assert!(!exported.to_lowercase().contains("ada@example.com") && !exported.contains("7946"), "{exported}");
+        assert!(!p.consent.grants[&Purpose::Advertising].granted);
+        assert_eq!(p.consent.history.last().unwrap().source, "gpc");
+    }
+
+    #[test]
+    fn anonymous_profiles_expire_and_known_ones_do_not() {
+        let (p, _) = apply_events(
+            None,
+            request(&format!(r#"{{"batch":[{{"type":"page","anonymousId":"a",{GRANT}}}]}}"#)),
+            &Config::default(),
+        );
+        let p = p.unwrap();
+        assert_eq!(p.expires_at(30), Some(p.last_seen + 30 * DAY));
+        let (p, _) = apply_events(
+            Some(p),
+            request(&format!(r#"{{"batch":[{{"type":"identify","anonymousId":"a","userId":"u",{GRANT}}}]}}"#)),
+            &Config::default(),
+        );
+        assert_eq!(p.unwrap().expires_at(30), None);
     }
 }

@@ -122,24 +122,16 @@ pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(map)) => envelope.context = Some(map),
         Some(_) => {
-            return Err(BodyError::Shape {
-                path: "context".into(),
-                message: "context must be an object".into(),
-            })
+            return Err(BodyError::Shape { path: "context".into(), message: "context must be an object".into() })
         }
     }
     let raw = outer.batch.ok_or_else(|| BodyError::Shape {
         path: "batch".into(),
         message: "batch is required and must be an array of events".into(),
     })?;
-    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| BodyError::Shape {
-        path: "batch".into(),
-        message: "batch must be an array of events".into(),
-    })?;
-    let mut parsed = Parsed {
-        write_key,
-        ..Parsed::default()
-    };
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| BodyError::Shape { path: "batch".into(), message: "batch must be an array of events".into() })?;
+    let mut parsed = Parsed { write_key, ..Parsed::default() };
     for (index, item) in items.iter().enumerate() {
         let path = format!("batch[{index}]");
         match parse_raw_event(item, index, &path, None, &envelope, received) {
@@ -161,10 +153,7 @@ pub fn parse_single(body: &[u8], call: CallType, received: Millis) -> Result<Par
         serde_json::Value::Object(o) => write_key_of(o.get("writeKey"), "writeKey")?,
         _ => None,
     };
-    let mut parsed = Parsed {
-        write_key,
-        ..Parsed::default()
-    };
+    let mut parsed = Parsed { write_key, ..Parsed::default() };
     match parse_raw_event(raw, 0, "", Some(call), &Envelope::default(), received) {
         Ok(ev) => parsed.events.push(ev),
         Err(r) => parsed.rejected.push(r),
@@ -188,10 +177,7 @@ pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<
 fn not_json(e: serde_json::Error) -> BodyError {
     if e.is_data() {
         // The JSON was well formed but the top level was not an object (or a field had the wrong type).
-        BodyError::Shape {
-            path: String::new(),
-            message: format!("body must be a JSON object: {e}"),
-        }
+        BodyError::Shape { path: String::new(), message: format!("body must be a JSON object: {e}") }
     } else {
         BodyError::NotJson(format!("body is not valid JSON: {e}"))
     }
@@ -201,10 +187,7 @@ fn write_key_of(v: Option<&serde_json::Value>, path: &str) -> Result<Option<Stri
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(BodyError::Shape {
-            path: path.into(),
-            message: "writeKey must be a string".into(),
-        }),
+        Some(_) => Err(BodyError::Shape { path: path.into(), message: "writeKey must be a string".into() }),
     }
 }
 
@@ -228,17 +211,8 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn reject(&self, code: &'static str, field: &str, message: impl Into<String>) -> Rejection {
-        let path = if field.is_empty() {
-            self.base.to_string()
-        } else {
-            join(self.base, field)
-        };
-        Rejection {
-            index: self.index,
-            code,
-            message: message.into(),
-            path,
-        }
+        let path = if field.is_empty() { self.base.to_string() } else { join(self.base, field) };
+        Rejection { index: self.index, code, message: message.into(), path }
     }
 }
 
@@ -302,22 +276,15 @@ fn parse_raw_event(
         CallType::Track => {
             let event = name_field(&cx, obj, "event")?
                 .ok_or_else(|| cx.reject("missing_field", "event", "event is required for track"))?;
-            EventKind::Track {
-                event,
-                properties: object_field(&cx, obj, "properties")?,
-            }
+            EventKind::Track { event, properties: object_field(&cx, obj, "properties")? }
         }
-        CallType::Page => EventKind::Page {
-            name: name_field(&cx, obj, "name")?,
-            properties: object_field(&cx, obj, "properties")?,
-        },
-        CallType::Screen => EventKind::Screen {
-            name: name_field(&cx, obj, "name")?,
-            properties: object_field(&cx, obj, "properties")?,
-        },
-        CallType::Identify => EventKind::Identify {
-            traits: object_field(&cx, obj, "traits")?,
-        },
+        CallType::Page => {
+            EventKind::Page { name: name_field(&cx, obj, "name")?, properties: object_field(&cx, obj, "properties")? }
+        }
+        CallType::Screen => {
+            EventKind::Screen { name: name_field(&cx, obj, "name")?, properties: object_field(&cx, obj, "properties")? }
+        }
+        CallType::Identify => EventKind::Identify { traits: object_field(&cx, obj, "traits")? },
         CallType::Alias => {
             let previous_id = id_field(&cx, obj, "previousId")?
                 .ok_or_else(|| cx.reject("missing_field", "previousId", "previousId is required for alias"))?;
@@ -326,23 +293,12 @@ fn parse_raw_event(
         CallType::Group => {
             let group_id = id_field(&cx, obj, "groupId")?
                 .ok_or_else(|| cx.reject("missing_field", "groupId", "groupId is required for group"))?;
-            EventKind::Group {
-                group_id,
-                traits: object_field(&cx, obj, "traits")?,
-            }
+            EventKind::Group { group_id, traits: object_field(&cx, obj, "traits")? }
         }
     };
 
     let (consent, page) = context_fields(&cx, obj.get("context"), envelope.context.as_ref())?;
-    Ok(Event {
-        message_id,
-        anonymous_id,
-        user_id,
-        timestamp,
-        kind,
-        consent,
-        page,
-    })
+    Ok(Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page })
 }
 
 /// Segment's skew correction: the client's clock may be wrong, but the distance between `timestamp` and
@@ -384,11 +340,7 @@ fn id_field(
         Some(_) => return Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
     };
     if s.chars().count() > MAX_ID_CHARS {
-        return Err(cx.reject(
-            "string_too_long",
-            field,
-            format!("{field} is longer than {MAX_ID_CHARS} characters"),
-        ));
+        return Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_ID_CHARS} characters")));
     }
     Ok(if s.is_empty() { None } else { Some(s) })
 }
@@ -403,11 +355,9 @@ fn name_field(
         Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
             Err(cx.reject("missing_field", field, format!("{field} must not be empty")))
         }
-        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_NAME_CHARS => Err(cx.reject(
-            "string_too_long",
-            field,
-            format!("{field} is longer than {MAX_NAME_CHARS} characters"),
-        )),
+        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_NAME_CHARS => {
+            Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_NAME_CHARS} characters")))
+        }
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
     }
@@ -420,13 +370,9 @@ fn optional_time(
 ) -> Result<Option<Millis>, Rejection> {
     match obj.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => timestamp_of(v).map(Some).ok_or_else(|| {
-            cx.reject(
-                "invalid_timestamp",
-                field,
-                format!("{field} must be an ISO 8601 date-time"),
-            )
-        }),
+        Some(v) => timestamp_of(v)
+            .map(Some)
+            .ok_or_else(|| cx.reject("invalid_timestamp", field, format!("{field} must be an ISO 8601 date-time"))),
     }
 }
 
@@ -454,11 +400,7 @@ fn check_depth(cx: &Ctx, v: &serde_json::Value, field: &str) -> Result<(), Rejec
         }
     }
     if depth(v) > MAX_DEPTH {
-        return Err(cx.reject(
-            "too_deep",
-            field,
-            format!("{field} nests deeper than {MAX_DEPTH} levels"),
-        ));
+        return Err(cx.reject("too_deep", field, format!("{field} nests deeper than {MAX_DEPTH} levels")));
     }
     Ok(())
 }
@@ -479,10 +421,7 @@ fn context_fields(
         Some(_) => return Err(cx.reject("invalid_type", "context", "context must be an object")),
     };
     // The event's own context wins over the batch's, field by field.
-    let pick = |key: &str| {
-        own.and_then(|o| o.get(key))
-            .or_else(|| envelope.and_then(|e| e.get(key)))
-    };
+    let pick = |key: &str| own.and_then(|o| o.get(key)).or_else(|| envelope.and_then(|e| e.get(key)));
 
     let consent = match pick("consent") {
         None | Some(serde_json::Value::Null) => None,
@@ -524,18 +463,12 @@ fn context_fields(
                 match p.get(k) {
                     None | Some(serde_json::Value::Null) => Ok(None),
                     Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(_) => Err(cx.reject(
-                        "invalid_type",
-                        &format!("context.page.{k}"),
-                        format!("{k} must be a string"),
-                    )),
+                    Some(_) => {
+                        Err(cx.reject("invalid_type", &format!("context.page.{k}"), format!("{k} must be a string")))
+                    }
                 }
             };
-            Some(PageContext {
-                path: text("path")?,
-                url: text("url")?,
-                referrer: text("referrer")?,
-            })
+            Some(PageContext { path: text("path")?, url: text("url")?, referrer: text("referrer")? })
         }
         Some(_) => return Err(cx.reject("invalid_type", "context.page", "context.page must be an object")),
     };
@@ -597,16 +530,10 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
     }
     let v: serde_json::Value = serde_json::from_slice(body).map_err(not_json)?;
     let Some(obj) = v.as_object() else {
-        return Err(BodyError::Shape {
-            path: String::new(),
-            message: "body must be a JSON object".into(),
-        });
+        return Err(BodyError::Shape { path: String::new(), message: "body must be a JSON object".into() });
     };
     let cx = Ctx { index: 0, base: "" };
-    let shape = |r: Rejection| BodyError::Shape {
-        path: r.path,
-        message: r.message,
-    };
+    let shape = |r: Rejection| BodyError::Shape { path: r.path, message: r.message };
     let anonymous_id = id_field(&cx, obj, "anonymousId").map_err(shape)?;
     let user_id = id_field(&cx, obj, "userId").map_err(shape)?;
     let slots = match obj.get("slots") {
@@ -633,13 +560,7 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
         }
     };
     let (consent, page) = context_fields(&cx, obj.get("context"), None).map_err(shape)?;
-    Ok(DecideRequest {
-        anonymous_id,
-        user_id,
-        slots,
-        page,
-        consent,
-    })
+    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent })
 }
 
 #[cfg(test)]
@@ -687,10 +608,7 @@ mod tests {
         assert!(matches!(parse_batch(br#"{"batch":{}}"#, NOW), Err(BodyError::Shape { path, .. }) if path == "batch"));
         assert!(matches!(parse_batch(br#"{}"#, NOW), Err(BodyError::Shape { path, .. }) if path == "batch"));
         let big = vec![b' '; MAX_BATCH_BYTES + 1];
-        assert_eq!(
-            parse_batch(&big, NOW).unwrap_err(),
-            BodyError::TooLarge { limit: MAX_BATCH_BYTES }
-        );
+        assert_eq!(parse_batch(&big, NOW).unwrap_err(), BodyError::TooLarge { limit: MAX_BATCH_BYTES });
     }
 
     #[test]
@@ -736,12 +654,7 @@ mod tests {
 
     #[test]
     fn single_endpoint_fixes_the_type_and_generates_message_ids() {
-        let p = parse_single(
-            br#"{"event":"Signed Up","userId":"u1","writeKey":"k"}"#,
-            CallType::Track,
-            NOW,
-        )
-        .unwrap();
+        let p = parse_single(br#"{"event":"Signed Up","userId":"u1","writeKey":"k"}"#, CallType::Track, NOW).unwrap();
         assert_eq!(p.write_key.as_deref(), Some("k"));
         assert!(p.events[0].message_id.starts_with("gen-"));
         // Identical events in one batch are two events; the same body sent again gives the same ids.
