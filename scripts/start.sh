@@ -16,6 +16,15 @@ fi
 # header instead, so the demo runs under the default opt-in model unless a request says otherwise.
 args=(dev --ip 127.0.0.1 --port "$PORT" --persist-to "$ROOT/.wrangler/state" --show-interactive-dev-session=false
   --var EDGECDP_COUNTRY_SOURCE:header)
+# The first-party cookie is signed; locally the key is made once and kept beside the local data, so that
+# restarts keep visitors' cookies valid. In production it is a secret (see README.md).
+secret_file="$ROOT/.wrangler/cookie-secret"
+if [ -z "${EDGECDP_COOKIE_SECRET:-}" ]; then
+  mkdir -p "$ROOT/.wrangler"
+  [ -s "$secret_file" ] || (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > "$secret_file")
+  EDGECDP_COOKIE_SECRET="$(cat "$secret_file")"
+fi
+args+=(--var "EDGECDP_COOKIE_SECRET:$EDGECDP_COOKIE_SECRET")
 if [ -n "${EDGECDP_ADMIN_TOKEN:-}" ]; then
   args+=(--var "EDGECDP_ADMIN_TOKEN:$EDGECDP_ADMIN_TOKEN")
 else

@@ -3,12 +3,13 @@
 //! It owns everything the core must not do: reading the clock, KV and Durable Object I/O, headers and
 //! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
 
+mod cookie;
 mod http;
 mod kv;
 mod profile_object;
 
 use crate::core::config::compile_str;
-use crate::core::consent::{permit_personalization, RequestSignals};
+use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
 use crate::core::decide::{decide, segments_of};
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::profile::ApplyRequest;
@@ -18,13 +19,9 @@ use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTE
 use http::{json_response, require_admin, with_cors, ApiError, ApiResult};
 use serde_json::json;
 use std::collections::BTreeMap;
-use worker::js_sys::Uint8Array;
-use worker::wasm_bindgen::JsValue;
-use worker::{event, Context, Env, Method, Request, RequestInit, Response};
+use worker::{event, Context, Env, Method, Request, Response};
 
 pub use profile_object::ProfileObject;
-
-const DO_BINDING: &str = "PROFILES";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -57,11 +54,14 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         }
         (Method::Post, ["v1", "decide"]) => decide_post(req, env).await,
         (Method::Get, ["v1", "decide"]) => decide_get(req, env).await,
-        (Method::Get, ["v1", "profiles", key]) => profile_get(req, env, key).await,
+        (Method::Get, ["v1", "profiles", key]) => profile_get(req, env, key, false).await,
+        (Method::Get, ["v1", "profiles", key, "export"]) => profile_get(req, env, key, true).await,
+        (Method::Delete, ["v1", "profiles", key]) => profile_delete(req, env, key).await,
         (Method::Get, ["v1", "config"]) => config_get(req, env).await,
         (Method::Put, ["v1", "config"]) => config_put(req, env).await,
         (_, ["v1", "batch" | "decide" | "config" | "track" | "page" | "screen" | "identify" | "alias" | "group"])
         | (_, ["v1", "profiles", _])
+        | (_, ["v1", "profiles", _, "export"])
         | (_, ["healthz"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
     }
@@ -134,11 +134,25 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         }
     }
 
+    // A valid first-party cookie is this browser's identity: it wins over the id the script sent, which may be
+    // new because the browser cleared script storage.
+    let secret = cookie::secret(env);
+    let cookie_id = secret.as_deref().and_then(|s| cookie::id_from(&req, s));
+    let mut events = parsed.events;
+    if let Some(c) = &cookie_id {
+        for e in &mut events {
+            e.anonymous_id = Some(c.clone());
+        }
+    }
+    let withdrawn = events.iter().any(|e| {
+        e.consent.as_ref().is_some_and(|p| config.consent.preferences(p).get(&Purpose::Analytics) == Some(&false))
+    });
+
     // Group events by the profile they belong to; each group goes to that profile's single writer.
     let store = kv::store(env)?;
     let mut groups: BTreeMap<String, Vec<crate::core::event::Event>> = BTreeMap::new();
     let mut resolved: BTreeMap<Identity, String> = BTreeMap::new();
-    for event in parsed.events {
+    for event in events {
         let identity = match (&event.anonymous_id, &event.user_id) {
             (Some(a), _) => Identity::new(ANONYMOUS_ID, a),
             (None, Some(u)) => Identity::new(USER_ID, u),
@@ -155,18 +169,13 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         groups.entry(pid).or_default().push(event);
     }
     let signals = signals(&req, env);
-    let namespace = env.durable_object(DO_BINDING)?;
+    let mut stored_anonymous_id: Option<String> = None;
     for (profile_id, events) in groups {
+        let first_anonymous = events.iter().find_map(|e| e.anonymous_id.clone());
         let request = ApplyRequest { profile_id: profile_id.clone(), signals: signals.clone(), events };
-        let stub = namespace.id_from_name(&profile_id)?.get_stub()?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_body(Some(JsValue::from(Uint8Array::from(encode_apply(&request).as_slice()))));
-        let inner = Request::new_with_init("https://profile/apply", &init)?;
-        let mut resp = stub.fetch_with_request(inner).await?;
-        if resp.status_code() != 200 {
-            let text = resp.text().await.unwrap_or_default();
-            return Err(ApiError::Unavailable(format!("profile writer answered {}: {text}", resp.status_code())));
+        let outcome = profile_object::send(env, &profile_id, "apply", encode_apply(&request)).await?;
+        if outcome.get("stored").and_then(|v| v.as_u64()).unwrap_or(0) > 0 && stored_anonymous_id.is_none() {
+            stored_anonymous_id = first_anonymous;
         }
     }
 
@@ -178,7 +187,24 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
             .map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path}))
             .collect();
     }
-    Ok(with_cors(json_response(200, &answer)?, origin.as_deref())?)
+    // Only browsers get the cookie (server-side sources send no Origin), and only once consent let something be
+    // stored; a withdrawal of analytics removes it.
+    let mut set_cookie = None;
+    if let (Some(secret), Some(_)) = (&secret, &origin) {
+        if let Some(id) = stored_anonymous_id.as_ref().or(cookie_id.as_ref().filter(|_| !withdrawn)) {
+            if let Some(header) = cookie::set(secret, id) {
+                answer["anonymousId"] = json!(id);
+                set_cookie = Some(header);
+            }
+        } else if withdrawn && cookie_id.is_some() {
+            set_cookie = Some(cookie::clear());
+        }
+    }
+    let mut resp = with_cors(json_response(200, &answer)?, origin.as_deref())?;
+    if let Some(h) = set_cookie {
+        resp.headers_mut().append("set-cookie", &h)?;
+    }
+    Ok(resp)
 }
 
 async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
@@ -211,7 +237,10 @@ async fn decide_get(req: Request, env: &Env) -> ApiResult {
     answer_decision(&req, env, request).await
 }
 
-async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> ApiResult {
+async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -> ApiResult {
+    if let Some(c) = cookie::secret(env).and_then(|s| cookie::id_from(req, &s)) {
+        request.anonymous_id = Some(c);
+    }
     let (_, config) = kv::config(env).await?;
     let origin = origin(req);
     if let Some(o) = &origin {
@@ -240,22 +269,41 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
     Ok(with_cors(json_response(200, &decision.to_json())?, origin.as_deref())?)
 }
 
-async fn profile_get(req: Request, env: &Env, key: &str) -> ApiResult {
-    require_admin(&req, env)?;
+/// Resolves `{type}:{value}` from the path to an identity.
+fn identity_from_path(key: &str) -> Result<(Identity, String), ApiError> {
     let decoded = urlencoding_decode(key);
     let identity = Identity::parse_key(&decoded).ok_or_else(|| ApiError::BadRequest {
         code: "invalid_identity",
         message: "expected {type}:{value}, for example anonymous_id:abc".into(),
         path: "identity".into(),
     })?;
+    Ok((identity, decoded))
+}
+
+fn no_profile(decoded: &str) -> ApiError {
+    ApiError::NotFound { code: "profile_not_found", message: format!("no profile for {decoded}") }
+}
+
+/// `GET /v1/profiles/{type}:{value}` and, with `export`, `.../export` (everything held, for access requests).
+async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiResult {
+    require_admin(&req, env)?;
+    let (identity, decoded) = identity_from_path(key)?;
     let store = kv::store(env)?;
-    let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| ApiError::NotFound {
-        code: "profile_not_found",
-        message: format!("no profile for {decoded}"),
-    })?;
+    let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
     let segments = segments_of(&config, &profile, now());
-    Ok(json_response(200, &profile.to_json(&segments))?)
+    let body = if export { profile.export_json(&segments) } else { profile.to_json(&segments) };
+    Ok(json_response(200, &body)?)
+}
+
+/// `DELETE /v1/profiles/{type}:{value}`: erases the profile, its identity index entries and its writer's storage.
+async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
+    require_admin(&req, env)?;
+    let (identity, decoded) = identity_from_path(key)?;
+    let store = kv::store(env)?;
+    let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    profile_object::send(env, &profile_id, "erase", Vec::new()).await?;
+    Ok(Response::empty()?.with_status(204))
 }
 
 async fn config_get(req: Request, env: &Env) -> ApiResult {

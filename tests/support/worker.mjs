@@ -51,7 +51,8 @@ export async function startWorker(options = {}) {
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
     '--inspector-port', String(await freePort()), '--log-level', 'warn', '--show-interactive-dev-session=false',
     // Offline, wrangler dev fakes request.cf with country US; tests choose the country with a header instead.
-    '--var', 'EDGECDP_COUNTRY_SOURCE:header'];
+    '--var', 'EDGECDP_COUNTRY_SOURCE:header',
+    '--var', `EDGECDP_COOKIE_SECRET:${randomBytes(24).toString('hex')}`];
   if (adminToken) args.push('--var', `EDGECDP_ADMIN_TOKEN:${adminToken}`);
   const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });
@@ -83,7 +84,7 @@ export async function startWorker(options = {}) {
     await stop();
     throw e;
   }
-  return { url, adminToken, stop, logs };
+  return { url, adminToken, stop, logs, state };
 }
 
 /** Reads a profile through the admin API; returns {status, body}. */
