@@ -383,8 +383,8 @@ fn object_field(
 ) -> Result<BTreeMap<String, Value>, Rejection> {
     match obj.get(field) {
         None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
-        Some(serde_json::Value::Object(o)) => {
-            check_depth(cx, &serde_json::Value::Object(o.clone()), field)?;
+        Some(v @ serde_json::Value::Object(o)) => {
+            check_depth(cx, v, field)?;
             Ok(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
         }
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
