@@ -22,6 +22,8 @@ pub const MAX_ID_CHARS: usize = 256;
 pub const MAX_NAME_CHARS: usize = 1024;
 /// Deepest nesting allowed inside `properties`, `traits` and `context`.
 pub const MAX_DEPTH: usize = 16;
+/// Longest string value (or property name) inside `properties`, `traits` and `context`, in bytes.
+pub const MAX_STRING_BYTES: usize = 8 * 1024;
 
 /// Why a whole request body was refused. The edge maps each to a status code.
 #[derive(Debug, Clone, PartialEq)]
@@ -384,25 +386,53 @@ fn object_field(
     match obj.get(field) {
         None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
         Some(v @ serde_json::Value::Object(o)) => {
-            check_depth(cx, v, field)?;
+            check_nested(cx, v, field)?;
             Ok(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
         }
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
     }
 }
 
-fn check_depth(cx: &Ctx, v: &serde_json::Value, field: &str) -> Result<(), Rejection> {
-    fn depth(v: &serde_json::Value) -> usize {
+/// Checks a nested value: no deeper than `MAX_DEPTH`, no string (or key) longer than `MAX_STRING_BYTES`. The
+/// rejection names the exact place, e.g. `batch[2].properties.items[3].description`.
+fn check_nested(cx: &Ctx, v: &serde_json::Value, field: &str) -> Result<(), Rejection> {
+    fn walk(cx: &Ctx, v: &serde_json::Value, path: &mut String, depth: usize) -> Result<(), Rejection> {
         match v {
-            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
-            _ => 0,
+            serde_json::Value::String(s) if s.len() > MAX_STRING_BYTES => Err(cx.reject(
+                "string_too_long",
+                path,
+                format!("a string value is {} bytes; the limit is {MAX_STRING_BYTES}", s.len()),
+            )),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) if depth >= MAX_DEPTH => {
+                Err(cx.reject("too_deep", path, format!("nests deeper than {MAX_DEPTH} levels")))
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(cx, item, path, depth + 1)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            serde_json::Value::Object(map) => {
+                for (k, item) in map {
+                    let len = path.len();
+                    path.push('.');
+                    path.push_str(k);
+                    if k.len() > MAX_STRING_BYTES {
+                        return Err(cx.reject("string_too_long", path, "a property name is too long"));
+                    }
+                    walk(cx, item, path, depth + 1)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
-    if depth(v) > MAX_DEPTH {
-        return Err(cx.reject("too_deep", field, format!("{field} nests deeper than {MAX_DEPTH} levels")));
-    }
-    Ok(())
+    let mut path = field.to_string();
+    walk(cx, v, &mut path, 0)
 }
 
 type ContextFields = (Option<BTreeMap<String, bool>>, Option<PageContext>);
@@ -415,7 +445,7 @@ fn context_fields(
     let own = match own {
         None | Some(serde_json::Value::Null) => None,
         Some(v @ serde_json::Value::Object(o)) => {
-            check_depth(cx, v, "context")?;
+            check_nested(cx, v, "context")?;
             Some(o)
         }
         Some(_) => return Err(cx.reject("invalid_type", "context", "context must be an object")),
@@ -637,7 +667,16 @@ mod tests {
         assert_eq!(p.events.len(), 1);
         assert_eq!(p.rejected[0].code, "event_too_large");
         assert_eq!(p.rejected[1].code, "too_deep");
-        assert_eq!(p.rejected[1].path, "batch[1].properties");
+        assert!(p.rejected[1].path.starts_with("batch[1].properties.a.a.a"), "{}", p.rejected[1].path);
+        let long = "y".repeat(MAX_STRING_BYTES + 1);
+        let body = format!(
+            r#"{{"batch":[{{"type":"track","event":"E","anonymousId":"a","properties":{{"items":[{{"d":"ok"}},{{"d":"{long}"}}]}}}}]}}"#
+        );
+        let p = batch(&body);
+        assert_eq!(
+            (p.rejected[0].code, p.rejected[0].path.as_str()),
+            ("string_too_long", "batch[0].properties.items[1].d")
+        );
     }
 
     #[test]
