@@ -43,8 +43,11 @@ fn bench(c: &mut Criterion) {
             || (),
             |_| {
                 let parsed = parse_batch(body.as_bytes(), NOW).expect("valid");
-                let req =
-                    ApplyRequest { profile_id: "p_bench".into(), signals: RequestSignals::default(), events: parsed.events };
+                let req = ApplyRequest {
+                    profile_id: "p_bench".into(),
+                    signals: RequestSignals::default(),
+                    events: parsed.events,
+                };
                 apply_events(None, req, &config)
             },
             BatchSize::SmallInput,
