@@ -142,7 +142,7 @@ pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
     };
     for (index, item) in items.iter().enumerate() {
         let path = format!("batch[{index}]");
-        match parse_raw_event(item, index, &path, None, &envelope, received) {
+        match parse_raw_event(item.get(), index, &path, None, &envelope, received) {
             Ok(ev) => parsed.events.push(ev),
             Err(r) => parsed.rejected.push(r),
         }
@@ -165,24 +165,24 @@ pub fn parse_single(body: &[u8], call: CallType, received: Millis) -> Result<Par
         write_key,
         ..Parsed::default()
     };
-    match parse_raw_event(raw, 0, "", Some(call), &Envelope::default(), received) {
+    match parse_raw_event(raw.get(), 0, "", Some(call), &Envelope::default(), received) {
         Ok(ev) => parsed.events.push(ev),
         Err(r) => parsed.rejected.push(r),
     }
     Ok(parsed)
 }
 
-/// Validates one event given as JSON, as the edge would. The browser build uses this so that the device
-/// refuses exactly what the edge would refuse.
+/// Validates one event given as JSON, as the edge would.
 pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<Event, Rejection> {
-    let text = value.to_string();
-    let raw: Box<RawValue> = RawValue::from_string(text).map_err(|e| Rejection {
-        index: 0,
-        code: "invalid_json",
-        message: e.to_string(),
-        path: String::new(),
-    })?;
-    parse_raw_event(&raw, 0, "", None, &Envelope::default(), received)
+    parse_raw_event(&value.to_string(), 0, "", None, &Envelope::default(), received)
+}
+
+/// Validates one event given as JSON text with exactly the rules the edge applies to each event of a batch.
+/// The browser build uses this so that the device refuses exactly what the edge would refuse. An event without
+/// a `messageId` comes back with an empty `message_id`: only the edge derives one (`generated_message_id`),
+/// which keeps SHA-256 and the serializer out of the browser build.
+pub fn check_event(text: &str, received: Millis) -> Result<Event, Rejection> {
+    event_from_text(text, 0, "", None, &Envelope::default(), received).map(|(event, _)| event)
 }
 
 fn not_json(e: serde_json::Error) -> BodyError {
@@ -243,15 +243,31 @@ impl Ctx<'_> {
 }
 
 fn parse_raw_event(
-    raw: &RawValue,
+    text: &str,
     index: usize,
     base: &str,
     forced: Option<CallType>,
     envelope: &Envelope,
     received: Millis,
 ) -> Result<Event, Rejection> {
+    let (mut event, id_time) = event_from_text(text, index, base, forced, envelope, received)?;
+    if let Some(time) = id_time {
+        event.message_id = generated_message_id(text, index, time);
+    }
+    Ok(event)
+}
+
+/// Validates one event. When the event has no `messageId`, its `message_id` is left empty and the time to
+/// derive one from is returned beside it.
+fn event_from_text(
+    text: &str,
+    index: usize,
+    base: &str,
+    forced: Option<CallType>,
+    envelope: &Envelope,
+    received: Millis,
+) -> Result<(Event, Option<Millis>), Rejection> {
     let cx = Ctx { index, base };
-    let text = raw.get();
     if text.len() > MAX_EVENT_BYTES {
         return Err(cx.reject(
             "event_too_large",
@@ -292,9 +308,9 @@ fn parse_raw_event(
 
     let timestamp = optional_time(&cx, obj, "timestamp")?;
     let sent_at = optional_time(&cx, obj, "sentAt")?.or(envelope.sent_at);
-    let message_id = match explicit_id {
-        Some(id) => id,
-        None => generated_message_id(text, index, timestamp.or(sent_at).unwrap_or(received)),
+    let (message_id, id_time) = match explicit_id {
+        Some(id) => (id, None),
+        None => (String::new(), Some(timestamp.or(sent_at).unwrap_or(received))),
     };
     let timestamp = corrected_time(timestamp, sent_at, received);
 
@@ -334,7 +350,7 @@ fn parse_raw_event(
     };
 
     let (consent, page) = context_fields(&cx, obj.get("context"), envelope.context.as_ref())?;
-    Ok(Event {
+    let event = Event {
         message_id,
         anonymous_id,
         user_id,
@@ -342,7 +358,8 @@ fn parse_raw_event(
         kind,
         consent,
         page,
-    })
+    };
+    Ok((event, id_time))
 }
 
 /// Segment's skew correction: the client's clock may be wrong, but the distance between `timestamp` and
@@ -753,6 +770,25 @@ mod tests {
         let p = parse_single(br#"{"type":"page","userId":"u1"}"#, CallType::Track, NOW).unwrap();
         assert_eq!(p.rejected[0].code, "type_mismatch");
         assert_eq!(p.rejected[0].path, "type");
+    }
+
+    #[test]
+    fn check_event_applies_the_batch_rules_but_derives_no_id() {
+        let ok = check_event(
+            r#"{"type":"page","anonymousId":"a","timestamp":"2026-11-22T10:00:00Z"}"#,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(ok.message_id, "", "only the edge derives message ids");
+        assert_eq!(ok.timestamp, NOW - 50 * 60_000);
+        let bad = r#"{"type":"track","anonymousId":"a"}"#;
+        let err = check_event(bad, NOW).unwrap_err();
+        let in_batch = batch(&format!(r#"{{"batch":[{bad}]}}"#)).rejected.remove(0);
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (in_batch.code, in_batch.message.as_str())
+        );
+        assert_eq!((err.path.as_str(), in_batch.path.as_str()), ("event", "batch[0].event"));
     }
 
     #[test]
