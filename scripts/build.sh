@@ -13,7 +13,10 @@ worker-build --release --features edge
 "$WASM_OPT_BIN" -Oz "${WASM_FEATURES[@]}" --strip-debug --strip-producers build/index_bg.wasm -o build/index_bg.wasm
 
 log "building the browser bundle"
-cargo build --quiet --release --lib --target wasm32-unknown-unknown --features browser --target-dir "$BROWSER_TARGET_DIR"
+# Without the default `batch` feature: the browser validates single events and needs none of the edge's body
+# parsers (see Cargo.toml).
+cargo build --quiet --release --lib --target wasm32-unknown-unknown --no-default-features --features browser \
+  --target-dir "$BROWSER_TARGET_DIR"
 out="$ROOT/www/edgecdp"
 rm -rf "$out" && mkdir -p "$out"
 wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name edgecdp \

@@ -7,7 +7,9 @@
 use crate::core::event::{Event, EventKind, PageContext};
 use crate::core::time::{parse_iso8601, Millis};
 use crate::core::value::Value;
+#[cfg(feature = "batch")]
 use serde::Deserialize;
+#[cfg(feature = "batch")]
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -86,6 +88,7 @@ impl CallType {
     }
 }
 
+#[cfg(feature = "batch")]
 #[derive(Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
@@ -105,6 +108,7 @@ struct Envelope {
 }
 
 /// Parses `POST /v1/batch`. `received` is when the edge received the request.
+#[cfg(feature = "batch")]
 pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
     if body.len() > MAX_BATCH_BYTES {
         return Err(BodyError::TooLarge { limit: MAX_BATCH_BYTES });
@@ -151,6 +155,7 @@ pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
 }
 
 /// Parses a single-event endpoint (`POST /v1/track` and the others). The event is the body itself.
+#[cfg(feature = "batch")]
 pub fn parse_single(body: &[u8], call: CallType, received: Millis) -> Result<Parsed, BodyError> {
     if body.len() > MAX_EVENT_BYTES {
         return Err(BodyError::TooLarge { limit: MAX_EVENT_BYTES });
@@ -197,6 +202,7 @@ fn not_json(e: serde_json::Error) -> BodyError {
     }
 }
 
+#[cfg(feature = "batch")]
 fn write_key_of(v: Option<&serde_json::Value>, path: &str) -> Result<Option<String>, BodyError> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
