@@ -12,7 +12,7 @@
 
 use crate::core::consent::{ConsentPolicy, Purpose, RequestSignals};
 use crate::core::time::format_iso8601;
-use crate::core::wire::{check_event, Rejection, MAX_ID_CHARS};
+use crate::core::wire::{check_event, CallType, Rejection, MAX_ID_CHARS};
 use std::collections::{BTreeMap, VecDeque};
 use wasm_bindgen::prelude::*;
 
@@ -137,19 +137,34 @@ impl Tracker {
             }
         }
         page.push('}');
-        self.enqueue("page", &[("name", name), ("properties", props)], Some(&page))
+        self.enqueue(
+            CallType::Page,
+            "page",
+            &[("name", name), ("properties", props)],
+            Some(&page),
+        )
     }
 
     pub fn track(&mut self, event: JsValue, properties: JsValue) -> Result<bool, JsValue> {
         let event = json_field(&event, "event")?;
         let properties = json_field(&properties, "properties")?;
-        self.enqueue("track", &[("event", event), ("properties", properties)], None)
+        self.enqueue(
+            CallType::Track,
+            "track",
+            &[("event", event), ("properties", properties)],
+            None,
+        )
     }
 
     pub fn identify(&mut self, user_id: JsValue, traits: JsValue) -> Result<bool, JsValue> {
         let user = json_field(&user_id, "userId")?;
         let traits = json_field(&traits, "traits")?;
-        let sent = self.enqueue("identify", &[("userId", user), ("traits", traits)], None)?;
+        let sent = self.enqueue(
+            CallType::Identify,
+            "identify",
+            &[("userId", user), ("traits", traits)],
+            None,
+        )?;
         if sent {
             // Only a string user id is remembered for later events; a number is sent but not kept.
             self.user_id = user_id.as_string();
@@ -163,7 +178,12 @@ impl Tracker {
             Some(p) => p,
             None => json_str(&self.anonymous_id),
         };
-        self.enqueue("alias", &[("userId", user), ("previousId", Some(previous))], None)
+        self.enqueue(
+            CallType::Alias,
+            "alias",
+            &[("userId", user), ("previousId", Some(previous))],
+            None,
+        )
     }
 
     #[wasm_bindgen(getter)]
@@ -201,10 +221,16 @@ impl Tracker {
 }
 
 impl Tracker {
-    /// Writes, validates and queues an event. `fields` are the call's own members as JSON text (`None` when
+    /// Writes, validates and queues an event of type `call`, named `kind` on the wire. `fields` are the call's own members as JSON text (`None` when
     /// not given); a given `userId` replaces the remembered one. Returns false, keeping nothing, when consent
     /// does not allow analytics.
-    fn enqueue(&mut self, kind: &str, fields: &[(&str, Option<String>)], page: Option<&str>) -> Result<bool, JsValue> {
+    fn enqueue(
+        &mut self,
+        call: CallType,
+        kind: &str,
+        fields: &[(&str, Option<String>)],
+        page: Option<&str>,
+    ) -> Result<bool, JsValue> {
         let now = now();
         let mut event = String::with_capacity(256);
         event.push_str(r#"{"type":""#);
@@ -246,7 +272,7 @@ impl Tracker {
         }
         event.push('}');
         // The same validation as the edge, so that the device never sends what the edge would refuse.
-        check_event(&event, now).map_err(|r| rejection_error(&r))?;
+        check_event(&event, call, now).map_err(|r| rejection_error(&r))?;
         if !self.allows("analytics") {
             return Ok(false);
         }

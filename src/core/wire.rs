@@ -182,12 +182,15 @@ pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<
     parse_raw_event(&value.to_string(), 0, "", None, &Envelope::default(), received)
 }
 
-/// Validates one event given as JSON text with exactly the rules the edge applies to each event of a batch.
-/// The browser build uses this so that the device refuses exactly what the edge would refuse. An event without
-/// a `messageId` comes back with an empty `message_id`: only the edge derives one (`generated_message_id`),
-/// which keeps SHA-256 and the serializer out of the browser build.
-pub fn check_event(text: &str, received: Millis) -> Result<Event, Rejection> {
-    event_from_text(text, 0, "", None, &Envelope::default(), received).map(|(event, _)| event)
+/// Validates one event of type `call`, given as JSON text, with the rules the edge applies: the checks and
+/// rejections of `parse_single` for that type, which for an event whose `type` is `call` are also those of
+/// `parse_batch`. The browser build uses this so that the device refuses exactly what the edge would refuse.
+/// An event without a `messageId` comes back with an empty `message_id`: only the edge derives one
+/// (`generated_message_id`), which keeps SHA-256 and the serializer out of the browser build, as a fixed `call`
+/// keeps out the unknown-type message.
+pub fn check_event(text: &str, call: CallType, received: Millis) -> Result<Event, Rejection> {
+    let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| fixed_call_type(cx, call, field);
+    event_from_text(text, 0, "", of_call, &Envelope::default(), received).map(|(event, _)| event)
 }
 
 fn not_json(e: serde_json::Error) -> BodyError {
@@ -256,20 +259,21 @@ fn parse_raw_event(
     envelope: &Envelope,
     received: Millis,
 ) -> Result<Event, Rejection> {
-    let (mut event, id_time) = event_from_text(text, index, base, forced, envelope, received)?;
+    let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| call_type(cx, forced, field);
+    let (mut event, id_time) = event_from_text(text, index, base, of_call, envelope, received)?;
     if let Some(time) = id_time {
         event.message_id = generated_message_id(text, index, time);
     }
     Ok(event)
 }
 
-/// Validates one event. When the event has no `messageId`, its `message_id` is left empty and the time to
-/// derive one from is returned beside it.
+/// Validates one event; `of_call` checks its `type` field. When the event has no `messageId`, its `message_id`
+/// is left empty and the time to derive one from is returned beside it.
 fn event_from_text(
     text: &str,
     index: usize,
     base: &str,
-    forced: Option<CallType>,
+    of_call: impl FnOnce(&Ctx, Option<&serde_json::Value>) -> Result<CallType, Rejection>,
     envelope: &Envelope,
     received: Millis,
 ) -> Result<(Event, Option<Millis>), Rejection> {
@@ -288,22 +292,7 @@ fn event_from_text(
         _ => return Err(cx.reject("invalid_type", "", "event must be a JSON object")),
     };
 
-    let call = match (forced, obj.get("type")) {
-        (Some(call), None) => call,
-        (Some(call), Some(serde_json::Value::String(t))) if CallType::from_name(t) == Some(call) => call,
-        (Some(_), Some(_)) => {
-            return Err(cx.reject("type_mismatch", "type", "type does not match the endpoint"));
-        }
-        (None, None) => return Err(cx.reject("missing_field", "type", "type is required")),
-        (None, Some(serde_json::Value::String(t))) => CallType::from_name(t).ok_or_else(|| {
-            cx.reject(
-                "unknown_type",
-                "type",
-                format!("unknown event type {t:?}; expected track, page, screen, identify, alias or group"),
-            )
-        })?,
-        (None, Some(_)) => return Err(cx.reject("invalid_type", "type", "type must be a string")),
-    };
+    let call = of_call(&cx, obj.get("type"))?;
 
     let explicit_id = id_field(&cx, obj, "messageId")?;
     let anonymous_id = id_field(&cx, obj, "anonymousId")?;
@@ -366,6 +355,37 @@ fn event_from_text(
         page,
     };
     Ok((event, id_time))
+}
+
+/// Checks an event's `type` field: fixed by a single-event endpoint (`forced`), or required and read from it.
+fn call_type(cx: &Ctx, forced: Option<CallType>, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+    match forced {
+        Some(call) => fixed_call_type(cx, call, field),
+        None => named_call_type(cx, field),
+    }
+}
+
+/// Where the endpoint fixes the type, the event may leave it out but not contradict it.
+fn fixed_call_type(cx: &Ctx, call: CallType, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+    match field {
+        None => Ok(call),
+        Some(serde_json::Value::String(t)) if CallType::from_name(t) == Some(call) => Ok(call),
+        Some(_) => Err(cx.reject("type_mismatch", "type", "type does not match the endpoint")),
+    }
+}
+
+fn named_call_type(cx: &Ctx, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+    match field {
+        None => Err(cx.reject("missing_field", "type", "type is required")),
+        Some(serde_json::Value::String(t)) => CallType::from_name(t).ok_or_else(|| {
+            cx.reject(
+                "unknown_type",
+                "type",
+                format!("unknown event type {t:?}; expected track, page, screen, identify, alias or group"),
+            )
+        }),
+        Some(_) => Err(cx.reject("invalid_type", "type", "type must be a string")),
+    }
 }
 
 /// Segment's skew correction: the client's clock may be wrong, but the distance between `timestamp` and
@@ -782,19 +802,22 @@ mod tests {
     fn check_event_applies_the_batch_rules_but_derives_no_id() {
         let ok = check_event(
             r#"{"type":"page","anonymousId":"a","timestamp":"2026-11-22T10:00:00Z"}"#,
+            CallType::Page,
             NOW,
         )
         .unwrap();
         assert_eq!(ok.message_id, "", "only the edge derives message ids");
         assert_eq!(ok.timestamp, NOW - 50 * 60_000);
         let bad = r#"{"type":"track","anonymousId":"a"}"#;
-        let err = check_event(bad, NOW).unwrap_err();
+        let err = check_event(bad, CallType::Track, NOW).unwrap_err();
         let in_batch = batch(&format!(r#"{{"batch":[{bad}]}}"#)).rejected.remove(0);
         assert_eq!(
             (err.code, err.message.as_str()),
             (in_batch.code, in_batch.message.as_str())
         );
         assert_eq!((err.path.as_str(), in_batch.path.as_str()), ("event", "batch[0].event"));
+        let other = check_event(r#"{"type":"page","anonymousId":"a"}"#, CallType::Track, NOW).unwrap_err();
+        assert_eq!((other.code, other.path.as_str()), ("type_mismatch", "type"));
     }
 
     #[test]
