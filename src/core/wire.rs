@@ -481,22 +481,25 @@ fn object_field(
     match obj.get(field) {
         None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
         Some(serde_json::Value::Object(o)) => {
-            check_depth(cx, &serde_json::Value::Object(o.clone()), field)?;
-            Ok(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
+            check_object_depth(cx, o, field)?;
+            Ok(crate::core::value::map_from_json(o))
         }
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
     }
 }
 
-fn check_depth(cx: &Ctx, v: &serde_json::Value, field: &str) -> Result<(), Rejection> {
+fn check_object_depth(cx: &Ctx, o: &serde_json::Map<String, serde_json::Value>, field: &str) -> Result<(), Rejection> {
     fn depth(v: &serde_json::Value) -> usize {
         match v {
             serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => object_depth(o),
             _ => 0,
         }
     }
-    if depth(v) > MAX_DEPTH {
+    fn object_depth(o: &serde_json::Map<String, serde_json::Value>) -> usize {
+        1 + o.values().map(depth).max().unwrap_or(0)
+    }
+    if object_depth(o) > MAX_DEPTH {
         return Err(cx.reject(
             "too_deep",
             field,
@@ -515,8 +518,8 @@ fn context_fields(
 ) -> Result<ContextFields, Rejection> {
     let own = match own {
         None | Some(serde_json::Value::Null) => None,
-        Some(v @ serde_json::Value::Object(o)) => {
-            check_depth(cx, v, "context")?;
+        Some(serde_json::Value::Object(o)) => {
+            check_object_depth(cx, o, "context")?;
             Some(o)
         }
         Some(_) => return Err(cx.reject("invalid_type", "context", "context must be an object")),
