@@ -185,12 +185,11 @@ pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<
 /// Validates one event of type `call`, given as JSON text, with the rules the edge applies: the checks and
 /// rejections of `parse_single` for that type, which for an event whose `type` is `call` are also those of
 /// `parse_batch`. The browser build uses this so that the device refuses exactly what the edge would refuse.
-/// An event without a `messageId` comes back with an empty `message_id`: only the edge derives one
-/// (`generated_message_id`), which keeps SHA-256 and the serializer out of the browser build, as a fixed `call`
-/// keeps out the unknown-type message.
-pub fn check_event(text: &str, call: CallType, received: Millis) -> Result<Event, Rejection> {
+/// It builds no `Event` and derives no `messageId`, which keeps the value conversions, SHA-256 and the
+/// serializer out of the browser build, as a fixed `call` keeps out the unknown-type message.
+pub fn check_event(text: &str, call: CallType, received: Millis) -> Result<(), Rejection> {
     let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| fixed_call_type(cx, call, field);
-    event_from_text(text, 0, "", of_call, &Envelope::default(), received).map(|(event, _)| event)
+    event_from_text::<false>(text, 0, "", of_call, &Envelope::default(), received).map(|_| ())
 }
 
 fn not_json(e: serde_json::Error) -> BodyError {
@@ -260,7 +259,7 @@ fn parse_raw_event(
     received: Millis,
 ) -> Result<Event, Rejection> {
     let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| call_type(cx, forced, field);
-    let (mut event, id_time) = event_from_text(text, index, base, of_call, envelope, received)?;
+    let (mut event, id_time) = event_from_text::<true>(text, index, base, of_call, envelope, received)?;
     if let Some(time) = id_time {
         event.message_id = generated_message_id(text, index, time);
     }
@@ -268,8 +267,9 @@ fn parse_raw_event(
 }
 
 /// Validates one event; `of_call` checks its `type` field. When the event has no `messageId`, its `message_id`
-/// is left empty and the time to derive one from is returned beside it.
-fn event_from_text(
+/// is left empty and the time to derive one from is returned beside it. Without `KEEP`, properties and traits
+/// are checked but not converted, and the event comes back without them.
+fn event_from_text<const KEEP: bool>(
     text: &str,
     index: usize,
     base: &str,
@@ -315,19 +315,19 @@ fn event_from_text(
                 .ok_or_else(|| cx.reject("missing_field", "event", "event is required for track"))?;
             EventKind::Track {
                 event,
-                properties: object_field(&cx, obj, "properties")?,
+                properties: object_field::<KEEP>(&cx, obj, "properties")?,
             }
         }
         CallType::Page => EventKind::Page {
             name: name_field(&cx, obj, "name")?,
-            properties: object_field(&cx, obj, "properties")?,
+            properties: object_field::<KEEP>(&cx, obj, "properties")?,
         },
         CallType::Screen => EventKind::Screen {
             name: name_field(&cx, obj, "name")?,
-            properties: object_field(&cx, obj, "properties")?,
+            properties: object_field::<KEEP>(&cx, obj, "properties")?,
         },
         CallType::Identify => EventKind::Identify {
-            traits: object_field(&cx, obj, "traits")?,
+            traits: object_field::<KEEP>(&cx, obj, "traits")?,
         },
         CallType::Alias => {
             let previous_id = id_field(&cx, obj, "previousId")?
@@ -339,7 +339,7 @@ fn event_from_text(
                 .ok_or_else(|| cx.reject("missing_field", "groupId", "groupId is required for group"))?;
             EventKind::Group {
                 group_id,
-                traits: object_field(&cx, obj, "traits")?,
+                traits: object_field::<KEEP>(&cx, obj, "traits")?,
             }
         }
     };
@@ -473,7 +473,7 @@ fn optional_time(
     }
 }
 
-fn object_field(
+fn object_field<const KEEP: bool>(
     cx: &Ctx,
     obj: &serde_json::Map<String, serde_json::Value>,
     field: &str,
@@ -482,7 +482,11 @@ fn object_field(
         None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
         Some(serde_json::Value::Object(o)) => {
             check_object_depth(cx, o, field)?;
-            Ok(crate::core::value::map_from_json(o))
+            Ok(if KEEP {
+                crate::core::value::map_from_json(o)
+            } else {
+                BTreeMap::new()
+            })
         }
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
     }
@@ -802,15 +806,9 @@ mod tests {
     }
 
     #[test]
-    fn check_event_applies_the_batch_rules_but_derives_no_id() {
-        let ok = check_event(
-            r#"{"type":"page","anonymousId":"a","timestamp":"2026-11-22T10:00:00Z"}"#,
-            CallType::Page,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(ok.message_id, "", "only the edge derives message ids");
-        assert_eq!(ok.timestamp, NOW - 50 * 60_000);
+    fn check_event_applies_the_edge_rules() {
+        let ok = r#"{"type":"page","anonymousId":"a","properties":{"path":"/"}}"#;
+        assert_eq!(check_event(ok, CallType::Page, NOW), Ok(()));
         let bad = r#"{"type":"track","anonymousId":"a"}"#;
         let err = check_event(bad, CallType::Track, NOW).unwrap_err();
         let in_batch = batch(&format!(r#"{{"batch":[{bad}]}}"#)).rejected.remove(0);
