@@ -34,11 +34,7 @@ fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
     let lines: Vec<&str> = events_jsonl.lines().filter(|l| !l.trim().is_empty()).collect();
     let body = format!(r#"{{"batch":[{}]}}"#, lines.join(","));
     let parsed = parse_batch(body.as_bytes(), now).expect("events.jsonl holds valid JSON events");
-    assert!(
-        parsed.rejected.is_empty(),
-        "events.jsonl has rejected events: {:?}",
-        parsed.rejected
-    );
+    assert!(parsed.rejected.is_empty(), "events.jsonl has rejected events: {:?}", parsed.rejected);
     let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
     let mut index: BTreeMap<Identity, String> = BTreeMap::new();
     for event in parsed.events {
@@ -48,11 +44,7 @@ fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
             (None, None) => unreachable!("the wire parser rejects events without ids"),
         };
         let pid = index.get(&identity).cloned().unwrap_or_else(|| identity.profile_id());
-        let req = ApplyRequest {
-            profile_id: pid.clone(),
-            signals: RequestSignals::default(),
-            events: vec![event],
-        };
+        let req = ApplyRequest { profile_id: pid.clone(), signals: RequestSignals::default(), events: vec![event] };
         let (profile, outcome) = apply_events(profiles.remove(&pid), req, &config.consent);
         if let Some(p) = profile {
             for id in &outcome.new_identities {
@@ -81,20 +73,12 @@ fn decision_cases() {
         let mut expected: Value = serde_json::from_str(&read("expected.json")).expect("expected.json is JSON");
         let now = parse_iso8601(expected["now"].as_str().expect("expected.now")).expect("expected.now is a time");
         let profiles = play(&config, &read("events.jsonl"), now);
-        let Some(steps) = expected["decide"].as_array_mut() else {
-            panic!("{name}: expected.decide is a list")
-        };
+        let Some(steps) = expected["decide"].as_array_mut() else { panic!("{name}: expected.decide is a list") };
         for (i, step) in steps.iter_mut().enumerate() {
             let request = parse_decide(step["request"].to_string().as_bytes()).expect("a valid decide request");
-            let profile = request
-                .user_id
-                .as_ref()
-                .and_then(|u| find(&profiles, &Identity::new(USER_ID, u)))
-                .or_else(|| {
-                    request
-                        .anonymous_id
-                        .as_ref()
-                        .and_then(|a| find(&profiles, &Identity::new(ANONYMOUS_ID, a)))
+            let profile =
+                request.user_id.as_ref().and_then(|u| find(&profiles, &Identity::new(USER_ID, u))).or_else(|| {
+                    request.anonymous_id.as_ref().and_then(|a| find(&profiles, &Identity::new(ANONYMOUS_ID, a)))
                 });
             let subject = profile.and_then(|p| {
                 permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
@@ -103,10 +87,7 @@ fn decision_cases() {
             if update {
                 step["response"] = got;
             } else if got != step["response"] {
-                failures.push(format!(
-                    "{name}, decide[{i}]:\n  expected {}\n  got      {}",
-                    step["response"], got
-                ));
+                failures.push(format!("{name}, decide[{i}]:\n  expected {}\n  got      {}", step["response"], got));
             }
         }
         if update {
@@ -114,12 +95,7 @@ fn decision_cases() {
             fs::write(dir.join("expected.json"), text).expect("writes expected.json");
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} case step(s) differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} case step(s) differ:\n{}", failures.len(), failures.join("\n"));
     // The default policy must be the strict one, or cases without consent would pass for the wrong reason.
     assert_eq!(ConsentPolicy::default().model, edgecdp::core::consent::Model::OptIn);
 }

@@ -20,11 +20,7 @@ use wasm_bindgen::prelude::*;
 const MAX_QUEUED: usize = 1_000;
 
 /// The `context.library` member every event carries.
-const LIBRARY: &str = concat!(
-    r#""library":{"name":"edgecdp.js","version":""#,
-    env!("CARGO_PKG_VERSION"),
-    r#""}"#
-);
+const LIBRARY: &str = concat!(r#""library":{"name":"edgecdp.js","version":""#, env!("CARGO_PKG_VERSION"), r#""}"#);
 
 #[wasm_bindgen]
 extern "C" {
@@ -71,11 +67,7 @@ impl Tracker {
     #[wasm_bindgen(setter, js_name = anonymousId)]
     pub fn set_anonymous_id(&mut self, id: String) -> Result<(), JsValue> {
         if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
-            return Err(js_error(
-                "invalid_type",
-                "anonymousId",
-                "anonymousId must be 1 to 256 characters",
-            ));
+            return Err(js_error("invalid_type", "anonymousId", "anonymousId must be 1 to 256 characters"));
         }
         self.anonymous_id = id;
         Ok(())
@@ -89,13 +81,7 @@ impl Tracker {
     /// Records the visitor's choices (`{analytics, personalization, advertising}` booleans, or CMP categories).
     /// Withdrawing analytics drops what is still queued: it may no longer be sent.
     pub fn consent(&mut self, prefs: JsValue) -> Result<(), JsValue> {
-        let invalid = || {
-            js_error(
-                "invalid_consent",
-                "",
-                "consent preferences must be an object of booleans",
-            )
-        };
+        let invalid = || js_error("invalid_consent", "", "consent preferences must be an object of booleans");
         let parsed = stringify(&prefs).and_then(|text| serde_json::from_str(&text).ok());
         let Some(serde_json::Value::Object(map)) = parsed else {
             return Err(invalid());
@@ -113,9 +99,7 @@ impl Tracker {
 
     /// Whether the choices so far allow a purpose.
     pub fn allows(&self, purpose: &str) -> bool {
-        let effective = self
-            .policy
-            .effective(None, Some(&self.prefs), &RequestSignals::default());
+        let effective = self.policy.effective(None, Some(&self.prefs), &RequestSignals::default());
         Purpose::parse(purpose).is_some_and(|p| effective.allows(p))
     }
 
@@ -137,34 +121,19 @@ impl Tracker {
             }
         }
         page.push('}');
-        self.enqueue(
-            CallType::Page,
-            "page",
-            &[("name", name), ("properties", props)],
-            Some(&page),
-        )
+        self.enqueue(CallType::Page, "page", &[("name", name), ("properties", props)], Some(&page))
     }
 
     pub fn track(&mut self, event: JsValue, properties: JsValue) -> Result<bool, JsValue> {
         let event = json_field(&event, "event")?;
         let properties = json_field(&properties, "properties")?;
-        self.enqueue(
-            CallType::Track,
-            "track",
-            &[("event", event), ("properties", properties)],
-            None,
-        )
+        self.enqueue(CallType::Track, "track", &[("event", event), ("properties", properties)], None)
     }
 
     pub fn identify(&mut self, user_id: JsValue, traits: JsValue) -> Result<bool, JsValue> {
         let user = json_field(&user_id, "userId")?;
         let traits = json_field(&traits, "traits")?;
-        let sent = self.enqueue(
-            CallType::Identify,
-            "identify",
-            &[("userId", user), ("traits", traits)],
-            None,
-        )?;
+        let sent = self.enqueue(CallType::Identify, "identify", &[("userId", user), ("traits", traits)], None)?;
         if sent {
             // Only a string user id is remembered for later events; a number is sent but not kept.
             self.user_id = user_id.as_string();
@@ -178,12 +147,7 @@ impl Tracker {
             Some(p) => p,
             None => json_str(&self.anonymous_id),
         };
-        self.enqueue(
-            CallType::Alias,
-            "alias",
-            &[("userId", user), ("previousId", Some(previous))],
-            None,
-        )
+        self.enqueue(CallType::Alias, "alias", &[("userId", user), ("previousId", Some(previous))], None)
     }
 
     #[wasm_bindgen(getter)]
@@ -303,11 +267,7 @@ fn json_field(v: &JsValue, field: &str) -> Result<Option<String>, JsValue> {
     match stringify(v) {
         Some(text) if text == "null" => Ok(None),
         Some(text) => Ok(Some(text)),
-        None => Err(js_error(
-            "invalid_type",
-            field,
-            &format!("{field} is not JSON-compatible"),
-        )),
+        None => Err(js_error("invalid_type", field, &format!("{field} is not JSON-compatible"))),
     }
 }
 

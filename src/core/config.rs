@@ -69,10 +69,7 @@ impl Default for IdentityRules {
             ]
             .into_iter()
             .collect(),
-            blocklist: ["null", "undefined", "0", "-1", "anonymous"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            blocklist: ["null", "undefined", "0", "-1", "anonymous"].iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -119,10 +116,9 @@ impl Config {
 pub fn compile_str(text: &str) -> Result<Config, Vec<ConfigError>> {
     match serde_json::from_str::<J>(text) {
         Ok(v) => compile(&v),
-        Err(e) => Err(vec![ConfigError {
-            path: String::new(),
-            message: format!("configuration is not valid JSON: {e}"),
-        }]),
+        Err(e) => {
+            Err(vec![ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {e}") }])
+        }
     }
 }
 
@@ -190,21 +186,11 @@ fn idx(path: &str, i: usize) -> String {
 fn is_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-const CONDITION_KINDS: [&str; 9] = [
-    "event",
-    "inactiveFor",
-    "identified",
-    "trait",
-    "consent",
-    "segment",
-    "all",
-    "any",
-    "not",
-];
+const CONDITION_KINDS: [&str; 9] =
+    ["event", "inactiveFor", "identified", "trait", "consent", "segment", "all", "any", "not"];
 const TRAIT_TESTS: [&str; 9] = ["eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "exists"];
 const CMP_OPS: [&str; 6] = ["eq", "ne", "lt", "lte", "gt", "gte"];
 
@@ -214,10 +200,7 @@ struct Compiler {
 
 impl Compiler {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { path: path.into(), message: message.into() });
     }
 
     fn object<'a>(&mut self, v: &'a J, path: &str, allowed: &[&str]) -> Option<&'a Map<String, J>> {
@@ -225,10 +208,7 @@ impl Compiler {
             J::Object(o) => {
                 for k in o.keys() {
                     if !allowed.contains(&k.as_str()) {
-                        self.err(
-                            at(path, k),
-                            format!("unknown field; expected one of: {}", allowed.join(", ")),
-                        );
+                        self.err(at(path, k), format!("unknown field; expected one of: {}", allowed.join(", ")));
                     }
                 }
                 Some(o)
@@ -357,10 +337,7 @@ impl Compiler {
         match v.as_str().and_then(Purpose::parse) {
             Some(p) => Some(p),
             None => {
-                self.err(
-                    path,
-                    "expected one of: necessary, analytics, personalization, advertising",
-                );
+                self.err(path, "expected one of: necessary, analytics, personalization, advertising");
                 None
             }
         }
@@ -425,10 +402,7 @@ impl Compiler {
                 for (country, m) in map {
                     let cp = at(&rp, country);
                     if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-                        self.err(
-                            &cp,
-                            "expected a two-letter upper-case country code (ISO 3166-1 alpha-2)",
-                        );
+                        self.err(&cp, "expected a two-letter upper-case country code (ISO 3166-1 alpha-2)");
                     } else if let Some(m) = self.model(m, &cp) {
                         policy.regions.insert(country.clone(), m);
                     }
@@ -468,9 +442,7 @@ impl Compiler {
                     for (kind, rule) in map {
                         let rp = at(&ip, kind);
                         if kind.is_empty()
-                            || !kind
-                                .bytes()
-                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                            || !kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                         {
                             self.err(&rp, "an identifier type is lower-case letters, digits and '_'");
                             continue;
@@ -589,10 +561,7 @@ impl Compiler {
                     if !d {
                         self.err(
                             at(&idx(path, i), "when"),
-                            format!(
-                                "segment {:?} references itself through a cycle of segments",
-                                segments[i].id
-                            ),
+                            format!("segment {:?} references itself through a cycle of segments", segments[i].id),
                         );
                     }
                 }
@@ -610,17 +579,11 @@ impl Compiler {
         let kind = match kinds.as_slice() {
             [k] => *k,
             [] => {
-                self.err(
-                    path,
-                    format!("expected a condition with one of: {}", CONDITION_KINDS.join(", ")),
-                );
+                self.err(path, format!("expected a condition with one of: {}", CONDITION_KINDS.join(", ")));
                 return None;
             }
             _ => {
-                self.err(
-                    path,
-                    format!("a condition has exactly one kind; found {}", kinds.join(" and ")),
-                );
+                self.err(path, format!("a condition has exactly one kind; found {}", kinds.join(" and ")));
                 return None;
             }
         };
@@ -647,10 +610,7 @@ impl Compiler {
                                     }
                                     x => self.scalar(x, &pp).into_iter().collect(),
                                 };
-                                filters.push(PropertyFilter {
-                                    property: prop.clone(),
-                                    any_of,
-                                });
+                                filters.push(PropertyFilter { property: prop.clone(), any_of });
                             }
                         }
                         None => self.err(wp, "expected an object of property to value"),
@@ -666,24 +626,15 @@ impl Compiler {
                     Some(w) => self.duration(w, &at(path, "within")).map(Some),
                     None => Some(None),
                 };
-                Some(Condition::EventCount {
-                    event: event?,
-                    filters,
-                    count: count?,
-                    window: window?,
-                })
+                Some(Condition::EventCount { event: event?, filters, count: count?, window: window? })
             }
             "inactiveFor" => {
                 self.object(v, path, &["inactiveFor"])?;
-                Some(Condition::InactiveFor(
-                    self.duration(&o["inactiveFor"], &at(path, "inactiveFor"))?,
-                ))
+                Some(Condition::InactiveFor(self.duration(&o["inactiveFor"], &at(path, "inactiveFor"))?))
             }
             "identified" => {
                 self.object(v, path, &["identified"])?;
-                Some(Condition::Identified(
-                    self.boolean(&o["identified"], &at(path, "identified"))?,
-                ))
+                Some(Condition::Identified(self.boolean(&o["identified"], &at(path, "identified"))?))
             }
             "consent" => {
                 self.object(v, path, &["consent"])?;
@@ -709,25 +660,14 @@ impl Compiler {
                     self.err(&lp, "expected at least one condition");
                     return None;
                 }
-                let parts: Vec<Option<Condition>> = list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| self.condition(c, &idx(&lp, i), ids))
-                    .collect();
+                let parts: Vec<Option<Condition>> =
+                    list.iter().enumerate().map(|(i, c)| self.condition(c, &idx(&lp, i), ids)).collect();
                 let parts: Option<Vec<Condition>> = parts.into_iter().collect();
-                Some(if kind == "all" {
-                    Condition::All(parts?)
-                } else {
-                    Condition::Any(parts?)
-                })
+                Some(if kind == "all" { Condition::All(parts?) } else { Condition::Any(parts?) })
             }
             "not" => {
                 self.object(v, path, &["not"])?;
-                Some(Condition::Not(Box::new(self.condition(
-                    &o["not"],
-                    &at(path, "not"),
-                    ids,
-                )?)))
+                Some(Condition::Not(Box::new(self.condition(&o["not"], &at(path, "not"), ids)?)))
             }
             _ => {
                 let mut allowed = vec!["trait"];
@@ -736,10 +676,7 @@ impl Compiler {
                 let name = self.string(o.get("trait"), &at(path, "trait"));
                 let tests: Vec<&str> = TRAIT_TESTS.iter().copied().filter(|t| o.contains_key(*t)).collect();
                 let [op] = tests.as_slice() else {
-                    self.err(
-                        path,
-                        format!("a trait condition has exactly one test of: {}", TRAIT_TESTS.join(", ")),
-                    );
+                    self.err(path, format!("a trait condition has exactly one test of: {}", TRAIT_TESTS.join(", ")));
                     return None;
                 };
                 let tp = at(path, op);
@@ -751,11 +688,8 @@ impl Compiler {
                     "exists" => TraitTest::Exists(self.boolean(arg, &tp)?),
                     "in" => {
                         let list = self.array(arg, &tp)?;
-                        let vals: Vec<Option<Value>> = list
-                            .iter()
-                            .enumerate()
-                            .map(|(i, x)| self.scalar(x, &idx(&tp, i)))
-                            .collect();
+                        let vals: Vec<Option<Value>> =
+                            list.iter().enumerate().map(|(i, x)| self.scalar(x, &idx(&tp, i))).collect();
                         TraitTest::In(vals.into_iter().collect::<Option<Vec<_>>>()?)
                     }
                     _ => TraitTest::Num(cmp(op, self.number(arg, &tp)?)),
@@ -799,8 +733,7 @@ impl Compiler {
             let fallback = match present(o, "fallback") {
                 Some(f) => {
                     let fp = at(&sp, "fallback");
-                    self.object(f, &fp, &["html"])
-                        .and_then(|fo| self.template(fo.get("html"), &at(&fp, "html")))
+                    self.object(f, &fp, &["html"]).and_then(|fo| self.template(fo.get("html"), &at(&fp, "html")))
                 }
                 None => Some(Template(Vec::new())),
             };
@@ -847,11 +780,7 @@ impl Compiler {
     }
 
     fn block(&mut self, v: &J, path: &str, segments: &BTreeMap<String, usize>) -> Option<Block> {
-        let o = self.object(
-            v,
-            path,
-            &["id", "audience", "priority", "start", "end", "cap", "variants", "html"],
-        )?;
+        let o = self.object(v, path, &["id", "audience", "priority", "start", "end", "cap", "variants", "html"])?;
         let before = self.errors.len();
         let id = self.id(o.get("id"), &at(path, "id"));
         let audience = match present(o, "audience") {
@@ -903,27 +832,15 @@ impl Compiler {
                 self.err(at(path, "variants"), "a block needs html or variants");
                 None
             }
-            (None, Some(h)) => self.template(Some(h), &at(path, "html")).map(|html| {
-                vec![Variant {
-                    id: "default".into(),
-                    weight: 1,
-                    html,
-                }]
-            }),
+            (None, Some(h)) => self
+                .template(Some(h), &at(path, "html"))
+                .map(|html| vec![Variant { id: "default".into(), weight: 1, html }]),
             (Some(vs), None) => self.variants(vs, &at(path, "variants")),
         };
         if self.errors.len() != before {
             return None;
         }
-        Some(Block {
-            id: id?,
-            audience: audience?,
-            priority: priority?,
-            start,
-            end,
-            cap,
-            variants: variants?,
-        })
+        Some(Block { id: id?, audience: audience?, priority: priority?, start, end, cap, variants: variants? })
     }
 
     fn audience(&mut self, v: &J, path: &str, segments: &BTreeMap<String, usize>) -> Option<Condition> {
@@ -958,11 +875,7 @@ impl Compiler {
         if !exclude.is_empty() {
             all.push(Condition::Not(Box::new(Condition::Any(exclude))));
         }
-        Some(if all.is_empty() {
-            Condition::Everyone
-        } else {
-            Condition::All(all)
-        })
+        Some(if all.is_empty() { Condition::Everyone } else { Condition::All(all) })
     }
 
     fn variants(&mut self, v: &J, path: &str) -> Option<Vec<Variant>> {
@@ -1014,11 +927,7 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
-        compile_str(text)
-            .expect_err("config is invalid")
-            .iter()
-            .map(|e| e.to_string())
-            .collect()
+        compile_str(text).expect_err("config is invalid").iter().map(|e| e.to_string()).collect()
     }
 
     #[test]
@@ -1042,13 +951,7 @@ mod tests {
         let pos = |i: usize| c.segment_order.iter().position(|&x| x == i).unwrap();
         assert!(pos(0) < pos(2));
         assert_eq!(c.slots["hero"].blocks[0].variants.len(), 2);
-        assert_eq!(
-            c.slots["hero"].blocks[0].cap,
-            Some(Cap {
-                max: 3,
-                per: crate::core::time::DAY
-            })
-        );
+        assert_eq!(c.slots["hero"].blocks[0].cap, Some(Cap { max: 3, per: crate::core::time::DAY }));
     }
 
     #[test]
@@ -1084,11 +987,7 @@ mod tests {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
         }
         // The `within` problem is reported too, at its own path.
-        assert!(
-            got.iter()
-                .any(|g| g.starts_with("segments[0].when.within: expected a duration")),
-            "{got:#?}"
-        );
+        assert!(got.iter().any(|g| g.starts_with("segments[0].when.within: expected a duration")), "{got:#?}");
     }
 
     #[test]

@@ -64,12 +64,7 @@ pub struct ConsentPolicy {
 
 impl Default for ConsentPolicy {
     fn default() -> Self {
-        ConsentPolicy {
-            model: Model::OptIn,
-            regions: BTreeMap::new(),
-            honor_gpc: true,
-            categories: BTreeMap::new(),
-        }
+        ConsentPolicy { model: Model::OptIn, regions: BTreeMap::new(), honor_gpc: true, categories: BTreeMap::new() }
     }
 }
 
@@ -105,14 +100,7 @@ impl ConsentState {
             let newer = self.grants.get(&purpose).is_none_or(|g| g.at <= at);
             let differs = self.grants.get(&purpose).is_none_or(|g| g.granted != granted);
             if newer && differs {
-                self.grants.insert(
-                    purpose,
-                    Grant {
-                        granted,
-                        at,
-                        source: source.to_string(),
-                    },
-                );
+                self.grants.insert(purpose, Grant { granted, at, source: source.to_string() });
                 changed = true;
             }
         }
@@ -142,10 +130,7 @@ impl Effective {
 impl ConsentPolicy {
     /// The model in force for a request from `country`.
     pub fn model_for(&self, country: Option<&str>) -> Model {
-        country
-            .and_then(|c| self.regions.get(&c.to_ascii_uppercase()))
-            .copied()
-            .unwrap_or(self.model)
+        country.and_then(|c| self.regions.get(&c.to_ascii_uppercase())).copied().unwrap_or(self.model)
     }
 
     /// Maps sent preferences (purpose names or CMP categories) to purposes. Where two categories map to the
@@ -179,10 +164,7 @@ impl ConsentPolicy {
             if let Some(&g) = sent.get(&p) {
                 return g;
             }
-            stored
-                .and_then(|s| s.grants.get(&p))
-                .map(|g| g.granted)
-                .unwrap_or(default)
+            stored.and_then(|s| s.grants.get(&p)).map(|g| g.granted).unwrap_or(default)
         };
         Effective {
             analytics: decide(Purpose::Analytics),
@@ -227,10 +209,7 @@ pub fn permit_personalization<'a, P: HasConsent>(
     sent: Option<&BTreeMap<String, bool>>,
     signals: &RequestSignals,
 ) -> Option<Permitted<&'a P>> {
-    policy
-        .effective(Some(subject.consent()), sent, signals)
-        .personalization
-        .then_some(Permitted(subject))
+    policy.effective(Some(subject.consent()), sent, signals).personalization.then_some(Permitted(subject))
 }
 
 /// Anything that carries recorded consent (a profile, or a profile summary in the browser).
@@ -250,38 +229,18 @@ mod tests {
     fn opt_in_refuses_until_granted_and_opt_out_grants_until_refused() {
         let mut policy = ConsentPolicy::default();
         policy.regions.insert("US".into(), Model::OptOut);
-        let fr = RequestSignals {
-            country: Some("FR".into()),
-            gpc: false,
-        };
-        let us = RequestSignals {
-            country: Some("us".into()),
-            gpc: false,
-        };
+        let fr = RequestSignals { country: Some("FR".into()), gpc: false };
+        let us = RequestSignals { country: Some("us".into()), gpc: false };
         assert!(!policy.effective(None, None, &fr).analytics);
         assert!(policy.effective(None, None, &us).analytics);
-        assert!(
-            !policy
-                .effective(None, Some(&prefs(&[("Analytics", false)])), &us)
-                .analytics
-        );
-        assert!(
-            policy
-                .effective(None, Some(&prefs(&[("analytics", true)])), &fr)
-                .analytics
-        );
+        assert!(!policy.effective(None, Some(&prefs(&[("Analytics", false)])), &us).analytics);
+        assert!(policy.effective(None, Some(&prefs(&[("analytics", true)])), &fr).analytics);
     }
 
     #[test]
     fn gpc_refuses_advertising_whatever_else_says() {
-        let policy = ConsentPolicy {
-            model: Model::OptOut,
-            ..ConsentPolicy::default()
-        };
-        let gpc = RequestSignals {
-            country: None,
-            gpc: true,
-        };
+        let policy = ConsentPolicy { model: Model::OptOut, ..ConsentPolicy::default() };
+        let gpc = RequestSignals { country: None, gpc: true };
         let e = policy.effective(None, Some(&prefs(&[("advertising", true)])), &gpc);
         assert!(!e.advertising);
         assert!(e.analytics);
@@ -301,20 +260,9 @@ mod tests {
         let policy = ConsentPolicy::default();
         let mut state = ConsentState::default();
         assert!(state.record(&policy, &prefs(&[("analytics", true)]), 100, "event"));
-        assert!(
-            !state.record(&policy, &prefs(&[("analytics", false)]), 50, "event"),
-            "older change ignored"
-        );
-        assert!(
-            policy
-                .effective(Some(&state), None, &RequestSignals::default())
-                .analytics
-        );
+        assert!(!state.record(&policy, &prefs(&[("analytics", false)]), 50, "event"), "older change ignored");
+        assert!(policy.effective(Some(&state), None, &RequestSignals::default()).analytics);
         assert!(state.record(&policy, &prefs(&[("analytics", false)]), 200, "event"));
-        assert!(
-            !policy
-                .effective(Some(&state), None, &RequestSignals::default())
-                .analytics
-        );
+        assert!(!policy.effective(Some(&state), None, &RequestSignals::default()).analytics);
     }
 }

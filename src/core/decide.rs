@@ -36,9 +36,7 @@ impl Template {
                 parts.push(Part::Text(rest[..start].to_string()));
             }
             let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| "a {{ placeholder is not closed with }}".to_string())?;
+            let end = after.find("}}").ok_or_else(|| "a {{ placeholder is not closed with }}".to_string())?;
             let inner = &after[..end];
             let (name, default) = match inner.split_once('|') {
                 Some((n, d)) => (n.trim(), d.trim()),
@@ -165,12 +163,7 @@ impl Decision {
         let slots: serde_json::Map<String, serde_json::Value> = self
             .slots
             .iter()
-            .map(|(k, a)| {
-                (
-                    k.clone(),
-                    serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html}),
-                )
-            })
+            .map(|(k, a)| (k.clone(), serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html})))
             .collect();
         let mut out = serde_json::json!({"profileId": self.profile_id, "segments": self.segments, "slots": slots});
         if !self.unknown.is_empty() {
@@ -190,13 +183,7 @@ impl Decision {
 /// The segments a profile belongs to, by id, in configuration order.
 pub fn segments_of<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Vec<&'c str> {
     let results = evaluate_all(&config.segments, &config.segment_order, profile, now);
-    config
-        .segments
-        .iter()
-        .zip(results)
-        .filter(|(_, r)| *r)
-        .map(|(s, _)| s.id.as_str())
-        .collect()
+    config.segments.iter().zip(results).filter(|(_, r)| *r).map(|(s, _)| s.id.as_str()).collect()
 }
 
 /// Chooses a block for each requested slot. Without a permitted profile (no profile yet, or no
@@ -207,13 +194,7 @@ pub fn decide(config: &Config, subject: Option<Permitted<&Profile>>, slots: &[St
     let mut decision = Decision {
         profile_id: profile.map(|p| p.id.clone()),
         segments: match &results {
-            Some(r) => config
-                .segments
-                .iter()
-                .zip(r)
-                .filter(|(_, m)| **m)
-                .map(|(s, _)| s.id.clone())
-                .collect(),
+            Some(r) => config.segments.iter().zip(r).filter(|(_, m)| **m).map(|(s, _)| s.id.clone()).collect(),
             None => Vec::new(),
         },
         slots: BTreeMap::new(),
@@ -221,18 +202,13 @@ pub fn decide(config: &Config, subject: Option<Permitted<&Profile>>, slots: &[St
     };
     for (index, name) in slots.iter().enumerate() {
         let Some(slot) = config.slots.get(name) else {
-            decision.unknown.push(UnknownSlot {
-                index,
-                slot: name.clone(),
-            });
+            decision.unknown.push(UnknownSlot { index, slot: name.clone() });
             continue;
         };
         let chosen = match (profile, &results) {
-            (Some(p), Some(r)) => slot
-                .blocks
-                .iter()
-                .find(|b| eligible(b, p, now, r))
-                .map(|b| (b, pick_variant(b, &p.id))),
+            (Some(p), Some(r)) => {
+                slot.blocks.iter().find(|b| eligible(b, p, now, r)).map(|b| (b, pick_variant(b, &p.id)))
+            }
             _ => None,
         };
         let answer = match chosen {
@@ -241,11 +217,7 @@ pub fn decide(config: &Config, subject: Option<Permitted<&Profile>>, slots: &[St
                 variant: Some(variant.id.clone()),
                 html: variant.html.render(profile),
             },
-            None => SlotAnswer {
-                block: None,
-                variant: None,
-                html: slot.fallback.render(None),
-            },
+            None => SlotAnswer { block: None, variant: None, html: slot.fallback.render(None) },
         };
         decision.slots.insert(name.clone(), answer);
     }
@@ -289,10 +261,7 @@ mod tests {
         let mut p = Profile::new("p".into(), 0);
         p.traits.insert(
             "firstName".into(),
-            crate::core::profile::TraitEntry {
-                value: Value::String("<script>x</script>".into()),
-                at: 0,
-            },
+            crate::core::profile::TraitEntry { value: Value::String("<script>x</script>".into()), at: 0 },
         );
         assert_eq!(t.render(Some(&p)), "<h2>Hi &lt;script&gt;x&lt;/script&gt;!</h2>");
         assert_eq!(t.render(None), "<h2>Hi !</h2>");
@@ -304,12 +273,7 @@ mod tests {
     #[test]
     fn template_errors() {
         assert!(Template::compile("{{traits.x").unwrap_err().contains("not closed"));
-        assert!(Template::compile("{{profile.email}}")
-            .unwrap_err()
-            .contains("unknown placeholder"));
-        assert_eq!(
-            Template::compile("plain").unwrap(),
-            Template(vec![Part::Text("plain".into())])
-        );
+        assert!(Template::compile("{{profile.email}}").unwrap_err().contains("unknown placeholder"));
+        assert_eq!(Template::compile("plain").unwrap(), Template(vec![Part::Text("plain".into())]));
     }
 }

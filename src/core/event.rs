@@ -8,28 +8,12 @@ use std::collections::BTreeMap;
 /// What kind of call this was, with the fields that only that kind carries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EventKind {
-    Track {
-        event: String,
-        properties: BTreeMap<String, Value>,
-    },
-    Page {
-        name: Option<String>,
-        properties: BTreeMap<String, Value>,
-    },
-    Screen {
-        name: Option<String>,
-        properties: BTreeMap<String, Value>,
-    },
-    Identify {
-        traits: BTreeMap<String, Value>,
-    },
-    Alias {
-        previous_id: String,
-    },
-    Group {
-        group_id: String,
-        traits: BTreeMap<String, Value>,
-    },
+    Track { event: String, properties: BTreeMap<String, Value> },
+    Page { name: Option<String>, properties: BTreeMap<String, Value> },
+    Screen { name: Option<String>, properties: BTreeMap<String, Value> },
+    Identify { traits: BTreeMap<String, Value> },
+    Alias { previous_id: String },
+    Group { group_id: String, traits: BTreeMap<String, Value> },
 }
 
 /// Where the visitor was when the event happened.

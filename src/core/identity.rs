@@ -20,10 +20,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(kind: &str, value: &str) -> Identity {
-        Identity {
-            kind: kind.to_string(),
-            value: value.to_string(),
-        }
+        Identity { kind: kind.to_string(), value: value.to_string() }
     }
 
     /// The text form used in URLs and store keys: `type:value`.
@@ -34,10 +31,8 @@ impl Identity {
     /// Parses `type:value`; the value may itself contain colons.
     pub fn parse_key(s: &str) -> Option<Identity> {
         let (kind, value) = s.split_once(':')?;
-        let kind_ok = !kind.is_empty()
-            && kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+        let kind_ok =
+            !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
         (kind_ok && !value.is_empty()).then(|| Identity::new(kind, value))
     }
 

@@ -119,13 +119,7 @@ impl Profile {
             for (k, v) in traits {
                 let newer = self.traits.get(k).is_none_or(|t| t.at <= event.timestamp);
                 if newer {
-                    self.traits.insert(
-                        k.clone(),
-                        TraitEntry {
-                            value: v.clone(),
-                            at: event.timestamp,
-                        },
-                    );
+                    self.traits.insert(k.clone(), TraitEntry { value: v.clone(), at: event.timestamp });
                 }
             }
         }
@@ -154,11 +148,7 @@ impl Profile {
                     .collect()
             })
             .unwrap_or_default();
-        let record = EventRecord {
-            at: event.timestamp,
-            name: event.count_key().to_string(),
-            props,
-        };
+        let record = EventRecord { at: event.timestamp, name: event.count_key().to_string(), props };
         let pos = self.recent.partition_point(|r| r.at <= record.at);
         self.recent.insert(pos, record);
         while self.recent.len() > MAX_RECENT_EVENTS {
@@ -263,11 +253,7 @@ mod tests {
     fn request(json: &str) -> ApplyRequest {
         let parsed = parse_batch(json.as_bytes(), NOW).unwrap();
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        ApplyRequest {
-            profile_id: "p_test".into(),
-            signals: RequestSignals::default(),
-            events: parsed.events,
-        }
+        ApplyRequest { profile_id: "p_test".into(), signals: RequestSignals::default(), events: parsed.events }
     }
 
     const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true}}}"#;
@@ -289,35 +275,18 @@ mod tests {
         assert_eq!(p.counts.get("page"), Some(&1));
         assert_eq!(p.counts.get("Product Viewed"), Some(&1));
         assert_eq!(p.counts.get("identify"), Some(&2));
-        assert_eq!(
-            p.traits["plan"].value,
-            Value::String("gold".into()),
-            "the later event wins"
-        );
+        assert_eq!(p.traits["plan"].value, Value::String("gold".into()), "the later event wins");
         assert_eq!(p.traits["firstName"].value, Value::String("Ada".into()));
-        assert_eq!(
-            out.new_identities,
-            vec![Identity::new("anonymous_id", "a"), Identity::new("user_id", "u1")]
-        );
+        assert_eq!(out.new_identities, vec![Identity::new("anonymous_id", "a"), Identity::new("user_id", "u1")]);
         let viewed = p.recent.iter().find(|r| r.name == "Product Viewed").unwrap();
-        assert_eq!(
-            viewed.props.keys().collect::<Vec<_>>(),
-            vec!["category"],
-            "only scalar properties are kept"
-        );
-        assert_eq!(
-            p.recent.front().unwrap().at,
-            crate::core::time::parse_iso8601("2026-11-22T09:00:00Z").unwrap()
-        );
+        assert_eq!(viewed.props.keys().collect::<Vec<_>>(), vec!["category"], "only scalar properties are kept");
+        assert_eq!(p.recent.front().unwrap().at, crate::core::time::parse_iso8601("2026-11-22T09:00:00Z").unwrap());
     }
 
     #[test]
     fn no_profile_without_consent_but_a_withdrawal_is_recorded() {
-        let (p, out) = apply_events(
-            None,
-            request(r#"{"batch":[{"type":"page","anonymousId":"a"}]}"#),
-            &ConsentPolicy::default(),
-        );
+        let (p, out) =
+            apply_events(None, request(r#"{"batch":[{"type":"page","anonymousId":"a"}]}"#), &ConsentPolicy::default());
         assert!(p.is_none());
         assert_eq!(out.refused, 1);
         assert!(!out.changed);
@@ -328,11 +297,7 @@ mod tests {
                                     {"type":"page","anonymousId":"a"}]}"#;
         let (p, out) = apply_events(p, request(withdraw), &ConsentPolicy::default());
         let p = p.unwrap();
-        assert_eq!(
-            (out.stored, out.refused),
-            (0, 2),
-            "collection stops from the withdrawal on"
-        );
+        assert_eq!((out.stored, out.refused), (0, 2), "collection stops from the withdrawal on");
         assert!(out.changed);
         assert_eq!(p.counts.get("page"), Some(&1));
         assert!(!p.consent.grants[&Purpose::Analytics].granted);
@@ -342,15 +307,10 @@ mod tests {
     fn history_and_dedup_window_stay_bounded() {
         let mut events = Vec::new();
         for i in 0..(MAX_SEEN_MESSAGE_IDS + 50) {
-            events.push(format!(
-                r#"{{"type":"track","event":"E","anonymousId":"a","messageId":"m{i}",{GRANT}}}"#
-            ));
+            events.push(format!(r#"{{"type":"track","event":"E","anonymousId":"a","messageId":"m{i}",{GRANT}}}"#));
         }
-        let (p, out) = apply_events(
-            None,
-            request(&format!(r#"{{"batch":[{}]}}"#, events.join(","))),
-            &ConsentPolicy::default(),
-        );
+        let (p, out) =
+            apply_events(None, request(&format!(r#"{{"batch":[{}]}}"#, events.join(","))), &ConsentPolicy::default());
         let p = p.unwrap();
         assert_eq!(out.stored as usize, MAX_SEEN_MESSAGE_IDS + 50);
         assert_eq!(p.counts["E"] as usize, MAX_SEEN_MESSAGE_IDS + 50);

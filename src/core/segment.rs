@@ -99,12 +99,7 @@ impl Condition {
     pub fn holds(&self, profile: &Profile, now: Millis, segments: &[bool]) -> bool {
         match self {
             Condition::Everyone => true,
-            Condition::EventCount {
-                event,
-                filters,
-                count,
-                window,
-            } => {
+            Condition::EventCount { event, filters, count, window } => {
                 let since = window.map(|w| now.saturating_sub(w));
                 let n = profile
                     .recent
@@ -114,9 +109,7 @@ impl Condition {
                             && since.is_none_or(|s| r.at >= s)
                             && r.at <= now
                             && filters.iter().all(|f| {
-                                r.props
-                                    .get(&f.property)
-                                    .is_some_and(|v| f.any_of.iter().any(|w| v.loosely_equals(w)))
+                                r.props.get(&f.property).is_some_and(|v| f.any_of.iter().any(|w| v.loosely_equals(w)))
                             })
                     })
                     .count() as f64;

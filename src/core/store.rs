@@ -79,11 +79,7 @@ mod tests {
             "context":{"consent":{"categoryPreferences":{"analytics":true}}}},
             {"type":"track","event":"Order Completed","anonymousId":"a","properties":{"revenue":30}}]}"#;
         let events = parse_batch(body.as_bytes(), 1_000).unwrap().events;
-        let req = ApplyRequest {
-            profile_id: "p".into(),
-            signals: RequestSignals::default(),
-            events,
-        };
+        let req = ApplyRequest { profile_id: "p".into(), signals: RequestSignals::default(), events };
         apply_events(None, req, &ConsentPolicy::default()).0.unwrap()
     }
 
@@ -103,10 +99,7 @@ mod tests {
         assert_eq!(decode_profile(&bytes), Err(CodecError::UnknownVersion(99)));
         bytes[0] = PROFILE_V1;
         for cut in [1, 5, bytes.len() / 2, bytes.len() - 1] {
-            assert!(
-                matches!(decode_profile(&bytes[..cut]), Err(CodecError::Corrupt(_))),
-                "cut at {cut}"
-            );
+            assert!(matches!(decode_profile(&bytes[..cut]), Err(CodecError::Corrupt(_))), "cut at {cut}");
         }
         let mut longer = bytes.clone();
         longer.push(0);

@@ -63,11 +63,8 @@ pub fn parse_iso8601(s: &str) -> Option<Millis> {
         Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
         Some(sign @ (b'+' | b'-')) => {
             let oh = digits(b, i + 1, 2)?;
-            let (om, end) = if b.get(i + 3) == Some(&b':') {
-                (digits(b, i + 4, 2)?, i + 6)
-            } else {
-                (digits(b, i + 3, 2)?, i + 5)
-            };
+            let (om, end) =
+                if b.get(i + 3) == Some(&b':') { (digits(b, i + 4, 2)?, i + 6) } else { (digits(b, i + 3, 2)?, i + 5) };
             if end != b.len() || oh > 23 || om > 59 {
                 return None;
             }
@@ -179,10 +176,7 @@ mod tests {
 
     #[test]
     fn applies_offsets_and_fractions() {
-        assert_eq!(
-            parse_iso8601("2026-11-22T11:50:00+01:00"),
-            parse_iso8601("2026-11-22T10:50:00Z")
-        );
+        assert_eq!(parse_iso8601("2026-11-22T11:50:00+01:00"), parse_iso8601("2026-11-22T10:50:00Z"));
         assert_eq!(parse_iso8601("2026-11-22T10:50:00.5Z").unwrap() % 1000, 500);
         assert_eq!(parse_iso8601("1970-01-01"), Some(0));
         assert_eq!(format_iso8601(-1), "1969-12-31T23:59:59.999Z");

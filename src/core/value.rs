@@ -83,9 +83,7 @@ fn number_to_json(n: f64) -> serde_json::Value {
     if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
         serde_json::Value::from(n as i64)
     } else {
-        serde_json::Number::from_f64(n)
-            .map(serde_json::Value::Number)
-            .unwrap_or(serde_json::Value::Null)
+        serde_json::Number::from_f64(n).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -103,10 +101,7 @@ mod tests {
         let j: serde_json::Value = serde_json::from_str(r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#).unwrap();
         let v = Value::from_json(&j);
         assert_eq!(v.to_json(), j);
-        assert_eq!(
-            serde_json::to_string(&v.to_json()).unwrap(),
-            r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#
-        );
+        assert_eq!(serde_json::to_string(&v.to_json()).unwrap(), r#"{"a":2,"b":2.5,"c":[true,null,"x"],"d":{"e":-1}}"#);
     }
 
     #[test]

@@ -126,24 +126,16 @@ pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(map)) => envelope.context = Some(map),
         Some(_) => {
-            return Err(BodyError::Shape {
-                path: "context".into(),
-                message: "context must be an object".into(),
-            })
+            return Err(BodyError::Shape { path: "context".into(), message: "context must be an object".into() })
         }
     }
     let raw = outer.batch.ok_or_else(|| BodyError::Shape {
         path: "batch".into(),
         message: "batch is required and must be an array of events".into(),
     })?;
-    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| BodyError::Shape {
-        path: "batch".into(),
-        message: "batch must be an array of events".into(),
-    })?;
-    let mut parsed = Parsed {
-        write_key,
-        ..Parsed::default()
-    };
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| BodyError::Shape { path: "batch".into(), message: "batch must be an array of events".into() })?;
+    let mut parsed = Parsed { write_key, ..Parsed::default() };
     for (index, item) in items.iter().enumerate() {
         let path = format!("batch[{index}]");
         match parse_raw_event(item.get(), index, &path, None, &envelope, received) {
@@ -166,10 +158,7 @@ pub fn parse_single(body: &[u8], call: CallType, received: Millis) -> Result<Par
         serde_json::Value::Object(o) => write_key_of(o.get("writeKey"), "writeKey")?,
         _ => None,
     };
-    let mut parsed = Parsed {
-        write_key,
-        ..Parsed::default()
-    };
+    let mut parsed = Parsed { write_key, ..Parsed::default() };
     match parse_raw_event(raw.get(), 0, "", Some(call), &Envelope::default(), received) {
         Ok(ev) => parsed.events.push(ev),
         Err(r) => parsed.rejected.push(r),
@@ -195,10 +184,7 @@ pub fn check_event(text: &str, call: CallType, received: Millis) -> Result<(), R
 fn not_json(e: serde_json::Error) -> BodyError {
     if e.is_data() {
         // The JSON was well formed but the top level was not an object (or a field had the wrong type).
-        BodyError::Shape {
-            path: String::new(),
-            message: format!("body must be a JSON object: {e}"),
-        }
+        BodyError::Shape { path: String::new(), message: format!("body must be a JSON object: {e}") }
     } else {
         BodyError::NotJson(format!("body is not valid JSON: {e}"))
     }
@@ -209,10 +195,7 @@ fn write_key_of(v: Option<&serde_json::Value>, path: &str) -> Result<Option<Stri
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(BodyError::Shape {
-            path: path.into(),
-            message: "writeKey must be a string".into(),
-        }),
+        Some(_) => Err(BodyError::Shape { path: path.into(), message: "writeKey must be a string".into() }),
     }
 }
 
@@ -236,17 +219,8 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn reject(&self, code: &'static str, field: &str, message: impl Into<String>) -> Rejection {
-        let path = if field.is_empty() {
-            self.base.to_string()
-        } else {
-            join(self.base, field)
-        };
-        Rejection {
-            index: self.index,
-            code,
-            message: message.into(),
-            path,
-        }
+        let path = if field.is_empty() { self.base.to_string() } else { join(self.base, field) };
+        Rejection { index: self.index, code, message: message.into(), path }
     }
 }
 
@@ -313,10 +287,7 @@ fn event_from_text<const KEEP: bool>(
         CallType::Track => {
             let event = name_field(&cx, obj, "event")?
                 .ok_or_else(|| cx.reject("missing_field", "event", "event is required for track"))?;
-            EventKind::Track {
-                event,
-                properties: object_field::<KEEP>(&cx, obj, "properties")?,
-            }
+            EventKind::Track { event, properties: object_field::<KEEP>(&cx, obj, "properties")? }
         }
         CallType::Page => EventKind::Page {
             name: name_field(&cx, obj, "name")?,
@@ -326,9 +297,7 @@ fn event_from_text<const KEEP: bool>(
             name: name_field(&cx, obj, "name")?,
             properties: object_field::<KEEP>(&cx, obj, "properties")?,
         },
-        CallType::Identify => EventKind::Identify {
-            traits: object_field::<KEEP>(&cx, obj, "traits")?,
-        },
+        CallType::Identify => EventKind::Identify { traits: object_field::<KEEP>(&cx, obj, "traits")? },
         CallType::Alias => {
             let previous_id = id_field(&cx, obj, "previousId")?
                 .ok_or_else(|| cx.reject("missing_field", "previousId", "previousId is required for alias"))?;
@@ -337,23 +306,12 @@ fn event_from_text<const KEEP: bool>(
         CallType::Group => {
             let group_id = id_field(&cx, obj, "groupId")?
                 .ok_or_else(|| cx.reject("missing_field", "groupId", "groupId is required for group"))?;
-            EventKind::Group {
-                group_id,
-                traits: object_field::<KEEP>(&cx, obj, "traits")?,
-            }
+            EventKind::Group { group_id, traits: object_field::<KEEP>(&cx, obj, "traits")? }
         }
     };
 
     let (consent, page) = context_fields(&cx, obj.get("context"), envelope.context.as_ref())?;
-    let event = Event {
-        message_id,
-        anonymous_id,
-        user_id,
-        timestamp,
-        kind,
-        consent,
-        page,
-    };
+    let event = Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page };
     Ok((event, id_time))
 }
 
@@ -427,11 +385,7 @@ fn id_field(
         Some(_) => return Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
     };
     if s.chars().count() > MAX_ID_CHARS {
-        return Err(cx.reject(
-            "string_too_long",
-            field,
-            format!("{field} is longer than {MAX_ID_CHARS} characters"),
-        ));
+        return Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_ID_CHARS} characters")));
     }
     Ok(if s.is_empty() { None } else { Some(s) })
 }
@@ -446,11 +400,9 @@ fn name_field(
         Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
             Err(cx.reject("missing_field", field, format!("{field} must not be empty")))
         }
-        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_NAME_CHARS => Err(cx.reject(
-            "string_too_long",
-            field,
-            format!("{field} is longer than {MAX_NAME_CHARS} characters"),
-        )),
+        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_NAME_CHARS => {
+            Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_NAME_CHARS} characters")))
+        }
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
     }
@@ -463,13 +415,9 @@ fn optional_time(
 ) -> Result<Option<Millis>, Rejection> {
     match obj.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => timestamp_of(v).map(Some).ok_or_else(|| {
-            cx.reject(
-                "invalid_timestamp",
-                field,
-                format!("{field} must be an ISO 8601 date-time"),
-            )
-        }),
+        Some(v) => timestamp_of(v)
+            .map(Some)
+            .ok_or_else(|| cx.reject("invalid_timestamp", field, format!("{field} must be an ISO 8601 date-time"))),
     }
 }
 
@@ -482,11 +430,7 @@ fn object_field<const KEEP: bool>(
         None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
         Some(serde_json::Value::Object(o)) => {
             check_object_depth(cx, o, field)?;
-            Ok(if KEEP {
-                crate::core::value::map_from_json(o)
-            } else {
-                BTreeMap::new()
-            })
+            Ok(if KEEP { crate::core::value::map_from_json(o) } else { BTreeMap::new() })
         }
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
     }
@@ -504,11 +448,7 @@ fn check_object_depth(cx: &Ctx, o: &serde_json::Map<String, serde_json::Value>, 
         1 + o.values().map(depth).max().unwrap_or(0)
     }
     if object_depth(o) > MAX_DEPTH {
-        return Err(cx.reject(
-            "too_deep",
-            field,
-            format!("{field} nests deeper than {MAX_DEPTH} levels"),
-        ));
+        return Err(cx.reject("too_deep", field, format!("{field} nests deeper than {MAX_DEPTH} levels")));
     }
     Ok(())
 }
@@ -529,10 +469,7 @@ fn context_fields(
         Some(_) => return Err(cx.reject("invalid_type", "context", "context must be an object")),
     };
     // The event's own context wins over the batch's, field by field.
-    let pick = |key: &str| {
-        own.and_then(|o| o.get(key))
-            .or_else(|| envelope.and_then(|e| e.get(key)))
-    };
+    let pick = |key: &str| own.and_then(|o| o.get(key)).or_else(|| envelope.and_then(|e| e.get(key)));
 
     let consent = match pick("consent") {
         None | Some(serde_json::Value::Null) => None,
@@ -574,18 +511,12 @@ fn context_fields(
                 match p.get(k) {
                     None | Some(serde_json::Value::Null) => Ok(None),
                     Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(_) => Err(cx.reject(
-                        "invalid_type",
-                        &format!("context.page.{k}"),
-                        format!("{k} must be a string"),
-                    )),
+                    Some(_) => {
+                        Err(cx.reject("invalid_type", &format!("context.page.{k}"), format!("{k} must be a string")))
+                    }
                 }
             };
-            Some(PageContext {
-                path: text("path")?,
-                url: text("url")?,
-                referrer: text("referrer")?,
-            })
+            Some(PageContext { path: text("path")?, url: text("url")?, referrer: text("referrer")? })
         }
         Some(_) => return Err(cx.reject("invalid_type", "context.page", "context.page must be an object")),
     };
@@ -647,16 +578,10 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
     }
     let v: serde_json::Value = serde_json::from_slice(body).map_err(not_json)?;
     let Some(obj) = v.as_object() else {
-        return Err(BodyError::Shape {
-            path: String::new(),
-            message: "body must be a JSON object".into(),
-        });
+        return Err(BodyError::Shape { path: String::new(), message: "body must be a JSON object".into() });
     };
     let cx = Ctx { index: 0, base: "" };
-    let shape = |r: Rejection| BodyError::Shape {
-        path: r.path,
-        message: r.message,
-    };
+    let shape = |r: Rejection| BodyError::Shape { path: r.path, message: r.message };
     let anonymous_id = id_field(&cx, obj, "anonymousId").map_err(shape)?;
     let user_id = id_field(&cx, obj, "userId").map_err(shape)?;
     let slots = match obj.get("slots") {
@@ -683,13 +608,7 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
         }
     };
     let (consent, page) = context_fields(&cx, obj.get("context"), None).map_err(shape)?;
-    Ok(DecideRequest {
-        anonymous_id,
-        user_id,
-        slots,
-        page,
-        consent,
-    })
+    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent })
 }
 
 #[cfg(test)]
@@ -737,10 +656,7 @@ mod tests {
         assert!(matches!(parse_batch(br#"{"batch":{}}"#, NOW), Err(BodyError::Shape { path, .. }) if path == "batch"));
         assert!(matches!(parse_batch(br#"{}"#, NOW), Err(BodyError::Shape { path, .. }) if path == "batch"));
         let big = vec![b' '; MAX_BATCH_BYTES + 1];
-        assert_eq!(
-            parse_batch(&big, NOW).unwrap_err(),
-            BodyError::TooLarge { limit: MAX_BATCH_BYTES }
-        );
+        assert_eq!(parse_batch(&big, NOW).unwrap_err(), BodyError::TooLarge { limit: MAX_BATCH_BYTES });
     }
 
     #[test]
@@ -786,12 +702,7 @@ mod tests {
 
     #[test]
     fn single_endpoint_fixes_the_type_and_generates_message_ids() {
-        let p = parse_single(
-            br#"{"event":"Signed Up","userId":"u1","writeKey":"k"}"#,
-            CallType::Track,
-            NOW,
-        )
-        .unwrap();
+        let p = parse_single(br#"{"event":"Signed Up","userId":"u1","writeKey":"k"}"#, CallType::Track, NOW).unwrap();
         assert_eq!(p.write_key.as_deref(), Some("k"));
         assert!(p.events[0].message_id.starts_with("gen-"));
         // Identical events in one batch are two events; the same body sent again gives the same ids.
@@ -812,10 +723,7 @@ mod tests {
         let bad = r#"{"type":"track","anonymousId":"a"}"#;
         let err = check_event(bad, CallType::Track, NOW).unwrap_err();
         let in_batch = batch(&format!(r#"{{"batch":[{bad}]}}"#)).rejected.remove(0);
-        assert_eq!(
-            (err.code, err.message.as_str()),
-            (in_batch.code, in_batch.message.as_str())
-        );
+        assert_eq!((err.code, err.message.as_str()), (in_batch.code, in_batch.message.as_str()));
         assert_eq!((err.path.as_str(), in_batch.path.as_str()), ("event", "batch[0].event"));
         let other = check_event(r#"{"type":"page","anonymousId":"a"}"#, CallType::Track, NOW).unwrap_err();
         assert_eq!((other.code, other.path.as_str()), ("type_mismatch", "type"));

@@ -11,23 +11,10 @@ use worker::{Headers, Request, Response};
 #[derive(Debug)]
 pub enum ApiError {
     Body(BodyError),
-    BadRequest {
-        code: &'static str,
-        message: String,
-        path: String,
-    },
-    Unauthorized {
-        code: &'static str,
-        message: &'static str,
-    },
-    Forbidden {
-        code: &'static str,
-        message: String,
-    },
-    NotFound {
-        code: &'static str,
-        message: String,
-    },
+    BadRequest { code: &'static str, message: String, path: String },
+    Unauthorized { code: &'static str, message: &'static str },
+    Forbidden { code: &'static str, message: String },
+    NotFound { code: &'static str, message: String },
     MethodNotAllowed,
     InvalidConfig(Vec<ConfigError>),
     Unavailable(String),
@@ -51,41 +38,26 @@ impl ApiError {
     pub fn into_response(self) -> worker::Result<Response> {
         let (status, code, message, path, extra) = match self {
             ApiError::Body(e) => {
-                let status = if matches!(e, BodyError::TooLarge { .. }) {
-                    413
-                } else {
-                    400
-                };
+                let status = if matches!(e, BodyError::TooLarge { .. }) { 413 } else { 400 };
                 let code = e.code();
                 match e {
                     BodyError::NotJson(m) => (status, code, m, String::new(), None),
                     BodyError::Shape { path, message } => (status, code, message, path, None),
-                    BodyError::TooLarge { limit } => (
-                        status,
-                        code,
-                        format!("request body is larger than {limit} bytes"),
-                        String::new(),
-                        None,
-                    ),
+                    BodyError::TooLarge { limit } => {
+                        (status, code, format!("request body is larger than {limit} bytes"), String::new(), None)
+                    }
                 }
             }
             ApiError::BadRequest { code, message, path } => (400, code, message, path, None),
             ApiError::Unauthorized { code, message } => (401, code, message.to_string(), String::new(), None),
             ApiError::Forbidden { code, message } => (403, code, message, String::new(), None),
             ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
-            ApiError::MethodNotAllowed => (
-                405,
-                "method_not_allowed",
-                "method not allowed on this path".to_string(),
-                String::new(),
-                None,
-            ),
+            ApiError::MethodNotAllowed => {
+                (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
+            }
             ApiError::InvalidConfig(errors) => {
                 let first = errors.first().map(|e| e.path.clone()).unwrap_or_default();
-                let problems: Vec<_> = errors
-                    .iter()
-                    .map(|e| json!({"path": e.path, "message": e.message}))
-                    .collect();
+                let problems: Vec<_> = errors.iter().map(|e| json!({"path": e.path, "message": e.message})).collect();
                 (
                     400,
                     "invalid_config",
@@ -120,9 +92,7 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> worker::Result<Re
     let headers = Headers::new();
     headers.set("content-type", "application/json; charset=utf-8")?;
     headers.set("cache-control", "no-store")?;
-    Ok(Response::from_bytes(body.to_string().into_bytes())?
-        .with_status(status)
-        .with_headers(headers))
+    Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
 }
 
 /// The request's own origin (`scheme://host[:port]`).
@@ -172,10 +142,7 @@ pub fn preflight(req: &Request, config: &Config) -> ApiResult {
 /// Checks `Authorization: Bearer <EDGECDP_ADMIN_TOKEN>`. Without a configured token every admin call is 401:
 /// there is no default token.
 pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
-    let configured = env
-        .var("EDGECDP_ADMIN_TOKEN")
-        .map(|v| v.to_string())
-        .unwrap_or_default();
+    let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
     if configured.is_empty() {
         return Err(ApiError::Unauthorized {
             code: "admin_disabled",
@@ -187,10 +154,7 @@ pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
     if constant_time_eq(token.as_bytes(), configured.as_bytes()) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized {
-            code: "invalid_admin_token",
-            message: "missing or wrong admin bearer token",
-        })
+        Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "missing or wrong admin bearer token" })
     }
 }
 

@@ -26,24 +26,15 @@ pub fn store(env: &Env) -> Result<KvStore, ApiError> {
 
 /// The version of the configuration in force; 0 when none was ever stored.
 async fn current_version(kv: &KvStore) -> Result<u64, ApiError> {
-    Ok(kv
-        .get("config:current")
-        .text()
-        .await?
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(kv.get("config:current").text().await?.and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
 /// The configuration in force and its version (0 when none was ever stored: the documented defaults).
 pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     let kv = store(env)?;
     let version = current_version(&kv).await?;
-    if let Some(hit) = CONFIG_CACHE.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|(v, _)| *v == version)
-            .map(|(_, c)| c.clone())
-    }) {
+    if let Some(hit) = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone()))
+    {
         return Ok((version, hit));
     }
     let compiled = if version == 0 {
@@ -97,9 +88,9 @@ pub async fn profile_id_of(kv: &KvStore, id: &Identity) -> Result<Option<String>
 pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<Profile>, ApiError> {
     match kv.get(&format!("profile:{profile_id}")).bytes().await? {
         None => Ok(None),
-        Some(bytes) => decode_profile(&bytes)
-            .map(Some)
-            .map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}"))),
+        Some(bytes) => {
+            decode_profile(&bytes).map(Some).map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}")))
+        }
     }
 }
 

@@ -43,10 +43,9 @@ async fn route(req: Request, env: &Env) -> ApiResult {
     let method = req.method();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.clone(), segments.as_slice()) {
-        (Method::Get, ["healthz"]) => Ok(json_response(
-            200,
-            &json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}),
-        )?),
+        (Method::Get, ["healthz"]) => {
+            Ok(json_response(200, &json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))?)
+        }
         (Method::Options, ["v1", ..]) => {
             let (_, config) = kv::config(env).await?;
             http::preflight(&req, &config)
@@ -64,25 +63,14 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (_, ["v1", "batch" | "decide" | "config" | "track" | "page" | "screen" | "identify" | "alias" | "group"])
         | (_, ["v1", "profiles", _])
         | (_, ["healthz"]) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound {
-            code: "not_found",
-            message: format!("no route for {path}"),
-        }),
+        _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
     }
 }
 
 /// What the request says about the visitor's privacy choices.
 fn signals(req: &Request, env: &Env) -> RequestSignals {
-    let gpc = req
-        .headers()
-        .get("sec-gpc")
-        .ok()
-        .flatten()
-        .is_some_and(|v| v.trim() == "1");
-    RequestSignals {
-        country: country(req, env),
-        gpc,
-    }
+    let gpc = req.headers().get("sec-gpc").ok().flatten().is_some_and(|v| v.trim() == "1");
+    RequestSignals { country: country(req, env), gpc }
 }
 
 /// The visitor's country, which chooses the consent model. In production it is Cloudflare's `request.cf.country`.
@@ -90,25 +78,18 @@ fn signals(req: &Request, env: &Env) -> RequestSignals {
 /// runs set `EDGECDP_COUNTRY_SOURCE=header` and the country comes from the `x-edgecdp-country` header instead
 /// (none when absent). Production never sets that variable, so visitors cannot choose their own country there.
 fn country(req: &Request, env: &Env) -> Option<String> {
-    let source = env
-        .var("EDGECDP_COUNTRY_SOURCE")
-        .map(|v| v.to_string())
-        .unwrap_or_default();
+    let source = env.var("EDGECDP_COUNTRY_SOURCE").map(|v| v.to_string()).unwrap_or_default();
     let raw = if source == "header" {
         req.headers().get("x-edgecdp-country").ok().flatten()
     } else {
         req.cf().and_then(|cf| cf.country())
     };
-    raw.map(|c| c.trim().to_ascii_uppercase())
-        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+    raw.map(|c| c.trim().to_ascii_uppercase()).filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
 }
 
 /// Reads a body, refusing it before reading when the declared length is already over the limit.
 async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = req.headers().get("content-length")?.and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::Body(BodyError::TooLarge { limit }));
     }
@@ -121,11 +102,7 @@ async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
 
 /// The browser origin of a request, if it is a cross-site or same-site browser request at all.
 fn origin(req: &Request) -> Option<String> {
-    req.headers()
-        .get("origin")
-        .ok()
-        .flatten()
-        .filter(|o| !o.is_empty() && o != "null")
+    req.headers().get("origin").ok().flatten().filter(|o| !o.is_empty() && o != "null")
 }
 
 /// `POST /v1/batch` and the single-event endpoints.
@@ -139,18 +116,14 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     .map_err(ApiError::Body)?;
     let (_, config) = kv::config(env).await?;
 
-    let header_key = req
-        .headers()
-        .get("authorization")?
-        .and_then(|h| wire::write_key_from_basic_auth(&h));
+    let header_key = req.headers().get("authorization")?.and_then(|h| wire::write_key_from_basic_auth(&h));
     let key = header_key.or(parsed.write_key.clone()).ok_or(ApiError::Unauthorized {
         code: "missing_write_key",
         message: "send the write key as the Basic auth user name or as writeKey in the body",
     })?;
-    let source = config.source_by_write_key(&key).ok_or(ApiError::Unauthorized {
-        code: "invalid_write_key",
-        message: "unknown write key",
-    })?;
+    let source = config
+        .source_by_write_key(&key)
+        .ok_or(ApiError::Unauthorized { code: "invalid_write_key", message: "unknown write key" })?;
     let origin = origin(&req);
     if let Some(o) = &origin {
         if !http::origin_allowed(&req, o, |o| source.allows_origin(o)) {
@@ -174,9 +147,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         let pid = match resolved.get(&identity) {
             Some(p) => p.clone(),
             None => {
-                let p = kv::profile_id_of(&store, &identity)
-                    .await?
-                    .unwrap_or_else(|| identity.profile_id());
+                let p = kv::profile_id_of(&store, &identity).await?.unwrap_or_else(|| identity.profile_id());
                 resolved.insert(identity, p.clone());
                 p
             }
@@ -186,11 +157,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     let signals = signals(&req, env);
     let namespace = env.durable_object(DO_BINDING)?;
     for (profile_id, events) in groups {
-        let request = ApplyRequest {
-            profile_id: profile_id.clone(),
-            signals: signals.clone(),
-            events,
-        };
+        let request = ApplyRequest { profile_id: profile_id.clone(), signals: signals.clone(), events };
         let stub = namespace.id_from_name(&profile_id)?.get_stub()?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post)
@@ -199,10 +166,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         let mut resp = stub.fetch_with_request(inner).await?;
         if resp.status_code() != 200 {
             let text = resp.text().await.unwrap_or_default();
-            return Err(ApiError::Unavailable(format!(
-                "profile writer answered {}: {text}",
-                resp.status_code()
-            )));
+            return Err(ApiError::Unavailable(format!("profile writer answered {}: {text}", resp.status_code())));
         }
     }
 
@@ -230,12 +194,7 @@ async fn decide_get(req: Request, env: &Env) -> ApiResult {
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "slots" => {
-                request.slots = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
+                request.slots = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
             }
             "anonymousId" if !v.is_empty() => request.anonymous_id = Some(v.into_owned()),
             "userId" if !v.is_empty() => request.user_id = Some(v.into_owned()),
@@ -275,9 +234,8 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
         }
     }
     let signals = signals(req, env);
-    let subject = profile
-        .as_ref()
-        .and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let subject =
+        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
     let decision = decide(&config, subject, &request.slots, now());
     Ok(with_cors(json_response(200, &decision.to_json())?, origin.as_deref())?)
 }
@@ -291,12 +249,10 @@ async fn profile_get(req: Request, env: &Env, key: &str) -> ApiResult {
         path: "identity".into(),
     })?;
     let store = kv::store(env)?;
-    let profile = kv::profile_of(&store, &identity)
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            code: "profile_not_found",
-            message: format!("no profile for {decoded}"),
-        })?;
+    let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| ApiError::NotFound {
+        code: "profile_not_found",
+        message: format!("no profile for {decoded}"),
+    })?;
     let (_, config) = kv::config(env).await?;
     let segments = segments_of(&config, &profile, now());
     Ok(json_response(200, &profile.to_json(&segments))?)
@@ -310,8 +266,7 @@ async fn config_get(req: Request, env: &Env) -> ApiResult {
         None => json!({}),
     };
     let mut resp = json_response(200, &doc)?;
-    resp.headers_mut()
-        .set("x-edgecdp-config-version", &version.to_string())?;
+    resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
     Ok(resp)
 }
 

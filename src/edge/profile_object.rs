@@ -45,9 +45,7 @@ impl DurableObject for ProfileObject {
         let outcome = self
             .state
             .block_concurrency_while(async move {
-                let (_, config) = kv::config(&env)
-                    .await
-                    .map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+                let (_, config) = kv::config(&env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
                 let current = read_profile(&storage).await?;
                 let (profile, outcome) = apply_events(current, apply, &config.consent);
                 if let (true, Some(profile)) = (outcome.changed, profile.as_ref()) {
@@ -69,9 +67,7 @@ async fn read_profile(storage: &Storage) -> Result<Option<Profile>> {
         return Ok(None);
     }
     let bytes = Uint8Array::new(&value).to_vec();
-    decode_profile(&bytes)
-        .map(Some)
-        .map_err(|e| worker::Error::RustError(e.to_string()))
+    decode_profile(&bytes).map(Some).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 async fn write_profile(
@@ -85,10 +81,7 @@ async fn write_profile(
     storage.put_raw(PROFILE_KEY, raw).await?;
     let store = env.kv(kv::KV_BINDING)?;
     // The snapshot goes first, so that an index entry never leads to a profile that is not there yet.
-    store
-        .put_bytes(&format!("profile:{}", profile.id), &bytes)?
-        .execute()
-        .await?;
+    store.put_bytes(&format!("profile:{}", profile.id), &bytes)?.execute().await?;
     for id in new_identities {
         let key = format!("idx:{}", id.key());
         // An identity already indexed to another profile is left there: linking two profiles is a merge, which
