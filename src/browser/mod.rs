@@ -4,16 +4,23 @@
 //! only while consent allows analytics, and hands out request bodies. It does no I/O of its own: the
 //! JavaScript glue (`js/sdk.js`) sends, persists and schedules. It reads the clock and the random source,
 //! which the core may not.
+//!
+//! Every byte of this module's Wasm is downloaded by each consenting visitor, so it stays lean on purpose:
+//! JavaScript values cross as `JSON.stringify` text (the same text the SDK would send) instead of going
+//! through serde, and events are written as JSON text by hand. The text is then checked by
+//! `core::wire::check_event`, the edge's own per-event rules.
 
 use crate::core::consent::{ConsentPolicy, Purpose, RequestSignals};
 use crate::core::time::format_iso8601;
-use crate::core::wire::{parse_event_value, Rejection};
-use serde_json::{json, Map, Value};
+use crate::core::wire::{check_event, CallType, Rejection, MAX_ID_CHARS};
 use std::collections::{BTreeMap, VecDeque};
 use wasm_bindgen::prelude::*;
 
 /// Most events kept while waiting to be sent; the oldest go first beyond it.
 const MAX_QUEUED: usize = 1_000;
+
+/// The `context.library` member every event carries.
+const LIBRARY: &str = concat!(r#""library":{"name":"edgecdp.js","version":""#, env!("CARGO_PKG_VERSION"), r#""}"#);
 
 #[wasm_bindgen]
 pub struct Tracker {
@@ -51,7 +58,7 @@ impl Tracker {
     /// storage was cleared keeps one profile. Events already queued keep the id they were made with.
     #[wasm_bindgen(setter, js_name = anonymousId)]
     pub fn set_anonymous_id(&mut self, id: String) -> Result<(), JsValue> {
-        if id.is_empty() || id.chars().count() > crate::core::wire::MAX_ID_CHARS {
+        if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
             return Err(js_error("invalid_type", "anonymousId", "anonymousId must be 1 to 256 characters"));
         }
         self.anonymous_id = id;
@@ -66,8 +73,15 @@ impl Tracker {
     /// Records the visitor's choices (`{analytics, personalization, advertising}` booleans, or CMP categories).
     /// Withdrawing analytics drops what is still queued: it may no longer be sent.
     pub fn consent(&mut self, prefs: JsValue) -> Result<(), JsValue> {
-        let prefs: BTreeMap<String, bool> = serde_wasm_bindgen::from_value(prefs)
-            .map_err(|e| js_error("invalid_consent", "", &format!("consent preferences must be booleans: {e}")))?;
+        let invalid = || js_error("invalid_consent", "", "consent preferences must be an object of booleans");
+        let parsed = stringify(&prefs).and_then(|text| serde_json::from_str(&text).ok());
+        let Some(serde_json::Value::Object(map)) = parsed else {
+            return Err(invalid());
+        };
+        let mut prefs = BTreeMap::new();
+        for (k, v) in map {
+            prefs.insert(k, v.as_bool().ok_or_else(invalid)?);
+        }
         self.prefs.extend(prefs);
         if !self.allows("analytics") {
             self.queue.clear();
@@ -82,47 +96,50 @@ impl Tracker {
     }
 
     pub fn page(&mut self, name: JsValue, properties: JsValue) -> Result<bool, JsValue> {
-        let properties = to_json(properties, "properties")?;
-        let mut fields = Map::new();
-        if !name.is_undefined() && !name.is_null() {
-            fields.insert("name".into(), to_json(name, "name")?);
-        }
+        let props = json_field(&properties, "properties")?;
+        let name = json_field(&name, "name")?;
         // The glue passes the page's location in the properties; it also goes in context.page, where
         // segment conditions read it.
-        let page: Map<String, Value> = ["path", "url", "referrer", "title"]
-            .iter()
-            .filter_map(|k| properties.get(*k).map(|v| (k.to_string(), v.clone())))
-            .collect();
-        fields.insert("properties".into(), properties);
-        self.enqueue("page", fields, Some(Value::Object(page)))
+        let mut page = String::from("{");
+        for key in ["path", "url", "referrer", "title"] {
+            let value = js_sys::Reflect::get(&properties, &JsValue::from_str(key)).ok();
+            if let Some(text) = value.as_ref().and_then(stringify) {
+                if page.len() > 1 {
+                    page.push(',');
+                }
+                push_json_str(&mut page, key);
+                page.push(':');
+                page.push_str(&text);
+            }
+        }
+        page.push('}');
+        self.enqueue(CallType::Page, "page", &[("name", name), ("properties", props)], Some(&page))
     }
 
     pub fn track(&mut self, event: JsValue, properties: JsValue) -> Result<bool, JsValue> {
-        let mut fields = Map::new();
-        fields.insert("event".into(), to_json(event, "event")?);
-        fields.insert("properties".into(), to_json(properties, "properties")?);
-        self.enqueue("track", fields, None)
+        let event = json_field(&event, "event")?;
+        let properties = json_field(&properties, "properties")?;
+        self.enqueue(CallType::Track, "track", &[("event", event), ("properties", properties)], None)
     }
 
     pub fn identify(&mut self, user_id: JsValue, traits: JsValue) -> Result<bool, JsValue> {
-        let user = to_json(user_id, "userId")?;
-        let mut fields = Map::new();
-        fields.insert("userId".into(), user.clone());
-        fields.insert("traits".into(), to_json(traits, "traits")?);
-        let sent = self.enqueue("identify", fields, None)?;
+        let user = json_field(&user_id, "userId")?;
+        let traits = json_field(&traits, "traits")?;
+        let sent = self.enqueue(CallType::Identify, "identify", &[("userId", user), ("traits", traits)], None)?;
         if sent {
-            self.user_id = user.as_str().map(String::from);
+            // Only a string user id is remembered for later events; a number is sent but not kept.
+            self.user_id = user_id.as_string();
         }
         Ok(sent)
     }
 
     pub fn alias(&mut self, user_id: JsValue, previous_id: JsValue) -> Result<bool, JsValue> {
-        let mut fields = Map::new();
-        fields.insert("userId".into(), to_json(user_id, "userId")?);
-        let previous = to_json(previous_id, "previousId")?;
-        let previous = if previous.is_null() { Value::String(self.anonymous_id.clone()) } else { previous };
-        fields.insert("previousId".into(), previous);
-        self.enqueue("alias", fields, None)
+        let user = json_field(&user_id, "userId")?;
+        let previous = match json_field(&previous_id, "previousId")? {
+            Some(p) => p,
+            None => json_str(&self.anonymous_id),
+        };
+        self.enqueue(CallType::Alias, "alias", &[("userId", user), ("previousId", Some(previous))], None)
     }
 
     #[wasm_bindgen(getter)]
@@ -137,12 +154,11 @@ impl Tracker {
         if self.queue.is_empty() {
             return None;
         }
-        let head = format!(
-            r#"{{"writeKey":{},"sentAt":"{}","batch":["#,
-            Value::String(self.write_key.clone()),
-            format_iso8601(now())
-        );
-        let mut body = head;
+        let mut body = String::from(r#"{"writeKey":"#);
+        push_json_str(&mut body, &self.write_key);
+        body.push_str(r#","sentAt":""#);
+        body.push_str(&format_iso8601(now()));
+        body.push_str(r#"","batch":["#);
         let mut first = true;
         while let Some(next) = self.queue.front() {
             if !first && body.len() + next.len() + 3 > max_bytes {
@@ -161,35 +177,62 @@ impl Tracker {
 }
 
 impl Tracker {
-    /// Builds, validates and queues an event. Returns false, keeping nothing, when consent does not allow
-    /// analytics.
-    fn enqueue(&mut self, kind: &str, fields: Map<String, Value>, page: Option<Value>) -> Result<bool, JsValue> {
+    /// Writes, validates and queues an event of type `call`, named `kind` on the wire. `fields` are the call's own members as JSON text (`None` when
+    /// not given); a given `userId` replaces the remembered one. Returns false, keeping nothing, when consent
+    /// does not allow analytics.
+    fn enqueue(
+        &mut self,
+        call: CallType,
+        kind: &str,
+        fields: &[(&str, Option<String>)],
+        page: Option<&str>,
+    ) -> Result<bool, JsValue> {
         let now = now();
-        let mut event = json!({
-            "type": kind,
-            "messageId": uuid_v4(),
-            "anonymousId": self.anonymous_id,
-            "timestamp": format_iso8601(now),
-            "context": {
-                "library": {"name": "edgecdp.js", "version": env!("CARGO_PKG_VERSION")},
-                "consent": {"categoryPreferences": self.prefs},
-            },
-        });
-        if let Some(u) = &self.user_id {
-            event["userId"] = Value::String(u.clone());
+        let mut event = String::with_capacity(256);
+        event.push_str(r#"{"type":""#);
+        event.push_str(kind);
+        event.push_str(r#"","messageId":""#);
+        event.push_str(&uuid_v4());
+        event.push_str(r#"","anonymousId":"#);
+        push_json_str(&mut event, &self.anonymous_id);
+        event.push_str(r#","timestamp":""#);
+        event.push_str(&format_iso8601(now));
+        event.push_str(r#"","context":{"#);
+        event.push_str(LIBRARY);
+        event.push_str(r#","consent":{"categoryPreferences":{"#);
+        for (i, (k, granted)) in self.prefs.iter().enumerate() {
+            if i > 0 {
+                event.push(',');
+            }
+            push_json_str(&mut event, k);
+            event.push_str(if *granted { ":true" } else { ":false" });
         }
-        if let Some(p) = page {
-            event["context"]["page"] = p;
+        event.push_str("}}");
+        if let Some(page) = page {
+            event.push_str(r#","page":"#);
+            event.push_str(page);
         }
-        if let Value::Object(obj) = &mut event {
-            obj.extend(fields.into_iter().filter(|(_, v)| !v.is_null()));
+        event.push('}');
+        let own_user = fields.iter().any(|(k, v)| *k == "userId" && v.is_some());
+        if let Some(user) = self.user_id.as_deref().filter(|_| !own_user) {
+            event.push_str(r#","userId":"#);
+            push_json_str(&mut event, user);
         }
+        for (k, v) in fields {
+            if let Some(v) = v {
+                event.push_str(",\"");
+                event.push_str(k);
+                event.push_str("\":");
+                event.push_str(v);
+            }
+        }
+        event.push('}');
         // The same validation as the edge, so that the device never sends what the edge would refuse.
-        parse_event_value(&event, now).map_err(|r| rejection_error(&r))?;
+        check_event(&event, call, now).map_err(|r| rejection_error(&r))?;
         if !self.allows("analytics") {
             return Ok(false);
         }
-        self.queue.push_back(event.to_string());
+        self.queue.push_back(event);
         while self.queue.len() > MAX_QUEUED {
             self.queue.pop_front();
         }
@@ -201,12 +244,54 @@ fn now() -> i64 {
     js_sys::Date::now() as i64
 }
 
-fn to_json(v: JsValue, field: &str) -> Result<Value, JsValue> {
+/// The JSON text of a JavaScript value as `JSON.stringify` writes it; `None` where it writes nothing
+/// (`undefined`, functions) or throws (cycles, `BigInt`).
+fn stringify(v: &JsValue) -> Option<String> {
+    js_sys::JSON::stringify(v).ok()?.as_string()
+}
+
+/// A call argument as JSON text. `undefined`, `null` and what JSON writes as `null` (`NaN`) mean "not given";
+/// a value that JSON cannot represent at all is refused, naming the argument.
+fn json_field(v: &JsValue, field: &str) -> Result<Option<String>, JsValue> {
     if v.is_undefined() || v.is_null() {
-        return Ok(Value::Null);
+        return Ok(None);
     }
-    serde_wasm_bindgen::from_value(v)
-        .map_err(|e| js_error("invalid_type", field, &format!("{field} is not JSON-compatible: {e}")))
+    match stringify(v) {
+        Some(text) if text == "null" => Ok(None),
+        Some(text) => Ok(Some(text)),
+        None => Err(js_error("invalid_type", field, &format!("{field} is not JSON-compatible"))),
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_str(&mut out, s);
+    out
+}
+
+/// Appends `s` as a JSON string literal, escaping what JSON requires and nothing more.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c < ' ' => {
+                out.push_str("\\u00");
+                push_hex(out, c as u8);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends a byte as two lower-case hex digits.
+fn push_hex(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 15)]));
 }
 
 fn rejection_error(r: &Rejection) -> JsValue {
@@ -222,8 +307,7 @@ fn js_error(code: &str, path: &str, message: &str) -> JsValue {
     err.into()
 }
 
-/// A random (version 4) UUID from the browser's cryptographic random source, which, unlike
-/// `crypto.randomUUID`, is available on plain-HTTP pages too.
+/// A random (version 4) UUID from the browser's cryptographic random source.
 fn uuid_v4() -> String {
     let mut b = [0u8; 16];
     let filled = web_sys::window()
@@ -238,6 +322,12 @@ fn uuid_v4() -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    let mut out = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        push_hex(&mut out, *x);
+    }
+    out
 }

@@ -45,9 +45,7 @@ impl Value {
             serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
             serde_json::Value::String(s) => Value::String(s.clone()),
             serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
-            }
+            serde_json::Value::Object(o) => Value::Object(map_from_json(o)),
         }
     }
 
@@ -69,6 +67,15 @@ impl Value {
             _ => self == other,
         }
     }
+}
+
+/// Converts a JSON object; its keys come sorted, so they are inserted one by one rather than collected.
+pub fn map_from_json(o: &serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (k, v) in o {
+        out.insert(k.clone(), Value::from_json(v));
+    }
+    out
 }
 
 /// Writes whole numbers as JSON integers so that `2` does not come back as `2.0`.

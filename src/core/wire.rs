@@ -7,7 +7,9 @@
 use crate::core::event::{Event, EventKind, PageContext};
 use crate::core::time::{parse_iso8601, Millis};
 use crate::core::value::Value;
+#[cfg(feature = "batch")]
 use serde::Deserialize;
+#[cfg(feature = "batch")]
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -88,6 +90,7 @@ impl CallType {
     }
 }
 
+#[cfg(feature = "batch")]
 #[derive(Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
@@ -107,6 +110,7 @@ struct Envelope {
 }
 
 /// Parses `POST /v1/batch`. `received` is when the edge received the request.
+#[cfg(feature = "batch")]
 pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
     if body.len() > MAX_BATCH_BYTES {
         return Err(BodyError::TooLarge { limit: MAX_BATCH_BYTES });
@@ -136,7 +140,7 @@ pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
     let mut parsed = Parsed { write_key, ..Parsed::default() };
     for (index, item) in items.iter().enumerate() {
         let path = format!("batch[{index}]");
-        match parse_raw_event(item, index, &path, None, &envelope, received) {
+        match parse_raw_event(item.get(), index, &path, None, &envelope, received) {
             Ok(ev) => parsed.events.push(ev),
             Err(r) => parsed.rejected.push(r),
         }
@@ -145,6 +149,7 @@ pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
 }
 
 /// Parses a single-event endpoint (`POST /v1/track` and the others). The event is the body itself.
+#[cfg(feature = "batch")]
 pub fn parse_single(body: &[u8], call: CallType, received: Millis) -> Result<Parsed, BodyError> {
     if body.len() > MAX_EVENT_BYTES {
         return Err(BodyError::TooLarge { limit: MAX_EVENT_BYTES });
@@ -156,24 +161,26 @@ pub fn parse_single(body: &[u8], call: CallType, received: Millis) -> Result<Par
         _ => None,
     };
     let mut parsed = Parsed { write_key, ..Parsed::default() };
-    match parse_raw_event(raw, 0, "", Some(call), &Envelope::default(), received) {
+    match parse_raw_event(raw.get(), 0, "", Some(call), &Envelope::default(), received) {
         Ok(ev) => parsed.events.push(ev),
         Err(r) => parsed.rejected.push(r),
     }
     Ok(parsed)
 }
 
-/// Validates one event given as JSON, as the edge would. The browser build uses this so that the device
-/// refuses exactly what the edge would refuse.
+/// Validates one event given as JSON, as the edge would.
 pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<Event, Rejection> {
-    let text = value.to_string();
-    let raw: Box<RawValue> = RawValue::from_string(text).map_err(|e| Rejection {
-        index: 0,
-        code: "invalid_json",
-        message: e.to_string(),
-        path: String::new(),
-    })?;
-    parse_raw_event(&raw, 0, "", None, &Envelope::default(), received)
+    parse_raw_event(&value.to_string(), 0, "", None, &Envelope::default(), received)
+}
+
+/// Validates one event of type `call`, given as JSON text, with the rules the edge applies: the checks and
+/// rejections of `parse_single` for that type, which for an event whose `type` is `call` are also those of
+/// `parse_batch`. The browser build uses this so that the device refuses exactly what the edge would refuse.
+/// It builds no `Event` and derives no `messageId`, which keeps the value conversions, SHA-256 and the
+/// serializer out of the browser build, as a fixed `call` keeps out the unknown-type message.
+pub fn check_event(text: &str, call: CallType, received: Millis) -> Result<(), Rejection> {
+    let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| fixed_call_type(cx, call, field);
+    event_from_text::<false>(text, 0, "", of_call, &Envelope::default(), received).map(|_| ())
 }
 
 fn not_json(e: serde_json::Error) -> BodyError {
@@ -185,6 +192,7 @@ fn not_json(e: serde_json::Error) -> BodyError {
     }
 }
 
+#[cfg(feature = "batch")]
 fn write_key_of(v: Option<&serde_json::Value>, path: &str) -> Result<Option<String>, BodyError> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
@@ -219,15 +227,33 @@ impl Ctx<'_> {
 }
 
 fn parse_raw_event(
-    raw: &RawValue,
+    text: &str,
     index: usize,
     base: &str,
     forced: Option<CallType>,
     envelope: &Envelope,
     received: Millis,
 ) -> Result<Event, Rejection> {
+    let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| call_type(cx, forced, field);
+    let (mut event, id_time) = event_from_text::<true>(text, index, base, of_call, envelope, received)?;
+    if let Some(time) = id_time {
+        event.message_id = generated_message_id(text, index, time);
+    }
+    Ok(event)
+}
+
+/// Validates one event; `of_call` checks its `type` field. When the event has no `messageId`, its `message_id`
+/// is left empty and the time to derive one from is returned beside it. Without `KEEP`, properties and traits
+/// are checked but not converted, and the event comes back without them.
+fn event_from_text<const KEEP: bool>(
+    text: &str,
+    index: usize,
+    base: &str,
+    of_call: impl FnOnce(&Ctx, Option<&serde_json::Value>) -> Result<CallType, Rejection>,
+    envelope: &Envelope,
+    received: Millis,
+) -> Result<(Event, Option<Millis>), Rejection> {
     let cx = Ctx { index, base };
-    let text = raw.get();
     if text.len() > MAX_EVENT_BYTES {
         return Err(cx.reject(
             "event_too_large",
@@ -242,22 +268,7 @@ fn parse_raw_event(
         _ => return Err(cx.reject("invalid_type", "", "event must be a JSON object")),
     };
 
-    let call = match (forced, obj.get("type")) {
-        (Some(call), None) => call,
-        (Some(call), Some(serde_json::Value::String(t))) if CallType::from_name(t) == Some(call) => call,
-        (Some(_), Some(_)) => {
-            return Err(cx.reject("type_mismatch", "type", "type does not match the endpoint"));
-        }
-        (None, None) => return Err(cx.reject("missing_field", "type", "type is required")),
-        (None, Some(serde_json::Value::String(t))) => CallType::from_name(t).ok_or_else(|| {
-            cx.reject(
-                "unknown_type",
-                "type",
-                format!("unknown event type {t:?}; expected track, page, screen, identify, alias or group"),
-            )
-        })?,
-        (None, Some(_)) => return Err(cx.reject("invalid_type", "type", "type must be a string")),
-    };
+    let call = of_call(&cx, obj.get("type"))?;
 
     let explicit_id = id_field(&cx, obj, "messageId")?;
     let anonymous_id = id_field(&cx, obj, "anonymousId")?;
@@ -268,9 +279,9 @@ fn parse_raw_event(
 
     let timestamp = optional_time(&cx, obj, "timestamp")?;
     let sent_at = optional_time(&cx, obj, "sentAt")?.or(envelope.sent_at);
-    let message_id = match explicit_id {
-        Some(id) => id,
-        None => generated_message_id(text, index, timestamp.or(sent_at).unwrap_or(received)),
+    let (message_id, id_time) = match explicit_id {
+        Some(id) => (id, None),
+        None => (String::new(), Some(timestamp.or(sent_at).unwrap_or(received))),
     };
     let timestamp = corrected_time(timestamp, sent_at, received);
 
@@ -278,15 +289,17 @@ fn parse_raw_event(
         CallType::Track => {
             let event = name_field(&cx, obj, "event")?
                 .ok_or_else(|| cx.reject("missing_field", "event", "event is required for track"))?;
-            EventKind::Track { event, properties: object_field(&cx, obj, "properties")? }
+            EventKind::Track { event, properties: object_field::<KEEP>(&cx, obj, "properties")? }
         }
-        CallType::Page => {
-            EventKind::Page { name: name_field(&cx, obj, "name")?, properties: object_field(&cx, obj, "properties")? }
-        }
-        CallType::Screen => {
-            EventKind::Screen { name: name_field(&cx, obj, "name")?, properties: object_field(&cx, obj, "properties")? }
-        }
-        CallType::Identify => EventKind::Identify { traits: object_field(&cx, obj, "traits")? },
+        CallType::Page => EventKind::Page {
+            name: name_field(&cx, obj, "name")?,
+            properties: object_field::<KEEP>(&cx, obj, "properties")?,
+        },
+        CallType::Screen => EventKind::Screen {
+            name: name_field(&cx, obj, "name")?,
+            properties: object_field::<KEEP>(&cx, obj, "properties")?,
+        },
+        CallType::Identify => EventKind::Identify { traits: object_field::<KEEP>(&cx, obj, "traits")? },
         CallType::Alias => {
             let previous_id = id_field(&cx, obj, "previousId")?
                 .ok_or_else(|| cx.reject("missing_field", "previousId", "previousId is required for alias"))?;
@@ -295,12 +308,44 @@ fn parse_raw_event(
         CallType::Group => {
             let group_id = id_field(&cx, obj, "groupId")?
                 .ok_or_else(|| cx.reject("missing_field", "groupId", "groupId is required for group"))?;
-            EventKind::Group { group_id, traits: object_field(&cx, obj, "traits")? }
+            EventKind::Group { group_id, traits: object_field::<KEEP>(&cx, obj, "traits")? }
         }
     };
 
     let (consent, page) = context_fields(&cx, obj.get("context"), envelope.context.as_ref())?;
-    Ok(Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page })
+    let event = Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page };
+    Ok((event, id_time))
+}
+
+/// Checks an event's `type` field: fixed by a single-event endpoint (`forced`), or required and read from it.
+fn call_type(cx: &Ctx, forced: Option<CallType>, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+    match forced {
+        Some(call) => fixed_call_type(cx, call, field),
+        None => named_call_type(cx, field),
+    }
+}
+
+/// Where the endpoint fixes the type, the event may leave it out but not contradict it.
+fn fixed_call_type(cx: &Ctx, call: CallType, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+    match field {
+        None => Ok(call),
+        Some(serde_json::Value::String(t)) if CallType::from_name(t) == Some(call) => Ok(call),
+        Some(_) => Err(cx.reject("type_mismatch", "type", "type does not match the endpoint")),
+    }
+}
+
+fn named_call_type(cx: &Ctx, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+    match field {
+        None => Err(cx.reject("missing_field", "type", "type is required")),
+        Some(serde_json::Value::String(t)) => CallType::from_name(t).ok_or_else(|| {
+            cx.reject(
+                "unknown_type",
+                "type",
+                format!("unknown event type {t:?}; expected track, page, screen, identify, alias or group"),
+            )
+        }),
+        Some(_) => Err(cx.reject("invalid_type", "type", "type must be a string")),
+    }
 }
 
 /// Segment's skew correction: the client's clock may be wrong, but the distance between `timestamp` and
@@ -378,7 +423,7 @@ fn optional_time(
     }
 }
 
-fn object_field(
+fn object_field<const KEEP: bool>(
     cx: &Ctx,
     obj: &serde_json::Map<String, serde_json::Value>,
     field: &str,
@@ -387,7 +432,7 @@ fn object_field(
         None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
         Some(v @ serde_json::Value::Object(o)) => {
             check_nested(cx, v, field)?;
-            Ok(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
+            Ok(if KEEP { crate::core::value::map_from_json(o) } else { BTreeMap::new() })
         }
         Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
     }
@@ -705,6 +750,19 @@ mod tests {
         let p = parse_single(br#"{"type":"page","userId":"u1"}"#, CallType::Track, NOW).unwrap();
         assert_eq!(p.rejected[0].code, "type_mismatch");
         assert_eq!(p.rejected[0].path, "type");
+    }
+
+    #[test]
+    fn check_event_applies_the_edge_rules() {
+        let ok = r#"{"type":"page","anonymousId":"a","properties":{"path":"/"}}"#;
+        assert_eq!(check_event(ok, CallType::Page, NOW), Ok(()));
+        let bad = r#"{"type":"track","anonymousId":"a"}"#;
+        let err = check_event(bad, CallType::Track, NOW).unwrap_err();
+        let in_batch = batch(&format!(r#"{{"batch":[{bad}]}}"#)).rejected.remove(0);
+        assert_eq!((err.code, err.message.as_str()), (in_batch.code, in_batch.message.as_str()));
+        assert_eq!((err.path.as_str(), in_batch.path.as_str()), ("event", "batch[0].event"));
+        let other = check_event(r#"{"type":"page","anonymousId":"a"}"#, CallType::Track, NOW).unwrap_err();
+        assert_eq!((other.code, other.path.as_str()), ("type_mismatch", "type"));
     }
 
     #[test]
