@@ -8,6 +8,7 @@ import init, { Tracker } from './edgecdp.js';
 
 const CONSENT_KEY = 'edgecdp.consent';
 const ANON_KEY = 'edgecdp.anonymousId';
+const OUTBOX_KEY = 'edgecdp.outbox';
 const BATCH_URL = '/v1/batch';
 const DECIDE_URL = '/v1/decide';
 const FLUSH_COUNT = 20;
@@ -17,8 +18,10 @@ const FLUSH_DELAY_MS = 1000;
 const MAX_BODY = 64 * 1024;
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 60 * 1000;
-// Bodies kept for retry while the server is unreachable; the oldest are dropped beyond this.
-const MAX_OUTBOX = 50;
+// Bodies kept for retry while the server is unreachable, in memory and in storage; the oldest are dropped
+// beyond either limit, so an offline visitor cannot fill the site's storage quota.
+const MAX_OUTBOX = 100;
+const MAX_OUTBOX_BYTES = 256 * 1024;
 const PURPOSES = ['analytics', 'personalization', 'advertising'];
 
 /** Storage that never throws: when localStorage is unavailable or full, values live in memory. */
@@ -44,6 +47,44 @@ const store = {
     memory.delete(key);
     try {
       localStorage.removeItem(key);
+    } catch {
+      // Nothing was stored if storage is unavailable.
+    }
+  },
+};
+
+/**
+ * The persisted outbox: request bodies not yet acknowledged, oldest first, as a JSON array of strings.
+ * Other tabs of the site share it, so writes merge with what they stored (see `persist` in `start`). The
+ * in-memory outbox stays the source of truth for this page; storage is what outlives it.
+ */
+const storedOutbox = {
+  read() {
+    try {
+      const v = JSON.parse(localStorage.getItem(OUTBOX_KEY));
+      return Array.isArray(v) ? v.filter((b) => typeof b === 'string' && b) : [];
+    } catch {
+      return [];
+    }
+  },
+  /** Writes the newest bodies that fit: a full quota halves what is kept rather than keeping nothing. */
+  write(bodies) {
+    let keep = bodies.length;
+    for (;;) {
+      try {
+        if (keep) localStorage.setItem(OUTBOX_KEY, JSON.stringify(bodies.slice(bodies.length - keep)));
+        else localStorage.removeItem(OUTBOX_KEY);
+        return;
+      } catch {
+        // Storage unavailable, or full: the in-memory outbox still holds every body for this page.
+        if (!keep) return;
+        keep >>= 1;
+      }
+    }
+  },
+  remove() {
+    try {
+      localStorage.removeItem(OUTBOX_KEY);
     } catch {
       // Nothing was stored if storage is unavailable.
     }
@@ -76,6 +117,30 @@ const byteLength = (s) => utf8.encode(s).length;
 const canKeepalive = typeof Request === 'function' && 'keepalive' in Request.prototype;
 
 /**
+ * A body stamped with the time it is sent. The edge corrects event times for the device's clock skew with
+ * `sentAt`, so a body retried an hour later must not claim it was sent when it was built. The Tracker writes
+ * `sentAt` right after `writeKey`, whose JSON string cannot contain an unescaped quote, so the first match is
+ * the envelope's.
+ */
+const stamped = (body) => body.replace(/"sentAt":"[^"]*"/, `"sentAt":"${new Date().toISOString()}"`);
+
+/** Drops the oldest idle entries beyond the count and byte limits; returns how many it dropped. */
+function trim(entries) {
+  let bytes = entries.reduce((n, e) => n + e.size, 0);
+  let dropped = 0;
+  while (entries.length > MAX_OUTBOX || bytes > MAX_OUTBOX_BYTES) {
+    const i = entries.findIndex((e) => !e.busy);
+    if (i < 0) break;
+    bytes -= entries[i].size;
+    entries.splice(i, 1);
+    dropped++;
+  }
+  return dropped;
+}
+
+const entry = (body) => ({ body, size: byteLength(body), busy: false, beaconed: false });
+
+/**
  * Starts the SDK on the loader's stub: loads the Wasm, replays queued calls in order, then swaps the
  * stub's methods for the real ones on the same object so references held by the page stay valid.
  */
@@ -89,9 +154,11 @@ export async function start(stub) {
   let retryAt = 0;
   let failures = 0;
   let inflightBytes = 0;
-  let hiding = false;
   let chain = Promise.resolve();
-  const outbox = []; // {body, busy}
+  const outbox = []; // {body, size, busy, beaconed}, oldest first
+  // Stored bodies this page answers for: those it loaded or wrote. Any other stored body belongs to another
+  // tab and is kept as it is when this page writes.
+  let claimed = new Set();
 
   function newTracker(key, consent) {
     const anon = consent ? store.get(ANON_KEY) || undefined : undefined;
@@ -110,44 +177,66 @@ export async function start(stub) {
     return t;
   }
 
+  /**
+   * Writes the unacknowledged bodies to storage, synchronously, so they outlive the page. Only while consent
+   * allows analytics: before consent nothing is written, and after a withdrawal nothing may be kept.
+   */
+  function persist() {
+    if (!tracker.allows('analytics')) {
+      forgetOutbox();
+      return;
+    }
+    const mine = outbox.map((e) => e.body);
+    const others = storedOutbox.read().filter((b) => !claimed.has(b));
+    const all = others.map(entry).concat(outbox.map((e) => ({ ...e, busy: false })));
+    trim(all);
+    storedOutbox.write(all.map((e) => e.body));
+    // Bodies this page delivered or dropped leave the claim with this write.
+    claimed = new Set(mine);
+  }
+
+  function forgetOutbox() {
+    outbox.length = 0;
+    claimed = new Set();
+    storedOutbox.remove();
+  }
+
+  /** Moves what the tracker has queued into the outbox; returns whether the outbox changed. */
   function takeAll() {
+    let changed = false;
     while (tracker.pending > 0) {
       const before = tracker.pending;
       const body = tracker.takeBatch(MAX_BODY);
       if (body == null) break;
-      outbox.push({ body, busy: false });
+      outbox.push(entry(body));
+      changed = true;
       // Guard against a body that took nothing off the queue, which would otherwise loop forever.
       if (tracker.pending >= before) break;
     }
-    while (outbox.length > MAX_OUTBOX) {
-      const i = outbox.findIndex((e) => !e.busy);
-      if (i < 0) break;
-      outbox.splice(i, 1);
-    }
+    const dropped = trim(outbox);
+    if (dropped) console.warn(`edgecdp: outbox full, dropped the ${dropped} oldest unsent batch(es)`);
+    return changed || dropped > 0;
   }
 
-  /** Sends one body. Resolves to true when the body is done with (sent, or refused for good). */
-  async function send(entry) {
-    entry.busy = true;
-    const size = byteLength(entry.body);
+  /**
+   * Sends one body with `fetch`. Resolves to true when the body is done with (accepted, or refused for good),
+   * false when it must be retried.
+   */
+  async function send(e) {
+    e.busy = true;
+    const owner = tracker;
     try {
-      if (canKeepalive && inflightBytes + size <= MAX_BODY) {
-        inflightBytes += size;
-        try {
-          return settled(await post(entry.body, true));
-        } finally {
-          inflightBytes -= size;
-        }
+      const keepalive = canKeepalive && inflightBytes + e.size <= MAX_BODY;
+      if (keepalive) inflightBytes += e.size;
+      try {
+        return await settled(await post(stamped(e.body), keepalive), owner);
+      } finally {
+        if (keepalive) inflightBytes -= e.size;
       }
-      if (hiding && navigator.sendBeacon) {
-        // A queued beacon is as far as a hiding page can follow a body.
-        return navigator.sendBeacon(BATCH_URL, new Blob([entry.body], { type: 'application/json' }));
-      }
-      return settled(await post(entry.body, false));
     } catch {
       return false; // Network failure: keep the body for a retry.
     } finally {
-      entry.busy = false;
+      e.busy = false;
     }
   }
 
@@ -160,26 +249,59 @@ export async function start(stub) {
     });
   }
 
-  function settled(res) {
-    if (res.ok) return true;
+  async function settled(res, owner) {
+    if (res.ok) {
+      adopt(await res.json().catch(() => null), owner);
+      return true;
+    }
     if (res.status >= 500 || res.status === 408 || res.status === 429) return false;
     // Other 4xx answers will not change on retry (bad key, bad body): drop the body, say why once.
     console.warn(`edgecdp: batch refused with ${res.status}`);
     return true;
   }
 
+  /**
+   * Adopts the anonymous id the edge answered with. The edge reads it from its signed, HttpOnly first-party
+   * cookie, which outlives script-written storage (Safari clears that after seven days), so taking it keeps one
+   * profile per visitor. An answer to a tracker that has since been replaced (everything refused) is ignored.
+   */
+  function adopt(answer, owner) {
+    const id = answer && answer.anonymousId;
+    if (typeof id !== 'string' || !id || owner !== tracker || id === tracker.anonymousId) return;
+    if (!tracker.allows('analytics') && !tracker.allows('personalization')) return;
+    try {
+      tracker.anonymousId = id;
+    } catch (e) {
+      console.warn('edgecdp: the edge answered an unusable anonymous id', e);
+      return;
+    }
+    store.set(ANON_KEY, id);
+  }
+
+  /** Removes a delivered body from the outbox and from storage. */
+  function done(e) {
+    const at = outbox.indexOf(e);
+    if (at < 0) return;
+    outbox.splice(at, 1);
+    persist();
+  }
+
   /** One pass over the outbox, oldest first; stops at the first failure and schedules a retry. */
   async function sendAll(force) {
     if (!force && Date.now() < retryAt) return;
+    if (navigator.onLine === false) {
+      // Nothing can go out; the `online` event retries at once, the timer in case it never comes.
+      if (outbox.length) scheduleRetry();
+      return;
+    }
     for (let i = 0; i < outbox.length; ) {
-      const entry = outbox[i];
-      if (entry.busy) {
+      const e = outbox[i];
+      if (e.busy) {
         i++;
         continue;
       }
-      if (await send(entry)) {
-        const at = outbox.indexOf(entry);
-        if (at >= 0) outbox.splice(at, 1);
+      if (await send(e)) {
+        done(e);
         failures = 0;
         retryAt = 0;
       } else {
@@ -209,7 +331,7 @@ export async function start(stub) {
   function flush(force) {
     clearTimeout(timer);
     timer = 0;
-    takeAll();
+    if (takeAll()) persist();
     return drain(force);
   }
 
@@ -219,31 +341,60 @@ export async function start(stub) {
     else if (pending > 0 && !timer) timer = setTimeout(() => flush(false), FLUSH_DELAY_MS);
   }
 
+  /**
+   * The page is being hidden and may never run again. First everything unacknowledged goes to storage,
+   * synchronously, so the next page of the site sends whatever this one could not; only then does sending
+   * start. No awaiting here: keepalive fetches outlive the page, and one that completes while the page is
+   * still alive (or after it comes back from the back/forward cache) removes its body as usual.
+   */
   function onHide() {
-    hiding = true;
     clearTimeout(timer);
     timer = 0;
     takeAll();
-    // No awaiting here: the page may be gone before any promise settles. Keepalive fetches and beacons
-    // outlive it; a body that neither accepts stays in the outbox for when the page is shown again.
-    for (const entry of outbox.slice()) {
-      if (entry.busy) continue;
-      send(entry).then((done) => {
-        if (!done) return;
-        const at = outbox.indexOf(entry);
-        if (at >= 0) outbox.splice(at, 1);
-      });
+    persist();
+    if (navigator.onLine === false) return;
+    for (const e of outbox.slice()) {
+      if (e.busy) continue;
+      if (canKeepalive && inflightBytes + e.size <= MAX_BODY) {
+        send(e).then((ok) => ok && done(e));
+      } else if (!e.beaconed && navigator.sendBeacon) {
+        // A beacon is never acknowledged, so its body stays in the outbox and in storage: if the page lives
+        // on, or the visitor comes back, it goes again, and the edge counts the repeated messageIds once.
+        // Losing it instead would be wrong; a duplicate is harmless.
+        e.beaconed = navigator.sendBeacon(BATCH_URL, new Blob([stamped(e.body)], { type: 'application/json' }));
+      }
     }
   }
 
+  function onShow() {
+    if (outbox.length) drain(true);
+  }
+
+  // No `unload` listener: it would keep the page out of the back/forward cache.
   addEventListener('pagehide', onHide);
+  addEventListener('pageshow', (e) => e.persisted && onShow());
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'hidden') onHide();
-    else {
-      hiding = false;
-      if (outbox.length) drain(false);
-    }
+    else onShow();
   });
+  addEventListener('online', () => {
+    // The connection is back: retry now rather than at the end of the current backoff.
+    failures = 0;
+    retryAt = 0;
+    clearTimeout(retryTimer);
+    if (outbox.length) drain(true);
+  });
+
+  // What an earlier page could not deliver goes first. Without consent for analytics it may not be sent,
+  // so it is dropped.
+  if (tracker.allows('analytics')) {
+    const stored = storedOutbox.read();
+    for (const body of stored) outbox.push(entry(body));
+    trim(outbox);
+    claimed = new Set(stored);
+  } else {
+    storedOutbox.remove();
+  }
 
   function enqueue(accepted) {
     if (accepted) scheduleFlush();
@@ -259,13 +410,37 @@ export async function start(stub) {
     return enqueue(tracker.page(name == null ? undefined : String(name), props));
   }
 
+  /**
+   * Tells the edge that analytics was withdrawn, with one event whose consent refuses it (the shape of
+   * Segment's consent-change event). The edge stores nothing from it but records the withdrawal on the
+   * profile, and clears its HttpOnly id cookie, which script cannot reach: otherwise a later grant would be
+   * linked back to the visitor who withdrew. The Tracker queues nothing without analytics consent, so this
+   * one body is built here. Best effort: offline, the cookie stays until the next request that withdraws.
+   */
+  function announceWithdrawal(anonymousId, userId, prefs) {
+    const now = new Date().toISOString();
+    const event = {
+      type: 'track',
+      event: 'Segment Consent Preference Updated',
+      anonymousId,
+      timestamp: now,
+      context: { consent: { categoryPreferences: prefs } },
+    };
+    if (userId != null) event.userId = userId;
+    post(JSON.stringify({ writeKey, sentAt: now, batch: [event] }), canKeepalive).catch(() => {});
+  }
+
   function consent(prefs) {
     const p = normalizeConsent(prefs);
+    const wasCollecting = tracker.allows('analytics');
+    if (wasCollecting && !p.analytics) announceWithdrawal(tracker.anonymousId, tracker.userId, p);
     if (PURPOSES.some((k) => p[k])) {
       tracker.consent(p);
       store.set(CONSENT_KEY, JSON.stringify(p));
       if (p.analytics || p.personalization) store.set(ANON_KEY, tracker.anonymousId);
       else store.remove(ANON_KEY);
+      // The tracker dropped its queue when analytics was withdrawn; what waits for delivery goes too.
+      if (!tracker.allows('analytics')) forgetOutbox();
       return;
     }
     // Everything refused: forget the visitor and stop sending. A fresh tracker drops the in-memory ids,
@@ -275,7 +450,7 @@ export async function start(stub) {
     timer = 0;
     retryAt = 0;
     failures = 0;
-    outbox.length = 0;
+    forgetOutbox();
     store.remove(CONSENT_KEY);
     store.remove(ANON_KEY);
     tracker = newTracker(writeKey, null);
@@ -363,4 +538,6 @@ export async function start(stub) {
   Object.assign(stub, real);
   delete stub._q;
   for (const cb of readyCallbacks) real.ready(cb);
+  // Bodies loaded from storage go out now, not with the next event.
+  if (outbox.length) drain(true);
 }

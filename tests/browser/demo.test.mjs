@@ -5,21 +5,18 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
 import { startWorker } from '../support/worker.mjs';
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const WAIT_MS = 15_000;
-const PROMO = /bags -10%|Bags you looked at/;
+import {
+  PROMO,
+  bagIds,
+  decisions,
+  hero,
+  launchChromium,
+  openShop as open,
+  pathOf,
+  profileOf as profileIn,
+  viewProduct,
+} from './shop.mjs';
 
 let worker;
 let browser;
@@ -27,7 +24,7 @@ let browser;
 before(
   async () => {
     worker = await startWorker();
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   },
   { timeout: 180_000 },
 );
@@ -37,68 +34,8 @@ after(async () => {
   await worker?.stop();
 });
 
-/**
- * Opens a fresh context and page that record every request and every console message, and count
- * completed decisions through the SDK's `edgecdp:decide` event (installed before any page script runs).
- */
-async function openShop(t) {
-  const context = await browser.newContext();
-  const requests = [];
-  const logs = [];
-  context.on('request', (r) => requests.push(r));
-  const page = await context.newPage();
-  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
-  await page.addInitScript(() => {
-    window.__decisions = [];
-    document.addEventListener('edgecdp:decide', (e) => window.__decisions.push(e.detail));
-  });
-  t.after(async () => {
-    for (const line of logs) t.diagnostic(`browser ${line}`);
-    await context.close();
-  });
-  await page.goto(`${worker.url}/`);
-  return { context, page, requests, logs };
-}
-
-/** Waits until the page has completed `n` decisions since it loaded; fails with the browser log. */
-async function decisions(shop, n) {
-  try {
-    await shop.page.waitForFunction((want) => window.__decisions.length >= want, n, { timeout: WAIT_MS });
-  } catch (e) {
-    throw new Error(`expected ${n} completed decisions: ${e.message}\n${shop.logs.join('\n')}`);
-  }
-  return shop.page.evaluate(() => window.__decisions.length);
-}
-
-async function hero(page) {
-  // The heading carries the message; the configuration may add a line of text below it.
-  return page.$eval('[data-edgecdp-slot="hero"]', (el) => ({
-    text: (el.querySelector('h2') || el).textContent.trim(),
-    block: el.getAttribute('data-edgecdp-block'),
-  }));
-}
-
-async function viewProduct(page, productId) {
-  await page.click(`button[data-product-id="${productId}"]`);
-}
-
-async function bagIds(page) {
-  const ids = await page.$$eval('button[data-category="bags"]', (bs) => bs.map((b) => b.dataset.productId));
-  assert.ok(ids.length >= 2, 'the demo page lists at least two bags');
-  return ids;
-}
-
-async function profileOf(anonymousId) {
-  const res = await fetch(`${worker.url}/v1/profiles/anonymous_id:${encodeURIComponent(anonymousId)}`, {
-    headers: { authorization: `Bearer ${worker.adminToken}` },
-  });
-  const text = await res.text();
-  assert.equal(res.status, 200, `profile read answered ${res.status}: ${text}`);
-  return JSON.parse(text);
-}
-
-const pathOf = (r) => new URL(r.url()).pathname;
+const openShop = (t) => open(t, browser, worker);
+const profileOf = (anonymousId) => profileIn(worker, anonymousId);
 
 /** Accepts consent on a fresh page and views both bags; returns the page once the promo is shown. */
 async function acceptAndViewBags(t) {
