@@ -1,6 +1,7 @@
 //! The pure core: no I/O, no clock, no randomness. Time and stored state come in as arguments; decisions and
 //! writes go out as values.
 
+pub mod aggregate;
 pub mod config;
 pub mod consent;
 pub mod decide;

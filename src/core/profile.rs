@@ -1,18 +1,28 @@
 //! The unified profile: identities, traits, counts, consent and a bounded recent history, and how a
 //! permitted event changes it.
 
+use crate::core::aggregate::{day_of, series_key, Aggregates};
 use crate::core::config::Config;
-use crate::core::consent::{ConsentState, HasConsent, Permitted, Purpose, RequestSignals};
+use crate::core::consent::{ConsentState, Grant, HasConsent, Permitted, Purpose, RequestSignals};
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{hash_identifier, Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::time::{format_iso8601, Millis, DAY};
+use crate::core::time::{format_iso8601, Millis, DAY, MINUTE};
 use crate::core::value::{map_to_json, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-/// How many recent events a profile keeps for windowed segment conditions. The oldest go first, so the
-/// profile's size is bounded whatever the traffic.
-pub const MAX_RECENT_EVENTS: usize = 500;
+/// How many recent events a profile keeps for windowed segment conditions with exact times. The oldest go
+/// first, so the profile's size is bounded whatever the traffic; the daily aggregates keep counting for 30 days.
+pub const MAX_RECENT_EVENTS: usize = 200;
+/// A new session starts after this long without an event.
+pub const SESSION_GAP: Millis = 30 * MINUTE;
+/// The event whose `revenue` (or `total`) property counts as an order for lifetime value.
+pub const ORDER_EVENT: &str = "Order Completed";
+/// Merge records kept, and how many of the latest keep what a split needs.
+pub const MAX_MERGE_RECORDS: usize = 50;
+pub const MAX_SPLITTABLE_MERGES: usize = 3;
+/// Refused identities kept as a record.
+pub const MAX_REFUSED: usize = 50;
 /// How many `messageId`s a profile remembers to count retries once. This is the deduplication window.
 pub const MAX_SEEN_MESSAGE_IDS: usize = 1_000;
 /// Scalar properties kept per recent event, and the longest string kept.
@@ -26,12 +36,48 @@ pub struct TraitEntry {
     pub at: Millis,
 }
 
-/// A compact record of one event, enough for windowed counts with property filters.
+/// A compact record of one event, enough for windowed counts with property filters, and for uniting two
+/// histories by `messageId` when profiles merge.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub at: Millis,
     pub name: String,
+    pub message_id: String,
     pub props: BTreeMap<String, Value>,
+}
+
+/// Traits computed from events as they arrive.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Computed {
+    pub sessions: u32,
+    pub orders: u32,
+    /// Lifetime value: the sum of `revenue` (or `total`) of `Order Completed` events.
+    pub revenue: f64,
+    pub last_order_at: Option<Millis>,
+}
+
+/// Why a profile holds what it holds: one profile absorbed another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    pub at: Millis,
+    /// The event that caused the merge.
+    pub message_id: String,
+    pub absorbed_id: String,
+    pub identities: Vec<Identity>,
+    /// What a split needs (kept for the latest `MAX_SPLITTABLE_MERGES` merges): the absorbed profile as it was,
+    /// and the survivor's trait and consent entries that the merge replaced (`None`: there was none).
+    pub absorbed: Option<Box<Profile>>,
+    pub replaced_traits: BTreeMap<String, Option<TraitEntry>>,
+    pub replaced_grants: BTreeMap<Purpose, Option<Grant>>,
+}
+
+/// An identity the profile did not take, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefusedIdentity {
+    pub at: Millis,
+    pub identity: Identity,
+    pub reason: String,
+    pub message_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +93,12 @@ pub struct Profile {
     pub recent: VecDeque<EventRecord>,
     /// Most recent last.
     pub seen_message_ids: VecDeque<String>,
+    pub aggregates: Aggregates,
+    pub computed: Computed,
+    /// Oldest first.
+    pub merges: Vec<MergeRecord>,
+    /// Oldest first.
+    pub refused: Vec<RefusedIdentity>,
 }
 
 impl HasConsent for Profile {
@@ -74,6 +126,10 @@ impl Profile {
             last_seen: at,
             recent: VecDeque::new(),
             seen_message_ids: VecDeque::new(),
+            aggregates: Aggregates::default(),
+            computed: Computed::default(),
+            merges: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -132,6 +188,18 @@ impl Profile {
             }
         }
         *self.counts.entry(event.count_key().to_string()).or_insert(0) += 1;
+        // The first event of a profile, or one after a gap, starts a session.
+        let previous = self.recent.iter().rev().map(|r| r.at).find(|&at| at <= event.timestamp);
+        if previous.is_none_or(|p| event.timestamp - p > SESSION_GAP) {
+            self.computed.sessions += 1;
+        }
+        if event.count_key() == ORDER_EVENT {
+            self.computed.orders += 1;
+            let amount =
+                event.properties().and_then(|p| p.get("revenue").or_else(|| p.get("total"))).and_then(Value::as_f64);
+            self.computed.revenue += amount.filter(|a| a.is_finite()).unwrap_or(0.0);
+            self.computed.last_order_at = self.computed.last_order_at.max(Some(event.timestamp));
+        }
         self.first_seen = self.first_seen.min(event.timestamp);
         self.last_seen = self.last_seen.max(event.timestamp);
         self.remember(&event);
@@ -156,7 +224,13 @@ impl Profile {
                     .collect()
             })
             .unwrap_or_default();
-        let record = EventRecord { at: event.timestamp, name: event.count_key().to_string(), props };
+        let record = EventRecord {
+            at: event.timestamp,
+            name: event.count_key().to_string(),
+            message_id: event.message_id.clone(),
+            props,
+        };
+        self.aggregates.record(&record);
         let pos = self.recent.partition_point(|r| r.at <= record.at);
         self.recent.insert(pos, record);
         while self.recent.len() > MAX_RECENT_EVENTS {
@@ -172,8 +246,8 @@ impl Profile {
 
     /// Everything held about the person, for an access request: the profile, trait times, the consent audit
     /// trail, the recent event history and the remembered message ids.
-    pub fn export_json(&self, segments: &[&str]) -> serde_json::Value {
-        let mut out = self.to_json(segments);
+    pub fn export_json(&self, segments: &[&str], now: Millis) -> serde_json::Value {
+        let mut out = self.to_json(segments, now);
         out["traitsSetAt"] =
             self.traits.iter().map(|(k, t)| (k.clone(), serde_json::Value::from(format_iso8601(t.at)))).collect();
         out["consentHistory"] = self
@@ -191,11 +265,27 @@ impl Profile {
             .map(|r| serde_json::json!({"event": r.name, "at": format_iso8601(r.at), "properties": map_to_json(&r.props)}))
             .collect();
         out["messageIds"] = self.seen_message_ids.iter().cloned().collect();
+        out["merges"] = self
+            .merges
+            .iter()
+            .map(|m| {
+                serde_json::json!({"at": format_iso8601(m.at), "messageId": m.message_id, "absorbedId": m.absorbed_id,
+                    "identities": identities_json(&m.identities), "splittable": m.absorbed.is_some()})
+            })
+            .collect();
+        out["refusedIdentities"] = self
+            .refused
+            .iter()
+            .map(|r| {
+                serde_json::json!({"at": format_iso8601(r.at), "type": r.identity.kind, "value": r.identity.value,
+                    "reason": r.reason, "messageId": r.message_id})
+            })
+            .collect();
         out
     }
 
     /// The profile as the admin API shows it (see `GET /v1/profiles/...` in the contract).
-    pub fn to_json(&self, segments: &[&str]) -> serde_json::Value {
+    pub fn to_json(&self, segments: &[&str], now: Millis) -> serde_json::Value {
         let traits: BTreeMap<String, Value> = self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
         let mut consent = serde_json::Map::new();
         for p in Purpose::OPTIONAL {
@@ -203,17 +293,45 @@ impl Profile {
                 consent.insert(p.name().to_string(), serde_json::Value::Bool(g.granted));
             }
         }
+        // Event counts over rolling windows ending today, from the daily aggregates.
+        let today = day_of(now);
+        let mut windows = serde_json::Map::new();
+        for (label, days) in [("1d", 1), ("7d", 7), ("30d", 30)] {
+            let counts: serde_json::Map<String, serde_json::Value> = self
+                .counts
+                .keys()
+                .filter_map(|name| {
+                    let key = series_key(name, None)?;
+                    let n = self.aggregates.count(&key, today - days + 1, today);
+                    (n > 0).then(|| (name.clone(), serde_json::Value::from(n)))
+                })
+                .collect();
+            windows.insert(label.to_string(), serde_json::Value::Object(counts));
+        }
+        let c = &self.computed;
         serde_json::json!({
             "id": self.id,
-            "identities": self.identities.iter().map(|i| serde_json::json!({"type": i.kind, "value": i.value})).collect::<Vec<_>>(),
+            "identities": identities_json(&self.identities),
             "traits": map_to_json(&traits),
             "counts": self.counts,
             "consent": consent,
             "segments": segments,
             "firstSeen": format_iso8601(self.first_seen),
             "lastSeen": format_iso8601(self.last_seen),
+            "computed": {
+                "sessions": c.sessions,
+                "orders": c.orders,
+                "lifetimeValue": c.revenue,
+                "lastOrderAt": c.last_order_at.map(format_iso8601),
+                "daysSinceLastSeen": (now - self.last_seen).max(0) / DAY,
+                "windows": windows,
+            },
         })
     }
+}
+
+fn identities_json(ids: &[Identity]) -> Vec<serde_json::Value> {
+    ids.iter().map(|i| serde_json::json!({"type": i.kind, "value": i.value})).collect()
 }
 
 fn truncated(v: &Value) -> Value {
@@ -370,7 +488,7 @@ mod tests {
         assert_eq!(p.traits["email"].value, Value::String(hash_identifier("email", "ada@example.com")));
         assert_eq!(p.traits["phone"].value, Value::String(hash_identifier("phone", "+442079460000")));
         assert_eq!(p.traits["plan"].value, Value::String("gold".into()));
-        let exported = p.export_json(&[]).to_string();
+        let exported = p.export_json(&[], 0).to_string();
         assert!(!exported.to_lowercase().contains("ada@example.com") && !exported.contains("7946"), "{exported}");
         assert!(!p.consent.grants[&Purpose::Advertising].granted);
         assert_eq!(p.consent.history.last().unwrap().source, "gpc");

@@ -3,8 +3,9 @@
 //! Evaluation never fails and allocates nothing: every check that can fail happened when the configuration
 //! was compiled (see `config`).
 
+use crate::core::aggregate::{day_of, series_key, DAYS};
 use crate::core::consent::Purpose;
-use crate::core::profile::Profile;
+use crate::core::profile::{Profile, MAX_RECENT_EVENTS};
 use crate::core::time::Millis;
 use crate::core::value::Value;
 
@@ -94,25 +95,53 @@ pub fn evaluate_all(segments: &[Segment], order: &[usize], profile: &Profile, no
     results
 }
 
+/// How many `event`s matching `filters` happened in `window` before `now`. The recent history gives exact times;
+/// once it has let events inside the window go (a heavy profile), the daily aggregates count instead, to the
+/// day, for windows of up to 30 days and at most one property filter. Beyond that the history's count is the
+/// best known, and may be low.
+fn count_events(
+    profile: &Profile,
+    event: &str,
+    filters: &[PropertyFilter],
+    window: Option<Millis>,
+    now: Millis,
+) -> u64 {
+    let since = window.map(|w| now.saturating_sub(w));
+    let history_covers = profile.recent.len() < MAX_RECENT_EVENTS
+        || since.is_some_and(|s| profile.recent.front().is_some_and(|oldest| oldest.at < s));
+    if !history_covers && filters.len() <= 1 {
+        if let Some(since) = since.filter(|s| day_of(now) - day_of(*s) < DAYS) {
+            let (from, to) = (day_of(since), day_of(now));
+            let keys: Vec<String> = match filters.first() {
+                None => series_key(event, None).into_iter().collect(),
+                Some(f) => f.any_of.iter().filter_map(|v| series_key(event, Some((&f.property, v)))).collect(),
+            };
+            if keys.len() == filters.first().map_or(1, |f| f.any_of.len()) {
+                return keys.iter().map(|k| profile.aggregates.count(k, from, to)).sum();
+            }
+        }
+    }
+    profile
+        .recent
+        .iter()
+        .filter(|r| {
+            r.name == *event
+                && since.is_none_or(|s| r.at >= s)
+                && r.at <= now
+                && filters
+                    .iter()
+                    .all(|f| r.props.get(&f.property).is_some_and(|v| f.any_of.iter().any(|w| v.loosely_equals(w))))
+        })
+        .count() as u64
+}
+
 impl Condition {
     /// `segments` holds the results of segments already evaluated.
     pub fn holds(&self, profile: &Profile, now: Millis, segments: &[bool]) -> bool {
         match self {
             Condition::Everyone => true,
             Condition::EventCount { event, filters, count, window } => {
-                let since = window.map(|w| now.saturating_sub(w));
-                let n = profile
-                    .recent
-                    .iter()
-                    .filter(|r| {
-                        r.name == *event
-                            && since.is_none_or(|s| r.at >= s)
-                            && r.at <= now
-                            && filters.iter().all(|f| {
-                                r.props.get(&f.property).is_some_and(|v| f.any_of.iter().any(|w| v.loosely_equals(w)))
-                            })
-                    })
-                    .count() as f64;
+                let n = count_events(profile, event, filters, *window, now) as f64;
                 count.iter().all(|c| c.holds(n))
             }
             Condition::InactiveFor(d) => now.saturating_sub(profile.last_seen) >= *d,
@@ -140,5 +169,44 @@ impl Condition {
             Condition::Any(cs) => cs.iter().any(|c| c.holds(profile, now, segments)),
             Condition::Not(c) => !c.holds(profile, now, segments),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+    use crate::core::consent::RequestSignals;
+    use crate::core::profile::{apply_events, ApplyRequest};
+    use crate::core::time::{DAY, HOUR};
+    use crate::core::wire::parse_batch;
+
+    #[test]
+    fn a_heavy_profile_still_counts_windowed_events_exactly_to_the_day() {
+        let now = 1_795_344_600_000;
+        // 20 bag views 3 to 5 days ago, then far more other events than the history keeps.
+        let mut events = Vec::new();
+        for i in 0..20 {
+            events.push(format!(
+                r#"{{"type":"track","event":"Product Viewed","anonymousId":"a","messageId":"b{i}","timestamp":"{}","properties":{{"category":"bags"}},"context":{{"consent":{{"categoryPreferences":{{"analytics":true}}}}}}}}"#,
+                crate::core::time::format_iso8601(now - 3 * DAY - i * HOUR)
+            ));
+        }
+        for i in 0..(MAX_RECENT_EVENTS + 50) {
+            events.push(format!(
+                r#"{{"type":"page","anonymousId":"a","messageId":"p{i}","timestamp":"{}"}}"#,
+                crate::core::time::format_iso8601(now - DAY - i as i64 * 1000)
+            ));
+        }
+        let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
+        let parsed = parse_batch(body.as_bytes(), now).unwrap();
+        let req = ApplyRequest { profile_id: "p".into(), signals: RequestSignals::default(), events: parsed.events };
+        let profile = apply_events(None, req, &Config::default()).0.unwrap();
+        assert!(!profile.recent.iter().any(|r| r.name == "Product Viewed"), "the history let the views go");
+        let bags = PropertyFilter { property: "category".into(), any_of: vec![Value::String("bags".into())] };
+        let views = |window| count_events(&profile, "Product Viewed", std::slice::from_ref(&bags), Some(window), now);
+        assert_eq!(views(7 * DAY), 20);
+        assert_eq!(views(2 * DAY), 0);
+        assert_eq!(count_events(&profile, "page", &[], Some(30 * DAY), now), (MAX_RECENT_EVENTS + 50) as u64);
     }
 }

@@ -5,8 +5,11 @@
 use crate::core::profile::{ApplyRequest, Profile};
 use serde::{de::DeserializeOwned, Serialize};
 
-/// Version 1 of the stored profile: bincode 2 (standard configuration, serde) of `Profile`.
+/// Version 1 of the stored profile: bincode 2 (standard configuration, serde) of `v1::Profile`. Still read.
 pub const PROFILE_V1: u8 = 1;
+/// Version 2, written now: `Profile` with message ids in its history, daily aggregates, computed traits, and
+/// merge and refusal records.
+pub const PROFILE_V2: u8 = 2;
 /// Version 1 of the writer request: bincode 2 of `ApplyRequest`.
 pub const APPLY_V1: u8 = 1;
 
@@ -43,6 +46,10 @@ fn decode<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecErr
     if version != expected {
         return Err(CodecError::UnknownVersion(version));
     }
+    decode_body(body)
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let (value, used) = bincode::serde::decode_from_slice(body, bincode::config::standard())
         .map_err(|e| CodecError::Corrupt(e.to_string()))?;
     if used != body.len() {
@@ -52,11 +59,83 @@ fn decode<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecErr
 }
 
 pub fn encode_profile(p: &Profile) -> Vec<u8> {
-    encode(PROFILE_V1, p)
+    encode(PROFILE_V2, p)
 }
 
+/// Reads any known version; older ones are migrated to the current `Profile`.
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
-    decode(PROFILE_V1, bytes)
+    match bytes.first() {
+        Some(&PROFILE_V1) => decode_body::<v1::Profile>(&bytes[1..]).map(v1::Profile::migrate),
+        _ => decode(PROFILE_V2, bytes),
+    }
+}
+
+/// The version-1 layout, frozen: these types must not change, or version-1 bytes stop loading. Types that
+/// version 2 kept as they were (identities, trait entries, consent) are shared.
+mod v1 {
+    use crate::core::aggregate::Aggregates;
+    use crate::core::consent::ConsentState;
+    use crate::core::identity::Identity;
+    use crate::core::profile::{Computed, TraitEntry, SESSION_GAP};
+    use crate::core::time::Millis;
+    use crate::core::value::Value;
+    use serde::Deserialize;
+    use std::collections::{BTreeMap, VecDeque};
+
+    #[derive(Deserialize)]
+    pub struct EventRecord {
+        pub at: Millis,
+        pub name: String,
+        pub props: BTreeMap<String, Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Profile {
+        pub id: String,
+        pub identities: Vec<Identity>,
+        pub traits: BTreeMap<String, TraitEntry>,
+        pub counts: BTreeMap<String, u64>,
+        pub consent: ConsentState,
+        pub first_seen: Millis,
+        pub last_seen: Millis,
+        pub recent: VecDeque<EventRecord>,
+        pub seen_message_ids: VecDeque<String>,
+    }
+
+    impl Profile {
+        /// Version 1 kept no message ids in its history, no aggregates and no computed traits; they are rebuilt
+        /// from the recent history it did keep (exact for what it held, which is all a v1 profile knew).
+        pub fn migrate(self) -> crate::core::profile::Profile {
+            let mut p = crate::core::profile::Profile::new(self.id, self.first_seen);
+            p.identities = self.identities;
+            p.traits = self.traits;
+            p.counts = self.counts;
+            p.consent = self.consent;
+            p.first_seen = self.first_seen;
+            p.last_seen = self.last_seen;
+            p.seen_message_ids = self.seen_message_ids;
+            let mut aggregates = Aggregates::default();
+            let mut computed = Computed::default();
+            let mut previous: Option<Millis> = None;
+            for r in self.recent {
+                let record = crate::core::profile::EventRecord {
+                    at: r.at,
+                    name: r.name,
+                    message_id: String::new(),
+                    props: r.props,
+                };
+                aggregates.record(&record);
+                if previous.is_none_or(|prev| record.at - prev > SESSION_GAP) {
+                    computed.sessions += 1;
+                }
+                previous = Some(record.at);
+                p.recent.push_back(record);
+            }
+            p.aggregates = aggregates;
+            p.computed = computed;
+            p
+        }
+    }
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
@@ -88,7 +167,7 @@ mod tests {
     fn profile_round_trips_with_a_version_byte() {
         let p = sample();
         let bytes = encode_profile(&p);
-        assert_eq!(bytes[0], PROFILE_V1);
+        assert_eq!(bytes[0], PROFILE_V2);
         assert_eq!(decode_profile(&bytes).unwrap(), p);
     }
 
@@ -98,12 +177,37 @@ mod tests {
         assert_eq!(decode_profile(&[]), Err(CodecError::Empty));
         bytes[0] = 99;
         assert_eq!(decode_profile(&bytes), Err(CodecError::UnknownVersion(99)));
-        bytes[0] = PROFILE_V1;
+        bytes[0] = PROFILE_V2;
         for cut in [1, 5, bytes.len() / 2, bytes.len() - 1] {
             assert!(matches!(decode_profile(&bytes[..cut]), Err(CodecError::Corrupt(_))), "cut at {cut}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(decode_profile(&longer), Err(CodecError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_profile_written_by_version_1_loads_in_version_2() {
+        // Bytes written by the version-1 codec (see the commit that added the file).
+        let bytes = include_bytes!("../../tests/fixtures/profile-v1.bin");
+        assert_eq!(bytes[0], PROFILE_V1);
+        let p = decode_profile(bytes).expect("version 1 loads");
+        assert_eq!(p.id, "p_v1fixture");
+        let ids: Vec<String> = p.identities.iter().map(|i| i.key()).collect();
+        assert_eq!(ids, vec!["anonymous_id:v1-visitor", "user_id:v1-user"]);
+        assert_eq!(p.counts.get("Product Viewed"), Some(&1));
+        assert_eq!(p.counts.get("identify"), Some(&1));
+        assert!(matches!(&p.traits["email"].value, crate::core::value::Value::String(h) if h.starts_with("sha256:")));
+        assert!(!p.consent.grants[&crate::core::consent::Purpose::Advertising].granted, "GPC refusal kept");
+        assert_eq!(p.recent.len(), 3);
+        assert_eq!(p.seen_message_ids.iter().collect::<Vec<_>>(), vec!["v1-m1", "v1-m2", "v1-m3"]);
+        // Rebuilt from the history: one session (three events within minutes), daily counts.
+        assert_eq!(p.computed.sessions, 1);
+        let day = crate::core::aggregate::day_of(p.last_seen);
+        assert_eq!(p.aggregates.count("Product Viewed|category=bags", day, day), 1);
+        // And it is written back as version 2.
+        let again = encode_profile(&p);
+        assert_eq!(again[0], PROFILE_V2);
+        assert_eq!(decode_profile(&again).unwrap(), p);
     }
 }

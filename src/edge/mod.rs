@@ -292,7 +292,8 @@ async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiRes
     let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
     let segments = segments_of(&config, &profile, now());
-    let body = if export { profile.export_json(&segments) } else { profile.to_json(&segments) };
+    let now = now();
+    let body = if export { profile.export_json(&segments, now) } else { profile.to_json(&segments, now) };
     Ok(json_response(200, &body)?)
 }
 
