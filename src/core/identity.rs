@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 pub const ANONYMOUS_ID: &str = "anonymous_id";
 pub const USER_ID: &str = "user_id";
 pub const EMAIL: &str = "email";
+pub const PHONE: &str = "phone";
 
 /// One identifier held by a profile.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -100,7 +101,13 @@ pub fn verify_signed_id(secret: &[u8], value: &str) -> Option<String> {
 /// phone numbers keep a leading `+` and their digits. The result is `sha256:<hex>`, so that a hashed value is
 /// never mistaken for a clear one.
 pub fn hash_identifier(kind: &str, value: &str) -> String {
-    let normalized = match kind {
+    format!("sha256:{}", hex(&Sha256::digest(normalize_identifier(kind, value).as_bytes())))
+}
+
+/// The normalized form of an identifier value: e-mail addresses trimmed and lower-cased, phone numbers with a
+/// leading `+` and digits only, other types trimmed.
+pub fn normalize_identifier(kind: &str, value: &str) -> String {
+    match kind {
         "phone" => {
             let t = value.trim();
             let digits: String = t.chars().filter(char::is_ascii_digit).collect();
@@ -110,9 +117,9 @@ pub fn hash_identifier(kind: &str, value: &str) -> String {
                 digits
             }
         }
-        _ => value.trim().to_lowercase(),
-    };
-    format!("sha256:{}", hex(&Sha256::digest(normalized.as_bytes())))
+        EMAIL => value.trim().to_lowercase(),
+        _ => value.trim().to_string(),
+    }
 }
 
 #[cfg(test)]

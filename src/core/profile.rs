@@ -5,7 +5,7 @@ use crate::core::aggregate::{day_of, series_key, Aggregates};
 use crate::core::config::Config;
 use crate::core::consent::{ConsentState, Grant, HasConsent, Permitted, Purpose, RequestSignals};
 use crate::core::event::{Event, EventKind};
-use crate::core::identity::{hash_identifier, Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::identity::{hash_identifier, normalize_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID};
 use crate::core::time::{format_iso8601, Millis, DAY, MINUTE};
 use crate::core::value::{map_to_json, Value};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,9 @@ pub struct MergeRecord {
     pub absorbed: Option<Box<Profile>>,
     pub replaced_traits: BTreeMap<String, Option<TraitEntry>>,
     pub replaced_grants: BTreeMap<Purpose, Option<Grant>>,
+    /// The survivor's first and last seen before the merge.
+    pub first_seen_before: Millis,
+    pub last_seen_before: Millis,
 }
 
 /// An identity the profile did not take, and why.
@@ -158,15 +161,32 @@ impl Profile {
             self.seen_message_ids.pop_front();
         }
 
-        let mut added = Vec::new();
+        // Identities, within the configured limits; junk values are never taken and a refusal is recorded.
+        let mut candidates = Vec::new();
         if let Some(a) = &event.anonymous_id {
-            self.add_identity(Identity::new(ANONYMOUS_ID, a), &mut added);
+            candidates.push(Identity::new(ANONYMOUS_ID, a));
         }
         if let Some(u) = &event.user_id {
-            // A profile holds at most one user id; the identity issue replaces this rule with configured limits
-            // and priorities. Until then a second user id is not linked.
-            if self.identity_of(USER_ID).is_none() {
-                self.add_identity(Identity::new(USER_ID, u), &mut added);
+            candidates.push(Identity::new(USER_ID, u));
+        }
+        if let EventKind::Identify { traits } = &event.kind {
+            // An identify's e-mail and phone traits identify the person too: normalized, or hashed when the
+            // configuration keeps them hashed (so the identity matches the stored trait).
+            for kind in [EMAIL, PHONE] {
+                if let Some(Value::String(v)) = traits.get(kind) {
+                    let value = if config.hash_traits.iter().any(|t| t == kind) {
+                        hash_identifier(kind, v)
+                    } else {
+                        normalize_identifier(kind, v)
+                    };
+                    candidates.push(Identity { kind: kind.to_string(), value });
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for id in candidates {
+            if !self.has_identity(&id) && self.admit(id.clone(), &config.identity, event.timestamp, &event.message_id) {
+                added.push(id);
             }
         }
         if let Some(prefs) = &event.consent {
@@ -204,13 +224,6 @@ impl Profile {
         self.last_seen = self.last_seen.max(event.timestamp);
         self.remember(&event);
         (Applied::Stored, added)
-    }
-
-    fn add_identity(&mut self, id: Identity, added: &mut Vec<Identity>) {
-        if !self.has_identity(&id) {
-            added.push(id.clone());
-            self.identities.push(id);
-        }
     }
 
     fn remember(&mut self, event: &Event) {

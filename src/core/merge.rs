@@ -1,0 +1,486 @@
+//! Identity resolution: which identities a profile may hold (per-type limits and priorities, a blocklist of
+//! junk values), merging one profile into another, and splitting a wrong merge back apart.
+//!
+//! Every merge is recorded on the survivor (when, by which event, what it brought), and the latest merges keep
+//! what a split needs, so a profile can say why it holds an identity and an administrator can undo a merge.
+
+use crate::core::config::IdentityRules;
+use crate::core::consent::{ConsentChange, MAX_CONSENT_HISTORY};
+use crate::core::identity::Identity;
+use crate::core::profile::{
+    MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS, MAX_REFUSED, MAX_SEEN_MESSAGE_IDS,
+    MAX_SPLITTABLE_MERGES,
+};
+use crate::core::time::Millis;
+use std::collections::BTreeSet;
+
+/// Limit and priority for identifier types the configuration does not name.
+const DEFAULT_LIMIT: u32 = 5;
+const DEFAULT_PRIORITY: i64 = 5;
+
+/// Whether a value is junk that must never create or merge a profile (`null`, `undefined`, `0`, `anonymous`,
+/// empty, and whatever else the blocklist names; compared trimmed and ignoring case).
+pub fn is_junk(rules: &IdentityRules, value: &str) -> bool {
+    let v = value.trim();
+    v.is_empty() || rules.blocklist.iter().any(|b| b.eq_ignore_ascii_case(v))
+}
+
+fn limit(rules: &IdentityRules, kind: &str) -> usize {
+    rules.identifiers.get(kind).map_or(DEFAULT_LIMIT, |r| r.limit) as usize
+}
+
+fn priority(rules: &IdentityRules, kind: &str) -> i64 {
+    rules.identifiers.get(kind).map_or(DEFAULT_PRIORITY, |r| r.priority)
+}
+
+impl Profile {
+    /// Records an identity the profile did not take.
+    pub fn refuse(&mut self, identity: Identity, reason: String, at: Millis, message_id: &str) {
+        self.refused.push(RefusedIdentity { at, identity, reason, message_id: message_id.to_string() });
+        if self.refused.len() > MAX_REFUSED {
+            let excess = self.refused.len() - MAX_REFUSED;
+            self.refused.drain(..excess);
+        }
+    }
+
+    /// Takes an identity if the rules allow it: not junk, and within its type's limit. A refusal is recorded.
+    pub fn admit(&mut self, id: Identity, rules: &IdentityRules, at: Millis, message_id: &str) -> bool {
+        if self.has_identity(&id) {
+            return true;
+        }
+        if is_junk(rules, &id.value) {
+            return false;
+        }
+        let held = self.identities.iter().filter(|i| i.kind == id.kind).count();
+        let max = limit(rules, &id.kind);
+        if held >= max {
+            let reason = format!("the profile already holds {held} {} (the limit is {max})", id.kind);
+            self.refuse(id, reason, at, message_id);
+            return false;
+        }
+        self.identities.push(id);
+        true
+    }
+}
+
+/// Why a merge did not happen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeRefused {
+    pub reason: String,
+}
+
+/// Merges `other` into `survivor`, because the event `message_id` linked them through `trigger`.
+///
+/// Traits: the later event wins, per trait. Counts, aggregates and computed traits: summed (an event both
+/// profiles recorded counts once). History and the dedup window: united by `messageId`. Consent: the most
+/// recent decision per purpose, and both trails. First and last seen: the earliest and the latest.
+///
+/// Identity limits: where the union would hold more identities of a type than its limit allows, a type that
+/// ranks at least as high as the trigger's (a lower or equal `priority` number) refuses the whole merge, which
+/// is recorded on the survivor (so two `user_id`s never end up on one profile); a lower-ranking type keeps the
+/// survivor's identities and refuses the newcomers beyond the limit.
+pub fn absorb(
+    survivor: &mut Profile,
+    mut other: Profile,
+    rules: &IdentityRules,
+    trigger: &Identity,
+    at: Millis,
+    message_id: &str,
+) -> Result<(), MergeRefused> {
+    // Identities first: a refused merge must change nothing but the refusal record.
+    let kinds: BTreeSet<String> = other.identities.iter().map(|i| i.kind.clone()).collect();
+    let trigger_rank = priority(rules, &trigger.kind);
+    let mut incoming = Vec::new();
+    let mut over_limit = Vec::new();
+    for kind in &kinds {
+        let held: Vec<&Identity> = survivor.identities.iter().filter(|i| i.kind == *kind).collect();
+        let new: Vec<&Identity> = other.identities.iter().filter(|i| i.kind == *kind && !held.contains(i)).collect();
+        let max = limit(rules, kind);
+        if held.len() + new.len() > max && priority(rules, kind) <= trigger_rank {
+            let reason = format!(
+                "merging profile {} would give this profile {} {kind} identities (the limit is {max})",
+                other.id,
+                held.len() + new.len()
+            );
+            survivor.refuse(trigger.clone(), reason.clone(), at, message_id);
+            return Err(MergeRefused { reason });
+        }
+        let room = max.saturating_sub(held.len());
+        for (i, id) in new.into_iter().enumerate() {
+            if i < room {
+                incoming.push(id.clone());
+            } else {
+                over_limit.push(id.clone());
+            }
+        }
+    }
+
+    let first_seen_before = survivor.first_seen;
+    let last_seen_before = survivor.last_seen;
+
+    // Traits and consent grants: the later event wins; what it replaced is kept for a split.
+    let mut replaced_traits = std::collections::BTreeMap::new();
+    for (k, entry) in &other.traits {
+        let current = survivor.traits.get(k);
+        if current.is_none_or(|c| c.at < entry.at) {
+            replaced_traits.insert(k.clone(), current.cloned());
+            survivor.traits.insert(k.clone(), entry.clone());
+        }
+    }
+    let mut replaced_grants = std::collections::BTreeMap::new();
+    for (purpose, grant) in &other.consent.grants {
+        let current = survivor.consent.grants.get(purpose);
+        if current.is_none_or(|c| c.at < grant.at) {
+            replaced_grants.insert(*purpose, current.cloned());
+            survivor.consent.grants.insert(*purpose, grant.clone());
+        }
+    }
+    let mut trail: Vec<ConsentChange> =
+        survivor.consent.history.drain(..).chain(other.consent.history.iter().cloned()).collect();
+    trail.sort_by_key(|c| c.at);
+    trail.dedup();
+    let excess = trail.len().saturating_sub(MAX_CONSENT_HISTORY);
+    survivor.consent.history = trail.split_off(excess);
+
+    // Counts: summed, except events both profiles recorded (the same messageId), which count once.
+    let known: BTreeSet<&str> = survivor.seen_message_ids.iter().map(String::as_str).collect();
+    let both: Vec<String> = other
+        .recent
+        .iter()
+        .filter(|r| !r.message_id.is_empty() && known.contains(r.message_id.as_str()))
+        .map(|r| r.name.clone())
+        .collect();
+    for (name, n) in &other.counts {
+        *survivor.counts.entry(name.clone()).or_insert(0) += n;
+    }
+    for name in both {
+        if let Some(n) = survivor.counts.get_mut(&name) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    survivor.aggregates.absorb(&other.aggregates);
+    let c = &mut survivor.computed;
+    c.sessions += other.computed.sessions;
+    c.orders += other.computed.orders;
+    c.revenue += other.computed.revenue;
+    c.last_order_at = c.last_order_at.max(other.computed.last_order_at);
+
+    // History and dedup window, united by messageId.
+    let recent_ids: BTreeSet<String> =
+        survivor.recent.iter().map(|r| r.message_id.clone()).filter(|m| !m.is_empty()).collect();
+    let mut recent: Vec<_> = survivor.recent.drain(..).collect();
+    recent.extend(
+        other.recent.iter().filter(|r| r.message_id.is_empty() || !recent_ids.contains(&r.message_id)).cloned(),
+    );
+    recent.sort_by_key(|r| r.at);
+    let excess = recent.len().saturating_sub(MAX_RECENT_EVENTS);
+    survivor.recent = recent.into_iter().skip(excess).collect();
+    let seen: BTreeSet<String> = survivor.seen_message_ids.iter().cloned().collect();
+    for m in &other.seen_message_ids {
+        if !seen.contains(m) {
+            survivor.seen_message_ids.push_back(m.clone());
+        }
+    }
+    while survivor.seen_message_ids.len() > MAX_SEEN_MESSAGE_IDS {
+        survivor.seen_message_ids.pop_front();
+    }
+    survivor.first_seen = survivor.first_seen.min(other.first_seen);
+    survivor.last_seen = survivor.last_seen.max(other.last_seen);
+
+    // Records: the absorbed profile's own merges and refusals come along; only the latest merges stay splittable.
+    for r in other.refused.drain(..) {
+        survivor.refuse(r.identity, r.reason, r.at, &r.message_id);
+    }
+    for id in &over_limit {
+        survivor.refuse(
+            id.clone(),
+            format!("over the limit for {} when profile {} was merged", id.kind, other.id),
+            at,
+            message_id,
+        );
+    }
+    let mut inherited: Vec<MergeRecord> = other.merges.drain(..).collect();
+    for m in &mut inherited {
+        m.absorbed = None;
+    }
+    survivor.identities.extend(incoming.iter().cloned());
+    let record = MergeRecord {
+        at,
+        message_id: message_id.to_string(),
+        absorbed_id: other.id.clone(),
+        identities: incoming,
+        absorbed: Some(Box::new(other)),
+        replaced_traits,
+        replaced_grants,
+        first_seen_before,
+        last_seen_before,
+    };
+    survivor.merges.extend(inherited);
+    survivor.merges.push(record);
+    let excess = survivor.merges.len().saturating_sub(MAX_MERGE_RECORDS);
+    survivor.merges.drain(..excess);
+    let splittable_from = survivor.merges.len().saturating_sub(MAX_SPLITTABLE_MERGES);
+    for m in &mut survivor.merges[..splittable_from] {
+        m.absorbed = None;
+    }
+    Ok(())
+}
+
+/// Why a split could not be done.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SplitError {
+    /// No merge of that profile is recorded.
+    NotMerged,
+    /// The merge is recorded but too old to keep what a split needs.
+    TooOld,
+}
+
+/// Undoes the merge that absorbed `absorbed_id`: the absorbed profile comes back as it was at the merge, and
+/// the survivor loses its identities, counts, history and dedup records, and gets back the trait and consent
+/// entries the merge replaced (where nothing has changed them since). Events after the merge stay with the
+/// survivor: which profile they belonged to is exactly what was unknown.
+pub fn split(survivor: &mut Profile, absorbed_id: &str) -> Result<Profile, SplitError> {
+    let index = survivor.merges.iter().rposition(|m| m.absorbed_id == absorbed_id).ok_or(SplitError::NotMerged)?;
+    if survivor.merges[index].absorbed.is_none() {
+        return Err(SplitError::TooOld);
+    }
+    let record = survivor.merges.remove(index);
+    let Some(restored) = record.absorbed else { return Err(SplitError::TooOld) };
+    let restored = *restored;
+
+    survivor.identities.retain(|i| !record.identities.contains(i));
+    for (name, n) in &restored.counts {
+        if let Some(c) = survivor.counts.get_mut(name) {
+            *c = c.saturating_sub(*n);
+        }
+    }
+    survivor.counts.retain(|_, n| *n > 0);
+    survivor.aggregates.subtract(&restored.aggregates);
+    let c = &mut survivor.computed;
+    c.sessions = c.sessions.saturating_sub(restored.computed.sessions);
+    c.orders = c.orders.saturating_sub(restored.computed.orders);
+    c.revenue -= restored.computed.revenue;
+    if c.orders == 0 {
+        c.last_order_at = None;
+        c.revenue = 0.0;
+    }
+    let theirs: BTreeSet<&str> = restored.seen_message_ids.iter().map(String::as_str).collect();
+    survivor.recent.retain(|r| r.message_id.is_empty() || !theirs.contains(r.message_id.as_str()));
+    survivor.seen_message_ids.retain(|m| !theirs.contains(m.as_str()));
+    for (k, before) in record.replaced_traits {
+        if survivor.traits.get(&k) == restored.traits.get(&k) {
+            match before {
+                Some(entry) => survivor.traits.insert(k, entry),
+                None => survivor.traits.remove(&k),
+            };
+        }
+    }
+    for (purpose, before) in record.replaced_grants {
+        if survivor.consent.grants.get(&purpose) == restored.consent.grants.get(&purpose) {
+            match before {
+                Some(grant) => survivor.consent.grants.insert(purpose, grant),
+                None => survivor.consent.grants.remove(&purpose),
+            };
+        }
+    }
+    survivor.consent.history.retain(|c| !restored.consent.history.contains(c));
+    let after_merge = survivor.recent.iter().filter(|r| r.at >= record.at).map(|r| r.at);
+    survivor.first_seen = record.first_seen_before.min(after_merge.clone().min().unwrap_or(Millis::MAX));
+    survivor.last_seen = record.last_seen_before.max(after_merge.max().unwrap_or(Millis::MIN));
+    Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::{compile_str, Config};
+    use crate::core::consent::RequestSignals;
+    use crate::core::profile::{apply_events, ApplyRequest};
+    use crate::core::value::Value;
+    use crate::core::wire::parse_batch;
+
+    const NOW: Millis = 1_795_344_600_000;
+    const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true}}}"#;
+
+    fn profile(id: &str, events: &[String]) -> Profile {
+        let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
+        let parsed = parse_batch(body.as_bytes(), NOW).unwrap();
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+        let req = ApplyRequest { profile_id: id.into(), signals: RequestSignals::default(), events: parsed.events };
+        apply_events(None, req, &Config::default()).0.unwrap()
+    }
+
+    fn ev(json: &str) -> String {
+        json.replace("GRANT", GRANT)
+    }
+
+    fn phone() -> Profile {
+        profile(
+            "p_phone",
+            &[
+                ev(
+                    r#"{"type":"page","anonymousId":"phone","messageId":"a1","timestamp":"2026-11-20T08:00:00Z",GRANT}"#,
+                ),
+                ev(
+                    r#"{"type":"track","event":"Product Viewed","anonymousId":"phone","messageId":"a2","timestamp":"2026-11-20T08:01:00Z","properties":{"category":"bags"},GRANT}"#,
+                ),
+                ev(
+                    r#"{"type":"identify","anonymousId":"phone","messageId":"a3","timestamp":"2026-11-20T08:02:00Z","traits":{"plan":"silver","city":"Lyon"},GRANT}"#,
+                ),
+            ],
+        )
+    }
+
+    fn laptop() -> Profile {
+        profile(
+            "p_user",
+            &[
+                ev(
+                    r#"{"type":"identify","anonymousId":"laptop","userId":"u1","messageId":"b1","timestamp":"2026-11-21T09:00:00Z","traits":{"plan":"gold"},GRANT}"#,
+                ),
+                ev(
+                    r#"{"type":"track","event":"Product Viewed","anonymousId":"laptop","userId":"u1","messageId":"b2","timestamp":"2026-11-21T09:05:00Z","properties":{"category":"bags"},GRANT}"#,
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_merge_unites_everything_by_the_rules_and_is_recorded() {
+        let rules = Config::default().identity;
+        let mut user = laptop();
+        let trigger = Identity::new("user_id", "u1");
+        absorb(&mut user, phone(), &rules, &trigger, NOW, "m-identify").unwrap();
+        let keys: Vec<String> = user.identities.iter().map(Identity::key).collect();
+        assert_eq!(keys, vec!["anonymous_id:laptop", "user_id:u1", "anonymous_id:phone"]);
+        assert_eq!(user.counts["Product Viewed"], 2);
+        assert_eq!(user.counts["page"], 1);
+        assert_eq!(user.traits["plan"].value, Value::String("gold".into()), "the later event wins");
+        assert_eq!(user.traits["city"].value, Value::String("Lyon".into()));
+        let ids: Vec<&str> = user.recent.iter().map(|r| r.message_id.as_str()).collect();
+        assert_eq!(ids, vec!["a1", "a2", "a3", "b1", "b2"], "history united and in time order");
+        assert_eq!(user.first_seen, crate::core::time::parse_iso8601("2026-11-20T08:00:00Z").unwrap());
+        assert_eq!(user.computed.sessions, 2);
+        assert_eq!(user.merges.len(), 1);
+        assert_eq!(
+            (user.merges[0].absorbed_id.as_str(), user.merges[0].message_id.as_str()),
+            ("p_phone", "m-identify")
+        );
+        let day = crate::core::aggregate::day_of(NOW);
+        assert_eq!(user.aggregates.count("Product Viewed|category=bags", day - 7, day), 2);
+    }
+
+    #[test]
+    fn an_event_both_profiles_recorded_counts_once() {
+        let rules = Config::default().identity;
+        let mut user = laptop();
+        let mut other = phone();
+        let shared = ev(
+            r#"{"type":"track","event":"Signed Up","anonymousId":"phone","messageId":"shared","timestamp":"2026-11-21T10:00:00Z",GRANT}"#,
+        );
+        other = apply_events(
+            Some(other),
+            ApplyRequest {
+                profile_id: "p_phone".into(),
+                signals: RequestSignals::default(),
+                events: parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events,
+            },
+            &Config::default(),
+        )
+        .0
+        .unwrap();
+        user = apply_events(
+            Some(user),
+            ApplyRequest {
+                profile_id: "p_user".into(),
+                signals: RequestSignals::default(),
+                events: parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events,
+            },
+            &Config::default(),
+        )
+        .0
+        .unwrap();
+        absorb(&mut user, other, &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+        assert_eq!(user.counts["Signed Up"], 1);
+        assert_eq!(user.recent.iter().filter(|r| r.message_id == "shared").count(), 1);
+    }
+
+    #[test]
+    fn a_second_user_id_never_merges_and_the_refusal_is_recorded() {
+        let rules = Config::default().identity;
+        let mut user = laptop();
+        let other =
+            profile("p_other", &[ev(r#"{"type":"identify","anonymousId":"x","userId":"u2","messageId":"c1",GRANT}"#)]);
+        let before = user.clone();
+        let err = absorb(&mut user, other, &rules, &Identity::new("anonymous_id", "x"), NOW, "m-alias").unwrap_err();
+        assert!(err.reason.contains("2 user_id identities"), "{}", err.reason);
+        assert_eq!(user.identities, before.identities);
+        assert_eq!(user.counts, before.counts);
+        assert_eq!(user.refused.len(), 1);
+        assert_eq!(user.refused[0].message_id, "m-alias");
+    }
+
+    #[test]
+    fn lower_ranking_identities_beyond_their_limit_are_refused_and_the_merge_goes_on() {
+        let rules =
+            compile_str(r#"{"identity":{"identifiers":{"anonymous_id":{"limit":1,"priority":9}}}}"#).unwrap().identity;
+        let mut user = laptop();
+        absorb(&mut user, phone(), &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+        assert!(!user.has_identity(&Identity::new("anonymous_id", "phone")));
+        assert_eq!(user.counts["page"], 1, "the data merged");
+        assert_eq!(user.refused[0].identity, Identity::new("anonymous_id", "phone"));
+    }
+
+    #[test]
+    fn junk_values_are_never_admitted() {
+        let rules = Config::default().identity;
+        let mut p = Profile::new("p".into(), 0);
+        for junk in ["null", "Undefined", " 0 ", "-1", "anonymous", ""] {
+            assert!(!p.admit(Identity::new("user_id", junk), &rules, 0, "m"), "{junk:?}");
+        }
+        assert!(p.identities.is_empty() && p.refused.is_empty());
+        assert!(p.admit(Identity::new("user_id", "u1"), &rules, 0, "m"));
+        assert!(!p.admit(Identity::new("user_id", "u2"), &rules, 0, "m"));
+        assert_eq!(p.refused.len(), 1);
+    }
+
+    #[test]
+    fn a_split_gives_back_both_profiles() {
+        let rules = Config::default().identity;
+        let original_user = laptop();
+        let original_phone = phone();
+        let mut user = original_user.clone();
+        absorb(&mut user, original_phone.clone(), &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+        let restored = split(&mut user, "p_phone").unwrap();
+        assert_eq!(restored, original_phone);
+        assert_eq!(user.identities, original_user.identities);
+        assert_eq!(user.counts, original_user.counts);
+        assert_eq!(user.traits, original_user.traits);
+        assert_eq!(user.recent, original_user.recent);
+        assert_eq!(user.seen_message_ids, original_user.seen_message_ids);
+        assert_eq!(user.consent, original_user.consent);
+        assert_eq!((user.first_seen, user.last_seen), (original_user.first_seen, original_user.last_seen));
+        assert_eq!(user.aggregates, original_user.aggregates);
+        assert_eq!(user.computed, original_user.computed);
+        assert!(user.merges.is_empty());
+        assert_eq!(split(&mut user, "p_phone"), Err(SplitError::NotMerged));
+    }
+
+    #[test]
+    fn only_the_latest_merges_stay_splittable_so_the_profile_stays_bounded() {
+        let rules = compile_str(r#"{"identity":{"identifiers":{"anonymous_id":{"limit":100,"priority":9}}}}"#)
+            .unwrap()
+            .identity;
+        let mut user = laptop();
+        for i in 0..(MAX_SPLITTABLE_MERGES + 2) {
+            let p = profile(
+                &format!("p_{i}"),
+                &[ev(&format!(r#"{{"type":"page","anonymousId":"d{i}","messageId":"x{i}",GRANT}}"#))],
+            );
+            absorb(&mut user, p, &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+        }
+        assert_eq!(user.merges.iter().filter(|m| m.absorbed.is_some()).count(), MAX_SPLITTABLE_MERGES);
+        assert_eq!(split(&mut user, "p_0"), Err(SplitError::TooOld));
+        assert!(split(&mut user, &format!("p_{}", MAX_SPLITTABLE_MERGES + 1)).is_ok());
+    }
+}
