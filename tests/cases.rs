@@ -10,7 +10,8 @@ use edgecdp::core::config::{compile_str, Config};
 use edgecdp::core::consent::{permit_personalization, ConsentPolicy, RequestSignals};
 use edgecdp::core::decide::decide;
 use edgecdp::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use edgecdp::core::profile::{apply_events, ApplyRequest, Profile};
+use edgecdp::core::merge::{link, pending_links, plan};
+use edgecdp::core::profile::{apply_events, ApplyRequest, Link, Profile};
 use edgecdp::core::time::parse_iso8601;
 use edgecdp::core::wire::{parse_batch, parse_decide};
 use serde_json::Value;
@@ -29,7 +30,9 @@ fn case_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Plays the events in order, each to the profile its identity leads to, as the edge does.
+/// Plays the events in order, one request each, as the Worker case runner sends them: `plan` picks each
+/// event's profile, the profiles it links are handed over and absorbed (`link`), and the events are applied,
+/// exactly as the edge's writers do, with a map standing in for the identity index.
 fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
     let lines: Vec<&str> = events_jsonl.lines().filter(|l| !l.trim().is_empty()).collect();
     let body = format!(r#"{{"batch":[{}]}}"#, lines.join(","));
@@ -38,19 +41,33 @@ fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
     let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
     let mut index: BTreeMap<Identity, String> = BTreeMap::new();
     for event in parsed.events {
-        let identity = match (&event.anonymous_id, &event.user_id) {
-            (Some(a), _) => Identity::new(ANONYMOUS_ID, a),
-            (None, Some(u)) => Identity::new(USER_ID, u),
-            (None, None) => unreachable!("the wire parser rejects events without ids"),
-        };
-        let pid = index.get(&identity).cloned().unwrap_or_else(|| identity.profile_id());
-        let req = ApplyRequest { profile_id: pid.clone(), signals: RequestSignals::default(), events: vec![event] };
-        let (profile, outcome) = apply_events(profiles.remove(&pid), req, config);
-        if let Some(p) = profile {
-            for id in &outcome.new_identities {
-                index.entry(id.clone()).or_insert_with(|| p.id.clone());
+        for group in plan(vec![event], &index, &config.identity) {
+            let req = ApplyRequest {
+                profile_id: group.profile_id.clone(),
+                signals: RequestSignals::default(),
+                events: group.events,
+                links: group.links,
+            };
+            let current = profiles.remove(&req.profile_id);
+            let wanted: Vec<Link> = pending_links(current.as_ref(), &req).into_iter().cloned().collect();
+            let fetched = wanted.into_iter().filter_map(|l| profiles.remove(&l.profile_id).map(|p| (l, p))).collect();
+            let linked = link(current, fetched, &req, config, now);
+            for p in linked.returned {
+                profiles.insert(p.id.clone(), p);
             }
-            profiles.insert(pid, p);
+            for id in linked.repoint {
+                index.insert(id, req.profile_id.clone());
+            }
+            for id in linked.admitted {
+                index.entry(id).or_insert_with(|| req.profile_id.clone());
+            }
+            let (profile, outcome) = apply_events(linked.profile, req, config);
+            if let Some(p) = profile {
+                for id in outcome.new_identities {
+                    index.entry(id).or_insert_with(|| p.id.clone());
+                }
+                profiles.insert(p.id.clone(), p);
+            }
         }
     }
     profiles.into_values().collect()

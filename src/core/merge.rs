@@ -4,15 +4,16 @@
 //! Every merge is recorded on the survivor (when, by which event, what it brought), and the latest merges keep
 //! what a split needs, so a profile can say why it holds an identity and an administrator can undo a merge.
 
-use crate::core::config::IdentityRules;
+use crate::core::config::{Config, IdentityRules};
 use crate::core::consent::{ConsentChange, MAX_CONSENT_HISTORY};
-use crate::core::identity::Identity;
+use crate::core::event::{Event, EventKind};
+use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::profile::{
-    MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS, MAX_REFUSED, MAX_SEEN_MESSAGE_IDS,
-    MAX_SPLITTABLE_MERGES,
+    ApplyRequest, Link, MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS, MAX_REFUSED,
+    MAX_SEEN_MESSAGE_IDS, MAX_SPLITTABLE_MERGES,
 };
 use crate::core::time::Millis;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Limit and priority for identifier types the configuration does not name.
 const DEFAULT_LIMIT: u32 = 5;
@@ -69,27 +70,29 @@ pub struct MergeRefused {
     pub reason: String,
 }
 
-/// Merges `other` into `survivor`, because the event `message_id` linked them through `trigger`.
+/// Merges `other` into `survivor`, because the event `message_id` said that `linked` (an identity of `other`)
+/// belongs to the same person as `because` (an identity of the survivor, usually its `user_id`).
 ///
 /// Traits: the later event wins, per trait. Counts, aggregates and computed traits: summed (an event both
 /// profiles recorded counts once). History and the dedup window: united by `messageId`. Consent: the most
 /// recent decision per purpose, and both trails. First and last seen: the earliest and the latest.
 ///
 /// Identity limits: where the union would hold more identities of a type than its limit allows, a type that
-/// ranks at least as high as the trigger's (a lower or equal `priority` number) refuses the whole merge, which
-/// is recorded on the survivor (so two `user_id`s never end up on one profile); a lower-ranking type keeps the
-/// survivor's identities and refuses the newcomers beyond the limit.
+/// ranks at least as high as `because` (a lower or equal `priority` number) refuses the whole merge, and the
+/// refusal of `linked` is recorded on the survivor (so two `user_id`s never end up on one profile); a
+/// lower-ranking type keeps the survivor's identities and refuses the newcomers beyond the limit.
 pub fn absorb(
     survivor: &mut Profile,
     mut other: Profile,
     rules: &IdentityRules,
-    trigger: &Identity,
+    because: &Identity,
+    linked: &Identity,
     at: Millis,
     message_id: &str,
 ) -> Result<(), MergeRefused> {
     // Identities first: a refused merge must change nothing but the refusal record.
     let kinds: BTreeSet<String> = other.identities.iter().map(|i| i.kind.clone()).collect();
-    let trigger_rank = priority(rules, &trigger.kind);
+    let trigger_rank = priority(rules, &because.kind);
     let mut incoming = Vec::new();
     let mut over_limit = Vec::new();
     for kind in &kinds {
@@ -102,7 +105,7 @@ pub fn absorb(
                 other.id,
                 held.len() + new.len()
             );
-            survivor.refuse(trigger.clone(), reason.clone(), at, message_id);
+            survivor.refuse(linked.clone(), reason.clone(), at, message_id);
             return Err(MergeRefused { reason });
         }
         let room = max.saturating_sub(held.len());
@@ -226,6 +229,175 @@ pub fn absorb(
     Ok(())
 }
 
+/// What linking did: the survivor (if there is one), profiles to give back as they were (their merge was
+/// refused), identities whose index must now lead to the survivor, the absorbed profiles, and the identities
+/// the survivor took to vouch for the links.
+#[derive(Debug, Default)]
+pub struct Linked {
+    pub profile: Option<Profile>,
+    pub returned: Vec<Profile>,
+    pub repoint: Vec<Identity>,
+    pub absorbed_ids: Vec<String>,
+    pub admitted: Vec<Identity>,
+}
+
+/// The links of a request that still need another profile's data: not to this profile, and not to an identity
+/// it already holds. Only these are worth a handover.
+pub fn pending_links<'a>(current: Option<&Profile>, req: &'a ApplyRequest) -> Vec<&'a Link> {
+    req.links
+        .iter()
+        .filter(|l| l.profile_id != req.profile_id && !current.is_some_and(|p| p.has_identity(&l.linked)))
+        .collect()
+}
+
+/// Absorbs the profiles `fetched` for the request's links into the request's profile, before its events are
+/// applied. The survivor first takes the identity that vouches for each link, so the limits judge the merge
+/// against it. Linking stores data about a person, so it only stands if consent, judged with the merged
+/// profile's record, lets at least one of the events be collected; otherwise nothing changes and every
+/// fetched profile is given back.
+pub fn link(
+    current: Option<Profile>,
+    fetched: Vec<(Link, Profile)>,
+    req: &ApplyRequest,
+    config: &Config,
+    now: Millis,
+) -> Linked {
+    if fetched.is_empty() && req.links.is_empty() {
+        return Linked { profile: current, ..Linked::default() };
+    }
+    let before = current.clone();
+    let mut survivor = current.unwrap_or_else(|| {
+        let first = fetched.iter().map(|(_, p)| p.first_seen).min().unwrap_or(now);
+        Profile::new(req.profile_id.clone(), first)
+    });
+    let mut out = Linked::default();
+    for l in &req.links {
+        let held = survivor.has_identity(&l.because);
+        if survivor.admit(l.because.clone(), &config.identity, now, &l.message_id) && !held {
+            out.admitted.push(l.because.clone());
+        }
+    }
+    let was_empty = survivor.recent.is_empty() && survivor.counts.is_empty();
+    let originals: Vec<Profile> = fetched.iter().map(|(_, p)| p.clone()).collect();
+    for (l, other) in fetched {
+        let ids = other.identities.clone();
+        let other_id = other.id.clone();
+        let kept = other.clone();
+        if !survivor.has_identity(&l.because) {
+            out.returned.push(kept);
+            continue;
+        }
+        match absorb(&mut survivor, other, &config.identity, &l.because, &l.linked, now, &l.message_id) {
+            Ok(()) => {
+                out.repoint.extend(ids.into_iter().filter(|i| survivor.has_identity(i)));
+                out.absorbed_ids.push(other_id);
+            }
+            Err(_) => out.returned.push(kept),
+        }
+    }
+    if was_empty && !out.absorbed_ids.is_empty() {
+        // A survivor made just now is as old as what it absorbed.
+        let absorbed = survivor.recent.iter().map(|r| r.at);
+        survivor.first_seen = absorbed.clone().min().unwrap_or(survivor.first_seen);
+        survivor.last_seen = absorbed.max().unwrap_or(survivor.last_seen);
+    }
+    let collectable = req
+        .events
+        .iter()
+        .any(|e| config.consent.effective(Some(&survivor.consent), e.consent.as_ref(), &req.signals).analytics);
+    if !collectable {
+        // Undo: every fetched profile goes back as it was, and this one stays as it was.
+        return Linked { profile: before, returned: originals, ..Linked::default() };
+    }
+    out.profile = Some(survivor);
+    out
+}
+
+/// The events for one profile's writer, and the links they make.
+#[derive(Debug, Default)]
+pub struct Group {
+    pub profile_id: String,
+    pub events: Vec<Event>,
+    pub links: Vec<Link>,
+}
+
+/// The identities `plan` needs looked up in the index (an alias's `previousId` as either kind).
+pub fn identities_to_resolve(events: &[Event]) -> BTreeSet<Identity> {
+    let mut out = BTreeSet::new();
+    for e in events {
+        if let Some(a) = &e.anonymous_id {
+            out.insert(Identity::new(ANONYMOUS_ID, a));
+        }
+        if let Some(u) = &e.user_id {
+            out.insert(Identity::new(USER_ID, u));
+        }
+        if let EventKind::Alias { previous_id } = &e.kind {
+            out.insert(Identity::new(USER_ID, previous_id));
+            out.insert(Identity::new(ANONYMOUS_ID, previous_id));
+        }
+    }
+    out
+}
+
+/// Decides which profile's writer gets each event, in order. A known person's events go to the profile of
+/// their user id and link the anonymous profile they came from (and, for an alias, the previous id's
+/// profile: an earlier user id if the index knows one, else an anonymous id); anonymous events go to their
+/// anonymous id's profile. `index` holds what the identity index says; an identity it lacks names a new
+/// profile. Once an event links an identity, later events of the batch follow it to its new profile.
+/// Groups keep the order in which their profiles first appear, so earlier events are stored before a later
+/// event absorbs their profile.
+pub fn plan(events: Vec<Event>, index: &BTreeMap<Identity, String>, rules: &IdentityRules) -> Vec<Group> {
+    let mut resolved = index.clone();
+    let mut groups: Vec<Group> = Vec::new();
+    for event in events {
+        let anonymous = event.anonymous_id.as_deref().map(|a| Identity::new(ANONYMOUS_ID, a));
+        let user = event.user_id.as_deref().map(|u| Identity::new(USER_ID, u));
+        let Some(routing) = user.clone().or(anonymous.clone()) else { continue };
+        let pid = resolved.get(&routing).cloned().unwrap_or_else(|| routing.profile_id());
+        let mut links = Vec::new();
+        if let Some(u) = &user {
+            let mut linked: Vec<Identity> = anonymous.into_iter().collect();
+            if let EventKind::Alias { previous_id } = &event.kind {
+                if !is_junk(rules, previous_id) {
+                    let as_user = Identity::new(USER_ID, previous_id);
+                    linked.push(if index.contains_key(&as_user) {
+                        as_user
+                    } else {
+                        Identity::new(ANONYMOUS_ID, previous_id)
+                    });
+                }
+            }
+            for l in linked {
+                let other = resolved.get(&l).cloned().unwrap_or_else(|| l.profile_id());
+                if other != pid {
+                    links.push(Link {
+                        because: u.clone(),
+                        linked: l.clone(),
+                        profile_id: other,
+                        message_id: event.message_id.clone(),
+                    });
+                }
+                resolved.insert(l, pid.clone());
+            }
+        }
+        resolved.insert(routing, pid.clone());
+        let group = match groups.iter_mut().position(|g| g.profile_id == pid) {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(Group { profile_id: pid.clone(), ..Group::default() });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.events.push(event);
+        for l in links {
+            if !group.links.contains(&l) {
+                group.links.push(l);
+            }
+        }
+    }
+    groups
+}
+
 /// Why a split could not be done.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SplitError {
@@ -306,7 +478,12 @@ mod tests {
         let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
         let parsed = parse_batch(body.as_bytes(), NOW).unwrap();
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        let req = ApplyRequest { profile_id: id.into(), signals: RequestSignals::default(), events: parsed.events };
+        let req = ApplyRequest {
+            profile_id: id.into(),
+            signals: RequestSignals::default(),
+            events: parsed.events,
+            links: Vec::new(),
+        };
         apply_events(None, req, &Config::default()).0.unwrap()
     }
 
@@ -350,7 +527,8 @@ mod tests {
         let rules = Config::default().identity;
         let mut user = laptop();
         let trigger = Identity::new("user_id", "u1");
-        absorb(&mut user, phone(), &rules, &trigger, NOW, "m-identify").unwrap();
+        absorb(&mut user, phone(), &rules, &trigger, &Identity::new("anonymous_id", "phone"), NOW, "m-identify")
+            .unwrap();
         let keys: Vec<String> = user.identities.iter().map(Identity::key).collect();
         assert_eq!(keys, vec!["anonymous_id:laptop", "user_id:u1", "anonymous_id:phone"]);
         assert_eq!(user.counts["Product Viewed"], 2);
@@ -384,6 +562,7 @@ mod tests {
                 profile_id: "p_phone".into(),
                 signals: RequestSignals::default(),
                 events: parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events,
+                links: Vec::new(),
             },
             &Config::default(),
         )
@@ -395,12 +574,22 @@ mod tests {
                 profile_id: "p_user".into(),
                 signals: RequestSignals::default(),
                 events: parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events,
+                links: Vec::new(),
             },
             &Config::default(),
         )
         .0
         .unwrap();
-        absorb(&mut user, other, &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+        absorb(
+            &mut user,
+            other,
+            &rules,
+            &Identity::new("user_id", "u1"),
+            &Identity::new("anonymous_id", "phone"),
+            NOW,
+            "m",
+        )
+        .unwrap();
         assert_eq!(user.counts["Signed Up"], 1);
         assert_eq!(user.recent.iter().filter(|r| r.message_id == "shared").count(), 1);
     }
@@ -412,12 +601,22 @@ mod tests {
         let other =
             profile("p_other", &[ev(r#"{"type":"identify","anonymousId":"x","userId":"u2","messageId":"c1",GRANT}"#)]);
         let before = user.clone();
-        let err = absorb(&mut user, other, &rules, &Identity::new("anonymous_id", "x"), NOW, "m-alias").unwrap_err();
+        let err = absorb(
+            &mut user,
+            other,
+            &rules,
+            &Identity::new("user_id", "u1"),
+            &Identity::new("anonymous_id", "x"),
+            NOW,
+            "m-alias",
+        )
+        .unwrap_err();
         assert!(err.reason.contains("2 user_id identities"), "{}", err.reason);
         assert_eq!(user.identities, before.identities);
         assert_eq!(user.counts, before.counts);
         assert_eq!(user.refused.len(), 1);
         assert_eq!(user.refused[0].message_id, "m-alias");
+        assert_eq!(user.refused[0].identity, Identity::new("anonymous_id", "x"));
     }
 
     #[test]
@@ -425,7 +624,16 @@ mod tests {
         let rules =
             compile_str(r#"{"identity":{"identifiers":{"anonymous_id":{"limit":1,"priority":9}}}}"#).unwrap().identity;
         let mut user = laptop();
-        absorb(&mut user, phone(), &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+        absorb(
+            &mut user,
+            phone(),
+            &rules,
+            &Identity::new("user_id", "u1"),
+            &Identity::new("anonymous_id", "phone"),
+            NOW,
+            "m",
+        )
+        .unwrap();
         assert!(!user.has_identity(&Identity::new("anonymous_id", "phone")));
         assert_eq!(user.counts["page"], 1, "the data merged");
         assert_eq!(user.refused[0].identity, Identity::new("anonymous_id", "phone"));
@@ -450,7 +658,16 @@ mod tests {
         let original_user = laptop();
         let original_phone = phone();
         let mut user = original_user.clone();
-        absorb(&mut user, original_phone.clone(), &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+        absorb(
+            &mut user,
+            original_phone.clone(),
+            &rules,
+            &Identity::new("user_id", "u1"),
+            &Identity::new("anonymous_id", "phone"),
+            NOW,
+            "m",
+        )
+        .unwrap();
         let restored = split(&mut user, "p_phone").unwrap();
         assert_eq!(restored, original_phone);
         assert_eq!(user.identities, original_user.identities);
@@ -477,10 +694,79 @@ mod tests {
                 &format!("p_{i}"),
                 &[ev(&format!(r#"{{"type":"page","anonymousId":"d{i}","messageId":"x{i}",GRANT}}"#))],
             );
-            absorb(&mut user, p, &rules, &Identity::new("user_id", "u1"), NOW, "m").unwrap();
+            absorb(
+                &mut user,
+                p,
+                &rules,
+                &Identity::new("user_id", "u1"),
+                &Identity::new("anonymous_id", "d"),
+                NOW,
+                "m",
+            )
+            .unwrap();
         }
         assert_eq!(user.merges.iter().filter(|m| m.absorbed.is_some()).count(), MAX_SPLITTABLE_MERGES);
         assert_eq!(split(&mut user, "p_0"), Err(SplitError::TooOld));
         assert!(split(&mut user, &format!("p_{}", MAX_SPLITTABLE_MERGES + 1)).is_ok());
+    }
+
+    #[test]
+    fn plan_routes_known_people_to_their_user_profile_and_keeps_batch_order() {
+        let events = parse_batch(
+            br#"{"batch":[
+                {"type":"page","anonymousId":"A"},
+                {"type":"identify","anonymousId":"A","userId":"U"},
+                {"type":"track","event":"E","anonymousId":"A"},
+                {"type":"alias","userId":"U","previousId":"old-user"},
+                {"type":"page","anonymousId":"B"}]}"#,
+            NOW,
+        )
+        .unwrap()
+        .events;
+        let mut index = BTreeMap::new();
+        index.insert(Identity::new("user_id", "old-user"), "p_old".to_string());
+        let groups = plan(events, &index, &Config::default().identity);
+        let anon_a = Identity::new("anonymous_id", "A").profile_id();
+        let user = Identity::new("user_id", "U").profile_id();
+        let shape: Vec<(String, usize, Vec<String>)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.profile_id.clone(),
+                    g.events.len(),
+                    g.links.iter().map(|l| format!("{}>{}", l.linked.key(), l.profile_id)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (anon_a.clone(), 1, vec![]),
+                (user, 3, vec![format!("anonymous_id:A>{anon_a}"), "user_id:old-user>p_old".to_string()]),
+                (Identity::new("anonymous_id", "B").profile_id(), 1, vec![]),
+            ],
+            "the anonymous track after identify follows A to the user's profile"
+        );
+    }
+
+    #[test]
+    fn linking_without_consent_for_any_event_changes_nothing_and_gives_the_profiles_back() {
+        let config = Config::default();
+        let anonymous = phone();
+        let body = r#"{"batch":[{"type":"identify","anonymousId":"phone","userId":"u9","context":{"consent":{"categoryPreferences":{"analytics":false}}}}]}"#;
+        let events = parse_batch(body.as_bytes(), NOW).unwrap().events;
+        let groups = plan(events, &BTreeMap::new(), &config.identity);
+        let g = groups.into_iter().next().unwrap();
+        let req = ApplyRequest {
+            profile_id: g.profile_id,
+            signals: RequestSignals::default(),
+            events: g.events,
+            links: g.links,
+        };
+        let fetched = vec![(req.links[0].clone(), anonymous.clone())];
+        let linked = link(None, fetched, &req, &config, NOW);
+        assert!(linked.profile.is_none());
+        assert_eq!(linked.returned, vec![anonymous]);
+        assert!(linked.absorbed_ids.is_empty() && linked.repoint.is_empty() && linked.admitted.is_empty());
     }
 }

@@ -362,6 +362,20 @@ pub struct ApplyRequest {
     pub profile_id: String,
     pub signals: RequestSignals,
     pub events: Vec<Event>,
+    /// Other profiles these events say belong to the same person, to be absorbed first.
+    pub links: Vec<Link>,
+}
+
+/// An identity that an event links to this profile, and the profile that holds it now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The identity on this profile that vouches for the link (the event's `user_id`).
+    pub because: Identity,
+    /// The identity that belongs to the other profile.
+    pub linked: Identity,
+    pub profile_id: String,
+    /// The event that made the link.
+    pub message_id: String,
 }
 
 /// What the writer did with an `ApplyRequest`.
@@ -423,7 +437,12 @@ mod tests {
     fn request(json: &str) -> ApplyRequest {
         let parsed = parse_batch(json.as_bytes(), NOW).unwrap();
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        ApplyRequest { profile_id: "p_test".into(), signals: RequestSignals::default(), events: parsed.events }
+        ApplyRequest {
+            profile_id: "p_test".into(),
+            signals: RequestSignals::default(),
+            events: parsed.events,
+            links: Vec::new(),
+        }
     }
 
     const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true}}}"#;

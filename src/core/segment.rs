@@ -200,7 +200,12 @@ mod tests {
         }
         let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
         let parsed = parse_batch(body.as_bytes(), now).unwrap();
-        let req = ApplyRequest { profile_id: "p".into(), signals: RequestSignals::default(), events: parsed.events };
+        let req = ApplyRequest {
+            profile_id: "p".into(),
+            signals: RequestSignals::default(),
+            events: parsed.events,
+            links: Vec::new(),
+        };
         let profile = apply_events(None, req, &Config::default()).0.unwrap();
         assert!(!profile.recent.iter().any(|r| r.name == "Product Viewed"), "the history let the views go");
         let bags = PropertyFilter { property: "category".into(), any_of: vec![Value::String("bags".into())] };

@@ -10,8 +10,11 @@ pub const PROFILE_V1: u8 = 1;
 /// Version 2, written now: `Profile` with message ids in its history, daily aggregates, computed traits, and
 /// merge and refusal records.
 pub const PROFILE_V2: u8 = 2;
-/// Version 1 of the writer request: bincode 2 of `ApplyRequest`.
+/// Version 1 of the writer request (no longer read).
 pub const APPLY_V1: u8 = 1;
+/// Version 2 of the writer request: `ApplyRequest` with the links of profiles to absorb. The Worker and its
+/// Durable Objects deploy together, so version 1 is no longer read.
+pub const APPLY_V2: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodecError {
@@ -139,11 +142,11 @@ mod v1 {
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
-    encode(APPLY_V1, r)
+    encode(APPLY_V2, r)
 }
 
 pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
-    decode(APPLY_V1, bytes)
+    decode(APPLY_V2, bytes)
 }
 
 #[cfg(test)]
@@ -159,7 +162,8 @@ mod tests {
             "context":{"consent":{"categoryPreferences":{"analytics":true}}}},
             {"type":"track","event":"Order Completed","anonymousId":"a","properties":{"revenue":30}}]}"#;
         let events = parse_batch(body.as_bytes(), 1_000).unwrap().events;
-        let req = ApplyRequest { profile_id: "p".into(), signals: RequestSignals::default(), events };
+        let req =
+            ApplyRequest { profile_id: "p".into(), signals: RequestSignals::default(), events, links: Vec::new() };
         apply_events(None, req, &Config::default()).0.unwrap()
     }
 

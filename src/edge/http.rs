@@ -15,6 +15,7 @@ pub enum ApiError {
     Unauthorized { code: &'static str, message: &'static str },
     Forbidden { code: &'static str, message: String },
     NotFound { code: &'static str, message: String },
+    Conflict { code: &'static str, message: String },
     MethodNotAllowed,
     InvalidConfig(Vec<ConfigError>),
     Unavailable(String),
@@ -52,6 +53,7 @@ impl ApiError {
             ApiError::Unauthorized { code, message } => (401, code, message.to_string(), String::new(), None),
             ApiError::Forbidden { code, message } => (403, code, message, String::new(), None),
             ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
+            ApiError::Conflict { code, message } => (409, code, message, String::new(), None),
             ApiError::MethodNotAllowed => {
                 (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
             }

@@ -12,6 +12,7 @@ use crate::core::config::compile_str;
 use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
 use crate::core::decide::{decide, segments_of};
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
 use crate::core::profile::ApplyRequest;
 use crate::core::store::encode_apply;
 use crate::core::time::Millis;
@@ -57,11 +58,12 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, ["v1", "profiles", key]) => profile_get(req, env, key, false).await,
         (Method::Get, ["v1", "profiles", key, "export"]) => profile_get(req, env, key, true).await,
         (Method::Delete, ["v1", "profiles", key]) => profile_delete(req, env, key).await,
+        (Method::Post, ["v1", "profiles", key, "split"]) => profile_split(req, env, key).await,
         (Method::Get, ["v1", "config"]) => config_get(req, env).await,
         (Method::Put, ["v1", "config"]) => config_put(req, env).await,
         (_, ["v1", "batch" | "decide" | "config" | "track" | "page" | "screen" | "identify" | "alias" | "group"])
         | (_, ["v1", "profiles", _])
-        | (_, ["v1", "profiles", _, "export"])
+        | (_, ["v1", "profiles", _, "export" | "split"])
         | (_, ["healthz"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
     }
@@ -148,41 +150,75 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         e.consent.as_ref().is_some_and(|p| config.consent.preferences(p).get(&Purpose::Analytics) == Some(&false))
     });
 
-    // Group events by the profile they belong to; each group goes to that profile's single writer.
-    let store = kv::store(env)?;
-    let mut groups: BTreeMap<String, Vec<crate::core::event::Event>> = BTreeMap::new();
-    let mut resolved: BTreeMap<Identity, String> = BTreeMap::new();
-    for event in events {
-        let identity = match (&event.anonymous_id, &event.user_id) {
-            (Some(a), _) => Identity::new(ANONYMOUS_ID, a),
-            (None, Some(u)) => Identity::new(USER_ID, u),
-            (None, None) => continue, // The wire parser already rejected these.
-        };
-        let pid = match resolved.get(&identity) {
-            Some(p) => p.clone(),
-            None => {
-                let p = kv::profile_id_of(&store, &identity).await?.unwrap_or_else(|| identity.profile_id());
-                resolved.insert(identity, p.clone());
-                p
-            }
-        };
-        groups.entry(pid).or_default().push(event);
+    // Junk ids (the configured blocklist: `null`, `undefined`, `0`, ...) never create or merge a profile: they
+    // are dropped, and an event left with no usable id is rejected at its index.
+    let mut rejected = parsed.rejected;
+    let single = call.is_some();
+    // The wire parser keeps good events in order and names the bad ones by index: the n-th good event has the
+    // n-th index that was not rejected.
+    let parse_rejected: std::collections::BTreeSet<usize> = rejected.iter().map(|r| r.index).collect();
+    let mut indexes = (0..).filter(move |i| !parse_rejected.contains(i));
+    let mut kept = Vec::with_capacity(events.len());
+    for mut event in events {
+        let index = indexes.next().unwrap_or(0);
+        let junk_anonymous = event.anonymous_id.as_deref().is_some_and(|a| is_junk(&config.identity, a));
+        let junk_user = event.user_id.as_deref().is_some_and(|u| is_junk(&config.identity, u));
+        if junk_anonymous {
+            event.anonymous_id = None;
+        }
+        if junk_user {
+            event.user_id = None;
+        }
+        if event.anonymous_id.is_none() && event.user_id.is_none() {
+            let field = if junk_user { "userId" } else { "anonymousId" };
+            let path = if single { field.to_string() } else { format!("batch[{index}].{field}") };
+            rejected.push(wire::Rejection {
+                index,
+                code: "blocked_identity",
+                message: format!("{field} is on the identity blocklist and no other id was sent"),
+                path,
+            });
+            continue;
+        }
+        kept.push(event);
     }
+    rejected.sort_by_key(|r| r.index);
+
+    // Which profile's writer gets each event (core::merge::plan), from what the identity index says.
+    let store = kv::store(env)?;
+    let mut index = BTreeMap::new();
+    for id in identities_to_resolve(&kept) {
+        if let Some(pid) = kv::profile_id_of(&store, &id).await? {
+            index.insert(id, pid);
+        }
+    }
+    let groups = plan(kept, &index, &config.identity);
     let signals = signals(&req, env);
     let mut stored_anonymous_id: Option<String> = None;
-    for (profile_id, events) in groups {
+    for Group { profile_id, events, links } in groups {
         let first_anonymous = events.iter().find_map(|e| e.anonymous_id.clone());
-        let request = ApplyRequest { profile_id: profile_id.clone(), signals: signals.clone(), events };
-        let outcome = profile_object::send(env, &profile_id, "apply", encode_apply(&request)).await?;
+        let mut request = ApplyRequest { profile_id, signals: signals.clone(), events, links };
+        // A profile merged into another leaves a tombstone that says where it went; follow it (a few hops at
+        // most, since KV may show the old index for up to a minute).
+        let mut outcome = serde_json::Value::Null;
+        for _ in 0..4 {
+            outcome = profile_object::send(env, &request.profile_id, "apply", encode_apply(&request)).await?;
+            match outcome.get("movedTo").and_then(|v| v.as_str()) {
+                Some(to) => request.profile_id = to.to_string(),
+                None => break,
+            }
+        }
+        if outcome.get("movedTo").is_some() {
+            return Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()));
+        }
         if outcome.get("stored").and_then(|v| v.as_u64()).unwrap_or(0) > 0 && stored_anonymous_id.is_none() {
             stored_anonymous_id = first_anonymous;
         }
     }
 
     let mut answer = json!({"success": true});
-    if !parsed.rejected.is_empty() {
-        answer["rejected"] = parsed
-            .rejected
+    if !rejected.is_empty() {
+        answer["rejected"] = rejected
             .iter()
             .map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path}))
             .collect();
@@ -305,6 +341,27 @@ async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
     let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     profile_object::send(env, &profile_id, "erase", Vec::new()).await?;
     Ok(Response::empty()?.with_status(204))
+}
+
+/// `POST /v1/profiles/{type}:{value}/split` with `{"profileId": "p_..."}`: undoes the merge in which the profile
+/// absorbed that profile; both profiles exist again afterwards.
+async fn profile_split(mut req: Request, env: &Env, key: &str) -> ApiResult {
+    require_admin(&req, env)?;
+    let (identity, decoded) = identity_from_path(key)?;
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Body(BodyError::NotJson(format!("body is not valid JSON: {e}"))))?;
+    let absorbed = doc.get("profileId").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest {
+            code: "missing_field",
+            message: "profileId (the absorbed profile to split off) is required".into(),
+            path: "profileId".into(),
+        }
+    })?;
+    let store = kv::store(env)?;
+    let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let answer = profile_object::send(env, &profile_id, "split", absorbed.as_bytes().to_vec()).await?;
+    Ok(json_response(200, &answer)?)
 }
 
 async fn config_get(req: Request, env: &Env) -> ApiResult {

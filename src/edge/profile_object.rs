@@ -5,15 +5,21 @@
 //! other request to this object until the read-apply-write (and the KV snapshot) is done: writes to one
 //! profile are strictly serialized and none is lost.
 //!
-//! Requests: `POST /apply` (an encoded `ApplyRequest`), `POST /erase`. An alarm erases an anonymous profile
-//! once `retention.anonymousDays` have passed without activity.
+//! Requests: `POST /apply` (an encoded `ApplyRequest`), `POST /erase`, and for identity resolution
+//! `POST /handover` (give this profile to a survivor and leave a tombstone), `POST /restore` (take a profile
+//! back: a refused merge or a split), `POST /split` (give back a profile this one absorbed). A tombstoned
+//! object answers `409 {"movedTo": id}` so the Worker follows it; the tombstone expires after a day, by which
+//! time KV shows the new index everywhere. Calls go only from a survivor to the profiles it absorbs, never
+//! back, so two objects never wait on each other. An alarm erases an anonymous profile once
+//! `retention.anonymousDays` have passed without activity.
 
 use crate::core::config::Config;
 use crate::core::identity::Identity;
-use crate::core::profile::{apply_events, Profile};
+use crate::core::merge::{link, pending_links, split};
+use crate::core::profile::{apply_events, ApplyOutcome, ApplyRequest, Profile};
 use crate::core::store::{decode_apply, decode_profile, encode_profile};
 use crate::core::time::Millis;
-use crate::edge::http::{json_response, ApiError};
+use crate::edge::http::ApiError;
 use crate::edge::kv;
 use serde_json::json;
 use worker::js_sys::Uint8Array;
@@ -24,6 +30,10 @@ use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, R
 const BINDING: &str = "PROFILES";
 /// Key of the profile inside the object's own storage.
 const PROFILE_KEY: &str = "profile";
+/// Key of the tombstone: the id of the profile this one was merged into.
+const MOVED_KEY: &str = "moved_to";
+/// How long a tombstone redirects before it goes.
+const TOMBSTONE_MS: Millis = 24 * 60 * 60 * 1000;
 /// KV refuses expirations less than 60 seconds away.
 const MIN_KV_TTL_SECONDS: i64 = 60;
 
@@ -41,10 +51,21 @@ pub async fn send(
     let req = Request::new_with_init(&format!("https://profile/{action}"), &init)?;
     let mut resp = stub.fetch_with_request(req).await?;
     let text = resp.text().await.unwrap_or_default();
-    match resp.status_code() {
-        200 => serde_json::from_str(&text).map_err(|e| ApiError::Unavailable(format!("profile writer: {e}"))),
-        404 => Err(ApiError::NotFound { code: "profile_not_found", message: "the profile no longer exists".into() }),
-        status => Err(ApiError::Unavailable(format!("profile writer answered {status}: {text}"))),
+    let status = resp.status_code();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    let error = body.get("error").and_then(|e| e.get("code")).and_then(|c| c.as_str()).unwrap_or_default();
+    let message =
+        body.get("error").and_then(|e| e.get("message")).and_then(|m| m.as_str()).unwrap_or_default().to_string();
+    match (status, error) {
+        (200, _) => Ok(body),
+        // A tombstone: the caller follows `movedTo`.
+        (409, _) if body.get("movedTo").is_some() => Ok(body),
+        (404, "merge_not_found") => Err(ApiError::NotFound { code: "merge_not_found", message }),
+        (404, _) => {
+            Err(ApiError::NotFound { code: "profile_not_found", message: "the profile no longer exists".into() })
+        }
+        (409, "merge_too_old") => Err(ApiError::Conflict { code: "merge_too_old", message }),
+        _ => Err(ApiError::Unavailable(format!("profile writer answered {status}: {text}"))),
     }
 }
 
@@ -64,38 +85,48 @@ impl DurableObject for ProfileObject {
         let bytes = req.bytes().await?;
         let storage = self.state.storage();
         let env = self.env.clone();
-        match action.as_str() {
-            "/apply" => {
-                let apply = match decode_apply(&bytes) {
-                    Ok(a) => a,
-                    Err(e) => return internal_error(400, "invalid_apply_request", &e.to_string()),
-                };
-                let outcome = self
-                    .state
-                    .block_concurrency_while(async move {
-                        let config = config(&env).await?;
-                        let current = read_profile(&storage).await?;
-                        let (profile, outcome) = apply_events(current, apply, &config);
-                        if let (true, Some(profile)) = (outcome.changed, profile.as_ref()) {
-                            write_profile(&storage, &env, &config, profile, &outcome.new_identities).await?;
+        let answer = self
+            .state
+            .block_concurrency_while(async move {
+                // A tombstone: this profile now lives elsewhere. Erasing removes the tombstone; restoring (a refused
+                // merge, a split) replaces it with the profile; everything else is redirected.
+                if action != "/restore" {
+                    if let Some(to) = moved_to(&storage).await? {
+                        if action == "/erase" {
+                            storage.delete_all().await?;
                         }
-                        Ok(outcome)
-                    })
-                    .await?;
-                json_response(
-                    200,
-                    &json!({"stored": outcome.stored, "duplicates": outcome.duplicates, "refused": outcome.refused}),
-                )
-            }
-            "/erase" => {
-                let erased = self.state.block_concurrency_while(async move { erase(&storage, &env).await }).await?;
-                match erased {
-                    Some(identities) => json_response(200, &json!({"erased": true, "identities": identities})),
-                    None => internal_error(404, "profile_not_found", "no profile here"),
+                        return Ok((409, json!({"movedTo": to}).to_string().into_bytes()));
+                    }
                 }
-            }
-            other => internal_error(404, "not_found", &format!("no action {other}")),
-        }
+                match action.as_str() {
+                    "/apply" => match decode_apply(&bytes) {
+                        Ok(apply) => apply_and_merge(&storage, &env, apply).await,
+                        Err(e) => Ok(error_body(400, "invalid_apply_request", &e.to_string())),
+                    },
+                    "/handover" => handover(&storage, &String::from_utf8_lossy(&bytes)).await,
+                    "/restore" => match decode_profile(&bytes) {
+                        Ok(profile) => {
+                            let config = config(&env).await?;
+                            storage.delete(MOVED_KEY).await?;
+                            let ids = profile.identities.clone();
+                            write_profile(&storage, &env, &config, &profile, &ids, &ids).await?;
+                            Ok((200, json!({"restored": profile.id}).to_string().into_bytes()))
+                        }
+                        Err(e) => Ok(error_body(400, "invalid_profile", &e.to_string())),
+                    },
+                    "/split" => split_off(&storage, &env, &String::from_utf8_lossy(&bytes)).await,
+                    "/erase" => match erase(&storage, &env).await? {
+                        Some(identities) => {
+                            Ok((200, json!({"erased": true, "identities": identities}).to_string().into_bytes()))
+                        }
+                        None => Ok(error_body(404, "profile_not_found", "no profile here")),
+                    },
+                    other => Ok(error_body(404, "not_found", &format!("no action {other}"))),
+                }
+            })
+            .await?;
+        let (status, body) = answer;
+        Ok(Response::from_bytes(body)?.with_status(status))
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -103,6 +134,11 @@ impl DurableObject for ProfileObject {
         let env = self.env.clone();
         self.state
             .block_concurrency_while(async move {
+                if moved_to(&storage).await?.is_some() {
+                    // The tombstone's day is over: the index shows the survivor everywhere by now.
+                    storage.delete_all().await?;
+                    return Ok(());
+                }
                 let config = config(&env).await?;
                 if let Some(profile) = read_profile(&storage).await? {
                     match profile.expires_at(config.retention_anonymous_days) {
@@ -125,8 +161,94 @@ fn now() -> Millis {
     worker::Date::now().as_millis() as Millis
 }
 
-fn internal_error(status: u16, code: &str, message: &str) -> Result<Response> {
-    json_response(status, &json!({"error": {"code": code, "message": message, "path": ""}}))
+fn error_body(status: u16, code: &str, message: &str) -> (u16, Vec<u8>) {
+    (status, json!({"error": {"code": code, "message": message, "path": ""}}).to_string().into_bytes())
+}
+
+async fn moved_to(storage: &Storage) -> Result<Option<String>> {
+    storage.get::<String>(MOVED_KEY).await
+}
+
+/// Calls another profile's object and returns its status and body.
+async fn call(env: &Env, profile_id: &str, action: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+    let stub = env.durable_object(BINDING)?.id_from_name(profile_id)?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(JsValue::from(Uint8Array::from(body.as_slice()))));
+    let mut resp =
+        stub.fetch_with_request(Request::new_with_init(&format!("https://profile/{action}"), &init)?).await?;
+    Ok((resp.status_code(), resp.bytes().await?))
+}
+
+/// Absorbs the profiles the events link to this one (`core::merge::link`), then applies the events.
+async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> Result<(u16, Vec<u8>)> {
+    let config = config(env).await?;
+    let current = read_profile(storage).await?;
+    let mut fetched = Vec::new();
+    for l in pending_links(current.as_ref(), &apply) {
+        let (status, bytes) = call(env, &l.profile_id, "handover", apply.profile_id.clone().into_bytes()).await?;
+        // 204: nothing to absorb there (no profile yet); 409: it went elsewhere, and the link is made by the
+        // events themselves.
+        if status == 200 {
+            let other = decode_profile(&bytes).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            fetched.push((l.clone(), other));
+        }
+    }
+    let linked = link(current, fetched, &apply, &config, now());
+    for p in &linked.returned {
+        // Refused merges: each profile goes back where it was, as it was.
+        call(env, &p.id, "restore", encode_profile(p)).await?;
+    }
+    let merged = linked.absorbed_ids.len();
+    let changed_by_link = merged > 0 || !linked.admitted.is_empty();
+    let (profile, outcome): (Option<Profile>, ApplyOutcome) = apply_events(linked.profile, apply, &config);
+    if let Some(profile) = profile.as_ref().filter(|_| outcome.changed || changed_by_link) {
+        let mut new_identities = outcome.new_identities.clone();
+        new_identities.extend(linked.admitted);
+        write_profile(storage, env, &config, profile, &new_identities, &linked.repoint).await?;
+        let store = env.kv(kv::KV_BINDING)?;
+        for id in &linked.absorbed_ids {
+            store.delete(&format!("profile:{id}")).await?;
+        }
+    }
+    let body = json!({"stored": outcome.stored, "duplicates": outcome.duplicates, "refused": outcome.refused, "merged": merged});
+    Ok((200, body.to_string().into_bytes()))
+}
+
+/// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.
+async fn handover(storage: &Storage, survivor: &str) -> Result<(u16, Vec<u8>)> {
+    let Some(profile) = read_profile(storage).await? else { return Ok((204, Vec::new())) };
+    let bytes = encode_profile(&profile);
+    storage.delete_all().await?;
+    storage.put(MOVED_KEY, survivor.to_string()).await?;
+    storage.set_alarm(TOMBSTONE_MS).await?;
+    Ok((200, bytes))
+}
+
+/// Gives back a profile this one absorbed (`absorbed_id`), which becomes its own profile again.
+async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u16, Vec<u8>)> {
+    let config = config(env).await?;
+    let Some(mut profile) = read_profile(storage).await? else {
+        return Ok(error_body(404, "profile_not_found", "no profile here"));
+    };
+    let restored = match split(&mut profile, absorbed_id) {
+        Ok(r) => r,
+        Err(crate::core::merge::SplitError::NotMerged) => {
+            return Ok(error_body(404, "merge_not_found", &format!("this profile did not absorb {absorbed_id}")));
+        }
+        Err(crate::core::merge::SplitError::TooOld) => {
+            return Ok(error_body(409, "merge_too_old", "only the latest merges keep what a split needs"));
+        }
+    };
+    write_profile(storage, env, &config, &profile, &[], &[]).await?;
+    let (status, body) = call(env, &restored.id, "restore", encode_profile(&restored)).await?;
+    if status != 200 {
+        return Err(worker::Error::RustError(format!(
+            "restoring {} answered {status}: {}",
+            restored.id,
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    Ok((200, json!({"profiles": [profile.id, restored.id]}).to_string().into_bytes()))
 }
 
 async fn config(env: &Env) -> Result<std::rc::Rc<Config>> {
@@ -148,6 +270,7 @@ async fn write_profile(
     config: &Config,
     profile: &Profile,
     new_identities: &[Identity],
+    repoint: &[Identity],
 ) -> Result<()> {
     let bytes = encode_profile(profile);
     storage.put_raw(PROFILE_KEY, JsValue::from(Uint8Array::from(bytes.as_slice()))).await?;
@@ -167,14 +290,17 @@ async fn write_profile(
     }
     put.execute().await?;
     // Identities whose expiration must follow the profile's are rewritten too, not only new ones.
-    let to_index: Vec<&Identity> =
-        if kv_expiration.is_some() { profile.identities.iter().collect() } else { new_identities.iter().collect() };
+    let to_index: Vec<&Identity> = if kv_expiration.is_some() {
+        profile.identities.iter().collect()
+    } else {
+        new_identities.iter().chain(repoint).collect()
+    };
     for id in to_index {
         let key = format!("idx:{}", id.key());
-        // An identity already indexed to another profile is left there: linking two profiles is a merge, which
-        // the identity-resolution work does with its own rules.
+        // An identity indexed to another profile is only taken over when a merge brought it here (`repoint`);
+        // otherwise linking the two is a merge that has not happened.
         match store.get(&key).text().await? {
-            Some(existing) if existing != profile.id => {}
+            Some(existing) if existing != profile.id && !repoint.contains(id) => {}
             _ => {
                 let mut put = store.put(&key, profile.id.clone())?;
                 if let Some(exp) = kv_expiration {
@@ -200,6 +326,10 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
         }
     }
     store.delete(&format!("profile:{}", profile.id)).await?;
+    // The profiles it absorbed may still hold a tombstone that names it.
+    for m in &profile.merges {
+        call(env, &m.absorbed_id, "erase", Vec::new()).await?;
+    }
     storage.delete_alarm().await?;
     storage.delete_all().await?;
     Ok(Some(profile.identities.len()))

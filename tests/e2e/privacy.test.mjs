@@ -121,7 +121,10 @@ describe('access and erasure', () => {
     const r = await fetch(`${w.url}/v1/profiles/user_id:${a}-user/export`, { headers: admin() });
     assert.equal(r.status, 200);
     const x = await r.json();
-    assert.deepEqual(x.identities, [{ type: 'anonymous_id', value: a }, { type: 'user_id', value: `${a}-user` }]);
+    assert.deepEqual(x.identities.map((i) => `${i.type}:${i.value}`).sort(), [`anonymous_id:${a}`, `user_id:${a}-user`]);
+    // Identifying merged the visitor's anonymous profile into the user's, and the export says so.
+    assert.equal(x.merges.length, 1);
+    assert.deepEqual(x.merges[0].identities, [{ type: 'anonymous_id', value: a }]);
     assert.deepEqual(x.recentEvents.map((e) => e.event), ['page', 'Product Viewed', 'identify']);
     assert.deepEqual(x.recentEvents[1].properties, { category: 'bags' });
     assert.deepEqual(x.messageIds, [`${a}-1`, `${a}-2`, `${a}-3`]);
