@@ -65,6 +65,56 @@ pub fn encode_profile(p: &Profile) -> Vec<u8> {
     encode(PROFILE_V2, p)
 }
 
+/// The largest encoded profile stored. A Durable Object's storage holds at most 128 KiB per value; this leaves
+/// room for the version byte and growth between writes.
+pub const MAX_PROFILE_BYTES: usize = 112 * 1024;
+
+/// Encodes a profile within `MAX_PROFILE_BYTES`. A profile over it sheds, in this order and only as much as
+/// needed: what splits of older merges need, then the oldest recent events, remembered message ids and quiet
+/// aggregate series, then old merge and refusal records. Counts, traits, identities and consent are never shed.
+pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
+    let bytes = encode_profile(p);
+    if bytes.len() <= MAX_PROFILE_BYTES {
+        return bytes;
+    }
+    let mut p = p.clone();
+    for i in 0..p.merges.len() {
+        if p.merges[i].absorbed.take().is_some() {
+            let bytes = encode_profile(&p);
+            if bytes.len() <= MAX_PROFILE_BYTES {
+                return bytes;
+            }
+        }
+    }
+    loop {
+        let shed = |n: usize| (n / 10).max(1);
+        for _ in 0..shed(p.recent.len()) {
+            p.recent.pop_front();
+        }
+        for _ in 0..shed(p.seen_message_ids.len()) {
+            p.seen_message_ids.pop_front();
+        }
+        let quiet: Vec<String> = {
+            let mut keys: Vec<(i64, &String)> =
+                p.aggregates.series.iter().map(|(k, s)| (s.last().map_or(i64::MIN, |d| d.day), k)).collect();
+            keys.sort();
+            keys.iter().take(shed(keys.len())).map(|(_, k)| (*k).clone()).collect()
+        };
+        for k in quiet {
+            p.aggregates.series.remove(&k);
+        }
+        let drop = shed(p.merges.len()).min(p.merges.len());
+        p.merges.drain(..drop);
+        let drop = shed(p.refused.len()).min(p.refused.len());
+        p.refused.drain(..drop);
+        let bytes = encode_profile(&p);
+        let nothing_left = p.recent.is_empty() && p.seen_message_ids.is_empty() && p.aggregates.series.is_empty();
+        if bytes.len() <= MAX_PROFILE_BYTES || nothing_left {
+            return bytes;
+        }
+    }
+}
+
 /// Reads any known version; older ones are migrated to the current `Profile`.
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
     match bytes.first() {
@@ -213,5 +263,31 @@ mod tests {
         let again = encode_profile(&p);
         assert_eq!(again[0], PROFILE_V2);
         assert_eq!(decode_profile(&again).unwrap(), p);
+    }
+
+    #[test]
+    fn an_oversized_profile_sheds_history_but_keeps_what_it_knows() {
+        let mut p = sample();
+        for i in 0..4_000 {
+            p.seen_message_ids.push_back(format!("message-{i:08}-{}", "x".repeat(40)));
+        }
+        for i in 0..200 {
+            p.traits.insert(
+                format!("t{i}"),
+                crate::core::profile::TraitEntry { value: crate::core::value::Value::Number(1.0), at: 0 },
+            );
+        }
+        assert!(encode_profile(&p).len() > MAX_PROFILE_BYTES);
+        let bytes = encode_profile_bounded(&p);
+        assert!(bytes.len() <= MAX_PROFILE_BYTES, "{} bytes", bytes.len());
+        let back = decode_profile(&bytes).unwrap();
+        assert_eq!(back.traits, p.traits);
+        assert_eq!(back.counts, p.counts);
+        assert_eq!(back.identities, p.identities);
+        assert_eq!(back.consent, p.consent);
+        assert!(back.seen_message_ids.len() < p.seen_message_ids.len());
+        assert_eq!(back.seen_message_ids.back(), p.seen_message_ids.back(), "the newest are kept");
+        let small = sample();
+        assert_eq!(encode_profile_bounded(&small), encode_profile(&small), "a profile within the bound is untouched");
     }
 }

@@ -17,7 +17,7 @@ use crate::core::config::Config;
 use crate::core::identity::Identity;
 use crate::core::merge::{link, pending_links, split};
 use crate::core::profile::{apply_events, ApplyOutcome, ApplyRequest, Profile};
-use crate::core::store::{decode_apply, decode_profile, encode_profile};
+use crate::core::store::{decode_apply, decode_profile, encode_profile, encode_profile_bounded};
 use crate::core::time::Millis;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
@@ -272,7 +272,7 @@ async fn write_profile(
     new_identities: &[Identity],
     repoint: &[Identity],
 ) -> Result<()> {
-    let bytes = encode_profile(profile);
+    let bytes = encode_profile_bounded(profile);
     storage.put_raw(PROFILE_KEY, JsValue::from(Uint8Array::from(bytes.as_slice()))).await?;
     // An anonymous profile expires after its retention period without activity: the alarm erases it from here,
     // and the KV copies carry the same expiration in case the alarm is late.
