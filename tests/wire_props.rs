@@ -2,8 +2,16 @@
 //! panics, every event of a batch ends up either accepted or rejected with its own index and a path inside
 //! it, and a well-formed event is accepted with its fields intact. The case counts are fixed, so `npm test`
 //! runs this for a bounded time (a few seconds).
+//!
+//! They also prove that the browser's check (`check_event`, which reads the event through a `JsonView` of
+//! what `JSON.parse` returns) refuses exactly what the edge refuses, with the same code and path: `JsLike`
+//! below stands in for the browser's view of JavaScript values, keeping object members in another order than
+//! the edge's parser, as JavaScript does.
 
-use edgecdp::core::wire::{parse_batch, parse_decide, parse_single, write_key_from_basic_auth, CallType};
+use edgecdp::core::json::{JsonKind, JsonView};
+use edgecdp::core::wire::{
+    check_event, parse_batch, parse_decide, parse_single, write_key_from_basic_auth, BodyError, CallType,
+};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -139,5 +147,231 @@ proptest! {
         prop_assert_eq!(e.anonymous_id.as_deref(), Some(anon.as_str()));
         prop_assert_eq!(e.timestamp, NOW - offset_s * 1000);
         prop_assert_eq!(e.properties().and_then(|p| p.get("n")).and_then(|v| v.as_f64()), Some(f64::from(n)));
+    }
+}
+
+/// A JavaScript-like value, as the browser's view reads it: owned strings, numbers as `f64`, and object
+/// members in insertion order (here the reverse of the edge's order, so the view must sort them as the
+/// browser's does).
+#[derive(Debug)]
+enum JsLike {
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(String),
+    Array(Vec<JsLike>),
+    Object(Vec<(String, JsLike)>),
+}
+
+impl JsLike {
+    fn from_json(v: &Value) -> JsLike {
+        match v {
+            Value::Null => JsLike::Null,
+            Value::Bool(b) => JsLike::Bool(*b),
+            Value::Number(n) => JsLike::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(s) => JsLike::String(s.clone()),
+            Value::Array(items) => JsLike::Array(items.iter().map(JsLike::from_json).collect()),
+            Value::Object(m) => {
+                JsLike::Object(m.iter().rev().map(|(k, v)| (k.clone(), JsLike::from_json(v))).collect())
+            }
+        }
+    }
+}
+
+impl<'a> JsonView for &'a JsLike {
+    type Str = String;
+
+    fn kind(&self) -> JsonKind {
+        match self {
+            JsLike::Null => JsonKind::Null,
+            JsLike::Bool(_) => JsonKind::Bool,
+            JsLike::Number(_) => JsonKind::Number,
+            JsLike::String(_) => JsonKind::String,
+            JsLike::Array(_) => JsonKind::Array,
+            JsLike::Object(_) => JsonKind::Object,
+        }
+    }
+
+    fn boolean(&self) -> Option<bool> {
+        match self {
+            JsLike::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn string(&self) -> Option<String> {
+        match self {
+            JsLike::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn number_text(&self) -> Option<String> {
+        match self {
+            // As JavaScript writes numbers: with an exponent from 1e21 on and below 1e-6.
+            JsLike::Number(n) if n.abs() >= 1e21 || (*n != 0.0 && n.abs() < 1e-6) => Some(format!("{n:e}")),
+            JsLike::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a JsLike> {
+        match self {
+            JsLike::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn try_items<E>(&self, mut f: impl FnMut(usize, Self) -> Result<(), E>) -> Result<(), E> {
+        if let JsLike::Array(items) = self {
+            for (i, item) in items.iter().enumerate() {
+                f(i, item)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn try_entries<E>(&self, mut f: impl FnMut(&str, Self) -> Result<(), E>) -> Result<(), E> {
+        if let JsLike::Object(members) = self {
+            let mut sorted: Vec<&(String, JsLike)> = members.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, v) in sorted {
+                f(k, v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first rejection's code and path, or `None` when the event is accepted.
+type Outcome = Option<(String, String)>;
+
+/// What the browser's check says of an event's text.
+fn browser_outcome(text: &str, call: CallType) -> Outcome {
+    // JSON.parse accepts all the text serde_json accepts; what it accepts beyond that, `check_event` refuses
+    // before parsing.
+    let tree = serde_json::from_str::<Value>(text).ok().map(|v| JsLike::from_json(&v));
+    check_event(text, call, NOW, |_| tree.as_ref()).err().map(|r| (r.code.to_string(), r.path))
+}
+
+/// What the edge says of the same event sent alone to the call's endpoint, and as the only event of a batch
+/// (with its path inside the batch made relative again). A body the edge cannot read counts as `invalid_json`.
+fn edge_outcomes(text: &str, call: CallType) -> (Outcome, Outcome) {
+    let outcome = |parsed: Result<edgecdp::core::wire::Parsed, BodyError>, prefix: &str| match parsed {
+        Ok(p) => p.rejected.first().map(|r| {
+            let path = r.path.strip_prefix(prefix).unwrap_or(&r.path);
+            (r.code.to_string(), path.trim_start_matches('.').to_string())
+        }),
+        Err(BodyError::NotJson(_)) => Some(("invalid_json".to_string(), String::new())),
+        // The single endpoint refuses an oversized event as an oversized body (413): the same refusal.
+        Err(BodyError::TooLarge { .. }) => Some(("event_too_large".to_string(), String::new())),
+        Err(e) => Some((e.code().to_string(), String::from("(body)"))),
+    };
+    let single = outcome(parse_single(text.as_bytes(), call, NOW), "");
+    let in_batch = outcome(parse_batch(format!(r#"{{"batch":[{text}]}}"#).as_bytes(), NOW), "batch[0]");
+    (single, in_batch)
+}
+
+/// Whether an event names its own call in its `type`, as every event the browser writes does; only then does
+/// a batch (where `type` is required and chooses the rules) judge it as the call's endpoint does.
+fn names_its_call(text: &str, call: CallType) -> bool {
+    let v: Option<Value> = serde_json::from_str(text).ok();
+    v.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str).and_then(CallType::from_name) == Some(call)
+}
+
+fn call_of(v: &Value) -> CallType {
+    v.get("type").and_then(Value::as_str).and_then(CallType::from_name).unwrap_or(CallType::Track)
+}
+
+#[test]
+fn the_browser_refuses_exactly_what_the_edge_refuses() {
+    let long = |n: usize| "x".repeat(n);
+    let deep = |n: usize| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+    let cases: Vec<(CallType, String)> = vec![
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"a","properties":{"k":[1,{"b":null}]}}"#.into()),
+        (CallType::Track, r#"{"event":"E","userId":42}"#.into()),
+        (CallType::Track, r#"{"type":"track","anonymousId":"a"}"#.into()),
+        (CallType::Track, r#"{"type":"page","event":"E","anonymousId":"a"}"#.into()),
+        (CallType::Track, r#"{"type":7,"event":"E","anonymousId":"a"}"#.into()),
+        (CallType::Track, r#"{"type":"track","event":"E"}"#.into()),
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"","userId":null}"#.into()),
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"a","messageId":{}}"#.into()),
+        (CallType::Track, format!(r#"{{"type":"track","event":"E","anonymousId":"{}"}}"#, long(257))),
+        (CallType::Track, r#"{"type":"track","event":"  ","anonymousId":"a"}"#.into()),
+        (CallType::Track, format!(r#"{{"type":"track","event":"{}","anonymousId":"a"}}"#, long(1025))),
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"a","timestamp":"yesterday"}"#.into()),
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"a","sentAt":5}"#.into()),
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"a","properties":[]}"#.into()),
+        (CallType::Track, format!(r#"{{"type":"track","event":"E","anonymousId":"a","properties":{}}}"#, deep(17))),
+        (CallType::Track, format!(r#"{{"type":"track","event":"E","anonymousId":"a","properties":{}}}"#, deep(130))),
+        (
+            CallType::Track,
+            format!(
+                r#"{{"type":"track","event":"E","anonymousId":"a","properties":{{"z":"{0}","b":"{0}","10":"{0}","9":"{0}"}}}}"#,
+                long(8193)
+            ),
+        ),
+        (
+            CallType::Track,
+            format!(r#"{{"type":"track","event":"E","anonymousId":"a","properties":{{"{}":1}}}}"#, long(8193)),
+        ),
+        (
+            CallType::Track,
+            format!(r#"{{"type":"track","event":"E","anonymousId":"a","properties":{{"s":"{}"}}}}"#, long(40_000)),
+        ),
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"a","properties":{"s":"\ud800"}}"#.into()),
+        (CallType::Track, r#"{"type":"track","event":"E","anonymousId":"a","properties":{"s":"\ud83d\ude00"}}"#.into()),
+        (CallType::Page, r#"{"type":"page","anonymousId":"a","name":null,"context":[]}"#.into()),
+        (
+            CallType::Page,
+            r#"{"type":"page","anonymousId":"a","context":{"consent":{"categoryPreferences":{"y":1,"b":"no"}}}}"#
+                .into(),
+        ),
+        (
+            CallType::Page,
+            r#"{"type":"page","anonymousId":"a","context":{"consent":{"categoryPreferences":[]}}}"#.into(),
+        ),
+        (CallType::Page, r#"{"type":"page","anonymousId":"a","context":{"consent":true}}"#.into()),
+        (CallType::Page, r#"{"type":"page","anonymousId":"a","context":{"page":{"path":3}}}"#.into()),
+        (CallType::Page, r#"{"type":"page","anonymousId":"a","context":{"page":"home"}}"#.into()),
+        (
+            CallType::Page,
+            r#"{"type":"page","anonymousId":"a","context":{"page":{"path":"/","url":null}},"name":"Home"}"#.into(),
+        ),
+        (CallType::Identify, r#"{"type":"identify","userId":"u","traits":"gold"}"#.into()),
+        (CallType::Identify, r#"{"type":"identify","userId":"u","traits":{"plan":"gold"}}"#.into()),
+        (CallType::Alias, r#"{"type":"alias","userId":"u"}"#.into()),
+        (CallType::Alias, r#"{"type":"alias","userId":"u","previousId":1.5e300}"#.into()),
+        (CallType::Group, r#"{"type":"group","userId":"u","groupId":""}"#.into()),
+        (CallType::Track, "[1]".into()),
+    ];
+    for (call, text) in &cases {
+        let browser = browser_outcome(text, *call);
+        let (single, in_batch) = edge_outcomes(text, *call);
+        let shown = &text[..text.len().min(120)];
+        assert_eq!(browser, single, "single endpoint: {shown}");
+        if names_its_call(text, *call) {
+            assert_eq!(browser, in_batch, "batch: {shown}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_browser_check_agrees_with_the_edge(mut event in event_like()) {
+        // A single-event body's `writeKey` belongs to the body, and the browser writes none into events.
+        if let Some(m) = event.as_object_mut() {
+            m.remove("writeKey");
+        }
+        let call = call_of(&event);
+        let text = event.to_string();
+        let browser = browser_outcome(&text, call);
+        let (single, in_batch) = edge_outcomes(&text, call);
+        prop_assert_eq!(&browser, &single, "{}", text);
+        if names_its_call(&text, call) {
+            prop_assert_eq!(&browser, &in_batch, "{}", text);
+        }
     }
 }

@@ -8,13 +8,17 @@
 //! Every byte of this module's Wasm is downloaded by each consenting visitor, so it stays lean on purpose:
 //! JavaScript values cross as `JSON.stringify` text (the same text the SDK would send) instead of going
 //! through serde, and events are written as JSON text by hand. The text is then checked by
-//! `core::wire::check_event`, the edge's own per-event rules.
+//! `core::wire::check_event`, the edge's own per-event rules, reading it through `JSON.parse` (`json.rs`):
+//! no JSON parser is linked into this Wasm.
 
 use crate::core::consent::{ConsentPolicy, Purpose, RequestSignals};
+use crate::core::json::{JsonKind, JsonView};
 use crate::core::time::format_iso8601;
-use crate::core::wire::{check_event, CallType, Rejection, MAX_ID_CHARS};
+use crate::core::wire::{check_event, parser_refuses, CallType, Rejection, MAX_ID_CHARS};
 use std::collections::{BTreeMap, VecDeque};
 use wasm_bindgen::prelude::*;
+
+mod json;
 
 /// Most events kept while waiting to be sent; the oldest go first beyond it.
 const MAX_QUEUED: usize = 1_000;
@@ -74,14 +78,16 @@ impl Tracker {
     /// Withdrawing analytics drops what is still queued: it may no longer be sent.
     pub fn consent(&mut self, prefs: JsValue) -> Result<(), JsValue> {
         let invalid = || js_error("invalid_consent", "", "consent preferences must be an object of booleans");
-        let parsed = stringify(&prefs).and_then(|text| serde_json::from_str(&text).ok());
-        let Some(serde_json::Value::Object(map)) = parsed else {
+        // The preferences as the JSON text of them would read, as for events.
+        let parsed = stringify(&prefs).filter(|text| !parser_refuses(text)).and_then(|text| parse(&text));
+        let Some(map) = parsed.filter(|v| v.kind() == JsonKind::Object) else {
             return Err(invalid());
         };
         let mut prefs = BTreeMap::new();
-        for (k, v) in map {
-            prefs.insert(k, v.as_bool().ok_or_else(invalid)?);
-        }
+        map.try_entries(|k, v| {
+            prefs.insert(k.to_string(), v.boolean().ok_or_else(invalid)?);
+            Ok::<(), JsValue>(())
+        })?;
         self.prefs.extend(prefs);
         if !self.allows("analytics") {
             self.queue.clear();
@@ -228,7 +234,7 @@ impl Tracker {
         }
         event.push('}');
         // The same validation as the edge, so that the device never sends what the edge would refuse.
-        check_event(&event, call, now).map_err(|r| rejection_error(&r))?;
+        check_event(&event, call, now, parse).map_err(|r| rejection_error(&r))?;
         if !self.allows("analytics") {
             return Ok(false);
         }
@@ -248,6 +254,11 @@ fn now() -> i64 {
 /// (`undefined`, functions) or throws (cycles, `BigInt`).
 fn stringify(v: &JsValue) -> Option<String> {
     js_sys::JSON::stringify(v).ok()?.as_string()
+}
+
+/// JSON text as `JSON.parse` reads it.
+fn parse(text: &str) -> Option<JsValue> {
+    js_sys::JSON::parse(text).ok()
 }
 
 /// A call argument as JSON text. `undefined`, `null` and what JSON writes as `null` (`NaN`) mean "not given";

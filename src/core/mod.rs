@@ -7,6 +7,7 @@ pub mod consent;
 pub mod decide;
 pub mod event;
 pub mod identity;
+pub mod json;
 pub mod merge;
 pub mod profile;
 pub mod segment;

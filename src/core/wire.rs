@@ -5,6 +5,7 @@
 //! not shaped like a batch, fails as a whole.
 
 use crate::core::event::{Event, EventKind, PageContext};
+use crate::core::json::{JsonKind, JsonView};
 use crate::core::time::{parse_iso8601, Millis};
 use crate::core::value::Value;
 #[cfg(feature = "batch")]
@@ -106,7 +107,8 @@ struct BatchBody<'a> {
 #[derive(Default)]
 struct Envelope {
     sent_at: Option<Millis>,
-    context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The batch's `context`, always an object.
+    context: Option<serde_json::Value>,
 }
 
 /// Parses `POST /v1/batch`. `received` is when the edge received the request.
@@ -119,14 +121,14 @@ pub fn parse_batch(body: &[u8], received: Millis) -> Result<Parsed, BodyError> {
     let write_key = write_key_of(outer.write_key.as_ref(), "writeKey")?;
     let mut envelope = Envelope::default();
     if let Some(s) = &outer.sent_at {
-        envelope.sent_at = Some(timestamp_of(s).ok_or_else(|| BodyError::Shape {
+        envelope.sent_at = Some(timestamp_of(&s).ok_or_else(|| BodyError::Shape {
             path: "sentAt".into(),
             message: "sentAt must be an ISO 8601 date-time".into(),
         })?);
     }
     match outer.context {
         None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::Object(map)) => envelope.context = Some(map),
+        Some(ctx @ serde_json::Value::Object(_)) => envelope.context = Some(ctx),
         Some(_) => {
             return Err(BodyError::Shape { path: "context".into(), message: "context must be an object".into() })
         }
@@ -175,13 +177,76 @@ pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<
 
 /// Validates one event of type `call`, given as JSON text, with the rules the edge applies: the checks and
 /// rejections of `parse_single` for that type, which for an event whose `type` is `call` are also those of
-/// `parse_batch`. The browser build uses this so that the device refuses exactly what the edge would refuse.
-/// It builds no `Event` and derives no `messageId`, which keeps the value conversions, SHA-256 and the
-/// serializer out of the browser build, as a fixed `call` keeps out the unknown-type message.
-pub fn check_event(text: &str, call: CallType, received: Millis) -> Result<(), Rejection> {
-    let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| fixed_call_type(cx, call, field);
-    event_from_text::<false>(text, 0, "", of_call, &Envelope::default(), received).map(|_| ())
+/// `parse_batch`. The browser uses this so that the device refuses exactly what the edge would refuse.
+///
+/// `parse` reads the text into any `JsonView`: the browser passes `JSON.parse`, so it needs no JSON parser of
+/// its own. Where `JSON.parse` accepts text that the edge's parser refuses (`parser_refuses`), the event is
+/// refused here first, as `invalid_json`; only the message of an `invalid_json` rejection can differ from the
+/// edge's. It builds no `Event` contents beyond what the checks need and derives no `messageId`, which keeps
+/// the value conversions, SHA-256 and the serializer out of the browser build, as a fixed `call` keeps out the
+/// unknown-type message.
+pub fn check_event<V: JsonView>(
+    text: &str,
+    call: CallType,
+    received: Millis,
+    parse: impl FnOnce(&str) -> Option<V>,
+) -> Result<(), Rejection> {
+    let cx = Ctx { index: 0, base: "" };
+    check_size(&cx, text)?;
+    let value = (!parser_refuses(text))
+        .then(|| parse(text))
+        .flatten()
+        .ok_or_else(|| cx.reject("invalid_json", "", "event is not valid JSON"))?;
+    let of_call = |cx: &Ctx, field: Option<V>| fixed_call_type(cx, call, field);
+    event_from_view(&cx, value, of_call, None, None, |_| BTreeMap::new(), received).map(|_| ())
 }
+
+/// Whether the edge's JSON parser refuses `text`, given that JavaScript's `JSON.parse` accepts it. The two
+/// differ in two ways that `JSON.stringify` output can reach: serde_json refuses an escaped lone UTF-16
+/// surrogate (`"\ud800"`), which `JSON.stringify` writes for a string that holds one, and it refuses arrays
+/// and objects nested `SERDE_JSON_MAX_NESTING` deep or more.
+pub fn parser_refuses(text: &str) -> bool {
+    let b = text.as_bytes();
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let (mut i, mut depth, mut in_string) = (0, 0usize, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_string => {
+                if b.get(i + 1) == Some(&b'u') {
+                    match hex4(i + 2) {
+                        // A high surrogate must be followed by an escaped low one.
+                        Some(0xD800..=0xDBFF) => {
+                            if b.get(i + 6..i + 8) != Some(b"\\u") || !matches!(hex4(i + 8), Some(0xDC00..=0xDFFF)) {
+                                return true;
+                            }
+                            i += 6;
+                        }
+                        Some(0xDC00..=0xDFFF) => return true,
+                        _ => {}
+                    }
+                }
+                i += 1;
+            }
+            b'"' => in_string = !in_string,
+            b'[' | b'{' if !in_string => {
+                depth += 1;
+                if depth >= SERDE_JSON_MAX_NESTING {
+                    return true;
+                }
+            }
+            b']' | b'}' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The nesting at which serde_json stops parsing (its recursion limit).
+const SERDE_JSON_MAX_NESTING: usize = 128;
 
 fn not_json(e: serde_json::Error) -> BodyError {
     if e.is_data() {
@@ -201,8 +266,8 @@ fn write_key_of(v: Option<&serde_json::Value>, path: &str) -> Result<Option<Stri
     }
 }
 
-fn timestamp_of(v: &serde_json::Value) -> Option<Millis> {
-    v.as_str().and_then(parse_iso8601)
+fn timestamp_of<V: JsonView>(v: &V) -> Option<Millis> {
+    v.string().and_then(|s| parse_iso8601(s.as_ref()))
 }
 
 /// Builds a path below `base`, which is empty for single-event bodies.
@@ -210,7 +275,7 @@ fn join(base: &str, field: &str) -> String {
     if base.is_empty() {
         field.to_string()
     } else {
-        format!("{base}.{field}")
+        [base, ".", field].concat()
     }
 }
 
@@ -234,26 +299,21 @@ fn parse_raw_event(
     envelope: &Envelope,
     received: Millis,
 ) -> Result<Event, Rejection> {
+    let cx = Ctx { index, base };
+    check_size(&cx, text)?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| cx.reject("invalid_json", "", e.to_string()))?;
     let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| call_type(cx, forced, field);
-    let (mut event, id_time) = event_from_text::<true>(text, index, base, of_call, envelope, received)?;
+    let keep = |o: &&serde_json::Value| o.as_object().map(crate::core::value::map_from_json).unwrap_or_default();
+    let (mut event, id_time) =
+        event_from_view(&cx, &value, of_call, envelope.sent_at, envelope.context.as_ref(), keep, received)?;
     if let Some(time) = id_time {
         event.message_id = generated_message_id(text, index, time);
     }
     Ok(event)
 }
 
-/// Validates one event; `of_call` checks its `type` field. When the event has no `messageId`, its `message_id`
-/// is left empty and the time to derive one from is returned beside it. Without `KEEP`, properties and traits
-/// are checked but not converted, and the event comes back without them.
-fn event_from_text<const KEEP: bool>(
-    text: &str,
-    index: usize,
-    base: &str,
-    of_call: impl FnOnce(&Ctx, Option<&serde_json::Value>) -> Result<CallType, Rejection>,
-    envelope: &Envelope,
-    received: Millis,
-) -> Result<(Event, Option<Millis>), Rejection> {
-    let cx = Ctx { index, base };
+fn check_size(cx: &Ctx, text: &str) -> Result<(), Rejection> {
     if text.len() > MAX_EVENT_BYTES {
         return Err(cx.reject(
             "event_too_large",
@@ -261,24 +321,37 @@ fn event_from_text<const KEEP: bool>(
             format!("event is {} bytes; the limit is {MAX_EVENT_BYTES}", text.len()),
         ));
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| cx.reject("invalid_json", "", e.to_string()))?;
-    let obj = match &value {
-        serde_json::Value::Object(o) => o,
-        _ => return Err(cx.reject("invalid_type", "", "event must be a JSON object")),
-    };
+    Ok(())
+}
 
-    let call = of_call(&cx, obj.get("type"))?;
+/// Validates one parsed event; `of_call` checks its `type` field, and the batch's `sentAt` and `context`
+/// (`env_sent_at`, `env_context`) fill in for the event's own. When the event has no `messageId`, its
+/// `message_id` is left empty and the time to derive one from is returned beside it. `keep` converts valid
+/// `properties` and `traits` objects; the browser, which only checks, keeps nothing.
+fn event_from_view<V: JsonView>(
+    cx: &Ctx,
+    obj: V,
+    of_call: impl FnOnce(&Ctx, Option<V>) -> Result<CallType, Rejection>,
+    env_sent_at: Option<Millis>,
+    env_context: Option<V>,
+    keep: impl Fn(&V) -> BTreeMap<String, Value>,
+    received: Millis,
+) -> Result<(Event, Option<Millis>), Rejection> {
+    if obj.kind() != JsonKind::Object {
+        return Err(cx.reject("invalid_type", "", "event must be a JSON object"));
+    }
 
-    let explicit_id = id_field(&cx, obj, "messageId")?;
-    let anonymous_id = id_field(&cx, obj, "anonymousId")?;
-    let user_id = id_field(&cx, obj, "userId")?;
+    let call = of_call(cx, obj.get("type"))?;
+
+    let explicit_id = id_field(cx, &obj, "messageId")?;
+    let anonymous_id = id_field(cx, &obj, "anonymousId")?;
+    let user_id = id_field(cx, &obj, "userId")?;
     if anonymous_id.is_none() && user_id.is_none() {
         return Err(cx.reject("missing_identity", "", "one of anonymousId or userId is required"));
     }
 
-    let timestamp = optional_time(&cx, obj, "timestamp")?;
-    let sent_at = optional_time(&cx, obj, "sentAt")?.or(envelope.sent_at);
+    let timestamp = optional_time(cx, &obj, "timestamp")?;
+    let sent_at = optional_time(cx, &obj, "sentAt")?.or(env_sent_at);
     let (message_id, id_time) = match explicit_id {
         Some(id) => (id, None),
         None => (String::new(), Some(timestamp.or(sent_at).unwrap_or(received))),
@@ -287,38 +360,38 @@ fn event_from_text<const KEEP: bool>(
 
     let kind = match call {
         CallType::Track => {
-            let event = name_field(&cx, obj, "event")?
+            let event = name_field(cx, &obj, "event")?
                 .ok_or_else(|| cx.reject("missing_field", "event", "event is required for track"))?;
-            EventKind::Track { event, properties: object_field::<KEEP>(&cx, obj, "properties")? }
+            EventKind::Track { event, properties: object_field(cx, &obj, "properties", &keep)? }
         }
         CallType::Page => EventKind::Page {
-            name: name_field(&cx, obj, "name")?,
-            properties: object_field::<KEEP>(&cx, obj, "properties")?,
+            name: name_field(cx, &obj, "name")?,
+            properties: object_field(cx, &obj, "properties", &keep)?,
         },
         CallType::Screen => EventKind::Screen {
-            name: name_field(&cx, obj, "name")?,
-            properties: object_field::<KEEP>(&cx, obj, "properties")?,
+            name: name_field(cx, &obj, "name")?,
+            properties: object_field(cx, &obj, "properties", &keep)?,
         },
-        CallType::Identify => EventKind::Identify { traits: object_field::<KEEP>(&cx, obj, "traits")? },
+        CallType::Identify => EventKind::Identify { traits: object_field(cx, &obj, "traits", &keep)? },
         CallType::Alias => {
-            let previous_id = id_field(&cx, obj, "previousId")?
+            let previous_id = id_field(cx, &obj, "previousId")?
                 .ok_or_else(|| cx.reject("missing_field", "previousId", "previousId is required for alias"))?;
             EventKind::Alias { previous_id }
         }
         CallType::Group => {
-            let group_id = id_field(&cx, obj, "groupId")?
+            let group_id = id_field(cx, &obj, "groupId")?
                 .ok_or_else(|| cx.reject("missing_field", "groupId", "groupId is required for group"))?;
-            EventKind::Group { group_id, traits: object_field::<KEEP>(&cx, obj, "traits")? }
+            EventKind::Group { group_id, traits: object_field(cx, &obj, "traits", &keep)? }
         }
     };
 
-    let (consent, page) = context_fields(&cx, obj.get("context"), envelope.context.as_ref())?;
+    let (consent, page) = context_fields(cx, obj.get("context"), env_context)?;
     let event = Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page };
     Ok((event, id_time))
 }
 
 /// Checks an event's `type` field: fixed by a single-event endpoint (`forced`), or required and read from it.
-fn call_type(cx: &Ctx, forced: Option<CallType>, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+fn call_type<V: JsonView>(cx: &Ctx, forced: Option<CallType>, field: Option<V>) -> Result<CallType, Rejection> {
     match forced {
         Some(call) => fixed_call_type(cx, call, field),
         None => named_call_type(cx, field),
@@ -326,26 +399,29 @@ fn call_type(cx: &Ctx, forced: Option<CallType>, field: Option<&serde_json::Valu
 }
 
 /// Where the endpoint fixes the type, the event may leave it out but not contradict it.
-fn fixed_call_type(cx: &Ctx, call: CallType, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
+fn fixed_call_type<V: JsonView>(cx: &Ctx, call: CallType, field: Option<V>) -> Result<CallType, Rejection> {
     match field {
         None => Ok(call),
-        Some(serde_json::Value::String(t)) if CallType::from_name(t) == Some(call) => Ok(call),
+        Some(t) if t.string().and_then(|t| CallType::from_name(t.as_ref())) == Some(call) => Ok(call),
         Some(_) => Err(cx.reject("type_mismatch", "type", "type does not match the endpoint")),
     }
 }
 
-fn named_call_type(cx: &Ctx, field: Option<&serde_json::Value>) -> Result<CallType, Rejection> {
-    match field {
-        None => Err(cx.reject("missing_field", "type", "type is required")),
-        Some(serde_json::Value::String(t)) => CallType::from_name(t).ok_or_else(|| {
-            cx.reject(
-                "unknown_type",
-                "type",
-                format!("unknown event type {t:?}; expected track, page, screen, identify, alias or group"),
-            )
-        }),
-        Some(_) => Err(cx.reject("invalid_type", "type", "type must be a string")),
-    }
+fn named_call_type<V: JsonView>(cx: &Ctx, field: Option<V>) -> Result<CallType, Rejection> {
+    let Some(field) = field else {
+        return Err(cx.reject("missing_field", "type", "type is required"));
+    };
+    let Some(t) = field.string() else {
+        return Err(cx.reject("invalid_type", "type", "type must be a string"));
+    };
+    let t = t.as_ref();
+    CallType::from_name(t).ok_or_else(|| {
+        cx.reject(
+            "unknown_type",
+            "type",
+            format!("unknown event type {t:?}; expected track, page, screen, identify, alias or group"),
+        )
+    })
 }
 
 /// Segment's skew correction: the client's clock may be wrong, but the distance between `timestamp` and
@@ -374,17 +450,16 @@ fn generated_message_id(text: &str, index: usize, time: Millis) -> String {
     out
 }
 
-fn id_field(
-    cx: &Ctx,
-    obj: &serde_json::Map<String, serde_json::Value>,
-    field: &str,
-) -> Result<Option<String>, Rejection> {
+fn id_field<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<String>, Rejection> {
     let s = match obj.get(field) {
-        None | Some(serde_json::Value::Null) => return Ok(None),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        // Segment's libraries accept numeric ids and send them as numbers.
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
+        None => return Ok(None),
+        Some(v) => match v.kind() {
+            JsonKind::Null => return Ok(None),
+            JsonKind::String => v.string().map(|s| s.as_ref().to_string()).unwrap_or_default(),
+            // Segment's libraries accept numeric ids and send them as numbers.
+            JsonKind::Number => v.number_text().unwrap_or_default(),
+            _ => return Err(cx.reject("invalid_type", field, [field, " must be a string"].concat())),
+        },
     };
     if s.chars().count() > MAX_ID_CHARS {
         return Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_ID_CHARS} characters")));
@@ -392,87 +467,90 @@ fn id_field(
     Ok(if s.is_empty() { None } else { Some(s) })
 }
 
-fn name_field(
-    cx: &Ctx,
-    obj: &serde_json::Map<String, serde_json::Value>,
-    field: &str,
-) -> Result<Option<String>, Rejection> {
-    match obj.get(field) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
-            Err(cx.reject("missing_field", field, format!("{field} must not be empty")))
-        }
-        Some(serde_json::Value::String(s)) if s.chars().count() > MAX_NAME_CHARS => {
-            Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_NAME_CHARS} characters")))
-        }
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be a string"))),
+fn name_field<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<String>, Rejection> {
+    let Some(v) = obj.get(field) else { return Ok(None) };
+    if v.kind() == JsonKind::Null {
+        return Ok(None);
+    }
+    let Some(s) = v.string() else {
+        return Err(cx.reject("invalid_type", field, [field, " must be a string"].concat()));
+    };
+    let s = s.as_ref();
+    if s.trim().is_empty() {
+        Err(cx.reject("missing_field", field, [field, " must not be empty"].concat()))
+    } else if s.chars().count() > MAX_NAME_CHARS {
+        Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_NAME_CHARS} characters")))
+    } else {
+        Ok(Some(s.to_string()))
     }
 }
 
-fn optional_time(
-    cx: &Ctx,
-    obj: &serde_json::Map<String, serde_json::Value>,
-    field: &str,
-) -> Result<Option<Millis>, Rejection> {
+fn optional_time<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<Millis>, Rejection> {
     match obj.get(field) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => timestamp_of(v)
+        None => Ok(None),
+        Some(v) if v.kind() == JsonKind::Null => Ok(None),
+        Some(v) => timestamp_of(&v)
             .map(Some)
-            .ok_or_else(|| cx.reject("invalid_timestamp", field, format!("{field} must be an ISO 8601 date-time"))),
+            .ok_or_else(|| cx.reject("invalid_timestamp", field, [field, " must be an ISO 8601 date-time"].concat())),
     }
 }
 
-fn object_field<const KEEP: bool>(
+fn object_field<V: JsonView>(
     cx: &Ctx,
-    obj: &serde_json::Map<String, serde_json::Value>,
+    obj: &V,
     field: &str,
+    keep: impl Fn(&V) -> BTreeMap<String, Value>,
 ) -> Result<BTreeMap<String, Value>, Rejection> {
-    match obj.get(field) {
-        None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
-        Some(v @ serde_json::Value::Object(o)) => {
-            check_nested(cx, v, field)?;
-            Ok(if KEEP { crate::core::value::map_from_json(o) } else { BTreeMap::new() })
+    let Some(v) = obj.get(field) else { return Ok(BTreeMap::new()) };
+    match v.kind() {
+        JsonKind::Null => Ok(BTreeMap::new()),
+        JsonKind::Object => {
+            check_nested(cx, &v, field)?;
+            Ok(keep(&v))
         }
-        Some(_) => Err(cx.reject("invalid_type", field, format!("{field} must be an object"))),
+        _ => Err(cx.reject("invalid_type", field, [field, " must be an object"].concat())),
     }
 }
 
 /// Checks a nested value: no deeper than `MAX_DEPTH`, no string (or key) longer than `MAX_STRING_BYTES`. The
 /// rejection names the exact place, e.g. `batch[2].properties.items[3].description`.
-fn check_nested(cx: &Ctx, v: &serde_json::Value, field: &str) -> Result<(), Rejection> {
-    fn walk(cx: &Ctx, v: &serde_json::Value, path: &mut String, depth: usize) -> Result<(), Rejection> {
-        match v {
-            serde_json::Value::String(s) if s.len() > MAX_STRING_BYTES => Err(cx.reject(
-                "string_too_long",
-                path,
-                format!("a string value is {} bytes; the limit is {MAX_STRING_BYTES}", s.len()),
-            )),
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) if depth >= MAX_DEPTH => {
+fn check_nested<V: JsonView>(cx: &Ctx, v: &V, field: &str) -> Result<(), Rejection> {
+    fn walk<V: JsonView>(cx: &Ctx, v: &V, path: &mut String, depth: usize) -> Result<(), Rejection> {
+        match v.kind() {
+            JsonKind::String => {
+                let len = v.string().map_or(0, |s| s.as_ref().len());
+                if len > MAX_STRING_BYTES {
+                    return Err(cx.reject(
+                        "string_too_long",
+                        path,
+                        format!("a string value is {len} bytes; the limit is {MAX_STRING_BYTES}"),
+                    ));
+                }
+                Ok(())
+            }
+            JsonKind::Array | JsonKind::Object if depth >= MAX_DEPTH => {
                 Err(cx.reject("too_deep", path, format!("nests deeper than {MAX_DEPTH} levels")))
             }
-            serde_json::Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    walk(cx, item, path, depth + 1)?;
-                    path.truncate(len);
-                }
+            JsonKind::Array => v.try_items(|i, item| {
+                let len = path.len();
+                path.push('[');
+                push_decimal(path, i);
+                path.push(']');
+                walk(cx, &item, path, depth + 1)?;
+                path.truncate(len);
                 Ok(())
-            }
-            serde_json::Value::Object(map) => {
-                for (k, item) in map {
-                    let len = path.len();
-                    path.push('.');
-                    path.push_str(k);
-                    if k.len() > MAX_STRING_BYTES {
-                        return Err(cx.reject("string_too_long", path, "a property name is too long"));
-                    }
-                    walk(cx, item, path, depth + 1)?;
-                    path.truncate(len);
+            }),
+            JsonKind::Object => v.try_entries(|k, item| {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                if k.len() > MAX_STRING_BYTES {
+                    return Err(cx.reject("string_too_long", path, "a property name is too long"));
                 }
+                walk(cx, &item, path, depth + 1)?;
+                path.truncate(len);
                 Ok(())
-            }
+            }),
             _ => Ok(()),
         }
     }
@@ -480,44 +558,59 @@ fn check_nested(cx: &Ctx, v: &serde_json::Value, field: &str) -> Result<(), Reje
     walk(cx, v, &mut path, 0)
 }
 
+/// Appends `n` in decimal, without the formatting machinery (the browser build downloads every byte of it).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in digits.iter().skip(at) {
+        out.push(char::from(d));
+    }
+}
+
 type ContextFields = (Option<BTreeMap<String, bool>>, Option<PageContext>);
 
-fn context_fields(
-    cx: &Ctx,
-    own: Option<&serde_json::Value>,
-    envelope: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Result<ContextFields, Rejection> {
+/// Reads `context.consent` and `context.page`; the event's own context (`own`) wins over the batch's
+/// (`envelope`), field by field.
+fn context_fields<V: JsonView>(cx: &Ctx, own: Option<V>, envelope: Option<V>) -> Result<ContextFields, Rejection> {
     let own = match own {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v @ serde_json::Value::Object(o)) => {
-            check_nested(cx, v, "context")?;
-            Some(o)
-        }
-        Some(_) => return Err(cx.reject("invalid_type", "context", "context must be an object")),
+        None => None,
+        Some(o) => match o.kind() {
+            JsonKind::Null => None,
+            JsonKind::Object => {
+                check_nested(cx, &o, "context")?;
+                Some(o)
+            }
+            _ => return Err(cx.reject("invalid_type", "context", "context must be an object")),
+        },
     };
-    // The event's own context wins over the batch's, field by field.
-    let pick = |key: &str| own.and_then(|o| o.get(key)).or_else(|| envelope.and_then(|e| e.get(key)));
+    let pick = |key: &str| own.as_ref().and_then(|o| o.get(key)).or_else(|| envelope.as_ref().and_then(|e| e.get(key)));
+    let not_null = |v: Option<V>| v.filter(|v| v.kind() != JsonKind::Null);
 
-    let consent = match pick("consent") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(c)) => match c.get("categoryPreferences") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::Object(prefs)) => {
+    let consent = match not_null(pick("consent")) {
+        None => None,
+        Some(c) if c.kind() == JsonKind::Object => match not_null(c.get("categoryPreferences")) {
+            None => None,
+            Some(prefs) if prefs.kind() == JsonKind::Object => {
                 let mut out = BTreeMap::new();
-                for (k, v) in prefs {
-                    match v {
-                        serde_json::Value::Bool(b) => {
-                            out.insert(k.clone(), *b);
-                        }
-                        _ => {
-                            return Err(cx.reject(
-                                "invalid_type",
-                                &format!("context.consent.categoryPreferences.{k}"),
-                                "a consent preference must be true or false",
-                            ))
-                        }
+                prefs.try_entries(|k, v| match v.boolean() {
+                    Some(b) => {
+                        out.insert(k.to_string(), b);
+                        Ok(())
                     }
-                }
+                    None => Err(cx.reject(
+                        "invalid_type",
+                        &["context.consent.categoryPreferences.", k].concat(),
+                        "a consent preference must be true or false",
+                    )),
+                })?;
                 Some(out)
             }
             Some(_) => {
@@ -531,16 +624,20 @@ fn context_fields(
         Some(_) => return Err(cx.reject("invalid_type", "context.consent", "context.consent must be an object")),
     };
 
-    let page = match pick("page") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(p)) => {
+    let page = match not_null(pick("page")) {
+        None => None,
+        Some(p) if p.kind() == JsonKind::Object => {
             let text = |k: &str| -> Result<Option<String>, Rejection> {
-                match p.get(k) {
-                    None | Some(serde_json::Value::Null) => Ok(None),
-                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(_) => {
-                        Err(cx.reject("invalid_type", &format!("context.page.{k}"), format!("{k} must be a string")))
-                    }
+                match not_null(p.get(k)) {
+                    None => Ok(None),
+                    Some(v) => match v.string() {
+                        Some(s) => Ok(Some(s.as_ref().to_string())),
+                        None => Err(cx.reject(
+                            "invalid_type",
+                            &["context.page.", k].concat(),
+                            [k, " must be a string"].concat(),
+                        )),
+                    },
                 }
             };
             Some(PageContext { path: text("path")?, url: text("url")?, referrer: text("referrer")? })
@@ -609,8 +706,8 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
     };
     let cx = Ctx { index: 0, base: "" };
     let shape = |r: Rejection| BodyError::Shape { path: r.path, message: r.message };
-    let anonymous_id = id_field(&cx, obj, "anonymousId").map_err(shape)?;
-    let user_id = id_field(&cx, obj, "userId").map_err(shape)?;
+    let anonymous_id = id_field(&cx, &&v, "anonymousId").map_err(shape)?;
+    let user_id = id_field(&cx, &&v, "userId").map_err(shape)?;
     let slots = match obj.get("slots") {
         Some(serde_json::Value::Array(items)) => {
             let mut slots = Vec::with_capacity(items.len());
@@ -752,17 +849,44 @@ mod tests {
         assert_eq!(p.rejected[0].path, "type");
     }
 
+    /// `check_event` reading serde_json values, as the edge's own parser reads them.
+    fn check(text: &str, call: CallType) -> Result<(), Rejection> {
+        let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        check_event(text, call, NOW, |_| value.as_ref())
+    }
+
     #[test]
     fn check_event_applies_the_edge_rules() {
         let ok = r#"{"type":"page","anonymousId":"a","properties":{"path":"/"}}"#;
-        assert_eq!(check_event(ok, CallType::Page, NOW), Ok(()));
+        assert_eq!(check(ok, CallType::Page), Ok(()));
         let bad = r#"{"type":"track","anonymousId":"a"}"#;
-        let err = check_event(bad, CallType::Track, NOW).unwrap_err();
+        let err = check(bad, CallType::Track).unwrap_err();
         let in_batch = batch(&format!(r#"{{"batch":[{bad}]}}"#)).rejected.remove(0);
         assert_eq!((err.code, err.message.as_str()), (in_batch.code, in_batch.message.as_str()));
         assert_eq!((err.path.as_str(), in_batch.path.as_str()), ("event", "batch[0].event"));
-        let other = check_event(r#"{"type":"page","anonymousId":"a"}"#, CallType::Track, NOW).unwrap_err();
+        let other = check(r#"{"type":"page","anonymousId":"a"}"#, CallType::Track).unwrap_err();
         assert_eq!((other.code, other.path.as_str()), ("type_mismatch", "type"));
+    }
+
+    #[test]
+    fn parser_refuses_what_serde_json_refuses_and_json_parse_accepts() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let texts = [
+            r#"{"a":"\ud800"}"#.to_string(),
+            r#"{"a":"\udc00x"}"#.to_string(),
+            r#"{"a":"\ud800\u0041"}"#.to_string(),
+            r#"{"a":"\ud83d\ude00"}"#.to_string(),
+            r#"{"a":"\\ud800"}"#.to_string(),
+            r#"{"a":"[[[[\"\u00e9"}"#.to_string(),
+            nested(SERDE_JSON_MAX_NESTING - 1),
+            nested(SERDE_JSON_MAX_NESTING),
+            format!(r#"{{"a":"{}"}}"#, "{".repeat(200)),
+        ];
+        for text in &texts {
+            let serde_refuses = serde_json::from_str::<serde_json::Value>(text).is_err();
+            assert_eq!(parser_refuses(text), serde_refuses, "{text}");
+        }
+        assert!(parser_refuses(&texts[0]) && !parser_refuses(&texts[3]));
     }
 
     #[test]
