@@ -70,14 +70,16 @@ impl JsonView for JsValue {
             return Ok(());
         }
         let keys = Object::keys(self.unchecked_ref::<Object>());
+        // The edge's parser keeps members in the byte order of their names; JavaScript keeps integer-like names
+        // first, then insertion order. Each member goes in at its place (a general sort costs about 1 KB of
+        // Wasm, gzipped, that every visitor downloads).
         let mut entries: Vec<(String, JsValue)> = Vec::with_capacity(keys.length() as usize);
         for key in keys.iter() {
             let value = Reflect::get(self, &key).unwrap_or(JsValue::NULL);
-            entries.push((key.as_string().unwrap_or_default(), value));
+            let key = key.as_string().unwrap_or_default();
+            let at = entries.partition_point(|(k, _)| *k < key);
+            entries.insert(at, (key, value));
         }
-        // The edge's parser keeps members in the byte order of their names; JavaScript keeps integer-like names
-        // first, then insertion order.
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (k, v) in entries {
             f(&k, v)?;
         }
