@@ -270,7 +270,7 @@ fn json_field(v: &JsValue, field: &str) -> Result<Option<String>, JsValue> {
     match stringify(v) {
         Some(text) if text == "null" => Ok(None),
         Some(text) => Ok(Some(text)),
-        None => Err(js_error("invalid_type", field, &format!("{field} is not JSON-compatible"))),
+        None => Err(js_error("invalid_type", field, &[field, " is not JSON-compatible"].concat())),
     }
 }
 

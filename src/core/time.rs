@@ -85,16 +85,44 @@ pub fn format_iso8601(ms: Millis) -> String {
     let days = ms.div_euclid(DAY);
     let rem = ms.rem_euclid(DAY);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        y,
-        m,
-        d,
-        rem / HOUR,
-        (rem % HOUR) / MINUTE,
-        (rem % MINUTE) / SECOND,
-        rem % SECOND
-    )
+    let mut out = String::with_capacity(24);
+    let parts = [(y, 4, '-'), (m, 2, '-'), (d, 2, 'T'), (rem / HOUR, 2, ':'), ((rem % HOUR) / MINUTE, 2, ':')];
+    for (value, width, then) in parts {
+        push_padded(&mut out, value, width);
+        out.push(then);
+    }
+    push_padded(&mut out, (rem % MINUTE) / SECOND, 2);
+    out.push('.');
+    push_padded(&mut out, rem % SECOND, 3);
+    out.push('Z');
+    out
+}
+
+/// Appends `n` in decimal, padded with zeros to `width` characters as `format!("{n:0width$}")` pads it (a
+/// minus sign counts toward the width). Written out so that the browser build, which downloads every byte,
+/// needs no formatting machinery for dates and messages.
+pub(crate) fn push_padded(out: &mut String, n: i64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let sign = usize::from(n < 0);
+    if n < 0 {
+        out.push('-');
+    }
+    for _ in (digits.len() - at + sign)..width {
+        out.push('0');
+    }
+    for &digit in digits.iter().skip(at) {
+        out.push(char::from(digit));
+    }
 }
 
 /// Parses a window such as `30m`, `12h`, `7d` or `4w`.
@@ -180,6 +208,23 @@ mod tests {
         assert_eq!(parse_iso8601("2026-11-22T10:50:00.5Z").unwrap() % 1000, 500);
         assert_eq!(parse_iso8601("1970-01-01"), Some(0));
         assert_eq!(format_iso8601(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn formats_as_format_would() {
+        for n in [0, 7, -7, 42, -42, 999, -999, 12_345, -12_345, i64::MAX, i64::MIN] {
+            for width in [1, 2, 3, 4] {
+                let mut out = String::new();
+                push_padded(&mut out, n, width);
+                assert_eq!(out, format!("{n:0width$}"));
+            }
+        }
+        for ms in [0i64, -1, 1_795_344_600_123, -62_167_219_200_001, 253_402_300_800_000, -8_640_000_000_000_000] {
+            let (days, rem) = (ms.div_euclid(DAY), ms.rem_euclid(DAY));
+            let (y, m, d) = civil_from_days(days);
+            let (h, min, s, milli) = (rem / HOUR, (rem % HOUR) / MINUTE, (rem % MINUTE) / SECOND, rem % SECOND);
+            assert_eq!(format_iso8601(ms), format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z"));
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::core::event::{Event, EventKind, PageContext};
 use crate::core::json::{JsonKind, JsonView};
-use crate::core::time::{parse_iso8601, Millis};
+use crate::core::time::{parse_iso8601, push_padded, Millis};
 use crate::core::value::Value;
 #[cfg(feature = "batch")]
 use serde::Deserialize;
@@ -318,7 +318,7 @@ fn check_size(cx: &Ctx, text: &str) -> Result<(), Rejection> {
         return Err(cx.reject(
             "event_too_large",
             "",
-            format!("event is {} bytes; the limit is {MAX_EVENT_BYTES}", text.len()),
+            ["event is ", &decimal(text.len()), " bytes; the limit is ", &decimal(MAX_EVENT_BYTES)].concat(),
         ));
     }
     Ok(())
@@ -462,7 +462,11 @@ fn id_field<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<String
         },
     };
     if s.chars().count() > MAX_ID_CHARS {
-        return Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_ID_CHARS} characters")));
+        return Err(cx.reject(
+            "string_too_long",
+            field,
+            [field, " is longer than ", &decimal(MAX_ID_CHARS), " characters"].concat(),
+        ));
     }
     Ok(if s.is_empty() { None } else { Some(s) })
 }
@@ -479,7 +483,11 @@ fn name_field<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<Stri
     if s.trim().is_empty() {
         Err(cx.reject("missing_field", field, [field, " must not be empty"].concat()))
     } else if s.chars().count() > MAX_NAME_CHARS {
-        Err(cx.reject("string_too_long", field, format!("{field} is longer than {MAX_NAME_CHARS} characters")))
+        Err(cx.reject(
+            "string_too_long",
+            field,
+            [field, " is longer than ", &decimal(MAX_NAME_CHARS), " characters"].concat(),
+        ))
     } else {
         Ok(Some(s.to_string()))
     }
@@ -523,18 +531,19 @@ fn check_nested<V: JsonView>(cx: &Ctx, v: &V, field: &str) -> Result<(), Rejecti
                     return Err(cx.reject(
                         "string_too_long",
                         path,
-                        format!("a string value is {len} bytes; the limit is {MAX_STRING_BYTES}"),
+                        ["a string value is ", &decimal(len), " bytes; the limit is ", &decimal(MAX_STRING_BYTES)]
+                            .concat(),
                     ));
                 }
                 Ok(())
             }
             JsonKind::Array | JsonKind::Object if depth >= MAX_DEPTH => {
-                Err(cx.reject("too_deep", path, format!("nests deeper than {MAX_DEPTH} levels")))
+                Err(cx.reject("too_deep", path, ["nests deeper than ", &decimal(MAX_DEPTH), " levels"].concat()))
             }
             JsonKind::Array => v.try_items(|i, item| {
                 let len = path.len();
                 path.push('[');
-                push_decimal(path, i);
+                push_padded(path, i as i64, 1);
                 path.push(']');
                 walk(cx, &item, path, depth + 1)?;
                 path.truncate(len);
@@ -558,21 +567,11 @@ fn check_nested<V: JsonView>(cx: &Ctx, v: &V, field: &str) -> Result<(), Rejecti
     walk(cx, v, &mut path, 0)
 }
 
-/// Appends `n` in decimal, without the formatting machinery (the browser build downloads every byte of it).
-fn push_decimal(out: &mut String, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in digits.iter().skip(at) {
-        out.push(char::from(d));
-    }
+/// `n` in decimal, for messages the browser build writes too (see `push_padded`).
+fn decimal(n: usize) -> String {
+    let mut out = String::new();
+    push_padded(&mut out, n as i64, 1);
+    out
 }
 
 type ContextFields = (Option<BTreeMap<String, bool>>, Option<PageContext>);
