@@ -151,3 +151,47 @@ test('after a reload the stored consent is used and the hero is decided on load'
   assert.ok(profile.counts.page >= 2, `a page view per load: ${JSON.stringify(profile.counts)}`);
   assert.equal(profile.counts['Product Viewed'], 2, `counts: ${JSON.stringify(profile.counts)}`);
 });
+
+// The Wasm Tracker reads JavaScript values through JSON.parse; it must name the same member as the edge, whose
+// parser orders members by name ("10" < "9" < "z") where JavaScript puts integer-like names first.
+test('the Tracker refuses bad calls with the edge codes and paths', async (t) => {
+  const { page } = await openShop(t);
+  const got = await page.evaluate(async () => {
+    const m = await import('/edgecdp/edgecdp.js');
+    await m.default();
+    const tracker = new m.Tracker('demo', 'anon-1');
+    tracker.consent({ analytics: true });
+    const long = 'x'.repeat(8193);
+    const outcome = (f) => {
+      try {
+        return f() === true ? 'accepted' : 'dropped';
+      } catch (e) {
+        return `${e.code} ${e.path}`;
+      }
+    };
+    return [
+      outcome(() => tracker.track('Viewed', { sku: 'b1', tags: ['x', { n: 1 }] })),
+      outcome(() => tracker.track('  ', {})),
+      outcome(() => tracker.track('Viewed', { z: long, 10: long, 9: long })),
+      outcome(() => tracker.track('Viewed', { items: [{ d: 'ok' }, { d: long }] })),
+      outcome(() => tracker.track('Viewed', { s: '\ud800' })),
+      outcome(() => tracker.track('Viewed', JSON.parse('{"a":'.repeat(17) + '1' + '}'.repeat(17)))),
+      outcome(() => tracker.identify('u1', 'gold')),
+      outcome(() => tracker.identify({}, {})),
+      outcome(() => tracker.page(undefined, { path: 3 })),
+      outcome(() => tracker.consent({ analytics: 'yes' })),
+    ];
+  });
+  assert.deepEqual(got, [
+    'accepted',
+    'missing_field event',
+    'string_too_long properties.10',
+    'string_too_long properties.items[1].d',
+    'invalid_json ',
+    'too_deep properties.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a',
+    'invalid_type traits',
+    'invalid_type userId',
+    'invalid_type context.page.path',
+    'invalid_consent ',
+  ]);
+});
