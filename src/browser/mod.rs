@@ -342,3 +342,9 @@ fn uuid_v4() -> String {
     }
     out
 }
+
+/// A free-list allocator instead of dlmalloc: smaller (see Cargo.toml). The lock costs nothing measurable on the
+/// browser's single thread, and unlike `AssumeSingleThreaded` needs no `unsafe`.
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
