@@ -541,3 +541,6 @@ export async function start(stub) {
   // Bodies loaded from storage go out now, not with the next event.
   if (outbox.length) drain(true);
 }
+
+// The Wasm tracker and its initializer, for advanced integrations and for tests that drive it directly.
+export { init, Tracker };

@@ -25,9 +25,11 @@ wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name edgecdp \
 # what rustc emits for wasm32-unknown-unknown today.
 "$WASM_OPT_BIN" -Oz --converge "${WASM_FEATURES[@]}" --strip-debug --strip-producers "$out/edgecdp_bg.wasm" \
   -o "$out/edgecdp_bg.wasm"
-# Minify what the browser downloads (esbuild comes with wrangler). Files are minified one by one, not bundled,
-# so the loader can fetch the SDK, and the SDK the Wasm glue, only when consent allows.
-for f in "$ROOT/js/loader.js" "$ROOT/js/sdk.js" "$out/edgecdp.js"; do
-  "$ESBUILD_BIN" "$f" --minify --log-level=warning --outfile="$out/$(basename "$f").min" && mv "$out/$(basename "$f").min" "$out/$(basename "$f")"
-done
+# Minify what the browser downloads (esbuild comes with wrangler). The loader is minified alone; the SDK is
+# bundled with the wasm-bindgen glue into one module (about 0.3 KB gzipped less than two files), which the
+# loader imports, and which fetches the Wasm beside it, only when consent allows.
+"$ESBUILD_BIN" "$ROOT/js/loader.js" --minify --log-level=warning --outfile="$out/loader.js"
+cp "$ROOT/js/sdk.js" "$out/sdk.src.js"
+"$ESBUILD_BIN" "$out/sdk.src.js" --bundle --format=esm --minify --log-level=warning --outfile="$out/sdk.js"
+rm "$out/sdk.src.js" "$out/edgecdp.js"
 log "built: build/index.js + build/index_bg.wasm, www/edgecdp/"

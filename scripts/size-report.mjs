@@ -10,8 +10,7 @@ const files = {
   'edge: Worker Wasm (build/index_bg.wasm)': 'build/index_bg.wasm',
   'edge: Worker JS glue (build/index.js)': 'build/index.js',
   'browser: loader (www/edgecdp/loader.js)': 'www/edgecdp/loader.js',
-  'browser: SDK (www/edgecdp/sdk.js)': 'www/edgecdp/sdk.js',
-  'browser: Wasm glue (www/edgecdp/edgecdp.js)': 'www/edgecdp/edgecdp.js',
+  'browser: SDK with the Wasm glue, one module (www/edgecdp/sdk.js)': 'www/edgecdp/sdk.js',
   'browser: Wasm (www/edgecdp/edgecdp_bg.wasm)': 'www/edgecdp/edgecdp_bg.wasm',
 };
 const sizes = {};
@@ -40,7 +39,7 @@ const lines = [
   '| what a visitor downloads | gzipped KB |',
   '| --- | ---: |',
   `| refusing consent (loader only) | ${kb(refusing)} |`,
-  `| consenting (loader + SDK + glue + Wasm) | ${kb(consenting)} |`,
+  `| consenting (loader + SDK and glue + Wasm) | ${kb(consenting)} |`,
   '| for comparison: Segment analytics-next 1.84.3, standalone bundle | 31.3 |',
   '| for comparison: RudderStack JS SDK v3 | 34.4 |',
   '',

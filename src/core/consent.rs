@@ -44,6 +44,31 @@ impl Purpose {
     }
 }
 
+/// What sent preferences say about each optional purpose (`None`: nothing). A fixed array rather than a map:
+/// the browser build runs this on every call, and a map's code costs download size there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Preferences([Option<bool>; 3]);
+
+impl Preferences {
+    fn slot(p: Purpose) -> Option<usize> {
+        match p {
+            Purpose::Necessary => None,
+            Purpose::Analytics => Some(0),
+            Purpose::Personalization => Some(1),
+            Purpose::Advertising => Some(2),
+        }
+    }
+
+    pub fn get(&self, p: Purpose) -> Option<bool> {
+        Self::slot(p).and_then(|i| self.0[i])
+    }
+
+    /// The purposes that were decided, with their decision.
+    pub fn iter(&self) -> impl Iterator<Item = (Purpose, bool)> + '_ {
+        Purpose::OPTIONAL.into_iter().filter_map(|p| self.get(p).map(|g| (p, g)))
+    }
+}
+
 /// Whether optional purposes start refused (`OptIn`, as GDPR requires) or granted (`OptOut`, as CCPA allows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Model {
@@ -111,7 +136,7 @@ impl ConsentState {
     /// anything changed.
     pub fn record(&mut self, policy: &ConsentPolicy, prefs: &BTreeMap<String, bool>, at: Millis, source: &str) -> bool {
         let mut changed = false;
-        for (purpose, granted) in policy.preferences(prefs) {
+        for (purpose, granted) in policy.preferences(prefs).iter() {
             changed |= self.set(purpose, granted, at, source);
         }
         changed
@@ -167,13 +192,12 @@ impl ConsentPolicy {
 
     /// Maps sent preferences (purpose names or CMP categories) to purposes. Where two categories map to the
     /// same purpose and disagree, the refusal wins.
-    pub fn preferences(&self, prefs: &BTreeMap<String, bool>) -> BTreeMap<Purpose, bool> {
-        let mut out: BTreeMap<Purpose, bool> = BTreeMap::new();
+    pub fn preferences(&self, prefs: &BTreeMap<String, bool>) -> Preferences {
+        let mut out = Preferences::default();
         for (k, &granted) in prefs {
             let purpose = self.categories.get(k).copied().or_else(|| Purpose::parse(k));
-            if let Some(p) = purpose.filter(|p| *p != Purpose::Necessary) {
-                let e = out.entry(p).or_insert(granted);
-                *e = *e && granted;
+            if let Some(i) = purpose.and_then(Preferences::slot) {
+                out.0[i] = Some(out.0[i].unwrap_or(true) && granted);
             }
         }
         out
@@ -193,7 +217,7 @@ impl ConsentPolicy {
             if p == Purpose::Advertising && signals.gpc && self.honor_gpc {
                 return false;
             }
-            if let Some(&g) = sent.get(&p) {
+            if let Some(g) = sent.get(p) {
                 return g;
             }
             stored.and_then(|s| s.grants.get(&p)).map(|g| g.granted).unwrap_or(default)
@@ -284,7 +308,7 @@ mod tests {
         policy.categories.insert("C0002".into(), Purpose::Analytics);
         policy.categories.insert("C0009".into(), Purpose::Analytics);
         let got = policy.preferences(&prefs(&[("C0002", true), ("C0009", false), ("unknown", true)]));
-        assert_eq!(got, [(Purpose::Analytics, false)].into_iter().collect());
+        assert_eq!(got.iter().collect::<Vec<_>>(), vec![(Purpose::Analytics, false)]);
     }
 
     #[test]

@@ -147,7 +147,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         }
     }
     let withdrawn = events.iter().any(|e| {
-        e.consent.as_ref().is_some_and(|p| config.consent.preferences(p).get(&Purpose::Analytics) == Some(&false))
+        e.consent.as_ref().is_some_and(|p| config.consent.preferences(p).get(Purpose::Analytics) == Some(false))
     });
 
     // Junk ids (the configured blocklist: `null`, `undefined`, `0`, ...) never create or merge a profile: they

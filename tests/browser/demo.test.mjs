@@ -82,7 +82,7 @@ test('refusing consent downloads no SDK, sends nothing and stores nothing', asyn
   const paths = requests.map(pathOf);
   assert.deepEqual(paths.filter((p) => p.startsWith('/v1/')), [], 'no request reaches the collection API');
   assert.deepEqual(
-    paths.filter((p) => p.endsWith('/sdk.js') || p.endsWith('/edgecdp.js') || p.endsWith('.wasm')),
+    paths.filter((p) => p.endsWith('/sdk.js') || p.endsWith('.wasm')),
     [],
     'neither the SDK nor the Wasm is downloaded',
   );
@@ -157,8 +157,8 @@ test('after a reload the stored consent is used and the hero is decided on load'
 test('the Tracker refuses bad calls with the edge codes and paths', async (t) => {
   const { page } = await openShop(t);
   const got = await page.evaluate(async () => {
-    const m = await import('/edgecdp/edgecdp.js');
-    await m.default();
+    const m = await import('/edgecdp/sdk.js');
+    await m.init();
     const tracker = new m.Tracker('demo', 'anon-1');
     tracker.consent({ analytics: true });
     const long = 'x'.repeat(8193);
