@@ -1,5 +1,6 @@
 //! The domain event: what the core knows about one thing a visitor did, independent of any wire format.
 
+use crate::core::identity::Identity;
 use crate::core::time::Millis;
 use crate::core::value::Value;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,8 @@ pub struct Event {
     /// Consent preferences the sender attached, by category name as sent (`analytics`, `C0002`, ...).
     pub consent: Option<BTreeMap<String, bool>>,
     pub page: Option<PageContext>,
+    /// `context.externalIds`: identifiers of other systems (CRM id, loyalty number).
+    pub external_ids: Vec<Identity>,
 }
 
 impl Event {

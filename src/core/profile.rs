@@ -169,18 +169,36 @@ impl Profile {
         if let Some(u) = &event.user_id {
             candidates.push(Identity::new(USER_ID, u));
         }
+        // Other identifiers: the e-mail and phone traits of an identify, and the types the configuration names
+        // (a loyalty number, a CRM id) from the identify's traits or from `context.externalIds`. Each is
+        // normalized, or hashed when the configuration keeps that trait hashed, so it matches the stored trait.
+        let stored_form = |kind: &str, v: &str| {
+            let value = if config.hash_traits.iter().any(|t| t == kind) {
+                hash_identifier(kind, v)
+            } else {
+                normalize_identifier(kind, v)
+            };
+            Identity { kind: kind.to_string(), value }
+        };
+        let custom =
+            |kind: &str| kind != ANONYMOUS_ID && kind != USER_ID && config.identity.identifiers.contains_key(kind);
         if let EventKind::Identify { traits } = &event.kind {
-            // An identify's e-mail and phone traits identify the person too: normalized, or hashed when the
-            // configuration keeps them hashed (so the identity matches the stored trait).
-            for kind in [EMAIL, PHONE] {
-                if let Some(Value::String(v)) = traits.get(kind) {
-                    let value = if config.hash_traits.iter().any(|t| t == kind) {
-                        hash_identifier(kind, v)
-                    } else {
-                        normalize_identifier(kind, v)
+            for (kind, v) in traits {
+                if kind == EMAIL || kind == PHONE || custom(kind) {
+                    let text = match v {
+                        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                        Value::Number(n) if n.fract() == 0.0 => Some((*n as i64).to_string()),
+                        _ => None,
                     };
-                    candidates.push(Identity { kind: kind.to_string(), value });
+                    if let Some(text) = text {
+                        candidates.push(stored_form(kind, &text));
+                    }
                 }
+            }
+        }
+        for id in &event.external_ids {
+            if id.kind == EMAIL || id.kind == PHONE || custom(&id.kind) {
+                candidates.push(stored_form(&id.kind, &id.value));
             }
         }
         let mut added = Vec::new();
@@ -541,5 +559,22 @@ mod tests {
             &Config::default(),
         );
         assert_eq!(p.unwrap().expires_at(30), None);
+    }
+
+    #[test]
+    fn configured_identifier_types_come_from_traits_and_external_ids() {
+        let config = crate::core::config::compile_str(
+            r#"{"identity": {"identifiers": {"loyalty_id": {"limit": 1, "priority": 3}, "crm_id": {"limit": 2, "priority": 4}}}}"#,
+        )
+        .unwrap();
+        let body = r#"{"batch":[{"type":"identify","anonymousId":"a","traits":{"loyalty_id":12345,"email":" Ada@Example.com","nickname":"ada"},
+               "context":{"externalIds":[{"id":"crm-7","type":"crm_id","collection":"users"},{"id":"x","type":"unconfigured"}],
+                           "consent":{"categoryPreferences":{"analytics":true}}}}]}"#;
+        let (p, out) = apply_events(None, request(body), &config);
+        let keys: Vec<String> = p.unwrap().identities.iter().map(Identity::key).collect();
+        assert_eq!(keys, vec!["anonymous_id:a", "email:ada@example.com", "loyalty_id:12345", "crm_id:crm-7"]);
+        assert_eq!(out.new_identities.len(), 4, "all are indexed");
+        let bad = parse_batch(br#"{"batch":[{"type":"page","anonymousId":"a","context":{"externalIds":[{"id":"1","type":"Bad Type"}]}}]}"#, NOW).unwrap();
+        assert_eq!(bad.rejected[0].path, "batch[0].context.externalIds[0].type");
     }
 }

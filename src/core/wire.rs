@@ -5,6 +5,7 @@
 //! not shaped like a batch, fails as a whole.
 
 use crate::core::event::{Event, EventKind, PageContext};
+use crate::core::identity::Identity;
 use crate::core::json::{JsonKind, JsonView};
 use crate::core::time::{parse_iso8601, push_padded, Millis};
 use crate::core::value::Value;
@@ -310,7 +311,58 @@ fn parse_raw_event(
     if let Some(time) = id_time {
         event.message_id = generated_message_id(text, index, time);
     }
+    event.external_ids = external_ids(&cx, value.get("context"))?;
     Ok(event)
+}
+
+/// Segment's `context.externalIds` (`[{"id": "...", "type": "crm_id", ...}]`): identifiers of other systems.
+/// Which types a profile takes is the configuration's choice (`identity.identifiers`). Only the edge reads
+/// them: the browser Tracker writes each event's context itself and never sends any, so its build leaves this
+/// out.
+fn external_ids<V: JsonView>(cx: &Ctx, context: Option<V>) -> Result<Vec<Identity>, Rejection> {
+    let not_null = |v: Option<V>| v.filter(|v| v.kind() != JsonKind::Null);
+    let own = not_null(context).filter(|c| c.kind() == JsonKind::Object);
+    let mut external_ids = Vec::new();
+    if let Some(list) = not_null(own.as_ref().and_then(|o| o.get("externalIds"))) {
+        if list.kind() != JsonKind::Array {
+            return Err(cx.reject("invalid_type", "context.externalIds", "context.externalIds must be an array"));
+        }
+        list.try_items(|i, item| {
+            let at = |field: &str| ["context.externalIds[", &decimal(i), "]", field].concat();
+            if item.kind() != JsonKind::Object {
+                return Err(cx.reject("invalid_type", &at(""), "an external id must be an object"));
+            }
+            let kind = not_null(item.get("type")).and_then(|t| t.string().map(|s| s.as_ref().to_string()));
+            let kind = match kind {
+                Some(k)
+                    if !k.is_empty()
+                        && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+                {
+                    k
+                }
+                _ => {
+                    return Err(cx.reject(
+                        "invalid_type",
+                        &at(".type"),
+                        "type must be lower-case letters, digits and '_'",
+                    ))
+                }
+            };
+            let id = match not_null(item.get("id")) {
+                Some(v) if v.kind() == JsonKind::String => v.string().map(|s| s.as_ref().to_string()),
+                Some(v) if v.kind() == JsonKind::Number => v.number_text(),
+                _ => None,
+            };
+            match id.filter(|v| !v.is_empty() && v.chars().count() <= MAX_ID_CHARS) {
+                Some(value) => {
+                    external_ids.push(Identity { kind, value });
+                    Ok(())
+                }
+                None => Err(cx.reject("invalid_type", &at(".id"), "id must be a non-empty string or number")),
+            }
+        })?;
+    }
+    Ok(external_ids)
 }
 
 fn check_size(cx: &Ctx, text: &str) -> Result<(), Rejection> {
@@ -386,7 +438,7 @@ fn event_from_view<V: JsonView>(
     };
 
     let (consent, page) = context_fields(cx, obj.get("context"), env_context)?;
-    let event = Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page };
+    let event = Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page, external_ids: Vec::new() };
     Ok((event, id_time))
 }
 

@@ -87,6 +87,15 @@ describe('one person, one profile', () => {
     assert.match(x.refusedIdentities[0].reason, /user_id/);
   });
 
+  test('an identify e-mail trait becomes an identity the profile can be found by, normalized', async () => {
+    const a = uid('mail');
+    const email = `${a}@Example.COM`;
+    await batch([{ type: 'identify', anonymousId: a, traits: { email: `  ${email} ` }, context: GRANT }]);
+    const byEmail = await getProfile(w, `email:${email.toLowerCase()}`);
+    assert.equal(byEmail.status, 200);
+    assert.equal(byEmail.body.id, (await getProfile(w, `anonymous_id:${a}`)).body.id);
+  });
+
   test('junk ids never create or merge profiles', async () => {
     const r = await batch([
       { type: 'identify', anonymousId: 'undefined', userId: 'null', context: GRANT },
