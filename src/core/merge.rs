@@ -556,30 +556,19 @@ mod tests {
         let shared = ev(
             r#"{"type":"track","event":"Signed Up","anonymousId":"phone","messageId":"shared","timestamp":"2026-11-21T10:00:00Z",GRANT}"#,
         );
-        other = apply_events(
-            Some(other),
-            ApplyRequest {
-                profile_id: "p_phone".into(),
+        // Both profiles recorded the same event (the same messageId).
+        let record_shared = |p: Profile| {
+            let events = parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events;
+            let req = ApplyRequest {
+                profile_id: p.id.clone(),
                 signals: RequestSignals::default(),
-                events: parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events,
+                events,
                 links: Vec::new(),
-            },
-            &Config::default(),
-        )
-        .0
-        .unwrap();
-        user = apply_events(
-            Some(user),
-            ApplyRequest {
-                profile_id: "p_user".into(),
-                signals: RequestSignals::default(),
-                events: parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events,
-                links: Vec::new(),
-            },
-            &Config::default(),
-        )
-        .0
-        .unwrap();
+            };
+            apply_events(Some(p), req, &Config::default()).0.unwrap()
+        };
+        other = record_shared(other);
+        user = record_shared(user);
         absorb(
             &mut user,
             other,
