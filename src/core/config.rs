@@ -7,7 +7,7 @@
 
 use crate::core::consent::{ConsentPolicy, Model, Purpose};
 use crate::core::decide::{Block, Cap, Slot, Template, Variant};
-use crate::core::segment::{Cmp, Condition, PropertyFilter, Segment, TraitTest};
+use crate::core::segment::{Cmp, ComputedTrait, Condition, PropertyFilter, Segment, TraitTest};
 use crate::core::time::{parse_duration, parse_iso8601};
 use crate::core::value::Value;
 use serde_json::{Map, Value as J};
@@ -83,6 +83,8 @@ pub struct Config {
     pub retention_anonymous_days: u32,
     /// Traits stored only as a hash of their normalized value (`privacy.hashTraits`, e.g. `email`, `phone`).
     pub hash_traits: Vec<String>,
+    /// Named event counts shown on profiles (`computedTraits`).
+    pub computed: Vec<ComputedTrait>,
     pub segments: Vec<Segment>,
     /// Segment indexes ordered so that each comes after the segments it references.
     pub segment_order: Vec<usize>,
@@ -97,6 +99,7 @@ impl Default for Config {
             identity: IdentityRules::default(),
             retention_anonymous_days: 30,
             hash_traits: Vec::new(),
+            computed: Vec::new(),
             segments: Vec::new(),
             segment_order: Vec::new(),
             slots: BTreeMap::new(),
@@ -127,9 +130,9 @@ pub fn compile_str(text: &str) -> Result<Config, Vec<ConfigError>> {
 
 /// Compiles a configuration document, reporting every problem.
 pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
-    let mut c = Compiler { errors: Vec::new() };
+    let mut c = Compiler { errors: Vec::new(), computed: Vec::new() };
     let mut config = Config::default();
-    let keys = ["sources", "consent", "identity", "retention", "privacy", "segments", "slots"];
+    let keys = ["sources", "consent", "identity", "retention", "privacy", "computedTraits", "segments", "slots"];
     if let Some(root) = c.object(doc, "", &keys) {
         if let Some(v) = present(root, "sources") {
             config.sources = c.sources(v, "sources");
@@ -160,6 +163,10 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
                     }
                 }
             }
+        }
+        if let Some(v) = present(root, "computedTraits") {
+            c.computed = c.computed_traits(v, "computedTraits");
+            config.computed = c.computed.clone();
         }
         let mut ids = BTreeMap::new();
         if let Some(v) = present(root, "segments") {
@@ -204,13 +211,15 @@ fn is_id(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-const CONDITION_KINDS: [&str; 9] =
-    ["event", "inactiveFor", "identified", "trait", "consent", "segment", "all", "any", "not"];
+const CONDITION_KINDS: [&str; 10] =
+    ["event", "computed", "inactiveFor", "identified", "trait", "consent", "segment", "all", "any", "not"];
 const TRAIT_TESTS: [&str; 9] = ["eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "exists"];
 const CMP_OPS: [&str; 6] = ["eq", "ne", "lt", "lte", "gt", "gte"];
 
 struct Compiler {
     errors: Vec<ConfigError>,
+    /// The computed traits compiled so far, which conditions may name.
+    computed: Vec<ComputedTrait>,
 }
 
 impl Compiler {
@@ -585,6 +594,59 @@ impl Compiler {
         }
     }
 
+    /// A `where` object: property to value, or to a non-empty list of values (any of them).
+    fn filters(&mut self, o: &Map<String, J>, path: &str) -> Vec<PropertyFilter> {
+        let mut filters = Vec::new();
+        if let Some(w) = present(o, "where") {
+            let wp = at(path, "where");
+            match w.as_object() {
+                Some(map) => {
+                    for (prop, val) in map {
+                        let pp = at(&wp, prop);
+                        let any_of = match val {
+                            J::Array(list) if !list.is_empty() => {
+                                list.iter().enumerate().filter_map(|(i, x)| self.scalar(x, &idx(&pp, i))).collect()
+                            }
+                            J::Array(_) => {
+                                self.err(&pp, "a list of values must not be empty");
+                                Vec::new()
+                            }
+                            x => self.scalar(x, &pp).into_iter().collect(),
+                        };
+                        filters.push(PropertyFilter { property: prop.clone(), any_of });
+                    }
+                }
+                None => self.err(wp, "expected an object of property to value"),
+            }
+        }
+        filters
+    }
+
+    /// `computedTraits`: named event counts (`{"id", "event", "where"?, "within"?}`) shown on profiles and usable
+    /// in segments as `{"computed": "<id>", "gte": 2}`.
+    fn computed_traits(&mut self, v: &J, path: &str) -> Vec<ComputedTrait> {
+        let mut out: Vec<ComputedTrait> = Vec::new();
+        for (i, item) in self.array(v, path).into_iter().flatten().enumerate() {
+            let p = idx(path, i);
+            let Some(o) = self.object(item, &p, &["id", "event", "where", "within"]) else { continue };
+            let id = self.id(o.get("id"), &at(&p, "id"));
+            let event = self.string(o.get("event"), &at(&p, "event"));
+            let filters = self.filters(o, &p);
+            let window = match present(o, "within") {
+                Some(w) => self.duration(w, &at(&p, "within")).map(Some),
+                None => Some(None),
+            };
+            if let (Some(id), Some(event), Some(window)) = (id, event, window) {
+                if out.iter().any(|c| c.id == id) {
+                    self.err(at(&p, "id"), format!("duplicate computed trait id {id:?}"));
+                } else {
+                    out.push(ComputedTrait { id, event, filters, window });
+                }
+            }
+        }
+        out
+    }
+
     fn condition(&mut self, v: &J, path: &str, ids: &BTreeMap<String, usize>) -> Option<Condition> {
         let Some(o) = v.as_object() else {
             self.err(path, "expected a condition object");
@@ -606,31 +668,7 @@ impl Compiler {
             "event" => {
                 self.object(v, path, &["event", "where", "count", "within"])?;
                 let event = self.string(o.get("event"), &at(path, "event"));
-                let mut filters = Vec::new();
-                if let Some(w) = present(o, "where") {
-                    let wp = at(path, "where");
-                    match w.as_object() {
-                        Some(map) => {
-                            for (prop, val) in map {
-                                let pp = at(&wp, prop);
-                                let any_of = match val {
-                                    J::Array(list) if !list.is_empty() => list
-                                        .iter()
-                                        .enumerate()
-                                        .filter_map(|(i, x)| self.scalar(x, &idx(&pp, i)))
-                                        .collect(),
-                                    J::Array(_) => {
-                                        self.err(&pp, "a list of values must not be empty");
-                                        Vec::new()
-                                    }
-                                    x => self.scalar(x, &pp).into_iter().collect(),
-                                };
-                                filters.push(PropertyFilter { property: prop.clone(), any_of });
-                            }
-                        }
-                        None => self.err(wp, "expected an object of property to value"),
-                    }
-                }
+                let filters = self.filters(o, path);
                 let count = match present(o, "count") {
                     None => Some(vec![Cmp::Gte(1.0)]),
                     Some(J::Number(n)) => Some(vec![Cmp::Gte(n.as_f64().unwrap_or(1.0))]),
@@ -642,6 +680,26 @@ impl Compiler {
                     None => Some(None),
                 };
                 Some(Condition::EventCount { event: event?, filters, count: count?, window: window? })
+            }
+            "computed" => {
+                let mut allowed = vec!["computed"];
+                allowed.extend(CMP_OPS);
+                self.object(v, path, &allowed)?;
+                let cp = at(path, "computed");
+                let id = self.string(o.get("computed"), &cp)?;
+                let Some(def) = self.computed.iter().find(|c| c.id == id).cloned() else {
+                    self.err(cp, format!("unknown computed trait {id:?}"));
+                    return None;
+                };
+                let mut ops = Map::new();
+                for op in CMP_OPS {
+                    if let Some(n) = o.get(op) {
+                        ops.insert(op.to_string(), n.clone());
+                    }
+                }
+                let count = if ops.is_empty() { vec![Cmp::Gte(1.0)] } else { self.comparisons(&J::Object(ops), path)? };
+                // A computed trait in a condition is exactly the event count it names.
+                Some(Condition::EventCount { event: def.event, filters: def.filters, count, window: def.window })
             }
             "inactiveFor" => {
                 self.object(v, path, &["inactiveFor"])?;
@@ -1019,5 +1077,36 @@ mod tests {
         let got = compile_str("{").unwrap_err();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].path, "");
+    }
+
+    #[test]
+    fn computed_traits_compile_and_segments_can_name_them() {
+        let c = compile_str(
+            r#"{"computedTraits": [{"id": "bagViews7d", "event": "Product Viewed", "where": {"category": "bags"}, "within": "7d"}],
+                "segments": [{"id": "keen", "when": {"computed": "bagViews7d", "gte": 2}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.computed[0].window, Some(7 * crate::core::time::DAY));
+        match &c.segments[0].when {
+            Condition::EventCount { event, filters, count, window } => {
+                assert_eq!(event, "Product Viewed");
+                assert_eq!(filters[0].property, "category");
+                assert_eq!(count, &vec![Cmp::Gte(2.0)]);
+                assert_eq!(*window, Some(7 * crate::core::time::DAY));
+            }
+            other => panic!("{other:?}"),
+        }
+        let got = errors(
+            r#"{"computedTraits": [{"id": "x", "event": "E", "within": "soon"}, {"id": "y", "event": "E"}, {"id": "y", "event": "F"}],
+                "segments": [{"id": "s", "when": {"computed": "nope"}}, {"id": "t", "when": {"computed": "y", "gte": "2"}}]}"#,
+        );
+        for e in [
+            "computedTraits[0].within: expected a duration",
+            "computedTraits[2].id: duplicate computed trait id \"y\"",
+            "segments[0].when.computed: unknown computed trait \"nope\"",
+            "segments[1].when.gte: expected a number",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+        }
     }
 }

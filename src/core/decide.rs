@@ -186,6 +186,11 @@ pub fn segments_of<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Ve
     config.segments.iter().zip(results).filter(|(_, r)| *r).map(|(s, _)| s.id.as_str()).collect()
 }
 
+/// The configured computed traits' values for a profile, in configuration order.
+pub fn computed_of<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Vec<(&'c str, u64)> {
+    config.computed.iter().map(|c| (c.id.as_str(), c.value(profile, now))).collect()
+}
+
 /// Chooses a block for each requested slot. Without a permitted profile (no profile yet, or no
 /// personalization consent) every slot gets its fallback.
 pub fn decide(config: &Config, subject: Option<Permitted<&Profile>>, slots: &[String], now: Millis) -> Decision {

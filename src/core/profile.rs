@@ -277,8 +277,8 @@ impl Profile {
 
     /// Everything held about the person, for an access request: the profile, trait times, the consent audit
     /// trail, the recent event history and the remembered message ids.
-    pub fn export_json(&self, segments: &[&str], now: Millis) -> serde_json::Value {
-        let mut out = self.to_json(segments, now);
+    pub fn export_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
+        let mut out = self.to_json(segments, computed, now);
         out["traitsSetAt"] =
             self.traits.iter().map(|(k, t)| (k.clone(), serde_json::Value::from(format_iso8601(t.at)))).collect();
         out["consentHistory"] = self
@@ -316,7 +316,8 @@ impl Profile {
     }
 
     /// The profile as the admin API shows it (see `GET /v1/profiles/...` in the contract).
-    pub fn to_json(&self, segments: &[&str], now: Millis) -> serde_json::Value {
+    /// `computed` holds the configured computed traits' values (`decide::computed_of`).
+    pub fn to_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
         let traits: BTreeMap<String, Value> = self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
         let mut consent = serde_json::Map::new();
         for p in Purpose::OPTIONAL {
@@ -356,6 +357,7 @@ impl Profile {
                 "lastOrderAt": c.last_order_at.map(format_iso8601),
                 "daysSinceLastSeen": (now - self.last_seen).max(0) / DAY,
                 "windows": windows,
+                "traits": computed.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
             },
         })
     }
@@ -538,7 +540,7 @@ mod tests {
         assert_eq!(p.traits["email"].value, Value::String(hash_identifier("email", "ada@example.com")));
         assert_eq!(p.traits["phone"].value, Value::String(hash_identifier("phone", "+442079460000")));
         assert_eq!(p.traits["plan"].value, Value::String("gold".into()));
-        let exported = p.export_json(&[], 0).to_string();
+        let exported = p.export_json(&[], &[], 0).to_string();
         assert!(!exported.to_lowercase().contains("ada@example.com") && !exported.contains("7946"), "{exported}");
         assert!(!p.consent.grants[&Purpose::Advertising].granted);
         assert_eq!(p.consent.history.last().unwrap().source, "gpc");

@@ -78,6 +78,21 @@ pub enum Condition {
     Not(Box<Condition>),
 }
 
+/// A named event count over a window, from the configuration's `computedTraits`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComputedTrait {
+    pub id: String,
+    pub event: String,
+    pub filters: Vec<PropertyFilter>,
+    pub window: Option<Millis>,
+}
+
+impl ComputedTrait {
+    pub fn value(&self, profile: &Profile, now: Millis) -> u64 {
+        count_events(profile, &self.event, &self.filters, self.window, now)
+    }
+}
+
 /// One compiled segment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segment {

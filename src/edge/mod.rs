@@ -10,7 +10,7 @@ mod profile_object;
 
 use crate::core::config::compile_str;
 use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
-use crate::core::decide::{decide, segments_of};
+use crate::core::decide::{computed_of, decide, segments_of};
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
 use crate::core::profile::ApplyRequest;
@@ -327,9 +327,14 @@ async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiRes
     let store = kv::store(env)?;
     let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
-    let segments = segments_of(&config, &profile, now());
     let now = now();
-    let body = if export { profile.export_json(&segments, now) } else { profile.to_json(&segments, now) };
+    let segments = segments_of(&config, &profile, now);
+    let computed = computed_of(&config, &profile, now);
+    let body = if export {
+        profile.export_json(&segments, &computed, now)
+    } else {
+        profile.to_json(&segments, &computed, now)
+    };
     Ok(json_response(200, &body)?)
 }
 

@@ -191,6 +191,10 @@ describe('profiles and admin', () => {
     assert.deepEqual(p.body.identities, [{ type: 'anonymous_id', value: a }]);
     assert.deepEqual(p.body.consent, { analytics: true, personalization: true });
     assert.deepEqual(p.body.segments, ['bag-curious']);
+    // Computed traits from the configuration, and the built-in ones.
+    assert.deepEqual(p.body.computed.traits, { bagViews7d: 2, pageViews30d: 0 }, 'the January page view is outside 30 days');
+    assert.equal(p.body.computed.sessions, 2);
+    assert.equal(p.body.computed.windows['7d']['Product Viewed'], 2);
     assert.equal(p.body.firstSeen, '2026-01-01T10:00:00.000Z');
     assert.ok(Date.parse(p.body.lastSeen) > Date.parse(p.body.firstSeen));
     assert.equal((await getProfile(w, 'anonymous_id:never-seen')).status, 404);
