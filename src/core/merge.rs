@@ -491,6 +491,25 @@ mod tests {
         json.replace("GRANT", GRANT)
     }
 
+    /// Merges `other` into `user` because an event linked the anonymous id `linked` to user u1.
+    fn merge_into_u1(
+        user: &mut Profile,
+        other: Profile,
+        rules: &IdentityRules,
+        linked: &str,
+        message_id: &str,
+    ) -> Result<(), MergeRefused> {
+        absorb(
+            user,
+            other,
+            rules,
+            &Identity::new("user_id", "u1"),
+            &Identity::new("anonymous_id", linked),
+            NOW,
+            message_id,
+        )
+    }
+
     fn phone() -> Profile {
         profile(
             "p_phone",
@@ -526,9 +545,7 @@ mod tests {
     fn a_merge_unites_everything_by_the_rules_and_is_recorded() {
         let rules = Config::default().identity;
         let mut user = laptop();
-        let trigger = Identity::new("user_id", "u1");
-        absorb(&mut user, phone(), &rules, &trigger, &Identity::new("anonymous_id", "phone"), NOW, "m-identify")
-            .unwrap();
+        merge_into_u1(&mut user, phone(), &rules, "phone", "m-identify").unwrap();
         let keys: Vec<String> = user.identities.iter().map(Identity::key).collect();
         assert_eq!(keys, vec!["anonymous_id:laptop", "user_id:u1", "anonymous_id:phone"]);
         assert_eq!(user.counts["Product Viewed"], 2);
@@ -569,16 +586,7 @@ mod tests {
         };
         other = record_shared(other);
         user = record_shared(user);
-        absorb(
-            &mut user,
-            other,
-            &rules,
-            &Identity::new("user_id", "u1"),
-            &Identity::new("anonymous_id", "phone"),
-            NOW,
-            "m",
-        )
-        .unwrap();
+        merge_into_u1(&mut user, other, &rules, "phone", "m").unwrap();
         assert_eq!(user.counts["Signed Up"], 1);
         assert_eq!(user.recent.iter().filter(|r| r.message_id == "shared").count(), 1);
     }
@@ -590,16 +598,7 @@ mod tests {
         let other =
             profile("p_other", &[ev(r#"{"type":"identify","anonymousId":"x","userId":"u2","messageId":"c1",GRANT}"#)]);
         let before = user.clone();
-        let err = absorb(
-            &mut user,
-            other,
-            &rules,
-            &Identity::new("user_id", "u1"),
-            &Identity::new("anonymous_id", "x"),
-            NOW,
-            "m-alias",
-        )
-        .unwrap_err();
+        let err = merge_into_u1(&mut user, other, &rules, "x", "m-alias").unwrap_err();
         assert!(err.reason.contains("2 user_id identities"), "{}", err.reason);
         assert_eq!(user.identities, before.identities);
         assert_eq!(user.counts, before.counts);
@@ -613,16 +612,7 @@ mod tests {
         let rules =
             compile_str(r#"{"identity":{"identifiers":{"anonymous_id":{"limit":1,"priority":9}}}}"#).unwrap().identity;
         let mut user = laptop();
-        absorb(
-            &mut user,
-            phone(),
-            &rules,
-            &Identity::new("user_id", "u1"),
-            &Identity::new("anonymous_id", "phone"),
-            NOW,
-            "m",
-        )
-        .unwrap();
+        merge_into_u1(&mut user, phone(), &rules, "phone", "m").unwrap();
         assert!(!user.has_identity(&Identity::new("anonymous_id", "phone")));
         assert_eq!(user.counts["page"], 1, "the data merged");
         assert_eq!(user.refused[0].identity, Identity::new("anonymous_id", "phone"));
@@ -647,16 +637,7 @@ mod tests {
         let original_user = laptop();
         let original_phone = phone();
         let mut user = original_user.clone();
-        absorb(
-            &mut user,
-            original_phone.clone(),
-            &rules,
-            &Identity::new("user_id", "u1"),
-            &Identity::new("anonymous_id", "phone"),
-            NOW,
-            "m",
-        )
-        .unwrap();
+        merge_into_u1(&mut user, original_phone.clone(), &rules, "phone", "m").unwrap();
         let restored = split(&mut user, "p_phone").unwrap();
         assert_eq!(restored, original_phone);
         assert_eq!(user.identities, original_user.identities);
@@ -683,16 +664,7 @@ mod tests {
                 &format!("p_{i}"),
                 &[ev(&format!(r#"{{"type":"page","anonymousId":"d{i}","messageId":"x{i}",GRANT}}"#))],
             );
-            absorb(
-                &mut user,
-                p,
-                &rules,
-                &Identity::new("user_id", "u1"),
-                &Identity::new("anonymous_id", "d"),
-                NOW,
-                "m",
-            )
-            .unwrap();
+            merge_into_u1(&mut user, p, &rules, "d", "m").unwrap();
         }
         assert_eq!(user.merges.iter().filter(|m| m.absorbed.is_some()).count(), MAX_SPLITTABLE_MERGES);
         assert_eq!(split(&mut user, "p_0"), Err(SplitError::TooOld));
