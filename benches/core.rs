@@ -48,6 +48,7 @@ fn bench(c: &mut Criterion) {
                     signals: RequestSignals::default(),
                     events: parsed.events,
                     links: Vec::new(),
+                    ..ApplyRequest::default()
                 };
                 apply_events(None, req, &config)
             },
@@ -84,6 +85,7 @@ fn profiles() -> (edgecdp::core::profile::Profile, edgecdp::core::profile::Profi
                 signals: RequestSignals::default(),
                 events: parsed.events,
                 links: Vec::new(),
+                ..ApplyRequest::default()
             };
             profile = apply_events(profile, req, &config).0;
         }
@@ -147,6 +149,7 @@ fn bench_profiles(c: &mut Criterion) {
                     signals: RequestSignals::default(),
                     events: g.events,
                     links: g.links,
+                    ..ApplyRequest::default()
                 };
                 apply_events(Some(p), req, &config)
             },

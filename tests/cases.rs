@@ -47,6 +47,7 @@ fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
                 signals: RequestSignals::default(),
                 events: group.events,
                 links: group.links,
+                ..ApplyRequest::default()
             };
             let current = profiles.remove(&req.profile_id);
             let wanted: Vec<Link> = pending_links(current.as_ref(), &req).into_iter().cloned().collect();
@@ -100,7 +101,7 @@ fn decision_cases() {
             let subject = profile.and_then(|p| {
                 permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
             });
-            let got = decide(&config, subject, &request.slots, now).to_json();
+            let got = decide(&config, subject, &request.context(), &request.slots, now).to_json();
             if update {
                 step["response"] = got;
             } else if got != step["response"] {

@@ -6,8 +6,11 @@
 //! ready-to-run rules, so evaluation never fails.
 
 use crate::core::consent::{ConsentPolicy, Model, Purpose};
-use crate::core::decide::{Block, Cap, Slot, Template, Variant};
-use crate::core::segment::{Cmp, ComputedTrait, Condition, PropertyFilter, Segment, TraitTest};
+use crate::core::context::Device;
+use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Template, Variant};
+use crate::core::segment::{
+    Cmp, ComputedTrait, Condition, PropertyFilter, Score, ScoreRule, ScoreSource, Segment, TraitTest,
+};
 use crate::core::time::{parse_duration, parse_iso8601};
 use crate::core::value::Value;
 use serde_json::{Map, Value as J};
@@ -85,6 +88,8 @@ pub struct Config {
     pub hash_traits: Vec<String>,
     /// Named event counts shown on profiles (`computedTraits`).
     pub computed: Vec<ComputedTrait>,
+    /// Scoring plans (`scores`), shown on profiles and usable in segments.
+    pub scores: Vec<Score>,
     pub segments: Vec<Segment>,
     /// Segment indexes ordered so that each comes after the segments it references.
     pub segment_order: Vec<usize>,
@@ -100,6 +105,7 @@ impl Default for Config {
             retention_anonymous_days: 30,
             hash_traits: Vec::new(),
             computed: Vec::new(),
+            scores: Vec::new(),
             segments: Vec::new(),
             segment_order: Vec::new(),
             slots: BTreeMap::new(),
@@ -130,9 +136,16 @@ pub fn compile_str(text: &str) -> Result<Config, Vec<ConfigError>> {
 
 /// Compiles a configuration document, reporting every problem.
 pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
-    let mut c = Compiler { errors: Vec::new(), computed: Vec::new() };
+    let mut c = Compiler {
+        errors: Vec::new(),
+        computed: Vec::new(),
+        scores: Vec::new(),
+        in_score: false,
+        experiment_ids: BTreeSet::new(),
+    };
     let mut config = Config::default();
-    let keys = ["sources", "consent", "identity", "retention", "privacy", "computedTraits", "segments", "slots"];
+    let keys =
+        ["sources", "consent", "identity", "retention", "privacy", "computedTraits", "scores", "segments", "slots"];
     if let Some(root) = c.object(doc, "", &keys) {
         if let Some(v) = present(root, "sources") {
             config.sources = c.sources(v, "sources");
@@ -167,6 +180,10 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         if let Some(v) = present(root, "computedTraits") {
             c.computed = c.computed_traits(v, "computedTraits");
             config.computed = c.computed.clone();
+        }
+        if let Some(v) = present(root, "scores") {
+            config.scores = c.scores(v, "scores");
+            c.scores = config.scores.iter().map(|s| s.id.clone()).collect();
         }
         let mut ids = BTreeMap::new();
         if let Some(v) = present(root, "segments") {
@@ -211,8 +228,27 @@ fn is_id(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-const CONDITION_KINDS: [&str; 10] =
-    ["event", "computed", "inactiveFor", "identified", "trait", "consent", "segment", "all", "any", "not"];
+const CONDITION_KINDS: [&str; 17] = [
+    "event",
+    "computed",
+    "score",
+    "inactiveFor",
+    "identified",
+    "trait",
+    "consent",
+    "page",
+    "referrer",
+    "utm",
+    "country",
+    "device",
+    "localHour",
+    "segment",
+    "all",
+    "any",
+    "not",
+];
+/// The campaign parameters `{"utm": {...}}` reads from the page URL, without their `utm_` prefix.
+const UTM_PARAMS: [&str; 5] = ["source", "medium", "campaign", "term", "content"];
 const TRAIT_TESTS: [&str; 9] = ["eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "exists"];
 const CMP_OPS: [&str; 6] = ["eq", "ne", "lt", "lte", "gt", "gte"];
 
@@ -220,6 +256,11 @@ struct Compiler {
     errors: Vec<ConfigError>,
     /// The computed traits compiled so far, which conditions may name.
     computed: Vec<ComputedTrait>,
+    /// The ids of the scores compiled so far, which segment conditions may name.
+    scores: Vec<String>,
+    /// Set while compiling a score's rules, which may not name segments or scores (no cycles).
+    in_score: bool,
+    experiment_ids: BTreeSet<String>,
 }
 
 impl Compiler {
@@ -647,6 +688,63 @@ impl Compiler {
         out
     }
 
+    /// `scores`: `{"id", "halfLife"?, "rules": [{"event", "where"?, "points"} | {"when", "points"}]}`.
+    fn scores(&mut self, v: &J, path: &str) -> Vec<Score> {
+        let mut out: Vec<Score> = Vec::new();
+        for (i, item) in self.array(v, path).into_iter().flatten().enumerate() {
+            let p = idx(path, i);
+            let before = self.errors.len();
+            let Some(o) = self.object(item, &p, &["id", "halfLife", "rules"]) else { continue };
+            let id = self.id(o.get("id"), &at(&p, "id"));
+            let half_life = present(o, "halfLife").and_then(|h| self.duration(h, &at(&p, "halfLife")));
+            let rp = at(&p, "rules");
+            let mut rules = Vec::new();
+            match o.get("rules").map(|r| self.array(r, &rp)) {
+                None => self.err(&rp, "is required"),
+                Some(None) => {}
+                Some(Some(list)) if list.is_empty() => self.err(&rp, "expected at least one rule"),
+                Some(Some(list)) => {
+                    for (j, r) in list.iter().enumerate() {
+                        let rp = idx(&rp, j);
+                        let Some(ro) = r.as_object() else {
+                            self.err(&rp, "expected a rule object");
+                            continue;
+                        };
+                        let source = if ro.contains_key("when") {
+                            self.object(r, &rp, &["when", "points"]);
+                            self.in_score = true;
+                            let when = self.condition(&ro["when"], &at(&rp, "when"), &BTreeMap::new());
+                            self.in_score = false;
+                            when.map(ScoreSource::When)
+                        } else {
+                            self.object(r, &rp, &["event", "where", "points"]);
+                            let event = self.string(ro.get("event"), &at(&rp, "event"));
+                            let filters = self.filters(ro, &rp);
+                            event.map(|event| ScoreSource::Event { event, filters })
+                        };
+                        let points = match ro.get("points") {
+                            Some(n) => self.number(n, &at(&rp, "points")),
+                            None => {
+                                self.err(at(&rp, "points"), "is required");
+                                None
+                            }
+                        };
+                        if let (Some(source), Some(points)) = (source, points) {
+                            rules.push(ScoreRule { source, points });
+                        }
+                    }
+                }
+            }
+            let Some(id) = id else { continue };
+            if out.iter().any(|s| s.id == id) {
+                self.err(at(&p, "id"), format!("duplicate score id {id:?}"));
+            } else if self.errors.len() == before {
+                out.push(Score { id, half_life, rules });
+            }
+        }
+        out
+    }
+
     fn condition(&mut self, v: &J, path: &str, ids: &BTreeMap<String, usize>) -> Option<Condition> {
         let Some(o) = v.as_object() else {
             self.err(path, "expected a condition object");
@@ -691,15 +789,26 @@ impl Compiler {
                     self.err(cp, format!("unknown computed trait {id:?}"));
                     return None;
                 };
-                let mut ops = Map::new();
-                for op in CMP_OPS {
-                    if let Some(n) = o.get(op) {
-                        ops.insert(op.to_string(), n.clone());
-                    }
-                }
-                let count = if ops.is_empty() { vec![Cmp::Gte(1.0)] } else { self.comparisons(&J::Object(ops), path)? };
+                let count = self.comparison_members(o, path)?;
                 // A computed trait in a condition is exactly the event count it names.
                 Some(Condition::EventCount { event: def.event, filters: def.filters, count, window: def.window })
+            }
+            "segment" | "score" if self.in_score => {
+                self.err(at(path, kind), "a score rule cannot use segments or scores");
+                None
+            }
+            "score" => {
+                let mut allowed = vec!["score"];
+                allowed.extend(CMP_OPS);
+                self.object(v, path, &allowed)?;
+                let sp = at(path, "score");
+                let id = self.string(o.get("score"), &sp)?;
+                let Some(index) = self.scores.iter().position(|s| *s == id) else {
+                    self.err(sp, format!("unknown score {id:?}"));
+                    return None;
+                };
+                let cmps = self.comparison_members(o, path)?;
+                Some(Condition::Score { index, cmps })
             }
             "inactiveFor" => {
                 self.object(v, path, &["inactiveFor"])?;
@@ -712,6 +821,60 @@ impl Compiler {
             "consent" => {
                 self.object(v, path, &["consent"])?;
                 Some(Condition::Consent(self.purpose(&o["consent"], &at(path, "consent"))?))
+            }
+            "page" => {
+                self.object(v, path, &["page"])?;
+                Some(Condition::Page(self.one_or_many(&o["page"], &at(path, "page"))?))
+            }
+            "referrer" => {
+                self.object(v, path, &["referrer"])?;
+                let hosts = self.one_or_many(&o["referrer"], &at(path, "referrer"))?;
+                Some(Condition::Referrer(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect()))
+            }
+            "utm" => {
+                self.object(v, path, &["utm"])?;
+                let up = at(path, "utm");
+                let params = self.object(&o["utm"], &up, &UTM_PARAMS)?;
+                let [(param, globs)] = params.iter().collect::<Vec<_>>()[..] else {
+                    self.err(&up, format!("expected exactly one of: {}", UTM_PARAMS.join(", ")));
+                    return None;
+                };
+                let any_of = self.one_or_many(globs, &at(&up, param))?;
+                Some(Condition::Utm { param: format!("utm_{param}"), any_of })
+            }
+            "country" => {
+                self.object(v, path, &["country"])?;
+                let cp = at(path, "country");
+                let list = self.one_or_many(&o["country"], &cp)?;
+                for (i, c) in list.iter().enumerate() {
+                    if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                        let p = if matches!(o["country"], J::Array(_)) { idx(&cp, i) } else { cp.clone() };
+                        self.err(p, "a country is an ISO 3166-1 alpha-2 code in upper case, such as DE");
+                    }
+                }
+                Some(Condition::Country(list))
+            }
+            "device" => {
+                self.object(v, path, &["device"])?;
+                let dp = at(path, "device");
+                let list = self.one_or_many(&o["device"], &dp)?;
+                let mut devices = Vec::new();
+                for (i, d) in list.iter().enumerate() {
+                    match Device::parse(d) {
+                        Some(d) => devices.push(d),
+                        None => {
+                            let p = if matches!(o["device"], J::Array(_)) { idx(&dp, i) } else { dp.clone() };
+                            self.err(p, format!("unknown device class; expected one of: {}", Device::NAMES.join(", ")));
+                        }
+                    }
+                }
+                (devices.len() == list.len()).then_some(Condition::Device(devices))
+            }
+            "localHour" => {
+                self.object(v, path, &["localHour"])?;
+                let hp = at(path, "localHour");
+                let cmps = self.comparisons(&o["localHour"], &hp)?;
+                Some(Condition::LocalHour(cmps))
             }
             "segment" => {
                 self.object(v, path, &["segment"])?;
@@ -769,6 +932,32 @@ impl Compiler {
                 };
                 Some(Condition::Trait { name: name?, test })
             }
+        }
+    }
+
+    /// The comparisons written beside a condition's kind (`{"computed": "x", "gte": 2}`); at least 1 when none.
+    fn comparison_members(&mut self, o: &Map<String, J>, path: &str) -> Option<Vec<Cmp>> {
+        let ops: Map<String, J> =
+            CMP_OPS.iter().filter_map(|op| o.get(*op).map(|n| (op.to_string(), n.clone()))).collect();
+        if ops.is_empty() {
+            return Some(vec![Cmp::Gte(1.0)]);
+        }
+        self.comparisons(&J::Object(ops), path)
+    }
+
+    /// A non-empty string, or a non-empty list of them.
+    fn one_or_many(&mut self, v: &J, path: &str) -> Option<Vec<String>> {
+        match v {
+            J::Array(items) if !items.is_empty() => {
+                let out: Vec<Option<String>> =
+                    items.iter().enumerate().map(|(i, x)| self.string(Some(x), &idx(path, i))).collect();
+                out.into_iter().collect()
+            }
+            J::Array(_) => {
+                self.err(path, "a list of values must not be empty");
+                None
+            }
+            x => self.string(Some(x), path).map(|s| vec![s]),
         }
     }
 
@@ -853,7 +1042,11 @@ impl Compiler {
     }
 
     fn block(&mut self, v: &J, path: &str, segments: &BTreeMap<String, usize>) -> Option<Block> {
-        let o = self.object(v, path, &["id", "audience", "priority", "start", "end", "cap", "variants", "html"])?;
+        let o = self.object(
+            v,
+            path,
+            &["id", "audience", "priority", "start", "end", "cap", "variants", "html", "experiment"],
+        )?;
         let before = self.errors.len();
         let id = self.id(o.get("id"), &at(path, "id"));
         let audience = match present(o, "audience") {
@@ -910,10 +1103,56 @@ impl Compiler {
                 .map(|html| vec![Variant { id: "default".into(), weight: 1, html }]),
             (Some(vs), None) => self.variants(vs, &at(path, "variants")),
         };
+        let experiment = present(o, "experiment").and_then(|e| self.experiment(e, &at(path, "experiment")));
         if self.errors.len() != before {
             return None;
         }
-        Some(Block { id: id?, audience: audience?, priority: priority?, start, end, cap, variants: variants? })
+        Some(Block {
+            id: id?,
+            audience: audience?,
+            priority: priority?,
+            start,
+            end,
+            cap,
+            variants: variants?,
+            experiment,
+        })
+    }
+
+    /// `{"id", "holdout"?: percent, "goal": {"event", "where"?, "within"}}`.
+    fn experiment(&mut self, v: &J, path: &str) -> Option<Experiment> {
+        let o = self.object(v, path, &["id", "holdout", "goal"])?;
+        let id = self.id(o.get("id"), &at(path, "id"));
+        if let Some(id) = &id {
+            if !self.experiment_ids.insert(id.clone()) {
+                self.err(at(path, "id"), format!("duplicate experiment id {id:?}"));
+            }
+        }
+        let holdout = match present(o, "holdout") {
+            Some(h) => self.integer(h, &at(path, "holdout"), 0, 99).map(|h| h as u32),
+            None => Some(0),
+        };
+        let gp = at(path, "goal");
+        let goal = match o.get("goal") {
+            None => {
+                self.err(&gp, "is required: the event that counts as a conversion");
+                None
+            }
+            Some(g) => {
+                let go = self.object(g, &gp, &["event", "where", "within"])?;
+                let event = self.string(go.get("event"), &at(&gp, "event"));
+                let filters = self.filters(go, &gp);
+                let within = match go.get("within") {
+                    Some(w) => self.duration(w, &at(&gp, "within")),
+                    None => {
+                        self.err(at(&gp, "within"), "is required, for example \"7d\"");
+                        None
+                    }
+                };
+                Some(Goal { event: event?, filters, within: within? })
+            }
+        };
+        Some(Experiment { id: id?, holdout: holdout?, goal: goal? })
     }
 
     fn audience(&mut self, v: &J, path: &str, segments: &BTreeMap<String, usize>) -> Option<Condition> {

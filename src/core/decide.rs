@@ -3,8 +3,9 @@
 
 use crate::core::config::Config;
 use crate::core::consent::Permitted;
-use crate::core::profile::Profile;
-use crate::core::segment::{evaluate_all, Condition};
+use crate::core::context::Context;
+use crate::core::profile::{Impression, Profile};
+use crate::core::segment::{evaluate_all, Condition, Facts, PropertyFilter};
 use crate::core::time::Millis;
 use crate::core::value::Value;
 use sha2::{Digest, Sha256};
@@ -108,12 +109,32 @@ pub struct Variant {
     pub html: Template,
 }
 
-/// A frequency cap ("at most `max` impressions per `per`"). Parsed and validated; it is enforced once
-/// impressions are recorded (the decisions issue).
+/// A frequency cap ("at most `max` impressions per `per`"), counted from the impressions recorded on the
+/// profile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cap {
     pub max: u32,
     pub per: Millis,
+}
+
+/// The variant id of an experiment's holdout, which is shown the slot's fallback.
+pub const CONTROL: &str = "control";
+
+/// What counts as a conversion: a `event` matching `filters` within `within` after first exposure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Goal {
+    pub event: String,
+    pub filters: Vec<PropertyFilter>,
+    pub within: Millis,
+}
+
+/// An experiment over a block's variants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Experiment {
+    pub id: String,
+    /// The percentage of visitors (0 to 99) held out: they see the fallback, as variant `control`.
+    pub holdout: u32,
+    pub goal: Goal,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +147,7 @@ pub struct Block {
     pub cap: Option<Cap>,
     /// Never empty; weights sum to more than zero.
     pub variants: Vec<Variant>,
+    pub experiment: Option<Experiment>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -135,12 +157,22 @@ pub struct Slot {
     pub blocks: Vec<Block>,
 }
 
+impl Config {
+    /// The experiment with this id, wherever its block is.
+    pub fn experiment(&self, id: &str) -> Option<&Experiment> {
+        self.slots.values().flat_map(|s| &s.blocks).filter_map(|b| b.experiment.as_ref()).find(|e| e.id == id)
+    }
+}
+
 /// What one slot shows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlotAnswer {
     pub block: Option<String>,
     pub variant: Option<String>,
     pub html: String,
+    pub experiment: Option<String>,
+    /// Whether serving this answer must be recorded on the profile (the block has a cap or an experiment).
+    pub record: bool,
 }
 
 /// A requested slot that the configuration does not define.
@@ -150,12 +182,38 @@ pub struct UnknownSlot {
     pub slot: String,
 }
 
+/// Why a block was passed over.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Skip {
+    NotStarted,
+    Ended,
+    Audience(String),
+    Capped { shown: usize, max: u32 },
+}
+
+/// How a slot's answer came about (`?explain=1`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotExplanation {
+    pub skipped: Vec<(String, Skip)>,
+    /// `hash`, `sticky` (an earlier exposure), `holdout`, or `fallback`.
+    pub assignment: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explanation {
+    /// Why every slot answers its fallback, when that is so for reasons of the whole request.
+    pub personalized: Result<(), &'static str>,
+    pub scores: Vec<(String, f64)>,
+    pub slots: BTreeMap<String, SlotExplanation>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub profile_id: Option<String>,
     pub segments: Vec<String>,
     pub slots: BTreeMap<String, SlotAnswer>,
     pub unknown: Vec<UnknownSlot>,
+    pub explanation: Option<Explanation>,
 }
 
 impl Decision {
@@ -163,7 +221,13 @@ impl Decision {
         let slots: serde_json::Map<String, serde_json::Value> = self
             .slots
             .iter()
-            .map(|(k, a)| (k.clone(), serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html})))
+            .map(|(k, a)| {
+                let mut v = serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html});
+                if let Some(e) = &a.experiment {
+                    v["experiment"] = e.as_str().into();
+                }
+                (k.clone(), v)
+            })
             .collect();
         let mut out = serde_json::json!({"profileId": self.profile_id, "segments": self.segments, "slots": slots});
         if !self.unknown.is_empty() {
@@ -176,13 +240,65 @@ impl Decision {
                 })
                 .collect();
         }
+        if let Some(x) = &self.explanation {
+            let slots: serde_json::Map<String, serde_json::Value> = x
+                .slots
+                .iter()
+                .map(|(k, e)| {
+                    let skipped: Vec<serde_json::Value> = e
+                        .skipped
+                        .iter()
+                        .map(|(block, why)| {
+                            let (reason, detail) = match why {
+                                Skip::NotStarted => ("not_started", "its schedule has not started".to_string()),
+                                Skip::Ended => ("ended", "its schedule has ended".to_string()),
+                                Skip::Audience(d) => ("audience", d.clone()),
+                                Skip::Capped { shown, max } => {
+                                    ("capped", format!("shown {shown} times in the cap's period; the cap is {max}"))
+                                }
+                            };
+                            serde_json::json!({"block": block, "reason": reason, "detail": detail})
+                        })
+                        .collect();
+                    (k.clone(), serde_json::json!({"skipped": skipped, "assignment": e.assignment}))
+                })
+                .collect();
+            out["explain"] = serde_json::json!({
+                "personalized": x.personalized.is_ok(),
+                "reason": x.personalized.err(),
+                "scores": x.scores.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+                "slots": slots,
+            });
+        }
         out
+    }
+
+    /// The answers that must be recorded on the profile, as impressions at `now`.
+    pub fn impressions(&self, now: Millis) -> Vec<Impression> {
+        self.slots
+            .values()
+            .filter(|a| a.record)
+            .filter_map(|a| {
+                Some(Impression {
+                    block: a.block.clone()?,
+                    variant: a.variant.clone()?,
+                    experiment: a.experiment.clone(),
+                    at: now,
+                })
+            })
+            .collect()
     }
 }
 
+/// Every score of a profile, indexed like `Config::scores`.
+pub fn scores_of(config: &Config, profile: &Profile, cx: &Context, now: Millis) -> Vec<f64> {
+    config.scores.iter().map(|s| s.value(profile, cx, now)).collect()
+}
+
 /// The segments a profile belongs to, by id, in configuration order.
-pub fn segments_of<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Vec<&'c str> {
-    let results = evaluate_all(&config.segments, &config.segment_order, profile, now);
+pub fn segments_of<'c>(config: &'c Config, profile: &Profile, cx: &Context, now: Millis) -> Vec<&'c str> {
+    let scores = scores_of(config, profile, cx, now);
+    let results = evaluate_all(&config.segments, &config.segment_order, &Facts { profile, cx, now, scores: &scores });
     config.segments.iter().zip(results).filter(|(_, r)| *r).map(|(s, _)| s.id.as_str()).collect()
 }
 
@@ -193,9 +309,39 @@ pub fn computed_of<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Ve
 
 /// Chooses a block for each requested slot. Without a permitted profile (no profile yet, or no
 /// personalization consent) every slot gets its fallback.
-pub fn decide(config: &Config, subject: Option<Permitted<&Profile>>, slots: &[String], now: Millis) -> Decision {
+pub fn decide(
+    config: &Config,
+    subject: Option<Permitted<&Profile>>,
+    cx: &Context,
+    slots: &[String],
+    now: Millis,
+) -> Decision {
+    run(config, subject, cx, slots, now, false)
+}
+
+/// `decide`, with the reasons for each answer (`?explain=1`).
+pub fn explain(
+    config: &Config,
+    subject: Option<Permitted<&Profile>>,
+    cx: &Context,
+    slots: &[String],
+    now: Millis,
+) -> Decision {
+    run(config, subject, cx, slots, now, true)
+}
+
+fn run(
+    config: &Config,
+    subject: Option<Permitted<&Profile>>,
+    cx: &Context,
+    slots: &[String],
+    now: Millis,
+    explain: bool,
+) -> Decision {
     let profile = subject.as_ref().map(|p| *p.get());
-    let results = profile.map(|p| evaluate_all(&config.segments, &config.segment_order, p, now));
+    let scores = profile.map(|p| scores_of(config, p, cx, now)).unwrap_or_default();
+    let facts = profile.map(|profile| Facts { profile, cx, now, scores: &scores });
+    let results = facts.as_ref().map(|f| evaluate_all(&config.segments, &config.segment_order, f));
     let mut decision = Decision {
         profile_id: profile.map(|p| p.id.clone()),
         segments: match &results {
@@ -204,56 +350,159 @@ pub fn decide(config: &Config, subject: Option<Permitted<&Profile>>, slots: &[St
         },
         slots: BTreeMap::new(),
         unknown: Vec::new(),
+        explanation: explain.then(|| Explanation {
+            personalized: if profile.is_some() { Ok(()) } else { Err("no profile, or no personalization consent") },
+            scores: config.scores.iter().zip(&scores).map(|(s, v)| (s.id.clone(), *v)).collect(),
+            slots: BTreeMap::new(),
+        }),
     };
     for (index, name) in slots.iter().enumerate() {
         let Some(slot) = config.slots.get(name) else {
             decision.unknown.push(UnknownSlot { index, slot: name.clone() });
             continue;
         };
-        let chosen = match (profile, &results) {
-            (Some(p), Some(r)) => {
-                slot.blocks.iter().find(|b| eligible(b, p, now, r)).map(|b| (b, pick_variant(b, &p.id)))
+        let mut why = SlotExplanation { skipped: Vec::new(), assignment: "fallback" };
+        let mut answer =
+            SlotAnswer { block: None, variant: None, html: String::new(), experiment: None, record: false };
+        let mut html = None;
+        if let (Some(f), Some(r)) = (&facts, &results) {
+            for block in &slot.blocks {
+                match skip(block, f, r, config) {
+                    Some(s) => {
+                        if explain {
+                            why.skipped.push((block.id.clone(), s));
+                        }
+                    }
+                    None => {
+                        let (variant, how) = choose(block, f.profile);
+                        why.assignment = how;
+                        answer.block = Some(block.id.clone());
+                        answer.experiment = block.experiment.as_ref().map(|e| e.id.clone());
+                        answer.record = block.cap.is_some() || block.experiment.is_some();
+                        match variant {
+                            Some(v) => {
+                                answer.variant = Some(v.id.clone());
+                                html = Some(v.html.render(Some(f.profile)));
+                            }
+                            None => answer.variant = Some(CONTROL.to_string()),
+                        }
+                        break;
+                    }
+                }
             }
-            _ => None,
-        };
-        let answer = match chosen {
-            Some((block, variant)) => SlotAnswer {
-                block: Some(block.id.clone()),
-                variant: Some(variant.id.clone()),
-                html: variant.html.render(profile),
-            },
-            None => SlotAnswer { block: None, variant: None, html: slot.fallback.render(None) },
-        };
+        }
+        answer.html = html.unwrap_or_else(|| slot.fallback.render(None));
+        if let Some(x) = decision.explanation.as_mut() {
+            x.slots.insert(name.clone(), why);
+        }
         decision.slots.insert(name.clone(), answer);
     }
     decision
 }
 
-fn eligible(block: &Block, profile: &Profile, now: Millis, segments: &[bool]) -> bool {
-    block.start.is_none_or(|s| now >= s)
-        && block.end.is_none_or(|e| now < e)
-        && block.audience.holds(profile, now, segments)
+/// Why a block cannot be shown now, or `None` when it can.
+fn skip(block: &Block, f: &Facts, segments: &[bool], config: &Config) -> Option<Skip> {
+    if block.start.is_some_and(|s| f.now < s) {
+        return Some(Skip::NotStarted);
+    }
+    if block.end.is_some_and(|e| f.now >= e) {
+        return Some(Skip::Ended);
+    }
+    if !block.audience.holds(f, segments) {
+        return Some(Skip::Audience(why_not(&block.audience, f, segments, config)));
+    }
+    if let Some(cap) = &block.cap {
+        let shown = f.profile.shown.impressions_within(&block.id, cap.per, f.now);
+        if shown >= cap.max as usize {
+            return Some(Skip::Capped { shown, max: cap.max });
+        }
+    }
+    None
 }
 
-/// Deterministic assignment: the same profile always gets the same variant of a block, on every platform.
-fn pick_variant<'b>(block: &'b Block, profile_id: &str) -> &'b Variant {
-    let total: u64 = block.variants.iter().map(|v| u64::from(v.weight)).sum();
+/// A short reason why `c` (which does not hold) fails.
+fn why_not(c: &Condition, f: &Facts, segments: &[bool], config: &Config) -> String {
+    let segment = |i: &usize| config.segments.get(*i).map_or("?", |s| s.id.as_str());
+    match c {
+        Condition::Segment(i) => format!("not in segment {:?}", segment(i)),
+        Condition::All(cs) => match cs.iter().find(|c| !c.holds(f, segments)) {
+            Some(c) => why_not(c, f, segments, config),
+            None => "the audience does not match".into(),
+        },
+        Condition::Not(inner) => match inner.as_ref() {
+            Condition::Segment(i) => format!("in excluded segment {:?}", segment(i)),
+            Condition::Any(cs) => match cs.iter().find(|c| c.holds(f, segments)) {
+                Some(Condition::Segment(i)) => format!("in excluded segment {:?}", segment(i)),
+                _ => "an excluding condition holds".into(),
+            },
+            _ => "an excluding condition holds".into(),
+        },
+        Condition::Any(_) => "none of the alternatives holds".into(),
+        Condition::EventCount { event, .. } => format!("the count of {event:?} events does not match"),
+        Condition::Score { index, .. } => {
+            let id = config.scores.get(*index).map_or("?", |s| s.id.as_str());
+            format!("score {id:?} is {}", f.scores.get(*index).copied().unwrap_or_default())
+        }
+        Condition::InactiveFor(_) => "active too recently".into(),
+        Condition::Identified(true) => "not identified".into(),
+        Condition::Identified(false) => "identified".into(),
+        Condition::Trait { name, .. } => format!("trait {name:?} does not match"),
+        Condition::Consent(p) => format!("no {} consent", p.name()),
+        Condition::Page(_) => format!("page path {:?} does not match", f.cx.path().unwrap_or("")),
+        Condition::Referrer(_) => "the referrer does not match".into(),
+        Condition::Utm { param, .. } => format!("{param} does not match"),
+        Condition::Country(_) => format!("country {:?} is not listed", f.cx.country.as_deref().unwrap_or("")),
+        Condition::Device(_) => "the device class is not listed".into(),
+        Condition::LocalHour(_) => "outside the local hours".into(),
+        Condition::Everyone => "no one matches".into(),
+    }
+}
+
+/// The variant a profile sees, `None` for an experiment's holdout, and how it was chosen. An experiment's
+/// assignment recorded on the profile wins (sticky across merges and configuration edits, as long as the
+/// variant still exists); otherwise the choice is a hash of the profile id, the same on every platform.
+fn choose<'b>(block: &'b Block, profile: &Profile) -> (Option<&'b Variant>, &'static str) {
+    let Some(exp) = &block.experiment else {
+        return (Some(weighted(&block.variants, bucket(&profile.id, &block.id))), "hash");
+    };
+    if let Some(a) = profile.shown.experiments.get(&exp.id) {
+        if a.variant == CONTROL {
+            return (None, "sticky");
+        }
+        if let Some(v) = block.variants.iter().find(|v| v.id == a.variant) {
+            return (Some(v), "sticky");
+        }
+    }
+    let n = bucket(&profile.id, &exp.id);
+    if n % 100 < u64::from(exp.holdout) {
+        return (None, "holdout");
+    }
+    (Some(weighted(&block.variants, n / 100)), "hash")
+}
+
+/// A number from the profile id and a key: the first 8 bytes of SHA-256, identical on every platform.
+fn bucket(profile_id: &str, key: &str) -> u64 {
     let mut h = Sha256::new();
     h.update(profile_id.as_bytes());
     h.update([0]);
-    h.update(block.id.as_bytes());
+    h.update(key.as_bytes());
     let digest = h.finalize();
     let mut n = [0u8; 8];
     n.copy_from_slice(&digest[..8]);
-    let mut bucket = u64::from_be_bytes(n) % total.max(1);
-    for v in &block.variants {
+    u64::from_be_bytes(n)
+}
+
+fn weighted(variants: &[Variant], n: u64) -> &Variant {
+    let total: u64 = variants.iter().map(|v| u64::from(v.weight)).sum();
+    let mut bucket = n % total.max(1);
+    for v in variants {
         if bucket < u64::from(v.weight) {
             return v;
         }
         bucket -= u64::from(v.weight);
     }
     // Unreachable when weights sum to `total`; the first variant is a safe answer either way.
-    &block.variants[0]
+    &variants[0]
 }
 
 #[cfg(test)]

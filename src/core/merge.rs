@@ -167,6 +167,8 @@ pub fn absorb(
     c.orders += other.computed.orders;
     c.revenue += other.computed.revenue;
     c.last_order_at = c.last_order_at.max(other.computed.last_order_at);
+    // What both were shown: impressions of both count toward caps; each experiment keeps the earlier assignment.
+    survivor.shown.absorb(&other.shown);
 
     // History and dedup window, united by messageId.
     let recent_ids: BTreeSet<String> =
@@ -483,6 +485,7 @@ mod tests {
             signals: RequestSignals::default(),
             events: parsed.events,
             links: Vec::new(),
+            ..ApplyRequest::default()
         };
         apply_events(None, req, &Config::default()).0.unwrap()
     }
@@ -581,6 +584,7 @@ mod tests {
                 signals: RequestSignals::default(),
                 events,
                 links: Vec::new(),
+                ..ApplyRequest::default()
             };
             apply_events(Some(p), req, &Config::default()).0.unwrap()
         };
@@ -723,6 +727,7 @@ mod tests {
             signals: RequestSignals::default(),
             events: g.events,
             links: g.links,
+            ..ApplyRequest::default()
         };
         let fetched = vec![(req.links[0].clone(), anonymous.clone())];
         let linked = link(None, fetched, &req, &config, NOW);

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod consent;
+pub mod context;
 pub mod decide;
 pub mod event;
 pub mod identity;

@@ -83,6 +83,121 @@ pub struct RefusedIdentity {
     pub message_id: String,
 }
 
+/// Impression times kept per block: enough for any frequency cap up to this many per period.
+pub const MAX_IMPRESSIONS: usize = 64;
+
+/// What a profile was shown, as decisions record it: impressions per block (for frequency caps) and experiment
+/// assignments (sticky, and the base of exposure and conversion counts).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shown {
+    /// Block id to impression times, oldest first, at most `MAX_IMPRESSIONS`.
+    pub impressions: BTreeMap<String, VecDeque<Millis>>,
+    /// Experiment id to the assignment made at first exposure.
+    pub experiments: BTreeMap<String, Assignment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// A variant id, or `control` for the holdout.
+    pub variant: String,
+    /// The first exposure.
+    pub at: Millis,
+    /// The first goal event within the experiment's window after exposure.
+    pub converted_at: Option<Millis>,
+}
+
+/// One answer a decision served, to be recorded on the profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Impression {
+    pub block: String,
+    pub variant: String,
+    pub experiment: Option<String>,
+    pub at: Millis,
+}
+
+/// A change to an experiment's counts that recording caused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Exposed { experiment: String, variant: String },
+    Converted { experiment: String, variant: String },
+}
+
+impl Shown {
+    /// Records impressions; the first exposure to an experiment fixes its assignment.
+    pub fn record(&mut self, impressions: &[Impression]) {
+        for i in impressions {
+            let times = self.impressions.entry(i.block.clone()).or_default();
+            let pos = times.partition_point(|t| *t <= i.at);
+            times.insert(pos, i.at);
+            while times.len() > MAX_IMPRESSIONS {
+                times.pop_front();
+            }
+            if let Some(e) = &i.experiment {
+                if !self.experiments.contains_key(e) {
+                    let a = Assignment { variant: i.variant.clone(), at: i.at, converted_at: None };
+                    self.experiments.insert(e.clone(), a);
+                }
+            }
+        }
+    }
+
+    /// The exposures and conversions that happened since `before` (the same profile earlier), for the
+    /// experiments' counts.
+    pub fn outcomes_since(&self, before: &Shown) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for (e, a) in &self.experiments {
+            let was = before.experiments.get(e);
+            let (experiment, variant) = (e.clone(), a.variant.clone());
+            if was.is_none() {
+                out.push(Outcome::Exposed { experiment: experiment.clone(), variant: variant.clone() });
+            }
+            if a.converted_at.is_some() && was.is_none_or(|w| w.converted_at.is_none()) {
+                out.push(Outcome::Converted { experiment, variant });
+            }
+        }
+        out
+    }
+
+    /// Marks the assignments that this event converts: a goal event within the window after first exposure.
+    fn convert(&mut self, event: &Event, config: &Config) {
+        for (id, a) in self.experiments.iter_mut().filter(|(_, a)| a.converted_at.is_none()) {
+            let Some(x) = config.experiment(id) else { continue };
+            let in_window = event.timestamp >= a.at && event.timestamp <= a.at.saturating_add(x.goal.within);
+            let props = event.properties();
+            let goal_met =
+                event.count_key() == x.goal.event && x.goal.filters.iter().all(|f| props.is_some_and(|p| f.matches(p)));
+            if in_window && goal_met {
+                a.converted_at = Some(event.timestamp);
+            }
+        }
+    }
+
+    /// Impressions of a block within `per` before `now`.
+    pub fn impressions_within(&self, block: &str, per: Millis, now: Millis) -> usize {
+        self.impressions.get(block).map_or(0, |t| t.iter().filter(|at| **at > now - per && **at <= now).count())
+    }
+
+    /// Unites another profile's record (a merge): impressions of both, and for each experiment the earlier
+    /// assignment, so that a person keeps the variant they saw first.
+    pub fn absorb(&mut self, other: &Shown) {
+        for (block, times) in &other.impressions {
+            let at: Vec<Impression> = times
+                .iter()
+                .map(|t| Impression { block: block.clone(), variant: String::new(), experiment: None, at: *t })
+                .collect();
+            self.record(&at);
+        }
+        for (e, a) in &other.experiments {
+            match self.experiments.get(e) {
+                Some(mine) if mine.at <= a.at => {}
+                _ => {
+                    self.experiments.insert(e.clone(), a.clone());
+                }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub id: String,
@@ -102,6 +217,9 @@ pub struct Profile {
     pub merges: Vec<MergeRecord>,
     /// Oldest first.
     pub refused: Vec<RefusedIdentity>,
+    /// Stored beside the rest (format version 3, see `store`), so that version 2 profiles still decode.
+    #[serde(skip)]
+    pub shown: Shown,
 }
 
 impl HasConsent for Profile {
@@ -133,6 +251,7 @@ impl Profile {
             computed: Computed::default(),
             merges: Vec::new(),
             refused: Vec::new(),
+            shown: Shown::default(),
         }
     }
 
@@ -240,6 +359,7 @@ impl Profile {
         }
         self.first_seen = self.first_seen.min(event.timestamp);
         self.last_seen = self.last_seen.max(event.timestamp);
+        self.shown.convert(&event, config);
         self.remember(&event);
         (Applied::Stored, added)
     }
@@ -296,6 +416,26 @@ impl Profile {
             .map(|r| serde_json::json!({"event": r.name, "at": format_iso8601(r.at), "properties": map_to_json(&r.props)}))
             .collect();
         out["messageIds"] = self.seen_message_ids.iter().cloned().collect();
+        out["impressions"] = self
+            .shown
+            .impressions
+            .iter()
+            .map(|(block, times)| (block.clone(), times.iter().map(|t| format_iso8601(*t)).collect()))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        out["experiments"] = self
+            .shown
+            .experiments
+            .iter()
+            .map(|(id, a)| {
+                (
+                    id.clone(),
+                    serde_json::json!({"variant": a.variant, "exposedAt": format_iso8601(a.at),
+                    "convertedAt": a.converted_at.map(format_iso8601)}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         out["merges"] = self
             .merges
             .iter()
@@ -377,13 +517,16 @@ fn truncated(v: &Value) -> Value {
 }
 
 /// A set of events for one profile, as the edge hands them to the profile's serialized writer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApplyRequest {
     pub profile_id: String,
     pub signals: RequestSignals,
     pub events: Vec<Event>,
     /// Other profiles these events say belong to the same person, to be absorbed first.
     pub links: Vec<Link>,
+    /// Decisions served to this profile, to record (frequency caps, experiment exposures). Only an existing
+    /// profile records them: a decision for no profile shows fallbacks and records nothing.
+    pub impressions: Vec<Impression>,
 }
 
 /// An identity that an event links to this profile, and the profile that holds it now.
@@ -408,6 +551,8 @@ pub struct ApplyOutcome {
     pub new_identities: Vec<Identity>,
     /// Whether the profile changed and must be written.
     pub changed: bool,
+    /// Experiment exposures and conversions these events and impressions caused, for the experiments' counts.
+    pub outcomes: Vec<Outcome>,
 }
 
 /// Applies events to the profile they belong to, passing each through the consent check. No profile is
@@ -417,6 +562,11 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
     let mut profile = profile;
     let mut out = ApplyOutcome::default();
     let policy = &config.consent;
+    let shown_before = profile.as_ref().map(|p| p.shown.clone()).unwrap_or_default();
+    if let Some(p) = profile.as_mut().filter(|_| !req.impressions.is_empty()) {
+        p.shown.record(&req.impressions);
+        out.changed = true;
+    }
     for event in req.events {
         let at = event.timestamp;
         match crate::core::consent::permit_collection(policy, profile.as_ref().map(|p| &p.consent), event, &req.signals)
@@ -444,6 +594,9 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
             out.changed |= p.consent.record_signals(policy, &req.signals, at);
         }
     }
+    if let Some(p) = &profile {
+        out.outcomes = p.shown.outcomes_since(&shown_before);
+    }
     (profile, out)
 }
 
@@ -462,6 +615,7 @@ mod tests {
             signals: RequestSignals::default(),
             events: parsed.events,
             links: Vec::new(),
+            ..ApplyRequest::default()
         }
     }
 

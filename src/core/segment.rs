@@ -5,9 +5,11 @@
 
 use crate::core::aggregate::{day_of, series_key, DAYS};
 use crate::core::consent::Purpose;
-use crate::core::profile::{Profile, MAX_RECENT_EVENTS};
-use crate::core::time::Millis;
+use crate::core::context::{glob_matches, Context, Device};
+use crate::core::profile::{EventRecord, Profile, MAX_RECENT_EVENTS};
+use crate::core::time::{Millis, DAY};
 use crate::core::value::Value;
+use std::collections::BTreeMap;
 
 /// A numeric comparison, as written in `count` (`{"gte": 2}`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,6 +54,12 @@ pub struct PropertyFilter {
     pub any_of: Vec<Value>,
 }
 
+impl PropertyFilter {
+    pub fn matches(&self, props: &BTreeMap<String, Value>) -> bool {
+        props.get(&self.property).is_some_and(|v| self.any_of.iter().any(|w| v.loosely_equals(w)))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
     /// Always true: an audience of everyone.
@@ -71,6 +79,24 @@ pub enum Condition {
         test: TraitTest,
     },
     Consent(Purpose),
+    /// The page path matches one of these globs (`/shop/*`).
+    Page(Vec<String>),
+    /// The referrer's host matches one of these globs (`*.google.*`).
+    Referrer(Vec<String>),
+    /// A campaign parameter of the page URL (`utm_campaign`) matches one of these globs.
+    Utm {
+        param: String,
+        any_of: Vec<String>,
+    },
+    Country(Vec<String>),
+    Device(Vec<Device>),
+    /// The visitor's local hour, 0 to 23.
+    LocalHour(Vec<Cmp>),
+    /// A score (by its index in `Config::scores`) compared with numbers: `{"score": "intent", "gte": 30}`.
+    Score {
+        index: usize,
+        cmps: Vec<Cmp>,
+    },
     /// Membership of another segment, by its index in `Config::segments`.
     Segment(usize),
     All(Vec<Condition>),
@@ -93,6 +119,54 @@ impl ComputedTrait {
     }
 }
 
+/// What earns a score its points.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScoreSource {
+    /// Each matching event, its points decayed by its age.
+    Event { event: String, filters: Vec<PropertyFilter> },
+    /// A condition on the profile or the request that holds now (no decay). It cannot name segments or
+    /// scores, which keeps scores free of cycles.
+    When(Condition),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRule {
+    pub source: ScoreSource,
+    pub points: f64,
+}
+
+/// A rule-based scoring plan (`scores` in the configuration): "purchase intent", "churn risk".
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    pub id: String,
+    /// Points of an event halve every `half_life`; `None` keeps them whole.
+    pub half_life: Option<Millis>,
+    pub rules: Vec<ScoreRule>,
+}
+
+impl Score {
+    /// The score at `now`, rounded to two decimals so that every platform and every reader sees the same
+    /// number.
+    pub fn value(&self, profile: &Profile, cx: &Context, now: Millis) -> f64 {
+        let mut total = 0.0;
+        for rule in &self.rules {
+            let weight = match &rule.source {
+                ScoreSource::Event { event, filters } => decayed_count(profile, event, filters, self.half_life, now),
+                ScoreSource::When(c) => {
+                    let facts = Facts { profile, cx, now, scores: &[] };
+                    if c.holds(&facts, &[]) {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            total += weight * rule.points;
+        }
+        (total * 100.0).round() / 100.0
+    }
+}
+
 /// One compiled segment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segment {
@@ -100,14 +174,45 @@ pub struct Segment {
     pub when: Condition,
 }
 
-/// Evaluates every segment for a profile. `order` lists segment indexes so that each segment comes after
-/// those it references (the compiler checked there are no cycles). The result is indexed like `segments`.
-pub fn evaluate_all(segments: &[Segment], order: &[usize], profile: &Profile, now: Millis) -> Vec<bool> {
+/// Everything a condition reads: the profile, the request context, the time and the profile's scores (indexed
+/// like `Config::scores`).
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub profile: &'a Profile,
+    pub cx: &'a Context,
+    pub now: Millis,
+    pub scores: &'a [f64],
+}
+
+/// Evaluates every segment. `order` lists segment indexes so that each segment comes after those it references
+/// (the compiler checked there are no cycles). The result is indexed like `segments`.
+pub fn evaluate_all(segments: &[Segment], order: &[usize], facts: &Facts) -> Vec<bool> {
     let mut results = vec![false; segments.len()];
     for &i in order {
-        results[i] = segments[i].when.holds(profile, now, &results);
+        results[i] = segments[i].when.holds(facts, &results);
     }
     results
+}
+
+/// Whether the recent history holds every event since `since` (all time when `None`).
+fn history_covers(profile: &Profile, since: Option<Millis>) -> bool {
+    profile.recent.len() < MAX_RECENT_EVENTS
+        || since.is_some_and(|s| profile.recent.front().is_some_and(|oldest| oldest.at < s))
+}
+
+fn matches(r: &EventRecord, event: &str, filters: &[PropertyFilter]) -> bool {
+    r.name == *event && filters.iter().all(|f| f.matches(&r.props))
+}
+
+/// The daily aggregate series that count `event` with `filters`, when there are such series (no filter, or one
+/// whose values can key a series).
+fn series_for(event: &str, filters: &[PropertyFilter]) -> Option<Vec<String>> {
+    let keys: Vec<String> = match filters {
+        [] => series_key(event, None).into_iter().collect(),
+        [f] => f.any_of.iter().filter_map(|v| series_key(event, Some((&f.property, v)))).collect(),
+        _ => return None,
+    };
+    (keys.len() == filters.first().map_or(1, |f| f.any_of.len())).then_some(keys)
 }
 
 /// How many `event`s matching `filters` happened in `window` before `now`. The recent history gives exact times;
@@ -122,43 +227,59 @@ fn count_events(
     now: Millis,
 ) -> u64 {
     let since = window.map(|w| now.saturating_sub(w));
-    let history_covers = profile.recent.len() < MAX_RECENT_EVENTS
-        || since.is_some_and(|s| profile.recent.front().is_some_and(|oldest| oldest.at < s));
-    if !history_covers && filters.len() <= 1 {
-        if let Some(since) = since.filter(|s| day_of(now) - day_of(*s) < DAYS) {
+    if !history_covers(profile, since) {
+        if let (Some(since), Some(keys)) =
+            (since.filter(|s| day_of(now) - day_of(*s) < DAYS), series_for(event, filters))
+        {
             let (from, to) = (day_of(since), day_of(now));
-            let keys: Vec<String> = match filters.first() {
-                None => series_key(event, None).into_iter().collect(),
-                Some(f) => f.any_of.iter().filter_map(|v| series_key(event, Some((&f.property, v)))).collect(),
-            };
-            if keys.len() == filters.first().map_or(1, |f| f.any_of.len()) {
-                return keys.iter().map(|k| profile.aggregates.count(k, from, to)).sum();
-            }
+            return keys.iter().map(|k| profile.aggregates.count(k, from, to)).sum();
         }
     }
     profile
         .recent
         .iter()
-        .filter(|r| {
-            r.name == *event
-                && since.is_none_or(|s| r.at >= s)
-                && r.at <= now
-                && filters
-                    .iter()
-                    .all(|f| r.props.get(&f.property).is_some_and(|v| f.any_of.iter().any(|w| v.loosely_equals(w))))
-        })
+        .filter(|r| since.is_none_or(|s| r.at >= s) && r.at <= now && matches(r, event, filters))
         .count() as u64
+}
+
+/// Matching events, each weighted `2^-(age / half_life)` (1 without a half-life). A heavy profile's days before
+/// its recent history come from the daily aggregates, each event aged from the middle of its day; days beyond
+/// the aggregates' 31 are not counted.
+fn decayed_count(
+    profile: &Profile,
+    event: &str,
+    filters: &[PropertyFilter],
+    half_life: Option<Millis>,
+    now: Millis,
+) -> f64 {
+    let weight = |at: Millis| match half_life {
+        Some(h) => libm::exp2(-((now - at).max(0) as f64) / h as f64),
+        None => 1.0,
+    };
+    let mut total: f64 =
+        profile.recent.iter().filter(|r| r.at <= now && matches(r, event, filters)).map(|r| weight(r.at)).sum();
+    if !history_covers(profile, None) {
+        if let (Some(oldest), Some(keys)) = (profile.recent.front(), series_for(event, filters)) {
+            for day in (day_of(now) - DAYS + 1)..day_of(oldest.at) {
+                let n: u64 = keys.iter().map(|k| profile.aggregates.count(k, day, day)).sum();
+                total += n as f64 * weight(day * DAY + DAY / 2);
+            }
+        }
+    }
+    total
 }
 
 impl Condition {
     /// `segments` holds the results of segments already evaluated.
-    pub fn holds(&self, profile: &Profile, now: Millis, segments: &[bool]) -> bool {
+    pub fn holds(&self, f: &Facts, segments: &[bool]) -> bool {
+        let (profile, cx, now) = (f.profile, f.cx, f.now);
         match self {
             Condition::Everyone => true,
             Condition::EventCount { event, filters, count, window } => {
                 let n = count_events(profile, event, filters, *window, now) as f64;
                 count.iter().all(|c| c.holds(n))
             }
+            Condition::Score { index, cmps } => f.scores.get(*index).is_some_and(|s| cmps.iter().all(|c| c.holds(*s))),
             Condition::InactiveFor(d) => now.saturating_sub(profile.last_seen) >= *d,
             Condition::Identified(want) => profile.is_identified() == *want,
             Condition::Trait { name, test } => {
@@ -179,10 +300,20 @@ impl Condition {
             Condition::Consent(p) => {
                 *p == Purpose::Necessary || profile.consent.grants.get(p).is_some_and(|g| g.granted)
             }
+            Condition::Page(globs) => cx.path().is_some_and(|p| globs.iter().any(|g| glob_matches(g, p))),
+            Condition::Referrer(globs) => cx.referrer_host().is_some_and(|h| globs.iter().any(|g| glob_matches(g, &h))),
+            Condition::Utm { param, any_of } => {
+                cx.query(param).is_some_and(|v| any_of.iter().any(|g| glob_matches(g, &v)))
+            }
+            Condition::Country(list) => cx.country.as_ref().is_some_and(|c| list.contains(c)),
+            Condition::Device(list) => cx.device.is_some_and(|d| list.contains(&d)),
+            Condition::LocalHour(cmps) => {
+                cx.local_hour(now).is_some_and(|h| cmps.iter().all(|c| c.holds(f64::from(h))))
+            }
             Condition::Segment(i) => segments.get(*i).copied().unwrap_or(false),
-            Condition::All(cs) => cs.iter().all(|c| c.holds(profile, now, segments)),
-            Condition::Any(cs) => cs.iter().any(|c| c.holds(profile, now, segments)),
-            Condition::Not(c) => !c.holds(profile, now, segments),
+            Condition::All(cs) => cs.iter().all(|c| c.holds(f, segments)),
+            Condition::Any(cs) => cs.iter().any(|c| c.holds(f, segments)),
+            Condition::Not(c) => !c.holds(f, segments),
         }
     }
 }
@@ -220,6 +351,7 @@ mod tests {
             signals: RequestSignals::default(),
             events: parsed.events,
             links: Vec::new(),
+            ..ApplyRequest::default()
         };
         let profile = apply_events(None, req, &Config::default()).0.unwrap();
         assert!(!profile.recent.iter().any(|r| r.name == "Product Viewed"), "the history let the views go");

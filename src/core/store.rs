@@ -2,19 +2,25 @@
 //! storage or for the hop to the profile writer goes through here, so the codec can be replaced (bincode is
 //! unmaintained, RUSTSEC-2025-0141) by adding a version, without touching the rest.
 
-use crate::core::profile::{ApplyRequest, Profile};
+use crate::core::profile::{ApplyRequest, Profile, Shown};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Version 1 of the stored profile: bincode 2 (standard configuration, serde) of `v1::Profile`. Still read.
 pub const PROFILE_V1: u8 = 1;
-/// Version 2, written now: `Profile` with message ids in its history, daily aggregates, computed traits, and
-/// merge and refusal records.
+/// Version 2: `Profile` with message ids in its history, daily aggregates, computed traits, and merge and
+/// refusal records. Still read.
 pub const PROFILE_V2: u8 = 2;
+/// Version 3, written now: version 2's body followed by what the profile was shown (`Shown`: impressions and
+/// experiment assignments). Appending keeps version 2 readable with no frozen copy of its types. A profile
+/// kept inside a merge record (for a split) is stored without its `Shown`.
+pub const PROFILE_V3: u8 = 3;
 /// Version 1 of the writer request (no longer read).
 pub const APPLY_V1: u8 = 1;
-/// Version 2 of the writer request: `ApplyRequest` with the links of profiles to absorb. The Worker and its
-/// Durable Objects deploy together, so version 1 is no longer read.
+/// Version 2 of the writer request: `ApplyRequest` with the links of profiles to absorb (no longer read).
 pub const APPLY_V2: u8 = 2;
+/// Version 3: with the impressions to record. The Worker and its Durable Objects deploy together, so older
+/// versions are no longer read.
+pub const APPLY_V3: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodecError {
@@ -62,7 +68,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 }
 
 pub fn encode_profile(p: &Profile) -> Vec<u8> {
-    encode(PROFILE_V2, p)
+    encode(PROFILE_V3, &(p, &p.shown))
 }
 
 /// The largest encoded profile stored. A Durable Object's storage holds at most 128 KiB per value; this leaves
@@ -119,7 +125,12 @@ pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
     match bytes.first() {
         Some(&PROFILE_V1) => decode_body::<v1::Profile>(&bytes[1..]).map(v1::Profile::migrate),
-        _ => decode(PROFILE_V2, bytes),
+        Some(&PROFILE_V2) => decode(PROFILE_V2, bytes),
+        _ => {
+            let (mut p, shown): (Profile, Shown) = decode(PROFILE_V3, bytes)?;
+            p.shown = shown;
+            Ok(p)
+        }
     }
 }
 
@@ -192,11 +203,11 @@ mod v1 {
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
-    encode(APPLY_V2, r)
+    encode(APPLY_V3, r)
 }
 
 pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
-    decode(APPLY_V2, bytes)
+    decode(APPLY_V3, bytes)
 }
 
 #[cfg(test)]
@@ -212,17 +223,37 @@ mod tests {
             "context":{"consent":{"categoryPreferences":{"analytics":true}}}},
             {"type":"track","event":"Order Completed","anonymousId":"a","properties":{"revenue":30}}]}"#;
         let events = parse_batch(body.as_bytes(), 1_000).unwrap().events;
-        let req =
-            ApplyRequest { profile_id: "p".into(), signals: RequestSignals::default(), events, links: Vec::new() };
+        let req = ApplyRequest {
+            profile_id: "p".into(),
+            signals: RequestSignals::default(),
+            events,
+            ..ApplyRequest::default()
+        };
         apply_events(None, req, &Config::default()).0.unwrap()
     }
 
     #[test]
     fn profile_round_trips_with_a_version_byte() {
-        let p = sample();
+        let mut p = sample();
+        p.shown.record(&[crate::core::profile::Impression {
+            block: "b".into(),
+            variant: "a".into(),
+            experiment: Some("x".into()),
+            at: 5,
+        }]);
         let bytes = encode_profile(&p);
-        assert_eq!(bytes[0], PROFILE_V2);
-        assert_eq!(decode_profile(&bytes).unwrap(), p);
+        assert_eq!(bytes[0], PROFILE_V3);
+        let back = decode_profile(&bytes).unwrap();
+        assert_eq!(back.shown.experiments["x"].variant, "a");
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn a_version_2_profile_still_loads() {
+        // Version 2 is version 3 without the appended `Shown`.
+        let p = sample();
+        let v2 = encode(PROFILE_V2, &p);
+        assert_eq!(decode_profile(&v2).unwrap(), p);
     }
 
     #[test]
@@ -231,7 +262,7 @@ mod tests {
         assert_eq!(decode_profile(&[]), Err(CodecError::Empty));
         bytes[0] = 99;
         assert_eq!(decode_profile(&bytes), Err(CodecError::UnknownVersion(99)));
-        bytes[0] = PROFILE_V2;
+        bytes[0] = PROFILE_V3;
         for cut in [1, 5, bytes.len() / 2, bytes.len() - 1] {
             assert!(matches!(decode_profile(&bytes[..cut]), Err(CodecError::Corrupt(_))), "cut at {cut}");
         }
@@ -259,9 +290,9 @@ mod tests {
         assert_eq!(p.computed.sessions, 1);
         let day = crate::core::aggregate::day_of(p.last_seen);
         assert_eq!(p.aggregates.count("Product Viewed|category=bags", day, day), 1);
-        // And it is written back as version 2.
+        // And it is written back in the current version.
         let again = encode_profile(&p);
-        assert_eq!(again[0], PROFILE_V2);
+        assert_eq!(again[0], PROFILE_V3);
         assert_eq!(decode_profile(&again).unwrap(), p);
     }
 

@@ -4,6 +4,7 @@
 //! path of the bad field, and the good events beside it are kept. Only a body that is not JSON at all, or
 //! not shaped like a batch, fails as a whole.
 
+use crate::core::context::{Context, Device};
 use crate::core::event::{Event, EventKind, PageContext};
 use crate::core::identity::Identity;
 use crate::core::json::{JsonKind, JsonView};
@@ -744,6 +745,26 @@ pub struct DecideRequest {
     pub page: Option<PageContext>,
     /// Consent preferences sent with the request, which take precedence over the recorded ones.
     pub consent: Option<BTreeMap<String, bool>>,
+    /// `context.userAgent` and `context.timezone` (an IANA name): a server asking on a visitor's behalf
+    /// passes the visitor's; otherwise the request's own headers are used.
+    pub user_agent: Option<String>,
+    pub timezone: Option<String>,
+    /// `context.location.country` and `context.utcOffset` (minutes east of UTC), for decisions only: consent
+    /// always follows the request's own country.
+    pub country: Option<String>,
+    pub utc_offset_minutes: Option<i32>,
+}
+
+impl DecideRequest {
+    /// The decision context the request itself describes; the edge fills the gaps from the request's headers.
+    pub fn context(&self) -> Context {
+        Context {
+            page: self.page.clone().unwrap_or_default(),
+            country: self.country.clone(),
+            device: self.user_agent.as_deref().map(Device::of_user_agent),
+            utc_offset_minutes: self.utc_offset_minutes,
+        }
+    }
 }
 
 /// Parses the body of `POST /v1/decide`. Errors carry the path of the bad field.
@@ -783,7 +804,41 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
         }
     };
     let (consent, page) = context_fields(&cx, obj.get("context"), None).map_err(shape)?;
-    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent })
+    let context_text = |key: &str| match obj.get("context").and_then(|c| c.get(key)) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.len() <= 1024 => Ok(Some(s.clone())),
+        Some(_) => Err(BodyError::Shape {
+            path: format!("context.{key}"),
+            message: format!("{key} must be a string of at most 1024 bytes"),
+        }),
+    };
+    let user_agent = context_text("userAgent")?;
+    let timezone = context_text("timezone")?;
+    let country = match obj.get("context").and_then(|c| c.get("location")).and_then(|l| l.get("country")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(c)) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Some(c.to_ascii_uppercase())
+        }
+        Some(_) => {
+            return Err(BodyError::Shape {
+                path: "context.location.country".into(),
+                message: "country must be a two-letter ISO 3166-1 code".into(),
+            })
+        }
+    };
+    let utc_offset_minutes = match obj.get("context").and_then(|c| c.get("utcOffset")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_i64().filter(|m| (-840..=840).contains(m)) {
+            Some(m) => Some(m as i32),
+            None => {
+                return Err(BodyError::Shape {
+                    path: "context.utcOffset".into(),
+                    message: "utcOffset is the offset from UTC in whole minutes, -840 to 840".into(),
+                })
+            }
+        },
+    };
+    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent, user_agent, timezone, country, utc_offset_minutes })
 }
 
 #[cfg(test)]

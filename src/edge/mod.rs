@@ -4,13 +4,16 @@
 //! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
 
 mod cookie;
+mod experiments;
 mod http;
 mod kv;
 mod profile_object;
 
 use crate::core::config::compile_str;
 use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
-use crate::core::decide::{computed_of, decide, segments_of};
+use crate::core::context::{Context as DecideContext, Device};
+use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
+use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
 use crate::core::profile::ApplyRequest;
@@ -22,6 +25,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use worker::{event, Context, Env, Method, Request, Response};
 
+pub use experiments::ExperimentObject;
 pub use profile_object::ProfileObject;
 
 #[event(fetch)]
@@ -59,11 +63,13 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, ["v1", "profiles", key, "export"]) => profile_get(req, env, key, true).await,
         (Method::Delete, ["v1", "profiles", key]) => profile_delete(req, env, key).await,
         (Method::Post, ["v1", "profiles", key, "split"]) => profile_split(req, env, key).await,
+        (Method::Get, ["v1", "experiments", id]) => experiment_stats(req, env, id).await,
         (Method::Get, ["v1", "config"]) => config_get(req, env).await,
         (Method::Put, ["v1", "config"]) => config_put(req, env).await,
         (_, ["v1", "batch" | "decide" | "config" | "track" | "page" | "screen" | "identify" | "alias" | "group"])
         | (_, ["v1", "profiles", _])
         | (_, ["v1", "profiles", _, "export" | "split"])
+        | (_, ["v1", "experiments", _])
         | (_, ["healthz"]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
     }
@@ -197,20 +203,8 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     let mut stored_anonymous_id: Option<String> = None;
     for Group { profile_id, events, links } in groups {
         let first_anonymous = events.iter().find_map(|e| e.anonymous_id.clone());
-        let mut request = ApplyRequest { profile_id, signals: signals.clone(), events, links };
-        // A profile merged into another leaves a tombstone that says where it went; follow it (a few hops at
-        // most, since KV may show the old index for up to a minute).
-        let mut outcome = serde_json::Value::Null;
-        for _ in 0..4 {
-            outcome = profile_object::send(env, &request.profile_id, "apply", encode_apply(&request)).await?;
-            match outcome.get("movedTo").and_then(|v| v.as_str()) {
-                Some(to) => request.profile_id = to.to_string(),
-                None => break,
-            }
-        }
-        if outcome.get("movedTo").is_some() {
-            return Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()));
-        }
+        let request = ApplyRequest { profile_id, signals: signals.clone(), events, links, ..ApplyRequest::default() };
+        let outcome = apply(env, request).await?;
         if outcome.get("stored").and_then(|v| v.as_u64()).unwrap_or(0) > 0 && stored_anonymous_id.is_none() {
             stored_anonymous_id = first_anonymous;
         }
@@ -260,6 +254,15 @@ async fn decide_get(req: Request, env: &Env) -> ApiResult {
             }
             "anonymousId" if !v.is_empty() => request.anonymous_id = Some(v.into_owned()),
             "userId" if !v.is_empty() => request.user_id = Some(v.into_owned()),
+            "url" | "path" | "referrer" if !v.is_empty() => {
+                let page = request.page.get_or_insert_with(PageContext::default);
+                let field = match k.as_ref() {
+                    "url" => &mut page.url,
+                    "path" => &mut page.path,
+                    _ => &mut page.referrer,
+                };
+                *field = Some(v.into_owned());
+            }
             _ => {}
         }
     }
@@ -301,8 +304,133 @@ async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -
     let signals = signals(req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
-    let decision = decide(&config, subject, &request.slots, now());
+    let explaining = req.url()?.query_pairs().any(|(k, v)| k == "explain" && v != "0");
+    if explaining {
+        require_admin(req, env)?;
+    }
+    let now = now();
+    let cx = decide_context(req, env, &request, signals.country.clone(), now);
+    let decision = if explaining {
+        explain(&config, subject, &cx, &request.slots, now)
+    } else {
+        decide(&config, subject, &cx, &request.slots, now)
+    };
+    // Caps and experiments count what was served: the profile's writer records it before the answer goes out, so
+    // the next decision already sees it.
+    let impressions = decision.impressions(now);
+    if let (Some(p), false) = (&profile, impressions.is_empty()) {
+        let request = ApplyRequest { profile_id: p.id.clone(), signals, impressions, ..ApplyRequest::default() };
+        apply(env, request).await?;
+    }
     Ok(with_cors(json_response(200, &decision.to_json())?, origin.as_deref())?)
+}
+
+/// Where and when the visitor asks: the page from the request (or the `Referer` of a browser's request), the
+/// device from `context.userAgent` or the `User-Agent` header, local time from `context.timezone` or
+/// Cloudflare's (locally, the `x-edgecdp-timezone` header, as for the country).
+fn decide_context(req: &Request, env: &Env, r: &DecideRequest, country: Option<String>, now: Millis) -> DecideContext {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let mut cx = r.context();
+    if r.page.is_none() {
+        cx.page = PageContext { url: header("referer"), ..PageContext::default() };
+    }
+    cx.country = cx.country.or(country);
+    if cx.device.is_none() {
+        cx.device = header("user-agent").map(|ua| Device::of_user_agent(&ua));
+    }
+    if cx.utc_offset_minutes.is_none() {
+        let timezone = r.timezone.clone().or_else(|| {
+            if env.var("EDGECDP_COUNTRY_SOURCE").map(|v| v.to_string()).unwrap_or_default() == "header" {
+                header("x-edgecdp-timezone")
+            } else {
+                req.cf().map(|cf| cf.timezone_name())
+            }
+        });
+        cx.utc_offset_minutes = timezone.and_then(|tz| utc_offset_minutes(&tz, now));
+    }
+    cx
+}
+
+/// The offset from UTC of an IANA time zone at `now`, from the runtime's `Intl` (`GMT+05:30` → 330). `None`
+/// for a zone the runtime does not know.
+fn utc_offset_minutes(tz: &str, now: Millis) -> Option<i32> {
+    use worker::js_sys::{Array, Date, Function, Object, Reflect};
+    let intl = Reflect::get(&worker::js_sys::global(), &"Intl".into()).ok()?;
+    let ctor: Function = Reflect::get(&intl, &"DateTimeFormat".into()).ok()?.into();
+    let options = Object::new();
+    Reflect::set(&options, &"timeZone".into(), &tz.into()).ok()?;
+    Reflect::set(&options, &"timeZoneName".into(), &"longOffset".into()).ok()?;
+    // `new Intl.DateTimeFormat` throws a RangeError for an unknown zone; `construct` turns that into an Err.
+    let format = Reflect::construct(&ctor, &Array::of2(&"en-US".into(), &options)).ok()?;
+    let to_parts: Function = Reflect::get(&format, &"formatToParts".into()).ok()?.into();
+    let parts: Array = to_parts.call1(&format, &Date::new(&(now as f64).into())).ok()?.into();
+    let name = parts.iter().find_map(|p| {
+        let kind = Reflect::get(&p, &"type".into()).ok()?.as_string()?;
+        (kind == "timeZoneName").then(|| Reflect::get(&p, &"value".into()).ok()?.as_string()).flatten()
+    })?;
+    parse_gmt_offset(&name)
+}
+
+/// `GMT`, `GMT+1`, `GMT-05:00`, `GMT+05:30` to minutes east of UTC.
+fn parse_gmt_offset(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("GMT")?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let (sign, rest) = match rest.as_bytes().first()? {
+        b'+' => (1, &rest[1..]),
+        b'-' => (-1, &rest[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    Some(sign * (h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?))
+}
+
+/// Sends an apply to a profile's writer, following tombstones (a merged profile says where it went; KV may
+/// show the old index for up to a minute, so a few hops at most).
+async fn apply(env: &Env, mut request: ApplyRequest) -> Result<serde_json::Value, ApiError> {
+    for _ in 0..4 {
+        let outcome = profile_object::send(env, &request.profile_id, "apply", encode_apply(&request)).await?;
+        match outcome.get("movedTo").and_then(|v| v.as_str()) {
+            Some(to) => request.profile_id = to.to_string(),
+            None => return Ok(outcome),
+        }
+    }
+    Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()))
+}
+
+/// `GET /v1/experiments/{id}` (admin): exposures, conversions and conversion rates per variant, the holdout
+/// (`control`) included; variants nobody saw yet show zeros.
+async fn experiment_stats(req: Request, env: &Env, id: &str) -> ApiResult {
+    require_admin(&req, env)?;
+    let (_, config) = kv::config(env).await?;
+    let Some((slot, block)) = config.slots.iter().find_map(|(name, s)| {
+        s.blocks.iter().find(|b| b.experiment.as_ref().is_some_and(|e| e.id == id)).map(|b| (name, b))
+    }) else {
+        return Err(ApiError::NotFound { code: "experiment_not_found", message: format!("no experiment {id:?}") });
+    };
+    let Some(experiment) = &block.experiment else { unreachable!("found by its experiment") };
+    let mut counts = experiments::counts(env, id).await?;
+    let mut names: Vec<String> = Vec::new();
+    if experiment.holdout > 0 {
+        names.push(CONTROL.to_string());
+    }
+    names.extend(block.variants.iter().map(|v| v.id.clone()));
+    // Variants removed from the configuration since they were counted are still reported.
+    names.extend(counts.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>());
+    let variants: Vec<serde_json::Value> = names
+        .iter()
+        .map(|v| {
+            let (exposures, conversions) = counts.remove(v).unwrap_or((0, 0));
+            let rate = if exposures > 0 { conversions as f64 / exposures as f64 } else { 0.0 };
+            json!({"variant": v, "exposures": exposures, "conversions": conversions, "conversionRate": rate})
+        })
+        .collect();
+    Ok(json_response(
+        200,
+        &json!({"experiment": id, "slot": slot, "block": block.id, "holdout": experiment.holdout,
+            "goal": {"event": experiment.goal.event, "withinMs": experiment.goal.within}, "variants": variants}),
+    )?)
 }
 
 /// Resolves `{type}:{value}` from the path to an identity.
@@ -328,13 +456,17 @@ async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiRes
     let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
     let now = now();
-    let segments = segments_of(&config, &profile, now);
+    // Outside a request for a page, segments on the page or request context do not hold.
+    let cx = DecideContext::default();
+    let segments = segments_of(&config, &profile, &cx, now);
     let computed = computed_of(&config, &profile, now);
-    let body = if export {
+    let mut body = if export {
         profile.export_json(&segments, &computed, now)
     } else {
         profile.to_json(&segments, &computed, now)
     };
+    let scores = scores_of(&config, &profile, &cx, now);
+    body["scores"] = config.scores.iter().zip(scores).map(|(s, v)| (s.id.clone(), json!(v))).collect();
     Ok(json_response(200, &body)?)
 }
 

@@ -209,6 +209,10 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
         for id in &linked.absorbed_ids {
             store.delete(&format!("profile:{id}")).await?;
         }
+        // Counted once the profile that holds the assignment is stored.
+        if !outcome.outcomes.is_empty() {
+            crate::edge::experiments::record(env, &outcome.outcomes).await?;
+        }
     }
     let body = json!({"stored": outcome.stored, "duplicates": outcome.duplicates, "refused": outcome.refused, "merged": merged});
     Ok((200, body.to_string().into_bytes()))

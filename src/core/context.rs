@@ -1,0 +1,210 @@
+//! The request context a decision is made in: the page (path, referrer, campaign parameters), the visitor's
+//! country, device class and local time. The shells gather it (the edge from the request, the browser from the
+//! page); the core only reads it, so both reach the same answer for the same context.
+
+use crate::core::event::PageContext;
+use crate::core::time::{Millis, HOUR};
+
+/// A coarse device class, from the User-Agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Mobile,
+    Tablet,
+    Desktop,
+    Bot,
+}
+
+impl Device {
+    pub const NAMES: [&'static str; 4] = ["mobile", "tablet", "desktop", "bot"];
+
+    pub fn parse(s: &str) -> Option<Device> {
+        Some(match s {
+            "mobile" => Device::Mobile,
+            "tablet" => Device::Tablet,
+            "desktop" => Device::Desktop,
+            "bot" => Device::Bot,
+            _ => return None,
+        })
+    }
+
+    /// The class of a User-Agent string. Crawlers first (they often claim to be mobile browsers too), then
+    /// tablets (iPads and Android devices without "Mobile"), then phones; everything else is a desktop.
+    pub fn of_user_agent(ua: &str) -> Device {
+        let ua = ua.to_ascii_lowercase();
+        let has = |s: &str| ua.contains(s);
+        if ["bot", "crawler", "spider", "slurp", "facebookexternalhit"].iter().any(|s| has(s)) {
+            Device::Bot
+        } else if has("ipad") || has("tablet") || (has("android") && !has("mobile")) {
+            Device::Tablet
+        } else if has("mobi") || has("iphone") || has("ipod") || has("windows phone") {
+            Device::Mobile
+        } else {
+            Device::Desktop
+        }
+    }
+}
+
+/// Where and when a decision is asked for. Every part is optional: a condition on a missing part does not hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Context {
+    pub page: PageContext,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: Option<String>,
+    pub device: Option<Device>,
+    /// The visitor's offset from UTC in minutes (UTC+1 is 60), for local-time conditions.
+    pub utc_offset_minutes: Option<i32>,
+}
+
+impl Context {
+    /// The page's path: `page.path` when given, else the path of `page.url`.
+    pub fn path(&self) -> Option<&str> {
+        if let Some(p) = self.page.path.as_deref() {
+            return Some(p);
+        }
+        let url = self.page.url.as_deref()?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let start = rest.find('/')?;
+        let path = &rest[start..];
+        Some(path.split(['?', '#']).next().unwrap_or(path))
+    }
+
+    /// The host of the referrer, lower case, without port.
+    pub fn referrer_host(&self) -> Option<String> {
+        let r = self.page.referrer.as_deref()?;
+        let rest = r.split_once("://").map_or(r, |(_, rest)| rest);
+        let host = rest.split(['/', '?', '#']).next()?;
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let host = host.split(':').next().unwrap_or(host);
+        (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    }
+
+    /// A query parameter of the page URL (the first of that name), percent-decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let url = self.page.url.as_deref()?;
+        let query = url.split_once('?')?.1;
+        let query = query.split('#').next().unwrap_or(query);
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+
+    /// The visitor's local hour (0 to 23) at `now`.
+    pub fn local_hour(&self, now: Millis) -> Option<u8> {
+        let offset = Millis::from(self.utc_offset_minutes?) * 60_000;
+        // `rem_euclid` keeps times before 1970 and negative offsets in 0..24.
+        Some((now + offset).div_euclid(HOUR).rem_euclid(24) as u8)
+    }
+}
+
+/// `%XX` escapes and `+` (a space in query strings) decoded; invalid escapes and bytes kept as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Glob matching: `*` matches any run of characters (`/` included), `?` exactly one; everything else itself.
+/// Linear in practice: the classic backtracking over the last `*` only.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(url: &str, referrer: Option<&str>) -> Context {
+        Context {
+            page: PageContext { path: None, url: Some(url.into()), referrer: referrer.map(String::from) },
+            ..Context::default()
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("/shop/*", "/shop/bags/tote"));
+        assert!(glob_matches("/shop/*", "/shop/"));
+        assert!(!glob_matches("/shop/*", "/shop"));
+        assert!(glob_matches("*.google.*", "www.google.de"));
+        assert!(glob_matches("/p?ge", "/page"));
+        assert!(glob_matches("*a*b*", "xxaxxbxx"));
+        assert!(!glob_matches("*a*b", "xxaxxbxx"));
+        assert!(glob_matches("", ""));
+        assert!(!glob_matches("", "x"));
+    }
+
+    #[test]
+    fn page_parts() {
+        let c = page(
+            "https://shop.example/bags/tote?utm_campaign=black%20friday&x=1#top",
+            Some("https://WWW.Google.com:443/search?q=x"),
+        );
+        assert_eq!(c.path(), Some("/bags/tote"));
+        assert_eq!(c.query("utm_campaign").as_deref(), Some("black friday"));
+        assert_eq!(c.query("utm_source"), None);
+        assert_eq!(c.referrer_host().as_deref(), Some("www.google.com"));
+        assert_eq!(page("https://shop.example", None).path(), None);
+        assert_eq!(page("https://shop.example/?q=a+b%zz", None).query("q").as_deref(), Some("a b%zz"));
+    }
+
+    #[test]
+    fn local_hours() {
+        let c = Context { utc_offset_minutes: Some(60), ..Context::default() };
+        assert_eq!(c.local_hour(23 * HOUR + 5), Some(0));
+        let c = Context { utc_offset_minutes: Some(-300), ..Context::default() };
+        assert_eq!(c.local_hour(2 * HOUR), Some(21));
+        assert_eq!(Context::default().local_hour(0), None);
+    }
+
+    #[test]
+    fn devices() {
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148";
+        assert_eq!(Device::of_user_agent(iphone), Device::Mobile);
+        assert_eq!(Device::of_user_agent("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X)"), Device::Tablet);
+        assert_eq!(Device::of_user_agent("Mozilla/5.0 (Linux; Android 14; SM-X710) Safari/537.36"), Device::Tablet);
+        assert_eq!(
+            Device::of_user_agent("Mozilla/5.0 (Linux; Android 14; Pixel 8) Mobile Safari/537.36"),
+            Device::Mobile
+        );
+        assert_eq!(Device::of_user_agent("Mozilla/5.0 (compatible; Googlebot/2.1)"), Device::Bot);
+        assert_eq!(Device::of_user_agent("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120"), Device::Desktop);
+    }
+}

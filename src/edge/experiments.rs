@@ -1,0 +1,87 @@
+//! Experiment counts: one Durable Object per experiment holds, per variant, how many profiles were exposed and
+//! how many of them converted.
+//!
+//! Profiles record their own assignment (`core::profile::Shown`); a profile's writer sends the exposures and
+//! conversions that an apply caused (`core::profile::Outcome`, each at most once per profile and experiment)
+//! here, after the profile is stored. The object serializes the increments, so no count is lost to a race, which
+//! counters in KV could not promise.
+
+use crate::core::profile::Outcome;
+use serde_json::json;
+use std::collections::BTreeMap;
+use worker::wasm_bindgen::JsValue;
+use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State};
+
+const BINDING: &str = "EXPERIMENTS";
+/// Storage key of the counts: variant id to `[exposures, conversions]`.
+const COUNTS_KEY: &str = "counts";
+
+type Counts = BTreeMap<String, [u64; 2]>;
+
+/// Sends the outcomes of one apply to their experiments' objects.
+pub async fn record(env: &Env, outcomes: &[Outcome]) -> Result<()> {
+    let mut by_experiment: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+    for o in outcomes {
+        let (experiment, variant, kind) = match o {
+            Outcome::Exposed { experiment, variant } => (experiment, variant, 0),
+            Outcome::Converted { experiment, variant } => (experiment, variant, 1),
+        };
+        by_experiment.entry(experiment).or_default().push(json!([variant, kind]));
+    }
+    for (experiment, adds) in by_experiment {
+        call(env, experiment, Method::Post, Some(json!(adds).to_string())).await?;
+    }
+    Ok(())
+}
+
+/// The counts of an experiment: variant id to `(exposures, conversions)`.
+pub async fn counts(env: &Env, experiment: &str) -> Result<BTreeMap<String, (u64, u64)>> {
+    let text = call(env, experiment, Method::Get, None).await?;
+    let counts: Counts = serde_json::from_str(&text).unwrap_or_default();
+    Ok(counts.into_iter().map(|(k, [e, c])| (k, (e, c))).collect())
+}
+
+async fn call(env: &Env, experiment: &str, method: Method, body: Option<String>) -> Result<String> {
+    let stub = env.durable_object(BINDING)?.id_from_name(experiment)?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_body(body.map(JsValue::from));
+    let mut resp = stub.fetch_with_request(Request::new_with_init("https://experiment/counts", &init)?).await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!("experiment counts answered {}", resp.status_code())));
+    }
+    resp.text().await
+}
+
+#[durable_object]
+pub struct ExperimentObject {
+    state: State,
+}
+
+impl DurableObject for ExperimentObject {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // Only the Worker's profile writers post here, with `[[variant, 0 | 1], ...]`; anything else is ignored
+        // rather than counted.
+        let adds: Vec<(String, usize)> =
+            if req.method() == Method::Post { req.json().await.unwrap_or_default() } else { Vec::new() };
+        let storage = self.state.storage();
+        // One read-increment-write at a time, as for profiles.
+        let counts = self
+            .state
+            .block_concurrency_while(async move {
+                let mut counts: Counts = storage.get(COUNTS_KEY).await?.unwrap_or_default();
+                if !adds.is_empty() {
+                    for (variant, kind) in adds.into_iter().filter(|(_, k)| *k < 2) {
+                        counts.entry(variant).or_default()[kind] += 1;
+                    }
+                    storage.put(COUNTS_KEY, &counts).await?;
+                }
+                Ok::<Counts, worker::Error>(counts)
+            })
+            .await?;
+        Response::from_json(&counts)
+    }
+}
