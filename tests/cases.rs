@@ -1,5 +1,6 @@
 //! Decision cases as data: each directory under `tests/cases/` holds `config.json`, `events.jsonl` (one
-//! Segment event per line) and `expected.json` (`now`, then decide requests with their exact responses).
+//! Segment event per line) and `expected.json` (`now`, then decide requests with their exact responses, in order:
+//! what a decision serves is recorded, so frequency caps and experiment assignments carry over between steps).
 //! This runner plays them through the core natively; `tests/e2e/cases.test.mjs` plays the same files
 //! through the Worker under workerd, and both must match `expected.json`.
 //!
@@ -90,7 +91,7 @@ fn decision_cases() {
         let config = compile_str(&read("config.json")).unwrap_or_else(|e| panic!("{name}/config.json: {e:?}"));
         let mut expected: Value = serde_json::from_str(&read("expected.json")).expect("expected.json is JSON");
         let now = parse_iso8601(expected["now"].as_str().expect("expected.now")).expect("expected.now is a time");
-        let profiles = play(&config, &read("events.jsonl"), now);
+        let mut profiles = play(&config, &read("events.jsonl"), now);
         let Some(steps) = expected["decide"].as_array_mut() else { panic!("{name}: expected.decide is a list") };
         for (i, step) in steps.iter_mut().enumerate() {
             let request = parse_decide(step["request"].to_string().as_bytes()).expect("a valid decide request");
@@ -101,7 +102,20 @@ fn decision_cases() {
             let subject = profile.and_then(|p| {
                 permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
             });
-            let got = decide(&config, subject, &request.context(), &request.slots, now).to_json();
+            let decision = decide(&config, subject, &request.context(), &request.slots, now);
+            // What was served is recorded on the profile, as the edge's writer does, so caps and experiment
+            // assignments carry over to the next request.
+            let impressions = decision.impressions(now);
+            if let Some(pid) = decision.profile_id.clone().filter(|_| !impressions.is_empty()) {
+                if let Some(pos) = profiles.iter().position(|p| p.id == pid) {
+                    let current = profiles.remove(pos);
+                    let req = ApplyRequest { profile_id: pid, impressions, ..ApplyRequest::default() };
+                    if let (Some(p), _) = apply_events(Some(current), req, &config) {
+                        profiles.push(p);
+                    }
+                }
+            }
+            let got = decision.to_json();
             if update {
                 step["response"] = got;
             } else if got != step["response"] {

@@ -1348,4 +1348,52 @@ mod tests {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
         }
     }
+
+    #[test]
+    fn context_conditions_scores_and_experiments_compile() {
+        let c = compile_str(
+            r#"{"scores": [{"id": "intent", "halfLife": "7d", "rules": [{"event": "Product Viewed", "points": 10},
+                                                                       {"when": {"identified": true}, "points": 5}]}],
+                "segments": [{"id": "s", "when": {"all": [{"page": ["/shop/*", "/sale/*"]}, {"referrer": "*.Google.*"},
+                    {"utm": {"campaign": "bf-*"}}, {"country": ["DE", "AT"]}, {"device": "mobile"},
+                    {"localHour": {"gte": 18, "lt": 23}}, {"score": "intent", "gte": 30}]}}],
+                "slots": {"hero": {"blocks": [{"id": "b", "html": "x", "cap": {"max": 1, "per": "1d"},
+                    "experiment": {"id": "e", "holdout": 10, "goal": {"event": "Order Completed", "within": "7d"}}}]}}}"#,
+        )
+        .unwrap();
+        let Condition::All(parts) = &c.segments[0].when else { panic!("all") };
+        assert_eq!(parts[1], Condition::Referrer(vec!["*.google.*".into()]), "hosts compare in lower case");
+        assert_eq!(parts[2], Condition::Utm { param: "utm_campaign".into(), any_of: vec!["bf-*".into()] });
+        assert_eq!(parts[6], Condition::Score { index: 0, cmps: vec![Cmp::Gte(30.0)] });
+        assert_eq!(c.experiment("e").map(|e| e.holdout), Some(10));
+        assert_eq!(c.scores[0].half_life, Some(7 * crate::core::time::DAY));
+    }
+
+    #[test]
+    fn context_conditions_scores_and_experiments_report_paths() {
+        let got = errors(
+            r#"{"scores": [{"id": "x", "rules": [{"when": {"segment": "s"}, "points": 1}, {"event": "E"}]}],
+                "segments": [{"id": "s", "when": {"any": [{"country": ["DE", "usa"]}, {"device": ["mobile", "fridge"]},
+                    {"utm": {"campaign": "a", "source": "b"}}, {"page": []}, {"score": "nope"}, {"localHour": {"gte": "x"}}]}}],
+                "slots": {"hero": {"blocks": [
+                    {"id": "b", "html": "x", "experiment": {"id": "e", "holdout": 100}},
+                    {"id": "c", "html": "x", "experiment": {"id": "e", "goal": {"event": "O"}}}]}}}"#,
+        );
+        for want in [
+            "scores[0].rules[0].when.segment: a score rule cannot use segments or scores",
+            "scores[0].rules[1].points: is required",
+            "segments[0].when.any[0].country[1]: a country is an ISO 3166-1 alpha-2 code in upper case, such as DE",
+            "segments[0].when.any[1].device[1]: unknown device class; expected one of: mobile, tablet, desktop, bot",
+            "segments[0].when.any[2].utm: expected exactly one of: source, medium, campaign, term, content",
+            "segments[0].when.any[3].page: a list of values must not be empty",
+            "segments[0].when.any[4].score: unknown score \"nope\"",
+            "segments[0].when.any[5].localHour.gte: expected a number",
+            "slots.hero.blocks[0].experiment.holdout: must be between 0 and 99",
+            "slots.hero.blocks[0].experiment.goal: is required: the event that counts as a conversion",
+            "slots.hero.blocks[1].experiment.id: duplicate experiment id \"e\"",
+            "slots.hero.blocks[1].experiment.goal.within: is required, for example \"7d\"",
+        ] {
+            assert!(got.iter().any(|g| g == want), "missing {want:?} in {got:#?}");
+        }
+    }
 }

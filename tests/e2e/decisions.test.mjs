@@ -1,0 +1,137 @@
+// Decisions beyond the cases: request context from headers, frequency caps, experiment counts and ?explain=1,
+// against the real Worker under workerd with local KV and Durable Objects.
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { startWorker, getProfile } from '../support/worker.mjs';
+
+const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
+const CONFIG = {
+  sources: [{ id: 'web', writeKey: 'demo', origins: [] }],
+  segments: [
+    { id: 'evening-mobile', when: { all: [{ device: 'mobile' }, { localHour: { gte: 18 } }] } },
+    { id: 'shop-page', when: { page: '/shop/*' } },
+  ],
+  slots: {
+    hero: {
+      fallback: { html: 'Welcome' },
+      blocks: [
+        { id: 'evening', audience: { include: ['evening-mobile'] }, html: 'Evening on the phone' },
+        { id: 'capped', audience: { include: ['shop-page'] }, cap: { max: 1, per: '1d' }, html: 'Shop offer' },
+      ],
+    },
+    banner: {
+      fallback: { html: 'Free returns' },
+      blocks: [{ id: 'copy', experiment: { id: 'banner-copy', holdout: 50, goal: { event: 'Order Completed', within: '7d' } },
+        variants: [{ id: 'a', html: 'A' }, { id: 'b', html: 'B' }] }],
+    },
+  },
+};
+const IPHONE = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148';
+
+let w;
+before(async () => { w = await startWorker({ config: CONFIG }); });
+after(async () => { await w?.stop(); });
+
+const uid = (p) => `${p}-${Math.random().toString(36).slice(2, 10)}`;
+const admin = () => ({ authorization: `Bearer ${w.adminToken}` });
+async function call(method, path, body, headers = {}) {
+  const r = await fetch(`${w.url}${path}`, { method, headers: { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let json; try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: r.status, json };
+}
+const seen = (a) => call('POST', '/v1/batch', { writeKey: 'demo', batch: [{ type: 'page', anonymousId: a, context: GRANT }] });
+const decide = (a, slots, extra = {}, headers = {}, query = '') =>
+  call('POST', `/v1/decide${query}`, { anonymousId: a, slots, ...extra }, headers);
+
+describe('request context', () => {
+  test('device from User-Agent and local hour from the time zone header choose a block', async () => {
+    const a = uid('ctx');
+    assert.equal((await seen(a)).status, 200);
+    // An offset that makes it evening now, and one that makes it morning, whatever the hour in UTC.
+    const utcHour = new Date().getUTCHours();
+    const zoneAt = (hour) => {
+      const shift = ((hour - utcHour) % 24 + 24) % 24; // hours east of UTC, 0..23
+      const east = shift > 12 ? shift - 24 : shift; // -11..12; Etc/GMT signs are inverted
+      return east === 0 ? 'Etc/GMT' : `Etc/GMT${east > 0 ? '-' : '+'}${Math.abs(east)}`;
+    };
+    const evening = await decide(a, ['hero'], {}, { 'user-agent': IPHONE, 'x-edgecdp-timezone': zoneAt(20) });
+    assert.equal(evening.json.slots.hero.block, 'evening', JSON.stringify(evening.json));
+    const morning = await decide(a, ['hero'], {}, { 'user-agent': IPHONE, 'x-edgecdp-timezone': zoneAt(8) });
+    assert.equal(morning.json.slots.hero.block, null);
+    const desktop = await decide(a, ['hero'], {}, { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64)', 'x-edgecdp-timezone': zoneAt(20) });
+    assert.equal(desktop.json.slots.hero.block, null);
+    // The body's context wins over headers (a server asking on a visitor's behalf).
+    const relayed = await decide(a, ['hero'], { context: { userAgent: IPHONE, utcOffset: ((20 - utcHour + 24) % 24) * 60 } });
+    assert.equal(relayed.json.slots.hero.block, 'evening');
+    const bad = await decide(a, ['hero'], { context: { utcOffset: 'noon' } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.path, 'context.utcOffset');
+  });
+});
+
+describe('frequency caps', () => {
+  test('a block capped at one a day is shown once, then the next answer is given, and explain says why', async () => {
+    const a = uid('cap');
+    await seen(a);
+    const page = { context: { page: { path: '/shop/bags' } } };
+    const first = await decide(a, ['hero'], page);
+    assert.equal(first.json.slots.hero.block, 'capped');
+    const second = await decide(a, ['hero'], page);
+    assert.equal(second.json.slots.hero.block, null);
+    assert.equal(second.json.slots.hero.html, 'Welcome');
+    // The impression is on the profile, for access requests too.
+    const exported = await call('GET', `/v1/profiles/anonymous_id:${a}/export`, undefined, admin());
+    assert.equal(exported.json.impressions.capped.length, 1);
+
+    const denied = await decide(a, ['hero'], page, {}, '?explain=1');
+    assert.equal(denied.status, 401);
+    const explained = await decide(a, ['hero'], page, admin(), '?explain=1');
+    assert.equal(explained.status, 200);
+    const skipped = Object.fromEntries(explained.json.explain.slots.hero.skipped.map((s) => [s.block, s.reason]));
+    assert.deepEqual(skipped, { evening: 'audience', capped: 'capped' });
+    assert.match(explained.json.explain.slots.hero.skipped[0].detail, /evening-mobile/);
+    assert.equal(explained.json.explain.personalized, true);
+  });
+});
+
+describe('experiments', () => {
+  test('exposures once per profile, sticky assignment, conversions within the window, rates per variant', async () => {
+    const visitors = Array.from({ length: 8 }, (_, i) => uid(`exp${i}`));
+    const assigned = {};
+    for (const a of visitors) {
+      await seen(a);
+      const r = await decide(a, ['banner']);
+      assigned[a] = r.json.slots.banner.variant;
+      assert.equal(r.json.slots.banner.experiment, 'banner-copy');
+      if (assigned[a] === 'control') assert.equal(r.json.slots.banner.html, 'Free returns');
+      // Asked again: the same variant, and no second exposure.
+      const again = await decide(a, ['banner']);
+      assert.equal(again.json.slots.banner.variant, assigned[a]);
+    }
+    const buyer = visitors[0];
+    await call('POST', '/v1/batch', { writeKey: 'demo', batch: [
+      { type: 'track', event: 'Order Completed', anonymousId: buyer, properties: { revenue: 20 }, context: GRANT }] });
+    // An order by someone never exposed converts nothing.
+    const stranger = uid('stranger');
+    await call('POST', '/v1/batch', { writeKey: 'demo', batch: [
+      { type: 'track', event: 'Order Completed', anonymousId: stranger, context: GRANT }] });
+
+    assert.equal((await call('GET', '/v1/experiments/banner-copy')).status, 401);
+    assert.equal((await call('GET', '/v1/experiments/nope', undefined, admin())).status, 404);
+    const stats = await call('GET', '/v1/experiments/banner-copy', undefined, admin());
+    assert.equal(stats.status, 200);
+    assert.deepEqual(stats.json.variants.map((v) => v.variant), ['control', 'a', 'b']);
+    const expected = { control: 0, a: 0, b: 0 };
+    for (const a of visitors) expected[assigned[a]] += 1;
+    for (const v of stats.json.variants) {
+      assert.equal(v.exposures, expected[v.variant], `${v.variant} exposures`);
+      const converted = v.variant === assigned[buyer] ? 1 : 0;
+      assert.equal(v.conversions, converted, `${v.variant} conversions`);
+      assert.equal(v.conversionRate, v.exposures ? converted / v.exposures : 0);
+    }
+    const profile = await getProfile(w, `anonymous_id:${buyer}`);
+    assert.equal(profile.status, 200);
+  });
+});
