@@ -158,5 +158,101 @@ fn bench_profiles(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, bench_profiles);
+/// A large site configuration: 100 segments of every kind (windowed event counts with filters, traits, page
+/// globs, scores, references to other segments), 3 decayed scores and 20 slots of 5 blocks each, with caps,
+/// an experiment per slot and templates.
+fn large_config() -> String {
+    let segments: Vec<String> = (0..100)
+        .map(|i| {
+            let when = match i % 5 {
+                0 => format!(
+                    r#"{{"event": "Product Viewed", "where": {{"category": "cat-{}"}}, "count": {{"gte": 2}}, "within": "7d"}}"#,
+                    i % 40
+                ),
+                1 => format!(r#"{{"trait": "trait_{}", "eq": "gold"}}"#, i % 30),
+                2 => format!(r#"{{"page": ["/shop/cat-{}/*", "/sale/*"]}}"#, i % 40),
+                3 => format!(r#"{{"score": "intent{}", "gte": {}}}"#, i % 3, i),
+                _ => format!(r#"{{"all": [{{"segment": "s{}"}}, {{"not": {{"identified": true}}}}]}}"#, i - 1),
+            };
+            format!(r#"{{"id": "s{i}", "when": {when}}}"#)
+        })
+        .collect();
+    let scores: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                r#"{{"id": "intent{i}", "halfLife": "7d", "rules": [{{"event": "Product Viewed", "where": {{"category": "cat-{i}"}}, "points": 10}},
+                    {{"event": "Order Completed", "points": 50}}, {{"when": {{"trait": "trait_{i}", "exists": true}}, "points": 5}}]}}"#
+            )
+        })
+        .collect();
+    let slots: Vec<String> = (0..20)
+        .map(|slot| {
+            let blocks: Vec<String> = (0..5)
+                .map(|b| {
+                    let n = slot * 5 + b;
+                    let extra = match b {
+                        0 => r#", "cap": {"max": 3, "per": "1d"}"#.to_string(),
+                        4 => format!(
+                            r#", "experiment": {{"id": "x{slot}", "holdout": 10, "goal": {{"event": "Order Completed", "within": "7d"}}}}"#
+                        ),
+                        _ => String::new(),
+                    };
+                    format!(
+                        r#"{{"id": "b{n}", "audience": {{"include": ["s{}"], "exclude": ["s{}"]}}, "priority": {b}{extra},
+                            "variants": [{{"id": "a", "html": "<h2>Hi {{{{traits.trait_1|there}}}}: offer {n}</h2>"}}, {{"id": "b", "html": "<h2>Offer {n}</h2>"}}]}}"#,
+                        (n * 7) % 100,
+                        (n * 13 + 1) % 100
+                    )
+                })
+                .collect();
+            format!(r#""slot{slot}": {{"fallback": {{"html": "<h2>Welcome</h2>"}}, "blocks": [{}]}}"#, blocks.join(","))
+        })
+        .collect();
+    format!(
+        r#"{{"scores": [{}], "segments": [{}], "slots": {{{}}}}}"#,
+        scores.join(","),
+        segments.join(","),
+        slots.join(",")
+    )
+}
+
+/// One decision for all 20 slots of the large configuration, for the typical and the heavy profile.
+fn bench_decide(c: &mut Criterion) {
+    use edgecdp::core::consent::{permit_personalization, Purpose};
+    use edgecdp::core::context::{Context, Device};
+    use edgecdp::core::decide::decide;
+    use edgecdp::core::event::PageContext;
+    let config = compile_str(&large_config()).expect("the large configuration compiles");
+    let (mut typical, mut heavy) = profiles();
+    let cx = Context {
+        page: PageContext { path: Some("/shop/cat-3/tote".into()), url: None, referrer: None },
+        country: Some("DE".into()),
+        device: Some(Device::Mobile),
+        utc_offset_minutes: Some(60),
+    };
+    let slots: Vec<String> = (0..20).map(|i| format!("slot{i}")).collect();
+    let mut g = c.benchmark_group("decide: 100 segments, 3 scores, 20 slots");
+    for (name, p) in [("typical", &mut typical), ("heavy", &mut heavy)] {
+        // Personalization granted, as a decision for a consenting visitor needs.
+        let grant = edgecdp::core::consent::Grant { granted: true, at: NOW, source: "bench".into() };
+        p.consent.grants.insert(Purpose::Personalization, grant);
+        let subject = permit_personalization(&config.consent, &*p, None, &RequestSignals::default());
+        assert!(subject.is_some(), "personalization is permitted");
+        let d = decide(&config, subject, &cx, &slots, NOW);
+        println!(
+            "{name}: {} segments matched, {} slots filled",
+            d.segments.len(),
+            d.slots.values().filter(|a| a.block.is_some()).count()
+        );
+        g.bench_function(format!("{name} profile"), |b| {
+            b.iter(|| {
+                let subject = permit_personalization(&config.consent, &*p, None, &RequestSignals::default());
+                decide(&config, subject, black_box(&cx), &slots, NOW)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_profiles, bench_decide);
 criterion_main!(benches);

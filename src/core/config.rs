@@ -9,7 +9,7 @@ use crate::core::consent::{ConsentPolicy, Model, Purpose};
 use crate::core::context::Device;
 use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Template, Variant};
 use crate::core::segment::{
-    Cmp, ComputedTrait, Condition, PropertyFilter, Score, ScoreRule, ScoreSource, Segment, TraitTest,
+    series_for, Cmp, ComputedTrait, Condition, PropertyFilter, Score, ScoreRule, ScoreSource, Segment, TraitTest,
 };
 use crate::core::time::{parse_duration, parse_iso8601};
 use crate::core::value::Value;
@@ -681,7 +681,8 @@ impl Compiler {
                 if out.iter().any(|c| c.id == id) {
                     self.err(at(&p, "id"), format!("duplicate computed trait id {id:?}"));
                 } else {
-                    out.push(ComputedTrait { id, event, filters, window });
+                    let series = series_for(&event, &filters);
+                    out.push(ComputedTrait { id, event, filters, window, series });
                 }
             }
         }
@@ -720,7 +721,10 @@ impl Compiler {
                             self.object(r, &rp, &["event", "where", "points"]);
                             let event = self.string(ro.get("event"), &at(&rp, "event"));
                             let filters = self.filters(ro, &rp);
-                            event.map(|event| ScoreSource::Event { event, filters })
+                            event.map(|event| {
+                                let series = series_for(&event, &filters);
+                                ScoreSource::Event { event, filters, series }
+                            })
                         };
                         let points = match ro.get("points") {
                             Some(n) => self.number(n, &at(&rp, "points")),
@@ -777,7 +781,9 @@ impl Compiler {
                     Some(w) => self.duration(w, &at(path, "within")).map(Some),
                     None => Some(None),
                 };
-                Some(Condition::EventCount { event: event?, filters, count: count?, window: window? })
+                let event = event?;
+                let series = series_for(&event, &filters);
+                Some(Condition::EventCount { event, filters, count: count?, window: window?, series })
             }
             "computed" => {
                 let mut allowed = vec!["computed"];
@@ -791,7 +797,13 @@ impl Compiler {
                 };
                 let count = self.comparison_members(o, path)?;
                 // A computed trait in a condition is exactly the event count it names.
-                Some(Condition::EventCount { event: def.event, filters: def.filters, count, window: def.window })
+                Some(Condition::EventCount {
+                    event: def.event,
+                    filters: def.filters,
+                    count,
+                    window: def.window,
+                    series: def.series,
+                })
             }
             "segment" | "score" if self.in_score => {
                 self.err(at(path, kind), "a score rule cannot use segments or scores");
@@ -1327,7 +1339,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.computed[0].window, Some(7 * crate::core::time::DAY));
         match &c.segments[0].when {
-            Condition::EventCount { event, filters, count, window } => {
+            Condition::EventCount { event, filters, count, window, .. } => {
                 assert_eq!(event, "Product Viewed");
                 assert_eq!(filters[0].property, "category");
                 assert_eq!(count, &vec![Cmp::Gte(2.0)]);

@@ -124,27 +124,34 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Glob matching: `*` matches any run of characters (`/` included), `?` exactly one; everything else itself.
-/// Linear in practice: the classic backtracking over the last `*` only.
+/// Works on the bytes, allocating nothing, with the classic backtracking over the last `*` only.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // The length of the UTF-8 character starting at `t[i]`, which `?` consumes whole.
+    let char_len = |i: usize| text[i..].chars().next().map_or(1, char::len_utf8);
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && p[pi] == b'?' {
+            pi += 1;
+            ti += char_len(ti);
+        } else if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
+            // Let the last `*` take one more character, and try again after it.
+            let next = st + char_len(st);
             pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
+            ti = next;
+            star = Some((sp, next));
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == b'*')
 }
 
 #[cfg(test)]
@@ -168,6 +175,8 @@ mod tests {
         assert!(glob_matches("*a*b*", "xxaxxbxx"));
         assert!(!glob_matches("*a*b", "xxaxxbxx"));
         assert!(glob_matches("", ""));
+        assert!(glob_matches("/caf?/*", "/café/x"), "? takes one character, not one byte");
+        assert!(glob_matches("*é", "caféé"));
         assert!(!glob_matches("", "x"));
     }
 

@@ -70,6 +70,8 @@ pub enum Condition {
         filters: Vec<PropertyFilter>,
         count: Vec<Cmp>,
         window: Option<Millis>,
+        /// The daily aggregate series that count these events (`series_for`), computed once at compile time.
+        series: Option<Vec<String>>,
     },
     /// No event at all for at least this long (`{"inactiveFor": "30d"}`).
     InactiveFor(Millis),
@@ -111,11 +113,12 @@ pub struct ComputedTrait {
     pub event: String,
     pub filters: Vec<PropertyFilter>,
     pub window: Option<Millis>,
+    pub series: Option<Vec<String>>,
 }
 
 impl ComputedTrait {
     pub fn value(&self, profile: &Profile, now: Millis) -> u64 {
-        count_events(profile, &self.event, &self.filters, self.window, now)
+        count_events(profile, &self.event, &self.filters, self.series.as_deref(), self.window, now)
     }
 }
 
@@ -123,7 +126,7 @@ impl ComputedTrait {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScoreSource {
     /// Each matching event, its points decayed by its age.
-    Event { event: String, filters: Vec<PropertyFilter> },
+    Event { event: String, filters: Vec<PropertyFilter>, series: Option<Vec<String>> },
     /// A condition on the profile or the request that holds now (no decay). It cannot name segments or
     /// scores, which keeps scores free of cycles.
     When(Condition),
@@ -151,7 +154,9 @@ impl Score {
         let mut total = 0.0;
         for rule in &self.rules {
             let weight = match &rule.source {
-                ScoreSource::Event { event, filters } => decayed_count(profile, event, filters, self.half_life, now),
+                ScoreSource::Event { event, filters, series } => {
+                    decayed_count(profile, event, filters, series.as_deref(), self.half_life, now)
+                }
                 ScoreSource::When(c) => {
                     let facts = Facts { profile, cx, now, scores: &[] };
                     if c.holds(&facts, &[]) {
@@ -206,7 +211,7 @@ fn matches(r: &EventRecord, event: &str, filters: &[PropertyFilter]) -> bool {
 
 /// The daily aggregate series that count `event` with `filters`, when there are such series (no filter, or one
 /// whose values can key a series).
-fn series_for(event: &str, filters: &[PropertyFilter]) -> Option<Vec<String>> {
+pub fn series_for(event: &str, filters: &[PropertyFilter]) -> Option<Vec<String>> {
     let keys: Vec<String> = match filters {
         [] => series_key(event, None).into_iter().collect(),
         [f] => f.any_of.iter().filter_map(|v| series_key(event, Some((&f.property, v)))).collect(),
@@ -223,14 +228,13 @@ fn count_events(
     profile: &Profile,
     event: &str,
     filters: &[PropertyFilter],
+    series: Option<&[String]>,
     window: Option<Millis>,
     now: Millis,
 ) -> u64 {
     let since = window.map(|w| now.saturating_sub(w));
     if !history_covers(profile, since) {
-        if let (Some(since), Some(keys)) =
-            (since.filter(|s| day_of(now) - day_of(*s) < DAYS), series_for(event, filters))
-        {
+        if let (Some(since), Some(keys)) = (since.filter(|s| day_of(now) - day_of(*s) < DAYS), series) {
             let (from, to) = (day_of(since), day_of(now));
             return keys.iter().map(|k| profile.aggregates.count(k, from, to)).sum();
         }
@@ -249,6 +253,7 @@ fn decayed_count(
     profile: &Profile,
     event: &str,
     filters: &[PropertyFilter],
+    series: Option<&[String]>,
     half_life: Option<Millis>,
     now: Millis,
 ) -> f64 {
@@ -259,7 +264,7 @@ fn decayed_count(
     let mut total: f64 =
         profile.recent.iter().filter(|r| r.at <= now && matches(r, event, filters)).map(|r| weight(r.at)).sum();
     if !history_covers(profile, None) {
-        if let (Some(oldest), Some(keys)) = (profile.recent.front(), series_for(event, filters)) {
+        if let (Some(oldest), Some(keys)) = (profile.recent.front(), series) {
             for day in (day_of(now) - DAYS + 1)..day_of(oldest.at) {
                 let n: u64 = keys.iter().map(|k| profile.aggregates.count(k, day, day)).sum();
                 total += n as f64 * weight(day * DAY + DAY / 2);
@@ -275,8 +280,8 @@ impl Condition {
         let (profile, cx, now) = (f.profile, f.cx, f.now);
         match self {
             Condition::Everyone => true,
-            Condition::EventCount { event, filters, count, window } => {
-                let n = count_events(profile, event, filters, *window, now) as f64;
+            Condition::EventCount { event, filters, count, window, series } => {
+                let n = count_events(profile, event, filters, series.as_deref(), *window, now) as f64;
                 count.iter().all(|c| c.holds(n))
             }
             Condition::Score { index, cmps } => f.scores.get(*index).is_some_and(|s| cmps.iter().all(|c| c.holds(*s))),
@@ -356,9 +361,15 @@ mod tests {
         let profile = apply_events(None, req, &Config::default()).0.unwrap();
         assert!(!profile.recent.iter().any(|r| r.name == "Product Viewed"), "the history let the views go");
         let bags = PropertyFilter { property: "category".into(), any_of: vec![Value::String("bags".into())] };
-        let views = |window| count_events(&profile, "Product Viewed", std::slice::from_ref(&bags), Some(window), now);
+        let series = series_for("Product Viewed", std::slice::from_ref(&bags));
+        let views = |window| {
+            count_events(&profile, "Product Viewed", std::slice::from_ref(&bags), series.as_deref(), Some(window), now)
+        };
         assert_eq!(views(7 * DAY), 20);
         assert_eq!(views(2 * DAY), 0);
-        assert_eq!(count_events(&profile, "page", &[], Some(30 * DAY), now), (MAX_RECENT_EVENTS + 50) as u64);
+        assert_eq!(
+            count_events(&profile, "page", &[], series_for("page", &[]).as_deref(), Some(30 * DAY), now),
+            (MAX_RECENT_EVENTS + 50) as u64
+        );
     }
 }
