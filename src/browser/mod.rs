@@ -318,13 +318,19 @@ fn js_error(code: &str, path: &str, message: &str) -> JsValue {
     err.into()
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// The global `crypto.getRandomValues`, bound directly: through `web_sys::window()` it would also link the
+    /// lookup of the global object and a `Window` type check, about 1.2 KB gzipped of Wasm and glue. It throws,
+    /// which `catch` turns into an error, where the page has no Web Crypto.
+    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues, catch)]
+    fn get_random_values(buf: &mut [u8]) -> Result<(), JsValue>;
+}
+
 /// A random (version 4) UUID from the browser's cryptographic random source.
 fn uuid_v4() -> String {
     let mut b = [0u8; 16];
-    let filled = web_sys::window()
-        .and_then(|w| w.crypto().ok())
-        .is_some_and(|c| c.get_random_values_with_u8_array(&mut b).is_ok());
-    if !filled {
+    if get_random_values(&mut b).is_err() {
         // No Web Crypto (very old or unusual hosts): fall back to Math.random, which is still unique enough for
         // an anonymous id but not unguessable.
         for x in b.iter_mut() {
