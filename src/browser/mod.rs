@@ -15,7 +15,7 @@ use crate::core::consent::{ConsentPolicy, Purpose, RequestSignals};
 use crate::core::json::{JsonKind, JsonView};
 use crate::core::time::format_iso8601;
 use crate::core::wire::{check_event, parser_refuses, CallType, Rejection, MAX_ID_CHARS};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use wasm_bindgen::prelude::*;
 
 mod json;
@@ -26,14 +26,17 @@ const MAX_QUEUED: usize = 1_000;
 /// The `context.library` member every event carries.
 const LIBRARY: &str = concat!(r#""library":{"name":"edgecdp.js","version":""#, env!("CARGO_PKG_VERSION"), r#""}"#);
 
+/// The browser does not know the site's region rules, so it uses the strictest model: opt-in, the default.
+static POLICY: ConsentPolicy = ConsentPolicy::DEFAULT;
+
 #[wasm_bindgen]
 pub struct Tracker {
     write_key: String,
     anonymous_id: String,
     user_id: Option<String>,
-    prefs: BTreeMap<String, bool>,
-    /// The browser does not know the site's region rules, so it uses the strictest model: opt-in.
-    policy: ConsentPolicy,
+    /// The consent preferences so far, by name in byte order (the order the edge keeps them in), each name once.
+    /// A sorted vector rather than a map: a map's code costs download size.
+    prefs: Vec<(String, bool)>,
     /// Serialized events, oldest first.
     queue: VecDeque<String>,
 }
@@ -43,14 +46,7 @@ impl Tracker {
     #[wasm_bindgen(constructor)]
     pub fn new(write_key: String, anonymous_id: Option<String>) -> Tracker {
         let anonymous_id = anonymous_id.filter(|a| !a.is_empty()).unwrap_or_else(uuid_v4);
-        Tracker {
-            write_key,
-            anonymous_id,
-            user_id: None,
-            prefs: BTreeMap::new(),
-            policy: ConsentPolicy::default(),
-            queue: VecDeque::new(),
-        }
+        Tracker { write_key, anonymous_id, user_id: None, prefs: Vec::new(), queue: VecDeque::new() }
     }
 
     #[wasm_bindgen(getter, js_name = anonymousId)]
@@ -83,12 +79,18 @@ impl Tracker {
         let Some(map) = parsed.filter(|v| v.kind() == JsonKind::Object) else {
             return Err(invalid());
         };
-        let mut prefs = BTreeMap::new();
+        // All of them are read before any is kept, so that refused preferences change nothing.
+        let mut prefs = Vec::new();
         map.try_entries(|k, v| {
-            prefs.insert(k.to_string(), v.boolean().ok_or_else(invalid)?);
+            prefs.push((k.to_string(), v.boolean().ok_or_else(invalid)?));
             Ok::<(), JsValue>(())
         })?;
-        self.prefs.extend(prefs);
+        for (name, granted) in prefs {
+            match self.prefs.binary_search_by(|(k, _)| k.cmp(&name)) {
+                Ok(at) => self.prefs[at].1 = granted,
+                Err(at) => self.prefs.insert(at, (name, granted)),
+            }
+        }
         if !self.allows("analytics") {
             self.queue.clear();
         }
@@ -97,7 +99,8 @@ impl Tracker {
 
     /// Whether the choices so far allow a purpose.
     pub fn allows(&self, purpose: &str) -> bool {
-        let effective = self.policy.effective(None, Some(&self.prefs), &RequestSignals::default());
+        let sent = POLICY.preferences(self.prefs.iter().map(|(k, g)| (k, g)));
+        let effective = POLICY.effective_for(None, sent, &RequestSignals::default());
         Purpose::parse(purpose).is_some_and(|p| effective.allows(p))
     }
 

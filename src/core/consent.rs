@@ -87,9 +87,16 @@ pub struct ConsentPolicy {
     pub categories: BTreeMap<String, Purpose>,
 }
 
+impl ConsentPolicy {
+    /// The policy where nothing is configured: opt-in everywhere, GPC honoured, no CMP categories. A constant, so
+    /// that the browser can keep it in a `static` (which it never drops, and whose empty maps the optimizer sees).
+    pub const DEFAULT: ConsentPolicy =
+        ConsentPolicy { model: Model::OptIn, regions: BTreeMap::new(), honor_gpc: true, categories: BTreeMap::new() };
+}
+
 impl Default for ConsentPolicy {
     fn default() -> Self {
-        ConsentPolicy { model: Model::OptIn, regions: BTreeMap::new(), honor_gpc: true, categories: BTreeMap::new() }
+        ConsentPolicy::DEFAULT
     }
 }
 
@@ -192,7 +199,7 @@ impl ConsentPolicy {
 
     /// Maps sent preferences (purpose names or CMP categories) to purposes. Where two categories map to the
     /// same purpose and disagree, the refusal wins.
-    pub fn preferences(&self, prefs: &BTreeMap<String, bool>) -> Preferences {
+    pub fn preferences<'a>(&self, prefs: impl IntoIterator<Item = (&'a String, &'a bool)>) -> Preferences {
         let mut out = Preferences::default();
         for (k, &granted) in prefs {
             let purpose = self.categories.get(k).copied().or_else(|| Purpose::parse(k));
@@ -211,8 +218,18 @@ impl ConsentPolicy {
         sent: Option<&BTreeMap<String, bool>>,
         signals: &RequestSignals,
     ) -> Effective {
+        self.effective_for(stored, sent.map(|p| self.preferences(p)).unwrap_or_default(), signals)
+    }
+
+    /// `effective` for preferences already mapped to purposes (`preferences`), for callers that keep the sent
+    /// preferences in another collection than a map.
+    pub fn effective_for(
+        &self,
+        stored: Option<&ConsentState>,
+        sent: Preferences,
+        signals: &RequestSignals,
+    ) -> Effective {
         let default = self.model_for(signals.country.as_deref()) == Model::OptOut;
-        let sent = sent.map(|p| self.preferences(p)).unwrap_or_default();
         let decide = |p: Purpose| -> bool {
             if p == Purpose::Advertising && signals.gpc && self.honor_gpc {
                 return false;
