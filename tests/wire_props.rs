@@ -251,7 +251,7 @@ fn browser_outcome(text: &str, call: CallType) -> Outcome {
     // JSON.parse accepts all the text serde_json accepts; what it accepts beyond that, `check_event` refuses
     // before parsing.
     let tree = serde_json::from_str::<Value>(text).ok().map(|v| JsLike::from_json(&v));
-    check_event(text, call, NOW, |_| tree.as_ref()).err().map(|r| (r.code.to_string(), r.path))
+    check_event(text, call, |_| tree.as_ref()).err().map(|r| (r.code.to_string(), r.path))
 }
 
 /// What the edge says of the same event sent alone to the call's endpoint, and as the only event of a batch

@@ -237,7 +237,7 @@ impl Tracker {
         }
         event.push('}');
         // The same validation as the edge, so that the device never sends what the edge would refuse.
-        check_event(&event, call, now, parse).map_err(|r| rejection_error(&r))?;
+        check_event(&event, call, parse).map_err(|r| rejection_error(&r))?;
         if !self.allows("analytics") {
             return Ok(false);
         }

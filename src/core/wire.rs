@@ -9,7 +9,6 @@ use crate::core::event::{Event, EventKind, PageContext};
 use crate::core::identity::Identity;
 use crate::core::json::{JsonKind, JsonView};
 use crate::core::time::{parse_iso8601, push_padded, Millis};
-use crate::core::value::Value;
 #[cfg(feature = "batch")]
 use serde::Deserialize;
 #[cfg(feature = "batch")]
@@ -184,13 +183,11 @@ pub fn parse_event_value(value: &serde_json::Value, received: Millis) -> Result<
 /// `parse` reads the text into any `JsonView`: the browser passes `JSON.parse`, so it needs no JSON parser of
 /// its own. Where `JSON.parse` accepts text that the edge's parser refuses (`parser_refuses`), the event is
 /// refused here first, as `invalid_json`; only the message of an `invalid_json` rejection can differ from the
-/// edge's. It builds no `Event` contents beyond what the checks need and derives no `messageId`, which keeps
-/// the value conversions, SHA-256 and the serializer out of the browser build, as a fixed `call` keeps out the
-/// unknown-type message.
+/// edge's. It builds no `Event` and derives no `messageId`, which keeps the maps, the value conversions,
+/// SHA-256 and the serializer out of the browser build, as a fixed `call` keeps out the unknown-type message.
 pub fn check_event<V: JsonView>(
     text: &str,
     call: CallType,
-    received: Millis,
     parse: impl FnOnce(&str) -> Option<V>,
 ) -> Result<(), Rejection> {
     let cx = Ctx { index: 0, base: "" };
@@ -200,7 +197,7 @@ pub fn check_event<V: JsonView>(
         .flatten()
         .ok_or_else(|| cx.reject("invalid_json", "", "event is not valid JSON"))?;
     let of_call = |cx: &Ctx, field: Option<V>| fixed_call_type(cx, call, field);
-    event_from_view(&cx, value, of_call, None, None, |_| BTreeMap::new(), received).map(|_| ())
+    check_fields(&cx, value, of_call, None).map(|_| ())
 }
 
 /// Whether the edge's JSON parser refuses `text`, given that JavaScript's `JSON.parse` accepts it. The two
@@ -306,14 +303,45 @@ fn parse_raw_event(
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| cx.reject("invalid_json", "", e.to_string()))?;
     let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| call_type(cx, forced, field);
-    let keep = |o: &&serde_json::Value| o.as_object().map(crate::core::value::map_from_json).unwrap_or_default();
-    let (mut event, id_time) =
-        event_from_view(&cx, &value, of_call, envelope.sent_at, envelope.context.as_ref(), keep, received)?;
-    if let Some(time) = id_time {
-        event.message_id = generated_message_id(text, index, time);
+    let fields = check_fields(&cx, &value, of_call, envelope.context.as_ref())?;
+    let external_ids = external_ids(&cx, value.get("context"))?;
+
+    let sent_at = fields.sent_at.or(envelope.sent_at);
+    let message_id = match fields.message_id {
+        Some(id) => id,
+        None => generated_message_id(text, index, fields.timestamp.or(sent_at).unwrap_or(received)),
+    };
+    let object = fields.object.and_then(|o| o.as_object()).map(crate::core::value::map_from_json).unwrap_or_default();
+    let kind = match fields.call {
+        CallFields::Track { event } => EventKind::Track { event, properties: object },
+        CallFields::Page { name } => EventKind::Page { name, properties: object },
+        CallFields::Screen { name } => EventKind::Screen { name, properties: object },
+        CallFields::Identify => EventKind::Identify { traits: object },
+        CallFields::Alias { previous_id } => EventKind::Alias { previous_id },
+        CallFields::Group { group_id } => EventKind::Group { group_id, traits: object },
+    };
+    Ok(Event {
+        message_id,
+        anonymous_id: fields.anonymous_id,
+        user_id: fields.user_id,
+        timestamp: corrected_time(fields.timestamp, sent_at, received),
+        kind,
+        consent: fields.consent.map(consent_map),
+        page: fields.page,
+        external_ids,
+    })
+}
+
+/// Consent preferences that the wire rules found valid (an object of booleans), as a map. Inserted one by one:
+/// collecting into a `BTreeMap` would link a sort into the Worker for members that already come in order.
+fn consent_map(prefs: &serde_json::Value) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    for (k, v) in prefs.as_object().into_iter().flatten() {
+        if let Some(granted) = v.as_bool() {
+            out.insert(k.clone(), granted);
+        }
     }
-    event.external_ids = external_ids(&cx, value.get("context"))?;
-    Ok(event)
+    out
 }
 
 /// Segment's `context.externalIds` (`[{"id": "...", "type": "crm_id", ...}]`): identifiers of other systems.
@@ -377,26 +405,49 @@ fn check_size(cx: &Ctx, text: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Validates one parsed event; `of_call` checks its `type` field, and the batch's `sentAt` and `context`
-/// (`env_sent_at`, `env_context`) fill in for the event's own. When the event has no `messageId`, its
-/// `message_id` is left empty and the time to derive one from is returned beside it. `keep` converts valid
-/// `properties` and `traits` objects; the browser, which only checks, keeps nothing.
-fn event_from_view<V: JsonView>(
+/// One event's fields as the wire rules found them. The objects (`properties` or `traits`, and the consent
+/// preferences) stay views: the edge converts them into its `Event` (`parse_raw_event`), and the browser, which
+/// only checks, converts nothing, so its build links no map code.
+struct Fields<V> {
+    call: CallFields,
+    message_id: Option<String>,
+    anonymous_id: Option<String>,
+    user_id: Option<String>,
+    /// The event's own `timestamp` and `sentAt`, not yet corrected for clock skew.
+    timestamp: Option<Millis>,
+    sent_at: Option<Millis>,
+    /// `properties` (track, page, screen) or `traits` (identify, group), when they are an object.
+    object: Option<V>,
+    /// `context.consent.categoryPreferences`, an object of booleans.
+    consent: Option<V>,
+    page: Option<PageContext>,
+}
+
+/// The fields of one call type besides its object: an `EventKind` without the properties or traits.
+enum CallFields {
+    Track { event: String },
+    Page { name: Option<String> },
+    Screen { name: Option<String> },
+    Identify,
+    Alias { previous_id: String },
+    Group { group_id: String },
+}
+
+/// Checks one parsed event, in the order that decides which problem a rejection names; `of_call` checks its
+/// `type` field, and the batch's `context` (`env_context`) fills in for the event's own.
+fn check_fields<V: JsonView>(
     cx: &Ctx,
     obj: V,
     of_call: impl FnOnce(&Ctx, Option<V>) -> Result<CallType, Rejection>,
-    env_sent_at: Option<Millis>,
     env_context: Option<V>,
-    keep: impl Fn(&V) -> BTreeMap<String, Value>,
-    received: Millis,
-) -> Result<(Event, Option<Millis>), Rejection> {
+) -> Result<Fields<V>, Rejection> {
     if obj.kind() != JsonKind::Object {
         return Err(cx.reject("invalid_type", "", "event must be a JSON object"));
     }
 
     let call = of_call(cx, obj.get("type"))?;
 
-    let explicit_id = id_field(cx, &obj, "messageId")?;
+    let message_id = id_field(cx, &obj, "messageId")?;
     let anonymous_id = id_field(cx, &obj, "anonymousId")?;
     let user_id = id_field(cx, &obj, "userId")?;
     if anonymous_id.is_none() && user_id.is_none() {
@@ -404,43 +455,35 @@ fn event_from_view<V: JsonView>(
     }
 
     let timestamp = optional_time(cx, &obj, "timestamp")?;
-    let sent_at = optional_time(cx, &obj, "sentAt")?.or(env_sent_at);
-    let (message_id, id_time) = match explicit_id {
-        Some(id) => (id, None),
-        None => (String::new(), Some(timestamp.or(sent_at).unwrap_or(received))),
-    };
-    let timestamp = corrected_time(timestamp, sent_at, received);
+    let sent_at = optional_time(cx, &obj, "sentAt")?;
 
-    let kind = match call {
+    let (call, object) = match call {
         CallType::Track => {
             let event = name_field(cx, &obj, "event")?
                 .ok_or_else(|| cx.reject("missing_field", "event", "event is required for track"))?;
-            EventKind::Track { event, properties: object_field(cx, &obj, "properties", &keep)? }
+            (CallFields::Track { event }, object_field(cx, &obj, "properties")?)
         }
-        CallType::Page => EventKind::Page {
-            name: name_field(cx, &obj, "name")?,
-            properties: object_field(cx, &obj, "properties", &keep)?,
-        },
-        CallType::Screen => EventKind::Screen {
-            name: name_field(cx, &obj, "name")?,
-            properties: object_field(cx, &obj, "properties", &keep)?,
-        },
-        CallType::Identify => EventKind::Identify { traits: object_field(cx, &obj, "traits", &keep)? },
+        CallType::Page => {
+            (CallFields::Page { name: name_field(cx, &obj, "name")? }, object_field(cx, &obj, "properties")?)
+        }
+        CallType::Screen => {
+            (CallFields::Screen { name: name_field(cx, &obj, "name")? }, object_field(cx, &obj, "properties")?)
+        }
+        CallType::Identify => (CallFields::Identify, object_field(cx, &obj, "traits")?),
         CallType::Alias => {
             let previous_id = id_field(cx, &obj, "previousId")?
                 .ok_or_else(|| cx.reject("missing_field", "previousId", "previousId is required for alias"))?;
-            EventKind::Alias { previous_id }
+            (CallFields::Alias { previous_id }, None)
         }
         CallType::Group => {
             let group_id = id_field(cx, &obj, "groupId")?
                 .ok_or_else(|| cx.reject("missing_field", "groupId", "groupId is required for group"))?;
-            EventKind::Group { group_id, traits: object_field(cx, &obj, "traits", &keep)? }
+            (CallFields::Group { group_id }, object_field(cx, &obj, "traits")?)
         }
     };
 
     let (consent, page) = context_fields(cx, obj.get("context"), env_context)?;
-    let event = Event { message_id, anonymous_id, user_id, timestamp, kind, consent, page, external_ids: Vec::new() };
-    Ok((event, id_time))
+    Ok(Fields { call, message_id, anonymous_id, user_id, timestamp, sent_at, object, consent, page })
 }
 
 /// Checks an event's `type` field: fixed by a single-event endpoint (`forced`), or required and read from it.
@@ -556,18 +599,13 @@ fn optional_time<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<M
     }
 }
 
-fn object_field<V: JsonView>(
-    cx: &Ctx,
-    obj: &V,
-    field: &str,
-    keep: impl Fn(&V) -> BTreeMap<String, Value>,
-) -> Result<BTreeMap<String, Value>, Rejection> {
-    let Some(v) = obj.get(field) else { return Ok(BTreeMap::new()) };
+fn object_field<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<V>, Rejection> {
+    let Some(v) = obj.get(field) else { return Ok(None) };
     match v.kind() {
-        JsonKind::Null => Ok(BTreeMap::new()),
+        JsonKind::Null => Ok(None),
         JsonKind::Object => {
             check_nested(cx, &v, field)?;
-            Ok(keep(&v))
+            Ok(Some(v))
         }
         _ => Err(cx.reject("invalid_type", field, [field, " must be an object"].concat())),
     }
@@ -627,11 +665,12 @@ fn decimal(n: usize) -> String {
     out
 }
 
-type ContextFields = (Option<BTreeMap<String, bool>>, Option<PageContext>);
+/// The consent preferences (checked, still a view) and the page.
+type ContextFields<V> = (Option<V>, Option<PageContext>);
 
 /// Reads `context.consent` and `context.page`; the event's own context (`own`) wins over the batch's
 /// (`envelope`), field by field.
-fn context_fields<V: JsonView>(cx: &Ctx, own: Option<V>, envelope: Option<V>) -> Result<ContextFields, Rejection> {
+fn context_fields<V: JsonView>(cx: &Ctx, own: Option<V>, envelope: Option<V>) -> Result<ContextFields<V>, Rejection> {
     let own = match own {
         None => None,
         Some(o) => match o.kind() {
@@ -651,19 +690,15 @@ fn context_fields<V: JsonView>(cx: &Ctx, own: Option<V>, envelope: Option<V>) ->
         Some(c) if c.kind() == JsonKind::Object => match not_null(c.get("categoryPreferences")) {
             None => None,
             Some(prefs) if prefs.kind() == JsonKind::Object => {
-                let mut out = BTreeMap::new();
                 prefs.try_entries(|k, v| match v.boolean() {
-                    Some(b) => {
-                        out.insert(k.to_string(), b);
-                        Ok(())
-                    }
+                    Some(_) => Ok(()),
                     None => Err(cx.reject(
                         "invalid_type",
                         &["context.consent.categoryPreferences.", k].concat(),
                         "a consent preference must be true or false",
                     )),
                 })?;
-                Some(out)
+                Some(prefs)
             }
             Some(_) => {
                 return Err(cx.reject(
@@ -838,7 +873,7 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
             }
         },
     };
-    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent, user_agent, timezone, country, utc_offset_minutes })
+    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent: consent.map(consent_map), user_agent, timezone, country, utc_offset_minutes })
 }
 
 #[cfg(test)]
@@ -958,7 +993,7 @@ mod tests {
     /// `check_event` reading serde_json values, as the edge's own parser reads them.
     fn check(text: &str, call: CallType) -> Result<(), Rejection> {
         let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
-        check_event(text, call, NOW, |_| value.as_ref())
+        check_event(text, call, |_| value.as_ref())
     }
 
     #[test]
