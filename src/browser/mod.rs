@@ -14,7 +14,7 @@
 use crate::core::consent::{ConsentPolicy, Purpose, RequestSignals};
 use crate::core::json::{JsonKind, JsonView};
 use crate::core::time::format_iso8601;
-use crate::core::wire::{check_event, parser_refuses, CallType, Rejection, MAX_ID_CHARS};
+use crate::core::wire::{char_count, check_event, parser_refuses, CallType, Rejection, MAX_ID_CHARS};
 use std::collections::VecDeque;
 use wasm_bindgen::prelude::*;
 
@@ -58,7 +58,7 @@ impl Tracker {
     /// storage was cleared keeps one profile. Events already queued keep the id they were made with.
     #[wasm_bindgen(setter, js_name = anonymousId)]
     pub fn set_anonymous_id(&mut self, id: String) -> Result<(), JsValue> {
-        if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
+        if id.is_empty() || char_count(&id) > MAX_ID_CHARS {
             return Err(js_error("invalid_type", "anonymousId", "anonymousId must be 1 to 256 characters"));
         }
         self.anonymous_id = id;
