@@ -74,7 +74,9 @@ impl JsonView for JsValue {
         // first, then insertion order. Each member goes in at its place (a general sort costs about 1 KB of
         // Wasm, gzipped, that every visitor downloads).
         let mut entries: Vec<(String, JsValue)> = Vec::with_capacity(keys.length() as usize);
-        for key in keys.iter() {
+        // By index, as in `try_items`: `Array::iter` would bind a second getter into the glue.
+        for i in 0..keys.length() {
+            let key = keys.get(i);
             let value = Reflect::get(self, &key).unwrap_or(JsValue::NULL);
             let key = key.as_string().unwrap_or_default();
             let at = entries.partition_point(|(k, _)| *k < key);
