@@ -881,7 +881,17 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
             }
         },
     };
-    Ok(DecideRequest { anonymous_id, user_id, slots, page, consent: consent.map(consent_map), user_agent, timezone, country, utc_offset_minutes })
+    Ok(DecideRequest {
+        anonymous_id,
+        user_id,
+        slots,
+        page,
+        consent: consent.map(consent_map),
+        user_agent,
+        timezone,
+        country,
+        utc_offset_minutes,
+    })
 }
 
 #[cfg(test)]
