@@ -8,6 +8,7 @@
 use crate::core::consent::{ConsentPolicy, Model, Purpose};
 use crate::core::context::Device;
 use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Template, Variant};
+use crate::core::delivery::{parse_origin, Delivery, PathPattern};
 use crate::core::segment::{
     series_for, Cmp, ComputedTrait, Condition, PropertyFilter, Score, ScoreRule, ScoreSource, Segment, TraitTest,
 };
@@ -94,6 +95,9 @@ pub struct Config {
     /// Segment indexes ordered so that each comes after the segments it references.
     pub segment_order: Vec<usize>,
     pub slots: BTreeMap<String, Slot>,
+    /// Edge HTML delivery (`delivery`): the origin the Worker proxies pages from, and which paths. `None` (the
+    /// default): the Worker proxies nothing.
+    pub delivery: Option<Delivery>,
 }
 
 impl Default for Config {
@@ -109,6 +113,7 @@ impl Default for Config {
             segments: Vec::new(),
             segment_order: Vec::new(),
             slots: BTreeMap::new(),
+            delivery: None,
         }
     }
 }
@@ -144,8 +149,18 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         experiment_ids: BTreeSet::new(),
     };
     let mut config = Config::default();
-    let keys =
-        ["sources", "consent", "identity", "retention", "privacy", "computedTraits", "scores", "segments", "slots"];
+    let keys = [
+        "sources",
+        "consent",
+        "identity",
+        "retention",
+        "privacy",
+        "computedTraits",
+        "scores",
+        "segments",
+        "slots",
+        "delivery",
+    ];
     if let Some(root) = c.object(doc, "", &keys) {
         if let Some(v) = present(root, "sources") {
             config.sources = c.sources(v, "sources");
@@ -196,6 +211,9 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         }
         if let Some(v) = present(root, "slots") {
             config.slots = c.slots(v, "slots", &ids);
+        }
+        if let Some(v) = present(root, "delivery") {
+            config.delivery = c.delivery(v, "delivery");
         }
     }
     if c.errors.is_empty() {
@@ -1032,6 +1050,40 @@ impl Compiler {
         out
     }
 
+    /// `{"origin": "https://www.example.com", "paths": ["/shop/*", "/about"]}`; `paths` defaults to `["/*"]`.
+    fn delivery(&mut self, v: &J, path: &str) -> Option<Delivery> {
+        let o = self.object(v, path, &["origin", "paths"])?;
+        let before = self.errors.len();
+        let op = at(path, "origin");
+        let origin = self.string(o.get("origin"), &op).and_then(|s| match parse_origin(&s) {
+            Ok(origin) => Some(origin),
+            Err(message) => {
+                self.err(&op, message);
+                None
+            }
+        });
+        let mut paths = Vec::new();
+        match present(o, "paths") {
+            None => paths.push(PathPattern::Under(String::new())),
+            Some(list) => {
+                let pp = at(path, "paths");
+                let items = self.array(list, &pp).map(Vec::as_slice).unwrap_or_default();
+                if items.is_empty() && list.is_array() {
+                    self.err(&pp, "expected at least one path; leave delivery out to proxy nothing");
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let ip = idx(&pp, i);
+                    match item.as_str().map(PathPattern::parse) {
+                        Some(Ok(p)) => paths.push(p),
+                        Some(Err(message)) => self.err(ip, message),
+                        None => self.err(ip, "expected a path such as \"/shop/*\""),
+                    }
+                }
+            }
+        }
+        (self.errors.len() == before).then_some(Delivery { origin: origin?, paths })
+    }
+
     fn template(&mut self, v: Option<&J>, path: &str) -> Option<Template> {
         let text = match v {
             Some(J::String(s)) => s,
@@ -1406,6 +1458,59 @@ mod tests {
             "slots.hero.blocks[1].experiment.goal.within: is required, for example \"7d\"",
         ] {
             assert!(got.iter().any(|g| g == want), "missing {want:?} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn delivery_is_off_by_default_and_compiles_when_given() {
+        assert_eq!(compile_str("{}").unwrap().delivery, None);
+        assert_eq!(compile_str(r#"{"delivery": null}"#).unwrap().delivery, None);
+        let c =
+            compile_str(r#"{"delivery": {"origin": "https://WWW.example.com:8443", "paths": ["/shop/*", "/about"]}}"#)
+                .unwrap();
+        let d = c.delivery.unwrap();
+        assert_eq!(d.origin, "https://www.example.com:8443");
+        assert_eq!(d.paths, vec![PathPattern::Under("/shop".into()), PathPattern::Exact("/about".into())]);
+        assert!(d.proxies("/shop/bags") && d.proxies("/about") && !d.proxies("/"));
+        // Without `paths`, every path that reaches the Worker and is not its API.
+        let d = compile_str(r#"{"delivery": {"origin": "http://127.0.0.1:9000"}}"#).unwrap().delivery.unwrap();
+        assert!(d.proxies("/") && d.proxies("/any/page.html"));
+    }
+
+    #[test]
+    fn delivery_problems_are_reported_with_their_paths() {
+        let got = errors(
+            r#"{"delivery": {"origin": "https://example.com/shop", "paths": ["/ok/*", "shop", "/a/../b", 3, "/v1/*"],
+                             "cache": true}}"#,
+        );
+        for e in [
+            "delivery.origin: expected an origin such as \"https://www.example.com\"",
+            "delivery.paths[1]: a path starts with \"/\"",
+            "delivery.paths[2]: a path has no \".\" or \"..\" segments",
+            "delivery.paths[3]: expected a path",
+            "delivery.paths[4]: /v1/* and /healthz are the Worker's own API",
+            "delivery.cache: unknown field",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), 6, "{got:#?}");
+        for (doc, e) in [
+            (r#"{"delivery": {}}"#, "delivery.origin: is required"),
+            (r#"{"delivery": {"origin": "ftp://example.com"}}"#, "delivery.origin: expected an origin"),
+            (r#"{"delivery": {"origin": "https://a@example.com"}}"#, "delivery.origin: expected an origin"),
+            (r#"{"delivery": {"origin": 7}}"#, "delivery.origin: expected a string"),
+            (
+                r#"{"delivery": {"origin": "https://example.com", "paths": []}}"#,
+                "delivery.paths: expected at least one",
+            ),
+            (
+                r#"{"delivery": {"origin": "https://example.com", "paths": "/shop/*"}}"#,
+                "delivery.paths: expected an array",
+            ),
+            (r#"{"delivery": "https://example.com"}"#, "delivery: expected an object"),
+        ] {
+            let got = errors(doc);
+            assert!(got.len() == 1 && got[0].starts_with(e), "{doc}: expected {e:?}, got {got:#?}");
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod consent;
 pub mod context;
 pub mod decide;
+pub mod delivery;
 pub mod event;
 pub mod identity;
 pub mod json;
