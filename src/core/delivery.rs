@@ -1,7 +1,8 @@
-//! Edge HTML delivery: which requests the Worker proxies to the site's origin, and what travels to the origin
-//! and back.
+//! Edge HTML delivery: which requests the Worker proxies to the site's origin, what travels to the origin and
+//! back, and the streaming rewriter that fills `data-edgecdp-slot` elements while a page streams through.
 //!
-//! Everything here is pure: the edge does the fetching, so the rules are tested natively.
+//! Everything here is pure: the edge (`edge::delivery`) does the fetching and hands chunks in and out, so the
+//! rules and the rewriter are tested natively, split at every byte if need be.
 
 /// The attribute that marks a slot in a page: `<div data-edgecdp-slot="hero">`.
 pub const SLOT_ATTRIBUTE: &str = "data-edgecdp-slot";
@@ -226,9 +227,175 @@ pub fn local_location(location: &str, origin: &str, own: &str) -> Option<String>
     (rest.is_empty() || rest.starts_with(['/', '?', '#'])).then(|| format!("{own}{rest}"))
 }
 
+#[cfg(feature = "delivery")]
+pub use filler::SlotFiller;
+
+#[cfg(feature = "delivery")]
+mod filler {
+    use super::SLOT_ATTRIBUTE;
+    use lol_html::html_content::ContentType;
+    use lol_html::{element, AsciiCompatibleEncoding, HtmlRewriter, MemorySettings, OutputSink, Settings};
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    /// The most the rewriter may hold while it parses (a tag or an attribute split across chunks). Past it, the
+    /// rest of the page passes through unchanged rather than break.
+    const MAX_PARSER_MEMORY: usize = 4 << 20;
+
+    struct Sink(Rc<RefCell<Vec<u8>>>);
+
+    impl OutputSink for Sink {
+        fn handle_chunk(&mut self, chunk: &[u8]) {
+            self.0.borrow_mut().extend_from_slice(chunk);
+        }
+    }
+
+    /// Fills the slots of one HTML document as it streams: chunks in, chunks out, in order. The inner content of
+    /// every element whose `data-edgecdp-slot` names a slot in `slots` becomes that slot's HTML; everything else
+    /// (elements of other slots too) passes through byte for byte.
+    pub struct SlotFiller {
+        /// `None` once the rewriter gave up (the memory limit): the rest then passes through unchanged.
+        rewriter: Option<HtmlRewriter<'static, Sink>>,
+        out: Rc<RefCell<Vec<u8>>>,
+        bailed_out: bool,
+    }
+
+    impl std::fmt::Debug for SlotFiller {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SlotFiller").field("bailed_out", &self.bailed_out).finish_non_exhaustive()
+        }
+    }
+
+    impl SlotFiller {
+        /// A filler for a document in `charset` (UTF-8 when the response names none). `None` when the charset
+        /// is unknown or not ASCII-compatible (UTF-16): such a page passes through unchanged.
+        pub fn new(slots: BTreeMap<String, String>, charset: Option<&str>) -> Option<SlotFiller> {
+            let encoding = match charset {
+                None => AsciiCompatibleEncoding::utf_8(),
+                Some(label) => {
+                    AsciiCompatibleEncoding::new(encoding_rs::Encoding::for_label_no_replacement(label.as_bytes())?)?
+                }
+            };
+            let out = Rc::new(RefCell::new(Vec::new()));
+            let selector = format!("[{SLOT_ATTRIBUTE}]");
+            let settings = Settings::new()
+                .with_encoding(encoding)
+                // Not strict: strict mode stops at rare ambiguous markup (`<select><xmp>`) and would lose the
+                // rest of the page; a slot inside such markup is at worst left unfilled.
+                .with_strict(false)
+                // A page that names its charset only in `<meta charset>` is still decoded and written correctly.
+                .with_adjust_charset_on_meta_tag(charset.is_none())
+                .with_memory_settings(
+                    MemorySettings::new()
+                        .with_max_allowed_memory_usage(MAX_PARSER_MEMORY)
+                        .with_graceful_bail_out_on_memory_limit_exceeded(true),
+                )
+                .append_element_content_handler(element!(selector, move |el| {
+                    if let Some(html) = el.get_attribute(SLOT_ATTRIBUTE).and_then(|name| slots.get(name.trim())) {
+                        el.set_inner_content(html, ContentType::Html);
+                    }
+                    Ok(())
+                }));
+            let rewriter = HtmlRewriter::new(settings, Sink(out.clone()));
+            Some(SlotFiller { rewriter: Some(rewriter), out, bailed_out: false })
+        }
+
+        /// Takes the next chunk of the origin's body; answers what can be sent on so far (possibly nothing,
+        /// while a tag is split across chunks).
+        pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
+            match self.rewriter.as_mut() {
+                Some(r) => {
+                    if r.write(chunk).is_err() {
+                        // A graceful bail-out has already written the unparsed bytes to the sink as they were;
+                        // the rewriter must not be used again.
+                        self.rewriter = None;
+                        self.bailed_out = true;
+                    }
+                    std::mem::take(&mut *self.out.borrow_mut())
+                }
+                None => chunk.to_vec(),
+            }
+        }
+
+        /// Ends the document; answers the last bytes.
+        pub fn end(mut self) -> Vec<u8> {
+            if let Some(r) = self.rewriter.take() {
+                if r.end().is_err() {
+                    self.bailed_out = true;
+                }
+            }
+            std::mem::take(&mut *self.out.borrow_mut())
+        }
+
+        /// Whether the rewriter gave up and the rest of the page passed through unchanged.
+        pub fn bailed_out(&self) -> bool {
+            self.bailed_out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn fill(slots: &[(&str, &str)], chunks: &[&[u8]]) -> Vec<u8> {
+        let slots: BTreeMap<String, String> = slots.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut f = SlotFiller::new(slots, None).expect("utf-8 is supported");
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(f.write(c));
+        }
+        out.extend(f.end());
+        out
+    }
+
+    #[test]
+    fn fills_known_slots_and_leaves_the_rest_byte_for_byte() {
+        let page = br#"<!doctype html><html><body><div class="x" data-edgecdp-slot="hero"><p>origin</p></div>
+<section data-edgecdp-slot="nope">keep <b>me</b></section><DIV DATA-EDGECDP-SLOT='hero'></DIV><img data-edgecdp-slot="hero"></body></html>"#;
+        let got = String::from_utf8(fill(&[("hero", "<h2>Hi &amp; welcome</h2>")], &[page])).unwrap();
+        assert_eq!(
+            got,
+            r#"<!doctype html><html><body><div class="x" data-edgecdp-slot="hero"><h2>Hi &amp; welcome</h2></div>
+<section data-edgecdp-slot="nope">keep <b>me</b></section><DIV DATA-EDGECDP-SLOT='hero'><h2>Hi &amp; welcome</h2></DIV><img data-edgecdp-slot="hero"></body></html>"#
+        );
+    }
+
+    #[test]
+    fn a_page_without_slots_is_unchanged_even_when_odd() {
+        let page: &[u8] = b"<p>caf\xc3\xa9 <!-- <div data-edgecdp-slot=\"hero\"> --> <b>unclosed <script>if (a<b) x='</div>'</script>\r\n\x00";
+        assert_eq!(fill(&[("hero", "X")], &[page]), page);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_output() {
+        let page = "<html><body><h1>é</h1><div data-edgecdp-slot=\"hero\">old <i>stuff</i></div><p>after</p>\
+                    <span data-edgecdp-slot=\"side\">s</span></body></html>";
+        let slots = [("hero", "<h2>new</h2>"), ("side", "ø")];
+        let whole = fill(&slots, &[page.as_bytes()]);
+        assert!(String::from_utf8(whole.clone())
+            .unwrap()
+            .contains("<div data-edgecdp-slot=\"hero\"><h2>new</h2></div>"));
+        for i in 0..=page.len() {
+            for j in i..=page.len() {
+                let b = page.as_bytes();
+                assert_eq!(fill(&slots, &[&b[..i], &b[i..j], &b[j..]]), whole, "split at {i} and {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_charsets_are_written_in_their_own_encoding() {
+        let slots: BTreeMap<String, String> = [("hero".to_string(), "é".to_string())].into_iter().collect();
+        let mut f = SlotFiller::new(slots.clone(), Some("iso-8859-1")).unwrap();
+        let mut out = f.write(b"<div data-edgecdp-slot=hero>\xe9</div>");
+        out.extend(f.end());
+        assert_eq!(out, b"<div data-edgecdp-slot=hero>\xe9</div>");
+        assert!(SlotFiller::new(slots.clone(), Some("utf-16le")).is_none());
+        assert!(SlotFiller::new(slots, Some("no-such-charset")).is_none());
+    }
 
     #[test]
     fn path_patterns() {
