@@ -16,7 +16,7 @@ use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, 
 use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
-use crate::core::profile::ApplyRequest;
+use crate::core::profile::{ApplyRequest, Profile};
 use crate::core::store::encode_apply;
 use crate::core::time::Millis;
 use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
@@ -276,10 +276,7 @@ async fn decide_get(req: Request, env: &Env) -> ApiResult {
     answer_decision(&req, env, request).await
 }
 
-async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -> ApiResult {
-    if let Some(c) = cookie::secret(env).and_then(|s| cookie::id_from(req, &s)) {
-        request.anonymous_id = Some(c);
-    }
+async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> ApiResult {
     let (_, config) = kv::config(env).await?;
     let origin = origin(req);
     if let Some(o) = &origin {
@@ -290,17 +287,7 @@ async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -
             });
         }
     }
-    let store = kv::store(env)?;
-    // A known user's profile is preferred over the anonymous one.
-    let mut profile = None;
-    if let Some(u) = &request.user_id {
-        profile = kv::profile_of(&store, &Identity::new(USER_ID, u)).await?;
-    }
-    if profile.is_none() {
-        if let Some(a) = &request.anonymous_id {
-            profile = kv::profile_of(&store, &Identity::new(ANONYMOUS_ID, a)).await?;
-        }
-    }
+    let profile = visitor_profile(req, env, &request).await?;
     let signals = signals(req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
@@ -323,6 +310,24 @@ async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -
         apply(env, request).await?;
     }
     Ok(with_cors(json_response(200, &decision.to_json())?, origin.as_deref())?)
+}
+
+/// The stored profile of the visitor a decision is for. A valid first-party cookie is this browser's identity and
+/// wins over an anonymous id that was sent; a known user's profile is preferred over the anonymous one.
+async fn visitor_profile(req: &Request, env: &Env, request: &DecideRequest) -> Result<Option<Profile>, ApiError> {
+    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
+    let anonymous_id = cookie_id.as_ref().or(request.anonymous_id.as_ref());
+    let store = kv::store(env)?;
+    let mut profile = None;
+    if let Some(u) = &request.user_id {
+        profile = kv::profile_of(&store, &Identity::new(USER_ID, u)).await?;
+    }
+    if profile.is_none() {
+        if let Some(a) = anonymous_id {
+            profile = kv::profile_of(&store, &Identity::new(ANONYMOUS_ID, a)).await?;
+        }
+    }
+    Ok(profile)
 }
 
 /// Where and when the visitor asks: the page from the request (or the `Referer` of a browser's request), the
