@@ -236,7 +236,7 @@ mod filler {
     use lol_html::html_content::ContentType;
     use lol_html::{element, AsciiCompatibleEncoding, HtmlRewriter, MemorySettings, OutputSink, Settings};
     use std::cell::RefCell;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::rc::Rc;
 
     /// The most the rewriter may hold while it parses (a tag or an attribute split across chunks). Past it, the
@@ -255,9 +255,11 @@ mod filler {
     /// every element whose `data-edgecdp-slot` names a slot in `slots` becomes that slot's HTML; everything else
     /// (elements of other slots too) passes through byte for byte.
     pub struct SlotFiller {
-        /// `None` once the rewriter gave up (the memory limit): the rest then passes through unchanged.
+        /// `None` once the rewriter gave up (the memory limit) or the document ended.
         rewriter: Option<HtmlRewriter<'static, Sink>>,
         out: Rc<RefCell<Vec<u8>>>,
+        /// The slots the document really showed, so that only those count as served (caps, experiments).
+        filled: Rc<RefCell<BTreeSet<String>>>,
         bailed_out: bool,
     }
 
@@ -278,6 +280,8 @@ mod filler {
                 }
             };
             let out = Rc::new(RefCell::new(Vec::new()));
+            let filled = Rc::new(RefCell::new(BTreeSet::new()));
+            let seen = filled.clone();
             let selector = format!("[{SLOT_ATTRIBUTE}]");
             let settings = Settings::new()
                 .with_encoding(encoding)
@@ -292,13 +296,17 @@ mod filler {
                         .with_graceful_bail_out_on_memory_limit_exceeded(true),
                 )
                 .append_element_content_handler(element!(selector, move |el| {
-                    if let Some(html) = el.get_attribute(SLOT_ATTRIBUTE).and_then(|name| slots.get(name.trim())) {
+                    let name = el.get_attribute(SLOT_ATTRIBUTE).unwrap_or_default();
+                    if let Some((name, html)) = slots.get_key_value(name.trim()) {
                         el.set_inner_content(html, ContentType::Html);
+                        if !seen.borrow().contains(name) {
+                            seen.borrow_mut().insert(name.clone());
+                        }
                     }
                     Ok(())
                 }));
             let rewriter = HtmlRewriter::new(settings, Sink(out.clone()));
-            Some(SlotFiller { rewriter: Some(rewriter), out, bailed_out: false })
+            Some(SlotFiller { rewriter: Some(rewriter), out, filled, bailed_out: false })
         }
 
         /// Takes the next chunk of the origin's body; answers what can be sent on so far (possibly nothing,
@@ -319,13 +327,18 @@ mod filler {
         }
 
         /// Ends the document; answers the last bytes.
-        pub fn end(mut self) -> Vec<u8> {
+        pub fn end(&mut self) -> Vec<u8> {
             if let Some(r) = self.rewriter.take() {
                 if r.end().is_err() {
                     self.bailed_out = true;
                 }
             }
             std::mem::take(&mut *self.out.borrow_mut())
+        }
+
+        /// The names of the slots filled so far.
+        pub fn filled(&self) -> BTreeSet<String> {
+            self.filled.borrow().clone()
         }
 
         /// Whether the rewriter gave up and the rest of the page passed through unchanged.
@@ -341,6 +354,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn fill(slots: &[(&str, &str)], chunks: &[&[u8]]) -> Vec<u8> {
+        fill_and_tell(slots, chunks).0
+    }
+
+    /// The output, and the slots the filler says it filled.
+    fn fill_and_tell(slots: &[(&str, &str)], chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
         let slots: BTreeMap<String, String> = slots.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut f = SlotFiller::new(slots, None).expect("utf-8 is supported");
         let mut out = Vec::new();
@@ -348,19 +366,27 @@ mod tests {
             out.extend(f.write(c));
         }
         out.extend(f.end());
-        out
+        (out, f.filled().into_iter().collect())
     }
 
     #[test]
     fn fills_known_slots_and_leaves_the_rest_byte_for_byte() {
         let page = br#"<!doctype html><html><body><div class="x" data-edgecdp-slot="hero"><p>origin</p></div>
 <section data-edgecdp-slot="nope">keep <b>me</b></section><DIV DATA-EDGECDP-SLOT='hero'></DIV><img data-edgecdp-slot="hero"></body></html>"#;
-        let got = String::from_utf8(fill(&[("hero", "<h2>Hi &amp; welcome</h2>")], &[page])).unwrap();
+        let got = String::from_utf8(fill(&[("hero", "<h2>Hi &amp; welcome</h2>"), ("side", "x")], &[page])).unwrap();
         assert_eq!(
             got,
             r#"<!doctype html><html><body><div class="x" data-edgecdp-slot="hero"><h2>Hi &amp; welcome</h2></div>
 <section data-edgecdp-slot="nope">keep <b>me</b></section><DIV DATA-EDGECDP-SLOT='hero'><h2>Hi &amp; welcome</h2></DIV><img data-edgecdp-slot="hero"></body></html>"#
         );
+    }
+
+    #[test]
+    fn tells_which_slots_the_page_showed() {
+        let slots = [("hero", "H"), ("side", "S"), ("footer", "F")];
+        let page = b"<div data-edgecdp-slot=hero></div><p data-edgecdp-slot=side></p><i data-edgecdp-slot=hero></i>";
+        assert_eq!(fill_and_tell(&slots, &[page]).1, ["hero", "side"]);
+        assert!(fill_and_tell(&slots, &[b"<p>no slots</p><div data-edgecdp-slot=other></div>"]).1.is_empty());
     }
 
     #[test]

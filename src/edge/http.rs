@@ -7,18 +7,36 @@ use serde_json::json;
 use worker::{Headers, Request, Response};
 
 /// Every failure a handler can answer with. Bad input never becomes a 500; only the store being unreachable
-/// answers 503.
+/// answers 503, and only the site's origin being unreachable (edge delivery) answers 502.
 #[derive(Debug)]
 pub enum ApiError {
     Body(BodyError),
-    BadRequest { code: &'static str, message: String, path: String },
-    Unauthorized { code: &'static str, message: &'static str },
-    Forbidden { code: &'static str, message: String },
-    NotFound { code: &'static str, message: String },
-    Conflict { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+        path: String,
+    },
+    Unauthorized {
+        code: &'static str,
+        message: &'static str,
+    },
+    Forbidden {
+        code: &'static str,
+        message: String,
+    },
+    NotFound {
+        code: &'static str,
+        message: String,
+    },
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
     MethodNotAllowed,
     InvalidConfig(Vec<ConfigError>),
     Unavailable(String),
+    /// The site's origin could not be reached (edge delivery). The detail is logged, not shown to visitors.
+    BadGateway(String),
 }
 
 impl From<worker::Error> for ApiError {
@@ -77,6 +95,16 @@ impl ApiError {
                     503,
                     "store_unavailable",
                     "the profile store is unavailable; retry later".to_string(),
+                    String::new(),
+                    None,
+                )
+            }
+            ApiError::BadGateway(detail) => {
+                worker::console_error!("origin unreachable: {detail}");
+                (
+                    502,
+                    "origin_unreachable",
+                    "the site's origin did not answer; retry later".to_string(),
                     String::new(),
                     None,
                 )
@@ -152,12 +180,19 @@ pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
         });
     }
     let sent = req.headers().get("authorization")?.unwrap_or_default();
-    let token = sent.strip_prefix("Bearer ").unwrap_or("");
-    if constant_time_eq(token.as_bytes(), configured.as_bytes()) {
+    if carries_admin_token(env, &sent) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "missing or wrong admin bearer token" })
     }
+}
+
+/// Whether an `Authorization` value is `Bearer <EDGECDP_ADMIN_TOKEN>` (false when no token is configured). Edge
+/// delivery uses it to keep the token from ever reaching the origin.
+pub fn carries_admin_token(env: &worker::Env, authorization: &str) -> bool {
+    let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
+    let token = authorization.strip_prefix("Bearer ").unwrap_or("");
+    !configured.is_empty() && constant_time_eq(token.as_bytes(), configured.as_bytes())
 }
 
 /// Compares without an early exit, so that timing does not reveal how much of a guess was right.

@@ -4,6 +4,7 @@
 //! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
 
 mod cookie;
+mod delivery;
 mod experiments;
 mod http;
 mod kv;
@@ -71,7 +72,16 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         | (_, ["v1", "profiles", _, "export" | "split"])
         | (_, ["v1", "experiments", _])
         | (_, ["healthz"]) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
+        (_, ["v1", ..]) => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
+        // Everything else reaches the Worker only when it is not a static asset (see wrangler.toml): proxied to the
+        // site's origin when the configuration's `delivery` covers it.
+        _ => {
+            let (_, config) = kv::config(env).await?;
+            match &config.delivery {
+                Some(d) if d.proxies(&path) => delivery::proxy(req, env, &config, d).await,
+                _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
+            }
+        }
     }
 }
 

@@ -1,0 +1,226 @@
+//! Edge HTML delivery: the Worker proxies the site's origin and fills `data-edgecdp-slot` elements in pages as
+//! they stream through, so personalized content arrives in the HTML itself (no flicker, no script).
+//!
+//! The rules (which paths, which headers, cache headers) and the rewriter live in `core::delivery`; this shell
+//! fetches, looks the visitor up, decides, and pumps the origin's body through the rewriter chunk by chunk.
+
+use super::http::{self, ApiError, ApiResult};
+use super::{apply, cookie, decide_context, now, signals, visitor_profile};
+use crate::core::config::Config;
+use crate::core::consent::{permit_personalization, Permitted, RequestSignals};
+use crate::core::decide::{decide, Decision};
+use crate::core::delivery::{
+    charset, forwards_request_header, is_html, local_location, private_cache_control, readable_encoding, vary_with,
+    without_cookie, Delivery, SlotFiller,
+};
+use crate::core::event::PageContext;
+use crate::core::profile::{ApplyRequest, Profile};
+use crate::core::time::Millis;
+use crate::core::wire::DecideRequest;
+use futures_util::{stream, Stream, StreamExt};
+use std::collections::BTreeSet;
+use worker::wasm_bindgen::JsValue;
+use worker::{
+    ByteStream, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody, Url,
+};
+
+/// Proxies one request to the origin; fills the slots of an HTML answer.
+pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery) -> ApiResult {
+    let url = req.url()?;
+    let own = url.origin().ascii_serialization();
+    if own.eq_ignore_ascii_case(&delivery.origin) {
+        return Err(ApiError::BadGateway(format!("delivery.origin {own} is this Worker itself; proxying would loop")));
+    }
+    let upstream = delivery.upstream_url(url.path(), url.query());
+    let method = req.method();
+    let mut init = RequestInit::new();
+    init.with_method(method.clone()).with_headers(forwarded_headers(&req, env, &own)?);
+    // Redirects go back to the browser (with their Location made local), as the origin meant them.
+    init.with_redirect(RequestRedirect::Manual);
+    if !matches!(method, Method::Get | Method::Head) {
+        // The request body streams on to the origin as it arrives.
+        init.with_body(req.inner().body().map(JsValue::from));
+    }
+    let outgoing = Request::new_with_init(&upstream, &init)
+        .map_err(|e| ApiError::BadGateway(format!("cannot build the request to {upstream}: {e}")))?;
+    let mut resp = Fetch::Request(outgoing)
+        .send()
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("fetching {upstream} failed: {e}")))?;
+
+    let status = resp.status_code();
+    let headers = Headers::new();
+    for (name, value) in resp.headers().entries() {
+        if name == "location" {
+            headers.append(&name, &local_location(&value, &delivery.origin, &own).unwrap_or(value))?;
+        } else {
+            headers.append(&name, &value)?;
+        }
+    }
+    let content_type = headers.get("content-type")?;
+    let fillable = !config.slots.is_empty()
+        && method != Method::Head
+        && !matches!(status, 204 | 205 | 304)
+        && matches!(resp.body(), ResponseBody::Stream(_))
+        && is_html(content_type.as_deref())
+        && readable_encoding(headers.get("content-encoding")?.as_deref());
+    let filled = if fillable {
+        let served = decide_page(&req, env, config).await;
+        let slots = served.decision.slots.iter().map(|(name, answer)| (name.clone(), answer.html.clone())).collect();
+        SlotFiller::new(slots, content_type.as_deref().and_then(charset)).map(|filler| (filler, served))
+    } else {
+        None
+    };
+    let Some((filler, served)) = filled else {
+        // Not a page to fill: the origin's answer as it came, body untouched.
+        let (_, body) = resp.into_parts();
+        return Ok(Response::builder().with_status(status).with_headers(headers).body(body));
+    };
+
+    // The body is rewritten: its length is no longer known, and it differs per visitor, so no shared cache may
+    // keep it and no validator of the origin's bytes may revalidate it.
+    for name in ["content-length", "etag", "last-modified"] {
+        headers.delete(name)?;
+    }
+    headers.set("cache-control", &private_cache_control(headers.get("cache-control")?.as_deref()))?;
+    headers.set("vary", &vary_with(headers.get("vary")?.as_deref(), "Cookie"))?;
+    let body = resp.stream()?;
+    Ok(Response::builder().with_status(status).with_headers(headers).from_stream(pump(body, filler, served))?)
+}
+
+/// A page's decision, and what recording it needs once the page has been sent.
+struct Served {
+    env: Env,
+    decision: Decision,
+    /// The profile that gets the impressions; `None` for a visitor without one, who is shown fallbacks and has
+    /// nothing recorded (as with `/v1/decide`).
+    profile_id: Option<String>,
+    signals: RequestSignals,
+    now: Millis,
+}
+
+enum Pump {
+    /// The filler is boxed: it holds the whole rewriter, and moves from one state to the next with every chunk.
+    Body(ByteStream, Box<SlotFiller>, Served),
+    Record(Served, BTreeSet<String>),
+}
+
+/// The origin's body through the slot filler, one chunk at a time: nothing is buffered beyond what the
+/// rewriter holds of a tag split across chunks. After the last bytes, and before the body ends, the slots the
+/// page really showed are recorded on the profile (caps, experiment exposures), as `/v1/decide` records what it
+/// answers; slots that were decided but that the page does not have are not.
+fn pump(body: ByteStream, filler: SlotFiller, served: Served) -> impl Stream<Item = worker::Result<Vec<u8>>> {
+    stream::unfold(Some(Pump::Body(body, Box::new(filler), served)), |state| async move {
+        match state? {
+            Pump::Body(mut body, mut filler, served) => loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        let out = filler.write(&chunk);
+                        if !out.is_empty() {
+                            return Some((Ok(out), Some(Pump::Body(body, filler, served))));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None => {
+                        if filler.bailed_out() {
+                            worker::console_warn!("edge delivery: a page was too unusual to rewrite to the end");
+                        }
+                        let out = filler.end();
+                        let shown = filler.filled();
+                        if out.is_empty() {
+                            record(served, shown).await;
+                            return None;
+                        }
+                        return Some((Ok(out), Some(Pump::Record(served, shown))));
+                    }
+                }
+            },
+            Pump::Record(served, shown) => {
+                record(served, shown).await;
+                None
+            }
+        }
+    })
+}
+
+/// Records the impressions of the slots a page showed. A failure is logged: the page has been sent already.
+async fn record(served: Served, shown: BTreeSet<String>) {
+    let Served { env, mut decision, profile_id, signals, now } = served;
+    let Some(profile_id) = profile_id else { return };
+    decision.slots.retain(|name, _| shown.contains(name));
+    let impressions = decision.impressions(now);
+    if impressions.is_empty() {
+        return;
+    }
+    if let Err(e) = apply(&env, ApplyRequest { profile_id, signals, impressions, ..ApplyRequest::default() }).await {
+        worker::console_error!("edge delivery: recording what a page showed failed: {e:?}");
+    }
+}
+
+/// The request headers the origin gets: the browser's, without hop-by-hop headers, Cloudflare's own, the admin
+/// token or the Worker's id cookie; plus where the request was really addressed.
+fn forwarded_headers(req: &Request, env: &Env, own: &str) -> Result<Headers, ApiError> {
+    let incoming = req.headers();
+    let connection = incoming.get("connection")?;
+    let out = Headers::new();
+    for (name, value) in incoming.entries() {
+        if !forwards_request_header(&name, connection.as_deref()) {
+            continue;
+        }
+        match name.as_str() {
+            "authorization" if http::carries_admin_token(env, &value) => {}
+            "cookie" => {
+                if let Some(rest) = without_cookie(&value, cookie::NAME) {
+                    out.append("cookie", &rest)?;
+                }
+            }
+            _ => out.append(&name, &value)?,
+        }
+    }
+    if let Some((scheme, host)) = own.split_once("://") {
+        out.set("x-forwarded-host", host)?;
+        out.set("x-forwarded-proto", scheme)?;
+    }
+    Ok(out)
+}
+
+/// Decides every configured slot for the visitor of the cookie, the same way `GET /v1/decide` does. A page
+/// whose store lookup fails still goes out, with the fallbacks.
+async fn decide_page(req: &Request, env: &Env, config: &Config) -> Served {
+    let profile = match visitor_profile(req, env, &DecideRequest::default()).await {
+        Ok(p) => p,
+        Err(e) => {
+            worker::console_error!("edge delivery: the profile store is unavailable, serving fallbacks: {e:?}");
+            None
+        }
+    };
+    let signals = signals(req, env);
+    let subject = profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, None, &signals));
+    let now = now();
+    let decision = decide_for_page(req, env, config, subject, &signals, now);
+    Served { env: env.clone(), decision, profile_id: profile.map(|p| p.id), signals, now }
+}
+
+/// The one call to `core::decide` for proxied pages, in the page's own context: this request's URL and path,
+/// its `Referer` as the referrer, and the country, device and local time that `decide_context` reads from the
+/// request as for `/v1/decide`. Every configured slot is decided up front (cheap, no I/O), because the page
+/// reveals its slots only as it streams; the ones it does not have are not used, and not recorded.
+fn decide_for_page(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    subject: Option<Permitted<&Profile>>,
+    signals: &RequestSignals,
+    now: Millis,
+) -> Decision {
+    let url: Option<Url> = req.url().ok();
+    let page = PageContext {
+        path: url.as_ref().map(|u| u.path().to_string()),
+        url: url.as_ref().map(Url::to_string),
+        referrer: req.headers().get("referer").ok().flatten().filter(|v| !v.is_empty()),
+    };
+    let request = DecideRequest { page: Some(page), ..DecideRequest::default() };
+    let cx = decide_context(req, env, &request, signals.country.clone(), now);
+    let slots: Vec<String> = config.slots.keys().cloned().collect();
+    decide(config, subject, &cx, &slots, now)
+}
