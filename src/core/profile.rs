@@ -126,12 +126,7 @@ impl Shown {
     /// Records impressions; the first exposure to an experiment fixes its assignment.
     pub fn record(&mut self, impressions: &[Impression]) {
         for i in impressions {
-            let times = self.impressions.entry(i.block.clone()).or_default();
-            let pos = times.partition_point(|t| *t <= i.at);
-            times.insert(pos, i.at);
-            while times.len() > MAX_IMPRESSIONS {
-                times.pop_front();
-            }
+            self.add_impression(&i.block, i.at);
             if let Some(e) = &i.experiment {
                 if !self.experiments.contains_key(e) {
                     let a = Assignment { variant: i.variant.clone(), at: i.at, converted_at: None };
@@ -172,6 +167,16 @@ impl Shown {
         }
     }
 
+    /// Adds one impression time to a block's, in time order, keeping the latest `MAX_IMPRESSIONS`.
+    fn add_impression(&mut self, block: &str, at: Millis) {
+        let times = self.impressions.entry(block.to_string()).or_default();
+        let pos = times.partition_point(|t| *t <= at);
+        times.insert(pos, at);
+        while times.len() > MAX_IMPRESSIONS {
+            times.pop_front();
+        }
+    }
+
     /// Impressions of a block within `per` before `now`.
     pub fn impressions_within(&self, block: &str, per: Millis, now: Millis) -> usize {
         self.impressions.get(block).map_or(0, |t| t.iter().filter(|at| **at > now - per && **at <= now).count())
@@ -181,11 +186,9 @@ impl Shown {
     /// assignment, so that a person keeps the variant they saw first.
     pub fn absorb(&mut self, other: &Shown) {
         for (block, times) in &other.impressions {
-            let at: Vec<Impression> = times
-                .iter()
-                .map(|t| Impression { block: block.clone(), variant: String::new(), experiment: None, at: *t })
-                .collect();
-            self.record(&at);
+            for at in times {
+                self.add_impression(block, *at);
+            }
         }
         for (e, a) in &other.experiments {
             match self.experiments.get(e) {

@@ -96,13 +96,17 @@ fn signals(req: &Request, env: &Env) -> RequestSignals {
 /// runs set `EDGECDP_COUNTRY_SOURCE=header` and the country comes from the `x-edgecdp-country` header instead
 /// (none when absent). Production never sets that variable, so visitors cannot choose their own country there.
 fn country(req: &Request, env: &Env) -> Option<String> {
-    let source = env.var("EDGECDP_COUNTRY_SOURCE").map(|v| v.to_string()).unwrap_or_default();
-    let raw = if source == "header" {
+    let raw = if local_headers(env) {
         req.headers().get("x-edgecdp-country").ok().flatten()
     } else {
         req.cf().and_then(|cf| cf.country())
     };
     raw.map(|c| c.trim().to_ascii_uppercase()).filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+}
+
+/// Whether local runs stand in headers (`x-edgecdp-country`, `x-edgecdp-timezone`) for Cloudflare's `cf`.
+fn local_headers(env: &Env) -> bool {
+    env.var("EDGECDP_COUNTRY_SOURCE").is_ok_and(|v| v.to_string() == "header")
 }
 
 /// Reads a body, refusing it before reading when the declared length is already over the limit.
@@ -355,7 +359,7 @@ fn decide_context(req: &Request, env: &Env, r: &DecideRequest, country: Option<S
     }
     if cx.utc_offset_minutes.is_none() {
         let timezone = r.timezone.clone().or_else(|| {
-            if env.var("EDGECDP_COUNTRY_SOURCE").map(|v| v.to_string()).unwrap_or_default() == "header" {
+            if local_headers(env) {
                 header("x-edgecdp-timezone")
             } else {
                 req.cf().map(|cf| cf.timezone_name())
