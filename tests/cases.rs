@@ -4,6 +4,9 @@
 //! This runner plays them through the core natively; `tests/e2e/cases.test.mjs` plays the same files
 //! through the Worker under workerd, and both must match `expected.json`.
 //!
+//! Each step is also decided on the profile's summary (`Profile::minimized_for`, through the summary codec),
+//! which the browser build decides on (`tests/browser/cases.test.mjs`); it must answer the same.
+//!
 //! `UPDATE_EXPECT=1 cargo test --test cases` rewrites the responses from what the core answers now; review the
 //! diff before committing it.
 
@@ -13,6 +16,7 @@ use edgecdp::core::decide::decide;
 use edgecdp::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use edgecdp::core::merge::{link, pending_links, plan};
 use edgecdp::core::profile::{apply_events, ApplyRequest, Link, Profile};
+use edgecdp::core::summary;
 use edgecdp::core::time::parse_iso8601;
 use edgecdp::core::wire::{parse_batch, parse_decide};
 use serde_json::Value;
@@ -103,6 +107,19 @@ fn decision_cases() {
                 permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
             });
             let decision = decide(&config, subject, &request.context(), &request.slots, now);
+            // The device decides on the summary the edge sends; it must give the same answer.
+            let summary =
+                profile.map(|p| summary::decode(&summary::encode(&p.minimized_for(&config))).expect("decodes"));
+            let on_summary = summary.as_ref().and_then(|p| {
+                permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
+            });
+            let got_on_summary = decide(&config, on_summary, &request.context(), &request.slots, now).to_json();
+            if got_on_summary != decision.to_json() {
+                failures.push(format!(
+                    "{name}, decide[{i}] on the summary:\n  full    {}\n  summary {got_on_summary}",
+                    decision.to_json()
+                ));
+            }
             // What was served is recorded on the profile, as the edge's writer does, so caps and experiment
             // assignments carry over to the next request.
             let impressions = decision.impressions(now);

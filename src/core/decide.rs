@@ -61,6 +61,14 @@ impl Template {
         Ok(Template(parts))
     }
 
+    /// The traits the template reads.
+    pub fn trait_names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|p| match p {
+            Part::Trait { name, .. } => Some(name.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
     pub fn render(&self, profile: Option<&Profile>) -> String {
         let mut out = String::new();
         for part in &self.0 {

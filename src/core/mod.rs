@@ -14,6 +14,7 @@ pub mod merge;
 pub mod profile;
 pub mod segment;
 pub mod store;
+pub mod summary;
 pub mod time;
 pub mod value;
 pub mod wire;

@@ -1,0 +1,235 @@
+//! The profile summary a device decides on: a profile cut down to exactly what a configuration's decisions
+//! read, and its text form (the stored codec's bytes in base64) for `GET /v1/decide/summary`.
+//!
+//! Minimization is what makes "way 3" (deciding in the browser) acceptable: the device receives the few traits
+//! that conditions and templates name, the recent events that conditions and scores count, consent grants and
+//! what caps and experiments need, and nothing else (no identity values, message ids, merge records or other
+//! traits). `decide` on the summary equals `decide` on the full profile, which `tests/summary_props.rs` and the
+//! decision cases check.
+
+use crate::core::config::Config;
+use crate::core::identity::{Identity, USER_ID};
+use crate::core::profile::{EventRecord, Profile, Shown, MAX_RECENT_EVENTS};
+use crate::core::segment::{Condition, PropertyFilter, ScoreSource};
+use crate::core::store::{decode_profile, encode_profile, CodecError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a configuration's decisions read from a profile.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Event name to the properties its filters test.
+    events: BTreeMap<String, BTreeSet<String>>,
+    traits: BTreeSet<String>,
+}
+
+impl Reads {
+    fn of(config: &Config) -> Reads {
+        let mut r = Reads::default();
+        for s in &config.segments {
+            r.condition(&s.when);
+        }
+        for score in &config.scores {
+            for rule in &score.rules {
+                match &rule.source {
+                    ScoreSource::Event { event, filters } => r.event(event, filters),
+                    ScoreSource::When(c) => r.condition(c),
+                }
+            }
+        }
+        for c in &config.computed {
+            r.event(&c.event, &c.filters);
+        }
+        for slot in config.slots.values() {
+            // Fallbacks are rendered without a profile, so only the blocks' templates read traits.
+            for block in &slot.blocks {
+                r.condition(&block.audience);
+                for v in &block.variants {
+                    r.traits.extend(v.html.trait_names().map(String::from));
+                }
+            }
+        }
+        r
+    }
+
+    fn event(&mut self, event: &str, filters: &[PropertyFilter]) {
+        self.events.entry(event.to_string()).or_default().extend(filters.iter().map(|f| f.property.clone()));
+    }
+
+    fn condition(&mut self, c: &Condition) {
+        match c {
+            Condition::EventCount { event, filters, .. } => self.event(event, filters),
+            Condition::Trait { name, .. } => {
+                self.traits.insert(name.clone());
+            }
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| self.condition(c)),
+            Condition::Not(c) => self.condition(c),
+            // The rest read the request context, `last_seen`, identities, consent grants, or results
+            // (segments, scores) whose own reads are collected from their definitions.
+            _ => {}
+        }
+    }
+
+    /// Whether an aggregate series can answer a count these reads make: the event's own series, or one of a
+    /// filtered property's values (`Product Viewed|category=bags`).
+    fn series(&self, key: &str) -> bool {
+        self.events.iter().any(|(event, props)| {
+            key == event
+                || key.strip_prefix(event.as_str()).and_then(|rest| rest.strip_prefix('|')).is_some_and(|rest| {
+                    props.iter().any(|p| rest.strip_prefix(p.as_str()).is_some_and(|v| v.starts_with('=')))
+                })
+        })
+    }
+}
+
+impl Profile {
+    /// This profile cut down to what `config`'s decisions read. `decide` gives the same answer for both.
+    ///
+    /// Kept: the id (variant assignment hashes it); `last_seen` (`inactiveFor`); a `user_id` identity with an
+    /// empty value when the profile is identified (the value is never sent); consent grants without their
+    /// trail; the traits that conditions and templates name; the recent events and daily series of the events
+    /// that conditions, scores and computed traits count, with only the properties their filters test; the
+    /// impressions of capped blocks; the assignments of configured experiments.
+    ///
+    /// A full recent history changes how counts work (beyond it the daily series count, see
+    /// `segment::count_events`), so when the history is full the events dropped from it are replaced by
+    /// nameless placeholders at the time of its oldest event: the history stays full and starts at the same time,
+    /// and no condition can match a placeholder (event names are never empty).
+    pub fn minimized_for(&self, config: &Config) -> Profile {
+        let reads = Reads::of(config);
+        let mut out = Profile::new(self.id.clone(), self.last_seen);
+        if self.is_identified() {
+            out.identities.push(Identity::new(USER_ID, ""));
+        }
+        out.consent.grants = self.consent.grants.clone();
+        for name in &reads.traits {
+            if let Some(t) = self.traits.get(name) {
+                // When a trait was set is never read by a decision.
+                out.traits.insert(name.clone(), crate::core::profile::TraitEntry { value: t.value.clone(), at: 0 });
+            }
+        }
+        let kept = self.recent.iter().filter_map(|r| {
+            let props = reads.events.get(&r.name)?;
+            Some(EventRecord {
+                at: r.at,
+                name: r.name.clone(),
+                message_id: String::new(),
+                props: r
+                    .props
+                    .iter()
+                    .filter(|(k, _)| props.contains(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+        });
+        let kept: Vec<EventRecord> = kept.collect();
+        if self.recent.len() >= MAX_RECENT_EVENTS {
+            let oldest = self.recent.front().map_or(0, |r| r.at);
+            let placeholder =
+                EventRecord { at: oldest, name: String::new(), message_id: String::new(), props: BTreeMap::new() };
+            for _ in kept.len()..self.recent.len() {
+                out.recent.push_back(placeholder.clone());
+            }
+        }
+        out.recent.extend(kept);
+        out.aggregates.series = self
+            .aggregates
+            .series
+            .iter()
+            .filter(|(k, _)| reads.series(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut shown = Shown::default();
+        for slot in config.slots.values() {
+            for block in &slot.blocks {
+                if block.cap.is_some() {
+                    if let Some(times) = self.shown.impressions.get(&block.id) {
+                        shown.impressions.insert(block.id.clone(), times.clone());
+                    }
+                }
+                if let Some(e) = &block.experiment {
+                    if let Some(a) = self.shown.experiments.get(&e.id) {
+                        // Conversions are counted at the edge; a decision only reads the variant.
+                        let a = crate::core::profile::Assignment { converted_at: None, ..a.clone() };
+                        shown.experiments.insert(e.id.clone(), a);
+                    }
+                }
+            }
+        }
+        out.shown = shown;
+        out
+    }
+}
+
+/// A profile summary as text: the stored codec's bytes (version byte included), in standard base64.
+pub fn encode(p: &Profile) -> String {
+    base64_encode(&encode_profile(p))
+}
+
+/// Reads `encode`'s text back.
+pub fn decode(text: &str) -> Result<Profile, CodecError> {
+    let bytes = base64_decode(text).ok_or_else(|| CodecError::Corrupt("the summary is not base64".into()))?;
+    decode_profile(&bytes)
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648, section 4). A few lines here rather than a crate: the browser
+/// decide module links it, and nothing else needs base64.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 with padding; `None` for anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let t = text.as_bytes();
+    if !t.len().is_multiple_of(4) {
+        return None;
+    }
+    let value = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|p| p as u32);
+    let mut out = Vec::with_capacity(t.len() / 4 * 3);
+    for (i, chunk) in t.chunks(4).enumerate() {
+        let last = i + 1 == t.len() / 4;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = n << 6 | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_refuses_junk() {
+        for (raw, text) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")] {
+            assert_eq!(base64_encode(raw.as_bytes()), text);
+            assert_eq!(base64_decode(text).as_deref(), Some(raw.as_bytes()));
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64_decode(&base64_encode(&all)), Some(all));
+        for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9*", "Zm9v\n"] {
+            assert_eq!(base64_decode(bad), None, "{bad:?}");
+        }
+    }
+}

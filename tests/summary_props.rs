@@ -1,0 +1,196 @@
+//! Property tests of profile summaries (`Profile::minimized_for`): for generated profiles (light and heavy
+//! histories, traits, consent, identities, impressions of capped blocks and experiment assignments), the
+//! decision and its explanation on the summary, after the summary codec, equal those on the full profile, for
+//! a configuration that uses every kind of condition, scores with decay and computed traits. The case count is
+//! fixed, so `cargo test` runs this for a bounded time.
+
+use edgecdp::core::config::{compile_str, Config};
+use edgecdp::core::consent::{permit_personalization, RequestSignals};
+use edgecdp::core::context::{Context, Device};
+use edgecdp::core::decide::explain;
+use edgecdp::core::event::PageContext;
+use edgecdp::core::profile::{apply_events, ApplyRequest, Impression, Profile};
+use edgecdp::core::summary;
+use edgecdp::core::time::{format_iso8601, DAY, HOUR};
+use edgecdp::core::wire::parse_batch;
+use proptest::prelude::*;
+
+const NOW: i64 = 1_795_344_600_000;
+
+const CONFIG: &str = r#"{
+  "computedTraits": [{"id": "bag7", "event": "Product Viewed", "where": {"category": "bags"}, "within": "7d"}],
+  "scores": [{"id": "intent", "halfLife": "3d", "rules": [
+    {"event": "Product Viewed", "where": {"category": ["bags", "shoes"]}, "points": 10},
+    {"event": "Added", "points": 5},
+    {"when": {"trait": "plan", "eq": "gold"}, "points": 7}]}],
+  "segments": [
+    {"id": "bags", "when": {"event": "Product Viewed", "where": {"category": "bags"}, "count": {"gte": 2}, "within": "7d"}},
+    {"id": "bags-or-shoes", "when": {"event": "Product Viewed", "where": {"category": ["bags", "shoes"]}, "count": {"gte": 3}, "within": "20d"}},
+    {"id": "red-bags", "when": {"event": "Product Viewed", "where": {"category": "bags", "color": "red"}, "within": "30d"}},
+    {"id": "pages", "when": {"event": "page", "count": {"gte": 30}, "within": "30d"}},
+    {"id": "all-time", "when": {"event": "Added", "count": {"gte": 2}}},
+    {"id": "keen", "when": {"computed": "bag7", "gte": 1}},
+    {"id": "hot", "when": {"score": "intent", "gte": 15}},
+    {"id": "known", "when": {"identified": true}},
+    {"id": "gold", "when": {"trait": "plan", "eq": "gold"}},
+    {"id": "tagged", "when": {"trait": "tags", "contains": "vip"}},
+    {"id": "idle", "when": {"inactiveFor": "3d"}},
+    {"id": "ads", "when": {"consent": "advertising"}},
+    {"id": "morning", "when": {"all": [{"localHour": {"lt": 12}}, {"not": {"segment": "idle"}}]}},
+    {"id": "visitor", "when": {"any": [{"page": ["/shop/*"]}, {"device": ["mobile"]}, {"country": ["DE"]}, {"utm": {"campaign": ["sale*"]}}]}}
+  ],
+  "slots": {
+    "hero": {"fallback": {"html": "<p>Welcome {{traits.firstName|there}}</p>"}, "blocks": [
+      {"id": "capped", "audience": {"segment": "bags"}, "priority": 10, "cap": {"max": 2, "per": "1d"}, "html": "Hi {{traits.firstName|you}}"},
+      {"id": "exp", "audience": {"segment": "hot"}, "priority": 5,
+       "experiment": {"id": "e1", "holdout": 20, "goal": {"event": "Order Completed", "within": "7d"}},
+       "variants": [{"id": "a", "weight": 1, "html": "A {{traits.plan}}"}, {"id": "b", "weight": 2, "html": "B"}]},
+      {"id": "gold-b", "audience": {"include": ["gold"], "exclude": ["idle"]}, "html": "G {{traits.email}}"},
+      {"id": "ctx", "audience": {"any": [{"segment": "visitor"}, {"segment": "morning"}]}, "html": "C"}
+    ]},
+    "side": {"blocks": [
+      {"id": "known-b", "audience": {"all": [{"segment": "known"}, {"segment": "all-time"}]}, "html": "K"},
+      {"id": "misc", "audience": {"any": [{"segment": "red-bags"}, {"segment": "pages"}, {"segment": "keen"},
+        {"segment": "tagged"}, {"segment": "ads"}, {"segment": "bags-or-shoes"}]}, "html": "M"}
+    ]}
+  }
+}"#;
+
+fn config() -> Config {
+    compile_str(CONFIG).expect("the test configuration compiles")
+}
+
+/// One generated event: kind, category, color, hours before `NOW`.
+type Gen = (u8, u8, u8, i64);
+
+fn event_json(i: usize, (kind, category, color, hours_ago): Gen, grant: bool) -> String {
+    let at = format_iso8601(NOW - hours_ago * HOUR - i as i64);
+    let consent = if grant {
+        r#","context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true,"advertising":true}}}"#
+    } else {
+        ""
+    };
+    let gold = category % 3 == 0;
+    let category = ["bags", "shoes", "hats"][category as usize % 3];
+    let color = ["red", "blue"][color as usize % 2];
+    match kind % 6 {
+        0 => format!(r#"{{"type":"page","anonymousId":"a","messageId":"m{i}","timestamp":"{at}"{consent}}}"#),
+        1 | 2 => format!(
+            r#"{{"type":"track","event":"Product Viewed","anonymousId":"a","messageId":"m{i}","timestamp":"{at}","properties":{{"category":"{category}","color":"{color}","sku":"s{i}"}}{consent}}}"#
+        ),
+        3 => format!(
+            r#"{{"type":"track","event":"Added","anonymousId":"a","messageId":"m{i}","timestamp":"{at}"{consent}}}"#
+        ),
+        4 => format!(
+            r#"{{"type":"track","event":"Other","anonymousId":"a","messageId":"m{i}","timestamp":"{at}","properties":{{"category":"{category}"}}{consent}}}"#
+        ),
+        _ => format!(
+            r#"{{"type":"identify","anonymousId":"a","userId":"u{}","messageId":"m{i}","timestamp":"{at}","traits":{{"firstName":"Ada <{i}>","plan":"{}","email":"ada@example.com","tags":["vip","x"],"secret":"s"}}{consent}}}"#,
+            i % 2,
+            if gold { "gold" } else { "silver" }
+        ),
+    }
+}
+
+fn profile(events: &[Gen], impressions: &[(u8, i64)], refuse_personalization: bool) -> Option<Profile> {
+    let config = config();
+    let mut lines: Vec<String> = events.iter().enumerate().map(|(i, g)| event_json(i, *g, i == 0)).collect();
+    if refuse_personalization {
+        lines.push(format!(
+            r#"{{"type":"track","event":"Other","anonymousId":"a","messageId":"refuse","timestamp":"{}","context":{{"consent":{{"categoryPreferences":{{"analytics":true,"personalization":false}}}}}}}}"#,
+            format_iso8601(NOW - HOUR)
+        ));
+    }
+    let body = format!(r#"{{"batch":[{}]}}"#, lines.join(","));
+    let parsed = parse_batch(body.as_bytes(), NOW).expect("generated events parse");
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let impressions = impressions
+        .iter()
+        .map(|(which, minutes_ago)| {
+            let at = NOW - minutes_ago * 60_000;
+            match which % 3 {
+                0 => Impression { block: "capped".into(), variant: "default".into(), experiment: None, at },
+                1 => Impression { block: "exp".into(), variant: "b".into(), experiment: Some("e1".into()), at },
+                _ => Impression { block: "gold-b".into(), variant: "default".into(), experiment: None, at },
+            }
+        })
+        .collect();
+    let req = ApplyRequest { profile_id: "p_gen".into(), events: parsed.events, ..ApplyRequest::default() };
+    let (p, _) = apply_events(None, req, &config);
+    let req = ApplyRequest { profile_id: "p_gen".into(), impressions, ..ApplyRequest::default() };
+    apply_events(p, req, &config).0
+}
+
+fn context(pick: u8) -> Context {
+    let page = |url: &str| PageContext { url: Some(url.into()), path: None, referrer: None };
+    match pick % 4 {
+        0 => Context::default(),
+        1 => Context { page: page("https://s.example/shop/bags?utm_campaign=sale-1"), ..Context::default() },
+        2 => Context { device: Some(Device::Mobile), utc_offset_minutes: Some(-300), ..Context::default() },
+        _ => Context { country: Some("DE".into()), utc_offset_minutes: Some(600), ..Context::default() },
+    }
+}
+
+fn gen() -> impl Strategy<Value = Gen> {
+    // Mostly within 10 days, so that a full history lets events inside the windows go.
+    (any::<u8>(), any::<u8>(), any::<u8>(), prop_oneof![3 => 0i64..(10 * 24), 1 => 0i64..(40 * 24)])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decisions_on_a_summary_equal_decisions_on_the_profile(
+        // Up to 320 events: beyond `MAX_RECENT_EVENTS` (200) the history is full and daily series count.
+        events in prop_oneof![prop::collection::vec(gen(), 1..40), prop::collection::vec(gen(), 200..320)],
+        impressions in prop::collection::vec((any::<u8>(), 0i64..(3 * 24 * 60)), 0..6),
+        refuse in any::<bool>(),
+        cx in any::<u8>(),
+        later_hours in 0i64..(5 * 24),
+    ) {
+        let config = config();
+        let Some(full) = profile(&events, &impressions, refuse) else { return Ok(()) };
+        let small = summary::decode(&summary::encode(&full.minimized_for(&config))).expect("the summary decodes");
+        let slots = vec!["hero".to_string(), "side".to_string(), "nope".to_string()];
+        let cx = context(cx);
+        let signals = RequestSignals::default();
+        for now in [NOW, NOW + later_hours * HOUR, NOW + 8 * DAY] {
+            let a = permit_personalization(&config.consent, &full, None, &signals);
+            let b = permit_personalization(&config.consent, &small, None, &signals);
+            prop_assert_eq!(a.is_some(), b.is_some());
+            let want = explain(&config, a, &cx, &slots, now);
+            let got = explain(&config, b, &cx, &slots, now);
+            prop_assert_eq!(got, want);
+        }
+    }
+}
+
+#[test]
+fn a_summary_holds_only_what_decisions_read() {
+    let config = config();
+    let events: Vec<Gen> = (0..250).map(|i| ((i % 6) as u8, (i / 6 % 3) as u8, 0, i as i64)).collect();
+    let full = profile(&events, &[(0, 5), (1, 6), (2, 7)], false).expect("a profile");
+    assert!(full.is_identified());
+    let small = full.minimized_for(&config);
+    assert_eq!(small.id, full.id);
+    assert!(small.is_identified(), "still identified");
+    assert!(small.identities.iter().all(|i| i.value.is_empty()), "no identity values: {:?}", small.identities);
+    let traits: Vec<&str> = small.traits.keys().map(String::as_str).collect();
+    assert_eq!(traits, ["email", "firstName", "plan", "tags"], "named traits only (not `secret`)");
+    assert!(small.counts.is_empty() && small.seen_message_ids.is_empty());
+    assert!(small.consent.history.is_empty() && !small.consent.grants.is_empty());
+    assert!(small.merges.is_empty() && small.refused.is_empty());
+    assert_eq!(small.recent.len(), full.recent.len(), "a full history stays full");
+    for r in &small.recent {
+        assert!(r.message_id.is_empty());
+        assert!(["", "page", "Product Viewed", "Added"].contains(&r.name.as_str()), "{}", r.name);
+        assert!(r.props.keys().all(|k| k == "category" || k == "color"), "{:?}", r.props);
+    }
+    assert!(small.aggregates.series.keys().all(|k| !k.starts_with("Other") && !k.contains("sku")));
+    assert!(small.aggregates.series.contains_key("Product Viewed|category=bags"));
+    let blocks: Vec<&str> = small.shown.impressions.keys().map(String::as_str).collect();
+    assert_eq!(blocks, ["capped"], "impressions of capped blocks only");
+    assert!(small.shown.experiments.contains_key("e1"));
+    let encoded = summary::encode(&small);
+    assert!(encoded.len() * 2 < summary::encode(&full).len(), "{} vs {}", encoded.len(), summary::encode(&full).len());
+}
