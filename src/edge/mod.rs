@@ -10,8 +10,8 @@ mod http;
 mod kv;
 mod profile_object;
 
-use crate::core::config::compile_str;
-use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
+use crate::core::config::{compile_str, Config};
+use crate::core::consent::{permit_personalization, Model, Purpose, RequestSignals};
 use crate::core::context::{Context as DecideContext, Device};
 use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
 use crate::core::event::PageContext;
@@ -19,6 +19,7 @@ use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
 use crate::core::profile::{ApplyRequest, Profile};
 use crate::core::store::encode_apply;
+use crate::core::summary;
 use crate::core::time::Millis;
 use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
 use http::{json_response, require_admin, with_cors, ApiError, ApiResult};
@@ -60,6 +61,8 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         }
         (Method::Post, ["v1", "decide"]) => decide_post(req, env).await,
         (Method::Get, ["v1", "decide"]) => decide_get(req, env).await,
+        (Method::Get, ["v1", "decide", "summary"]) => decide_summary(req, env).await,
+        (Method::Post, ["v1", "impressions"]) => impressions_post(req, env).await,
         (Method::Get, ["v1", "profiles", key]) => profile_get(req, env, key, false).await,
         (Method::Get, ["v1", "profiles", key, "export"]) => profile_get(req, env, key, true).await,
         (Method::Delete, ["v1", "profiles", key]) => profile_delete(req, env, key).await,
@@ -67,7 +70,12 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, ["v1", "experiments", id]) => experiment_stats(req, env, id).await,
         (Method::Get, ["v1", "config"]) => config_get(req, env).await,
         (Method::Put, ["v1", "config"]) => config_put(req, env).await,
-        (_, ["v1", "batch" | "decide" | "config" | "track" | "page" | "screen" | "identify" | "alias" | "group"])
+        (
+            _,
+            ["v1", "batch" | "decide" | "config" | "impressions" | "track" | "page" | "screen" | "identify" | "alias"
+            | "group"],
+        )
+        | (_, ["v1", "decide", "summary"])
         | (_, ["v1", "profiles", _])
         | (_, ["v1", "profiles", _, "export" | "split"])
         | (_, ["v1", "experiments", _])
@@ -259,6 +267,19 @@ async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
 
 /// `GET /v1/decide?slots=hero,sidebar&anonymousId=...`, for CMS pages and servers.
 async fn decide_get(req: Request, env: &Env) -> ApiResult {
+    let request = decide_query(&req)?;
+    if request.slots.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "missing_field",
+            message: "slots is required: ?slots=hero,sidebar".into(),
+            path: "slots".into(),
+        });
+    }
+    answer_decision(&req, env, request).await
+}
+
+/// The decide request a query string describes (`GET /v1/decide` and `GET /v1/decide/summary`).
+fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
     let url = req.url()?;
     let mut request = DecideRequest::default();
     for (k, v) in url.query_pairs() {
@@ -277,21 +298,20 @@ async fn decide_get(req: Request, env: &Env) -> ApiResult {
                 };
                 *field = Some(v.into_owned());
             }
+            // The visitor's current choice, which takes precedence over the recorded one (as a decide
+            // request's `context.consent` does).
+            "personalization" if v == "true" || v == "false" => {
+                request.consent = Some(BTreeMap::from([("personalization".to_string(), v == "true")]))
+            }
             _ => {}
         }
     }
-    if request.slots.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "missing_field",
-            message: "slots is required: ?slots=hero,sidebar".into(),
-            path: "slots".into(),
-        });
-    }
-    answer_decision(&req, env, request).await
+    Ok(request)
 }
 
-async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> ApiResult {
-    let (_, config) = kv::config(env).await?;
+/// Refuses a browser request from an origin that no source lists (the site's own origin always may ask);
+/// answers the origin, for the CORS headers of the answer.
+fn allowed_origin(req: &Request, config: &Config) -> Result<Option<String>, ApiError> {
     let origin = origin(req);
     if let Some(o) = &origin {
         if !http::origin_allowed(req, o, |o| config.any_source_allows_origin(o)) {
@@ -301,7 +321,36 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
             });
         }
     }
-    let profile = visitor_profile(req, env, &request).await?;
+    Ok(origin)
+}
+
+/// The profile a decision is for: the signed cookie's id wins over a sent `anonymousId`, and a known user's
+/// profile is preferred over the anonymous one.
+async fn visitor_profile(
+    req: &Request,
+    env: &Env,
+    anonymous_id: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<Option<Profile>, ApiError> {
+    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
+    let anonymous_id = cookie_id.as_deref().or(anonymous_id);
+    let store = kv::store(env)?;
+    let mut profile = None;
+    if let Some(u) = user_id {
+        profile = kv::profile_of(&store, &Identity::new(USER_ID, u)).await?;
+    }
+    if profile.is_none() {
+        if let Some(a) = anonymous_id {
+            profile = kv::profile_of(&store, &Identity::new(ANONYMOUS_ID, a)).await?;
+        }
+    }
+    Ok(profile)
+}
+
+async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> ApiResult {
+    let (_, config) = kv::config(env).await?;
+    let origin = allowed_origin(req, &config)?;
+    let profile = visitor_profile(req, env, request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
     let signals = signals(req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
@@ -326,22 +375,92 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
     Ok(with_cors(json_response(200, &decision.to_json())?, origin.as_deref())?)
 }
 
-/// The stored profile of the visitor a decision is for. A valid first-party cookie is this browser's identity and
-/// wins over an anonymous id that was sent; a known user's profile is preferred over the anonymous one.
-async fn visitor_profile(req: &Request, env: &Env, request: &DecideRequest) -> Result<Option<Profile>, ApiError> {
-    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
-    let anonymous_id = cookie_id.as_ref().or(request.anonymous_id.as_ref());
-    let store = kv::store(env)?;
-    let mut profile = None;
-    if let Some(u) = &request.user_id {
-        profile = kv::profile_of(&store, &Identity::new(USER_ID, u)).await?;
-    }
-    if profile.is_none() {
-        if let Some(a) = anonymous_id {
-            profile = kv::profile_of(&store, &Identity::new(ANONYMOUS_ID, a)).await?;
+/// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (delivery way 3, for sites
+/// that are static files): the configuration sections decisions read, its version, the consent model for the
+/// request's country, the country, and the visitor's profile summary (`Profile::minimized_for`, base64 of the
+/// stored codec), or `null` without a profile or without personalization consent. Ids resolve as for
+/// `GET /v1/decide`. Never cached: it describes one visitor.
+async fn decide_summary(req: Request, env: &Env) -> ApiResult {
+    let request = decide_query(&req)?;
+    let (version, text) = kv::config_text(env).await?;
+    let (compiled_version, compiled) = kv::config(env).await?;
+    // A configuration stored between the two reads: compile the text read, so both parts of the answer agree.
+    let config = match &text {
+        Some(t) if compiled_version != version => {
+            std::rc::Rc::new(compile_str(t).map_err(|e| ApiError::Unavailable(format!("{e:?}")))?)
+        }
+        _ => compiled,
+    };
+    let origin = allowed_origin(&req, &config)?;
+    let profile = visitor_profile(&req, env, request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let signals = signals(&req, env);
+    let subject =
+        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let doc: serde_json::Value = match &text {
+        Some(t) => serde_json::from_str(t).map_err(|e| ApiError::Unavailable(e.to_string()))?,
+        None => json!({}),
+    };
+    let mut sections = serde_json::Map::new();
+    for key in ["computedTraits", "scores", "segments", "slots"] {
+        if let Some(v) = doc.get(key).filter(|v| !v.is_null()) {
+            sections.insert(key.to_string(), v.clone());
         }
     }
-    Ok(profile)
+    // Only what the device's consent check (`permit_personalization`) needs: the model in force for this
+    // visitor's country (so the regions list stays at the edge), whether GPC is honoured, and the CMP
+    // categories that stand for personalization.
+    let model = match config.consent.model_for(signals.country.as_deref()) {
+        Model::OptIn => "opt-in",
+        Model::OptOut => "opt-out",
+    };
+    let categories: serde_json::Map<String, serde_json::Value> = config
+        .consent
+        .categories
+        .iter()
+        .filter(|(_, p)| **p == Purpose::Personalization)
+        .map(|(c, p)| (c.clone(), p.name().into()))
+        .collect();
+    sections.insert(
+        "consent".into(),
+        json!({"model": model, "honorGpc": config.consent.honor_gpc, "categories": categories}),
+    );
+    let body = json!({
+        "configVersion": version,
+        "config": sections,
+        "country": signals.country,
+        "profile": subject.map(|p| summary::encode(&p.get().minimized_for(&config))),
+    });
+    let mut resp = json_response(200, &body)?;
+    resp.headers_mut().set("cache-control", "private, no-store")?;
+    Ok(with_cors(resp, origin.as_deref())?)
+}
+
+/// `POST /v1/impressions`: records the answers a device decided on a summary and served (blocks with caps or
+/// experiments), so that caps and experiment exposures count them as they count the edge's own decisions. Each
+/// impression is checked against the configuration in force and recorded at the edge's time, and only when the
+/// visitor's consent allows personalization.
+async fn impressions_post(mut req: Request, env: &Env) -> ApiResult {
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let (_, config) = kv::config(env).await?;
+    let origin = allowed_origin(&req, &config)?;
+    let now = now();
+    let request = wire::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
+    let profile = visitor_profile(&req, env, request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let signals = signals(&req, env);
+    let permitted =
+        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let mut recorded = 0;
+    if let Some(p) = permitted {
+        recorded = request.impressions.len();
+        let apply_request = ApplyRequest {
+            profile_id: p.get().id.clone(),
+            signals,
+            impressions: request.impressions,
+            ..ApplyRequest::default()
+        };
+        apply(env, apply_request).await?;
+    }
+    Ok(with_cors(json_response(200, &json!({"success": true, "recorded": recorded}))?, origin.as_deref())?)
 }
 
 /// Where and when the visitor asks: the page from the request (or the `Referer` of a browser's request), the
