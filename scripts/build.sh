@@ -32,4 +32,6 @@ wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name edgecdp \
 cp "$ROOT/js/sdk.js" "$out/sdk.src.js"
 "$ESBUILD_BIN" "$out/sdk.src.js" --bundle --format=esm --minify --log-level=warning --outfile="$out/sdk.js"
 rm "$out/sdk.src.js" "$out/edgecdp.js"
+# The decide module for slots decided on the device: a separate download, see scripts/build-decide.sh.
+"$ROOT/scripts/build-decide.sh"
 log "built: build/index.js + build/index_bg.wasm, www/edgecdp/"

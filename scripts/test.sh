@@ -21,6 +21,9 @@ step "clippy (wasm32, edge)" cargo clippy --quiet --lib --target wasm32-unknown-
 # benchmarks need `batch`, so this lints the library target only.
 step "clippy (wasm32, browser)" cargo clippy --quiet --lib --target wasm32-unknown-unknown --no-default-features \
   --features browser --target-dir "$BROWSER_TARGET_DIR" -- -D warnings
+# The device's decide module exactly as it ships (without `batch`, without the tracker).
+step "clippy (wasm32, browser-decide)" cargo clippy --quiet --lib --target wasm32-unknown-unknown \
+  --no-default-features --features browser-decide --target-dir "$BROWSER_TARGET_DIR" -- -D warnings
 step "cargo test (core, decision cases)" cargo test --quiet
 step "build: edge and browser Wasm" "$ROOT/scripts/build.sh"
 step "size report (SIZE.md)" node scripts/size-report.mjs

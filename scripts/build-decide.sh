@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the browser decide module (feature `browser-decide`) into www/edgecdp/: its Wasm (decide_bg.wasm)
+# and js/slots.js bundled with its wasm-bindgen glue (slots.js). A module of its own, so the tracker's
+# download does not grow: the SDK imports slots.js only on pages with slots that decide on the device.
+# Run by scripts/build.sh after the tracker (which empties www/edgecdp/ first).
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+WASM_FEATURES=(--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
+  --enable-mutable-globals --enable-reference-types --enable-multivalue)
+
+log "building the browser decide module"
+# The tracker's target directory: the same dependencies with the same features, so they build once.
+cargo build --quiet --release --lib --target wasm32-unknown-unknown --no-default-features --features browser-decide \
+  --target-dir "$BROWSER_TARGET_DIR"
+out="$ROOT/www/edgecdp"
+mkdir -p "$out"
+wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name decide \
+  "$BROWSER_TARGET_DIR/wasm32-unknown-unknown/release/edgecdp.wasm"
+"$WASM_OPT_BIN" -Oz --converge "${WASM_FEATURES[@]}" --strip-debug --strip-producers "$out/decide_bg.wasm" \
+  -o "$out/decide_bg.wasm"
+cp "$ROOT/js/slots.js" "$out/slots.src.js"
+"$ESBUILD_BIN" "$out/slots.src.js" --bundle --format=esm --minify --log-level=warning --outfile="$out/slots.js"
+rm "$out/slots.src.js" "$out/decide.js"
+log "built: www/edgecdp/slots.js + www/edgecdp/decide_bg.wasm"

@@ -1,0 +1,118 @@
+//! The browser decide module (feature `browser-decide`): the core's decision engine for the device, so that
+//! sites that are static files can fill their slots without a server of their own (delivery way 3).
+//!
+//! It is a second Wasm module, separate from the tracker (`src/browser/`): `js/slots.js` loads it only on
+//! pages that have slots and only when personalization is allowed, so no other visitor downloads it. It
+//! compiles the configuration sections that `GET /v1/decide/summary` answers, once, and decides on the profile
+//! summary from the same answer with `core::decide::decide`, behind `core::consent::permit_personalization`:
+//! the same answer as `POST /v1/decide` for the same profile, configuration, context and time. No I/O, no
+//! clock: the JavaScript passes the time in.
+
+use crate::core::config::{compile, Config};
+use crate::core::consent::{permit_personalization, RequestSignals};
+use crate::core::decide::decide;
+use crate::core::profile::Impression;
+use crate::core::summary;
+use crate::core::time::Millis;
+use crate::core::wire::{parse_decide, BodyError};
+use js_sys::{Array, Error, Object, Reflect};
+use wasm_bindgen::prelude::*;
+
+/// A compiled configuration, ready to decide.
+#[wasm_bindgen]
+pub struct Engine {
+    config: Config,
+    /// What the last decision served that must be recorded at the edge (`Decision::impressions`).
+    last: Vec<Impression>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Compiles the configuration (the JSON text of a summary's `config`). Throws an `Error` with `code`
+    /// `invalid_config`, the first problem's `path`, and `problems` (`[{path, message}]`: every problem).
+    #[wasm_bindgen(constructor)]
+    pub fn new(config: &str) -> Result<Engine, JsValue> {
+        let doc: serde_json::Value = serde_json::from_str(config)
+            .map_err(|e| error("invalid_config", "", &format!("the configuration is not JSON: {e}")))?;
+        compile(&doc).map(|config| Engine { config, last: Vec::new() }).map_err(|problems| {
+            let first = problems.first().map(|p| p.path.as_str()).unwrap_or_default();
+            let e = error("invalid_config", first, &format!("the configuration has {} problem(s)", problems.len()));
+            let list = Array::new();
+            for p in &problems {
+                let o = Object::new();
+                set(&o, "path", &p.path.as_str().into());
+                set(&o, "message", &p.message.as_str().into());
+                list.push(&o);
+            }
+            set(&e, "problems", &list);
+            e.into()
+        })
+    }
+
+    /// Decides `request` (the JSON text of a `POST /v1/decide` body: `slots` and `context`) for the visitor
+    /// whose summary is `profile` (base64, or `null`: no profile or no personalization consent) at `now`
+    /// (milliseconds since 1970). `country` is the summary's (the request's own country, which chooses the
+    /// consent model) and `gpc` the browser's Global Privacy Control signal. Answers the JSON text of
+    /// `/v1/decide`'s answer. Throws an `Error` with `code` and `path` for a bad request or summary.
+    pub fn decide(
+        &mut self,
+        profile: Option<String>,
+        request: &str,
+        country: Option<String>,
+        gpc: bool,
+        now: f64,
+    ) -> Result<String, JsValue> {
+        let request = parse_decide(request.as_bytes()).map_err(|e| {
+            let code = e.code();
+            match e {
+                BodyError::Shape { path, message } => error(code, &path, &message),
+                BodyError::NotJson(message) => error(code, "", &message),
+                BodyError::TooLarge { limit } => error(code, "", &format!("the request is over {limit} bytes")),
+            }
+        })?;
+        let profile = profile
+            .map(|text| summary::decode(&text))
+            .transpose()
+            .map_err(|e| error("invalid_summary", "profile", &e.to_string()))?;
+        let signals = RequestSignals { country, gpc };
+        let subject = profile
+            .as_ref()
+            .and_then(|p| permit_personalization(&self.config.consent, p, request.consent.as_ref(), &signals));
+        // As at the edge: the request's `context.location.country` is for decisions, the consent model follows
+        // the request's own country.
+        let mut cx = request.context();
+        cx.country = cx.country.or(signals.country);
+        let decision = decide(&self.config, subject, &cx, &request.slots, now as Millis);
+        self.last = decision.impressions(now as Millis);
+        Ok(decision.to_json().to_string())
+    }
+
+    /// The JSON text of what the last decision served that caps or experiments count
+    /// (`[{block, variant, experiment}]`), the body of `POST /v1/impressions` without the ids; `[]` for none.
+    pub fn impressions(&self) -> String {
+        let list: Vec<serde_json::Value> = self
+            .last
+            .iter()
+            .map(|i| {
+                let mut o = serde_json::json!({"block": i.block, "variant": i.variant});
+                if let Some(e) = &i.experiment {
+                    o["experiment"] = e.as_str().into();
+                }
+                o
+            })
+            .collect();
+        serde_json::Value::from(list).to_string()
+    }
+}
+
+fn set(target: &JsValue, key: &str, value: &JsValue) {
+    // Setting a property on a fresh plain object cannot fail.
+    let _ = Reflect::set(target, &key.into(), value);
+}
+
+fn error(code: &str, path: &str, message: &str) -> Error {
+    let e = Error::new(message);
+    set(&e, "code", &code.into());
+    set(&e, "path", &path.into());
+    e
+}
