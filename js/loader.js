@@ -3,6 +3,7 @@
   if (w.edgecdp) return;
   var s = d.currentScript, q = [], loading = 0, api = { _q: q };
   api._k = s && s.getAttribute('data-write-key');
+  api._d = s && s.getAttribute('data-decide'); // "device": slots are decided in the browser (static sites)
   // The SDK sits beside this file, so the page decides where both are served from.
   var sdk = new URL('sdk.js', s ? s.src : location.href).href;
 

@@ -23,6 +23,9 @@ const RETRY_MAX_MS = 60 * 1000;
 const MAX_OUTBOX = 100;
 const MAX_OUTBOX_BYTES = 256 * 1024;
 const PURPOSES = ['analytics', 'personalization', 'advertising'];
+// The device's decide module (js/slots.js), beside this file; a URL rather than a path so that the bundler
+// leaves it a separate download.
+const SLOTS_URL = new URL('slots.js', import.meta.url).href;
 
 /** Storage that never throws: when localStorage is unavailable or full, values live in memory. */
 const memory = new Map();
@@ -147,6 +150,8 @@ const entry = (body) => ({ body, size: byteLength(body), busy: false, beaconed: 
 export async function start(stub) {
   await init();
   const writeKey = stub._k || '';
+  const onDevice = stub._d === 'device';
+  let deviceFill = null; // the one automatic decision of a page that decides on the device
 
   let tracker = newTracker(writeKey, storedConsent());
   let timer = 0;
@@ -435,7 +440,9 @@ export async function start(stub) {
     const wasCollecting = tracker.allows('analytics');
     if (wasCollecting && !p.analytics) announceWithdrawal(tracker.anonymousId, tracker.userId, p);
     if (PURPOSES.some((k) => p[k])) {
+      const wasPersonalizing = tracker.allows('personalization');
       tracker.consent(p);
+      if (!wasPersonalizing) fillOnDevice();
       store.set(CONSENT_KEY, JSON.stringify(p));
       if (p.analytics || p.personalization) store.set(ANON_KEY, tracker.anonymousId);
       else store.remove(ANON_KEY);
@@ -463,6 +470,35 @@ export async function start(stub) {
     return [...new Set(names)];
   }
 
+  async function decideAtEdge(req) {
+    const res = await fetch(DECIDE_URL, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(req),
+    });
+    const answer = await res.json().catch(() => null);
+    if (!res.ok) {
+      const err = (answer && answer.error) || {};
+      const e = new Error(`edgecdp: decide failed with ${res.status}${err.message ? `: ${err.message}` : ''}`);
+      Object.assign(e, { status: res.status, code: err.code, path: err.path });
+      throw e;
+    }
+    return answer;
+  }
+
+  /**
+   * Static sites (`data-decide="device"` on the loader's tag) decide on the device (js/slots.js): their slots
+   * are filled once per page load, when the SDK starts or when personalization is granted. Only pages with
+   * slots load it.
+   */
+  function fillOnDevice() {
+    if (onDevice && !deviceFill && tracker.allows('personalization') && document.querySelector('[data-edgecdp-slot]')) {
+      // After the calls made together with this one (the page view that comes with a consent), which the
+      // decision must count.
+      deviceFill = new Promise((r) => setTimeout(r)).then(() => decide()).catch((e) => console.error(e));
+    }
+  }
+
   async function decide(slots) {
     const names = slotNames(slots);
     // Without personalization consent the server could only answer fallbacks; the static content already
@@ -477,18 +513,7 @@ export async function start(stub) {
     };
     const userId = tracker.userId;
     if (userId !== undefined && userId !== null) req.userId = userId;
-    const res = await fetch(DECIDE_URL, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(req),
-    });
-    const answer = await res.json().catch(() => null);
-    if (!res.ok) {
-      const err = (answer && answer.error) || {};
-      const e = new Error(`edgecdp: decide failed with ${res.status}${err.message ? `: ${err.message}` : ''}`);
-      Object.assign(e, { status: res.status, code: err.code, path: err.path });
-      throw e;
-    }
+    const answer = onDevice ? await (await import(SLOTS_URL)).decide(req) : await decideAtEdge(req);
     const filled = (answer && answer.slots) || {};
     for (const name of names) {
       const slot = filled[name];
@@ -540,6 +565,7 @@ export async function start(stub) {
   for (const cb of readyCallbacks) real.ready(cb);
   // Bodies loaded from storage go out now, not with the next event.
   if (outbox.length) drain(true);
+  fillOnDevice();
 }
 
 // The Wasm tracker and its initializer, for advanced integrations and for tests that drive it directly.
