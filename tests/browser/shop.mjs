@@ -36,9 +36,9 @@ export const pathOf = (r) => new URL(r.url()).pathname;
 /**
  * Opens a fresh context and page that record every request and every console message, and count
  * completed decisions through the SDK's `edgecdp:decide` event (installed before any page script runs).
- * `contextOptions` go to `browser.newContext` (for example `extraHTTPHeaders`).
+ * `contextOptions` go to `browser.newContext` (for example `extraHTTPHeaders`); `path` is the page to open.
  */
-export async function openShop(t, browser, worker, contextOptions = {}) {
+export async function openShop(t, browser, worker, contextOptions = {}, path = '/') {
   const context = await browser.newContext(contextOptions);
   const requests = [];
   const logs = [];
@@ -54,7 +54,7 @@ export async function openShop(t, browser, worker, contextOptions = {}) {
     for (const line of logs) t.diagnostic(`browser ${line}`);
     await context.close();
   });
-  await page.goto(`${worker.url}/`);
+  await page.goto(`${worker.url}${path}`);
   return { context, page, requests, logs };
 }
 

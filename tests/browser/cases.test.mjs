@@ -1,0 +1,88 @@
+// The decision cases of tests/cases/, decided in Chromium by the browser build (the decide module, js/slots.js)
+// on the summaries the real Worker answers (`GET /v1/decide/summary`). The native runner (tests/cases.rs) and
+// the Worker's own decisions (tests/e2e/cases.test.mjs) play the same files; all three must give exactly
+// expected.json. Each step's impressions go to `POST /v1/impressions`, as the snippet sends them, so caps and
+// experiments count them as they count the Worker's decisions.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startWorker } from '../support/worker.mjs';
+import { caseNames, loadCase, playCase } from '../support/cases.mjs';
+import { launchChromium } from './shop.mjs';
+
+let w;
+let browser;
+let page;
+const logs = [];
+
+before(
+  async () => {
+    w = await startWorker({ config: null });
+    browser = await launchChromium();
+    page = await (await browser.newContext()).newPage();
+    page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+    // Any page of the site: the test imports the decide module into it, as the snippet would.
+    await page.goto(`${w.url}/about`);
+  },
+  { timeout: 180_000 },
+);
+
+after(async () => {
+  await browser?.close();
+  await w?.stop();
+});
+
+/** Runs in the page: fetches the summary for the request's ids, decides on it, records what must be. */
+async function decideInPage({ request, now }) {
+  const m = await import('/edgecdp/slots.js');
+  await m.init();
+  const q = new URLSearchParams();
+  if (request.anonymousId) q.set('anonymousId', request.anonymousId);
+  if (request.userId) q.set('userId', request.userId);
+  const prefs = request.context && request.context.consent && request.context.consent.categoryPreferences;
+  if (prefs && typeof prefs.personalization === 'boolean') q.set('personalization', String(prefs.personalization));
+  const res = await fetch(`/v1/decide/summary?${q}`);
+  const summary = await res.json();
+  if (!res.ok) return { status: res.status, summary };
+  const engine = new m.Engine(JSON.stringify(summary.config));
+  const body = JSON.stringify({ slots: request.slots, context: request.context || {} });
+  const answer = JSON.parse(engine.decide(summary.profile, body, summary.country, false, now));
+  const impressions = JSON.parse(engine.impressions());
+  let recorded = null;
+  if (impressions.length) {
+    const ids = { anonymousId: request.anonymousId, userId: request.userId };
+    const r = await fetch('/v1/impressions', { method: 'POST', body: JSON.stringify({ ...ids, impressions }) });
+    recorded = await r.json();
+  }
+  return {
+    status: res.status,
+    cacheControl: res.headers.get('cache-control'),
+    sections: Object.keys(summary.config).sort(),
+    hasProfile: summary.profile !== null,
+    answer,
+    impressions,
+    recorded,
+  };
+}
+
+const names = caseNames();
+assert.ok(names.length >= 4);
+
+for (const name of names) {
+  test(`case ${name} in Chromium`, async (t) => {
+    t.after(() => { for (const line of logs.splice(0)) t.diagnostic(`browser ${line}`); });
+    const c = loadCase(name);
+    await playCase(w, c);
+    for (const [i, step] of c.steps.entries()) {
+      const got = await page.evaluate(decideInPage, { request: step.request, now: c.now });
+      assert.equal(got.status, 200, JSON.stringify(got));
+      assert.equal(got.cacheControl, 'private, no-store');
+      for (const s of got.sections) {
+        assert.ok(['computedTraits', 'consent', 'scores', 'segments', 'slots'].includes(s), `summary section ${s}`);
+      }
+      assert.equal(got.hasProfile, step.response.profileId !== null, `${name}, decide[${i}]: summary iff permitted`);
+      assert.deepEqual(got.answer, step.response, `${name}, decide[${i}]`);
+      if (got.recorded) assert.equal(got.recorded.recorded, got.impressions.length, JSON.stringify(got.recorded));
+    }
+  });
+}
