@@ -12,6 +12,8 @@ const files = {
   'browser: loader (www/edgecdp/loader.js)': 'www/edgecdp/loader.js',
   'browser: SDK with the Wasm glue, one module (www/edgecdp/sdk.js)': 'www/edgecdp/sdk.js',
   'browser: Wasm (www/edgecdp/edgecdp_bg.wasm)': 'www/edgecdp/edgecdp_bg.wasm',
+  'slots on the device: JS with the Wasm glue (www/edgecdp/slots.js)': 'www/edgecdp/slots.js',
+  'slots on the device: decide Wasm (www/edgecdp/decide_bg.wasm)': 'www/edgecdp/decide_bg.wasm',
 };
 const sizes = {};
 for (const [label, path] of Object.entries(files)) {
@@ -27,6 +29,9 @@ const kb = (n) => (n / 1024).toFixed(1);
 const browser = Object.entries(sizes).filter(([l]) => l.startsWith('browser'));
 const consenting = browser.reduce((a, [, s]) => a + s.gz, 0);
 const refusing = sizes['browser: loader (www/edgecdp/loader.js)'].gz;
+// The decide module is a separate download: only pages with slots that decide on the device load it, and only
+// with personalization consent.
+const device = Object.entries(sizes).filter(([l]) => l.startsWith('slots on the device')).reduce((a, [, s]) => a + s.gz, 0);
 const lines = [
   '# Size report',
   '',
@@ -40,6 +45,7 @@ const lines = [
   '| --- | ---: |',
   `| refusing consent (loader only) | ${kb(refusing)} |`,
   `| consenting (loader + SDK and glue + Wasm) | ${kb(consenting)} |`,
+  `| consenting, on a page whose slots are decided on the device (the above + decide module JS and Wasm) | ${kb(consenting + device)} |`,
   '| for comparison: Segment analytics-next 1.84.3, standalone bundle | 31.3 |',
   '| for comparison: RudderStack JS SDK v3 | 34.4 |',
   '',
