@@ -31,7 +31,7 @@ impl Reads {
         for score in &config.scores {
             for rule in &score.rules {
                 match &rule.source {
-                    ScoreSource::Event { event, filters } => r.event(event, filters),
+                    ScoreSource::Event { event, filters, .. } => r.event(event, filters),
                     ScoreSource::When(c) => r.condition(c),
                 }
             }

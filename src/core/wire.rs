@@ -976,7 +976,7 @@ pub fn parse_impressions(body: &[u8], config: &Config, now: Millis) -> Result<Im
         }
         impressions.push(Impression { block: block_id, variant, experiment, at: now });
     }
-    Ok(ImpressionsRequest { anonymous_id, user_id, consent, impressions })
+    Ok(ImpressionsRequest { anonymous_id, user_id, consent: consent.map(consent_map), impressions })
 }
 
 #[cfg(test)]
