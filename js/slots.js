@@ -5,7 +5,7 @@
 // for decisions on the device (`data-decide="device"` on the loader's script tag), and only while
 // personalization is allowed; no other visitor downloads it or its Wasm. Once per page load it fetches the
 // visitor's summary from the edge (`GET /v1/decide/summary`: the configuration's decision rules and the
-// profile cut down to what they read), compiles the rules once, and decides with the same core as the edge.
+// profile cut down to what they read), loads the rules (compiled at the edge) once, and decides with the same core as the edge.
 // Answers that caps and experiments count are posted to `POST /v1/impressions`.
 
 import init, { Engine } from './decide.js';
@@ -29,7 +29,7 @@ function load(visitor) {
         const err = (summary && summary.error) || {};
         throw Object.assign(new Error(`edgecdp: summary failed with ${res.status}`), err);
       }
-      return { summary, engine: new Engine(JSON.stringify(summary.config)) };
+      return { summary, engine: new Engine(summary.rules) };
     },
   );
   // A failed fetch may be retried by a later call on the same page.

@@ -16,9 +16,9 @@ use edgecdp::core::decide::decide;
 use edgecdp::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use edgecdp::core::merge::{link, pending_links, plan};
 use edgecdp::core::profile::{apply_events, ApplyRequest, Link, Profile};
-use edgecdp::core::summary;
 use edgecdp::core::time::parse_iso8601;
 use edgecdp::core::wire::{parse_batch, parse_decide};
+use edgecdp::core::{store, summary};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
@@ -107,13 +107,15 @@ fn decision_cases() {
                 permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
             });
             let decision = decide(&config, subject, &request.context(), &request.slots, now);
-            // The device decides on the summary the edge sends; it must give the same answer.
+            // The device decides on the summary and rules the edge sends; it must give the same answer.
             let summary =
                 profile.map(|p| summary::decode(&summary::encode(&p.minimized_for(&config))).expect("decodes"));
+            // With the rules the device gets: the configuration's binary form for a device, read back.
+            let rules = store::decode_rules(&store::encode_rules(&config.for_device(None))).expect("rules decode");
             let on_summary = summary.as_ref().and_then(|p| {
-                permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
+                permit_personalization(&rules.consent, p, request.consent.as_ref(), &RequestSignals::default())
             });
-            let got_on_summary = decide(&config, on_summary, &request.context(), &request.slots, now).to_json();
+            let got_on_summary = decide(&rules, on_summary, &request.context(), &request.slots, now).to_json();
             if got_on_summary != decision.to_json() {
                 failures.push(format!(
                     "{name}, decide[{i}] on the summary:\n  full    {}\n  summary {got_on_summary}",

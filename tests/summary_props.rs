@@ -10,9 +10,9 @@ use edgecdp::core::context::{Context, Device};
 use edgecdp::core::decide::explain;
 use edgecdp::core::event::PageContext;
 use edgecdp::core::profile::{apply_events, ApplyRequest, Impression, Profile};
-use edgecdp::core::summary;
 use edgecdp::core::time::{format_iso8601, DAY, HOUR};
 use edgecdp::core::wire::parse_batch;
+use edgecdp::core::{store, summary};
 use proptest::prelude::*;
 
 const NOW: i64 = 1_795_344_600_000;
@@ -151,15 +151,17 @@ proptest! {
         let config = config();
         let Some(full) = profile(&events, &impressions, refuse) else { return Ok(()) };
         let small = summary::decode(&summary::encode(&full.minimized_for(&config))).expect("the summary decodes");
+        // The rules a device gets, read back from their binary form.
+        let rules = store::decode_rules(&store::encode_rules(&config.for_device(None))).expect("the rules decode");
         let slots = vec!["hero".to_string(), "side".to_string(), "nope".to_string()];
         let cx = context(cx);
         let signals = RequestSignals::default();
         for now in [NOW, NOW + later_hours * HOUR, NOW + 8 * DAY] {
             let a = permit_personalization(&config.consent, &full, None, &signals);
-            let b = permit_personalization(&config.consent, &small, None, &signals);
+            let b = permit_personalization(&rules.consent, &small, None, &signals);
             prop_assert_eq!(a.is_some(), b.is_some());
             let want = explain(&config, a, &cx, &slots, now);
-            let got = explain(&config, b, &cx, &slots, now);
+            let got = explain(&rules, b, &cx, &slots, now);
             prop_assert_eq!(got, want);
         }
     }
@@ -191,6 +193,7 @@ fn a_summary_holds_only_what_decisions_read() {
     let blocks: Vec<&str> = small.shown.impressions.keys().map(String::as_str).collect();
     assert_eq!(blocks, ["capped"], "impressions of capped blocks only");
     assert!(small.shown.experiments.contains_key("e1"));
-    let encoded = summary::encode(&small);
-    assert!(encoded.len() * 2 < summary::encode(&full).len(), "{} vs {}", encoded.len(), summary::encode(&full).len());
+    let encoded = summary::encode(&small).len();
+    let stored = summary::base64_encode(&store::encode_profile(&full)).len();
+    assert!(encoded * 2 < stored, "the summary takes {encoded} bytes, the stored profile {stored}");
 }

@@ -3,19 +3,20 @@
 //!
 //! It is a second Wasm module, separate from the tracker (`src/browser/`): `js/slots.js` loads it only on
 //! pages that have slots and only when personalization is allowed, so no other visitor downloads it. It
-//! compiles the configuration sections that `GET /v1/decide/summary` answers, once, and decides on the profile
+//! loads the compiled rules that `GET /v1/decide/summary` answers, once, and decides on the profile
 //! summary from the same answer with `core::decide::decide`, behind `core::consent::permit_personalization`:
 //! the same answer as `POST /v1/decide` for the same profile, configuration, context and time. No I/O, no
 //! clock: the JavaScript passes the time in.
 
-use crate::core::config::{compile, Config};
+use crate::core::config::Config;
 use crate::core::consent::{permit_personalization, RequestSignals};
 use crate::core::decide::decide;
 use crate::core::profile::Impression;
+use crate::core::store;
 use crate::core::summary;
 use crate::core::time::Millis;
 use crate::core::wire::{parse_decide, BodyError};
-use js_sys::{Array, Error, Object, Reflect};
+use js_sys::{Error, Reflect};
 use wasm_bindgen::prelude::*;
 
 /// A compiled configuration, ready to decide.
@@ -28,25 +29,15 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Compiles the configuration (the JSON text of a summary's `config`). Throws an `Error` with `code`
-    /// `invalid_config`, the first problem's `path`, and `problems` (`[{path, message}]`: every problem).
+    /// Loads the decision rules of a summary (`rules`: base64 of `Config::for_device`'s binary form, compiled
+    /// at the edge, so the device needs no configuration compiler). Throws an `Error` with `code`
+    /// `invalid_rules` and `path` `rules` when they cannot be read (say, a module older than the Worker).
     #[wasm_bindgen(constructor)]
-    pub fn new(config: &str) -> Result<Engine, JsValue> {
-        let doc: serde_json::Value = serde_json::from_str(config)
-            .map_err(|e| error("invalid_config", "", &format!("the configuration is not JSON: {e}")))?;
-        compile(&doc).map(|config| Engine { config, last: Vec::new() }).map_err(|problems| {
-            let first = problems.first().map(|p| p.path.as_str()).unwrap_or_default();
-            let e = error("invalid_config", first, &format!("the configuration has {} problem(s)", problems.len()));
-            let list = Array::new();
-            for p in &problems {
-                let o = Object::new();
-                set(&o, "path", &p.path.as_str().into());
-                set(&o, "message", &p.message.as_str().into());
-                list.push(&o);
-            }
-            set(&e, "problems", &list);
-            e.into()
-        })
+    pub fn new(rules: &str) -> Result<Engine, JsValue> {
+        let bytes =
+            summary::base64_decode(rules).ok_or_else(|| error("invalid_rules", "rules", "rules are not base64"))?;
+        let config = store::decode_rules(&bytes).map_err(|e| error("invalid_rules", "rules", &e.to_string()))?;
+        Ok(Engine { config, last: Vec::new() })
     }
 
     /// Decides `request` (the JSON text of a `POST /v1/decide` body: `slots` and `context`) for the visitor

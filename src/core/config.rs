@@ -14,6 +14,7 @@ use crate::core::segment::{
 };
 use crate::core::time::{parse_duration, parse_iso8601};
 use crate::core::value::Value;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as J};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -79,13 +80,21 @@ impl Default for IdentityRules {
 }
 
 /// The compiled configuration.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Its binary form (`store::encode_rules`, serde) is what a device decides with: only the decision rules travel,
+/// so the fields that are the edge's business alone (sources and their write keys, identity rules, retention,
+/// hashed traits, delivery) are skipped and come back as their defaults. See `Config::for_device`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
+    #[serde(skip)]
     pub sources: Vec<Source>,
     pub consent: ConsentPolicy,
+    #[serde(skip)]
     pub identity: IdentityRules,
+    #[serde(skip, default = "default_retention")]
     pub retention_anonymous_days: u32,
     /// Traits stored only as a hash of their normalized value (`privacy.hashTraits`, e.g. `email`, `phone`).
+    #[serde(skip)]
     pub hash_traits: Vec<String>,
     /// Named event counts shown on profiles (`computedTraits`).
     pub computed: Vec<ComputedTrait>,
@@ -97,7 +106,12 @@ pub struct Config {
     pub slots: BTreeMap<String, Slot>,
     /// Edge HTML delivery (`delivery`): the origin the Worker proxies pages from, and which paths. `None` (the
     /// default): the Worker proxies nothing.
+    #[serde(skip)]
     pub delivery: Option<Delivery>,
+}
+
+fn default_retention() -> u32 {
+    Config::default().retention_anonymous_days
 }
 
 impl Default for Config {
@@ -119,6 +133,34 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The rules a device decides with for a visitor from `country`: the decision sections as they are, and a
+    /// consent policy already resolved for that country (its model, whether GPC is honoured, and only the CMP
+    /// categories that stand for personalization), so the regions list and the other categories stay at the
+    /// edge. The edge-only fields are emptied too, though the binary form skips them anyway.
+    pub fn for_device(&self, country: Option<&str>) -> Config {
+        let consent = ConsentPolicy {
+            model: self.consent.model_for(country),
+            regions: BTreeMap::new(),
+            honor_gpc: self.consent.honor_gpc,
+            categories: self
+                .consent
+                .categories
+                .iter()
+                .filter(|(_, p)| **p == Purpose::Personalization)
+                .map(|(c, p)| (c.clone(), *p))
+                .collect(),
+        };
+        Config {
+            consent,
+            computed: self.computed.clone(),
+            scores: self.scores.clone(),
+            segments: self.segments.clone(),
+            segment_order: self.segment_order.clone(),
+            slots: self.slots.clone(),
+            ..Config::default()
+        }
+    }
+
     pub fn source_by_write_key(&self, key: &str) -> Option<&Source> {
         self.sources.iter().find(|s| s.write_key == key)
     }

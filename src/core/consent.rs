@@ -70,14 +70,14 @@ impl Preferences {
 }
 
 /// Whether optional purposes start refused (`OptIn`, as GDPR requires) or granted (`OptOut`, as CCPA allows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Model {
     OptIn,
     OptOut,
 }
 
 /// The compiled `consent` section of the configuration.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConsentPolicy {
     pub model: Model,
     /// Country code (ISO 3166-1 alpha-2, upper case) to the model used there.

@@ -4,9 +4,10 @@
 
 use crate::core::event::PageContext;
 use crate::core::time::{Millis, HOUR};
+use serde::{Deserialize, Serialize};
 
 /// A coarse device class, from the User-Agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Device {
     Mobile,
     Tablet,

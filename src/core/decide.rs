@@ -8,11 +8,12 @@ use crate::core::profile::{Impression, Profile};
 use crate::core::segment::{evaluate_all, Condition, Facts, PropertyFilter};
 use crate::core::time::Millis;
 use crate::core::value::Value;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// One piece of a compiled template.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Part {
     Text(String),
     /// `{{traits.name}}` or `{{traits.name|default}}`: the trait's value, HTML-escaped; the default (also
@@ -24,7 +25,7 @@ pub enum Part {
 }
 
 /// Content with placeholders, compiled once.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Template(pub Vec<Part>);
 
 impl Template {
@@ -110,7 +111,7 @@ pub fn escape_html_into(s: &str, out: &mut String) {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
     pub id: String,
     pub weight: u32,
@@ -119,7 +120,7 @@ pub struct Variant {
 
 /// A frequency cap ("at most `max` impressions per `per`"), counted from the impressions recorded on the
 /// profile.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cap {
     pub max: u32,
     pub per: Millis,
@@ -129,7 +130,7 @@ pub struct Cap {
 pub const CONTROL: &str = "control";
 
 /// What counts as a conversion: a `event` matching `filters` within `within` after first exposure.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Goal {
     pub event: String,
     pub filters: Vec<PropertyFilter>,
@@ -137,7 +138,7 @@ pub struct Goal {
 }
 
 /// An experiment over a block's variants.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {
     pub id: String,
     /// The percentage of visitors (0 to 99) held out: they see the fallback, as variant `control`.
@@ -145,7 +146,7 @@ pub struct Experiment {
     pub goal: Goal,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Block {
     pub id: String,
     pub audience: Condition,
@@ -158,7 +159,7 @@ pub struct Block {
     pub experiment: Option<Experiment>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Slot {
     pub fallback: Template,
     /// Highest priority first; equal priorities keep configuration order.
@@ -324,7 +325,7 @@ pub fn decide(
     slots: &[String],
     now: Millis,
 ) -> Decision {
-    run(config, subject, cx, slots, now, false)
+    run::<false>(config, subject, cx, slots, now)
 }
 
 /// `decide`, with the reasons for each answer (`?explain=1`).
@@ -335,16 +336,16 @@ pub fn explain(
     slots: &[String],
     now: Millis,
 ) -> Decision {
-    run(config, subject, cx, slots, now, true)
+    run::<true>(config, subject, cx, slots, now)
 }
 
-fn run(
+/// `EXPLAIN` is a constant so that `decide` alone (the browser decide module) links no explanation code.
+fn run<const EXPLAIN: bool>(
     config: &Config,
     subject: Option<Permitted<&Profile>>,
     cx: &Context,
     slots: &[String],
     now: Millis,
-    explain: bool,
 ) -> Decision {
     let profile = subject.as_ref().map(|p| *p.get());
     let scores = profile.map(|p| scores_of(config, p, cx, now)).unwrap_or_default();
@@ -358,7 +359,7 @@ fn run(
         },
         slots: BTreeMap::new(),
         unknown: Vec::new(),
-        explanation: explain.then(|| Explanation {
+        explanation: EXPLAIN.then(|| Explanation {
             personalized: if profile.is_some() { Ok(()) } else { Err("no profile, or no personalization consent") },
             scores: config.scores.iter().zip(&scores).map(|(s, v)| (s.id.clone(), *v)).collect(),
             slots: BTreeMap::new(),
@@ -375,9 +376,9 @@ fn run(
         let mut html = None;
         if let (Some(f), Some(r)) = (&facts, &results) {
             for block in &slot.blocks {
-                match skip(block, f, r, config) {
+                match skip::<EXPLAIN>(block, f, r, config) {
                     Some(s) => {
-                        if explain {
+                        if EXPLAIN {
                             why.skipped.push((block.id.clone(), s));
                         }
                     }
@@ -408,8 +409,9 @@ fn run(
     decision
 }
 
-/// Why a block cannot be shown now, or `None` when it can.
-fn skip(block: &Block, f: &Facts, segments: &[bool], config: &Config) -> Option<Skip> {
+/// Why a block cannot be shown now, or `None` when it can. Only with `EXPLAIN` does an audience that does
+/// not hold say why (which costs allocations a plain decision does not need).
+fn skip<const EXPLAIN: bool>(block: &Block, f: &Facts, segments: &[bool], config: &Config) -> Option<Skip> {
     if block.start.is_some_and(|s| f.now < s) {
         return Some(Skip::NotStarted);
     }
@@ -417,7 +419,11 @@ fn skip(block: &Block, f: &Facts, segments: &[bool], config: &Config) -> Option<
         return Some(Skip::Ended);
     }
     if !block.audience.holds(f, segments) {
-        return Some(Skip::Audience(why_not(&block.audience, f, segments, config)));
+        return Some(Skip::Audience(if EXPLAIN {
+            why_not(&block.audience, f, segments, config)
+        } else {
+            String::new()
+        }));
     }
     if let Some(cap) = &block.cap {
         let shown = f.profile.shown.impressions_within(&block.id, cap.per, f.now);

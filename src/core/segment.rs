@@ -9,10 +9,11 @@ use crate::core::context::{glob_matches, Context, Device};
 use crate::core::profile::{EventRecord, Profile, MAX_RECENT_EVENTS};
 use crate::core::time::{Millis, DAY};
 use crate::core::value::Value;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A numeric comparison, as written in `count` (`{"gte": 2}`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Cmp {
     Eq(f64),
     Ne(f64),
@@ -36,7 +37,7 @@ impl Cmp {
 }
 
 /// A test on one trait.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TraitTest {
     Eq(Value),
     Ne(Value),
@@ -48,7 +49,7 @@ pub enum TraitTest {
 }
 
 /// A property filter on counted events: the property must equal one of the values.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PropertyFilter {
     pub property: String,
     pub any_of: Vec<Value>,
@@ -60,7 +61,7 @@ impl PropertyFilter {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Condition {
     /// Always true: an audience of everyone.
     Everyone,
@@ -107,7 +108,7 @@ pub enum Condition {
 }
 
 /// A named event count over a window, from the configuration's `computedTraits`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ComputedTrait {
     pub id: String,
     pub event: String,
@@ -123,7 +124,7 @@ impl ComputedTrait {
 }
 
 /// What earns a score its points.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ScoreSource {
     /// Each matching event, its points decayed by its age.
     Event { event: String, filters: Vec<PropertyFilter>, series: Option<Vec<String>> },
@@ -132,14 +133,14 @@ pub enum ScoreSource {
     When(Condition),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRule {
     pub source: ScoreSource,
     pub points: f64,
 }
 
 /// A rule-based scoring plan (`scores` in the configuration): "purchase intent", "churn risk".
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Score {
     pub id: String,
     /// Points of an event halve every `half_life`; `None` keeps them whole.
@@ -173,7 +174,7 @@ impl Score {
 }
 
 /// One compiled segment.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     pub id: String,
     pub when: Condition,

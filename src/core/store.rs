@@ -2,6 +2,7 @@
 //! storage or for the hop to the profile writer goes through here, so the codec can be replaced (bincode is
 //! unmaintained, RUSTSEC-2025-0141) by adding a version, without touching the rest.
 
+use crate::core::config::Config;
 use crate::core::profile::{ApplyRequest, Profile, Shown};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -21,6 +22,12 @@ pub const APPLY_V2: u8 = 2;
 /// Version 3: with the impressions to record. The Worker and its Durable Objects deploy together, so older
 /// versions are no longer read.
 pub const APPLY_V3: u8 = 3;
+/// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
+/// The rules and the summary travel in one answer and are read by the decide module built with the Worker, so
+/// only the current version is read.
+pub const RULES_V1: u8 = 1;
+/// Version 1 of a profile summary (`summary::encode`).
+pub const SUMMARY_V1: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodecError {
@@ -39,7 +46,7 @@ impl std::fmt::Display for CodecError {
     }
 }
 
-fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     let mut out = vec![version];
     // Encoding into a Vec cannot fail for these types: they hold no maps with non-string keys that bincode
     // rejects, and no sequences of unknown length.
@@ -50,7 +57,7 @@ fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecError> {
+pub(crate) fn decode<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != expected {
         return Err(CodecError::UnknownVersion(version));
@@ -119,6 +126,16 @@ pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
             return bytes;
         }
     }
+}
+
+/// A device's decision rules (`Config::for_device`) in binary: what the browser decide module runs, so it
+/// needs no configuration compiler.
+pub fn encode_rules(device_config: &Config) -> Vec<u8> {
+    encode(RULES_V1, device_config)
+}
+
+pub fn decode_rules(bytes: &[u8]) -> Result<Config, CodecError> {
+    decode(RULES_V1, bytes)
 }
 
 /// Reads any known version; older ones are migrated to the current `Profile`.

@@ -7,11 +7,16 @@
 //! traits). `decide` on the summary equals `decide` on the full profile, which `tests/summary_props.rs` and the
 //! decision cases check.
 
+use crate::core::aggregate::DayCount;
 use crate::core::config::Config;
+use crate::core::consent::{Grant, Purpose};
 use crate::core::identity::{Identity, USER_ID};
-use crate::core::profile::{EventRecord, Profile, Shown, MAX_RECENT_EVENTS};
+use crate::core::profile::{Assignment, EventRecord, Profile, Shown, TraitEntry, MAX_RECENT_EVENTS};
 use crate::core::segment::{Condition, PropertyFilter, ScoreSource};
-use crate::core::store::{decode_profile, encode_profile, CodecError};
+use crate::core::store::{self, CodecError, SUMMARY_V1};
+use crate::core::time::Millis;
+use crate::core::value::Value;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a configuration's decisions read from a profile.
@@ -160,15 +165,73 @@ impl Profile {
     }
 }
 
-/// A profile summary as text: the stored codec's bytes (version byte included), in standard base64.
-pub fn encode(p: &Profile) -> String {
-    base64_encode(&encode_profile(p))
+/// A summary's binary form: exactly the fields decisions read, so the browser decide module links no codec
+/// for the rest of a profile (merge records, message ids, consent history, older stored versions). Maps travel
+/// as sorted pairs and are rebuilt on reading.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    id: String,
+    identified: bool,
+    last_seen: Millis,
+    grants: Vec<(Purpose, Grant)>,
+    traits: Vec<(String, Value)>,
+    /// Time, name and the filtered properties of each recent event, oldest first.
+    recent: Vec<(Millis, String, Vec<(String, Value)>)>,
+    series: Vec<(String, Vec<DayCount>)>,
+    impressions: Vec<(String, Vec<Millis>)>,
+    /// Experiment id, variant and first exposure.
+    experiments: Vec<(String, String, Millis)>,
 }
 
-/// Reads `encode`'s text back.
+/// A profile summary (`Profile::minimized_for`) as text: version byte and bincode of its fields, in standard
+/// base64. Only what `decode` reads back is kept: use it on a minimized profile.
+pub fn encode(p: &Profile) -> String {
+    let wire = Wire {
+        id: p.id.clone(),
+        identified: p.is_identified(),
+        last_seen: p.last_seen,
+        grants: p.consent.grants.iter().map(|(k, g)| (*k, g.clone())).collect(),
+        traits: p.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect(),
+        recent: p.recent.iter().map(|r| (r.at, r.name.clone(), pairs(&r.props))).collect(),
+        series: pairs(&p.aggregates.series),
+        impressions: p.shown.impressions.iter().map(|(k, v)| (k.clone(), v.iter().copied().collect())).collect(),
+        experiments: p.shown.experiments.iter().map(|(k, a)| (k.clone(), a.variant.clone(), a.at)).collect(),
+    };
+    base64_encode(&store::encode(SUMMARY_V1, &wire))
+}
+
+fn pairs<V: Clone>(m: &BTreeMap<String, V>) -> Vec<(String, V)> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A map from pairs, inserted one by one: `collect` would link a sort and a bulk build per map type into the
+/// decide module, for pairs that come sorted anyway.
+fn map_of<K: Ord, V>(pairs: impl IntoIterator<Item = (K, V)>) -> BTreeMap<K, V> {
+    let mut m = BTreeMap::new();
+    for (k, v) in pairs {
+        m.insert(k, v);
+    }
+    m
+}
+
+/// Reads `encode`'s text back into a profile that decides as the minimized one does.
 pub fn decode(text: &str) -> Result<Profile, CodecError> {
     let bytes = base64_decode(text).ok_or_else(|| CodecError::Corrupt("the summary is not base64".into()))?;
-    decode_profile(&bytes)
+    let w: Wire = store::decode(SUMMARY_V1, &bytes)?;
+    let mut p = Profile::new(w.id, w.last_seen);
+    if w.identified {
+        p.identities.push(Identity::new(USER_ID, ""));
+    }
+    p.consent.grants = map_of(w.grants);
+    p.traits = map_of(w.traits.into_iter().map(|(k, value)| (k, TraitEntry { value, at: 0 })));
+    for (at, name, props) in w.recent {
+        p.recent.push_back(EventRecord { at, name, message_id: String::new(), props: map_of(props) });
+    }
+    p.aggregates.series = map_of(w.series);
+    p.shown.impressions = map_of(w.impressions.into_iter().map(|(k, v)| (k, v.into())));
+    p.shown.experiments =
+        w.experiments.into_iter().map(|(k, variant, at)| (k, Assignment { variant, at, converted_at: None })).collect();
+    Ok(p)
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -231,5 +294,41 @@ mod tests {
         for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9*", "Zm9v\n"] {
             assert_eq!(base64_decode(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn device_rules_carry_decisions_and_nothing_of_the_edge() {
+        use crate::core::config::compile_str;
+        use crate::core::consent::Model;
+        let config = compile_str(
+            r#"{
+              "sources": [{"id": "shop-web", "writeKey": "wk_secret_4711", "origins": ["https://shop.example"]}],
+              "consent": {"model": "opt-out", "regions": {"DE": "opt-in"}, "honorGpc": false,
+                          "categories": {"C0002": "analytics", "C0004": "personalization"}},
+              "privacy": {"hashTraits": ["email"]},
+              "delivery": {"origin": "https://origin.example", "paths": ["/shop/*"]},
+              "segments": [{"id": "vip", "when": {"trait": "plan", "eq": "gold"}}],
+              "slots": {"hero": {"fallback": {"html": "<p>Hi</p>"}, "blocks": [
+                {"id": "vip", "audience": {"include": ["vip"]}, "html": "<b>{{traits.name}}</b>"}
+              ]}}
+            }"#,
+        )
+        .expect("compiles");
+        let bytes = store::encode_rules(&config.for_device(Some("DE")));
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["wk_secret_4711", "shop-web", "shop.example", "origin.example", "C0002"] {
+            assert!(!text.contains(secret), "{secret} reached the device's rules");
+        }
+        let rules = store::decode_rules(&bytes).expect("decodes");
+        assert!(rules.sources.is_empty() && rules.hash_traits.is_empty() && rules.delivery.is_none());
+        assert_eq!(rules.consent.model, Model::OptIn, "the model for DE, resolved at the edge");
+        assert!(rules.consent.regions.is_empty() && !rules.consent.honor_gpc);
+        assert_eq!(rules.consent.categories.keys().collect::<Vec<_>>(), ["C0004"]);
+        assert_eq!(
+            (&rules.segments, &rules.segment_order, &rules.slots),
+            (&config.segments, &config.segment_order, &config.slots)
+        );
+        assert_eq!(config.for_device(Some("US")).consent.model, Model::OptOut);
+        assert!(matches!(store::decode_rules(&bytes[..bytes.len() - 1]), Err(CodecError::Corrupt(_))));
     }
 }

@@ -11,14 +11,14 @@ mod kv;
 mod profile_object;
 
 use crate::core::config::{compile_str, Config};
-use crate::core::consent::{permit_personalization, Model, Purpose, RequestSignals};
+use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
 use crate::core::context::{Context as DecideContext, Device};
 use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
 use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
 use crate::core::profile::{ApplyRequest, Profile};
-use crate::core::store::encode_apply;
+use crate::core::store::{self, encode_apply};
 use crate::core::summary;
 use crate::core::time::Millis;
 use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
@@ -376,57 +376,23 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
 }
 
 /// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (delivery way 3, for sites
-/// that are static files): the configuration sections decisions read, its version, the consent model for the
-/// request's country, the country, and the visitor's profile summary (`Profile::minimized_for`, base64 of the
-/// stored codec), or `null` without a profile or without personalization consent. Ids resolve as for
-/// `GET /v1/decide`. Never cached: it describes one visitor.
+/// that are static files): the configuration's version; its decision rules, compiled, in binary
+/// (`Config::for_device`: segments, scores, computed traits, slots and the consent policy resolved for the
+/// request's country; no sources, write keys, identity or delivery settings), base64; the country; and the
+/// visitor's profile summary (`Profile::minimized_for`, base64), or `null` without a profile or without
+/// personalization consent. Ids resolve as for `GET /v1/decide`. Never cached: it describes one visitor.
 async fn decide_summary(req: Request, env: &Env) -> ApiResult {
     let request = decide_query(&req)?;
-    let (version, text) = kv::config_text(env).await?;
-    let (compiled_version, compiled) = kv::config(env).await?;
-    // A configuration stored between the two reads: compile the text read, so both parts of the answer agree.
-    let config = match &text {
-        Some(t) if compiled_version != version => {
-            std::rc::Rc::new(compile_str(t).map_err(|e| ApiError::Unavailable(format!("{e:?}")))?)
-        }
-        _ => compiled,
-    };
+    let (version, config) = kv::config(env).await?;
     let origin = allowed_origin(&req, &config)?;
     let profile = visitor_profile(&req, env, request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
     let signals = signals(&req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
-    let doc: serde_json::Value = match &text {
-        Some(t) => serde_json::from_str(t).map_err(|e| ApiError::Unavailable(e.to_string()))?,
-        None => json!({}),
-    };
-    let mut sections = serde_json::Map::new();
-    for key in ["computedTraits", "scores", "segments", "slots"] {
-        if let Some(v) = doc.get(key).filter(|v| !v.is_null()) {
-            sections.insert(key.to_string(), v.clone());
-        }
-    }
-    // Only what the device's consent check (`permit_personalization`) needs: the model in force for this
-    // visitor's country (so the regions list stays at the edge), whether GPC is honoured, and the CMP
-    // categories that stand for personalization.
-    let model = match config.consent.model_for(signals.country.as_deref()) {
-        Model::OptIn => "opt-in",
-        Model::OptOut => "opt-out",
-    };
-    let categories: serde_json::Map<String, serde_json::Value> = config
-        .consent
-        .categories
-        .iter()
-        .filter(|(_, p)| **p == Purpose::Personalization)
-        .map(|(c, p)| (c.clone(), p.name().into()))
-        .collect();
-    sections.insert(
-        "consent".into(),
-        json!({"model": model, "honorGpc": config.consent.honor_gpc, "categories": categories}),
-    );
+    let rules = store::encode_rules(&config.for_device(signals.country.as_deref()));
     let body = json!({
         "configVersion": version,
-        "config": sections,
+        "rules": summary::base64_encode(&rules),
         "country": signals.country,
         "profile": subject.map(|p| summary::encode(&p.get().minimized_for(&config))),
     });
