@@ -50,7 +50,7 @@ export async function decide(request) {
   context.userAgent = navigator.userAgent;
   context.utcOffset = -new Date().getTimezoneOffset();
   const body = { slots: request.slots, context };
-  const text = engine.decide(summary.profile, JSON.stringify(body), summary.country, gpc(), Date.now());
+  const text = engine.decide(summary.profile, body, summary.country, gpc(), Date.now());
   const impressions = JSON.parse(engine.impressions());
   if (impressions.length) record(request, impressions);
   return JSON.parse(text);

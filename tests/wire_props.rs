@@ -215,6 +215,13 @@ impl<'a> JsonView for &'a JsLike {
         }
     }
 
+    fn number(&self) -> Option<f64> {
+        match self {
+            JsLike::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
     fn get(&self, key: &str) -> Option<&'a JsLike> {
         match self {
             JsLike::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
@@ -374,4 +381,49 @@ proptest! {
             prop_assert_eq!(&browser, &in_batch, "{}", text);
         }
     }
+}
+
+#[test]
+fn the_device_reads_decide_requests_as_the_edge_does() {
+    let bodies = [
+        r#"{"slots":["hero","side"]}"#,
+        r#"{"slots":["hero"],"anonymousId":"a-1","userId":42,"context":{"page":{"path":"/shop","referrer":"https://x.example/"},
+            "userAgent":"Mozilla/5.0 (iPhone)","utcOffset":-300,"location":{"country":"de"},"timezone":"Europe/Berlin",
+            "consent":{"categoryPreferences":{"personalization":true,"analytics":false}}}}"#,
+        r#"{"slots":["a"],"context":{"consent":{"categoryPreferences":{"C0004":"yes"}}}}"#,
+        r#"{"slots":"hero"}"#,
+        r#"{"slots":["hero",""]}"#,
+        r#"{"slots":[7]}"#,
+        r#"{}"#,
+        r#"[]"#,
+        r#"{"slots":["a"],"anonymousId":""}"#,
+        r#"{"slots":["a"],"context":{"utcOffset":60.5}}"#,
+        r#"{"slots":["a"],"context":{"utcOffset":900}}"#,
+        r#"{"slots":["a"],"context":{"utcOffset":"60"}}"#,
+        r#"{"slots":["a"],"context":{"location":{"country":"DEU"}}}"#,
+        r#"{"slots":["a"],"context":{"location":{"country":null},"userAgent":null}}"#,
+        r#"{"slots":["a"],"context":{"userAgent":5}}"#,
+        r#"{"slots":["a"],"context":{"page":{"path":3}}}"#,
+        r#"{"slots":["a"],"context":{"page":"x"}}"#,
+        r#"{"slots":["a"],"context":{"consent":{"categoryPreferences":[]}}}"#,
+        r#"{"slots":["a"],"context":[]}"#,
+    ];
+    for body in bodies {
+        let v: Value = serde_json::from_str(body).expect("test bodies are JSON");
+        let js = JsLike::from_json(&v);
+        let edge = edgecdp::core::wire::parse_decide(body.as_bytes());
+        let device = edgecdp::core::wire::decide_request(&js);
+        assert_eq!(device, edge, "{body}");
+    }
+    // The second body is read in full.
+    let v: Value = serde_json::from_str(bodies[1]).unwrap();
+    let r = edgecdp::core::wire::decide_request(&JsLike::from_json(&v)).expect("valid");
+    assert_eq!(
+        (r.country.as_deref(), r.utc_offset_minutes, r.user_id.as_deref()),
+        (Some("DE"), Some(-300), Some("42"))
+    );
+    assert_eq!(
+        r.consent.map(|c| c.into_iter().collect::<Vec<_>>()),
+        Some(vec![("analytics".into(), false), ("personalization".into(), true)])
+    );
 }

@@ -18,8 +18,6 @@ use crate::core::wire::{char_count, check_event, parser_refuses, CallType, Rejec
 use std::collections::VecDeque;
 use wasm_bindgen::prelude::*;
 
-mod json;
-
 /// Most events kept while waiting to be sent; the oldest go first beyond it.
 const MAX_QUEUED: usize = 1_000;
 

@@ -15,7 +15,7 @@ use crate::core::profile::Impression;
 use crate::core::store;
 use crate::core::summary;
 use crate::core::time::Millis;
-use crate::core::wire::{parse_decide, BodyError};
+use crate::core::wire::{decide_request, BodyError};
 use js_sys::{Error, Reflect};
 use wasm_bindgen::prelude::*;
 
@@ -40,25 +40,25 @@ impl Engine {
         Ok(Engine { config, last: Vec::new() })
     }
 
-    /// Decides `request` (the JSON text of a `POST /v1/decide` body: `slots` and `context`) for the visitor
-    /// whose summary is `profile` (base64, or `null`: no profile or no personalization consent) at `now`
-    /// (milliseconds since 1970). `country` is the summary's (the request's own country, which chooses the
-    /// consent model) and `gpc` the browser's Global Privacy Control signal. Answers the JSON text of
-    /// `/v1/decide`'s answer. Throws an `Error` with `code` and `path` for a bad request or summary.
+    /// Decides `request` (a `POST /v1/decide` body as a JavaScript object: `slots` and `context`, read by the
+    /// edge's rules through `core::json::JsonView`) for the visitor whose summary is `profile` (base64, or
+    /// `null`: no profile or no personalization consent) at `now` (milliseconds since 1970). `country` is the
+    /// summary's (the request's own country, which chooses the consent model) and `gpc` the browser's Global
+    /// Privacy Control signal. Answers the JSON text of `/v1/decide`'s answer. Throws an `Error` with `code`
+    /// and `path` for a bad request or summary.
     pub fn decide(
         &mut self,
         profile: Option<String>,
-        request: &str,
+        request: JsValue,
         country: Option<String>,
         gpc: bool,
         now: f64,
     ) -> Result<String, JsValue> {
-        let request = parse_decide(request.as_bytes()).map_err(|e| {
+        let request = decide_request(request).map_err(|e| {
             let code = e.code();
             match e {
                 BodyError::Shape { path, message } => error(code, &path, &message),
-                BodyError::NotJson(message) => error(code, "", &message),
-                BodyError::TooLarge { limit } => error(code, "", &format!("the request is over {limit} bytes")),
+                _ => error(code, "", "the request is not an object"),
             }
         })?;
         let profile = profile

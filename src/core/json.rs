@@ -18,7 +18,7 @@ pub enum JsonKind {
 }
 
 /// Read access to one JSON value. Views are cheap handles (a reference, or a JavaScript object reference).
-pub trait JsonView: Sized {
+pub trait JsonView: Sized + Clone {
     /// A string read out of the value: borrowed where the value holds Rust strings, owned where it does not.
     type Str: AsRef<str>;
 
@@ -35,6 +35,9 @@ pub trait JsonView: Sized {
     /// and JavaScript both write any `f64` in at most 25 characters, with an exponent for large ones) and not
     /// empty.
     fn number_text(&self) -> Option<String>;
+
+    /// The value of a number.
+    fn number(&self) -> Option<f64>;
 
     /// An object's member; `None` when it is absent or when this is not an object.
     fn get(&self, key: &str) -> Option<Self>;
@@ -75,6 +78,10 @@ impl<'a> JsonView for &'a serde_json::Value {
             serde_json::Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
+    }
+
+    fn number(&self) -> Option<f64> {
+        self.as_f64()
     }
 
     fn get(&self, key: &str) -> Option<&'a serde_json::Value> {

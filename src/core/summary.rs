@@ -165,6 +165,8 @@ impl Profile {
     }
 }
 
+type WireEvent = (Millis, String, Vec<(String, Value)>);
+
 /// A summary's binary form: exactly the fields decisions read, so the browser decide module links no codec
 /// for the rest of a profile (merge records, message ids, consent history, older stored versions). Maps travel
 /// as sorted pairs and are rebuilt on reading.
@@ -176,7 +178,7 @@ struct Wire {
     grants: Vec<(Purpose, Grant)>,
     traits: Vec<(String, Value)>,
     /// Time, name and the filtered properties of each recent event, oldest first.
-    recent: Vec<(Millis, String, Vec<(String, Value)>)>,
+    recent: Vec<WireEvent>,
     series: Vec<(String, Vec<DayCount>)>,
     impressions: Vec<(String, Vec<Millis>)>,
     /// Experiment id, variant and first exposure.

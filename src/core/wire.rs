@@ -338,13 +338,14 @@ fn parse_raw_event(
 
 /// Consent preferences that the wire rules found valid (an object of booleans), as a map. Inserted one by one:
 /// collecting into a `BTreeMap` would link a sort into the Worker for members that already come in order.
-fn consent_map(prefs: &serde_json::Value) -> BTreeMap<String, bool> {
+fn consent_map<V: JsonView>(prefs: V) -> BTreeMap<String, bool> {
     let mut out = BTreeMap::new();
-    for (k, v) in prefs.as_object().into_iter().flatten() {
-        if let Some(granted) = v.as_bool() {
-            out.insert(k.clone(), granted);
+    let _ = prefs.try_entries(|k, v| {
+        if let Some(granted) = v.boolean() {
+            out.insert(k.to_string(), granted);
         }
-    }
+        Ok::<(), ()>(())
+    });
     out
 }
 
@@ -819,68 +820,61 @@ pub fn parse_decide(body: &[u8]) -> Result<DecideRequest, BodyError> {
         return Err(BodyError::TooLarge { limit: MAX_EVENT_BYTES });
     }
     let v: serde_json::Value = serde_json::from_slice(body).map_err(not_json)?;
-    let Some(obj) = v.as_object() else {
-        return Err(BodyError::Shape { path: String::new(), message: "body must be a JSON object".into() });
-    };
+    decide_request(&v)
+}
+
+/// Reads a decide request (`POST /v1/decide`'s body) from any JSON view: the edge's parsed body, or the
+/// device's JavaScript object (so the browser decide module checks it by the same rules with no JSON parser).
+pub fn decide_request<V: JsonView>(v: V) -> Result<DecideRequest, BodyError> {
+    let shape = |path: &str, message: &str| BodyError::Shape { path: path.to_string(), message: message.to_string() };
+    if v.kind() != JsonKind::Object {
+        return Err(shape("", "body must be a JSON object"));
+    }
     let cx = Ctx { index: 0, base: "" };
-    let shape = |r: Rejection| BodyError::Shape { path: r.path, message: r.message };
-    let anonymous_id = id_field(&cx, &&v, "anonymousId").map_err(shape)?;
-    let user_id = id_field(&cx, &&v, "userId").map_err(shape)?;
-    let slots = match obj.get("slots") {
-        Some(serde_json::Value::Array(items)) => {
-            let mut slots = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                match item.as_str() {
-                    Some(s) if !s.is_empty() => slots.push(s.to_string()),
-                    _ => {
-                        return Err(BodyError::Shape {
-                            path: format!("slots[{i}]"),
-                            message: "a slot is a non-empty string".into(),
-                        })
-                    }
-                }
+    let rejected = |r: Rejection| BodyError::Shape { path: r.path, message: r.message };
+    let anonymous_id = id_field(&cx, &v, "anonymousId").map_err(rejected)?;
+    let user_id = id_field(&cx, &v, "userId").map_err(rejected)?;
+    let mut slots = Vec::new();
+    match v.get("slots") {
+        Some(items) if items.kind() == JsonKind::Array => items.try_items(|i, item| match item.string() {
+            Some(s) if !s.as_ref().is_empty() => {
+                slots.push(s.as_ref().to_string());
+                Ok(())
             }
-            slots
-        }
-        _ => {
-            return Err(BodyError::Shape {
-                path: "slots".into(),
-                message: "slots must be an array of slot names".into(),
-            })
-        }
-    };
-    let (consent, page) = context_fields(&cx, obj.get("context"), None).map_err(shape)?;
-    let context_text = |key: &str| match obj.get("context").and_then(|c| c.get(key)) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) if s.len() <= 1024 => Ok(Some(s.clone())),
-        Some(_) => Err(BodyError::Shape {
-            path: format!("context.{key}"),
-            message: format!("{key} must be a string of at most 1024 bytes"),
-        }),
+            _ => Err(shape(&format!("slots[{i}]"), "a slot is a non-empty string")),
+        })?,
+        _ => return Err(shape("slots", "slots must be an array of slot names")),
+    }
+    let context = v.get("context");
+    let (consent, page) = context_fields(&cx, context.clone(), None).map_err(rejected)?;
+    let member = |key: &str| context.as_ref().and_then(|c| c.get(key)).filter(|m| m.kind() != JsonKind::Null);
+    let context_text = |key: &str| match member(key) {
+        None => Ok(None),
+        Some(m) => match m.string().filter(|s| s.as_ref().len() <= 1024) {
+            Some(s) => Ok(Some(s.as_ref().to_string())),
+            None => Err(shape(&["context.", key].concat(), &[key, " must be a string of at most 1024 bytes"].concat())),
+        },
     };
     let user_agent = context_text("userAgent")?;
     let timezone = context_text("timezone")?;
-    let country = match obj.get("context").and_then(|c| c.get("location")).and_then(|l| l.get("country")) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(c)) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            Some(c.to_ascii_uppercase())
-        }
-        Some(_) => {
-            return Err(BodyError::Shape {
-                path: "context.location.country".into(),
-                message: "country must be a two-letter ISO 3166-1 code".into(),
-            })
+    let country = match member("location").and_then(|l| l.get("country")).filter(|c| c.kind() != JsonKind::Null) {
+        None => None,
+        Some(c) => {
+            match c.string().filter(|c| c.as_ref().len() == 2 && c.as_ref().bytes().all(|b| b.is_ascii_alphabetic())) {
+                Some(c) => Some(c.as_ref().to_ascii_uppercase()),
+                None => return Err(shape("context.location.country", "country must be a two-letter ISO 3166-1 code")),
+            }
         }
     };
-    let utc_offset_minutes = match obj.get("context").and_then(|c| c.get("utcOffset")) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => match v.as_i64().filter(|m| (-840..=840).contains(m)) {
-            Some(m) => Some(m as i32),
+    let utc_offset_minutes = match member("utcOffset") {
+        None => None,
+        Some(m) => match m.number().filter(|n| n.fract() == 0.0 && (-840.0..=840.0).contains(n)) {
+            Some(n) => Some(n as i32),
             None => {
-                return Err(BodyError::Shape {
-                    path: "context.utcOffset".into(),
-                    message: "utcOffset is the offset from UTC in whole minutes, -840 to 840".into(),
-                })
+                return Err(shape(
+                    "context.utcOffset",
+                    "utcOffset is the offset from UTC in whole minutes, -840 to 840",
+                ))
             }
         },
     };

@@ -45,7 +45,7 @@ async function decideInPage({ request, now }) {
   const summary = await res.json();
   if (!res.ok) return { status: res.status, summary };
   const engine = new m.Engine(summary.rules);
-  const body = JSON.stringify({ slots: request.slots, context: request.context || {} });
+  const body = { slots: request.slots, context: request.context || {} };
   const answer = JSON.parse(engine.decide(summary.profile, body, summary.country, false, now));
   const impressions = JSON.parse(engine.impressions());
   let recorded = null;

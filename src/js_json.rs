@@ -1,5 +1,5 @@
-//! `core::json::JsonView` over JavaScript values, so the browser checks its events with the edge's wire rules
-//! without a JSON parser in its Wasm.
+//! `core::json::JsonView` over JavaScript values, so the browser checks its events (the tracker) and its decide
+//! requests (the decide module) with the edge's wire rules, without a JSON parser in its Wasm.
 //!
 //! The values it reads come from `JSON.parse`: plain objects, arrays and primitives, with no `undefined`,
 //! functions or prototypes of interest. `core::wire::check_event` refuses first the text `JSON.parse` would
@@ -40,6 +40,10 @@ impl JsonView for JsValue {
         // JavaScript's own writing of the number (`1e+21` where the edge writes `1e21`); see the trait.
         self.as_f64()?;
         self.unchecked_ref::<js_sys::Number>().to_string_with_radix(10).ok().map(String::from)
+    }
+
+    fn number(&self) -> Option<f64> {
+        self.as_f64()
     }
 
     fn get(&self, key: &str) -> Option<JsValue> {
