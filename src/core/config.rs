@@ -63,17 +63,23 @@ pub struct IdentityRules {
     pub blocklist: Vec<String>,
 }
 
+impl IdentityRules {
+    /// No identifiers and no blocklist: what a device's rules carry (they never resolve identities).
+    fn none() -> Self {
+        IdentityRules { identifiers: BTreeMap::new(), blocklist: Vec::new() }
+    }
+}
+
 impl Default for IdentityRules {
     fn default() -> Self {
         let rule = |limit, priority| IdRule { limit, priority };
+        // Inserted, not collected: collecting links a sort into every build that defaults a configuration.
+        let mut identifiers = BTreeMap::new();
+        identifiers.insert("user_id".to_string(), rule(1, 1));
+        identifiers.insert("email".to_string(), rule(5, 2));
+        identifiers.insert("anonymous_id".to_string(), rule(100, 9));
         IdentityRules {
-            identifiers: [
-                ("user_id".to_string(), rule(1, 1)),
-                ("email".to_string(), rule(5, 2)),
-                ("anonymous_id".to_string(), rule(100, 9)),
-            ]
-            .into_iter()
-            .collect(),
+            identifiers,
             blocklist: ["null", "undefined", "0", "-1", "anonymous"].iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -83,13 +89,13 @@ impl Default for IdentityRules {
 ///
 /// Its binary form (`store::encode_rules`, serde) is what a device decides with: only the decision rules travel,
 /// so the fields that are the edge's business alone (sources and their write keys, identity rules, retention,
-/// hashed traits, delivery) are skipped and come back as their defaults. See `Config::for_device`.
+/// hashed traits, delivery) are skipped and come back empty (retention at its default). See `Config::for_device`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     #[serde(skip)]
     pub sources: Vec<Source>,
     pub consent: ConsentPolicy,
-    #[serde(skip)]
+    #[serde(skip, default = "IdentityRules::none")]
     pub identity: IdentityRules,
     #[serde(skip, default = "default_retention")]
     pub retention_anonymous_days: u32,

@@ -226,18 +226,18 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The answer of `/v1/decide`. The explanation, when there is one, is `to_json_explained`'s: kept apart so
+    /// that the device's decide module, which never explains, links none of its formatting.
     pub fn to_json(&self) -> serde_json::Value {
-        let slots: serde_json::Map<String, serde_json::Value> = self
-            .slots
-            .iter()
-            .map(|(k, a)| {
-                let mut v = serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html});
-                if let Some(e) = &a.experiment {
-                    v["experiment"] = e.as_str().into();
-                }
-                (k.clone(), v)
-            })
-            .collect();
+        // Maps are filled one by one: `collect` would link a sort and a bulk build per map type.
+        let mut slots = serde_json::Map::new();
+        for (k, a) in &self.slots {
+            let mut v = serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html});
+            if let Some(e) = &a.experiment {
+                v["experiment"] = e.as_str().into();
+            }
+            slots.insert(k.clone(), v);
+        }
         let mut out = serde_json::json!({"profileId": self.profile_id, "segments": self.segments, "slots": slots});
         if !self.unknown.is_empty() {
             out["rejected"] = self
@@ -249,33 +249,40 @@ impl Decision {
                 })
                 .collect();
         }
+        out
+    }
+
+    /// `to_json` with the explanation under `explain` (`?explain=1`), when the decision has one.
+    pub fn to_json_explained(&self) -> serde_json::Value {
+        let mut out = self.to_json();
         if let Some(x) = &self.explanation {
-            let slots: serde_json::Map<String, serde_json::Value> = x
-                .slots
-                .iter()
-                .map(|(k, e)| {
-                    let skipped: Vec<serde_json::Value> = e
-                        .skipped
-                        .iter()
-                        .map(|(block, why)| {
-                            let (reason, detail) = match why {
-                                Skip::NotStarted => ("not_started", "its schedule has not started".to_string()),
-                                Skip::Ended => ("ended", "its schedule has ended".to_string()),
-                                Skip::Audience(d) => ("audience", d.clone()),
-                                Skip::Capped { shown, max } => {
-                                    ("capped", format!("shown {shown} times in the cap's period; the cap is {max}"))
-                                }
-                            };
-                            serde_json::json!({"block": block, "reason": reason, "detail": detail})
-                        })
-                        .collect();
-                    (k.clone(), serde_json::json!({"skipped": skipped, "assignment": e.assignment}))
-                })
-                .collect();
+            let mut slots = serde_json::Map::new();
+            for (k, e) in &x.slots {
+                let skipped: Vec<serde_json::Value> = e
+                    .skipped
+                    .iter()
+                    .map(|(block, why)| {
+                        let (reason, detail) = match why {
+                            Skip::NotStarted => ("not_started", "its schedule has not started".to_string()),
+                            Skip::Ended => ("ended", "its schedule has ended".to_string()),
+                            Skip::Audience(d) => ("audience", d.clone()),
+                            Skip::Capped { shown, max } => {
+                                ("capped", format!("shown {shown} times in the cap's period; the cap is {max}"))
+                            }
+                        };
+                        serde_json::json!({"block": block, "reason": reason, "detail": detail})
+                    })
+                    .collect();
+                slots.insert(k.clone(), serde_json::json!({"skipped": skipped, "assignment": e.assignment}));
+            }
+            let mut scores = serde_json::Map::new();
+            for (k, v) in &x.scores {
+                scores.insert(k.clone(), serde_json::Value::from(*v));
+            }
             out["explain"] = serde_json::json!({
                 "personalized": x.personalized.is_ok(),
                 "reason": x.personalized.err(),
-                "scores": x.scores.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+                "scores": scores,
                 "slots": slots,
             });
         }
@@ -401,7 +408,7 @@ fn run<const EXPLAIN: bool>(
             }
         }
         answer.html = html.unwrap_or_else(|| slot.fallback.render(None));
-        if let Some(x) = decision.explanation.as_mut() {
+        if let Some(x) = decision.explanation.as_mut().filter(|_| EXPLAIN) {
             x.slots.insert(name.clone(), why);
         }
         decision.slots.insert(name.clone(), answer);

@@ -2,6 +2,7 @@
 //! writes go out as values.
 
 pub mod aggregate;
+pub mod binread;
 pub mod config;
 pub mod consent;
 pub mod context;

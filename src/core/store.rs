@@ -1,7 +1,9 @@
-//! The stored binary formats: a version byte, then bincode. Every byte string that leaves the core for
+//! The stored binary formats: a version byte, then bincode (read back by bincode, or by `binread` for the
+//! formats a device reads). Every byte string that leaves the core for
 //! storage or for the hop to the profile writer goes through here, so the codec can be replaced (bincode is
 //! unmaintained, RUSTSEC-2025-0141) by adding a version, without touching the rest.
 
+use crate::core::binread;
 use crate::core::config::Config;
 use crate::core::profile::{ApplyRequest, Profile, Shown};
 use serde::{de::DeserializeOwned, Serialize};
@@ -135,7 +137,17 @@ pub fn encode_rules(device_config: &Config) -> Vec<u8> {
 }
 
 pub fn decode_rules(bytes: &[u8]) -> Result<Config, CodecError> {
-    decode(RULES_V1, bytes)
+    decode_for_device(RULES_V1, bytes)
+}
+
+/// Reads a format written for the device (rules, summaries): bincode's bytes, read by `binread`, whose errors
+/// keep the browser decide module free of serde's message formatting.
+pub(crate) fn decode_for_device<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != expected {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    binread::from_slice(body).map_err(|e| CodecError::Corrupt(e.to_string()))
 }
 
 /// Reads any known version; older ones are migrated to the current `Profile`.

@@ -219,7 +219,7 @@ fn map_of<K: Ord, V>(pairs: impl IntoIterator<Item = (K, V)>) -> BTreeMap<K, V> 
 /// Reads `encode`'s text back into a profile that decides as the minimized one does.
 pub fn decode(text: &str) -> Result<Profile, CodecError> {
     let bytes = base64_decode(text).ok_or_else(|| CodecError::Corrupt("the summary is not base64".into()))?;
-    let w: Wire = store::decode(SUMMARY_V1, &bytes)?;
+    let w: Wire = store::decode_for_device(SUMMARY_V1, &bytes)?;
     let mut p = Profile::new(w.id, w.last_seen);
     if w.identified {
         p.identities.push(Identity::new(USER_ID, ""));
@@ -232,7 +232,7 @@ pub fn decode(text: &str) -> Result<Profile, CodecError> {
     p.aggregates.series = map_of(w.series);
     p.shown.impressions = map_of(w.impressions.into_iter().map(|(k, v)| (k, v.into())));
     p.shown.experiments =
-        w.experiments.into_iter().map(|(k, variant, at)| (k, Assignment { variant, at, converted_at: None })).collect();
+        map_of(w.experiments.into_iter().map(|(k, variant, at)| (k, Assignment { variant, at, converted_at: None })));
     Ok(p)
 }
 
@@ -323,6 +323,7 @@ mod tests {
         }
         let rules = store::decode_rules(&bytes).expect("decodes");
         assert!(rules.sources.is_empty() && rules.hash_traits.is_empty() && rules.delivery.is_none());
+        assert!(rules.identity.identifiers.is_empty() && rules.identity.blocklist.is_empty());
         assert_eq!(rules.consent.model, Model::OptIn, "the model for DE, resolved at the edge");
         assert!(rules.consent.regions.is_empty() && !rules.consent.honor_gpc);
         assert_eq!(rules.consent.categories.keys().collect::<Vec<_>>(), ["C0004"]);

@@ -372,7 +372,7 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
         let request = ApplyRequest { profile_id: p.id.clone(), signals, impressions, ..ApplyRequest::default() };
         apply(env, request).await?;
     }
-    Ok(with_cors(json_response(200, &decision.to_json())?, origin.as_deref())?)
+    Ok(with_cors(json_response(200, &decision.to_json_explained())?, origin.as_deref())?)
 }
 
 /// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (delivery way 3, for sites
