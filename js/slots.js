@@ -22,14 +22,20 @@ function load(visitor) {
   const q = new URLSearchParams({ personalization: 'true' });
   if (visitor.anonymousId) q.set('anonymousId', visitor.anonymousId);
   if (visitor.userId != null) q.set('userId', visitor.userId);
+  const asked = Date.now();
   const promise = Promise.all([init(), fetch(`${SUMMARY_URL}?${q}`, { credentials: 'same-origin' })]).then(
     async ([, res]) => {
+      const answered = Date.now();
       const summary = await res.json().catch(() => null);
       if (!res.ok || !summary) {
         const err = (summary && summary.error) || {};
         throw Object.assign(new Error(`edgecdp: summary failed with ${res.status}`), err);
       }
-      return { summary, engine: new Engine(summary.rules) };
+      // How far the edge's clock is ahead of this device's, taking the edge's `now` as the middle of the
+      // round trip: decisions use the edge's time, so caps and schedules count as they do at the edge even on
+      // a device whose clock is wrong.
+      const skew = typeof summary.now === 'number' ? summary.now - (asked + answered) / 2 : 0;
+      return { summary, skew, engine: new Engine(summary.rules) };
     },
   );
   // A failed fetch may be retried by a later call on the same page.
@@ -45,12 +51,12 @@ function load(visitor) {
  * what `/v1/decide` would. The decision's impressions go to the edge without delaying the answer.
  */
 export async function decide(request) {
-  const { summary, engine } = await load(request);
+  const { summary, skew, engine } = await load(request);
   const context = { ...request.context };
   context.userAgent = navigator.userAgent;
   context.utcOffset = -new Date().getTimezoneOffset();
   const body = { slots: request.slots, context };
-  const text = engine.decide(summary.profile, body, summary.country, gpc(), Date.now());
+  const text = engine.decide(summary.profile, body, summary.country, gpc(), Date.now() + skew);
   const impressions = JSON.parse(engine.impressions());
   if (impressions.length) record(request, impressions);
   return JSON.parse(text);

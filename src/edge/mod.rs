@@ -376,7 +376,7 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
 }
 
 /// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (delivery way 3, for sites
-/// that are static files): the configuration's version; its decision rules, compiled, in binary
+/// that are static files): the configuration's version; the edge's time; its decision rules, compiled, in binary
 /// (`Config::for_device`: segments, scores, computed traits, slots and the consent policy resolved for the
 /// request's country; no sources, write keys, identity or delivery settings), base64; the country; and the
 /// visitor's profile summary (`Profile::minimized_for`, base64), or `null` without a profile or without
@@ -392,6 +392,9 @@ async fn decide_summary(req: Request, env: &Env) -> ApiResult {
     let rules = store::encode_rules(&config.for_device(signals.country.as_deref()));
     let body = json!({
         "configVersion": version,
+        // The edge's clock: the device decides at it (corrected for its own clock's skew), so caps and schedules
+        // count exactly as at the edge, whatever the device's clock says.
+        "now": now(),
         "rules": summary::base64_encode(&rules),
         "country": signals.country,
         "profile": subject.map(|p| summary::encode(&p.get().minimized_for(&config))),

@@ -33,7 +33,7 @@ after(async () => {
 });
 
 /** Runs in the page: fetches the summary for the request's ids, decides on it, records what must be. */
-async function decideInPage({ request, now }) {
+async function decideInPage({ request }) {
   const m = await import('/edgecdp/slots.js');
   await m.init();
   const q = new URLSearchParams();
@@ -46,7 +46,9 @@ async function decideInPage({ request, now }) {
   if (!res.ok) return { status: res.status, summary };
   const engine = new m.Engine(summary.rules);
   const body = { slots: request.slots, context: request.context || {} };
-  const answer = JSON.parse(engine.decide(summary.profile, body, summary.country, false, now));
+  // At the edge's time, as the snippet decides (and as the Worker's own decisions do): an impression the
+  // previous step recorded is then never later than this decision.
+  const answer = JSON.parse(engine.decide(summary.profile, body, summary.country, false, summary.now));
   const impressions = JSON.parse(engine.impressions());
   let recorded = null;
   if (impressions.length) {
@@ -80,10 +82,10 @@ for (const name of names) {
     const c = loadCase(name);
     await playCase(w, c);
     for (const [i, step] of c.steps.entries()) {
-      const got = await page.evaluate(decideInPage, { request: step.request, now: c.now });
+      const got = await page.evaluate(decideInPage, { request: step.request });
       assert.equal(got.status, 200, JSON.stringify(got));
       assert.equal(got.cacheControl, 'private, no-store');
-      assert.deepEqual(got.keys, ['configVersion', 'country', 'profile', 'rules']);
+      assert.deepEqual(got.keys, ['configVersion', 'country', 'now', 'profile', 'rules']);
       // The rules are the decision sections only: no write key reaches the device.
       for (const secret of secretsOf(c.config)) assert.ok(!got.rules.includes(secret), `rules hold ${secret}`);
       assert.equal(got.hasProfile, step.response.profileId !== null, `${name}, decide[${i}]: summary iff permitted`);
