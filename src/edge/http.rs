@@ -32,6 +32,11 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// 412: a conditional write (`If-Match`) based on a version that is no longer current.
+    PreconditionFailed {
+        code: &'static str,
+        message: String,
+    },
     MethodNotAllowed,
     InvalidConfig(Vec<ConfigError>),
     Unavailable(String),
@@ -72,6 +77,7 @@ impl ApiError {
             ApiError::Forbidden { code, message } => (403, code, message, String::new(), None),
             ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
             ApiError::Conflict { code, message } => (409, code, message, String::new(), None),
+            ApiError::PreconditionFailed { code, message } => (412, code, message, String::new(), None),
             ApiError::MethodNotAllowed => {
                 (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
             }

@@ -25,7 +25,7 @@ pub fn store(env: &Env) -> Result<KvStore, ApiError> {
 }
 
 /// The version of the configuration in force; 0 when none was ever stored.
-async fn current_version(kv: &KvStore) -> Result<u64, ApiError> {
+pub async fn current_version(kv: &KvStore) -> Result<u64, ApiError> {
     Ok(kv.get("config:current").text().await?.and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
@@ -69,14 +69,14 @@ pub async fn config_text(env: &Env) -> Result<(u64, Option<String>), ApiError> {
     Ok((version, kv.get(&format!("config:v{version}")).text().await?))
 }
 
-/// Stores a configuration that compiled, as the next version.
-pub async fn put_config(env: &Env, text: &str) -> Result<u64, ApiError> {
-    let kv = store(env)?;
-    let (current, _) = config_text(env).await?;
-    let next = current + 1;
-    kv.put(&format!("config:v{next}"), text)?.execute().await?;
-    kv.put("config:current", next.to_string())?.execute().await?;
-    Ok(next)
+/// Stores a configuration that compiled as `version` and makes it current: the text first, so that the
+/// current version never names a text that is not there. Only the configuration's writer
+/// (`config_object::ConfigObject`) calls it, one version at a time.
+pub async fn store_version(env: &Env, version: u64, text: &str) -> worker::Result<()> {
+    let kv = env.kv(KV_BINDING)?;
+    kv.put(&format!("config:v{version}"), text)?.execute().await?;
+    kv.put("config:current", version.to_string())?.execute().await?;
+    Ok(())
 }
 
 /// The profile id an identity belongs to, if it has one.

@@ -3,6 +3,7 @@
 //! It owns everything the core must not do: reading the clock, KV and Durable Object I/O, headers and
 //! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
 
+mod config_object;
 mod cookie;
 mod delivery;
 mod experiments;
@@ -27,6 +28,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use worker::{event, Context, Env, Method, Request, Response};
 
+pub use config_object::ConfigObject;
 pub use experiments::ExperimentObject;
 pub use profile_object::ProfileObject;
 
@@ -617,6 +619,7 @@ async fn config_get(req: Request, env: &Env) -> ApiResult {
     };
     let mut resp = json_response(200, &doc)?;
     resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
+    resp.headers_mut().set("etag", &format!("\"{version}\""))?;
     Ok(resp)
 }
 
@@ -625,8 +628,33 @@ async fn config_put(mut req: Request, env: &Env) -> ApiResult {
     let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::Body(BodyError::NotJson("body is not UTF-8".into())))?;
     compile_str(&text).map_err(ApiError::InvalidConfig)?;
-    let version = kv::put_config(env, &text).await?;
-    Ok(json_response(200, &json!({"version": version}))?)
+    match config_object::write(env, &text, if_match_version(&req)?).await? {
+        config_object::Written::Stored { version } => {
+            let mut resp = json_response(200, &json!({"version": version}))?;
+            resp.headers_mut().set("etag", &format!("\"{version}\""))?;
+            Ok(resp)
+        }
+        config_object::Written::Conflict { current } => Err(ApiError::PreconditionFailed {
+            code: "version_conflict",
+            message: format!(
+                "the configuration in force is version {current}: read it again (GET /v1/config), then write with If-Match: \"{current}\""
+            ),
+        }),
+    }
+}
+
+/// The version a conditional `PUT /v1/config` is based on: `If-Match: "N"` (an entity tag, as `GET /v1/config`'s
+/// `ETag` gives it; `W/` and bare numbers are accepted too). No header: an unconditional write.
+fn if_match_version(req: &Request) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.headers().get("if-match")? else { return Ok(None) };
+    let tag = value.trim().trim_start_matches("W/").trim_matches('"');
+    tag.parse().map(Some).map_err(|_| ApiError::BadRequest {
+        code: "invalid_header",
+        message: format!(
+            "If-Match must name one configuration version, as GET /v1/config's ETag: \"7\", not {value:?}"
+        ),
+        path: "If-Match".into(),
+    })
 }
 
 /// Decodes `%XX` escapes in a path segment (identity values may hold characters that URLs escape).

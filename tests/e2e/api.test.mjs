@@ -223,6 +223,51 @@ describe('configuration', () => {
     // Collection still works under the previous configuration.
     assert.equal((await post('/v1/batch', { writeKey: 'demo', batch: [pageEvent(uid('still'))] })).status, 200);
   });
+
+  test('versions are handed out one at a time, even to writes at the same moment', async () => {
+    const before = await fetch(`${w.url}/v1/config`, { headers: admin() });
+    const start = Number(before.headers.get('x-edgecdp-config-version'));
+    const base = await before.json();
+    // Ten valid configurations at once, each told apart by a segment of its own.
+    const docs = Array.from({ length: 10 }, (_, i) => ({
+      ...base, segments: [...(base.segments || []), { id: `race-${i}`, when: { identified: true } }] }));
+    const answers = await Promise.all(docs.map((doc) =>
+      fetch(`${w.url}/v1/config`, { method: 'PUT', headers: admin(), body: JSON.stringify(doc) })));
+    assert.deepEqual(answers.map((r) => r.status), Array(10).fill(200));
+    const versions = await Promise.all(answers.map(async (r) => (await r.json()).version));
+    assert.deepEqual([...versions].sort((a, b) => a - b), Array.from({ length: 10 }, (_, i) => start + 1 + i),
+      `ten distinct, consecutive versions: ${versions}`);
+    // The configuration in force is the one that got the last version, under that version.
+    const after = await fetch(`${w.url}/v1/config`, { headers: admin() });
+    assert.equal(Number(after.headers.get('x-edgecdp-config-version')), start + 10);
+    assert.equal(after.headers.get('etag'), `"${start + 10}"`);
+    assert.deepEqual(await after.json(), docs[versions.indexOf(start + 10)]);
+  });
+
+  test('a write based on a version that is no longer current is refused (If-Match)', async () => {
+    const read = await fetch(`${w.url}/v1/config`, { headers: admin() });
+    const etag = read.headers.get('etag');
+    const doc = await read.json();
+    const put = (body, ifMatch) => fetch(`${w.url}/v1/config`, {
+      method: 'PUT', headers: { ...admin(), 'if-match': ifMatch }, body: JSON.stringify(body) });
+    const first = await put({ ...doc, segments: [...(doc.segments || []), { id: 'editor-a', when: { identified: true } }] }, etag);
+    assert.equal(first.status, 200);
+    const { version } = await first.json();
+    assert.equal(first.headers.get('etag'), `"${version}"`);
+    // A second editor who read the same version loses nothing silently: 412, and the first write stays.
+    const second = await put({ ...doc, segments: [...(doc.segments || []), { id: 'editor-b', when: { identified: true } }] }, etag);
+    assert.equal(second.status, 412);
+    const err = (await second.json()).error;
+    assert.equal(err.code, 'version_conflict');
+    assert.match(err.message, new RegExp(`version ${version}`));
+    const now = await fetch(`${w.url}/v1/config`, { headers: admin() });
+    assert.equal(now.headers.get('etag'), `"${version}"`);
+    assert.ok((await now.json()).segments.some((s) => s.id === 'editor-a'));
+    const bad = await put(doc, 'latest');
+    assert.equal(bad.status, 400);
+    const e = (await bad.json()).error;
+    assert.deepEqual([e.code, e.path], ['invalid_header', 'If-Match']);
+  });
 });
 
 describe('decisions', () => {

@@ -1,0 +1,83 @@
+//! The configuration's writer: one Durable Object (named `config`) through which every `PUT /v1/config` goes, so
+//! that versions are handed out one at a time. Without it, two PUTs at once could both read version N from KV
+//! and both store N + 1: one configuration lost, and isolates that cached either text serving different rules
+//! under the same version number. KV has no compare-and-swap; this object's storage is strongly consistent and
+//! `blockConcurrencyWhile` runs one write at a time.
+//!
+//! It also answers conditional writes (`If-Match: "N"`): a write based on a version that is no longer current is
+//! refused, so two people editing the configuration cannot silently overwrite each other.
+
+use crate::edge::kv;
+use serde::{Deserialize, Serialize};
+use worker::wasm_bindgen::JsValue;
+use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State};
+
+const BINDING: &str = "CONFIG_WRITER";
+/// Storage key of the last version handed out.
+const VERSION_KEY: &str = "version";
+
+#[derive(Serialize, Deserialize)]
+struct Write {
+    text: String,
+    /// The version the write is based on (`If-Match`); `None` writes unconditionally.
+    based_on: Option<u64>,
+}
+
+/// What a write came to: stored as `version`, or refused because `current` is not the version it was based on.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub enum Written {
+    Stored { version: u64 },
+    Conflict { current: u64 },
+}
+
+/// Stores `text` (a configuration that compiled) as the next version, unless `based_on` names a version that is
+/// no longer current.
+pub async fn write(env: &Env, text: &str, based_on: Option<u64>) -> Result<Written> {
+    let stub = env.durable_object(BINDING)?.id_from_name("config")?.get_stub()?;
+    let body = serde_json::to_string(&Write { text: text.to_string(), based_on })?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(JsValue::from(body)));
+    let mut resp = stub.fetch_with_request(Request::new_with_init("https://config/write", &init)?).await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!("the configuration writer answered {}", resp.status_code())));
+    }
+    resp.json().await
+}
+
+#[durable_object]
+pub struct ConfigObject {
+    state: State,
+    env: Env,
+}
+
+impl DurableObject for ConfigObject {
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let Write { text, based_on } = req.json().await?;
+        let storage = self.state.storage();
+        let env = self.env.clone();
+        let written = self
+            .state
+            .block_concurrency_while(async move {
+                // The first write after a deployment that had no writer yet continues from KV's version.
+                let current: u64 = match storage.get(VERSION_KEY).await? {
+                    Some(v) => v,
+                    None => kv::current_version(&env.kv(kv::KV_BINDING)?)
+                        .await
+                        .map_err(|_| worker::Error::RustError("reading the configuration version failed".into()))?,
+                };
+                if based_on.is_some_and(|v| v != current) {
+                    return Ok::<Written, worker::Error>(Written::Conflict { current });
+                }
+                let next = current + 1;
+                kv::store_version(&env, next, &text).await?;
+                storage.put(VERSION_KEY, next).await?;
+                Ok(Written::Stored { version: next })
+            })
+            .await?;
+        Response::from_json(&written)
+    }
+}
