@@ -9,8 +9,8 @@ use crate::core::consent::{ConsentChange, MAX_CONSENT_HISTORY};
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::profile::{
-    ApplyRequest, Link, MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS, MAX_REFUSED,
-    MAX_SEEN_MESSAGE_IDS, MAX_SPLITTABLE_MERGES,
+    ApplyRequest, Link, MergeRecord, Outcome, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS,
+    MAX_REFUSED, MAX_SEEN_MESSAGE_IDS, MAX_SPLITTABLE_MERGES,
 };
 use crate::core::time::Millis;
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,7 +89,7 @@ pub fn absorb(
     linked: &Identity,
     at: Millis,
     message_id: &str,
-) -> Result<(), MergeRefused> {
+) -> Result<Vec<Outcome>, MergeRefused> {
     // Identities first: a refused merge must change nothing but the refusal record.
     let kinds: BTreeSet<String> = other.identities.iter().map(|i| i.kind.clone()).collect();
     let trigger_rank = priority(rules, &because.kind);
@@ -168,7 +168,7 @@ pub fn absorb(
     c.revenue += other.computed.revenue;
     c.last_order_at = c.last_order_at.max(other.computed.last_order_at);
     // What both were shown: impressions of both count toward caps; each experiment keeps the earlier assignment.
-    survivor.shown.absorb(&other.shown);
+    let withdrawn = survivor.shown.absorb(&other.shown);
 
     // History and dedup window, united by messageId.
     let recent_ids: BTreeSet<String> =
@@ -228,7 +228,7 @@ pub fn absorb(
     for m in &mut survivor.merges[..splittable_from] {
         m.absorbed = None;
     }
-    Ok(())
+    Ok(withdrawn)
 }
 
 /// What linking did: the survivor (if there is one), profiles to give back as they were (their merge was
@@ -237,6 +237,8 @@ pub fn absorb(
 #[derive(Debug, Default)]
 pub struct Linked {
     pub profile: Option<Profile>,
+    /// Experiment exposures the merges withdrew: a person counts once per experiment, in the variant kept.
+    pub outcomes: Vec<Outcome>,
     pub returned: Vec<Profile>,
     pub repoint: Vec<Identity>,
     pub absorbed_ids: Vec<String>,
@@ -290,7 +292,8 @@ pub fn link(
             continue;
         }
         match absorb(&mut survivor, other, &config.identity, &l.because, &l.linked, now, &l.message_id) {
-            Ok(()) => {
+            Ok(withdrawn) => {
+                out.outcomes.extend(withdrawn);
                 out.repoint.extend(ids.into_iter().filter(|i| survivor.has_identity(i)));
                 out.absorbed_ids.push(other_id);
             }
@@ -511,6 +514,7 @@ mod tests {
             NOW,
             message_id,
         )
+        .map(|_| ())
     }
 
     fn phone() -> Profile {

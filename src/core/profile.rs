@@ -118,8 +118,21 @@ pub struct Impression {
 /// A change to an experiment's counts that recording caused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Exposed { experiment: String, variant: String },
-    Converted { experiment: String, variant: String },
+    Exposed {
+        experiment: String,
+        variant: String,
+    },
+    Converted {
+        experiment: String,
+        variant: String,
+    },
+    /// A merge united two profiles that were both exposed: the person keeps the earlier assignment, and the
+    /// other one's exposure (and its conversion, if it had one) no longer counts.
+    Withdrawn {
+        experiment: String,
+        variant: String,
+        converted: bool,
+    },
 }
 
 impl Shown {
@@ -183,21 +196,37 @@ impl Shown {
     }
 
     /// Unites another profile's record (a merge): impressions of both, and for each experiment the earlier
-    /// assignment, so that a person keeps the variant they saw first.
-    pub fn absorb(&mut self, other: &Shown) {
+    /// assignment, so that a person keeps the variant they saw first. Answers the changes to the experiments'
+    /// counts: both profiles were counted when exposed, and one person must count once, in the variant kept;
+    /// a conversion on the dropped side after the kept exposure moves to the kept variant.
+    pub fn absorb(&mut self, other: &Shown) -> Vec<Outcome> {
         for (block, times) in &other.impressions {
             for at in times {
                 self.add_impression(block, *at);
             }
         }
-        for (e, a) in &other.experiments {
-            match self.experiments.get(e) {
-                Some(mine) if mine.at <= a.at => {}
-                _ => {
-                    self.experiments.insert(e.clone(), a.clone());
-                }
+        let mut withdrawn = Vec::new();
+        for (e, theirs) in &other.experiments {
+            let Some(mine) = self.experiments.get_mut(e) else {
+                self.experiments.insert(e.clone(), theirs.clone());
+                continue;
+            };
+            // The earlier assignment is kept (`kept`), the other one is dropped.
+            let dropped = if mine.at <= theirs.at { theirs.clone() } else { std::mem::replace(mine, theirs.clone()) };
+            let kept = mine;
+            withdrawn.push(Outcome::Withdrawn {
+                experiment: e.clone(),
+                variant: dropped.variant.clone(),
+                converted: dropped.converted_at.is_some(),
+            });
+            // A goal reached on the other device counts for the kept variant: the person is analysed in the
+            // variant they were assigned first (it came after the kept exposure, which is the earlier one).
+            if let (None, Some(c)) = (kept.converted_at, dropped.converted_at.filter(|c| *c >= kept.at)) {
+                kept.converted_at = Some(c);
+                withdrawn.push(Outcome::Converted { experiment: e.clone(), variant: kept.variant.clone() });
             }
         }
+        withdrawn
     }
 }
 
@@ -735,5 +764,38 @@ mod tests {
         assert_eq!(out.new_identities.len(), 4, "all are indexed");
         let bad = parse_batch(br#"{"batch":[{"type":"page","anonymousId":"a","context":{"externalIds":[{"id":"1","type":"Bad Type"}]}}]}"#, NOW).unwrap();
         assert_eq!(bad.rejected[0].path, "batch[0].context.externalIds[0].type");
+    }
+
+    #[test]
+    fn a_merge_keeps_the_earlier_assignment_and_withdraws_the_other_exposure() {
+        let assignment = |variant: &str, at, converted_at| Assignment { variant: variant.into(), at, converted_at };
+        let mut phone = Shown::default();
+        phone.experiments.insert("e1".into(), assignment("a", 100, None));
+        phone.experiments.insert("e2".into(), assignment("b", 300, Some(350)));
+        let mut laptop = Shown::default();
+        laptop.experiments.insert("e1".into(), assignment("b", 200, Some(250)));
+        laptop.experiments.insert("e2".into(), assignment("b", 50, None));
+        laptop.experiments.insert("e3".into(), assignment("a", 10, None));
+        let withdrawn = phone.absorb(&laptop);
+        let kept: Vec<(&str, &str)> = phone.experiments.iter().map(|(e, a)| (e.as_str(), a.variant.as_str())).collect();
+        assert_eq!(kept, [("e1", "a"), ("e2", "b"), ("e3", "a")]);
+        assert_eq!(phone.experiments["e2"].at, 50, "the laptop saw e2 first");
+        assert_eq!(
+            withdrawn,
+            [
+                // e1: the laptop's exposure and conversion go; its conversion (250) came after the phone's exposure
+                // (100), so it now counts for the phone's variant.
+                Outcome::Withdrawn { experiment: "e1".into(), variant: "b".into(), converted: true },
+                Outcome::Converted { experiment: "e1".into(), variant: "a".into() },
+                // e2: the laptop saw it first; the phone's exposure goes, its conversion moves to the kept one.
+                Outcome::Withdrawn { experiment: "e2".into(), variant: "b".into(), converted: true },
+                Outcome::Converted { experiment: "e2".into(), variant: "b".into() },
+            ],
+            "each doubly counted person is taken back once"
+        );
+        assert_eq!(
+            (phone.experiments["e1"].converted_at, phone.experiments["e2"].converted_at),
+            (Some(250), Some(350))
+        );
     }
 }

@@ -18,15 +18,27 @@ const COUNTS_KEY: &str = "counts";
 
 type Counts = BTreeMap<String, [u64; 2]>;
 
+/// What a posted change does: add an exposure or a conversion, or take one back (a merge withdrew it).
+const EXPOSED: usize = 0;
+const CONVERTED: usize = 1;
+const UN_EXPOSED: usize = 2;
+const UN_CONVERTED: usize = 3;
+
 /// Sends the outcomes of one apply to their experiments' objects.
 pub async fn record(env: &Env, outcomes: &[Outcome]) -> Result<()> {
     let mut by_experiment: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
     for o in outcomes {
-        let (experiment, variant, kind) = match o {
-            Outcome::Exposed { experiment, variant } => (experiment, variant, 0),
-            Outcome::Converted { experiment, variant } => (experiment, variant, 1),
+        let (experiment, variant, kinds): (_, _, &[usize]) = match o {
+            Outcome::Exposed { experiment, variant } => (experiment, variant, &[EXPOSED]),
+            Outcome::Converted { experiment, variant } => (experiment, variant, &[CONVERTED]),
+            Outcome::Withdrawn { experiment, variant, converted: false } => (experiment, variant, &[UN_EXPOSED]),
+            Outcome::Withdrawn { experiment, variant, converted: true } => {
+                (experiment, variant, &[UN_EXPOSED, UN_CONVERTED])
+            }
         };
-        by_experiment.entry(experiment).or_default().push(json!([variant, kind]));
+        for kind in kinds {
+            by_experiment.entry(experiment).or_default().push(json!([variant, kind]));
+        }
     }
     for (experiment, adds) in by_experiment {
         call(env, experiment, Method::Post, Some(json!(adds).to_string())).await?;
@@ -63,8 +75,8 @@ impl DurableObject for ExperimentObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        // Only the Worker's profile writers post here, with `[[variant, 0 | 1], ...]`; anything else is ignored
-        // rather than counted.
+        // Only the Worker's profile writers post here, with `[[variant, 0 | 1 | 2 | 3], ...]` (see `EXPOSED` and
+        // the rest); anything else is ignored rather than counted.
         let adds: Vec<(String, usize)> =
             if req.method() == Method::Post { req.json().await.unwrap_or_default() } else { Vec::new() };
         let storage = self.state.storage();
@@ -74,8 +86,13 @@ impl DurableObject for ExperimentObject {
             .block_concurrency_while(async move {
                 let mut counts: Counts = storage.get(COUNTS_KEY).await?.unwrap_or_default();
                 if !adds.is_empty() {
-                    for (variant, kind) in adds.into_iter().filter(|(_, k)| *k < 2) {
-                        counts.entry(variant).or_default()[kind] += 1;
+                    for (variant, kind) in adds {
+                        let c = counts.entry(variant).or_default();
+                        match kind {
+                            EXPOSED | CONVERTED => c[kind] += 1,
+                            UN_EXPOSED | UN_CONVERTED => c[kind - 2] = c[kind - 2].saturating_sub(1),
+                            _ => {}
+                        }
                     }
                     storage.put(COUNTS_KEY, &counts).await?;
                 }

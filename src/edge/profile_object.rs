@@ -209,9 +209,11 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
         for id in &linked.absorbed_ids {
             store.delete(&format!("profile:{id}")).await?;
         }
-        // Counted once the profile that holds the assignment is stored.
-        if !outcome.outcomes.is_empty() {
-            crate::edge::experiments::record(env, &outcome.outcomes).await?;
+        // Counted once the profile that holds the assignment is stored: what the merges withdrew, then what the
+        // events and impressions added.
+        let outcomes: Vec<_> = linked.outcomes.iter().chain(&outcome.outcomes).cloned().collect();
+        if !outcomes.is_empty() {
+            crate::edge::experiments::record(env, &outcomes).await?;
         }
     }
     let body = json!({"stored": outcome.stored, "duplicates": outcome.duplicates, "refused": outcome.refused, "merged": merged});

@@ -134,4 +134,33 @@ describe('experiments', () => {
     const profile = await getProfile(w, `anonymous_id:${buyer}`);
     assert.equal(profile.status, 200);
   });
+
+  test('a person merged from two exposed devices counts once, in the variant seen first', async () => {
+    const counts = async () => {
+      const stats = await call('GET', '/v1/experiments/banner-copy', undefined, admin());
+      return Object.fromEntries(stats.json.variants.map((v) => [v.variant, v.exposures]));
+    };
+    const before = await counts();
+    const [phone, laptop] = [uid('phone'), uid('laptop')];
+    const variants = [];
+    for (const a of [phone, laptop]) {
+      await seen(a);
+      variants.push((await decide(a, ['banner'])).json.slots.banner.variant);
+    }
+    const user = uid('user');
+    for (const a of [phone, laptop]) {
+      const r = await call('POST', '/v1/batch', { writeKey: 'demo', batch: [
+        { type: 'identify', userId: user, anonymousId: a, traits: {}, context: GRANT }] });
+      assert.equal(r.status, 200);
+    }
+    const merged = await getProfile(w, `user_id:${user}`);
+    assert.equal(merged.status, 200);
+    assert.ok(merged.body.identities.some((i) => i.value === laptop), 'the laptop was absorbed');
+    // The person keeps the phone's assignment (the earlier one) and is counted once, there.
+    assert.equal((await call('POST', '/v1/decide', { userId: user, slots: ['banner'] })).json.slots.banner.variant,
+      variants[0]);
+    const after = await counts();
+    const delta = Object.fromEntries(Object.keys(after).map((v) => [v, after[v] - (before[v] || 0)]));
+    assert.deepEqual(delta, { control: 0, a: 0, b: 0, [variants[0]]: 1 }, `variants seen: ${variants}`);
+  });
 });
