@@ -8,7 +8,7 @@
 use crate::core::consent::{ConsentPolicy, Model, Purpose};
 use crate::core::context::Device;
 use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Template, Variant};
-use crate::core::delivery::{parse_origin, Delivery, PathPattern};
+use crate::core::delivery::{parse_origin, Delivery, PathPattern, DEFAULT_ORIGIN_TIMEOUT, MAX_ORIGIN_TIMEOUT};
 use crate::core::segment::{
     series_for, Cmp, ComputedTrait, Condition, PropertyFilter, Score, ScoreRule, ScoreSource, Segment, TraitTest,
 };
@@ -1100,7 +1100,7 @@ impl Compiler {
 
     /// `{"origin": "https://www.example.com", "paths": ["/shop/*", "/about"]}`; `paths` defaults to `["/*"]`.
     fn delivery(&mut self, v: &J, path: &str) -> Option<Delivery> {
-        let o = self.object(v, path, &["origin", "paths"])?;
+        let o = self.object(v, path, &["origin", "paths", "timeout"])?;
         let before = self.errors.len();
         let op = at(path, "origin");
         let origin = self.string(o.get("origin"), &op).and_then(|s| match parse_origin(&s) {
@@ -1129,7 +1129,21 @@ impl Compiler {
                 }
             }
         }
-        (self.errors.len() == before).then_some(Delivery { origin: origin?, paths })
+        let timeout = match present(o, "timeout") {
+            None => DEFAULT_ORIGIN_TIMEOUT,
+            Some(t) => {
+                let tp = at(path, "timeout");
+                match self.duration(t, &tp) {
+                    Some(ms) if ms > MAX_ORIGIN_TIMEOUT => {
+                        self.err(&tp, "at most \"60s\": a visitor should not wait longer for a page to begin");
+                        DEFAULT_ORIGIN_TIMEOUT
+                    }
+                    Some(ms) => ms,
+                    None => DEFAULT_ORIGIN_TIMEOUT,
+                }
+            }
+        };
+        (self.errors.len() == before).then_some(Delivery { origin: origin?, paths, timeout })
     }
 
     fn template(&mut self, v: Option<&J>, path: &str) -> Option<Template> {
@@ -1523,6 +1537,9 @@ mod tests {
         // Without `paths`, every path that reaches the Worker and is not its API.
         let d = compile_str(r#"{"delivery": {"origin": "http://127.0.0.1:9000"}}"#).unwrap().delivery.unwrap();
         assert!(d.proxies("/") && d.proxies("/any/page.html"));
+        assert_eq!(d.timeout, 10_000, "the origin gets 10 s to begin answering unless configured");
+        let d = compile_str(r#"{"delivery": {"origin": "http://127.0.0.1:9000", "timeout": "3s"}}"#).unwrap();
+        assert_eq!(d.delivery.unwrap().timeout, 3_000);
     }
 
     #[test]
@@ -1556,6 +1573,14 @@ mod tests {
                 "delivery.paths: expected an array",
             ),
             (r#"{"delivery": "https://example.com"}"#, "delivery: expected an object"),
+            (
+                r#"{"delivery": {"origin": "https://example.com", "timeout": "2m"}}"#,
+                "delivery.timeout: at most \"60s\"",
+            ),
+            (
+                r#"{"delivery": {"origin": "https://example.com", "timeout": 5}}"#,
+                "delivery.timeout: expected a duration",
+            ),
         ] {
             let got = errors(doc);
             assert!(got.len() == 1 && got[0].starts_with(e), "{doc}: expected {e:?}, got {got:#?}");

@@ -4,16 +4,28 @@
 //! Everything here is pure: the edge (`edge::delivery`) does the fetching and hands chunks in and out, so the
 //! rules and the rewriter are tested natively, split at every byte if need be.
 
+use crate::core::time::Millis;
+
 /// The attribute that marks a slot in a page: `<div data-edgecdp-slot="hero">`.
 pub const SLOT_ATTRIBUTE: &str = "data-edgecdp-slot";
 
-/// The compiled `delivery` section: the site's origin, and the paths the Worker proxies to it.
+/// The compiled `delivery` section: the site's origin, the paths the Worker proxies to it, and how long it waits
+/// for the origin's answer to begin.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Delivery {
     /// `scheme://host[:port]`, lower case, no path.
     pub origin: String,
     pub paths: Vec<PathPattern>,
+    /// Milliseconds to wait for the origin's status and headers (`delivery.timeout`, default
+    /// `DEFAULT_ORIGIN_TIMEOUT`); then the visitor gets a 504 rather than a request that hangs. The body streams
+    /// without a limit once it has begun.
+    pub timeout: Millis,
 }
+
+/// `delivery.timeout` when the configuration does not say: 10 seconds.
+pub const DEFAULT_ORIGIN_TIMEOUT: Millis = 10_000;
+/// The longest `delivery.timeout` allowed: a minute.
+pub const MAX_ORIGIN_TIMEOUT: Millis = 60_000;
 
 impl Delivery {
     /// Whether the Worker proxies a request for `path` (the URL's path, as the Worker received it).
@@ -464,7 +476,11 @@ mod tests {
         ] {
             assert!(parse_origin(bad).is_err(), "{bad} should be refused");
         }
-        let d = Delivery { origin: "https://o.example".into(), paths: vec![PathPattern::parse("/*").unwrap()] };
+        let d = Delivery {
+            origin: "https://o.example".into(),
+            paths: vec![PathPattern::parse("/*").unwrap()],
+            timeout: DEFAULT_ORIGIN_TIMEOUT,
+        };
         assert_eq!(d.upstream_url("/a/b", Some("x=1&y")), "https://o.example/a/b?x=1&y");
         assert_eq!(d.upstream_url("/", None), "https://o.example/");
     }

@@ -17,11 +17,14 @@ use crate::core::event::PageContext;
 use crate::core::profile::{ApplyRequest, Profile};
 use crate::core::time::Millis;
 use crate::core::wire::DecideRequest;
+use futures_util::future::Either;
 use futures_util::{stream, Stream, StreamExt};
 use std::collections::BTreeSet;
+use std::time::Duration;
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    ByteStream, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody, Url,
+    AbortController, ByteStream, Delay, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
+    ResponseBody, Url,
 };
 
 /// Proxies one request to the origin; fills the slots of an HTML answer.
@@ -43,10 +46,26 @@ pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery
     }
     let outgoing = Request::new_with_init(&upstream, &init)
         .map_err(|e| ApiError::BadGateway(format!("cannot build the request to {upstream}: {e}")))?;
-    let mut resp = Fetch::Request(outgoing)
-        .send()
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("fetching {upstream} failed: {e}")))?;
+    // The origin has `delivery.timeout` to send its status and headers; a hung origin then costs the visitor a
+    // 504 rather than a page that never loads. The fetch is aborted, so nothing keeps running for it.
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(outgoing);
+    let sending = fetch.send_with_signal(&signal);
+    let waiting = Delay::from(Duration::from_millis(delivery.timeout.max(0) as u64));
+    futures_util::pin_mut!(sending, waiting);
+    let mut resp = match futures_util::future::select(sending, waiting).await {
+        Either::Left((answer, _)) => {
+            answer.map_err(|e| ApiError::BadGateway(format!("fetching {upstream} failed: {e}")))?
+        }
+        Either::Right(_) => {
+            controller.abort();
+            return Err(ApiError::GatewayTimeout(format!(
+                "{upstream} did not begin answering within {} ms (delivery.timeout)",
+                delivery.timeout
+            )));
+        }
+    };
 
     let status = resp.status_code();
     let headers = Headers::new();

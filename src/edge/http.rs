@@ -42,6 +42,8 @@ pub enum ApiError {
     Unavailable(String),
     /// The site's origin could not be reached (edge delivery). The detail is logged, not shown to visitors.
     BadGateway(String),
+    /// The site's origin did not begin answering within `delivery.timeout` (edge delivery). Logged, as above.
+    GatewayTimeout(String),
 }
 
 impl From<worker::Error> for ApiError {
@@ -111,6 +113,16 @@ impl ApiError {
                     502,
                     "origin_unreachable",
                     "the site's origin did not answer; retry later".to_string(),
+                    String::new(),
+                    None,
+                )
+            }
+            ApiError::GatewayTimeout(detail) => {
+                worker::console_error!("origin timed out: {detail}");
+                (
+                    504,
+                    "origin_timeout",
+                    "the site's origin took too long to answer; retry later".to_string(),
                     String::new(),
                     None,
                 )

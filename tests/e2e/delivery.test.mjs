@@ -35,6 +35,7 @@ const STREAM_HEAD = '<!doctype html><html><body><div data-edgecdp-slot="hero">ol
 const STREAM_TAIL = '<p>second part</p><div data-edgecdp-slot="sidebar">old</div></body></html>';
 
 let origin; // {url, server, release}
+const hung = []; // answers /site/hang.html never sends
 let w;
 let config;
 
@@ -99,6 +100,10 @@ function startOrigin() {
       case '/site/moved':
         res.writeHead(302, { location: `http://127.0.0.1:${server.address().port}/site/hero.html?from=moved` });
         res.end();
+        return;
+      case '/site/hang.html':
+        // Accepts the request and never answers: the Worker must give up after delivery.timeout.
+        hung.push(res);
         return;
       case '/site/broken.html':
         res.writeHead(500, { 'content-type': 'text/html' });
@@ -336,6 +341,29 @@ describe('edge HTML delivery', () => {
       assert.equal(typeof body.error.message, 'string');
       assert.equal(body.error.path, '');
     } finally {
+      assert.equal((await put(config)).status, 200);
+    }
+  });
+
+  test('an origin that does not begin answering within delivery.timeout gets the visitor a 504, not a hang', async () => {
+    const put = (c) => fetch(`${w.url}/v1/config`, { method: 'PUT', body: JSON.stringify(c),
+      headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json' } });
+    assert.equal((await put({ ...config, delivery: { ...config.delivery, timeout: '1s' } })).status, 200);
+    try {
+      const started = Date.now();
+      const r = await get('/site/hang.html');
+      const waited = Date.now() - started;
+      assert.equal(r.status, 504);
+      const body = await r.json();
+      assert.equal(body.error.code, 'origin_timeout');
+      assert.equal(body.error.path, '');
+      assert.equal(hung.length, 1, 'the origin got the request');
+      // Bounds, not a benchmark: it gave the origin its second, and did not wait for the default ten.
+      assert.ok(waited >= 900 && waited < 8000, `answered after ${waited} ms`);
+      // Pages that do answer are unaffected by the timeout.
+      assert.equal((await get('/site/plain.html')).status, 200);
+    } finally {
+      for (const res of hung.splice(0)) res.destroy();
       assert.equal((await put(config)).status, 200);
     }
   });
