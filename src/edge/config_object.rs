@@ -7,10 +7,10 @@
 //! It also answers conditional writes (`If-Match: "N"`): a write based on a version that is no longer current is
 //! refused, so two people editing the configuration cannot silently overwrite each other.
 
+use crate::edge::experiments::object_call;
 use crate::edge::kv;
 use serde::{Deserialize, Serialize};
-use worker::wasm_bindgen::JsValue;
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 const BINDING: &str = "CONFIG_WRITER";
 /// Storage key of the last version handed out.
@@ -33,15 +33,9 @@ pub enum Written {
 /// Stores `text` (a configuration that compiled) as the next version, unless `based_on` names a version that is
 /// no longer current.
 pub async fn write(env: &Env, text: &str, based_on: Option<u64>) -> Result<Written> {
-    let stub = env.durable_object(BINDING)?.id_from_name("config")?.get_stub()?;
     let body = serde_json::to_string(&Write { text: text.to_string(), based_on })?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(JsValue::from(body)));
-    let mut resp = stub.fetch_with_request(Request::new_with_init("https://config/write", &init)?).await?;
-    if resp.status_code() != 200 {
-        return Err(worker::Error::RustError(format!("the configuration writer answered {}", resp.status_code())));
-    }
-    resp.json().await
+    let answer = object_call(env, BINDING, "config", Method::Post, Some(body), "the configuration writer").await?;
+    Ok(serde_json::from_str(&answer)?)
 }
 
 #[durable_object]

@@ -54,12 +54,25 @@ pub async fn counts(env: &Env, experiment: &str) -> Result<BTreeMap<String, (u64
 }
 
 async fn call(env: &Env, experiment: &str, method: Method, body: Option<String>) -> Result<String> {
-    let stub = env.durable_object(BINDING)?.id_from_name(experiment)?.get_stub()?;
+    object_call(env, BINDING, experiment, method, body, "experiment counts").await
+}
+
+/// Sends one request to the Durable Object `name` of `binding` and answers its body; anything but a 200 is an
+/// error naming `what` answered it. The objects that answer text (experiments, the configuration's writer) use it.
+pub(crate) async fn object_call(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    method: Method,
+    body: Option<String>,
+    what: &str,
+) -> Result<String> {
+    let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(method).with_body(body.map(JsValue::from));
-    let mut resp = stub.fetch_with_request(Request::new_with_init("https://experiment/counts", &init)?).await?;
+    let mut resp = stub.fetch_with_request(Request::new_with_init("https://object/", &init)?).await?;
     if resp.status_code() != 200 {
-        return Err(worker::Error::RustError(format!("experiment counts answered {}", resp.status_code())));
+        return Err(worker::Error::RustError(format!("{what} answered {}", resp.status_code())));
     }
     resp.text().await
 }
