@@ -11,7 +11,7 @@
 use crate::core::config::Config;
 use crate::core::consent::{permit_personalization, RequestSignals};
 use crate::core::decide::decide;
-use crate::core::profile::Impression;
+use crate::core::profile::{Impression, Profile};
 use crate::core::store;
 use crate::core::summary;
 use crate::core::time::Millis;
@@ -25,6 +25,9 @@ pub struct Engine {
     config: Config,
     /// What the last decision served that must be recorded at the edge (`Decision::impressions`).
     last: Vec<Impression>,
+    /// The last summary read (its text and the profile), with what this page has served since recorded on it:
+    /// a page that decides again sees its own impressions, as the edge would, and decodes the summary once.
+    summary: Option<(String, Profile)>,
 }
 
 #[wasm_bindgen]
@@ -37,7 +40,7 @@ impl Engine {
         let bytes =
             summary::base64_decode(rules).ok_or_else(|| error("invalid_rules", "rules", "rules are not base64"))?;
         let config = store::decode_rules(&bytes).map_err(|e| error("invalid_rules", "rules", &e.to_string()))?;
-        Ok(Engine { config, last: Vec::new() })
+        Ok(Engine { config, last: Vec::new(), summary: None })
     }
 
     /// Decides `request` (a `POST /v1/decide` body as a JavaScript object: `slots` and `context`, read by the
@@ -61,20 +64,28 @@ impl Engine {
                 _ => error(code, "", "the request is not an object"),
             }
         })?;
-        let profile = profile
-            .map(|text| summary::decode(&text))
-            .transpose()
-            .map_err(|e| error("invalid_summary", "profile", &e.to_string()))?;
+        let profile = match profile {
+            None => None,
+            Some(text) => {
+                if self.summary.as_ref().is_none_or(|(seen, _)| *seen != text) {
+                    let p = summary::decode(&text).map_err(|e| error("invalid_summary", "profile", &e.to_string()))?;
+                    self.summary = Some((text, p));
+                }
+                self.summary.as_ref().map(|(_, p)| p)
+            }
+        };
         let signals = RequestSignals { country, gpc };
-        let subject = profile
-            .as_ref()
-            .and_then(|p| permit_personalization(&self.config.consent, p, request.consent.as_ref(), &signals));
+        let subject =
+            profile.and_then(|p| permit_personalization(&self.config.consent, p, request.consent.as_ref(), &signals));
         // As at the edge: the request's `context.location.country` is for decisions, the consent model follows
         // the request's own country.
         let mut cx = request.context();
         cx.country = cx.country.or(signals.country);
         let decision = decide(&self.config, subject, &cx, &request.slots, now as Millis);
         self.last = decision.impressions(now as Millis);
+        if let Some((_, p)) = self.summary.as_mut().filter(|_| decision.profile_id.is_some()) {
+            p.shown.record(&self.last);
+        }
         Ok(decision.to_json().to_string())
     }
 

@@ -36,9 +36,10 @@ export const pathOf = (r) => new URL(r.url()).pathname;
 /**
  * Opens a fresh context and page that record every request and every console message, and count
  * completed decisions through the SDK's `edgecdp:decide` event (installed before any page script runs).
- * `contextOptions` go to `browser.newContext` (for example `extraHTTPHeaders`); `path` is the page to open.
+ * `contextOptions` go to `browser.newContext` (for example `extraHTTPHeaders`); `path` is the page to open;
+ * `initScript`, if given, runs in the page before any of its scripts.
  */
-export async function openShop(t, browser, worker, contextOptions = {}, path = '/') {
+export async function openShop(t, browser, worker, contextOptions = {}, path = '/', initScript = null) {
   const context = await browser.newContext(contextOptions);
   const requests = [];
   const logs = [];
@@ -50,6 +51,7 @@ export async function openShop(t, browser, worker, contextOptions = {}, path = '
     window.__decisions = [];
     document.addEventListener('edgecdp:decide', (e) => window.__decisions.push(e.detail));
   });
+  if (initScript) await page.addInitScript(initScript);
   t.after(async () => {
     for (const line of logs) t.diagnostic(`browser ${line}`);
     await context.close();

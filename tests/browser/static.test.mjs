@@ -96,6 +96,38 @@ test('an impression served on the device counts toward its cap', async (t) => {
   assert.deepEqual(await hero(page), { text: 'Welcome', block: 'fallback' }, 'capped at one a day: the fallback');
 });
 
+test('deciding again on the same page counts the impression the page just served', async (t) => {
+  const shop = await open(t);
+  const { page, requests } = shop;
+  await page.click('#consent-accept');
+  await decisions(shop, 1);
+  assert.equal((await hero(page)).block, 'first-visit');
+  // The same page asks again (say, for a slot it adds later): the summary it holds predates its own impression,
+  // but the engine recorded it, so the cap holds as it would at the edge, with no second summary request.
+  const again = await page.evaluate(() => window.edgecdp.decide(['hero']));
+  assert.equal(again.slots.hero.block, null, JSON.stringify(again));
+  assert.equal(summaries(requests).length, 1);
+});
+
+test('a device whose clock is two days fast still decides at the edge\'s time', async (t) => {
+  // Only Date.now is moved, as a wrong system clock would move it for the snippet.
+  const fast = () => {
+    const real = Date.now.bind(Date);
+    Date.now = () => real() + 2 * 24 * 3600 * 1000;
+  };
+  const shop = await openShop(t, browser, worker, {}, '/static', fast);
+  const { page } = shop;
+  const impression = impressionsPosted(page);
+  await page.click('#consent-accept');
+  await decisions(shop, 1);
+  assert.equal((await hero(page)).block, 'first-visit');
+  assert.equal((await impression).status, 200);
+  await page.reload();
+  await decisions(shop, 1);
+  // Two days ahead, the impression would be outside the cap's day; at the edge's time it is inside.
+  assert.deepEqual(await hero(page), { text: 'Welcome', block: 'fallback' });
+});
+
 test('a consenting visitor on a page without slots does not download the decide module', async (t) => {
   const shop = await open(t, '/static-about');
   const { page, requests } = shop;
