@@ -43,13 +43,8 @@ fn bench(c: &mut Criterion) {
             || (),
             |_| {
                 let parsed = parse_batch(body.as_bytes(), NOW).expect("valid");
-                let req = ApplyRequest {
-                    profile_id: "p_bench".into(),
-                    signals: RequestSignals::default(),
-                    events: parsed.events,
-                    links: Vec::new(),
-                    ..ApplyRequest::default()
-                };
+                let req =
+                    ApplyRequest { profile_id: "p_bench".into(), events: parsed.events, ..ApplyRequest::default() };
                 apply_events(None, req, &config)
             },
             BatchSize::SmallInput,
@@ -80,13 +75,7 @@ fn profiles() -> (edgecdp::core::profile::Profile, edgecdp::core::profile::Profi
         for chunk in events.chunks(100) {
             let body = format!(r#"{{"batch":[{}]}}"#, chunk.join(","));
             let parsed = parse_batch(body.as_bytes(), NOW).expect("valid");
-            let req = ApplyRequest {
-                profile_id: id.into(),
-                signals: RequestSignals::default(),
-                events: parsed.events,
-                links: Vec::new(),
-                ..ApplyRequest::default()
-            };
+            let req = ApplyRequest { profile_id: id.into(), events: parsed.events, ..ApplyRequest::default() };
             profile = apply_events(profile, req, &config).0;
         }
         profile.expect("consented events make a profile")
@@ -146,7 +135,6 @@ fn bench_profiles(c: &mut Criterion) {
                 let g = groups.into_iter().next().expect("one group");
                 let req = ApplyRequest {
                     profile_id: g.profile_id,
-                    signals: RequestSignals::default(),
                     events: g.events,
                     links: g.links,
                     ..ApplyRequest::default()

@@ -49,7 +49,6 @@ fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
         for group in plan(vec![event], &index, &config.identity) {
             let req = ApplyRequest {
                 profile_id: group.profile_id.clone(),
-                signals: RequestSignals::default(),
                 events: group.events,
                 links: group.links,
                 ..ApplyRequest::default()

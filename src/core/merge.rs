@@ -471,7 +471,6 @@ pub fn split(survivor: &mut Profile, absorbed_id: &str) -> Result<Profile, Split
 mod tests {
     use super::*;
     use crate::core::config::{compile_str, Config};
-    use crate::core::consent::RequestSignals;
     use crate::core::profile::{apply_events, ApplyRequest};
     use crate::core::value::Value;
     use crate::core::wire::parse_batch;
@@ -483,13 +482,7 @@ mod tests {
         let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
         let parsed = parse_batch(body.as_bytes(), NOW).unwrap();
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        let req = ApplyRequest {
-            profile_id: id.into(),
-            signals: RequestSignals::default(),
-            events: parsed.events,
-            links: Vec::new(),
-            ..ApplyRequest::default()
-        };
+        let req = ApplyRequest { profile_id: id.into(), events: parsed.events, ..ApplyRequest::default() };
         apply_events(None, req, &Config::default()).0.unwrap()
     }
 
@@ -583,13 +576,7 @@ mod tests {
         // Both profiles recorded the same event (the same messageId).
         let record_shared = |p: Profile| {
             let events = parse_batch(format!(r#"{{"batch":[{shared}]}}"#).as_bytes(), NOW).unwrap().events;
-            let req = ApplyRequest {
-                profile_id: p.id.clone(),
-                signals: RequestSignals::default(),
-                events,
-                links: Vec::new(),
-                ..ApplyRequest::default()
-            };
+            let req = ApplyRequest { profile_id: p.id.clone(), events, ..ApplyRequest::default() };
             apply_events(Some(p), req, &Config::default()).0.unwrap()
         };
         other = record_shared(other);
@@ -726,13 +713,8 @@ mod tests {
         let events = parse_batch(body.as_bytes(), NOW).unwrap().events;
         let groups = plan(events, &BTreeMap::new(), &config.identity);
         let g = groups.into_iter().next().unwrap();
-        let req = ApplyRequest {
-            profile_id: g.profile_id,
-            signals: RequestSignals::default(),
-            events: g.events,
-            links: g.links,
-            ..ApplyRequest::default()
-        };
+        let req =
+            ApplyRequest { profile_id: g.profile_id, events: g.events, links: g.links, ..ApplyRequest::default() };
         let fetched = vec![(req.links[0].clone(), anonymous.clone())];
         let linked = link(None, fetched, &req, &config, NOW);
         assert!(linked.profile.is_none());

@@ -642,13 +642,7 @@ mod tests {
     fn request(json: &str) -> ApplyRequest {
         let parsed = parse_batch(json.as_bytes(), NOW).unwrap();
         assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
-        ApplyRequest {
-            profile_id: "p_test".into(),
-            signals: RequestSignals::default(),
-            events: parsed.events,
-            links: Vec::new(),
-            ..ApplyRequest::default()
-        }
+        ApplyRequest { profile_id: "p_test".into(), events: parsed.events, ..ApplyRequest::default() }
     }
 
     const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true}}}"#;

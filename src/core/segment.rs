@@ -328,7 +328,6 @@ impl Condition {
 mod tests {
     use super::*;
     use crate::core::config::Config;
-    use crate::core::consent::RequestSignals;
     use crate::core::profile::{apply_events, ApplyRequest};
     use crate::core::time::{DAY, HOUR};
     use crate::core::wire::parse_batch;
@@ -352,13 +351,7 @@ mod tests {
         }
         let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
         let parsed = parse_batch(body.as_bytes(), now).unwrap();
-        let req = ApplyRequest {
-            profile_id: "p".into(),
-            signals: RequestSignals::default(),
-            events: parsed.events,
-            links: Vec::new(),
-            ..ApplyRequest::default()
-        };
+        let req = ApplyRequest { profile_id: "p".into(), events: parsed.events, ..ApplyRequest::default() };
         let profile = apply_events(None, req, &Config::default()).0.unwrap();
         assert!(!profile.recent.iter().any(|r| r.name == "Product Viewed"), "the history let the views go");
         let bags = PropertyFilter { property: "category".into(), any_of: vec![Value::String("bags".into())] };

@@ -243,7 +243,6 @@ pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
 mod tests {
     use super::*;
     use crate::core::config::Config;
-    use crate::core::consent::RequestSignals;
     use crate::core::profile::apply_events;
     use crate::core::wire::parse_batch;
 
@@ -252,12 +251,7 @@ mod tests {
             "context":{"consent":{"categoryPreferences":{"analytics":true}}}},
             {"type":"track","event":"Order Completed","anonymousId":"a","properties":{"revenue":30}}]}"#;
         let events = parse_batch(body.as_bytes(), 1_000).unwrap().events;
-        let req = ApplyRequest {
-            profile_id: "p".into(),
-            signals: RequestSignals::default(),
-            events,
-            ..ApplyRequest::default()
-        };
+        let req = ApplyRequest { profile_id: "p".into(), events, ..ApplyRequest::default() };
         apply_events(None, req, &Config::default()).0.unwrap()
     }
 
