@@ -97,35 +97,19 @@ impl ApiError {
                     Some(problems),
                 )
             }
+            // Failures of what the Worker depends on: the detail goes to the log, the visitor gets a fixed message.
             ApiError::Unavailable(detail) => {
                 worker::console_error!("store unavailable: {detail}");
-                (
-                    503,
-                    "store_unavailable",
-                    "the profile store is unavailable; retry later".to_string(),
-                    String::new(),
-                    None,
-                )
+                (503, "store_unavailable", "the profile store is unavailable; retry later".into(), String::new(), None)
             }
             ApiError::BadGateway(detail) => {
                 worker::console_error!("origin unreachable: {detail}");
-                (
-                    502,
-                    "origin_unreachable",
-                    "the site's origin did not answer; retry later".to_string(),
-                    String::new(),
-                    None,
-                )
+                (502, "origin_unreachable", "the site's origin did not answer; retry later".into(), String::new(), None)
             }
             ApiError::GatewayTimeout(detail) => {
                 worker::console_error!("origin timed out: {detail}");
-                (
-                    504,
-                    "origin_timeout",
-                    "the site's origin took too long to answer; retry later".to_string(),
-                    String::new(),
-                    None,
-                )
+                let message = "the site's origin took too long to answer; retry later".into();
+                (504, "origin_timeout", message, String::new(), None)
             }
         };
         let mut body = json!({"error": {"code": code, "message": message, "path": path}});
