@@ -56,14 +56,7 @@ impl Value {
             Value::Number(n) => number_to_json(*n),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
-            Value::Object(o) => {
-                // Inserted one by one: `collect` would link a sort and a bulk build for keys that come sorted.
-                let mut m = serde_json::Map::new();
-                for (k, v) in o {
-                    m.insert(k.clone(), v.to_json());
-                }
-                serde_json::Value::Object(m)
-            }
+            Value::Object(o) => map_to_json(o),
         }
     }
 
@@ -94,9 +87,14 @@ fn number_to_json(n: f64) -> serde_json::Value {
     }
 }
 
-/// Turns a map of values into a JSON object.
+/// Turns a map of values into a JSON object. Inserted one by one: `collect` would link a sort and a bulk build for
+/// keys that come sorted (into the browser decide module too, which renders object traits).
 pub fn map_to_json(map: &BTreeMap<String, Value>) -> serde_json::Value {
-    serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+    let mut m = serde_json::Map::new();
+    for (k, v) in map {
+        m.insert(k.clone(), v.to_json());
+    }
+    serde_json::Value::Object(m)
 }
 
 #[cfg(test)]
