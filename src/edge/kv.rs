@@ -5,9 +5,11 @@
 //! (profile id), `profile:<id>` (encoded profile snapshot).
 
 use crate::core::config::{compile_str, Config};
+use crate::core::consent::Model;
 use crate::core::identity::Identity;
 use crate::core::profile::Profile;
-use crate::core::store::decode_profile;
+use crate::core::store::{decode_profile, encode_rules};
+use crate::core::summary::base64_encode;
 use crate::edge::http::ApiError;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,6 +20,27 @@ pub const KV_BINDING: &str = "EDGECDP";
 thread_local! {
     // A Worker isolate is single-threaded; the cache lives as long as the isolate does.
     static CONFIG_CACHE: RefCell<Option<(u64, Rc<Config>)>> = const { RefCell::new(None) };
+    // The device's rules per configuration version and consent model, base64 (`device_rules`).
+    static RULES_CACHE: RefCell<Vec<(u64, Model, Rc<str>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The decision rules a device from `country` gets for configuration `version` (`Config::for_device`, in binary,
+/// base64). They depend only on the version and the consent model in force there, so each isolate builds them
+/// once per pair rather than cloning and encoding the configuration for every summary.
+pub fn device_rules(version: u64, config: &Config, country: Option<&str>) -> Rc<str> {
+    let model = config.consent.model_for(country);
+    let hit =
+        RULES_CACHE.with(|c| c.borrow().iter().find(|(v, m, _)| *v == version && *m == model).map(|e| e.2.clone()));
+    if let Some(rules) = hit {
+        return rules;
+    }
+    let rules: Rc<str> = base64_encode(&encode_rules(&config.for_device(country))).into();
+    RULES_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|(v, _, _)| *v == version);
+        c.push((version, model, rules.clone()));
+    });
+    rules
 }
 
 pub fn store(env: &Env) -> Result<KvStore, ApiError> {

@@ -19,7 +19,7 @@ use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
 use crate::core::profile::{ApplyRequest, Profile};
-use crate::core::store::{self, encode_apply};
+use crate::core::store::encode_apply;
 use crate::core::summary;
 use crate::core::time::Millis;
 use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
@@ -391,13 +391,13 @@ async fn decide_summary(req: Request, env: &Env) -> ApiResult {
     let signals = signals(&req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
-    let rules = store::encode_rules(&config.for_device(signals.country.as_deref()));
+    let rules = kv::device_rules(version, &config, signals.country.as_deref());
     let body = json!({
         "configVersion": version,
         // The edge's clock: the device decides at it (corrected for its own clock's skew), so caps and schedules
         // count exactly as at the edge, whatever the device's clock says.
         "now": now(),
-        "rules": summary::base64_encode(&rules),
+        "rules": &*rules,
         "country": signals.country,
         "profile": subject.map(|p| summary::encode(&p.get().minimized_for(&config))),
     });
