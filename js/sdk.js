@@ -110,6 +110,11 @@ function storedConsent() {
 }
 
 /** Page properties the Wasm core cannot read itself, taken from the page the call was made on. */
+/** The identity token of `identify`'s third argument (`{token}`), when it is a string. */
+function tokenOf(options) {
+  return options && typeof options.token === 'string' && options.token ? options.token : undefined;
+}
+
 function pageProperties(href, title) {
   const u = new URL(href);
   return { path: u.pathname, url: href, title, referrer: document.referrer };
@@ -511,8 +516,8 @@ export async function start(stub) {
       slots: names,
       context: { page: { url: location.href, path: location.pathname, referrer: document.referrer } },
     };
-    const userId = tracker.userId;
-    if (userId !== undefined && userId !== null) req.userId = userId;
+    // No userId: a browser decides for its own visitor (the cookie, or its anonymous id), which reaches the
+    // known profile once a token proved the link; naming a user id needs a server credential.
     const answer = onDevice ? await (await import(SLOTS_URL)).decide(req) : await decideAtEdge(req);
     const filled = (answer && answer.slots) || {};
     for (const name of names) {
@@ -531,7 +536,8 @@ export async function start(stub) {
   const real = {
     page: (name, properties) => page(name, properties),
     track: (event, properties) => enqueue(tracker.track(event, properties)),
-    identify: (userId, traits) => enqueue(tracker.identify(userId, traits)),
+    // `options.token`: the identity token the site's backend made for this user id (see SECURITY.md).
+    identify: (userId, traits, options) => enqueue(tracker.identify(userId, traits, tokenOf(options))),
     alias: (userId, previousId) => enqueue(tracker.alias(userId, previousId)),
     consent,
     decide,

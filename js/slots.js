@@ -17,11 +17,10 @@ const IMPRESSIONS_URL = '/v1/impressions';
 let loaded = null;
 
 function load(visitor) {
-  const key = `${visitor.anonymousId || ''}\n${visitor.userId || ''}`;
+  const key = visitor.anonymousId || '';
   if (loaded && loaded.key === key) return loaded.promise;
   const q = new URLSearchParams({ personalization: 'true' });
   if (visitor.anonymousId) q.set('anonymousId', visitor.anonymousId);
-  if (visitor.userId != null) q.set('userId', visitor.userId);
   const asked = Date.now();
   const promise = Promise.all([init(), fetch(`${SUMMARY_URL}?${q}`, { credentials: 'same-origin' })]).then(
     async ([, res]) => {
@@ -69,7 +68,6 @@ function gpc() {
 function record(visitor, impressions) {
   const body = { impressions };
   if (visitor.anonymousId) body.anonymousId = visitor.anonymousId;
-  if (visitor.userId != null) body.userId = visitor.userId;
   fetch(IMPRESSIONS_URL, {
     method: 'POST',
     keepalive: true,

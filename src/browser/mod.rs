@@ -32,6 +32,9 @@ pub struct Tracker {
     write_key: String,
     anonymous_id: String,
     user_id: Option<String>,
+    /// The token the site's backend made for `user_id` (`identify(userId, traits, {token})`): sent in
+    /// `context.identityToken` with every event that carries that user id, so the edge believes it.
+    identity_token: Option<String>,
     /// The consent preferences so far, by name in byte order (the order the edge keeps them in), each name once.
     /// A sorted vector rather than a map: a map's code costs download size.
     prefs: Vec<(String, bool)>,
@@ -44,7 +47,14 @@ impl Tracker {
     #[wasm_bindgen(constructor)]
     pub fn new(write_key: String, anonymous_id: Option<String>) -> Tracker {
         let anonymous_id = anonymous_id.filter(|a| !a.is_empty()).unwrap_or_else(uuid_v4);
-        Tracker { write_key, anonymous_id, user_id: None, prefs: Vec::new(), queue: VecDeque::new() }
+        Tracker {
+            write_key,
+            anonymous_id,
+            user_id: None,
+            identity_token: None,
+            prefs: Vec::new(),
+            queue: VecDeque::new(),
+        }
     }
 
     #[wasm_bindgen(getter, js_name = anonymousId)]
@@ -120,22 +130,26 @@ impl Tracker {
             }
         }
         page.push('}');
-        self.enqueue(CallType::Page, "page", &[("name", name), ("properties", props)], Some(&page))
+        self.enqueue(CallType::Page, "page", &[("name", name), ("properties", props)], Some(&page), None)
     }
 
     pub fn track(&mut self, event: JsValue, properties: JsValue) -> Result<bool, JsValue> {
         let event = json_field(&event, "event")?;
         let properties = json_field(&properties, "properties")?;
-        self.enqueue(CallType::Track, "track", &[("event", event), ("properties", properties)], None)
+        self.enqueue(CallType::Track, "track", &[("event", event), ("properties", properties)], None, None)
     }
 
-    pub fn identify(&mut self, user_id: JsValue, traits: JsValue) -> Result<bool, JsValue> {
+    /// `token`: the identity token the site's backend made for this user id (an HS256 JWT); without one, the
+    /// edge keeps the user id only as an unverified claim of this browser's anonymous profile.
+    pub fn identify(&mut self, user_id: JsValue, traits: JsValue, token: Option<String>) -> Result<bool, JsValue> {
         let user = json_field(&user_id, "userId")?;
         let traits = json_field(&traits, "traits")?;
-        let sent = self.enqueue(CallType::Identify, "identify", &[("userId", user), ("traits", traits)], None)?;
+        let fields = [("userId", user), ("traits", traits)];
+        let sent = self.enqueue(CallType::Identify, "identify", &fields, None, token.as_deref())?;
         if sent {
             // Only a string user id is remembered for later events; a number is sent but not kept.
             self.user_id = user_id.as_string();
+            self.identity_token = token.filter(|_| self.user_id.is_some());
         }
         Ok(sent)
     }
@@ -146,7 +160,15 @@ impl Tracker {
             Some(p) => p,
             None => json_str(&self.anonymous_id),
         };
-        self.enqueue(CallType::Alias, "alias", &[("userId", user), ("previousId", Some(previous))], None)
+        // The remembered token proves the remembered user id, and only that one.
+        let token = self.identity_token.clone().filter(|_| user_id.as_string() == self.user_id);
+        self.enqueue(
+            CallType::Alias,
+            "alias",
+            &[("userId", user), ("previousId", Some(previous))],
+            None,
+            token.as_deref(),
+        )
     }
 
     #[wasm_bindgen(getter)]
@@ -193,6 +215,7 @@ impl Tracker {
         kind: &str,
         fields: &[(&str, Option<String>)],
         page: Option<&str>,
+        own_token: Option<&str>,
     ) -> Result<bool, JsValue> {
         let now = now();
         let mut event = String::with_capacity(256);
@@ -215,12 +238,18 @@ impl Tracker {
             event.push_str(if *granted { ":true" } else { ":false" });
         }
         event.push_str("}}");
+        let own_user = fields.iter().any(|(k, v)| *k == "userId" && v.is_some());
+        let token =
+            if own_user { own_token } else { self.identity_token.as_deref().filter(|_| self.user_id.is_some()) };
+        if let Some(token) = token {
+            event.push_str(r#","identityToken":"#);
+            push_json_str(&mut event, token);
+        }
         if let Some(page) = page {
             event.push_str(r#","page":"#);
             event.push_str(page);
         }
         event.push('}');
-        let own_user = fields.iter().any(|(k, v)| *k == "userId" && v.is_some());
         if let Some(user) = self.user_id.as_deref().filter(|_| !own_user) {
             event.push_str(r#","userId":"#);
             push_json_str(&mut event, user);

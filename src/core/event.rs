@@ -38,9 +38,40 @@ pub struct Event {
     pub page: Option<PageContext>,
     /// `context.externalIds`: identifiers of other systems (CRM id, loyalty number).
     pub external_ids: Vec<Identity>,
+    /// `context.identityToken`: the site backend's proof of `user_id`, checked and consumed by
+    /// `core::trust::vouch` before the event goes any further.
+    pub identity_token: Option<String>,
+    /// Sent by a browser source: its identifier traits and external ids are claims, recorded on the profile as
+    /// unverified and never made identities (nothing proves them; only the user id has a token).
+    pub from_browser: bool,
+    /// Identity claims that were not believed, with the code saying why; the profile records them as refused.
+    pub unproven: Vec<(Identity, String)>,
 }
 
 impl Event {
+    /// An event as a trusted sender describes it, with no context beyond its ids and time.
+    pub fn new(
+        message_id: String,
+        anonymous_id: Option<String>,
+        user_id: Option<String>,
+        timestamp: Millis,
+        kind: EventKind,
+    ) -> Event {
+        Event {
+            message_id,
+            anonymous_id,
+            user_id,
+            timestamp,
+            kind,
+            consent: None,
+            page: None,
+            external_ids: Vec::new(),
+            identity_token: None,
+            from_browser: false,
+            unproven: Vec::new(),
+        }
+    }
+
     /// The name under which the profile counts this event (see `counts` in the API contract).
     pub fn count_key(&self) -> &str {
         match &self.kind {

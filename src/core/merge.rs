@@ -44,6 +44,14 @@ impl Profile {
         }
     }
 
+    /// Records an identity claim that was not believed (`core::trust`), once per identity: a visitor repeating
+    /// the claim does not push older refusals out.
+    pub fn refuse_claim(&mut self, identity: Identity, code: &str, at: Millis, message_id: &str) {
+        if !self.refused.iter().any(|r| r.identity == identity) {
+            self.refuse(identity, ["unverified claim: ", code].concat(), at, message_id);
+        }
+    }
+
     /// Takes an identity if the rules allow it: not junk, and within its type's limit. A refusal is recorded.
     pub fn admit(&mut self, id: Identity, rules: &IdentityRules, at: Millis, message_id: &str) -> bool {
         if self.has_identity(&id) {

@@ -17,5 +17,6 @@ pub mod segment;
 pub mod store;
 pub mod summary;
 pub mod time;
+pub mod trust;
 pub mod value;
 pub mod wire;

@@ -23,6 +23,8 @@ pub const MAX_MERGE_RECORDS: usize = 50;
 pub const MAX_SPLITTABLE_MERGES: usize = 3;
 /// Refused identities kept as a record.
 pub const MAX_REFUSED: usize = 50;
+/// Why an identifier a browser sent (an e-mail trait, an external id) is not an identity of its profile.
+pub const UNVERIFIED_BROWSER_CLAIM: &str = "sent_by_browser";
 /// How many `messageId`s a profile remembers to count retries once. This is the deduplication window.
 pub const MAX_SEEN_MESSAGE_IDS: usize = 1_000;
 /// Scalar properties kept per recent event, and the longest string kept.
@@ -351,6 +353,19 @@ impl Profile {
             if id.kind == EMAIL || id.kind == PHONE || custom(&id.kind) {
                 candidates.push(stored_form(&id.kind, &id.value));
             }
+        }
+        // From a browser, only the anonymous id and a proven user id are identities: the other identifiers are
+        // claims nobody proved, recorded (in their stored form) as refused so the profile shows what was said.
+        if event.from_browser {
+            let (own, claims): (Vec<Identity>, Vec<Identity>) =
+                candidates.into_iter().partition(|id| id.kind == ANONYMOUS_ID || id.kind == USER_ID);
+            candidates = own;
+            for id in claims {
+                self.refuse_claim(id, UNVERIFIED_BROWSER_CLAIM, event.timestamp, &event.message_id);
+            }
+        }
+        for (id, code) in &event.unproven {
+            self.refuse_claim(id.clone(), code, event.timestamp, &event.message_id);
         }
         let mut added = Vec::new();
         for id in candidates {

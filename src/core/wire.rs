@@ -333,7 +333,20 @@ fn parse_raw_event(
         consent: fields.consent.map(consent_map),
         page: fields.page,
         external_ids,
+        identity_token: identity_token(value.get("context")),
+        from_browser: false,
+        unproven: Vec::new(),
     })
+}
+
+/// `context.identityToken`, as sent. A value that is not a string is kept as an empty token, which fails the
+/// check like any malformed one: the claim it came with is refused, the event itself is not.
+fn identity_token(context: Option<&serde_json::Value>) -> Option<String> {
+    match context?.get("identityToken")? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => Some(String::new()),
+    }
 }
 
 /// Consent preferences that the wire rules found valid (an object of booleans), as a map. Inserted one by one:

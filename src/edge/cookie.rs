@@ -11,7 +11,7 @@ pub const NAME: &str = "edgecdp_aid";
 /// 400 days, the longest lifetime browsers accept for a cookie.
 const MAX_AGE_SECONDS: u64 = 400 * 24 * 60 * 60;
 /// Shorter secrets are refused: they could be guessed, and with them every visitor's cookie forged.
-const MIN_SECRET_BYTES: usize = 16;
+pub const MIN_SECRET_BYTES: usize = 16;
 
 /// The signing key, when one is configured.
 pub fn secret(env: &Env) -> Option<Vec<u8>> {

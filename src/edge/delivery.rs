@@ -206,7 +206,8 @@ fn forwarded_headers(req: &Request, env: &Env, own: &str) -> Result<Headers, Api
 /// Decides every configured slot for the visitor of the cookie, the same way `GET /v1/decide` does. A page
 /// whose store lookup fails still goes out, with the fallbacks.
 async fn decide_page(req: &Request, env: &Env, config: &Config) -> Served {
-    let profile = match visitor_profile(req, env, None, None).await {
+    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
+    let profile = match visitor_profile(env, cookie_id.as_deref(), None, None).await {
         Ok(p) => p,
         Err(e) => {
             worker::console_error!("edge delivery: the profile store is unavailable, serving fallbacks: {e:?}");

@@ -2,6 +2,7 @@
 //! CORS and admin-token rules.
 
 use crate::core::config::{Config, ConfigError};
+use crate::core::trust::constant_time_eq;
 use crate::core::wire::BodyError;
 use serde_json::json;
 use worker::{Headers, Request, Response};
@@ -23,6 +24,8 @@ pub enum ApiError {
     Forbidden {
         code: &'static str,
         message: String,
+        /// The request field the refusal is about (`userId`), or empty.
+        path: &'static str,
     },
     NotFound {
         code: &'static str,
@@ -76,7 +79,7 @@ impl ApiError {
             }
             ApiError::BadRequest { code, message, path } => (400, code, message, path, None),
             ApiError::Unauthorized { code, message } => (401, code, message.to_string(), String::new(), None),
-            ApiError::Forbidden { code, message } => (403, code, message, String::new(), None),
+            ApiError::Forbidden { code, message, path } => (403, code, message, path.to_string(), None),
             ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
             ApiError::Conflict { code, message } => (409, code, message, String::new(), None),
             ApiError::PreconditionFailed { code, message } => (412, code, message, String::new(), None),
@@ -134,9 +137,11 @@ pub fn own_origin(req: &Request) -> Option<String> {
 }
 
 /// Whether a browser request from `Origin` may reach the collection and decision endpoints: the site's own
-/// origin always may (the snippet is served first-party); others only when a source lists them.
+/// origin always may (the snippet is served first-party); others only when a source lists them. `null` (a
+/// sandboxed frame, a `file:` page, a cross-origin redirect) is a browser that hides where it is: never allowed,
+/// not even by `*`.
 pub fn origin_allowed(req: &Request, origin: &str, allowed: impl Fn(&str) -> bool) -> bool {
-    own_origin(req).is_some_and(|own| own.eq_ignore_ascii_case(origin)) || allowed(origin)
+    origin != "null" && (own_origin(req).is_some_and(|own| own.eq_ignore_ascii_case(origin)) || allowed(origin))
 }
 
 /// Adds the CORS headers for an allowed cross-origin request.
@@ -150,13 +155,28 @@ pub fn with_cors(mut resp: Response, origin: Option<&str>) -> worker::Result<Res
     Ok(resp)
 }
 
-/// Answers a CORS preflight.
-pub fn preflight(req: &Request, config: &Config) -> ApiResult {
+/// Answers a CORS preflight, for the endpoints a page may call only (collection, decisions, impressions, the
+/// demo's sign-in): admin and profile endpoints are never readable from a browser origin.
+pub fn preflight(req: &Request, config: &Config, path: &[&str]) -> ApiResult {
     let origin = req.headers().get("origin")?.unwrap_or_default();
+    let public = matches!(
+        path,
+        ["v1", "batch" | "track" | "page" | "screen" | "identify" | "alias" | "group" | "decide" | "impressions"]
+            | ["v1", "decide", "summary"]
+            | ["v1", "demo", "identity-token"]
+    );
+    if !public {
+        return Err(ApiError::Forbidden {
+            code: "cors_not_allowed",
+            message: "this endpoint is not for browsers: call it from a server".into(),
+            path: "",
+        });
+    }
     if origin.is_empty() || !origin_allowed(req, &origin, |o| config.any_source_allows_origin(o)) {
         return Err(ApiError::Forbidden {
             code: "origin_not_allowed",
             message: format!("origin {origin:?} is not allowed"),
+            path: "",
         });
     }
     let resp = Response::empty()?.with_status(204);
@@ -189,19 +209,19 @@ pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
     }
 }
 
-/// Whether an `Authorization` value is `Bearer <EDGECDP_ADMIN_TOKEN>` (false when no token is configured). Edge
-/// delivery uses it to keep the token from ever reaching the origin.
+/// Whether an `Authorization` value is `Bearer <EDGECDP_ADMIN_TOKEN>` (false when no token is configured). The
+/// scheme is case-insensitive and may be followed by any run of spaces or tabs (RFC 9110), so every spelling a
+/// client may use counts; edge delivery relies on that to keep the token from ever reaching the origin.
 pub fn carries_admin_token(env: &worker::Env, authorization: &str) -> bool {
     let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
-    let token = authorization.strip_prefix("Bearer ").unwrap_or("");
-    !configured.is_empty() && constant_time_eq(token.as_bytes(), configured.as_bytes())
+    !configured.is_empty()
+        && bearer(authorization).is_some_and(|t| constant_time_eq(t.as_bytes(), configured.as_bytes()))
 }
 
-/// Compares without an early exit, so that timing does not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8;
-    for (i, &x) in b.iter().enumerate() {
-        diff |= x ^ a.get(i).copied().unwrap_or(0);
-    }
-    diff == 0 && a.len() == b.len()
+/// The credentials of a `Bearer` `Authorization` value, whatever the case of the scheme and the spaces around.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let value = authorization.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    let token = rest.trim_matches([' ', '\t']);
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }

@@ -77,6 +77,17 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
             ))
         })?
     };
+    // Settings that weaken the trust rules are allowed only explicitly, and said out loud at every load.
+    for id in compiled.unproven_sources() {
+        worker::console_warn!(
+            "configuration v{version}: browser source {id:?} has identityProof \"off\": any page can claim any user id and read that user's personalization"
+        );
+    }
+    if compiled.demo_sign_in {
+        worker::console_warn!(
+            "configuration v{version}: demo.signIn is on: POST /v1/demo/identity-token signs any user id for anyone; never use it for real visitors"
+        );
+    }
     let compiled = Rc::new(compiled);
     CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, compiled.clone())));
     Ok((version, compiled))

@@ -11,7 +11,7 @@ mod http;
 mod kv;
 mod profile_object;
 
-use crate::core::config::{compile_str, Config};
+use crate::core::config::{compile_str, seal_server_keys, Config, SourceKind};
 use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
 use crate::core::context::{Context as DecideContext, Device};
 use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
@@ -22,6 +22,7 @@ use crate::core::profile::{ApplyRequest, Profile};
 use crate::core::store::encode_apply;
 use crate::core::summary;
 use crate::core::time::Millis;
+use crate::core::trust::{make_identity_token, vouch, RefusedClaim};
 use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
 use http::{json_response, require_admin, with_cors, ApiError, ApiResult};
 use serde_json::json;
@@ -54,7 +55,7 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         }
         (Method::Options, ["v1", ..]) => {
             let (_, config) = kv::config(env).await?;
-            http::preflight(&req, &config)
+            http::preflight(&req, &config, &segments)
         }
         (Method::Post, ["v1", "batch"]) => collect(req, env, None).await,
         (Method::Post, ["v1", call]) if CallType::from_name(call).is_some() => {
@@ -65,6 +66,7 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, ["v1", "decide"]) => decide_get(req, env).await,
         (Method::Get, ["v1", "decide", "summary"]) => decide_summary(req, env).await,
         (Method::Post, ["v1", "impressions"]) => impressions_post(req, env).await,
+        (Method::Post, ["v1", "demo", "identity-token"]) => demo_identity_token(req, env).await,
         (Method::Get, ["v1", "profiles", key]) => profile_get(req, env, key, false).await,
         (Method::Get, ["v1", "profiles", key, "export"]) => profile_get(req, env, key, true).await,
         (Method::Delete, ["v1", "profiles", key]) => profile_delete(req, env, key).await,
@@ -132,9 +134,10 @@ async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
-/// The browser origin of a request, if it is a cross-site or same-site browser request at all.
+/// The browser origin of a request, if it is a browser request at all. `null` is kept: it is a browser that
+/// hides its origin, which no source allows (`http::origin_allowed`), not a server.
 fn origin(req: &Request) -> Option<String> {
-    req.headers().get("origin").ok().flatten().filter(|o| !o.is_empty() && o != "null")
+    req.headers().get("origin").ok().flatten().filter(|o| !o.trim().is_empty())
 }
 
 /// `POST /v1/batch` and the single-event endpoints.
@@ -154,14 +157,18 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         message: "send the write key as the Basic auth user name or as writeKey in the body",
     })?;
     let source = config
-        .source_by_write_key(&key)
+        .authenticate(&key)
         .ok_or(ApiError::Unauthorized { code: "invalid_write_key", message: "unknown write key" })?;
     let origin = origin(&req);
+    if source.is_server() && origin.is_some() {
+        return Err(server_key_from_browser(&source.id));
+    }
     if let Some(o) = &origin {
         if !http::origin_allowed(&req, o, |o| source.allows_origin(o)) {
             return Err(ApiError::Forbidden {
                 code: "origin_not_allowed",
                 message: format!("origin {o:?} is not allowed for source {:?}", source.id),
+                path: "",
             });
         }
     }
@@ -184,11 +191,14 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     // are dropped, and an event left with no usable id is rejected at its index.
     let mut rejected = parsed.rejected;
     let single = call.is_some();
+    let path_of =
+        |index: usize, field: &str| if single { field.to_string() } else { format!("batch[{index}].{field}") };
     // The wire parser keeps good events in order and names the bad ones by index: the n-th good event has the
     // n-th index that was not rejected.
     let parse_rejected: std::collections::BTreeSet<usize> = rejected.iter().map(|r| r.index).collect();
     let mut indexes = (0..).filter(move |i| !parse_rejected.contains(i));
     let mut kept = Vec::with_capacity(events.len());
+    let mut positions = Vec::with_capacity(events.len());
     for mut event in events {
         let index = indexes.next().unwrap_or(0);
         let junk_anonymous = event.anonymous_id.as_deref().is_some_and(|a| is_junk(&config.identity, a));
@@ -201,18 +211,17 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         }
         if event.anonymous_id.is_none() && event.user_id.is_none() {
             let field = if junk_user { "userId" } else { "anonymousId" };
-            let path = if single { field.to_string() } else { format!("batch[{index}].{field}") };
             rejected.push(wire::Rejection {
                 index,
                 code: "blocked_identity",
                 message: format!("{field} is on the identity blocklist and no other id was sent"),
-                path,
+                path: path_of(index, field),
             });
             continue;
         }
         kept.push(event);
+        positions.push(index);
     }
-    rejected.sort_by_key(|r| r.index);
 
     // Which profile's writer gets each event (core::merge::plan), from what the identity index says.
     let store = kv::store(env)?;
@@ -222,6 +231,43 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
             index.insert(id, pid);
         }
     }
+    // A browser's identity claims count only with proof (core::trust); a server source's are believed. A claim
+    // that is not believed is named in the answer, and the event is still stored, for the visitor's own profile.
+    let mut unverified = Vec::new();
+    if let SourceKind::Browser { identity_proof, .. } = &source.kind {
+        let secrets = identity_secrets(env);
+        let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
+        for RefusedClaim { position, error } in vouch(&mut kept, *identity_proof, &secrets, &index, received) {
+            let index = positions[position];
+            unverified.push(json!({"index": index, "code": error.code(), "message": error.message(),
+                "path": path_of(index, error.field())}));
+        }
+        // An event that had only the user id it could not prove has no profile to go to.
+        let mut i = 0;
+        kept.retain(|e| {
+            let keep = e.anonymous_id.is_some() || e.user_id.is_some();
+            if !keep {
+                rejected.push(wire::Rejection {
+                    index: positions[i],
+                    code: "identity_unproven",
+                    message:
+                        "the userId was not proven and no anonymousId was sent, so the event has no profile to go to"
+                            .into(),
+                    path: path_of(positions[i], "anonymousId"),
+                });
+            }
+            i += 1;
+            keep
+        });
+    }
+    rejected.sort_by_key(|r| r.index);
+    // The cookie is for an id this browser owns: one a valid cookie already proves, or one that had no profile
+    // before this request (so the request made it). Naming someone else's anonymous id earns no cookie for it.
+    let new_anonymous_ids: std::collections::BTreeSet<String> = kept
+        .iter()
+        .filter_map(|e| e.anonymous_id.clone())
+        .filter(|a| !index.contains_key(&Identity::new(ANONYMOUS_ID, a)))
+        .collect();
     let groups = plan(kept, &index, &config.identity);
     let signals = signals(&req, env);
     let mut stored_anonymous_id: Option<String> = None;
@@ -230,7 +276,8 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         let request = ApplyRequest { profile_id, signals: signals.clone(), events, links, ..ApplyRequest::default() };
         let outcome = apply(env, request).await?;
         if outcome.get("stored").and_then(|v| v.as_u64()).unwrap_or(0) > 0 && stored_anonymous_id.is_none() {
-            stored_anonymous_id = first_anonymous;
+            stored_anonymous_id =
+                first_anonymous.filter(|a| cookie_id.as_ref() == Some(a) || new_anonymous_ids.contains(a));
         }
     }
 
@@ -240,6 +287,9 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
             .iter()
             .map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path}))
             .collect();
+    }
+    if !unverified.is_empty() {
+        answer["unverified"] = json!(unverified);
     }
     // Only browsers get the cookie (server-side sources send no Origin), and only once consent let something be
     // stored; a withdrawal of analytics removes it.
@@ -265,6 +315,65 @@ async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
     let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
     let request = wire::parse_decide(&bytes).map_err(ApiError::Body)?;
     answer_decision(&req, env, request).await
+}
+
+/// The secrets an identity token may be signed with: `EDGECDP_IDENTITY_SECRET`, and during a rotation
+/// `EDGECDP_IDENTITY_SECRET_PREVIOUS` (see SECURITY.md). Shorter ones than the cookie's minimum are ignored.
+fn identity_secrets(env: &Env) -> Vec<Vec<u8>> {
+    ["EDGECDP_IDENTITY_SECRET", "EDGECDP_IDENTITY_SECRET_PREVIOUS"]
+        .iter()
+        .filter_map(|name| env.var(name).ok().map(|v| v.to_string()))
+        .filter(|s| s.len() >= cookie::MIN_SECRET_BYTES)
+        .map(String::into_bytes)
+        .collect()
+}
+
+fn server_key_from_browser(source: &str) -> ApiError {
+    worker::console_warn!("a server key (source {source:?}) was sent from a browser origin and refused; rotate it");
+    ApiError::Forbidden {
+        code: "server_key_from_browser",
+        message: "a server key is secret and never accepted from a browser; if a page holds it, rotate it".into(),
+        path: "",
+    }
+}
+
+/// Reads who is calling and what it may ask. A server credential is a server source's key (`Authorization:
+/// Bearer <key>` or Basic with the key as user name) or the admin token, and is refused from a browser origin.
+/// Without one, the caller acts only for its own visitor: naming a user id is refused, and a consent grant in the
+/// request (`?personalization=true`, `context.consent`) counts only for the visitor of the cookie, so nobody can
+/// override another person's recorded refusal (a refusal always counts). Answers the visitor of a valid signed
+/// cookie, if the request has one.
+fn caller(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    user_id: Option<&str>,
+    consent: &mut Option<BTreeMap<String, bool>>,
+) -> Result<Option<String>, ApiError> {
+    let authorization = req.headers().get("authorization")?.unwrap_or_default();
+    let key =
+        http::bearer(&authorization).map(String::from).or_else(|| wire::write_key_from_basic_auth(&authorization));
+    let server = key.as_deref().and_then(|k| config.authenticate(k)).filter(|s| s.is_server());
+    let credentialed = server.is_some() || http::carries_admin_token(env, &authorization);
+    if credentialed && origin(req).is_some() {
+        return Err(server_key_from_browser(server.map_or("admin", |s| s.id.as_str())));
+    }
+    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
+    if !credentialed && user_id.is_some() {
+        return Err(ApiError::Forbidden {
+            code: "credential_required",
+            message: "deciding for a userId needs a server credential (a server source's key); a browser decides for \
+                      its own visitor (the cookie, or anonymousId)"
+                .into(),
+            path: "userId",
+        });
+    }
+    if !credentialed && cookie_id.is_none() {
+        if let Some(consent) = consent {
+            consent.retain(|_, granted| !*granted);
+        }
+    }
+    Ok(cookie_id)
 }
 
 /// `GET /v1/decide?slots=hero,sidebar&anonymousId=...`, for CMS pages and servers.
@@ -320,6 +429,7 @@ fn allowed_origin(req: &Request, config: &Config) -> Result<Option<String>, ApiE
             return Err(ApiError::Forbidden {
                 code: "origin_not_allowed",
                 message: format!("origin {o:?} is not allowed"),
+                path: "",
             });
         }
     }
@@ -329,13 +439,12 @@ fn allowed_origin(req: &Request, config: &Config) -> Result<Option<String>, ApiE
 /// The profile a decision is for: the signed cookie's id wins over a sent `anonymousId`, and a known user's
 /// profile is preferred over the anonymous one.
 async fn visitor_profile(
-    req: &Request,
     env: &Env,
+    cookie_id: Option<&str>,
     anonymous_id: Option<&str>,
     user_id: Option<&str>,
 ) -> Result<Option<Profile>, ApiError> {
-    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
-    let anonymous_id = cookie_id.as_deref().or(anonymous_id);
+    let anonymous_id = cookie_id.or(anonymous_id);
     let store = kv::store(env)?;
     let mut profile = None;
     if let Some(u) = user_id {
@@ -349,10 +458,12 @@ async fn visitor_profile(
     Ok(profile)
 }
 
-async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> ApiResult {
+async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -> ApiResult {
     let (_, config) = kv::config(env).await?;
     let origin = allowed_origin(req, &config)?;
-    let profile = visitor_profile(req, env, request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let cookie_id = caller(req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
+    let profile =
+        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
     let signals = signals(req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
@@ -384,10 +495,12 @@ async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> Ap
 /// visitor's profile summary (`Profile::minimized_for`, base64), or `null` without a profile or without
 /// personalization consent. Ids resolve as for `GET /v1/decide`. Never cached: it describes one visitor.
 async fn decide_summary(req: Request, env: &Env) -> ApiResult {
-    let request = decide_query(&req)?;
+    let mut request = decide_query(&req)?;
     let (version, config) = kv::config(env).await?;
     let origin = allowed_origin(&req, &config)?;
-    let profile = visitor_profile(&req, env, request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let cookie_id = caller(&req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
+    let profile =
+        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
     let signals = signals(&req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
@@ -415,8 +528,10 @@ async fn impressions_post(mut req: Request, env: &Env) -> ApiResult {
     let (_, config) = kv::config(env).await?;
     let origin = allowed_origin(&req, &config)?;
     let now = now();
-    let request = wire::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
-    let profile = visitor_profile(&req, env, request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let mut request = wire::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
+    let cookie_id = caller(&req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
+    let profile =
+        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
     let signals = signals(&req, env);
     let permitted =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
@@ -506,6 +621,39 @@ async fn apply(env: &Env, mut request: ApplyRequest) -> Result<serde_json::Value
         }
     }
     Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()))
+}
+
+/// `POST /v1/demo/identity-token` with `{"userId": "..."}`: the demo shop's sign-in. It signs an identity token
+/// (`core::trust`, valid for an hour) for whatever user id it is asked, as a site's backend would after a real
+/// login, so the demo shows the verified path. Anyone may call it, which is why it exists only when the
+/// configuration says `"demo": {"signIn": true}` (404 otherwise), and why the Worker warns at every load then.
+async fn demo_identity_token(mut req: Request, env: &Env) -> ApiResult {
+    let (_, config) = kv::config(env).await?;
+    let not_found = || ApiError::NotFound { code: "not_found", message: "no route for /v1/demo/identity-token".into() };
+    if !config.demo_sign_in {
+        return Err(not_found());
+    }
+    let origin = allowed_origin(&req, &config)?;
+    let secrets = identity_secrets(env);
+    let Some(secret) = secrets.first() else {
+        return Err(ApiError::Unavailable("the demo sign-in needs EDGECDP_IDENTITY_SECRET".into()));
+    };
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Body(BodyError::NotJson(format!("body is not valid JSON: {e}"))))?;
+    let user_id = doc
+        .get("userId")
+        .and_then(|v| v.as_str())
+        .filter(|u| !u.trim().is_empty() && u.chars().count() <= wire::MAX_ID_CHARS && !is_junk(&config.identity, u))
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_user_id",
+            message: format!("userId must be a non-empty string of at most {} characters", wire::MAX_ID_CHARS),
+            path: "userId".into(),
+        })?;
+    let now = now();
+    let expires_at = now + 3_600_000;
+    let token = make_identity_token(secret, user_id, now, expires_at);
+    Ok(with_cors(json_response(200, &json!({"token": token, "expiresAt": expires_at}))?, origin.as_deref())?)
 }
 
 /// `GET /v1/experiments/{id}` (admin): exposures, conversions and conversion rates per variant, the holdout
@@ -613,10 +761,13 @@ async fn profile_split(mut req: Request, env: &Env, key: &str) -> ApiResult {
 async fn config_get(req: Request, env: &Env) -> ApiResult {
     require_admin(&req, env)?;
     let (version, text) = kv::config_text(env).await?;
-    let doc: serde_json::Value = match text {
+    let mut doc: serde_json::Value = match text {
         Some(t) => serde_json::from_str(&t).map_err(|e| ApiError::Unavailable(e.to_string()))?,
         None => json!({}),
     };
+    // Stored configurations hold server keys only as hashes; one put into KV by hand may not, and is shown
+    // sealed all the same.
+    seal_server_keys(&mut doc);
     let mut resp = json_response(200, &doc)?;
     resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
     resp.headers_mut().set("etag", &format!("\"{version}\""))?;
@@ -628,6 +779,11 @@ async fn config_put(mut req: Request, env: &Env) -> ApiResult {
     let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::Body(BodyError::NotJson("body is not UTF-8".into())))?;
     compile_str(&text).map_err(ApiError::InvalidConfig)?;
+    // Server keys are stored as their hashes only: what KV and `GET /v1/config` hold cannot authenticate.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ApiError::Body(BodyError::NotJson(e.to_string())))?;
+    seal_server_keys(&mut doc);
+    let text = doc.to_string();
     match config_object::write(env, &text, if_match_version(&req)?).await? {
         config_object::Written::Stored { version } => {
             let mut resp = json_response(200, &json!({"version": version}))?;

@@ -1,0 +1,394 @@
+//! Who an event may say it is from: identity tokens (a site backend's proof of a browser's user id), server keys
+//! kept only as digests, and `vouch`, which decides per event which identity claims a browser source proved.
+//!
+//! A browser source's write key is public (it is in every page), so whatever a browser says about who it is
+//! counts only with proof. Its own anonymous id is its own; a user id counts when a token made with the shared
+//! identity secret names it, or when the browser's anonymous id already leads to that user's profile (a link
+//! proven earlier). Everything else it claims (an unproven user id, identifier traits, external ids, an alias of
+//! another id) is kept only as an unverified claim on its own anonymous profile, never linked or indexed.
+
+use crate::core::event::{Event, EventKind};
+use crate::core::identity::{hex, hmac_sha256, Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::summary::{base64_decode, base64_encode};
+use crate::core::time::Millis;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Longer `context.identityToken` values are refused unread: a real HS256 token for a user id is far shorter.
+pub const MAX_TOKEN_BYTES: usize = 2048;
+/// Clocks of the site's backend and of the edge may disagree by this much about `exp` and `nbf`.
+pub const CLOCK_LEEWAY_MS: Millis = 60_000;
+/// Digests of server keys are written `sha256:<64 hex digits>`.
+pub const KEY_DIGEST_PREFIX: &str = "sha256:";
+
+/// Why an identity claim was not believed. Each is a code in the answer to the sender and a reason on the
+/// visitor's profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimError {
+    /// A browser sent a user id without a token.
+    MissingToken,
+    /// The token is not three base64url parts with JSON header and claims.
+    MalformedToken,
+    /// The header names another algorithm than HS256 (`none` included).
+    UnsupportedAlgorithm,
+    /// No identity secret made this signature.
+    BadSignature,
+    /// `exp` is in the past (or absent: tokens must expire).
+    ExpiredToken,
+    /// `nbf` is in the future.
+    TokenNotYetValid,
+    /// The token proves another user id than the one claimed.
+    TokenForAnotherUser,
+    /// The Worker has no identity secret, so no token can be checked.
+    NoIdentitySecret,
+    /// An alias from a browser names an id other than the browser's own anonymous id.
+    AliasOfAnotherId,
+}
+
+impl ClaimError {
+    pub fn code(self) -> &'static str {
+        match self {
+            ClaimError::MissingToken => "identity_unproven",
+            ClaimError::MalformedToken => "invalid_identity_token",
+            ClaimError::UnsupportedAlgorithm => "unsupported_token_algorithm",
+            ClaimError::BadSignature => "invalid_token_signature",
+            ClaimError::ExpiredToken => "expired_identity_token",
+            ClaimError::TokenNotYetValid => "identity_token_not_yet_valid",
+            ClaimError::TokenForAnotherUser => "identity_token_mismatch",
+            ClaimError::NoIdentitySecret => "identity_proof_unavailable",
+            ClaimError::AliasOfAnotherId => "alias_unproven",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            ClaimError::MissingToken => {
+                "a browser's userId counts only with context.identityToken from the site's backend; kept as an unverified claim"
+            }
+            ClaimError::MalformedToken => "context.identityToken is not an HS256 JWT; userId kept as an unverified claim",
+            ClaimError::UnsupportedAlgorithm => {
+                "context.identityToken must be signed with HS256; userId kept as an unverified claim"
+            }
+            ClaimError::BadSignature => {
+                "context.identityToken is not signed with the identity secret; userId kept as an unverified claim"
+            }
+            ClaimError::ExpiredToken => {
+                "context.identityToken has expired (or has no exp); userId kept as an unverified claim"
+            }
+            ClaimError::TokenNotYetValid => "context.identityToken is not valid yet (nbf); userId kept as an unverified claim",
+            ClaimError::TokenForAnotherUser => {
+                "context.identityToken proves another user id (sub); userId kept as an unverified claim"
+            }
+            ClaimError::NoIdentitySecret => {
+                "this Worker has no identity secret (EDGECDP_IDENTITY_SECRET), so no userId from a browser can be proven"
+            }
+            ClaimError::AliasOfAnotherId => {
+                "a browser may alias only its own anonymousId; previousId kept as an unverified claim"
+            }
+        }
+    }
+
+    /// The field of the event the refusal is about.
+    pub fn field(self) -> &'static str {
+        match self {
+            ClaimError::MissingToken | ClaimError::NoIdentitySecret => "userId",
+            ClaimError::AliasOfAnotherId => "previousId",
+            _ => "context.identityToken",
+        }
+    }
+}
+
+/// Makes an HS256 JWT proving `user_id` until `expires_at`, as a site's backend does (and the demo's sign-in).
+pub fn make_identity_token(secret: &[u8], user_id: &str, issued_at: Millis, expires_at: Millis) -> String {
+    let header = base64url_encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = serde_json::json!({"sub": user_id, "iat": issued_at / 1000, "exp": expires_at / 1000});
+    let body = base64url_encode(claims.to_string().as_bytes());
+    let signed = [header.as_str(), ".", body.as_str()].concat();
+    let signature = base64url_encode(&hmac_sha256(secret, signed.as_bytes()));
+    [signed, ".".into(), signature].concat()
+}
+
+/// Checks that `token` is an HS256 JWT made with one of `secrets` (the current one and, while a rotation is under
+/// way, the previous one) whose `sub` is `user_id` and which has not expired at `now`.
+pub fn verify_identity_token(token: &str, user_id: &str, secrets: &[&[u8]], now: Millis) -> Result<(), ClaimError> {
+    if secrets.is_empty() {
+        return Err(ClaimError::NoIdentitySecret);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(ClaimError::MalformedToken);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(body), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ClaimError::MalformedToken);
+    };
+    let json = |part: &str| -> Result<serde_json::Map<String, serde_json::Value>, ClaimError> {
+        let bytes = base64url_decode(part).ok_or(ClaimError::MalformedToken)?;
+        match serde_json::from_slice(&bytes) {
+            Ok(serde_json::Value::Object(o)) => Ok(o),
+            _ => Err(ClaimError::MalformedToken),
+        }
+    };
+    let header = json(header)?;
+    // The algorithm is fixed here, never taken from the token: `alg: none` or an asymmetric name is refused
+    // before any signature is looked at, and so is a header that asks for extensions we do not implement.
+    if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") || header.contains_key("crit") {
+        return Err(ClaimError::UnsupportedAlgorithm);
+    }
+    let sent = base64url_decode(signature).filter(|s| s.len() == 32).ok_or(ClaimError::BadSignature)?;
+    let signed = &token[..token.len() - signature.len() - 1];
+    let valid = secrets.iter().any(|s| constant_time_eq(&hmac_sha256(s, signed.as_bytes()), &sent));
+    if !valid {
+        return Err(ClaimError::BadSignature);
+    }
+    let claims = json(body)?;
+    let seconds = |k: &str| claims.get(k).and_then(|v| v.as_f64()).map(|s| (s * 1000.0) as Millis);
+    match seconds("exp") {
+        Some(exp) if exp + CLOCK_LEEWAY_MS > now => {}
+        _ => return Err(ClaimError::ExpiredToken),
+    }
+    if seconds("nbf").is_some_and(|nbf| nbf - CLOCK_LEEWAY_MS > now) {
+        return Err(ClaimError::TokenNotYetValid);
+    }
+    if claims.get("sub").and_then(|s| s.as_str()) != Some(user_id) {
+        return Err(ClaimError::TokenForAnotherUser);
+    }
+    Ok(())
+}
+
+/// The digest under which a server key is stored: `sha256:<hex>`. The configuration keeps only this, so reading
+/// it (or the KV value it lives in) does not reveal the key.
+pub fn key_digest(key: &str) -> String {
+    [KEY_DIGEST_PREFIX, &hex(&Sha256::digest(key.as_bytes()))].concat()
+}
+
+/// Whether `key` is the key behind `digest`, compared without an early exit.
+pub fn key_matches(key: &str, digest: &str) -> bool {
+    constant_time_eq(key_digest(key).as_bytes(), digest.as_bytes())
+}
+
+/// Whether `digest` has the form `key_digest` writes.
+pub fn is_key_digest(digest: &str) -> bool {
+    digest.strip_prefix(KEY_DIGEST_PREFIX).is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Compares without an early exit, so that timing does not reveal how much of a guess was right. The length
+/// is not secret (a digest's is fixed; a token's is public).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &x) in b.iter().enumerate() {
+        diff |= x ^ a.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// Whether a browser's user ids must be proven (the default) or are believed as sent (`identityProof: "off"`,
+/// which the Worker warns about at every configuration load).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proof {
+    Required,
+    Off,
+}
+
+/// One claim of an event that was not believed: the position of the event in the list given to `vouch`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefusedClaim {
+    pub position: usize,
+    pub error: ClaimError,
+}
+
+/// Applies a browser source's trust to its events, in place, and says which claims it refused. Each event is
+/// marked as from a browser (its identifier traits and external ids stay claims); a user id that is neither
+/// proven by a token nor already linked to the event's anonymous id (`index`: what the identity index says) is
+/// taken off the event and kept as an unverified claim, as is an alias of an id that is not the browser's own.
+/// The tokens are consumed: none travels further than this check.
+pub fn vouch(
+    events: &mut [Event],
+    proof: Proof,
+    secrets: &[&[u8]],
+    index: &BTreeMap<Identity, String>,
+    now: Millis,
+) -> Vec<RefusedClaim> {
+    let mut refused = Vec::new();
+    for (position, e) in events.iter_mut().enumerate() {
+        e.from_browser = true;
+        let token = e.identity_token.take();
+        if let (Some(user), Proof::Required) = (e.user_id.clone(), proof) {
+            let linked = e.anonymous_id.as_ref().is_some_and(|a| {
+                let of_anonymous = index.get(&Identity::new(ANONYMOUS_ID, a));
+                of_anonymous.is_some() && of_anonymous == index.get(&Identity::new(USER_ID, &user))
+            });
+            let proven = if linked {
+                Ok(())
+            } else {
+                match &token {
+                    Some(t) => verify_identity_token(t, &user, secrets, now),
+                    None if secrets.is_empty() => Err(ClaimError::NoIdentitySecret),
+                    None => Err(ClaimError::MissingToken),
+                }
+            };
+            if let Err(error) = proven {
+                e.user_id = None;
+                e.unproven.push((Identity::new(USER_ID, &user), error.code().to_string()));
+                refused.push(RefusedClaim { position, error });
+            }
+        }
+        // An alias links its previous id to the user's profile: from a browser, only the browser's own
+        // anonymous id may be linked that way; any other id stays a claim.
+        if let EventKind::Alias { previous_id } = &mut e.kind {
+            if e.anonymous_id.as_deref() != Some(previous_id.as_str()) && e.user_id.is_some() {
+                e.unproven.push((Identity::new(ANONYMOUS_ID, previous_id), ClaimError::AliasOfAnotherId.code().into()));
+                refused.push(RefusedClaim { position, error: ClaimError::AliasOfAnotherId });
+                *previous_id = e.anonymous_id.clone().or_else(|| e.user_id.clone()).unwrap_or_default();
+            }
+        }
+    }
+    refused
+}
+
+fn base64url_encode(bytes: &[u8]) -> String {
+    base64_encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
+}
+
+/// Decodes unpadded base64url (RFC 7515's form); `None` for anything else, padding and the standard alphabet
+/// included.
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    if text.bytes().any(|b| b == b'+' || b == b'/' || b == b'=') || text.len() % 4 == 1 {
+        return None;
+    }
+    let mut standard = text.replace('-', "+").replace('_', "/");
+    while !standard.len().is_multiple_of(4) {
+        standard.push('=');
+    }
+    base64_decode(&standard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::Event;
+
+    const SECRET: &[u8] = b"a shared identity secret, 32 bytes";
+    const NOW: Millis = 1_780_000_000_000;
+    const HOUR: Millis = 3_600_000;
+
+    fn token(user: &str, exp: Millis) -> String {
+        make_identity_token(SECRET, user, NOW, exp)
+    }
+
+    #[test]
+    fn tokens_made_here_verify_and_match_a_known_jwt() {
+        assert_eq!(verify_identity_token(&token("alice", NOW + HOUR), "alice", &[SECRET], NOW), Ok(()));
+        // Made by a reference implementation (Python: hmac + base64.urlsafe_b64encode, padding stripped) for
+        // secret "secret", {"alg":"HS256","typ":"JWT"} and {"sub":"u1","exp":4102444800}.
+        let reference = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSIsImV4cCI6NDEwMjQ0NDgwMH0.\
+                         8UAoCbnHjNaWv5XovpBDsBNjWGKcwQA5bvtK0ioWIGI";
+        assert_eq!(verify_identity_token(reference, "u1", &[b"secret"], NOW), Ok(()));
+    }
+
+    #[test]
+    fn every_kind_of_bad_token_is_refused_with_its_own_code() {
+        let good = token("alice", NOW + HOUR);
+        let (head, rest) = good.split_once('.').unwrap();
+        let none_alg = [base64url_encode(br#"{"alg":"none"}"#).as_str(), ".", rest].concat();
+        let rs256 = [base64url_encode(br#"{"alg":"RS256"}"#).as_str(), ".", rest].concat();
+        let mut flipped = good.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        type Case<'a> = (&'a str, String, &'a str, &'a [&'a [u8]], ClaimError);
+        let cases: [Case; 11] = [
+            (
+                "forged",
+                make_identity_token(b"guess", "alice", NOW, NOW + HOUR),
+                "alice",
+                &[SECRET],
+                ClaimError::BadSignature,
+            ),
+            ("flipped signature", flipped, "alice", &[SECRET], ClaimError::BadSignature),
+            ("expired", token("alice", NOW - 2 * CLOCK_LEEWAY_MS), "alice", &[SECRET], ClaimError::ExpiredToken),
+            ("other user", token("bob", NOW + HOUR), "alice", &[SECRET], ClaimError::TokenForAnotherUser),
+            ("alg none", none_alg, "alice", &[SECRET], ClaimError::UnsupportedAlgorithm),
+            ("alg RS256", rs256, "alice", &[SECRET], ClaimError::UnsupportedAlgorithm),
+            ("two parts", [head, ".x"].concat(), "alice", &[SECRET], ClaimError::MalformedToken),
+            ("not base64", "a.b.c!".into(), "alice", &[SECRET], ClaimError::MalformedToken),
+            ("too long", "a".repeat(MAX_TOKEN_BYTES + 1), "alice", &[SECRET], ClaimError::MalformedToken),
+            ("no secret", token("alice", NOW + HOUR), "alice", &[], ClaimError::NoIdentitySecret),
+            ("padded", [good.as_str(), "="].concat(), "alice", &[SECRET], ClaimError::BadSignature),
+        ];
+        for (name, t, user, secrets, want) in cases {
+            assert_eq!(verify_identity_token(&t, user, secrets, NOW), Err(want), "{name}");
+        }
+        // Within the leeway, and with the previous secret during a rotation.
+        assert_eq!(verify_identity_token(&token("alice", NOW - 1000), "alice", &[SECRET], NOW), Ok(()));
+        assert_eq!(verify_identity_token(&token("alice", NOW + HOUR), "alice", &[b"new one", SECRET], NOW), Ok(()));
+    }
+
+    #[test]
+    fn server_keys_are_kept_as_digests() {
+        let d = key_digest("s3rver-key");
+        assert!(is_key_digest(&d) && !d.contains("s3rver"));
+        assert!(key_matches("s3rver-key", &d));
+        assert!(!key_matches("s3rver-kez", &d) && !key_matches("", &d));
+        assert!(!is_key_digest("sha256:xyz") && !is_key_digest("md5:00"));
+    }
+
+    fn event(anonymous: &str, user: Option<&str>, token: Option<String>) -> Event {
+        let mut e = Event::new(
+            "m1".into(),
+            Some(anonymous.into()),
+            user.map(String::from),
+            NOW,
+            EventKind::Identify { traits: Default::default() },
+        );
+        e.identity_token = token;
+        e
+    }
+
+    #[test]
+    fn vouch_keeps_proven_and_linked_user_ids_and_refuses_the_rest() {
+        let linked = BTreeMap::from([
+            (Identity::new(ANONYMOUS_ID, "a2"), "p_alice".to_string()),
+            (Identity::new(USER_ID, "alice"), "p_alice".to_string()),
+        ]);
+        let mut events = vec![
+            event("a1", Some("alice"), Some(token("alice", NOW + HOUR))),
+            event("a2", Some("alice"), None),
+            event("a3", Some("alice"), None),
+            event("a4", Some("alice"), Some(token("bob", NOW + HOUR))),
+            event("a5", None, None),
+        ];
+        let refused = vouch(&mut events, Proof::Required, &[SECRET], &linked, NOW);
+        assert_eq!(
+            refused,
+            vec![
+                RefusedClaim { position: 2, error: ClaimError::MissingToken },
+                RefusedClaim { position: 3, error: ClaimError::TokenForAnotherUser },
+            ]
+        );
+        let users: Vec<_> = events.iter().map(|e| e.user_id.as_deref()).collect();
+        assert_eq!(users, [Some("alice"), Some("alice"), None, None, None]);
+        assert_eq!(events[2].unproven, vec![(Identity::new(USER_ID, "alice"), "identity_unproven".to_string())]);
+        assert!(events.iter().all(|e| e.from_browser && e.identity_token.is_none()));
+
+        let mut off = vec![event("a3", Some("alice"), None)];
+        assert!(vouch(&mut off, Proof::Off, &[], &BTreeMap::new(), NOW).is_empty());
+        assert_eq!(off[0].user_id.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_browser_aliases_only_its_own_anonymous_id() {
+        let mut events = vec![Event::new(
+            "m".into(),
+            Some("a1".into()),
+            Some("alice".into()),
+            NOW,
+            EventKind::Alias { previous_id: "someone-else".into() },
+        )];
+        events[0].identity_token = Some(token("alice", NOW + HOUR));
+        let refused = vouch(&mut events, Proof::Required, &[SECRET], &BTreeMap::new(), NOW);
+        assert_eq!(refused, vec![RefusedClaim { position: 0, error: ClaimError::AliasOfAnotherId }]);
+        assert_eq!(events[0].kind, EventKind::Alias { previous_id: "a1".into() });
+        assert_eq!(events[0].unproven[0].0, Identity::new(ANONYMOUS_ID, "someone-else"));
+    }
+}
