@@ -25,6 +25,15 @@ if [ -z "${EDGECDP_COOKIE_SECRET:-}" ]; then
   EDGECDP_COOKIE_SECRET="$(cat "$secret_file")"
 fi
 args+=(--var "EDGECDP_COOKIE_SECRET:$EDGECDP_COOKIE_SECRET")
+# The identity secret signs the tokens with which a site's backend proves a user id (SECURITY.md); locally it is
+# made once and kept like the cookie's, and the demo's sign-in route uses it.
+identity_file="$ROOT/.wrangler/identity-secret"
+if [ -z "${EDGECDP_IDENTITY_SECRET:-}" ]; then
+  mkdir -p "$ROOT/.wrangler"
+  [ -s "$identity_file" ] || (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$identity_file")
+  EDGECDP_IDENTITY_SECRET="$(cat "$identity_file")"
+fi
+args+=(--var "EDGECDP_IDENTITY_SECRET:$EDGECDP_IDENTITY_SECRET")
 if [ -n "${EDGECDP_ADMIN_TOKEN:-}" ]; then
   args+=(--var "EDGECDP_ADMIN_TOKEN:$EDGECDP_ADMIN_TOKEN")
 else

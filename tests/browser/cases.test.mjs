@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWorker } from '../support/worker.mjs';
-import { caseNames, loadCase, playCase } from '../support/cases.mjs';
+import { caseNames, credentialFor, loadCase, playCase } from '../support/cases.mjs';
 import { launchChromium } from './shop.mjs';
 
 let w;
@@ -32,18 +32,27 @@ after(async () => {
   await w?.stop();
 });
 
-/** Runs in the page: fetches the summary for the request's ids, decides on it, records what must be. */
-async function decideInPage({ request }) {
+/**
+ * Runs in the page: fetches the summary for the request's visitor (unless the caller brings one), decides on it,
+ * and records what must be. A step that decides for a userId is a server's: the test fetches that summary and
+ * posts its impressions itself with the case's server credential (a browser may not name a user id), and the
+ * page only decides.
+ */
+async function decideInPage({ request, given }) {
   const m = await import('/edgecdp/slots.js');
   await m.init();
-  const q = new URLSearchParams();
-  if (request.anonymousId) q.set('anonymousId', request.anonymousId);
-  if (request.userId) q.set('userId', request.userId);
-  const prefs = request.context && request.context.consent && request.context.consent.categoryPreferences;
-  if (prefs && typeof prefs.personalization === 'boolean') q.set('personalization', String(prefs.personalization));
-  const res = await fetch(`/v1/decide/summary?${q}`);
-  const summary = await res.json();
-  if (!res.ok) return { status: res.status, summary };
+  let res = given;
+  let summary = given && given.summary;
+  if (!given) {
+    const q = new URLSearchParams();
+    if (request.anonymousId) q.set('anonymousId', request.anonymousId);
+    const prefs = request.context && request.context.consent && request.context.consent.categoryPreferences;
+    if (prefs && typeof prefs.personalization === 'boolean') q.set('personalization', String(prefs.personalization));
+    const r = await fetch(`/v1/decide/summary?${q}`);
+    summary = await r.json();
+    res = { status: r.status, cacheControl: r.headers.get('cache-control') };
+    if (!r.ok) return { status: r.status, summary };
+  }
   const engine = new m.Engine(summary.rules);
   const body = { slots: request.slots, context: request.context || {} };
   // At the edge's time, as the snippet decides (and as the Worker's own decisions do): an impression the
@@ -51,14 +60,14 @@ async function decideInPage({ request }) {
   const answer = JSON.parse(engine.decide(summary.profile, body, summary.country, false, summary.now));
   const impressions = JSON.parse(engine.impressions());
   let recorded = null;
-  if (impressions.length) {
-    const ids = { anonymousId: request.anonymousId, userId: request.userId };
-    const r = await fetch('/v1/impressions', { method: 'POST', body: JSON.stringify({ ...ids, impressions }) });
+  if (impressions.length && !given) {
+    const r = await fetch('/v1/impressions', { method: 'POST',
+      body: JSON.stringify({ anonymousId: request.anonymousId, impressions }) });
     recorded = await r.json();
   }
   return {
     status: res.status,
-    cacheControl: res.headers.get('cache-control'),
+    cacheControl: res.cacheControl,
     keys: Object.keys(summary).sort(),
     rules: atob(summary.rules),
     hasProfile: summary.profile !== null,
@@ -68,9 +77,18 @@ async function decideInPage({ request }) {
   };
 }
 
+/** A server's step: the summary for a userId, fetched with the case's credential. */
+async function serverSummary(c, request) {
+  const q = new URLSearchParams({ userId: request.userId });
+  const prefs = request.context && request.context.consent && request.context.consent.categoryPreferences;
+  if (prefs && typeof prefs.personalization === 'boolean') q.set('personalization', String(prefs.personalization));
+  const r = await fetch(`${w.url}/v1/decide/summary?${q}`, { headers: credentialFor(c, request) });
+  return { status: r.status, cacheControl: r.headers.get('cache-control'), summary: await r.json() };
+}
+
 /** What of a case's configuration only the edge may know: its sources' write keys. */
 function secretsOf(config) {
-  return (config.sources || []).map((s) => s.writeKey).filter((k) => typeof k === 'string' && k.length >= 4);
+  return (config.sources || []).flatMap((s) => [s.writeKey, s.key]).filter((k) => typeof k === 'string' && k.length >= 4);
 }
 
 const names = caseNames();
@@ -82,7 +100,13 @@ for (const name of names) {
     const c = loadCase(name);
     await playCase(w, c);
     for (const [i, step] of c.steps.entries()) {
-      const got = await page.evaluate(decideInPage, { request: step.request });
+      const given = step.request.userId ? await serverSummary(c, step.request) : null;
+      const got = await page.evaluate(decideInPage, { request: step.request, given });
+      if (given && got.impressions.length) {
+        const r = await fetch(`${w.url}/v1/impressions`, { method: 'POST', headers: credentialFor(c, step.request),
+          body: JSON.stringify({ userId: step.request.userId, impressions: got.impressions }) });
+        got.recorded = await r.json();
+      }
       assert.equal(got.status, 200, JSON.stringify(got));
       assert.equal(got.cacheControl, 'private, no-store');
       assert.deepEqual(got.keys, ['configVersion', 'country', 'now', 'profile', 'rules']);

@@ -70,7 +70,8 @@ describe('collection', () => {
 
   test('single-event endpoints accept the write key as Basic auth and fix the event type', async () => {
     const u = uid('user');
-    const basic = { authorization: `Basic ${Buffer.from('demo:').toString('base64')}` };
+    // A site's server, as Segment's server libraries send: its secret key as the Basic auth user name.
+    const basic = { authorization: `Basic ${Buffer.from(`${w.serverKey}:`).toString('base64')}` };
     let r = await post('/v1/identify', { userId: u, traits: { firstName: 'Ada', plan: 'gold' }, context: GRANT }, basic);
     assert.equal(r.status, 200);
     r = await post('/v1/track', { userId: u, event: 'Signed Up', context: GRANT }, basic);

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWorker } from '../support/worker.mjs';
-import { caseNames, loadCase, playCase } from '../support/cases.mjs';
+import { caseNames, credentialFor, loadCase, playCase } from '../support/cases.mjs';
 
 let w;
 before(async () => { w = await startWorker({ config: null }); });
@@ -18,7 +18,8 @@ for (const name of names) {
     const c = loadCase(name);
     await playCase(w, c);
     for (const [i, step] of c.steps.entries()) {
-      const r = await fetch(`${w.url}/v1/decide`, { method: 'POST', body: JSON.stringify(step.request) });
+      const r = await fetch(`${w.url}/v1/decide`,
+        { method: 'POST', body: JSON.stringify(step.request), headers: credentialFor(c, step.request) });
       assert.equal(r.status, 200);
       assert.deepEqual(await r.json(), step.response, `${name}, decide[${i}]`);
     }

@@ -149,7 +149,7 @@ describe('experiments', () => {
     }
     const user = uid('user');
     for (const a of [phone, laptop]) {
-      const r = await call('POST', '/v1/batch', { writeKey: 'demo', batch: [
+      const r = await call('POST', '/v1/batch', { writeKey: w.serverKey, batch: [
         { type: 'identify', userId: user, anonymousId: a, traits: {}, context: GRANT }] });
       assert.equal(r.status, 200);
     }
@@ -157,7 +157,8 @@ describe('experiments', () => {
     assert.equal(merged.status, 200);
     assert.ok(merged.body.identities.some((i) => i.value === laptop), 'the laptop was absorbed');
     // The person keeps the phone's assignment (the earlier one) and is counted once, there.
-    assert.equal((await call('POST', '/v1/decide', { userId: user, slots: ['banner'] })).json.slots.banner.variant,
+    const server = { authorization: `Bearer ${w.serverKey}` };
+    assert.equal((await call('POST', '/v1/decide', { userId: user, slots: ['banner'] }, server)).json.slots.banner.variant,
       variants[0]);
     const after = await counts();
     const delta = Object.fromEntries(Object.keys(after).map((v) => [v, after[v] - (before[v] || 0)]));

@@ -53,7 +53,8 @@ export async function playCase(w, c) {
   const put = await fetch(`${w.url}/v1/config`, { method: 'PUT', body: JSON.stringify(c.config),
     headers: { authorization: `Bearer ${w.adminToken}` } });
   assert.equal(put.status, 200, await put.text());
-  const writeKey = c.config.sources[0].writeKey;
+  // Identity claims count when a server sends them: a case that has a backend sends its events with its key.
+  const writeKey = serverKeyOf(c.config) || c.config.sources[0].writeKey;
   // One request per event, in order, as the native runner applies them.
   for (const event of c.events) {
     const r = await fetch(`${w.url}/v1/batch`, { method: 'POST', body: JSON.stringify({ writeKey, batch: [event] }) });
@@ -61,4 +62,15 @@ export async function playCase(w, c) {
     assert.equal(r.status, 200);
     assert.equal(body.rejected, undefined, JSON.stringify(body));
   }
+}
+
+/** The secret key of a case's server source (`type: "server"`), if it has one. */
+export function serverKeyOf(config) {
+  const server = (config.sources || []).find((s) => s.type === 'server');
+  return server && server.key;
+}
+
+/** The headers a decision request needs: deciding for a userId takes the case's server credential. */
+export function credentialFor(c, request) {
+  return request.userId ? { authorization: `Bearer ${serverKeyOf(c.config)}` } : {};
 }

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WRANGLER = join(ROOT, 'node_modules', '.bin', 'wrangler');
@@ -45,6 +45,9 @@ async function waitForHealth(url, child, logs, timeoutMs) {
  */
 export async function startWorker(options = {}) {
   const adminToken = options.adminToken === undefined ? randomBytes(16).toString('hex') : options.adminToken;
+  // The secret a site's backend shares with edgecdp to sign identity tokens (tests make tokens with it).
+  const identitySecret = randomBytes(32).toString('hex');
+  const serverKey = `sk_${randomBytes(24).toString('hex')}`;
   const port = await freePort();
   mkdirSync(join(ROOT, 'tests', '.tmp'), { recursive: true });
   const state = mkdtempSync(join(ROOT, 'tests', '.tmp', 'state-'));
@@ -52,7 +55,8 @@ export async function startWorker(options = {}) {
     '--inspector-port', String(await freePort()), '--log-level', 'warn', '--show-interactive-dev-session=false',
     // Offline, wrangler dev fakes request.cf with country US; tests choose the country with a header instead.
     '--var', 'EDGECDP_COUNTRY_SOURCE:header',
-    '--var', `EDGECDP_COOKIE_SECRET:${randomBytes(24).toString('hex')}`];
+    '--var', `EDGECDP_COOKIE_SECRET:${randomBytes(24).toString('hex')}`,
+    '--var', `EDGECDP_IDENTITY_SECRET:${identitySecret}`];
   if (adminToken) args.push('--var', `EDGECDP_ADMIN_TOKEN:${adminToken}`);
   const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });
@@ -76,6 +80,11 @@ export async function startWorker(options = {}) {
       : options.config;
     if (config) {
       if (!adminToken) throw new Error('loading a configuration needs an admin token');
+      // Every test Worker also has a backend: a server source whose secret key tests send identity claims with,
+      // as a site's server would (the demo configuration itself has only the public browser source).
+      if (Array.isArray(config.sources) && !config.sources.some((s) => s.type === 'server')) {
+        config.sources = [...config.sources, { id: 'test-backend', type: 'server', key: serverKey }];
+      }
       const r = await fetch(`${url}/v1/config`, { method: 'PUT', body: JSON.stringify(config),
         headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' } });
       if (r.status !== 200) throw new Error(`loading the configuration failed: ${r.status} ${await r.text()}`);
@@ -84,7 +93,20 @@ export async function startWorker(options = {}) {
     await stop();
     throw e;
   }
-  return { url, adminToken, stop, logs, state };
+  return { url, adminToken, identitySecret, serverKey, stop, logs, state };
+}
+
+/**
+ * An identity token as a site's backend makes one: an HS256 JWT with `sub` and `exp` (seconds), signed with the
+ * Worker's identity secret. `options.secret`, `options.exp` and `options.alg` make the bad ones tests need.
+ */
+export function identityToken(w, userId, options = {}) {
+  const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const head = b64({ alg: options.alg || 'HS256', typ: 'JWT' });
+  const body = b64({ sub: userId, iat: now, exp: options.exp === undefined ? now + 3600 : options.exp });
+  const signature = createHmac('sha256', options.secret || w.identitySecret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${signature}`;
 }
 
 /** Reads a profile through the admin API; returns {status, body}. */
