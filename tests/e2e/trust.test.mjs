@@ -167,8 +167,6 @@ describe('server sources and reads', () => {
     assert.deepEqual([browser.status, browser.json.error.code, browser.json.error.path], [403, 'credential_required', 'userId']);
     const post = await call('POST', '/v1/decide', { userId: user, slots: ['hero'] });
     assert.equal(post.status, 403);
-    const impressions = await call('POST', '/v1/impressions', { userId: user, impressions: [] });
-    assert.equal(impressions.status, 403);
     const fromPage = await call('GET', q, undefined, { authorization: `Bearer ${w.serverKey}`, origin: w.url });
     assert.deepEqual([fromPage.status, fromPage.json.error.code], [403, 'server_key_from_browser']);
     const collect = await call('POST', '/v1/batch', { writeKey: w.serverKey, batch: [viewed(uid('x'))] }, { origin: w.url });
