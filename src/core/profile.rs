@@ -776,6 +776,39 @@ mod tests {
     }
 
     #[test]
+    fn a_browser_s_identifiers_and_unproven_ids_are_claims_recorded_once_never_identities() {
+        let config = crate::core::config::compile_str(
+            r#"{"identity": {"identifiers": {"loyalty_id": {"limit": 1, "priority": 3}}}, "privacy": {"hashTraits": ["email"]}}"#,
+        )
+        .unwrap();
+        let body = r#"{"batch":[{"type":"identify","anonymousId":"a","traits":{"loyalty_id":7,"email":"Ada@Example.com"},
+               "context":{"externalIds":[{"id":"L-9","type":"loyalty_id"}],"consent":{"categoryPreferences":{"analytics":true}}}},
+               {"type":"identify","anonymousId":"a","traits":{"email":"Ada@Example.com"},
+               "context":{"consent":{"categoryPreferences":{"analytics":true}}}}]}"#;
+        let mut req = request(body);
+        for e in &mut req.events {
+            e.from_browser = true;
+        }
+        req.events[0].unproven.push((Identity::new(USER_ID, "alice"), "identity_unproven".into()));
+        let (p, out) = apply_events(None, req, &config);
+        let p = p.unwrap();
+        assert_eq!(p.identities, vec![Identity::new(ANONYMOUS_ID, "a")]);
+        assert_eq!(out.new_identities, vec![Identity::new(ANONYMOUS_ID, "a")], "only its own id is indexed");
+        let refused: Vec<(String, &str)> = p.refused.iter().map(|r| (r.identity.key(), r.reason.as_str())).collect();
+        let email = hash_identifier(EMAIL, "ada@example.com");
+        assert_eq!(
+            refused,
+            [
+                (format!("email:{email}"), "unverified claim: sent_by_browser"),
+                ("loyalty_id:7".to_string(), "unverified claim: sent_by_browser"),
+                ("loyalty_id:L-9".to_string(), "unverified claim: sent_by_browser"),
+                ("user_id:alice".to_string(), "unverified claim: identity_unproven"),
+            ],
+            "each claim once, e-mail in its hashed stored form"
+        );
+    }
+
+    #[test]
     fn a_merge_keeps_the_earlier_assignment_and_withdraws_the_other_exposure() {
         let assignment = |variant: &str, at, converted_at| Assignment { variant: variant.into(), at, converted_at };
         let mut phone = Shown::default();
