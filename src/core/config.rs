@@ -1567,6 +1567,29 @@ mod tests {
     }
 
     #[test]
+    fn unsafe_templates_are_reported_at_their_path() {
+        let got = errors(
+            r#"{"slots": {"hero": {"fallback": {"html": "<a href={{traits.site}}>site</a>"}, "blocks": [
+                {"id": "b", "variants": [{"id": "v", "html": "<p>Hi</p><script>var n = \"{{traits.firstName}}\";</script>"}]},
+                {"id": "c", "html": "<a href=\"javascript:go('{{traits.plan}}')\">go</a>"}]}}}"#,
+        );
+        for want in [
+            "slots.hero.fallback.html: {{traits.site}} sits in an unquoted attribute value; quote it: href=\"{{traits.site}}\"",
+            "slots.hero.blocks[0].variants[0].html: {{traits.firstName}} sits inside <script>",
+            "slots.hero.blocks[1].html: {{traits.plan}} sits in a javascript: URL in href",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), 3, "{got:#?}");
+    }
+
+    #[test]
+    fn the_demo_configuration_compiles() {
+        // Its templates put placeholders in text only; escaping by context must not refuse them.
+        compile_str(include_str!("../../config/demo.json")).unwrap();
+    }
+
+    #[test]
     fn segment_cycles_are_reported() {
         let got = errors(
             r#"{"segments": [{"id": "a", "when": {"segment": "b"}}, {"id": "b", "when": {"not": {"segment": "a"}}}]}"#,

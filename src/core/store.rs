@@ -25,9 +25,13 @@ pub const APPLY_V2: u8 = 2;
 /// versions are no longer read.
 pub const APPLY_V3: u8 = 3;
 /// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
-/// The rules and the summary travel in one answer and are read by the decide module built with the Worker, so
-/// only the current version is read.
+/// No longer read.
 pub const RULES_V1: u8 = 1;
+/// Version 2: each template placeholder carries its HTML context (`decide::HtmlContext`), which decides how the
+/// device escapes it. The rules and the summary travel in one answer and are read by the decide module built with
+/// the Worker, so only the current version is read: a device module from before refuses these rules as an unknown
+/// version rather than misreading them.
+pub const RULES_V2: u8 = 2;
 /// Version 1 of a profile summary (`summary::encode`).
 pub const SUMMARY_V1: u8 = 1;
 
@@ -133,11 +137,11 @@ pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
 /// A device's decision rules (`Config::for_device`) in binary: what the browser decide module runs, so it
 /// needs no configuration compiler.
 pub fn encode_rules(device_config: &Config) -> Vec<u8> {
-    encode(RULES_V1, device_config)
+    encode(RULES_V2, device_config)
 }
 
 pub fn decode_rules(bytes: &[u8]) -> Result<Config, CodecError> {
-    decode_for_device(RULES_V1, bytes)
+    decode_for_device(RULES_V2, bytes)
 }
 
 /// Reads a format written for the device (rules, summaries): bincode's bytes, read by `binread`, whose errors
@@ -292,6 +296,16 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(decode_profile(&longer), Err(CodecError::Corrupt(_))));
+    }
+
+    #[test]
+    fn rules_of_an_older_version_are_refused() {
+        // Version 1 templates have no HTML context: a device must not guess how to escape their placeholders.
+        let mut bytes = encode_rules(&Config::default());
+        assert_eq!(bytes[0], RULES_V2);
+        assert!(decode_rules(&bytes).is_ok());
+        bytes[0] = RULES_V1;
+        assert_eq!(decode_rules(&bytes), Err(CodecError::UnknownVersion(RULES_V1)));
     }
 
     #[test]
