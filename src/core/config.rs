@@ -7,11 +7,12 @@
 
 use crate::core::consent::{ConsentPolicy, Model, Purpose};
 use crate::core::context::Device;
-use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Template, Variant};
+use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Variant};
 use crate::core::delivery::{parse_origin, Delivery, PathPattern, DEFAULT_ORIGIN_TIMEOUT, MAX_ORIGIN_TIMEOUT};
 use crate::core::segment::{
     series_for, Cmp, ComputedTrait, Condition, PropertyFilter, Score, ScoreRule, ScoreSource, Segment, TraitTest,
 };
+use crate::core::template::Template;
 use crate::core::time::{parse_duration, parse_iso8601};
 use crate::core::trust::{constant_time_eq, is_key_digest, key_digest, key_matches, Proof};
 use crate::core::value::Value;

@@ -16,6 +16,7 @@ pub mod profile;
 pub mod segment;
 pub mod store;
 pub mod summary;
+pub mod template;
 pub mod time;
 pub mod trust;
 pub mod value;
