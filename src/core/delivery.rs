@@ -231,12 +231,19 @@ pub fn vary_with(existing: Option<&str>, token: &str) -> String {
     }
 }
 
-/// A redirect's `Location` that points at the origin, rewritten to point at the site the visitor asked
-/// (`own`, `scheme://host[:port]`), so that proxying does not send visitors to the origin's address.
-pub fn local_location(location: &str, origin: &str, own: &str) -> Option<String> {
+/// A redirect's `Location` that points at the origin, rewritten to a path on the site the visitor asked, so
+/// that proxying does not send visitors to the origin's address. The path is relative to the request's own
+/// address (RFC 9110 allows it), so the redirect never names a host taken from the request's `Host` header,
+/// which a client could forge to make a cached redirect point elsewhere.
+pub fn local_location(location: &str, origin: &str) -> Option<String> {
     let rest =
         location.get(..origin.len()).filter(|p| p.eq_ignore_ascii_case(origin)).map(|_| &location[origin.len()..])?;
-    (rest.is_empty() || rest.starts_with(['/', '?', '#'])).then(|| format!("{own}{rest}"))
+    match rest.as_bytes().first() {
+        None => Some("/".into()),
+        Some(b'/') if !rest.starts_with("//") => Some(rest.into()),
+        Some(b'?' | b'#') => Some(["/", rest].concat()),
+        _ => None,
+    }
 }
 
 #[cfg(feature = "delivery")]
@@ -527,13 +534,13 @@ mod tests {
         assert_eq!(vary_with(Some("Accept-Encoding"), "Cookie"), "Accept-Encoding, Cookie");
         assert_eq!(vary_with(Some("accept-encoding, cookie"), "Cookie"), "accept-encoding, cookie");
 
-        let (o, own) = ("http://127.0.0.1:9000", "https://shop.example");
-        assert_eq!(
-            local_location("http://127.0.0.1:9000/shop/x?y", o, own).as_deref(),
-            Some("https://shop.example/shop/x?y")
-        );
-        assert_eq!(local_location("http://127.0.0.1:90001/", o, own), None);
-        assert_eq!(local_location("https://elsewhere.example/", o, own), None);
-        assert_eq!(local_location("/relative", o, own), None);
+        let o = "http://127.0.0.1:9000";
+        assert_eq!(local_location("http://127.0.0.1:9000/shop/x?y", o).as_deref(), Some("/shop/x?y"));
+        assert_eq!(local_location("http://127.0.0.1:9000", o).as_deref(), Some("/"));
+        assert_eq!(local_location("http://127.0.0.1:9000?q", o).as_deref(), Some("/?q"));
+        assert_eq!(local_location("http://127.0.0.1:9000//evil.example/", o), None, "never protocol-relative");
+        assert_eq!(local_location("http://127.0.0.1:90001/", o), None);
+        assert_eq!(local_location("https://elsewhere.example/", o), None);
+        assert_eq!(local_location("/relative", o), None);
     }
 }

@@ -71,7 +71,7 @@ pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery
     let headers = Headers::new();
     for (name, value) in resp.headers().entries() {
         if name == "location" {
-            headers.append(&name, &local_location(&value, &delivery.origin, &own).unwrap_or(value))?;
+            headers.append(&name, &local_location(&value, &delivery.origin).unwrap_or(value))?;
         } else {
             headers.append(&name, &value)?;
         }

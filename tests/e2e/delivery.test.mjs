@@ -304,12 +304,18 @@ describe('edge HTML delivery', () => {
     // Other credentials are the site's business and travel on.
     const basic = await (await get('/site/echo', { headers: { authorization: 'Basic dTpw' } })).json();
     assert.equal(basic.headers.authorization, 'Basic dTpw');
+    // The admin token in any spelling of the Bearer scheme stays at the edge.
+    for (const spelling of [`bearer ${w.adminToken}`, `BEARER   ${w.adminToken}`]) {
+      const echoed = await (await get('/site/echo', { headers: { authorization: spelling } })).json();
+      assert.equal(echoed.headers.authorization, undefined, spelling);
+    }
   });
 
   test('redirects go back to the browser, pointing at the site rather than the origin', async () => {
     const r = await get('/site/moved', { redirect: 'manual' });
     assert.equal(r.status, 302);
-    assert.equal(r.headers.get('location'), `${w.url}/site/hero.html?from=moved`);
+    // A path on the site the visitor asked: never a host read from the request's (forgeable) Host header.
+    assert.equal(r.headers.get('location'), '/site/hero.html?from=moved');
   });
 
   test('the origin\'s own error pages and 404s pass through with their status', async () => {
