@@ -16,24 +16,21 @@ fi
 # header instead, so the demo runs under the default opt-in model unless a request says otherwise.
 args=(dev --ip 127.0.0.1 --port "$PORT" --persist-to "$ROOT/.wrangler/state" --show-interactive-dev-session=false
   --var EDGECDP_COUNTRY_SOURCE:header)
-# The first-party cookie is signed; locally the key is made once and kept beside the local data, so that
-# restarts keep visitors' cookies valid. In production it is a secret (see README.md).
-secret_file="$ROOT/.wrangler/cookie-secret"
-if [ -z "${EDGECDP_COOKIE_SECRET:-}" ]; then
-  mkdir -p "$ROOT/.wrangler"
-  [ -s "$secret_file" ] || (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > "$secret_file")
-  EDGECDP_COOKIE_SECRET="$(cat "$secret_file")"
-fi
-args+=(--var "EDGECDP_COOKIE_SECRET:$EDGECDP_COOKIE_SECRET")
-# The identity secret signs the tokens with which a site's backend proves a user id (SECURITY.md); locally it is
-# made once and kept like the cookie's, and the demo's sign-in route uses it.
-identity_file="$ROOT/.wrangler/identity-secret"
-if [ -z "${EDGECDP_IDENTITY_SECRET:-}" ]; then
-  mkdir -p "$ROOT/.wrangler"
-  [ -s "$identity_file" ] || (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$identity_file")
-  EDGECDP_IDENTITY_SECRET="$(cat "$identity_file")"
-fi
-args+=(--var "EDGECDP_IDENTITY_SECRET:$EDGECDP_IDENTITY_SECRET")
+# Secrets: in production they are Worker secrets (SECURITY.md). Locally each is taken from the environment, or
+# made once and kept beside the local data, so that restarts keep visitors' cookies and tokens valid.
+local_secret() {
+  local name="$1" file="$ROOT/.wrangler/$2"
+  if [ -z "${!name:-}" ]; then
+    mkdir -p "$ROOT/.wrangler"
+    [ -s "$file" ] || (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$file")
+    printf -v "$name" '%s' "$(cat "$file")"
+  fi
+  args+=(--var "$name:${!name}")
+}
+# The first-party cookie's signing key.
+local_secret EDGECDP_COOKIE_SECRET cookie-secret
+# The identity secret, with which a site's backend proves a user id; the demo's sign-in route uses it.
+local_secret EDGECDP_IDENTITY_SECRET identity-secret
 if [ -n "${EDGECDP_ADMIN_TOKEN:-}" ]; then
   args+=(--var "EDGECDP_ADMIN_TOKEN:$EDGECDP_ADMIN_TOKEN")
 else

@@ -320,12 +320,17 @@ async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
 /// The secrets an identity token may be signed with: `EDGECDP_IDENTITY_SECRET`, and during a rotation
 /// `EDGECDP_IDENTITY_SECRET_PREVIOUS` (see SECURITY.md). Shorter ones than the cookie's minimum are ignored.
 fn identity_secrets(env: &Env) -> Vec<Vec<u8>> {
-    ["EDGECDP_IDENTITY_SECRET", "EDGECDP_IDENTITY_SECRET_PREVIOUS"]
-        .iter()
-        .filter_map(|name| env.var(name).ok().map(|v| v.to_string()))
-        .filter(|s| s.len() >= cookie::MIN_SECRET_BYTES)
-        .map(String::into_bytes)
-        .collect()
+    let mut secrets = Vec::new();
+    for name in ["EDGECDP_IDENTITY_SECRET", "EDGECDP_IDENTITY_SECRET_PREVIOUS"] {
+        let value = env.var(name).map(|v| v.to_string()).unwrap_or_default();
+        if value.len() >= cookie::MIN_SECRET_BYTES {
+            secrets.push(value.into_bytes());
+        } else if !value.is_empty() {
+            // Said without the value: a short secret could be guessed, and with it any user id proven.
+            worker::console_error!("{name} is shorter than {} bytes and is ignored", cookie::MIN_SECRET_BYTES);
+        }
+    }
+    secrets
 }
 
 fn server_key_from_browser(source: &str) -> ApiError {
