@@ -11,6 +11,8 @@ pub const ANONYMOUS_ID: &str = "anonymous_id";
 pub const USER_ID: &str = "user_id";
 pub const EMAIL: &str = "email";
 pub const PHONE: &str = "phone";
+/// The longest identity index key kept as is: under KV's 512-byte limit, with room to spare.
+pub const MAX_INDEX_KEY_BYTES: usize = 480;
 
 /// One identifier held by a profile.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -35,6 +37,18 @@ impl Identity {
         let kind_ok =
             !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
         (kind_ok && !value.is_empty()).then(|| Identity::new(kind, value))
+    }
+
+    /// The identity index key in KV: `idx:<type>:<value>`, or `idh:<type>:<hex SHA-256 of the value>` when that
+    /// would pass `MAX_INDEX_KEY_BYTES` (KV refuses keys over 512 bytes, and an allowed id of 256 characters can
+    /// be over 1 KB of UTF-8; an e-mail trait can be longer still). The two prefixes cannot collide.
+    pub fn index_key(&self) -> String {
+        let key = ["idx:", &self.kind, ":", &self.value].concat();
+        if key.len() <= MAX_INDEX_KEY_BYTES {
+            key
+        } else {
+            ["idh:", &self.kind, ":", &hex(&Sha256::digest(self.value.as_bytes()))].concat()
+        }
     }
 
     /// The profile id that this identity names when it is the first one seen.
@@ -137,6 +151,20 @@ mod tests {
         assert!(Identity::parse_key("nocolon").is_none());
         assert!(Identity::parse_key("Bad Type:x").is_none());
         assert!(Identity::parse_key("user_id:").is_none());
+    }
+
+    #[test]
+    fn index_keys_stay_within_kv_limits_for_any_value() {
+        assert_eq!(Identity::new("email", "a@x.com").index_key(), "idx:email:a@x.com");
+        let cases = ["é".repeat(256), "😀".repeat(256), format!("{}@x.com", "a".repeat(5000))];
+        let mut keys = std::collections::BTreeSet::new();
+        for value in cases {
+            let key = Identity::new("anonymous_id", &value).index_key();
+            assert!(key.len() <= 512 && key.starts_with("idh:anonymous_id:"), "{key}");
+            assert_eq!(key, Identity::new("anonymous_id", &value).index_key(), "stable");
+            keys.insert(key);
+        }
+        assert_eq!(keys.len(), 3, "distinct values keep distinct keys");
     }
 
     #[test]

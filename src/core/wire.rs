@@ -25,6 +25,8 @@ pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 /// Longest id (`messageId`, `anonymousId`, `userId`, `previousId`, `groupId`).
 pub const MAX_ID_CHARS: usize = 256;
+/// How far ahead of the edge's clock an event's corrected time may be.
+pub const MAX_FUTURE_MS: Millis = 24 * 60 * 60 * 1000;
 /// Longest event or page name.
 pub const MAX_NAME_CHARS: usize = 1024;
 /// Deepest nesting allowed inside `properties`, `traits` and `context`.
@@ -311,6 +313,17 @@ fn parse_raw_event(
     let external_ids = external_ids(&cx, value.get("context"))?;
 
     let sent_at = fields.sent_at.or(envelope.sent_at);
+    let timestamp = corrected_time(fields.timestamp, sent_at, received);
+    // Storage has a range too: a profile's retention alarm is set from its last event, and the runtime refuses
+    // alarms centuries away. A client clock may be off by hours, not by a day, so later times are refused, and so
+    // is anything before 1970.
+    if !(0..=received.saturating_add(MAX_FUTURE_MS)).contains(&timestamp) {
+        return Err(cx.reject(
+            "timestamp_out_of_range",
+            "timestamp",
+            "timestamp (after correcting the client's clock by sentAt) must be after 1970 and at most a day ahead",
+        ));
+    }
     let message_id = match fields.message_id {
         Some(id) => id,
         None => generated_message_id(text, index, fields.timestamp.or(sent_at).unwrap_or(received)),
@@ -328,7 +341,7 @@ fn parse_raw_event(
         message_id,
         anonymous_id: fields.anonymous_id,
         user_id: fields.user_id,
-        timestamp: corrected_time(fields.timestamp, sent_at, received),
+        timestamp,
         kind,
         consent: fields.consent.map(consent_map),
         page: fields.page,
@@ -1042,6 +1055,23 @@ mod tests {
                 {"type":"page","anonymousId":"a","timestamp":"2026-11-22T11:49:55Z"}]}"#,
         );
         assert_eq!(p.events[0].timestamp, NOW - 5_000);
+    }
+
+    #[test]
+    fn times_storage_cannot_hold_are_refused_at_their_path_and_their_neighbours_kept() {
+        let p = batch(
+            r#"{"batch":[
+                {"type":"page","anonymousId":"a","timestamp":"2190-01-01T00:00:00Z"},
+                {"type":"page","anonymousId":"a","timestamp":"1969-12-31T23:59:59Z"},
+                {"type":"page","anonymousId":"a","timestamp":"2026-11-23T10:00:00Z"},
+                {"type":"page","anonymousId":"a","timestamp":"1999-01-01T00:00:00Z"}]}"#,
+        );
+        let refused: Vec<(usize, &str, &str)> = p.rejected.iter().map(|r| (r.index, r.code, r.path.as_str())).collect();
+        assert_eq!(
+            refused,
+            [(0, "timestamp_out_of_range", "batch[0].timestamp"), (1, "timestamp_out_of_range", "batch[1].timestamp")]
+        );
+        assert_eq!(p.events.len(), 2, "within a day ahead, and old imports, are kept");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Workers KV access: the configuration in force (compiled once per version and cached in the isolate), the
 //! identity index and the profile snapshots that reads and decisions use.
 //!
-//! Keys: `config:current` (version number), `config:v<N>` (configuration JSON), `idx:<type>:<value>`
-//! (profile id), `profile:<id>` (encoded profile snapshot).
+//! Keys: `config:current` (version number), `config:v<N>` (configuration JSON), `idx:<type>:<value>` (profile id;
+//! `idh:<type>:<sha256 of value>` when the value is too long for a KV key: `Identity::index_key`), `profile:<id>`
+//! (encoded profile snapshot).
 
 use crate::core::config::{compile_str, Config};
 use crate::core::consent::Model;
@@ -115,7 +116,7 @@ pub async fn store_version(env: &Env, version: u64, text: &str) -> worker::Resul
 
 /// The profile id an identity belongs to, if it has one.
 pub async fn profile_id_of(kv: &KvStore, id: &Identity) -> Result<Option<String>, ApiError> {
-    Ok(kv.get(&format!("idx:{}", id.key())).text().await?)
+    Ok(kv.get(&id.index_key()).text().await?)
 }
 
 /// The latest snapshot of a profile.

@@ -403,8 +403,22 @@ fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
             "slots" => {
                 request.slots = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
             }
-            "anonymousId" if !v.is_empty() => request.anonymous_id = Some(v.into_owned()),
-            "userId" if !v.is_empty() => request.user_id = Some(v.into_owned()),
+            "anonymousId" | "userId" if !v.is_empty() => {
+                // The same limit as for an event's ids, said with the query parameter's name.
+                if v.chars().count() > wire::MAX_ID_CHARS {
+                    return Err(ApiError::BadRequest {
+                        code: "too_long",
+                        message: format!("{k} is longer than {} characters", wire::MAX_ID_CHARS),
+                        path: k.into_owned(),
+                    });
+                }
+                let id = Some(v.into_owned());
+                if k == "anonymousId" {
+                    request.anonymous_id = id;
+                } else {
+                    request.user_id = id;
+                }
+            }
             "url" | "path" | "referrer" if !v.is_empty() => {
                 let page = request.page.get_or_insert_with(PageContext::default);
                 let field = match k.as_ref() {

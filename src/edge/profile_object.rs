@@ -302,7 +302,7 @@ async fn write_profile(
         new_identities.iter().chain(repoint).collect()
     };
     for id in to_index {
-        let key = format!("idx:{}", id.key());
+        let key = id.index_key();
         // An identity indexed to another profile is only taken over when a merge brought it here (`repoint`);
         // otherwise linking the two is a merge that has not happened.
         match store.get(&key).text().await? {
@@ -326,7 +326,7 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     let Some(profile) = read_profile(storage).await? else { return Ok(None) };
     let store = env.kv(kv::KV_BINDING)?;
     for id in &profile.identities {
-        let key = format!("idx:{}", id.key());
+        let key = id.index_key();
         if store.get(&key).text().await?.as_deref() == Some(profile.id.as_str()) {
             store.delete(&key).await?;
         }
