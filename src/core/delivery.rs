@@ -139,8 +139,18 @@ pub fn parse_origin(s: &str) -> Result<String, &'static str> {
     if !host_ok || !port_ok {
         return Err(SHAPE);
     }
-    Ok(format!("{scheme}://{authority}"))
+    // One spelling per address, as a URL parser writes it, so that comparing it with the Worker's own origin
+    // means something: `:08911` is port 8911, and a scheme's default port is left out.
+    let port = port.and_then(|p| p.parse::<u16>().ok()).filter(|&p| p != if scheme == "https" { 443 } else { 80 });
+    Ok(match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
 }
+
+/// The request header that marks a request the Worker proxied to the origin. A request that arrives carrying it
+/// is the Worker calling itself (an origin that resolves to the Worker), and is never proxied again.
+pub const HOP_HEADER: &str = "x-edgecdp-hop";
 
 /// Whether a request header travels to the origin. Hop-by-hop headers (RFC 9110, section 7.6.1) describe one
 /// connection, not the request; `host` and `content-length` are set by the runtime for the new request;
@@ -463,6 +473,10 @@ mod tests {
         assert_eq!(parse_origin("https://www.Example.com").unwrap(), "https://www.example.com");
         assert_eq!(parse_origin("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
         assert_eq!(parse_origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        assert_eq!(parse_origin("http://127.0.0.1:08911").unwrap(), "http://127.0.0.1:8911", "leading zeros");
+        assert_eq!(parse_origin("https://shop.example:443").unwrap(), "https://shop.example", "default port");
+        assert_eq!(parse_origin("http://shop.example:80").unwrap(), "http://shop.example");
+        assert_eq!(parse_origin("http://shop.example:443").unwrap(), "http://shop.example:443");
         for bad in [
             "ftp://example.com",
             "example.com",

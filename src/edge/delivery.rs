@@ -11,7 +11,7 @@ use crate::core::consent::{permit_personalization, Permitted, RequestSignals};
 use crate::core::decide::{decide, Decision};
 use crate::core::delivery::{
     charset, forwards_request_header, is_html, local_location, private_cache_control, readable_encoding, vary_with,
-    without_cookie, Delivery, SlotFiller,
+    without_cookie, Delivery, SlotFiller, HOP_HEADER,
 };
 use crate::core::event::PageContext;
 use crate::core::profile::{ApplyRequest, Profile};
@@ -200,6 +200,8 @@ fn forwarded_headers(req: &Request, env: &Env, own: &str) -> Result<Headers, Api
         out.set("x-forwarded-host", host)?;
         out.set("x-forwarded-proto", scheme)?;
     }
+    // Incoming `x-edgecdp-*` headers were dropped above, so this one is only ever the Worker's own.
+    out.set(HOP_HEADER, "1")?;
     Ok(out)
 }
 

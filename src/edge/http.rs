@@ -47,6 +47,8 @@ pub enum ApiError {
     BadGateway(String),
     /// The site's origin did not begin answering within `delivery.timeout` (edge delivery). Logged, as above.
     GatewayTimeout(String),
+    /// 508: `delivery.origin` leads back to this Worker (edge delivery). Logged, as above.
+    LoopDetected(String),
 }
 
 impl From<worker::Error> for ApiError {
@@ -108,6 +110,11 @@ impl ApiError {
             ApiError::BadGateway(detail) => {
                 worker::console_error!("origin unreachable: {detail}");
                 (502, "origin_unreachable", "the site's origin did not answer; retry later".into(), String::new(), None)
+            }
+            ApiError::LoopDetected(detail) => {
+                worker::console_error!("edge delivery loop: {detail}");
+                let message = "the site's origin leads back to this Worker; check delivery.origin".into();
+                (508, "proxy_loop", message, String::new(), None)
             }
             ApiError::GatewayTimeout(detail) => {
                 worker::console_error!("origin timed out: {detail}");

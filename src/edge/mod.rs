@@ -15,6 +15,7 @@ use crate::core::config::{compile_str, seal_server_keys, Config, SourceKind};
 use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
 use crate::core::context::{Context as DecideContext, Device};
 use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
+use crate::core::delivery::HOP_HEADER;
 use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
@@ -90,6 +91,10 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         _ => {
             let (_, config) = kv::config(env).await?;
             match &config.delivery {
+                // The Worker reached itself through the origin (an origin that resolves to this Worker): stop.
+                Some(d) if d.proxies(&path) && req.headers().has(HOP_HEADER)? => {
+                    Err(ApiError::LoopDetected(format!("delivery.origin {} leads back to this Worker", d.origin)))
+                }
                 Some(d) if d.proxies(&path) => delivery::proxy(req, env, &config, d).await,
                 _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
             }

@@ -333,6 +333,27 @@ describe('edge HTML delivery', () => {
     assert.equal((await r.json()).error.code, 'not_found');
   });
 
+  test('an origin that leads back to the Worker is refused, in any spelling, after one hop at most', async () => {
+    const put = (c) => fetch(`${w.url}/v1/config`, { method: 'PUT', body: JSON.stringify(c),
+      headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json' } });
+    const port = new URL(w.url).port;
+    try {
+      // A leading zero is the same port: the Worker's own address, refused before any request.
+      assert.equal((await put({ ...config, delivery: { origin: `http://127.0.0.1:0${port}`, paths: ['/site/*'] } })).status, 200);
+      let r = await get('/site/hero.html');
+      assert.equal(r.status, 502);
+      // Another name for the same Worker: the proxied request carries the hop marker, and is not proxied again.
+      assert.equal((await put({ ...config, delivery: { origin: `http://localhost:${port}`, paths: ['/site/*'] } })).status, 200);
+      r = await get('/site/hero.html');
+      assert.equal(r.status, 508);
+      assert.equal((await r.json()).error.code, 'proxy_loop');
+      // A visitor cannot send the marker through to the origin, nor trigger it on the Worker's own paths.
+      assert.equal((await fetch(`${w.url}/healthz`, { headers: { 'x-edgecdp-hop': '1' } })).status, 200);
+    } finally {
+      assert.equal((await put(config)).status, 200);
+    }
+  });
+
   test('an unreachable origin answers 502 with the JSON error body', async () => {
     const put = (c) => fetch(`${w.url}/v1/config`, { method: 'PUT', body: JSON.stringify(c),
       headers: { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json' } });
