@@ -334,6 +334,31 @@ pub struct Group {
     pub links: Vec<Link>,
 }
 
+/// The most profiles one request may write: each is a call to its own Durable Object, so a batch naming
+/// thousands of visitors would hold one request for tens of seconds. Events beyond it are refused, by index, and
+/// may be sent again in another request.
+pub const MAX_PROFILES_PER_REQUEST: usize = 50;
+
+/// The positions of the events that would make the request write more than `MAX_PROFILES_PER_REQUEST` profiles,
+/// counting each event's own identity (its user id, else its anonymous id) in order; events of a profile already
+/// counted are always kept.
+pub fn over_profile_budget(events: &[Event]) -> Vec<usize> {
+    let mut seen: BTreeSet<(bool, &str)> = BTreeSet::new();
+    let mut over = Vec::new();
+    for (position, e) in events.iter().enumerate() {
+        let Some(routing) = e.user_id.as_deref().map(|u| (true, u)).or(e.anonymous_id.as_deref().map(|a| (false, a)))
+        else {
+            continue;
+        };
+        if !seen.contains(&routing) && seen.len() >= MAX_PROFILES_PER_REQUEST {
+            over.push(position);
+        } else {
+            seen.insert(routing);
+        }
+    }
+    over
+}
+
 /// The identities `plan` needs looked up in the index (an alias's `previousId` as either kind).
 pub fn identities_to_resolve(events: &[Event]) -> BTreeSet<Identity> {
     let mut out = BTreeSet::new();
@@ -496,6 +521,27 @@ mod tests {
 
     fn ev(json: &str) -> String {
         json.replace("GRANT", GRANT)
+    }
+
+    #[test]
+    fn a_request_writes_a_bounded_number_of_profiles_and_known_ones_are_always_kept() {
+        let one = |a: String, u: Option<&str>| {
+            let e = crate::core::event::Event::new(
+                "m".into(),
+                Some(a),
+                u.map(String::from),
+                NOW,
+                EventKind::Identify { traits: Default::default() },
+            );
+            e
+        };
+        let mut events: Vec<_> = (0..MAX_PROFILES_PER_REQUEST + 5).map(|i| one(format!("a{i}"), None)).collect();
+        events.push(one("a0".into(), None));
+        events.push(one("a-new".into(), Some("u1")));
+        let over = over_profile_budget(&events);
+        let expected: Vec<usize> =
+            (MAX_PROFILES_PER_REQUEST..MAX_PROFILES_PER_REQUEST + 5).chain([events.len() - 1]).collect();
+        assert_eq!(over, expected, "the 51st visitor on, but not a second event of the first");
     }
 
     /// Merges `other` into `user` because an event linked the anonymous id `linked` to user u1.

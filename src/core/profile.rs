@@ -16,6 +16,9 @@ use std::collections::{BTreeMap, VecDeque};
 pub const MAX_RECENT_EVENTS: usize = 200;
 /// A new session starts after this long without an event.
 pub const SESSION_GAP: Millis = 30 * MINUTE;
+/// The largest order amount counted in lifetime value (in either direction, for refunds); a sum of such amounts
+/// stays finite for any number of orders a profile can record.
+pub const MAX_ORDER_AMOUNT: f64 = 1e12;
 /// The event whose `revenue` (or `total`) property counts as an order for lifetime value.
 pub const ORDER_EVENT: &str = "Order Completed";
 /// Merge records kept, and how many of the latest keep what a split needs.
@@ -401,7 +404,9 @@ impl Profile {
             self.computed.orders += 1;
             let amount =
                 event.properties().and_then(|p| p.get("revenue").or_else(|| p.get("total"))).and_then(Value::as_f64);
-            self.computed.revenue += amount.filter(|a| a.is_finite()).unwrap_or(0.0);
+            // An amount no real order has (1.7e308, say) counts as none: summed, it would overflow the lifetime
+            // value to infinity, which JSON cannot even write, for ever.
+            self.computed.revenue += amount.filter(|a| a.abs() <= MAX_ORDER_AMOUNT).unwrap_or(0.0);
             self.computed.last_order_at = self.computed.last_order_at.max(Some(event.timestamp));
         }
         self.first_seen = self.first_seen.min(event.timestamp);
@@ -773,6 +778,20 @@ mod tests {
         assert_eq!(out.new_identities.len(), 4, "all are indexed");
         let bad = parse_batch(br#"{"batch":[{"type":"page","anonymousId":"a","context":{"externalIds":[{"id":"1","type":"Bad Type"}]}}]}"#, NOW).unwrap();
         assert_eq!(bad.rejected[0].path, "batch[0].context.externalIds[0].type");
+    }
+
+    #[test]
+    fn absurd_order_amounts_never_make_lifetime_value_infinite() {
+        let order = |m: &str, revenue: &str| {
+            format!(
+                r#"{{"type":"track","event":"Order Completed","anonymousId":"a","messageId":"{m}","properties":{{"revenue":{revenue}}},{GRANT}}}"#
+            )
+        };
+        let body =
+            format!(r#"{{"batch":[{},{},{}]}}"#, order("o1", "1.7e308"), order("o2", "1.7e308"), order("o3", "25.5"));
+        let (p, _) = apply_events(None, request(&body), &Config::default());
+        let p = p.unwrap();
+        assert_eq!((p.computed.orders, p.computed.revenue), (3, 25.5));
     }
 
     #[test]

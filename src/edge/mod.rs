@@ -18,7 +18,7 @@ use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, 
 use crate::core::delivery::HOP_HEADER;
 use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::merge::{identities_to_resolve, is_junk, plan, Group};
+use crate::core::merge::{identities_to_resolve, is_junk, over_profile_budget, plan, Group, MAX_PROFILES_PER_REQUEST};
 use crate::core::profile::{ApplyRequest, Profile};
 use crate::core::store::encode_apply;
 use crate::core::summary;
@@ -128,11 +128,26 @@ fn local_headers(env: &Env) -> bool {
 
 /// Reads a body, refusing it before reading when the declared length is already over the limit.
 async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = req.headers().get("content-length")?.and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::Body(BodyError::TooLarge { limit }));
+    // A length too large for any integer is too large for the limit too; only digits are a length at all.
+    if let Some(declared) = req.headers().get("content-length")? {
+        let declared = declared.trim();
+        if declared.is_empty() || !declared.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::BadRequest {
+                code: "invalid_header",
+                message: "Content-Length must be a number of bytes".into(),
+                path: "Content-Length".into(),
+            });
+        }
+        if declared.parse::<usize>().map_or(true, |n| n > limit) {
+            return Err(ApiError::Body(BodyError::TooLarge { limit }));
+        }
     }
-    let bytes = req.bytes().await?;
+    // A body the client stops sending halfway is the client's failure, not the store's.
+    let bytes = req.bytes().await.map_err(|e| ApiError::BadRequest {
+        code: "body_unreadable",
+        message: format!("the request body could not be read: {e}"),
+        path: String::new(),
+    })?;
     if bytes.len() > limit {
         return Err(ApiError::Body(BodyError::TooLarge { limit }));
     }
@@ -203,7 +218,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     let parse_rejected: std::collections::BTreeSet<usize> = rejected.iter().map(|r| r.index).collect();
     let mut indexes = (0..).filter(move |i| !parse_rejected.contains(i));
     let mut kept = Vec::with_capacity(events.len());
-    let mut positions = Vec::with_capacity(events.len());
+    let mut positions: Vec<usize> = Vec::with_capacity(events.len());
     for mut event in events {
         let index = indexes.next().unwrap_or(0);
         let junk_anonymous = event.anonymous_id.as_deref().is_some_and(|a| is_junk(&config.identity, a));
@@ -248,23 +263,22 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
                 "path": path_of(index, error.field())}));
         }
         // An event that had only the user id it could not prove has no profile to go to.
-        let mut i = 0;
-        kept.retain(|e| {
-            let keep = e.anonymous_id.is_some() || e.user_id.is_some();
-            if !keep {
-                rejected.push(wire::Rejection {
-                    index: positions[i],
-                    code: "identity_unproven",
-                    message:
-                        "the userId was not proven and no anonymousId was sent, so the event has no profile to go to"
-                            .into(),
-                    path: path_of(positions[i], "anonymousId"),
-                });
-            }
-            i += 1;
-            keep
+        let message = "the userId was not proven and no anonymousId was sent, so the event has no profile to go to";
+        refuse_events(&mut kept, &mut positions, &mut rejected, single, |_, e| {
+            (e.anonymous_id.is_none() && e.user_id.is_none())
+                .then(|| ("identity_unproven", message.to_string(), "anonymousId"))
         });
     }
+    // One request writes a bounded number of profiles; the rest is refused by index, to be sent again.
+    let over = over_profile_budget(&kept);
+    refuse_events(&mut kept, &mut positions, &mut rejected, single, |i, _| {
+        over.contains(&i).then(|| {
+            let message = format!(
+                "one request writes at most {MAX_PROFILES_PER_REQUEST} profiles; send this event again in another request"
+            );
+            ("too_many_profiles", message, "")
+        })
+    });
     rejected.sort_by_key(|r| r.index);
     // The cookie is for an id this browser owns: one a valid cookie already proves, or one that had no profile
     // before this request (so the request made it). Naming someone else's anonymous id earns no cookie for it.
@@ -314,6 +328,40 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         resp.headers_mut().append("set-cookie", &h)?;
     }
     Ok(resp)
+}
+
+/// Takes the events `refuse` names (by position, with a code, a message and the field) out of `kept`, keeping
+/// `positions` (each kept event's index in the request) in step, and records each as rejected at its path.
+fn refuse_events(
+    kept: &mut Vec<crate::core::event::Event>,
+    positions: &mut Vec<usize>,
+    rejected: &mut Vec<wire::Rejection>,
+    single: bool,
+    refuse: impl Fn(usize, &crate::core::event::Event) -> Option<(&'static str, String, &'static str)>,
+) {
+    let mut i = 0;
+    let mut still = Vec::with_capacity(positions.len());
+    kept.retain(|e| {
+        let index = positions[i];
+        let verdict = refuse(i, e);
+        i += 1;
+        match verdict {
+            None => {
+                still.push(index);
+                true
+            }
+            Some((code, message, field)) => {
+                let path = match (single, field) {
+                    (true, f) => f.to_string(),
+                    (false, "") => format!("batch[{index}]"),
+                    (false, f) => format!("batch[{index}].{f}"),
+                };
+                rejected.push(wire::Rejection { index, code, message, path });
+                false
+            }
+        }
+    });
+    *positions = still;
 }
 
 async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
