@@ -526,14 +526,8 @@ mod tests {
     #[test]
     fn a_request_writes_a_bounded_number_of_profiles_and_known_ones_are_always_kept() {
         let one = |a: String, u: Option<&str>| {
-            let e = crate::core::event::Event::new(
-                "m".into(),
-                Some(a),
-                u.map(String::from),
-                NOW,
-                EventKind::Identify { traits: Default::default() },
-            );
-            e
+            let kind = EventKind::Identify { traits: Default::default() };
+            crate::core::event::Event::new("m".into(), Some(a), u.map(String::from), NOW, kind)
         };
         let mut events: Vec<_> = (0..MAX_PROFILES_PER_REQUEST + 5).map(|i| one(format!("a{i}"), None)).collect();
         events.push(one("a0".into(), None));
