@@ -804,8 +804,31 @@ async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
     require_admin(&req, env)?;
     let (identity, decoded) = identity_from_path(key)?;
     let store = kv::store(env)?;
-    let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
-    profile_object::send(env, &profile_id, "erase", Vec::new()).await?;
+    let indexed = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    // The index may name a profile that was merged away (a tombstone): the person's data is in the profile it
+    // moved to, so the erasure follows it there. Only an erasure that reached a profile answers 204.
+    let mut profile_id = indexed.clone();
+    let mut erased = false;
+    for _ in 0..4 {
+        let answer = profile_object::send(env, &profile_id, "erase", Vec::new()).await?;
+        match answer.get("movedTo").and_then(|v| v.as_str()) {
+            Some(to) => profile_id = to.to_string(),
+            None => {
+                erased = true;
+                break;
+            }
+        }
+    }
+    if !erased {
+        return Err(ApiError::Unavailable(format!("erasing {decoded}: the profile moved too many times")));
+    }
+    // An identity the survivor refused still leads to the tombstone; it must not outlive the person.
+    if indexed != profile_id {
+        let key = identity.index_key();
+        if kv::profile_id_of(&store, &identity).await?.as_deref() == Some(indexed.as_str()) {
+            store.delete(&key).await?;
+        }
+    }
     Ok(Response::empty()?.with_status(204))
 }
 

@@ -4,6 +4,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { startWorker, getProfile } from '../support/worker.mjs';
+import { liveStorageText } from '../support/storage.mjs';
 
 const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
 let w;
@@ -44,6 +45,32 @@ describe('the reproducers', () => {
     }
     const long = await call('GET', `/v1/decide?slots=hero&anonymousId=${'x'.repeat(300)}`);
     assert.deepEqual([long.status, long.json.error.code, long.json.error.path], [400, 'too_long', 'anonymousId']);
+  });
+
+  test('erasing an id the user refused erases the person it led to, and storage holds nothing of them', async () => {
+    const user = uid('full-user');
+    // The user holds its 100 anonymous ids (the default limit), identified by the site's backend.
+    const ids = Array.from({ length: 100 }, (_, i) => `${user}-a${i}`);
+    for (let i = 0; i < ids.length; i += 25) {
+      const r = await batch(ids.slice(i, i + 25).map((a) => ({ type: 'identify', userId: user, anonymousId: a, context: GRANT })), w.serverKey);
+      assert.equal(r.json.rejected, undefined, JSON.stringify(r.json));
+    }
+    // A device with three events identifies as the user: the merge is refused (a 101st anonymous id)...
+    const device = `${user}-device`;
+    await batch([page(device, { messageId: `${device}-1` }), page(device, { messageId: `${device}-2` }),
+      page(device, { messageId: `${device}-3` })]);
+    await batch([{ type: 'identify', userId: user, anonymousId: device, context: GRANT }], w.serverKey);
+    const before = liveStorageText(w.state);
+    for (const held of [user, device]) assert.ok(before.includes(held), `${held} held before`);
+
+    const del = await call('DELETE', `/v1/profiles/anonymous_id:${device}`, undefined, admin());
+    assert.equal(del.status, 204);
+    for (const key of [`anonymous_id:${device}`, `user_id:${user}`, `anonymous_id:${ids[0]}`]) {
+      assert.equal((await getProfile(w, key)).status, 404, key);
+    }
+    const after = liveStorageText(w.state);
+    assert.ok(!after.includes(user), 'nothing of the person is left in KV or Durable Object storage');
+    assert.equal((await call('DELETE', `/v1/profiles/anonymous_id:${device}`, undefined, admin())).status, 404);
   });
 
   test('one event storage cannot hold never costs its neighbours', async () => {
@@ -108,7 +135,7 @@ function rng(seed) {
 }
 
 const SEED = Number(process.env.EDGECDP_FUZZ_SEED || 20261129);
-const REQUESTS = Number(process.env.EDGECDP_FUZZ_REQUESTS || 800);
+const REQUESTS = Number(process.env.EDGECDP_FUZZ_REQUESTS || 2000);
 
 /** Hostile values of every JSON type, including the ones storage has limits for. */
 function hostileValue(r, depth = 0) {
