@@ -132,7 +132,7 @@ pub fn parse_origin(s: &str) -> Result<String, &'static str> {
             .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
     let port_ok = port.is_none_or(|p| {
         !p.is_empty()
-            && p.len() <= 5
+            && p.len() <= 10
             && p.bytes().all(|b| b.is_ascii_digit())
             && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
     });

@@ -313,16 +313,16 @@ fn parse_raw_event(
     let external_ids = external_ids(&cx, value.get("context"))?;
 
     let sent_at = fields.sent_at.or(envelope.sent_at);
-    let timestamp = corrected_time(fields.timestamp, sent_at, received);
     // Storage has a range too: a profile's retention alarm is set from its last event, and the runtime refuses
-    // alarms centuries away. A client clock may be off by hours, not by a day, so later times are refused, and so
-    // is anything before 1970.
-    if !(0..=received.saturating_add(MAX_FUTURE_MS)).contains(&timestamp) {
-        return Err(cx.reject(
-            "timestamp_out_of_range",
-            "timestamp",
-            "timestamp (after correcting the client's clock by sentAt) must be after 1970 and at most a day ahead",
-        ));
+    // alarms centuries away. A time more than a day ahead even after the sentAt correction is a clock that cannot
+    // be corrected (or a made-up one): the event counts at the time it was received, as one without a timestamp.
+    // Before 1970 is no time any event happened, and is refused.
+    let mut timestamp = corrected_time(fields.timestamp, sent_at, received);
+    if timestamp > received.saturating_add(MAX_FUTURE_MS) {
+        timestamp = received;
+    }
+    if timestamp < 0 {
+        return Err(cx.reject("timestamp_out_of_range", "timestamp", "timestamp must not be before 1970"));
     }
     let message_id = match fields.message_id {
         Some(id) => id,
@@ -1058,7 +1058,7 @@ mod tests {
     }
 
     #[test]
-    fn times_storage_cannot_hold_are_refused_at_their_path_and_their_neighbours_kept() {
+    fn times_storage_cannot_hold_are_refused_or_counted_when_received() {
         let p = batch(
             r#"{"batch":[
                 {"type":"page","anonymousId":"a","timestamp":"2190-01-01T00:00:00Z"},
@@ -1067,11 +1067,10 @@ mod tests {
                 {"type":"page","anonymousId":"a","timestamp":"1999-01-01T00:00:00Z"}]}"#,
         );
         let refused: Vec<(usize, &str, &str)> = p.rejected.iter().map(|r| (r.index, r.code, r.path.as_str())).collect();
-        assert_eq!(
-            refused,
-            [(0, "timestamp_out_of_range", "batch[0].timestamp"), (1, "timestamp_out_of_range", "batch[1].timestamp")]
-        );
-        assert_eq!(p.events.len(), 2, "within a day ahead, and old imports, are kept");
+        assert_eq!(refused, [(1, "timestamp_out_of_range", "batch[1].timestamp")]);
+        let times: Vec<Millis> = p.events.iter().map(|e| e.timestamp).collect();
+        let within_a_day = parse_iso8601("2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(times, [NOW, within_a_day, parse_iso8601("1999-01-01T00:00:00Z").unwrap()]);
     }
 
     #[test]
