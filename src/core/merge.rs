@@ -9,7 +9,7 @@ use crate::core::consent::{ConsentChange, MAX_CONSENT_HISTORY};
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::profile::{
-    ApplyRequest, Link, MergeRecord, Outcome, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS,
+    budget, ApplyRequest, Link, MergeRecord, Outcome, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS,
     MAX_REFUSED, MAX_SEEN_MESSAGE_IDS, MAX_SPLITTABLE_MERGES,
 };
 use crate::core::time::Millis;
@@ -28,6 +28,15 @@ pub fn is_junk(rules: &IdentityRules, value: &str) -> bool {
 
 fn limit(rules: &IdentityRules, kind: &str) -> usize {
     rules.identifiers.get(kind).map_or(DEFAULT_LIMIT, |r| r.limit) as usize
+}
+
+/// What an identity weighs against the profile's identity budget.
+fn identity_weight(id: &Identity) -> usize {
+    id.kind.len() + id.value.len() + 16
+}
+
+fn identity_bytes(ids: &[Identity]) -> usize {
+    ids.iter().map(identity_weight).sum()
 }
 
 fn priority(rules: &IdentityRules, kind: &str) -> i64 {
@@ -64,6 +73,11 @@ impl Profile {
         let max = limit(rules, &id.kind);
         if held >= max {
             let reason = format!("the profile already holds {held} {} (the limit is {max})", id.kind);
+            self.refuse(id, reason, at, message_id);
+            return false;
+        }
+        if identity_bytes(&self.identities) + identity_weight(&id) > budget::IDENTITIES {
+            let reason = format!("the profile's identities would pass their budget of {} bytes", budget::IDENTITIES);
             self.refuse(id, reason, at, message_id);
             return false;
         }
@@ -118,7 +132,10 @@ pub fn absorb(
         }
         let room = max.saturating_sub(held.len());
         for (i, id) in new.into_iter().enumerate() {
-            if i < room {
+            // Within the type's limit and the profile's identity budget; the rest is refused like over-limit ids.
+            let fits = identity_bytes(&survivor.identities) + identity_bytes(&incoming) + identity_weight(id)
+                <= budget::IDENTITIES;
+            if i < room && fits {
                 incoming.push(id.clone());
             } else {
                 over_limit.push(id.clone());

@@ -270,6 +270,23 @@ impl HasConsent for Profile {
 pub enum Applied {
     Stored,
     Duplicate,
+    /// The event would take the profile past its budget (`budget`): nothing of it was applied. The field names
+    /// what did not fit (`event`, `traits.<name>`).
+    OverBudget {
+        field: String,
+    },
+}
+
+/// The per-profile budget for what a profile never sheds (README: "Profile size"). Each part has its own bound,
+/// so that together they stay well inside `store::MAX_PROFILE_BYTES` and leave room for what can be shed (history,
+/// message ids, aggregates, merge and refusal records), which `store::encode_profile_bounded` drops as needed.
+pub mod budget {
+    /// Bytes of event names counted (`counts`): about 500 names of 24 characters.
+    pub const COUNT_NAMES: usize = 16 * 1024;
+    /// Bytes of traits (names and values).
+    pub const TRAITS: usize = 32 * 1024;
+    /// Bytes of identity values.
+    pub const IDENTITIES: usize = 16 * 1024;
 }
 
 impl Profile {
@@ -311,6 +328,9 @@ impl Profile {
         let event = event.into_inner();
         if self.seen_message_ids.iter().any(|m| *m == event.message_id) {
             return (Applied::Duplicate, Vec::new());
+        }
+        if let Some(field) = self.over_budget(&event, config) {
+            return (Applied::OverBudget { field }, Vec::new());
         }
         self.seen_message_ids.push_back(event.message_id.clone());
         while self.seen_message_ids.len() > MAX_SEEN_MESSAGE_IDS {
@@ -414,6 +434,38 @@ impl Profile {
         self.shown.convert(&event, config);
         self.remember(&event);
         (Applied::Stored, added)
+    }
+
+    /// The field of `event` that would take the profile past its budget, checked before anything is applied: a new
+    /// event name beyond `budget::COUNT_NAMES`, or traits beyond `budget::TRAITS` (a trait the event replaces is
+    /// counted at its new size).
+    fn over_budget(&self, event: &Event, config: &Config) -> Option<String> {
+        let name = event.count_key();
+        if !self.counts.contains_key(name) {
+            let used: usize = self.counts.keys().map(|k| k.len() + 8).sum();
+            if used + name.len() + 8 > budget::COUNT_NAMES {
+                let field = if matches!(event.kind, EventKind::Track { .. }) { "event" } else { "type" };
+                return Some(field.into());
+            }
+        }
+        if let EventKind::Identify { traits } = &event.kind {
+            let weight = |k: &str, v: &Value| k.len() + 8 + v.weight();
+            let mut used: usize = self.traits.iter().map(|(k, t)| weight(k, &t.value)).sum();
+            for (k, v) in traits {
+                // Hashed traits are stored as a fixed-size digest, whatever was sent.
+                let new = if config.hash_traits.contains(k) {
+                    weight(k, &Value::String("x".repeat(71)))
+                } else {
+                    weight(k, v)
+                };
+                let old = self.traits.get(k).map_or(0, |t| weight(k, &t.value));
+                used = used.saturating_sub(old) + new;
+                if used > budget::TRAITS {
+                    return Some(["traits.", k].concat());
+                }
+            }
+        }
+        None
     }
 
     fn remember(&mut self, event: &Event) {
@@ -605,6 +657,8 @@ pub struct ApplyOutcome {
     pub changed: bool,
     /// Experiment exposures and conversions these events and impressions caused, for the experiments' counts.
     pub outcomes: Vec<Outcome>,
+    /// Events refused because the profile's budget had no room for them: message id and the field that did not fit.
+    pub over_budget: Vec<(String, String)>,
 }
 
 /// Applies events to the profile they belong to, passing each through the consent check. No profile is
@@ -621,6 +675,7 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
     }
     for event in req.events {
         let at = event.timestamp;
+        let message_id = event.message_id.clone();
         match crate::core::consent::permit_collection(policy, profile.as_ref().map(|p| &p.consent), event, &req.signals)
         {
             Ok(permitted) => {
@@ -632,6 +687,7 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
                         out.changed = true;
                     }
                     Applied::Duplicate => out.duplicates += 1,
+                    Applied::OverBudget { field } => out.over_budget.push((message_id, field)),
                 }
                 out.new_identities.extend(added);
             }
@@ -778,6 +834,49 @@ mod tests {
         assert_eq!(out.new_identities.len(), 4, "all are indexed");
         let bad = parse_batch(br#"{"batch":[{"type":"page","anonymousId":"a","context":{"externalIds":[{"id":"1","type":"Bad Type"}]}}]}"#, NOW).unwrap();
         assert_eq!(bad.rejected[0].path, "batch[0].context.externalIds[0].type");
+    }
+
+    #[test]
+    fn a_profile_stays_within_its_budget_and_keeps_working_at_it() {
+        let config = Config::default();
+        let track = |m: usize, name: &str| {
+            format!(r#"{{"type":"track","event":"{name}","anonymousId":"a","messageId":"m{m}",{GRANT}}}"#)
+        };
+        // Distinct 200-character event names until the budget for counted names is full.
+        let names: Vec<String> = (0..120).map(|i| format!("{i:03}{}", "n".repeat(197))).collect();
+        let events: Vec<String> = names.iter().enumerate().map(|(i, n)| track(i, n)).collect();
+        let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
+        let (p, out) = apply_events(None, request(&body), &config);
+        let mut p = p.unwrap();
+        let fit = budget::COUNT_NAMES / (200 + 8);
+        assert_eq!(p.counts.len(), fit);
+        assert_eq!(out.stored as usize, fit);
+        assert_eq!(out.over_budget.len(), 120 - fit);
+        assert_eq!(out.over_budget[0], (format!("m{fit}"), "event".to_string()));
+        // A name already counted still counts; a new one does not.
+        let more = format!(r#"{{"batch":[{},{}]}}"#, track(500, &names[0]), track(501, &names[119]));
+        let (q, out) = apply_events(Some(p.clone()), request(&more), &config);
+        p = q.unwrap();
+        assert_eq!((p.counts[&names[0]], out.stored, out.over_budget.len()), (2, 1, 1));
+
+        // Traits: an identify that would pass the budget changes nothing and names the trait that did not fit.
+        let identify = |m: &str, traits: &str| {
+            format!(
+                r#"{{"batch":[{{"type":"identify","anonymousId":"a","messageId":"{m}","traits":{{{traits}}},{GRANT}}}]}}"#
+            )
+        };
+        let big = |k: &str| format!(r#""{k}":"{}""#, "v".repeat(7000));
+        let first = [big("a"), big("b"), big("c"), big("d")].join(",");
+        let (q, out) = apply_events(Some(p), request(&identify("t1", &first)), &config);
+        let p = q.unwrap();
+        assert_eq!((p.traits.len(), out.stored), (4, 1));
+        let (q, out) = apply_events(Some(p), request(&identify("t2", &[big("e"), big("f")].join(","))), &config);
+        let p = q.unwrap();
+        assert_eq!(out.over_budget, vec![("t2".to_string(), "traits.e".to_string())]);
+        assert_eq!(p.traits.len(), 4, "nothing of the refused identify was applied");
+        // Replacing a trait with one of the same size still fits.
+        let (_, out) = apply_events(Some(p), request(&identify("t3", &big("a"))), &config);
+        assert_eq!((out.stored, out.over_budget.len()), (1, 0));
     }
 
     #[test]

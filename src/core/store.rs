@@ -90,7 +90,9 @@ pub const MAX_PROFILE_BYTES: usize = 112 * 1024;
 
 /// Encodes a profile within `MAX_PROFILE_BYTES`. A profile over it sheds, in this order and only as much as
 /// needed: what splits of older merges need, then the oldest recent events, remembered message ids and quiet
-/// aggregate series, then old merge and refusal records. Counts, traits, identities and consent are never shed.
+/// aggregate series, then old merge and refusal records. Counts, traits and identities have budgets of their own
+/// (`profile::budget`) that keep them inside the bound; only a merge of two full profiles can pass it, and then
+/// the oldest traits and the least counted event names go last. Identities and consent are never shed.
 pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
     let bytes = encode_profile(p);
     if bytes.len() <= MAX_PROFILE_BYTES {
@@ -127,8 +129,36 @@ pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
         let drop = shed(p.refused.len()).min(p.refused.len());
         p.refused.drain(..drop);
         let bytes = encode_profile(&p);
-        let nothing_left = p.recent.is_empty() && p.seen_message_ids.is_empty() && p.aggregates.series.is_empty();
-        if bytes.len() <= MAX_PROFILE_BYTES || nothing_left {
+        let nothing_left = p.recent.is_empty()
+            && p.seen_message_ids.is_empty()
+            && p.aggregates.series.is_empty()
+            && p.merges.is_empty()
+            && p.refused.is_empty();
+        if bytes.len() <= MAX_PROFILE_BYTES {
+            return bytes;
+        }
+        if nothing_left {
+            break;
+        }
+    }
+    // Only a merge of two profiles each full to its budget (`profile::budget`) gets here: the oldest traits go,
+    // then the least counted event names, a tenth at a time, until the profile fits.
+    loop {
+        let shed = |n: usize| (n / 10).max(1);
+        let mut by_age: Vec<(i64, String)> = p.traits.iter().map(|(k, t)| (t.at, k.clone())).collect();
+        by_age.sort();
+        for (_, k) in by_age.iter().take(shed(by_age.len())) {
+            p.traits.remove(k);
+        }
+        if by_age.is_empty() {
+            let mut by_count: Vec<(u64, String)> = p.counts.iter().map(|(k, n)| (*n, k.clone())).collect();
+            by_count.sort();
+            for (_, k) in by_count.iter().take(shed(by_count.len())) {
+                p.counts.remove(k);
+            }
+        }
+        let bytes = encode_profile(&p);
+        if bytes.len() <= MAX_PROFILE_BYTES || (p.traits.is_empty() && p.counts.is_empty()) {
             return bytes;
         }
     }
@@ -357,5 +387,34 @@ mod tests {
         assert_eq!(back.seen_message_ids.back(), p.seen_message_ids.back(), "the newest are kept");
         let small = sample();
         assert_eq!(encode_profile_bounded(&small), encode_profile(&small), "a profile within the bound is untouched");
+    }
+
+    #[test]
+    fn even_a_merge_of_two_full_profiles_is_stored_within_the_bound() {
+        use crate::core::profile::TraitEntry;
+        use crate::core::value::Value;
+        let mut p = sample();
+        // Far more traits and counted names than a profile's budget lets in (twice the budgets still fit), and
+        // refusal records with long values: the last resort must still bring it within the bound.
+        for i in 0..40 {
+            p.traits.insert(format!("t{i:02}"), TraitEntry { value: Value::String("v".repeat(3_000)), at: i });
+        }
+        for i in 0..300u64 {
+            p.counts.insert(format!("{i:03}{}", "n".repeat(100)), 1000 - i);
+        }
+        for i in 0..50 {
+            p.refused.push(crate::core::profile::RefusedIdentity {
+                at: 0,
+                identity: crate::core::identity::Identity::new("email", &format!("{i}{}", "e".repeat(2_000))),
+                reason: "r".into(),
+                message_id: "m".into(),
+            });
+        }
+        assert!(encode_profile(&p).len() > 2 * MAX_PROFILE_BYTES, "{}", encode_profile(&p).len());
+        let back = decode_profile(&encode_profile_bounded(&p)).unwrap();
+        assert!(encode_profile(&back).len() <= MAX_PROFILE_BYTES);
+        assert_eq!(back.identities, p.identities, "identities are never shed");
+        assert!(back.traits.contains_key("t39") && !back.traits.contains_key("t00"), "the newest traits stay");
+        assert!(back.counts.contains_key(&format!("000{}", "n".repeat(100))), "the most counted names stay");
     }
 }

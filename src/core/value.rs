@@ -18,6 +18,18 @@ pub enum Value {
 }
 
 impl Value {
+    /// About how many bytes the value takes in a stored profile (bincode: a tag, lengths, the bytes), so that a
+    /// profile's budget can be checked without encoding it.
+    pub fn weight(&self) -> usize {
+        match self {
+            Value::Null | Value::Bool(_) => 2,
+            Value::Number(_) => 9,
+            Value::String(s) => 9 + s.len(),
+            Value::Array(items) => 9 + items.iter().map(Value::weight).sum::<usize>(),
+            Value::Object(map) => 9 + map.iter().map(|(k, v)| 8 + k.len() + v.weight()).sum::<usize>(),
+        }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),

@@ -287,6 +287,9 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         .filter_map(|e| e.anonymous_id.clone())
         .filter(|a| !index.contains_key(&Identity::new(ANONYMOUS_ID, a)))
         .collect();
+    // Where each event came from, for what a profile's writer refuses by message id (its budget).
+    let index_of: BTreeMap<String, usize> =
+        kept.iter().zip(&positions).map(|(e, &i)| (e.message_id.clone(), i)).collect();
     let groups = plan(kept, &index, &config.identity);
     let signals = signals(&req, env);
     let mut stored_anonymous_id: Option<String> = None;
@@ -294,12 +297,27 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         let first_anonymous = events.iter().find_map(|e| e.anonymous_id.clone());
         let request = ApplyRequest { profile_id, signals: signals.clone(), events, links, ..ApplyRequest::default() };
         let outcome = apply(env, request).await?;
+        for refusal in outcome.get("overBudget").and_then(|v| v.as_array()).into_iter().flatten() {
+            let message_id = refusal.get("messageId").and_then(|v| v.as_str()).unwrap_or_default();
+            let field = refusal.get("field").and_then(|v| v.as_str()).unwrap_or_default();
+            if let Some(&index) = index_of.get(message_id) {
+                rejected.push(wire::Rejection {
+                    index,
+                    code: "profile_budget_exceeded",
+                    message: format!(
+                        "the profile has no room for this event's {field} (see Profile size in README.md)"
+                    ),
+                    path: path_of(index, field),
+                });
+            }
+        }
         if outcome.get("stored").and_then(|v| v.as_u64()).unwrap_or(0) > 0 && stored_anonymous_id.is_none() {
             stored_anonymous_id =
                 first_anonymous.filter(|a| cookie_id.as_ref() == Some(a) || new_anonymous_ids.contains(a));
         }
     }
 
+    rejected.sort_by_key(|r| r.index);
     let mut answer = json!({"success": true});
     if !rejected.is_empty() {
         answer["rejected"] = rejected

@@ -216,7 +216,10 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
             crate::edge::experiments::record(env, &outcomes).await?;
         }
     }
-    let body = json!({"stored": outcome.stored, "duplicates": outcome.duplicates, "refused": outcome.refused, "merged": merged});
+    let over_budget: Vec<_> =
+        outcome.over_budget.iter().map(|(m, field)| json!({"messageId": m, "field": field})).collect();
+    let body = json!({"stored": outcome.stored, "duplicates": outcome.duplicates, "refused": outcome.refused,
+        "merged": merged, "overBudget": over_budget});
     Ok((200, body.to_string().into_bytes()))
 }
 

@@ -86,6 +86,35 @@ describe('the reproducers', () => {
     assert.equal((await batch([page(a)])).status, 200, 'the profile keeps working');
   });
 
+  test('a profile cannot be grown past its budget, and keeps working at it', async () => {
+    const a = uid('big');
+    // 2,000 long event names and 40 identify calls of 24 KB of new traits each, as the probe sent them.
+    for (let round = 0; round < 5; round++) {
+      const names = Array.from({ length: 400 }, (_, i) => ({ type: 'track', anonymousId: a, context: GRANT,
+        event: `${round}-${i}-${'n'.repeat(900)}` }));
+      const r = await batch(names);
+      assert.equal(r.status, 200);
+    }
+    let refused = [];
+    for (let round = 0; round < 2; round++) {
+      const identifies = Array.from({ length: 18 }, (_, i) => ({ type: 'identify', anonymousId: a, context: GRANT,
+        traits: Object.fromEntries(Array.from({ length: 24 }, (_, k) => [`r${round}i${i}k${k}`, 'v'.repeat(1000)])) }));
+      const r = await batch(identifies);
+      assert.equal(r.status, 200);
+      refused = refused.concat(r.json.rejected || []);
+    }
+    assert.ok(refused.length > 0 && refused.every((x) => x.code === 'profile_budget_exceeded'), JSON.stringify(refused.slice(0, 2)));
+    assert.match(refused[0].path, /^batch\[\d+\]\.traits\.r\d+i\d+k\d+$/);
+    const p = await getProfile(w, `anonymous_id:${a}`);
+    assert.equal(p.status, 200);
+    const counted = Object.keys(p.body.counts).length;
+    assert.ok(counted > 10 && counted < 30, `${counted} names counted`);
+    assert.ok(JSON.stringify(p.body.traits).length < 40 * 1024);
+    // The profile keeps working: a known name still counts, and the next page view is stored.
+    assert.equal((await batch([page(a, { messageId: `${a}-after` })])).json.rejected, undefined);
+    assert.equal((await getProfile(w, `anonymous_id:${a}`)).body.counts.page, 1);
+  });
+
   test('a batch writes at most 50 profiles and names the events it refused', async () => {
     const ids = Array.from({ length: 60 }, (_, i) => uid(`many${i}`));
     const r = await batch(ids.map((a) => page(a)));
