@@ -268,6 +268,11 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
             (e.anonymous_id.is_none() && e.user_id.is_none())
                 .then(|| ("identity_unproven", message.to_string(), "anonymousId"))
         });
+    } else {
+        // A server's claims need no proof; a token it sent anyway goes no further than here.
+        for e in &mut kept {
+            e.identity_token = None;
+        }
     }
     // One request writes a bounded number of profiles; the rest is refused by index, to be sent again.
     let over = over_profile_budget(&kept);
