@@ -51,6 +51,12 @@ impl Identity {
         }
     }
 
+    /// The KV key that says, for a minute after an erasure, that this identity's person was just erased:
+    /// `erased:<hex SHA-256 of type:value>`, so that the marker itself holds nothing of the person in clear.
+    pub fn erased_key(&self) -> String {
+        ["erased:", &hex(&Sha256::digest(self.key().as_bytes()))].concat()
+    }
+
     /// The profile id that this identity names when it is the first one seen.
     pub fn profile_id(&self) -> String {
         let mut h = Sha256::new();

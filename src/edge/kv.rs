@@ -119,6 +119,22 @@ pub async fn profile_id_of(kv: &KvStore, id: &Identity) -> Result<Option<String>
     Ok(kv.get(&id.index_key()).text().await?)
 }
 
+/// How long an erased person's identities stay marked (KV's shortest expiration): events planned before the
+/// erasure, or racing it, are refused rather than bringing the person back.
+pub const ERASED_MARK_SECONDS: u64 = 60;
+
+/// Marks an identity as just erased (`Identity::erased_key`), before its index entry goes, so that no moment
+/// exists in which the identity is neither indexed nor marked.
+pub async fn mark_erased(kv: &KvStore, id: &Identity) -> worker::Result<()> {
+    kv.put(&id.erased_key(), "1")?.expiration_ttl(ERASED_MARK_SECONDS).execute().await?;
+    Ok(())
+}
+
+/// Whether an identity's person was erased within the last `ERASED_MARK_SECONDS`.
+pub async fn recently_erased(kv: &KvStore, id: &Identity) -> Result<bool, ApiError> {
+    Ok(kv.get(&id.erased_key()).text().await?.is_some())
+}
+
 /// The latest snapshot of a profile.
 pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<Profile>, ApiError> {
     match kv.get(&format!("profile:{profile_id}")).bytes().await? {

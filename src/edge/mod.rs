@@ -246,10 +246,24 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     // Which profile's writer gets each event (core::merge::plan), from what the identity index says.
     let store = kv::store(env)?;
     let mut index = BTreeMap::new();
+    let mut erased = std::collections::BTreeSet::new();
     for id in identities_to_resolve(&kept) {
         if let Some(pid) = kv::profile_id_of(&store, &id).await? {
             index.insert(id, pid);
+        } else if kv::recently_erased(&store, &id).await? {
+            // Only an identity the index no longer knows can be one erased moments ago.
+            erased.insert(id);
         }
+    }
+    // Events of a person erased moments ago (sent before the erasure, or racing it) do not bring them back.
+    if !erased.is_empty() {
+        let message = "this person was erased moments ago; events sent before the erasure are not kept";
+        refuse_events(&mut kept, &mut positions, &mut rejected, single, |_, e| {
+            let of =
+                |kind: &str, v: &Option<String>| v.as_deref().is_some_and(|v| erased.contains(&Identity::new(kind, v)));
+            (of(ANONYMOUS_ID, &e.anonymous_id) || of(USER_ID, &e.user_id))
+                .then(|| ("profile_erased", message.to_string(), ""))
+        });
     }
     // A browser's identity claims count only with proof (core::trust); a server source's are believed. A claim
     // that is not believed is named in the answer, and the event is still stored, for the visitor's own profile.
@@ -300,8 +314,19 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     let mut stored_anonymous_id: Option<String> = None;
     for Group { profile_id, events, links } in groups {
         let first_anonymous = events.iter().find_map(|e| e.anonymous_id.clone());
+        let message_ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
         let request = ApplyRequest { profile_id, signals: signals.clone(), events, links, ..ApplyRequest::default() };
         let outcome = apply(env, request).await?;
+        if outcome.get("erased").is_some() {
+            for index in message_ids.iter().filter_map(|m| index_of.get(m)) {
+                rejected.push(wire::Rejection {
+                    index: *index,
+                    code: "profile_erased",
+                    message: "this person was erased moments ago; events sent before the erasure are not kept".into(),
+                    path: if single { String::new() } else { format!("batch[{index}]") },
+                });
+            }
+        }
         for refusal in outcome.get("overBudget").and_then(|v| v.as_array()).into_iter().flatten() {
             let message_id = refusal.get("messageId").and_then(|v| v.as_str()).unwrap_or_default();
             let field = refusal.get("field").and_then(|v| v.as_str()).unwrap_or_default();
@@ -849,6 +874,7 @@ async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
     if indexed != profile_id {
         let key = identity.index_key();
         if kv::profile_id_of(&store, &identity).await?.as_deref() == Some(indexed.as_str()) {
+            kv::mark_erased(&store, &identity).await?;
             store.delete(&key).await?;
         }
     }

@@ -34,6 +34,11 @@ const PROFILE_KEY: &str = "profile";
 const MOVED_KEY: &str = "moved_to";
 /// How long a tombstone redirects before it goes.
 const TOMBSTONE_MS: Millis = 24 * 60 * 60 * 1000;
+/// Key of the erasure marker: when the profile here was erased. For `ERASED_GRACE_MS` afterwards the object
+/// refuses to apply events, so that events planned before the erasure (carrying its old links) cannot bring the
+/// profile back; an alarm then removes the marker.
+const ERASED_KEY: &str = "erased_at";
+const ERASED_GRACE_MS: Millis = 60 * 1000;
 /// KV refuses expirations less than 60 seconds away.
 const MIN_KV_TTL_SECONDS: i64 = 60;
 
@@ -60,6 +65,8 @@ pub async fn send(
         (200, _) => Ok(body),
         // A tombstone: the caller follows `movedTo`.
         (409, _) if body.get("movedTo").is_some() => Ok(body),
+        // Erased moments ago: the caller says so for the events it carried (nothing was applied).
+        (410, _) if body.get("erased").is_some() => Ok(body),
         (404, "merge_not_found") => Err(ApiError::NotFound { code: "merge_not_found", message }),
         (404, _) => {
             Err(ApiError::NotFound { code: "profile_not_found", message: "the profile no longer exists".into() })
@@ -99,6 +106,12 @@ impl DurableObject for ProfileObject {
                     }
                 }
                 match action.as_str() {
+                    "/apply" if recently_erased(&storage).await? => Ok((
+                        410,
+                        json!({"erased": true, "error": {"code": "profile_erased", "message": "this person was just erased", "path": ""}})
+                            .to_string()
+                            .into_bytes(),
+                    )),
                     "/apply" => match decode_apply(&bytes) {
                         Ok(apply) => apply_and_merge(&storage, &env, apply).await,
                         Err(e) => Ok(error_body(400, "invalid_apply_request", &e.to_string())),
@@ -139,6 +152,11 @@ impl DurableObject for ProfileObject {
                     storage.delete_all().await?;
                     return Ok(());
                 }
+                if storage.get::<Millis>(ERASED_KEY).await?.is_some() && read_profile(&storage).await?.is_none() {
+                    // The erasure's grace period is over: not even its time stays.
+                    storage.delete_all().await?;
+                    return Ok(());
+                }
                 let config = config(&env).await?;
                 if let Some(profile) = read_profile(&storage).await? {
                     match profile.expires_at(config.retention_anonymous_days) {
@@ -163,6 +181,11 @@ fn now() -> Millis {
 
 fn error_body(status: u16, code: &str, message: &str) -> (u16, Vec<u8>) {
     (status, json!({"error": {"code": code, "message": message, "path": ""}}).to_string().into_bytes())
+}
+
+/// Whether the profile here was erased less than `ERASED_GRACE_MS` ago.
+async fn recently_erased(storage: &Storage) -> Result<bool> {
+    Ok(storage.get::<Millis>(ERASED_KEY).await?.is_some_and(|at| now() - at < ERASED_GRACE_MS))
 }
 
 async fn moved_to(storage: &Storage) -> Result<Option<String>> {
@@ -331,6 +354,7 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     for id in &profile.identities {
         let key = id.index_key();
         if store.get(&key).text().await?.as_deref() == Some(profile.id.as_str()) {
+            kv::mark_erased(&store, id).await?;
             store.delete(&key).await?;
         }
     }
@@ -341,5 +365,8 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     }
     storage.delete_alarm().await?;
     storage.delete_all().await?;
+    // Only the time of the erasure stays, for the grace period, and then goes too.
+    storage.put(ERASED_KEY, now()).await?;
+    storage.set_alarm(ERASED_GRACE_MS).await?;
     Ok(Some(profile.identities.len()))
 }

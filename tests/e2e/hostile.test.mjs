@@ -73,6 +73,23 @@ describe('the reproducers', () => {
     assert.equal((await call('DELETE', `/v1/profiles/anonymous_id:${device}`, undefined, admin())).status, 404);
   });
 
+  test('events racing an erasure do not bring the person back', async () => {
+    const a = uid('racer');
+    const user = `${a}-user`;
+    await batch([page(a, { messageId: `${a}-m0` }), { type: 'identify', userId: user, anonymousId: a,
+      messageId: `${a}-m1`, traits: { firstName: `${a}-name` }, context: GRANT }], w.serverKey);
+    const racing = Array.from({ length: 6 }, (_, i) => batch([page(a, { messageId: `${a}-race${i}` }),
+      { type: 'track', event: 'Racing', userId: user, anonymousId: a, messageId: `${a}-race-u${i}`, context: GRANT }],
+    w.serverKey));
+    const [del, ...answers] = await Promise.all([call('DELETE', `/v1/profiles/user_id:${user}`, undefined, admin()), ...racing]);
+    assert.equal(del.status, 204);
+    for (const r of answers) assert.equal(r.status, 200);
+    // Whatever was applied before the erasure went with it; whatever came after was refused, and said so.
+    for (const key of [`anonymous_id:${a}`, `user_id:${user}`]) assert.equal((await getProfile(w, key)).status, 404, key);
+    const held = liveStorageText(w.state);
+    for (const s of [a, user, `${a}-name`]) assert.ok(!held.includes(s), `${s} is held after the erasure`);
+  });
+
   test('one event storage cannot hold never costs its neighbours', async () => {
     const a = uid('far');
     // 2190 is a clock nothing can correct: the event counts when it was received. 1969 is refused alone.
