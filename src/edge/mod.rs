@@ -855,12 +855,15 @@ async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
     let indexed = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     // The index may name a profile that was merged away (a tombstone): the person's data is in the profile it
     // moved to, so the erasure follows it there. Only an erasure that reached a profile answers 204.
+    // The tombstones on the way stay until the profile is erased, so a failure further on can be retried from
+    // the same index entry; then they go too.
     let mut profile_id = indexed.clone();
+    let mut tombstones = Vec::new();
     let mut erased = false;
     for _ in 0..4 {
         let answer = profile_object::send(env, &profile_id, "erase", Vec::new()).await?;
         match answer.get("movedTo").and_then(|v| v.as_str()) {
-            Some(to) => profile_id = to.to_string(),
+            Some(to) => tombstones.push(std::mem::replace(&mut profile_id, to.to_string())),
             None => {
                 erased = true;
                 break;
@@ -869,6 +872,9 @@ async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
     }
     if !erased {
         return Err(ApiError::Unavailable(format!("erasing {decoded}: the profile moved too many times")));
+    }
+    for tombstone in &tombstones {
+        profile_object::send(env, tombstone, "forget", Vec::new()).await?;
     }
     // An identity the survivor refused still leads to the tombstone; it must not outlive the person.
     if indexed != profile_id {

@@ -5,7 +5,8 @@
 //! other request to this object until the read-apply-write (and the KV snapshot) is done: writes to one
 //! profile are strictly serialized and none is lost.
 //!
-//! Requests: `POST /apply` (an encoded `ApplyRequest`), `POST /erase`, and for identity resolution
+//! Requests: `POST /apply` (an encoded `ApplyRequest`), `POST /erase`, `POST /forget` (drop a tombstone whose
+//! profile was erased), and for identity resolution
 //! `POST /handover` (give this profile to a survivor and leave a tombstone), `POST /restore` (take a profile
 //! back: a refused merge or a split), `POST /split` (give back a profile this one absorbed). A tombstoned
 //! object answers `409 {"movedTo": id}` so the Worker follows it; the tombstone expires after a day, by which
@@ -99,8 +100,11 @@ impl DurableObject for ProfileObject {
                 // merge, a split) replaces it with the profile; everything else is redirected.
                 if action != "/restore" {
                     if let Some(to) = moved_to(&storage).await? {
-                        if action == "/erase" {
+                        // `forget` removes a tombstone once the profile it names is erased; everything else, erasing
+                        // included, is redirected, so an erasure that fails further on can be retried from here.
+                        if action == "/forget" {
                             storage.delete_all().await?;
+                            return Ok((200, json!({"forgotten": true}).to_string().into_bytes()));
                         }
                         return Ok((409, json!({"movedTo": to}).to_string().into_bytes()));
                     }
@@ -134,6 +138,8 @@ impl DurableObject for ProfileObject {
                         }
                         None => Ok(error_body(404, "profile_not_found", "no profile here")),
                     },
+                    // Not a tombstone (any more): nothing to forget.
+                    "/forget" => Ok((200, json!({"forgotten": false}).to_string().into_bytes())),
                     other => Ok(error_body(404, "not_found", &format!("no action {other}"))),
                 }
             })
@@ -361,7 +367,7 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     store.delete(&format!("profile:{}", profile.id)).await?;
     // The profiles it absorbed may still hold a tombstone that names it.
     for m in &profile.merges {
-        call(env, &m.absorbed_id, "erase", Vec::new()).await?;
+        call(env, &m.absorbed_id, "forget", Vec::new()).await?;
     }
     storage.delete_alarm().await?;
     storage.delete_all().await?;
