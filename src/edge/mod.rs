@@ -312,11 +312,22 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     let groups = plan(kept, &index, &config.identity);
     let signals = signals(&req, env);
     let mut stored_anonymous_id: Option<String> = None;
+    let mut unavailable = None;
     for Group { profile_id, events, links } in groups {
         let first_anonymous = events.iter().find_map(|e| e.anonymous_id.clone());
         let message_ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
         let request = ApplyRequest { profile_id, signals: signals.clone(), events, links, ..ApplyRequest::default() };
-        let outcome = apply(env, request).await?;
+        // Each profile's events are applied on their own: one writer failing never keeps the others' events from
+        // being stored. The request still fails afterwards, so that the sender retries; what was stored counts once
+        // (message ids), and the rest gets its chance.
+        let outcome = match apply(env, request).await {
+            Ok(outcome) => outcome,
+            Err(ApiError::Unavailable(detail)) => {
+                unavailable.get_or_insert(detail);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if outcome.get("erased").is_some() {
             for index in message_ids.iter().filter_map(|m| index_of.get(m)) {
                 rejected.push(wire::Rejection {
@@ -347,6 +358,9 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         }
     }
 
+    if let Some(detail) = unavailable {
+        return Err(ApiError::Unavailable(detail));
+    }
     rejected.sort_by_key(|r| r.index);
     let mut answer = json!({"success": true});
     if !rejected.is_empty() {
