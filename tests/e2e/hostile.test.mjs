@@ -1,18 +1,13 @@
 // Hostile input against the real Worker under workerd: the reproducers of the hostile-input issue as regression
 // tests, and a bounded, seeded fuzz of every public endpoint that fails on any 5xx from the Worker.
-import { test, before, after, describe } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { startWorker, getProfile } from '../support/worker.mjs';
+import { GRANT, uid, workerForFile, getProfile } from '../support/worker.mjs';
 import { liveStorageText } from '../support/storage.mjs';
 
-const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
-let w;
-before(async () => { w = await startWorker(); });
-after(async () => { await w?.stop(); });
-
-const uid = (p) => `${p}-${Math.random().toString(36).slice(2, 10)}`;
-const admin = () => ({ authorization: `Bearer ${w.adminToken}` });
+const w = workerForFile();
+const admin = w.admin;
 async function call(method, path, body, headers = {}) {
   const r = await fetch(`${w.url}${path}`, { method, headers: { 'content-type': 'application/json', ...headers },
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });

@@ -1,18 +1,13 @@
 // Identity resolution and the profile store, against the real Worker under workerd with local KV and
 // Durable Objects: nothing lost under concurrency, one person one profile, merges that respect limits,
 // junk ids that create nothing, splits that undo a merge, and erasure that follows merges.
-import { test, before, after, describe } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWorker, getProfile } from '../support/worker.mjs';
+import { GRANT, uid, workerForFile, getProfile } from '../support/worker.mjs';
 import { liveStorageText } from '../support/storage.mjs';
 
-const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
-let w;
-before(async () => { w = await startWorker(); });
-after(async () => { await w?.stop(); });
-
-const uid = (p) => `${p}-${Math.random().toString(36).slice(2, 10)}`;
-const admin = () => ({ authorization: `Bearer ${w.adminToken}` });
+const w = workerForFile();
+const admin = w.admin;
 async function batch(events) {
   // Identity claims are a site's backend's here: sent with the server source's secret key, so they are believed.
   const r = await fetch(`${w.url}/v1/batch`, { method: 'POST', body: JSON.stringify({ writeKey: w.serverKey, batch: events }) });

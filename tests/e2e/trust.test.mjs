@@ -2,17 +2,12 @@
 // a token from the site's backend, a stranger who knows someone's user id gets nothing of theirs, server keys are
 // secret, and nobody reads a person without being that person or holding a credential. Every attack a probe tried
 // is here, with what it must get.
-import { test, before, after, describe } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWorker, getProfile, identityToken } from '../support/worker.mjs';
+import { GRANT, uid, workerForFile, getProfile, identityToken } from '../support/worker.mjs';
 
-const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
-let w;
-before(async () => { w = await startWorker(); });
-after(async () => { await w?.stop(); });
-
-const uid = (p) => `${p}-${Math.random().toString(36).slice(2, 10)}`;
-const admin = () => ({ authorization: `Bearer ${w.adminToken}` });
+const w = workerForFile();
+const admin = w.admin;
 const basic = (key) => ({ authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}` });
 async function call(method, path, body, headers = {}) {
   const r = await fetch(`${w.url}${path}`, { method, headers: { 'content-type': 'application/json', ...headers },

@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHmac, randomBytes } from 'node:crypto';
+import { before, after } from 'node:test';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WRANGLER = join(ROOT, 'node_modules', '.bin', 'wrangler');
@@ -114,4 +115,22 @@ export async function getProfile(w, key) {
   const r = await fetch(`${w.url}/v1/profiles/${encodeURIComponent(key).replace('%3A', ':')}`,
     { headers: { authorization: `Bearer ${w.adminToken}` } });
   return { status: r.status, body: r.status === 200 ? await r.json() : await r.text() };
+}
+
+/** Consent to everything a test event needs, as Segment's `context.consent` carries it. */
+export const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
+
+/** A fresh id with a readable prefix, so that tests sharing a Worker never meet. */
+export const uid = (prefix) => `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
+
+/**
+ * One Worker for the test file that calls it: started before its tests, stopped after them. The object returned
+ * is filled in once the Worker is up (`url`, `adminToken`, `serverKey`, ...), with `admin()` for the admin
+ * bearer header.
+ */
+export function workerForFile(options = {}) {
+  const w = { admin: () => ({ authorization: `Bearer ${w.adminToken}` }) };
+  before(async () => { Object.assign(w, await startWorker(options)); });
+  after(async () => { await w.stop?.(); });
+  return w;
 }
