@@ -1120,7 +1120,7 @@ impl Compiler {
                 self.object(v, path, &["not"])?;
                 Some(Condition::Not(Box::new(self.condition(&o["not"], &at(path, "not"), ids)?)))
             }
-            _ => {
+            "trait" => {
                 let mut allowed = vec!["trait"];
                 allowed.extend(TRAIT_TESTS);
                 self.object(v, path, &allowed)?;
@@ -1143,9 +1143,21 @@ impl Compiler {
                             list.iter().enumerate().map(|(i, x)| self.scalar(x, &idx(&tp, i))).collect();
                         TraitTest::In(vals.into_iter().collect::<Option<Vec<_>>>()?)
                     }
-                    _ => TraitTest::Num(cmp(op, self.number(arg, &tp)?)),
+                    numeric => {
+                        let n = self.number(arg, &tp)?;
+                        let Some(c) = cmp(numeric, n) else {
+                            self.err(&tp, format!("unknown test; expected one of: {}", TRAIT_TESTS.join(", ")));
+                            return None;
+                        };
+                        TraitTest::Num(c)
+                    }
                 };
                 Some(Condition::Trait { name: name?, test })
+            }
+            other => {
+                // Every word of CONDITION_KINDS has its arm above; a word added there without one is this error.
+                self.err(path, format!("condition kind {other:?} is not implemented"));
+                None
             }
         }
     }
@@ -1183,10 +1195,10 @@ impl Compiler {
             return None;
         }
         let mut out = Vec::new();
-        for (op, n) in o {
-            if CMP_OPS.contains(&op.as_str()) {
-                out.push(cmp(op, self.number(n, &at(path, op))?));
-            }
+        // Unknown words were reported by `object` above as unknown fields; each known one has its meaning.
+        for (op, n) in o.iter().filter(|(op, _)| CMP_OPS.contains(&op.as_str())) {
+            let n = self.number(n, &at(path, op))?;
+            out.extend(cmp(op, n));
         }
         Some(out)
     }
@@ -1486,14 +1498,17 @@ impl Compiler {
     }
 }
 
-fn cmp(op: &str, n: f64) -> Cmp {
+/// The comparison an operator word means, or `None` for a word that is not one: no word falls through to a
+/// default meaning.
+fn cmp(op: &str, n: f64) -> Option<Cmp> {
     match op {
-        "eq" => Cmp::Eq(n),
-        "ne" => Cmp::Ne(n),
-        "lt" => Cmp::Lt(n),
-        "lte" => Cmp::Lte(n),
-        "gt" => Cmp::Gt(n),
-        _ => Cmp::Gte(n),
+        "eq" => Some(Cmp::Eq(n)),
+        "ne" => Some(Cmp::Ne(n)),
+        "lt" => Some(Cmp::Lt(n)),
+        "lte" => Some(Cmp::Lte(n)),
+        "gt" => Some(Cmp::Gt(n)),
+        "gte" => Some(Cmp::Gte(n)),
+        _ => None,
     }
 }
 
@@ -1513,6 +1528,67 @@ mod tests {
         assert_eq!(c.identity.identifiers["user_id"], IdRule { limit: 1, priority: 1 });
         assert_eq!(c.retention_anonymous_days, 30);
         assert!(c.segments.is_empty() && c.slots.is_empty() && c.sources.is_empty());
+    }
+
+    /// Every operator word of every condition kind, and what it compiles to: a word compiled to the wrong
+    /// meaning (`lte` as `lt`, a trait's `ne` as `eq`) fails here even when no case exercises the boundary.
+    #[test]
+    fn every_operator_word_compiles_to_its_own_meaning() {
+        use crate::core::segment::Condition as C;
+        let when = |json: &str| -> C {
+            let text = format!(
+                r#"{{"computedTraits": [{{"id": "views", "event": "V"}}], "scores": [{{"id": "s", "rules": [{{"event": "V", "points": 1}}]}}],
+                   "segments": [{{"id": "x", "when": {json}}}]}}"#
+            );
+            compile_str(&text).unwrap_or_else(|e| panic!("{json}: {e:?}")).segments[0].when.clone()
+        };
+        let cmps = [
+            ("eq", Cmp::Eq(3.0)),
+            ("ne", Cmp::Ne(3.0)),
+            ("lt", Cmp::Lt(3.0)),
+            ("lte", Cmp::Lte(3.0)),
+            ("gt", Cmp::Gt(3.0)),
+            ("gte", Cmp::Gte(3.0)),
+        ];
+        for (word, meaning) in cmps {
+            // A trait's eq and ne compare values of any type; the order words compare numbers.
+            let trait_test = match word {
+                "eq" => TraitTest::Eq(Value::Number(3.0)),
+                "ne" => TraitTest::Ne(Value::Number(3.0)),
+                _ => TraitTest::Num(meaning),
+            };
+            assert_eq!(
+                when(&format!(r#"{{"trait": "t", "{word}": 3}}"#)),
+                C::Trait { name: "t".into(), test: trait_test },
+                "trait {word}"
+            );
+            match when(&format!(r#"{{"event": "V", "count": {{"{word}": 3}}}}"#)) {
+                C::EventCount { count, .. } => assert_eq!(count, vec![meaning], "event count {word}"),
+                other => panic!("event count {word}: {other:?}"),
+            }
+            assert_eq!(when(&format!(r#"{{"score": "s", "{word}": 3}}"#)), C::Score { index: 0, cmps: vec![meaning] });
+            assert_eq!(when(&format!(r#"{{"localHour": {{"{word}": 3}}}}"#)), C::LocalHour(vec![meaning]), "{word}");
+            match when(&format!(r#"{{"computed": "views", "{word}": 3}}"#)) {
+                C::EventCount { count, .. } => assert_eq!(count, vec![meaning], "computed {word}"),
+                other => panic!("computed {word}: {other:?}"),
+            }
+        }
+        let s = |v: &str| Value::String(v.into());
+        let trait_tests = [
+            (r#"{"trait": "t", "eq": "a"}"#, TraitTest::Eq(s("a"))),
+            (r#"{"trait": "t", "ne": "a"}"#, TraitTest::Ne(s("a"))),
+            (r#"{"trait": "t", "in": ["a", "b"]}"#, TraitTest::In(vec![s("a"), s("b")])),
+            (r#"{"trait": "t", "contains": "a"}"#, TraitTest::Contains(s("a"))),
+            (r#"{"trait": "t", "exists": false}"#, TraitTest::Exists(false)),
+        ];
+        for (json, test) in trait_tests {
+            assert_eq!(when(json), C::Trait { name: "t".into(), test }, "{json}");
+        }
+        // Words that mean nothing are errors at their path, never a default meaning.
+        let bad = errors(r#"{"segments": [{"id": "x", "when": {"localHour": {"gte": 1, "atLeast": 2}}}]}"#);
+        assert!(bad.iter().any(|e| e.starts_with("segments[0].when.localHour.atLeast: unknown field")), "{bad:?}");
+        let bad = errors(r#"{"segments": [{"id": "x", "when": {"trait": "t", "above": 2}}]}"#);
+        assert!(bad.iter().any(|e| e.starts_with("segments[0].when.above: unknown field")), "{bad:?}");
     }
 
     #[test]
