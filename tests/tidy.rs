@@ -1,0 +1,82 @@
+//! Conventions that matter, as a test rather than prose (after rust-analyzer's `xtask/src/tidy.rs`): every source
+//! file says what it is for in a `//!` line, and the core never reaches for I/O, a clock or a random source.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_source_file_opens_with_a_doc_line() {
+    let mut missing = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        for file in rust_files(&root().join(dir)) {
+            let text = fs::read_to_string(&file).expect("readable source");
+            if !text.trim_start().starts_with("//!") {
+                missing.push(file.strip_prefix(root()).unwrap_or(&file).display().to_string());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "files without a //! line saying what they are for: {missing:?}");
+}
+
+/// What the core must never name: the I/O crates of the shells, the clock, and sources of randomness. Time and
+/// randomness come in as arguments (ARCHITECTURE.md, the first Architecture Invariant).
+const FORBIDDEN_IN_CORE: [&str; 10] = [
+    "worker::",
+    "web_sys",
+    "js_sys",
+    "wasm_bindgen",
+    "SystemTime",
+    "Instant::now",
+    "Date::now",
+    "getrandom",
+    "rand::",
+    "thread_rng",
+];
+
+/// The forbidden words a line of code names, outside its comment.
+fn forbidden_in(line: &str) -> Vec<&'static str> {
+    let code = line.split("//").next().unwrap_or("");
+    FORBIDDEN_IN_CORE.iter().copied().filter(|w| code.contains(w)).collect()
+}
+
+#[test]
+fn the_core_does_no_io_and_reads_no_clock_or_randomness() {
+    let mut found = Vec::new();
+    for file in rust_files(&root().join("src/core")) {
+        let text = fs::read_to_string(&file).expect("readable source");
+        for (n, line) in text.lines().enumerate() {
+            for word in forbidden_in(line) {
+                found.push(format!("{}:{}: {word}", file.strip_prefix(root()).unwrap_or(&file).display(), n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "the core names I/O, a clock or randomness:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_checks_above_can_fail() {
+    // The scanner sees a forbidden word in code, and ignores it in a comment.
+    assert_eq!(forbidden_in("let t = std::time::SystemTime::now(); // not Date::now"), ["SystemTime"]);
+    assert!(forbidden_in("/// reads no js_sys").is_empty());
+}
