@@ -194,6 +194,6 @@ fn a_summary_holds_only_what_decisions_read() {
     assert_eq!(blocks, ["capped"], "impressions of capped blocks only");
     assert!(small.shown.experiments.contains_key("e1"));
     let encoded = summary::encode(&small).len();
-    let stored = summary::base64_encode(&store::encode_profile(&full)).len();
+    let stored = edgecdp::core::encoding::base64_encode(&store::encode_profile(&full)).len();
     assert!(encoded * 2 < stored, "the summary takes {encoded} bytes, the stored profile {stored}");
 }

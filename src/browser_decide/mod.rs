@@ -37,8 +37,8 @@ impl Engine {
     /// `invalid_rules` and `path` `rules` when they cannot be read (say, a module older than the Worker).
     #[wasm_bindgen(constructor)]
     pub fn new(rules: &str) -> Result<Engine, JsValue> {
-        let bytes =
-            summary::base64_decode(rules).ok_or_else(|| error("invalid_rules", "rules", "rules are not base64"))?;
+        let bytes = crate::core::encoding::base64_decode(rules)
+            .ok_or_else(|| error("invalid_rules", "rules", "rules are not base64"))?;
         let config = store::decode_rules(&bytes).map_err(|e| error("invalid_rules", "rules", &e.to_string()))?;
         Ok(Engine { config, last: Vec::new(), summary: None })
     }

@@ -2,6 +2,7 @@
 //! country, device class and local time. The shells gather it (the edge from the request, the browser from the
 //! page); the core only reads it, so both reach the same answer for the same context.
 
+use crate::core::encoding::percent_decode_query;
 use crate::core::event::PageContext;
 use crate::core::time::{Millis, HOUR};
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,7 @@ impl Context {
         let query = query.split('#').next().unwrap_or(query);
         query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
+            (percent_decode_query(k) == name).then(|| percent_decode_query(v))
         })
     }
 
@@ -96,32 +97,6 @@ impl Context {
         // `rem_euclid` keeps times before 1970 and negative offsets in 0..24.
         Some((now + offset).div_euclid(HOUR).rem_euclid(24) as u8)
     }
-}
-
-/// `%XX` escapes and `+` (a space in query strings) decoded; invalid escapes and bytes kept as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Glob matching: `*` matches any run of characters (`/` included), `?` exactly one; everything else itself.

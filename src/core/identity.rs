@@ -4,6 +4,7 @@
 //! profile: its id is a digest of that identity, so that two first events for the same new visitor that
 //! arrive at once go to the same profile (and the same Durable Object) without any coordination.
 
+use crate::core::encoding::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -63,12 +64,7 @@ impl Identity {
         h.update(b"edgecdp/profile\0");
         h.update(self.key().as_bytes());
         let digest = h.finalize();
-        let mut id = String::with_capacity(34);
-        id.push_str("p_");
-        for b in &digest[..16] {
-            id.push_str(&format!("{b:02x}"));
-        }
-        id
+        ["p_", &hex(&digest[..16])].concat()
     }
 }
 
@@ -87,10 +83,6 @@ pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     outer.update(block.map(|b| b ^ 0x5c));
     outer.update(inner.finalize());
     outer.finalize().into()
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether an anonymous id can travel in a cookie value unquoted and be trusted as a key (`[A-Za-z0-9_-]`,

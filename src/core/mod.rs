@@ -8,6 +8,7 @@ pub mod consent;
 pub mod context;
 pub mod decide;
 pub mod delivery;
+pub mod encoding;
 pub mod event;
 pub mod identity;
 pub mod json;

@@ -10,6 +10,7 @@
 use crate::core::aggregate::DayCount;
 use crate::core::config::Config;
 use crate::core::consent::{Grant, Purpose};
+use crate::core::encoding::{base64_decode, base64_encode};
 use crate::core::identity::{Identity, USER_ID};
 use crate::core::profile::{Assignment, EventRecord, Profile, Shown, TraitEntry, MAX_RECENT_EVENTS};
 use crate::core::segment::{Condition, PropertyFilter, ScoreSource};
@@ -236,67 +237,9 @@ pub fn decode(text: &str) -> Result<Profile, CodecError> {
     Ok(p)
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding (RFC 4648, section 4). A few lines here rather than a crate: the browser
-/// decide module links it, and nothing else needs base64.
-pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decodes standard base64 with padding; `None` for anything else.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let t = text.as_bytes();
-    if !t.len().is_multiple_of(4) {
-        return None;
-    }
-    let value = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|p| p as u32);
-    let mut out = Vec::with_capacity(t.len() / 4 * 3);
-    for (i, chunk) in t.chunks(4).enumerate() {
-        let last = i + 1 == t.len() / 4;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = n << 6 | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_and_refuses_junk() {
-        for (raw, text) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")] {
-            assert_eq!(base64_encode(raw.as_bytes()), text);
-            assert_eq!(base64_decode(text).as_deref(), Some(raw.as_bytes()));
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64_decode(&base64_encode(&all)), Some(all));
-        for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9*", "Zm9v\n"] {
-            assert_eq!(base64_decode(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn device_rules_carry_decisions_and_nothing_of_the_edge() {

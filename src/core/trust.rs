@@ -7,9 +7,9 @@
 //! proven earlier). Everything else it claims (an unproven user id, identifier traits, external ids, an alias of
 //! another id) is kept only as an unverified claim on its own anonymous profile, never linked or indexed.
 
+use crate::core::encoding::{base64url_decode, base64url_encode, hex};
 use crate::core::event::{Event, EventKind};
-use crate::core::identity::{hex, hmac_sha256, Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::summary::{base64_decode, base64_encode};
+use crate::core::identity::{hmac_sha256, Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::time::Millis;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -244,23 +244,6 @@ pub fn vouch(
         }
     }
     refused
-}
-
-fn base64url_encode(bytes: &[u8]) -> String {
-    base64_encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
-}
-
-/// Decodes unpadded base64url (RFC 7515's form); `None` for anything else, padding and the standard alphabet
-/// included.
-fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    if text.bytes().any(|b| b == b'+' || b == b'/' || b == b'=') || text.len() % 4 == 1 {
-        return None;
-    }
-    let mut standard = text.replace('-', "+").replace('_', "/");
-    while !standard.len().is_multiple_of(4) {
-        standard.push('=');
-    }
-    base64_decode(&standard)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use crate::core::config::Config;
 use crate::core::context::{Context, Device};
 use crate::core::decide::CONTROL;
+use crate::core::encoding::{base64_decode_lenient, hex};
 use crate::core::event::{Event, EventKind, PageContext};
 use crate::core::identity::Identity;
 use crate::core::json::{JsonKind, JsonView};
@@ -569,12 +570,7 @@ fn generated_message_id(text: &str, index: usize, time: Millis) -> String {
     h.update(text.as_bytes());
     h.update((index as u64).to_be_bytes());
     h.update(time.to_be_bytes());
-    let digest = h.finalize();
-    let mut out = String::from("gen-");
-    for b in &digest[..16] {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    ["gen-", &hex(&h.finalize()[..16])].concat()
 }
 
 fn id_field<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<String>, Rejection> {
@@ -779,34 +775,9 @@ pub fn write_key_from_basic_auth(header: &str) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
+    let decoded = String::from_utf8(base64_decode_lenient(encoded.trim())?).ok()?;
     let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
     (!user.is_empty()).then(|| user.to_string())
-}
-
-/// Standard base64 with optional padding; `None` on anything else.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 /// A request for decisions (`POST /v1/decide`, or the query of `GET /v1/decide`).

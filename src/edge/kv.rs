@@ -7,10 +7,10 @@
 
 use crate::core::config::{compile_str, Config};
 use crate::core::consent::Model;
+use crate::core::encoding::base64_encode;
 use crate::core::identity::Identity;
 use crate::core::profile::Profile;
 use crate::core::store::{decode_profile, encode_rules};
-use crate::core::summary::base64_encode;
 use crate::edge::http::ApiError;
 use std::cell::RefCell;
 use std::rc::Rc;

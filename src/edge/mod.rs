@@ -16,6 +16,7 @@ use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
 use crate::core::context::{Context as DecideContext, Device};
 use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
 use crate::core::delivery::HOP_HEADER;
+use crate::core::encoding::percent_decode_path;
 use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::merge::{identities_to_resolve, is_junk, over_profile_budget, plan, Group, MAX_PROFILES_PER_REQUEST};
@@ -826,7 +827,7 @@ async fn experiment_stats(req: Request, env: &Env, id: &str) -> ApiResult {
 
 /// Resolves `{type}:{value}` from the path to an identity.
 fn identity_from_path(key: &str) -> Result<(Identity, String), ApiError> {
-    let decoded = urlencoding_decode(key);
+    let decoded = percent_decode_path(key);
     let identity = Identity::parse_key(&decoded).ok_or_else(|| ApiError::BadRequest {
         code: "invalid_identity",
         message: "expected {type}:{value}, for example anonymous_id:abc".into(),
@@ -975,33 +976,4 @@ fn if_match_version(req: &Request) -> Result<Option<u64>, ApiError> {
         ),
         path: "If-Match".into(),
     })
-}
-
-/// Decodes `%XX` escapes in a path segment (identity values may hold characters that URLs escape).
-fn urlencoding_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            // Decode from bytes, never by slicing the `str`, which could cut a multi-byte character.
-            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
