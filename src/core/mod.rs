@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod encoding;
 pub mod event;
 pub mod identity;
+pub mod ingest;
 pub mod json;
 pub mod merge;
 pub mod profile;

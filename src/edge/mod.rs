@@ -11,20 +11,21 @@ mod http;
 mod kv;
 mod profile_object;
 
-use crate::core::config::{compile_str, seal_server_keys, Config, SourceKind};
-use crate::core::consent::{permit_personalization, Purpose, RequestSignals};
+use crate::core::config::{compile_str, seal_server_keys, Config};
+use crate::core::consent::{permit_personalization, RequestSignals};
 use crate::core::context::{Context as DecideContext, Device};
 use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
 use crate::core::delivery::HOP_HEADER;
 use crate::core::encoding::percent_decode_path;
 use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::merge::{identities_to_resolve, is_junk, over_profile_budget, plan, Group, MAX_PROFILES_PER_REQUEST};
+use crate::core::ingest::Batch;
+use crate::core::merge::{is_junk, Group};
 use crate::core::profile::{ApplyRequest, Profile};
 use crate::core::store::encode_apply;
 use crate::core::summary;
 use crate::core::time::Millis;
-use crate::core::trust::{make_identity_token, vouch, RefusedClaim};
+use crate::core::trust::make_identity_token;
 use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
 use http::{json_response, require_admin, with_cors, ApiError, ApiResult};
 use serde_json::json;
@@ -194,123 +195,28 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         }
     }
 
-    // A valid first-party cookie is this browser's identity: it wins over the id the script sent, which may be
-    // new because the browser cleared script storage.
+    // A valid first-party cookie is this browser's identity (core::ingest says what follows from that).
     let secret = cookie::secret(env);
     let cookie_id = secret.as_deref().and_then(|s| cookie::id_from(&req, s));
-    let mut events = parsed.events;
-    if let Some(c) = &cookie_id {
-        for e in &mut events {
-            e.anonymous_id = Some(c.clone());
-        }
-    }
-    let withdrawn = events.iter().any(|e| {
-        e.consent.as_ref().is_some_and(|p| config.consent.preferences(p).get(Purpose::Analytics) == Some(false))
-    });
+    let mut batch = Batch::prepare(parsed, call.is_some(), cookie_id.as_deref(), &config);
 
-    // Junk ids (the configured blocklist: `null`, `undefined`, `0`, ...) never create or merge a profile: they
-    // are dropped, and an event left with no usable id is rejected at its index.
-    let mut rejected = parsed.rejected;
-    let single = call.is_some();
-    let path_of =
-        |index: usize, field: &str| if single { field.to_string() } else { format!("batch[{index}].{field}") };
-    // The wire parser keeps good events in order and names the bad ones by index: the n-th good event has the
-    // n-th index that was not rejected.
-    let parse_rejected: std::collections::BTreeSet<usize> = rejected.iter().map(|r| r.index).collect();
-    let mut indexes = (0..).filter(move |i| !parse_rejected.contains(i));
-    let mut kept = Vec::with_capacity(events.len());
-    let mut positions: Vec<usize> = Vec::with_capacity(events.len());
-    for mut event in events {
-        let index = indexes.next().unwrap_or(0);
-        let junk_anonymous = event.anonymous_id.as_deref().is_some_and(|a| is_junk(&config.identity, a));
-        let junk_user = event.user_id.as_deref().is_some_and(|u| is_junk(&config.identity, u));
-        if junk_anonymous {
-            event.anonymous_id = None;
-        }
-        if junk_user {
-            event.user_id = None;
-        }
-        if event.anonymous_id.is_none() && event.user_id.is_none() {
-            let field = if junk_user { "userId" } else { "anonymousId" };
-            rejected.push(wire::Rejection {
-                index,
-                code: "blocked_identity",
-                message: format!("{field} is on the identity blocklist and no other id was sent"),
-                path: path_of(index, field),
-            });
-            continue;
-        }
-        kept.push(event);
-        positions.push(index);
-    }
-
-    // Which profile's writer gets each event (core::merge::plan), from what the identity index says.
+    // What the identity index says, and for identities it no longer knows, whether an erasure marked them.
     let store = kv::store(env)?;
     let mut index = BTreeMap::new();
     let mut erased = std::collections::BTreeSet::new();
-    for id in identities_to_resolve(&kept) {
+    for id in batch.identities_to_resolve() {
         if let Some(pid) = kv::profile_id_of(&store, &id).await? {
             index.insert(id, pid);
         } else if kv::recently_erased(&store, &id).await? {
-            // Only an identity the index no longer knows can be one erased moments ago.
             erased.insert(id);
         }
     }
-    // Events of a person erased moments ago (sent before the erasure, or racing it) do not bring them back.
-    if !erased.is_empty() {
-        let message = "this person was erased moments ago; events sent before the erasure are not kept";
-        refuse_events(&mut kept, &mut positions, &mut rejected, single, |_, e| {
-            let of =
-                |kind: &str, v: &Option<String>| v.as_deref().is_some_and(|v| erased.contains(&Identity::new(kind, v)));
-            (of(ANONYMOUS_ID, &e.anonymous_id) || of(USER_ID, &e.user_id))
-                .then(|| ("profile_erased", message.to_string(), ""))
-        });
-    }
-    // A browser's identity claims count only with proof (core::trust); a server source's are believed. A claim
-    // that is not believed is named in the answer, and the event is still stored, for the visitor's own profile.
-    let mut unverified = Vec::new();
-    if let SourceKind::Browser { identity_proof, .. } = &source.kind {
-        let secrets = identity_secrets(env);
-        let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
-        for RefusedClaim { position, error } in vouch(&mut kept, *identity_proof, &secrets, &index, received) {
-            let index = positions[position];
-            unverified.push(json!({"index": index, "code": error.code(), "message": error.message(),
-                "path": path_of(index, error.field())}));
-        }
-        // An event that had only the user id it could not prove has no profile to go to.
-        let message = "the userId was not proven and no anonymousId was sent, so the event has no profile to go to";
-        refuse_events(&mut kept, &mut positions, &mut rejected, single, |_, e| {
-            (e.anonymous_id.is_none() && e.user_id.is_none())
-                .then(|| ("identity_unproven", message.to_string(), "anonymousId"))
-        });
-    } else {
-        // A server's claims need no proof; a token it sent anyway goes no further than here.
-        for e in &mut kept {
-            e.identity_token = None;
-        }
-    }
-    // One request writes a bounded number of profiles; the rest is refused by index, to be sent again.
-    let over = over_profile_budget(&kept);
-    refuse_events(&mut kept, &mut positions, &mut rejected, single, |i, _| {
-        over.contains(&i).then(|| {
-            let message = format!(
-                "one request writes at most {MAX_PROFILES_PER_REQUEST} profiles; send this event again in another request"
-            );
-            ("too_many_profiles", message, "")
-        })
-    });
-    rejected.sort_by_key(|r| r.index);
-    // The cookie is for an id this browser owns: one a valid cookie already proves, or one that had no profile
-    // before this request (so the request made it). Naming someone else's anonymous id earns no cookie for it.
-    let new_anonymous_ids: std::collections::BTreeSet<String> = kept
-        .iter()
-        .filter_map(|e| e.anonymous_id.clone())
-        .filter(|a| !index.contains_key(&Identity::new(ANONYMOUS_ID, a)))
-        .collect();
-    // Where each event came from, for what a profile's writer refuses by message id (its budget).
-    let index_of: BTreeMap<String, usize> =
-        kept.iter().zip(&positions).map(|(e, &i)| (e.message_id.clone(), i)).collect();
-    let groups = plan(kept, &index, &config.identity);
+    let secrets = identity_secrets(env);
+    let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
+    batch.admit(source, &secrets, &index, &erased, received);
+    // The cookie is for an id this browser owns: one a valid cookie already proves, or one the request made.
+    let new_anonymous_ids = batch.new_anonymous_ids(&index);
+    let groups = batch.plan(&index, &config);
     let signals = signals(&req, env);
     let mut stored_anonymous_id: Option<String> = None;
     let mut unavailable = None;
@@ -330,28 +236,16 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
             Err(e) => return Err(e),
         };
         if outcome.get("erased").is_some() {
-            for index in message_ids.iter().filter_map(|m| index_of.get(m)) {
-                rejected.push(wire::Rejection {
-                    index: *index,
-                    code: "profile_erased",
-                    message: "this person was erased moments ago; events sent before the erasure are not kept".into(),
-                    path: if single { String::new() } else { format!("batch[{index}]") },
-                });
+            for m in &message_ids {
+                let message = "this person was erased moments ago; events sent before the erasure are not kept";
+                batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
             }
         }
         for refusal in outcome.get("overBudget").and_then(|v| v.as_array()).into_iter().flatten() {
             let message_id = refusal.get("messageId").and_then(|v| v.as_str()).unwrap_or_default();
             let field = refusal.get("field").and_then(|v| v.as_str()).unwrap_or_default();
-            if let Some(&index) = index_of.get(message_id) {
-                rejected.push(wire::Rejection {
-                    index,
-                    code: "profile_budget_exceeded",
-                    message: format!(
-                        "the profile has no room for this event's {field} (see Profile size in README.md)"
-                    ),
-                    path: path_of(index, field),
-                });
-            }
+            let message = format!("the profile has no room for this event's {field} (see Profile size in README.md)");
+            batch.refuse_by_message_id(message_id, "profile_budget_exceeded", message, field);
         }
         if outcome.get("stored").and_then(|v| v.as_u64()).unwrap_or(0) > 0 && stored_anonymous_id.is_none() {
             stored_anonymous_id =
@@ -362,16 +256,17 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     if let Some(detail) = unavailable {
         return Err(ApiError::Unavailable(detail));
     }
-    rejected.sort_by_key(|r| r.index);
+    let withdrawn = batch.withdrawn;
+    let (rejected, unverified) = batch.finish();
+    let listed = |rs: &[wire::Rejection]| -> serde_json::Value {
+        rs.iter().map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path})).collect()
+    };
     let mut answer = json!({"success": true});
     if !rejected.is_empty() {
-        answer["rejected"] = rejected
-            .iter()
-            .map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path}))
-            .collect();
+        answer["rejected"] = listed(&rejected);
     }
     if !unverified.is_empty() {
-        answer["unverified"] = json!(unverified);
+        answer["unverified"] = listed(&unverified);
     }
     // Only browsers get the cookie (server-side sources send no Origin), and only once consent let something be
     // stored; a withdrawal of analytics removes it.
@@ -391,40 +286,6 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         resp.headers_mut().append("set-cookie", &h)?;
     }
     Ok(resp)
-}
-
-/// Takes the events `refuse` names (by position, with a code, a message and the field) out of `kept`, keeping
-/// `positions` (each kept event's index in the request) in step, and records each as rejected at its path.
-fn refuse_events(
-    kept: &mut Vec<crate::core::event::Event>,
-    positions: &mut Vec<usize>,
-    rejected: &mut Vec<wire::Rejection>,
-    single: bool,
-    refuse: impl Fn(usize, &crate::core::event::Event) -> Option<(&'static str, String, &'static str)>,
-) {
-    let mut i = 0;
-    let mut still = Vec::with_capacity(positions.len());
-    kept.retain(|e| {
-        let index = positions[i];
-        let verdict = refuse(i, e);
-        i += 1;
-        match verdict {
-            None => {
-                still.push(index);
-                true
-            }
-            Some((code, message, field)) => {
-                let path = match (single, field) {
-                    (true, f) => f.to_string(),
-                    (false, "") => format!("batch[{index}]"),
-                    (false, f) => format!("batch[{index}].{f}"),
-                };
-                rejected.push(wire::Rejection { index, code, message, path });
-                false
-            }
-        }
-    });
-    *positions = still;
 }
 
 async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
