@@ -162,17 +162,11 @@ pub fn with_cors(mut resp: Response, origin: Option<&str>) -> worker::Result<Res
     Ok(resp)
 }
 
-/// Answers a CORS preflight, for the endpoints a page may call only (collection, decisions, impressions, the
-/// demo's sign-in): admin and profile endpoints are never readable from a browser origin.
-pub fn preflight(req: &Request, config: &Config, path: &[&str]) -> ApiResult {
+/// Answers a CORS preflight, for the endpoints a page may call only (`for_pages`: collection, decisions,
+/// impressions, the demo's sign-in): admin and profile endpoints are never readable from a browser origin.
+pub fn preflight(req: &Request, config: &Config, for_pages: bool) -> ApiResult {
     let origin = req.headers().get("origin")?.unwrap_or_default();
-    let public = matches!(
-        path,
-        ["v1", "batch" | "track" | "page" | "screen" | "identify" | "alias" | "group" | "decide" | "impressions"]
-            | ["v1", "decide", "summary"]
-            | ["v1", "demo", "identity-token"]
-    );
-    if !public {
+    if !for_pages {
         return Err(ApiError::Forbidden {
             code: "cors_not_allowed",
             message: "this endpoint is not for browsers: call it from a server".into(),

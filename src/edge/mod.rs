@@ -48,59 +48,98 @@ fn now() -> Millis {
     worker::Date::now().as_millis() as Millis
 }
 
+/// The Worker's own resources, each path written once. Which methods a resource answers is `route`'s match: a
+/// known resource asked with another method is 405, and any other `/v1/...` path is 404.
+#[derive(Clone, Copy, Debug)]
+enum Resource<'a> {
+    Healthz,
+    /// `POST /v1/batch`, or a single-event endpoint (`/v1/track`, ...).
+    Collect(Option<CallType>),
+    Decide,
+    DecideSummary,
+    Impressions,
+    DemoToken,
+    Profile(&'a str),
+    ProfileExport(&'a str),
+    ProfileSplit(&'a str),
+    Experiment(&'a str),
+    Config,
+}
+
+impl<'a> Resource<'a> {
+    fn of(segments: &[&'a str]) -> Option<Resource<'a>> {
+        Some(match segments {
+            ["healthz"] => Resource::Healthz,
+            ["v1", "batch"] => Resource::Collect(None),
+            ["v1", call] if CallType::from_name(call).is_some() => Resource::Collect(CallType::from_name(call)),
+            ["v1", "decide"] => Resource::Decide,
+            ["v1", "decide", "summary"] => Resource::DecideSummary,
+            ["v1", "impressions"] => Resource::Impressions,
+            ["v1", "demo", "identity-token"] => Resource::DemoToken,
+            ["v1", "profiles", key] => Resource::Profile(key),
+            ["v1", "profiles", key, "export"] => Resource::ProfileExport(key),
+            ["v1", "profiles", key, "split"] => Resource::ProfileSplit(key),
+            ["v1", "experiments", id] => Resource::Experiment(id),
+            ["v1", "config"] => Resource::Config,
+            _ => return None,
+        })
+    }
+
+    /// Whether pages call it, so that a CORS preflight is answered; profiles, experiments and the configuration
+    /// are for servers and operators, and never readable from a browser origin.
+    fn for_pages(self) -> bool {
+        matches!(
+            self,
+            Resource::Collect(_)
+                | Resource::Decide
+                | Resource::DecideSummary
+                | Resource::Impressions
+                | Resource::DemoToken
+        )
+    }
+}
+
 async fn route(req: Request, env: &Env) -> ApiResult {
     let path = req.path();
-    let method = req.method();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method.clone(), segments.as_slice()) {
-        (Method::Get, ["healthz"]) => {
+    let Some(resource) = Resource::of(&segments) else {
+        if segments.first() == Some(&"v1") {
+            return Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") });
+        }
+        // Everything else reaches the Worker only when it is not a static asset (see wrangler.toml): proxied to
+        // the site's origin when the configuration's `delivery` covers it.
+        let (_, config) = kv::config(env).await?;
+        return match &config.delivery {
+            // The Worker reached itself through the origin (an origin that resolves to this Worker): stop.
+            Some(d) if d.proxies(&path) && req.headers().has(HOP_HEADER)? => {
+                Err(ApiError::LoopDetected(format!("delivery.origin {} leads back to this Worker", d.origin)))
+            }
+            Some(d) if d.proxies(&path) => delivery::proxy(req, env, &config, d).await,
+            _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
+        };
+    };
+    match (req.method(), resource) {
+        (Method::Get, Resource::Healthz) => {
             Ok(json_response(200, &json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))?)
         }
-        (Method::Options, ["v1", ..]) => {
+        (Method::Options, r) if !matches!(r, Resource::Healthz) => {
             let (_, config) = kv::config(env).await?;
-            http::preflight(&req, &config, &segments)
+            http::preflight(&req, &config, r.for_pages())
         }
-        (Method::Post, ["v1", "batch"]) => collect(req, env, None).await,
-        (Method::Post, ["v1", call]) if CallType::from_name(call).is_some() => {
-            let call = CallType::from_name(call);
-            collect(req, env, call).await
-        }
-        (Method::Post, ["v1", "decide"]) => decide_post(req, env).await,
-        (Method::Get, ["v1", "decide"]) => decide_get(req, env).await,
-        (Method::Get, ["v1", "decide", "summary"]) => decide_summary(req, env).await,
-        (Method::Post, ["v1", "impressions"]) => impressions_post(req, env).await,
-        (Method::Post, ["v1", "demo", "identity-token"]) => demo_identity_token(req, env).await,
-        (Method::Get, ["v1", "profiles", key]) => profile_get(req, env, key, false).await,
-        (Method::Get, ["v1", "profiles", key, "export"]) => profile_get(req, env, key, true).await,
-        (Method::Delete, ["v1", "profiles", key]) => profile_delete(req, env, key).await,
-        (Method::Post, ["v1", "profiles", key, "split"]) => profile_split(req, env, key).await,
-        (Method::Get, ["v1", "experiments", id]) => experiment_stats(req, env, id).await,
-        (Method::Get, ["v1", "config"]) => config_get(req, env).await,
-        (Method::Put, ["v1", "config"]) => config_put(req, env).await,
-        (
-            _,
-            ["v1", "batch" | "decide" | "config" | "impressions" | "track" | "page" | "screen" | "identify" | "alias"
-            | "group"],
-        )
-        | (_, ["v1", "decide", "summary"])
-        | (_, ["v1", "profiles", _])
-        | (_, ["v1", "profiles", _, "export" | "split"])
-        | (_, ["v1", "experiments", _])
-        | (_, ["healthz"]) => Err(ApiError::MethodNotAllowed),
-        (_, ["v1", ..]) => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
-        // Everything else reaches the Worker only when it is not a static asset (see wrangler.toml): proxied to the
-        // site's origin when the configuration's `delivery` covers it.
-        _ => {
-            let (_, config) = kv::config(env).await?;
-            match &config.delivery {
-                // The Worker reached itself through the origin (an origin that resolves to this Worker): stop.
-                Some(d) if d.proxies(&path) && req.headers().has(HOP_HEADER)? => {
-                    Err(ApiError::LoopDetected(format!("delivery.origin {} leads back to this Worker", d.origin)))
-                }
-                Some(d) if d.proxies(&path) => delivery::proxy(req, env, &config, d).await,
-                _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
-            }
-        }
+        (Method::Post, Resource::Collect(call)) => collect(req, env, call).await,
+        (Method::Post, Resource::Decide) => decide_post(req, env).await,
+        (Method::Get, Resource::Decide) => decide_get(req, env).await,
+        (Method::Get, Resource::DecideSummary) => decide_summary(req, env).await,
+        (Method::Post, Resource::Impressions) => impressions_post(req, env).await,
+        (Method::Post, Resource::DemoToken) => demo_identity_token(req, env).await,
+        (Method::Get, Resource::Profile(key)) => profile_get(req, env, key, false).await,
+        (Method::Get, Resource::ProfileExport(key)) => profile_get(req, env, key, true).await,
+        (Method::Delete, Resource::Profile(key)) => profile_delete(req, env, key).await,
+        (Method::Post, Resource::ProfileSplit(key)) => profile_split(req, env, key).await,
+        (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).await,
+        (Method::Get, Resource::Config) => config_get(req, env).await,
+        (Method::Put, Resource::Config) => config_put(req, env).await,
+        _ => Err(ApiError::MethodNotAllowed),
     }
 }
 
