@@ -661,6 +661,22 @@ pub struct ApplyOutcome {
     pub over_budget: Vec<(String, String)>,
 }
 
+/// What a profile's writer answers an apply (the Durable Object protocol, one type on both sides): what happened
+/// to the events, or that the profile now lives elsewhere (`moved_to`, a tombstone) or was erased moments ago.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ApplyAnswer {
+    pub stored: u32,
+    pub duplicates: u32,
+    pub refused: u32,
+    /// How many profiles this apply absorbed.
+    pub merged: usize,
+    /// Events the profile's budget had no room for: message id and the field that did not fit.
+    pub over_budget: Vec<(String, String)>,
+    pub moved_to: Option<String>,
+    pub erased: bool,
+}
+
 /// Applies events to the profile they belong to, passing each through the consent check. No profile is
 /// created for events that consent does not allow; an existing profile still records a consent change that
 /// such an event carries (withdrawal has to be kept as proof).

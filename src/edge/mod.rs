@@ -21,7 +21,7 @@ use crate::core::event::PageContext;
 use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::ingest::Batch;
 use crate::core::merge::{is_junk, Group};
-use crate::core::profile::{ApplyRequest, Profile};
+use crate::core::profile::{ApplyAnswer, ApplyRequest, Profile};
 use crate::core::store::encode_apply;
 use crate::core::summary;
 use crate::core::time::Millis;
@@ -274,19 +274,17 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
             }
             Err(e) => return Err(e),
         };
-        if outcome.get("erased").is_some() {
+        if outcome.erased {
             for m in &message_ids {
                 let message = "this person was erased moments ago; events sent before the erasure are not kept";
                 batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
             }
         }
-        for refusal in outcome.get("overBudget").and_then(|v| v.as_array()).into_iter().flatten() {
-            let message_id = refusal.get("messageId").and_then(|v| v.as_str()).unwrap_or_default();
-            let field = refusal.get("field").and_then(|v| v.as_str()).unwrap_or_default();
+        for (message_id, field) in &outcome.over_budget {
             let message = format!("the profile has no room for this event's {field} (see Profile size in README.md)");
             batch.refuse_by_message_id(message_id, "profile_budget_exceeded", message, field);
         }
-        if outcome.get("stored").and_then(|v| v.as_u64()).unwrap_or(0) > 0 && stored_anonymous_id.is_none() {
+        if outcome.stored > 0 && stored_anonymous_id.is_none() {
             stored_anonymous_id =
                 first_anonymous.filter(|a| cookie_id.as_ref() == Some(a) || new_anonymous_ids.contains(a));
         }
@@ -647,12 +645,14 @@ fn parse_gmt_offset(name: &str) -> Option<i32> {
 
 /// Sends an apply to a profile's writer, following tombstones (a merged profile says where it went; KV may
 /// show the old index for up to a minute, so a few hops at most).
-async fn apply(env: &Env, mut request: ApplyRequest) -> Result<serde_json::Value, ApiError> {
+async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyAnswer, ApiError> {
     for _ in 0..4 {
-        let outcome = profile_object::send(env, &request.profile_id, "apply", encode_apply(&request)).await?;
-        match outcome.get("movedTo").and_then(|v| v.as_str()) {
-            Some(to) => request.profile_id = to.to_string(),
-            None => return Ok(outcome),
+        let body = profile_object::send(env, &request.profile_id, "apply", encode_apply(&request)).await?;
+        let answer: ApplyAnswer = serde_json::from_value(body)
+            .map_err(|e| ApiError::Unavailable(format!("a profile writer answered an apply unreadably: {e}")))?;
+        match answer.moved_to {
+            Some(to) => request.profile_id = to,
+            None => return Ok(answer),
         }
     }
     Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()))

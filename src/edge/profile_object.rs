@@ -17,7 +17,7 @@
 use crate::core::config::Config;
 use crate::core::identity::Identity;
 use crate::core::merge::{link, pending_links, split};
-use crate::core::profile::{apply_events, ApplyOutcome, ApplyRequest, Profile};
+use crate::core::profile::{apply_events, ApplyAnswer, ApplyOutcome, ApplyRequest, Profile};
 use crate::core::store::{decode_apply, decode_profile, encode_profile, encode_profile_bounded};
 use crate::core::time::Millis;
 use crate::edge::http::ApiError;
@@ -112,9 +112,7 @@ impl DurableObject for ProfileObject {
                 match action.as_str() {
                     "/apply" if recently_erased(&storage).await? => Ok((
                         410,
-                        json!({"erased": true, "error": {"code": "profile_erased", "message": "this person was just erased", "path": ""}})
-                            .to_string()
-                            .into_bytes(),
+                        serde_json::to_vec(&ApplyAnswer { erased: true, ..ApplyAnswer::default() }).unwrap_or_default(),
                     )),
                     "/apply" => match decode_apply(&bytes) {
                         Ok(apply) => apply_and_merge(&storage, &env, apply).await,
@@ -245,11 +243,15 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
             crate::edge::experiments::record(env, &outcomes).await?;
         }
     }
-    let over_budget: Vec<_> =
-        outcome.over_budget.iter().map(|(m, field)| json!({"messageId": m, "field": field})).collect();
-    let body = json!({"stored": outcome.stored, "duplicates": outcome.duplicates, "refused": outcome.refused,
-        "merged": merged, "overBudget": over_budget});
-    Ok((200, body.to_string().into_bytes()))
+    let answer = ApplyAnswer {
+        stored: outcome.stored,
+        duplicates: outcome.duplicates,
+        refused: outcome.refused,
+        merged,
+        over_budget: outcome.over_budget,
+        ..ApplyAnswer::default()
+    };
+    Ok((200, serde_json::to_vec(&answer).unwrap_or_default()))
 }
 
 /// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.
