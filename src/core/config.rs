@@ -6,7 +6,7 @@
 //! ready-to-run rules, so evaluation never fails.
 
 use crate::core::consent::{ConsentPolicy, Model, Purpose};
-use crate::core::context::Device;
+use crate::core::context::{is_country_code, Device};
 use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Variant};
 use crate::core::delivery::{parse_origin, Delivery, PathPattern, DEFAULT_ORIGIN_TIMEOUT, MAX_ORIGIN_TIMEOUT};
 use crate::core::segment::{
@@ -669,7 +669,7 @@ impl Compiler {
                 self.errors.retain(|e| !e.path.starts_with(&format!("{rp}.")));
                 for (country, m) in map {
                     let cp = at(&rp, country);
-                    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+                    if !is_country_code(country) {
                         self.err(&cp, "expected a two-letter upper-case country code (ISO 3166-1 alpha-2)");
                     } else if let Some(m) = self.model(m, &cp) {
                         policy.regions.insert(country.clone(), m);
@@ -1062,7 +1062,7 @@ impl Compiler {
                 let cp = at(path, "country");
                 let list = self.one_or_many(&o["country"], &cp)?;
                 for (i, c) in list.iter().enumerate() {
-                    if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                    if !is_country_code(c) {
                         let p = if matches!(o["country"], J::Array(_)) { idx(&cp, i) } else { cp.clone() };
                         self.err(p, "a country is an ISO 3166-1 alpha-2 code in upper case, such as DE");
                     }

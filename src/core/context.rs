@@ -99,6 +99,17 @@ impl Context {
     }
 }
 
+/// Whether `code` is an ISO 3166-1 alpha-2 country code as the configuration writes them: two upper-case letters.
+pub fn is_country_code(code: &str) -> bool {
+    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// A country code as a request may send it (any case, spaces around) in the configuration's form; `None` when it
+/// is not two letters.
+pub fn country_code(raw: &str) -> Option<String> {
+    Some(raw.trim().to_ascii_uppercase()).filter(|c| is_country_code(c))
+}
+
 /// Glob matching: `*` matches any run of characters (`/` included), `?` exactly one; everything else itself.
 /// Works on the bytes, allocating nothing, with the classic backtracking over the last `*` only.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
@@ -133,6 +144,24 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn country_codes_in_every_spelling_a_request_may_use() {
+        // (as sent, what it means)
+        let cases = [
+            ("DE", Some("DE")),
+            (" de ", Some("DE")),
+            ("uS", Some("US")),
+            ("DEU", None),
+            ("D", None),
+            ("1A", None),
+            ("", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(country_code(raw).as_deref(), want, "{raw:?}");
+        }
+        assert!(is_country_code("AT") && !is_country_code("at"), "the configuration writes them in capitals");
+    }
 
     fn page(url: &str, referrer: Option<&str>) -> Context {
         Context {

@@ -5,7 +5,7 @@
 //! not shaped like a batch, fails as a whole.
 
 use crate::core::config::Config;
-use crate::core::context::{Context, Device};
+use crate::core::context::{country_code, Context, Device};
 use crate::core::decide::CONTROL;
 use crate::core::encoding::{base64_decode_lenient, hex};
 use crate::core::event::{Event, EventKind, PageContext};
@@ -856,12 +856,10 @@ pub fn decide_request<V: JsonView>(v: V) -> Result<DecideRequest, BodyError> {
     let timezone = context_text("timezone")?;
     let country = match member("location").and_then(|l| l.get("country")).filter(|c| c.kind() != JsonKind::Null) {
         None => None,
-        Some(c) => {
-            match c.string().filter(|c| c.as_ref().len() == 2 && c.as_ref().bytes().all(|b| b.is_ascii_alphabetic())) {
-                Some(c) => Some(c.as_ref().to_ascii_uppercase()),
-                None => return Err(shape("context.location.country", "country must be a two-letter ISO 3166-1 code")),
-            }
-        }
+        Some(c) => match c.string().and_then(|c| country_code(c.as_ref()).filter(|_| c.as_ref().len() == 2)) {
+            Some(c) => Some(c),
+            None => return Err(shape("context.location.country", "country must be a two-letter ISO 3166-1 code")),
+        },
     };
     let utc_offset_minutes = match member("utcOffset") {
         None => None,

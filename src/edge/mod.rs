@@ -13,7 +13,7 @@ mod profile_object;
 
 use crate::core::config::{compile_str, seal_server_keys, Config};
 use crate::core::consent::{permit_personalization, RequestSignals};
-use crate::core::context::{Context as DecideContext, Device};
+use crate::core::context::{country_code, Context as DecideContext, Device};
 use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
 use crate::core::delivery::HOP_HEADER;
 use crate::core::encoding::percent_decode_path;
@@ -159,7 +159,7 @@ fn country(req: &Request, env: &Env) -> Option<String> {
     } else {
         req.cf().and_then(|cf| cf.country())
     };
-    raw.map(|c| c.trim().to_ascii_uppercase()).filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+    raw.and_then(|c| country_code(&c))
 }
 
 /// Whether local runs stand in headers (`x-edgecdp-country`, `x-edgecdp-timezone`) for Cloudflare's `cf`.
