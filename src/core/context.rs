@@ -104,10 +104,10 @@ pub fn is_country_code(code: &str) -> bool {
     code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-/// A country code as a request may send it (any case, spaces around) in the configuration's form; `None` when it
-/// is not two letters.
+/// A country code as a request may send it (either case) in the configuration's form; `None` when it is not two
+/// ASCII letters. (No trimming here: `str::trim` would link Unicode's whitespace table into the device's module.)
 pub fn country_code(raw: &str) -> Option<String> {
-    Some(raw.trim().to_ascii_uppercase()).filter(|c| is_country_code(c))
+    Some(raw.to_ascii_uppercase()).filter(|c| is_country_code(c))
 }
 
 /// Glob matching: `*` matches any run of characters (`/` included), `?` exactly one; everything else itself.
@@ -150,7 +150,8 @@ mod tests {
         // (as sent, what it means)
         let cases = [
             ("DE", Some("DE")),
-            (" de ", Some("DE")),
+            ("de", Some("DE")),
+            (" DE", None),
             ("uS", Some("US")),
             ("DEU", None),
             ("D", None),

@@ -159,7 +159,7 @@ fn country(req: &Request, env: &Env) -> Option<String> {
     } else {
         req.cf().and_then(|cf| cf.country())
     };
-    raw.and_then(|c| country_code(&c))
+    raw.and_then(|c| country_code(c.trim()))
 }
 
 /// Whether local runs stand in headers (`x-edgecdp-country`, `x-edgecdp-timezone`) for Cloudflare's `cf`.
