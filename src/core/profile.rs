@@ -664,7 +664,6 @@ pub struct ApplyOutcome {
 /// What a profile's writer answers an apply (the Durable Object protocol, one type on both sides): what happened
 /// to the events, or that the profile now lives elsewhere (`moved_to`, a tombstone) or was erased moments ago.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
 pub struct ApplyAnswer {
     pub stored: u32,
     pub duplicates: u32,

@@ -5,7 +5,7 @@
 
 use crate::core::binread;
 use crate::core::config::Config;
-use crate::core::profile::{ApplyRequest, Profile, Shown};
+use crate::core::profile::{ApplyAnswer, ApplyRequest, Profile, Shown};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Version 1 of the stored profile: bincode 2 (standard configuration, serde) of `v1::Profile`. Still read.
@@ -32,6 +32,8 @@ pub const RULES_V1: u8 = 1;
 /// the Worker, so only the current version is read: a device module from before refuses these rules as an unknown
 /// version rather than misreading them.
 pub const RULES_V2: u8 = 2;
+/// Version 1 of a profile writer's answer to an apply (`ApplyAnswer`), in bincode like the request it answers.
+pub const APPLY_ANSWER_V1: u8 = 1;
 /// Version 1 of a profile summary (`summary::encode`).
 pub const SUMMARY_V1: u8 = 1;
 
@@ -273,6 +275,14 @@ pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
     decode(APPLY_V3, bytes)
 }
 
+pub fn encode_apply_answer(a: &ApplyAnswer) -> Vec<u8> {
+    encode(APPLY_ANSWER_V1, a)
+}
+
+pub fn decode_apply_answer(bytes: &[u8]) -> Result<ApplyAnswer, CodecError> {
+    decode(APPLY_ANSWER_V1, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +397,23 @@ mod tests {
         assert_eq!(back.seen_message_ids.back(), p.seen_message_ids.back(), "the newest are kept");
         let small = sample();
         assert_eq!(encode_profile_bounded(&small), encode_profile(&small), "a profile within the bound is untouched");
+    }
+
+    #[test]
+    fn a_writer_s_answer_round_trips_and_is_refused_in_another_version() {
+        let answer = ApplyAnswer {
+            stored: 2,
+            duplicates: 1,
+            over_budget: vec![("m1".into(), "traits.x".into())],
+            erased: false,
+            ..ApplyAnswer::default()
+        };
+        let bytes = encode_apply_answer(&answer);
+        assert_eq!(bytes[0], APPLY_ANSWER_V1);
+        assert_eq!(decode_apply_answer(&bytes), Ok(answer));
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(decode_apply_answer(&other).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::ingest::Batch;
 use crate::core::merge::{is_junk, Group};
 use crate::core::profile::{ApplyAnswer, ApplyRequest, Profile};
-use crate::core::store::encode_apply;
+use crate::core::store::{decode_apply_answer, encode_apply};
 use crate::core::summary;
 use crate::core::time::Millis;
 use crate::core::trust::make_identity_token;
@@ -647,9 +647,24 @@ fn parse_gmt_offset(name: &str) -> Option<i32> {
 /// show the old index for up to a minute, so a few hops at most).
 async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyAnswer, ApiError> {
     for _ in 0..4 {
-        let body = profile_object::send(env, &request.profile_id, "apply", encode_apply(&request)).await?;
-        let answer: ApplyAnswer = serde_json::from_value(body)
-            .map_err(|e| ApiError::Unavailable(format!("a profile writer answered an apply unreadably: {e}")))?;
+        let (status, bytes) = profile_object::call(env, &request.profile_id, "apply", encode_apply(&request)).await?;
+        let answer = match status {
+            // The answer (200), or that the profile was erased moments ago (410): `ApplyAnswer`, binary.
+            200 | 410 => decode_apply_answer(&bytes)
+                .map_err(|e| ApiError::Unavailable(format!("a profile writer answered an apply unreadably: {e}")))?,
+            // A tombstone, which answers every action alike: `{"movedTo": id}`.
+            409 => {
+                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                let Some(to) = body.get("movedTo").and_then(|v| v.as_str()) else {
+                    return Err(ApiError::Unavailable(format!("profile writer answered 409 without movedTo: {body}")));
+                };
+                ApplyAnswer { moved_to: Some(to.to_string()), ..ApplyAnswer::default() }
+            }
+            _ => {
+                let text = String::from_utf8_lossy(&bytes);
+                return Err(ApiError::Unavailable(format!("profile writer answered {status}: {text}")));
+            }
+        };
         match answer.moved_to {
             Some(to) => request.profile_id = to,
             None => return Ok(answer),

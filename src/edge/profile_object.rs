@@ -18,7 +18,7 @@ use crate::core::config::Config;
 use crate::core::identity::Identity;
 use crate::core::merge::{link, pending_links, split};
 use crate::core::profile::{apply_events, ApplyAnswer, ApplyOutcome, ApplyRequest, Profile};
-use crate::core::store::{decode_apply, decode_profile, encode_profile, encode_profile_bounded};
+use crate::core::store::{decode_apply, decode_profile, encode_apply_answer, encode_profile, encode_profile_bounded};
 use crate::core::time::Millis;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
@@ -66,8 +66,6 @@ pub async fn send(
         (200, _) => Ok(body),
         // A tombstone: the caller follows `movedTo`.
         (409, _) if body.get("movedTo").is_some() => Ok(body),
-        // Erased moments ago: the caller says so for the events it carried (nothing was applied).
-        (410, _) if body.get("erased").is_some() => Ok(body),
         (404, "merge_not_found") => Err(ApiError::NotFound { code: "merge_not_found", message }),
         (404, _) => {
             Err(ApiError::NotFound { code: "profile_not_found", message: "the profile no longer exists".into() })
@@ -96,7 +94,7 @@ impl DurableObject for ProfileObject {
         let answer = self
             .state
             .block_concurrency_while(async move {
-                // A tombstone: this profile now lives elsewhere. Erasing removes the tombstone; restoring (a refused
+                // A tombstone: this profile now lives elsewhere. `forget` removes the tombstone; restoring (a refused
                 // merge, a split) replaces it with the profile; everything else is redirected.
                 if action != "/restore" {
                     if let Some(to) = moved_to(&storage).await? {
@@ -110,10 +108,9 @@ impl DurableObject for ProfileObject {
                     }
                 }
                 match action.as_str() {
-                    "/apply" if recently_erased(&storage).await? => Ok((
-                        410,
-                        serde_json::to_vec(&ApplyAnswer { erased: true, ..ApplyAnswer::default() }).unwrap_or_default(),
-                    )),
+                    "/apply" if recently_erased(&storage).await? => {
+                        Ok((410, encode_apply_answer(&ApplyAnswer { erased: true, ..ApplyAnswer::default() })))
+                    }
                     "/apply" => match decode_apply(&bytes) {
                         Ok(apply) => apply_and_merge(&storage, &env, apply).await,
                         Err(e) => Ok(error_body(400, "invalid_apply_request", &e.to_string())),
@@ -196,8 +193,9 @@ async fn moved_to(storage: &Storage) -> Result<Option<String>> {
     storage.get::<String>(MOVED_KEY).await
 }
 
-/// Calls another profile's object and returns its status and body.
-async fn call(env: &Env, profile_id: &str, action: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+/// Calls a profile's object and returns its status and body as they are (the Worker reads an apply's answer,
+/// which is binary, this way; `send` is for the JSON ones).
+pub async fn call(env: &Env, profile_id: &str, action: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
     let stub = env.durable_object(BINDING)?.id_from_name(profile_id)?.get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(JsValue::from(Uint8Array::from(body.as_slice()))));
@@ -251,7 +249,7 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
         over_budget: outcome.over_budget,
         ..ApplyAnswer::default()
     };
-    Ok((200, serde_json::to_vec(&answer).unwrap_or_default()))
+    Ok((200, encode_apply_answer(&answer)))
 }
 
 /// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.
