@@ -3,39 +3,24 @@
 // Run with `node --test tests/browser/`. Each test uses a fresh browser context, so no visitor state
 // leaks between tests; the Worker (and its profile store) is shared by the file.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWorker } from '../support/worker.mjs';
 import {
   PROMO,
   bagIds,
   decisions,
   hero,
-  launchChromium,
   openShop as open,
   pathOf,
   profileOf as profileIn,
+  shopForFile,
   viewProduct,
 } from './shop.mjs';
 
-let worker;
-let browser;
+const file = shopForFile();
 
-before(
-  async () => {
-    worker = await startWorker();
-    browser = await launchChromium();
-  },
-  { timeout: 180_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await worker?.stop();
-});
-
-const openShop = (t) => open(t, browser, worker);
-const profileOf = (anonymousId) => profileIn(worker, anonymousId);
+const openShop = (t) => open(t, file.browser, file.worker);
+const profileOf = (anonymousId) => profileIn(file.worker, anonymousId);
 
 /** Accepts consent on a fresh page and views both bags; returns the page once the promo is shown. */
 async function acceptAndViewBags(t) {

@@ -4,33 +4,19 @@
 //
 // Run with `node --test tests/browser/`. Each test uses a fresh browser context; the Worker is shared.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { getProfile, startWorker } from '../support/worker.mjs';
-import { accept, countOf, decisions, eventually, launchChromium, openShop as open, pathOf } from './shop.mjs';
+import { getProfile } from '../support/worker.mjs';
+import { accept, countOf, decisions, eventually, openShop as open, pathOf, shopForFile } from './shop.mjs';
 
 const COOKIE = 'edgecdp_aid';
 const MAX_COOKIE_DAYS = 400;
 const SETTLE_MS = 1500;
 
-let worker;
-let browser;
+const file = shopForFile();
 
-before(
-  async () => {
-    worker = await startWorker();
-    browser = await launchChromium();
-  },
-  { timeout: 180_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await worker?.stop();
-});
-
-const openShop = (t, options) => open(t, browser, worker, options);
-const idCookie = async (context) => (await context.cookies(worker.url)).find((c) => c.name === COOKIE);
+const openShop = (t, options) => open(t, file.browser, file.worker, options);
+const idCookie = async (context) => (await context.cookies(file.worker.url)).find((c) => c.name === COOKIE);
 
 test('accepting sets the HttpOnly first-party id cookie, and withdrawing removes it', async (t) => {
   const shop = await openShop(t);
@@ -56,7 +42,7 @@ test('accepting sets the HttpOnly first-party id cookie, and withdrawing removes
   await eventually('withdrawing removes the cookie', () => idCookie(context), (c) => c === undefined);
   assert.deepEqual(await context.cookies(), [], 'no cookie at all');
   assert.equal(await page.evaluate(() => localStorage.length), 0, 'and no script storage');
-  const profile = await getProfile(worker, `anonymous_id:${anonymousId}`);
+  const profile = await getProfile(file.worker, `anonymous_id:${anonymousId}`);
   assert.equal(profile.body.consent?.analytics, false, `recorded: ${JSON.stringify(profile.body)}`);
 });
 
@@ -82,12 +68,12 @@ test('after script storage is cleared, the SDK adopts the id the cookie names an
   );
 
   await page.evaluate(() => window.edgecdp.track('Came Back', {}));
-  const cameBack = () => countOf(worker, first, 'Came Back');
+  const cameBack = () => countOf(file.worker, first, 'Came Back');
   await eventually('the next event is counted in the first profile', cameBack, Boolean);
   await page.waitForTimeout(SETTLE_MS);
   assert.equal(await cameBack(), 1);
-  assert.equal(await countOf(worker, first, 'page'), 2, 'both page views are in the one profile');
-  assert.equal((await getProfile(worker, `anonymous_id:${sentId}`)).status, 404, 'no second profile');
+  assert.equal(await countOf(file.worker, first, 'page'), 2, 'both page views are in the one profile');
+  assert.equal((await getProfile(file.worker, `anonymous_id:${sentId}`)).status, 404, 'no second profile');
 });
 
 for (const [gpc, outcome] of [
@@ -109,7 +95,7 @@ for (const [gpc, outcome] of [
     );
     const profile = await eventually(
       'the profile is stored',
-      () => getProfile(worker, `anonymous_id:${anonymousId}`),
+      () => getProfile(file.worker, `anonymous_id:${anonymousId}`),
       (p) => p.status === 200 && p.body.counts.page >= 1,
     );
     assert.equal(profile.body.consent.analytics, true, JSON.stringify(profile.body.consent));

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
 import { chromium } from 'playwright-core';
-import { getProfile } from '../support/worker.mjs';
+import { before, after } from 'node:test';
+import { getProfile, startWorker } from '../support/worker.mjs';
 
 const CHROMIUM_ARGS = [
   '--headless',
@@ -32,6 +33,26 @@ export function launchChromium({ backForwardCache = false } = {}) {
 }
 
 export const pathOf = (r) => new URL(r.url()).pathname;
+
+/**
+ * One Worker and one Chromium for the test file that calls it: started before its tests, closed after them. The
+ * object returned gets `worker` and `browser` once they are up. `workerOptions` go to `startWorker`.
+ */
+export function shopForFile(workerOptions = {}) {
+  const file = {};
+  before(
+    async () => {
+      file.worker = await startWorker(workerOptions);
+      file.browser = await launchChromium();
+    },
+    { timeout: 180_000 },
+  );
+  after(async () => {
+    await file.browser?.close();
+    await file.worker?.stop();
+  });
+  return file;
+}
 
 /**
  * Opens a fresh context and page that record every request and every console message, and count

@@ -2,11 +2,10 @@
 // slots the snippet fills on the device, with the browser decide module and the visitor's summary from the
 // real Worker. Consent gates all of it; impressions the device served are posted back so caps count them.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { startWorker } from '../support/worker.mjs';
-import { PROMO, bagIds, countOf, decisions, eventually, hero, launchChromium, openShop, pathOf, viewProduct }
+import { PROMO, bagIds, countOf, decisions, eventually, hero, openShop, pathOf, shopForFile, viewProduct }
   from './shop.mjs';
 
 // The demo configuration, plus a block for everyone that may be shown once a day: below the bags promo.
@@ -14,23 +13,9 @@ const config = JSON.parse(readFileSync(new URL('../../config/demo.json', import.
 config.slots.hero.blocks.push({ id: 'first-visit', priority: 1, cap: { max: 1, per: '1d' },
   html: '<h2>First visit: 10% off</h2>' });
 
-let worker;
-let browser;
+const file = shopForFile({ config });
 
-before(
-  async () => {
-    worker = await startWorker({ config });
-    browser = await launchChromium();
-  },
-  { timeout: 180_000 },
-);
-
-after(async () => {
-  await browser?.close();
-  await worker?.stop();
-});
-
-const open = (t, path = '/static') => openShop(t, browser, worker, {}, path);
+const open = (t, path = '/static') => openShop(t, file.browser, file.worker, {}, path);
 const paths = (requests, from = 0) => requests.slice(from).map((r) => `${r.method()} ${pathOf(r)}`);
 const summaries = (requests, from = 0) => paths(requests, from).filter((p) => p === 'GET /v1/decide/summary');
 
@@ -72,7 +57,7 @@ test('consent fills the slot on the device; the personalized block follows the v
 
   const anonymousId = await page.evaluate(() => localStorage.getItem('edgecdp.anonymousId'));
   for (const bag of await bagIds(page)) await viewProduct(page, bag);
-  await eventually('both bag views stored', () => countOf(worker, anonymousId, 'Product Viewed'), (n) => n === 2);
+  await eventually('both bag views stored', () => countOf(file.worker, anonymousId, 'Product Viewed'), (n) => n === 2);
   const before = requests.length;
   await page.reload();
   await decisions(shop, 1);
@@ -88,7 +73,7 @@ test('consent fills the slot on the device; the personalized block follows the v
  * must hold: the fallback. `initScript` runs in the page first.
  */
 async function capHoldsAfterReload(t, initScript = null) {
-  const shop = await openShop(t, browser, worker, {}, '/static', initScript);
+  const shop = await openShop(t, file.browser, file.worker, {}, '/static', initScript);
   const { page } = shop;
   const impression = impressionsPosted(page);
   await page.click('#consent-accept');

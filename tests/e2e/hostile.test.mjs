@@ -8,13 +8,7 @@ import { liveStorageText } from '../support/storage.mjs';
 
 const w = workerForFile();
 const admin = w.admin;
-async function call(method, path, body, headers = {}) {
-  const r = await fetch(`${w.url}${path}`, { method, headers: { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
-  const text = await r.text();
-  let json; try { json = JSON.parse(text); } catch { json = undefined; }
-  return { status: r.status, json, text };
-}
+const call = w.call;
 const batch = (events, key = 'demo') => call('POST', '/v1/batch', { writeKey: key, batch: events });
 const page = (a, extra = {}) => ({ type: 'page', anonymousId: a, context: GRANT, ...extra });
 

@@ -9,13 +9,7 @@ import { GRANT, uid, workerForFile, getProfile, identityToken } from '../support
 const w = workerForFile();
 const admin = w.admin;
 const basic = (key) => ({ authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}` });
-async function call(method, path, body, headers = {}) {
-  const r = await fetch(`${w.url}${path}`, { method, headers: { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json; try { json = JSON.parse(text); } catch { json = undefined; }
-  return { status: r.status, json, text, headers: r.headers };
-}
+const call = w.call;
 const demo = (path, body, headers) => call('POST', path, body, { ...basic('demo'), ...headers });
 const viewed = (a) => ({ type: 'track', event: 'Product Viewed', anonymousId: a, properties: { category: 'bags' }, context: GRANT });
 const exportOf = async (key) => (await call('GET', `/v1/profiles/${key}/export`, undefined, admin())).json;

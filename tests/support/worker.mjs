@@ -126,10 +126,20 @@ export const uid = (prefix) => `${prefix}-${Math.random().toString(36).slice(2, 
 /**
  * One Worker for the test file that calls it: started before its tests, stopped after them. The object returned
  * is filled in once the Worker is up (`url`, `adminToken`, `serverKey`, ...), with `admin()` for the admin
- * bearer header.
+ * bearer header and `call()` for a request.
  */
 export function workerForFile(options = {}) {
-  const w = { admin: () => ({ authorization: `Bearer ${w.adminToken}` }) };
+  const w = {
+    admin: () => ({ authorization: `Bearer ${w.adminToken}` }),
+    /** A request to the Worker; a body that is not a string goes as JSON. Answers status, headers, text and JSON. */
+    async call(method, path, body, headers = {}) {
+      const r = await fetch(`${w.url}${path}`, { method, headers: { 'content-type': 'application/json', ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+      const text = await r.text();
+      let json; try { json = JSON.parse(text); } catch { json = undefined; }
+      return { status: r.status, json, text, headers: r.headers };
+    },
+  };
   before(async () => { Object.assign(w, await startWorker(options)); });
   after(async () => { await w.stop?.(); });
   return w;
