@@ -9,12 +9,13 @@ use crate::core::consent::{ConsentPolicy, Model, Purpose};
 use crate::core::context::{is_country_code, Device};
 use crate::core::decide::{Block, Cap, Experiment, Goal, Slot, Variant};
 use crate::core::delivery::{parse_origin, Delivery, PathPattern, DEFAULT_ORIGIN_TIMEOUT, MAX_ORIGIN_TIMEOUT};
+use crate::core::identity::constant_time_eq;
 use crate::core::segment::{
     series_for, Cmp, ComputedTrait, Condition, PropertyFilter, Score, ScoreRule, ScoreSource, Segment, TraitTest,
 };
 use crate::core::template::Template;
 use crate::core::time::{parse_duration, parse_iso8601};
-use crate::core::trust::{constant_time_eq, is_key_digest, key_digest, key_matches, Proof};
+use crate::core::trust::{is_key_digest, key_digest, key_matches, Proof};
 use crate::core::value::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as J};

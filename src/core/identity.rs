@@ -104,9 +104,17 @@ pub fn verify_signed_id(secret: &[u8], value: &str) -> Option<String> {
         return None;
     }
     let expected = hex(&hmac_sha256(secret, id.as_bytes()));
-    // Compare without an early exit, so that timing does not reveal how much of a forged signature was right.
-    let diff = expected.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    (diff == 0).then(|| id.to_string())
+    constant_time_eq(expected.as_bytes(), sig.as_bytes()).then(|| id.to_string())
+}
+
+/// Compares without an early exit, so that timing does not reveal how much of a guess was right. The length
+/// is not secret (a digest's is fixed; a token's is public).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &x) in b.iter().enumerate() {
+        diff |= x ^ a.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
 }
 
 /// Normalizes and hashes an identifier that is stored hashed: e-mail addresses are trimmed and lower-cased,

@@ -9,7 +9,7 @@
 
 use crate::core::encoding::{base64url_decode, base64url_encode, hex};
 use crate::core::event::{Event, EventKind};
-use crate::core::identity::{hmac_sha256, Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::identity::{constant_time_eq, hmac_sha256, Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::time::Millis;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -170,16 +170,6 @@ pub fn key_matches(key: &str, digest: &str) -> bool {
 /// Whether `digest` has the form `key_digest` writes.
 pub fn is_key_digest(digest: &str) -> bool {
     digest.strip_prefix(KEY_DIGEST_PREFIX).is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// Compares without an early exit, so that timing does not reveal how much of a guess was right. The length
-/// is not secret (a digest's is fixed; a token's is public).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, &x) in b.iter().enumerate() {
-        diff |= x ^ a.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 /// Whether a browser's user ids must be proven (the default) or are believed as sent (`identityProof: "off"`,

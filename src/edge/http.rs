@@ -2,7 +2,7 @@
 //! CORS and admin-token rules.
 
 use crate::core::config::{Config, ConfigError};
-use crate::core::trust::constant_time_eq;
+use crate::core::identity::constant_time_eq;
 use crate::core::wire::BodyError;
 use serde_json::json;
 use worker::{Headers, Request, Response};
