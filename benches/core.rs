@@ -3,9 +3,9 @@
 //! BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use edgecdp::core::config::compile_str;
-use edgecdp::core::consent::RequestSignals;
-use edgecdp::core::profile::{apply_events, ApplyRequest};
+use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
+use edgecdp::core::model::consent::RequestSignals;
+use edgecdp::core::rules::compile_str;
 use edgecdp::core::wire::parse_batch;
 use std::hint::black_box;
 
@@ -55,16 +55,16 @@ fn bench(c: &mut Criterion) {
 
 /// A typical profile: a few sessions of browsing. A heavy one: far more events than the profile keeps, with
 /// many distinct property values, traits, and three recorded merges of busy profiles.
-fn profiles() -> (edgecdp::core::profile::Profile, edgecdp::core::profile::Profile) {
-    use edgecdp::core::identity::Identity;
-    use edgecdp::core::merge::absorb;
+fn profiles() -> (edgecdp::core::model::profile::Profile, edgecdp::core::model::profile::Profile) {
+    use edgecdp::core::engine::merge::absorb;
+    use edgecdp::core::model::identity::Identity;
     let config = compile_str(include_str!("../config/demo.json")).expect("demo config compiles");
     let make = |id: &str, n: usize, anon: &str| {
         let events: Vec<String> = (0..n)
             .map(|i| {
                 format!(
                     r#"{{"type":"track","event":"Product Viewed","anonymousId":"{anon}","messageId":"{anon}-{i:06}","timestamp":"{}","properties":{{"product_id":"sku-{}","category":"cat-{}","price":{}.5,"name":"Product number {i}"}},"context":{{"consent":{{"categoryPreferences":{{"analytics":true}}}}}}}}"#,
-                    edgecdp::core::time::format_iso8601(NOW - (i as i64) * 600_000),
+                    edgecdp::core::base::time::format_iso8601(NOW - (i as i64) * 600_000),
                     i % 400,
                     i % 40,
                     i % 90
@@ -85,7 +85,10 @@ fn profiles() -> (edgecdp::core::profile::Profile, edgecdp::core::profile::Profi
     for t in 0..30 {
         heavy.traits.insert(
             format!("trait_{t}"),
-            edgecdp::core::profile::TraitEntry { value: edgecdp::core::value::Value::String("x".repeat(40)), at: NOW },
+            edgecdp::core::model::profile::TraitEntry {
+                value: edgecdp::core::base::value::Value::String("x".repeat(40)),
+                at: NOW,
+            },
         );
     }
     for m in 0..3 {
@@ -111,7 +114,7 @@ fn bench_profiles(c: &mut Criterion) {
     use edgecdp::core::store::{decode_profile, encode_profile};
     let (typical, heavy) = profiles();
     // What writers handle is the profile as stored: within MAX_PROFILE_BYTES (see core::store).
-    let stored = |p: &edgecdp::core::profile::Profile| {
+    let stored = |p: &edgecdp::core::model::profile::Profile| {
         decode_profile(&edgecdp::core::store::encode_profile_bounded(p)).expect("a stored profile decodes")
     };
     let (typical, heavy) = (stored(&typical), stored(&heavy));
@@ -131,7 +134,8 @@ fn bench_profiles(c: &mut Criterion) {
         b.iter_batched(
             || heavy.clone(),
             |p| {
-                let groups = edgecdp::core::merge::plan(vec![event.clone()], &Default::default(), &config.identity);
+                let groups =
+                    edgecdp::core::engine::merge::plan(vec![event.clone()], &Default::default(), &config.identity);
                 let g = groups.into_iter().next().expect("one group");
                 let req = ApplyRequest {
                     profile_id: g.profile_id,
@@ -206,10 +210,10 @@ fn large_config() -> String {
 
 /// One decision for all 20 slots of the large configuration, for the typical and the heavy profile.
 fn bench_decide(c: &mut Criterion) {
-    use edgecdp::core::consent::{permit_personalization, Purpose};
-    use edgecdp::core::context::{Context, Device};
-    use edgecdp::core::decide::decide;
-    use edgecdp::core::event::PageContext;
+    use edgecdp::core::engine::decide::decide;
+    use edgecdp::core::model::consent::{permit_personalization, Purpose};
+    use edgecdp::core::model::context::{Context, Device};
+    use edgecdp::core::model::event::PageContext;
     let config = compile_str(&large_config()).expect("the large configuration compiles");
     let (mut typical, mut heavy) = profiles();
     let cx = Context {
@@ -222,7 +226,7 @@ fn bench_decide(c: &mut Criterion) {
     let mut g = c.benchmark_group("decide: 100 segments, 3 scores, 20 slots");
     for (name, p) in [("typical", &mut typical), ("heavy", &mut heavy)] {
         // Personalization granted, as a decision for a consenting visitor needs.
-        let grant = edgecdp::core::consent::Grant { granted: true, at: NOW, source: "bench".into() };
+        let grant = edgecdp::core::model::consent::Grant { granted: true, at: NOW, source: "bench".into() };
         p.consent.grants.insert(Purpose::Personalization, grant);
         let subject = permit_personalization(&config.consent, &*p, None, &RequestSignals::default());
         assert!(subject.is_some(), "personalization is permitted");

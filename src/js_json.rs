@@ -1,11 +1,11 @@
-//! `core::json::JsonView` over JavaScript values, so the browser checks its events (the tracker) and its decide
+//! `core::base::json::JsonView` over JavaScript values, so the browser checks its events (the tracker) and its decide
 //! requests (the decide module) with the edge's wire rules, without a JSON parser in its Wasm.
 //!
 //! The values it reads come from `JSON.parse`: plain objects, arrays and primitives, with no `undefined`,
 //! functions or prototypes of interest. `core::wire::check_event` refuses first the text `JSON.parse` would
 //! read differently from the edge's parser.
 
-use crate::core::json::{JsonKind, JsonView};
+use crate::core::base::json::{JsonKind, JsonView};
 use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 

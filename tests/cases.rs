@@ -10,15 +10,16 @@
 //! `UPDATE_EXPECT=1 cargo test --test cases` rewrites the responses from what the core answers now; review the
 //! diff before committing it.
 
-use edgecdp::core::config::{compile_str, Config};
-use edgecdp::core::consent::{permit_personalization, ConsentPolicy, RequestSignals};
-use edgecdp::core::decide::decide;
-use edgecdp::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use edgecdp::core::merge::{link, pending_links, plan};
-use edgecdp::core::profile::{apply_events, ApplyRequest, Link, Profile};
-use edgecdp::core::time::parse_iso8601;
+use edgecdp::core::base::time::parse_iso8601;
+use edgecdp::core::engine::apply::{apply_events, ApplyRequest, Link};
+use edgecdp::core::engine::decide::decide;
+use edgecdp::core::engine::merge::{link, pending_links, plan};
+use edgecdp::core::model::consent::{permit_personalization, ConsentPolicy, RequestSignals};
+use edgecdp::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use edgecdp::core::model::profile::Profile;
+use edgecdp::core::rules::{compile_str, Config};
+use edgecdp::core::store::{self, summary};
 use edgecdp::core::wire::{parse_batch, parse_decide};
-use edgecdp::core::{store, summary};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
@@ -147,5 +148,5 @@ fn decision_cases() {
     }
     assert!(failures.is_empty(), "{} case step(s) differ:\n{}", failures.len(), failures.join("\n"));
     // The default policy must be the strict one, or cases without consent would pass for the wrong reason.
-    assert_eq!(ConsentPolicy::default().model, edgecdp::core::consent::Model::OptIn);
+    assert_eq!(ConsentPolicy::default().model, edgecdp::core::model::consent::Model::OptIn);
 }

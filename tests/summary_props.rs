@@ -4,15 +4,16 @@
 //! a configuration that uses every kind of condition, scores with decay and computed traits. The case count is
 //! fixed, so `cargo test` runs this for a bounded time.
 
-use edgecdp::core::config::{compile_str, Config};
-use edgecdp::core::consent::{permit_personalization, RequestSignals};
-use edgecdp::core::context::{Context, Device};
-use edgecdp::core::decide::explain;
-use edgecdp::core::event::PageContext;
-use edgecdp::core::profile::{apply_events, ApplyRequest, Impression, Profile};
-use edgecdp::core::time::{format_iso8601, DAY, HOUR};
+use edgecdp::core::base::time::{format_iso8601, DAY, HOUR};
+use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
+use edgecdp::core::engine::decide::explain;
+use edgecdp::core::model::consent::{permit_personalization, RequestSignals};
+use edgecdp::core::model::context::{Context, Device};
+use edgecdp::core::model::event::PageContext;
+use edgecdp::core::model::profile::{Impression, Profile};
+use edgecdp::core::rules::{compile_str, Config};
+use edgecdp::core::store::{self, summary};
 use edgecdp::core::wire::parse_batch;
-use edgecdp::core::{store, summary};
 use proptest::prelude::*;
 
 const NOW: i64 = 1_795_344_600_000;
@@ -194,6 +195,6 @@ fn a_summary_holds_only_what_decisions_read() {
     assert_eq!(blocks, ["capped"], "impressions of capped blocks only");
     assert!(small.shown.experiments.contains_key("e1"));
     let encoded = summary::encode(&small).len();
-    let stored = edgecdp::core::encoding::base64_encode(&store::encode_profile(&full)).len();
+    let stored = edgecdp::core::base::encoding::base64_encode(&store::encode_profile(&full)).len();
     assert!(encoded * 2 < stored, "the summary takes {encoded} bytes, the stored profile {stored}");
 }

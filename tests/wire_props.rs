@@ -8,7 +8,7 @@
 //! below stands in for the browser's view of JavaScript values, keeping object members in another order than
 //! the edge's parser, as JavaScript does.
 
-use edgecdp::core::json::{JsonKind, JsonView};
+use edgecdp::core::base::json::{JsonKind, JsonView};
 use edgecdp::core::wire::{
     check_event, parse_batch, parse_decide, parse_single, write_key_from_basic_auth, BodyError, CallType,
 };
@@ -137,7 +137,7 @@ proptest! {
         n in any::<i32>(),
         offset_s in 0i64..86_400,
     ) {
-        let ts = edgecdp::core::time::format_iso8601(NOW - offset_s * 1000);
+        let ts = edgecdp::core::base::time::format_iso8601(NOW - offset_s * 1000);
         let body = json!({"batch": [{"type": "track", "event": name, "anonymousId": anon, "timestamp": ts,
                                       "properties": {"n": n, "s": "x"}}]}).to_string();
         let parsed = parse_batch(body.as_bytes(), NOW).expect("valid body");

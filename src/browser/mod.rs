@@ -11,9 +11,9 @@
 //! `core::wire::check_event`, the edge's own per-event rules, reading it through `JSON.parse` (`json.rs`):
 //! no JSON parser is linked into this Wasm.
 
-use crate::core::consent::{ConsentPolicy, Purpose, RequestSignals};
-use crate::core::json::{JsonKind, JsonView};
-use crate::core::time::format_iso8601;
+use crate::core::base::json::{JsonKind, JsonView};
+use crate::core::base::time::format_iso8601;
+use crate::core::model::consent::{ConsentPolicy, Purpose, RequestSignals};
 use crate::core::wire::{char_count, check_event, parser_refuses, CallType, Rejection, MAX_ID_CHARS};
 use std::collections::VecDeque;
 use wasm_bindgen::prelude::*;

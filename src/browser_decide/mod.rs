@@ -4,17 +4,17 @@
 //! It is a second Wasm module, separate from the tracker (`src/browser/`): `js/slots.js` loads it only on
 //! pages that have slots and only when personalization is allowed, so no other visitor downloads it. It
 //! loads the compiled rules that `GET /v1/decide/summary` answers, once, and decides on the profile
-//! summary from the same answer with `core::decide::decide`, behind `core::consent::permit_personalization`:
+//! summary from the same answer with `core::engine::decide::decide`, behind `core::model::consent::permit_personalization`:
 //! the same answer as `POST /v1/decide` for the same profile, configuration, context and time. No I/O, no
 //! clock: the JavaScript passes the time in.
 
-use crate::core::config::Config;
-use crate::core::consent::{permit_personalization, RequestSignals};
-use crate::core::decide::decide;
-use crate::core::profile::{Impression, Profile};
+use crate::core::base::time::Millis;
+use crate::core::engine::decide::decide;
+use crate::core::model::consent::{permit_personalization, RequestSignals};
+use crate::core::model::profile::{Impression, Profile};
+use crate::core::rules::Config;
 use crate::core::store;
-use crate::core::summary;
-use crate::core::time::Millis;
+use crate::core::store::summary;
 use crate::core::wire::{decide_request, BodyError};
 use js_sys::{Error, Reflect};
 use wasm_bindgen::prelude::*;
@@ -37,14 +37,14 @@ impl Engine {
     /// `invalid_rules` and `path` `rules` when they cannot be read (say, a module older than the Worker).
     #[wasm_bindgen(constructor)]
     pub fn new(rules: &str) -> Result<Engine, JsValue> {
-        let bytes = crate::core::encoding::base64_decode(rules)
+        let bytes = crate::core::base::encoding::base64_decode(rules)
             .ok_or_else(|| error("invalid_rules", "rules", "rules are not base64"))?;
         let config = store::decode_rules(&bytes).map_err(|e| error("invalid_rules", "rules", &e.to_string()))?;
         Ok(Engine { config, last: Vec::new(), summary: None })
     }
 
     /// Decides `request` (a `POST /v1/decide` body as a JavaScript object: `slots` and `context`, read by the
-    /// edge's rules through `core::json::JsonView`) for the visitor whose summary is `profile` (base64, or
+    /// edge's rules through `core::base::json::JsonView`) for the visitor whose summary is `profile` (base64, or
     /// `null`: no profile or no personalization consent) at `now` (milliseconds since 1970). `country` is the
     /// summary's (the request's own country, which chooses the consent model) and `gpc` the browser's Global
     /// Privacy Control signal. Answers the JSON text of `/v1/decide`'s answer. Throws an `Error` with `code`

@@ -4,7 +4,7 @@
 //! not. The cookie is only set when a stored event shows that consent allows analytics, and cleared when a
 //! request withdraws it. It is signed with `EDGECDP_COOKIE_SECRET`, so a forged or guessed id is ignored.
 
-use crate::core::identity::{cookie_safe, sign_id, verify_signed_id};
+use crate::core::model::identity::{cookie_safe, sign_id, verify_signed_id};
 use worker::{Env, Request};
 
 pub const NAME: &str = "edgecdp_aid";

@@ -1,21 +1,23 @@
 //! Edge HTML delivery: the Worker proxies the site's origin and fills `data-edgecdp-slot` elements in pages as
 //! they stream through, so personalized content arrives in the HTML itself (no flicker, no script).
 //!
-//! The rules (which paths, which headers, cache headers) and the rewriter live in `core::delivery`; this shell
+//! The rules (which paths, which headers, cache headers) and the rewriter live in `core::engine::delivery`; this shell
 //! fetches, looks the visitor up, decides, and pumps the origin's body through the rewriter chunk by chunk.
 
 use super::http::{self, ApiError, ApiResult};
 use super::{apply, cookie, decide_context, now, signals, visitor_profile};
-use crate::core::config::Config;
-use crate::core::consent::{permit_personalization, Permitted, RequestSignals};
-use crate::core::decide::{decide, Decision};
-use crate::core::delivery::{
+use crate::core::base::time::Millis;
+use crate::core::engine::apply::ApplyRequest;
+use crate::core::engine::decide::{decide, Decision};
+use crate::core::engine::delivery::{
     charset, forwards_request_header, is_html, local_location, private_cache_control, readable_encoding, vary_with,
-    without_cookie, Delivery, SlotFiller, HOP_HEADER,
+    without_cookie, SlotFiller, HOP_HEADER,
 };
-use crate::core::event::PageContext;
-use crate::core::profile::{ApplyRequest, Profile};
-use crate::core::time::Millis;
+use crate::core::model::consent::{permit_personalization, Permitted, RequestSignals};
+use crate::core::model::event::PageContext;
+use crate::core::model::profile::Profile;
+use crate::core::rules::delivery::Delivery;
+use crate::core::rules::Config;
 use crate::core::wire::DecideRequest;
 use futures_util::future::Either;
 use futures_util::{stream, Stream, StreamExt};
@@ -223,7 +225,7 @@ async fn decide_page(req: &Request, env: &Env, config: &Config) -> Served {
     Served { env: env.clone(), decision, profile_id: profile.map(|p| p.id), signals, now }
 }
 
-/// The one call to `core::decide` for proxied pages, in the page's own context: this request's URL and path,
+/// The one call to `core::engine::decide` for proxied pages, in the page's own context: this request's URL and path,
 /// its `Referer` as the referrer, and the country, device and local time that `decide_context` reads from the
 /// request as for `/v1/decide`. Every configured slot is decided up front (cheap, no I/O), because the page
 /// reveals its slots only as it streams; the ones it does not have are not used, and not recorded.

@@ -1,12 +1,12 @@
 //! Experiment counts: one Durable Object per experiment holds, per variant, how many profiles were exposed and
 //! how many of them converted.
 //!
-//! Profiles record their own assignment (`core::profile::Shown`); a profile's writer sends the exposures and
-//! conversions that an apply caused (`core::profile::Outcome`, each at most once per profile and experiment)
+//! Profiles record their own assignment (`core::model::profile::Shown`); a profile's writer sends the exposures and
+//! conversions that an apply caused (`core::model::profile::Outcome`, each at most once per profile and experiment)
 //! here, after the profile is stored. The object serializes the increments, so no count is lost to a race, which
 //! counters in KV could not promise.
 
-use crate::core::profile::Outcome;
+use crate::core::model::profile::Outcome;
 use serde_json::json;
 use std::collections::BTreeMap;
 use worker::wasm_bindgen::JsValue;

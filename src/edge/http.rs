@@ -1,8 +1,8 @@
 //! HTTP plumbing for the Worker: the one place where errors become status codes and JSON bodies, and the
 //! CORS and admin-token rules.
 
-use crate::core::config::{Config, ConfigError};
-use crate::core::identity::constant_time_eq;
+use crate::core::model::identity::constant_time_eq;
+use crate::core::rules::{Config, ConfigError};
 use crate::core::wire::BodyError;
 use serde_json::json;
 use worker::{Headers, Request, Response};

@@ -5,11 +5,11 @@
 //! `idh:<type>:<sha256 of value>` when the value is too long for a KV key: `Identity::index_key`), `profile:<id>`
 //! (encoded profile snapshot).
 
-use crate::core::config::{compile_str, Config};
-use crate::core::consent::Model;
-use crate::core::encoding::base64_encode;
-use crate::core::identity::Identity;
-use crate::core::profile::Profile;
+use crate::core::base::encoding::base64_encode;
+use crate::core::model::consent::Model;
+use crate::core::model::identity::Identity;
+use crate::core::model::profile::Profile;
+use crate::core::rules::{compile_str, Config};
 use crate::core::store::{decode_profile, encode_rules};
 use crate::edge::http::ApiError;
 use std::cell::RefCell;

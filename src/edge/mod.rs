@@ -11,21 +11,24 @@ mod http;
 mod kv;
 mod profile_object;
 
-use crate::core::config::{compile_str, seal_server_keys, Config};
-use crate::core::consent::{permit_personalization, RequestSignals};
-use crate::core::context::{country_code, Context as DecideContext, Device};
-use crate::core::decide::{computed_of, decide, explain, scores_of, segments_of, CONTROL};
-use crate::core::delivery::HOP_HEADER;
-use crate::core::encoding::percent_decode_path;
-use crate::core::event::PageContext;
-use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::ingest::Batch;
-use crate::core::merge::{is_junk, Group};
-use crate::core::profile::{ApplyAnswer, ApplyRequest, Profile};
+use crate::core::base::encoding::percent_decode_path;
+use crate::core::base::time::Millis;
+use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::engine::decide::{computed_of, decide, explain, scores_of, segments_of};
+use crate::core::engine::delivery::HOP_HEADER;
+use crate::core::engine::ingest::Batch;
+use crate::core::engine::merge::{is_junk, Group};
+use crate::core::model::consent::{permit_personalization, RequestSignals};
+use crate::core::model::context::{country_code, Context as DecideContext, Device};
+use crate::core::model::event::PageContext;
+use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::profile::Profile;
+use crate::core::model::trust::make_identity_token;
+use crate::core::rules::slots::CONTROL;
+use crate::core::rules::sources::seal_server_keys;
+use crate::core::rules::{compile_str, Config};
+use crate::core::store::summary;
 use crate::core::store::{decode_apply_answer, encode_apply};
-use crate::core::summary;
-use crate::core::time::Millis;
-use crate::core::trust::make_identity_token;
 use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
 use http::{json_response, require_admin, with_cors, ApiError, ApiResult};
 use serde_json::json;
@@ -234,7 +237,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
         }
     }
 
-    // A valid first-party cookie is this browser's identity (core::ingest says what follows from that).
+    // A valid first-party cookie is this browser's identity (core::engine::ingest says what follows from that).
     let secret = cookie::secret(env);
     let cookie_id = secret.as_deref().and_then(|s| cookie::id_from(&req, s));
     let mut batch = Batch::prepare(parsed, call.is_some(), cookie_id.as_deref(), &config);
@@ -674,7 +677,7 @@ async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyAnswer, ApiE
 }
 
 /// `POST /v1/demo/identity-token` with `{"userId": "..."}`: the demo shop's sign-in. It signs an identity token
-/// (`core::trust`, valid for an hour) for whatever user id it is asked, as a site's backend would after a real
+/// (`core::model::trust`, valid for an hour) for whatever user id it is asked, as a site's backend would after a real
 /// login, so the demo shows the verified path. Anyone may call it, which is why it exists only when the
 /// configuration says `"demo": {"signIn": true}` (404 otherwise), and why the Worker warns at every load then.
 async fn demo_identity_token(mut req: Request, env: &Env) -> ApiResult {

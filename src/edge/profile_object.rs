@@ -14,12 +14,13 @@
 //! back, so two objects never wait on each other. An alarm erases an anonymous profile once
 //! `retention.anonymousDays` have passed without activity.
 
-use crate::core::config::Config;
-use crate::core::identity::Identity;
-use crate::core::merge::{link, pending_links, split};
-use crate::core::profile::{apply_events, ApplyAnswer, ApplyOutcome, ApplyRequest, Profile};
+use crate::core::base::time::Millis;
+use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyOutcome, ApplyRequest};
+use crate::core::engine::merge::{link, pending_links, split};
+use crate::core::model::identity::Identity;
+use crate::core::model::profile::Profile;
+use crate::core::rules::Config;
 use crate::core::store::{decode_apply, decode_profile, encode_apply_answer, encode_profile, encode_profile_bounded};
-use crate::core::time::Millis;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
 use serde_json::json;
@@ -204,7 +205,7 @@ pub async fn call(env: &Env, profile_id: &str, action: &str, body: Vec<u8>) -> R
     Ok((resp.status_code(), resp.bytes().await?))
 }
 
-/// Absorbs the profiles the events link to this one (`core::merge::link`), then applies the events.
+/// Absorbs the profiles the events link to this one (`core::engine::merge::link`), then applies the events.
 async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> Result<(u16, Vec<u8>)> {
     let config = config(env).await?;
     let current = read_profile(storage).await?;
@@ -270,10 +271,10 @@ async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u
     };
     let restored = match split(&mut profile, absorbed_id) {
         Ok(r) => r,
-        Err(crate::core::merge::SplitError::NotMerged) => {
+        Err(crate::core::engine::merge::SplitError::NotMerged) => {
             return Ok(error_body(404, "merge_not_found", &format!("this profile did not absorb {absorbed_id}")));
         }
-        Err(crate::core::merge::SplitError::TooOld) => {
+        Err(crate::core::engine::merge::SplitError::TooOld) => {
             return Ok(error_body(409, "merge_too_old", "only the latest merges keep what a split needs"));
         }
     };

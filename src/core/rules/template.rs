@@ -3,9 +3,11 @@
 //! URL), so that rendering escapes each value for its place; places where no escaping makes a value safe (script,
 //! style, comments, unquoted values, event handlers, tag and attribute names) are refused with a message.
 
-use crate::core::profile::Profile;
-use crate::core::value::Value;
+use crate::core::base::value::Value;
+use crate::core::model::profile::Profile;
+use crate::core::rules::Compiler;
 use serde::{Deserialize, Serialize};
+use serde_json::Value as J;
 /// One piece of a compiled template.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Part {
@@ -331,7 +333,7 @@ fn is_space(c: char) -> bool {
 }
 
 impl Scanner {
-    fn literal(&mut self, text: &str) -> Result<(), String> {
+    pub(crate) fn literal(&mut self, text: &str) -> Result<(), String> {
         text.chars().try_for_each(|c| self.char(c))
     }
 
@@ -347,7 +349,7 @@ impl Scanner {
         }
     }
 
-    fn char(&mut self, c: char) -> Result<(), String> {
+    pub(crate) fn char(&mut self, c: char) -> Result<(), String> {
         let next = match std::mem::replace(&mut self.state, State::Data) {
             State::Unknown(why) => State::Unknown(why),
             State::Data if c == '<' => State::TagOpen,
@@ -485,12 +487,12 @@ impl Scanner {
     }
 
     /// Reads `c` again in `state`, as the tokenizer's "reconsume" does.
-    fn reconsume(&mut self, state: State, c: char) -> Result<(), String> {
+    pub(crate) fn reconsume(&mut self, state: State, c: char) -> Result<(), String> {
         self.state = state;
         self.char(c)
     }
 
-    fn begin_tag(&mut self, end: bool, first: char) -> State {
+    pub(crate) fn begin_tag(&mut self, end: bool, first: char) -> State {
         self.tag.clear();
         self.tag.push(first.to_ascii_lowercase());
         self.end_tag = end;
@@ -500,7 +502,7 @@ impl Scanner {
     }
 
     /// The tag is complete: what its element's content is read as.
-    fn emit_tag(&mut self) -> State {
+    pub(crate) fn emit_tag(&mut self) -> State {
         self.in_tag = None;
         if self.end_tag {
             return State::Data;
@@ -527,7 +529,7 @@ impl Scanner {
     }
 
     /// A character of the text of a `Text` element: it ends at `</name` followed by a space, `/` or `>`.
-    fn text(&mut self, tag: &'static str, raw: bool, close: Close, c: char) -> Result<(), String> {
+    pub(crate) fn text(&mut self, tag: &'static str, raw: bool, close: Close, c: char) -> Result<(), String> {
         let plain = State::Text { tag, raw, close: Close::None };
         let close = match close {
             Close::None if c == '<' => Close::Lt,
@@ -561,7 +563,7 @@ impl Scanner {
     }
 
     /// A character of a quoted attribute value, for a URL attribute's scheme.
-    fn url_char(&mut self, c: char) -> Result<(), String> {
+    pub(crate) fn url_char(&mut self, c: char) -> Result<(), String> {
         let Some(url) = self.url.take() else {
             return Ok(());
         };
@@ -592,7 +594,7 @@ impl Scanner {
     }
 
     /// The context of a placeholder at the scanner's position, or why none is safe.
-    fn placeholder(&mut self, name: &str) -> Result<HtmlContext, String> {
+    pub(crate) fn placeholder(&mut self, name: &str) -> Result<HtmlContext, String> {
         let p = shown(name);
         let (tag, attribute) = (&self.tag, &self.attribute);
         let refused = match &self.state {
@@ -637,7 +639,7 @@ impl Scanner {
     }
 
     /// The context of a placeholder in a quoted attribute value, or why none is safe.
-    fn attribute_value(&mut self, name: &str) -> Result<HtmlContext, String> {
+    pub(crate) fn attribute_value(&mut self, name: &str) -> Result<HtmlContext, String> {
         let p = shown(name);
         let (tag, attribute) = (self.tag.as_str(), self.attribute.as_str());
         if REFUSED_TAGS.contains(&tag) {
@@ -711,6 +713,29 @@ fn after_start(name: &str, attribute: &str) -> String {
     )
 }
 
+impl Compiler {
+    pub(crate) fn template(&mut self, v: Option<&J>, path: &str) -> Option<Template> {
+        let text = match v {
+            Some(J::String(s)) => s,
+            None | Some(J::Null) => {
+                self.err(path, "is required");
+                return None;
+            }
+            Some(_) => {
+                self.err(path, "expected a string of HTML");
+                return None;
+            }
+        };
+        match Template::compile(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,7 +746,7 @@ mod tests {
         let mut p = Profile::new("p".into(), 0);
         p.traits.insert(
             "firstName".into(),
-            crate::core::profile::TraitEntry { value: Value::String("<script>x</script>".into()), at: 0 },
+            crate::core::model::profile::TraitEntry { value: Value::String("<script>x</script>".into()), at: 0 },
         );
         assert_eq!(t.render(Some(&p)), "<h2>Hi &lt;script&gt;x&lt;/script&gt;!</h2>");
         assert_eq!(t.render(None), "<h2>Hi !</h2>");
@@ -739,7 +764,8 @@ mod tests {
 
     fn with_x(value: &str) -> Profile {
         let mut p = Profile::new("p".into(), 0);
-        p.traits.insert("x".into(), crate::core::profile::TraitEntry { value: Value::String(value.into()), at: 0 });
+        p.traits
+            .insert("x".into(), crate::core::model::profile::TraitEntry { value: Value::String(value.into()), at: 0 });
         p
     }
 

@@ -1,269 +1,16 @@
-//! The unified profile: identities, traits, counts, consent and a bounded recent history, and how a
-//! permitted event changes it.
+//! One profile's write: a permitted event applied under the configuration (hashed traits, identity rules,
+//! consent policy, experiment goals), and `apply_events`, what a profile's serialized writer runs for a request.
 
-use crate::core::aggregate::{day_of, series_key, Aggregates};
-use crate::core::config::Config;
-use crate::core::consent::{ConsentState, Grant, HasConsent, Permitted, Purpose, RequestSignals};
-use crate::core::event::{Event, EventKind};
-use crate::core::identity::{hash_identifier, normalize_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID};
-use crate::core::time::{format_iso8601, Millis, DAY, MINUTE};
-use crate::core::value::{map_to_json, Value};
+use crate::core::base::value::Value;
+use crate::core::model::consent::{Permitted, RequestSignals};
+use crate::core::model::event::{Event, EventKind};
+use crate::core::model::identity::{
+    hash_identifier, normalize_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID,
+};
+use crate::core::model::profile::*;
+use crate::core::model::shown::{Impression, Outcome, Shown};
+use crate::core::rules::Config;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
-
-/// How many recent events a profile keeps for windowed segment conditions with exact times. The oldest go
-/// first, so the profile's size is bounded whatever the traffic; the daily aggregates keep counting for 30 days.
-pub const MAX_RECENT_EVENTS: usize = 200;
-/// A new session starts after this long without an event.
-pub const SESSION_GAP: Millis = 30 * MINUTE;
-/// The largest order amount counted in lifetime value (in either direction, for refunds); a sum of such amounts
-/// stays finite for any number of orders a profile can record.
-pub const MAX_ORDER_AMOUNT: f64 = 1e12;
-/// The event whose `revenue` (or `total`) property counts as an order for lifetime value.
-pub const ORDER_EVENT: &str = "Order Completed";
-/// Merge records kept, and how many of the latest keep what a split needs.
-pub const MAX_MERGE_RECORDS: usize = 50;
-pub const MAX_SPLITTABLE_MERGES: usize = 3;
-/// Refused identities kept as a record.
-pub const MAX_REFUSED: usize = 50;
-/// Why an identifier a browser sent (an e-mail trait, an external id) is not an identity of its profile.
-pub const UNVERIFIED_BROWSER_CLAIM: &str = "sent_by_browser";
-/// How many `messageId`s a profile remembers to count retries once. This is the deduplication window.
-pub const MAX_SEEN_MESSAGE_IDS: usize = 1_000;
-/// Scalar properties kept per recent event, and the longest string kept.
-pub const MAX_RECORD_PROPS: usize = 16;
-pub const MAX_RECORD_STRING: usize = 128;
-
-/// A trait value with the event time that set it, so that the latest event wins whatever order events arrive in.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TraitEntry {
-    pub value: Value,
-    pub at: Millis,
-}
-
-/// A compact record of one event, enough for windowed counts with property filters, and for uniting two
-/// histories by `messageId` when profiles merge.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    pub at: Millis,
-    pub name: String,
-    pub message_id: String,
-    pub props: BTreeMap<String, Value>,
-}
-
-/// Traits computed from events as they arrive.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Computed {
-    pub sessions: u32,
-    pub orders: u32,
-    /// Lifetime value: the sum of `revenue` (or `total`) of `Order Completed` events.
-    pub revenue: f64,
-    pub last_order_at: Option<Millis>,
-}
-
-/// Why a profile holds what it holds: one profile absorbed another.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MergeRecord {
-    pub at: Millis,
-    /// The event that caused the merge.
-    pub message_id: String,
-    pub absorbed_id: String,
-    pub identities: Vec<Identity>,
-    /// What a split needs (kept for the latest `MAX_SPLITTABLE_MERGES` merges): the absorbed profile as it was,
-    /// and the survivor's trait and consent entries that the merge replaced (`None`: there was none).
-    pub absorbed: Option<Box<Profile>>,
-    pub replaced_traits: BTreeMap<String, Option<TraitEntry>>,
-    pub replaced_grants: BTreeMap<Purpose, Option<Grant>>,
-    /// The survivor's first and last seen before the merge.
-    pub first_seen_before: Millis,
-    pub last_seen_before: Millis,
-}
-
-/// An identity the profile did not take, and why.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RefusedIdentity {
-    pub at: Millis,
-    pub identity: Identity,
-    pub reason: String,
-    pub message_id: String,
-}
-
-/// Impression times kept per block: enough for any frequency cap up to this many per period.
-pub const MAX_IMPRESSIONS: usize = 64;
-
-/// What a profile was shown, as decisions record it: impressions per block (for frequency caps) and experiment
-/// assignments (sticky, and the base of exposure and conversion counts).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Shown {
-    /// Block id to impression times, oldest first, at most `MAX_IMPRESSIONS`.
-    pub impressions: BTreeMap<String, VecDeque<Millis>>,
-    /// Experiment id to the assignment made at first exposure.
-    pub experiments: BTreeMap<String, Assignment>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Assignment {
-    /// A variant id, or `control` for the holdout.
-    pub variant: String,
-    /// The first exposure.
-    pub at: Millis,
-    /// The first goal event within the experiment's window after exposure.
-    pub converted_at: Option<Millis>,
-}
-
-/// One answer a decision served, to be recorded on the profile.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Impression {
-    pub block: String,
-    pub variant: String,
-    pub experiment: Option<String>,
-    pub at: Millis,
-}
-
-/// A change to an experiment's counts that recording caused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    Exposed {
-        experiment: String,
-        variant: String,
-    },
-    Converted {
-        experiment: String,
-        variant: String,
-    },
-    /// A merge united two profiles that were both exposed: the person keeps the earlier assignment, and the
-    /// other one's exposure (and its conversion, if it had one) no longer counts.
-    Withdrawn {
-        experiment: String,
-        variant: String,
-        converted: bool,
-    },
-}
-
-impl Shown {
-    /// Records impressions; the first exposure to an experiment fixes its assignment.
-    pub fn record(&mut self, impressions: &[Impression]) {
-        for i in impressions {
-            self.add_impression(&i.block, i.at);
-            if let Some(e) = &i.experiment {
-                if !self.experiments.contains_key(e) {
-                    let a = Assignment { variant: i.variant.clone(), at: i.at, converted_at: None };
-                    self.experiments.insert(e.clone(), a);
-                }
-            }
-        }
-    }
-
-    /// The exposures and conversions that happened since `before` (the same profile earlier), for the
-    /// experiments' counts.
-    pub fn outcomes_since(&self, before: &Shown) -> Vec<Outcome> {
-        let mut out = Vec::new();
-        for (e, a) in &self.experiments {
-            let was = before.experiments.get(e);
-            let (experiment, variant) = (e.clone(), a.variant.clone());
-            if was.is_none() {
-                out.push(Outcome::Exposed { experiment: experiment.clone(), variant: variant.clone() });
-            }
-            if a.converted_at.is_some() && was.is_none_or(|w| w.converted_at.is_none()) {
-                out.push(Outcome::Converted { experiment, variant });
-            }
-        }
-        out
-    }
-
-    /// Marks the assignments that this event converts: a goal event within the window after first exposure.
-    fn convert(&mut self, event: &Event, config: &Config) {
-        for (id, a) in self.experiments.iter_mut().filter(|(_, a)| a.converted_at.is_none()) {
-            let Some(x) = config.experiment(id) else { continue };
-            let in_window = event.timestamp >= a.at && event.timestamp <= a.at.saturating_add(x.goal.within);
-            let props = event.properties();
-            let goal_met =
-                event.count_key() == x.goal.event && x.goal.filters.iter().all(|f| props.is_some_and(|p| f.matches(p)));
-            if in_window && goal_met {
-                a.converted_at = Some(event.timestamp);
-            }
-        }
-    }
-
-    /// Adds one impression time to a block's, in time order, keeping the latest `MAX_IMPRESSIONS`.
-    fn add_impression(&mut self, block: &str, at: Millis) {
-        let times = self.impressions.entry(block.to_string()).or_default();
-        let pos = times.partition_point(|t| *t <= at);
-        times.insert(pos, at);
-        while times.len() > MAX_IMPRESSIONS {
-            times.pop_front();
-        }
-    }
-
-    /// Impressions of a block within `per` before `now`.
-    pub fn impressions_within(&self, block: &str, per: Millis, now: Millis) -> usize {
-        self.impressions.get(block).map_or(0, |t| t.iter().filter(|at| **at > now - per && **at <= now).count())
-    }
-
-    /// Unites another profile's record (a merge): impressions of both, and for each experiment the earlier
-    /// assignment, so that a person keeps the variant they saw first. Answers the changes to the experiments'
-    /// counts: both profiles were counted when exposed, and one person must count once, in the variant kept;
-    /// a conversion on the dropped side after the kept exposure moves to the kept variant.
-    pub fn absorb(&mut self, other: &Shown) -> Vec<Outcome> {
-        for (block, times) in &other.impressions {
-            for at in times {
-                self.add_impression(block, *at);
-            }
-        }
-        let mut withdrawn = Vec::new();
-        for (e, theirs) in &other.experiments {
-            let Some(mine) = self.experiments.get_mut(e) else {
-                self.experiments.insert(e.clone(), theirs.clone());
-                continue;
-            };
-            // The earlier assignment is kept (`kept`), the other one is dropped.
-            let dropped = if mine.at <= theirs.at { theirs.clone() } else { std::mem::replace(mine, theirs.clone()) };
-            let kept = mine;
-            withdrawn.push(Outcome::Withdrawn {
-                experiment: e.clone(),
-                variant: dropped.variant.clone(),
-                converted: dropped.converted_at.is_some(),
-            });
-            // A goal reached on the other device counts for the kept variant: the person is analysed in the
-            // variant they were assigned first (it came after the kept exposure, which is the earlier one).
-            if let (None, Some(c)) = (kept.converted_at, dropped.converted_at.filter(|c| *c >= kept.at)) {
-                kept.converted_at = Some(c);
-                withdrawn.push(Outcome::Converted { experiment: e.clone(), variant: kept.variant.clone() });
-            }
-        }
-        withdrawn
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Profile {
-    pub id: String,
-    pub identities: Vec<Identity>,
-    pub traits: BTreeMap<String, TraitEntry>,
-    pub counts: BTreeMap<String, u64>,
-    pub consent: ConsentState,
-    pub first_seen: Millis,
-    pub last_seen: Millis,
-    /// Ordered by event time, oldest first.
-    pub recent: VecDeque<EventRecord>,
-    /// Most recent last.
-    pub seen_message_ids: VecDeque<String>,
-    pub aggregates: Aggregates,
-    pub computed: Computed,
-    /// Oldest first.
-    pub merges: Vec<MergeRecord>,
-    /// Oldest first.
-    pub refused: Vec<RefusedIdentity>,
-    /// Stored beside the rest (format version 3, see `store`), so that version 2 profiles still decode.
-    #[serde(skip)]
-    pub shown: Shown,
-}
-
-impl HasConsent for Profile {
-    fn consent(&self) -> &ConsentState {
-        &self.consent
-    }
-}
 
 /// What applying one event did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -277,51 +24,23 @@ pub enum Applied {
     },
 }
 
-/// The per-profile budget for what a profile never sheds (README: "Profile size"). Each part has its own bound,
-/// so that together they stay well inside `store::MAX_PROFILE_BYTES` and leave room for what can be shed (history,
-/// message ids, aggregates, merge and refusal records), which `store::encode_profile_bounded` drops as needed.
-pub mod budget {
-    /// Bytes of event names counted (`counts`): about 500 names of 24 characters.
-    pub const COUNT_NAMES: usize = 16 * 1024;
-    /// Bytes of traits (names and values).
-    pub const TRAITS: usize = 32 * 1024;
-    /// Bytes of identity values.
-    pub const IDENTITIES: usize = 16 * 1024;
+impl Shown {
+    /// Marks the assignments that this event converts: a goal event within the window after first exposure.
+    fn convert(&mut self, event: &Event, config: &Config) {
+        for (id, a) in self.experiments.iter_mut().filter(|(_, a)| a.converted_at.is_none()) {
+            let Some(x) = config.experiment(id) else { continue };
+            let in_window = event.timestamp >= a.at && event.timestamp <= a.at.saturating_add(x.goal.within);
+            let props = event.properties();
+            let goal_met =
+                event.count_key() == x.goal.event && x.goal.filters.iter().all(|f| props.is_some_and(|p| f.matches(p)));
+            if in_window && goal_met {
+                a.converted_at = Some(event.timestamp);
+            }
+        }
+    }
 }
 
 impl Profile {
-    pub fn new(id: String, at: Millis) -> Profile {
-        Profile {
-            id,
-            identities: Vec::new(),
-            traits: BTreeMap::new(),
-            counts: BTreeMap::new(),
-            consent: ConsentState::default(),
-            first_seen: at,
-            last_seen: at,
-            recent: VecDeque::new(),
-            seen_message_ids: VecDeque::new(),
-            aggregates: Aggregates::default(),
-            computed: Computed::default(),
-            merges: Vec::new(),
-            refused: Vec::new(),
-            shown: Shown::default(),
-        }
-    }
-
-    pub fn has_identity(&self, id: &Identity) -> bool {
-        self.identities.contains(id)
-    }
-
-    fn identity_of(&self, kind: &str) -> Option<&Identity> {
-        self.identities.iter().find(|i| i.kind == kind)
-    }
-
-    /// Whether the profile belongs to a known person (it holds a `user_id`).
-    pub fn is_identified(&self) -> bool {
-        self.identity_of(USER_ID).is_some()
-    }
-
     /// Applies a permitted event. A `messageId` seen before changes nothing. Returns what happened and the
     /// identities this event added, which the store must index.
     pub fn apply(&mut self, event: Permitted<Event>, config: &Config) -> (Applied, Vec<Identity>) {
@@ -467,157 +186,6 @@ impl Profile {
         }
         None
     }
-
-    fn remember(&mut self, event: &Event) {
-        let props = event
-            .properties()
-            .map(|p| {
-                p.iter()
-                    .filter(|(_, v)| v.is_scalar())
-                    .take(MAX_RECORD_PROPS)
-                    .map(|(k, v)| (k.clone(), truncated(v)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let record = EventRecord {
-            at: event.timestamp,
-            name: event.count_key().to_string(),
-            message_id: event.message_id.clone(),
-            props,
-        };
-        self.aggregates.record(&record);
-        let pos = self.recent.partition_point(|r| r.at <= record.at);
-        self.recent.insert(pos, record);
-        while self.recent.len() > MAX_RECENT_EVENTS {
-            self.recent.pop_front();
-        }
-    }
-
-    /// When an anonymous profile expires for lack of activity (`retention.anonymousDays` after it was last
-    /// seen). Profiles of known people do not expire this way.
-    pub fn expires_at(&self, anonymous_days: u32) -> Option<Millis> {
-        (!self.is_identified()).then(|| self.last_seen.saturating_add(i64::from(anonymous_days) * DAY))
-    }
-
-    /// Everything held about the person, for an access request: the profile, trait times, the consent audit
-    /// trail, the recent event history and the remembered message ids.
-    pub fn export_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
-        let mut out = self.to_json(segments, computed, now);
-        out["traitsSetAt"] =
-            self.traits.iter().map(|(k, t)| (k.clone(), serde_json::Value::from(format_iso8601(t.at)))).collect();
-        out["consentHistory"] = self
-            .consent
-            .history
-            .iter()
-            .map(|c| {
-                serde_json::json!({"purpose": c.purpose.name(), "granted": c.granted,
-                    "at": format_iso8601(c.at), "source": c.source})
-            })
-            .collect();
-        out["recentEvents"] = self
-            .recent
-            .iter()
-            .map(|r| serde_json::json!({"event": r.name, "at": format_iso8601(r.at), "properties": map_to_json(&r.props)}))
-            .collect();
-        out["messageIds"] = self.seen_message_ids.iter().cloned().collect();
-        out["impressions"] = self
-            .shown
-            .impressions
-            .iter()
-            .map(|(block, times)| (block.clone(), times.iter().map(|t| format_iso8601(*t)).collect()))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        out["experiments"] = self
-            .shown
-            .experiments
-            .iter()
-            .map(|(id, a)| {
-                (
-                    id.clone(),
-                    serde_json::json!({"variant": a.variant, "exposedAt": format_iso8601(a.at),
-                    "convertedAt": a.converted_at.map(format_iso8601)}),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        out["merges"] = self
-            .merges
-            .iter()
-            .map(|m| {
-                serde_json::json!({"at": format_iso8601(m.at), "messageId": m.message_id, "absorbedId": m.absorbed_id,
-                    "identities": identities_json(&m.identities), "splittable": m.absorbed.is_some()})
-            })
-            .collect();
-        out["refusedIdentities"] = self
-            .refused
-            .iter()
-            .map(|r| {
-                serde_json::json!({"at": format_iso8601(r.at), "type": r.identity.kind, "value": r.identity.value,
-                    "reason": r.reason, "messageId": r.message_id})
-            })
-            .collect();
-        out
-    }
-
-    /// The profile as the admin API shows it (see `GET /v1/profiles/...` in the contract).
-    /// `computed` holds the configured computed traits' values (`decide::computed_of`).
-    pub fn to_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
-        let traits: BTreeMap<String, Value> = self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
-        let mut consent = serde_json::Map::new();
-        for p in Purpose::OPTIONAL {
-            if let Some(g) = self.consent.grants.get(&p) {
-                consent.insert(p.name().to_string(), serde_json::Value::Bool(g.granted));
-            }
-        }
-        // Event counts over rolling windows ending today, from the daily aggregates.
-        let today = day_of(now);
-        let mut windows = serde_json::Map::new();
-        for (label, days) in [("1d", 1), ("7d", 7), ("30d", 30)] {
-            let counts: serde_json::Map<String, serde_json::Value> = self
-                .counts
-                .keys()
-                .filter_map(|name| {
-                    let key = series_key(name, None)?;
-                    let n = self.aggregates.count(&key, today - days + 1, today);
-                    (n > 0).then(|| (name.clone(), serde_json::Value::from(n)))
-                })
-                .collect();
-            windows.insert(label.to_string(), serde_json::Value::Object(counts));
-        }
-        let c = &self.computed;
-        serde_json::json!({
-            "id": self.id,
-            "identities": identities_json(&self.identities),
-            "traits": map_to_json(&traits),
-            "counts": self.counts,
-            "consent": consent,
-            "segments": segments,
-            "firstSeen": format_iso8601(self.first_seen),
-            "lastSeen": format_iso8601(self.last_seen),
-            "computed": {
-                "sessions": c.sessions,
-                "orders": c.orders,
-                "lifetimeValue": c.revenue,
-                "lastOrderAt": c.last_order_at.map(format_iso8601),
-                "daysSinceLastSeen": (now - self.last_seen).max(0) / DAY,
-                "windows": windows,
-                "traits": computed.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-            },
-        })
-    }
-}
-
-fn identities_json(ids: &[Identity]) -> Vec<serde_json::Value> {
-    ids.iter().map(|i| serde_json::json!({"type": i.kind, "value": i.value})).collect()
-}
-
-fn truncated(v: &Value) -> Value {
-    match v {
-        Value::String(s) if s.chars().count() > MAX_RECORD_STRING => {
-            Value::String(s.chars().take(MAX_RECORD_STRING).collect())
-        }
-        _ => v.clone(),
-    }
 }
 
 /// A set of events for one profile, as the edge hands them to the profile's serialized writer.
@@ -691,8 +259,12 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
     for event in req.events {
         let at = event.timestamp;
         let message_id = event.message_id.clone();
-        match crate::core::consent::permit_collection(policy, profile.as_ref().map(|p| &p.consent), event, &req.signals)
-        {
+        match crate::core::model::consent::permit_collection(
+            policy,
+            profile.as_ref().map(|p| &p.consent),
+            event,
+            &req.signals,
+        ) {
             Ok(permitted) => {
                 let p = profile.get_or_insert_with(|| Profile::new(req.profile_id.clone(), permitted.get().timestamp));
                 let (applied, added) = p.apply(permitted, config);
@@ -726,6 +298,8 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::base::time::{Millis, DAY};
+    use crate::core::model::consent::Purpose;
     use crate::core::wire::parse_batch;
 
     const NOW: Millis = 1_795_344_600_000;
@@ -760,7 +334,10 @@ mod tests {
         assert_eq!(out.new_identities, vec![Identity::new("anonymous_id", "a"), Identity::new("user_id", "u1")]);
         let viewed = p.recent.iter().find(|r| r.name == "Product Viewed").unwrap();
         assert_eq!(viewed.props.keys().collect::<Vec<_>>(), vec!["category"], "only scalar properties are kept");
-        assert_eq!(p.recent.front().unwrap().at, crate::core::time::parse_iso8601("2026-11-22T09:00:00Z").unwrap());
+        assert_eq!(
+            p.recent.front().unwrap().at,
+            crate::core::base::time::parse_iso8601("2026-11-22T09:00:00Z").unwrap()
+        );
     }
 
     #[test]
@@ -800,7 +377,7 @@ mod tests {
 
     #[test]
     fn configured_traits_are_stored_hashed_and_gpc_is_recorded() {
-        let config = crate::core::config::compile_str(r#"{"privacy": {"hashTraits": ["email", "phone"]}}"#).unwrap();
+        let config = crate::core::rules::compile_str(r#"{"privacy": {"hashTraits": ["email", "phone"]}}"#).unwrap();
         let body = format!(
             r#"{{"batch":[{{"type":"identify","anonymousId":"a","traits":{{"email":" Ada@Example.com","phone":"+44 20 7946 0000","plan":"gold"}},{GRANT}}}]}}"#
         );
@@ -836,7 +413,7 @@ mod tests {
 
     #[test]
     fn configured_identifier_types_come_from_traits_and_external_ids() {
-        let config = crate::core::config::compile_str(
+        let config = crate::core::rules::compile_str(
             r#"{"identity": {"identifiers": {"loyalty_id": {"limit": 1, "priority": 3}, "crm_id": {"limit": 2, "priority": 4}}}}"#,
         )
         .unwrap();
@@ -910,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_browser_s_identifiers_and_unproven_ids_are_claims_recorded_once_never_identities() {
-        let config = crate::core::config::compile_str(
+        let config = crate::core::rules::compile_str(
             r#"{"identity": {"identifiers": {"loyalty_id": {"limit": 1, "priority": 3}}}, "privacy": {"hashTraits": ["email"]}}"#,
         )
         .unwrap();

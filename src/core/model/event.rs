@@ -1,8 +1,8 @@
 //! The domain event: what the core knows about one thing a visitor did, independent of any wire format.
 
-use crate::core::identity::Identity;
-use crate::core::time::Millis;
-use crate::core::value::Value;
+use crate::core::base::time::Millis;
+use crate::core::base::value::Value;
+use crate::core::model::identity::Identity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -39,7 +39,7 @@ pub struct Event {
     /// `context.externalIds`: identifiers of other systems (CRM id, loyalty number).
     pub external_ids: Vec<Identity>,
     /// `context.identityToken`: the site backend's proof of `user_id`, checked and consumed by
-    /// `core::trust::vouch` before the event goes any further.
+    /// `core::model::trust::vouch` before the event goes any further.
     pub identity_token: Option<String>,
     /// Sent by a browser source: its identifier traits and external ids are claims, recorded on the profile as
     /// unverified and never made identities (nothing proves them; only the user id has a token).

@@ -4,7 +4,7 @@
 //! profile: its id is a digest of that identity, so that two first events for the same new visitor that
 //! arrive at once go to the same profile (and the same Durable Object) without any coordination.
 
-use crate::core::encoding::hex;
+use crate::core::base::encoding::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -4,149 +4,8 @@
 //! Everything here is pure: the edge (`edge::delivery`) does the fetching and hands chunks in and out, so the
 //! rules and the rewriter are tested natively, split at every byte if need be.
 
-use crate::core::time::Millis;
-
 /// The attribute that marks a slot in a page: `<div data-edgecdp-slot="hero">`.
 pub const SLOT_ATTRIBUTE: &str = "data-edgecdp-slot";
-
-/// The compiled `delivery` section: the site's origin, the paths the Worker proxies to it, and how long it waits
-/// for the origin's answer to begin.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Delivery {
-    /// `scheme://host[:port]`, lower case, no path.
-    pub origin: String,
-    pub paths: Vec<PathPattern>,
-    /// Milliseconds to wait for the origin's status and headers (`delivery.timeout`, default
-    /// `DEFAULT_ORIGIN_TIMEOUT`); then the visitor gets a 504 rather than a request that hangs. The body streams
-    /// without a limit once it has begun.
-    pub timeout: Millis,
-}
-
-/// `delivery.timeout` when the configuration does not say: 10 seconds.
-pub const DEFAULT_ORIGIN_TIMEOUT: Millis = 10_000;
-/// The longest `delivery.timeout` allowed: a minute.
-pub const MAX_ORIGIN_TIMEOUT: Millis = 60_000;
-
-impl Delivery {
-    /// Whether the Worker proxies a request for `path` (the URL's path, as the Worker received it).
-    pub fn proxies(&self, path: &str) -> bool {
-        self.paths.iter().any(|p| p.matches(path))
-    }
-
-    /// The origin's URL for a request's path and query: same path, same query, the configured origin.
-    pub fn upstream_url(&self, path: &str, query: Option<&str>) -> String {
-        match query {
-            Some(q) => format!("{}{path}?{q}", self.origin),
-            None => format!("{}{path}", self.origin),
-        }
-    }
-}
-
-/// A `delivery.paths` entry: `/about` matches that path only; `/shop/*` matches `/shop` and everything under
-/// `/shop/`; `/*` matches every path.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PathPattern {
-    Exact(String),
-    /// The directory, without its trailing slash (empty for `/*`).
-    Under(String),
-}
-
-impl PathPattern {
-    /// Parses a pattern, or explains what is wrong with it.
-    pub fn parse(s: &str) -> Result<PathPattern, &'static str> {
-        if !s.starts_with('/') {
-            return Err("a path starts with \"/\", for example \"/shop/*\"");
-        }
-        if s.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'?' | b'#' | b'\\'))
-            || !s.is_ascii()
-        {
-            return Err(
-                "a path has no spaces, query, fragment, backslash or non-ASCII characters (percent-encode them)",
-            );
-        }
-        let (base, under) = match s.strip_suffix("/*") {
-            Some(base) => (base, true),
-            None => (s, false),
-        };
-        if base.contains('*') {
-            return Err("\"*\" is only allowed as the last segment: \"/shop/*\"");
-        }
-        if base.split('/').any(|seg| seg == "." || seg == "..") {
-            return Err("a path has no \".\" or \"..\" segments");
-        }
-        if base == "/v1" || base.starts_with("/v1/") || base == "/healthz" {
-            return Err("/v1/* and /healthz are the Worker's own API and are never proxied");
-        }
-        Ok(if under { PathPattern::Under(base.to_string()) } else { PathPattern::Exact(base.to_string()) })
-    }
-
-    pub fn matches(&self, path: &str) -> bool {
-        match self {
-            PathPattern::Exact(p) => path == p,
-            PathPattern::Under(dir) => {
-                path.strip_prefix(dir.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            }
-        }
-    }
-}
-
-/// Checks and normalizes `delivery.origin`: `http` or `https`, a host and an optional port, and nothing else
-/// (no path, query, fragment or user name), so that the request's path can only ever be appended to it.
-pub fn parse_origin(s: &str) -> Result<String, &'static str> {
-    const SHAPE: &str = "expected an origin such as \"https://www.example.com\" (http or https, a host and an \
-                         optional port; no path, query or user name)";
-    let lower = s.to_ascii_lowercase();
-    let (scheme, authority) = if let Some(rest) = lower.strip_prefix("https://") {
-        ("https", rest)
-    } else if let Some(rest) = lower.strip_prefix("http://") {
-        ("http", rest)
-    } else {
-        return Err(SHAPE);
-    };
-    if authority.is_empty()
-        || !authority.is_ascii()
-        || authority.bytes().any(|b| {
-            b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\' | b'%')
-        })
-    {
-        return Err(SHAPE);
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (addr, after) = v6.split_once(']').ok_or(SHAPE)?;
-        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-            return Err(SHAPE);
-        }
-        match after {
-            "" => (authority, None),
-            p => (&authority[..authority.len() - p.len()], Some(p.strip_prefix(':').ok_or(SHAPE)?)),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let host_ok = host.starts_with('[')
-        || (host
-            .split('.')
-            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
-    let port_ok = port.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 10
-            && p.bytes().all(|b| b.is_ascii_digit())
-            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
-    });
-    if !host_ok || !port_ok {
-        return Err(SHAPE);
-    }
-    // One spelling per address, as a URL parser writes it, so that comparing it with the Worker's own origin
-    // means something: `:08911` is port 8911, and a scheme's default port is left out.
-    let port = port.and_then(|p| p.parse::<u16>().ok()).filter(|&p| p != if scheme == "https" { 443 } else { 80 });
-    Ok(match port {
-        Some(p) => format!("{scheme}://{host}:{p}"),
-        None => format!("{scheme}://{host}"),
-    })
-}
 
 /// The request header that marks a request the Worker proxied to the origin. A request that arrives carrying it
 /// is the Worker calling itself (an origin that resolves to the Worker), and is never proxied again.
@@ -380,6 +239,7 @@ mod filler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::rules::delivery::*;
     use std::collections::BTreeMap;
 
     fn fill(slots: &[(&str, &str)], chunks: &[&[u8]]) -> Vec<u8> {

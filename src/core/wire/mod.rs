@@ -4,15 +4,15 @@
 //! path of the bad field, and the good events beside it are kept. Only a body that is not JSON at all, or
 //! not shaped like a batch, fails as a whole.
 
-use crate::core::config::Config;
-use crate::core::context::{country_code, Context, Device};
-use crate::core::decide::CONTROL;
-use crate::core::encoding::{base64_decode_lenient, hex};
-use crate::core::event::{Event, EventKind, PageContext};
-use crate::core::identity::Identity;
-use crate::core::json::{JsonKind, JsonView};
-use crate::core::profile::Impression;
-use crate::core::time::{parse_iso8601, push_padded, Millis};
+use crate::core::base::encoding::{base64_decode_lenient, hex};
+use crate::core::base::json::{JsonKind, JsonView};
+use crate::core::base::time::{parse_iso8601, push_padded, Millis};
+use crate::core::model::context::{country_code, Context, Device};
+use crate::core::model::event::{Event, EventKind, PageContext};
+use crate::core::model::identity::Identity;
+use crate::core::model::profile::Impression;
+use crate::core::rules::slots::CONTROL;
+use crate::core::rules::Config;
 #[cfg(feature = "batch")]
 use serde::Deserialize;
 #[cfg(feature = "batch")]
@@ -329,7 +329,8 @@ fn parse_raw_event(
         Some(id) => id,
         None => generated_message_id(text, index, fields.timestamp.or(sent_at).unwrap_or(received)),
     };
-    let object = fields.object.and_then(|o| o.as_object()).map(crate::core::value::map_from_json).unwrap_or_default();
+    let object =
+        fields.object.and_then(|o| o.as_object()).map(crate::core::base::value::map_from_json).unwrap_or_default();
     let kind = match fields.call {
         CallFields::Track { event } => EventKind::Track { event, properties: object },
         CallFields::Page { name } => EventKind::Page { name, properties: object },
@@ -1161,7 +1162,7 @@ mod tests {
 
     #[test]
     fn impressions_are_checked_against_the_configuration() {
-        let config = crate::core::config::compile_str(
+        let config = crate::core::rules::compile_str(
             r#"{"slots": {"hero": {"blocks": [
                 {"id": "capped", "cap": {"max": 1, "per": "1d"}, "html": "x"},
                 {"id": "exp", "experiment": {"id": "e1", "holdout": 10, "goal": {"event": "E", "within": "1d"}},

@@ -5,8 +5,8 @@
 //! `Permitted<Event>` and `decide` takes a `Permitted<&Profile>`, so a call path that skipped the check does
 //! not compile.
 
-use crate::core::event::Event;
-use crate::core::time::Millis;
+use crate::core::base::time::Millis;
+use crate::core::model::event::Event;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

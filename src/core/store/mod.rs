@@ -3,9 +3,12 @@
 //! storage or for the hop to the profile writer goes through here, so the codec can be replaced (bincode is
 //! unmaintained, RUSTSEC-2025-0141) by adding a version, without touching the rest.
 
-use crate::core::binread;
-use crate::core::config::Config;
-use crate::core::profile::{ApplyAnswer, ApplyRequest, Profile, Shown};
+pub mod summary;
+
+use crate::core::base::binread;
+use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::model::profile::{Profile, Shown};
+use crate::core::rules::Config;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Version 1 of the stored profile: bincode 2 (standard configuration, serde) of `v1::Profile`. Still read.
@@ -202,12 +205,12 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
 /// The version-1 layout, frozen: these types must not change, or version-1 bytes stop loading. Types that
 /// version 2 kept as they were (identities, trait entries, consent) are shared.
 mod v1 {
-    use crate::core::aggregate::Aggregates;
-    use crate::core::consent::ConsentState;
-    use crate::core::identity::Identity;
-    use crate::core::profile::{Computed, TraitEntry, SESSION_GAP};
-    use crate::core::time::Millis;
-    use crate::core::value::Value;
+    use crate::core::base::time::Millis;
+    use crate::core::base::value::Value;
+    use crate::core::model::aggregate::Aggregates;
+    use crate::core::model::consent::ConsentState;
+    use crate::core::model::identity::Identity;
+    use crate::core::model::profile::{Computed, TraitEntry, SESSION_GAP};
     use serde::Deserialize;
     use std::collections::{BTreeMap, VecDeque};
 
@@ -234,8 +237,8 @@ mod v1 {
     impl Profile {
         /// Version 1 kept no message ids in its history, no aggregates and no computed traits; they are rebuilt
         /// from the recent history it did keep (exact for what it held, which is all a v1 profile knew).
-        pub fn migrate(self) -> crate::core::profile::Profile {
-            let mut p = crate::core::profile::Profile::new(self.id, self.first_seen);
+        pub fn migrate(self) -> crate::core::model::profile::Profile {
+            let mut p = crate::core::model::profile::Profile::new(self.id, self.first_seen);
             p.identities = self.identities;
             p.traits = self.traits;
             p.counts = self.counts;
@@ -247,7 +250,7 @@ mod v1 {
             let mut computed = Computed::default();
             let mut previous: Option<Millis> = None;
             for r in self.recent {
-                let record = crate::core::profile::EventRecord {
+                let record = crate::core::model::profile::EventRecord {
                     at: r.at,
                     name: r.name,
                     message_id: String::new(),
@@ -286,8 +289,8 @@ pub fn decode_apply_answer(bytes: &[u8]) -> Result<ApplyAnswer, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::Config;
-    use crate::core::profile::apply_events;
+    use crate::core::engine::apply::apply_events;
+    use crate::core::rules::Config;
     use crate::core::wire::parse_batch;
 
     fn sample() -> Profile {
@@ -302,7 +305,7 @@ mod tests {
     #[test]
     fn profile_round_trips_with_a_version_byte() {
         let mut p = sample();
-        p.shown.record(&[crate::core::profile::Impression {
+        p.shown.record(&[crate::core::model::profile::Impression {
             block: "b".into(),
             variant: "a".into(),
             experiment: Some("x".into()),
@@ -351,7 +354,7 @@ mod tests {
     #[test]
     fn a_profile_written_by_version_1_loads_in_version_2() {
         // Bytes written by the version-1 codec (see the commit that added the file).
-        let bytes = include_bytes!("../../tests/fixtures/profile-v1.bin");
+        let bytes = include_bytes!("../../../tests/fixtures/profile-v1.bin");
         assert_eq!(bytes[0], PROFILE_V1);
         let p = decode_profile(bytes).expect("version 1 loads");
         assert_eq!(p.id, "p_v1fixture");
@@ -359,13 +362,15 @@ mod tests {
         assert_eq!(ids, vec!["anonymous_id:v1-visitor", "user_id:v1-user"]);
         assert_eq!(p.counts.get("Product Viewed"), Some(&1));
         assert_eq!(p.counts.get("identify"), Some(&1));
-        assert!(matches!(&p.traits["email"].value, crate::core::value::Value::String(h) if h.starts_with("sha256:")));
-        assert!(!p.consent.grants[&crate::core::consent::Purpose::Advertising].granted, "GPC refusal kept");
+        assert!(
+            matches!(&p.traits["email"].value, crate::core::base::value::Value::String(h) if h.starts_with("sha256:"))
+        );
+        assert!(!p.consent.grants[&crate::core::model::consent::Purpose::Advertising].granted, "GPC refusal kept");
         assert_eq!(p.recent.len(), 3);
         assert_eq!(p.seen_message_ids.iter().collect::<Vec<_>>(), vec!["v1-m1", "v1-m2", "v1-m3"]);
         // Rebuilt from the history: one session (three events within minutes), daily counts.
         assert_eq!(p.computed.sessions, 1);
-        let day = crate::core::aggregate::day_of(p.last_seen);
+        let day = crate::core::model::aggregate::day_of(p.last_seen);
         assert_eq!(p.aggregates.count("Product Viewed|category=bags", day, day), 1);
         // And it is written back in the current version.
         let again = encode_profile(&p);
@@ -382,7 +387,7 @@ mod tests {
         for i in 0..200 {
             p.traits.insert(
                 format!("t{i}"),
-                crate::core::profile::TraitEntry { value: crate::core::value::Value::Number(1.0), at: 0 },
+                crate::core::model::profile::TraitEntry { value: crate::core::base::value::Value::Number(1.0), at: 0 },
             );
         }
         assert!(encode_profile(&p).len() > MAX_PROFILE_BYTES);
@@ -418,8 +423,8 @@ mod tests {
 
     #[test]
     fn even_a_merge_of_two_full_profiles_is_stored_within_the_bound() {
-        use crate::core::profile::TraitEntry;
-        use crate::core::value::Value;
+        use crate::core::base::value::Value;
+        use crate::core::model::profile::TraitEntry;
         let mut p = sample();
         // Far more traits and counted names than a profile's budget lets in (twice the budgets still fit), and
         // refusal records with long values: the last resort must still bring it within the bound.
@@ -430,9 +435,9 @@ mod tests {
             p.counts.insert(format!("{i:03}{}", "n".repeat(100)), 1000 - i);
         }
         for i in 0..50 {
-            p.refused.push(crate::core::profile::RefusedIdentity {
+            p.refused.push(crate::core::model::profile::RefusedIdentity {
                 at: 0,
-                identity: crate::core::identity::Identity::new("email", &format!("{i}{}", "e".repeat(2_000))),
+                identity: crate::core::model::identity::Identity::new("email", &format!("{i}{}", "e".repeat(2_000))),
                 reason: "r".into(),
                 message_id: "m".into(),
             });

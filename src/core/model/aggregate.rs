@@ -2,9 +2,9 @@
 //! property value, over the last `DAYS` days. They answer "how many in the last 1, 7 or 30 days" exactly to the
 //! day for any traffic, in bounded space, after the capped recent history has let older events go.
 
-use crate::core::profile::EventRecord;
-use crate::core::time::{Millis, DAY};
-use crate::core::value::Value;
+use crate::core::base::time::{Millis, DAY};
+use crate::core::base::value::Value;
+use crate::core::model::profile::EventRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -7,16 +7,16 @@
 //! traits). `decide` on the summary equals `decide` on the full profile, which `tests/summary_props.rs` and the
 //! decision cases check.
 
-use crate::core::aggregate::DayCount;
-use crate::core::config::Config;
-use crate::core::consent::{Grant, Purpose};
-use crate::core::encoding::{base64_decode, base64_encode};
-use crate::core::identity::{Identity, USER_ID};
-use crate::core::profile::{Assignment, EventRecord, Profile, Shown, TraitEntry, MAX_RECENT_EVENTS};
-use crate::core::segment::{Condition, PropertyFilter, ScoreSource};
+use crate::core::base::encoding::{base64_decode, base64_encode};
+use crate::core::base::time::Millis;
+use crate::core::base::value::Value;
+use crate::core::model::aggregate::DayCount;
+use crate::core::model::consent::{Grant, Purpose};
+use crate::core::model::identity::{Identity, USER_ID};
+use crate::core::model::profile::{Assignment, EventRecord, Profile, Shown, TraitEntry, MAX_RECENT_EVENTS};
+use crate::core::rules::segment::{Condition, PropertyFilter, ScoreSource};
+use crate::core::rules::Config;
 use crate::core::store::{self, CodecError, SUMMARY_V1};
-use crate::core::time::Millis;
-use crate::core::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -110,7 +110,8 @@ impl Profile {
         for name in &reads.traits {
             if let Some(t) = self.traits.get(name) {
                 // When a trait was set is never read by a decision.
-                out.traits.insert(name.clone(), crate::core::profile::TraitEntry { value: t.value.clone(), at: 0 });
+                out.traits
+                    .insert(name.clone(), crate::core::model::profile::TraitEntry { value: t.value.clone(), at: 0 });
             }
         }
         let kept = self.recent.iter().filter_map(|r| {
@@ -155,7 +156,7 @@ impl Profile {
                 if let Some(e) = &block.experiment {
                     if let Some(a) = self.shown.experiments.get(&e.id) {
                         // Conversions are counted at the edge; a decision only reads the variant.
-                        let a = crate::core::profile::Assignment { converted_at: None, ..a.clone() };
+                        let a = crate::core::model::profile::Assignment { converted_at: None, ..a.clone() };
                         shown.experiments.insert(e.id.clone(), a);
                     }
                 }
@@ -243,8 +244,8 @@ mod tests {
 
     #[test]
     fn device_rules_carry_decisions_and_nothing_of_the_edge() {
-        use crate::core::config::compile_str;
-        use crate::core::consent::Model;
+        use crate::core::model::consent::Model;
+        use crate::core::rules::compile_str;
         let config = compile_str(
             r#"{
               "sources": [{"id": "shop-web", "writeKey": "wk_secret_4711", "origins": ["https://shop.example"]}],

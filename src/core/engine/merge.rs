@@ -4,15 +4,17 @@
 //! Every merge is recorded on the survivor (when, by which event, what it brought), and the latest merges keep
 //! what a split needs, so a profile can say why it holds an identity and an administrator can undo a merge.
 
-use crate::core::config::{Config, IdentityRules};
-use crate::core::consent::{ConsentChange, MAX_CONSENT_HISTORY};
-use crate::core::event::{Event, EventKind};
-use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::profile::{
-    budget, ApplyRequest, Link, MergeRecord, Outcome, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS,
-    MAX_REFUSED, MAX_SEEN_MESSAGE_IDS, MAX_SPLITTABLE_MERGES,
+use crate::core::base::time::Millis;
+use crate::core::engine::apply::{ApplyRequest, Link};
+use crate::core::model::consent::{ConsentChange, MAX_CONSENT_HISTORY};
+use crate::core::model::event::{Event, EventKind};
+use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::profile::{
+    budget, MergeRecord, Outcome, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS, MAX_REFUSED,
+    MAX_SEEN_MESSAGE_IDS, MAX_SPLITTABLE_MERGES,
 };
-use crate::core::time::Millis;
+use crate::core::rules::identity::IdentityRules;
+use crate::core::rules::Config;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Limit and priority for identifier types the configuration does not name.
@@ -53,7 +55,7 @@ impl Profile {
         }
     }
 
-    /// Records an identity claim that was not believed (`core::trust`), once per identity: a visitor repeating
+    /// Records an identity claim that was not believed (`core::model::trust`), once per identity: a visitor repeating
     /// the claim does not push older refusals out.
     pub fn refuse_claim(&mut self, identity: Identity, code: &str, at: Millis, message_id: &str) {
         if !self.refused.iter().any(|r| r.identity == identity) {
@@ -520,9 +522,9 @@ pub fn split(survivor: &mut Profile, absorbed_id: &str) -> Result<Profile, Split
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::{compile_str, Config};
-    use crate::core::profile::{apply_events, ApplyRequest};
-    use crate::core::value::Value;
+    use crate::core::base::value::Value;
+    use crate::core::engine::apply::{apply_events, ApplyRequest};
+    use crate::core::rules::{compile_str, Config};
     use crate::core::wire::parse_batch;
 
     const NOW: Millis = 1_795_344_600_000;
@@ -544,7 +546,7 @@ mod tests {
     fn a_request_writes_a_bounded_number_of_profiles_and_known_ones_are_always_kept() {
         let one = |a: String, u: Option<&str>| {
             let kind = EventKind::Identify { traits: Default::default() };
-            crate::core::event::Event::new("m".into(), Some(a), u.map(String::from), NOW, kind)
+            crate::core::model::event::Event::new("m".into(), Some(a), u.map(String::from), NOW, kind)
         };
         let mut events: Vec<_> = (0..MAX_PROFILES_PER_REQUEST + 5).map(|i| one(format!("a{i}"), None)).collect();
         events.push(one("a0".into(), None));
@@ -619,14 +621,14 @@ mod tests {
         assert_eq!(user.traits["city"].value, Value::String("Lyon".into()));
         let ids: Vec<&str> = user.recent.iter().map(|r| r.message_id.as_str()).collect();
         assert_eq!(ids, vec!["a1", "a2", "a3", "b1", "b2"], "history united and in time order");
-        assert_eq!(user.first_seen, crate::core::time::parse_iso8601("2026-11-20T08:00:00Z").unwrap());
+        assert_eq!(user.first_seen, crate::core::base::time::parse_iso8601("2026-11-20T08:00:00Z").unwrap());
         assert_eq!(user.computed.sessions, 2);
         assert_eq!(user.merges.len(), 1);
         assert_eq!(
             (user.merges[0].absorbed_id.as_str(), user.merges[0].message_id.as_str()),
             ("p_phone", "m-identify")
         );
-        let day = crate::core::aggregate::day_of(NOW);
+        let day = crate::core::model::aggregate::day_of(NOW);
         assert_eq!(user.aggregates.count("Product Viewed|category=bags", day - 7, day), 2);
     }
 

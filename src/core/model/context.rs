@@ -2,9 +2,9 @@
 //! country, device class and local time. The shells gather it (the edge from the request, the browser from the
 //! page); the core only reads it, so both reach the same answer for the same context.
 
-use crate::core::encoding::percent_decode_query;
-use crate::core::event::PageContext;
-use crate::core::time::{Millis, HOUR};
+use crate::core::base::encoding::percent_decode_query;
+use crate::core::base::time::{Millis, HOUR};
+use crate::core::model::event::PageContext;
 use serde::{Deserialize, Serialize};
 
 /// A coarse device class, from the User-Agent.

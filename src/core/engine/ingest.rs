@@ -10,13 +10,16 @@
 //!    id (`Batch::refuse_by_message_id`).
 //! 5. `Batch::finish`: the rejections and the unverified claims, each with its index, code and JSON path.
 
-use crate::core::config::{Config, Source, SourceKind};
-use crate::core::consent::Purpose;
-use crate::core::event::Event;
-use crate::core::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::merge::{identities_to_resolve, is_junk, over_profile_budget, plan, Group, MAX_PROFILES_PER_REQUEST};
-use crate::core::time::Millis;
-use crate::core::trust::{vouch, RefusedClaim};
+use crate::core::base::time::Millis;
+use crate::core::engine::merge::{
+    identities_to_resolve, is_junk, over_profile_budget, plan, Group, MAX_PROFILES_PER_REQUEST,
+};
+use crate::core::model::consent::Purpose;
+use crate::core::model::event::Event;
+use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::trust::{vouch, RefusedClaim};
+use crate::core::rules::sources::{Source, SourceKind};
+use crate::core::rules::Config;
 use crate::core::wire::{Parsed, Rejection};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -221,8 +224,8 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::compile_str;
-    use crate::core::trust::make_identity_token;
+    use crate::core::model::trust::make_identity_token;
+    use crate::core::rules::compile_str;
     use crate::core::wire::{parse_batch, parse_single, CallType};
 
     const NOW: Millis = 1_795_344_600_000;

@@ -1,151 +1,20 @@
-//! Compiled segment conditions and their evaluation against a profile at a given time.
+//! Evaluation: segment conditions, scores and computed traits against a profile, a request context and a time.
 //!
 //! Evaluation never fails and allocates nothing: every check that can fail happened when the configuration
-//! was compiled (see `config`).
+//! was compiled (`rules`).
 
-use crate::core::aggregate::{day_of, series_key, DAYS};
-use crate::core::consent::Purpose;
-use crate::core::context::{glob_matches, Context, Device};
-use crate::core::profile::{EventRecord, Profile, MAX_RECENT_EVENTS};
-use crate::core::time::{Millis, DAY};
-use crate::core::value::Value;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-
-/// A numeric comparison, as written in `count` (`{"gte": 2}`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Cmp {
-    Eq(f64),
-    Ne(f64),
-    Lt(f64),
-    Lte(f64),
-    Gt(f64),
-    Gte(f64),
-}
-
-impl Cmp {
-    pub fn holds(self, x: f64) -> bool {
-        match self {
-            Cmp::Eq(n) => x == n,
-            Cmp::Ne(n) => x != n,
-            Cmp::Lt(n) => x < n,
-            Cmp::Lte(n) => x <= n,
-            Cmp::Gt(n) => x > n,
-            Cmp::Gte(n) => x >= n,
-        }
-    }
-}
-
-/// A test on one trait.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum TraitTest {
-    Eq(Value),
-    Ne(Value),
-    Num(Cmp),
-    In(Vec<Value>),
-    /// Substring of a string trait, or member of a list trait.
-    Contains(Value),
-    Exists(bool),
-}
-
-/// A property filter on counted events: the property must equal one of the values.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PropertyFilter {
-    pub property: String,
-    pub any_of: Vec<Value>,
-}
-
-impl PropertyFilter {
-    pub fn matches(&self, props: &BTreeMap<String, Value>) -> bool {
-        props.get(&self.property).is_some_and(|v| self.any_of.iter().any(|w| v.loosely_equals(w)))
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Condition {
-    /// Always true: an audience of everyone.
-    Everyone,
-    /// How many `event`s matching `filters` happened within `window` before now (all time when `None`).
-    EventCount {
-        event: String,
-        filters: Vec<PropertyFilter>,
-        count: Vec<Cmp>,
-        window: Option<Millis>,
-        /// The daily aggregate series that count these events (`series_for`), computed once at compile time.
-        series: Option<Vec<String>>,
-    },
-    /// No event at all for at least this long (`{"inactiveFor": "30d"}`).
-    InactiveFor(Millis),
-    Identified(bool),
-    Trait {
-        name: String,
-        test: TraitTest,
-    },
-    Consent(Purpose),
-    /// The page path matches one of these globs (`/shop/*`).
-    Page(Vec<String>),
-    /// The referrer's host matches one of these globs (`*.google.*`).
-    Referrer(Vec<String>),
-    /// A campaign parameter of the page URL (`utm_campaign`) matches one of these globs.
-    Utm {
-        param: String,
-        any_of: Vec<String>,
-    },
-    Country(Vec<String>),
-    Device(Vec<Device>),
-    /// The visitor's local hour, 0 to 23.
-    LocalHour(Vec<Cmp>),
-    /// A score (by its index in `Config::scores`) compared with numbers: `{"score": "intent", "gte": 30}`.
-    Score {
-        index: usize,
-        cmps: Vec<Cmp>,
-    },
-    /// Membership of another segment, by its index in `Config::segments`.
-    Segment(usize),
-    All(Vec<Condition>),
-    Any(Vec<Condition>),
-    Not(Box<Condition>),
-}
-
-/// A named event count over a window, from the configuration's `computedTraits`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ComputedTrait {
-    pub id: String,
-    pub event: String,
-    pub filters: Vec<PropertyFilter>,
-    pub window: Option<Millis>,
-    pub series: Option<Vec<String>>,
-}
+use crate::core::base::time::{Millis, DAY};
+use crate::core::base::value::Value;
+use crate::core::model::aggregate::{day_of, DAYS};
+use crate::core::model::consent::Purpose;
+use crate::core::model::context::{glob_matches, Context};
+use crate::core::model::profile::{EventRecord, Profile, MAX_RECENT_EVENTS};
+use crate::core::rules::segment::*;
 
 impl ComputedTrait {
     pub fn value(&self, profile: &Profile, now: Millis) -> u64 {
         count_events(profile, &self.event, &self.filters, self.series.as_deref(), self.window, now)
     }
-}
-
-/// What earns a score its points.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum ScoreSource {
-    /// Each matching event, its points decayed by its age.
-    Event { event: String, filters: Vec<PropertyFilter>, series: Option<Vec<String>> },
-    /// A condition on the profile or the request that holds now (no decay). It cannot name segments or
-    /// scores, which keeps scores free of cycles.
-    When(Condition),
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScoreRule {
-    pub source: ScoreSource,
-    pub points: f64,
-}
-
-/// A rule-based scoring plan (`scores` in the configuration): "purchase intent", "churn risk".
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Score {
-    pub id: String,
-    /// Points of an event halve every `half_life`; `None` keeps them whole.
-    pub half_life: Option<Millis>,
-    pub rules: Vec<ScoreRule>,
 }
 
 impl Score {
@@ -171,13 +40,6 @@ impl Score {
         }
         (total * 100.0).round() / 100.0
     }
-}
-
-/// One compiled segment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Segment {
-    pub id: String,
-    pub when: Condition,
 }
 
 /// Everything a condition reads: the profile, the request context, the time and the profile's scores (indexed
@@ -208,17 +70,6 @@ fn history_covers(profile: &Profile, since: Option<Millis>) -> bool {
 
 fn matches(r: &EventRecord, event: &str, filters: &[PropertyFilter]) -> bool {
     r.name == *event && filters.iter().all(|f| f.matches(&r.props))
-}
-
-/// The daily aggregate series that count `event` with `filters`, when there are such series (no filter, or one
-/// whose values can key a series).
-pub fn series_for(event: &str, filters: &[PropertyFilter]) -> Option<Vec<String>> {
-    let keys: Vec<String> = match filters {
-        [] => series_key(event, None).into_iter().collect(),
-        [f] => f.any_of.iter().filter_map(|v| series_key(event, Some((&f.property, v)))).collect(),
-        _ => return None,
-    };
-    (keys.len() == filters.first().map_or(1, |f| f.any_of.len())).then_some(keys)
 }
 
 /// How many `event`s matching `filters` happened in `window` before `now`. The recent history gives exact times;
@@ -327,9 +178,9 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::Config;
-    use crate::core::profile::{apply_events, ApplyRequest};
-    use crate::core::time::{DAY, HOUR};
+    use crate::core::base::time::{DAY, HOUR};
+    use crate::core::engine::apply::{apply_events, ApplyRequest};
+    use crate::core::rules::Config;
     use crate::core::wire::parse_batch;
 
     #[test]
@@ -340,13 +191,13 @@ mod tests {
         for i in 0..20 {
             events.push(format!(
                 r#"{{"type":"track","event":"Product Viewed","anonymousId":"a","messageId":"b{i}","timestamp":"{}","properties":{{"category":"bags"}},"context":{{"consent":{{"categoryPreferences":{{"analytics":true}}}}}}}}"#,
-                crate::core::time::format_iso8601(now - 3 * DAY - i * HOUR)
+                crate::core::base::time::format_iso8601(now - 3 * DAY - i * HOUR)
             ));
         }
         for i in 0..(MAX_RECENT_EVENTS + 50) {
             events.push(format!(
                 r#"{{"type":"page","anonymousId":"a","messageId":"p{i}","timestamp":"{}"}}"#,
-                crate::core::time::format_iso8601(now - DAY - i as i64 * 1000)
+                crate::core::base::time::format_iso8601(now - DAY - i as i64 * 1000)
             ));
         }
         let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));

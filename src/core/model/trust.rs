@@ -7,10 +7,10 @@
 //! proven earlier). Everything else it claims (an unproven user id, identifier traits, external ids, an alias of
 //! another id) is kept only as an unverified claim on its own anonymous profile, never linked or indexed.
 
-use crate::core::encoding::{base64url_decode, base64url_encode, hex};
-use crate::core::event::{Event, EventKind};
-use crate::core::identity::{constant_time_eq, hmac_sha256, Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::time::Millis;
+use crate::core::base::encoding::{base64url_decode, base64url_encode, hex};
+use crate::core::base::time::Millis;
+use crate::core::model::event::{Event, EventKind};
+use crate::core::model::identity::{constant_time_eq, hmac_sha256, Identity, ANONYMOUS_ID, USER_ID};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -239,7 +239,7 @@ pub fn vouch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::Event;
+    use crate::core::model::event::Event;
 
     const SECRET: &[u8] = b"a shared identity secret, 32 bytes";
     const NOW: Millis = 1_780_000_000_000;

@@ -1,78 +1,16 @@
 //! Decisions: which block (and variant) each slot shows to a visitor, filled from its template
-//! (`core::template`), with frequency caps and experiments.
+//! (`core::rules::template`), with frequency caps and experiments.
 
-use crate::core::config::Config;
-use crate::core::consent::Permitted;
-use crate::core::context::Context;
-use crate::core::profile::{Impression, Profile};
-use crate::core::segment::{evaluate_all, Condition, Facts, PropertyFilter};
-use crate::core::template::Template;
-use crate::core::time::Millis;
-use serde::{Deserialize, Serialize};
+use crate::core::base::time::Millis;
+use crate::core::engine::evaluate::{evaluate_all, Facts};
+use crate::core::model::consent::Permitted;
+use crate::core::model::context::Context;
+use crate::core::model::profile::{Impression, Profile};
+use crate::core::rules::segment::Condition;
+use crate::core::rules::slots::{Block, Variant, CONTROL};
+use crate::core::rules::Config;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Variant {
-    pub id: String,
-    pub weight: u32,
-    pub html: Template,
-}
-
-/// A frequency cap ("at most `max` impressions per `per`"), counted from the impressions recorded on the
-/// profile.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Cap {
-    pub max: u32,
-    pub per: Millis,
-}
-
-/// The variant id of an experiment's holdout, which is shown the slot's fallback.
-pub const CONTROL: &str = "control";
-
-/// What counts as a conversion: a `event` matching `filters` within `within` after first exposure.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Goal {
-    pub event: String,
-    pub filters: Vec<PropertyFilter>,
-    pub within: Millis,
-}
-
-/// An experiment over a block's variants.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Experiment {
-    pub id: String,
-    /// The percentage of visitors (0 to 99) held out: they see the fallback, as variant `control`.
-    pub holdout: u32,
-    pub goal: Goal,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Block {
-    pub id: String,
-    pub audience: Condition,
-    pub priority: i64,
-    pub start: Option<Millis>,
-    pub end: Option<Millis>,
-    pub cap: Option<Cap>,
-    /// Never empty; weights sum to more than zero.
-    pub variants: Vec<Variant>,
-    pub experiment: Option<Experiment>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Slot {
-    pub fallback: Template,
-    /// Highest priority first; equal priorities keep configuration order.
-    pub blocks: Vec<Block>,
-}
-
-impl Config {
-    /// The experiment with this id, wherever its block is.
-    pub fn experiment(&self, id: &str) -> Option<&Experiment> {
-        self.slots.values().flat_map(|s| &s.blocks).filter_map(|b| b.experiment.as_ref()).find(|e| e.id == id)
-    }
-}
 
 /// What one slot shows.
 #[derive(Clone, Debug, PartialEq)]

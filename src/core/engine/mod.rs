@@ -1,0 +1,10 @@
+//! Layer 5, the engine: what happens to events and profiles under a configuration. Ingest (a batch on its way
+//! to the writers), merge (identity resolution), apply (one profile's write), evaluate (segments, scores,
+//! computed traits), decide (slots) and the streaming slot filler of edge delivery.
+
+pub mod apply;
+pub mod decide;
+pub mod delivery;
+pub mod evaluate;
+pub mod ingest;
+pub mod merge;

@@ -1,0 +1,12 @@
+//! Layer 2, the model: events, identities, consent, request context and the profile with what it holds. Reads
+//! no configuration: what a rule decides comes in as plain values.
+
+pub mod aggregate;
+pub mod consent;
+pub mod context;
+pub mod event;
+pub mod history;
+pub mod identity;
+pub mod profile;
+pub mod shown;
+pub mod trust;
