@@ -80,3 +80,63 @@ fn the_checks_above_can_fail() {
     assert_eq!(forbidden_in("let t = std::time::SystemTime::now(); // not Date::now"), ["SystemTime"]);
     assert!(forbidden_in("/// reads no js_sys").is_empty());
 }
+
+/// The core's folders, in dependency order (ARCHITECTURE.md, "Code map"): each may import from itself and from
+/// those before it, never from one after it. This is what keeps the compiled configuration out of the model.
+const LAYERS: [&str; 6] = ["base", "model", "rules", "wire", "engine", "store"];
+
+/// The core folders a line of code imports from or names (`crate::core::<folder>`), outside its comment.
+fn layers_named(line: &str) -> Vec<&str> {
+    let code = line.split("//").next().unwrap_or("");
+    code.match_indices("crate::core::")
+        .filter_map(|(i, m)| {
+            let rest = &code[i + m.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            Some(&rest[..end]).filter(|s| !s.is_empty())
+        })
+        .collect()
+}
+
+/// The import that breaks the order, if this line of `own`'s code has one.
+fn upward_import<'l>(own: &str, line: &'l str) -> Option<&'l str> {
+    let rank = |l: &str| LAYERS.iter().position(|x| *x == l);
+    let own = rank(own)?;
+    layers_named(line).into_iter().find(|l| rank(l).is_none_or(|r| r > own))
+}
+
+#[test]
+fn each_core_folder_imports_only_from_those_before_it() {
+    let mut found = Vec::new();
+    let core = root().join("src/core");
+    for layer in LAYERS {
+        for file in rust_files(&core.join(layer)) {
+            let text = fs::read_to_string(&file).expect("readable source");
+            // Unit tests may build their inputs with any layer (a wire body parsed for a model test).
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (n, line) in code.lines().enumerate() {
+                if let Some(to) = upward_import(layer, line) {
+                    let at = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+                    found.push(format!("{at}:{}: {layer} imports from {to}", n + 1));
+                }
+            }
+        }
+    }
+    // Every folder of the core is a layer: a new folder must take its place in the order.
+    for entry in fs::read_dir(&core).expect("src/core") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if path.is_dir() && !LAYERS.contains(&name.as_str()) {
+            found.push(format!("src/core/{name}: a folder that is not in LAYERS"));
+        }
+    }
+    assert!(found.is_empty(), "the core's layers are out of order:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_layer_check_can_fail() {
+    assert_eq!(upward_import("model", "use crate::core::rules::Config;"), Some("rules"));
+    assert_eq!(upward_import("engine", "use crate::core::store::encode;"), Some("store"));
+    assert_eq!(upward_import("rules", "use crate::core::model::profile::Profile; // not crate::core::engine"), None);
+    assert_eq!(upward_import("wire", "let x = crate::core::base::time::DAY;"), None);
+    assert_eq!(upward_import("base", "use crate::core::nowhere::X;"), Some("nowhere"));
+}
