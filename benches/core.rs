@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
 use edgecdp::core::model::consent::RequestSignals;
 use edgecdp::core::rules::compile_str;
-use edgecdp::core::wire::parse_batch;
+use edgecdp::core::wire::events::parse_batch;
 use std::hint::black_box;
 
 const NOW: i64 = 1_795_344_600_000;

@@ -2,7 +2,7 @@
 //! requests (the decide module) with the edge's wire rules, without a JSON parser in its Wasm.
 //!
 //! The values it reads come from `JSON.parse`: plain objects, arrays and primitives, with no `undefined`,
-//! functions or prototypes of interest. `core::wire::check_event` refuses first the text `JSON.parse` would
+//! functions or prototypes of interest. `core::wire::events::check_event` refuses first the text `JSON.parse` would
 //! read differently from the edge's parser.
 
 use crate::core::base::json::{JsonKind, JsonView};

@@ -13,7 +13,7 @@ use edgecdp::core::model::event::PageContext;
 use edgecdp::core::model::profile::{Impression, Profile};
 use edgecdp::core::rules::{compile_str, Config};
 use edgecdp::core::store::{self, summary};
-use edgecdp::core::wire::parse_batch;
+use edgecdp::core::wire::events::parse_batch;
 use proptest::prelude::*;
 
 const NOW: i64 = 1_795_344_600_000;

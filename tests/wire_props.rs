@@ -9,9 +9,10 @@
 //! the edge's parser, as JavaScript does.
 
 use edgecdp::core::base::json::{JsonKind, JsonView};
-use edgecdp::core::wire::{
-    check_event, parse_batch, parse_decide, parse_single, write_key_from_basic_auth, BodyError, CallType,
-};
+use edgecdp::core::wire::auth::write_key_from_basic_auth;
+use edgecdp::core::wire::decide::parse_decide;
+use edgecdp::core::wire::events::{check_event, parse_batch, parse_single, CallType};
+use edgecdp::core::wire::BodyError;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -264,7 +265,7 @@ fn browser_outcome(text: &str, call: CallType) -> Outcome {
 /// What the edge says of the same event sent alone to the call's endpoint, and as the only event of a batch
 /// (with its path inside the batch made relative again). A body the edge cannot read counts as `invalid_json`.
 fn edge_outcomes(text: &str, call: CallType) -> (Outcome, Outcome) {
-    let outcome = |parsed: Result<edgecdp::core::wire::Parsed, BodyError>, prefix: &str| match parsed {
+    let outcome = |parsed: Result<edgecdp::core::wire::events::Parsed, BodyError>, prefix: &str| match parsed {
         Ok(p) => p.rejected.first().map(|r| {
             let path = r.path.strip_prefix(prefix).unwrap_or(&r.path);
             (r.code.to_string(), path.trim_start_matches('.').to_string())
@@ -411,13 +412,13 @@ fn the_device_reads_decide_requests_as_the_edge_does() {
     for body in bodies {
         let v: Value = serde_json::from_str(body).expect("test bodies are JSON");
         let js = JsLike::from_json(&v);
-        let edge = edgecdp::core::wire::parse_decide(body.as_bytes());
-        let device = edgecdp::core::wire::decide_request(&js);
+        let edge = edgecdp::core::wire::decide::parse_decide(body.as_bytes());
+        let device = edgecdp::core::wire::decide::decide_request(&js);
         assert_eq!(device, edge, "{body}");
     }
     // The second body is read in full.
     let v: Value = serde_json::from_str(bodies[1]).unwrap();
-    let r = edgecdp::core::wire::decide_request(&JsLike::from_json(&v)).expect("valid");
+    let r = edgecdp::core::wire::decide::decide_request(&JsLike::from_json(&v)).expect("valid");
     assert_eq!(
         (r.country.as_deref(), r.utc_offset_minutes, r.user_id.as_deref()),
         (Some("DE"), Some(-300), Some("42"))

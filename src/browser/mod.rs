@@ -8,13 +8,14 @@
 //! Every byte of this module's Wasm is downloaded by each consenting visitor, so it stays lean on purpose:
 //! JavaScript values cross as `JSON.stringify` text (the same text the SDK would send) instead of going
 //! through serde, and events are written as JSON text by hand. The text is then checked by
-//! `core::wire::check_event`, the edge's own per-event rules, reading it through `JSON.parse` (`json.rs`):
+//! `core::wire::events::check_event`, the edge's own per-event rules, reading it through `JSON.parse` (`json.rs`):
 //! no JSON parser is linked into this Wasm.
 
 use crate::core::base::json::{JsonKind, JsonView};
 use crate::core::base::time::format_iso8601;
 use crate::core::model::consent::{ConsentPolicy, Purpose, RequestSignals};
-use crate::core::wire::{char_count, check_event, parser_refuses, CallType, Rejection, MAX_ID_CHARS};
+use crate::core::wire::events::{char_count, check_event, parser_refuses, CallType};
+use crate::core::wire::{Rejection, MAX_ID_CHARS};
 use std::collections::VecDeque;
 use wasm_bindgen::prelude::*;
 

@@ -15,7 +15,8 @@ use crate::core::model::profile::{Impression, Profile};
 use crate::core::rules::Config;
 use crate::core::store;
 use crate::core::store::summary;
-use crate::core::wire::{decide_request, BodyError};
+use crate::core::wire::decide::decide_request;
+use crate::core::wire::BodyError;
 use js_sys::{Error, Reflect};
 use wasm_bindgen::prelude::*;
 

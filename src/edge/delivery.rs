@@ -18,7 +18,7 @@ use crate::core::model::event::PageContext;
 use crate::core::model::profile::Profile;
 use crate::core::rules::delivery::Delivery;
 use crate::core::rules::Config;
-use crate::core::wire::DecideRequest;
+use crate::core::wire::decide::DecideRequest;
 use futures_util::future::Either;
 use futures_util::{stream, Stream, StreamExt};
 use std::collections::BTreeSet;

@@ -29,7 +29,9 @@ use crate::core::rules::sources::seal_server_keys;
 use crate::core::rules::{compile_str, Config};
 use crate::core::store::summary;
 use crate::core::store::{decode_apply_answer, encode_apply};
-use crate::core::wire::{self, BodyError, CallType, DecideRequest, MAX_BATCH_BYTES};
+use crate::core::wire::decide::DecideRequest;
+use crate::core::wire::events::CallType;
+use crate::core::wire::{self, BodyError, MAX_BATCH_BYTES};
 use http::{json_response, require_admin, with_cors, ApiError, ApiResult};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -209,13 +211,13 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
     let received = now();
     let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
     let parsed = match call {
-        None => wire::parse_batch(&bytes, received),
-        Some(call) => wire::parse_single(&bytes, call, received),
+        None => wire::events::parse_batch(&bytes, received),
+        Some(call) => wire::events::parse_single(&bytes, call, received),
     }
     .map_err(ApiError::Body)?;
     let (_, config) = kv::config(env).await?;
 
-    let header_key = req.headers().get("authorization")?.and_then(|h| wire::write_key_from_basic_auth(&h));
+    let header_key = req.headers().get("authorization")?.and_then(|h| wire::auth::write_key_from_basic_auth(&h));
     let key = header_key.or(parsed.write_key.clone()).ok_or(ApiError::Unauthorized {
         code: "missing_write_key",
         message: "send the write key as the Basic auth user name or as writeKey in the body",
@@ -330,7 +332,7 @@ async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResu
 
 async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
     let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
-    let request = wire::parse_decide(&bytes).map_err(ApiError::Body)?;
+    let request = wire::decide::parse_decide(&bytes).map_err(ApiError::Body)?;
     answer_decision(&req, env, request).await
 }
 
@@ -373,8 +375,9 @@ fn caller(
     consent: &mut Option<BTreeMap<String, bool>>,
 ) -> Result<Option<String>, ApiError> {
     let authorization = req.headers().get("authorization")?.unwrap_or_default();
-    let key =
-        http::bearer(&authorization).map(String::from).or_else(|| wire::write_key_from_basic_auth(&authorization));
+    let key = http::bearer(&authorization)
+        .map(String::from)
+        .or_else(|| wire::auth::write_key_from_basic_auth(&authorization));
     let server = key.as_deref().and_then(|k| config.authenticate(k)).filter(|s| s.is_server());
     let credentialed = server.is_some() || http::carries_admin_token(env, &authorization);
     if credentialed && origin(req).is_some() {
@@ -564,7 +567,7 @@ async fn impressions_post(mut req: Request, env: &Env) -> ApiResult {
     let (_, config) = kv::config(env).await?;
     let origin = allowed_origin(&req, &config)?;
     let now = now();
-    let mut request = wire::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
+    let mut request = wire::impressions::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
     let cookie_id = caller(&req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
     let profile =
         visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;

@@ -300,7 +300,7 @@ mod tests {
     use super::*;
     use crate::core::base::time::{Millis, DAY};
     use crate::core::model::consent::Purpose;
-    use crate::core::wire::parse_batch;
+    use crate::core::wire::events::parse_batch;
 
     const NOW: Millis = 1_795_344_600_000;
 

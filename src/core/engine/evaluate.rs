@@ -181,7 +181,7 @@ mod tests {
     use crate::core::base::time::{DAY, HOUR};
     use crate::core::engine::apply::{apply_events, ApplyRequest};
     use crate::core::rules::Config;
-    use crate::core::wire::parse_batch;
+    use crate::core::wire::events::parse_batch;
 
     #[test]
     fn a_heavy_profile_still_counts_windowed_events_exactly_to_the_day() {

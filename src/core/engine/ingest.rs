@@ -20,7 +20,8 @@ use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::model::trust::{vouch, RefusedClaim};
 use crate::core::rules::sources::{Source, SourceKind};
 use crate::core::rules::Config;
-use crate::core::wire::{Parsed, Rejection};
+use crate::core::wire::events::Parsed;
+use crate::core::wire::Rejection;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A batch between parsing and the writers.
@@ -226,7 +227,7 @@ mod tests {
     use super::*;
     use crate::core::model::trust::make_identity_token;
     use crate::core::rules::compile_str;
-    use crate::core::wire::{parse_batch, parse_single, CallType};
+    use crate::core::wire::events::{parse_batch, parse_single, CallType};
 
     const NOW: Millis = 1_795_344_600_000;
     const SECRET: &[u8] = b"the identity secret of the tests";

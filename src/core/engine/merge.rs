@@ -525,7 +525,7 @@ mod tests {
     use crate::core::base::value::Value;
     use crate::core::engine::apply::{apply_events, ApplyRequest};
     use crate::core::rules::{compile_str, Config};
-    use crate::core::wire::parse_batch;
+    use crate::core::wire::events::parse_batch;
 
     const NOW: Millis = 1_795_344_600_000;
     const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true}}}"#;

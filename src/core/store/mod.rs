@@ -291,7 +291,7 @@ mod tests {
     use super::*;
     use crate::core::engine::apply::apply_events;
     use crate::core::rules::Config;
-    use crate::core::wire::parse_batch;
+    use crate::core::wire::events::parse_batch;
 
     fn sample() -> Profile {
         let body = r#"{"batch":[{"type":"identify","anonymousId":"a","userId":"u","traits":{"n":1.5,"tags":["x"],"o":{"k":null}},
