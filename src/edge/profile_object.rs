@@ -15,8 +15,9 @@
 //! `retention.anonymousDays` have passed without activity.
 
 use crate::core::base::time::Millis;
-use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyOutcome, ApplyRequest};
-use crate::core::engine::merge::{link, pending_links, split};
+use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::engine::merge::{pending_links, split};
+use crate::core::engine::write::{index_entry_stays, write};
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
@@ -205,7 +206,8 @@ pub async fn call(env: &Env, profile_id: &str, action: &str, body: Vec<u8>) -> R
     Ok((resp.status_code(), resp.bytes().await?))
 }
 
-/// Absorbs the profiles the events link to this one (`core::engine::merge::link`), then applies the events.
+/// Runs one apply request through the core's writer (`core::engine::write`, whose contract this follows step by
+/// step): hand-overs in, then what it decided carried out.
 async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> Result<(u16, Vec<u8>)> {
     let config = config(env).await?;
     let current = read_profile(storage).await?;
@@ -219,38 +221,22 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
             fetched.push((l.clone(), other));
         }
     }
-    let linked = link(current, fetched, &apply, &config, now());
-    for p in &linked.returned {
+    let written = write(current, fetched, apply, &config, now());
+    for p in &written.returned {
         // Refused merges: each profile goes back where it was, as it was.
         call(env, &p.id, "restore", encode_profile(p)).await?;
     }
-    let merged = linked.absorbed_ids.len();
-    let changed_by_link = merged > 0 || !linked.admitted.is_empty();
-    let (profile, outcome): (Option<Profile>, ApplyOutcome) = apply_events(linked.profile, apply, &config);
-    if let Some(profile) = profile.as_ref().filter(|_| outcome.changed || changed_by_link) {
-        let mut new_identities = outcome.new_identities.clone();
-        new_identities.extend(linked.admitted);
-        write_profile(storage, env, &config, profile, &new_identities, &linked.repoint).await?;
+    if let Some(profile) = written.profile.as_ref().filter(|_| written.store) {
+        write_profile(storage, env, &config, profile, &written.index, &written.repoint).await?;
         let store = env.kv(kv::KV_BINDING)?;
-        for id in &linked.absorbed_ids {
+        for id in &written.absorbed_ids {
             store.delete(&format!("profile:{id}")).await?;
         }
-        // Counted once the profile that holds the assignment is stored: what the merges withdrew, then what the
-        // events and impressions added.
-        let outcomes: Vec<_> = linked.outcomes.iter().chain(&outcome.outcomes).cloned().collect();
-        if !outcomes.is_empty() {
-            crate::edge::experiments::record(env, &outcomes).await?;
+        if !written.outcomes.is_empty() {
+            crate::edge::experiments::record(env, &written.outcomes).await?;
         }
     }
-    let answer = ApplyAnswer {
-        stored: outcome.stored,
-        duplicates: outcome.duplicates,
-        refused: outcome.refused,
-        merged,
-        over_budget: outcome.over_budget,
-        ..ApplyAnswer::default()
-    };
-    Ok((200, encode_apply_answer(&answer)))
+    Ok((200, encode_apply_answer(&written.answer)))
 }
 
 /// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.
@@ -336,17 +322,13 @@ async fn write_profile(
     };
     for id in to_index {
         let key = id.index_key();
-        // An identity indexed to another profile is only taken over when a merge brought it here (`repoint`);
-        // otherwise linking the two is a merge that has not happened.
-        match store.get(&key).text().await? {
-            Some(existing) if existing != profile.id && !repoint.contains(id) => {}
-            _ => {
-                let mut put = store.put(&key, profile.id.clone())?;
-                if let Some(exp) = kv_expiration {
-                    put = put.expiration(exp);
-                }
-                put.execute().await?
+        let existing = store.get(&key).text().await?;
+        if !index_entry_stays(id, existing.as_deref(), &profile.id, repoint) {
+            let mut put = store.put(&key, profile.id.clone())?;
+            if let Some(exp) = kv_expiration {
+                put = put.expiration(exp);
             }
+            put.execute().await?
         }
     }
     Ok(())

@@ -8,3 +8,4 @@ pub mod delivery;
 pub mod evaluate;
 pub mod ingest;
 pub mod merge;
+pub mod write;

@@ -1,0 +1,102 @@
+//! One profile's writer, as a sans-I/O step: absorb the profiles an apply request links (`merge::link`), then
+//! apply its events and impressions (`apply::apply_events`). The profile's Durable Object only fetches and
+//! carries out; `tests/cases.rs` drives the same function with maps for storage, so the two cannot drift.
+//!
+//! The contract, in the order the shell runs it:
+//! 1. read the profile it holds, and ask each profile of `merge::pending_links` to hand itself over;
+//! 2. `write(current, fetched, request, config, now)`;
+//! 3. give back every profile of `returned` (a merge that did not stand), as it was;
+//! 4. when `store` is set: store `profile`, then index each of `index` and `repoint` to it (unless
+//!    `index_entry_stays`), delete the snapshots of `absorbed_ids`, and count `outcomes`;
+//! 5. answer `answer`.
+
+use crate::core::base::time::Millis;
+use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyRequest, Link};
+use crate::core::engine::merge::link;
+use crate::core::model::identity::Identity;
+use crate::core::model::profile::Profile;
+use crate::core::model::shown::Outcome;
+use crate::core::rules::Config;
+
+/// Everything a write decided, for the shell to carry out.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The profile after the request (`None`: there is still none, as consent allowed nothing).
+    pub profile: Option<Profile>,
+    /// Whether `profile` changed and must be stored, with its index entries, deletions and counts.
+    pub store: bool,
+    /// The identities the events and the merges added, to index to this profile.
+    pub index: Vec<Identity>,
+    /// Identities a merge brought here: their index entries move to this profile whatever they say now.
+    pub repoint: Vec<Identity>,
+    /// Profiles handed over for a merge that did not stand, to give back unchanged.
+    pub returned: Vec<Profile>,
+    /// Profiles absorbed, whose snapshots go.
+    pub absorbed_ids: Vec<String>,
+    /// Experiment counts to change once the profile is stored: what merges withdrew, then what the events and
+    /// impressions added.
+    pub outcomes: Vec<Outcome>,
+    pub answer: ApplyAnswer,
+}
+
+/// Whether the index entry of `id`, which names `existing` now, stays as it is when profile `here` is stored: an
+/// identity indexed to another profile moves here only when a merge brought it (`repoint`); otherwise linking the
+/// two would be a merge that has not happened.
+pub fn index_entry_stays(id: &Identity, existing: Option<&str>, here: &str, repoint: &[Identity]) -> bool {
+    existing.is_some_and(|e| e != here && !repoint.contains(id))
+}
+
+/// Links, then applies: see the module's contract.
+pub fn write(
+    current: Option<Profile>,
+    fetched: Vec<(Link, Profile)>,
+    request: ApplyRequest,
+    config: &Config,
+    now: Millis,
+) -> Written {
+    let linked = link(current, fetched, &request, config, now);
+    let merged = linked.absorbed_ids.len();
+    let changed_by_link = merged > 0 || !linked.admitted.is_empty();
+    let (profile, outcome) = apply_events(linked.profile, request, config);
+    let store = profile.is_some() && (outcome.changed || changed_by_link);
+    let answer = ApplyAnswer {
+        stored: outcome.stored,
+        duplicates: outcome.duplicates,
+        refused: outcome.refused,
+        merged,
+        over_budget: outcome.over_budget,
+        ..ApplyAnswer::default()
+    };
+    if !store {
+        return Written { profile, returned: linked.returned, answer, ..Written::default() };
+    }
+    let mut index = outcome.new_identities;
+    index.extend(linked.admitted);
+    let mut outcomes = linked.outcomes;
+    outcomes.extend(outcome.outcomes);
+    Written {
+        profile,
+        store,
+        index,
+        repoint: linked.repoint,
+        returned: linked.returned,
+        absorbed_ids: linked.absorbed_ids,
+        outcomes,
+        answer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::identity::USER_ID;
+
+    #[test]
+    fn an_index_entry_moves_only_to_its_own_profile_or_with_a_merge() {
+        let id = Identity::new(USER_ID, "u1");
+        assert!(!index_entry_stays(&id, None, "p1", &[]), "an identity the index does not know is indexed");
+        assert!(!index_entry_stays(&id, Some("p1"), "p1", &[]), "its own entry is rewritten (expiry follows)");
+        assert!(index_entry_stays(&id, Some("p2"), "p1", &[]), "another profile's entry stays without a merge");
+        assert!(!index_entry_stays(&id, Some("p2"), "p1", std::slice::from_ref(&id)), "a merge takes it over");
+    }
+}
