@@ -414,49 +414,14 @@ async fn decide_get(req: Request, env: &Env) -> ApiResult {
     answer_decision(&req, env, request).await
 }
 
-/// The decide request a query string describes (`GET /v1/decide` and `GET /v1/decide/summary`).
+/// The decide request the URL's query describes (`core::wire::decide::decide_query`).
 fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
     let url = req.url()?;
-    let mut request = DecideRequest::default();
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "slots" => {
-                request.slots = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-            }
-            "anonymousId" | "userId" if !v.is_empty() => {
-                // The same limit as for an event's ids, said with the query parameter's name.
-                if v.chars().count() > wire::MAX_ID_CHARS {
-                    return Err(ApiError::BadRequest {
-                        code: "too_long",
-                        message: format!("{k} is longer than {} characters", wire::MAX_ID_CHARS),
-                        path: k.into_owned(),
-                    });
-                }
-                let id = Some(v.into_owned());
-                if k == "anonymousId" {
-                    request.anonymous_id = id;
-                } else {
-                    request.user_id = id;
-                }
-            }
-            "url" | "path" | "referrer" if !v.is_empty() => {
-                let page = request.page.get_or_insert_with(PageContext::default);
-                let field = match k.as_ref() {
-                    "url" => &mut page.url,
-                    "path" => &mut page.path,
-                    _ => &mut page.referrer,
-                };
-                *field = Some(v.into_owned());
-            }
-            // The visitor's current choice, which takes precedence over the recorded one (as a decide
-            // request's `context.consent` does).
-            "personalization" if v == "true" || v == "false" => {
-                request.consent = Some(BTreeMap::from([("personalization".to_string(), v == "true")]))
-            }
-            _ => {}
-        }
-    }
-    Ok(request)
+    wire::decide::decide_query(url.query().unwrap_or("")).map_err(|e| ApiError::BadRequest {
+        code: e.code,
+        message: e.message,
+        path: e.path,
+    })
 }
 
 /// Refuses a browser request from an origin that no source lists (the site's own origin always may ask);
@@ -631,22 +596,7 @@ fn utc_offset_minutes(tz: &str, now: Millis) -> Option<i32> {
         let kind = Reflect::get(&p, &"type".into()).ok()?.as_string()?;
         (kind == "timeZoneName").then(|| Reflect::get(&p, &"value".into()).ok()?.as_string()).flatten()
     })?;
-    parse_gmt_offset(&name)
-}
-
-/// `GMT`, `GMT+1`, `GMT-05:00`, `GMT+05:30` to minutes east of UTC.
-fn parse_gmt_offset(name: &str) -> Option<i32> {
-    let rest = name.strip_prefix("GMT")?;
-    if rest.is_empty() {
-        return Some(0);
-    }
-    let (sign, rest) = match rest.as_bytes().first()? {
-        b'+' => (1, &rest[1..]),
-        b'-' => (-1, &rest[1..]),
-        _ => return None,
-    };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    Some(sign * (h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?))
+    crate::core::model::context::parse_gmt_offset(&name)
 }
 
 /// Sends an apply to a profile's writer, following tombstones (a merged profile says where it went; KV may

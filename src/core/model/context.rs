@@ -141,6 +141,21 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == b'*')
 }
 
+/// `GMT`, `GMT+1`, `GMT-05:00`, `GMT+05:30` to minutes east of UTC.
+pub fn parse_gmt_offset(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("GMT")?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let (sign, rest) = match rest.as_bytes().first()? {
+        b'+' => (1, &rest[1..]),
+        b'-' => (-1, &rest[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    Some(sign * (h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +236,15 @@ mod tests {
         );
         assert_eq!(Device::of_user_agent("Mozilla/5.0 (compatible; Googlebot/2.1)"), Device::Bot);
         assert_eq!(Device::of_user_agent("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120"), Device::Desktop);
+    }
+
+    #[test]
+    fn gmt_offsets_read_as_minutes_east_of_utc() {
+        assert_eq!(parse_gmt_offset("GMT"), Some(0));
+        assert_eq!(parse_gmt_offset("GMT+1"), Some(60));
+        assert_eq!(parse_gmt_offset("GMT-05:00"), Some(-300));
+        assert_eq!(parse_gmt_offset("GMT+05:30"), Some(330));
+        assert_eq!(parse_gmt_offset("UTC+1"), None);
+        assert_eq!(parse_gmt_offset("GMT*1"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! Decide requests: `POST /v1/decide`'s JSON body and `GET /v1/decide`'s query string, read by the same rules.
 
+use crate::core::base::encoding::percent_decode_query;
 use crate::core::base::json::{JsonKind, JsonView};
 use crate::core::model::context::{country_code, Context, Device};
 use crate::core::model::event::PageContext;
@@ -113,6 +114,57 @@ pub fn decide_request<V: JsonView>(v: V) -> Result<DecideRequest, BodyError> {
     })
 }
 
+/// A query parameter that cannot be read: its code, message and name (the path of the bad field).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryError {
+    pub code: &'static str,
+    pub message: String,
+    pub path: String,
+}
+
+/// Reads the decide request a query string describes (`GET /v1/decide` and `GET /v1/decide/summary`; the query
+/// without its `?`): `slots` (comma-separated), `anonymousId`, `userId`, `url`, `path`, `referrer`, and
+/// `personalization` (`true`/`false`, the visitor's current choice, as a body's `context.consent`). Unknown
+/// parameters and empty values are ignored, as on the web.
+pub fn decide_query(query: &str) -> Result<DecideRequest, QueryError> {
+    let mut request = DecideRequest::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode_query(k), percent_decode_query(v));
+        match k.as_str() {
+            "slots" => {
+                request.slots = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+            }
+            "anonymousId" | "userId" if !v.is_empty() => {
+                // The same limit as for an event's ids, said with the query parameter's name.
+                if v.chars().count() > MAX_ID_CHARS {
+                    let message = format!("{k} is longer than {MAX_ID_CHARS} characters");
+                    return Err(QueryError { code: "too_long", message, path: k });
+                }
+                if k == "anonymousId" {
+                    request.anonymous_id = Some(v);
+                } else {
+                    request.user_id = Some(v);
+                }
+            }
+            "url" | "path" | "referrer" if !v.is_empty() => {
+                let page = request.page.get_or_insert_with(PageContext::default);
+                let field = match k.as_str() {
+                    "url" => &mut page.url,
+                    "path" => &mut page.path,
+                    _ => &mut page.referrer,
+                };
+                *field = Some(v);
+            }
+            "personalization" if v == "true" || v == "false" => {
+                request.consent = Some(BTreeMap::from([("personalization".to_string(), v == "true")]))
+            }
+            _ => {}
+        }
+    }
+    Ok(request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +178,19 @@ mod tests {
         assert!(matches!(err, BodyError::Shape { path, .. } if path == "slots[1]"));
         let err = parse_decide(br#"{"anonymousId":{},"slots":[]}"#).unwrap_err();
         assert!(matches!(err, BodyError::Shape { path, .. } if path == "anonymousId"));
+    }
+
+    #[test]
+    fn decide_queries_read_like_bodies_and_name_their_bad_parameter() {
+        let q =
+            decide_query("slots=hero,%20side+bar,&anonymousId=a%2Bb&path=%2Fshop&personalization=false&x=1").unwrap();
+        assert_eq!(q.slots, vec!["hero", "side bar"]);
+        assert_eq!(q.anonymous_id.as_deref(), Some("a+b"));
+        assert_eq!(q.page.unwrap().path.as_deref(), Some("/shop"));
+        assert_eq!(q.consent, Some(BTreeMap::from([("personalization".to_string(), false)])));
+        let long = format!("userId={}", "u".repeat(MAX_ID_CHARS + 1));
+        let e = decide_query(&long).unwrap_err();
+        assert_eq!((e.code, e.path.as_str()), ("too_long", "userId"));
+        assert_eq!(decide_query("").unwrap(), DecideRequest::default());
     }
 }
