@@ -7,8 +7,8 @@
 //! It also answers conditional writes (`If-Match: "N"`): a write based on a version that is no longer current is
 //! refused, so two people editing the configuration cannot silently overwrite each other.
 
-use crate::edge::experiments::object_call;
 use crate::edge::kv;
+use crate::edge::objects::experiments::object_call;
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 

@@ -28,7 +28,7 @@ use serde_json::json;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::JsValue;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State, Storage};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State, Storage};
 
 const BINDING: &str = "PROFILES";
 /// Key of the profile inside the object's own storage.
@@ -53,13 +53,8 @@ pub async fn send(
     action: &str,
     body: Vec<u8>,
 ) -> std::result::Result<serde_json::Value, ApiError> {
-    let stub = env.durable_object(BINDING)?.id_from_name(profile_id)?.get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(JsValue::from(Uint8Array::from(body.as_slice()))));
-    let req = Request::new_with_init(&format!("https://profile/{action}"), &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    let text = resp.text().await.unwrap_or_default();
-    let status = resp.status_code();
+    let (status, bytes) = call(env, profile_id, action, body).await?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let body: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     let error = body.get("error").and_then(|e| e.get("code")).and_then(|c| c.as_str()).unwrap_or_default();
     let message =
@@ -198,12 +193,7 @@ async fn moved_to(storage: &Storage) -> Result<Option<String>> {
 /// Calls a profile's object and returns its status and body as they are (the Worker reads an apply's answer,
 /// which is binary, this way; `send` is for the JSON ones).
 pub async fn call(env: &Env, profile_id: &str, action: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
-    let stub = env.durable_object(BINDING)?.id_from_name(profile_id)?.get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(JsValue::from(Uint8Array::from(body.as_slice()))));
-    let mut resp =
-        stub.fetch_with_request(Request::new_with_init(&format!("https://profile/{action}"), &init)?).await?;
-    Ok((resp.status_code(), resp.bytes().await?))
+    crate::edge::objects::call(env, BINDING, profile_id, Method::Post, action, Some(&body)).await
 }
 
 /// Runs one apply request through the core's writer (`core::engine::write`, whose contract this follows step by
@@ -233,7 +223,7 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
             store.delete(&format!("profile:{id}")).await?;
         }
         if !written.outcomes.is_empty() {
-            crate::edge::experiments::record(env, &written.outcomes).await?;
+            crate::edge::objects::experiments::record(env, &written.outcomes).await?;
         }
     }
     Ok((200, encode_apply_answer(&written.answer)))

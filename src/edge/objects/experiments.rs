@@ -9,8 +9,7 @@
 use crate::core::model::profile::Outcome;
 use serde_json::json;
 use std::collections::BTreeMap;
-use worker::wasm_bindgen::JsValue;
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 const BINDING: &str = "EXPERIMENTS";
 /// Storage key of the counts: variant id to `[exposures, conversions]`.
@@ -67,14 +66,12 @@ pub(crate) async fn object_call(
     body: Option<String>,
     what: &str,
 ) -> Result<String> {
-    let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(method).with_body(body.map(JsValue::from));
-    let mut resp = stub.fetch_with_request(Request::new_with_init("https://object/", &init)?).await?;
-    if resp.status_code() != 200 {
-        return Err(worker::Error::RustError(format!("{what} answered {}", resp.status_code())));
+    let (status, bytes) =
+        crate::edge::objects::call(env, binding, name, method, "", body.as_ref().map(|b| b.as_bytes())).await?;
+    if status != 200 {
+        return Err(worker::Error::RustError(format!("{what} answered {status}")));
     }
-    resp.text().await
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[durable_object]

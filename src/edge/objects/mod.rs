@@ -1,0 +1,30 @@
+//! The Worker's Durable Objects: one per profile (its serialized writer), one per experiment (its counts), and
+//! the configuration's writer (its versions).
+
+#[path = "config.rs"]
+pub mod config_object;
+pub mod experiments;
+#[path = "profile.rs"]
+pub mod profile_object;
+
+use worker::js_sys::Uint8Array;
+use worker::wasm_bindgen::JsValue;
+use worker::{Env, Method, Request, RequestInit, Result};
+
+/// The one transport to every Durable Object: a request to the object `name` of `binding`, at `path`, answered as
+/// its status and bytes. Each object's module wraps it in its own typed calls (`profile_object::apply_call`,
+/// `experiments::record`, `config_object::write`), so a path or an answer's shape is written in one place.
+pub async fn call(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    method: Method,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>)> {
+    let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_body(body.map(|b| JsValue::from(Uint8Array::from(b))));
+    let mut resp = stub.fetch_with_request(Request::new_with_init(&format!("https://object/{path}"), &init)?).await?;
+    Ok((resp.status_code(), resp.bytes().await?))
+}

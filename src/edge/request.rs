@@ -1,0 +1,222 @@
+//! What a request says: the visitor's privacy signals, country and local time, its body within a limit, its browser origin, and who is calling (`caller`).
+
+use crate::core::base::time::Millis;
+use crate::core::model::consent::RequestSignals;
+use crate::core::model::context::{country_code, Context as DecideContext, Device};
+use crate::core::model::event::PageContext;
+use crate::core::rules::Config;
+use crate::core::wire::decide::DecideRequest;
+use crate::core::wire::{self, BodyError};
+use crate::edge::cookie;
+use crate::edge::http::{self, ApiError};
+use std::collections::BTreeMap;
+use worker::{Env, Request};
+
+pub(crate) fn now() -> Millis {
+    worker::Date::now().as_millis() as Millis
+}
+
+/// What the request says about the visitor's privacy choices.
+pub(crate) fn signals(req: &Request, env: &Env) -> RequestSignals {
+    let gpc = req.headers().get("sec-gpc").ok().flatten().is_some_and(|v| v.trim() == "1");
+    RequestSignals { country: country(req, env), gpc }
+}
+
+/// The visitor's country, which chooses the consent model. In production it is Cloudflare's `request.cf.country`.
+/// `wrangler dev` cannot fetch the real `cf` object offline and substitutes a fixed one (country `US`), so local
+/// runs set `EDGECDP_COUNTRY_SOURCE=header` and the country comes from the `x-edgecdp-country` header instead
+/// (none when absent). Production never sets that variable, so visitors cannot choose their own country there.
+pub(crate) fn country(req: &Request, env: &Env) -> Option<String> {
+    let raw = if local_headers(env) {
+        req.headers().get("x-edgecdp-country").ok().flatten()
+    } else {
+        req.cf().and_then(|cf| cf.country())
+    };
+    raw.and_then(|c| country_code(c.trim()))
+}
+
+/// Whether local runs stand in headers (`x-edgecdp-country`, `x-edgecdp-timezone`) for Cloudflare's `cf`.
+pub(crate) fn local_headers(env: &Env) -> bool {
+    env.var("EDGECDP_COUNTRY_SOURCE").is_ok_and(|v| v.to_string() == "header")
+}
+
+/// Reads a body, refusing it before reading when the declared length is already over the limit.
+pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    // A length too large for any integer is too large for the limit too; only digits are a length at all.
+    if let Some(declared) = req.headers().get("content-length")? {
+        let declared = declared.trim();
+        if declared.is_empty() || !declared.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::BadRequest {
+                code: "invalid_header",
+                message: "Content-Length must be a number of bytes".into(),
+                path: "Content-Length".into(),
+            });
+        }
+        if declared.parse::<usize>().map_or(true, |n| n > limit) {
+            return Err(ApiError::Body(BodyError::TooLarge { limit }));
+        }
+    }
+    // A body the client stops sending halfway is the client's failure, not the store's.
+    let bytes = req.bytes().await.map_err(|e| ApiError::BadRequest {
+        code: "body_unreadable",
+        message: format!("the request body could not be read: {e}"),
+        path: String::new(),
+    })?;
+    if bytes.len() > limit {
+        return Err(ApiError::Body(BodyError::TooLarge { limit }));
+    }
+    Ok(bytes)
+}
+
+/// The browser origin of a request, if it is a browser request at all. `null` is kept: it is a browser that
+/// hides its origin, which no source allows (`http::origin_allowed`), not a server.
+pub(crate) fn origin(req: &Request) -> Option<String> {
+    req.headers().get("origin").ok().flatten().filter(|o| !o.trim().is_empty())
+}
+
+/// The secrets an identity token may be signed with: `EDGECDP_IDENTITY_SECRET`, and during a rotation
+/// `EDGECDP_IDENTITY_SECRET_PREVIOUS` (see SECURITY.md). Shorter ones than the cookie's minimum are ignored.
+pub(crate) fn identity_secrets(env: &Env) -> Vec<Vec<u8>> {
+    let mut secrets = Vec::new();
+    for name in ["EDGECDP_IDENTITY_SECRET", "EDGECDP_IDENTITY_SECRET_PREVIOUS"] {
+        let value = env.var(name).map(|v| v.to_string()).unwrap_or_default();
+        if value.len() >= cookie::MIN_SECRET_BYTES {
+            secrets.push(value.into_bytes());
+        } else if !value.is_empty() {
+            // Said without the value: a short secret could be guessed, and with it any user id proven.
+            worker::console_error!("{name} is shorter than {} bytes and is ignored", cookie::MIN_SECRET_BYTES);
+        }
+    }
+    secrets
+}
+
+pub(crate) fn server_key_from_browser(source: &str) -> ApiError {
+    worker::console_warn!("a server key (source {source:?}) was sent from a browser origin and refused; rotate it");
+    ApiError::Forbidden {
+        code: "server_key_from_browser",
+        message: "a server key is secret and never accepted from a browser; if a page holds it, rotate it".into(),
+        path: "",
+    }
+}
+
+/// Reads who is calling and what it may ask. A server credential is a server source's key (`Authorization:
+/// Bearer <key>` or Basic with the key as user name) or the admin token, and is refused from a browser origin.
+/// Without one, the caller acts only for its own visitor: naming a user id is refused, and a consent grant in the
+/// request (`?personalization=true`, `context.consent`) counts only for the visitor of the cookie, so nobody can
+/// override another person's recorded refusal (a refusal always counts). Answers the visitor of a valid signed
+/// cookie, if the request has one.
+pub(crate) fn caller(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    user_id: Option<&str>,
+    consent: &mut Option<BTreeMap<String, bool>>,
+) -> Result<Option<String>, ApiError> {
+    let authorization = req.headers().get("authorization")?.unwrap_or_default();
+    let key = http::bearer(&authorization)
+        .map(String::from)
+        .or_else(|| wire::auth::write_key_from_basic_auth(&authorization));
+    let server = key.as_deref().and_then(|k| config.authenticate(k)).filter(|s| s.is_server());
+    let credentialed = server.is_some() || http::carries_admin_token(env, &authorization);
+    if credentialed && origin(req).is_some() {
+        return Err(server_key_from_browser(server.map_or("admin", |s| s.id.as_str())));
+    }
+    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
+    if !credentialed && user_id.is_some() {
+        return Err(ApiError::Forbidden {
+            code: "credential_required",
+            message: "deciding for a userId needs a server credential (a server source's key); a browser decides for \
+                      its own visitor (the cookie, or anonymousId)"
+                .into(),
+            path: "userId",
+        });
+    }
+    if !credentialed && cookie_id.is_none() {
+        if let Some(consent) = consent {
+            consent.retain(|_, granted| !*granted);
+        }
+    }
+    Ok(cookie_id)
+}
+
+/// Refuses a browser request from an origin that no source lists (the site's own origin always may ask);
+/// answers the origin, for the CORS headers of the answer.
+pub(crate) fn allowed_origin(req: &Request, config: &Config) -> Result<Option<String>, ApiError> {
+    let origin = origin(req);
+    if let Some(o) = &origin {
+        if !http::origin_allowed(req, o, |o| config.any_source_allows_origin(o)) {
+            return Err(ApiError::Forbidden {
+                code: "origin_not_allowed",
+                message: format!("origin {o:?} is not allowed"),
+                path: "",
+            });
+        }
+    }
+    Ok(origin)
+}
+
+/// Where and when the visitor asks: the page from the request (or the `Referer` of a browser's request), the
+/// device from `context.userAgent` or the `User-Agent` header, local time from `context.timezone` or
+/// Cloudflare's (locally, the `x-edgecdp-timezone` header, as for the country).
+pub(crate) fn decide_context(
+    req: &Request,
+    env: &Env,
+    r: &DecideRequest,
+    country: Option<String>,
+    now: Millis,
+) -> DecideContext {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let mut cx = r.context();
+    if r.page.is_none() {
+        cx.page = PageContext { url: header("referer"), ..PageContext::default() };
+    }
+    cx.country = cx.country.or(country);
+    if cx.device.is_none() {
+        cx.device = header("user-agent").map(|ua| Device::of_user_agent(&ua));
+    }
+    if cx.utc_offset_minutes.is_none() {
+        let timezone = r.timezone.clone().or_else(|| {
+            if local_headers(env) {
+                header("x-edgecdp-timezone")
+            } else {
+                req.cf().map(|cf| cf.timezone_name())
+            }
+        });
+        cx.utc_offset_minutes = timezone.and_then(|tz| utc_offset_minutes(&tz, now));
+    }
+    cx
+}
+
+/// The offset from UTC of an IANA time zone at `now`, from the runtime's `Intl` (`GMT+05:30` → 330). `None`
+/// for a zone the runtime does not know.
+pub(crate) fn utc_offset_minutes(tz: &str, now: Millis) -> Option<i32> {
+    use worker::js_sys::{Array, Date, Function, Object, Reflect};
+    let intl = Reflect::get(&worker::js_sys::global(), &"Intl".into()).ok()?;
+    let ctor: Function = Reflect::get(&intl, &"DateTimeFormat".into()).ok()?.into();
+    let options = Object::new();
+    Reflect::set(&options, &"timeZone".into(), &tz.into()).ok()?;
+    Reflect::set(&options, &"timeZoneName".into(), &"longOffset".into()).ok()?;
+    // `new Intl.DateTimeFormat` throws a RangeError for an unknown zone; `construct` turns that into an Err.
+    let format = Reflect::construct(&ctor, &Array::of2(&"en-US".into(), &options)).ok()?;
+    let to_parts: Function = Reflect::get(&format, &"formatToParts".into()).ok()?.into();
+    let parts: Array = to_parts.call1(&format, &Date::new(&(now as f64).into())).ok()?.into();
+    let name = parts.iter().find_map(|p| {
+        let kind = Reflect::get(&p, &"type".into()).ok()?.as_string()?;
+        (kind == "timeZoneName").then(|| Reflect::get(&p, &"value".into()).ok()?.as_string()).flatten()
+    })?;
+    crate::core::model::context::parse_gmt_offset(&name)
+}
+
+/// The version a conditional `PUT /v1/config` is based on: `If-Match: "N"` (an entity tag, as `GET /v1/config`'s
+/// `ETag` gives it; `W/` and bare numbers are accepted too). No header: an unconditional write.
+pub(crate) fn if_match_version(req: &Request) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.headers().get("if-match")? else { return Ok(None) };
+    let tag = value.trim().trim_start_matches("W/").trim_matches('"');
+    tag.parse().map(Some).map_err(|_| ApiError::BadRequest {
+        code: "invalid_header",
+        message: format!(
+            "If-Match must name one configuration version, as GET /v1/config's ETag: \"7\", not {value:?}"
+        ),
+        path: "If-Match".into(),
+    })
+}

@@ -1,0 +1,169 @@
+//! `POST /v1/batch` and the single-event endpoints: a batch through `core::engine::ingest`, then each writer's apply. Who may call: any source with its write key (a browser source from its listed origins) or server key.
+
+use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::engine::ingest::Batch;
+use crate::core::engine::merge::Group;
+use crate::core::store::{decode_apply_answer, encode_apply};
+use crate::core::wire::events::CallType;
+use crate::core::wire::{self, MAX_BATCH_BYTES};
+use crate::edge::http::{self, json_response, with_cors, ApiError, ApiResult};
+use crate::edge::objects::profile_object;
+use crate::edge::request::{body, identity_secrets, now, origin, server_key_from_browser, signals};
+use crate::edge::{cookie, kv};
+use serde_json::json;
+use std::collections::BTreeMap;
+use worker::{Env, Request};
+
+/// `POST /v1/batch` and the single-event endpoints.
+pub(crate) async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResult {
+    let received = now();
+    let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
+    let parsed = match call {
+        None => wire::events::parse_batch(&bytes, received),
+        Some(call) => wire::events::parse_single(&bytes, call, received),
+    }
+    .map_err(ApiError::Body)?;
+    let (_, config) = kv::config(env).await?;
+
+    let header_key = req.headers().get("authorization")?.and_then(|h| wire::auth::write_key_from_basic_auth(&h));
+    let key = header_key.or(parsed.write_key.clone()).ok_or(ApiError::Unauthorized {
+        code: "missing_write_key",
+        message: "send the write key as the Basic auth user name or as writeKey in the body",
+    })?;
+    let source = config
+        .authenticate(&key)
+        .ok_or(ApiError::Unauthorized { code: "invalid_write_key", message: "unknown write key" })?;
+    let origin = origin(&req);
+    if source.is_server() && origin.is_some() {
+        return Err(server_key_from_browser(&source.id));
+    }
+    if let Some(o) = &origin {
+        if !http::origin_allowed(&req, o, |o| source.allows_origin(o)) {
+            return Err(ApiError::Forbidden {
+                code: "origin_not_allowed",
+                message: format!("origin {o:?} is not allowed for source {:?}", source.id),
+                path: "",
+            });
+        }
+    }
+
+    // A valid first-party cookie is this browser's identity (core::engine::ingest says what follows from that).
+    let secret = cookie::secret(env);
+    let cookie_id = secret.as_deref().and_then(|s| cookie::id_from(&req, s));
+    let mut batch = Batch::prepare(parsed, call.is_some(), cookie_id.as_deref(), &config);
+
+    // What the identity index says, and for identities it no longer knows, whether an erasure marked them.
+    let store = kv::store(env)?;
+    let mut index = BTreeMap::new();
+    let mut erased = std::collections::BTreeSet::new();
+    for id in batch.identities_to_resolve() {
+        if let Some(pid) = kv::profile_id_of(&store, &id).await? {
+            index.insert(id, pid);
+        } else if kv::recently_erased(&store, &id).await? {
+            erased.insert(id);
+        }
+    }
+    let secrets = identity_secrets(env);
+    let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
+    batch.admit(source, &secrets, &index, &erased, received);
+    // The cookie is for an id this browser owns: one a valid cookie already proves, or one the request made.
+    let new_anonymous_ids = batch.new_anonymous_ids(&index);
+    let groups = batch.plan(&index, &config);
+    let signals = signals(&req, env);
+    let mut stored_anonymous_id: Option<String> = None;
+    let mut unavailable = None;
+    for Group { profile_id, events, links } in groups {
+        let first_anonymous = events.iter().find_map(|e| e.anonymous_id.clone());
+        let message_ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
+        let request = ApplyRequest { profile_id, signals: signals.clone(), events, links, ..ApplyRequest::default() };
+        // Each profile's events are applied on their own: one writer failing never keeps the others' events from
+        // being stored. The request still fails afterwards, so that the sender retries; what was stored counts once
+        // (message ids), and the rest gets its chance.
+        let outcome = match apply(env, request).await {
+            Ok(outcome) => outcome,
+            Err(ApiError::Unavailable(detail)) => {
+                unavailable.get_or_insert(detail);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if outcome.erased {
+            for m in &message_ids {
+                let message = "this person was erased moments ago; events sent before the erasure are not kept";
+                batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
+            }
+        }
+        for (message_id, field) in &outcome.over_budget {
+            let message = format!("the profile has no room for this event's {field} (see Profile size in README.md)");
+            batch.refuse_by_message_id(message_id, "profile_budget_exceeded", message, field);
+        }
+        if outcome.stored > 0 && stored_anonymous_id.is_none() {
+            stored_anonymous_id =
+                first_anonymous.filter(|a| cookie_id.as_ref() == Some(a) || new_anonymous_ids.contains(a));
+        }
+    }
+
+    if let Some(detail) = unavailable {
+        return Err(ApiError::Unavailable(detail));
+    }
+    let withdrawn = batch.withdrawn;
+    let (rejected, unverified) = batch.finish();
+    let listed = |rs: &[wire::Rejection]| -> serde_json::Value {
+        rs.iter().map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path})).collect()
+    };
+    let mut answer = json!({"success": true});
+    if !rejected.is_empty() {
+        answer["rejected"] = listed(&rejected);
+    }
+    if !unverified.is_empty() {
+        answer["unverified"] = listed(&unverified);
+    }
+    // Only browsers get the cookie (server-side sources send no Origin), and only once consent let something be
+    // stored; a withdrawal of analytics removes it.
+    let mut set_cookie = None;
+    if let (Some(secret), Some(_)) = (&secret, &origin) {
+        if let Some(id) = stored_anonymous_id.as_ref().or(cookie_id.as_ref().filter(|_| !withdrawn)) {
+            if let Some(header) = cookie::set(secret, id) {
+                answer["anonymousId"] = json!(id);
+                set_cookie = Some(header);
+            }
+        } else if withdrawn && cookie_id.is_some() {
+            set_cookie = Some(cookie::clear());
+        }
+    }
+    let mut resp = with_cors(json_response(200, &answer)?, origin.as_deref())?;
+    if let Some(h) = set_cookie {
+        resp.headers_mut().append("set-cookie", &h)?;
+    }
+    Ok(resp)
+}
+
+/// Sends an apply to a profile's writer, following tombstones (a merged profile says where it went; KV may
+/// show the old index for up to a minute, so a few hops at most).
+pub(crate) async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyAnswer, ApiError> {
+    for _ in 0..4 {
+        let (status, bytes) = profile_object::call(env, &request.profile_id, "apply", encode_apply(&request)).await?;
+        let answer = match status {
+            // The answer (200), or that the profile was erased moments ago (410): `ApplyAnswer`, binary.
+            200 | 410 => decode_apply_answer(&bytes)
+                .map_err(|e| ApiError::Unavailable(format!("a profile writer answered an apply unreadably: {e}")))?,
+            // A tombstone, which answers every action alike: `{"movedTo": id}`.
+            409 => {
+                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                let Some(to) = body.get("movedTo").and_then(|v| v.as_str()) else {
+                    return Err(ApiError::Unavailable(format!("profile writer answered 409 without movedTo: {body}")));
+                };
+                ApplyAnswer { moved_to: Some(to.to_string()), ..ApplyAnswer::default() }
+            }
+            _ => {
+                let text = String::from_utf8_lossy(&bytes);
+                return Err(ApiError::Unavailable(format!("profile writer answered {status}: {text}")));
+            }
+        };
+        match answer.moved_to {
+            Some(to) => request.profile_id = to,
+            None => return Ok(answer),
+        }
+    }
+    Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()))
+}

@@ -1,0 +1,52 @@
+//! `GET`/`PUT /v1/config`: the configuration in force, and conditional writes of a new version. Who may call: the admin token only.
+
+use crate::core::rules::compile_str;
+use crate::core::rules::sources::seal_server_keys;
+use crate::core::wire::{BodyError, MAX_BATCH_BYTES};
+use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
+use crate::edge::kv;
+use crate::edge::objects::config_object;
+use crate::edge::request::{body, if_match_version};
+use serde_json::json;
+use worker::{Env, Request};
+
+pub(crate) async fn config_get(req: Request, env: &Env) -> ApiResult {
+    require_admin(&req, env)?;
+    let (version, text) = kv::config_text(env).await?;
+    let mut doc: serde_json::Value = match text {
+        Some(t) => serde_json::from_str(&t).map_err(|e| ApiError::Unavailable(e.to_string()))?,
+        None => json!({}),
+    };
+    // Stored configurations hold server keys only as hashes; one put into KV by hand may not, and is shown
+    // sealed all the same.
+    seal_server_keys(&mut doc);
+    let mut resp = json_response(200, &doc)?;
+    resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
+    resp.headers_mut().set("etag", &format!("\"{version}\""))?;
+    Ok(resp)
+}
+
+pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
+    require_admin(&req, env)?;
+    let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
+    let text = String::from_utf8(bytes).map_err(|_| ApiError::Body(BodyError::NotJson("body is not UTF-8".into())))?;
+    compile_str(&text).map_err(ApiError::InvalidConfig)?;
+    // Server keys are stored as their hashes only: what KV and `GET /v1/config` hold cannot authenticate.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ApiError::Body(BodyError::NotJson(e.to_string())))?;
+    seal_server_keys(&mut doc);
+    let text = doc.to_string();
+    match config_object::write(env, &text, if_match_version(&req)?).await? {
+        config_object::Written::Stored { version } => {
+            let mut resp = json_response(200, &json!({"version": version}))?;
+            resp.headers_mut().set("etag", &format!("\"{version}\""))?;
+            Ok(resp)
+        }
+        config_object::Written::Conflict { current } => Err(ApiError::PreconditionFailed {
+            code: "version_conflict",
+            message: format!(
+                "the configuration in force is version {current}: read it again (GET /v1/config), then write with If-Match: \"{current}\""
+            ),
+        }),
+    }
+}

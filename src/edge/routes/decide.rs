@@ -1,0 +1,158 @@
+//! Decisions: `POST /v1/decide`, `GET /v1/decide`, `GET /v1/decide/summary` and `POST /v1/impressions`. Who may call: a page for its own visitor (the signed cookie, or an `anonymousId`); naming a `userId` needs a server credential.
+
+use crate::core::engine::apply::ApplyRequest;
+use crate::core::engine::decide::{decide, explain};
+use crate::core::model::consent::permit_personalization;
+use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::profile::Profile;
+use crate::core::store::summary;
+use crate::core::wire::decide::DecideRequest;
+use crate::core::wire::{self};
+use crate::edge::http::{json_response, require_admin, with_cors, ApiError, ApiResult};
+use crate::edge::kv;
+use crate::edge::request::{allowed_origin, body, caller, decide_context, now, signals};
+use crate::edge::routes::collect::apply;
+use serde_json::json;
+use worker::{Env, Request};
+
+pub(crate) async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let request = wire::decide::parse_decide(&bytes).map_err(ApiError::Body)?;
+    answer_decision(&req, env, request).await
+}
+
+/// `GET /v1/decide?slots=hero,sidebar&anonymousId=...`, for CMS pages and servers.
+pub(crate) async fn decide_get(req: Request, env: &Env) -> ApiResult {
+    let request = decide_query(&req)?;
+    if request.slots.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "missing_field",
+            message: "slots is required: ?slots=hero,sidebar".into(),
+            path: "slots".into(),
+        });
+    }
+    answer_decision(&req, env, request).await
+}
+
+/// The decide request the URL's query describes (`core::wire::decide::decide_query`).
+pub(crate) fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
+    let url = req.url()?;
+    wire::decide::decide_query(url.query().unwrap_or("")).map_err(|e| ApiError::BadRequest {
+        code: e.code,
+        message: e.message,
+        path: e.path,
+    })
+}
+
+/// The profile a decision is for: the signed cookie's id wins over a sent `anonymousId`, and a known user's
+/// profile is preferred over the anonymous one.
+pub(crate) async fn visitor_profile(
+    env: &Env,
+    cookie_id: Option<&str>,
+    anonymous_id: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<Option<Profile>, ApiError> {
+    let anonymous_id = cookie_id.or(anonymous_id);
+    let store = kv::store(env)?;
+    let mut profile = None;
+    if let Some(u) = user_id {
+        profile = kv::profile_of(&store, &Identity::new(USER_ID, u)).await?;
+    }
+    if profile.is_none() {
+        if let Some(a) = anonymous_id {
+            profile = kv::profile_of(&store, &Identity::new(ANONYMOUS_ID, a)).await?;
+        }
+    }
+    Ok(profile)
+}
+
+pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -> ApiResult {
+    let (_, config) = kv::config(env).await?;
+    let origin = allowed_origin(req, &config)?;
+    let cookie_id = caller(req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
+    let profile =
+        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let signals = signals(req, env);
+    let subject =
+        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let explaining = req.url()?.query_pairs().any(|(k, v)| k == "explain" && v != "0");
+    if explaining {
+        require_admin(req, env)?;
+    }
+    let now = now();
+    let cx = decide_context(req, env, &request, signals.country.clone(), now);
+    let decision = if explaining {
+        explain(&config, subject, &cx, &request.slots, now)
+    } else {
+        decide(&config, subject, &cx, &request.slots, now)
+    };
+    // Caps and experiments count what was served: the profile's writer records it before the answer goes out, so
+    // the next decision already sees it.
+    let impressions = decision.impressions(now);
+    if let (Some(p), false) = (&profile, impressions.is_empty()) {
+        let request = ApplyRequest { profile_id: p.id.clone(), signals, impressions, ..ApplyRequest::default() };
+        apply(env, request).await?;
+    }
+    Ok(with_cors(json_response(200, &decision.to_json_explained())?, origin.as_deref())?)
+}
+
+/// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (delivery way 3, for sites
+/// that are static files): the configuration's version; the edge's time; its decision rules, compiled, in binary
+/// (`Config::for_device`: segments, scores, computed traits, slots and the consent policy resolved for the
+/// request's country; no sources, write keys, identity or delivery settings), base64; the country; and the
+/// visitor's profile summary (`Profile::minimized_for`, base64), or `null` without a profile or without
+/// personalization consent. Ids resolve as for `GET /v1/decide`. Never cached: it describes one visitor.
+pub(crate) async fn decide_summary(req: Request, env: &Env) -> ApiResult {
+    let mut request = decide_query(&req)?;
+    let (version, config) = kv::config(env).await?;
+    let origin = allowed_origin(&req, &config)?;
+    let cookie_id = caller(&req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
+    let profile =
+        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let signals = signals(&req, env);
+    let subject =
+        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let rules = kv::device_rules(version, &config, signals.country.as_deref());
+    let body = json!({
+        "configVersion": version,
+        // The edge's clock: the device decides at it (corrected for its own clock's skew), so caps and schedules
+        // count exactly as at the edge, whatever the device's clock says.
+        "now": now(),
+        "rules": &*rules,
+        "country": signals.country,
+        "profile": subject.map(|p| summary::encode(&p.get().minimized_for(&config))),
+    });
+    let mut resp = json_response(200, &body)?;
+    resp.headers_mut().set("cache-control", "private, no-store")?;
+    Ok(with_cors(resp, origin.as_deref())?)
+}
+
+/// `POST /v1/impressions`: records the answers a device decided on a summary and served (blocks with caps or
+/// experiments), so that caps and experiment exposures count them as they count the edge's own decisions. Each
+/// impression is checked against the configuration in force and recorded at the edge's time, and only when the
+/// visitor's consent allows personalization.
+pub(crate) async fn impressions_post(mut req: Request, env: &Env) -> ApiResult {
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let (_, config) = kv::config(env).await?;
+    let origin = allowed_origin(&req, &config)?;
+    let now = now();
+    let mut request = wire::impressions::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
+    let cookie_id = caller(&req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
+    let profile =
+        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
+    let signals = signals(&req, env);
+    let permitted =
+        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let mut recorded = 0;
+    if let Some(p) = permitted {
+        recorded = request.impressions.len();
+        let apply_request = ApplyRequest {
+            profile_id: p.get().id.clone(),
+            signals,
+            impressions: request.impressions,
+            ..ApplyRequest::default()
+        };
+        apply(env, apply_request).await?;
+    }
+    Ok(with_cors(json_response(200, &json!({"success": true, "recorded": recorded}))?, origin.as_deref())?)
+}

@@ -1,0 +1,43 @@
+//! `POST /v1/demo/identity-token`, the demo shop's sign-in. Who may call: anyone, which is why it exists only with `demo.signIn` in the configuration.
+
+use crate::core::engine::merge::is_junk;
+use crate::core::model::trust::make_identity_token;
+use crate::core::wire::{self, BodyError};
+use crate::edge::http::{json_response, with_cors, ApiError, ApiResult};
+use crate::edge::kv;
+use crate::edge::request::{allowed_origin, body, identity_secrets, now};
+use serde_json::json;
+use worker::{Env, Request};
+
+/// `POST /v1/demo/identity-token` with `{"userId": "..."}`: the demo shop's sign-in. It signs an identity token
+/// (`core::model::trust`, valid for an hour) for whatever user id it is asked, as a site's backend would after a real
+/// login, so the demo shows the verified path. Anyone may call it, which is why it exists only when the
+/// configuration says `"demo": {"signIn": true}` (404 otherwise), and why the Worker warns at every load then.
+pub(crate) async fn demo_identity_token(mut req: Request, env: &Env) -> ApiResult {
+    let (_, config) = kv::config(env).await?;
+    let not_found = || ApiError::NotFound { code: "not_found", message: "no route for /v1/demo/identity-token".into() };
+    if !config.demo_sign_in {
+        return Err(not_found());
+    }
+    let origin = allowed_origin(&req, &config)?;
+    let secrets = identity_secrets(env);
+    let Some(secret) = secrets.first() else {
+        return Err(ApiError::Unavailable("the demo sign-in needs EDGECDP_IDENTITY_SECRET".into()));
+    };
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Body(BodyError::NotJson(format!("body is not valid JSON: {e}"))))?;
+    let user_id = doc
+        .get("userId")
+        .and_then(|v| v.as_str())
+        .filter(|u| !u.trim().is_empty() && u.chars().count() <= wire::MAX_ID_CHARS && !is_junk(&config.identity, u))
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_user_id",
+            message: format!("userId must be a non-empty string of at most {} characters", wire::MAX_ID_CHARS),
+            path: "userId".into(),
+        })?;
+    let now = now();
+    let expires_at = now + 3_600_000;
+    let token = make_identity_token(secret, user_id, now, expires_at);
+    Ok(with_cors(json_response(200, &json!({"token": token, "expiresAt": expires_at}))?, origin.as_deref())?)
+}

@@ -1,0 +1,8 @@
+//! The Worker's routes, one file per resource family; `edge::route` maps paths and methods to them.
+
+pub mod collect;
+pub mod config;
+pub mod decide;
+pub mod demo;
+pub mod experiments;
+pub mod profiles;

@@ -1,0 +1,111 @@
+//! `GET`/`DELETE /v1/profiles/{type}:{value}`, `.../export` and `.../split`: access, erasure and undoing a merge. Who may call: the admin token only.
+
+use crate::core::base::encoding::percent_decode_path;
+use crate::core::engine::decide::{computed_of, scores_of, segments_of};
+use crate::core::model::context::Context as DecideContext;
+use crate::core::model::identity::Identity;
+use crate::core::wire::{self, BodyError};
+use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
+use crate::edge::kv;
+use crate::edge::objects::profile_object;
+use crate::edge::request::{body, now};
+use serde_json::json;
+use worker::{Env, Request, Response};
+
+/// Resolves `{type}:{value}` from the path to an identity.
+pub(crate) fn identity_from_path(key: &str) -> Result<(Identity, String), ApiError> {
+    let decoded = percent_decode_path(key);
+    let identity = Identity::parse_key(&decoded).ok_or_else(|| ApiError::BadRequest {
+        code: "invalid_identity",
+        message: "expected {type}:{value}, for example anonymous_id:abc".into(),
+        path: "identity".into(),
+    })?;
+    Ok((identity, decoded))
+}
+
+pub(crate) fn no_profile(decoded: &str) -> ApiError {
+    ApiError::NotFound { code: "profile_not_found", message: format!("no profile for {decoded}") }
+}
+
+/// `GET /v1/profiles/{type}:{value}` and, with `export`, `.../export` (everything held, for access requests).
+pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiResult {
+    require_admin(&req, env)?;
+    let (identity, decoded) = identity_from_path(key)?;
+    let store = kv::store(env)?;
+    let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let (_, config) = kv::config(env).await?;
+    let now = now();
+    // Outside a request for a page, segments on the page or request context do not hold.
+    let cx = DecideContext::default();
+    let segments = segments_of(&config, &profile, &cx, now);
+    let computed = computed_of(&config, &profile, now);
+    let mut body = if export {
+        profile.export_json(&segments, &computed, now)
+    } else {
+        profile.to_json(&segments, &computed, now)
+    };
+    let scores = scores_of(&config, &profile, &cx, now);
+    body["scores"] = config.scores.iter().zip(scores).map(|(s, v)| (s.id.clone(), json!(v))).collect();
+    Ok(json_response(200, &body)?)
+}
+
+/// `DELETE /v1/profiles/{type}:{value}`: erases the profile, its identity index entries and its writer's storage.
+pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
+    require_admin(&req, env)?;
+    let (identity, decoded) = identity_from_path(key)?;
+    let store = kv::store(env)?;
+    let indexed = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    // The index may name a profile that was merged away (a tombstone): the person's data is in the profile it
+    // moved to, so the erasure follows it there. Only an erasure that reached a profile answers 204.
+    // The tombstones on the way stay until the profile is erased, so a failure further on can be retried from
+    // the same index entry; then they go too.
+    let mut profile_id = indexed.clone();
+    let mut tombstones = Vec::new();
+    let mut erased = false;
+    for _ in 0..4 {
+        let answer = profile_object::send(env, &profile_id, "erase", Vec::new()).await?;
+        match answer.get("movedTo").and_then(|v| v.as_str()) {
+            Some(to) => tombstones.push(std::mem::replace(&mut profile_id, to.to_string())),
+            None => {
+                erased = true;
+                break;
+            }
+        }
+    }
+    if !erased {
+        return Err(ApiError::Unavailable(format!("erasing {decoded}: the profile moved too many times")));
+    }
+    for tombstone in &tombstones {
+        profile_object::send(env, tombstone, "forget", Vec::new()).await?;
+    }
+    // An identity the survivor refused still leads to the tombstone; it must not outlive the person.
+    if indexed != profile_id {
+        let key = identity.index_key();
+        if kv::profile_id_of(&store, &identity).await?.as_deref() == Some(indexed.as_str()) {
+            kv::mark_erased(&store, &identity).await?;
+            store.delete(&key).await?;
+        }
+    }
+    Ok(Response::empty()?.with_status(204))
+}
+
+/// `POST /v1/profiles/{type}:{value}/split` with `{"profileId": "p_..."}`: undoes the merge in which the profile
+/// absorbed that profile; both profiles exist again afterwards.
+pub(crate) async fn profile_split(mut req: Request, env: &Env, key: &str) -> ApiResult {
+    require_admin(&req, env)?;
+    let (identity, decoded) = identity_from_path(key)?;
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Body(BodyError::NotJson(format!("body is not valid JSON: {e}"))))?;
+    let absorbed = doc.get("profileId").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest {
+            code: "missing_field",
+            message: "profileId (the absorbed profile to split off) is required".into(),
+            path: "profileId".into(),
+        }
+    })?;
+    let store = kv::store(env)?;
+    let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let answer = profile_object::send(env, &profile_id, "split", absorbed.as_bytes().to_vec()).await?;
+    Ok(json_response(200, &answer)?)
+}
