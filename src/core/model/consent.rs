@@ -1,7 +1,7 @@
 //! Consent: which purposes a visitor has allowed, and the one check that every storing and personalizing
 //! path must pass.
 //!
-//! The check returns `Permitted<T>`, which only this module can construct. `Profile::apply` takes a
+//! The check returns `Permitted<T>`, which only this module can construct. `Profile::apply` (`engine::apply`) takes a
 //! `Permitted<Event>` and `decide` takes a `Permitted<&Profile>`, so a call path that skipped the check does
 //! not compile.
 

@@ -9,6 +9,7 @@
 
 use crate::edge::kv;
 use crate::edge::objects::experiments::object_call;
+use crate::edge::objects::get_number;
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
@@ -57,8 +58,8 @@ impl DurableObject for ConfigObject {
             .state
             .block_concurrency_while(async move {
                 // The first write after a deployment that had no writer yet continues from KV's version.
-                let current: u64 = match storage.get(VERSION_KEY).await? {
-                    Some(v) => v,
+                let current: u64 = match get_number(&storage, VERSION_KEY).await? {
+                    Some(v) => v as u64,
                     None => kv::current_version(&env.kv(kv::KV_BINDING)?)
                         .await
                         .map_err(|_| worker::Error::RustError("reading the configuration version failed".into()))?,
@@ -68,7 +69,7 @@ impl DurableObject for ConfigObject {
                 }
                 let next = current + 1;
                 kv::store_version(&env, next, &text).await?;
-                storage.put(VERSION_KEY, next).await?;
+                storage.put_raw(VERSION_KEY, next as f64).await?;
                 Ok(Written::Stored { version: next })
             })
             .await?;

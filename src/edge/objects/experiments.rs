@@ -7,9 +7,11 @@
 //! counters in KV could not promise.
 
 use crate::core::model::profile::Outcome;
+use crate::edge::objects::get_raw;
 use serde_json::json;
 use std::collections::BTreeMap;
-use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
+use worker::wasm_bindgen::JsCast;
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State, Storage};
 
 const BINDING: &str = "EXPERIMENTS";
 /// Storage key of the counts: variant id to `[exposures, conversions]`.
@@ -94,7 +96,7 @@ impl DurableObject for ExperimentObject {
         let counts = self
             .state
             .block_concurrency_while(async move {
-                let mut counts: Counts = storage.get(COUNTS_KEY).await?.unwrap_or_default();
+                let mut counts = read_counts(&storage).await?;
                 if !adds.is_empty() {
                     for (variant, kind) in adds {
                         let c = counts.entry(variant).or_default();
@@ -104,11 +106,31 @@ impl DurableObject for ExperimentObject {
                             _ => {}
                         }
                     }
-                    storage.put(COUNTS_KEY, &counts).await?;
+                    storage.put_raw(COUNTS_KEY, serde_json::to_string(&counts)?).await?;
                 }
                 Ok::<Counts, worker::Error>(counts)
             })
             .await?;
         Response::from_json(&counts)
     }
+}
+
+/// The counts kept here: JSON text (`{"variant": [exposed, converted]}`); counts written before that are a
+/// JavaScript `Map` of the same pairs, and are read as such.
+async fn read_counts(storage: &Storage) -> Result<Counts> {
+    let value = get_raw(storage, COUNTS_KEY).await?;
+    if let Some(text) = value.as_string() {
+        return Ok(serde_json::from_str(&text).unwrap_or_default());
+    }
+    let mut counts = Counts::new();
+    if let Some(map) = value.dyn_ref::<worker::js_sys::Map>() {
+        map.for_each(&mut |v, k| {
+            let pair = worker::js_sys::Array::from(&v);
+            if let Some(variant) = k.as_string() {
+                let n = |i| pair.get(i).as_f64().unwrap_or(0.0) as u64;
+                counts.insert(variant, [n(0), n(1)]);
+            }
+        });
+    }
+    Ok(counts)
 }

@@ -9,10 +9,11 @@ pub mod profile_object;
 
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::JsValue;
-use worker::{Env, Method, Request, RequestInit, Result};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Env, Method, Request, RequestInit, Result, Storage};
 
 /// The one transport to every Durable Object: a request to the object `name` of `binding`, at `path`, answered as
-/// its status and bytes. Each object's module wraps it in its own typed calls (`profile_object::apply_call`,
+/// its status and bytes. `path` has no leading slash. Each object's module wraps it in its own typed calls (`profile_object::apply_call`,
 /// `experiments::record`, `config_object::write`), so a path or an answer's shape is written in one place.
 pub async fn call(
     env: &Env,
@@ -27,4 +28,21 @@ pub async fn call(
     init.with_method(method).with_body(body.map(|b| JsValue::from(Uint8Array::from(b))));
     let mut resp = stub.fetch_with_request(Request::new_with_init(&format!("https://object/{path}"), &init)?).await?;
     Ok((resp.status_code(), resp.bytes().await?))
+}
+
+/// A value of an object's storage as JavaScript holds it (`undefined` when absent). The objects keep small values
+/// as plain strings and numbers and read them this way: `Storage::get`/`put` go through serde-wasm-bindgen, which
+/// these values do not need (the Worker Wasm is smaller without it).
+pub async fn get_raw(storage: &Storage, key: &str) -> Result<JsValue> {
+    Ok(JsFuture::from(storage.as_raw().get(key)?).await?)
+}
+
+/// A number kept in an object's storage, if there is one.
+pub async fn get_number(storage: &Storage, key: &str) -> Result<Option<f64>> {
+    Ok(get_raw(storage, key).await?.as_f64())
+}
+
+/// A string kept in an object's storage, if there is one.
+pub async fn get_text(storage: &Storage, key: &str) -> Result<Option<String>> {
+    Ok(get_raw(storage, key).await?.as_string())
 }

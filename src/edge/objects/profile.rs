@@ -24,6 +24,7 @@ use crate::core::rules::Config;
 use crate::core::store::{decode_apply, decode_profile, encode_apply_answer, encode_profile, encode_profile_bounded};
 use crate::edge::http::ApiError;
 use crate::edge::kv;
+use crate::edge::objects::{get_number, get_text};
 use serde_json::json;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::JsValue;
@@ -45,12 +46,48 @@ const ERASED_GRACE_MS: Millis = 60 * 1000;
 /// KV refuses expirations less than 60 seconds away.
 const MIN_KV_TTL_SECONDS: i64 = 60;
 
+/// What a profile's object is asked to do: the protocol's paths, written once for the caller (`Action::path`) and
+/// the object (`Action::of`). Bodies and answers: `Apply` takes `store::encode_apply` and answers
+/// `store::encode_apply_answer` (410 with `erased` moments after an erasure); `Handover` takes the survivor's id
+/// and answers the encoded profile (204: none here); `Restore` takes an encoded profile; `Split` takes the
+/// absorbed profile's id and answers `{"profiles": [...]}`; `Erase` answers `{"erased", "identities"}`; `Forget`
+/// removes a tombstone. A tombstone answers every action but `Restore` and `Forget` with 409 `{"movedTo": id}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Apply,
+    Handover,
+    Restore,
+    Split,
+    Erase,
+    Forget,
+}
+
+impl Action {
+    const ALL: [(Action, &'static str); 6] = [
+        (Action::Apply, "apply"),
+        (Action::Handover, "handover"),
+        (Action::Restore, "restore"),
+        (Action::Split, "split"),
+        (Action::Erase, "erase"),
+        (Action::Forget, "forget"),
+    ];
+
+    pub fn path(self) -> &'static str {
+        Action::ALL.iter().find(|(a, _)| *a == self).map_or("", |(_, p)| p)
+    }
+
+    fn of(path: &str) -> Option<Action> {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        Action::ALL.iter().find(|(_, p)| *p == path).map(|(a, _)| *a)
+    }
+}
+
 /// Sends a request to a profile's writer and returns its JSON answer. Any failure is the store being
 /// unavailable: the writer validates nothing that came from outside the Worker.
 pub async fn send(
     env: &Env,
     profile_id: &str,
-    action: &str,
+    action: Action,
     body: Vec<u8>,
 ) -> std::result::Result<serde_json::Value, ApiError> {
     let (status, bytes) = call(env, profile_id, action, body).await?;
@@ -84,7 +121,8 @@ impl DurableObject for ProfileObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let action = req.path();
+        let path = req.path();
+        let action = Action::of(&path);
         let bytes = req.bytes().await?;
         let storage = self.state.storage();
         let env = self.env.clone();
@@ -93,27 +131,27 @@ impl DurableObject for ProfileObject {
             .block_concurrency_while(async move {
                 // A tombstone: this profile now lives elsewhere. `forget` removes the tombstone; restoring (a refused
                 // merge, a split) replaces it with the profile; everything else is redirected.
-                if action != "/restore" {
+                if action != Some(Action::Restore) {
                     if let Some(to) = moved_to(&storage).await? {
                         // `forget` removes a tombstone once the profile it names is erased; everything else, erasing
                         // included, is redirected, so an erasure that fails further on can be retried from here.
-                        if action == "/forget" {
+                        if action == Some(Action::Forget) {
                             storage.delete_all().await?;
                             return Ok((200, json!({"forgotten": true}).to_string().into_bytes()));
                         }
                         return Ok((409, json!({"movedTo": to}).to_string().into_bytes()));
                     }
                 }
-                match action.as_str() {
-                    "/apply" if recently_erased(&storage).await? => {
+                match action {
+                    Some(Action::Apply) if recently_erased(&storage).await? => {
                         Ok((410, encode_apply_answer(&ApplyAnswer { erased: true, ..ApplyAnswer::default() })))
                     }
-                    "/apply" => match decode_apply(&bytes) {
+                    Some(Action::Apply) => match decode_apply(&bytes) {
                         Ok(apply) => apply_and_merge(&storage, &env, apply).await,
                         Err(e) => Ok(error_body(400, "invalid_apply_request", &e.to_string())),
                     },
-                    "/handover" => handover(&storage, &String::from_utf8_lossy(&bytes)).await,
-                    "/restore" => match decode_profile(&bytes) {
+                    Some(Action::Handover) => handover(&storage, &String::from_utf8_lossy(&bytes)).await,
+                    Some(Action::Restore) => match decode_profile(&bytes) {
                         Ok(profile) => {
                             let config = config(&env).await?;
                             storage.delete(MOVED_KEY).await?;
@@ -123,16 +161,16 @@ impl DurableObject for ProfileObject {
                         }
                         Err(e) => Ok(error_body(400, "invalid_profile", &e.to_string())),
                     },
-                    "/split" => split_off(&storage, &env, &String::from_utf8_lossy(&bytes)).await,
-                    "/erase" => match erase(&storage, &env).await? {
+                    Some(Action::Split) => split_off(&storage, &env, &String::from_utf8_lossy(&bytes)).await,
+                    Some(Action::Erase) => match erase(&storage, &env).await? {
                         Some(identities) => {
                             Ok((200, json!({"erased": true, "identities": identities}).to_string().into_bytes()))
                         }
                         None => Ok(error_body(404, "profile_not_found", "no profile here")),
                     },
                     // Not a tombstone (any more): nothing to forget.
-                    "/forget" => Ok((200, json!({"forgotten": false}).to_string().into_bytes())),
-                    other => Ok(error_body(404, "not_found", &format!("no action {other}"))),
+                    Some(Action::Forget) => Ok((200, json!({"forgotten": false}).to_string().into_bytes())),
+                    None => Ok(error_body(404, "not_found", &format!("no action {path}"))),
                 }
             })
             .await?;
@@ -150,7 +188,7 @@ impl DurableObject for ProfileObject {
                     storage.delete_all().await?;
                     return Ok(());
                 }
-                if storage.get::<Millis>(ERASED_KEY).await?.is_some() && read_profile(&storage).await?.is_none() {
+                if get_number(&storage, ERASED_KEY).await?.is_some() && read_profile(&storage).await?.is_none() {
                     // The erasure's grace period is over: not even its time stays.
                     storage.delete_all().await?;
                     return Ok(());
@@ -183,17 +221,17 @@ fn error_body(status: u16, code: &str, message: &str) -> (u16, Vec<u8>) {
 
 /// Whether the profile here was erased less than `ERASED_GRACE_MS` ago.
 async fn recently_erased(storage: &Storage) -> Result<bool> {
-    Ok(storage.get::<Millis>(ERASED_KEY).await?.is_some_and(|at| now() - at < ERASED_GRACE_MS))
+    Ok(get_number(storage, ERASED_KEY).await?.is_some_and(|at| now() - (at as Millis) < ERASED_GRACE_MS))
 }
 
 async fn moved_to(storage: &Storage) -> Result<Option<String>> {
-    storage.get::<String>(MOVED_KEY).await
+    get_text(storage, MOVED_KEY).await
 }
 
 /// Calls a profile's object and returns its status and body as they are (the Worker reads an apply's answer,
 /// which is binary, this way; `send` is for the JSON ones).
-pub async fn call(env: &Env, profile_id: &str, action: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
-    crate::edge::objects::call(env, BINDING, profile_id, Method::Post, action, Some(&body)).await
+pub async fn call(env: &Env, profile_id: &str, action: Action, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+    crate::edge::objects::call(env, BINDING, profile_id, Method::Post, action.path(), Some(&body)).await
 }
 
 /// Runs one apply request through the core's writer (`core::engine::write`, whose contract this follows step by
@@ -203,7 +241,7 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
     let current = read_profile(storage).await?;
     let mut fetched = Vec::new();
     for l in pending_links(current.as_ref(), &apply) {
-        let (status, bytes) = call(env, &l.profile_id, "handover", apply.profile_id.clone().into_bytes()).await?;
+        let (status, bytes) = call(env, &l.profile_id, Action::Handover, apply.profile_id.clone().into_bytes()).await?;
         // 204: nothing to absorb there (no profile yet); 409: it went elsewhere, and the link is made by the
         // events themselves.
         if status == 200 {
@@ -214,13 +252,13 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
     let written = write(current, fetched, apply, &config, now());
     for p in &written.returned {
         // Refused merges: each profile goes back where it was, as it was.
-        call(env, &p.id, "restore", encode_profile(p)).await?;
+        call(env, &p.id, Action::Restore, encode_profile(p)).await?;
     }
     if let Some(profile) = written.profile.as_ref().filter(|_| written.store) {
         write_profile(storage, env, &config, profile, &written.index, &written.repoint).await?;
         let store = env.kv(kv::KV_BINDING)?;
         for id in &written.absorbed_ids {
-            store.delete(&format!("profile:{id}")).await?;
+            store.delete(&kv::profile_key(id)).await?;
         }
         if !written.outcomes.is_empty() {
             crate::edge::objects::experiments::record(env, &written.outcomes).await?;
@@ -234,7 +272,7 @@ async fn handover(storage: &Storage, survivor: &str) -> Result<(u16, Vec<u8>)> {
     let Some(profile) = read_profile(storage).await? else { return Ok((204, Vec::new())) };
     let bytes = encode_profile(&profile);
     storage.delete_all().await?;
-    storage.put(MOVED_KEY, survivor.to_string()).await?;
+    storage.put_raw(MOVED_KEY, survivor).await?;
     storage.set_alarm(TOMBSTONE_MS).await?;
     Ok((200, bytes))
 }
@@ -255,7 +293,7 @@ async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u
         }
     };
     write_profile(storage, env, &config, &profile, &[], &[]).await?;
-    let (status, body) = call(env, &restored.id, "restore", encode_profile(&restored)).await?;
+    let (status, body) = call(env, &restored.id, Action::Restore, encode_profile(&restored)).await?;
     if status != 200 {
         return Err(worker::Error::RustError(format!(
             "restoring {} answered {status}: {}",
@@ -299,7 +337,7 @@ async fn write_profile(
     }
     let store = env.kv(kv::KV_BINDING)?;
     // The snapshot goes first, so that an index entry never leads to a profile that is not there yet.
-    let mut put = store.put_bytes(&format!("profile:{}", profile.id), &bytes)?;
+    let mut put = store.put_bytes(&kv::profile_key(&profile.id), &bytes)?;
     if let Some(exp) = kv_expiration {
         put = put.expiration(exp);
     }
@@ -314,7 +352,7 @@ async fn write_profile(
         let key = id.index_key();
         let existing = store.get(&key).text().await?;
         if !index_entry_stays(id, existing.as_deref(), &profile.id, repoint) {
-            let mut put = store.put(&key, profile.id.clone())?;
+            let mut put = kv::put_text(&store, &key, &profile.id)?;
             if let Some(exp) = kv_expiration {
                 put = put.expiration(exp);
             }
@@ -337,15 +375,15 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
             store.delete(&key).await?;
         }
     }
-    store.delete(&format!("profile:{}", profile.id)).await?;
+    store.delete(&kv::profile_key(&profile.id)).await?;
     // The profiles it absorbed may still hold a tombstone that names it.
     for m in &profile.merges {
-        call(env, &m.absorbed_id, "forget", Vec::new()).await?;
+        call(env, &m.absorbed_id, Action::Forget, Vec::new()).await?;
     }
     storage.delete_alarm().await?;
     storage.delete_all().await?;
     // Only the time of the erasure stays, for the grace period, and then goes too.
-    storage.put(ERASED_KEY, now()).await?;
+    storage.put_raw(ERASED_KEY, now() as f64).await?;
     storage.set_alarm(ERASED_GRACE_MS).await?;
     Ok(Some(profile.identities.len()))
 }

@@ -63,7 +63,7 @@ pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiRes
     let mut tombstones = Vec::new();
     let mut erased = false;
     for _ in 0..4 {
-        let answer = profile_object::send(env, &profile_id, "erase", Vec::new()).await?;
+        let answer = profile_object::send(env, &profile_id, profile_object::Action::Erase, Vec::new()).await?;
         match answer.get("movedTo").and_then(|v| v.as_str()) {
             Some(to) => tombstones.push(std::mem::replace(&mut profile_id, to.to_string())),
             None => {
@@ -76,7 +76,7 @@ pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiRes
         return Err(ApiError::Unavailable(format!("erasing {decoded}: the profile moved too many times")));
     }
     for tombstone in &tombstones {
-        profile_object::send(env, tombstone, "forget", Vec::new()).await?;
+        profile_object::send(env, tombstone, profile_object::Action::Forget, Vec::new()).await?;
     }
     // An identity the survivor refused still leads to the tombstone; it must not outlive the person.
     if indexed != profile_id {
@@ -106,6 +106,7 @@ pub(crate) async fn profile_split(mut req: Request, env: &Env, key: &str) -> Api
     })?;
     let store = kv::store(env)?;
     let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
-    let answer = profile_object::send(env, &profile_id, "split", absorbed.as_bytes().to_vec()).await?;
+    let answer =
+        profile_object::send(env, &profile_id, profile_object::Action::Split, absorbed.as_bytes().to_vec()).await?;
     Ok(json_response(200, &answer)?)
 }
