@@ -1,7 +1,6 @@
-//! Compiled segment conditions and their evaluation against a profile at a given time.
-//!
-//! Evaluation never fails and allocates nothing: every check that can fail happened when the configuration
-//! was compiled (see `config`).
+//! Segments, conditions, scores and computed traits: the compiled types beside their `compile` (one small reader
+//! per condition kind; every operator word mapped exhaustively, an unknown word an error at its path). Their
+//! evaluation against a profile is `engine::evaluate`, which cannot fail: every check that can fail is here.
 
 use crate::core::base::time::Millis;
 use crate::core::base::value::Value;
@@ -409,196 +408,260 @@ impl Compiler {
             }
         };
         match kind {
-            "event" => {
-                self.object(v, path, &["event", "where", "count", "within"])?;
-                let event = self.string(o.get("event"), &at(path, "event"));
-                let filters = self.filters(o, path);
-                let count = match present(o, "count") {
-                    None => Some(vec![Cmp::Gte(1.0)]),
-                    Some(J::Number(n)) => Some(vec![Cmp::Gte(n.as_f64().unwrap_or(1.0))]),
-                    Some(c) => self.comparisons(c, &at(path, "count")),
-                };
-                // Each part is checked before any is given up on, so that every problem is reported.
-                let window = match present(o, "within") {
-                    Some(w) => self.duration(w, &at(path, "within")).map(Some),
-                    None => Some(None),
-                };
-                let event = event?;
-                let series = series_for(&event, &filters);
-                Some(Condition::EventCount { event, filters, count: count?, window: window?, series })
-            }
-            "computed" => {
-                let mut allowed = vec!["computed"];
-                allowed.extend(CMP_OPS);
-                self.object(v, path, &allowed)?;
-                let cp = at(path, "computed");
-                let id = self.string(o.get("computed"), &cp)?;
-                let Some(def) = self.computed.iter().find(|c| c.id == id).cloned() else {
-                    self.err(cp, format!("unknown computed trait {id:?}"));
-                    return None;
-                };
-                let count = self.comparison_members(o, path)?;
-                // A computed trait in a condition is exactly the event count it names.
-                Some(Condition::EventCount {
-                    event: def.event,
-                    filters: def.filters,
-                    count,
-                    window: def.window,
-                    series: def.series,
-                })
-            }
-            "segment" | "score" if self.in_score => {
-                self.err(at(path, kind), "a score rule cannot use segments or scores");
-                None
-            }
-            "score" => {
-                let mut allowed = vec!["score"];
-                allowed.extend(CMP_OPS);
-                self.object(v, path, &allowed)?;
-                let sp = at(path, "score");
-                let id = self.string(o.get("score"), &sp)?;
-                let Some(index) = self.scores.iter().position(|s| *s == id) else {
-                    self.err(sp, format!("unknown score {id:?}"));
-                    return None;
-                };
-                let cmps = self.comparison_members(o, path)?;
-                Some(Condition::Score { index, cmps })
-            }
-            "inactiveFor" => {
-                self.object(v, path, &["inactiveFor"])?;
-                Some(Condition::InactiveFor(self.duration(&o["inactiveFor"], &at(path, "inactiveFor"))?))
-            }
-            "identified" => {
-                self.object(v, path, &["identified"])?;
-                Some(Condition::Identified(self.boolean(&o["identified"], &at(path, "identified"))?))
-            }
-            "consent" => {
-                self.object(v, path, &["consent"])?;
-                Some(Condition::Consent(self.purpose(&o["consent"], &at(path, "consent"))?))
-            }
-            "page" => {
-                self.object(v, path, &["page"])?;
-                Some(Condition::Page(self.one_or_many(&o["page"], &at(path, "page"))?))
-            }
-            "referrer" => {
-                self.object(v, path, &["referrer"])?;
-                let hosts = self.one_or_many(&o["referrer"], &at(path, "referrer"))?;
-                Some(Condition::Referrer(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect()))
-            }
-            "utm" => {
-                self.object(v, path, &["utm"])?;
-                let up = at(path, "utm");
-                let params = self.object(&o["utm"], &up, &UTM_PARAMS)?;
-                let [(param, globs)] = params.iter().collect::<Vec<_>>()[..] else {
-                    self.err(&up, format!("expected exactly one of: {}", UTM_PARAMS.join(", ")));
-                    return None;
-                };
-                let any_of = self.one_or_many(globs, &at(&up, param))?;
-                Some(Condition::Utm { param: format!("utm_{param}"), any_of })
-            }
-            "country" => {
-                self.object(v, path, &["country"])?;
-                let cp = at(path, "country");
-                let list = self.one_or_many(&o["country"], &cp)?;
-                for (i, c) in list.iter().enumerate() {
-                    if !is_country_code(c) {
-                        let p = if matches!(o["country"], J::Array(_)) { idx(&cp, i) } else { cp.clone() };
-                        self.err(p, "a country is an ISO 3166-1 alpha-2 code in upper case, such as DE");
-                    }
-                }
-                Some(Condition::Country(list))
-            }
-            "device" => {
-                self.object(v, path, &["device"])?;
-                let dp = at(path, "device");
-                let list = self.one_or_many(&o["device"], &dp)?;
-                let mut devices = Vec::new();
-                for (i, d) in list.iter().enumerate() {
-                    match Device::parse(d) {
-                        Some(d) => devices.push(d),
-                        None => {
-                            let p = if matches!(o["device"], J::Array(_)) { idx(&dp, i) } else { dp.clone() };
-                            self.err(p, format!("unknown device class; expected one of: {}", Device::NAMES.join(", ")));
-                        }
-                    }
-                }
-                (devices.len() == list.len()).then_some(Condition::Device(devices))
-            }
-            "localHour" => {
-                self.object(v, path, &["localHour"])?;
-                let hp = at(path, "localHour");
-                let cmps = self.comparisons(&o["localHour"], &hp)?;
-                Some(Condition::LocalHour(cmps))
-            }
-            "segment" => {
-                self.object(v, path, &["segment"])?;
-                let sp = at(path, "segment");
-                let id = self.string(o.get("segment"), &sp)?;
-                match ids.get(&id) {
-                    Some(&i) => Some(Condition::Segment(i)),
-                    None => {
-                        self.err(sp, format!("unknown segment {id:?}"));
-                        None
-                    }
-                }
-            }
-            "all" | "any" => {
-                self.object(v, path, &[kind])?;
-                let lp = at(path, kind);
-                let list = self.array(&o[kind], &lp)?;
-                if list.is_empty() {
-                    self.err(&lp, "expected at least one condition");
-                    return None;
-                }
-                let parts: Vec<Option<Condition>> =
-                    list.iter().enumerate().map(|(i, c)| self.condition(c, &idx(&lp, i), ids)).collect();
-                let parts: Option<Vec<Condition>> = parts.into_iter().collect();
-                Some(if kind == "all" { Condition::All(parts?) } else { Condition::Any(parts?) })
-            }
-            "not" => {
-                self.object(v, path, &["not"])?;
-                Some(Condition::Not(Box::new(self.condition(&o["not"], &at(path, "not"), ids)?)))
-            }
-            "trait" => {
-                let mut allowed = vec!["trait"];
-                allowed.extend(TRAIT_TESTS);
-                self.object(v, path, &allowed)?;
-                let name = self.string(o.get("trait"), &at(path, "trait"));
-                let tests: Vec<&str> = TRAIT_TESTS.iter().copied().filter(|t| o.contains_key(*t)).collect();
-                let [op] = tests.as_slice() else {
-                    self.err(path, format!("a trait condition has exactly one test of: {}", TRAIT_TESTS.join(", ")));
-                    return None;
-                };
-                let tp = at(path, op);
-                let arg = &o[*op];
-                let test = match *op {
-                    "eq" => TraitTest::Eq(self.scalar(arg, &tp)?),
-                    "ne" => TraitTest::Ne(self.scalar(arg, &tp)?),
-                    "contains" => TraitTest::Contains(self.scalar(arg, &tp)?),
-                    "exists" => TraitTest::Exists(self.boolean(arg, &tp)?),
-                    "in" => {
-                        let list = self.array(arg, &tp)?;
-                        let vals: Vec<Option<Value>> =
-                            list.iter().enumerate().map(|(i, x)| self.scalar(x, &idx(&tp, i))).collect();
-                        TraitTest::In(vals.into_iter().collect::<Option<Vec<_>>>()?)
-                    }
-                    numeric => {
-                        let n = self.number(arg, &tp)?;
-                        let Some(c) = cmp(numeric, n) else {
-                            self.err(&tp, format!("unknown test; expected one of: {}", TRAIT_TESTS.join(", ")));
-                            return None;
-                        };
-                        TraitTest::Num(c)
-                    }
-                };
-                Some(Condition::Trait { name: name?, test })
-            }
+            "event" => self.when_event(o, v, path),
+            "computed" => self.when_computed(o, v, path),
+            "segment" | "score" if self.in_score => self.when_segment_in_score(kind, path),
+            "score" => self.when_score(o, v, path),
+            "inactiveFor" => self.when_inactive_for(o, v, path),
+            "identified" => self.when_identified(o, v, path),
+            "consent" => self.when_consent(o, v, path),
+            "page" => self.when_page(o, v, path),
+            "referrer" => self.when_referrer(o, v, path),
+            "utm" => self.when_utm(o, v, path),
+            "country" => self.when_country(o, v, path),
+            "device" => self.when_device(o, v, path),
+            "localHour" => self.when_local_hour(o, v, path),
+            "segment" => self.when_segment(o, v, path, ids),
+            "all" | "any" => self.when_all_or_any(kind, o, v, path, ids),
+            "not" => self.when_not(o, v, path, ids),
+            "trait" => self.when_trait(o, v, path),
             other => {
                 // Every word of CONDITION_KINDS has its arm above; a word added there without one is this error.
                 self.err(path, format!("condition kind {other:?} is not implemented"));
                 None
             }
         }
+    }
+
+    /// `{"event": ...}`.
+    fn when_event(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["event", "where", "count", "within"])?;
+        let event = self.string(o.get("event"), &at(path, "event"));
+        let filters = self.filters(o, path);
+        let count = match present(o, "count") {
+            None => Some(vec![Cmp::Gte(1.0)]),
+            Some(J::Number(n)) => Some(vec![Cmp::Gte(n.as_f64().unwrap_or(1.0))]),
+            Some(c) => self.comparisons(c, &at(path, "count")),
+        };
+        // Each part is checked before any is given up on, so that every problem is reported.
+        let window = match present(o, "within") {
+            Some(w) => self.duration(w, &at(path, "within")).map(Some),
+            None => Some(None),
+        };
+        let event = event?;
+        let series = series_for(&event, &filters);
+        Some(Condition::EventCount { event, filters, count: count?, window: window?, series })
+    }
+
+    /// `{"computed": ...}`.
+    fn when_computed(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        let mut allowed = vec!["computed"];
+        allowed.extend(CMP_OPS);
+        self.object(v, path, &allowed)?;
+        let cp = at(path, "computed");
+        let id = self.string(o.get("computed"), &cp)?;
+        let Some(def) = self.computed.iter().find(|c| c.id == id).cloned() else {
+            self.err(cp, format!("unknown computed trait {id:?}"));
+            return None;
+        };
+        let count = self.comparison_members(o, path)?;
+        // A computed trait in a condition is exactly the event count it names.
+        Some(Condition::EventCount {
+            event: def.event,
+            filters: def.filters,
+            count,
+            window: def.window,
+            series: def.series,
+        })
+    }
+
+    /// `{"segment": ...}` inside a score, where it cannot be used.
+    fn when_segment_in_score(&mut self, kind: &str, path: &str) -> Option<Condition> {
+        self.err(at(path, kind), "a score rule cannot use segments or scores");
+        None
+    }
+
+    /// `{"score": ...}`.
+    fn when_score(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        let mut allowed = vec!["score"];
+        allowed.extend(CMP_OPS);
+        self.object(v, path, &allowed)?;
+        let sp = at(path, "score");
+        let id = self.string(o.get("score"), &sp)?;
+        let Some(index) = self.scores.iter().position(|s| *s == id) else {
+            self.err(sp, format!("unknown score {id:?}"));
+            return None;
+        };
+        let cmps = self.comparison_members(o, path)?;
+        Some(Condition::Score { index, cmps })
+    }
+
+    /// `{"inactiveFor": ...}`.
+    fn when_inactive_for(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["inactiveFor"])?;
+        Some(Condition::InactiveFor(self.duration(&o["inactiveFor"], &at(path, "inactiveFor"))?))
+    }
+
+    /// `{"identified": ...}`.
+    fn when_identified(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["identified"])?;
+        Some(Condition::Identified(self.boolean(&o["identified"], &at(path, "identified"))?))
+    }
+
+    /// `{"consent": ...}`.
+    fn when_consent(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["consent"])?;
+        Some(Condition::Consent(self.purpose(&o["consent"], &at(path, "consent"))?))
+    }
+
+    /// `{"page": ...}`.
+    fn when_page(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["page"])?;
+        Some(Condition::Page(self.one_or_many(&o["page"], &at(path, "page"))?))
+    }
+
+    /// `{"referrer": ...}`.
+    fn when_referrer(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["referrer"])?;
+        let hosts = self.one_or_many(&o["referrer"], &at(path, "referrer"))?;
+        Some(Condition::Referrer(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect()))
+    }
+
+    /// `{"utm": ...}`.
+    fn when_utm(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["utm"])?;
+        let up = at(path, "utm");
+        let params = self.object(&o["utm"], &up, &UTM_PARAMS)?;
+        let [(param, globs)] = params.iter().collect::<Vec<_>>()[..] else {
+            self.err(&up, format!("expected exactly one of: {}", UTM_PARAMS.join(", ")));
+            return None;
+        };
+        let any_of = self.one_or_many(globs, &at(&up, param))?;
+        Some(Condition::Utm { param: format!("utm_{param}"), any_of })
+    }
+
+    /// `{"country": ...}`.
+    fn when_country(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["country"])?;
+        let cp = at(path, "country");
+        let list = self.one_or_many(&o["country"], &cp)?;
+        for (i, c) in list.iter().enumerate() {
+            if !is_country_code(c) {
+                let p = if matches!(o["country"], J::Array(_)) { idx(&cp, i) } else { cp.clone() };
+                self.err(p, "a country is an ISO 3166-1 alpha-2 code in upper case, such as DE");
+            }
+        }
+        Some(Condition::Country(list))
+    }
+
+    /// `{"device": ...}`.
+    fn when_device(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["device"])?;
+        let dp = at(path, "device");
+        let list = self.one_or_many(&o["device"], &dp)?;
+        let mut devices = Vec::new();
+        for (i, d) in list.iter().enumerate() {
+            match Device::parse(d) {
+                Some(d) => devices.push(d),
+                None => {
+                    let p = if matches!(o["device"], J::Array(_)) { idx(&dp, i) } else { dp.clone() };
+                    self.err(p, format!("unknown device class; expected one of: {}", Device::NAMES.join(", ")));
+                }
+            }
+        }
+        (devices.len() == list.len()).then_some(Condition::Device(devices))
+    }
+
+    /// `{"localHour": ...}`.
+    fn when_local_hour(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        self.object(v, path, &["localHour"])?;
+        let hp = at(path, "localHour");
+        let cmps = self.comparisons(&o["localHour"], &hp)?;
+        Some(Condition::LocalHour(cmps))
+    }
+
+    /// `{"segment": ...}`.
+    fn when_segment(
+        &mut self,
+        o: &Map<String, J>,
+        v: &J,
+        path: &str,
+        ids: &BTreeMap<String, usize>,
+    ) -> Option<Condition> {
+        self.object(v, path, &["segment"])?;
+        let sp = at(path, "segment");
+        let id = self.string(o.get("segment"), &sp)?;
+        match ids.get(&id) {
+            Some(&i) => Some(Condition::Segment(i)),
+            None => {
+                self.err(sp, format!("unknown segment {id:?}"));
+                None
+            }
+        }
+    }
+
+    /// `{"all": [...]}` or `{"any": [...]}`.
+    fn when_all_or_any(
+        &mut self,
+        kind: &str,
+        o: &Map<String, J>,
+        v: &J,
+        path: &str,
+        ids: &BTreeMap<String, usize>,
+    ) -> Option<Condition> {
+        self.object(v, path, &[kind])?;
+        let lp = at(path, kind);
+        let list = self.array(&o[kind], &lp)?;
+        if list.is_empty() {
+            self.err(&lp, "expected at least one condition");
+            return None;
+        }
+        let parts: Vec<Option<Condition>> =
+            list.iter().enumerate().map(|(i, c)| self.condition(c, &idx(&lp, i), ids)).collect();
+        let parts: Option<Vec<Condition>> = parts.into_iter().collect();
+        Some(if kind == "all" { Condition::All(parts?) } else { Condition::Any(parts?) })
+    }
+
+    /// `{"not": ...}`.
+    fn when_not(&mut self, o: &Map<String, J>, v: &J, path: &str, ids: &BTreeMap<String, usize>) -> Option<Condition> {
+        self.object(v, path, &["not"])?;
+        Some(Condition::Not(Box::new(self.condition(&o["not"], &at(path, "not"), ids)?)))
+    }
+
+    /// `{"trait": ...}`.
+    fn when_trait(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        let mut allowed = vec!["trait"];
+        allowed.extend(TRAIT_TESTS);
+        self.object(v, path, &allowed)?;
+        let name = self.string(o.get("trait"), &at(path, "trait"));
+        let tests: Vec<&str> = TRAIT_TESTS.iter().copied().filter(|t| o.contains_key(*t)).collect();
+        let [op] = tests.as_slice() else {
+            self.err(path, format!("a trait condition has exactly one test of: {}", TRAIT_TESTS.join(", ")));
+            return None;
+        };
+        let tp = at(path, op);
+        let arg = &o[*op];
+        let test = match *op {
+            "eq" => TraitTest::Eq(self.scalar(arg, &tp)?),
+            "ne" => TraitTest::Ne(self.scalar(arg, &tp)?),
+            "contains" => TraitTest::Contains(self.scalar(arg, &tp)?),
+            "exists" => TraitTest::Exists(self.boolean(arg, &tp)?),
+            "in" => {
+                let list = self.array(arg, &tp)?;
+                let vals: Vec<Option<Value>> =
+                    list.iter().enumerate().map(|(i, x)| self.scalar(x, &idx(&tp, i))).collect();
+                TraitTest::In(vals.into_iter().collect::<Option<Vec<_>>>()?)
+            }
+            numeric => {
+                let n = self.number(arg, &tp)?;
+                let Some(c) = cmp(numeric, n) else {
+                    self.err(&tp, format!("unknown test; expected one of: {}", TRAIT_TESTS.join(", ")));
+                    return None;
+                };
+                TraitTest::Num(c)
+            }
+        };
+        Some(Condition::Trait { name: name?, test })
     }
 
     /// The comparisons written beside a condition's kind (`{"computed": "x", "gte": 2}`); at least 1 when none.
