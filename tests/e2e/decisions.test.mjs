@@ -51,9 +51,13 @@ describe('request context', () => {
     assert.equal((await seen(a)).status, 200);
     // An offset that makes it evening now, and one that makes it morning, whatever the hour in UTC.
     const utcHour = new Date().getUTCHours();
+    // Hours east of UTC (-11..12, a real offset) at which it is `hour` o'clock now.
+    const eastAt = (hour) => {
+      const shift = ((hour - utcHour) % 24 + 24) % 24;
+      return shift > 12 ? shift - 24 : shift;
+    };
     const zoneAt = (hour) => {
-      const shift = ((hour - utcHour) % 24 + 24) % 24; // hours east of UTC, 0..23
-      const east = shift > 12 ? shift - 24 : shift; // -11..12; Etc/GMT signs are inverted
+      const east = eastAt(hour); // Etc/GMT signs are inverted
       return east === 0 ? 'Etc/GMT' : `Etc/GMT${east > 0 ? '-' : '+'}${Math.abs(east)}`;
     };
     const evening = await decide(a, ['hero'], {}, { 'user-agent': IPHONE, 'x-edgecdp-timezone': zoneAt(20) });
@@ -63,8 +67,8 @@ describe('request context', () => {
     const desktop = await decide(a, ['hero'], {}, { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64)', 'x-edgecdp-timezone': zoneAt(20) });
     assert.equal(desktop.json.slots.hero.block, null);
     // The body's context wins over headers (a server asking on a visitor's behalf).
-    const relayed = await decide(a, ['hero'], { context: { userAgent: IPHONE, utcOffset: ((20 - utcHour + 24) % 24) * 60 } });
-    assert.equal(relayed.json.slots.hero.block, 'evening');
+    const relayed = await decide(a, ['hero'], { context: { userAgent: IPHONE, utcOffset: eastAt(20) * 60 } });
+    assert.equal(relayed.json.slots.hero.block, 'evening', JSON.stringify(relayed.json));
     const bad = await decide(a, ['hero'], { context: { utcOffset: 'noon' } });
     assert.equal(bad.status, 400);
     assert.equal(bad.json.error.path, 'context.utcOffset');

@@ -57,6 +57,36 @@ pub enum Outcome {
     },
 }
 
+/// An experiment's counts: variant id to `[exposures, conversions]`, as its Durable Object keeps them.
+pub type Tally = BTreeMap<String, [u64; 2]>;
+
+impl Outcome {
+    /// The experiment this outcome counts for.
+    pub fn experiment(&self) -> &str {
+        match self {
+            Outcome::Exposed { experiment, .. }
+            | Outcome::Converted { experiment, .. }
+            | Outcome::Withdrawn { experiment, .. } => experiment,
+        }
+    }
+
+    /// Counts this outcome in its experiment's tally: an exposure or a conversion adds one; a withdrawal takes
+    /// back the exposure (and its conversion), never below zero.
+    pub fn count_in(&self, tally: &mut Tally) {
+        match self {
+            Outcome::Exposed { variant, .. } => tally.entry(variant.clone()).or_default()[0] += 1,
+            Outcome::Converted { variant, .. } => tally.entry(variant.clone()).or_default()[1] += 1,
+            Outcome::Withdrawn { variant, converted, .. } => {
+                let c = tally.entry(variant.clone()).or_default();
+                c[0] = c[0].saturating_sub(1);
+                if *converted {
+                    c[1] = c[1].saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
 impl Shown {
     /// Records impressions; the first exposure to an experiment fixes its assignment.
     pub fn record(&mut self, impressions: &[Impression]) {
@@ -135,5 +165,29 @@ impl Shown {
             }
         }
         withdrawn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_count_in_their_tally_and_withdrawals_never_go_below_zero() {
+        let (x, a) = ("e1".to_string(), "a".to_string());
+        let exposed = Outcome::Exposed { experiment: x.clone(), variant: a.clone() };
+        let converted = Outcome::Converted { experiment: x.clone(), variant: a.clone() };
+        let withdrawn = |converted| Outcome::Withdrawn { experiment: x.clone(), variant: a.clone(), converted };
+        let mut tally = Tally::new();
+        for o in [&exposed, &exposed, &converted] {
+            o.count_in(&mut tally);
+        }
+        assert_eq!(tally["a"], [2, 1]);
+        withdrawn(true).count_in(&mut tally);
+        assert_eq!(tally["a"], [1, 0]);
+        withdrawn(true).count_in(&mut tally);
+        withdrawn(false).count_in(&mut tally);
+        assert_eq!(tally["a"], [0, 0], "never below zero");
+        assert_eq!(exposed.experiment(), "e1");
     }
 }

@@ -8,6 +8,7 @@ pub mod summary;
 use crate::core::base::binread;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::profile::{Profile, Shown};
+use crate::core::model::shown::Outcome;
 use crate::core::rules::Config;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -37,6 +38,8 @@ pub const RULES_V1: u8 = 1;
 pub const RULES_V2: u8 = 2;
 /// Version 1 of a profile writer's answer to an apply (`ApplyAnswer`), in bincode like the request it answers.
 pub const APPLY_ANSWER_V1: u8 = 1;
+/// Version 1 of the outcomes a profile's writer sends an experiment's object (`encode_outcomes`).
+pub const OUTCOMES_V1: u8 = 1;
 /// Version 1 of a profile summary (`summary::encode`).
 pub const SUMMARY_V1: u8 = 1;
 
@@ -286,6 +289,15 @@ pub fn decode_apply_answer(bytes: &[u8]) -> Result<ApplyAnswer, CodecError> {
     decode(APPLY_ANSWER_V1, bytes)
 }
 
+/// The experiment outcomes of one apply, as a profile's writer sends them to the experiment's object.
+pub fn encode_outcomes(outcomes: &[&Outcome]) -> Vec<u8> {
+    encode(OUTCOMES_V1, &outcomes)
+}
+
+pub fn decode_outcomes(bytes: &[u8]) -> Result<Vec<Outcome>, CodecError> {
+    decode(OUTCOMES_V1, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +460,14 @@ mod tests {
         assert_eq!(back.identities, p.identities, "identities are never shed");
         assert!(back.traits.contains_key("t39") && !back.traits.contains_key("t00"), "the newest traits stay");
         assert!(back.counts.contains_key(&format!("000{}", "n".repeat(100))), "the most counted names stay");
+    }
+
+    #[test]
+    fn outcomes_travel_in_their_own_versioned_format() {
+        let o = Outcome::Withdrawn { experiment: "e".into(), variant: "a".into(), converted: true };
+        let bytes = encode_outcomes(&[&o]);
+        assert_eq!(bytes[0], OUTCOMES_V1);
+        assert_eq!(decode_outcomes(&bytes), Ok(vec![o]));
+        assert!(decode_outcomes(&[9, 0]).is_err());
     }
 }

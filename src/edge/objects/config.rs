@@ -8,8 +8,7 @@
 //! refused, so two people editing the configuration cannot silently overwrite each other.
 
 use crate::edge::kv;
-use crate::edge::objects::experiments::object_call;
-use crate::edge::objects::get_number;
+use crate::edge::objects::{call_ok, get_number};
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
@@ -35,7 +34,8 @@ pub enum Written {
 /// no longer current.
 pub async fn write(env: &Env, text: &str, based_on: Option<u64>) -> Result<Written> {
     let body = serde_json::to_string(&Write { text: text.to_string(), based_on })?;
-    let answer = object_call(env, BINDING, "config", Method::Post, Some(body), "the configuration writer").await?;
+    let answer =
+        call_ok(env, BINDING, "config", Method::Post, Some(body.as_bytes()), "the configuration writer").await?;
     Ok(serde_json::from_str(&answer)?)
 }
 

@@ -30,6 +30,23 @@ pub async fn call(
     Ok((resp.status_code(), resp.bytes().await?))
 }
 
+/// `call` for the objects whose answers are text (experiments, the configuration's writer): anything but a 200 is
+/// an error naming `what` answered it.
+pub async fn call_ok(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    method: Method,
+    body: Option<&[u8]>,
+    what: &str,
+) -> Result<String> {
+    let (status, bytes) = call(env, binding, name, method, "", body).await?;
+    if status != 200 {
+        return Err(worker::Error::RustError(format!("{what} answered {status}")));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// A value of an object's storage as JavaScript holds it (`undefined` when absent). The objects keep small values
 /// as plain strings and numbers and read them this way: `Storage::get`/`put` go through serde-wasm-bindgen, which
 /// these values do not need (the Worker Wasm is smaller without it).
