@@ -11,7 +11,8 @@
 use crate::core::base::time::Millis;
 use crate::core::engine::decide::decide;
 use crate::core::model::consent::{permit_personalization, RequestSignals};
-use crate::core::model::profile::{Impression, Profile};
+use crate::core::model::profile::Profile;
+use crate::core::model::shown::Impression;
 use crate::core::rules::Config;
 use crate::core::store;
 use crate::core::store::summary;

@@ -7,7 +7,10 @@ use crate::core::model::event::{Event, EventKind};
 use crate::core::model::identity::{
     hash_identifier, normalize_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID,
 };
-use crate::core::model::profile::*;
+use crate::core::model::profile::{
+    budget, Profile, TraitEntry, MAX_ORDER_AMOUNT, MAX_SEEN_MESSAGE_IDS, ORDER_EVENT, SESSION_GAP,
+    UNVERIFIED_BROWSER_CLAIM,
+};
 use crate::core::model::shown::{Impression, Outcome, Shown};
 use crate::core::rules::Config;
 use serde::{Deserialize, Serialize};
@@ -300,6 +303,8 @@ mod tests {
     use super::*;
     use crate::core::base::time::{Millis, DAY};
     use crate::core::model::consent::Purpose;
+    use crate::core::model::history::MAX_RECENT_EVENTS;
+    use crate::core::model::shown::Assignment;
     use crate::core::wire::events::parse_batch;
 
     const NOW: Millis = 1_795_344_600_000;

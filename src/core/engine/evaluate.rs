@@ -8,7 +8,8 @@ use crate::core::base::value::Value;
 use crate::core::model::aggregate::{day_of, DAYS};
 use crate::core::model::consent::Purpose;
 use crate::core::model::context::{glob_matches, Context};
-use crate::core::model::profile::{EventRecord, Profile, MAX_RECENT_EVENTS};
+use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS};
+use crate::core::model::profile::Profile;
 use crate::core::rules::segment::*;
 
 impl ComputedTrait {

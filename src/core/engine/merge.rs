@@ -8,11 +8,13 @@ use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyRequest, Link};
 use crate::core::model::consent::{ConsentChange, MAX_CONSENT_HISTORY};
 use crate::core::model::event::{Event, EventKind};
+use crate::core::model::history::MAX_RECENT_EVENTS;
 use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::model::profile::{
-    budget, MergeRecord, Outcome, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_RECENT_EVENTS, MAX_REFUSED,
-    MAX_SEEN_MESSAGE_IDS, MAX_SPLITTABLE_MERGES,
+    budget, MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_REFUSED, MAX_SEEN_MESSAGE_IDS,
+    MAX_SPLITTABLE_MERGES,
 };
+use crate::core::model::shown::Outcome;
 use crate::core::rules::identity::IdentityRules;
 use crate::core::rules::Config;
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,7 +4,7 @@
 
 use crate::core::base::time::{Millis, DAY};
 use crate::core::base::value::Value;
-use crate::core::model::profile::EventRecord;
+use crate::core::model::history::EventRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -10,8 +10,8 @@ use crate::core::model::identity::{Identity, USER_ID};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-pub use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS, MAX_RECORD_PROPS, MAX_RECORD_STRING};
-pub use crate::core::model::shown::{Assignment, Impression, Outcome, Shown, MAX_IMPRESSIONS};
+use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS, MAX_RECORD_PROPS, MAX_RECORD_STRING};
+use crate::core::model::shown::Shown;
 
 /// A new session starts after this long without an event.
 pub const SESSION_GAP: Millis = 30 * MINUTE;

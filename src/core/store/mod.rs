@@ -7,8 +7,9 @@ pub mod summary;
 
 use crate::core::base::binread;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
-use crate::core::model::profile::{Profile, Shown};
+use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
+use crate::core::model::shown::Shown;
 use crate::core::rules::Config;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -253,7 +254,7 @@ mod v1 {
             let mut computed = Computed::default();
             let mut previous: Option<Millis> = None;
             for r in self.recent {
-                let record = crate::core::model::profile::EventRecord {
+                let record = crate::core::model::history::EventRecord {
                     at: r.at,
                     name: r.name,
                     message_id: String::new(),
@@ -317,7 +318,7 @@ mod tests {
     #[test]
     fn profile_round_trips_with_a_version_byte() {
         let mut p = sample();
-        p.shown.record(&[crate::core::model::profile::Impression {
+        p.shown.record(&[crate::core::model::shown::Impression {
             block: "b".into(),
             variant: "a".into(),
             experiment: Some("x".into()),

@@ -12,8 +12,10 @@ use crate::core::base::time::Millis;
 use crate::core::base::value::Value;
 use crate::core::model::aggregate::DayCount;
 use crate::core::model::consent::{Grant, Purpose};
+use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS};
 use crate::core::model::identity::{Identity, USER_ID};
-use crate::core::model::profile::{Assignment, EventRecord, Profile, Shown, TraitEntry, MAX_RECENT_EVENTS};
+use crate::core::model::profile::{Profile, TraitEntry};
+use crate::core::model::shown::{Assignment, Shown};
 use crate::core::rules::segment::{Condition, PropertyFilter, ScoreSource};
 use crate::core::rules::Config;
 use crate::core::store::{self, CodecError, SUMMARY_V1};
@@ -156,7 +158,7 @@ impl Profile {
                 if let Some(e) = &block.experiment {
                     if let Some(a) = self.shown.experiments.get(&e.id) {
                         // Conversions are counted at the edge; a decision only reads the variant.
-                        let a = crate::core::model::profile::Assignment { converted_at: None, ..a.clone() };
+                        let a = crate::core::model::shown::Assignment { converted_at: None, ..a.clone() };
                         shown.experiments.insert(e.id.clone(), a);
                     }
                 }

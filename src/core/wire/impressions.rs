@@ -1,7 +1,7 @@
 //! Impressions a device decided (`POST /v1/impressions`), checked against the configuration in force.
 
 use crate::core::base::time::Millis;
-use crate::core::model::profile::Impression;
+use crate::core::model::shown::Impression;
 use crate::core::rules::slots::CONTROL;
 use crate::core::rules::Config;
 use crate::core::wire::events::{consent_map, context_fields, id_field, not_json, Ctx};
