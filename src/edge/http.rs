@@ -41,6 +41,8 @@ pub enum ApiError {
         message: String,
     },
     MethodNotAllowed,
+    /// 415: a body in a content coding the Worker does not read (`Content-Encoding: br`).
+    UnsupportedEncoding(String),
     InvalidConfig(Vec<ConfigError>),
     Unavailable(String),
     /// The site's origin could not be reached (edge delivery). The detail is logged, not shown to visitors.
@@ -87,6 +89,10 @@ impl ApiError {
             ApiError::PreconditionFailed { code, message } => (412, code, message, String::new(), None),
             ApiError::MethodNotAllowed => {
                 (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
+            }
+            ApiError::UnsupportedEncoding(coding) => {
+                let message = format!("Content-Encoding {coding:?} is not supported; send gzip, deflate or none");
+                (415, "unsupported_content_encoding", message, "Content-Encoding".to_string(), None)
             }
             ApiError::InvalidConfig(errors) => {
                 let first = errors.first().map(|e| e.path.clone()).unwrap_or_default();

@@ -41,7 +41,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 #[derive(Clone, Copy, Debug)]
 enum Resource<'a> {
     Healthz,
-    /// `POST /v1/batch`, or a single-event endpoint (`/v1/track`, ...).
+    /// `POST /v1/batch` (or `/v1/b`), or a single-event endpoint (`/v1/track`, ... or `/v1/t`, ...).
     Collect(Option<CallType>),
     Decide,
     DecideSummary,
@@ -58,8 +58,9 @@ impl<'a> Resource<'a> {
     fn of(segments: &[&'a str]) -> Option<Resource<'a>> {
         Some(match segments {
             ["healthz"] => Resource::Healthz,
-            ["v1", "batch"] => Resource::Collect(None),
-            ["v1", call] if CallType::from_name(call).is_some() => Resource::Collect(CallType::from_name(call)),
+            // `/v1/b` is where analytics.js's batching posts.
+            ["v1", "batch" | "b"] => Resource::Collect(None),
+            ["v1", call] if CallType::from_path(call).is_some() => Resource::Collect(CallType::from_path(call)),
             ["v1", "decide"] => Resource::Decide,
             ["v1", "decide", "summary"] => Resource::DecideSummary,
             ["v1", "impressions"] => Resource::Impressions,

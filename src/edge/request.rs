@@ -65,7 +65,74 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
     if bytes.len() > limit {
         return Err(ApiError::Body(BodyError::TooLarge { limit }));
     }
-    Ok(bytes)
+    match content_coding(req)? {
+        None => Ok(bytes),
+        Some(format) => inflate(&bytes, format, limit).await,
+    }
+}
+
+/// The body's content coding, as `DecompressionStream` names it: `gzip` (also `x-gzip`), `deflate` (the zlib
+/// format, as HTTP's `deflate` is), or none (`identity`). Any other coding is a 415.
+fn content_coding(req: &Request) -> Result<Option<&'static str>, ApiError> {
+    let Some(header) = req.headers().get("content-encoding")? else { return Ok(None) };
+    let coding = header.trim().to_ascii_lowercase();
+    match coding.as_str() {
+        "" | "identity" => Ok(None),
+        "gzip" | "x-gzip" => Ok(Some("gzip")),
+        "deflate" => Ok(Some("deflate")),
+        _ => Err(ApiError::UnsupportedEncoding(header.trim().to_string())),
+    }
+}
+
+/// Decompresses a body with the runtime's `DecompressionStream`, chunk by chunk, and stops as soon as the output
+/// passes `limit`: a small body that inflates past the limit is a 413 having held at most one chunk more than the
+/// limit, never the whole bomb. A truncated or corrupt body is a 400.
+async fn inflate(compressed: &[u8], format: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use worker::js_sys::{global, Array, Function, Promise, Reflect, Uint8Array};
+    use worker::wasm_bindgen::{JsCast, JsValue};
+    use worker::wasm_bindgen_futures::JsFuture;
+    let js = |e: JsValue| ApiError::Unavailable(format!("decompressing a body: {e:?}"));
+    let get = |target: &JsValue, key: &str| Reflect::get(target, &JsValue::from(key)).map_err(js);
+    let function = |target: &JsValue, key: &str| -> Result<Function, ApiError> {
+        get(target, key)?.dyn_into::<Function>().map_err(js)
+    };
+    let corrupt = |e: JsValue| ApiError::BadRequest {
+        code: "invalid_body_encoding",
+        message: format!(
+            "the body is not valid {format} data: {}",
+            e.as_string()
+                .or_else(|| Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()))
+                .unwrap_or_default()
+        ),
+        path: "Content-Encoding".into(),
+    };
+    let scope = global();
+    // `new Response(bytes).body.pipeThrough(new DecompressionStream(format)).getReader()`
+    let response =
+        Reflect::construct(&function(&scope, "Response")?, &Array::of1(&Uint8Array::from(compressed))).map_err(js)?;
+    let source = get(&response, "body")?;
+    let stream = Reflect::construct(&function(&scope, "DecompressionStream")?, &Array::of1(&JsValue::from(format)))
+        .map_err(js)?;
+    let inflated = function(&source, "pipeThrough")?.call1(&source, &stream).map_err(js)?;
+    let reader = function(&inflated, "getReader")?.call0(&inflated).map_err(js)?;
+    let read = function(&reader, "read")?;
+    let mut out = Vec::new();
+    loop {
+        let promise: Promise = read.call0(&reader).map_err(js)?.dyn_into().map_err(js)?;
+        let chunk = JsFuture::from(promise).await.map_err(corrupt)?;
+        if get(&chunk, "done")?.is_truthy() {
+            return Ok(out);
+        }
+        let value = Uint8Array::new(&get(&chunk, "value")?);
+        if out.len() + value.length() as usize > limit {
+            // Stop the decompression here; the rest of the body is never inflated.
+            let _ = function(&reader, "cancel").and_then(|cancel| cancel.call0(&reader).map_err(js));
+            return Err(ApiError::Body(BodyError::TooLarge { limit }));
+        }
+        let start = out.len();
+        out.resize(start + value.length() as usize, 0);
+        value.copy_to(&mut out[start..]);
+    }
 }
 
 /// The browser origin of a request, if it is a browser request at all. `null` is kept: it is a browser that

@@ -44,6 +44,20 @@ impl CallType {
             _ => return None,
         })
     }
+
+    /// The single-event endpoint a path segment names: the call's name (`/v1/track`), or its first letter as
+    /// Segment's analytics.js posts it (`/v1/t`, `/v1/p`, `/v1/i`, `/v1/a`, `/v1/g`, `/v1/s`).
+    pub fn from_path(s: &str) -> Option<CallType> {
+        Some(match s {
+            "t" => CallType::Track,
+            "p" => CallType::Page,
+            "s" => CallType::Screen,
+            "i" => CallType::Identify,
+            "a" => CallType::Alias,
+            "g" => CallType::Group,
+            _ => return CallType::from_name(s),
+        })
+    }
 }
 
 #[cfg(feature = "batch")]
@@ -889,5 +903,23 @@ mod tests {
             assert_eq!(parser_refuses(text), serde_refuses, "{text}");
         }
         assert!(parser_refuses(&texts[0]) && !parser_refuses(&texts[3]));
+    }
+
+    #[test]
+    fn single_event_paths_take_the_name_or_its_first_letter_and_types_only_the_name() {
+        for (path, call) in [
+            ("t", CallType::Track),
+            ("p", CallType::Page),
+            ("s", CallType::Screen),
+            ("i", CallType::Identify),
+            ("a", CallType::Alias),
+            ("g", CallType::Group),
+            ("track", CallType::Track),
+            ("alias", CallType::Alias),
+        ] {
+            assert_eq!(CallType::from_path(path), Some(call), "{path}");
+        }
+        assert_eq!(CallType::from_path("b"), None, "/v1/b is the batch, routed on its own");
+        assert_eq!(CallType::from_name("t"), None, "an event's type is never a letter");
     }
 }
