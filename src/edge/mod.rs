@@ -14,7 +14,7 @@ mod routes;
 use crate::core::engine::delivery::HOP_HEADER;
 use crate::core::wire::events::CallType;
 use crate::edge::request::{decide_context, now, signals};
-use crate::edge::routes::collect::{apply, collect};
+use crate::edge::routes::collect::{apply, collect, segment_settings};
 use crate::edge::routes::config::{config_get, config_put};
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
 use crate::edge::routes::demo::demo_identity_token;
@@ -52,6 +52,8 @@ enum Resource<'a> {
     ProfileSplit(&'a str),
     Experiment(&'a str),
     Config,
+    /// `GET /v1/projects/{writeKey}/settings`: Segment's analytics.js settings, pointing at this Worker.
+    SegmentSettings(&'a str),
 }
 
 impl<'a> Resource<'a> {
@@ -70,6 +72,7 @@ impl<'a> Resource<'a> {
             ["v1", "profiles", key, "split"] => Resource::ProfileSplit(key),
             ["v1", "experiments", id] => Resource::Experiment(id),
             ["v1", "config"] => Resource::Config,
+            ["v1", "projects", key, "settings"] => Resource::SegmentSettings(key),
             _ => return None,
         })
     }
@@ -84,6 +87,7 @@ impl<'a> Resource<'a> {
                 | Resource::DecideSummary
                 | Resource::Impressions
                 | Resource::DemoToken
+                | Resource::SegmentSettings(_)
         )
     }
 }
@@ -128,6 +132,7 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
+        (Method::Get, Resource::SegmentSettings(key)) => segment_settings(req, env, key).await,
         _ => Err(ApiError::MethodNotAllowed),
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod decide;
 pub mod events;
 pub mod impressions;
+pub mod settings;
 
 use crate::core::base::time::Millis;
 

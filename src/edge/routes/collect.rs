@@ -169,3 +169,33 @@ pub(crate) async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyA
     }
     Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()))
 }
+
+/// `GET /v1/projects/{writeKey}/settings`: what Segment's analytics.js loads from its `cdnURL` before sending
+/// (`core::wire::settings`), with this Worker as the place its events go. Who may call: anyone, for a browser
+/// source's public write key, from one of that source's origins (or with no origin); a server key is never
+/// answered, so this cannot tell whether one is right.
+pub(crate) async fn segment_settings(req: Request, env: &Env, key: &str) -> ApiResult {
+    let (_, config) = kv::config(env).await?;
+    let source = config.authenticate(key).filter(|s| !s.is_server()).ok_or_else(|| ApiError::NotFound {
+        code: "unknown_write_key",
+        message: "no browser source has this write key".into(),
+    })?;
+    let origin = origin(&req);
+    if let Some(o) = &origin {
+        if !http::origin_allowed(&req, o, |o| source.allows_origin(o)) {
+            return Err(ApiError::Forbidden {
+                code: "origin_not_allowed",
+                message: format!("origin {o:?} is not allowed for this write key"),
+                path: "",
+            });
+        }
+    }
+    let url = req.url()?;
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => String::new(),
+    };
+    let body = crate::core::wire::settings::segment_settings(key, &format!("{host}/v1"), url.scheme());
+    Ok(with_cors(json_response(200, &body)?, origin.as_deref())?)
+}

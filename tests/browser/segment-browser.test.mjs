@@ -1,0 +1,88 @@
+// Segment's own browser SDK (analytics-next, its UMD build from npm), unchanged, on a site of a second loopback
+// origin, with only `cdnURL` pointed at the Worker: it loads its settings from the Worker
+// (`/v1/projects/{writeKey}/settings`) and sends its calls to the paths it always uses (`/v1/t`, `/v1/p`, `/v1/i`),
+// text/plain bodies with the write key inside. Each call must be stored once.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { launchChromium, eventually } from './shop.mjs';
+import { workerForFile, getProfile, GRANT } from '../support/worker.mjs';
+
+const w = workerForFile();
+const UMD = join(import.meta.dirname, '../../node_modules/@segment/analytics-next/dist/umd');
+let site, siteUrl, browser;
+
+const page = (workerUrl) => `<!doctype html><meta charset="utf-8"><title>a Segment site</title>
+<script src="/ajs/index.js"></script>
+<script>
+  window.loaded = AnalyticsNext.AnalyticsBrowser.load({ writeKey: 'seg-site', cdnURL: ${JSON.stringify(workerUrl)} })
+    .then(([analytics]) => analytics);
+</script>`;
+
+// Set up on first use: the file's Worker is started by its own `before` hook, which must have run first.
+let ready;
+const setup = () => (ready ??= (async () => {
+  site = createServer(async (req, res) => {
+    try {
+      if (req.url.startsWith('/ajs/')) {
+        const file = join(UMD, req.url.slice('/ajs/'.length).split('?')[0].replace(/\.\./g, ''));
+        res.writeHead(200, { 'content-type': 'text/javascript' }).end(await readFile(file));
+      } else {
+        res.writeHead(200, { 'content-type': 'text/html' }).end(page(w.url));
+      }
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => site.listen(0, '127.0.0.1', resolve));
+  siteUrl = `http://127.0.0.1:${site.address().port}`;
+  const config = { sources: [{ id: 'segment-site', writeKey: 'seg-site', origins: [siteUrl] }] };
+  const put = await w.call('PUT', '/v1/config', config, w.admin());
+  assert.equal(put.status, 200, put.text);
+  browser = await launchChromium();
+})());
+after(async () => {
+  await browser?.close();
+  await new Promise((resolve) => (site ? site.close(resolve) : resolve()));
+});
+
+test('analytics-next with cdnURL set to edgecdp: page, identify and two tracks are stored once each', async () => {
+  await setup();
+  const context = await browser.newContext();
+  const tab = await context.newPage();
+  const posted = [];
+  tab.on('request', (r) => { if (r.method() === 'POST') posted.push(new URL(r.url()).pathname); });
+  await tab.goto(siteUrl);
+  const anonymousId = await tab.evaluate(async (grant) => {
+    const analytics = await window.loaded;
+    await analytics.page({}, { context: grant });
+    await analytics.identify({ plan: 'pro' }, { context: grant });
+    await analytics.track('Clicked Buy', { price: 3 }, { context: grant });
+    await analytics.track('Clicked Buy', { price: 4 }, { context: grant });
+    return analytics.user().anonymousId();
+  }, GRANT);
+  assert.ok(anonymousId, 'analytics-next made an anonymous id');
+  const profile = await eventually('the calls stored', async () => (await getProfile(w, `anonymous_id:${anonymousId}`)).body,
+    (p) => p?.counts?.['Clicked Buy'] === 2);
+  assert.equal(profile.counts['Clicked Buy'], 2);
+  assert.equal(profile.counts.page, 1);
+  assert.equal(profile.traits.plan, 'pro');
+  assert.deepEqual([...new Set(posted)].sort(), ['/v1/i', '/v1/p', '/v1/t']);
+  await context.close();
+});
+
+test('a site that is not the source\'s origin gets no settings, and an unknown write key none either', async () => {
+  await setup();
+  const foreign = await fetch(`${w.url}/v1/projects/seg-site/settings`, { headers: { origin: 'https://elsewhere.example' } });
+  assert.equal(foreign.status, 403);
+  assert.equal((await foreign.json()).error.code, 'origin_not_allowed');
+  const unknown = await fetch(`${w.url}/v1/projects/nobody/settings`);
+  assert.equal(unknown.status, 404);
+  assert.equal((await unknown.json()).error.code, 'unknown_write_key');
+  const own = await fetch(`${w.url}/v1/projects/seg-site/settings`, { headers: { origin: siteUrl } });
+  assert.equal(own.status, 200);
+  assert.equal(own.headers.get('access-control-allow-origin'), siteUrl);
+  assert.equal((await own.json()).integrations['Segment.io'].apiHost, `${new URL(w.url).host}/v1`);
+});
