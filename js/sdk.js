@@ -9,6 +9,8 @@ import init, { Tracker } from './edgecdp.js';
 const CONSENT_KEY = 'edgecdp.consent';
 const ANON_KEY = 'edgecdp.anonymousId';
 const OUTBOX_KEY = 'edgecdp.outbox';
+/** Calls the loader kept while analytics was allowed and the SDK had not loaded yet (js/loader.js). */
+const EARLY_KEY = 'edgecdp.early';
 const BATCH_URL = '/v1/batch';
 const DECIDE_URL = '/v1/decide';
 const FLUSH_COUNT = 20;
@@ -93,6 +95,16 @@ const storedOutbox = {
     }
   },
 };
+
+/** The calls the loader kept, as `[method, args, href, title, messageId, at]`; malformed entries are skipped. */
+function readEarly() {
+  try {
+    const v = JSON.parse(localStorage.getItem(EARLY_KEY));
+    return Array.isArray(v) ? v.filter((o) => Array.isArray(o) && typeof o[0] === 'string' && Array.isArray(o[1])) : [];
+  } catch {
+    return [];
+  }
+}
 
 function normalizeConsent(prefs) {
   const p = {};
@@ -553,10 +565,15 @@ export async function start(stub) {
   // Replay in call order. The stub keeps queueing while this runs, so calls made during the replay
   // land behind the ones already waiting. Ready callbacks wait until the real methods are in place.
   const queue = stub._q || [];
+  // Calls an earlier page's loader kept because the page went before its SDK loaded (see js/loader.js) come
+  // first, unless this page's queue holds them too; each keeps its message id and time.
+  const early = readEarly().filter((o) => !queue.some((e) => e[6] === o[4]));
+  queue.unshift(...early.map((o) => [o[0], o[1], 0, 0, o[2], o[3], o[4], o[5]]));
   const readyCallbacks = [];
   while (queue.length) {
-    const [method, args, resolve, reject, href, title] = queue.shift();
+    const [method, args, resolve, reject, href, title, messageId, at] = queue.shift();
     try {
+      if (messageId) tracker.stampNext(String(messageId), Number(at));
       if (method === 'ready') readyCallbacks.push(args[0]);
       else if (method === 'page') page(args[0], args[1], href, title);
       else if (method === 'decide') real.decide(...args).then(resolve, reject);
@@ -564,10 +581,16 @@ export async function start(stub) {
     } catch (e) {
       if (reject) reject(e);
       else console.error(`edgecdp: queued ${method} failed`, e);
+    } finally {
+      // A call that queued no event (refused, or not an event) leaves no stamp for the next one.
+      tracker.stampNext('', 0);
     }
   }
   Object.assign(stub, real);
   delete stub._q;
+  // What the loader kept is in the persisted outbox now; only then does its copy go.
+  if (takeAll()) persist();
+  store.remove(EARLY_KEY);
   for (const cb of readyCallbacks) real.ready(cb);
   // Bodies loaded from storage go out now, not with the next event.
   if (outbox.length) drain(true);

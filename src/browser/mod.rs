@@ -41,6 +41,9 @@ pub struct Tracker {
     prefs: Vec<(String, bool)>,
     /// Serialized events, oldest first.
     queue: VecDeque<String>,
+    /// The message id and time the next event takes (`stampNext`): a call the loader queued before the SDK loaded
+    /// keeps the id and time it got when it was made, so that sending it twice still counts once.
+    stamp: Option<(String, f64)>,
 }
 
 #[wasm_bindgen]
@@ -55,6 +58,7 @@ impl Tracker {
             identity_token: None,
             prefs: Vec::new(),
             queue: VecDeque::new(),
+            stamp: None,
         }
     }
 
@@ -172,6 +176,14 @@ impl Tracker {
         )
     }
 
+    /// Gives the next event this message id and time (milliseconds since the epoch) instead of new ones. An id
+    /// the edge would refuse (empty, or longer than its limit) is ignored, and the event gets a new one.
+    #[wasm_bindgen(js_name = stampNext)]
+    pub fn stamp_next(&mut self, message_id: String, at: f64) {
+        let fits = !message_id.is_empty() && char_count(&message_id) <= MAX_ID_CHARS;
+        self.stamp = (fits && at.is_finite() && at > 0.0).then_some((message_id, at));
+    }
+
     #[wasm_bindgen(getter)]
     pub fn pending(&self) -> usize {
         self.queue.len()
@@ -218,13 +230,16 @@ impl Tracker {
         page: Option<&str>,
         own_token: Option<&str>,
     ) -> Result<bool, JsValue> {
-        let now = now();
+        let (message_id, now) = match self.stamp.take() {
+            Some((id, at)) => (id, at as i64),
+            None => (uuid_v4(), now()),
+        };
         let mut event = String::with_capacity(256);
         event.push_str(r#"{"type":""#);
         event.push_str(kind);
-        event.push_str(r#"","messageId":""#);
-        event.push_str(&uuid_v4());
-        event.push_str(r#"","anonymousId":"#);
+        event.push_str(r#"","messageId":"#);
+        push_json_str(&mut event, &message_id);
+        event.push_str(r#","anonymousId":"#);
         push_json_str(&mut event, &self.anonymous_id);
         event.push_str(r#","timestamp":""#);
         event.push_str(&format_iso8601(now));

@@ -106,6 +106,27 @@ test('an event tracked right before following a link is counted once', async (t)
   );
 });
 
+test('a call made right after consent, before the SDK could load, survives leaving the page at once', async (t) => {
+  const shop = await openShop(t);
+  const { page, context } = shop;
+  // The SDK cannot load on this page: everything the visitor does here waits in the loader.
+  await context.route('**/edgecdp/sdk.js', (route) => route.abort());
+  await page.evaluate(() => {
+    window.edgecdp.consent({ analytics: true, personalization: true });
+    window.edgecdp.track('Very Early', { step: 1 });
+  });
+  await context.unroute('**/edgecdp/sdk.js');
+  await page.goto(`${worker.url}/about`);
+  // The next page's SDK sends what the loader kept, once, and the loader's copy goes.
+  const anonymousId = await eventually('an anonymous id on the next page',
+    () => page.evaluate(() => localStorage.getItem('edgecdp.anonymousId')), (id) => !!id);
+  await arrivesOnce(page, anonymousId, 'Very Early', 1);
+  assert.equal(await page.evaluate(() => localStorage.getItem('edgecdp.early')), null, 'the kept calls are gone');
+  await page.reload();
+  await page.waitForTimeout(SETTLE_MS);
+  assert.equal(await count(anonymousId, 'Very Early'), 1, 'a reload sends nothing again');
+});
+
 test('a page left right after tracking stays eligible for the back/forward cache', async (t) => {
   const bfBrowser = await launchChromium({ backForwardCache: true });
   t.after(() => bfBrowser.close());
