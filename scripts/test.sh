@@ -25,6 +25,8 @@ step "clippy (wasm32, browser)" cargo clippy --quiet --lib --target wasm32-unkno
 step "clippy (wasm32, browser-decide)" cargo clippy --quiet --lib --target wasm32-unknown-unknown \
   --no-default-features --features browser-decide --target-dir "$BROWSER_TARGET_DIR" -- -D warnings
 step "cargo test (core, decision cases)" cargo test --quiet
+step "types: js/edgecdp.d.ts against tests/types/usage.ts (tsc)" "$ROOT/node_modules/.bin/tsc" --noEmit --strict \
+  --target es2022 --lib es2022,dom --module esnext --moduleResolution bundler tests/types/usage.ts
 step "build: edge and browser Wasm" "$ROOT/scripts/build.sh"
 step "size report (SIZE.md)" node scripts/size-report.mjs
 # One test file at a time: each starts its own wrangler dev, and the machine has two cores.
