@@ -11,6 +11,7 @@ const ANON_KEY = 'edgecdp.anonymousId';
 const OUTBOX_KEY = 'edgecdp.outbox';
 /** Calls the loader kept while analytics was allowed and the SDK had not loaded yet (js/loader.js). */
 const EARLY_KEY = 'edgecdp.early';
+const EARLY_CALLS = ['page', 'track', 'identify', 'alias', 'consent'];
 const BATCH_URL = '/v1/batch';
 const DECIDE_URL = '/v1/decide';
 const FLUSH_COUNT = 20;
@@ -100,7 +101,8 @@ const storedOutbox = {
 function readEarly() {
   try {
     const v = JSON.parse(localStorage.getItem(EARLY_KEY));
-    return Array.isArray(v) ? v.filter((o) => Array.isArray(o) && typeof o[0] === 'string' && Array.isArray(o[1])) : [];
+    // Only the calls the loader keeps: anything else in storage is not replayed.
+    return Array.isArray(v) ? v.filter((o) => Array.isArray(o) && EARLY_CALLS.includes(o[0]) && Array.isArray(o[1])) : [];
   } catch {
     return [];
   }
