@@ -193,7 +193,8 @@ pub fn preflight(req: &Request, config: &Config, for_pages: bool) -> ApiResult {
         h.set(&k, &v)?;
     }
     h.set("access-control-allow-methods", "GET, POST, OPTIONS")?;
-    h.set("access-control-allow-headers", "authorization, content-type")?;
+    // `x-retry-count`: analytics.js numbers its retries in it.
+    h.set("access-control-allow-headers", "authorization, content-type, x-retry-count")?;
     h.set("access-control-max-age", "86400")?;
     Ok(resp.with_headers(h))
 }

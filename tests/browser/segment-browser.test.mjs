@@ -17,7 +17,11 @@ let site, siteUrl, browser;
 const page = (workerUrl) => `<!doctype html><meta charset="utf-8"><title>a Segment site</title>
 <script src="/ajs/index.js"></script>
 <script>
-  window.loaded = AnalyticsNext.AnalyticsBrowser.load({ writeKey: 'seg-site', cdnURL: ${JSON.stringify(workerUrl)} })
+  // \`?batching\`: analytics.js's batching delivery, which posts to /b with the write key in Basic auth.
+  const batching = location.search.includes('batching')
+    ? { integrations: { 'Segment.io': { deliveryStrategy: { strategy: 'batching', config: { size: 3, timeout: 500 } } } } }
+    : {};
+  window.loaded = AnalyticsNext.AnalyticsBrowser.load({ writeKey: 'seg-site', cdnURL: ${JSON.stringify(workerUrl)} }, batching)
     .then(([analytics]) => analytics);
 </script>`;
 
@@ -70,6 +74,27 @@ test('analytics-next with cdnURL set to edgecdp: page, identify and two tracks a
   assert.equal(profile.counts.page, 1);
   assert.equal(profile.traits.plan, 'pro');
   assert.deepEqual([...new Set(posted)].sort(), ['/v1/i', '/v1/p', '/v1/t']);
+  await context.close();
+});
+
+test('analytics-next in its batching mode: three calls in one POST to /v1/b, each stored once', async () => {
+  await setup();
+  const context = await browser.newContext();
+  const tab = await context.newPage();
+  const posted = [];
+  tab.on('request', (r) => { if (r.method() === 'POST') posted.push(new URL(r.url()).pathname); });
+  await tab.goto(`${siteUrl}/?batching`);
+  const anonymousId = await tab.evaluate(async (grant) => {
+    const analytics = await window.loaded;
+    analytics.track('Batched Call', { n: 1 }, { context: grant });
+    analytics.track('Batched Call', { n: 2 }, { context: grant });
+    analytics.identify({ tier: 'gold' }, { context: grant });
+    return analytics.user().anonymousId();
+  }, GRANT);
+  const profile = await eventually('the batch stored', async () => (await getProfile(w, `anonymous_id:${anonymousId}`)).body,
+    (p) => p?.counts?.['Batched Call'] === 2 && p?.traits?.tier === 'gold');
+  assert.equal(profile.counts['Batched Call'], 2);
+  assert.deepEqual([...new Set(posted)], ['/v1/b']);
   await context.close();
 });
 
