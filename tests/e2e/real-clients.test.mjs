@@ -36,6 +36,29 @@ describe('server SDKs', () => {
     });
   });
 
+  test("Segment's analytics-node: group, screen and an alias of an earlier id reach the same person", async () => {
+    const { Analytics } = require('@segment/analytics-node');
+    const user = uid('seg-more');
+    const earlier = uid('seg-earlier');
+    const errors = [];
+    const analytics = new Analytics({ writeKey: w.serverKey, host: w.url, flushAt: 10, maxRetries: 0 });
+    analytics.on('error', (e) => errors.push(e));
+    analytics.track({ anonymousId: earlier, event: 'Browsed', context: GRANT });
+    await analytics.closeAndFlush({ timeout: 10_000 });
+    const again = new Analytics({ writeKey: w.serverKey, host: w.url, flushAt: 10, maxRetries: 0 });
+    again.on('error', (e) => errors.push(e));
+    again.alias({ userId: user, previousId: earlier, context: GRANT });
+    again.group({ userId: user, groupId: 'acme', traits: { employees: 12 }, context: GRANT });
+    again.screen({ userId: user, name: 'Settings', context: GRANT });
+    await again.closeAndFlush({ timeout: 10_000 });
+    assert.deepEqual(errors, []);
+    await expectProfile(user, (p) => {
+      assert.equal(p.counts.group, 1);
+      assert.equal(p.counts.screen, 1);
+      assert.equal(p.counts.Browsed, 1, 'the aliased anonymous history joined the person');
+    });
+  });
+
   test("RudderStack's rudder-sdk-node, gzip on (its default): identify and tracks arrive once each", async () => {
     const Analytics = require('@rudderstack/rudder-sdk-node');
     const user = uid('rs-node');
