@@ -209,9 +209,14 @@ pub(crate) fn caller(
 /// Refuses a browser request from an origin that no source lists (the site's own origin always may ask);
 /// answers the origin, for the CORS headers of the answer.
 pub(crate) fn allowed_origin(req: &Request, config: &Config) -> Result<Option<String>, ApiError> {
+    origin_allowed_by(req, |o| config.any_source_allows_origin(o))
+}
+
+/// `allowed_origin` with the rule given: which origins may ask (one source's, for that source's own answers).
+pub(crate) fn origin_allowed_by(req: &Request, allows: impl Fn(&str) -> bool) -> Result<Option<String>, ApiError> {
     let origin = origin(req);
     if let Some(o) = &origin {
-        if !http::origin_allowed(req, o, |o| config.any_source_allows_origin(o)) {
+        if !http::origin_allowed(req, o, allows) {
             return Err(ApiError::Forbidden {
                 code: "origin_not_allowed",
                 message: format!("origin {o:?} is not allowed"),

@@ -8,7 +8,7 @@ use crate::core::wire::events::CallType;
 use crate::core::wire::{self, MAX_BATCH_BYTES};
 use crate::edge::http::{self, json_response, with_cors, ApiError, ApiResult};
 use crate::edge::objects::profile_object;
-use crate::edge::request::{body, identity_secrets, now, origin, server_key_from_browser, signals};
+use crate::edge::request::{body, identity_secrets, now, origin, origin_allowed_by, server_key_from_browser, signals};
 use crate::edge::{cookie, kv};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -180,16 +180,7 @@ pub(crate) async fn segment_settings(req: Request, env: &Env, key: &str) -> ApiR
         code: "unknown_write_key",
         message: "no browser source has this write key".into(),
     })?;
-    let origin = origin(&req);
-    if let Some(o) = &origin {
-        if !http::origin_allowed(&req, o, |o| source.allows_origin(o)) {
-            return Err(ApiError::Forbidden {
-                code: "origin_not_allowed",
-                message: format!("origin {o:?} is not allowed for this write key"),
-                path: "",
-            });
-        }
-    }
+    let origin = origin_allowed_by(&req, |o| source.allows_origin(o))?;
     let url = req.url()?;
     let host = match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
