@@ -52,13 +52,19 @@ after(async () => {
   await new Promise((resolve) => (site ? site.close(resolve) : resolve()));
 });
 
-test('analytics-next with cdnURL set to edgecdp: page, identify and two tracks are stored once each', async () => {
+/** The site in a fresh context, recording the paths it POSTs to. */
+async function openSite(path) {
   await setup();
   const context = await browser.newContext();
   const tab = await context.newPage();
   const posted = [];
   tab.on('request', (r) => { if (r.method() === 'POST') posted.push(new URL(r.url()).pathname); });
-  await tab.goto(siteUrl);
+  await tab.goto(`${siteUrl}${path}`);
+  return { context, tab, posted };
+}
+
+test('analytics-next with cdnURL set to edgecdp: page, identify and two tracks are stored once each', async () => {
+  const { context, tab, posted } = await openSite('/');
   const anonymousId = await tab.evaluate(async (grant) => {
     const analytics = await window.loaded;
     await analytics.page({}, { context: grant });
@@ -78,12 +84,7 @@ test('analytics-next with cdnURL set to edgecdp: page, identify and two tracks a
 });
 
 test('analytics-next in its batching mode: three calls in one POST to /v1/b, each stored once', async () => {
-  await setup();
-  const context = await browser.newContext();
-  const tab = await context.newPage();
-  const posted = [];
-  tab.on('request', (r) => { if (r.method() === 'POST') posted.push(new URL(r.url()).pathname); });
-  await tab.goto(`${siteUrl}/?batching`);
+  const { context, tab, posted } = await openSite('/?batching');
   const anonymousId = await tab.evaluate(async (grant) => {
     const analytics = await window.loaded;
     analytics.track('Batched Call', { n: 1 }, { context: grant });
