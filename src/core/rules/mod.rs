@@ -178,6 +178,8 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
     };
     let mut config = Config::default();
     let keys = [
+        // Where editors find the configuration's JSON Schema (`schema/config.schema.json`); not a rule.
+        "$schema",
         "sources",
         "consent",
         "identity",
@@ -191,6 +193,11 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         "demo",
     ];
     if let Some(root) = c.object(doc, "", &keys) {
+        if let Some(v) = present(root, "$schema") {
+            if !v.is_string() {
+                c.err("$schema", "expected the address of the configuration's JSON Schema (a string)");
+            }
+        }
         if let Some(v) = present(root, "sources") {
             config.sources = c.sources(v, "sources");
         }
@@ -441,6 +448,15 @@ mod tests {
         assert!(c.segments.is_empty() && c.slots.is_empty() && c.sources.is_empty());
     }
 
+
+    /// `$schema` points editors at the JSON Schema; it is allowed beside the rules and changes nothing.
+    #[test]
+    fn schema_address_is_allowed_and_ignored() {
+        let with = compile_str(r#"{"$schema": "../schema/config.schema.json", "segments": [{"id": "k", "when": {"identified": true}}]}"#);
+        let without = compile_str(r#"{"segments": [{"id": "k", "when": {"identified": true}}]}"#);
+        assert_eq!(with.unwrap(), without.unwrap());
+        assert_eq!(errors(r#"{"$schema": 3}"#), ["$schema: expected the address of the configuration's JSON Schema (a string)"]);
+    }
     /// Every operator word of every condition kind, and what it compiles to: a word compiled to the wrong
     /// meaning (`lte` as `lt`, a trait's `ne` as `eq`) fails here even when no case exercises the boundary.
     #[test]
