@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Installs what edgecdp needs, idempotently: a second run with everything present takes a second or two.
-# `--browser` also installs Debian's Chromium for the browser tests.
+# `--browser` also installs Debian's Chromium for the browser tests; `--schemathesis`, schemathesis from PyPI.
 source "$(dirname "$0")/env.sh"
 want_browser=0
-[ "${1:-}" = "--browser" ] && want_browser=1
+want_schemathesis=0
+for arg in "$@"; do
+  case "$arg" in
+    --browser) want_browser=1 ;;
+    --schemathesis) want_schemathesis=1 ;;
+  esac
+done
 
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   log "adding the wasm32-unknown-unknown target"
@@ -43,4 +49,11 @@ if [ $want_browser = 1 ] && [ ! -x /usr/bin/chromium ]; then
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
+fi
+
+if [ $want_schemathesis = 1 ] && [ ! -x "$SCHEMATHESIS_VENV/bin/st" ]; then
+  log "installing schemathesis $SCHEMATHESIS_VERSION from PyPI (into $SCHEMATHESIS_VENV)"
+  rm -rf "$SCHEMATHESIS_VENV"
+  python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi

@@ -14,4 +14,8 @@ export ESBUILD_BIN="$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild"
 # The browser build gets its own target directory so that switching between the edge and browser feature sets
 # does not rebuild everything each time.
 BROWSER_TARGET_DIR="$ROOT/target/browser"
+# schemathesis (PyPI) checks the Worker against schema/openapi.json; it lives in its own virtualenv outside the
+# clone, so that a fresh clone on the same machine reuses it.
+SCHEMATHESIS_VERSION="4.32.5"
+SCHEMATHESIS_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/edgecdp/schemathesis-$SCHEMATHESIS_VERSION"
 log() { printf '\033[1m[edgecdp]\033[0m %s\n' "$*" >&2; }
