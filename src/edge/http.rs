@@ -40,7 +40,8 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
-    MethodNotAllowed,
+    /// 405, with the methods the resource does answer (its `Allow` header).
+    MethodNotAllowed(&'static str),
     /// 415: a body in a content coding the Worker does not read (`Content-Encoding: br`).
     UnsupportedEncoding(String),
     InvalidConfig(Vec<ConfigError>),
@@ -69,6 +70,10 @@ pub type ApiResult = Result<Response, ApiError>;
 
 impl ApiError {
     pub fn into_response(self) -> worker::Result<Response> {
+        let allow = match &self {
+            ApiError::MethodNotAllowed(methods) => Some(*methods),
+            _ => None,
+        };
         let (status, code, message, path, extra) = match self {
             ApiError::Body(e) => {
                 let status = if matches!(e, BodyError::TooLarge { .. }) { 413 } else { 400 };
@@ -87,7 +92,7 @@ impl ApiError {
             ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
             ApiError::Conflict { code, message } => (409, code, message, String::new(), None),
             ApiError::PreconditionFailed { code, message } => (412, code, message, String::new(), None),
-            ApiError::MethodNotAllowed => {
+            ApiError::MethodNotAllowed(_) => {
                 (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
             }
             ApiError::UnsupportedEncoding(coding) => {
@@ -132,7 +137,11 @@ impl ApiError {
         if let Some(problems) = extra {
             body["problems"] = json!(problems);
         }
-        json_response(status, &body)
+        let mut resp = json_response(status, &body)?;
+        if let Some(methods) = allow {
+            resp.headers_mut().set("allow", methods)?;
+        }
+        Ok(resp)
     }
 }
 
@@ -193,8 +202,13 @@ pub fn preflight(req: &Request, config: &Config, for_pages: bool) -> ApiResult {
         h.set(&k, &v)?;
     }
     h.set("access-control-allow-methods", "GET, POST, OPTIONS")?;
-    // `x-retry-count`: analytics.js numbers its retries in it.
-    h.set("access-control-allow-headers", "authorization, content-type, x-retry-count")?;
+    // `x-retry-count`: analytics.js numbers its retries in it. `anonymousid`, `sentat` and `rsa-*`: RudderStack's
+    // JavaScript SDK sends them on every event, and on retried or recovered ones.
+    h.set(
+        "access-control-allow-headers",
+        "authorization, content-type, x-retry-count, anonymousid, sentat, rsa-retry-attempt, rsa-since-last-attempt, \
+         rsa-since-first-attempt, rsa-retry-reason, rsa-recovered",
+    )?;
     h.set("access-control-max-age", "86400")?;
     Ok(resp.with_headers(h))
 }

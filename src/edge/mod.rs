@@ -13,11 +13,13 @@ mod routes;
 
 use crate::core::engine::delivery::HOP_HEADER;
 use crate::core::wire::events::CallType;
+use crate::edge::request::query_param;
 use crate::edge::request::{decide_context, now, signals};
-use crate::edge::routes::collect::{apply, collect, segment_settings};
-use crate::edge::routes::config::{config_get, config_put};
+use crate::edge::routes::collect::{apply, collect, rudderstack_source_config, segment_settings};
+use crate::edge::routes::config::{config_get, config_put, config_validate};
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
 use crate::edge::routes::demo::demo_identity_token;
+use crate::edge::routes::docs;
 use crate::edge::routes::experiments::experiment_stats;
 use crate::edge::routes::profiles::{profile_delete, profile_get, profile_split};
 use http::{json_response, ApiError, ApiResult};
@@ -52,8 +54,18 @@ enum Resource<'a> {
     ProfileSplit(&'a str),
     Experiment(&'a str),
     Config,
+    /// `POST /v1/config/validate`: `PUT /v1/config`'s checks, storing nothing.
+    ConfigValidate,
+    /// `GET /v1/config/schema`: the configuration's JSON Schema (`schema/config.schema.json`).
+    ConfigSchema,
+    /// `GET /v1/openapi.json`: the OpenAPI document of every route (`schema/openapi.json`).
+    OpenApi,
     /// `GET /v1/projects/{writeKey}/settings`: Segment's analytics.js settings, pointing at this Worker.
     SegmentSettings(&'a str),
+    /// `GET /sourceConfig/?writeKey=...`: RudderStack's JavaScript SDK's source configuration (its `configUrl`).
+    RudderStackConfig,
+    /// `POST /beacon/v1/batch?writeKey=...`: RudderStack's JavaScript SDK's batches sent with `navigator.sendBeacon`.
+    Beacon,
 }
 
 impl<'a> Resource<'a> {
@@ -72,9 +84,37 @@ impl<'a> Resource<'a> {
             ["v1", "profiles", key, "split"] => Resource::ProfileSplit(key),
             ["v1", "experiments", id] => Resource::Experiment(id),
             ["v1", "config"] => Resource::Config,
+            ["v1", "config", "validate"] => Resource::ConfigValidate,
+            ["v1", "config", "schema"] => Resource::ConfigSchema,
+            ["v1", "openapi.json"] => Resource::OpenApi,
             ["v1", "projects", key, "settings"] => Resource::SegmentSettings(key),
+            ["sourceConfig"] => Resource::RudderStackConfig,
+            ["beacon", "v1", "batch"] => Resource::Beacon,
             _ => return None,
         })
+    }
+
+    /// What `route` answers for it, for the `Allow` header of a 405 (written beside the match it describes).
+    fn methods(self) -> &'static str {
+        match self {
+            Resource::Healthz => "GET",
+            Resource::Decide => "GET, POST, OPTIONS",
+            Resource::Profile(_) => "GET, DELETE, OPTIONS",
+            Resource::Config => "GET, PUT, OPTIONS",
+            Resource::Collect(_)
+            | Resource::Impressions
+            | Resource::DemoToken
+            | Resource::ProfileSplit(_)
+            | Resource::ConfigValidate
+            | Resource::Beacon => "POST, OPTIONS",
+            Resource::DecideSummary
+            | Resource::ProfileExport(_)
+            | Resource::Experiment(_)
+            | Resource::ConfigSchema
+            | Resource::OpenApi
+            | Resource::SegmentSettings(_)
+            | Resource::RudderStackConfig => "GET, OPTIONS",
+        }
     }
 
     /// Whether pages call it, so that a CORS preflight is answered; profiles, experiments and the configuration
@@ -88,6 +128,8 @@ impl<'a> Resource<'a> {
                 | Resource::Impressions
                 | Resource::DemoToken
                 | Resource::SegmentSettings(_)
+                | Resource::RudderStackConfig
+                | Resource::Beacon
         )
     }
 }
@@ -119,7 +161,13 @@ async fn route(req: Request, env: &Env) -> ApiResult {
             let (_, config) = kv::config(env).await?;
             http::preflight(&req, &config, r.for_pages())
         }
-        (Method::Post, Resource::Collect(call)) => collect(req, env, call).await,
+        (Method::Post, Resource::Collect(call)) => collect(req, env, call, None).await,
+        (Method::Post, Resource::Beacon) => {
+            // A beacon carries no headers of its own: its write key comes in the query.
+            let key = query_param(&req, "writeKey")?;
+            collect(req, env, None, key).await
+        }
+        (Method::Get, Resource::RudderStackConfig) => rudderstack_source_config(req, env).await,
         (Method::Post, Resource::Decide) => decide_post(req, env).await,
         (Method::Get, Resource::Decide) => decide_get(req, env).await,
         (Method::Get, Resource::DecideSummary) => decide_summary(req, env).await,
@@ -132,7 +180,10 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
+        (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,
+        (Method::Get, Resource::ConfigSchema) => docs::config_schema(),
+        (Method::Get, Resource::OpenApi) => docs::openapi(),
         (Method::Get, Resource::SegmentSettings(key)) => segment_settings(req, env, key).await,
-        _ => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::MethodNotAllowed(resource.methods())),
     }
 }

@@ -292,3 +292,8 @@ pub(crate) fn if_match_version(req: &Request) -> Result<Option<u64>, ApiError> {
         path: "If-Match".into(),
     })
 }
+
+/// The first value of a query parameter, when there is one and it is not empty.
+pub(crate) fn query_param(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    Ok(req.url()?.query_pairs().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.into_owned()))
+}

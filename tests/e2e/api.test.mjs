@@ -32,12 +32,14 @@ describe('health', () => {
     assert.match(body.version, /^\d+\.\d+\.\d+/);
   });
 
-  test('a known path asked with another method is 405, an unknown /v1 path 404, both as JSON errors', async () => {
-    const cases = [['GET', '/v1/batch', 405], ['PATCH', '/v1/config', 405], ['PUT', '/v1/profiles/user_id:x', 405],
-      ['POST', '/healthz', 405], ['GET', '/v1/nothing-here', 404], ['GET', '/v1/profiles/a/b/c', 404]];
-    for (const [method, path, status] of cases) {
+  test('a known path asked with another method is 405 naming the methods it answers, an unknown /v1 path 404, both as JSON errors', async () => {
+    const cases = [['GET', '/v1/batch', 405, 'POST, OPTIONS'], ['PATCH', '/v1/config', 405, 'GET, PUT, OPTIONS'],
+      ['PUT', '/v1/profiles/user_id:x', 405, 'GET, DELETE, OPTIONS'], ['POST', '/healthz', 405, 'GET'],
+      ['GET', '/v1/nothing-here', 404, null], ['GET', '/v1/profiles/a/b/c', 404, null]];
+    for (const [method, path, status, allow] of cases) {
       const r = await fetch(`${w.url}${path}`, { method });
       assert.equal(r.status, status, `${method} ${path}`);
+      assert.equal(r.headers.get('allow'), allow, `${method} ${path}`);
       assert.equal((await r.json()).error.code, status === 405 ? 'method_not_allowed' : 'not_found');
     }
   });

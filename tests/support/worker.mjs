@@ -8,6 +8,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHmac, randomBytes } from 'node:crypto';
 import { before, after } from 'node:test';
+import { schemaErrors } from './schema.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WRANGLER = join(ROOT, 'node_modules', '.bin', 'wrangler');
@@ -89,6 +90,12 @@ export async function startWorker(options = {}) {
       const r = await fetch(`${url}/v1/config`, { method: 'PUT', body: JSON.stringify(config),
         headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' } });
       if (r.status !== 200) throw new Error(`loading the configuration failed: ${r.status} ${await r.text()}`);
+      // The compiler took it, so the JSON Schema editors check with must take it too: every configuration a
+      // test loads holds the two in agreement (tests/e2e/schema.test.mjs holds the invalid side).
+      const complaints = schemaErrors(config);
+      if (complaints.length) {
+        throw new Error(`the compiler accepted a configuration that schema/config.schema.json rejects:\n${complaints.join('\n')}`);
+      }
     }
   } catch (e) {
     await stop();

@@ -448,14 +448,18 @@ mod tests {
         assert!(c.segments.is_empty() && c.slots.is_empty() && c.sources.is_empty());
     }
 
-
     /// `$schema` points editors at the JSON Schema; it is allowed beside the rules and changes nothing.
     #[test]
     fn schema_address_is_allowed_and_ignored() {
-        let with = compile_str(r#"{"$schema": "../schema/config.schema.json", "segments": [{"id": "k", "when": {"identified": true}}]}"#);
+        let with = compile_str(
+            r#"{"$schema": "../schema/config.schema.json", "segments": [{"id": "k", "when": {"identified": true}}]}"#,
+        );
         let without = compile_str(r#"{"segments": [{"id": "k", "when": {"identified": true}}]}"#);
         assert_eq!(with.unwrap(), without.unwrap());
-        assert_eq!(errors(r#"{"$schema": 3}"#), ["$schema: expected the address of the configuration's JSON Schema (a string)"]);
+        assert_eq!(
+            errors(r#"{"$schema": 3}"#),
+            ["$schema: expected the address of the configuration's JSON Schema (a string)"]
+        );
     }
     /// Every operator word of every condition kind, and what it compiles to: a word compiled to the wrong
     /// meaning (`lte` as `lt`, a trait's `ne` as `eq`) fails here even when no case exercises the boundary.

@@ -326,16 +326,42 @@ fn identity_token(context: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-/// Consent preferences that the wire rules found valid (an object of booleans), as a map. Inserted one by one:
-/// collecting into a `BTreeMap` would link a sort into the Worker for members that already come in order.
-pub(super) fn consent_map<V: JsonView>(prefs: V) -> BTreeMap<String, bool> {
+/// Consent as a client sent it, checked by the wire rules and still a view.
+#[derive(Clone)]
+pub(super) enum ConsentView<V> {
+    /// Segment's `context.consent.categoryPreferences`: an object of booleans.
+    Preferences(V),
+    /// RudderStack's `context.consentManagement`: arrays of the category ids granted and denied.
+    Ids { allowed: Option<V>, denied: Option<V> },
+}
+
+/// Consent preferences that the wire rules found valid, as a map. Inserted one by one: collecting into a
+/// `BTreeMap` would link a sort into the Worker for members that already come in order. An id that RudderStack's
+/// lists name both granted and denied counts as denied.
+pub(super) fn consent_map<V: JsonView>(consent: ConsentView<V>) -> BTreeMap<String, bool> {
     let mut out = BTreeMap::new();
-    let _ = prefs.try_entries(|k, v| {
-        if let Some(granted) = v.boolean() {
-            out.insert(k.to_string(), granted);
+    match consent {
+        ConsentView::Preferences(prefs) => {
+            let _ = prefs.try_entries(|k, v| {
+                if let Some(granted) = v.boolean() {
+                    out.insert(k.to_string(), granted);
+                }
+                Ok::<(), ()>(())
+            });
         }
-        Ok::<(), ()>(())
-    });
+        ConsentView::Ids { allowed, denied } => {
+            for (list, granted) in [(allowed, true), (denied, false)] {
+                let _ = list.map(|l| {
+                    l.try_items(|_, id| {
+                        if let Some(id) = id.string() {
+                            out.insert(id.as_ref().to_string(), granted);
+                        }
+                        Ok::<(), ()>(())
+                    })
+                });
+            }
+        }
+    }
     out
 }
 
@@ -413,8 +439,8 @@ struct Fields<V> {
     sent_at: Option<Millis>,
     /// `properties` (track, page, screen) or `traits` (identify, group), when they are an object.
     object: Option<V>,
-    /// `context.consent.categoryPreferences`, an object of booleans.
-    consent: Option<V>,
+    /// `context.consent.categoryPreferences`, or RudderStack's `context.consentManagement`.
+    consent: Option<ConsentView<V>>,
     page: Option<PageContext>,
 }
 
@@ -464,7 +490,17 @@ fn check_fields<V: JsonView>(
         CallType::Screen => {
             (CallFields::Screen { name: name_field(cx, &obj, "name")? }, object_field(cx, &obj, "properties")?)
         }
-        CallType::Identify => (CallFields::Identify, object_field(cx, &obj, "traits")?),
+        CallType::Identify => {
+            // RudderStack's JavaScript SDK sends an identify's traits in `context.traits` only.
+            let traits = match object_field(cx, &obj, "traits")? {
+                Some(t) => Some(t),
+                None => match obj.get("context") {
+                    Some(c) if c.kind() == JsonKind::Object => object_value(cx, c.get("traits"), "context.traits")?,
+                    _ => None,
+                },
+            };
+            (CallFields::Identify, traits)
+        }
         CallType::Alias => {
             let previous_id = id_field(cx, &obj, "previousId")?
                 .ok_or_else(|| cx.reject("missing_field", "previousId", "previousId is required for alias"))?;
@@ -590,7 +626,12 @@ fn optional_time<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<M
 }
 
 fn object_field<V: JsonView>(cx: &Ctx, obj: &V, field: &str) -> Result<Option<V>, Rejection> {
-    let Some(v) = obj.get(field) else { return Ok(None) };
+    object_value(cx, obj.get(field), field)
+}
+
+/// An optional object at `field` (a path below the event, `context.traits`).
+fn object_value<V: JsonView>(cx: &Ctx, v: Option<V>, field: &str) -> Result<Option<V>, Rejection> {
+    let Some(v) = v else { return Ok(None) };
     match v.kind() {
         JsonKind::Null => Ok(None),
         JsonKind::Object => {
@@ -663,7 +704,7 @@ fn decimal(n: usize) -> String {
 }
 
 /// The consent preferences (checked, still a view) and the page.
-type ContextFields<V> = (Option<V>, Option<PageContext>);
+type ContextFields<V> = (Option<ConsentView<V>>, Option<PageContext>);
 
 /// Reads `context.consent` and `context.page`; the event's own context (`own`) wins over the batch's
 /// (`envelope`), field by field.
@@ -699,7 +740,7 @@ pub(super) fn context_fields<V: JsonView>(
                         "a consent preference must be true or false",
                     )),
                 })?;
-                Some(prefs)
+                Some(ConsentView::Preferences(prefs))
             }
             Some(_) => {
                 return Err(cx.reject(
@@ -710,6 +751,39 @@ pub(super) fn context_fields<V: JsonView>(
             }
         },
         Some(_) => return Err(cx.reject("invalid_type", "context.consent", "context.consent must be an object")),
+    };
+    // RudderStack's JavaScript SDK says consent with its consent manager's category ids, granted and denied.
+    let consent = match (consent, not_null(pick("consentManagement"))) {
+        (Some(c), _) => Some(c),
+        (None, None) => None,
+        (None, Some(m)) if m.kind() == JsonKind::Object => {
+            let list = |key: &str| -> Result<Option<V>, Rejection> {
+                let path = ["context.consentManagement.", key].concat();
+                match not_null(m.get(key)) {
+                    None => Ok(None),
+                    Some(l) if l.kind() == JsonKind::Array => {
+                        l.try_items(|i, id| match id.kind() {
+                            JsonKind::String => Ok(()),
+                            _ => Err(cx.reject(
+                                "invalid_type",
+                                &[path.as_str(), "[", &decimal(i), "]"].concat(),
+                                "a consent category id must be a string",
+                            )),
+                        })?;
+                        Ok(Some(l))
+                    }
+                    Some(_) => {
+                        Err(cx.reject("invalid_type", &path, [key, " must be an array of category ids"].concat()))
+                    }
+                }
+            };
+            let (allowed, denied) = (list("allowedConsentIds")?, list("deniedConsentIds")?);
+            (allowed.is_some() || denied.is_some()).then_some(ConsentView::Ids { allowed, denied })
+        }
+        (None, Some(_)) => {
+            let message = "context.consentManagement must be an object";
+            return Err(cx.reject("invalid_type", "context.consentManagement", message));
+        }
     };
 
     let page = match not_null(pick("page")) {
@@ -847,6 +921,58 @@ mod tests {
         assert_eq!(p.events[0].consent.as_ref().unwrap().get("analytics"), Some(&true));
         assert_eq!(p.events[0].page.as_ref().unwrap().path.as_deref(), Some("/bags"));
         assert_eq!(p.rejected[0].path, "batch[1].context.consent.categoryPreferences.C0002");
+    }
+
+    /// RudderStack's JavaScript SDK says consent as `context.consentManagement` id lists; Segment's form wins when
+    /// both are sent, a denial wins over a grant of the same id, and a bad list is named by its path.
+    #[test]
+    fn reads_rudderstack_consent_ids() {
+        let p = batch(
+            r#"{"batch":[
+                {"type":"page","anonymousId":"a","context":{"consentManagement":{"provider":"custom","allowedConsentIds":["C0002","C0003"],"deniedConsentIds":["C0004","C0003"]}}},
+                {"type":"page","anonymousId":"a","context":{"consent":{"categoryPreferences":{"C0004":true}},"consentManagement":{"deniedConsentIds":["C0004"]}}},
+                {"type":"page","anonymousId":"a","context":{"consentManagement":{"provider":"custom"}}},
+                {"type":"page","anonymousId":"a","context":{"consentManagement":{"allowedConsentIds":["C0002",7]}}},
+                {"type":"page","anonymousId":"a","context":{"consentManagement":"yes"}}]}"#,
+        );
+        let first = p.events[0].consent.clone().unwrap();
+        assert_eq!(
+            first.into_iter().collect::<Vec<_>>(),
+            [("C0002".to_string(), true), ("C0003".to_string(), false), ("C0004".to_string(), false)]
+        );
+        assert_eq!(p.events[1].consent.as_ref().unwrap().get("C0004"), Some(&true));
+        assert!(p.events[2].consent.is_none());
+        let paths: Vec<_> = p.rejected.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["batch[3].context.consentManagement.allowedConsentIds[1]", "batch[4].context.consentManagement"]
+        );
+    }
+
+    /// RudderStack's JavaScript SDK puts an identify's traits in `context.traits` alone; top-level traits win
+    /// when both are there, and a bad `context.traits` is named by its own path.
+    #[test]
+    fn identify_takes_context_traits_when_it_has_no_traits() {
+        let traits_of =
+            |body: &str| match &parse_single(body.as_bytes(), CallType::Identify, NOW).unwrap().events[0].kind {
+                EventKind::Identify { traits } => traits.get("plan").cloned(),
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(
+            traits_of(r#"{"userId":"u","context":{"traits":{"plan":"gold"}}}"#),
+            Some(crate::core::base::value::Value::String("gold".into()))
+        );
+        assert_eq!(
+            traits_of(r#"{"userId":"u","traits":{"plan":"top"},"context":{"traits":{"plan":"gold"}}}"#),
+            Some(crate::core::base::value::Value::String("top".into()))
+        );
+        let p = parse_single(br#"{"userId":"u","context":{"traits":[1]}}"#, CallType::Identify, NOW).unwrap();
+        assert_eq!(p.rejected[0].path, "context.traits");
+        // Other calls' `context.traits` describe the user at the time; they are not traits to store.
+        let p =
+            parse_single(br#"{"event":"E","userId":"u","context":{"traits":{"plan":"gold"}}}"#, CallType::Track, NOW)
+                .unwrap();
+        assert!(matches!(&p.events[0].kind, EventKind::Track { properties, .. } if properties.is_empty()));
     }
 
     #[test]

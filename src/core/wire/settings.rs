@@ -1,7 +1,11 @@
-//! The settings document Segment's analytics.js fetches before it sends anything
-//! (`GET /v1/projects/{writeKey}/settings` from its `cdnURL`), answered with edgecdp itself as the one place events
-//! go: a site switches by changing `cdnURL` alone. Only the `Segment.io` destination is listed, so the library loads
-//! no other destination's code, and its own remote metrics are off (they would report to Segment).
+//! The settings documents browser SDKs fetch before they send anything, answered with edgecdp itself as the one
+//! place events go, so that a site switches by changing hosts alone:
+//! - Segment's analytics.js: `GET /v1/projects/{writeKey}/settings` from its `cdnURL`. Only the `Segment.io`
+//!   destination is listed, so the library loads no other destination's code, and its own remote metrics are off
+//!   (they would report to Segment).
+//! - RudderStack's JavaScript SDK v3: `GET /sourceConfig/?writeKey=...` from its `configUrl`. No destinations
+//!   (events go to its `dataPlaneUrl`, edgecdp), and its error and metrics reporting off (they would post to a
+//!   RudderStack endpoint).
 
 use serde_json::{json, Value};
 
@@ -30,6 +34,22 @@ pub fn segment_settings(write_key: &str, api_host: &str, protocol: &str) -> Valu
     })
 }
 
+/// The source configuration RudderStack's SDK requires (`source.id`, `source.config`, `source.destinations`; it
+/// stops when `source.enabled` is false).
+pub fn rudderstack_source_config(source_id: &str, write_key: &str) -> Value {
+    json!({
+        "source": {
+            "id": source_id,
+            "name": source_id,
+            "writeKey": write_key,
+            "workspaceId": "edgecdp",
+            "enabled": true,
+            "config": {"statsCollection": {"errors": {"enabled": false}, "metrics": {"enabled": false}}},
+            "destinations": [],
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +64,14 @@ mod tests {
         );
         assert_eq!(s["integrations"].as_object().map(|o| o.len()), Some(1));
         assert_eq!(s["metrics"]["sampleRate"], 0);
+    }
+
+    #[test]
+    fn rudderstack_gets_no_destination_and_reports_nothing_elsewhere() {
+        let c = rudderstack_source_config("web", "demo");
+        assert_eq!((c["source"]["id"].as_str(), c["source"]["enabled"].as_bool()), (Some("web"), Some(true)));
+        assert_eq!(c["source"]["destinations"].as_array().map(Vec::len), Some(0));
+        assert_eq!(c["source"]["config"]["statsCollection"]["errors"]["enabled"], false);
+        assert_eq!(c["source"]["config"]["statsCollection"]["metrics"]["enabled"], false);
     }
 }

@@ -3,19 +3,29 @@
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::engine::ingest::Batch;
 use crate::core::engine::merge::Group;
+use crate::core::rules::sources::Source;
+use crate::core::rules::Config;
 use crate::core::store::{decode_apply_answer, encode_apply};
 use crate::core::wire::events::CallType;
 use crate::core::wire::{self, MAX_BATCH_BYTES};
 use crate::edge::http::{self, json_response, with_cors, ApiError, ApiResult};
 use crate::edge::objects::profile_object;
-use crate::edge::request::{body, identity_secrets, now, origin, origin_allowed_by, server_key_from_browser, signals};
+use crate::edge::request::{
+    body, identity_secrets, now, origin, origin_allowed_by, query_param, server_key_from_browser, signals,
+};
 use crate::edge::{cookie, kv};
 use serde_json::json;
 use std::collections::BTreeMap;
 use worker::{Env, Request};
 
-/// `POST /v1/batch` and the single-event endpoints.
-pub(crate) async fn collect(mut req: Request, env: &Env, call: Option<CallType>) -> ApiResult {
+/// `POST /v1/batch` and the single-event endpoints; `query_key` is the write key a beacon sends in its URL
+/// (`/beacon/v1/batch?writeKey=...`), used when the request has no Basic auth.
+pub(crate) async fn collect(
+    mut req: Request,
+    env: &Env,
+    call: Option<CallType>,
+    query_key: Option<String>,
+) -> ApiResult {
     let received = now();
     let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
     let parsed = match call {
@@ -26,7 +36,8 @@ pub(crate) async fn collect(mut req: Request, env: &Env, call: Option<CallType>)
     let (_, config) = kv::config(env).await?;
 
     let header_key = req.headers().get("authorization")?.and_then(|h| wire::auth::write_key_from_basic_auth(&h));
-    let key = header_key.or(parsed.write_key.clone()).ok_or(ApiError::Unauthorized {
+    let from_query = header_key.is_none() && query_key.is_some();
+    let key = header_key.or(query_key).or(parsed.write_key.clone()).ok_or(ApiError::Unauthorized {
         code: "missing_write_key",
         message: "send the write key as the Basic auth user name or as writeKey in the body",
     })?;
@@ -34,6 +45,14 @@ pub(crate) async fn collect(mut req: Request, env: &Env, call: Option<CallType>)
         .authenticate(&key)
         .ok_or(ApiError::Unauthorized { code: "invalid_write_key", message: "unknown write key" })?;
     let origin = origin(&req);
+    // URLs end up in logs and histories: a secret key there is a leaked key, so it is refused before use.
+    if source.is_server() && from_query {
+        return Err(ApiError::Forbidden {
+            code: "server_key_in_url",
+            message: "a server key must not travel in a URL: send it as the Basic auth user name".into(),
+            path: "writeKey",
+        });
+    }
     if source.is_server() && origin.is_some() {
         return Err(server_key_from_browser(&source.id));
     }
@@ -176,10 +195,7 @@ pub(crate) async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyA
 /// answered, so this cannot tell whether one is right.
 pub(crate) async fn segment_settings(req: Request, env: &Env, key: &str) -> ApiResult {
     let (_, config) = kv::config(env).await?;
-    let source = config.authenticate(key).filter(|s| !s.is_server()).ok_or_else(|| ApiError::NotFound {
-        code: "unknown_write_key",
-        message: "no browser source has this write key".into(),
-    })?;
+    let source = browser_source(&config, key)?;
     let origin = origin_allowed_by(&req, |o| source.allows_origin(o))?;
     let url = req.url()?;
     let host = match (url.host_str(), url.port()) {
@@ -188,5 +204,29 @@ pub(crate) async fn segment_settings(req: Request, env: &Env, key: &str) -> ApiR
         (None, _) => String::new(),
     };
     let body = crate::core::wire::settings::segment_settings(key, &format!("{host}/v1"), url.scheme());
+    Ok(with_cors(json_response(200, &body)?, origin.as_deref())?)
+}
+
+/// A browser source by its write key: what a settings document may be given for (a server key never is).
+fn browser_source<'c>(config: &'c Config, key: &str) -> Result<&'c Source, ApiError> {
+    config.authenticate(key).filter(|s| !s.is_server()).ok_or_else(|| ApiError::NotFound {
+        code: "unknown_write_key",
+        message: "no browser source has this write key".into(),
+    })
+}
+
+/// `GET /sourceConfig/`: RudderStack's JavaScript SDK v3 asks its `configUrl` for the source's configuration, with
+/// the write key as `?writeKey=` and as Basic auth. Who may call: anyone with a browser source's write key (public
+/// by design), from that source's origins when the request comes from a page.
+pub(crate) async fn rudderstack_source_config(req: Request, env: &Env) -> ApiResult {
+    let header_key = req.headers().get("authorization")?.and_then(|h| wire::auth::write_key_from_basic_auth(&h));
+    let key = header_key.or(query_param(&req, "writeKey")?).ok_or(ApiError::Unauthorized {
+        code: "missing_write_key",
+        message: "send the write key as ?writeKey= or as the Basic auth user name",
+    })?;
+    let (_, config) = kv::config(env).await?;
+    let source = browser_source(&config, &key)?;
+    let origin = origin_allowed_by(&req, |o| source.allows_origin(o))?;
+    let body = crate::core::wire::settings::rudderstack_source_config(&source.id, &key);
     Ok(with_cors(json_response(200, &body)?, origin.as_deref())?)
 }

@@ -1,4 +1,5 @@
-//! `GET`/`PUT /v1/config`: the configuration in force, and conditional writes of a new version. Who may call: the admin token only.
+//! `GET`/`PUT /v1/config`: the configuration in force, and conditional writes of a new version;
+//! `POST /v1/config/validate`: the same checks as `PUT`, storing nothing. Who may call: the admin token only.
 
 use crate::core::rules::compile_str;
 use crate::core::rules::sources::seal_server_keys;
@@ -26,11 +27,24 @@ pub(crate) async fn config_get(req: Request, env: &Env) -> ApiResult {
     Ok(resp)
 }
 
-pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
-    require_admin(&req, env)?;
-    let bytes = body(&mut req, MAX_BATCH_BYTES).await?;
+/// Reads a configuration body and compiles it: every problem with its path, or the text that compiled.
+async fn checked(req: &mut Request) -> Result<String, ApiError> {
+    let bytes = body(req, MAX_BATCH_BYTES).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::Body(BodyError::NotJson("body is not UTF-8".into())))?;
     compile_str(&text).map_err(ApiError::InvalidConfig)?;
+    Ok(text)
+}
+
+/// A dry run of `PUT`: editors (and the console) show the compiler's own errors at their paths before saving.
+pub(crate) async fn config_validate(mut req: Request, env: &Env) -> ApiResult {
+    require_admin(&req, env)?;
+    checked(&mut req).await?;
+    Ok(json_response(200, &json!({"valid": true}))?)
+}
+
+pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
+    require_admin(&req, env)?;
+    let text = checked(&mut req).await?;
     // Server keys are stored as their hashes only: what KV and `GET /v1/config` hold cannot authenticate.
     let mut doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| ApiError::Body(BodyError::NotJson(e.to_string())))?;

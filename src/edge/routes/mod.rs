@@ -4,5 +4,6 @@ pub mod collect;
 pub mod config;
 pub mod decide;
 pub mod demo;
+pub mod docs;
 pub mod experiments;
 pub mod profiles;
