@@ -153,6 +153,11 @@ async fn route(req: Request, env: &Env) -> ApiResult {
             _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
         };
     };
+    // workers-rs reads any method it does not know (`QUERY`, `FOO`) as GET; such a request must not be served as one.
+    let raw = req.inner().method();
+    if !matches!(raw.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") {
+        return Err(ApiError::MethodNotAllowed(resource.methods()));
+    }
     match (req.method(), resource) {
         (Method::Get, Resource::Healthz) => {
             Ok(json_response(200, &json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))?)
