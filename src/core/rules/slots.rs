@@ -179,6 +179,14 @@ impl Compiler {
             (Some(vs), None) => self.variants(vs, &at(path, "variants")),
         };
         let experiment = present(o, "experiment").and_then(|e| self.experiment(e, &at(path, "experiment")));
+        // An experiment's holdout is reported, counted and remembered as variant `control`: a variant of that name
+        // would be taken for the holdout (shown the fallback, counted twice in the results).
+        if let (Some(_), Some(vs)) = (&experiment, &variants) {
+            if let Some(i) = vs.iter().position(|v| v.id == CONTROL) {
+                let message = "\"control\" names the experiment's holdout; give this variant another id";
+                self.err(at(&idx(&at(path, "variants"), i), "id"), message);
+            }
+        }
         if self.errors.len() != before {
             return None;
         }

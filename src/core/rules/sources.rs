@@ -77,12 +77,7 @@ impl Compiler {
                 for (j, origin) in self.array(list, &at(&p, "origins")).into_iter().flatten().enumerate() {
                     let op = idx(&at(&p, "origins"), j);
                     match origin.as_str() {
-                        Some(s)
-                            if s == "*"
-                                || ((s.starts_with("http://") || s.starts_with("https://")) && !s.ends_with('/')) =>
-                        {
-                            origins.push(s.to_string())
-                        }
+                        Some(s) if s == "*" || is_origin(s) => origins.push(s.to_string()),
                         _ => self.err(
                             op,
                             "expected an origin such as \"https://shop.example\" (scheme and host, no path) or \"*\"",
@@ -170,4 +165,11 @@ impl Compiler {
             }
         }
     }
+}
+
+/// A browser origin as the `Origin` header carries it: `http://` or `https://`, then a host (and port), with no
+/// path, query or fragment. One with a path (`https://shop.example/app`) could never match a browser.
+fn is_origin(s: &str) -> bool {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '?', '#']) && !r.chars().any(char::is_whitespace))
 }
