@@ -179,7 +179,7 @@ pub fn with_cors(mut resp: Response, origin: Option<&str>) -> worker::Result<Res
 
 /// Answers a CORS preflight, for the endpoints a page may call only (`for_pages`: collection, decisions,
 /// impressions, the demo's sign-in): admin and profile endpoints are never readable from a browser origin.
-pub fn preflight(req: &Request, config: &Config, for_pages: bool) -> ApiResult {
+pub fn preflight(req: &Request, config: &Config, for_pages: bool, methods: &str) -> ApiResult {
     let origin = req.headers().get("origin")?.unwrap_or_default();
     if !for_pages {
         return Err(ApiError::Forbidden {
@@ -201,7 +201,7 @@ pub fn preflight(req: &Request, config: &Config, for_pages: bool) -> ApiResult {
     for (k, v) in resp.headers().entries() {
         h.set(&k, &v)?;
     }
-    h.set("access-control-allow-methods", "GET, POST, OPTIONS")?;
+    h.set("access-control-allow-methods", methods)?;
     // `x-retry-count`: analytics.js numbers its retries in it. `anonymousid`, `sentat` and `rsa-*`: RudderStack's
     // JavaScript SDK sends them on every event, and on retried or recovered ones.
     h.set(

@@ -164,7 +164,7 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         }
         (Method::Options, r) if !matches!(r, Resource::Healthz) => {
             let (_, config) = kv::config(env).await?;
-            http::preflight(&req, &config, r.for_pages())
+            http::preflight(&req, &config, r.for_pages(), r.methods())
         }
         (Method::Post, Resource::Collect(call)) => collect(req, env, call, None).await,
         (Method::Post, Resource::Beacon) => {

@@ -283,8 +283,16 @@ pub(crate) fn utc_offset_minutes(tz: &str, now: Millis) -> Option<i32> {
 /// `ETag` gives it; `W/` and bare numbers are accepted too). No header: an unconditional write.
 pub(crate) fn if_match_version(req: &Request) -> Result<Option<u64>, ApiError> {
     let Some(value) = req.headers().get("if-match")? else { return Ok(None) };
-    let tag = value.trim().trim_start_matches("W/").trim_matches('"');
-    tag.parse().map(Some).map_err(|_| ApiError::BadRequest {
+    // Exactly what schema/openapi.json documents: `"7"`, `W/"7"` or `7`, between spaces or tabs; empty is none
+    // (an empty header does not always reach the Worker, so it cannot mean more than its absence).
+    let value = value.trim_matches([' ', '\t']);
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let tag = value.strip_prefix("W/").unwrap_or(value);
+    let tag = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag);
+    let digits = !tag.is_empty() && tag.len() <= 19 && tag.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| tag.parse().ok()).flatten().map(Some).ok_or_else(|| ApiError::BadRequest {
         code: "invalid_header",
         message: format!(
             "If-Match must name one configuration version, as GET /v1/config's ETag: \"7\", not {value:?}"

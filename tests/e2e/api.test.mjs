@@ -122,7 +122,7 @@ describe('collection', () => {
     const pre = await fetch(`${w.url}/v1/batch`, { method: 'OPTIONS', headers: {
       origin: 'http://localhost:8787', 'access-control-request-method': 'POST' } });
     assert.equal(pre.status, 204);
-    assert.match(pre.headers.get('access-control-allow-methods'), /POST/);
+    assert.equal(pre.headers.get('access-control-allow-methods'), 'POST, OPTIONS');
     const bad = await fetch(`${w.url}/v1/batch`, { method: 'OPTIONS', headers: { origin: 'https://evil.example' } });
     assert.equal(bad.status, 403);
   });
@@ -269,6 +269,7 @@ describe('configuration', () => {
     assert.equal(first.status, 200);
     const { version } = await first.json();
     assert.equal(first.headers.get('etag'), `"${version}"`);
+    assert.equal(first.headers.get('x-edgecdp-config-version'), String(version));
     // A second editor who read the same version loses nothing silently: 412, and the first write stays.
     const second = await put({ ...doc, segments: [...(doc.segments || []), { id: 'editor-b', when: { identified: true } }] }, etag);
     assert.equal(second.status, 412);
@@ -278,10 +279,13 @@ describe('configuration', () => {
     const now = await fetch(`${w.url}/v1/config`, { headers: admin() });
     assert.equal(now.headers.get('etag'), `"${version}"`);
     assert.ok((await now.json()).segments.some((s) => s.id === 'editor-a'));
-    const bad = await put(doc, 'latest');
-    assert.equal(bad.status, 400);
-    const e = (await bad.json()).error;
-    assert.deepEqual([e.code, e.path], ['invalid_header', 'If-Match']);
+    // Only "7", W/"7" or 7 name a version; anything else is refused before it can be misread.
+    for (const tag of ['latest', '+7', '""7""', `"${version}`, '"-1"', '1e3']) {
+      const bad = await put(doc, tag);
+      assert.equal(bad.status, 400, tag);
+      const e = (await bad.json()).error;
+      assert.deepEqual([e.code, e.path], ['invalid_header', 'If-Match'], tag);
+    }
   });
 });
 

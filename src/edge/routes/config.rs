@@ -53,6 +53,7 @@ pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
     match config_object::write(env, &text, if_match_version(&req)?).await? {
         config_object::Written::Stored { version } => {
             let mut resp = json_response(200, &json!({"version": version}))?;
+            resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
             resp.headers_mut().set("etag", &format!("\"{version}\""))?;
             Ok(resp)
         }
