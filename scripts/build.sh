@@ -36,6 +36,8 @@ wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name edgecdp \
 cp "$ROOT/js/sdk.js" "$out/sdk.src.js"
 "$ESBUILD_BIN" "$out/sdk.src.js" --bundle --format=esm --minify --log-level=warning --outfile="$out/sdk.js"
 rm "$out/sdk.src.js" "$out/edgecdp.js"
+# The API's descriptions, served from the assets by GET /v1/openapi.json and /v1/config/schema (and here too).
+mkdir -p "$out/schema" && cp "$ROOT/schema/openapi.json" "$ROOT/schema/config.schema.json" "$out/schema/"
 # The decide module for slots decided on the device: a separate download, see scripts/build-decide.sh.
 "$ROOT/scripts/build-decide.sh"
 log "built: build/index.js + build/index_bg.wasm, www/edgecdp/"

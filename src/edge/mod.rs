@@ -186,8 +186,8 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
         (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,
-        (Method::Get, Resource::ConfigSchema) => docs::config_schema(),
-        (Method::Get, Resource::OpenApi) => docs::openapi(),
+        (Method::Get, Resource::ConfigSchema) => docs::config_schema(env).await,
+        (Method::Get, Resource::OpenApi) => docs::openapi(env).await,
         (Method::Get, Resource::SegmentSettings(key)) => segment_settings(req, env, key).await,
         _ => Err(ApiError::MethodNotAllowed(resource.methods())),
     }

@@ -331,7 +331,9 @@ fn identity_token(context: Option<&serde_json::Value>) -> Option<String> {
 pub(super) enum ConsentView<V> {
     /// Segment's `context.consent.categoryPreferences`: an object of booleans.
     Preferences(V),
-    /// RudderStack's `context.consentManagement`: arrays of the category ids granted and denied.
+    /// RudderStack's `context.consentManagement`: arrays of the category ids granted and denied. Only the edge
+    /// reads it (the browser's own Tracker and decide module never receive RudderStack's events).
+    #[cfg(feature = "batch")]
     Ids { allowed: Option<V>, denied: Option<V> },
 }
 
@@ -349,6 +351,7 @@ pub(super) fn consent_map<V: JsonView>(consent: ConsentView<V>) -> BTreeMap<Stri
                 Ok::<(), ()>(())
             });
         }
+        #[cfg(feature = "batch")]
         ConsentView::Ids { allowed, denied } => {
             for (list, granted) in [(allowed, true), (denied, false)] {
                 let _ = list.map(|l| {
@@ -753,6 +756,7 @@ pub(super) fn context_fields<V: JsonView>(
         Some(_) => return Err(cx.reject("invalid_type", "context.consent", "context.consent must be an object")),
     };
     // RudderStack's JavaScript SDK says consent with its consent manager's category ids, granted and denied.
+    #[cfg(feature = "batch")]
     let consent = match (consent, not_null(pick("consentManagement"))) {
         (Some(c), _) => Some(c),
         (None, None) => None,

@@ -1,15 +1,19 @@
 //! The API's own descriptions, in their ecosystems' formats: `GET /v1/openapi.json` (OpenAPI 3.1 of every
 //! route) and `GET /v1/config/schema` (JSON Schema 2020-12 of the configuration). Who may call: anyone; they
-//! describe the software, not any site's data or configuration. Both are the files kept in `schema/`, compiled
-//! into the Worker so that what it serves is what the repository holds.
+//! describe the software, not any site's data or configuration. Both are the files kept in `schema/`, which
+//! `scripts/build.sh` copies beside the browser bundle (`/edgecdp/schema/`): they are read from the Worker's
+//! static assets rather than compiled into its Wasm, which they would grow by a sixth.
 
-use crate::edge::http::ApiResult;
-use worker::{Headers, Response};
+use crate::edge::http::{ApiError, ApiResult};
+use worker::{Env, Headers, Response};
 
-const OPENAPI: &str = include_str!("../../../schema/openapi.json");
-const CONFIG_SCHEMA: &str = include_str!("../../../schema/config.schema.json");
-
-fn document(text: &str, content_type: &str) -> ApiResult {
+async fn document(env: &Env, file: &str, content_type: &str) -> ApiResult {
+    // The assets binding ignores the host: only the path names the file.
+    let mut asset = env.assets("ASSETS")?.fetch(format!("https://assets.invalid/edgecdp/schema/{file}"), None).await?;
+    if asset.status_code() != 200 {
+        return Err(ApiError::Unavailable(format!("static asset /edgecdp/schema/{file}: {}", asset.status_code())));
+    }
+    let text = asset.text().await?;
     let headers = Headers::new();
     headers.set("content-type", content_type)?;
     headers.set("cache-control", "public, max-age=300")?;
@@ -18,10 +22,10 @@ fn document(text: &str, content_type: &str) -> ApiResult {
     Ok(Response::ok(text)?.with_headers(headers))
 }
 
-pub(crate) fn openapi() -> ApiResult {
-    document(OPENAPI, "application/json")
+pub(crate) async fn openapi(env: &Env) -> ApiResult {
+    document(env, "openapi.json", "application/json").await
 }
 
-pub(crate) fn config_schema() -> ApiResult {
-    document(CONFIG_SCHEMA, "application/schema+json")
+pub(crate) async fn config_schema(env: &Env) -> ApiResult {
+    document(env, "config.schema.json", "application/schema+json").await
 }
