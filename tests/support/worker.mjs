@@ -46,6 +46,19 @@ async function waitForHealth(url, child, logs, timeoutMs) {
  *   config: the configuration to load; defaults to config/demo.json; null loads none.
  */
 export async function startWorker(options = {}) {
+  // workerd fails to start, now and then, when a port chosen free was taken again before it bound it (the
+  // machine runs many servers at once); that, and only that, is tried again with fresh ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startWorkerOnce(options);
+    } catch (e) {
+      if (attempt >= 3 || !String(e.message).startsWith('wrangler dev exited')) throw e;
+      console.error(`wrangler dev did not start (attempt ${attempt}), trying again: ${e.message.split('\n')[0]}`);
+    }
+  }
+}
+
+async function startWorkerOnce(options) {
   const adminToken = options.adminToken === undefined ? randomBytes(16).toString('hex') : options.adminToken;
   // The secret a site's backend shares with edgecdp to sign identity tokens (tests make tokens with it).
   const identitySecret = randomBytes(32).toString('hex');
