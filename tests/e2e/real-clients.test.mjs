@@ -75,4 +75,30 @@ describe('server SDKs', () => {
       assert.equal(p.traits.plan, 'team');
     });
   });
+
+  test("RudderStack's rudder-sdk-node: page, group, screen and an alias of an earlier id reach the same person", async () => {
+    const Analytics = require('@rudderstack/rudder-sdk-node');
+    const user = uid('rs-more');
+    const earlier = uid('rs-earlier');
+    const errors = [];
+    const flush = (client) => new Promise((resolve, reject) => client.flush((err) => (err ? reject(err) : resolve())));
+    const open = () => new Analytics(w.serverKey, { dataPlaneUrl: w.url, flushAt: 10, retryCount: 0, logLevel: 'error',
+      errorHandler: (e) => errors.push(e) });
+    const first = open();
+    first.track({ anonymousId: earlier, event: 'Browsed', context: GRANT });
+    await flush(first);
+    const again = open();
+    again.alias({ userId: user, previousId: earlier, context: GRANT });
+    again.page({ userId: user, name: 'Pricing', context: GRANT });
+    again.group({ userId: user, groupId: 'acme', traits: { employees: 12 }, context: GRANT });
+    again.screen({ userId: user, name: 'Settings', context: GRANT });
+    await flush(again);
+    assert.deepEqual(errors, []);
+    await expectProfile(user, (p) => {
+      assert.equal(p.counts.page, 1);
+      assert.equal(p.counts.group, 1);
+      assert.equal(p.counts.screen, 1);
+      assert.equal(p.counts.Browsed, 1, 'the aliased anonymous history joined the person');
+    });
+  });
 });
