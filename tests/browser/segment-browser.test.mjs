@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { launchChromium, eventually } from './shop.mjs';
-import { workerForFile, getProfile, GRANT } from '../support/worker.mjs';
+import { workerForFile, getProfile, GRANT, identityToken } from '../support/worker.mjs';
 
 const w = workerForFile();
 const UMD = join(import.meta.dirname, '../../node_modules/@segment/analytics-next/dist/umd');
@@ -80,6 +80,23 @@ test('analytics-next with cdnURL set to edgecdp: page, identify and two tracks a
   assert.equal(profile.counts.page, 1);
   assert.equal(profile.traits.plan, 'pro');
   assert.deepEqual([...new Set(posted)].sort(), ['/v1/i', '/v1/p', '/v1/t']);
+  await context.close();
+});
+
+test('a signed-in visitor: the site\'s identity token in the call\'s context proves the user id', async () => {
+  const { context, tab } = await openSite('/');
+  const userId = `seg-user-${Date.now()}`;
+  const token = identityToken(w, userId);
+  const anonymousId = await tab.evaluate(async ({ userId, token, grant }) => {
+    const analytics = await window.loaded;
+    await analytics.identify(userId, { plan: 'gold' }, { context: { ...grant, identityToken: token } });
+    await analytics.track('Signed In Call', {}, { context: grant });
+    return analytics.user().anonymousId();
+  }, { userId, token, grant: GRANT });
+  const profile = await eventually('the user\'s profile', async () => (await getProfile(w, `user_id:${userId}`)).body,
+    (p) => p?.counts?.['Signed In Call'] === 1);
+  assert.equal(profile.traits.plan, 'gold');
+  assert.ok(profile.identities.some((i) => i.type === 'anonymous_id' && i.value === anonymousId), JSON.stringify(profile.identities));
   await context.close();
 });
 
