@@ -3,14 +3,15 @@
 //!
 //! Keys: `config:current` (version number), `config:v<N>` (configuration JSON), `idx:<type>:<value>` (profile id;
 //! `idh:<type>:<sha256 of value>` when the value is too long for a KV key: `Identity::index_key`), `profile:<id>`
-//! (encoded profile snapshot).
+//! (the profile's snapshot, `store::encode_snapshot`: written by its object at most once a second).
 
 use crate::core::base::encoding::base64_encode;
+use crate::core::base::time::Millis;
 use crate::core::model::consent::Model;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::{compile_str, Config};
-use crate::core::store::{decode_profile, encode_rules};
+use crate::core::store::{decode_snapshot, encode_rules};
 use crate::edge::http::ApiError;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -129,6 +130,8 @@ pub async fn config_text(env: &Env) -> Result<(u64, Option<String>), ApiError> {
 /// current version never names a text that is not there. Only the configuration's writer
 /// (`config_object::ConfigObject`) calls it, one version at a time.
 pub async fn store_version(env: &Env, version: u64, text: &str) -> worker::Result<()> {
+    note_write(env, &config_key(version));
+    note_write(env, CURRENT_KEY);
     let kv = env.kv(KV_BINDING)?;
     put_text(&kv, &config_key(version), text)?.execute().await?;
     put_text(&kv, CURRENT_KEY, &version.to_string())?.execute().await?;
@@ -156,20 +159,20 @@ pub async fn recently_erased(kv: &KvStore, id: &Identity) -> Result<bool, ApiErr
     Ok(kv.get(&id.erased_key()).text().await?.is_some())
 }
 
-/// The latest snapshot of a profile.
-pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<Profile>, ApiError> {
+/// The latest snapshot of a profile, and when its writer wrote it (see `store::encode_snapshot`).
+pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<(Profile, Option<Millis>)>, ApiError> {
     match kv.get(&profile_key(profile_id)).bytes().await? {
         None => Ok(None),
         Some(bytes) => {
-            decode_profile(&bytes).map(Some).map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}")))
+            decode_snapshot(&bytes).map(Some).map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}")))
         }
     }
 }
 
-/// The profile an identity leads to, if any.
-pub async fn profile_of(kv: &KvStore, id: &Identity) -> Result<Option<Profile>, ApiError> {
-    match profile_id_of(kv, id).await? {
-        Some(pid) => snapshot(kv, &pid).await,
-        None => Ok(None),
+/// Says, in the log, that a KV key is about to be written, when `EDGECDP_LOG_KV_WRITES` is set: the test that
+/// holds every key to one write a second (KV's limit at Cloudflare) counts these lines.
+pub fn note_write(env: &Env, key: &str) {
+    if env.var("EDGECDP_LOG_KV_WRITES").is_ok() {
+        worker::console_warn!("kv-write {} {key}", worker::Date::now().as_millis());
     }
 }

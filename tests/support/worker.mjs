@@ -41,9 +41,10 @@ async function waitForHealth(url, child, logs, timeoutMs) {
 }
 
 /**
- * @param {{adminToken?: string|null, config?: object|null}} [options]
+ * @param {{adminToken?: string|null, config?: object|null, vars?: Record<string, string>}} [options]
  *   adminToken: null starts the Worker without one (admin endpoints then answer 401).
  *   config: the configuration to load; defaults to config/demo.json; null loads none.
+ *   vars: more Worker variables (`EDGECDP_LOG_KV_WRITES`, say).
  */
 export async function startWorker(options = {}) {
   // workerd fails to start, now and then, when a port chosen free was taken again before it bound it (the
@@ -73,6 +74,7 @@ async function startWorkerOnce(options) {
     '--var', `EDGECDP_COOKIE_SECRET:${randomBytes(24).toString('hex')}`,
     '--var', `EDGECDP_IDENTITY_SECRET:${identitySecret}`];
   if (adminToken) args.push('--var', `EDGECDP_ADMIN_TOKEN:${adminToken}`);
+  for (const [name, value] of Object.entries(options.vars || {})) args.push('--var', `${name}:${value}`);
   const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });
   const logs = [];

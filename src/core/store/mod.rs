@@ -6,6 +6,7 @@
 pub mod summary;
 
 use crate::core::base::binread;
+use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
@@ -206,6 +207,33 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
     }
 }
 
+/// A profile's snapshot in KV: `SNAPSHOT_V1`, the time it was written (milliseconds, 8 bytes little-endian), then
+/// the profile as `encode_profile` writes it. Readers use the time to tell a snapshot that may have a newer write
+/// pending (its writer coalesces KV writes to one a second) from a settled one. A value without the marker is a
+/// snapshot from before it: the profile alone, time unknown.
+pub const SNAPSHOT_V1: u8 = b'S';
+
+pub fn encode_snapshot(profile_bytes: &[u8], written_at: Millis) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + profile_bytes.len());
+    out.push(SNAPSHOT_V1);
+    out.extend_from_slice(&written_at.to_le_bytes());
+    out.extend_from_slice(profile_bytes);
+    out
+}
+
+/// The profile in a snapshot, and when it was written (`None` for snapshots from before the time was kept).
+pub fn decode_snapshot(bytes: &[u8]) -> Result<(Profile, Option<Millis>), CodecError> {
+    match bytes.split_first() {
+        Some((&SNAPSHOT_V1, rest)) if rest.len() >= 8 => {
+            let (at, profile) = rest.split_at(8);
+            let at = Millis::from_le_bytes(at.try_into().map_err(|_| CodecError::Corrupt("snapshot time".into()))?);
+            Ok((decode_profile(profile)?, Some(at)))
+        }
+        Some((&SNAPSHOT_V1, _)) => Err(CodecError::Corrupt("snapshot shorter than its time".into())),
+        _ => decode_profile(bytes).map(|p| (p, None)),
+    }
+}
+
 /// The version-1 layout, frozen: these types must not change, or version-1 bytes stop loading. Types that
 /// version 2 kept as they were (identities, trait entries, consent) are shared.
 mod v1 {
@@ -302,6 +330,17 @@ pub fn decode_outcomes(bytes: &[u8]) -> Result<Vec<Outcome>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_carry_their_time_and_older_ones_still_read() {
+        let mut p = Profile::new("p1".into(), 5);
+        p.last_seen = 7;
+        let bytes = encode_profile(&p);
+        let (back, at) = decode_snapshot(&encode_snapshot(&bytes, 1_795_000_000_123)).unwrap();
+        assert_eq!((back, at), (p.clone(), Some(1_795_000_000_123)));
+        assert_eq!(decode_snapshot(&bytes).unwrap(), (p, None));
+        assert!(decode_snapshot(&[SNAPSHOT_V1, 1, 2]).is_err());
+    }
     use crate::core::engine::apply::apply_events;
     use crate::core::rules::Config;
     use crate::core::wire::events::parse_batch;

@@ -13,6 +13,13 @@
 //! time KV shows the new index everywhere. Calls go only from a survivor to the profiles it absorbs, never
 //! back, so two objects never wait on each other. An alarm erases an anonymous profile once
 //! `retention.anonymousDays` have passed without activity.
+//!
+//! KV takes at most one write a second per key (at Cloudflare), so the object writes its snapshot at once only
+//! when the last one is a second old; otherwise it notes the snapshot as due and its alarm (one alarm, at the
+//! earliest of that and the retention expiry) writes it. Readers that find a snapshot younger than
+//! `FRESH_MS` ask the object instead (`Action::Read`, `current_of`), so a decision or an admin read right after a
+//! write sees it. Index entries carry an expiration a day beyond the profile's own, refreshed about once a day
+//! rather than on every write.
 
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
@@ -21,10 +28,12 @@ use crate::core::engine::write::{index_entry_stays, write};
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
-use crate::core::store::{decode_apply, decode_profile, encode_apply_answer, encode_profile, encode_profile_bounded};
+use crate::core::store::{
+    decode_apply, decode_profile, encode_apply_answer, encode_profile, encode_profile_bounded, encode_snapshot,
+};
 use crate::edge::http::ApiError;
 use crate::edge::kv;
-use crate::edge::objects::{get_number, get_text};
+use crate::edge::objects::{get_number, get_raw, get_text};
 use serde_json::json;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::JsValue;
@@ -45,6 +54,23 @@ const ERASED_KEY: &str = "erased_at";
 const ERASED_GRACE_MS: Millis = 60 * 1000;
 /// KV refuses expirations less than 60 seconds away.
 const MIN_KV_TTL_SECONDS: i64 = 60;
+/// When this object last wrote the profile's KV snapshot (milliseconds).
+const SNAPSHOT_AT_KEY: &str = "snapshot_at";
+/// When the snapshot that is due gets written (milliseconds); absent when KV has the profile as stored here.
+const SNAPSHOT_DUE_KEY: &str = "snapshot_due";
+/// The expiration (seconds) written on the KV snapshot and index entries; absent when they have none.
+const KV_EXPIRATION_KEY: &str = "kv_expiration";
+/// When this object last wrote an index entry (milliseconds).
+const INDEX_AT_KEY: &str = "index_at";
+/// When the index entries get their new expiration (milliseconds); absent when none is due.
+const INDEX_DUE_KEY: &str = "index_due";
+/// At most one KV write a second per key.
+pub const SNAPSHOT_INTERVAL_MS: Millis = 1_000;
+/// KV entries of an anonymous profile expire this long after the profile itself would, so that keeping them
+/// ahead of it needs a rewrite about once a day.
+const KV_EXPIRATION_SLACK_SECONDS: i64 = 24 * 60 * 60;
+/// A snapshot younger than this may have a newer write due: one interval, and as long again for a late alarm.
+pub const FRESH_MS: Millis = 2 * SNAPSHOT_INTERVAL_MS;
 
 /// What a profile's object is asked to do: the protocol's paths, written once for the caller (`Action::path`) and
 /// the object (`Action::of`). Bodies and answers: `Apply` takes `store::encode_apply` and answers
@@ -60,10 +86,14 @@ pub enum Action {
     Split,
     Erase,
     Forget,
+    /// The profile as stored here (encoded; 204 when there is none), for readers that must not see a snapshot
+    /// with a write still due.
+    Read,
 }
 
 impl Action {
-    const ALL: [(Action, &'static str); 6] = [
+    const ALL: [(Action, &'static str); 7] = [
+        (Action::Read, "read"),
         (Action::Apply, "apply"),
         (Action::Handover, "handover"),
         (Action::Restore, "restore"),
@@ -170,6 +200,10 @@ impl DurableObject for ProfileObject {
                     },
                     // Not a tombstone (any more): nothing to forget.
                     Some(Action::Forget) => Ok((200, json!({"forgotten": false}).to_string().into_bytes())),
+                    Some(Action::Read) => match get_raw(&storage, PROFILE_KEY).await? {
+                        v if v.is_undefined() => Ok((204, Vec::new())),
+                        v => Ok((200, Uint8Array::new(&v).to_vec())),
+                    },
                     None => Ok(error_body(404, "not_found", &format!("no action {path}"))),
                 }
             })
@@ -195,14 +229,21 @@ impl DurableObject for ProfileObject {
                 }
                 let config = config(&env).await?;
                 if let Some(profile) = read_profile(&storage).await? {
-                    match profile.expires_at(config.retention_anonymous_days) {
-                        Some(at) if at <= now() => {
-                            erase(&storage, &env).await?;
-                        }
-                        // Activity since the alarm was set, or the profile became known: look again later.
-                        Some(at) => storage.set_alarm(at - now()).await?,
-                        None => {}
+                    let expires_at = profile.expires_at(config.retention_anonymous_days);
+                    if expires_at.is_some_and(|at| at <= now()) {
+                        erase(&storage, &env).await?;
+                        return Ok(());
                     }
+                    // What was due (index expirations first: the snapshot then carries the same), then the next
+                    // alarm, for whatever comes first.
+                    if get_number(&storage, INDEX_DUE_KEY).await?.is_some_and(|at| at as Millis <= now()) {
+                        refresh_index(&storage, &env, &profile, expires_at).await?;
+                    }
+                    if get_number(&storage, SNAPSHOT_DUE_KEY).await?.is_some_and(|at| at as Millis <= now()) {
+                        let expiration = get_number(&storage, KV_EXPIRATION_KEY).await?.map(|e| e as u64);
+                        put_snapshot(&storage, &env, &profile, expiration).await?;
+                    }
+                    schedule(&storage, expires_at).await?;
                 }
                 Ok(())
             })
@@ -327,39 +368,145 @@ async fn write_profile(
 ) -> Result<()> {
     let bytes = encode_profile_bounded(profile);
     storage.put_raw(PROFILE_KEY, JsValue::from(Uint8Array::from(bytes.as_slice()))).await?;
+    let now = now();
     // An anonymous profile expires after its retention period without activity: the alarm erases it from here,
-    // and the KV copies carry the same expiration in case the alarm is late.
+    // and the KV copies carry an expiration (a day later) in case the alarm is late. When the profile's expiry
+    // catches up with theirs (about daily), or the profile became known (none), the alarm rewrites them.
     let expires_at = profile.expires_at(config.retention_anonymous_days);
-    let kv_expiration = expires_at.map(|at| (at / 1000).max(now() / 1000 + MIN_KV_TTL_SECONDS) as u64);
-    match expires_at {
-        Some(at) => storage.set_alarm((at - now()).max(1_000)).await?,
-        None => storage.delete_alarm().await?,
-    }
+    let target = kv_expiration_for(expires_at, now);
+    let written = get_number(storage, KV_EXPIRATION_KEY).await?.map(|e| e as u64);
+    let refresh = match (expires_at, written) {
+        (Some(at), Some(w)) => at / 1000 + MIN_KV_TTL_SECONDS > w as i64,
+        (None, None) => false,
+        _ => true,
+    };
+    // New index entries (and those a merge brought here) go at once: they are new to this object.
     let store = env.kv(kv::KV_BINDING)?;
-    // The snapshot goes first, so that an index entry never leads to a profile that is not there yet.
-    let mut put = store.put_bytes(&kv::profile_key(&profile.id), &bytes)?;
-    if let Some(exp) = kv_expiration {
+    for id in new_identities.iter().chain(repoint) {
+        put_index_entry(storage, env, &store, id, &profile.id, repoint, target, false).await?;
+    }
+    // Every entry just written (a new profile): they carry the new expiration already.
+    let all_written = profile.identities.iter().all(|id| new_identities.contains(id) || repoint.contains(id));
+    if refresh && all_written {
+        match target {
+            Some(e) => storage.put_raw(KV_EXPIRATION_KEY, e as f64).await?,
+            None => {
+                storage.delete(KV_EXPIRATION_KEY).await?;
+            }
+        }
+    } else if refresh || get_number(storage, INDEX_DUE_KEY).await?.is_some() {
+        // Never sooner than a second after this object's last index write, so no entry is written twice in one.
+        let last = get_number(storage, INDEX_AT_KEY).await?.map_or(0, |t| t as Millis);
+        storage.put_raw(INDEX_DUE_KEY, now.max(last + SNAPSHOT_INTERVAL_MS) as f64).await?;
+    }
+    // The snapshot: at once when the last one is a second old (or there is none), else when the alarm comes.
+    let expiration = if refresh { target } else { written };
+    let last = get_number(storage, SNAPSHOT_AT_KEY).await?.map(|t| t as Millis);
+    match last.filter(|&t| now - t < SNAPSHOT_INTERVAL_MS) {
+        None => put_snapshot(storage, env, profile, expiration).await?,
+        Some(t) => storage.put_raw(SNAPSHOT_DUE_KEY, (t + SNAPSHOT_INTERVAL_MS) as f64).await?,
+    }
+    schedule(storage, expires_at).await
+}
+
+/// The expiration KV copies of a profile that expires at `expires_at` carry: a day later (none for a known one).
+fn kv_expiration_for(expires_at: Option<Millis>, now: Millis) -> Option<u64> {
+    expires_at.map(|at| (at / 1000 + KV_EXPIRATION_SLACK_SECONDS).max(now / 1000 + MIN_KV_TTL_SECONDS) as u64)
+}
+
+/// Points `id`'s index entry at `profile_id`, unless it leads to another profile that no merge brought here. One
+/// that leads here already is rewritten only for a new expiration (`rewrite_own`).
+#[allow(clippy::too_many_arguments)]
+async fn put_index_entry(
+    storage: &Storage,
+    env: &Env,
+    store: &worker::KvStore,
+    id: &Identity,
+    profile_id: &str,
+    repoint: &[Identity],
+    expiration: Option<u64>,
+    rewrite_own: bool,
+) -> Result<()> {
+    let key = id.index_key();
+    let existing = store.get(&key).text().await?;
+    if index_entry_stays(id, existing.as_deref(), profile_id, repoint)
+        || (!rewrite_own && existing.as_deref() == Some(profile_id))
+    {
+        return Ok(());
+    }
+    kv::note_write(env, &key);
+    storage.put_raw(INDEX_AT_KEY, now() as f64).await?;
+    let mut put = kv::put_text(store, &key, profile_id)?;
+    if let Some(exp) = expiration {
         put = put.expiration(exp);
     }
     put.execute().await?;
-    // Identities whose expiration must follow the profile's are rewritten too, not only new ones.
-    let to_index: Vec<&Identity> = if kv_expiration.is_some() {
-        profile.identities.iter().collect()
-    } else {
-        new_identities.iter().chain(repoint).collect()
-    };
-    for id in to_index {
-        let key = id.index_key();
-        let existing = store.get(&key).text().await?;
-        if !index_entry_stays(id, existing.as_deref(), &profile.id, repoint) {
-            let mut put = kv::put_text(&store, &key, &profile.id)?;
-            if let Some(exp) = kv_expiration {
-                put = put.expiration(exp);
-            }
-            put.execute().await?
+    Ok(())
+}
+
+/// Gives every index entry of the profile the expiration it should have now (the alarm's part of `write_profile`).
+async fn refresh_index(storage: &Storage, env: &Env, profile: &Profile, expires_at: Option<Millis>) -> Result<()> {
+    let target = kv_expiration_for(expires_at, now());
+    let store = env.kv(kv::KV_BINDING)?;
+    for id in &profile.identities {
+        put_index_entry(storage, env, &store, id, &profile.id, &[], target, true).await?;
+    }
+    match target {
+        Some(e) => storage.put_raw(KV_EXPIRATION_KEY, e as f64).await?,
+        None => {
+            storage.delete(KV_EXPIRATION_KEY).await?;
         }
     }
+    storage.delete(INDEX_DUE_KEY).await?;
     Ok(())
+}
+
+/// Writes the profile's KV snapshot now (with the time, `store::encode_snapshot`) and notes it written.
+async fn put_snapshot(storage: &Storage, env: &Env, profile: &Profile, expiration: Option<u64>) -> Result<()> {
+    let key = kv::profile_key(&profile.id);
+    kv::note_write(env, &key);
+    // Noted before the time is taken: the next write, a second after this time, is a second after the note too.
+    let now = now();
+    let bytes = encode_snapshot(&encode_profile_bounded(profile), now);
+    let mut put = env.kv(kv::KV_BINDING)?.put_bytes(&key, &bytes)?;
+    if let Some(exp) = expiration {
+        put = put.expiration(exp);
+    }
+    put.execute().await?;
+    storage.put_raw(SNAPSHOT_AT_KEY, now as f64).await?;
+    storage.delete(SNAPSHOT_DUE_KEY).await?;
+    Ok(())
+}
+
+/// The object's one alarm, at the earliest of the profile's expiry and the KV writes that are due.
+async fn schedule(storage: &Storage, expires_at: Option<Millis>) -> Result<()> {
+    let snapshot = get_number(storage, SNAPSHOT_DUE_KEY).await?.map(|t| t as Millis);
+    let index = get_number(storage, INDEX_DUE_KEY).await?.map(|t| t as Millis);
+    match [expires_at, snapshot, index].into_iter().flatten().min() {
+        Some(at) => storage.set_alarm((at - now()).max(1)).await,
+        None => storage.delete_alarm().await,
+    }
+}
+
+/// The profile an identity leads to, as its readers must see it: the KV snapshot, unless it is young enough that
+/// a newer write may be due (`FRESH_MS`), in which case the object itself answers.
+pub async fn current_of(
+    env: &Env,
+    store: &worker::KvStore,
+    id: &Identity,
+) -> std::result::Result<Option<Profile>, ApiError> {
+    let Some(pid) = kv::profile_id_of(store, id).await? else { return Ok(None) };
+    let Some((snapshot, written_at)) = kv::snapshot(store, &pid).await? else { return Ok(None) };
+    if written_at.is_some_and(|at| now() - at < FRESH_MS) {
+        let (status, bytes) = call(env, &pid, Action::Read, Vec::new()).await?;
+        match status {
+            200 => return decode_profile(&bytes).map(Some).map_err(|e| ApiError::Unavailable(e.to_string())),
+            204 => return Ok(None),
+            // A tombstone: the snapshot is what there is until the index shows the survivor.
+            _ => {}
+        }
+    }
+    Ok(Some(snapshot))
 }
 
 /// Removes everything held about the profile: its storage here (the profile, its dedup window and consent
@@ -371,6 +518,7 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     for id in &profile.identities {
         let key = id.index_key();
         if store.get(&key).text().await?.as_deref() == Some(profile.id.as_str()) {
+            kv::note_write(env, &id.erased_key());
             kv::mark_erased(&store, id).await?;
             store.delete(&key).await?;
         }

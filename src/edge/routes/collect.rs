@@ -75,11 +75,25 @@ pub(crate) async fn collect(
     let store = kv::store(env)?;
     let mut index = BTreeMap::new();
     let mut erased = std::collections::BTreeSet::new();
-    for id in batch.identities_to_resolve() {
-        if let Some(pid) = kv::profile_id_of(&store, &id).await? {
-            index.insert(id, pid);
-        } else if kv::recently_erased(&store, &id).await? {
-            erased.insert(id);
+    // Each identity's lookups are independent of the others': all at once.
+    let looked_up = futures_util::future::try_join_all(batch.identities_to_resolve().into_iter().map(|id| {
+        let store = &store;
+        async move {
+            let pid = kv::profile_id_of(store, &id).await?;
+            let erased = pid.is_none() && kv::recently_erased(store, &id).await?;
+            Ok::<_, ApiError>((id, pid, erased))
+        }
+    }))
+    .await?;
+    for (id, pid, was_erased) in looked_up {
+        match pid {
+            Some(pid) => {
+                index.insert(id, pid);
+            }
+            None if was_erased => {
+                erased.insert(id);
+            }
+            None => {}
         }
     }
     let secrets = identity_secrets(env);

@@ -32,7 +32,7 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
     require_admin(&req, env)?;
     let (identity, decoded) = identity_from_path(key)?;
     let store = kv::store(env)?;
-    let profile = kv::profile_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let profile = profile_object::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
     let now = now();
     // Outside a request for a page, segments on the page or request context do not hold.

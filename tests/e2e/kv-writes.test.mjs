@@ -1,0 +1,57 @@
+// Workers KV takes at most one write a second per key at Cloudflare (more fail there, and never locally): a burst
+// of writes to one profile must stay within it, while what the burst wrote is read back at once. The Worker logs
+// each KV write it makes when EDGECDP_LOG_KV_WRITES is set (`kv-write <ms> <key>`); this counts them per key.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { workerForFile, getProfile, GRANT, uid } from '../support/worker.mjs';
+
+const w = workerForFile({ vars: { EDGECDP_LOG_KV_WRITES: '1' } });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Every KV write the Worker logged since `from` (an index into its log), as [ms, key]. */
+function kvWrites(from = 0) {
+  // eslint-disable-next-line no-control-regex
+  const text = w.logs.slice(from).join('').replace(/\x1b\[[0-9;]*m/g, '');
+  return text.split('\n').map((l) => l.match(/kv-write (\d+) (\S+)/)).filter(Boolean)
+    .map((m) => [Number(m[1]), m[2]]);
+}
+
+// Merges are not covered yet: a merge repoints the absorbed profile's index entries and deletes its snapshot at
+// once, which exceeds the limit when the absorbed profile was written in the second before (issue 14 is open).
+test('a burst of batches and identifies on one profile: each KV key written at most once a second, reads fresh', { timeout: 60_000 }, async () => {
+  const a = uid('burst');
+  const from = w.logs.length;
+  const started = Date.now();
+  for (let i = 0; i < 30; i++) {
+    const batch = [{ type: 'track', event: 'Burst Event', anonymousId: a, properties: { i }, context: GRANT }];
+    if (i % 10 === 5) batch.push({ type: 'identify', anonymousId: a, traits: { plan: `plan-${i}` }, context: GRANT });
+    const r = await w.call('POST', '/v1/batch', { writeKey: 'demo', batch });
+    assert.equal(r.status, 200, r.text);
+    // What was just written is what the next read sees, although KV may not have it yet.
+    const p = await getProfile(w, `anonymous_id:${a}`);
+    assert.equal(p.body.counts['Burst Event'], i + 1);
+  }
+  const burst = Date.now() - started;
+  // The last write that was due lands within a second or so.
+  await sleep(2_500);
+  const writes = kvWrites(from);
+  const byKey = new Map();
+  for (const [at, key] of writes) byKey.set(key, [...(byKey.get(key) || []), at]);
+  const snapshot = [...byKey.keys()].find((k) => k.startsWith('profile:'));
+  assert.ok(snapshot, `no snapshot write among ${JSON.stringify(writes)}`);
+  for (const [key, times] of byKey) {
+    for (let i = 1; i < times.length; i++) {
+      assert.ok(times[i] - times[i - 1] >= 1000, `${key} written ${times[i] - times[i - 1]} ms after its previous write: ${JSON.stringify(writes)}`);
+    }
+  }
+  // Thirty writes to the profile became about one snapshot a second, and the last one came after the burst.
+  const snaps = byKey.get(snapshot);
+  assert.ok(snaps.length <= Math.ceil(burst / 1000) + 1, `${snaps.length} snapshot writes in a ${burst} ms burst`);
+  // Each identity's index entry was written once, when it was new, not refreshed on every batch.
+  assert.deepEqual(byKey.get(`idx:anonymous_id:${a}`)?.length, 1, JSON.stringify([...byKey]));
+  console.log(`burst of 30 batches in ${burst} ms: ${writes.length} KV writes (${snaps.length} snapshots)`);
+  // Once settled, the snapshot itself (read from KV, the object no longer asked) has all of it.
+  const p = await getProfile(w, `anonymous_id:${a}`);
+  assert.equal(p.body.counts['Burst Event'], 30);
+  assert.equal(p.body.traits.plan, 'plan-25');
+});
