@@ -179,7 +179,9 @@ export async function startNetworkSwitch() {
       return;
     }
     const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !hop.has(k)));
-    const upstream = httpRequest(url, { method: req.method, headers }, (up) => {
+    // A fresh connection per request (no keep-alive pool): twice in full runs a page load through the switch
+    // stalled until it timed out, and a pooled connection wrangler dev had closed is the likely cause.
+    const upstream = httpRequest(url, { method: req.method, headers, agent: false }, (up) => {
       const raw = [];
       for (let i = 0; i < up.rawHeaders.length; i += 2) {
         if (!hop.has(up.rawHeaders[i].toLowerCase())) raw.push(up.rawHeaders[i], up.rawHeaders[i + 1]);

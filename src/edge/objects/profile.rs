@@ -29,7 +29,8 @@ use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
 use crate::core::store::{
-    decode_apply, decode_profile, encode_apply_answer, encode_profile, encode_profile_bounded, encode_snapshot,
+    decode_apply, decode_profile, decode_snapshot, encode_apply_answer, encode_profile, encode_profile_bounded,
+    encode_snapshot,
 };
 use crate::edge::http::ApiError;
 use crate::edge::kv;
@@ -64,6 +65,9 @@ const KV_EXPIRATION_KEY: &str = "kv_expiration";
 const INDEX_AT_KEY: &str = "index_at";
 /// When the index entries get their new expiration (milliseconds); absent when none is due.
 const INDEX_DUE_KEY: &str = "index_due";
+/// A merge's KV writes that wait for the absorbed profile's keys to be a second old (JSON: `{"repoint":
+/// [[kind, value], ...], "absorbed": [id, ...]}`), done with the index refresh at `INDEX_DUE_KEY`.
+const MERGE_PENDING_KEY: &str = "merge_pending";
 /// At most one KV write a second per key.
 pub const SNAPSHOT_INTERVAL_MS: Millis = 1_000;
 /// KV entries of an anonymous profile expire this long after the profile itself would, so that keeping them
@@ -89,11 +93,15 @@ pub enum Action {
     /// The profile as stored here (encoded; 204 when there is none), for readers that must not see a snapshot
     /// with a write still due.
     Read,
+    /// Whether the profile lives here: 200 (empty) when it does, 204 when there is none, 409 `{"movedTo"}` when it
+    /// was merged elsewhere (the index may still lead here for a second).
+    Locate,
 }
 
 impl Action {
-    const ALL: [(Action, &'static str); 7] = [
+    const ALL: [(Action, &'static str); 8] = [
         (Action::Read, "read"),
+        (Action::Locate, "locate"),
         (Action::Apply, "apply"),
         (Action::Handover, "handover"),
         (Action::Restore, "restore"),
@@ -200,6 +208,10 @@ impl DurableObject for ProfileObject {
                     },
                     // Not a tombstone (any more): nothing to forget.
                     Some(Action::Forget) => Ok((200, json!({"forgotten": false}).to_string().into_bytes())),
+                    Some(Action::Locate) => match get_raw(&storage, PROFILE_KEY).await? {
+                        v if v.is_undefined() => Ok((204, Vec::new())),
+                        _ => Ok((200, Vec::new())),
+                    },
                     Some(Action::Read) => match get_raw(&storage, PROFILE_KEY).await? {
                         v if v.is_undefined() => Ok((204, Vec::new())),
                         v => Ok((200, Uint8Array::new(&v).to_vec())),
@@ -281,25 +293,44 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
     let config = config(env).await?;
     let current = read_profile(storage).await?;
     let mut fetched = Vec::new();
+    // Until when the absorbed profiles' KV keys are a second from their last write (KV's limit per key).
+    let mut hot_until: Millis = 0;
     for l in pending_links(current.as_ref(), &apply) {
         let (status, bytes) = call(env, &l.profile_id, Action::Handover, apply.profile_id.clone().into_bytes()).await?;
         // 204: nothing to absorb there (no profile yet); 409: it went elsewhere, and the link is made by the
         // events themselves.
         if status == 200 {
-            let other = decode_profile(&bytes).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            let (other, last_kv_write) =
+                decode_snapshot(&bytes).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            hot_until = hot_until.max(last_kv_write.unwrap_or(0) + SNAPSHOT_INTERVAL_MS);
             fetched.push((l.clone(), other));
         }
     }
-    let written = write(current, fetched, apply, &config, now());
+    let now = now();
+    let written = write(current, fetched, apply, &config, now);
     for p in &written.returned {
         // Refused merges: each profile goes back where it was, as it was.
         call(env, &p.id, Action::Restore, encode_profile(p)).await?;
     }
     if let Some(profile) = written.profile.as_ref().filter(|_| written.store) {
-        write_profile(storage, env, &config, profile, &written.index, &written.repoint).await?;
-        let store = env.kv(kv::KV_BINDING)?;
-        for id in &written.absorbed_ids {
-            store.delete(&kv::profile_key(id)).await?;
+        if now >= hot_until || written.absorbed_ids.is_empty() {
+            write_profile(storage, env, &config, profile, &written.index, &written.repoint).await?;
+            let store = env.kv(kv::KV_BINDING)?;
+            for id in &written.absorbed_ids {
+                kv::note_write(env, &kv::profile_key(id));
+                store.delete(&kv::profile_key(id)).await?;
+            }
+        } else {
+            // The absorbed profiles' keys were written less than a second ago: their entries move here and their
+            // snapshots go when the alarm comes. Until then their tombstones send writers here, and readers too
+            // (their snapshots are young, so readers ask their objects: `current_of`).
+            let pending = json!({
+                "repoint": written.repoint.iter().map(|i| [&i.kind, &i.value]).collect::<Vec<_>>(),
+                "absorbed": written.absorbed_ids,
+            });
+            storage.put_raw(MERGE_PENDING_KEY, pending.to_string()).await?;
+            storage.put_raw(INDEX_DUE_KEY, hot_until as f64).await?;
+            write_profile(storage, env, &config, profile, &written.index, &[]).await?;
         }
         if !written.outcomes.is_empty() {
             crate::edge::objects::experiments::record(env, &written.outcomes).await?;
@@ -311,7 +342,10 @@ async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> R
 /// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.
 async fn handover(storage: &Storage, survivor: &str) -> Result<(u16, Vec<u8>)> {
     let Some(profile) = read_profile(storage).await? else { return Ok((204, Vec::new())) };
-    let bytes = encode_profile(&profile);
+    // With when this object last wrote to KV, so that the survivor leaves its keys alone for a second after.
+    let snapshot_at = get_number(storage, SNAPSHOT_AT_KEY).await?.unwrap_or(0.0);
+    let index_at = get_number(storage, INDEX_AT_KEY).await?.unwrap_or(0.0);
+    let bytes = encode_snapshot(&encode_profile(&profile), snapshot_at.max(index_at) as Millis);
     storage.delete_all().await?;
     storage.put_raw(MOVED_KEY, survivor).await?;
     storage.set_alarm(TOMBSTONE_MS).await?;
@@ -395,9 +429,11 @@ async fn write_profile(
             }
         }
     } else if refresh || get_number(storage, INDEX_DUE_KEY).await?.is_some() {
-        // Never sooner than a second after this object's last index write, so no entry is written twice in one.
+        // Never sooner than a second after this object's last index write, so no entry is written twice in one,
+        // nor sooner than a due time already set (a merge waiting for its absorbed profiles' keys).
         let last = get_number(storage, INDEX_AT_KEY).await?.map_or(0, |t| t as Millis);
-        storage.put_raw(INDEX_DUE_KEY, now.max(last + SNAPSHOT_INTERVAL_MS) as f64).await?;
+        let set = get_number(storage, INDEX_DUE_KEY).await?.map_or(0, |t| t as Millis);
+        storage.put_raw(INDEX_DUE_KEY, now.max(last + SNAPSHOT_INTERVAL_MS).max(set) as f64).await?;
     }
     // The snapshot: at once when the last one is a second old (or there is none), else when the alarm comes.
     let expiration = if refresh { target } else { written };
@@ -448,9 +484,23 @@ async fn put_index_entry(
 async fn refresh_index(storage: &Storage, env: &Env, profile: &Profile, expires_at: Option<Millis>) -> Result<()> {
     let target = kv_expiration_for(expires_at, now());
     let store = env.kv(kv::KV_BINDING)?;
+    // A merge's writes that waited: its identities' entries move here, the absorbed snapshots go.
+    let pending: serde_json::Value =
+        get_text(storage, MERGE_PENDING_KEY).await?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let repoint: Vec<Identity> = pending["repoint"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some(Identity::new(p.get(0)?.as_str()?, p.get(1)?.as_str()?)))
+        .collect();
     for id in &profile.identities {
-        put_index_entry(storage, env, &store, id, &profile.id, &[], target, true).await?;
+        put_index_entry(storage, env, &store, id, &profile.id, &repoint, target, true).await?;
     }
+    for absorbed in pending["absorbed"].as_array().into_iter().flatten().filter_map(|a| a.as_str()) {
+        kv::note_write(env, &kv::profile_key(absorbed));
+        store.delete(&kv::profile_key(absorbed)).await?;
+    }
+    storage.delete(MERGE_PENDING_KEY).await?;
     match target {
         Some(e) => storage.put_raw(KV_EXPIRATION_KEY, e as f64).await?,
         None => {
@@ -488,6 +538,19 @@ async fn schedule(storage: &Storage, expires_at: Option<Millis>) -> Result<()> {
     }
 }
 
+/// Where profile `id` lives now: itself, or the profile it was merged into (one hop; a tombstone names the
+/// survivor for a day, while the index entries that still lead to `id` catch up).
+pub async fn locate(env: &Env, id: &str) -> std::result::Result<String, ApiError> {
+    let (status, bytes) = call(env, id, Action::Locate, Vec::new()).await?;
+    if status == 409 {
+        let moved: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if let Some(to) = moved["movedTo"].as_str() {
+            return Ok(to.to_string());
+        }
+    }
+    Ok(id.to_string())
+}
+
 /// The profile an identity leads to, as its readers must see it: the KV snapshot, unless it is young enough that
 /// a newer write may be due (`FRESH_MS`), in which case the object itself answers.
 pub async fn current_of(
@@ -498,11 +561,17 @@ pub async fn current_of(
     let Some(pid) = kv::profile_id_of(store, id).await? else { return Ok(None) };
     let Some((snapshot, written_at)) = kv::snapshot(store, &pid).await? else { return Ok(None) };
     if written_at.is_some_and(|at| now() - at < FRESH_MS) {
-        let (status, bytes) = call(env, &pid, Action::Read, Vec::new()).await?;
+        let (mut status, mut bytes) = call(env, &pid, Action::Read, Vec::new()).await?;
+        // A tombstone: the profile was merged into another, whose object answers (the index follows shortly).
+        if status == 409 {
+            let moved: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(to) = moved["movedTo"].as_str() {
+                (status, bytes) = call(env, to, Action::Read, Vec::new()).await?;
+            }
+        }
         match status {
             200 => return decode_profile(&bytes).map(Some).map_err(|e| ApiError::Unavailable(e.to_string())),
             204 => return Ok(None),
-            // A tombstone: the snapshot is what there is until the index shows the survivor.
             _ => {}
         }
     }
@@ -515,15 +584,21 @@ pub async fn current_of(
 async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     let Some(profile) = read_profile(storage).await? else { return Ok(None) };
     let store = env.kv(kv::KV_BINDING)?;
+    // Entries that lead here, or still to a profile merged here (a merge's repointing may be waiting: see
+    // `MERGE_PENDING_KEY`). An erasure is not held back by KV's one write a second: it is done at once.
+    let absorbed: Vec<&str> = profile.merges.iter().map(|m| m.absorbed_id.as_str()).collect();
     for id in &profile.identities {
         let key = id.index_key();
-        if store.get(&key).text().await?.as_deref() == Some(profile.id.as_str()) {
+        let leads_to = store.get(&key).text().await?;
+        if leads_to.as_deref().is_some_and(|pid| pid == profile.id || absorbed.contains(&pid)) {
             kv::note_write(env, &id.erased_key());
             kv::mark_erased(&store, id).await?;
             store.delete(&key).await?;
         }
     }
-    store.delete(&kv::profile_key(&profile.id)).await?;
+    for id in absorbed.iter().copied().chain(std::iter::once(profile.id.as_str())) {
+        store.delete(&kv::profile_key(id)).await?;
+    }
     // The profiles it absorbed may still hold a tombstone that names it.
     for m in &profile.merges {
         call(env, &m.absorbed_id, Action::Forget, Vec::new()).await?;

@@ -96,6 +96,20 @@ pub(crate) async fn collect(
             None => {}
         }
     }
+    // Identities that lead to different profiles may lead to one that was just merged into another (its index
+    // entries move a second later: KV takes one write a second per key). Where they do, the profiles' objects say
+    // where each lives now, so that a link already made counts as made (a signed-in browser's proof, say).
+    let distinct: std::collections::BTreeSet<String> = index.values().cloned().collect();
+    if distinct.len() > 1 {
+        let located =
+            futures_util::future::try_join_all(distinct.iter().map(|pid| profile_object::locate(env, pid))).await?;
+        let moved: BTreeMap<&String, String> = distinct.iter().zip(located).filter(|(from, to)| *from != to).collect();
+        for pid in index.values_mut() {
+            if let Some(to) = moved.get(pid) {
+                *pid = to.clone();
+            }
+        }
+    }
     let secrets = identity_secrets(env);
     let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
     batch.admit(source, &secrets, &index, &erased, received);
