@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { launchChromium, eventually } from './shop.mjs';
+import { launchChromium, eventually, expectSignedIn } from './shop.mjs';
 import { workerForFile, getProfile, identityToken } from '../support/worker.mjs';
 
 const w = workerForFile();
@@ -110,10 +110,7 @@ test('a signed-in visitor: the site\'s identity token passed in the call\'s opti
     window.ra.track('Signed In Call');
     return window.ra.getAnonymousId();
   }, { userId, token });
-  const profile = await eventually('the user\'s profile', async () => (await getProfile(w, `user_id:${userId}`)).body,
-    (p) => p?.counts?.['Signed In Call'] === 1);
-  assert.equal(profile.traits.plan, 'gold');
-  assert.ok(profile.identities.some((i) => i.type === 'anonymous_id' && i.value === anonymousId), JSON.stringify(profile.identities));
+  await expectSignedIn(w, userId, anonymousId, 'Signed In Call', { plan: 'gold' });
   await context.close();
 });
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { launchChromium, eventually } from './shop.mjs';
+import { launchChromium, eventually, expectSignedIn } from './shop.mjs';
 import { workerForFile, getProfile, GRANT, identityToken } from '../support/worker.mjs';
 
 const w = workerForFile();
@@ -93,10 +93,7 @@ test('a signed-in visitor: the site\'s identity token in the call\'s context pro
     await analytics.track('Signed In Call', {}, { context: grant });
     return analytics.user().anonymousId();
   }, { userId, token, grant: GRANT });
-  const profile = await eventually('the user\'s profile', async () => (await getProfile(w, `user_id:${userId}`)).body,
-    (p) => p?.counts?.['Signed In Call'] === 1);
-  assert.equal(profile.traits.plan, 'gold');
-  assert.ok(profile.identities.some((i) => i.type === 'anonymous_id' && i.value === anonymousId), JSON.stringify(profile.identities));
+  await expectSignedIn(w, userId, anonymousId, 'Signed In Call', { plan: 'gold' });
   await context.close();
 });
 

@@ -210,3 +210,15 @@ export async function startNetworkSwitch() {
 export const EVERYTHING = () => true;
 /** Blocks only the edge's API, so pages still load while events cannot be delivered. */
 export const API_ONLY = (url) => url.pathname.startsWith('/v1/');
+
+/**
+ * The signed-in user's profile once `event` arrived: it holds the traits the sign-in sent and the browser's
+ * anonymous id (the browser joined the user's profile). For the third-party SDK tests, which sign in through
+ * the SDK's own identify with the site's identity token.
+ */
+export async function expectSignedIn(worker, userId, anonymousId, event, traits) {
+  const profile = await eventually('the user\'s profile', async () => (await getProfile(worker, `user_id:${userId}`)).body,
+    (p) => p?.counts?.[event] === 1);
+  for (const [k, v] of Object.entries(traits)) assert.equal(profile.traits[k], v, k);
+  assert.ok(profile.identities.some((i) => i.type === 'anonymous_id' && i.value === anonymousId), JSON.stringify(profile.identities));
+}
