@@ -2,7 +2,11 @@
 // (each a batch of EVENTS events for one of VISITORS visitors) at a fixed concurrency, then a bounded
 // number of POST /v1/decide requests. Prints events per second and latency percentiles.
 //
-//   node scripts/bench-http.mjs [--requests 2000] [--concurrency 16] [--events 10] [--visitors 200]
+//   node scripts/bench-http.mjs [--requests 2000] [--concurrency 16] [--events 10] [--visitors 200] [--settle 0]
+//
+// `--settle MS` waits that long between the batch and the decide phases. Decisions read a profile's KV snapshot,
+// or its Durable Object when the snapshot is under 2 s old (a newer write may be due): `--settle 2500` measures
+// the settled path alone.
 //
 // It starts its own Worker (tests/support/worker.mjs) with fresh local storage, and sends nothing anywhere but
 // 127.0.0.1. A build must exist (npm run build).
@@ -16,6 +20,7 @@ const REQUESTS = arg('requests', 2000);
 const CONCURRENCY = arg('concurrency', 16);
 const EVENTS = arg('events', 10);
 const VISITORS = arg('visitors', 200);
+const SETTLE = arg('settle', 0);
 const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
 
 function percentile(sorted, p) {
@@ -57,6 +62,7 @@ try {
   await run('warm-up', VISITORS, (i) => fetch(`${w.url}/v1/batch`, { method: 'POST', body: batchBody(i) }));
   const collect = await run('POST /v1/batch', REQUESTS, (i) =>
     fetch(`${w.url}/v1/batch`, { method: 'POST', body: batchBody(i + VISITORS) }));
+  await new Promise((r) => setTimeout(r, SETTLE));
   const decide = await run('POST /v1/decide', REQUESTS, (i) =>
     fetch(`${w.url}/v1/decide`, { method: 'POST',
       body: JSON.stringify({ anonymousId: `bench-${i % VISITORS}`, slots: ['hero'] }) }));
