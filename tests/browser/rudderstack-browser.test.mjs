@@ -3,17 +3,15 @@
 // `dataPlaneUrl` and `configUrl` both edgecdp. It fetches its source configuration from the Worker
 // (`/sourceConfig/`), sends each call to `/v1/{type}` (or `/v1/batch` when batching, or `/beacon/v1/batch` with
 // `useBeacon`), with consent as its consent manager's ids. Each call must be stored once.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { launchChromium, eventually, expectSignedIn } from './shop.mjs';
+import { thirdPartySite, eventually, expectSignedIn } from './shop.mjs';
 import { workerForFile, getProfile, identityToken } from '../support/worker.mjs';
 
 const w = workerForFile();
 const BUNDLE = join(import.meta.dirname, '../../node_modules/@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js');
-let site, siteUrl, browser;
+let siteUrl, browser;
 
 // `?batch`: its batching queue (POST /v1/batch); `?beacon`: navigator.sendBeacon (POST /beacon/v1/batch).
 const page = (workerUrl) => `<!doctype html><meta charset="utf-8"><title>a RudderStack site</title>
@@ -30,33 +28,16 @@ const page = (workerUrl) => `<!doctype html><meta charset="utf-8"><title>a Rudde
   window.ready = new Promise((resolve) => window.ra.ready(() => resolve()));
 </script>`;
 
-// Set up on first use: the file's Worker is started by its own `before` hook, which must have run first.
-let ready;
-const setup = () => (ready ??= (async () => {
-  site = createServer(async (req, res) => {
-    if (req.url.startsWith('/rsa/index.js')) {
-      res.writeHead(200, { 'content-type': 'text/javascript' }).end(await readFile(BUNDLE));
-    } else if (req.url.startsWith('/next')) {
-      res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>next page</title>');
-    } else {
-      res.writeHead(200, { 'content-type': 'text/html' }).end(page(w.url));
-    }
-  });
-  await new Promise((resolve) => site.listen(0, '127.0.0.1', resolve));
-  siteUrl = `http://127.0.0.1:${site.address().port}`;
-  const config = {
+const site = thirdPartySite(w, {
+  script: (path) => (path === '/rsa/index.js' ? BUNDLE : null),
+  page: (workerUrl, path) => (path === '/next' ? '<!doctype html><title>next page</title>' : page(workerUrl)),
+  config: (siteUrl) => ({
     sources: [{ id: 'rudder-site', writeKey: 'rs-site', origins: [siteUrl] },
       { id: 'test-backend', type: 'server', key: w.serverKey }],
     consent: { model: 'opt-in', categories: { C0002: 'analytics', C0003: 'personalization', C0004: 'advertising' } },
-  };
-  const put = await w.call('PUT', '/v1/config', config, w.admin());
-  assert.equal(put.status, 200, put.text);
-  browser = await launchChromium();
-})());
-after(async () => {
-  await browser?.close();
-  await new Promise((resolve) => (site ? site.close(resolve) : resolve()));
+  }),
 });
+const setup = async () => { ({ url: siteUrl, browser } = await site()); };
 
 /** The site in a fresh context (the SDK keeps undelivered events in localStorage), recording every request. */
 async function openSite(mode = '') {

@@ -2,17 +2,15 @@
 // origin, with only `cdnURL` pointed at the Worker: it loads its settings from the Worker
 // (`/v1/projects/{writeKey}/settings`) and sends its calls to the paths it always uses (`/v1/t`, `/v1/p`, `/v1/i`),
 // text/plain bodies with the write key inside. Each call must be stored once.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { launchChromium, eventually, expectSignedIn } from './shop.mjs';
+import { thirdPartySite, eventually, expectSignedIn } from './shop.mjs';
 import { workerForFile, getProfile, GRANT, identityToken } from '../support/worker.mjs';
 
 const w = workerForFile();
 const UMD = join(import.meta.dirname, '../../node_modules/@segment/analytics-next/dist/umd');
-let site, siteUrl, browser;
+let siteUrl, browser;
 
 const page = (workerUrl) => `<!doctype html><meta charset="utf-8"><title>a Segment site</title>
 <script src="/ajs/index.js"></script>
@@ -25,32 +23,12 @@ const page = (workerUrl) => `<!doctype html><meta charset="utf-8"><title>a Segme
     .then(([analytics]) => analytics);
 </script>`;
 
-// Set up on first use: the file's Worker is started by its own `before` hook, which must have run first.
-let ready;
-const setup = () => (ready ??= (async () => {
-  site = createServer(async (req, res) => {
-    try {
-      if (req.url.startsWith('/ajs/')) {
-        const file = join(UMD, req.url.slice('/ajs/'.length).split('?')[0].replace(/\.\./g, ''));
-        res.writeHead(200, { 'content-type': 'text/javascript' }).end(await readFile(file));
-      } else {
-        res.writeHead(200, { 'content-type': 'text/html' }).end(page(w.url));
-      }
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((resolve) => site.listen(0, '127.0.0.1', resolve));
-  siteUrl = `http://127.0.0.1:${site.address().port}`;
-  const config = { sources: [{ id: 'segment-site', writeKey: 'seg-site', origins: [siteUrl] }] };
-  const put = await w.call('PUT', '/v1/config', config, w.admin());
-  assert.equal(put.status, 200, put.text);
-  browser = await launchChromium();
-})());
-after(async () => {
-  await browser?.close();
-  await new Promise((resolve) => (site ? site.close(resolve) : resolve()));
+const site = thirdPartySite(w, {
+  script: (path) => (path.startsWith('/ajs/') ? join(UMD, path.slice('/ajs/'.length).replace(/\.\./g, '')) : null),
+  page: (workerUrl) => page(workerUrl),
+  config: (siteUrl) => ({ sources: [{ id: 'segment-site', writeKey: 'seg-site', origins: [siteUrl] }] }),
 });
+const setup = async () => { ({ url: siteUrl, browser } = await site()); };
 
 /** The site in a fresh context, recording the paths it POSTs to. */
 async function openSite(path) {

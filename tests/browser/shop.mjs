@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
+import { readFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 import { before, after } from 'node:test';
 import { getProfile, startWorker } from '../support/worker.mjs';
@@ -221,4 +222,38 @@ export async function expectSignedIn(worker, userId, anonymousId, event, traits)
     (p) => p?.counts?.[event] === 1);
   for (const [k, v] of Object.entries(traits)) assert.equal(profile.traits[k], v, k);
   assert.ok(profile.identities.some((i) => i.type === 'anonymous_id' && i.value === anonymousId), JSON.stringify(profile.identities));
+}
+
+/**
+ * A site on a second loopback origin, for a third-party SDK's test: `script(path)` names the file served as
+ * JavaScript at `path` (the SDK's bundle), or null; every other path gets `page(workerUrl, path)`. Started on
+ * first use, after the file's Worker (its own `before` hook) is up: it loads `config(siteUrl)` into the Worker and
+ * launches Chromium. Answers a function resolving to `{url, browser}`; both close after the file.
+ */
+export function thirdPartySite(worker, { script, page, config }) {
+  let server;
+  let browser;
+  let ready;
+  after(async () => {
+    await browser?.close();
+    await new Promise((resolve) => (server ? server.close(resolve) : resolve()));
+  });
+  return () => (ready ??= (async () => {
+    server = createServer(async (req, res) => {
+      const path = req.url.split('?')[0];
+      try {
+        const file = script(path);
+        if (file) res.writeHead(200, { 'content-type': 'text/javascript' }).end(await readFile(file));
+        else res.writeHead(200, { 'content-type': 'text/html' }).end(page(worker.url, path));
+      } catch {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${server.address().port}`;
+    const put = await worker.call('PUT', '/v1/config', config(url), worker.admin());
+    assert.equal(put.status, 200, put.text);
+    browser = await launchChromium();
+    return { url, browser };
+  })());
 }
