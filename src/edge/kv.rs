@@ -170,7 +170,8 @@ pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<(Profile,
 }
 
 /// Says, in the log, that a KV key is about to be written, when `EDGECDP_LOG_KV_WRITES` is set: the test that
-/// holds every key to one write a second (KV's limit at Cloudflare) counts these lines.
+/// holds every key to one write a second (KV's limit at Cloudflare) counts these lines. Tests only: index keys
+/// name identities (`idx:user_id:...`), which have no place in a production log.
 pub fn note_write(env: &Env, key: &str) {
     if env.var("EDGECDP_LOG_KV_WRITES").is_ok() {
         worker::console_warn!("kv-write {} {key}", worker::Date::now().as_millis());
