@@ -47,7 +47,8 @@ impl JsonView for JsValue {
     }
 
     fn get(&self, key: &str) -> Option<JsValue> {
-        if self.kind() != JsonKind::Object {
+        // `kind` would cross into JavaScript up to six times; an object is two questions.
+        if !self.is_object() || Array::is_array(self) {
             return None;
         }
         let key = JsValue::from_str(key);
@@ -61,7 +62,8 @@ impl JsonView for JsValue {
     }
 
     fn try_items<E>(&self, mut f: impl FnMut(usize, JsValue) -> Result<(), E>) -> Result<(), E> {
-        if let Some(items) = self.dyn_ref::<Array>().filter(|_| self.kind() == JsonKind::Array) {
+        // `dyn_ref` asks `Array.isArray`, which is what makes the kind an array.
+        if let Some(items) = self.dyn_ref::<Array>() {
             for i in 0..items.length() {
                 f(i as usize, items.get(i))?;
             }

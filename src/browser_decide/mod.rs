@@ -88,7 +88,7 @@ impl Engine {
         if let Some((_, p)) = self.summary.as_mut().filter(|_| decision.profile_id.is_some()) {
             p.shown.record(&self.last);
         }
-        Ok(decision.to_json().to_string())
+        Ok(decision.to_json_text())
     }
 
     /// The JSON text of what the last decision served that caps or experiments count
