@@ -1,8 +1,11 @@
 //! Edge HTML delivery: the Worker proxies the site's origin and fills `data-edgecdp-slot` elements in pages as
 //! they stream through, so personalized content arrives in the HTML itself (no flicker, no script).
 //!
-//! The rules (which paths, which headers, cache headers) and the rewriter live in `core::engine::delivery`; this shell
-//! fetches, looks the visitor up, decides, and pumps the origin's body through the rewriter chunk by chunk.
+//! The rules (which paths, which headers, cache headers, which charsets) live in `core::engine::delivery`; this
+//! shell fetches, looks the visitor up, decides, and hands the origin's answer to the runtime's own streaming
+//! `HTMLRewriter` (Cloudflare's lol_html, native code in workerd), which fills the slots chunk by chunk. Linking
+//! lol_html into the Worker's Wasm instead cost about half of that Wasm (its parser, CSS selectors and every
+//! legacy charset's tables; SIZE.md) and ran the rewriting in slower Wasm code.
 
 use super::http::{self, ApiError, ApiResult};
 use super::{apply, cookie, decide_context, now, signals, visitor_profile};
@@ -10,8 +13,8 @@ use crate::core::base::time::Millis;
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, Decision};
 use crate::core::engine::delivery::{
-    charset, forwards_request_header, is_html, local_location, private_cache_control, readable_encoding, vary_with,
-    without_cookie, SlotFiller, HOP_HEADER,
+    ascii_compatible, charset, forwards_request_header, is_html, local_location, private_cache_control,
+    readable_encoding, vary_with, without_cookie, HOP_HEADER, SLOT_ATTRIBUTE,
 };
 use crate::core::model::consent::{permit_personalization, Permitted, RequestSignals};
 use crate::core::model::event::PageContext;
@@ -20,13 +23,15 @@ use crate::core::rules::delivery::Delivery;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
 use futures_util::future::Either;
-use futures_util::{stream, Stream, StreamExt};
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::Duration;
-use worker::wasm_bindgen::JsValue;
+use wasm_bindgen::prelude::*;
+use worker::js_sys::{Object, Promise, Reflect};
 use worker::{
-    AbortController, ByteStream, Delay, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
-    ResponseBody, Url,
+    AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody,
+    Url,
 };
 
 /// Proxies one request to the origin; fills the slots of an HTML answer.
@@ -56,7 +61,7 @@ pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery
     let sending = fetch.send_with_signal(&signal);
     let waiting = Delay::from(Duration::from_millis(delivery.timeout.max(0) as u64));
     futures_util::pin_mut!(sending, waiting);
-    let mut resp = match futures_util::future::select(sending, waiting).await {
+    let resp = match futures_util::future::select(sending, waiting).await {
         Either::Left((answer, _)) => {
             answer.map_err(|e| ApiError::BadGateway(format!("fetching {upstream} failed: {e}")))?
         }
@@ -84,19 +89,14 @@ pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery
         && !matches!(status, 204 | 205 | 304)
         && matches!(resp.body(), ResponseBody::Stream(_))
         && is_html(content_type.as_deref())
-        && readable_encoding(headers.get("content-encoding")?.as_deref());
-    let filled = if fillable {
-        let served = decide_page(&req, env, config).await;
-        let slots = served.decision.slots.iter().map(|(name, answer)| (name.clone(), answer.html.clone())).collect();
-        SlotFiller::new(slots, content_type.as_deref().and_then(charset)).map(|filler| (filler, served))
-    } else {
-        None
-    };
-    let Some((filler, served)) = filled else {
+        && readable_encoding(headers.get("content-encoding")?.as_deref())
+        && content_type.as_deref().and_then(charset).is_none_or(ascii_compatible);
+    let (_, body) = resp.into_parts();
+    if !fillable {
         // Not a page to fill: the origin's answer as it came, body untouched.
-        let (_, body) = resp.into_parts();
         return Ok(Response::builder().with_status(status).with_headers(headers).body(body));
-    };
+    }
+    let served = decide_page(&req, env, config).await;
 
     // The body is rewritten: its length is no longer known, and it differs per visitor, so no shared cache may
     // keep it and no validator of the origin's bytes may revalidate it.
@@ -105,8 +105,8 @@ pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery
     }
     headers.set("cache-control", &private_cache_control(headers.get("cache-control")?.as_deref()))?;
     headers.set("vary", &vary_with(headers.get("vary")?.as_deref(), "Cookie"))?;
-    let body = resp.stream()?;
-    Ok(Response::builder().with_status(status).with_headers(headers).from_stream(pump(body, filler, served))?)
+    let page = Response::builder().with_status(status).with_headers(headers).body(body);
+    fill(page, served)
 }
 
 /// A page's decision, and what recording it needs once the page has been sent.
@@ -120,48 +120,77 @@ struct Served {
     now: Millis,
 }
 
-enum Pump {
-    /// The filler is boxed: it holds the whole rewriter, and moves from one state to the next with every chunk.
-    Body(ByteStream, Box<SlotFiller>, Served),
-    Record(Served, BTreeSet<String>),
+#[wasm_bindgen]
+extern "C" {
+    /// The runtime's streaming HTML rewriter (workers-rs 0.8 has no binding for it).
+    #[wasm_bindgen(js_name = HTMLRewriter)]
+    type HtmlRewriter;
+    #[wasm_bindgen(constructor, js_class = "HTMLRewriter")]
+    fn new() -> HtmlRewriter;
+    #[wasm_bindgen(method, js_class = "HTMLRewriter")]
+    fn on(this: &HtmlRewriter, selector: &str, handlers: &Object) -> HtmlRewriter;
+    #[wasm_bindgen(method, js_class = "HTMLRewriter", js_name = onDocument)]
+    fn on_document(this: &HtmlRewriter, handlers: &Object) -> HtmlRewriter;
+    #[wasm_bindgen(method, catch, js_class = "HTMLRewriter")]
+    fn transform(this: &HtmlRewriter, page: &worker::web_sys::Response) -> Result<worker::web_sys::Response, JsValue>;
+
+    /// An element the rewriter hands to an `element` handler.
+    type PageElement;
+    #[wasm_bindgen(method, js_name = getAttribute)]
+    fn get_attribute(this: &PageElement, name: &str) -> Option<String>;
+    #[wasm_bindgen(method, js_name = setInnerContent)]
+    fn set_inner_content(this: &PageElement, content: &str, options: &Object);
 }
 
-/// The origin's body through the slot filler, one chunk at a time: nothing is buffered beyond what the
-/// rewriter holds of a tag split across chunks. After the last bytes, and before the body ends, the slots the
-/// page really showed are recorded on the profile (caps, experiment exposures), as `/v1/decide` records what it
-/// answers; slots that were decided but that the page does not have are not.
-fn pump(body: ByteStream, filler: SlotFiller, served: Served) -> impl Stream<Item = worker::Result<Vec<u8>>> {
-    stream::unfold(Some(Pump::Body(body, Box::new(filler), served)), |state| async move {
-        match state? {
-            Pump::Body(mut body, mut filler, served) => loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        let out = filler.write(&chunk);
-                        if !out.is_empty() {
-                            return Some((Ok(out), Some(Pump::Body(body, filler, served))));
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), None)),
-                    None => {
-                        if filler.bailed_out() {
-                            worker::console_warn!("edge delivery: a page was too unusual to rewrite to the end");
-                        }
-                        let out = filler.end();
-                        let shown = filler.filled();
-                        if out.is_empty() {
-                            record(served, shown).await;
-                            return None;
-                        }
-                        return Some((Ok(out), Some(Pump::Record(served, shown))));
-                    }
-                }
-            },
-            Pump::Record(served, shown) => {
-                record(served, shown).await;
-                None
-            }
+/// The page with every `data-edgecdp-slot` element that the decision answers filled with its HTML, as the body
+/// streams through; nothing is buffered beyond what the rewriter holds of a tag split across chunks. When the
+/// document ends, and before the body does, the slots the page really showed are recorded on the profile (caps,
+/// experiment exposures), as `/v1/decide` records what it answers; slots that were decided but that the page
+/// does not have are not.
+fn fill(page: Response, served: Served) -> ApiResult {
+    let slots: BTreeMap<String, String> =
+        served.decision.slots.iter().map(|(name, answer)| (name.clone(), answer.html.clone())).collect();
+    let shown = Rc::new(RefCell::new(BTreeSet::new()));
+    let seen = shown.clone();
+    let as_html = Object::new();
+    set(&as_html, "html", &JsValue::TRUE);
+    let element = Closure::<dyn FnMut(PageElement)>::new(move |el: PageElement| {
+        let name = el.get_attribute(SLOT_ATTRIBUTE).unwrap_or_default();
+        if let Some((name, html)) = slots.get_key_value(name.trim()) {
+            el.set_inner_content(html, &as_html);
+            seen.borrow_mut().insert(name.clone());
         }
-    })
+    });
+    let served = RefCell::new(Some(served));
+    let end = Closure::<dyn FnMut(JsValue) -> Promise>::new(move |_| {
+        let served = served.borrow_mut().take();
+        let shown = shown.borrow().clone();
+        worker::wasm_bindgen_futures::future_to_promise(async move {
+            if let Some(served) = served {
+                record(served, shown).await;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    });
+    let on_element = Object::new();
+    set(&on_element, "element", &element.into_js_value());
+    let on_document = Object::new();
+    set(&on_document, "end", &end.into_js_value());
+    let rewriter = HtmlRewriter::new().on(&format!("[{SLOT_ATTRIBUTE}]"), &on_element).on_document(&on_document);
+    let page: worker::web_sys::Response = page.into();
+    match rewriter.transform(&page) {
+        Ok(filled) => Ok(Response::from(filled)),
+        Err(e) => {
+            // A charset the runtime cannot rewrite in: the page goes out as the origin wrote it, unfilled.
+            worker::console_warn!("edge delivery: the page could not be rewritten, sent unfilled: {e:?}");
+            Ok(Response::from(page))
+        }
+    }
+}
+
+fn set(target: &Object, key: &str, value: &JsValue) {
+    // Setting a property on a fresh plain object cannot fail.
+    let _ = Reflect::set(target, &key.into(), value);
 }
 
 /// Records the impressions of the slots a page showed. A failure is logged: the page has been sent already.

@@ -17,6 +17,10 @@ const HERO_PAGE = '<!doctype html><html><head><title>Hero</title></head><body>\n
   + '<aside data-edgecdp-slot="not-configured">left <b>alone</b></aside>\n<footer>café ✓</footer></body></html>\n';
 const PLAIN_PAGE = Buffer.from('<!DOCTYPE html>\r\n<html><body><p>No slots here, just <b>odd</b> markup <i>unclosed\r\n'
   + '<!-- <div data-edgecdp-slot="hero"> in a comment --><script>if (a<b) x = "</div>"</script>  café</body></html>');
+const CHARSET_PAGE = '<p>caf\u00e9</p><div data-edgecdp-slot="hero">old</div>';
+const CHARSET_PAGES = {
+  'iso-8859-1': Buffer.from(CHARSET_PAGE, 'latin1'),
+};
 const JSON_FILE = Buffer.from(JSON.stringify({ html: '<div data-edgecdp-slot="hero">not a page</div>' }));
 const BIG_CHUNKS = (() => {
   // About 1 MB in 257 writes; slot elements fall across write boundaries, inside a tag and inside its name.
@@ -60,6 +64,13 @@ function startOrigin() {
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-encoding': 'gzip',
           'content-length': gz.length });
         res.end(gz);
+        return;
+      }
+      case '/site/charset': {
+        // A page in the charset the query names, with a slot: `é` is one byte in ISO-8859-1, two in UTF-16.
+        const cs = url.searchParams.get('cs');
+        res.writeHead(200, { 'content-type': `text/html; charset=${cs}` });
+        res.end(CHARSET_PAGES[cs]);
         return;
       }
       case '/site/plain.html':
@@ -228,6 +239,16 @@ describe('edge HTML delivery', () => {
     assert.equal(r.status, 200);
     assert.equal(r.headers.get('content-type'), 'text/html');
     assert.deepEqual(await bytes(r), PLAIN_PAGE);
+  });
+
+  test('a page in another ASCII-compatible charset is filled and stays in its charset', async () => {
+    const latin1 = await get('/site/charset?cs=iso-8859-1');
+    assert.equal(latin1.status, 200);
+    assert.deepEqual(await bytes(latin1),
+      Buffer.from('<p>caf\u00e9</p><div data-edgecdp-slot="hero"><h2>Welcome</h2></div>', 'latin1'));
+    // Pages in UTF-16 or in a charset no one knows go out unfilled (core::engine::delivery::ascii_compatible, a
+    // unit test). Not checked here: under `wrangler dev`, such an HTML answer hangs even when the Worker passes
+    // it through untouched, as it passes JSON (this test saw the request time out either way).
   });
 
   test('non-HTML passes through untouched, headers included', async () => {

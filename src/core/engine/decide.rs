@@ -96,7 +96,8 @@ impl Decision {
     /// `serde_json::Value` tree first cost about half of its time per decision (scripts/bench-growthbook.mjs).
     /// The members come in `to_json`'s order (sorted, as serde_json's maps keep them), so both texts are equal.
     pub fn to_json_text(&self) -> String {
-        let mut out = String::with_capacity(64 + self.slots.iter().map(|(k, a)| 64 + k.len() + a.html.len()).sum::<usize>());
+        let mut out =
+            String::with_capacity(64 + self.slots.iter().map(|(k, a)| 64 + k.len() + a.html.len()).sum::<usize>());
         out.push_str("{\"profileId\":");
         match &self.profile_id {
             Some(id) => push_json_str(&mut out, id),
@@ -481,7 +482,10 @@ mod tests {
     #[test]
     fn text_answer_is_the_json_answer() {
         let mut slots = BTreeMap::new();
-        slots.insert("hero".into(), answer(Some("b\"1"), Some("a"), "<h2>\"Hi\"\\ \u{1}\n\t\r\u{8}\u{c}\u{1f} é 😀</h2>", Some("x")));
+        slots.insert(
+            "hero".into(),
+            answer(Some("b\"1"), Some("a"), "<h2>\"Hi\"\\ \u{1}\n\t\r\u{8}\u{c}\u{1f} é 😀</h2>", Some("x")),
+        );
         slots.insert("aside".into(), answer(None, None, "", None));
         let cases = [
             Decision {

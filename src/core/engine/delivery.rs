@@ -115,126 +115,229 @@ pub fn local_location(location: &str, origin: &str) -> Option<String> {
     }
 }
 
-#[cfg(feature = "delivery")]
-pub use filler::SlotFiller;
-
-#[cfg(feature = "delivery")]
-mod filler {
-    use super::SLOT_ATTRIBUTE;
-    use lol_html::html_content::ContentType;
-    use lol_html::{element, AsciiCompatibleEncoding, HtmlRewriter, MemorySettings, OutputSink, Settings};
-    use std::cell::RefCell;
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::rc::Rc;
-
-    /// The most the rewriter may hold while it parses (a tag or an attribute split across chunks). Past it, the
-    /// rest of the page passes through unchanged rather than break.
-    const MAX_PARSER_MEMORY: usize = 4 << 20;
-
-    struct Sink(Rc<RefCell<Vec<u8>>>);
-
-    impl OutputSink for Sink {
-        fn handle_chunk(&mut self, chunk: &[u8]) {
-            self.0.borrow_mut().extend_from_slice(chunk);
-        }
-    }
-
-    /// Fills the slots of one HTML document as it streams: chunks in, chunks out, in order. The inner content of
-    /// every element whose `data-edgecdp-slot` names a slot in `slots` becomes that slot's HTML; everything else
-    /// (elements of other slots too) passes through byte for byte.
-    pub struct SlotFiller {
-        /// `None` once the rewriter gave up (the memory limit) or the document ended.
-        rewriter: Option<HtmlRewriter<'static, Sink>>,
-        out: Rc<RefCell<Vec<u8>>>,
-        /// The slots the document really showed, so that only those count as served (caps, experiments).
-        filled: Rc<RefCell<BTreeSet<String>>>,
-        bailed_out: bool,
-    }
-
-    impl std::fmt::Debug for SlotFiller {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("SlotFiller").field("bailed_out", &self.bailed_out).finish_non_exhaustive()
-        }
-    }
-
-    impl SlotFiller {
-        /// A filler for a document in `charset` (UTF-8 when the response names none). `None` when the charset
-        /// is unknown or not ASCII-compatible (UTF-16): such a page passes through unchanged.
-        pub fn new(slots: BTreeMap<String, String>, charset: Option<&str>) -> Option<SlotFiller> {
-            let encoding = match charset {
-                None => AsciiCompatibleEncoding::utf_8(),
-                Some(label) => {
-                    AsciiCompatibleEncoding::new(encoding_rs::Encoding::for_label_no_replacement(label.as_bytes())?)?
-                }
-            };
-            let out = Rc::new(RefCell::new(Vec::new()));
-            let filled = Rc::new(RefCell::new(BTreeSet::new()));
-            let seen = filled.clone();
-            let selector = format!("[{SLOT_ATTRIBUTE}]");
-            let settings = Settings::new()
-                .with_encoding(encoding)
-                // Not strict: strict mode stops at rare ambiguous markup (`<select><xmp>`) and would lose the
-                // rest of the page; a slot inside such markup is at worst left unfilled.
-                .with_strict(false)
-                // A page that names its charset only in `<meta charset>` is still decoded and written correctly.
-                .with_adjust_charset_on_meta_tag(charset.is_none())
-                .with_memory_settings(
-                    MemorySettings::new()
-                        .with_max_allowed_memory_usage(MAX_PARSER_MEMORY)
-                        .with_graceful_bail_out_on_memory_limit_exceeded(true),
-                )
-                .append_element_content_handler(element!(selector, move |el| {
-                    let name = el.get_attribute(SLOT_ATTRIBUTE).unwrap_or_default();
-                    if let Some((name, html)) = slots.get_key_value(name.trim()) {
-                        el.set_inner_content(html, ContentType::Html);
-                        if !seen.borrow().contains(name) {
-                            seen.borrow_mut().insert(name.clone());
-                        }
-                    }
-                    Ok(())
-                }));
-            let rewriter = HtmlRewriter::new(settings, Sink(out.clone()));
-            Some(SlotFiller { rewriter: Some(rewriter), out, filled, bailed_out: false })
-        }
-
-        /// Takes the next chunk of the origin's body; answers what can be sent on so far (possibly nothing,
-        /// while a tag is split across chunks).
-        pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
-            match self.rewriter.as_mut() {
-                Some(r) => {
-                    if r.write(chunk).is_err() {
-                        // A graceful bail-out has already written the unparsed bytes to the sink as they were;
-                        // the rewriter must not be used again.
-                        self.rewriter = None;
-                        self.bailed_out = true;
-                    }
-                    std::mem::take(&mut *self.out.borrow_mut())
-                }
-                None => chunk.to_vec(),
-            }
-        }
-
-        /// Ends the document; answers the last bytes.
-        pub fn end(&mut self) -> Vec<u8> {
-            if let Some(r) = self.rewriter.take() {
-                if r.end().is_err() {
-                    self.bailed_out = true;
-                }
-            }
-            std::mem::take(&mut *self.out.borrow_mut())
-        }
-
-        /// The names of the slots filled so far.
-        pub fn filled(&self) -> BTreeSet<String> {
-            self.filled.borrow().clone()
-        }
-
-        /// Whether the rewriter gave up and the rest of the page passed through unchanged.
-        pub fn bailed_out(&self) -> bool {
-            self.bailed_out
-        }
-    }
+/// Whether a page in charset `label` can be rewritten: a charset the Encoding standard knows whose bytes below
+/// 0x80 are ASCII, as HTML rewriting needs. The runtime's rewriter refuses the others, and a label it does not
+/// know breaks the page's stream, so such pages go out unfilled.
+pub fn ascii_compatible(label: &str) -> bool {
+    let label = label.trim().to_ascii_lowercase();
+    ASCII_COMPATIBLE.binary_search(&label.as_str()).is_ok()
 }
+
+/// Every label the WHATWG Encoding standard gives an ASCII-compatible encoding (all but UTF-16BE, UTF-16LE,
+/// ISO-2022-JP and the replacement encoding), sorted for a binary search: 211 labels of 35 encodings.
+const ASCII_COMPATIBLE: [&str; 211] = [
+    "866",
+    "ansi_x3.4-1968",
+    "arabic",
+    "ascii",
+    "asmo-708",
+    "big5",
+    "big5-hkscs",
+    "chinese",
+    "cn-big5",
+    "cp1250",
+    "cp1251",
+    "cp1252",
+    "cp1253",
+    "cp1254",
+    "cp1255",
+    "cp1256",
+    "cp1257",
+    "cp1258",
+    "cp819",
+    "cp866",
+    "csbig5",
+    "cseuckr",
+    "cseucpkdfmtjapanese",
+    "csgb2312",
+    "csibm866",
+    "csiso58gb231280",
+    "csiso88596e",
+    "csiso88596i",
+    "csiso88598e",
+    "csiso88598i",
+    "csisolatin1",
+    "csisolatin2",
+    "csisolatin3",
+    "csisolatin4",
+    "csisolatin5",
+    "csisolatin6",
+    "csisolatin9",
+    "csisolatinarabic",
+    "csisolatincyrillic",
+    "csisolatingreek",
+    "csisolatinhebrew",
+    "cskoi8r",
+    "csksc56011987",
+    "csmacintosh",
+    "csshiftjis",
+    "cyrillic",
+    "dos-874",
+    "ecma-114",
+    "ecma-118",
+    "elot_928",
+    "euc-jp",
+    "euc-kr",
+    "gb18030",
+    "gb2312",
+    "gb_2312",
+    "gb_2312-80",
+    "gbk",
+    "greek",
+    "greek8",
+    "hebrew",
+    "ibm819",
+    "ibm866",
+    "iso-8859-1",
+    "iso-8859-10",
+    "iso-8859-11",
+    "iso-8859-13",
+    "iso-8859-14",
+    "iso-8859-15",
+    "iso-8859-16",
+    "iso-8859-2",
+    "iso-8859-3",
+    "iso-8859-4",
+    "iso-8859-5",
+    "iso-8859-6",
+    "iso-8859-6-e",
+    "iso-8859-6-i",
+    "iso-8859-7",
+    "iso-8859-8",
+    "iso-8859-8-e",
+    "iso-8859-8-i",
+    "iso-8859-9",
+    "iso-ir-100",
+    "iso-ir-101",
+    "iso-ir-109",
+    "iso-ir-110",
+    "iso-ir-126",
+    "iso-ir-127",
+    "iso-ir-138",
+    "iso-ir-144",
+    "iso-ir-148",
+    "iso-ir-149",
+    "iso-ir-157",
+    "iso-ir-58",
+    "iso8859-1",
+    "iso8859-10",
+    "iso8859-11",
+    "iso8859-13",
+    "iso8859-14",
+    "iso8859-15",
+    "iso8859-2",
+    "iso8859-3",
+    "iso8859-4",
+    "iso8859-5",
+    "iso8859-6",
+    "iso8859-7",
+    "iso8859-8",
+    "iso8859-9",
+    "iso88591",
+    "iso885910",
+    "iso885911",
+    "iso885913",
+    "iso885914",
+    "iso885915",
+    "iso88592",
+    "iso88593",
+    "iso88594",
+    "iso88595",
+    "iso88596",
+    "iso88597",
+    "iso88598",
+    "iso88599",
+    "iso_8859-1",
+    "iso_8859-15",
+    "iso_8859-1:1987",
+    "iso_8859-2",
+    "iso_8859-2:1987",
+    "iso_8859-3",
+    "iso_8859-3:1988",
+    "iso_8859-4",
+    "iso_8859-4:1988",
+    "iso_8859-5",
+    "iso_8859-5:1988",
+    "iso_8859-6",
+    "iso_8859-6:1987",
+    "iso_8859-7",
+    "iso_8859-7:1987",
+    "iso_8859-8",
+    "iso_8859-8:1988",
+    "iso_8859-9",
+    "iso_8859-9:1989",
+    "koi",
+    "koi8",
+    "koi8-r",
+    "koi8-ru",
+    "koi8-u",
+    "koi8_r",
+    "korean",
+    "ks_c_5601-1987",
+    "ks_c_5601-1989",
+    "ksc5601",
+    "ksc_5601",
+    "l1",
+    "l2",
+    "l3",
+    "l4",
+    "l5",
+    "l6",
+    "l9",
+    "latin1",
+    "latin2",
+    "latin3",
+    "latin4",
+    "latin5",
+    "latin6",
+    "logical",
+    "mac",
+    "macintosh",
+    "ms932",
+    "ms_kanji",
+    "shift-jis",
+    "shift_jis",
+    "sjis",
+    "sun_eu_greek",
+    "tis-620",
+    "unicode-1-1-utf-8",
+    "unicode11utf8",
+    "unicode20utf8",
+    "us-ascii",
+    "utf-8",
+    "utf8",
+    "visual",
+    "windows-1250",
+    "windows-1251",
+    "windows-1252",
+    "windows-1253",
+    "windows-1254",
+    "windows-1255",
+    "windows-1256",
+    "windows-1257",
+    "windows-1258",
+    "windows-31j",
+    "windows-874",
+    "windows-949",
+    "x-cp1250",
+    "x-cp1251",
+    "x-cp1252",
+    "x-cp1253",
+    "x-cp1254",
+    "x-cp1255",
+    "x-cp1256",
+    "x-cp1257",
+    "x-cp1258",
+    "x-euc-jp",
+    "x-gbk",
+    "x-mac-cyrillic",
+    "x-mac-roman",
+    "x-mac-ukrainian",
+    "x-sjis",
+    "x-unicode20utf8",
+    "x-user-defined",
+    "x-x-big5",
+];
 
 #[cfg(test)]
 mod tests {
@@ -242,74 +345,15 @@ mod tests {
     use crate::core::rules::delivery::*;
     use std::collections::BTreeMap;
 
-    fn fill(slots: &[(&str, &str)], chunks: &[&[u8]]) -> Vec<u8> {
-        fill_and_tell(slots, chunks).0
-    }
-
-    /// The output, and the slots the filler says it filled.
-    fn fill_and_tell(slots: &[(&str, &str)], chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
-        let slots: BTreeMap<String, String> = slots.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut f = SlotFiller::new(slots, None).expect("utf-8 is supported");
-        let mut out = Vec::new();
-        for c in chunks {
-            out.extend(f.write(c));
+    #[test]
+    fn charsets_that_can_be_rewritten() {
+        assert!(ASCII_COMPATIBLE.windows(2).all(|w| w[0] < w[1]), "sorted, for the binary search");
+        for ok in ["utf-8", "UTF-8", "iso-8859-1", "windows-1252", "shift_jis", " EUC-KR "] {
+            assert!(ascii_compatible(ok), "{ok}");
         }
-        out.extend(f.end());
-        (out, f.filled().into_iter().collect())
-    }
-
-    #[test]
-    fn fills_known_slots_and_leaves_the_rest_byte_for_byte() {
-        let page = br#"<!doctype html><html><body><div class="x" data-edgecdp-slot="hero"><p>origin</p></div>
-<section data-edgecdp-slot="nope">keep <b>me</b></section><DIV DATA-EDGECDP-SLOT='hero'></DIV><img data-edgecdp-slot="hero"></body></html>"#;
-        let got = String::from_utf8(fill(&[("hero", "<h2>Hi &amp; welcome</h2>"), ("side", "x")], &[page])).unwrap();
-        assert_eq!(
-            got,
-            r#"<!doctype html><html><body><div class="x" data-edgecdp-slot="hero"><h2>Hi &amp; welcome</h2></div>
-<section data-edgecdp-slot="nope">keep <b>me</b></section><DIV DATA-EDGECDP-SLOT='hero'><h2>Hi &amp; welcome</h2></DIV><img data-edgecdp-slot="hero"></body></html>"#
-        );
-    }
-
-    #[test]
-    fn tells_which_slots_the_page_showed() {
-        let slots = [("hero", "H"), ("side", "S"), ("footer", "F")];
-        let page = b"<div data-edgecdp-slot=hero></div><p data-edgecdp-slot=side></p><i data-edgecdp-slot=hero></i>";
-        assert_eq!(fill_and_tell(&slots, &[page]).1, ["hero", "side"]);
-        assert!(fill_and_tell(&slots, &[b"<p>no slots</p><div data-edgecdp-slot=other></div>"]).1.is_empty());
-    }
-
-    #[test]
-    fn a_page_without_slots_is_unchanged_even_when_odd() {
-        let page: &[u8] = b"<p>caf\xc3\xa9 <!-- <div data-edgecdp-slot=\"hero\"> --> <b>unclosed <script>if (a<b) x='</div>'</script>\r\n\x00";
-        assert_eq!(fill(&[("hero", "X")], &[page]), page);
-    }
-
-    #[test]
-    fn every_split_point_gives_the_same_output() {
-        let page = "<html><body><h1>é</h1><div data-edgecdp-slot=\"hero\">old <i>stuff</i></div><p>after</p>\
-                    <span data-edgecdp-slot=\"side\">s</span></body></html>";
-        let slots = [("hero", "<h2>new</h2>"), ("side", "ø")];
-        let whole = fill(&slots, &[page.as_bytes()]);
-        assert!(String::from_utf8(whole.clone())
-            .unwrap()
-            .contains("<div data-edgecdp-slot=\"hero\"><h2>new</h2></div>"));
-        for i in 0..=page.len() {
-            for j in i..=page.len() {
-                let b = page.as_bytes();
-                assert_eq!(fill(&slots, &[&b[..i], &b[i..j], &b[j..]]), whole, "split at {i} and {j}");
-            }
+        for not in ["utf-16", "UTF-16LE", "utf-16be", "iso-2022-jp", "replacement", "hz-gb-2312", "x-no-such", ""] {
+            assert!(!ascii_compatible(not), "{not}");
         }
-    }
-
-    #[test]
-    fn other_charsets_are_written_in_their_own_encoding() {
-        let slots: BTreeMap<String, String> = [("hero".to_string(), "é".to_string())].into_iter().collect();
-        let mut f = SlotFiller::new(slots.clone(), Some("iso-8859-1")).unwrap();
-        let mut out = f.write(b"<div data-edgecdp-slot=hero>\xe9</div>");
-        out.extend(f.end());
-        assert_eq!(out, b"<div data-edgecdp-slot=hero>\xe9</div>");
-        assert!(SlotFiller::new(slots.clone(), Some("utf-16le")).is_none());
-        assert!(SlotFiller::new(slots, Some("no-such-charset")).is_none());
     }
 
     #[test]
