@@ -343,7 +343,6 @@ const ASCII_COMPATIBLE: [&str; 211] = [
 mod tests {
     use super::*;
     use crate::core::rules::delivery::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn charsets_that_can_be_rewritten() {
