@@ -10,6 +10,7 @@
 use super::http::{self, ApiError, ApiResult};
 use super::{apply, cookie, decide_context, now, signals, visitor_profile};
 use crate::core::base::time::Millis;
+use crate::core::base::url::UrlParts;
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, Decision};
 use crate::core::engine::delivery::{
@@ -31,17 +32,17 @@ use wasm_bindgen::prelude::*;
 use worker::js_sys::{Object, Promise, Reflect};
 use worker::{
     AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody,
-    Url,
 };
 
 /// Proxies one request to the origin; fills the slots of an HTML answer.
 pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery) -> ApiResult {
-    let url = req.url()?;
-    let own = url.origin().ascii_serialization();
+    let href = super::request::href(&req);
+    let url = UrlParts::of(&href).ok_or_else(|| ApiError::BadGateway(format!("{href} is not an absolute URL")))?;
+    let own = url.origin();
     if own.eq_ignore_ascii_case(&delivery.origin) {
         return Err(ApiError::BadGateway(format!("delivery.origin {own} is this Worker itself; proxying would loop")));
     }
-    let upstream = delivery.upstream_url(url.path(), url.query());
+    let upstream = delivery.upstream_url(url.path, url.query);
     let method = req.method();
     let mut init = RequestInit::new();
     init.with_method(method.clone()).with_headers(forwarded_headers(&req, env, &own)?);
@@ -266,10 +267,10 @@ fn decide_for_page(
     signals: &RequestSignals,
     now: Millis,
 ) -> Decision {
-    let url: Option<Url> = req.url().ok();
+    let href = super::request::href(req);
     let page = PageContext {
-        path: url.as_ref().map(|u| u.path().to_string()),
-        url: url.as_ref().map(Url::to_string),
+        path: UrlParts::of(&href).map(|u| u.path.to_string()),
+        url: Some(href.clone()),
         referrer: req.headers().get("referer").ok().flatten().filter(|v| !v.is_empty()),
     };
     let request = DecideRequest { page: Some(page), ..DecideRequest::default() };

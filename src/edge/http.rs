@@ -1,6 +1,7 @@
 //! HTTP plumbing for the Worker: the one place where errors become status codes and JSON bodies, and the
 //! CORS and admin-token rules.
 
+use crate::core::base::url::UrlParts;
 use crate::core::model::identity::constant_time_eq;
 use crate::core::rules::{Config, ConfigError};
 use crate::core::wire::BodyError;
@@ -154,8 +155,7 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> worker::Result<Re
 
 /// The request's own origin (`scheme://host[:port]`).
 pub fn own_origin(req: &Request) -> Option<String> {
-    let url = req.url().ok()?;
-    Some(url.origin().ascii_serialization())
+    UrlParts::of(&super::request::href(req)).map(|u| u.origin())
 }
 
 /// Whether a browser request from `Origin` may reach the collection and decision endpoints: the site's own

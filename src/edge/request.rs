@@ -1,5 +1,6 @@
 //! What a request says: the visitor's privacy signals, country and local time, its body within a limit, its browser origin, and who is calling (`caller`).
 
+use crate::core::base::url::{query_pairs, UrlParts};
 use crate::core::base::time::Millis;
 use crate::core::model::consent::RequestSignals;
 use crate::core::model::context::{country_code, Context as DecideContext, Device};
@@ -301,7 +302,18 @@ pub(crate) fn if_match_version(req: &Request) -> Result<Option<u64>, ApiError> {
     })
 }
 
+/// The request's URL as the runtime serialized it (absolute, WHATWG), to split with `core::base::url::UrlParts`.
+pub(crate) fn href(req: &Request) -> String {
+    req.inner().url()
+}
+
+/// The request's query string, without `?`; empty when it has none.
+pub(crate) fn query(req: &Request) -> String {
+    let href = href(req);
+    UrlParts::of(&href).and_then(|u| u.query).unwrap_or_default().to_string()
+}
+
 /// The first value of a query parameter, when there is one and it is not empty.
 pub(crate) fn query_param(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
-    Ok(req.url()?.query_pairs().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.into_owned()))
+    Ok(query_pairs(&query(req)).find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v))
 }

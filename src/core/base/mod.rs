@@ -4,4 +4,5 @@ pub mod binread;
 pub mod encoding;
 pub mod json;
 pub mod time;
+pub mod url;
 pub mod value;

@@ -237,13 +237,14 @@ pub(crate) async fn segment_settings(req: Request, env: &Env, key: &str) -> ApiR
     let (_, config) = kv::config(env).await?;
     let source = browser_source(&config, key)?;
     let origin = origin_allowed_by(&req, |o| source.allows_origin(o))?;
-    let url = req.url()?;
-    let host = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        (None, _) => String::new(),
-    };
-    let body = crate::core::wire::settings::segment_settings(key, &format!("{host}/v1"), url.scheme());
+    let href = crate::edge::request::href(&req);
+    let url = crate::core::base::url::UrlParts::of(&href).unwrap_or(crate::core::base::url::UrlParts {
+        scheme: "https",
+        host: "",
+        path: "/",
+        query: None,
+    });
+    let body = crate::core::wire::settings::segment_settings(key, &format!("{}/v1", url.host), url.scheme);
     Ok(with_cors(json_response(200, &body)?, origin.as_deref())?)
 }
 

@@ -37,8 +37,7 @@ pub(crate) async fn decide_get(req: Request, env: &Env) -> ApiResult {
 
 /// The decide request the URL's query describes (`core::wire::decide::decide_query`).
 pub(crate) fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
-    let url = req.url()?;
-    wire::decide::decide_query(url.query().unwrap_or("")).map_err(|e| ApiError::BadRequest {
+    wire::decide::decide_query(&crate::edge::request::query(req)).map_err(|e| ApiError::BadRequest {
         code: e.code,
         message: e.message,
         path: e.path,
@@ -76,7 +75,8 @@ pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: Decid
     let signals = signals(req, env);
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
-    let explaining = req.url()?.query_pairs().any(|(k, v)| k == "explain" && v != "0");
+    let explaining =
+        crate::core::base::url::query_pairs(&crate::edge::request::query(&req)).any(|(k, v)| k == "explain" && v != "0");
     if explaining {
         require_admin(req, env)?;
     }
