@@ -1,7 +1,7 @@
 //! What a request says: the visitor's privacy signals, country and local time, its body within a limit, its browser origin, and who is calling (`caller`).
 
-use crate::core::base::url::{query_pairs, UrlParts};
 use crate::core::base::time::Millis;
+use crate::core::base::url::{query_pairs, UrlParts};
 use crate::core::model::consent::RequestSignals;
 use crate::core::model::context::{country_code, Context as DecideContext, Device};
 use crate::core::model::event::PageContext;

@@ -74,6 +74,8 @@ async function startWorkerOnce(options) {
     '--var', `EDGECDP_COOKIE_SECRET:${randomBytes(24).toString('hex')}`,
     '--var', `EDGECDP_IDENTITY_SECRET:${identitySecret}`];
   if (adminToken) args.push('--var', `EDGECDP_ADMIN_TOKEN:${adminToken}`);
+  // Another Worker in the same workerd and wrangler (scripts/bench-floor.mjs's JavaScript floor).
+  if (options.wranglerConfig) args.push('--config', options.wranglerConfig);
   for (const [name, value] of Object.entries(options.vars || {})) args.push('--var', `${name}:${value}`);
   const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });
@@ -116,7 +118,7 @@ async function startWorkerOnce(options) {
     await stop();
     throw e;
   }
-  return { url, adminToken, identitySecret, serverKey, stop, logs, state };
+  return { url, adminToken, identitySecret, serverKey, stop, logs, state, pid: child.pid };
 }
 
 /**

@@ -56,13 +56,19 @@ mod tests {
     #[test]
     fn splits_what_the_runtime_serializes() {
         let u = UrlParts::of("https://shop.example:8443/a%3F%23b/c?x=1&y=%C3%A9#frag").unwrap();
-        assert_eq!(u, UrlParts { scheme: "https", host: "shop.example:8443", path: "/a%3F%23b/c", query: Some("x=1&y=%C3%A9") });
+        assert_eq!(
+            u,
+            UrlParts { scheme: "https", host: "shop.example:8443", path: "/a%3F%23b/c", query: Some("x=1&y=%C3%A9") }
+        );
         assert_eq!(u.origin(), "https://shop.example:8443");
         assert_eq!(
             UrlParts::of("http://127.0.0.1/").unwrap(),
             UrlParts { scheme: "http", host: "127.0.0.1", path: "/", query: None }
         );
-        assert_eq!(UrlParts::of("http://h?q").unwrap(), UrlParts { scheme: "http", host: "h", path: "/", query: Some("q") });
+        assert_eq!(
+            UrlParts::of("http://h?q").unwrap(),
+            UrlParts { scheme: "http", host: "h", path: "/", query: Some("q") }
+        );
         assert_eq!(UrlParts::of("http://h/p?").unwrap().query, Some(""));
         assert_eq!(UrlParts::of("/no/scheme"), None);
     }

@@ -23,9 +23,27 @@ pub async fn call(
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<(u16, Vec<u8>)> {
+    call_seeing(env, binding, name, method, path, body, None).await
+}
+
+/// `call`, telling the object the configuration version this request read (`kv::config_seen`).
+pub async fn call_seeing(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    method: Method,
+    path: &str,
+    body: Option<&[u8]>,
+    config_version: Option<u64>,
+) -> Result<(u16, Vec<u8>)> {
     let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(method).with_body(body.map(|b| JsValue::from(Uint8Array::from(b))));
+    if let Some(v) = config_version {
+        let headers = worker::Headers::new();
+        headers.set(crate::edge::kv::CONFIG_VERSION_HEADER, &v.to_string())?;
+        init.with_headers(headers);
+    }
     let mut resp = stub.fetch_with_request(Request::new_with_init(&format!("https://object/{path}"), &init)?).await?;
     Ok((resp.status_code(), resp.bytes().await?))
 }

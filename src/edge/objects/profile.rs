@@ -161,6 +161,7 @@ impl DurableObject for ProfileObject {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let path = req.path();
         let action = Action::of(&path);
+        let seen = req.headers().get(kv::CONFIG_VERSION_HEADER)?.and_then(|v| v.parse::<u64>().ok());
         let bytes = req.bytes().await?;
         let storage = self.state.storage();
         let env = self.env.clone();
@@ -185,7 +186,7 @@ impl DurableObject for ProfileObject {
                         Ok((410, encode_apply_answer(&ApplyAnswer { erased: true, ..ApplyAnswer::default() })))
                     }
                     Some(Action::Apply) => match decode_apply(&bytes) {
-                        Ok(apply) => apply_and_merge(&storage, &env, apply).await,
+                        Ok(apply) => apply_and_merge(&storage, &env, apply, seen).await,
                         Err(e) => Ok(error_body(400, "invalid_apply_request", &e.to_string())),
                     },
                     Some(Action::Handover) => handover(&storage, &String::from_utf8_lossy(&bytes)).await,
@@ -287,10 +288,22 @@ pub async fn call(env: &Env, profile_id: &str, action: Action, body: Vec<u8>) ->
     crate::edge::objects::call(env, BINDING, profile_id, Method::Post, action.path(), Some(&body)).await
 }
 
+/// `call` for an apply, from a request that has just read the configuration: the object is told its version.
+pub async fn call_apply(env: &Env, profile_id: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+    let seen = kv::cached_version();
+    crate::edge::objects::call_seeing(env, BINDING, profile_id, Method::Post, Action::Apply.path(), Some(&body), seen)
+        .await
+}
+
 /// Runs one apply request through the core's writer (`core::engine::write`, whose contract this follows step by
 /// step): hand-overs in, then what it decided carried out.
-async fn apply_and_merge(storage: &Storage, env: &Env, apply: ApplyRequest) -> Result<(u16, Vec<u8>)> {
-    let config = config(env).await?;
+async fn apply_and_merge(
+    storage: &Storage,
+    env: &Env,
+    apply: ApplyRequest,
+    seen: Option<u64>,
+) -> Result<(u16, Vec<u8>)> {
+    let config = config_seen(env, seen).await?;
     let current = read_profile(storage).await?;
     let mut fetched = Vec::new();
     // Until when the absorbed profiles' KV keys are a second from their last write (KV's limit per key).
@@ -380,7 +393,12 @@ async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u
 }
 
 async fn config(env: &Env) -> Result<std::rc::Rc<Config>> {
-    kv::config(env).await.map(|(_, c)| c).map_err(|e| worker::Error::RustError(format!("{e:?}")))
+    config_seen(env, None).await
+}
+
+/// The configuration in force, or the version the calling Worker read when this isolate has it (`kv::config_seen`).
+async fn config_seen(env: &Env, seen: Option<u64>) -> Result<std::rc::Rc<Config>> {
+    kv::config_seen(env, seen).await.map(|(_, c)| c).map_err(|e| worker::Error::RustError(format!("{e:?}")))
 }
 
 async fn read_profile(storage: &Storage) -> Result<Option<Profile>> {

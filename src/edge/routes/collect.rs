@@ -201,9 +201,7 @@ pub(crate) async fn collect(
 /// show the old index for up to a minute, so a few hops at most).
 pub(crate) async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyAnswer, ApiError> {
     for _ in 0..4 {
-        let (status, bytes) =
-            profile_object::call(env, &request.profile_id, profile_object::Action::Apply, encode_apply(&request))
-                .await?;
+        let (status, bytes) = profile_object::call_apply(env, &request.profile_id, encode_apply(&request)).await?;
         let answer = match status {
             // The answer (200), or that the profile was erased moments ago (410): `ApplyAnswer`, binary.
             200 | 410 => decode_apply_answer(&bytes)

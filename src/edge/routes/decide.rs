@@ -76,7 +76,7 @@ pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: Decid
     let subject =
         profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
     let explaining =
-        crate::core::base::url::query_pairs(&crate::edge::request::query(&req)).any(|(k, v)| k == "explain" && v != "0");
+        crate::core::base::url::query_pairs(&crate::edge::request::query(req)).any(|(k, v)| k == "explain" && v != "0");
     if explaining {
         require_admin(req, env)?;
     }

@@ -1,0 +1,109 @@
+// edgecdp against its floor: the JavaScript Worker in benches/floor/ that does the same storage I/O as edgecdp's
+// collection and decision paths for a returning visitor and nothing else, both under `wrangler dev` (the same
+// wrangler, the same workerd binary, fresh local storage each), measured in interleaved rounds on loopback.
+//
+//   node scripts/bench-floor.mjs [--rounds 6] [--requests 100] [--visitors 50] [--events 10] [--settle 2500]
+//
+// One client at a time (latency, not throughput): each round sends `requests` batches (`events` track events
+// for one of `visitors` returning visitors) then `requests` decisions to one Worker, then the same to the other,
+// alternating which goes first. Decisions wait `settle` ms after the batches: edgecdp reads a profile younger
+// than 2 s from its Durable Object rather than its KV snapshot (a newer write may be due), which the floor,
+// reading KV alone, never does; settled, both read the same three KV keys. Figures: the median latency over all rounds, and the CPU time per request of
+// the Worker's whole process tree (wrangler and workerd, from /proc), which includes the local KV and Durable
+// Object emulation both share, so the difference between the two is edgecdp's own CPU per request.
+// Only 127.0.0.1 is contacted. A build must exist (npm run build).
+import { readFileSync, readdirSync } from 'node:fs';
+import { startWorker } from '../tests/support/worker.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const ROUNDS = arg('rounds', 6);
+const REQUESTS = arg('requests', 100);
+const VISITORS = arg('visitors', 50);
+const EVENTS = arg('events', 10);
+const SETTLE = arg('settle', 2500);
+const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
+const TICK_MS = 1000 / 100; // USER_HZ, 100 on Linux
+
+/** User and system CPU time, in ms, of a process and all its descendants. */
+function treeCpuMs(root) {
+  const stats = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      stats.push({ pid: Number(d), ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch { /* the process ended */ }
+  }
+  const tree = new Set([root]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of stats) if (!tree.has(p.pid) && tree.has(p.ppid)) { tree.add(p.pid); grew = true; }
+  }
+  return stats.filter((p) => tree.has(p.pid)).reduce((a, p) => a + p.ticks, 0) * TICK_MS;
+}
+
+let sent = 0;
+const batchBody = (visitor) => JSON.stringify({
+  writeKey: 'demo',
+  batch: Array.from({ length: EVENTS }, (_, j) => ({
+    type: 'track', event: 'Product Viewed', anonymousId: `floor-${visitor}`, messageId: `floor-${sent++}-${j}`,
+    properties: { category: j % 2 ? 'bags' : 'shoes', product_id: `sku-${j}`, price: 49.5 }, context: GRANT,
+  })),
+});
+const decideBody = (visitor) => JSON.stringify({ anonymousId: `floor-${visitor}`, slots: ['hero'],
+  context: { page: { path: '/shop/bags' } } });
+
+async function send(w, path, body) {
+  const t0 = performance.now();
+  const r = await fetch(`${w.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  await r.arrayBuffer();
+  if (r.status !== 200) throw new Error(`${w.name} ${path} answered ${r.status}`);
+  return performance.now() - t0;
+}
+
+async function phase(w, path, makeBody, into) {
+  const cpu0 = treeCpuMs(w.pid);
+  for (let i = 0; i < REQUESTS; i++) into.latencies.push(await send(w, path, makeBody(i % VISITORS)));
+  into.cpuMs += treeCpuMs(w.pid) - cpu0;
+  into.count += REQUESTS;
+}
+
+const edge = await startWorker();
+const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null });
+edge.name = 'edgecdp';
+floor.name = 'floor';
+try {
+  // Every visitor exists in both before anything is measured.
+  for (const w of [edge, floor]) for (let v = 0; v < VISITORS; v++) await send(w, '/v1/batch', batchBody(v));
+  const figures = {};
+  for (const w of [edge, floor]) {
+    figures[w.name] = { batch: { latencies: [], cpuMs: 0, count: 0 }, decide: { latencies: [], cpuMs: 0, count: 0 } };
+  }
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const w of r % 2 ? [floor, edge] : [edge, floor]) {
+      await phase(w, '/v1/batch', batchBody, figures[w.name].batch);
+      await new Promise((resolve) => setTimeout(resolve, SETTLE));
+      await phase(w, '/v1/decide', decideBody, figures[w.name].decide);
+    }
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  console.log(`${ROUNDS} interleaved rounds of ${REQUESTS} requests per path and Worker, one client, ${VISITORS} ` +
+    `returning visitors, ${EVENTS} events per batch`);
+  console.log('| path | edgecdp p50 | floor p50 | ratio | edgecdp CPU/request | floor CPU/request | overhead |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const path of ['batch', 'decide']) {
+    const e = figures.edgecdp[path];
+    const f = figures.floor[path];
+    const [pe, pf] = [median(e.latencies), median(f.latencies)];
+    const [ce, cf] = [e.cpuMs / e.count, f.cpuMs / f.count];
+    console.log(`| \`POST /v1/${path}\` | ${pe.toFixed(2)} ms | ${pf.toFixed(2)} ms | ${(pe / pf).toFixed(2)} | ` +
+      `${ce.toFixed(2)} ms | ${cf.toFixed(2)} ms | +${(ce - cf).toFixed(2)} ms |`);
+  }
+} finally {
+  await floor.stop();
+  await edge.stop();
+}
