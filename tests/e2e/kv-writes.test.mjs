@@ -88,3 +88,26 @@ test('a sign-in in the middle of a burst merges the visitor into the user: the m
   assert.equal(settled.body.traits.plan, 'pro');
   assert.ok(settled.body.identities.some((i) => i.type === 'user_id' && i.value === user));
 });
+
+test('an erasure right after a write waits out the second of the keys it deletes, and leaves nothing readable', { timeout: 60_000 }, async () => {
+  const a = uid('erase-hot');
+  const from = kvWrites().length;
+  const r = await w.call('POST', '/v1/batch', { writeKey: 'demo', batch: [
+    { type: 'identify', anonymousId: a, traits: { email: `${a}@example.com`, plan: 'gold' }, context: GRANT }] });
+  assert.equal(r.status, 200, r.text);
+  // Within the second of the snapshot's and the index entry's first writes: the erasure waits it out.
+  const t0 = Date.now();
+  const del = await w.call('DELETE', `/v1/profiles/anonymous_id:${a}`, undefined, w.admin());
+  assert.equal(del.status, 204, del.text);
+  console.log(`erasure right after the first write answered in ${Date.now() - t0} ms`);
+  await sleep(500); // the Worker's log lines reach this process a little after its answer
+  assert.equal((await getProfile(w, `anonymous_id:${a}`)).status, 404);
+  const d = await w.call('POST', '/v1/decide', { anonymousId: a, slots: ['hero'] });
+  assert.equal(d.json.profileId, null, d.text);
+  const writes = kvWrites().slice(from);
+  const byKey = writesByKey(writes);
+  // Written once when new, deleted once when the erasure answered: two writes each, a second apart (writesByKey).
+  for (const key of [`idx:anonymous_id:${a}`, ...[...byKey.keys()].filter((k) => k.startsWith('profile:'))]) {
+    assert.equal(byKey.get(key)?.length, 2, `${key}: ${JSON.stringify(writes)}`);
+  }
+});

@@ -599,11 +599,31 @@ pub async fn current_of(
 /// Removes everything held about the profile: its storage here (the profile, its dedup window and consent
 /// trail), its alarm, its KV snapshot and every index entry that leads to it. Returns how many identities
 /// were unlinked, or `None` when there was no profile.
+///
+/// KV takes one write a second per key, deletions included: when this object wrote a KV key less than a second
+/// ago (its snapshot, an index entry, or an absorbed profile's keys a merge is still to write), the erasure
+/// first waits for that second to pass, holding the object (events racing it wait, then find it erased), so
+/// that everything is still gone when the erasure answers. Erasures are rare; the wait is at most a second.
 async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     let Some(profile) = read_profile(storage).await? else { return Ok(None) };
+    let last_write =
+        |key| async move { Ok::<_, worker::Error>(get_number(storage, key).await?.map_or(0, |t| t as Millis)) };
+    let merge_pending = get_text(storage, MERGE_PENDING_KEY).await?.is_some();
+    let hot_until = [
+        last_write(SNAPSHOT_AT_KEY).await? + SNAPSHOT_INTERVAL_MS,
+        last_write(INDEX_AT_KEY).await? + SNAPSHOT_INTERVAL_MS,
+        if merge_pending { last_write(INDEX_DUE_KEY).await? } else { 0 },
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    let wait = hot_until - now();
+    if wait > 0 {
+        worker::Delay::from(std::time::Duration::from_millis(wait as u64)).await;
+    }
     let store = env.kv(kv::KV_BINDING)?;
     // Entries that lead here, or still to a profile merged here (a merge's repointing may be waiting: see
-    // `MERGE_PENDING_KEY`). An erasure is not held back by KV's one write a second: it is done at once.
+    // `MERGE_PENDING_KEY`).
     let absorbed: Vec<&str> = profile.merges.iter().map(|m| m.absorbed_id.as_str()).collect();
     for id in &profile.identities {
         let key = id.index_key();
@@ -611,10 +631,12 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
         if leads_to.as_deref().is_some_and(|pid| pid == profile.id || absorbed.contains(&pid)) {
             kv::note_write(env, &id.erased_key());
             kv::mark_erased(&store, id).await?;
+            kv::note_write(env, &key);
             store.delete(&key).await?;
         }
     }
     for id in absorbed.iter().copied().chain(std::iter::once(profile.id.as_str())) {
+        kv::note_write(env, &kv::profile_key(id));
         store.delete(&kv::profile_key(id)).await?;
     }
     // The profiles it absorbed may still hold a tombstone that names it.
