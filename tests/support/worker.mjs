@@ -65,10 +65,12 @@ async function startWorkerOnce(options) {
   const identitySecret = randomBytes(32).toString('hex');
   const serverKey = `sk_${randomBytes(24).toString('hex')}`;
   const port = await freePort();
+  // The Worker's V8 inspector (DevTools protocol), for CPU profiles of the Worker (scripts, by hand).
+  const inspectorPort = await freePort();
   mkdirSync(join(ROOT, 'tests', '.tmp'), { recursive: true });
   const state = mkdtempSync(join(ROOT, 'tests', '.tmp', 'state-'));
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
-    '--inspector-port', String(await freePort()), '--log-level', 'warn', '--show-interactive-dev-session=false',
+    '--inspector-port', String(inspectorPort), '--log-level', 'warn', '--show-interactive-dev-session=false',
     // Offline, wrangler dev fakes request.cf with country US; tests choose the country with a header instead.
     '--var', 'EDGECDP_COUNTRY_SOURCE:header',
     '--var', `EDGECDP_COOKIE_SECRET:${randomBytes(24).toString('hex')}`,
@@ -118,7 +120,7 @@ async function startWorkerOnce(options) {
     await stop();
     throw e;
   }
-  return { url, adminToken, identitySecret, serverKey, stop, logs, state, pid: child.pid };
+  return { url, adminToken, identitySecret, serverKey, stop, logs, state, pid: child.pid, inspectorPort };
 }
 
 /**
