@@ -11,11 +11,8 @@
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
 import { startWorker } from '../tests/support/worker.mjs';
 import { launchChromium } from '../tests/browser/shop.mjs';
+import { arg } from './args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const EVENTS = arg('events', 200);
 const ROUNDS = arg('rounds', 5);
 const CALLS = arg('calls', 1000);

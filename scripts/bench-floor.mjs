@@ -14,11 +14,8 @@
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
 import { readFileSync, readdirSync } from 'node:fs';
 import { startWorker } from '../tests/support/worker.mjs';
+import { arg } from './args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const ROUNDS = arg('rounds', 6);
 const REQUESTS = arg('requests', 100);
 const VISITORS = arg('visitors', 50);

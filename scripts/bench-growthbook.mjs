@@ -16,11 +16,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startWorker } from '../tests/support/worker.mjs';
 import { GrowthBook } from '@growthbook/growthbook';
+import { arg } from './args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const VISITORS = arg('visitors', 1000);
 const ROUNDS = arg('rounds', 7);
 let seed = arg('seed', 20261130) >>> 0;

@@ -11,11 +11,8 @@
 // It starts its own Worker (tests/support/worker.mjs) with fresh local storage, and sends nothing anywhere but
 // 127.0.0.1. A build must exist (npm run build).
 import { startWorker } from '../tests/support/worker.mjs';
+import { arg } from './args.mjs';
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const REQUESTS = arg('requests', 2000);
 const CONCURRENCY = arg('concurrency', 16);
 const EVENTS = arg('events', 10);

@@ -7,10 +7,10 @@
 // (for the decide module, wasm-bindgen's output with --keep-debug), so sizes are before wasm-opt's last pass
 // and raw, not gzipped. What it tells is which crates and functions hold the bytes, to know what to cut.
 import { readFileSync } from 'node:fs';
+import { arg } from './args.mjs';
 
 const file = process.argv[2];
-const topIndex = process.argv.indexOf('--top');
-const TOP = topIndex > 0 ? Number(process.argv[topIndex + 1]) : 30;
+const TOP = arg('top', 30);
 const bytes = readFileSync(file);
 let pos = 8;
 const u32 = () => {
