@@ -9,14 +9,13 @@
 // `Engine.decide` (which reads the summary), and further ones (`calls` per round; the median round's mean, since
 // timers in a page are coarse).
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
-import { startWorker } from '../tests/support/worker.mjs';
+import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { launchChromium } from '../tests/browser/shop.mjs';
 import { arg } from './args.mjs';
 
 const EVENTS = arg('events', 200);
 const ROUNDS = arg('rounds', 5);
 const CALLS = arg('calls', 1000);
-const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
 
 const w = await startWorker();
 const browser = await launchChromium();

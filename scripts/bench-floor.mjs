@@ -8,12 +8,12 @@
 // for one of `visitors` returning visitors) then `requests` decisions to one Worker, then the same to the other,
 // alternating which goes first. Decisions wait `settle` ms after the batches: edgecdp reads a profile younger
 // than 2 s from its Durable Object rather than its KV snapshot (a newer write may be due), which the floor,
-// reading KV alone, never does; settled, both read the same three KV keys. Figures: the median latency over all rounds, and the CPU time per request of
-// the Worker's whole process tree (wrangler and workerd, from /proc), which includes the local KV and Durable
+// reading KV alone, never does; settled, both read the same three KV keys. Figures: the median latency over all
+// rounds, and the CPU time per request of the Worker's whole process tree (wrangler and workerd, from /proc), which includes the local KV and Durable
 // Object emulation both share, so the difference between the two is edgecdp's own CPU per request.
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
 import { readFileSync, readdirSync } from 'node:fs';
-import { startWorker } from '../tests/support/worker.mjs';
+import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
 
 const ROUNDS = arg('rounds', 6);
@@ -21,7 +21,6 @@ const REQUESTS = arg('requests', 100);
 const VISITORS = arg('visitors', 50);
 const EVENTS = arg('events', 10);
 const SETTLE = arg('settle', 2500);
-const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
 const TICK_MS = 1000 / 100; // USER_HZ, 100 on Linux
 
 /** User and system CPU time, in ms, of a process and all its descendants. */

@@ -10,7 +10,7 @@
 //
 // It starts its own Worker (tests/support/worker.mjs) with fresh local storage, and sends nothing anywhere but
 // 127.0.0.1. A build must exist (npm run build).
-import { startWorker } from '../tests/support/worker.mjs';
+import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
 
 const REQUESTS = arg('requests', 2000);
@@ -18,7 +18,6 @@ const CONCURRENCY = arg('concurrency', 16);
 const EVENTS = arg('events', 10);
 const VISITORS = arg('visitors', 200);
 const SETTLE = arg('settle', 0);
-const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
 
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];

@@ -15,19 +15,8 @@ use worker::{Env, Method, Request, RequestInit, Result, Storage};
 /// The one transport to every Durable Object: a request to the object `name` of `binding`, at `path`, answered as
 /// its status and bytes. `path` has no leading slash. Each object's module wraps it in its own typed calls (`profile_object::apply_call`,
 /// `experiments::record`, `config_object::write`), so a path or an answer's shape is written in one place.
+/// `config_version`, when given, tells the object the configuration version this request read (`kv::config_seen`).
 pub async fn call(
-    env: &Env,
-    binding: &str,
-    name: &str,
-    method: Method,
-    path: &str,
-    body: Option<&[u8]>,
-) -> Result<(u16, Vec<u8>)> {
-    call_seeing(env, binding, name, method, path, body, None).await
-}
-
-/// `call`, telling the object the configuration version this request read (`kv::config_seen`).
-pub async fn call_seeing(
     env: &Env,
     binding: &str,
     name: &str,
@@ -58,7 +47,7 @@ pub async fn call_ok(
     body: Option<&[u8]>,
     what: &str,
 ) -> Result<String> {
-    let (status, bytes) = call(env, binding, name, method, "", body).await?;
+    let (status, bytes) = call(env, binding, name, method, "", body, None).await?;
     if status != 200 {
         return Err(worker::Error::RustError(format!("{what} answered {status}")));
     }

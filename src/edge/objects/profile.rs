@@ -285,14 +285,13 @@ async fn moved_to(storage: &Storage) -> Result<Option<String>> {
 /// Calls a profile's object and returns its status and body as they are (the Worker reads an apply's answer,
 /// which is binary, this way; `send` is for the JSON ones).
 pub async fn call(env: &Env, profile_id: &str, action: Action, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
-    crate::edge::objects::call(env, BINDING, profile_id, Method::Post, action.path(), Some(&body)).await
+    crate::edge::objects::call(env, BINDING, profile_id, Method::Post, action.path(), Some(&body), None).await
 }
 
 /// `call` for an apply, from a request that has just read the configuration: the object is told its version.
 pub async fn call_apply(env: &Env, profile_id: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
     let seen = kv::cached_version();
-    crate::edge::objects::call_seeing(env, BINDING, profile_id, Method::Post, Action::Apply.path(), Some(&body), seen)
-        .await
+    crate::edge::objects::call(env, BINDING, profile_id, Method::Post, Action::Apply.path(), Some(&body), seen).await
 }
 
 /// Runs one apply request through the core's writer (`core::engine::write`, whose contract this follows step by
