@@ -7,11 +7,16 @@
 //! Each step is also decided on the profile's summary (`Profile::minimized_for`, through the summary codec),
 //! which the browser build decides on (`tests/browser/cases.test.mjs`); it must answer the same.
 //!
+//! `audiences` (optional) lists a profile's audiences after the events and decisions, then woken at later
+//! instants (`at`) as its alarm would wake it: members, transitions (cause and exact instant) and the next change.
+//! `tests/e2e/cases.test.mjs` checks the steps without `at` through the Worker.
+//!
 //! `UPDATE_EXPECT=1 cargo test --test cases` rewrites the responses from what the core answers now; review the
 //! diff before committing it.
 
 use edgecdp::core::base::time::parse_iso8601;
 use edgecdp::core::engine::apply::{apply_events, ApplyRequest, Link};
+use edgecdp::core::engine::audiences::catch_up;
 use edgecdp::core::engine::decide::decide;
 use edgecdp::core::engine::ingest::Batch;
 use edgecdp::core::engine::merge::pending_links;
@@ -146,6 +151,30 @@ fn decision_cases() {
                 step["response"] = got;
             } else if got != step["response"] {
                 failures.push(format!("{name}, decide[{i}]:\n  expected {}\n  got      {}", step["response"], got));
+            }
+        }
+        // Audiences: after the events (and the decisions), then woken at later instants (`at`), as the profile's
+        // alarm wakes it: membership, every transition with its cause and exact instant, and the next change.
+        if let Some(steps) = expected.get_mut("audiences").and_then(Value::as_array_mut) {
+            for (i, step) in steps.iter_mut().enumerate() {
+                let of = &step["of"];
+                let id = match (of["userId"].as_str(), of["anonymousId"].as_str()) {
+                    (Some(u), _) => Identity::new(USER_ID, u),
+                    (None, Some(a)) => Identity::new(ANONYMOUS_ID, a),
+                    _ => panic!("{name}: audiences[{i}].of names a userId or an anonymousId"),
+                };
+                let pos = profiles.iter().position(|p| p.has_identity(&id));
+                let pos = pos.unwrap_or_else(|| panic!("{name}: audiences[{i}]: no profile has {id:?}"));
+                if let Some(at) = step.get("at").and_then(Value::as_str) {
+                    let at = parse_iso8601(at).expect("audiences[].at is a time");
+                    catch_up(&config, &mut profiles[pos], at);
+                }
+                let got = profiles[pos].audiences.to_json();
+                if update {
+                    step["expect"] = got;
+                } else if got != step["expect"] {
+                    failures.push(format!("{name}, audiences[{i}]:\n  expected {}\n  got      {got}", step["expect"]));
+                }
             }
         }
         if update {

@@ -64,12 +64,12 @@ pub fn evaluate_all(segments: &[Segment], order: &[usize], facts: &Facts) -> Vec
 }
 
 /// Whether the recent history holds every event since `since` (all time when `None`).
-fn history_covers(profile: &Profile, since: Option<Millis>) -> bool {
+pub(crate) fn history_covers(profile: &Profile, since: Option<Millis>) -> bool {
     profile.recent.len() < MAX_RECENT_EVENTS
         || since.is_some_and(|s| profile.recent.front().is_some_and(|oldest| oldest.at < s))
 }
 
-fn matches(r: &EventRecord, event: &str, filters: &[PropertyFilter]) -> bool {
+pub(crate) fn matches(r: &EventRecord, event: &str, filters: &[PropertyFilter]) -> bool {
     r.name == *event && filters.iter().all(|f| f.matches(&r.props))
 }
 
@@ -77,7 +77,7 @@ fn matches(r: &EventRecord, event: &str, filters: &[PropertyFilter]) -> bool {
 /// once it has let events inside the window go (a heavy profile), the daily aggregates count instead, to the
 /// day, for windows of up to 30 days and at most one property filter. Beyond that the history's count is the
 /// best known, and may be low.
-fn count_events(
+pub(crate) fn count_events(
     profile: &Profile,
     event: &str,
     filters: &[PropertyFilter],

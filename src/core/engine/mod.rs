@@ -3,6 +3,7 @@
 //! computed traits), decide (slots) and the streaming slot filler of edge delivery.
 
 pub mod apply;
+pub mod audiences;
 pub mod decide;
 pub mod delivery;
 pub mod evaluate;

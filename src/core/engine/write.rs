@@ -8,11 +8,15 @@
 //! 3. give back every profile of `returned` (a merge that did not stand), as it was;
 //! 4. when `store` is set: store `profile`, then index each of `index` and `repoint` to it (unless
 //!    `index_entry_stays`), delete the snapshots of `absorbed_ids`, and count `outcomes`;
-//! 5. answer `answer`.
+//! 5. hand `transitions` (and `absorbed_ids`, which leave every audience with their profiles) to the audience
+//!    outlet, once the profile is stored, and wake the profile at its `audiences.due`;
+//! 6. answer `answer`.
 
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyRequest, Link};
+use crate::core::engine::audiences::{catch_up, track};
 use crate::core::engine::merge::link;
+use crate::core::model::audience::{Cause, Transition};
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
@@ -36,6 +40,9 @@ pub struct Written {
     /// Experiment counts to change once the profile is stored: what merges withdrew, then what the events and
     /// impressions added.
     pub outcomes: Vec<Outcome>,
+    /// Audience entries and exits, in order: what time alone or new definitions changed before the request
+    /// (`audiences::catch_up`), then what the request did (`audiences::track`).
+    pub transitions: Vec<Transition>,
     pub answer: ApplyAnswer,
 }
 
@@ -54,11 +61,22 @@ pub fn write(
     config: &Config,
     now: Millis,
 ) -> Written {
+    let mut current = current;
+    let mut transitions = match current.as_mut() {
+        Some(p) => catch_up(config, p, now),
+        None => Vec::new(),
+    };
+    let audiences_before = current.as_ref().map(|p| p.audiences.clone());
     let linked = link(current, fetched, &request, config, now);
     let merged = linked.absorbed_ids.len();
     let changed_by_link = merged > 0 || !linked.admitted.is_empty();
-    let (profile, outcome) = apply_events(linked.profile, request, config);
-    let store = profile.is_some() && (outcome.changed || changed_by_link);
+    let (mut profile, outcome) = apply_events(linked.profile, request, config);
+    if let Some(p) = profile.as_mut() {
+        transitions.extend(track(config, p, now, if merged > 0 { Cause::Merge } else { Cause::Event }));
+    }
+    let audiences_changed = !transitions.is_empty()
+        || (audiences_before.is_some() && profile.as_ref().map(|p| &p.audiences) != audiences_before.as_ref());
+    let store = profile.is_some() && (outcome.changed || changed_by_link || audiences_changed);
     let answer = ApplyAnswer {
         stored: outcome.stored,
         duplicates: outcome.duplicates,
@@ -82,6 +100,7 @@ pub fn write(
         returned: linked.returned,
         absorbed_ids: linked.absorbed_ids,
         outcomes,
+        transitions,
         answer,
     }
 }

@@ -10,6 +10,7 @@ use crate::core::model::identity::{Identity, USER_ID};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::core::model::audience::Audiences;
 use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS, MAX_RECORD_PROPS, MAX_RECORD_STRING};
 use crate::core::model::shown::Shown;
 
@@ -96,6 +97,9 @@ pub struct Profile {
     /// Stored beside the rest (format version 3, see `store`), so that version 2 profiles still decode.
     #[serde(skip)]
     pub shown: Shown,
+    /// Stored after `shown` (format version 4, see `store`).
+    #[serde(skip)]
+    pub audiences: Audiences,
 }
 
 impl HasConsent for Profile {
@@ -133,6 +137,7 @@ impl Profile {
             merges: Vec::new(),
             refused: Vec::new(),
             shown: Shown::default(),
+            audiences: Audiences::default(),
         }
     }
 
@@ -273,6 +278,7 @@ impl Profile {
             "counts": self.counts,
             "consent": consent,
             "segments": segments,
+            "audiences": self.audiences.to_json(),
             "firstSeen": format_iso8601(self.first_seen),
             "lastSeen": format_iso8601(self.last_seen),
             "computed": {

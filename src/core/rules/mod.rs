@@ -70,6 +70,12 @@ pub struct Config {
     pub segments: Vec<Segment>,
     /// Segment indexes ordered so that each comes after the segments it references.
     pub segment_order: Vec<usize>,
+    /// The segments that are audiences (`segment::audiences`), by index, and the digest of their definitions
+    /// (`segment::audience_digest`). Edge-only: a device evaluates no audience.
+    #[serde(skip)]
+    pub audiences: Vec<usize>,
+    #[serde(skip)]
+    pub audience_digest: u64,
     pub slots: BTreeMap<String, Slot>,
     /// Edge HTML delivery (`delivery`): the origin the Worker proxies pages from, and which paths. `None` (the
     /// default): the Worker proxies nothing.
@@ -97,6 +103,8 @@ impl Default for Config {
             scores: Vec::new(),
             segments: Vec::new(),
             segment_order: Vec::new(),
+            audiences: Vec::new(),
+            audience_digest: 0,
             slots: BTreeMap::new(),
             delivery: None,
             demo_sign_in: false,
@@ -260,6 +268,8 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         }
     }
     if c.errors.is_empty() {
+        config.audiences = segment::audiences(&config.segments, &config.segment_order, &config.scores);
+        config.audience_digest = segment::audience_digest(&config.segments, &config.audiences, &config.scores);
         Ok(config)
     } else {
         Err(c.errors)

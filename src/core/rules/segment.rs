@@ -150,6 +150,70 @@ pub struct Segment {
     pub when: Condition,
 }
 
+impl Condition {
+    /// Whether the condition reads only the profile and the time, never the request (page, referrer, campaign,
+    /// country, device, local hour): such a condition can be evaluated with no request at all, so segments made
+    /// of them are audiences (`audiences`). `segments` and `scores` say the same of the segments and scores it
+    /// references (each computed before the segments that reference it, in `segment_order`).
+    pub fn reads_profile_only(&self, segments: &[bool], scores: &[bool]) -> bool {
+        match self {
+            Condition::Page(_)
+            | Condition::Referrer(_)
+            | Condition::Utm { .. }
+            | Condition::Country(_)
+            | Condition::Device(_)
+            | Condition::LocalHour(_) => false,
+            Condition::Everyone
+            | Condition::EventCount { .. }
+            | Condition::InactiveFor(_)
+            | Condition::Identified(_)
+            | Condition::Trait { .. }
+            | Condition::Consent(_) => true,
+            Condition::Score { index, .. } => scores.get(*index).copied().unwrap_or(false),
+            Condition::Segment(i) => segments.get(*i).copied().unwrap_or(false),
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().all(|c| c.reads_profile_only(segments, scores)),
+            Condition::Not(c) => c.reads_profile_only(segments, scores),
+        }
+    }
+}
+
+impl Score {
+    /// Whether the score reads only the profile and the time (`Condition::reads_profile_only`).
+    pub fn reads_profile_only(&self) -> bool {
+        self.rules.iter().all(|r| match &r.source {
+            ScoreSource::Event { .. } => true,
+            ScoreSource::When(c) => c.reads_profile_only(&[], &[]),
+        })
+    }
+}
+
+/// The audiences of a configuration: the segments that read only the profile and the time (by index in
+/// `segments`, in configuration order). Their membership is tracked on every profile, with transitions
+/// (`engine::audiences`); segments that read the request are evaluated only when a request asks.
+pub fn audiences(segments: &[Segment], order: &[usize], scores: &[Score]) -> Vec<usize> {
+    let scores: Vec<bool> = scores.iter().map(Score::reads_profile_only).collect();
+    let mut profile_only = vec![false; segments.len()];
+    for &i in order {
+        profile_only[i] = segments[i].when.reads_profile_only(&profile_only, &scores);
+    }
+    (0..segments.len()).filter(|&i| profile_only[i]).collect()
+}
+
+/// A digest of what decides audience membership (the audiences' ids and compiled conditions, and the scores),
+/// so that a profile evaluated under other definitions is re-evaluated the next time it is touched.
+pub fn audience_digest(segments: &[Segment], audiences: &[usize], scores: &[Score]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for &i in audiences {
+        h.update(format!("{:?}\n", segments[i]).as_bytes());
+    }
+    for s in scores {
+        h.update(format!("{s:?}\n").as_bytes());
+    }
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+}
+
 /// The daily aggregate series that count `event` with `filters`, when there are such series (no filter, or one
 /// whose values can key a series).
 pub fn series_for(event: &str, filters: &[PropertyFilter]) -> Option<Vec<String>> {

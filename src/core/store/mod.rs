@@ -8,6 +8,7 @@ pub mod summary;
 use crate::core::base::binread;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::model::audience::Audiences;
 use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
 use crate::core::model::shown::Shown;
@@ -19,10 +20,13 @@ pub const PROFILE_V1: u8 = 1;
 /// Version 2: `Profile` with message ids in its history, daily aggregates, computed traits, and merge and
 /// refusal records. Still read.
 pub const PROFILE_V2: u8 = 2;
-/// Version 3, written now: version 2's body followed by what the profile was shown (`Shown`: impressions and
+/// Version 3: version 2's body followed by what the profile was shown (`Shown`: impressions and
 /// experiment assignments). Appending keeps version 2 readable with no frozen copy of its types. A profile
 /// kept inside a merge record (for a split) is stored without its `Shown`.
 pub const PROFILE_V3: u8 = 3;
+/// Version 4, written now: version 3's body followed by the profile's audiences (`Audiences`: membership,
+/// transitions, the next change by time). A profile inside a merge record is stored without them.
+pub const PROFILE_V4: u8 = 4;
 /// Version 1 of the writer request (no longer read).
 pub const APPLY_V1: u8 = 1;
 /// Version 2 of the writer request: `ApplyRequest` with the links of profiles to absorb (no longer read).
@@ -91,7 +95,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 }
 
 pub fn encode_profile(p: &Profile) -> Vec<u8> {
-    encode(PROFILE_V3, &(p, &p.shown))
+    encode(PROFILE_V4, &(p, &p.shown, &p.audiences))
 }
 
 /// The largest encoded profile stored. A Durable Object's storage holds at most 128 KiB per value; this leaves
@@ -199,9 +203,15 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
     match bytes.first() {
         Some(&PROFILE_V1) => decode_body::<v1::Profile>(&bytes[1..]).map(v1::Profile::migrate),
         Some(&PROFILE_V2) => decode(PROFILE_V2, bytes),
-        _ => {
+        Some(&PROFILE_V3) => {
             let (mut p, shown): (Profile, Shown) = decode(PROFILE_V3, bytes)?;
             p.shown = shown;
+            Ok(p)
+        }
+        _ => {
+            let (mut p, shown, audiences): (Profile, Shown, Audiences) = decode(PROFILE_V4, bytes)?;
+            p.shown = shown;
+            p.audiences = audiences;
             Ok(p)
         }
     }
@@ -363,11 +373,18 @@ mod tests {
             experiment: Some("x".into()),
             at: 5,
         }]);
+        p.audiences.record("vip", true, 7, crate::core::model::audience::Cause::Event);
+        p.audiences.due = Some(99);
         let bytes = encode_profile(&p);
-        assert_eq!(bytes[0], PROFILE_V3);
+        assert_eq!(bytes[0], PROFILE_V4);
         let back = decode_profile(&bytes).unwrap();
         assert_eq!(back.shown.experiments["x"].variant, "a");
         assert_eq!(back, p);
+        // Version 3 (no audiences) still reads: the profile has none until its writer evaluates them.
+        let v3 = encode(PROFILE_V3, &(&p, &p.shown));
+        let old = decode_profile(&v3).unwrap();
+        assert_eq!(old.shown, p.shown);
+        assert_eq!(old.audiences, Audiences::default());
     }
 
     #[test]
@@ -426,7 +443,7 @@ mod tests {
         assert_eq!(p.aggregates.count("Product Viewed|category=bags", day, day), 1);
         // And it is written back in the current version.
         let again = encode_profile(&p);
-        assert_eq!(again[0], PROFILE_V3);
+        assert_eq!(again[0], PROFILE_V4);
         assert_eq!(decode_profile(&again).unwrap(), p);
     }
 

@@ -4,6 +4,7 @@
 //! path of the bad field, and the good events beside it are kept. Only a body that is not JSON at all, or
 //! not shaped like a batch, fails as a whole.
 
+pub mod audiences;
 pub mod auth;
 pub mod decide;
 pub mod events;
