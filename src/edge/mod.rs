@@ -3,6 +3,7 @@
 //! It owns everything the core must not do: reading the clock, KV and Durable Object I/O, headers and
 //! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
 
+mod audiences;
 mod cookie;
 mod delivery;
 mod http;
@@ -15,6 +16,7 @@ use crate::core::engine::delivery::HOP_HEADER;
 use crate::core::wire::events::CallType;
 use crate::edge::request::query_param;
 use crate::edge::request::{decide_context, now, signals};
+use crate::edge::routes::audiences::{audience_export, audience_members, audiences_list};
 use crate::edge::routes::collect::{apply, collect, rudderstack_source_config, segment_settings};
 use crate::edge::routes::config::{config_get, config_put, config_validate};
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
@@ -40,6 +42,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 
 /// The Worker's own resources, each path written once. Which methods a resource answers is `route`'s match: a
 /// known resource asked with another method is 405, and any other `/v1/...` path is 404.
+/// The audience index's queue consumer (`edge::audiences::consume`).
+#[event(queue)]
+async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
+    audiences::consume(batch, env).await
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Resource<'a> {
     Healthz,
@@ -53,6 +61,9 @@ enum Resource<'a> {
     ProfileExport(&'a str),
     ProfileSplit(&'a str),
     Experiment(&'a str),
+    Audiences,
+    AudienceMembers(&'a str),
+    AudienceExport(&'a str),
     Config,
     /// `POST /v1/config/validate`: `PUT /v1/config`'s checks, storing nothing.
     ConfigValidate,
@@ -83,6 +94,9 @@ impl<'a> Resource<'a> {
             ["v1", "profiles", key, "export"] => Resource::ProfileExport(key),
             ["v1", "profiles", key, "split"] => Resource::ProfileSplit(key),
             ["v1", "experiments", id] => Resource::Experiment(id),
+            ["v1", "audiences"] => Resource::Audiences,
+            ["v1", "audiences", id, "members"] => Resource::AudienceMembers(id),
+            ["v1", "audiences", id, "export"] => Resource::AudienceExport(id),
             ["v1", "config"] => Resource::Config,
             ["v1", "config", "validate"] => Resource::ConfigValidate,
             ["v1", "config", "schema"] => Resource::ConfigSchema,
@@ -110,6 +124,9 @@ impl<'a> Resource<'a> {
             Resource::DecideSummary
             | Resource::ProfileExport(_)
             | Resource::Experiment(_)
+            | Resource::Audiences
+            | Resource::AudienceMembers(_)
+            | Resource::AudienceExport(_)
             | Resource::ConfigSchema
             | Resource::OpenApi
             | Resource::SegmentSettings(_)
@@ -183,6 +200,9 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Delete, Resource::Profile(key)) => profile_delete(req, env, key).await,
         (Method::Post, Resource::ProfileSplit(key)) => profile_split(req, env, key).await,
         (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).await,
+        (Method::Get, Resource::Audiences) => audiences_list(req, env).await,
+        (Method::Get, Resource::AudienceMembers(id)) => audience_members(req, env, id).await,
+        (Method::Get, Resource::AudienceExport(id)) => audience_export(req, env, id).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
         (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,

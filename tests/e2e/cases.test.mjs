@@ -3,7 +3,7 @@
 // build; all must give exactly expected.json. Times are shifted to the Worker's clock (tests/support/cases.mjs).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWorker } from '../support/worker.mjs';
+import { startWorker, getProfile } from '../support/worker.mjs';
 import { caseNames, credentialFor, loadCase, playCase } from '../support/cases.mjs';
 
 let w;
@@ -22,6 +22,19 @@ for (const name of names) {
         { method: 'POST', body: JSON.stringify(step.request), headers: credentialFor(c, step.request) });
       assert.equal(r.status, 200);
       assert.deepEqual(await r.json(), step.response, `${name}, decide[${i}]`);
+    }
+    // Audiences as the events left them (the steps that wake the profile later are the native runner's; a real
+    // alarm is tests/e2e/audiences.test.mjs's). An event's transitions happen when the Worker applied it, so
+    // only those by time alone, and the next change, are compared at their instants (shifted like the case).
+    const shift = (iso) => iso && new Date(Date.parse(iso) + c.delta).toISOString();
+    for (const [i, step] of (c.audiences || []).entries()) {
+      if (step.at) continue;
+      const key = step.of.userId ? `user_id:${step.of.userId}` : `anonymous_id:${step.of.anonymousId}`;
+      const { body } = await getProfile(w, key);
+      const strip = (t) => (t.cause === 'time' ? { ...t, at: shift(t.at) } : { ...t, at: undefined });
+      assert.deepEqual(body.audiences.members.map((m) => m.audience), step.expect.members.map((m) => m.audience), `${name}, audiences[${i}]`);
+      assert.deepEqual(body.audiences.transitions.map(strip), step.expect.transitions.map(strip), `${name}, audiences[${i}]`);
+      assert.equal(body.audiences.nextChange, shift(step.expect.nextChange), `${name}, audiences[${i}].nextChange`);
     }
   });
 }

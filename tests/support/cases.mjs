@@ -37,7 +37,7 @@ export function loadCase(name) {
       return event;
     });
   const steps = expected.decide.map((step) => ({ ...step, request: shiftRequest(step.request, delta) }));
-  return { config, events, steps, delta, now: Date.parse(expected.now) + delta };
+  return { config, events, steps, audiences: expected.audiences, delta, now: Date.parse(expected.now) + delta };
 }
 
 function shiftRequest(request, delta) {

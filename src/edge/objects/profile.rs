@@ -23,8 +23,10 @@
 
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::engine::audiences::{catch_up, track};
 use crate::core::engine::merge::{pending_links, split};
 use crate::core::engine::write::{index_entry_stays, write};
+use crate::core::model::audience::Cause;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
@@ -32,6 +34,8 @@ use crate::core::store::{
     decode_apply, decode_profile, decode_snapshot, encode_apply_answer, encode_profile, encode_profile_bounded,
     encode_snapshot,
 };
+use crate::core::wire::audiences::main_identity;
+use crate::edge::audiences;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::{get_number, get_raw, get_text};
@@ -191,11 +195,19 @@ impl DurableObject for ProfileObject {
                     },
                     Some(Action::Handover) => handover(&storage, &String::from_utf8_lossy(&bytes)).await,
                     Some(Action::Restore) => match decode_profile(&bytes) {
-                        Ok(profile) => {
+                        Ok(mut profile) => {
                             let config = config(&env).await?;
                             storage.delete(MOVED_KEY).await?;
                             let ids = profile.identities.clone();
+                            // A profile split off a merge comes back with no audiences of its own (a merge record
+                            // keeps none): it enters them now; a merge given back catches up on time alone.
+                            let transitions = if profile.audiences.digest == 0 {
+                                track(&config, &mut profile, now(), Cause::Split)
+                            } else {
+                                catch_up(&config, &mut profile, now())
+                            };
                             write_profile(&storage, &env, &config, &profile, &ids, &ids).await?;
+                            audiences::publish(&env, &profile, &transitions).await?;
                             Ok((200, json!({"restored": profile.id}).to_string().into_bytes()))
                         }
                         Err(e) => Ok(error_body(400, "invalid_profile", &e.to_string())),
@@ -241,11 +253,20 @@ impl DurableObject for ProfileObject {
                     return Ok(());
                 }
                 let config = config(&env).await?;
-                if let Some(profile) = read_profile(&storage).await? {
+                if let Some(mut profile) = read_profile(&storage).await? {
                     let expires_at = profile.expires_at(config.retention_anonymous_days);
                     if expires_at.is_some_and(|at| at <= now()) {
                         erase(&storage, &env).await?;
                         return Ok(());
+                    }
+                    // What time alone changed in its audiences, each at its own instant: stored, then published.
+                    let before = profile.audiences.clone();
+                    let transitions = catch_up(&config, &mut profile, now());
+                    if profile.audiences != before {
+                        write_profile(&storage, &env, &config, &profile, &[], &[]).await?;
+                    }
+                    if !transitions.is_empty() {
+                        audiences::publish(&env, &profile, &transitions).await?;
                     }
                     // What was due (index expirations first: the snapshot then carries the same), then the next
                     // alarm, for whatever comes first.
@@ -256,7 +277,7 @@ impl DurableObject for ProfileObject {
                         let expiration = get_number(&storage, KV_EXPIRATION_KEY).await?.map(|e| e as u64);
                         put_snapshot(&storage, &env, &profile, expiration).await?;
                     }
-                    schedule(&storage, expires_at).await?;
+                    schedule(&storage, expires_at, profile.audiences.due).await?;
                 }
                 Ok(())
             })
@@ -319,6 +340,7 @@ async fn apply_and_merge(
         }
     }
     let now = now();
+    let identity_before = current.as_ref().and_then(main_identity);
     let written = write(current, fetched, apply, &config, now);
     for p in &written.returned {
         // Refused merges: each profile goes back where it was, as it was.
@@ -347,6 +369,13 @@ async fn apply_and_merge(
         if !written.outcomes.is_empty() {
             crate::edge::objects::experiments::record(env, &written.outcomes).await?;
         }
+        // The audience outlet, once the profile is stored: its transitions (or a new main identity for the
+        // index to list it by), and the profiles it absorbed, which leave every audience.
+        let relabel = main_identity(profile) != identity_before && !profile.audiences.members.is_empty();
+        if !written.transitions.is_empty() || relabel {
+            audiences::publish(env, profile, &written.transitions).await?;
+        }
+        audiences::publish_removed(env, &written.absorbed_ids, false, now).await?;
     }
     Ok((200, encode_apply_answer(&written.answer)))
 }
@@ -379,7 +408,12 @@ async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u
             return Ok(error_body(409, "merge_too_old", "only the latest merges keep what a split needs"));
         }
     };
+    let mut transitions = catch_up(&config, &mut profile, now());
+    transitions.extend(track(&config, &mut profile, now(), Cause::Split));
     write_profile(storage, env, &config, &profile, &[], &[]).await?;
+    if !transitions.is_empty() {
+        audiences::publish(env, &profile, &transitions).await?;
+    }
     let (status, body) = call(env, &restored.id, Action::Restore, encode_profile(&restored)).await?;
     if status != 200 {
         return Err(worker::Error::RustError(format!(
@@ -459,7 +493,7 @@ async fn write_profile(
         None => put_snapshot(storage, env, profile, expiration).await?,
         Some(t) => storage.put_raw(SNAPSHOT_DUE_KEY, (t + SNAPSHOT_INTERVAL_MS) as f64).await?,
     }
-    schedule(storage, expires_at).await
+    schedule(storage, expires_at, profile.audiences.due).await
 }
 
 /// The expiration KV copies of a profile that expires at `expires_at` carry: a day later (none for a known one).
@@ -545,11 +579,12 @@ async fn put_snapshot(storage: &Storage, env: &Env, profile: &Profile, expiratio
     Ok(())
 }
 
-/// The object's one alarm, at the earliest of the profile's expiry and the KV writes that are due.
-async fn schedule(storage: &Storage, expires_at: Option<Millis>) -> Result<()> {
+/// The object's one alarm, at the earliest of the profile's expiry, the next change of its audiences by time
+/// alone (`Audiences::due`) and the KV writes that are due.
+async fn schedule(storage: &Storage, expires_at: Option<Millis>, audiences_due: Option<Millis>) -> Result<()> {
     let snapshot = get_number(storage, SNAPSHOT_DUE_KEY).await?.map(|t| t as Millis);
     let index = get_number(storage, INDEX_DUE_KEY).await?.map(|t| t as Millis);
-    match [expires_at, snapshot, index].into_iter().flatten().min() {
+    match [expires_at, audiences_due, snapshot, index].into_iter().flatten().min() {
         Some(at) => storage.set_alarm((at - now()).max(1)).await,
         None => storage.delete_alarm().await,
     }
@@ -642,6 +677,10 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     for m in &profile.merges {
         call(env, &m.absorbed_id, Action::Forget, Vec::new()).await?;
     }
+    // The audience index forgets it too (and the profiles it absorbed, in case a message of theirs is late).
+    let gone: Vec<String> =
+        absorbed.iter().copied().chain(std::iter::once(profile.id.as_str())).map(String::from).collect();
+    audiences::publish_removed(env, &gone, true, now()).await?;
     storage.delete_alarm().await?;
     storage.delete_all().await?;
     // Only the time of the erasure stays, for the grace period, and then goes too.

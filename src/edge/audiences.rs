@@ -1,0 +1,113 @@
+//! The audience outlet and the membership index: a thin shell around `core::wire::audiences`.
+//!
+//! A profile's object publishes its transitions to the `AUDIENCE_EVENTS` queue after the profile is stored
+//! (`publish`, `publish_removed`); this Worker's queue consumer (`consume`) writes them to the index in D1 (`DB`),
+//! one message per batch of statements (one transaction), acknowledging each message it wrote and retrying the
+//! ones that failed (after the last retry the queue moves them to its dead-letter queue). The admin routes read
+//! the index (`routes::audiences`).
+
+use crate::core::base::time::Millis;
+use crate::core::model::audience::Transition;
+use crate::core::model::profile::Profile;
+use crate::core::wire::audiences::{decode, statements, IndexMessage, Sql, Statement, SCHEMA};
+use crate::edge::http::ApiError;
+use std::cell::Cell;
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, Env, MessageBatch, MessageExt};
+
+pub const QUEUE_BINDING: &str = "AUDIENCE_EVENTS";
+pub const D1_BINDING: &str = "DB";
+
+thread_local! {
+    /// Whether this isolate has made sure the index's tables exist.
+    static SCHEMA_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Hands a profile's transitions (and, with none, a change of its main identity) to the queue.
+pub async fn publish(env: &Env, profile: &Profile, transitions: &[Transition]) -> worker::Result<()> {
+    send(env, IndexMessage::transitions_json(profile, transitions).to_string()).await
+}
+
+/// Sends a message; with `EDGECDP_TEST_REDELIVER_AUDIENCES` set (for tests only) every message goes twice, as an
+/// at-least-once queue may deliver it, so that tests can show the index counts each transition once.
+async fn send(env: &Env, text: String) -> worker::Result<()> {
+    let queue = env.queue(QUEUE_BINDING)?;
+    if env.var("EDGECDP_TEST_REDELIVER_AUDIENCES").is_ok_and(|v| !v.to_string().is_empty()) {
+        queue.send(text.clone()).await?;
+    }
+    queue.send(text).await
+}
+
+/// Tells the index that these profiles left every audience with their profile (absorbed, or erased).
+pub async fn publish_removed(env: &Env, profile_ids: &[String], erased: bool, at: Millis) -> worker::Result<()> {
+    if profile_ids.is_empty() {
+        return Ok(());
+    }
+    send(env, IndexMessage::removed_json(profile_ids, erased, at).to_string()).await
+}
+
+/// The index's database, its tables made sure of once per isolate.
+pub async fn index(env: &Env) -> Result<D1Database, ApiError> {
+    let db = env.d1(D1_BINDING).map_err(|e| ApiError::Unavailable(format!("audience index: {e}")))?;
+    if !SCHEMA_READY.with(Cell::get) {
+        let schema = SCHEMA.iter().map(|s| db.prepare(*s)).collect();
+        db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("audience index schema: {e}")))?;
+        SCHEMA_READY.with(|r| r.set(true));
+    }
+    Ok(db)
+}
+
+pub fn bind(db: &D1Database, s: &Statement) -> worker::Result<worker::D1PreparedStatement> {
+    let params: Vec<JsValue> = s
+        .params
+        .iter()
+        .map(|p| match p {
+            Sql::Text(t) => JsValue::from_str(t),
+            Sql::Int(n) => JsValue::from_f64(*n as f64),
+            Sql::Null => JsValue::NULL,
+        })
+        .collect();
+    db.prepare(s.sql).bind(&params)
+}
+
+/// The queue consumer: each message becomes one batch of statements. A message this build cannot read is
+/// acknowledged and logged (retrying cannot make it readable); a failed write is retried.
+pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()> {
+    let db = match index(&env).await {
+        Ok(db) => db,
+        Err(e) => {
+            worker::console_error!("audience index unavailable, retrying the batch: {e:?}");
+            batch.retry_all();
+            return Ok(());
+        }
+    };
+    for message in batch.messages()? {
+        let parsed = serde_json::from_str::<serde_json::Value>(message.body())
+            .map_err(|e| e.to_string())
+            .and_then(|v| decode(&v));
+        let (m, events) = match parsed {
+            Ok(ok) => ok,
+            Err(e) => {
+                worker::console_error!("audience message dropped: {e}");
+                message.ack();
+                continue;
+            }
+        };
+        let prepared: worker::Result<Vec<_>> = statements(&m, &events).iter().map(|s| bind(&db, s)).collect();
+        match prepared {
+            Ok(list) if list.is_empty() => message.ack(),
+            Ok(list) => match db.batch(list).await {
+                Ok(_) => message.ack(),
+                Err(e) => {
+                    worker::console_error!("audience index write failed, retrying: {e}");
+                    message.retry();
+                }
+            },
+            Err(e) => {
+                worker::console_error!("audience index statement failed, retrying: {e}");
+                message.retry();
+            }
+        }
+    }
+    Ok(())
+}
