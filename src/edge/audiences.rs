@@ -9,8 +9,11 @@
 use crate::core::base::time::Millis;
 use crate::core::model::audience::Transition;
 use crate::core::model::profile::Profile;
-use crate::core::wire::audiences::{decode, statements, IndexMessage, Sql, Statement, SCHEMA};
+use crate::core::wire::audiences::{decode, statements, IndexMessage, Sql, Statement, Sweep, SCHEMA, SWEEP_STEP};
 use crate::edge::http::ApiError;
+use crate::edge::kv;
+use crate::edge::objects::profile_object::{self, Action};
+use futures_util::{StreamExt, TryStreamExt};
 use std::cell::Cell;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, Env, MessageBatch, MessageExt};
@@ -44,6 +47,46 @@ pub async fn publish_removed(env: &Env, profile_ids: &[String], erased: bool, at
         return Ok(());
     }
     send(env, IndexMessage::removed_json(profile_ids, erased, at).to_string()).await
+}
+
+/// Profile objects a re-evaluation step calls at once.
+const SWEEP_CALLS_AT_ONCE: usize = 16;
+
+/// Starts the pass that re-evaluates every profile under new audience definitions (configuration `version`).
+/// Profiles are re-evaluated anyway the next time anything touches them; the pass reaches the others.
+pub async fn start_sweep(env: &Env, version: u64) -> worker::Result<()> {
+    send(env, Sweep { version, cursor: None }.to_json().to_string()).await
+}
+
+/// One step of the pass: the next `SWEEP_STEP` profiles of the KV listing, each re-evaluated by its own object
+/// (`Action::Reevaluate`, a few at once), then the next step as a message of its own. A step for a configuration
+/// that is no longer in force ends its pass: the newer version's pass covers every profile.
+async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
+    let store = env.kv(kv::KV_BINDING).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if kv::current_version(&store).await? != step.version {
+        return Ok(());
+    }
+    let mut list = store.list().prefix(kv::PROFILE_PREFIX.to_string()).limit(SWEEP_STEP);
+    if let Some(c) = step.cursor {
+        list = list.cursor(c);
+    }
+    let page = list.execute().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let ids: Vec<String> =
+        page.keys.iter().filter_map(|k| k.name.strip_prefix(kv::PROFILE_PREFIX)).map(String::from).collect();
+    futures_util::stream::iter(ids.iter().map(|id| async move {
+        profile_object::call(env, id, Action::Reevaluate, Vec::new()).await.map_err(ApiError::from)
+    }))
+    .buffer_unordered(SWEEP_CALLS_AT_ONCE)
+    .try_collect::<Vec<_>>()
+    .await?;
+    if !page.list_complete {
+        if let Some(cursor) = page.cursor {
+            send(env, Sweep { version: step.version, cursor: Some(cursor) }.to_json().to_string())
+                .await
+                .map_err(ApiError::from)?;
+        }
+    }
+    Ok(())
 }
 
 /// The index's database, its tables made sure of once per isolate.
@@ -82,9 +125,24 @@ pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()
         }
     };
     for message in batch.messages()? {
-        let parsed = serde_json::from_str::<serde_json::Value>(message.body())
-            .map_err(|e| e.to_string())
-            .and_then(|v| decode(&v));
+        let json = serde_json::from_str::<serde_json::Value>(message.body()).map_err(|e| e.to_string());
+        if let Some(step) = json.as_ref().ok().and_then(Sweep::of) {
+            match step {
+                Ok(step) => match sweep(&env, step).await {
+                    Ok(()) => message.ack(),
+                    Err(e) => {
+                        worker::console_error!("audience re-evaluation step failed, retrying: {e:?}");
+                        message.retry();
+                    }
+                },
+                Err(e) => {
+                    worker::console_error!("audience re-evaluation step dropped: {e}");
+                    message.ack();
+                }
+            }
+            continue;
+        }
+        let parsed = json.and_then(|v| decode(&v));
         let (m, events) = match parsed {
             Ok(ok) => ok,
             Err(e) => {

@@ -28,9 +28,12 @@ fn config_key(version: u64) -> String {
     format!("config:v{version}")
 }
 
+/// The prefix of profile snapshot keys (listed by the audience re-evaluation pass).
+pub const PROFILE_PREFIX: &str = "profile:";
+
 /// The key of a profile's snapshot.
 pub fn profile_key(profile_id: &str) -> String {
-    ["profile:", profile_id].concat()
+    [PROFILE_PREFIX, profile_id].concat()
 }
 
 /// Starts a put of a text value. KV stores bytes either way; `KvStore::put` would pass a `String` through

@@ -135,6 +135,25 @@ describe('the membership index', () => {
   });
 });
 
+describe('new definitions', () => {
+  test('a configuration change reaches profiles nobody touches, through the re-evaluation pass', async () => {
+    const a = uid('shoes');
+    await batch([viewed(a, { properties: { category: 'shoes' } })]);
+    const p = (await getProfile(w, `anonymous_id:${a}`)).body;
+    assert.ok(!p.audiences.members.some((m) => m.audience === 'shoe-fans'));
+    const next = { ...config, segments: [...config.segments,
+      { id: 'shoe-fans', when: { event: 'Product Viewed', where: { category: 'shoes' }, count: { gte: 1 } } }] };
+    const put = await fetch(`${w.url}/v1/config`, { method: 'PUT', headers: admin(), body: JSON.stringify(next) });
+    assert.equal(put.status, 200, await put.clone().text());
+    // No event for this visitor: the pass finds it, its object re-evaluates it, and the index lists it.
+    await eventually(async () => (await members('shoe-fans')).members.some((m) => m.profileId === p.id), 'the pass entered the profile');
+    const after = (await getProfile(w, `anonymous_id:${a}`)).body;
+    const t = after.audiences.transitions.find((x) => x.audience === 'shoe-fans');
+    assert.deepEqual([t.type, t.cause], ['entered', 'configuration']);
+    assert.equal(after.counts['Product Viewed'], 1, 'the pass changed nothing else');
+  });
+});
+
 describe('reading the index', () => {
   test('members page with a cursor, and the export streams every member as NDJSON or CSV', async () => {
     const ids = [];

@@ -141,6 +141,37 @@ pub fn decode(m: &J) -> Result<(IndexMessage, Vec<String>), String> {
     }
 }
 
+/// Profiles one step of a re-evaluation pass visits (one queue message): the step stays well inside one
+/// invocation's limits, and the next step is a message of its own.
+pub const SWEEP_STEP: u64 = 100;
+
+/// A step of the pass that re-evaluates every profile under new audience definitions: the configuration version
+/// it is for (a newer version's pass supersedes it) and where the listing of profiles continues.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    pub version: u64,
+    pub cursor: Option<String>,
+}
+
+impl Sweep {
+    pub fn to_json(&self) -> J {
+        json!({"kind": "sweep", "version": self.version, "cursor": self.cursor})
+    }
+
+    /// The step a message holds, when it is one (`None`: another kind of message).
+    pub fn of(m: &J) -> Option<Result<Sweep, String>> {
+        (m.get("kind").and_then(J::as_str) == Some("sweep")).then(|| {
+            let version = m["version"].as_u64().ok_or("version: an integer is required")?;
+            let cursor = match &m["cursor"] {
+                J::Null => None,
+                J::String(c) => Some(c.clone()),
+                _ => return Err("cursor: a string or null is required".to_string()),
+            };
+            Ok(Sweep { version, cursor })
+        })
+    }
+}
+
 /// A value bound to a statement.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sql {
@@ -309,6 +340,17 @@ mod tests {
         assert!(erased.iter().any(|s| s.sql == DROP_TRANSITIONS) && erased.iter().any(|s| s.sql == DROP_MEMBERSHIPS));
         let merged = statements(&IndexMessage::Removed { profile_ids: vec!["p".into()], erased: false, at: 10 }, &[]);
         assert!(!merged.iter().any(|s| s.sql == DROP_TRANSITIONS) && merged.iter().any(|s| s.sql == DROP_MEMBERSHIPS));
+    }
+
+    #[test]
+    fn a_sweep_step_reads_back_and_other_messages_are_not_steps() {
+        let step = Sweep { version: 3, cursor: Some("c1".into()) };
+        assert_eq!(Sweep::of(&step.to_json()), Some(Ok(step)));
+        assert_eq!(
+            Sweep::of(&json!({"kind": "sweep", "version": "x"})),
+            Some(Err("version: an integer is required".into()))
+        );
+        assert_eq!(Sweep::of(&json!({"kind": "removed"})), None);
     }
 
     #[test]

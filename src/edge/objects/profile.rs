@@ -100,10 +100,13 @@ pub enum Action {
     /// Whether the profile lives here: 200 (empty) when it does, 204 when there is none, 409 `{"movedTo"}` when it
     /// was merged elsewhere (the index may still lead here for a second).
     Locate,
+    /// Brings the profile's audiences up to date (`audiences::catch_up`: new definitions, time alone), as the
+    /// re-evaluation pass after a configuration change asks: 200 `{"transitions": n}`, 204 when there is none.
+    Reevaluate,
 }
 
 impl Action {
-    const ALL: [(Action, &'static str); 8] = [
+    const ALL: [(Action, &'static str); 9] = [
         (Action::Read, "read"),
         (Action::Locate, "locate"),
         (Action::Apply, "apply"),
@@ -112,6 +115,7 @@ impl Action {
         (Action::Split, "split"),
         (Action::Erase, "erase"),
         (Action::Forget, "forget"),
+        (Action::Reevaluate, "reevaluate"),
     ];
 
     pub fn path(self) -> &'static str {
@@ -229,6 +233,7 @@ impl DurableObject for ProfileObject {
                         v if v.is_undefined() => Ok((204, Vec::new())),
                         v => Ok((200, Uint8Array::new(&v).to_vec())),
                     },
+                    Some(Action::Reevaluate) => reevaluate(&storage, &env).await,
                     None => Ok(error_body(404, "not_found", &format!("no action {path}"))),
                 }
             })
@@ -378,6 +383,22 @@ async fn apply_and_merge(
         audiences::publish_removed(env, &written.absorbed_ids, false, now).await?;
     }
     Ok((200, encode_apply_answer(&written.answer)))
+}
+
+/// `Action::Reevaluate`: the profile's audiences under the configuration in force, stored and published when
+/// they changed.
+async fn reevaluate(storage: &Storage, env: &Env) -> Result<(u16, Vec<u8>)> {
+    let Some(mut profile) = read_profile(storage).await? else { return Ok((204, Vec::new())) };
+    let config = config(env).await?;
+    let before = profile.audiences.clone();
+    let transitions = catch_up(&config, &mut profile, now());
+    if profile.audiences != before {
+        write_profile(storage, env, &config, &profile, &[], &[]).await?;
+    }
+    if !transitions.is_empty() {
+        audiences::publish(env, &profile, &transitions).await?;
+    }
+    Ok((200, json!({"transitions": transitions.len()}).to_string().into_bytes()))
 }
 
 /// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.

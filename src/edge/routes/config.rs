@@ -50,8 +50,14 @@ pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
         serde_json::from_str(&text).map_err(|e| ApiError::Body(BodyError::NotJson(e.to_string())))?;
     seal_server_keys(&mut doc);
     let text = doc.to_string();
+    // New audience definitions start a pass that re-evaluates every profile (`audiences::start_sweep`).
+    let (_, before) = kv::config(env).await?;
+    let digest = compile_str(&text).map(|c| c.audience_digest).unwrap_or_default();
     match config_object::write(env, &text, if_match_version(&req)?).await? {
         config_object::Written::Stored { version } => {
+            if digest != before.audience_digest {
+                crate::edge::audiences::start_sweep(env, version).await?;
+            }
             let mut resp = json_response(200, &json!({"version": version}))?;
             resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
             resp.headers_mut().set("etag", &format!("\"{version}\""))?;
