@@ -246,5 +246,38 @@ fn bench_decide(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_profiles, bench_decide);
+/// The profile writer's step (`write::write`: link, apply, and audience tracking) for a 20-event batch under the
+/// large configuration (100 segments, of which the 80 that read only the profile are audiences), against the same
+/// step with no audiences (the configuration's audience list emptied): what tracking transitions costs.
+fn bench_write_audiences(c: &mut Criterion) {
+    use edgecdp::core::engine::write::write;
+    let with = compile_str(&large_config()).expect("the large configuration compiles");
+    let mut without = with.clone();
+    without.audiences.clear();
+    let (mut typical, mut heavy) = profiles();
+    // In steady state: each profile was evaluated under these definitions at its last write.
+    for p in [&mut typical, &mut heavy] {
+        edgecdp::core::engine::audiences::track(&with, p, NOW, edgecdp::core::model::audience::Cause::Event);
+    }
+    let body = batch_body();
+    let mut g = c.benchmark_group("write a 20-event batch: 100 segments");
+    println!("audiences tracked: {} of {} segments", with.audiences.len(), with.segments.len());
+    for (name, p) in [("typical", &typical), ("heavy", &heavy)] {
+        for (tracking, config) in [("with audience tracking", &with), ("without", &without)] {
+            g.bench_function(format!("{name} profile, {tracking}"), |b| {
+                b.iter_batched(
+                    || (p.clone(), parse_batch(body.as_bytes(), NOW).expect("valid").events),
+                    |(p, events)| {
+                        let req = ApplyRequest { profile_id: p.id.clone(), events, ..ApplyRequest::default() };
+                        write(Some(p), Vec::new(), req, config, NOW)
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_profiles, bench_decide, bench_write_audiences);
 criterion_main!(benches);

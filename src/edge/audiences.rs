@@ -9,7 +9,9 @@
 use crate::core::base::time::Millis;
 use crate::core::model::audience::Transition;
 use crate::core::model::profile::Profile;
-use crate::core::wire::audiences::{decode, statements, IndexMessage, Sql, Statement, Sweep, SCHEMA, SWEEP_STEP};
+use crate::core::wire::audiences::{
+    decode, statements, IndexMessage, Sql, Statement, Sweep, SCHEMA, SWEEP_CHUNK, SWEEP_LIST,
+};
 use crate::edge::http::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::profile_object::{self, Action};
@@ -49,41 +51,49 @@ pub async fn publish_removed(env: &Env, profile_ids: &[String], erased: bool, at
     send(env, IndexMessage::removed_json(profile_ids, erased, at).to_string()).await
 }
 
-/// Profile objects a re-evaluation step calls at once.
+/// Profile objects a chunk of the re-evaluation pass calls at once.
 const SWEEP_CALLS_AT_ONCE: usize = 16;
 
 /// Starts the pass that re-evaluates every profile under new audience definitions (configuration `version`).
 /// Profiles are re-evaluated anyway the next time anything touches them; the pass reaches the others.
 pub async fn start_sweep(env: &Env, version: u64) -> worker::Result<()> {
-    send(env, Sweep { version, cursor: None }.to_json().to_string()).await
+    send(env, Sweep::List { version, cursor: None }.to_json().to_string()).await
 }
 
-/// One step of the pass: the next `SWEEP_STEP` profiles of the KV listing, each re-evaluated by its own object
-/// (`Action::Reevaluate`, a few at once), then the next step as a message of its own. A step for a configuration
-/// that is no longer in force ends its pass: the newer version's pass covers every profile.
+/// One message of the pass. A listing step lists the next `SWEEP_LIST` profiles from KV and fans them out as
+/// messages of `SWEEP_CHUNK` profiles, then sends the next listing step; a chunk has each of its profiles
+/// re-evaluated by its own object (`Action::Reevaluate`, a few at once). A message for a configuration that is no
+/// longer in force is dropped: the newer version's pass covers every profile.
 async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
     let store = env.kv(kv::KV_BINDING).map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    if kv::current_version(&store).await? != step.version {
+    if kv::current_version(&store).await? != step.version() {
         return Ok(());
     }
-    let mut list = store.list().prefix(kv::PROFILE_PREFIX.to_string()).limit(SWEEP_STEP);
-    if let Some(c) = step.cursor {
-        list = list.cursor(c);
-    }
-    let page = list.execute().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let ids: Vec<String> =
-        page.keys.iter().filter_map(|k| k.name.strip_prefix(kv::PROFILE_PREFIX)).map(String::from).collect();
-    futures_util::stream::iter(ids.iter().map(|id| async move {
-        profile_object::call(env, id, Action::Reevaluate, Vec::new()).await.map_err(ApiError::from)
-    }))
-    .buffer_unordered(SWEEP_CALLS_AT_ONCE)
-    .try_collect::<Vec<_>>()
-    .await?;
-    if !page.list_complete {
-        if let Some(cursor) = page.cursor {
-            send(env, Sweep { version: step.version, cursor: Some(cursor) }.to_json().to_string())
-                .await
-                .map_err(ApiError::from)?;
+    match step {
+        Sweep::List { version, cursor } => {
+            let mut list = store.list().prefix(kv::PROFILE_PREFIX.to_string()).limit(SWEEP_LIST);
+            if let Some(c) = cursor {
+                list = list.cursor(c);
+            }
+            let page = list.execute().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            let ids: Vec<String> =
+                page.keys.iter().filter_map(|k| k.name.strip_prefix(kv::PROFILE_PREFIX)).map(String::from).collect();
+            let queue = env.queue(QUEUE_BINDING)?;
+            for chunk in ids.chunks(SWEEP_CHUNK) {
+                let message = Sweep::Profiles { version, profile_ids: chunk.to_vec() };
+                queue.send(message.to_json().to_string()).await?;
+            }
+            if let Some(cursor) = page.cursor.filter(|_| !page.list_complete) {
+                send(env, Sweep::List { version, cursor: Some(cursor) }.to_json().to_string()).await?;
+            }
+        }
+        Sweep::Profiles { profile_ids, .. } => {
+            futures_util::stream::iter(profile_ids.iter().map(|id| async move {
+                profile_object::call(env, id, Action::Reevaluate, Vec::new()).await.map_err(ApiError::from)
+            }))
+            .buffer_unordered(SWEEP_CALLS_AT_ONCE)
+            .try_collect::<Vec<_>>()
+            .await?;
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use crate::core::model::aggregate::day_of;
 use crate::core::model::audience::{Cause, Transition};
 use crate::core::model::context::Context;
 use crate::core::model::profile::Profile;
-use crate::core::rules::segment::{Condition, Score, ScoreSource};
+use crate::core::rules::segment::{Cmp, Condition, Score, ScoreSource};
 use crate::core::rules::Config;
 
 /// Time-alone steps `catch_up` replays one by one before it evaluates once at `now`: a profile woken very late
@@ -87,25 +87,56 @@ pub fn catch_up(config: &Config, profile: &mut Profile, now: Millis) -> Vec<Tran
 /// boundary passes. `None`: time alone changes nothing.
 pub fn next_change(config: &Config, profile: &Profile, now: Millis) -> Option<Millis> {
     let mut next = Next { now, at: None };
-    let mut scores = Vec::new();
+    // Each score's bounds, by score.
+    let mut bounds: Vec<Vec<Cmp>> = vec![Vec::new(); config.scores.len()];
     for &i in &config.audiences {
         leaves(&config.segments[i].when, &mut |c| match c {
-            Condition::Score { index, cmps } => scores.push((*index, cmps)),
+            Condition::Score { index, cmps } => {
+                if let Some(b) = bounds.get_mut(*index) {
+                    for c in cmps {
+                        if !b.contains(c) {
+                            b.push(*c);
+                        }
+                    }
+                }
+            }
             c => next.leaf(c, profile),
         });
     }
     // Every score an audience reads: what its own conditions and future-dated events do, then (bounded by all of
     // the above, within which a decaying score is monotone) where it crosses each bound.
-    for (index, _) in &scores {
-        if let Some(score) = config.scores.get(*index) {
+    for (score, b) in config.scores.iter().zip(&bounds) {
+        if !b.is_empty() {
             next.score_inputs(score, profile);
         }
     }
     let horizon = next.at;
-    for (index, cmps) in scores {
-        if let Some(score) = config.scores.get(index) {
-            for cmp in cmps {
-                if let Some(t) = crossing(score, profile, now, horizon, |v| cmp.holds(v)) {
+    // Where each bound can be crossed, solved on the score's closed form, in time order; the first that the score
+    // itself confirms is the earliest crossing. Should none be confirmed (floating point at its edge), bisection
+    // on the score finds each bound's crossing.
+    let cx = Context::default();
+    let mut solved: Vec<(Millis, &Score, Cmp)> = Vec::new();
+    for (score, b) in config.scores.iter().zip(&bounds) {
+        let Some(h) = score.half_life.filter(|_| !b.is_empty()) else { continue };
+        let parts = score.parts(profile, &cx, now);
+        for cmp in b {
+            solved.extend(solve(parts, h, now, *cmp).into_iter().map(|t| (t, score, *cmp)));
+        }
+    }
+    let end = |score: &Score| {
+        let end = now.saturating_add(score.half_life.unwrap_or(0).saturating_mul(DECAY_HORIZON_HALF_LIVES));
+        // The horizon itself belongs to the next evaluation (something else changes there).
+        horizon.map_or(end, |x| x.min(end)) - 1
+    };
+    // Beyond the horizon the closed form no longer holds, and the next evaluation solves again.
+    solved.retain(|(t, score, _)| *t <= end(score) + 2);
+    solved.sort_by_key(|s| s.0);
+    let confirmed = solved.iter().find_map(|(t, score, cmp)| confirm(score, profile, now, end(score), *cmp, *t));
+    match confirmed {
+        Some(t) => next.consider(t),
+        None => {
+            for (_, score, cmp) in &solved {
+                if let Some(t) = bisect(score, profile, now, end(score), *cmp) {
                     next.consider(t);
                 }
             }
@@ -140,32 +171,52 @@ impl Next {
         match c {
             Condition::InactiveFor(d) => self.consider(profile.last_seen.saturating_add(*d)),
             Condition::EventCount { event, filters, count, window, series } => {
-                let holds = |t: Millis| {
-                    let n = count_events(profile, event, filters, series.as_deref(), *window, t) as f64;
-                    count.iter().all(|c| c.holds(n))
+                let holds = |n: u64| count.iter().all(|c| c.holds(n as f64));
+                let Some(w) = *window else {
+                    // All time: only a future-dated event coming in changes the count.
+                    let n = |t| count_events(profile, event, filters, series.as_deref(), None, t);
+                    let before = holds(n(now));
+                    let mut future: Vec<Millis> = profile
+                        .recent
+                        .iter()
+                        .filter(|r| r.at > now && matches(r, event, filters))
+                        .map(|r| r.at)
+                        .collect();
+                    future.sort_unstable();
+                    if let Some(t) = future.into_iter().find(|t| holds(n(*t)) != before) {
+                        self.consider(t);
+                    }
+                    return;
                 };
-                // Where the count can change: a future-dated event comes in, an event leaves the window (the
-                // first millisecond it is out). The first of those where the condition changes is exact.
-                let mut instants: Vec<Millis> = profile
-                    .recent
+                if !history_covers(profile, Some(now.saturating_sub(w))) {
+                    // Counted from the daily aggregates, to the day: the count moves when the window's first day
+                    // moves on, or at midnight (and with future-dated events, which are in the history).
+                    self.consider((day_of(now.saturating_sub(w)) + 1) * DAY + w);
+                    self.consider((day_of(now) + 1) * DAY);
+                    for r in profile.recent.iter().filter(|r| r.at > now && matches(r, event, filters)) {
+                        self.consider(r.at);
+                    }
+                    return;
+                }
+                // The history holds every event of the window now, and will as the window moves on: the count at
+                // `t` is the matching events in `[t - w, t]`, read from their sorted times by binary search. It
+                // changes only when an event comes in (its time) or leaves (the first millisecond after its time
+                // plus the window); the first of those at which the condition changes is the exact instant.
+                let mut times: Vec<Millis> =
+                    profile.recent.iter().filter(|r| matches(r, event, filters)).map(|r| r.at).collect();
+                times.sort_unstable();
+                let n = |t: Millis| {
+                    (times.partition_point(|&x| x <= t) - times.partition_point(|&x| x < t.saturating_sub(w))) as u64
+                };
+                let before = holds(n(now));
+                let mut instants: Vec<Millis> = times
                     .iter()
-                    .filter(|r| matches(r, event, filters))
-                    .flat_map(|r| [Some(r.at), window.map(|w| r.at.saturating_add(w).saturating_add(1))])
-                    .flatten()
+                    .flat_map(|&at| [at, at.saturating_add(w).saturating_add(1)])
                     .filter(|t| *t > now)
                     .collect();
                 instants.sort_unstable();
-                instants.dedup();
-                let before = holds(now);
-                if let Some(t) = instants.into_iter().find(|t| holds(*t) != before) {
+                if let Some(t) = instants.into_iter().find(|t| holds(n(*t)) != before) {
                     self.consider(t);
-                }
-                // Counted from the daily aggregates: the window's first day moves on at a day boundary.
-                if let Some(w) = window {
-                    if !history_covers(profile, Some(now.saturating_sub(*w))) {
-                        self.consider((day_of(now.saturating_sub(*w)) + 1) * DAY + w);
-                        self.consider((day_of(now) + 1) * DAY);
-                    }
                 }
             }
             // The rest do not change by time alone (request conditions are not in audiences).
@@ -196,35 +247,173 @@ impl Next {
 /// Half-lives after which a decayed part is below the score's rounding (2^-64 of any count a profile holds).
 const DECAY_HORIZON_HALF_LIVES: i64 = 64;
 
-/// The first millisecond after `now`, and no later than `horizon`, at which `test` of `score` changes, when the
-/// score decays (without a half-life it changes only with its inputs, which `score_inputs` covers). Until the
-/// horizon its inputs do not change, so the decayed part is `D·2^(-t/h)`, monotone: the test changes at most once,
-/// and bisection on the score itself finds the exact millisecond, rounding included.
-fn crossing(
-    score: &Score,
-    profile: &Profile,
-    now: Millis,
-    horizon: Option<Millis>,
-    test: impl Fn(f64) -> bool,
-) -> Option<Millis> {
-    let h = score.half_life?;
-    let end = now.saturating_add(h.saturating_mul(DECAY_HORIZON_HALF_LIVES));
-    let end = horizon.map_or(end, |x| x.min(end));
+/// When `cmp` on a decaying score with parts `(c, d)` at `now` (`Score::parts`) can change, on its closed form
+/// `c + d·2^(-(t - now)/h)`: the first millisecond at which the unrounded score passes each value where its
+/// rounding to hundredths (half away from zero) changes near the bound, a half-hundredth either side. None: the
+/// score decays away from the bound.
+fn solve((c, d): (f64, f64), h: Millis, now: Millis, cmp: Cmp) -> Vec<Millis> {
+    let bound = match cmp {
+        Cmp::Eq(b) | Cmp::Ne(b) | Cmp::Lt(b) | Cmp::Lte(b) | Cmp::Gt(b) | Cmp::Gte(b) => b * 100.0,
+    };
+    let mut out: Vec<Millis> = [bound.floor() - 0.5, bound.floor() + 0.5, bound.ceil() - 0.5, bound.ceil() + 0.5]
+        .iter()
+        .filter_map(|x| {
+            let ratio = (x / 100.0 - c) / d;
+            (d != 0.0 && ratio > 0.0 && ratio < 1.0).then(|| now + (-(h as f64) * libm::log2(ratio)).ceil() as Millis)
+        })
+        .filter(|t| *t > now)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The millisecond within two of `guess` (and in `(now, end]`) at which `cmp` on the score itself changes.
+fn confirm(score: &Score, profile: &Profile, now: Millis, end: Millis, cmp: Cmp, guess: Millis) -> Option<Millis> {
     let cx = Context::default();
-    let at = |t: Millis| test(score.value(profile, &cx, t));
-    let before = at(now);
-    // The horizon itself belongs to the next evaluation (something else changes there).
-    let (mut lo, mut hi) = (now, end - 1);
-    if hi <= lo || at(hi) == before {
+    let test = |t: Millis| cmp.holds(score.value(profile, &cx, t));
+    let before = test(now);
+    (guess - 2..=guess + 2).find(|&x| x > now && x <= end && test(x) != before && test(x - 1) == before)
+}
+
+/// The first millisecond in `(now, end]` at which `cmp` on the score changes, by bisection on the score itself
+/// (until `end` its inputs do not change, so it is monotone and the comparison changes at most once).
+fn bisect(score: &Score, profile: &Profile, now: Millis, end: Millis, cmp: Cmp) -> Option<Millis> {
+    let cx = Context::default();
+    let test = |t: Millis| cmp.holds(score.value(profile, &cx, t));
+    let before = test(now);
+    if end <= now || test(end) == before {
         return None;
     }
+    let (mut lo, mut hi) = (now, end);
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if at(mid) == before {
+        if test(mid) == before {
             lo = mid;
         } else {
             hi = mid;
         }
     }
     Some(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::base::time::{HOUR, MINUTE};
+    use crate::core::model::history::EventRecord;
+    use crate::core::rules::compile_str;
+
+    /// A small seeded generator, so that every run checks the same profiles.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    const NOW: Millis = 1_795_344_600_000;
+
+    fn profile(rng: &mut Rng) -> Profile {
+        let mut p = Profile::new("p".into(), NOW - 20 * DAY);
+        let mut times: Vec<Millis> =
+            (0..rng.next(12)).map(|_| NOW - 10 * DAY + (rng.next(11 * DAY as u64) as Millis)).collect();
+        times.sort_unstable();
+        for (i, at) in times.iter().enumerate() {
+            let name = if rng.next(3) == 0 { "Order Completed" } else { "Product Viewed" };
+            p.recent.push_back(EventRecord {
+                at: *at,
+                name: name.into(),
+                message_id: format!("m{i}"),
+                props: Default::default(),
+            });
+        }
+        p.last_seen = times.iter().copied().filter(|t| *t <= NOW).max().unwrap_or(NOW - 20 * DAY);
+        p
+    }
+
+    /// Audiences of one leaf each, whose truth can change by time alone: the next change must be exact (the
+    /// membership differs there) and nothing may change before it (checked at random instants and the
+    /// millisecond before).
+    #[test]
+    fn the_next_change_is_exact_and_nothing_changes_before_it() {
+        let config = compile_str(
+            r#"{"segments": [
+                {"id": "views-3-in-2d", "when": {"event": "Product Viewed", "count": {"gte": 3}, "within": "2d"}},
+                {"id": "no-order-in-36h", "when": {"event": "Order Completed", "count": {"eq": 0}, "within": "36h"}},
+                {"id": "quiet-5d", "when": {"inactiveFor": "5d"}},
+                {"id": "ever-ordered-twice", "when": {"event": "Order Completed", "count": {"gte": 2}}}
+            ]}"#,
+        )
+        .expect("compiles");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut changes = 0;
+        for _ in 0..300 {
+            let p = profile(&mut rng);
+            let start = members_at(&config, &p, NOW);
+            let Some(next) = next_change(&config, &p, NOW) else {
+                for _ in 0..20 {
+                    let t = NOW + rng.next(30 * DAY as u64) as Millis;
+                    assert_eq!(members_at(&config, &p, t), start, "a change at {t} though none was due");
+                }
+                continue;
+            };
+            assert!(next > NOW);
+            assert_ne!(members_at(&config, &p, next), start, "nothing changed at the instant computed");
+            assert_eq!(members_at(&config, &p, next - 1), start, "the change came before the instant computed");
+            for _ in 0..20 {
+                let t = NOW + rng.next((next - NOW) as u64) as Millis;
+                assert_eq!(members_at(&config, &p, t), start, "a change at {t}, before {next}");
+            }
+            changes += 1;
+        }
+        assert!(changes > 100, "the profiles exercise changes ({changes})");
+    }
+
+    /// A decaying score's crossing, to the millisecond: the score holds its bound just before, not at it.
+    #[test]
+    fn a_decaying_score_crosses_its_bound_at_the_instant_computed() {
+        let config = compile_str(
+            r#"{"scores": [{"id": "intent", "halfLife": "1d", "rules": [{"event": "Product Viewed", "points": 10}]}],
+                "segments": [{"id": "keen", "when": {"score": "intent", "gte": 12.5}}]}"#,
+        )
+        .expect("compiles");
+        let mut p = Profile::new("p".into(), NOW - DAY);
+        for (i, ago) in [30 * MINUTE, 3 * HOUR, 20 * HOUR].iter().enumerate() {
+            p.recent.push_back(EventRecord {
+                at: NOW - ago,
+                name: "Product Viewed".into(),
+                message_id: format!("m{i}"),
+                props: Default::default(),
+            });
+        }
+        let score = |t| config.scores[0].value(&p, &Context::default(), t);
+        assert!(score(NOW) >= 12.5);
+        let next = next_change(&config, &p, NOW).expect("the score decays below its bound");
+        assert!(score(next - 1) >= 12.5 && score(next) < 12.5, "{} then {}", score(next - 1), score(next));
+        assert_eq!(members_at(&config, &p, next), Vec::<&str>::new());
+    }
+
+    /// Time alone: an inactive profile enters at the threshold's exact instant when woken late, and a
+    /// configuration change re-evaluates it at once with its own cause.
+    #[test]
+    fn catching_up_replays_each_change_at_its_instant_then_new_definitions() {
+        let config =
+            compile_str(r#"{"segments": [{"id": "quiet", "when": {"inactiveFor": "1h"}}]}"#).expect("compiles");
+        let mut p = Profile::new("p".into(), NOW);
+        assert!(track(&config, &mut p, NOW, Cause::Event).is_empty());
+        assert_eq!(p.audiences.due, Some(NOW + HOUR));
+        let woken = catch_up(&config, &mut p, NOW + 5 * HOUR);
+        assert_eq!(woken.len(), 1);
+        assert_eq!((woken[0].at, woken[0].cause, woken[0].entered), (NOW + HOUR, Cause::Time, true));
+        assert_eq!(p.audiences.due, None);
+        let other =
+            compile_str(r#"{"segments": [{"id": "quiet", "when": {"inactiveFor": "10h"}}]}"#).expect("compiles");
+        let moved = catch_up(&other, &mut p, NOW + 6 * HOUR);
+        assert_eq!((moved[0].cause, moved[0].entered, moved[0].at), (Cause::Configuration, false, NOW + 6 * HOUR));
+        assert_eq!(p.audiences.due, Some(NOW + 10 * HOUR));
+    }
 }

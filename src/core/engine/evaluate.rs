@@ -43,6 +43,29 @@ impl Score {
     }
 }
 
+impl Score {
+    /// The score at `now` before rounding, in two parts: what does not decay (its conditions' points) and what
+    /// does (its events' points, each already decayed to `now`). Until its inputs change, the score at `t` is
+    /// `constant + decaying * 2^-((t - now) / half_life)`, which `engine::audiences` solves for a bound's crossing.
+    pub fn parts(&self, profile: &Profile, cx: &Context, now: Millis) -> (f64, f64) {
+        let (mut constant, mut decaying) = (0.0, 0.0);
+        for rule in &self.rules {
+            match &rule.source {
+                ScoreSource::Event { event, filters, series } => {
+                    decaying +=
+                        rule.points * decayed_count(profile, event, filters, series.as_deref(), self.half_life, now);
+                }
+                ScoreSource::When(c) => {
+                    if c.holds(&Facts { profile, cx, now, scores: &[] }, &[]) {
+                        constant += rule.points;
+                    }
+                }
+            }
+        }
+        (constant, decaying)
+    }
+}
+
 /// Everything a condition reads: the profile, the request context, the time and the profile's scores (indexed
 /// like `Config::scores`).
 #[derive(Clone, Copy, Debug)]

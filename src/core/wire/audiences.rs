@@ -141,34 +141,61 @@ pub fn decode(m: &J) -> Result<(IndexMessage, Vec<String>), String> {
     }
 }
 
-/// Profiles one step of a re-evaluation pass visits (one queue message): the step stays well inside one
-/// invocation's limits, and the next step is a message of its own.
-pub const SWEEP_STEP: u64 = 100;
+/// Profiles listed by one step of a re-evaluation pass (KV lists at most 1,000 keys at a time).
+pub const SWEEP_LIST: u64 = 1000;
+/// Profiles re-evaluated by one message of a pass: each listing step fans out into messages of this many, which
+/// the queue's consumers take in parallel, so a pass is as fast as the listing, not as the profiles one by one.
+pub const SWEEP_CHUNK: usize = 100;
 
-/// A step of the pass that re-evaluates every profile under new audience definitions: the configuration version
-/// it is for (a newer version's pass supersedes it) and where the listing of profiles continues.
+/// A message of the pass that re-evaluates every profile under new audience definitions, for configuration
+/// `version` (a newer version's pass supersedes it): a listing step (where the listing of profiles continues)
+/// or a chunk of profiles to re-evaluate.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Sweep {
-    pub version: u64,
-    pub cursor: Option<String>,
+pub enum Sweep {
+    List { version: u64, cursor: Option<String> },
+    Profiles { version: u64, profile_ids: Vec<String> },
 }
 
 impl Sweep {
-    pub fn to_json(&self) -> J {
-        json!({"kind": "sweep", "version": self.version, "cursor": self.cursor})
+    pub fn version(&self) -> u64 {
+        match self {
+            Sweep::List { version, .. } | Sweep::Profiles { version, .. } => *version,
+        }
     }
 
-    /// The step a message holds, when it is one (`None`: another kind of message).
+    pub fn to_json(&self) -> J {
+        match self {
+            Sweep::List { version, cursor } => json!({"kind": "sweep", "version": version, "cursor": cursor}),
+            Sweep::Profiles { version, profile_ids } => {
+                json!({"kind": "reevaluate", "version": version, "profileIds": profile_ids})
+            }
+        }
+    }
+
+    /// The pass message a message holds, when it is one (`None`: another kind of message).
     pub fn of(m: &J) -> Option<Result<Sweep, String>> {
-        (m.get("kind").and_then(J::as_str) == Some("sweep")).then(|| {
+        let kind = m.get("kind").and_then(J::as_str);
+        if kind != Some("sweep") && kind != Some("reevaluate") {
+            return None;
+        }
+        Some((|| {
             let version = m["version"].as_u64().ok_or("version: an integer is required")?;
+            if kind == Some("reevaluate") {
+                let ids = m["profileIds"].as_array().ok_or("profileIds: a list is required")?;
+                let profile_ids = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v.as_str().map(String::from).ok_or(format!("profileIds[{i}]: a string is required")))
+                    .collect::<Result<_, _>>()?;
+                return Ok(Sweep::Profiles { version, profile_ids });
+            }
             let cursor = match &m["cursor"] {
                 J::Null => None,
                 J::String(c) => Some(c.clone()),
                 _ => return Err("cursor: a string or null is required".to_string()),
             };
-            Ok(Sweep { version, cursor })
-        })
+            Ok(Sweep::List { version, cursor })
+        })())
     }
 }
 
@@ -344,8 +371,10 @@ mod tests {
 
     #[test]
     fn a_sweep_step_reads_back_and_other_messages_are_not_steps() {
-        let step = Sweep { version: 3, cursor: Some("c1".into()) };
+        let step = Sweep::List { version: 3, cursor: Some("c1".into()) };
         assert_eq!(Sweep::of(&step.to_json()), Some(Ok(step)));
+        let chunk = Sweep::Profiles { version: 3, profile_ids: vec!["p1".into(), "p2".into()] };
+        assert_eq!(Sweep::of(&chunk.to_json()), Some(Ok(chunk)));
         assert_eq!(
             Sweep::of(&json!({"kind": "sweep", "version": "x"})),
             Some(Err("version: an integer is required".into()))
