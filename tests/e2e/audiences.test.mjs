@@ -5,7 +5,12 @@
 // nothing may count twice.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { GRANT, uid, workerForFile, getProfile } from '../support/worker.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const config = {
   sources: [{ id: 'web', writeKey: 'aud-key', origins: ['http://127.0.0.1'] }],
@@ -26,6 +31,13 @@ async function batch(events) {
 }
 const viewed = (a, extra = {}) => ({ type: 'track', event: 'Product Viewed', anonymousId: a, messageId: uid('m'), context: GRANT, ...extra });
 const admin = () => w.admin();
+/** Rows of a query on the Worker's local D1, through `wrangler d1 execute --local` on its state directory. */
+function d1(sql) {
+  const out = execFileSync(join(ROOT, 'node_modules', '.bin', 'wrangler'),
+    ['d1', 'execute', 'DB', '--local', '--persist-to', w.state, '--json', '--command', sql],
+    { cwd: ROOT, encoding: 'utf8', env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });
+  return JSON.parse(out)[0].results;
+}
 const audiences = async () => {
   const r = await fetch(`${w.url}/v1/audiences`, { headers: admin() });
   assert.equal(r.status, 200);
@@ -100,6 +112,17 @@ describe('the membership index', () => {
     assert.equal(after.audiences.nextChange, null, 'nothing else changes by time alone');
     await eventually(async () => (await members('quiet')).members.some((m) => m.profileId === after.id && m.since === t.at),
       'the index lists the quiet member since the exact instant');
+    // The outlet recorded the Segment Engage event, read straight from local D1 with wrangler's own client.
+    const rows = d1(`SELECT seq, event FROM audience_transitions WHERE profile_id = '${after.id}' AND audience = 'quiet'`);
+    assert.equal(rows.length, 1, 'recorded once, though the message came twice');
+    const e = JSON.parse(rows[0].event);
+    assert.equal(e.event, 'Audience Entered');
+    assert.equal(e.anonymousId, a);
+    assert.equal(e.timestamp, t.at);
+    assert.deepEqual(e.properties, { audience_key: 'quiet', quiet: true });
+    assert.deepEqual(e.context.personas, { computation_class: 'audience', computation_key: 'quiet', computation_id: 'quiet' });
+    assert.deepEqual(e.context.edgecdp, { profileId: after.id, cause: 'time', seq: t.seq });
+    assert.equal(rows[0].seq, t.seq);
     // A new event brings it back: it exits by event, and the size follows.
     await batch([viewed(a)]);
     await eventually(async () => !(await members('quiet')).members.some((m) => m.profileId === after.id), 'the member left "quiet"');
