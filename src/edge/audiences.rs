@@ -43,12 +43,22 @@ async fn send(env: &Env, text: String) -> worker::Result<()> {
     queue.send(text).await
 }
 
-/// Tells the index that these profiles left every audience with their profile (absorbed, or erased).
-pub async fn publish_removed(env: &Env, profile_ids: &[String], erased: bool, at: Millis) -> worker::Result<()> {
+/// Tells the index that these profiles left every audience with their profile (absorbed by a merge).
+pub async fn publish_removed(env: &Env, profile_ids: &[String], at: Millis) -> worker::Result<()> {
     if profile_ids.is_empty() {
         return Ok(());
     }
-    send(env, IndexMessage::removed_json(profile_ids, erased, at).to_string()).await
+    send(env, IndexMessage::removed_json(profile_ids, false, at).to_string()).await
+}
+
+/// Erases these profiles from the index now (their memberships and recorded transitions), before the erasure
+/// answers; a message of theirs still in the queue finds them removed and is not written.
+pub async fn erase_now(env: &Env, profile_ids: &[String], at: Millis) -> worker::Result<()> {
+    let db = index(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+    let removed = IndexMessage::Removed { profile_ids: profile_ids.to_vec(), erased: true, at };
+    let list = statements(&removed, &[]).iter().map(|s| bind(&db, s)).collect::<worker::Result<Vec<_>>>()?;
+    db.batch(list).await?;
+    Ok(())
 }
 
 /// Profile objects a chunk of the re-evaluation pass calls at once.

@@ -4,7 +4,8 @@
 //! profile is stored; its consumer writes the membership index in D1 with the statements `statements` plans. The
 //! index stays right under retries and reordering: a transition is counted once (its key is the profile and
 //! its sequence number), a membership only moves forward in the profile's sequence, and a profile removed from
-//! the index (absorbed by a merge, erased) is not brought back by an older message that arrives late.
+//! the index (absorbed by a merge, erased) is not brought back by an older message that arrives late. An erasure
+//! runs these statements at once, from the profile's object, before it answers; merges go through the queue.
 //!
 //! Each transition also travels as a Segment Engage audience event (`audience_event`: a track call named
 //! `Audience Entered` or `Audience Exited`, with `properties.audience_key` and `context.personas`), which the
@@ -12,12 +13,18 @@
 
 use crate::core::base::time::{format_iso8601, Millis, DAY};
 use crate::core::model::audience::{Cause, Transition};
-use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::identity::{hash_identifier, Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::model::profile::Profile;
 use serde_json::{json, Value as J};
 
 /// The largest integer a JavaScript number (what D1 binds) holds exactly.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// How the index remembers a removed profile: by the SHA-256 of its id, never the id itself, so that nothing
+/// left after an erasure names the erased profile.
+pub fn removal_key(profile_id: &str) -> String {
+    hash_identifier("profile_id", profile_id)
+}
 
 /// How long the index remembers that a profile was removed, against messages older than the removal.
 pub const REMOVED_KEPT_MS: Millis = 7 * DAY;
@@ -224,25 +231,25 @@ pub const SCHEMA: &[&str] = &[
      audience TEXT NOT NULL, entered INTEGER NOT NULL, at INTEGER NOT NULL, cause TEXT NOT NULL, event TEXT NOT NULL, \
      PRIMARY KEY (profile_id, seq)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS audience_transitions_by_audience ON audience_transitions (audience, at)",
-    "CREATE TABLE IF NOT EXISTS audience_removed (profile_id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS audience_removals (profile_hash TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
 ];
 
 const RECORD_TRANSITION: &str = "INSERT OR IGNORE INTO audience_transitions \
     (profile_id, seq, audience, entered, at, cause, event) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 \
-    WHERE NOT EXISTS (SELECT 1 FROM audience_removed WHERE profile_id = ?1 AND at >= ?5)";
+    WHERE NOT EXISTS (SELECT 1 FROM audience_removals WHERE profile_hash = ?8 AND at >= ?5)";
 const MOVE_MEMBER: &str = "INSERT INTO audience_members \
     (audience, profile_id, member, since, seq, identity_type, identity_value) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 \
-    WHERE NOT EXISTS (SELECT 1 FROM audience_removed WHERE profile_id = ?2 AND at >= ?4) \
+    WHERE NOT EXISTS (SELECT 1 FROM audience_removals WHERE profile_hash = ?8 AND at >= ?4) \
     ON CONFLICT (audience, profile_id) DO UPDATE SET member = excluded.member, since = excluded.since, \
     seq = excluded.seq, identity_type = excluded.identity_type, identity_value = excluded.identity_value \
     WHERE excluded.seq > audience_members.seq";
 const RELABEL_MEMBER: &str =
     "UPDATE audience_members SET identity_type = ?2, identity_value = ?3 WHERE profile_id = ?1 AND seq <= ?4";
-const NOTE_REMOVED: &str = "INSERT INTO audience_removed (profile_id, at) VALUES (?1, ?2) \
-    ON CONFLICT (profile_id) DO UPDATE SET at = max(audience_removed.at, excluded.at)";
+const NOTE_REMOVED: &str = "INSERT INTO audience_removals (profile_hash, at) VALUES (?1, ?2) \
+    ON CONFLICT (profile_hash) DO UPDATE SET at = max(audience_removals.at, excluded.at)";
 const DROP_MEMBERSHIPS: &str = "DELETE FROM audience_members WHERE profile_id = ?1";
 const DROP_TRANSITIONS: &str = "DELETE FROM audience_transitions WHERE profile_id = ?1";
-const FORGET_OLD_REMOVALS: &str = "DELETE FROM audience_removed WHERE at < ?1";
+const FORGET_OLD_REMOVALS: &str = "DELETE FROM audience_removals WHERE at < ?1";
 
 /// The statements that apply a message to the index, to run as one batch (one transaction in D1).
 pub fn statements(message: &IndexMessage, events: &[String]) -> Vec<Statement> {
@@ -264,6 +271,7 @@ pub fn statements(message: &IndexMessage, events: &[String]) -> Vec<Statement> {
                         Sql::Int(t.at),
                         Sql::Text(t.cause.name().into()),
                         Sql::Text(events.get(i).cloned().unwrap_or_else(|| "null".into())),
+                        Sql::Text(removal_key(profile_id)),
                     ],
                 });
                 out.push(Statement {
@@ -276,6 +284,7 @@ pub fn statements(message: &IndexMessage, events: &[String]) -> Vec<Statement> {
                         Sql::Int(t.seq as i64),
                         kind.clone(),
                         value.clone(),
+                        Sql::Text(removal_key(profile_id)),
                     ],
                 });
             }
@@ -289,7 +298,7 @@ pub fn statements(message: &IndexMessage, events: &[String]) -> Vec<Statement> {
         }
         IndexMessage::Removed { profile_ids, erased, at } => {
             for id in profile_ids {
-                out.push(Statement { sql: NOTE_REMOVED, params: vec![Sql::Text(id.clone()), Sql::Int(*at)] });
+                out.push(Statement { sql: NOTE_REMOVED, params: vec![Sql::Text(removal_key(id)), Sql::Int(*at)] });
                 out.push(Statement { sql: DROP_MEMBERSHIPS, params: vec![Sql::Text(id.clone())] });
                 if *erased {
                     out.push(Statement { sql: DROP_TRANSITIONS, params: vec![Sql::Text(id.clone())] });

@@ -380,7 +380,7 @@ async fn apply_and_merge(
         if !written.transitions.is_empty() || relabel {
             audiences::publish(env, profile, &written.transitions).await?;
         }
-        audiences::publish_removed(env, &written.absorbed_ids, false, now).await?;
+        audiences::publish_removed(env, &written.absorbed_ids, now).await?;
     }
     Ok((200, encode_apply_answer(&written.answer)))
 }
@@ -701,7 +701,7 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     // The audience index forgets it too (and the profiles it absorbed, in case a message of theirs is late).
     let gone: Vec<String> =
         absorbed.iter().copied().chain(std::iter::once(profile.id.as_str())).map(String::from).collect();
-    audiences::publish_removed(env, &gone, true, now()).await?;
+    audiences::erase_now(env, &gone, now()).await?;
     storage.delete_alarm().await?;
     storage.delete_all().await?;
     // Only the time of the erasure stays, for the grace period, and then goes too.
