@@ -133,6 +133,30 @@ pub fn bind(db: &D1Database, s: &Statement) -> worker::Result<worker::D1Prepared
     db.prepare(s.sql).bind(&params)
 }
 
+/// Why a message was not handled: one this build cannot read (retrying cannot make it readable), or a write that
+/// failed (retried, then dead-lettered).
+enum Failure {
+    Unreadable(String),
+    Retry(String),
+}
+
+/// One message: a step of the re-evaluation pass, or one batch of index statements (one transaction).
+async fn handle(env: &Env, db: &D1Database, body: &str) -> Result<(), Failure> {
+    let json = serde_json::from_str::<serde_json::Value>(body).map_err(|e| Failure::Unreadable(e.to_string()))?;
+    if let Some(step) = Sweep::of(&json) {
+        let step = step.map_err(Failure::Unreadable)?;
+        return sweep(env, step).await.map_err(|e| Failure::Retry(format!("re-evaluation step: {e:?}")));
+    }
+    let (m, events) = decode(&json).map_err(Failure::Unreadable)?;
+    let retry = |e: worker::Error| Failure::Retry(format!("index write: {e}"));
+    let list =
+        statements(&m, &events).iter().map(|s| bind(db, s)).collect::<worker::Result<Vec<_>>>().map_err(retry)?;
+    if !list.is_empty() {
+        db.batch(list).await.map_err(retry)?;
+    }
+    Ok(())
+}
+
 /// The queue consumer: each message becomes one batch of statements. A message this build cannot read is
 /// acknowledged and logged (retrying cannot make it readable); a failed write is retried.
 pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()> {
@@ -145,44 +169,14 @@ pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()
         }
     };
     for message in batch.messages()? {
-        let json = serde_json::from_str::<serde_json::Value>(message.body()).map_err(|e| e.to_string());
-        if let Some(step) = json.as_ref().ok().and_then(Sweep::of) {
-            match step {
-                Ok(step) => match sweep(&env, step).await {
-                    Ok(()) => message.ack(),
-                    Err(e) => {
-                        worker::console_error!("audience re-evaluation step failed, retrying: {e:?}");
-                        message.retry();
-                    }
-                },
-                Err(e) => {
-                    worker::console_error!("audience re-evaluation step dropped: {e}");
-                    message.ack();
-                }
-            }
-            continue;
-        }
-        let parsed = json.and_then(|v| decode(&v));
-        let (m, events) = match parsed {
-            Ok(ok) => ok,
-            Err(e) => {
+        match handle(&env, &db, message.body()).await {
+            Ok(()) => message.ack(),
+            Err(Failure::Unreadable(e)) => {
                 worker::console_error!("audience message dropped: {e}");
                 message.ack();
-                continue;
             }
-        };
-        let prepared: worker::Result<Vec<_>> = statements(&m, &events).iter().map(|s| bind(&db, s)).collect();
-        match prepared {
-            Ok(list) if list.is_empty() => message.ack(),
-            Ok(list) => match db.batch(list).await {
-                Ok(_) => message.ack(),
-                Err(e) => {
-                    worker::console_error!("audience index write failed, retrying: {e}");
-                    message.retry();
-                }
-            },
-            Err(e) => {
-                worker::console_error!("audience index statement failed, retrying: {e}");
+            Err(Failure::Retry(e)) => {
+                worker::console_error!("audience message failed, retrying: {e}");
                 message.retry();
             }
         }
