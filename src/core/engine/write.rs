@@ -66,7 +66,8 @@ pub fn write(
         Some(p) => catch_up(config, p, now),
         None => Vec::new(),
     };
-    let audiences_before = current.as_ref().map(|p| p.audiences.clone());
+    // What an evaluation changes besides transitions: the definitions evaluated and the next change by time.
+    let audiences_before = current.as_ref().map(|p| (p.audiences.digest, p.audiences.due));
     let linked = link(current, fetched, &request, config, now);
     let merged = linked.absorbed_ids.len();
     let changed_by_link = merged > 0 || !linked.admitted.is_empty();
@@ -75,7 +76,8 @@ pub fn write(
         transitions.extend(track(config, p, now, if merged > 0 { Cause::Merge } else { Cause::Event }));
     }
     let audiences_changed = !transitions.is_empty()
-        || (audiences_before.is_some() && profile.as_ref().map(|p| &p.audiences) != audiences_before.as_ref());
+        || (audiences_before.is_some()
+            && profile.as_ref().map(|p| (p.audiences.digest, p.audiences.due)) != audiences_before);
     let store = profile.is_some() && (outcome.changed || changed_by_link || audiences_changed);
     let answer = ApplyAnswer {
         stored: outcome.stored,
