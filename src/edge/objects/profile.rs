@@ -211,7 +211,9 @@ impl DurableObject for ProfileObject {
                                 catch_up(&config, &mut profile, now())
                             };
                             write_profile(&storage, &env, &config, &profile, &ids, &ids).await?;
-                            audiences::publish(&env, &profile, &transitions).await?;
+                            if !transitions.is_empty() {
+                                audiences::publish(&env, &profile, &transitions).await?;
+                            }
                             Ok((200, json!({"restored": profile.id}).to_string().into_bytes()))
                         }
                         Err(e) => Ok(error_body(400, "invalid_profile", &e.to_string())),
@@ -264,15 +266,8 @@ impl DurableObject for ProfileObject {
                         erase(&storage, &env).await?;
                         return Ok(());
                     }
-                    // What time alone changed in its audiences, each at its own instant: stored, then published.
-                    let before = profile.audiences.clone();
-                    let transitions = catch_up(&config, &mut profile, now());
-                    if profile.audiences != before {
-                        write_profile(&storage, &env, &config, &profile, &[], &[]).await?;
-                    }
-                    if !transitions.is_empty() {
-                        audiences::publish(&env, &profile, &transitions).await?;
-                    }
+                    // What time alone changed in its audiences, each at its own instant.
+                    refresh_audiences(&storage, &env, &config, &mut profile).await?;
                     // What was due (index expirations first: the snapshot then carries the same), then the next
                     // alarm, for whatever comes first.
                     if get_number(&storage, INDEX_DUE_KEY).await?.is_some_and(|at| at as Millis <= now()) {
@@ -385,20 +380,26 @@ async fn apply_and_merge(
     Ok((200, encode_apply_answer(&written.answer)))
 }
 
-/// `Action::Reevaluate`: the profile's audiences under the configuration in force, stored and published when
-/// they changed.
+/// `Action::Reevaluate`: the profile's audiences under the configuration in force.
 async fn reevaluate(storage: &Storage, env: &Env) -> Result<(u16, Vec<u8>)> {
     let Some(mut profile) = read_profile(storage).await? else { return Ok((204, Vec::new())) };
     let config = config(env).await?;
-    let before = profile.audiences.clone();
-    let transitions = catch_up(&config, &mut profile, now());
-    if profile.audiences != before {
-        write_profile(storage, env, &config, &profile, &[], &[]).await?;
+    let n = refresh_audiences(storage, env, &config, &mut profile).await?;
+    Ok((200, json!({"transitions": n}).to_string().into_bytes()))
+}
+
+/// Brings a stored profile's audiences up to `now` (`audiences::catch_up`: new definitions, or time alone), stores
+/// the profile when that changed anything, then publishes the transitions. Answers how many there were.
+async fn refresh_audiences(storage: &Storage, env: &Env, config: &Config, profile: &mut Profile) -> Result<usize> {
+    let before = (profile.audiences.digest, profile.audiences.due);
+    let transitions = catch_up(config, profile, now());
+    if !transitions.is_empty() || (profile.audiences.digest, profile.audiences.due) != before {
+        write_profile(storage, env, config, profile, &[], &[]).await?;
     }
     if !transitions.is_empty() {
-        audiences::publish(env, &profile, &transitions).await?;
+        audiences::publish(env, profile, &transitions).await?;
     }
-    Ok((200, json!({"transitions": transitions.len()}).to_string().into_bytes()))
+    Ok(transitions.len())
 }
 
 /// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.
