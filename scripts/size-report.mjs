@@ -63,7 +63,7 @@ const lines = [
   'formatting (38 KB); the data section is 87 KB. wasm-opt options beyond `-Oz` (`--converge`, `--gufa`) gain',
   'under 0.5 KB, and opt-level `s` is 38 KB gzipped larger than `z` for this module.',
   '',
-  'Audiences (issue 15) then added 132 KB raw, 52 KB gzipped (1043.2 / 407.2 → 1175.3 / 458.8 KB): the audience',
+  'Audiences (issue 15) then added 132 KB raw, 52 KB gzipped (1043.2 / 407.2 → 1175.7 / 459.3 KB): the audience',
   'routes and the export stream inside the route table\'s state machine (now 103 KB of code), the queue consumer',
   'and the re-evaluation pass, the profile object\'s new paths (its fetch is 59 KB), workers-rs\'s Queue and D1',
   'bindings, and the engine itself (`core::engine::audiences` 9 KB, `core::wire::audiences` and the model 4 KB).',
