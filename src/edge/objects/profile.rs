@@ -203,13 +203,9 @@ impl DurableObject for ProfileObject {
                             let config = config(&env).await?;
                             storage.delete(MOVED_KEY).await?;
                             let ids = profile.identities.clone();
-                            // A profile split off a merge comes back with no audiences of its own (a merge record
-                            // keeps none): it enters them now; a merge given back catches up on time alone.
-                            let transitions = if profile.audiences.digest == 0 {
-                                track(&config, &mut profile, now(), Cause::Split)
-                            } else {
-                                catch_up(&config, &mut profile, now())
-                            };
+                            // What time alone changed while it was away (a split-off profile arrives already
+                            // evaluated: `split_off`).
+                            let transitions = catch_up(&config, &mut profile, now());
                             write_profile(&storage, &env, &config, &profile, &ids, &ids).await?;
                             if !transitions.is_empty() {
                                 audiences::publish(&env, &profile, &transitions).await?;
@@ -421,7 +417,7 @@ async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u
     let Some(mut profile) = read_profile(storage).await? else {
         return Ok(error_body(404, "profile_not_found", "no profile here"));
     };
-    let restored = match split(&mut profile, absorbed_id) {
+    let mut restored = match split(&mut profile, absorbed_id) {
         Ok(r) => r,
         Err(crate::core::engine::merge::SplitError::NotMerged) => {
             return Ok(error_body(404, "merge_not_found", &format!("this profile did not absorb {absorbed_id}")));
@@ -436,6 +432,9 @@ async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u
     if !transitions.is_empty() {
         audiences::publish(env, &profile, &transitions).await?;
     }
+    // The profile split off had no audiences of its own inside the merge record: it enters them now, and its
+    // transitions leave once its own object has stored it.
+    let restored_transitions = track(&config, &mut restored, now(), Cause::Split);
     let (status, body) = call(env, &restored.id, Action::Restore, encode_profile(&restored)).await?;
     if status != 200 {
         return Err(worker::Error::RustError(format!(
@@ -443,6 +442,9 @@ async fn split_off(storage: &Storage, env: &Env, absorbed_id: &str) -> Result<(u
             restored.id,
             String::from_utf8_lossy(&body)
         )));
+    }
+    if !restored_transitions.is_empty() {
+        audiences::publish(env, &restored, &restored_transitions).await?;
     }
     Ok((200, json!({"profiles": [profile.id, restored.id]}).to_string().into_bytes()))
 }

@@ -1,8 +1,8 @@
 //! `GET`/`PUT /v1/config`: the configuration in force, and conditional writes of a new version;
 //! `POST /v1/config/validate`: the same checks as `PUT`, storing nothing. Who may call: the admin token only.
 
-use crate::core::rules::compile_str;
 use crate::core::rules::sources::seal_server_keys;
+use crate::core::rules::{compile_str, Config};
 use crate::core::wire::{BodyError, MAX_BATCH_BYTES};
 use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
 use crate::edge::kv;
@@ -27,12 +27,12 @@ pub(crate) async fn config_get(req: Request, env: &Env) -> ApiResult {
     Ok(resp)
 }
 
-/// Reads a configuration body and compiles it: every problem with its path, or the text that compiled.
-async fn checked(req: &mut Request) -> Result<String, ApiError> {
+/// Reads a configuration body and compiles it: every problem with its path, or the text and what it compiled to.
+async fn checked(req: &mut Request) -> Result<(String, Config), ApiError> {
     let bytes = body(req, MAX_BATCH_BYTES).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::Body(BodyError::NotJson("body is not UTF-8".into())))?;
-    compile_str(&text).map_err(ApiError::InvalidConfig)?;
-    Ok(text)
+    let compiled = compile_str(&text).map_err(ApiError::InvalidConfig)?;
+    Ok((text, compiled))
 }
 
 /// A dry run of `PUT`: editors (and the console) show the compiler's own errors at their paths before saving.
@@ -44,7 +44,7 @@ pub(crate) async fn config_validate(mut req: Request, env: &Env) -> ApiResult {
 
 pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
     require_admin(&req, env)?;
-    let text = checked(&mut req).await?;
+    let (text, compiled) = checked(&mut req).await?;
     // Server keys are stored as their hashes only: what KV and `GET /v1/config` hold cannot authenticate.
     let mut doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| ApiError::Body(BodyError::NotJson(e.to_string())))?;
@@ -52,10 +52,9 @@ pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
     let text = doc.to_string();
     // New audience definitions start a pass that re-evaluates every profile (`audiences::start_sweep`).
     let (_, before) = kv::config(env).await?;
-    let digest = compile_str(&text).map(|c| c.audience_digest).unwrap_or_default();
     match config_object::write(env, &text, if_match_version(&req)?).await? {
         config_object::Written::Stored { version } => {
-            if digest != before.audience_digest {
+            if compiled.audience_digest != before.audience_digest {
                 crate::edge::audiences::start_sweep(env, version).await?;
             }
             let mut resp = json_response(200, &json!({"version": version}))?;
