@@ -218,6 +218,10 @@ describe('reading the index', () => {
     const bad = await fetch(`${w.url}/v1/audiences/buyers/members?limit=0`, { headers: admin() });
     assert.equal(bad.status, 400);
     assert.equal((await bad.json()).error.path, 'limit');
+    const cursor = await fetch(`${w.url}/v1/audiences/buyers/members?cursor=${'p'.repeat(5000)}`, { headers: admin() });
+    assert.equal(cursor.status, 400);
+    const refused = (await cursor.json()).error;
+    assert.deepEqual([refused.code, refused.path], ['invalid_cursor', 'cursor']);
     const format = await fetch(`${w.url}/v1/audiences/buyers/export?format=xml`, { headers: admin() });
     assert.equal(format.status, 400);
     assert.equal((await format.json()).error.path, 'format');

@@ -16,6 +16,8 @@ use worker::{D1Database, Env, Headers, Request, Response};
 /// Members per page: the default and the most a page may ask for.
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
+/// The longest cursor taken (a profile id is far shorter).
+const MAX_CURSOR_BYTES: usize = 256;
 /// Rows read from the index per step of an export.
 const EXPORT_STEP: i64 = 500;
 
@@ -96,7 +98,15 @@ pub(crate) async fn audience_members(req: Request, env: &Env, id: &str) -> ApiRe
             })?
         }
     };
+    // A cursor is a profile id (`next`); anything longer than an id can be is refused rather than sent to D1.
     let cursor = query_param(&req, "cursor")?.unwrap_or_default();
+    if cursor.len() > MAX_CURSOR_BYTES {
+        return Err(ApiError::BadRequest {
+            code: "invalid_cursor",
+            message: format!("cursor is the `next` of a previous page (at most {MAX_CURSOR_BYTES} bytes)"),
+            path: "cursor".into(),
+        });
+    }
     let (_, config) = kv::config(env).await?;
     let id = audience(&config, id)?;
     let db = index(env).await?;
