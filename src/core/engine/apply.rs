@@ -217,7 +217,7 @@ pub struct Link {
 }
 
 /// What the writer did with an `ApplyRequest`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApplyOutcome {
     pub stored: u32,
     pub duplicates: u32,
@@ -230,6 +230,9 @@ pub struct ApplyOutcome {
     pub outcomes: Vec<Outcome>,
     /// Events refused because the profile's budget had no room for them: message id and the field that did not fit.
     pub over_budget: Vec<(String, String)>,
+    /// The events stored, as journeys see them (only when the configuration has journeys).
+    #[serde(skip)]
+    pub happened: Vec<crate::core::engine::journeys::Happened>,
 }
 
 /// What a profile's writer answers an apply (the Durable Object protocol, one type on both sides): what happened
@@ -270,11 +273,20 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
         ) {
             Ok(permitted) => {
                 let p = profile.get_or_insert_with(|| Profile::new(req.profile_id.clone(), permitted.get().timestamp));
+                let happened = (!config.journeys.is_empty()).then(|| {
+                    let e = permitted.get();
+                    crate::core::engine::journeys::Happened {
+                        name: e.count_key().to_string(),
+                        props: e.properties().cloned().unwrap_or_default(),
+                        at: e.timestamp,
+                    }
+                });
                 let (applied, added) = p.apply(permitted, config);
                 match applied {
                     Applied::Stored => {
                         out.stored += 1;
                         out.changed = true;
+                        out.happened.extend(happened);
                     }
                     Applied::Duplicate => out.duplicates += 1,
                     Applied::OverBudget { field } => out.over_budget.push((message_id, field)),

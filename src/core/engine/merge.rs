@@ -198,6 +198,8 @@ pub fn absorb(
     c.last_order_at = c.last_order_at.max(other.computed.last_order_at);
     // What both were shown: impressions of both count toward caps; each experiment keeps the earlier assignment.
     let withdrawn = survivor.shown.absorb(&other.shown);
+    // Journeys the absorbed profile was on go on here (an anonymous cart identified by its buyer keeps its reminder).
+    survivor.journeys.absorb(&other.journeys);
 
     // History and dedup window, united by messageId.
     let recent_ids: BTreeSet<String> =

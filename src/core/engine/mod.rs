@@ -8,5 +8,6 @@ pub mod decide;
 pub mod delivery;
 pub mod evaluate;
 pub mod ingest;
+pub mod journeys;
 pub mod merge;
 pub mod write;

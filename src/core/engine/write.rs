@@ -9,12 +9,20 @@
 //! 4. when `store` is set: store `profile`, then index each of `index` and `repoint` to it (unless
 //!    `index_entry_stays`), delete the snapshots of `absorbed_ids`, and count `outcomes`;
 //! 5. hand `transitions` (and `absorbed_ids`, which leave every audience with their profiles) to the audience
-//!    outlet, once the profile is stored, and wake the profile at its `audiences.due`;
-//! 6. answer `answer`.
+//!    outlet, once the profile is stored;
+//! 6. hand the sends that are due (`journeys::to_enqueue`) to the delivery queue, once the profile is stored, and
+//!    note them enqueued (`journeys::mark_enqueued`, stored again);
+//! 7. wake the profile at the earliest of its `audiences.due` and `journeys.due()`;
+//! 8. answer `answer`.
+//!
+//! The journeys run after the audiences (`journeys::on_write`: the request's events and every transition, those
+//! time alone made before it included); a `setTrait` step that moves an audience is tracked once more, and its
+//! transitions reach the journeys too.
 
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyRequest, Link};
 use crate::core::engine::audiences::{catch_up, track};
+use crate::core::engine::journeys::{self, note_location, Moved};
 use crate::core::engine::merge::link;
 use crate::core::model::audience::{Cause, Transition};
 use crate::core::model::identity::Identity;
@@ -53,6 +61,38 @@ pub fn index_entry_stays(id: &Identity, existing: Option<&str>, here: &str, repo
     existing.is_some_and(|e| e != here && !repoint.contains(id))
 }
 
+/// The journeys' part of a profile that decides whether it must be stored again (its wake-up and size).
+fn current_journeys(p: Option<&Profile>) -> Option<(Option<Millis>, usize, usize)> {
+    p.map(|p| (p.journeys.due(), p.journeys.instances.len(), p.journeys.outbox.len()))
+}
+
+/// A `setTrait` step changed traits: the audiences are tracked again, and what that moved reaches the journeys
+/// (once: a trait they set in turn waits for the next write).
+fn after_traits_set(config: &Config, p: &mut Profile, moved: Moved, now: Millis) -> Vec<Transition> {
+    if !moved.traits_set {
+        return Vec::new();
+    }
+    let more = track(config, p, now, Cause::Event);
+    if !more.is_empty() {
+        journeys::on_write(config, p, &[], &more, now);
+    }
+    more
+}
+
+/// What time alone changed in a stored profile, as its alarm (or the re-evaluation pass) finds it: the audiences
+/// caught up (`audiences::catch_up`), then the journeys (`journeys::on_write` with those transitions and no
+/// event). Answers the transitions and whether the profile must be stored.
+pub fn refresh(config: &Config, profile: &mut Profile, now: Millis) -> (Vec<Transition>, bool) {
+    let before = (profile.audiences.digest, profile.audiences.due, current_journeys(Some(profile)));
+    let mut transitions = catch_up(config, profile, now);
+    let moved = journeys::on_write(config, profile, &[], &transitions, now);
+    let changed = moved.changed();
+    transitions.extend(after_traits_set(config, profile, moved, now));
+    let after = (profile.audiences.digest, profile.audiences.due, current_journeys(Some(profile)));
+    let store = changed || !transitions.is_empty() || before != after;
+    (transitions, store)
+}
+
 /// Links, then applies: see the module's contract.
 pub fn write(
     current: Option<Profile>,
@@ -61,6 +101,7 @@ pub fn write(
     config: &Config,
     now: Millis,
 ) -> Written {
+    let signals = request.signals.clone();
     let mut current = current;
     let mut transitions = match current.as_mut() {
         Some(p) => catch_up(config, p, now),
@@ -71,11 +112,18 @@ pub fn write(
     let linked = link(current, fetched, &request, config, now);
     let merged = linked.absorbed_ids.len();
     let changed_by_link = merged > 0 || !linked.admitted.is_empty();
+    let journeys_before = current_journeys(linked.profile.as_ref());
     let (mut profile, outcome) = apply_events(linked.profile, request, config);
+    let mut journeys_changed = false;
     if let Some(p) = profile.as_mut() {
         transitions.extend(track(config, p, now, if merged > 0 { Cause::Merge } else { Cause::Event }));
+        journeys_changed |= note_location(p, signals.utc_offset_minutes, signals.country.as_deref());
+        let moved = journeys::on_write(config, p, &outcome.happened, &transitions, now);
+        journeys_changed |= moved.changed() || current_journeys(Some(p)) != journeys_before;
+        transitions.extend(after_traits_set(config, p, moved, now));
     }
-    let audiences_changed = !transitions.is_empty()
+    let audiences_changed = journeys_changed
+        || !transitions.is_empty()
         || (audiences_before.is_some()
             && profile.as_ref().map(|p| (p.audiences.digest, p.audiences.due)) != audiences_before);
     let store = profile.is_some() && (outcome.changed || changed_by_link || audiences_changed);

@@ -17,11 +17,14 @@ pub enum Purpose {
     Analytics,
     Personalization,
     Advertising,
+    /// E-mail, messaging and other sends to the person (journeys' destinations), asked for apart from advertising.
+    Marketing,
 }
 
 impl Purpose {
     /// The purposes a visitor can grant or refuse.
-    pub const OPTIONAL: [Purpose; 3] = [Purpose::Analytics, Purpose::Personalization, Purpose::Advertising];
+    pub const OPTIONAL: [Purpose; 4] =
+        [Purpose::Analytics, Purpose::Personalization, Purpose::Advertising, Purpose::Marketing];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,6 +32,7 @@ impl Purpose {
             Purpose::Analytics => "analytics",
             Purpose::Personalization => "personalization",
             Purpose::Advertising => "advertising",
+            Purpose::Marketing => "marketing",
         }
     }
 
@@ -39,6 +43,7 @@ impl Purpose {
             "analytics" => Purpose::Analytics,
             "personalization" | "personalisation" => Purpose::Personalization,
             "advertising" => Purpose::Advertising,
+            "marketing" => Purpose::Marketing,
             _ => return None,
         })
     }
@@ -47,7 +52,7 @@ impl Purpose {
 /// What sent preferences say about each optional purpose (`None`: nothing). A fixed array rather than a map:
 /// the browser build runs this on every call, and a map's code costs download size there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Preferences([Option<bool>; 3]);
+pub struct Preferences([Option<bool>; 4]);
 
 impl Preferences {
     fn slot(p: Purpose) -> Option<usize> {
@@ -56,6 +61,7 @@ impl Preferences {
             Purpose::Analytics => Some(0),
             Purpose::Personalization => Some(1),
             Purpose::Advertising => Some(2),
+            Purpose::Marketing => Some(3),
         }
     }
 
@@ -107,6 +113,9 @@ pub struct RequestSignals {
     pub country: Option<String>,
     /// `Sec-GPC: 1` was sent.
     pub gpc: bool,
+    /// The visitor's offset from UTC in minutes at the request's time (from its time zone), when known: journeys
+    /// keep quiet hours and local-time windows in it.
+    pub utc_offset_minutes: Option<i32>,
 }
 
 /// One recorded decision for one purpose.
@@ -178,6 +187,7 @@ pub struct Effective {
     pub analytics: bool,
     pub personalization: bool,
     pub advertising: bool,
+    pub marketing: bool,
 }
 
 impl Effective {
@@ -187,6 +197,7 @@ impl Effective {
             Purpose::Analytics => self.analytics,
             Purpose::Personalization => self.personalization,
             Purpose::Advertising => self.advertising,
+            Purpose::Marketing => self.marketing,
         }
     }
 }
@@ -243,6 +254,7 @@ impl ConsentPolicy {
             analytics: decide(Purpose::Analytics),
             personalization: decide(Purpose::Personalization),
             advertising: decide(Purpose::Advertising),
+            marketing: decide(Purpose::Marketing),
         }
     }
 }
@@ -285,6 +297,19 @@ pub fn permit_personalization<'a, P: HasConsent>(
     policy.effective(Some(subject.consent()), sent, signals).personalization.then_some(Permitted(subject))
 }
 
+/// The one send check: may a journey's send for `purpose` leave for this person now? Decided, at the moment it
+/// leaves, from what the profile recorded and the model in force where the person was last seen (`country`); no
+/// request is involved, so neither sent preferences nor GPC headers (a GPC refusal is recorded on the profile).
+pub fn permit_send<'a, P: HasConsent>(
+    policy: &ConsentPolicy,
+    subject: &'a P,
+    purpose: Purpose,
+    country: Option<&str>,
+) -> Option<Permitted<&'a P>> {
+    let signals = RequestSignals { country: country.map(String::from), ..RequestSignals::default() };
+    policy.effective(Some(subject.consent()), None, &signals).allows(purpose).then_some(Permitted(subject))
+}
+
 /// Anything that carries recorded consent (a profile, or a profile summary in the browser).
 pub trait HasConsent {
     fn consent(&self) -> &ConsentState;
@@ -302,8 +327,8 @@ mod tests {
     fn opt_in_refuses_until_granted_and_opt_out_grants_until_refused() {
         let mut policy = ConsentPolicy::default();
         policy.regions.insert("US".into(), Model::OptOut);
-        let fr = RequestSignals { country: Some("FR".into()), gpc: false };
-        let us = RequestSignals { country: Some("us".into()), gpc: false };
+        let fr = RequestSignals { country: Some("FR".into()), gpc: false, ..RequestSignals::default() };
+        let us = RequestSignals { country: Some("us".into()), gpc: false, ..RequestSignals::default() };
         assert!(!policy.effective(None, None, &fr).analytics);
         assert!(policy.effective(None, None, &us).analytics);
         assert!(!policy.effective(None, Some(&prefs(&[("Analytics", false)])), &us).analytics);
@@ -313,7 +338,7 @@ mod tests {
     #[test]
     fn gpc_refuses_advertising_whatever_else_says() {
         let policy = ConsentPolicy { model: Model::OptOut, ..ConsentPolicy::default() };
-        let gpc = RequestSignals { country: None, gpc: true };
+        let gpc = RequestSignals { country: None, gpc: true, ..RequestSignals::default() };
         let e = policy.effective(None, Some(&prefs(&[("advertising", true)])), &gpc);
         assert!(!e.advertising);
         assert!(e.analytics);
@@ -333,7 +358,7 @@ mod tests {
         let policy = ConsentPolicy::default();
         let mut state = ConsentState::default();
         state.record(&policy, &prefs(&[("advertising", true)]), 10, "event");
-        let gpc = RequestSignals { country: None, gpc: true };
+        let gpc = RequestSignals { country: None, gpc: true, ..RequestSignals::default() };
         assert!(state.record_signals(&policy, &gpc, 20));
         assert!(!state.grants[&Purpose::Advertising].granted);
         assert_eq!(state.grants[&Purpose::Advertising].source, "gpc");

@@ -8,6 +8,7 @@ pub mod context;
 pub mod event;
 pub mod history;
 pub mod identity;
+pub mod journey;
 pub mod profile;
 pub mod shown;
 pub mod trust;

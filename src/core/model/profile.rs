@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::core::model::audience::Audiences;
+use crate::core::model::journey::Journeys;
 use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS, MAX_RECORD_PROPS, MAX_RECORD_STRING};
 use crate::core::model::shown::Shown;
 
@@ -100,6 +101,9 @@ pub struct Profile {
     /// Stored after `shown` (format version 4, see `store`).
     #[serde(skip)]
     pub audiences: Audiences,
+    /// Stored after `audiences` (format version 5, see `store`).
+    #[serde(skip)]
+    pub journeys: Journeys,
 }
 
 impl HasConsent for Profile {
@@ -138,6 +142,7 @@ impl Profile {
             refused: Vec::new(),
             shown: Shown::default(),
             audiences: Audiences::default(),
+            journeys: Journeys::default(),
         }
     }
 
@@ -279,6 +284,7 @@ impl Profile {
             "consent": consent,
             "segments": segments,
             "audiences": self.audiences.to_json(),
+            "journeys": self.journeys.to_json(),
             "firstSeen": format_iso8601(self.first_seen),
             "lastSeen": format_iso8601(self.last_seen),
             "computed": {

@@ -8,6 +8,7 @@
 pub mod consent;
 pub mod delivery;
 pub mod identity;
+pub mod journey;
 pub mod segment;
 pub mod slots;
 pub mod sources;
@@ -85,6 +86,13 @@ pub struct Config {
     /// token for any user id. Only a demo may turn it on; the Worker warns at every load when it is on.
     #[serde(skip)]
     pub demo_sign_in: bool,
+    /// Journeys, the destinations they send to and the marketing-pressure budget (`journey`). Edge-only.
+    #[serde(skip)]
+    pub journeys: Vec<journey::Journey>,
+    #[serde(skip)]
+    pub destinations: Vec<journey::Destination>,
+    #[serde(skip)]
+    pub pressure: journey::Pressure,
 }
 
 fn default_retention() -> u32 {
@@ -108,6 +116,9 @@ impl Default for Config {
             slots: BTreeMap::new(),
             delivery: None,
             demo_sign_in: false,
+            journeys: Vec::new(),
+            destinations: Vec::new(),
+            pressure: journey::Pressure::default(),
         }
     }
 }
@@ -199,6 +210,9 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         "slots",
         "delivery",
         "demo",
+        "destinations",
+        "pressure",
+        "journeys",
     ];
     if let Some(root) = c.object(doc, "", &keys) {
         if let Some(v) = present(root, "$schema") {
@@ -265,6 +279,19 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         }
         if let Some(v) = present(root, "delivery") {
             config.delivery = c.delivery(v, "delivery");
+        }
+        if let Some(v) = present(root, "destinations") {
+            config.destinations = c.destinations(v, "destinations");
+        }
+        if let Some(v) = present(root, "pressure") {
+            let slots: BTreeSet<String> = config.slots.keys().cloned().collect();
+            config.pressure = c.pressure(v, "pressure", &slots);
+        }
+        if let Some(v) = present(root, "journeys") {
+            let audiences: BTreeSet<usize> =
+                segment::audiences(&config.segments, &config.segment_order, &config.scores).into_iter().collect();
+            let scores_ok: Vec<bool> = config.scores.iter().map(Score::reads_profile_only).collect();
+            config.journeys = c.journeys(v, "journeys", &ids, &audiences, &scores_ok, &config.destinations);
         }
     }
     if c.errors.is_empty() {

@@ -9,6 +9,7 @@ use crate::core::base::binread;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::audience::Audiences;
+use crate::core::model::journey::Journeys;
 use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
 use crate::core::model::shown::Shown;
@@ -24,9 +25,13 @@ pub const PROFILE_V2: u8 = 2;
 /// experiment assignments). Appending keeps version 2 readable with no frozen copy of its types. A profile
 /// kept inside a merge record (for a split) is stored without its `Shown`.
 pub const PROFILE_V3: u8 = 3;
-/// Version 4, written now: version 3's body followed by the profile's audiences (`Audiences`: membership,
-/// transitions, the next change by time). A profile inside a merge record is stored without them.
+/// Version 4: version 3's body followed by the profile's audiences (`Audiences`: membership, transitions, the
+/// next change by time). A profile inside a merge record is stored without them. Still read.
 pub const PROFILE_V4: u8 = 4;
+/// Version 5, written now: version 4's body followed by the profile's journeys (`Journeys`: running instances,
+/// the outbox of sends, the ledger the pressure budget counts, ended instances). A profile inside a merge record
+/// is stored without them.
+pub const PROFILE_V5: u8 = 5;
 /// Version 1 of the writer request (no longer read).
 pub const APPLY_V1: u8 = 1;
 /// Version 2 of the writer request: `ApplyRequest` with the links of profiles to absorb (no longer read).
@@ -34,6 +39,8 @@ pub const APPLY_V2: u8 = 2;
 /// Version 3: with the impressions to record. The Worker and its Durable Objects deploy together, so older
 /// versions are no longer read.
 pub const APPLY_V3: u8 = 3;
+/// Version 4: the request's signals carry the visitor's offset from UTC (journeys' local time).
+pub const APPLY_V4: u8 = 4;
 /// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
 /// No longer read.
 pub const RULES_V1: u8 = 1;
@@ -95,7 +102,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 }
 
 pub fn encode_profile(p: &Profile) -> Vec<u8> {
-    encode(PROFILE_V4, &(p, &p.shown, &p.audiences))
+    encode(PROFILE_V5, &(p, &p.shown, &p.audiences, &p.journeys))
 }
 
 /// The largest encoded profile stored. A Durable Object's storage holds at most 128 KiB per value; this leaves
@@ -208,10 +215,18 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
             p.shown = shown;
             Ok(p)
         }
-        _ => {
+        Some(&PROFILE_V4) => {
             let (mut p, shown, audiences): (Profile, Shown, Audiences) = decode(PROFILE_V4, bytes)?;
             p.shown = shown;
             p.audiences = audiences;
+            Ok(p)
+        }
+        _ => {
+            let (mut p, shown, audiences, journeys): (Profile, Shown, Audiences, Journeys) =
+                decode(PROFILE_V5, bytes)?;
+            p.shown = shown;
+            p.audiences = audiences;
+            p.journeys = journeys;
             Ok(p)
         }
     }
@@ -313,11 +328,11 @@ mod v1 {
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
-    encode(APPLY_V3, r)
+    encode(APPLY_V4, r)
 }
 
 pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
-    decode(APPLY_V3, bytes)
+    decode(APPLY_V4, bytes)
 }
 
 pub fn encode_apply_answer(a: &ApplyAnswer) -> Vec<u8> {
@@ -375,8 +390,10 @@ mod tests {
         }]);
         p.audiences.record("vip", true, 7, crate::core::model::audience::Cause::Event);
         p.audiences.due = Some(99);
+        p.journeys.seq = 3;
+        p.journeys.utc_offset = Some(60);
         let bytes = encode_profile(&p);
-        assert_eq!(bytes[0], PROFILE_V4);
+        assert_eq!(bytes[0], PROFILE_V5);
         let back = decode_profile(&bytes).unwrap();
         assert_eq!(back.shown.experiments["x"].variant, "a");
         assert_eq!(back, p);
@@ -385,6 +402,11 @@ mod tests {
         let old = decode_profile(&v3).unwrap();
         assert_eq!(old.shown, p.shown);
         assert_eq!(old.audiences, Audiences::default());
+        // Version 4 (no journeys) still reads: the profile is on none until an event or a transition starts one.
+        let v4 = encode(PROFILE_V4, &(&p, &p.shown, &p.audiences));
+        let old = decode_profile(&v4).unwrap();
+        assert_eq!(old.audiences, p.audiences);
+        assert_eq!(old.journeys, Journeys::default());
     }
 
     #[test]
@@ -443,7 +465,7 @@ mod tests {
         assert_eq!(p.aggregates.count("Product Viewed|category=bags", day, day), 1);
         // And it is written back in the current version.
         let again = encode_profile(&p);
-        assert_eq!(again[0], PROFILE_V4);
+        assert_eq!(again[0], PROFILE_V5);
         assert_eq!(decode_profile(&again).unwrap(), p);
     }
 

@@ -5,6 +5,7 @@
 //! not shaped like a batch, fails as a whole.
 
 pub mod audiences;
+pub mod deliveries;
 pub mod auth;
 pub mod decide;
 pub mod events;

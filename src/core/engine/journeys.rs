@@ -1,0 +1,681 @@
+//! Journeys in motion, as a sans-I/O engine: from a profile's instances, what just happened (events, audience
+//! transitions) or a wake-up, and `now`, the next state, the sends to make and the next wake-up.
+//!
+//! The contract, as the profile's Durable Object runs it (`engine::write` calls `on_write`; tests drive the same
+//! functions with simulated time):
+//! - **inputs**: `on_write(config, profile, happened, transitions, now)` after a write's events are applied and
+//!   its audiences tracked; `wake(config, profile, now)` from the object's alarm;
+//! - **state**: everything lives in `Profile::journeys` and is stored with the profile;
+//! - **outputs**: new sends sit in the outbox; `to_enqueue` lists those due and not yet handed to the delivery
+//!   queue, which the shell sends *after* storing the profile and then marks (`mark_enqueued`);
+//!   `Journeys::due` is the next instant the object must wake;
+//! - **at send time**: `claim` re-checks a send as it leaves (cancelled by an exit, destination removed, consent,
+//!   quiet hours, the pressure budget) and counts it once; `settle` removes it once the destination took it or the
+//!   delivery gave up (a send that never arrived stops counting).
+//!
+//! Steps run at their own instants however late the object wakes: a wait of a day that ended an hour ago moves on
+//! at the end of the day, and the steps after it count from there.
+
+use crate::core::base::time::{format_iso8601, parse_iso8601, Millis, DAY, HOUR};
+use crate::core::base::value::Value;
+use crate::core::engine::decide::scores_of;
+use crate::core::engine::evaluate::{evaluate_all, Facts};
+use crate::core::model::audience::Transition;
+use crate::core::model::consent::permit_send;
+use crate::core::model::context::Context;
+use crate::core::model::journey::{Ended, Instance, Outgoing, Sent, MAX_CONTEXT_PROPS, MAX_LEDGER, MAX_OUTBOX};
+use crate::core::model::profile::{Profile, TraitEntry};
+use crate::core::rules::journey::{Destination, Exit, Journey, Reentry, StepKind, Trigger, ONSITE};
+use crate::core::rules::segment::PropertyFilter;
+use crate::core::rules::Config;
+use std::collections::BTreeMap;
+
+/// An event older than this when it is written starts no journey (an import of history is not a visit).
+pub const MAX_TRIGGER_AGE: Millis = DAY;
+/// How long an outbox entry that was cancelled, or claimed and never settled, is kept before it goes.
+pub const OUTBOX_KEEP: Millis = 7 * DAY;
+
+/// An event as the journeys see it: its name (as counted), properties and time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Happened {
+    pub name: String,
+    pub props: BTreeMap<String, Value>,
+    pub at: Millis,
+}
+
+/// What a run of the engine changed besides the instances themselves.
+#[derive(Debug, Default, PartialEq)]
+pub struct Moved {
+    /// A `setTrait` step changed the profile's traits (audiences must be tracked again).
+    pub traits_set: bool,
+    /// Instances entered, ended, and sends added to the outbox.
+    pub entered: usize,
+    pub ended: usize,
+    pub sends: usize,
+}
+
+impl Moved {
+    pub fn changed(&self) -> bool {
+        self.entered + self.ended + self.sends > 0 || self.traits_set
+    }
+
+    fn add(&mut self, o: Moved) {
+        self.traits_set |= o.traits_set;
+        self.entered += o.entered;
+        self.ended += o.ended;
+        self.sends += o.sends;
+    }
+}
+
+/// A send's fate when it is claimed at the moment it leaves.
+#[derive(Debug, PartialEq)]
+pub enum Claim<'c> {
+    /// It goes (again, for a retry): to this destination, with this entry.
+    Go { destination: &'c Destination, outgoing: Outgoing },
+    /// It does not go, for this reason (`exited`, `journey_removed`, `destination_removed`, `consent`,
+    /// `pressure_cap`, `channel_cap`); it left the outbox.
+    Suppressed(String),
+    /// Quiet hours: it waits until then (the object's alarm hands it to the queue again).
+    Deferred(Millis),
+    /// Nothing by this id waits here.
+    Unknown,
+}
+
+/// After a write: catches up with time, then what the events and transitions did, then runs what is due.
+pub fn on_write(
+    config: &Config,
+    profile: &mut Profile,
+    happened: &[Happened],
+    transitions: &[Transition],
+    now: Millis,
+) -> Moved {
+    if config.journeys.is_empty() && profile.journeys.instances.is_empty() && profile.journeys.outbox.is_empty() {
+        return Moved::default();
+    }
+    let mut moved = wake(config, profile, now);
+    for h in happened {
+        moved.add(on_event(config, profile, h, now));
+    }
+    for t in transitions {
+        moved.add(on_transition(config, profile, t, now));
+    }
+    moved.add(advance_all(config, profile, now));
+    moved
+}
+
+/// The alarm: ends instances of journeys no longer configured, runs every step that is due, and drops outbox
+/// entries kept long enough.
+pub fn wake(config: &Config, profile: &mut Profile, now: Millis) -> Moved {
+    let mut moved = Moved::default();
+    let gone: Vec<u64> = profile
+        .journeys
+        .instances
+        .iter()
+        .filter(|i| config.journeys.iter().all(|j| j.id != i.journey))
+        .map(|i| i.id)
+        .collect();
+    for id in gone {
+        end(profile, id, "journey_removed", now);
+        moved.ended += 1;
+    }
+    profile.journeys.outbox.retain(|o| {
+        let stale = o.cancelled.is_some() || o.claimed.is_some();
+        !(stale && o.created + OUTBOX_KEEP < now)
+    });
+    moved.add(advance_all(config, profile, now));
+    moved
+}
+
+/// One applied event: exits first, then holds it releases, then journeys it starts.
+fn on_event(config: &Config, profile: &mut Profile, h: &Happened, now: Millis) -> Moved {
+    let mut moved = Moved::default();
+    // Exits and holds, instance by instance.
+    let ids: Vec<u64> = profile.journeys.instances.iter().map(|i| i.id).collect();
+    for id in ids {
+        let Some(inst) = profile.journeys.instances.iter().find(|i| i.id == id) else { continue };
+        let Some(journey) = config.journeys.iter().find(|j| j.id == inst.journey) else { continue };
+        let key_of = |filters_ok: bool, match_key: bool| {
+            filters_ok && (!match_key || key_value(&h.props, journey.reentry.key_property()).as_deref() == Some(&inst.key))
+        };
+        if h.at < inst.entered_at {
+            continue;
+        }
+        let exit = journey.exits.iter().find(|e| match e {
+            Exit::Event { event, filters, match_key } => *event == h.name && key_of(matches(filters, &h.props), *match_key),
+            Exit::AudienceExited(_) => false,
+        });
+        if let Some(Exit::Event { event, .. }) = exit {
+            end(profile, id, &format!("exit:{event}"), h.at.min(now));
+            moved.ended += 1;
+            continue;
+        }
+        let Some(step) = journey.step(&inst.step).map(|s| &journey.steps[s]) else { continue };
+        if let StepKind::Hold { event, filters, match_key, .. } = &step.kind {
+            if *event == h.name && h.at >= inst.since && key_of(matches(filters, &h.props), *match_key) {
+                let at = h.at.min(now);
+                move_to(profile, id, step.next.map(|n| journey.steps[n].id.as_str()), at);
+                if step.next.is_none() {
+                    moved.ended += 1;
+                }
+            }
+        }
+    }
+    // Triggers.
+    if h.at < now - MAX_TRIGGER_AGE {
+        return moved;
+    }
+    for journey in &config.journeys {
+        let Trigger::Event { event, filters, nth } = &journey.trigger else { continue };
+        if *event != h.name || !matches(filters, &h.props) {
+            continue;
+        }
+        let key = match journey.reentry.key_property() {
+            Some(k) => match key_value(&h.props, Some(k)) {
+                Some(v) => v,
+                None => continue,
+            },
+            None => String::new(),
+        };
+        if let Some(n) = nth {
+            // This event makes the nth with this key: count those the profile holds (this one included).
+            let prop = journey.reentry.key_property();
+            let seen = profile
+                .recent
+                .iter()
+                .filter(|r| r.name == *event && matches(filters, &r.props) && key_value(&r.props, prop).as_deref() == Some(&key))
+                .count();
+            if seen != *n as usize {
+                continue;
+            }
+        }
+        if enter(config, profile, journey, key, h.props.clone(), h.at.min(now), now) {
+            moved.entered += 1;
+        }
+    }
+    moved
+}
+
+/// One audience transition: exits on leaving, journeys it starts.
+fn on_transition(config: &Config, profile: &mut Profile, t: &Transition, now: Millis) -> Moved {
+    let mut moved = Moved::default();
+    if !t.entered {
+        let leaving: Vec<u64> = profile
+            .journeys
+            .instances
+            .iter()
+            .filter(|i| {
+                config.journeys.iter().any(|j| {
+                    j.id == i.journey && j.exits.iter().any(|e| matches!(e, Exit::AudienceExited(a) if *a == t.audience))
+                })
+            })
+            .map(|i| i.id)
+            .collect();
+        for id in leaving {
+            end(profile, id, &format!("exit:audience:{}", t.audience), t.at);
+            moved.ended += 1;
+        }
+    }
+    for journey in &config.journeys {
+        if let Trigger::Audience { audience, entered } = &journey.trigger {
+            if *audience == t.audience && *entered == t.entered && enter(config, profile, journey, String::new(), BTreeMap::new(), t.at, now) {
+                moved.entered += 1;
+            }
+        }
+    }
+    moved
+}
+
+/// Starts an instance if the re-entry rule, the audience filter and the running limit allow.
+fn enter(
+    config: &Config,
+    profile: &mut Profile,
+    journey: &Journey,
+    key: String,
+    mut context: BTreeMap<String, Value>,
+    at: Millis,
+    now: Millis,
+) -> bool {
+    let js = &profile.journeys;
+    let allowed = match &journey.reentry {
+        Reentry::Once => !js.has_entered(&journey.id, ""),
+        Reentry::EveryTime { .. } => !js.instances.iter().any(|i| i.journey == journey.id && i.key == key),
+    };
+    if !allowed {
+        return false;
+    }
+    if let Some(a) = journey.audience {
+        if !profile.audiences.is_member(&config.segments[a].id) {
+            return false;
+        }
+    }
+    if js.instances.len() >= crate::core::rules::journey::MAX_RUNNING {
+        let step = journey.steps[0].id.clone();
+        profile.journeys.note_ended(Ended { journey: journey.id.clone(), key, step, at: now, reason: "limit".into() });
+        return false;
+    }
+    while context.len() > MAX_CONTEXT_PROPS {
+        context.pop_last();
+    }
+    let js = &mut profile.journeys;
+    js.seq += 1;
+    let entered_key = if journey.reentry == Reentry::Once { "" } else { key.as_str() };
+    js.note_entered(&journey.id, entered_key);
+    js.instances.push(Instance {
+        id: js.seq,
+        journey: journey.id.clone(),
+        key,
+        step: journey.steps[0].id.clone(),
+        entered_at: at,
+        since: at,
+        wake: None,
+        context,
+    });
+    true
+}
+
+/// Ends an instance: recorded with its reason, its sends that have not left cancelled.
+fn end(profile: &mut Profile, id: u64, reason: &str, at: Millis) {
+    let js = &mut profile.journeys;
+    let Some(pos) = js.instances.iter().position(|i| i.id == id) else { return };
+    let inst = js.instances.remove(pos);
+    if reason != "completed" {
+        for o in js.outbox.iter_mut().filter(|o| o.instance == id && o.journey == inst.journey) {
+            o.cancelled.get_or_insert_with(|| if reason.starts_with("exit") { "exited".into() } else { reason.into() });
+        }
+    }
+    js.note_ended(Ended { journey: inst.journey, key: inst.key, step: inst.step, at, reason: reason.to_string() });
+}
+
+/// Moves an instance to a step (`None`: it completes) at `at`.
+fn move_to(profile: &mut Profile, id: u64, step: Option<&str>, at: Millis) {
+    match step {
+        Some(s) => {
+            if let Some(inst) = profile.journeys.instances.iter_mut().find(|i| i.id == id) {
+                inst.step = s.to_string();
+                inst.since = at;
+                inst.wake = None;
+            }
+        }
+        None => end(profile, id, "completed", at),
+    }
+}
+
+fn advance_all(config: &Config, profile: &mut Profile, now: Millis) -> Moved {
+    let mut moved = Moved::default();
+    let ids: Vec<u64> = profile.journeys.instances.iter().map(|i| i.id).collect();
+    for id in ids {
+        moved.add(advance(config, profile, id, now));
+    }
+    moved
+}
+
+/// Runs one instance's steps that are due at `now`, each at its own instant, until it waits or ends.
+fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Moved {
+    let mut moved = Moved::default();
+    // Every loop passes a wait (the compiler checks), so this bound is never reached by a valid journey.
+    for _ in 0..(2 * crate::core::rules::journey::MAX_STEPS + 2) {
+        let Some(inst) = profile.journeys.instances.iter().find(|i| i.id == id) else { return moved };
+        let Some(journey) = config.journeys.iter().find(|j| j.id == inst.journey) else { return moved };
+        let Some(index) = journey.step(&inst.step) else {
+            end(profile, id, "step_removed", now);
+            moved.ended += 1;
+            return moved;
+        };
+        let step = &journey.steps[index];
+        let t = inst.since;
+        let next_id = |n: Option<usize>| n.map(|n| journey.steps[n].id.as_str());
+        let offset = offset_of(config, profile);
+        // Steps that wait: set the wake-up on arrival; move on once it has come.
+        let waiting_until = match &step.kind {
+            StepKind::Wait(d) => Some(Ok(t + d)),
+            StepKind::WaitUntilDate { name, offset: by } => Some(match profile.traits.get(name).and_then(|e| date_of(&e.value)) {
+                None => Err("no_date"),
+                Some(date) if date + by < t => Err("date_passed"),
+                Some(date) => Ok(date + by),
+            }),
+            StepKind::WaitWindow { from, to, days } => Some(Ok(next_in_window(t, offset, *from, *to, *days))),
+            StepKind::Hold { max, .. } => Some(Ok(t + max)),
+            _ => None,
+        };
+        if let Some(until) = waiting_until {
+            let until = match until {
+                Ok(u) => u,
+                Err(reason) => {
+                    end(profile, id, reason, t);
+                    moved.ended += 1;
+                    return moved;
+                }
+            };
+            if until > now {
+                if let Some(inst) = profile.journeys.instances.iter_mut().find(|i| i.id == id) {
+                    inst.wake = Some(until);
+                }
+                return moved;
+            }
+            let next = match &step.kind {
+                StepKind::Hold { timeout, .. } => *timeout,
+                _ => step.next,
+            };
+            if next.is_none() {
+                let reason = if matches!(step.kind, StepKind::Hold { .. }) { "hold_timeout" } else { "completed" };
+                end(profile, id, reason, until);
+                moved.ended += 1;
+                return moved;
+            }
+            move_to(profile, id, next_id(next), until);
+            continue;
+        }
+        let next = match &step.kind {
+            StepKind::Branch { arms, default } => {
+                let cx = Context::default();
+                let scores = scores_of(config, profile, &cx, t.max(0));
+                let facts = Facts { profile, cx: &cx, now: t, scores: &scores };
+                let segments = evaluate_all(&config.segments, &config.segment_order, &facts);
+                arms.iter().find(|(c, _)| c.holds(&facts, &segments)).map_or(*default, |(_, g)| *g)
+            }
+            StepKind::Split { arms } => {
+                let total: u64 = arms.iter().map(|(w, _)| u64::from(*w)).sum();
+                let mut pick = sticky_bucket(&profile.id, &journey.id, &step.id) % total.max(1);
+                let mut chosen = None;
+                for (w, g) in arms {
+                    if pick < u64::from(*w) {
+                        chosen = Some(*g);
+                        break;
+                    }
+                    pick -= u64::from(*w);
+                }
+                chosen.unwrap_or(None)
+            }
+            StepKind::SetTrait { name, value } => {
+                profile.traits.insert(name.clone(), TraitEntry { value: value.clone(), at: t });
+                moved.traits_set = true;
+                step.next
+            }
+            StepKind::Send { destination, event } => {
+                let dest = &config.destinations[*destination];
+                let inst = inst.clone();
+                let js = &mut profile.journeys;
+                if js.outbox.len() >= MAX_OUTBOX {
+                    js.note_ended(Ended {
+                        journey: inst.journey.clone(),
+                        key: inst.key.clone(),
+                        step: step.id.clone(),
+                        at: t,
+                        reason: "outbox_full".into(),
+                    });
+                } else {
+                    js.sends += 1;
+                    let leaves = t.max(now);
+                    let due = quiet_end(&config.pressure.quiet, offset, leaves).unwrap_or(leaves);
+                    js.outbox.push(Outgoing {
+                        id: format!("dlv_{}_{}", profile.id, js.sends),
+                        destination: dest.id.clone(),
+                        journey: inst.journey.clone(),
+                        step: step.id.clone(),
+                        instance: inst.id,
+                        key: inst.key.clone(),
+                        event: event.clone(),
+                        entered_at: inst.entered_at,
+                        context: inst.context.clone(),
+                        created: leaves,
+                        due,
+                        enqueued: false,
+                        claimed: None,
+                        cancelled: None,
+                    });
+                    moved.sends += 1;
+                }
+                step.next
+            }
+            _ => step.next,
+        };
+        if next.is_none() {
+            end(profile, id, "completed", t);
+            moved.ended += 1;
+            return moved;
+        }
+        move_to(profile, id, next_id(next), t);
+    }
+    end(profile, id, "loop", now);
+    moved.ended += 1;
+    moved
+}
+
+/// The sends due at `now` that wait to be handed to the delivery queue (after the profile is stored).
+pub fn to_enqueue(profile: &Profile, now: Millis) -> Vec<Outgoing> {
+    profile.journeys.outbox.iter().filter(|o| !o.enqueued && o.cancelled.is_none() && o.due <= now).cloned().collect()
+}
+
+/// Notes sends as handed to the queue.
+pub fn mark_enqueued(profile: &mut Profile, ids: &[String]) {
+    for o in profile.journeys.outbox.iter_mut().filter(|o| ids.contains(&o.id)) {
+        o.enqueued = true;
+    }
+}
+
+/// Re-checks a send as it leaves and, the first time it may go, counts it in the pressure budget.
+pub fn claim<'c>(config: &'c Config, profile: &mut Profile, id: &str, now: Millis) -> Claim<'c> {
+    let Some(pos) = profile.journeys.outbox.iter().position(|o| o.id == id) else { return Claim::Unknown };
+    let o = profile.journeys.outbox[pos].clone();
+    let suppress = |profile: &mut Profile, reason: &str| {
+        profile.journeys.outbox.remove(pos);
+        Claim::Suppressed(reason.to_string())
+    };
+    if let Some(reason) = &o.cancelled {
+        return suppress(profile, reason);
+    }
+    let Some(destination) = config.destinations.iter().find(|d| d.id == o.destination) else {
+        return suppress(profile, "destination_removed");
+    };
+    if config.journeys.iter().all(|j| j.id != o.journey) {
+        return suppress(profile, "journey_removed");
+    }
+    let country = profile.journeys.country.clone();
+    if permit_send(&config.consent, &*profile, destination.purpose, country.as_deref()).is_none() {
+        return suppress(profile, "consent");
+    }
+    if o.claimed.is_some() {
+        return Claim::Go { destination, outgoing: o };
+    }
+    if let Some(until) = quiet_end(&config.pressure.quiet, offset_of(config, profile), now) {
+        let entry = &mut profile.journeys.outbox[pos];
+        entry.due = until;
+        entry.enqueued = false;
+        return Claim::Deferred(until);
+    }
+    if let Some(reason) = over_budget(config, profile, &destination.channel, now) {
+        return suppress(profile, reason);
+    }
+    let js = &mut profile.journeys;
+    js.outbox[pos].claimed = Some(now);
+    js.ledger.push_back(Sent { at: now, channel: destination.channel.clone(), id: o.id.clone() });
+    let keep_from = now - config.pressure.longest_period();
+    while js.ledger.len() > MAX_LEDGER || js.ledger.front().is_some_and(|s| s.at <= keep_from) {
+        js.ledger.pop_front();
+    }
+    let outgoing = js.outbox[pos].clone();
+    Claim::Go { destination, outgoing }
+}
+
+/// The budget a new send of `channel` would break, if any: the caps over every send and the slots' impressions,
+/// then the channel's own caps.
+pub fn over_budget(config: &Config, profile: &Profile, channel: &str, now: Millis) -> Option<&'static str> {
+    let p = &config.pressure;
+    for cap in &p.caps {
+        if sent_in(config, profile, None, cap.per, now) >= cap.max as usize {
+            return Some("pressure_cap");
+        }
+    }
+    for cap in p.channels.get(channel).into_iter().flatten() {
+        if sent_in(config, profile, Some(channel), cap.per, now) >= cap.max as usize {
+            return Some("channel_cap");
+        }
+    }
+    None
+}
+
+/// Sends (of `channel`, or all) in the `per` before `now`, counting the pressure slots' impressions as `onsite`.
+fn sent_in(config: &Config, profile: &Profile, channel: Option<&str>, per: Millis, now: Millis) -> usize {
+    let sends = profile.journeys.sent_since(channel, now - per);
+    let onsite = if channel.is_none_or(|c| c == ONSITE) {
+        config
+            .pressure
+            .slots
+            .iter()
+            .filter_map(|s| config.slots.get(s))
+            .flat_map(|slot| slot.blocks.iter())
+            .map(|b| profile.shown.impressions_within(&b.id, per, now))
+            .sum()
+    } else {
+        0
+    };
+    sends + onsite
+}
+
+/// Whether the slot's blocks must stay unshown because the pressure budget is spent (a slot the budget counts).
+pub fn slot_over_budget(config: &Config, profile: &Profile, slot: &str, now: Millis) -> bool {
+    config.pressure.slots.iter().any(|s| s == slot) && over_budget(config, profile, ONSITE, now).is_some()
+}
+
+/// Removes a send once the destination took it (`delivered`) or its delivery gave up; one that never arrived
+/// stops counting in the budget.
+pub fn settle(profile: &mut Profile, id: &str, delivered: bool) -> bool {
+    let js = &mut profile.journeys;
+    let before = js.outbox.len();
+    js.outbox.retain(|o| o.id != id);
+    if !delivered {
+        js.ledger.retain(|s| s.id != id);
+    }
+    js.outbox.len() != before
+}
+
+/// Notes where the person was last seen (a request's signals), for local time and the consent model.
+pub fn note_location(profile: &mut Profile, utc_offset: Option<i32>, country: Option<&str>) -> bool {
+    let js = &mut profile.journeys;
+    let mut changed = false;
+    if utc_offset.is_some() && js.utc_offset != utc_offset {
+        js.utc_offset = utc_offset;
+        changed = true;
+    }
+    if let Some(c) = country {
+        if js.country.as_deref() != Some(c) {
+            js.country = Some(c.to_string());
+            changed = true;
+        }
+    }
+    changed
+}
+
+fn offset_of(config: &Config, profile: &Profile) -> i32 {
+    profile.journeys.utc_offset.unwrap_or(config.pressure.default_offset)
+}
+
+fn matches(filters: &[PropertyFilter], props: &BTreeMap<String, Value>) -> bool {
+    filters.iter().all(|f| f.matches(props))
+}
+
+/// The entry key's value in an event's properties, as text.
+fn key_value(props: &BTreeMap<String, Value>, key: Option<&str>) -> Option<String> {
+    let Some(key) = key else { return Some(String::new()) };
+    match props.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(if n.fract() == 0.0 { format!("{}", *n as i64) } else { n.to_string() }),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A trait's date: an ISO 8601 date or date-time, or milliseconds since the epoch.
+fn date_of(v: &Value) -> Option<Millis> {
+    match v {
+        Value::String(s) => parse_iso8601(s),
+        Value::Number(n) if n.is_finite() => Some(*n as Millis),
+        _ => None,
+    }
+}
+
+/// A number from the person, the journey and the step: the same arm of a split for the same person every time.
+fn sticky_bucket(profile: &str, journey: &str, step: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest([profile, "\u{1f}", journey, "\u{1f}", step].concat().as_bytes());
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+}
+
+/// The local hour and weekday (0 Monday) at `t` for an offset in minutes.
+fn local(t: Millis, offset: i32) -> (Millis, u8, u8) {
+    let l = t + Millis::from(offset) * 60_000;
+    let day = l.div_euclid(DAY);
+    // 1970-01-01 was a Thursday (weekday 3 counting from Monday).
+    (l, (l.rem_euclid(DAY) / HOUR) as u8, (day + 3).rem_euclid(7) as u8)
+}
+
+/// The first instant at or after `t` inside `[from, to)` local hours on one of `days`.
+pub fn next_in_window(t: Millis, offset: i32, from: u8, to: u8, days: u8) -> Millis {
+    let (l, _, weekday) = local(t, offset);
+    let day_start = l.div_euclid(DAY) * DAY;
+    for d in 0..8 {
+        if days & (1 << ((weekday as i64 + d) % 7)) == 0 {
+            continue;
+        }
+        let start = day_start + d * DAY + Millis::from(from) * HOUR;
+        let end = day_start + d * DAY + Millis::from(to) * HOUR;
+        if l < end {
+            return l.max(start) - Millis::from(offset) * 60_000;
+        }
+    }
+    t
+}
+
+/// When quiet hours `(from, to)` around `t` end, if `t` is inside them.
+pub fn quiet_end(quiet: &Option<(u8, u8)>, offset: i32, t: Millis) -> Option<Millis> {
+    let (from, to) = (*quiet)?;
+    let (l, hour, _) = local(t, offset);
+    let inside = if from < to { hour >= from && hour < to } else { hour >= from || hour < to };
+    if !inside {
+        return None;
+    }
+    let day_start = l.div_euclid(DAY) * DAY;
+    let mut end = day_start + Millis::from(to) * HOUR;
+    if end <= l {
+        end += DAY;
+    }
+    Some(end - Millis::from(offset) * 60_000)
+}
+
+/// The ISO time of an instant, for cases and logs.
+pub fn iso(t: Millis) -> String {
+    format_iso8601(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::base::time::{parse_iso8601, MINUTE};
+
+    fn t(s: &str) -> Millis {
+        parse_iso8601(s).unwrap()
+    }
+
+    #[test]
+    fn local_windows_and_quiet_hours_count_in_the_person_s_time() {
+        // 2026-11-30 is a Monday. At 20:00 UTC it is 21:00 in UTC+1: quiet hours 21-8 hold it until 08:00 local.
+        assert_eq!(quiet_end(&Some((21, 8)), 60, t("2026-11-30T20:00:00Z")), Some(t("2026-12-01T07:00:00Z")));
+        assert_eq!(quiet_end(&Some((21, 8)), 60, t("2026-11-30T19:59:00Z")), None);
+        assert_eq!(quiet_end(&Some((21, 8)), 60, t("2026-12-01T03:00:00Z")), Some(t("2026-12-01T07:00:00Z")));
+        assert_eq!(quiet_end(&Some((12, 14)), 0, t("2026-11-30T13:30:00Z")), Some(t("2026-11-30T14:00:00Z")));
+        // A window of 9-18 on weekdays, from Saturday 10:00 UTC-5: Monday 09:00 local.
+        let sat = t("2026-12-05T15:00:00Z");
+        assert_eq!(next_in_window(sat, -300, 9, 18, 0b001_1111), t("2026-12-07T14:00:00Z"));
+        // Inside the window already: at once.
+        let mon = t("2026-11-30T10:00:00Z");
+        assert_eq!(next_in_window(mon, 0, 9, 18, 0x7f), mon);
+        assert_eq!(next_in_window(t("2026-11-30T18:00:00Z"), 0, 9, 18, 0x7f), t("2026-12-01T09:00:00Z"));
+        assert_eq!(next_in_window(t("2026-11-30T08:59:00Z"), 0, 9, 18, 0x7f), t("2026-11-30T09:00:00Z") - 0 * MINUTE);
+    }
+
+    #[test]
+    fn sticky_buckets_do_not_move() {
+        assert_eq!(sticky_bucket("p", "j", "s"), sticky_bucket("p", "j", "s"));
+        assert_ne!(sticky_bucket("p", "j", "s"), sticky_bucket("q", "j", "s"));
+    }
+}

@@ -1,0 +1,1197 @@
+//! Journeys, destinations and the marketing-pressure budget: the configuration's `journeys`, `destinations` and
+//! `pressure` sections, compiled beside their types with every problem at its path. How an instance moves
+//! through its steps is `engine::journeys`; what leaves for a destination is `wire::deliveries`.
+//!
+//! A journey is a list of steps run in order; a step may name where to go next (`goto`, a branch's arms, a
+//! split's arms, a hold's timeout), and `"end"` ends the instance. Every loop in a journey passes a wait or a
+//! hold (the compiler refuses one that does not), so an instance never runs without end inside one write.
+
+use crate::core::base::time::{Millis, DAY, HOUR, SECOND};
+use crate::core::base::value::Value;
+use crate::core::model::consent::Purpose;
+use crate::core::rules::segment::{Condition, PropertyFilter};
+use crate::core::rules::slots::Cap;
+use crate::core::rules::{at, idx, is_id, present, Compiler};
+use serde_json::{Map, Value as J};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Journeys a configuration may define.
+pub const MAX_JOURNEYS: usize = 50;
+/// Steps a journey may have.
+pub const MAX_STEPS: usize = 32;
+/// Instances running at once on one profile, across journeys (as Segment's Journeys allow 25 per profile).
+pub const MAX_RUNNING: usize = 25;
+/// The longest wait, hold or delay (Segment's Journeys allow 182 days).
+pub const MAX_WAIT: Millis = 182 * DAY;
+/// Destinations a configuration may define.
+pub const MAX_DESTINATIONS: usize = 20;
+/// Attempts a delivery may make (the first and its retries).
+pub const MAX_ATTEMPTS: u32 = 10;
+/// The longest a destination may take to answer.
+pub const MAX_TIMEOUT: Millis = 30 * SECOND;
+
+/// Where a send goes and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Destination {
+    pub id: String,
+    pub kind: DestinationKind,
+    /// The absolute `http(s)` URL a webhook is posted to, or a Tracking API's base (`.../v1`), to which `/track` is
+    /// appended.
+    pub url: String,
+    /// The consent purpose a person must have granted, checked when the send leaves.
+    pub purpose: Purpose,
+    /// The channel the pressure budget counts it in (`email`, `sms`, `push`, `ads`, ...).
+    pub channel: String,
+    pub payload: Payload,
+    /// The traits (by name) the payload carries in `context.traits`: nothing else of the profile leaves.
+    pub traits: Vec<String>,
+    pub timeout: Millis,
+    /// Attempts before the delivery is dead-lettered (the first included).
+    pub attempts: u32,
+    /// The first retry's delay; each further retry waits twice as long as the one before.
+    pub backoff: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DestinationKind {
+    /// A Standard Webhooks endpoint, signed with the secret held in the Worker's variable `secret_env`.
+    Webhook { secret_env: String },
+    /// Any Segment-spec HTTP Tracking API (Segment, RudderStack, another edgecdp): `POST {url}/track` with the
+    /// write key (held in the Worker's variable `write_key_env`) as Basic authentication.
+    TrackingApi { write_key_env: String },
+}
+
+/// What a send carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    /// The Segment-spec `track` event, with the journey's context.
+    Event,
+    /// A template filled from the profile and the journey, escaped for its format.
+    Template { format: Format, parts: Vec<Part> },
+}
+
+/// A template's format, which decides how each value is escaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON: each placeholder sits inside a string literal and its value is escaped as JSON string content.
+    Json,
+    /// Plain text: values as they are.
+    Text,
+    /// HTML text: values HTML-escaped (placeholders only in element text or quoted attributes).
+    Html,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Text => "text/plain; charset=utf-8",
+            Format::Html => "text/html; charset=utf-8",
+        }
+    }
+}
+
+/// A piece of a payload template.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// `{{traits.x}}`, `{{context.x}}` (the trigger event's property), `{{journey.id}}`, `{{journey.step}}`,
+    /// `{{journey.key}}`, with an optional default after `|`.
+    Field { source: Source, name: String, default: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Trait,
+    Context,
+    Journey,
+}
+
+/// The marketing-pressure budget: one set of caps over every send of every journey to every destination, caps per
+/// channel, and impressions of the slots it names counted as sends of channel `onsite`; quiet hours in the
+/// person's local time defer a send to their end.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pressure {
+    pub caps: Vec<Cap>,
+    pub channels: BTreeMap<String, Vec<Cap>>,
+    pub slots: Vec<String>,
+    /// Local hours `[from, to)`: a send due inside waits until `to` (`from > to` spans midnight).
+    pub quiet: Option<(u8, u8)>,
+    /// The offset from UTC (minutes) of a person whose time zone is not known.
+    pub default_offset: i32,
+}
+
+impl Pressure {
+    /// The longest period any cap counts over (how long the ledger of sends must remember).
+    pub fn longest_period(&self) -> Millis {
+        self.caps.iter().chain(self.channels.values().flatten()).map(|c| c.per).max().unwrap_or(0)
+    }
+}
+
+/// The channel a slot impression counts in.
+pub const ONSITE: &str = "onsite";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Journey {
+    pub id: String,
+    pub trigger: Trigger,
+    /// An audience the profile must be in to enter (index into `Config::segments`).
+    pub audience: Option<usize>,
+    pub reentry: Reentry,
+    pub exits: Vec<Exit>,
+    pub steps: Vec<Step>,
+}
+
+impl Journey {
+    pub fn step(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Trigger {
+    /// An event of this name with these properties; with `nth`, only the event that makes this the nth such event
+    /// with the same entry key (the fourth view of one product).
+    Event { event: String, filters: Vec<PropertyFilter>, nth: Option<u32> },
+    /// Entering (or leaving) an audience, by its segment id.
+    Audience { audience: String, entered: bool },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reentry {
+    /// Once per profile, ever.
+    Once,
+    /// Every time the trigger fires, one instance at a time per value of this event property (`cart_id`); `None`:
+    /// one instance at a time.
+    EveryTime { key: Option<String> },
+}
+
+impl Reentry {
+    pub fn key_property(&self) -> Option<&str> {
+        match self {
+            Reentry::EveryTime { key: Some(k) } => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// An exit rule: this event (matching the instance's entry key when `match_key`) ends the instance at any step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Exit {
+    Event { event: String, filters: Vec<PropertyFilter>, match_key: bool },
+    /// Leaving an audience (by segment id).
+    AudienceExited(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub id: String,
+    pub kind: StepKind,
+    /// The step that follows (by index); `None`: the instance ends.
+    pub next: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepKind {
+    Wait(Millis),
+    /// Until the date held in a trait, moved by `offset` (`-1d`: the day before). A date already passed ends the
+    /// instance (`date_passed`); a missing one too (`no_date`).
+    WaitUntilDate { name: String, offset: Millis },
+    /// Until the person's local time is inside `[from, to)` hours on one of `days` (bit 0 Monday ... bit 6 Sunday).
+    WaitWindow { from: u8, to: u8, days: u8 },
+    /// Until this event (matching the entry key when `match_key`), then `next`; after `max`, `timeout`.
+    Hold { event: String, filters: Vec<PropertyFilter>, match_key: bool, max: Millis, timeout: Option<usize> },
+    /// The first arm whose condition holds, else `default`.
+    Branch { arms: Vec<(Condition, Option<usize>)>, default: Option<usize> },
+    /// A weighted random arm, the same for a person every time (sticky).
+    Split { arms: Vec<(u32, Option<usize>)> },
+    SetTrait { name: String, value: Value },
+    Send { destination: usize, event: String },
+}
+
+impl StepKind {
+    /// Whether the step lets time pass (a loop must pass one).
+    fn waits(&self) -> bool {
+        matches!(
+            self,
+            StepKind::Wait(_) | StepKind::WaitUntilDate { .. } | StepKind::WaitWindow { .. } | StepKind::Hold { .. }
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Wait(_) | StepKind::WaitUntilDate { .. } => "wait",
+            StepKind::WaitWindow { .. } => "waitUntil",
+            StepKind::Hold { .. } => "holdUntil",
+            StepKind::Branch { .. } => "branch",
+            StepKind::Split { .. } => "split",
+            StepKind::SetTrait { .. } => "setTrait",
+            StepKind::Send { .. } => "send",
+        }
+    }
+}
+
+const STEP_KINDS: [&str; 6] = ["wait", "waitUntil", "holdUntil", "branch", "split", "setTrait"];
+
+impl Compiler {
+    /// `destinations`: `[{"id", "type": "webhook"|"tracking-api", "url", "secretEnv"|"writeKeyEnv", "purpose",
+    /// "channel", "payload"?, "traits"?, "timeout"?, "attempts"?, "backoff"?}]`.
+    pub(crate) fn destinations(&mut self, v: &J, path: &str) -> Vec<Destination> {
+        let mut out: Vec<Destination> = Vec::new();
+        let Some(list) = self.array(v, path) else { return out };
+        if list.len() > MAX_DESTINATIONS {
+            self.err(path, format!("at most {MAX_DESTINATIONS} destinations"));
+        }
+        for (i, d) in list.iter().enumerate() {
+            let p = idx(path, i);
+            let keys = [
+                "id", "type", "url", "secretEnv", "writeKeyEnv", "purpose", "channel", "payload", "traits", "timeout",
+                "attempts", "backoff",
+            ];
+            let Some(o) = self.object(d, &p, &keys) else { continue };
+            let id = self.id(o.get("id"), &at(&p, "id"));
+            if let Some(id) = &id {
+                if out.iter().any(|d| d.id == *id) {
+                    self.err(at(&p, "id"), format!("duplicate destination id {id:?}"));
+                }
+            }
+            let url = self.string(o.get("url"), &at(&p, "url"));
+            if let Some(u) = &url {
+                if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains(char::is_whitespace) {
+                    self.err(at(&p, "url"), "expected an absolute http or https URL");
+                }
+            }
+            let env_name = |c: &mut Compiler, key: &str| {
+                let name = c.string(o.get(key), &at(&p, key))?;
+                let ok = name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !ok {
+                    c.err(at(&p, key), "the name of a Worker variable or secret: upper-case letters, digits and '_'");
+                }
+                ok.then_some(name)
+            };
+            let kind = match o.get("type").and_then(J::as_str) {
+                Some("webhook") => {
+                    if o.contains_key("writeKeyEnv") {
+                        self.err(at(&p, "writeKeyEnv"), "a webhook is signed with secretEnv, not a write key");
+                    }
+                    env_name(self, "secretEnv").map(|secret_env| DestinationKind::Webhook { secret_env })
+                }
+                Some("tracking-api") => {
+                    if o.contains_key("secretEnv") {
+                        self.err(at(&p, "secretEnv"), "a Tracking API takes writeKeyEnv, not a signing secret");
+                    }
+                    env_name(self, "writeKeyEnv").map(|write_key_env| DestinationKind::TrackingApi { write_key_env })
+                }
+                _ => {
+                    self.err(at(&p, "type"), "expected \"webhook\" or \"tracking-api\"");
+                    None
+                }
+            };
+            let purpose = match o.get("purpose").and_then(J::as_str).and_then(Purpose::parse) {
+                Some(Purpose::Necessary) | None => {
+                    self.err(
+                        at(&p, "purpose"),
+                        "expected the consent purpose a send needs: \"marketing\", \"advertising\", \"analytics\" or \"personalization\"",
+                    );
+                    None
+                }
+                Some(purpose) => Some(purpose),
+            };
+            let channel = self.id(o.get("channel"), &at(&p, "channel"));
+            if channel.as_deref() == Some(ONSITE) {
+                self.err(at(&p, "channel"), "\"onsite\" is the channel of the slots' impressions");
+            }
+            let payload = match present(o, "payload") {
+                None => Some(Payload::Event),
+                Some(J::String(s)) if s == "event" => Some(Payload::Event),
+                Some(v) => self.payload_template(v, &at(&p, "payload")),
+            };
+            let mut traits = Vec::new();
+            if let Some(list) = present(o, "traits") {
+                for (j, t) in self.array(list, &at(&p, "traits")).into_iter().flatten().enumerate() {
+                    match t.as_str() {
+                        Some(name) if !name.is_empty() => traits.push(name.to_string()),
+                        _ => self.err(idx(&at(&p, "traits"), j), "expected a trait name"),
+                    }
+                }
+            }
+            let timeout = self.bounded_duration(present(o, "timeout"), &at(&p, "timeout"), 10 * SECOND, MAX_TIMEOUT);
+            let attempts = match present(o, "attempts") {
+                Some(v) => self.integer(v, &at(&p, "attempts"), 1, i64::from(MAX_ATTEMPTS)).map(|n| n as u32),
+                None => Some(6),
+            };
+            let backoff = self.bounded_duration(present(o, "backoff"), &at(&p, "backoff"), 30 * SECOND, HOUR);
+            if let (Some(id), Some(kind), Some(url), Some(purpose), Some(channel), Some(payload)) =
+                (id, kind, url, purpose, channel, payload)
+            {
+                out.push(Destination {
+                    id,
+                    kind,
+                    url: url.trim_end_matches('/').to_string(),
+                    purpose,
+                    channel,
+                    payload,
+                    traits,
+                    timeout: timeout.unwrap_or(10 * SECOND),
+                    attempts: attempts.unwrap_or(6),
+                    backoff: backoff.unwrap_or(30 * SECOND),
+                });
+            }
+        }
+        out
+    }
+
+    /// A duration of at least a second and at most `max`, `default` when absent.
+    fn bounded_duration(&mut self, v: Option<&J>, path: &str, default: Millis, max: Millis) -> Option<Millis> {
+        let Some(v) = v else { return Some(default) };
+        let d = self.duration(v, path)?;
+        if d < SECOND || d > max {
+            self.err(path, format!("between 1s and {}s", max / SECOND));
+            return None;
+        }
+        Some(d)
+    }
+
+    /// `{"format": "json"|"text"|"html", "template": "..."}`.
+    fn payload_template(&mut self, v: &J, path: &str) -> Option<Payload> {
+        let o = self.object(v, path, &["format", "template"])?;
+        let format = match o.get("format").and_then(J::as_str) {
+            Some("json") => Format::Json,
+            Some("text") => Format::Text,
+            Some("html") => Format::Html,
+            _ => {
+                self.err(at(path, "format"), "expected \"json\", \"text\" or \"html\"");
+                return None;
+            }
+        };
+        let text = self.string(o.get("template"), &at(path, "template"))?;
+        match compile_template(&text, format) {
+            Ok(parts) => Some(Payload::Template { format, parts }),
+            Err(e) => {
+                self.err(at(path, "template"), e);
+                None
+            }
+        }
+    }
+
+    /// `pressure`: `{"caps": [{"max", "per"}], "channels": {"email": [{"max", "per"}]}, "slots": [...],
+    /// "quietHours": {"from": 21, "to": 8}, "defaultUtcOffset": "+01:00"}`.
+    pub(crate) fn pressure(&mut self, v: &J, path: &str, slots: &BTreeSet<String>) -> Pressure {
+        let mut out = Pressure::default();
+        let keys = ["caps", "channels", "slots", "quietHours", "defaultUtcOffset"];
+        let Some(o) = self.object(v, path, &keys) else { return out };
+        if let Some(v) = present(o, "caps") {
+            out.caps = self.caps(v, &at(path, "caps"));
+        }
+        if let Some(v) = present(o, "channels") {
+            match v.as_object() {
+                Some(map) => {
+                    for (name, caps) in map {
+                        let p = at(&at(path, "channels"), name);
+                        if !is_id(name) {
+                            self.err(&p, "a channel is 1 to 128 letters, digits, '-', '_' or '.'");
+                        }
+                        let caps = self.caps(caps, &p);
+                        out.channels.insert(name.clone(), caps);
+                    }
+                }
+                None => self.err(at(path, "channels"), "expected an object of channel to caps"),
+            }
+        }
+        if let Some(v) = present(o, "slots") {
+            for (i, s) in self.array(v, &at(path, "slots")).into_iter().flatten().enumerate() {
+                match s.as_str() {
+                    Some(id) if slots.contains(id) => out.slots.push(id.to_string()),
+                    Some(id) => self.err(idx(&at(path, "slots"), i), format!("unknown slot {id:?}")),
+                    None => self.err(idx(&at(path, "slots"), i), "expected a slot id"),
+                }
+            }
+        }
+        if let Some(v) = present(o, "quietHours") {
+            let p = at(path, "quietHours");
+            if let Some(q) = self.object(v, &p, &["from", "to"]) {
+                let from = q.get("from").and_then(|h| self.integer(h, &at(&p, "from"), 0, 23));
+                let to = q.get("to").and_then(|h| self.integer(h, &at(&p, "to"), 0, 23));
+                match (from, to) {
+                    (Some(f), Some(t)) if f != t => out.quiet = Some((f as u8, t as u8)),
+                    (Some(_), Some(_)) => self.err(&p, "from and to must differ"),
+                    _ if !q.contains_key("from") || !q.contains_key("to") => {
+                        self.err(&p, "expected from and to, local hours 0 to 23")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(v) = present(o, "defaultUtcOffset") {
+            match v.as_str().and_then(parse_offset) {
+                Some(m) => out.default_offset = m,
+                None => self.err(at(path, "defaultUtcOffset"), "expected an offset such as \"+01:00\" or \"-05:00\""),
+            }
+        }
+        out
+    }
+
+    fn caps(&mut self, v: &J, path: &str) -> Vec<Cap> {
+        let mut out = Vec::new();
+        for (i, c) in self.array(v, path).into_iter().flatten().enumerate() {
+            let p = idx(path, i);
+            let Some(o) = self.object(c, &p, &["max", "per"]) else { continue };
+            let max = o.get("max").and_then(|m| self.integer(m, &at(&p, "max"), 0, 1000));
+            let per = match o.get("per") {
+                Some(d) => self.duration(d, &at(&p, "per")),
+                None => {
+                    self.err(at(&p, "per"), "is required, for example \"7d\"");
+                    None
+                }
+            };
+            if o.get("max").is_none() {
+                self.err(at(&p, "max"), "is required");
+            }
+            if let Some(per) = per.filter(|&d| d > 365 * DAY) {
+                self.err(at(&p, "per"), format!("at most 365d, not {}d", per / DAY));
+            } else if let (Some(max), Some(per)) = (max, per) {
+                out.push(Cap { max: max as u32, per });
+            }
+        }
+        out
+    }
+
+    /// `journeys`: see the module's documentation and README.md.
+    pub(crate) fn journeys(
+        &mut self,
+        v: &J,
+        path: &str,
+        ids: &BTreeMap<String, usize>,
+        audiences: &BTreeSet<usize>,
+        scores_ok: &[bool],
+        destinations: &[Destination],
+    ) -> Vec<Journey> {
+        let mut out: Vec<Journey> = Vec::new();
+        let Some(list) = self.array(v, path) else { return out };
+        if list.len() > MAX_JOURNEYS {
+            self.err(path, format!("at most {MAX_JOURNEYS} journeys"));
+        }
+        for (i, j) in list.iter().enumerate() {
+            let p = idx(path, i);
+            let keys = ["id", "name", "trigger", "audience", "reentry", "exit", "steps"];
+            let Some(o) = self.object(j, &p, &keys) else { continue };
+            let id = self.id(o.get("id"), &at(&p, "id"));
+            if let Some(id) = &id {
+                if out.iter().any(|j| j.id == *id) {
+                    self.err(at(&p, "id"), format!("duplicate journey id {id:?}"));
+                }
+            }
+            if let Some(n) = present(o, "name") {
+                if !n.is_string() {
+                    self.err(at(&p, "name"), "expected a string");
+                }
+            }
+            let audience_of = |c: &mut Compiler, v: Option<&J>, path: &str| -> Option<usize> {
+                let name = c.string(v, path)?;
+                match ids.get(&name) {
+                    Some(i) if audiences.contains(i) => Some(*i),
+                    Some(_) => {
+                        c.err(path, format!("segment {name:?} reads the request (page, country, ...), so it is not an audience"));
+                        None
+                    }
+                    None => {
+                        c.err(path, format!("unknown segment {name:?}"));
+                        None
+                    }
+                }
+            };
+            let trigger = match o.get("trigger") {
+                Some(t) => self.trigger(t, &at(&p, "trigger"), &audience_of),
+                None => {
+                    self.err(at(&p, "trigger"), "is required: {\"event\": ...} or {\"audience\": ..., \"on\": \"entered\"}");
+                    None
+                }
+            };
+            let audience = present(o, "audience").and_then(|a| audience_of(self, Some(a), &at(&p, "audience")));
+            let reentry = match present(o, "reentry") {
+                None => Some(Reentry::Once),
+                Some(J::String(s)) if s == "once" => Some(Reentry::Once),
+                Some(J::String(s)) if s == "always" => Some(Reentry::EveryTime { key: None }),
+                Some(J::Object(r)) if r.len() == 1 && r.get("key").is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty())) => {
+                    Some(Reentry::EveryTime { key: r.get("key").and_then(J::as_str).map(String::from) })
+                }
+                Some(_) => {
+                    self.err(at(&p, "reentry"), "expected \"once\", \"always\" or {\"key\": \"<event property>\"}");
+                    None
+                }
+            };
+            if let (Some(Reentry::EveryTime { key: Some(_) }), Some(Trigger::Audience { .. })) = (&reentry, &trigger) {
+                self.err(at(&p, "reentry"), "an audience trigger has no event properties to key instances by");
+            }
+            let keyed = reentry.as_ref().and_then(Reentry::key_property).is_some();
+            if let Some(Trigger::Event { nth: Some(_), .. }) = &trigger {
+                if !keyed {
+                    self.err(at(&p, "trigger.nth"), "counts events with the same entry key: set reentry.key");
+                }
+            }
+            let mut exits = Vec::new();
+            if let Some(list) = present(o, "exit") {
+                for (k, e) in self.array(list, &at(&p, "exit")).into_iter().flatten().enumerate() {
+                    let ep = idx(&at(&p, "exit"), k);
+                    if let Some(exit) = self.exit(e, &ep, keyed, &audience_of) {
+                        exits.push(exit);
+                    }
+                }
+            }
+            let steps = match o.get("steps") {
+                Some(s) => self.steps(s, &at(&p, "steps"), keyed, ids, audiences, scores_ok, destinations),
+                None => {
+                    self.err(at(&p, "steps"), "is required");
+                    None
+                }
+            };
+            if let (Some(id), Some(trigger), Some(reentry), Some(steps)) = (id, trigger, reentry, steps) {
+                out.push(Journey { id, trigger, audience, reentry, exits, steps });
+            }
+        }
+        out
+    }
+
+    fn trigger(
+        &mut self,
+        v: &J,
+        path: &str,
+        audience_of: &dyn Fn(&mut Compiler, Option<&J>, &str) -> Option<usize>,
+    ) -> Option<Trigger> {
+        let o = v.as_object();
+        if o.is_some_and(|o| o.contains_key("audience")) {
+            let o = self.object(v, path, &["audience", "on"])?;
+            let audience = audience_of(self, o.get("audience"), &at(path, "audience"));
+            let entered = match o.get("on").and_then(J::as_str) {
+                None | Some("entered") => Some(true),
+                Some("exited") => Some(false),
+                Some(_) => {
+                    self.err(at(path, "on"), "expected \"entered\" or \"exited\"");
+                    None
+                }
+            };
+            let _ = audience?;
+            let name = o.get("audience").and_then(J::as_str)?.to_string();
+            return Some(Trigger::Audience { audience: name, entered: entered? });
+        }
+        let o = self.object(v, path, &["event", "where", "nth"])?;
+        let event = self.string(o.get("event"), &at(path, "event"));
+        let filters = self.filters(o, path);
+        let nth = match present(o, "nth") {
+            Some(n) => Some(self.integer(n, &at(path, "nth"), 2, 100)? as u32),
+            None => None,
+        };
+        Some(Trigger::Event { event: event?, filters, nth })
+    }
+
+    fn exit(
+        &mut self,
+        v: &J,
+        path: &str,
+        keyed: bool,
+        audience_of: &dyn Fn(&mut Compiler, Option<&J>, &str) -> Option<usize>,
+    ) -> Option<Exit> {
+        if v.as_object().is_some_and(|o| o.contains_key("audience")) {
+            let o = self.object(v, path, &["audience", "on"])?;
+            if o.get("on").and_then(J::as_str).is_some_and(|s| s != "exited") {
+                self.err(at(path, "on"), "an exit rule leaves with an audience: \"exited\"");
+            }
+            audience_of(self, o.get("audience"), &at(path, "audience"))?;
+            return Some(Exit::AudienceExited(o.get("audience").and_then(J::as_str)?.to_string()));
+        }
+        let o = self.object(v, path, &["event", "where", "matchKey"])?;
+        let event = self.string(o.get("event"), &at(path, "event"));
+        let filters = self.filters(o, path);
+        let match_key = self.match_key(o, path, keyed);
+        Some(Exit::Event { event: event?, filters, match_key })
+    }
+
+    fn match_key(&mut self, o: &Map<String, J>, path: &str, keyed: bool) -> bool {
+        match present(o, "matchKey") {
+            Some(v) => {
+                let b = self.boolean(v, &at(path, "matchKey")).unwrap_or(false);
+                if b && !keyed {
+                    self.err(at(path, "matchKey"), "the journey has no entry key: set reentry.key");
+                }
+                b
+            }
+            // Keyed journeys match the key unless told otherwise: an order of another cart ends nothing.
+            None => keyed,
+        }
+    }
+
+    fn target(&mut self, v: Option<&J>, path: &str, names: &[Option<String>]) -> Result<Option<usize>, ()> {
+        match v.and_then(J::as_str) {
+            Some("end") => Ok(None),
+            Some(s) => match names.iter().position(|n| n.as_deref() == Some(s)) {
+                Some(i) => Ok(Some(i)),
+                None => {
+                    self.err(path, format!("unknown step {s:?} (or \"end\")"));
+                    Err(())
+                }
+            },
+            None => {
+                self.err(path, "expected a step id, or \"end\"");
+                Err(())
+            }
+        }
+    }
+
+    fn steps(
+        &mut self,
+        v: &J,
+        path: &str,
+        keyed: bool,
+        ids: &BTreeMap<String, usize>,
+        audiences: &BTreeSet<usize>,
+        scores_ok: &[bool],
+        destinations: &[Destination],
+    ) -> Option<Vec<Step>> {
+        let list = self.array(v, path)?;
+        if list.is_empty() {
+            self.err(path, "expected at least one step");
+            return None;
+        }
+        if list.len() > MAX_STEPS {
+            self.err(path, format!("at most {MAX_STEPS} steps"));
+            return None;
+        }
+        let errors_before = self.errors.len();
+        // Step ids first, so that any step can name any other.
+        let mut names: Vec<Option<String>> = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            let p = at(&idx(path, i), "id");
+            let id = self.id(s.get("id"), &p);
+            if let Some(id) = &id {
+                if id == "end" {
+                    self.err(&p, "\"end\" names the end of the journey");
+                } else if names.iter().any(|n| n.as_ref() == Some(id)) {
+                    self.err(&p, format!("duplicate step id {id:?}"));
+                }
+            }
+            names.push(id);
+        }
+        let mut steps = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            let p = idx(path, i);
+            let follows = if i + 1 < list.len() { Some(i + 1) } else { None };
+            let Some(o) = s.as_object() else {
+                self.err(&p, "expected an object");
+                continue;
+            };
+            let kinds: Vec<&str> = ["wait", "waitUntil", "holdUntil", "branch", "split", "setTrait", "send"]
+                .into_iter()
+                .filter(|k| o.contains_key(*k))
+                .collect();
+            if kinds.len() != 1 {
+                self.err(&p, format!("a step does exactly one of: {}, send", STEP_KINDS.join(", ")));
+                continue;
+            }
+            let kind = kinds[0];
+            let allowed: &[&str] = match kind {
+                "holdUntil" => &["id", "holdUntil", "max", "timeout", "goto"],
+                "branch" => &["id", "branch", "default"],
+                "split" => &["id", "split"],
+                "send" => &["id", "send", "event", "goto"],
+                "wait" => &["id", "wait", "offset", "goto"],
+                _ => &["id", kind, "goto"],
+            };
+            let Some(o) = self.object(s, &p, allowed) else { continue };
+            let body = &o[kind];
+            let bp = at(&p, kind);
+            let mut next = follows;
+            if let Some(g) = o.get("goto") {
+                match self.target(Some(g), &at(&p, "goto"), &names) {
+                    Ok(t) => next = t,
+                    Err(()) => continue,
+                }
+            }
+            let step_kind = match kind {
+                "wait" => match body {
+                    J::String(_) => {
+                        if o.contains_key("offset") {
+                            self.err(at(&p, "offset"), "an offset moves a date held in a trait: {\"wait\": {\"untilTrait\": ...}}");
+                        }
+                        self.duration(body, &bp).and_then(|d| {
+                            if (0..=MAX_WAIT).contains(&d) {
+                                Some(StepKind::Wait(d))
+                            } else {
+                                self.err(&bp, "at most 182d");
+                                None
+                            }
+                        })
+                    }
+                    _ => {
+                        let w = self.object(body, &bp, &["untilTrait"]);
+                        let name = w.and_then(|w| self.string(w.get("untilTrait"), &at(&bp, "untilTrait")));
+                        let offset = match o.get("offset").and_then(J::as_str) {
+                            None if !o.contains_key("offset") => Some(0),
+                            Some(s) => {
+                                let (sign, d) = match s.strip_prefix('-') {
+                                    Some(rest) => (-1, rest),
+                                    None => (1, s.strip_prefix('+').unwrap_or(s)),
+                                };
+                                match crate::core::base::time::parse_duration(d) {
+                                    Some(d) if d <= MAX_WAIT => Some(sign * d),
+                                    _ => {
+                                        self.err(at(&p, "offset"), "expected a duration such as \"-1d\" or \"2h\", at most 182d");
+                                        None
+                                    }
+                                }
+                            }
+                            None => {
+                                self.err(at(&p, "offset"), "expected a duration such as \"-1d\"");
+                                None
+                            }
+                        };
+                        match (name, offset) {
+                            (Some(name), Some(offset)) => Some(StepKind::WaitUntilDate { name, offset }),
+                            _ => None,
+                        }
+                    }
+                },
+                "waitUntil" => {
+                    let w = self.object(body, &bp, &["from", "to", "days"]);
+                    w.and_then(|w| {
+                        let from = w.get("from").and_then(|h| self.integer(h, &at(&bp, "from"), 0, 23));
+                        let to = w.get("to").and_then(|h| self.integer(h, &at(&bp, "to"), 1, 24));
+                        if !w.contains_key("from") || !w.contains_key("to") {
+                            self.err(&bp, "expected from and to, local hours (from 0 to 23, to 1 to 24)");
+                        }
+                        let mut days = 0x7f;
+                        if let Some(list) = present(w, "days") {
+                            days = 0;
+                            for (k, d) in self.array(list, &at(&bp, "days")).into_iter().flatten().enumerate() {
+                                const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+                                match d.as_str().and_then(|d| NAMES.iter().position(|n| n.eq_ignore_ascii_case(d))) {
+                                    Some(n) => days |= 1 << n,
+                                    None => self.err(idx(&at(&bp, "days"), k), "expected mon, tue, wed, thu, fri, sat or sun"),
+                                }
+                            }
+                            if days == 0 {
+                                self.err(at(&bp, "days"), "expected at least one day");
+                            }
+                        }
+                        match (from, to) {
+                            (Some(f), Some(t)) if f < t => Some(StepKind::WaitWindow { from: f as u8, to: t as u8, days }),
+                            (Some(_), Some(_)) => {
+                                self.err(&bp, "from must be before to (a window inside one local day)");
+                                None
+                            }
+                            _ => None,
+                        }
+                    })
+                }
+                "holdUntil" => {
+                    let h = self.object(body, &bp, &["event", "where", "matchKey"]);
+                    let event = h.and_then(|h| self.string(h.get("event"), &at(&bp, "event")));
+                    let filters = h.map(|h| self.filters(h, &bp)).unwrap_or_default();
+                    let match_key = h.is_some_and(|h| self.match_key(h, &bp, keyed));
+                    let max = match o.get("max") {
+                        Some(m) => self.duration(m, &at(&p, "max")).and_then(|d| {
+                            if (SECOND..=MAX_WAIT).contains(&d) {
+                                Some(d)
+                            } else {
+                                self.err(at(&p, "max"), "between 1s and 182d");
+                                None
+                            }
+                        }),
+                        None => {
+                            self.err(at(&p, "max"), "is required: how long to hold, at most 182d");
+                            None
+                        }
+                    };
+                    let timeout = match o.get("timeout") {
+                        Some(t) => match self.target(Some(t), &at(&p, "timeout"), &names) {
+                            Ok(t) => Some(t),
+                            Err(()) => None,
+                        },
+                        None => Some(None),
+                    };
+                    match (event, max, timeout) {
+                        (Some(event), Some(max), Some(timeout)) => {
+                            Some(StepKind::Hold { event, filters, match_key, max, timeout })
+                        }
+                        _ => None,
+                    }
+                }
+                "branch" => {
+                    let mut arms = Vec::new();
+                    let mut ok = true;
+                    for (k, arm) in self.array(body, &bp).into_iter().flatten().enumerate() {
+                        let ap = idx(&bp, k);
+                        let Some(a) = self.object(arm, &ap, &["when", "goto"]) else {
+                            ok = false;
+                            continue;
+                        };
+                        let when = match a.get("when") {
+                            Some(w) => self.condition(w, &at(&ap, "when"), ids),
+                            None => {
+                                self.err(at(&ap, "when"), "is required");
+                                None
+                            }
+                        };
+                        if let Some(w) = &when {
+                            let segs: Vec<bool> = (0..ids.len()).map(|i| audiences.contains(&i)).collect();
+                            if !w.reads_profile_only(&segs, scores_ok) {
+                                self.err(at(&ap, "when"), "a journey runs without a request: conditions read the profile only (no page, referrer, utm, country, device or local hour)");
+                            }
+                        }
+                        let goto = self.target(a.get("goto"), &at(&ap, "goto"), &names);
+                        match (when, goto) {
+                            (Some(w), Ok(g)) => arms.push((w, g)),
+                            _ => ok = false,
+                        }
+                    }
+                    if arms.is_empty() && ok {
+                        self.err(&bp, "expected at least one arm");
+                    }
+                    let default = match o.get("default") {
+                        Some(d) => self.target(Some(d), &at(&p, "default"), &names).ok(),
+                        None => Some(follows),
+                    };
+                    match default {
+                        Some(default) if ok && !arms.is_empty() => Some(StepKind::Branch { arms, default }),
+                        _ => None,
+                    }
+                }
+                "split" => {
+                    let mut arms = Vec::new();
+                    let mut ok = true;
+                    for (k, arm) in self.array(body, &bp).into_iter().flatten().enumerate() {
+                        let ap = idx(&bp, k);
+                        let Some(a) = self.object(arm, &ap, &["weight", "goto"]) else {
+                            ok = false;
+                            continue;
+                        };
+                        let weight = a.get("weight").and_then(|w| self.integer(w, &at(&ap, "weight"), 1, 10_000));
+                        if a.get("weight").is_none() {
+                            self.err(at(&ap, "weight"), "is required");
+                        }
+                        let goto = self.target(a.get("goto"), &at(&ap, "goto"), &names);
+                        match (weight, goto) {
+                            (Some(w), Ok(g)) => arms.push((w as u32, g)),
+                            _ => ok = false,
+                        }
+                    }
+                    if arms.len() < 2 && ok {
+                        self.err(&bp, "expected at least two arms");
+                        ok = false;
+                    }
+                    ok.then_some(StepKind::Split { arms })
+                }
+                "setTrait" => {
+                    let t = self.object(body, &bp, &["name", "value"]);
+                    let name = t.and_then(|t| self.string(t.get("name"), &at(&bp, "name")));
+                    let value = t.and_then(|t| match t.get("value") {
+                        Some(v) => self.scalar(v, &at(&bp, "value")),
+                        None => {
+                            self.err(at(&bp, "value"), "is required");
+                            None
+                        }
+                    });
+                    match (name, value) {
+                        (Some(name), Some(value)) => Some(StepKind::SetTrait { name, value }),
+                        _ => None,
+                    }
+                }
+                _ => {
+                    let dest = self.string(Some(body), &bp);
+                    let destination = dest.and_then(|d| match destinations.iter().position(|x| x.id == d) {
+                        Some(i) => Some(i),
+                        None => {
+                            self.err(&bp, format!("unknown destination {d:?}"));
+                            None
+                        }
+                    });
+                    let event = self.string(o.get("event"), &at(&p, "event"));
+                    match (destination, event) {
+                        (Some(destination), Some(event)) => Some(StepKind::Send { destination, event }),
+                        _ => None,
+                    }
+                }
+            };
+            if let (Some(id), Some(kind)) = (names[i].clone(), step_kind) {
+                steps.push(Step { id, kind, next });
+            }
+        }
+        if self.errors.len() != errors_before || steps.len() != list.len() {
+            return None;
+        }
+        if let Some(at_step) = loop_without_wait(&steps) {
+            self.err(idx(path, at_step), "this step is on a loop that never waits: a loop must pass a wait or a hold");
+            return None;
+        }
+        Some(steps)
+    }
+}
+
+/// The first step on a cycle of steps that do not wait, if there is one (a depth-first search over the edges
+/// between steps that run at once).
+fn loop_without_wait(steps: &[Step]) -> Option<usize> {
+    fn edges(s: &Step) -> Vec<usize> {
+        let mut out: Vec<Option<usize>> = vec![s.next];
+        match &s.kind {
+            StepKind::Branch { arms, default } => {
+                out = arms.iter().map(|(_, g)| *g).collect();
+                out.push(*default);
+            }
+            StepKind::Split { arms } => out = arms.iter().map(|(_, g)| *g).collect(),
+            _ => {}
+        }
+        out.into_iter().flatten().collect()
+    }
+    // 0: unvisited, 1: on the current path, 2: done.
+    fn visit(i: usize, steps: &[Step], state: &mut [u8]) -> Option<usize> {
+        if steps[i].kind.waits() {
+            return None;
+        }
+        match state[i] {
+            1 => return Some(i),
+            2 => return None,
+            _ => {}
+        }
+        state[i] = 1;
+        for j in edges(&steps[i]) {
+            if let Some(found) = visit(j, steps, state) {
+                return Some(found);
+            }
+        }
+        state[i] = 2;
+        None
+    }
+    let mut state = vec![0u8; steps.len()];
+    (0..steps.len()).find_map(|i| visit(i, steps, &mut state))
+}
+
+/// `+01:00`, `-05:30`, `Z` → minutes east of UTC.
+pub fn parse_offset(s: &str) -> Option<i32> {
+    if s == "Z" || s == "+00:00" {
+        return Some(0);
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..=14).contains(&h) && (0..60).contains(&m) && h.to_string().len() <= 2).then_some(sign * (h * 60 + m))
+}
+
+/// Compiles a payload template: `{{traits.x}}`, `{{context.x}}`, `{{journey.id|step|key}}`, each with an optional
+/// `|default`. In JSON, every placeholder must sit inside a string literal, and the template with sample values
+/// must be valid JSON; in HTML, placeholders must sit in element text or a quoted attribute (not a URL, a script
+/// or a tag), as the slots' templates.
+pub fn compile_template(text: &str, format: Format) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    // JSON: whether the text so far leaves us inside a string literal.
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut track = |chunk: &str, in_string: &mut bool| {
+        for b in chunk.bytes() {
+            if escaped {
+                escaped = false;
+            } else if *in_string && b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                *in_string = !*in_string;
+            }
+        }
+    };
+    while let Some(start) = rest.find("{{") {
+        let before = &rest[..start];
+        track(before, &mut in_string);
+        if !before.is_empty() {
+            parts.push(Part::Text(before.to_string()));
+        }
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or("a {{ placeholder is not closed with }}")?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once('|') {
+            Some((n, d)) => (n.trim(), d.trim()),
+            None => (inner.trim(), ""),
+        };
+        let (source, field) = match name.split_once('.') {
+            Some(("traits", f)) => (Source::Trait, f),
+            Some(("context", f)) => (Source::Context, f),
+            Some(("journey", f @ ("id" | "step" | "key"))) => (Source::Journey, f),
+            _ => {
+                return Err(format!(
+                    "unknown placeholder {{{{{name}}}}}; expected traits.<name>, context.<property>, journey.id, journey.step or journey.key"
+                ))
+            }
+        };
+        if field.is_empty() || !field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(format!("unknown placeholder {{{{{name}}}}}"));
+        }
+        if format == Format::Json && !in_string {
+            return Err(format!("{{{{{name}}}}} sits outside a JSON string: write \"{{{{{name}}}}}\""));
+        }
+        parts.push(Part::Field { source, name: field.to_string(), default: default.to_string() });
+        rest = &after[end + 2..];
+    }
+    track(rest, &mut in_string);
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    match format {
+        Format::Json => {
+            let sample = render(&parts, format, |_, _| Some("x\"<y>".to_string()));
+            serde_json::from_str::<J>(&sample).map_err(|e| format!("not JSON once filled: {e}"))?;
+        }
+        Format::Html => {
+            // The slots' template compiler knows where a value is safe in HTML: each placeholder stands in for a
+            // trait there, and only element text and quoted attributes pass (URLs need the slots' own rules).
+            let mut probe = String::new();
+            for p in &parts {
+                match p {
+                    Part::Text(t) => probe.push_str(t),
+                    Part::Field { .. } => probe.push_str("{{traits.x}}"),
+                }
+            }
+            let t = crate::core::rules::template::Template::compile(&probe)?;
+            use crate::core::rules::template::{HtmlContext, Part as H};
+            if t.0.iter().any(|p| matches!(p, H::Trait { context: HtmlContext::UrlStart | HtmlContext::UrlPart, .. })) {
+                return Err("a placeholder sits in a URL attribute; a payload's HTML keeps values in text and attributes".into());
+            }
+        }
+        Format::Text => {}
+    }
+    Ok(parts)
+}
+
+/// Fills a compiled template: `value(source, name)` gives each field's value (`None`: its default), escaped for
+/// `format`.
+pub fn render(parts: &[Part], format: Format, value: impl Fn(Source, &str) -> Option<String>) -> String {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            Part::Text(t) => out.push_str(t),
+            Part::Field { source, name, default } => {
+                let v = value(*source, name).filter(|v| !v.is_empty());
+                let v = v.as_deref().unwrap_or(default);
+                match format {
+                    Format::Json => {
+                        let quoted = serde_json::to_string(v).unwrap_or_default();
+                        out.push_str(&quoted[1..quoted.len().saturating_sub(1)]);
+                    }
+                    Format::Html => crate::core::rules::template::escape_html_into(v, &mut out),
+                    Format::Text => out.push_str(v),
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::rules::compile_str;
+
+    fn errors(text: &str) -> Vec<String> {
+        compile_str(text).expect_err("config is invalid").iter().map(|e| e.to_string()).collect()
+    }
+
+    const DEST: &str = r#""destinations": [{"id": "crm", "type": "webhook", "url": "http://127.0.0.1:9/hook",
+        "secretEnv": "CRM_SECRET", "purpose": "marketing", "channel": "email"}]"#;
+
+    #[test]
+    fn a_journey_with_every_step_kind_compiles() {
+        let c = compile_str(&format!(
+            r#"{{{DEST}, "segments": [{{"id": "vip", "when": {{"trait": "plan", "eq": "gold"}}}}],
+               "journeys": [{{"id": "cart", "trigger": {{"event": "Product Added"}}, "reentry": {{"key": "cart_id"}},
+                 "audience": "vip", "exit": [{{"event": "Order Completed"}}, {{"audience": "vip", "on": "exited"}}],
+                 "steps": [{{"id": "w", "wait": "1d"}}, {{"id": "s", "send": "crm", "event": "Cart Reminder"}},
+                   {{"id": "h", "holdUntil": {{"event": "Email Clicked"}}, "max": "2d", "timeout": "again"}},
+                   {{"id": "b", "branch": [{{"when": {{"segment": "vip"}}, "goto": "t"}}], "default": "end"}},
+                   {{"id": "t", "setTrait": {{"name": "clicked", "value": true}}, "goto": "end"}},
+                   {{"id": "again", "split": [{{"weight": 1, "goto": "win"}}, {{"weight": 1, "goto": "end"}}]}},
+                   {{"id": "win", "waitUntil": {{"from": 9, "to": 18, "days": ["mon", "fri"]}}}},
+                   {{"id": "d", "wait": {{"untilTrait": "flight"}}, "offset": "-1d"}},
+                   {{"id": "s2", "send": "crm", "event": "Second"}}]}}]}}"#
+        ))
+        .unwrap();
+        let j = &c.journeys[0];
+        assert_eq!(j.reentry, Reentry::EveryTime { key: Some("cart_id".into()) });
+        assert_eq!(j.exits[0], Exit::Event { event: "Order Completed".into(), filters: vec![], match_key: true });
+        assert_eq!(j.steps[0].kind, StepKind::Wait(DAY));
+        assert!(matches!(j.steps[2].kind, StepKind::Hold { max, timeout: Some(5), match_key: true, .. } if max == 2 * DAY));
+        assert_eq!(j.steps[3].next, Some(4));
+        assert_eq!(j.steps[4].next, None);
+        assert_eq!(j.steps[6].kind, StepKind::WaitWindow { from: 9, to: 18, days: 0b1_0001 });
+        assert_eq!(j.steps[7].kind, StepKind::WaitUntilDate { name: "flight".into(), offset: -DAY });
+        assert_eq!(j.steps[8].next, None);
+        assert_eq!(c.destinations[0].attempts, 6);
+    }
+
+    #[test]
+    fn journey_problems_are_reported_at_their_paths() {
+        let got = errors(&format!(
+            r#"{{{DEST}, "segments": [{{"id": "de", "when": {{"country": ["DE"]}}}}],
+               "journeys": [{{"id": "j", "trigger": {{"event": "E", "nth": 4}}, "audience": "de",
+                 "steps": [{{"id": "a", "wait": "400d"}}, {{"id": "b", "send": "nope", "event": "X"}},
+                   {{"id": "c", "branch": [{{"when": {{"device": "mobile"}}, "goto": "zz"}}]}},
+                   {{"id": "d", "wait": "1d", "send": "crm"}}]}},
+                 {{"id": "loop", "trigger": {{"event": "E"}}, "steps": [{{"id": "x", "setTrait": {{"name": "a", "value": 1}}, "goto": "x"}}]}}]}}"#
+        ));
+        for want in [
+            "journeys[0].trigger.nth: counts events with the same entry key",
+            "journeys[0].audience: segment \"de\" reads the request",
+            "journeys[0].steps[0].wait: at most 182d",
+            "journeys[0].steps[1].send: unknown destination \"nope\"",
+            "journeys[0].steps[2].branch[0].when: a journey runs without a request",
+            "journeys[0].steps[2].branch[0].goto: unknown step \"zz\"",
+            "journeys[0].steps[3]: a step does exactly one of",
+            "journeys[1].steps[0]: this step is on a loop that never waits",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn destinations_and_pressure_report_paths() {
+        let got = errors(
+            r#"{"destinations": [{"id": "a", "type": "smtp", "url": "ftp://x", "purpose": "necessary", "channel": "onsite"},
+                                 {"id": "b", "type": "webhook", "url": "https://x", "secretEnv": "lower", "purpose": "marketing",
+                                  "channel": "email", "payload": {"format": "json", "template": "{\"to\": {{traits.email}}}"}}],
+                "pressure": {"caps": [{"max": 2}], "slots": ["nope"], "quietHours": {"from": 21, "to": 21}, "defaultUtcOffset": "CET"}}"#,
+        );
+        for want in [
+            "destinations[0].url: expected an absolute http or https URL",
+            "destinations[0].type: expected \"webhook\" or \"tracking-api\"",
+            "destinations[0].purpose: expected the consent purpose",
+            "destinations[0].channel: \"onsite\" is the channel",
+            "destinations[1].secretEnv: the name of a Worker variable",
+            "destinations[1].payload.template: {{traits.email}} sits outside a JSON string",
+            "pressure.caps[0].per: is required",
+            "pressure.slots[0]: unknown slot \"nope\"",
+            "pressure.quietHours: from and to must differ",
+            "pressure.defaultUtcOffset: expected an offset",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn templates_escape_for_their_format() {
+        let parts = compile_template(r#"{"to": "{{traits.email}}", "cart": "{{context.cart_id|none}}"}"#, Format::Json).unwrap();
+        let out = render(&parts, Format::Json, |s, n| match (s, n) {
+            (Source::Trait, "email") => Some("a\"b@x.com\n".into()),
+            _ => None,
+        });
+        assert_eq!(out, r#"{"to": "a\"b@x.com\n", "cart": "none"}"#);
+        assert!(serde_json::from_str::<J>(&out).is_ok());
+        let parts = compile_template("<p title=\"{{traits.n}}\">Hi {{traits.n}}</p>", Format::Html).unwrap();
+        let out = render(&parts, Format::Html, |_, _| Some("<b>\"x\"</b>".into()));
+        assert_eq!(out, "<p title=\"&lt;b&gt;&quot;x&quot;&lt;/b&gt;\">Hi &lt;b&gt;&quot;x&quot;&lt;/b&gt;</p>");
+        assert!(compile_template("<a href=\"{{traits.u}}\">x</a>", Format::Html).is_err());
+        assert!(compile_template("<script>{{traits.u}}</script>", Format::Html).is_err());
+        assert!(compile_template("{{profile.x}}", Format::Text).is_err());
+        assert_eq!(parse_offset("+05:30"), Some(330));
+        assert_eq!(parse_offset("-05:00"), Some(-300));
+        assert_eq!(parse_offset("05:00"), None);
+    }
+}
