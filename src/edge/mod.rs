@@ -4,6 +4,7 @@
 //! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
 
 mod audiences;
+mod deliveries;
 mod cookie;
 mod delivery;
 mod http;
@@ -17,6 +18,7 @@ use crate::core::wire::events::CallType;
 use crate::edge::request::query_param;
 use crate::edge::request::{decide_context, now, signals};
 use crate::edge::routes::audiences::{audience_export, audience_members, audiences_list};
+use crate::edge::routes::destinations::destinations_stats;
 use crate::edge::routes::collect::{apply, collect, rudderstack_source_config, segment_settings};
 use crate::edge::routes::config::{config_get, config_put, config_validate};
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
@@ -42,10 +44,15 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 
 /// The Worker's own resources, each path written once. Which methods a resource answers is `route`'s match: a
 /// known resource asked with another method is 405, and any other `/v1/...` path is 404.
-/// The audience index's queue consumer (`edge::audiences::consume`).
+/// The queue consumers: journeys' deliveries (`edge::deliveries::consume`) and the audience index
+/// (`edge::audiences::consume`).
 #[event(queue)]
 async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
-    audiences::consume(batch, env).await
+    if batch.queue() == deliveries::QUEUE_NAME {
+        deliveries::consume(batch, env).await
+    } else {
+        audiences::consume(batch, env).await
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +71,8 @@ enum Resource<'a> {
     Audiences,
     AudienceMembers(&'a str),
     AudienceExport(&'a str),
+    /// `GET /v1/destinations`: journeys' delivery statistics per destination.
+    Destinations,
     Config,
     /// `POST /v1/config/validate`: `PUT /v1/config`'s checks, storing nothing.
     ConfigValidate,
@@ -97,6 +106,7 @@ impl<'a> Resource<'a> {
             ["v1", "audiences"] => Resource::Audiences,
             ["v1", "audiences", id, "members"] => Resource::AudienceMembers(id),
             ["v1", "audiences", id, "export"] => Resource::AudienceExport(id),
+            ["v1", "destinations"] => Resource::Destinations,
             ["v1", "config"] => Resource::Config,
             ["v1", "config", "validate"] => Resource::ConfigValidate,
             ["v1", "config", "schema"] => Resource::ConfigSchema,
@@ -127,6 +137,7 @@ impl<'a> Resource<'a> {
             | Resource::Audiences
             | Resource::AudienceMembers(_)
             | Resource::AudienceExport(_)
+            | Resource::Destinations
             | Resource::ConfigSchema
             | Resource::OpenApi
             | Resource::SegmentSettings(_)
@@ -203,6 +214,7 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::Audiences) => audiences_list(req, env).await,
         (Method::Get, Resource::AudienceMembers(id)) => audience_members(req, env, id).await,
         (Method::Get, Resource::AudienceExport(id)) => audience_export(req, env, id).await,
+        (Method::Get, Resource::Destinations) => destinations_stats(req, env).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
         (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,

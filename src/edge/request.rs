@@ -17,10 +17,22 @@ pub(crate) fn now() -> Millis {
     worker::Date::now().as_millis() as Millis
 }
 
-/// What the request says about the visitor's privacy choices.
+/// What the request says about the visitor's privacy choices and country.
 pub(crate) fn signals(req: &Request, env: &Env) -> RequestSignals {
     let gpc = req.headers().get("sec-gpc").ok().flatten().is_some_and(|v| v.trim() == "1");
-    RequestSignals { country: country(req, env), gpc }
+    RequestSignals { country: country(req, env), gpc, utc_offset_minutes: None }
+}
+
+/// `signals` with the offset of the visitor's time zone, for writes (journeys keep quiet hours and local-time
+/// windows in it; locally from `x-edgecdp-timezone`, as for the country). Decisions take local time from their
+/// own context (`decide_context`), so only the collect path pays for the runtime's `Intl`.
+pub(crate) fn signals_with_zone(req: &Request, env: &Env) -> RequestSignals {
+    let timezone = if local_headers(env) {
+        req.headers().get("x-edgecdp-timezone").ok().flatten()
+    } else {
+        req.cf().map(|cf| cf.timezone_name())
+    };
+    RequestSignals { utc_offset_minutes: timezone.and_then(|tz| utc_offset_minutes(&tz, now())), ..signals(req, env) }
 }
 
 /// The visitor's country, which chooses the consent model. In production it is Cloudflare's `request.cf.country`.

@@ -38,6 +38,8 @@ pub enum Skip {
     Ended,
     Audience(String),
     Capped { shown: usize, max: u32 },
+    /// The slot is counted by the marketing-pressure budget (`pressure.slots`), which is spent.
+    Pressure,
 }
 
 /// How a slot's answer came about (`?explain=1`).
@@ -164,6 +166,9 @@ impl Decision {
                             Skip::Audience(d) => ("audience", d.clone()),
                             Skip::Capped { shown, max } => {
                                 ("capped", format!("shown {shown} times in the cap's period; the cap is {max}"))
+                            }
+                            Skip::Pressure => {
+                                ("pressure", "the marketing-pressure budget is spent for this person".to_string())
                             }
                         };
                         serde_json::json!({"block": block, "reason": reason, "detail": detail})
@@ -316,8 +321,11 @@ fn run<const EXPLAIN: bool>(
             SlotAnswer { block: None, variant: None, html: String::new(), experiment: None, record: false };
         let mut html = None;
         if let (Some(f), Some(r)) = (&facts, &results) {
+            // A slot the pressure budget counts shows nothing once the budget is spent (journeys' sends included).
+            let spent = crate::core::engine::journeys::slot_over_budget(config, f.profile, name, f.now);
             for block in &slot.blocks {
-                match skip::<EXPLAIN>(block, f, r, config) {
+                let skipped = if spent { Some(Skip::Pressure) } else { skip::<EXPLAIN>(block, f, r, config) };
+                match skipped {
                     Some(s) => {
                         if EXPLAIN {
                             why.skipped.push((block.id.clone(), s));
@@ -328,7 +336,9 @@ fn run<const EXPLAIN: bool>(
                         why.assignment = how;
                         answer.block = Some(block.id.clone());
                         answer.experiment = block.experiment.as_ref().map(|e| e.id.clone());
-                        answer.record = block.cap.is_some() || block.experiment.is_some();
+                        answer.record = block.cap.is_some()
+                            || block.experiment.is_some()
+                            || config.pressure.slots.iter().any(|s| s == name);
                         match variant {
                             Some(v) => {
                                 answer.variant = Some(v.id.clone());

@@ -24,18 +24,19 @@ use serde_json::{json, Map, Value as J};
 pub struct DeliveryMessage {
     pub delivery: String,
     pub profile: String,
+    pub destination: String,
 }
 
 impl DeliveryMessage {
     pub fn to_json(&self) -> J {
-        json!({"delivery": self.delivery, "profile": self.profile})
+        json!({"delivery": self.delivery, "profile": self.profile, "destination": self.destination})
     }
 
     pub fn of(j: &J) -> Result<DeliveryMessage, String> {
         let text = |k: &str| {
             j.get(k).and_then(J::as_str).filter(|s| !s.is_empty() && s.len() <= 512).map(String::from).ok_or(format!("{k}: expected a string"))
         };
-        Ok(DeliveryMessage { delivery: text("delivery")?, profile: text("profile")? })
+        Ok(DeliveryMessage { delivery: text("delivery")?, profile: text("profile")?, destination: text("destination")? })
     }
 }
 
@@ -372,7 +373,7 @@ mod tests {
         assert_eq!(e["properties"]["cart_id"], "c9");
         assert_eq!(e["context"]["journey"]["step"], "remind");
         assert_eq!(e["context"]["traits"], json!({"email": "a@x.com"}));
-        assert_eq!(DeliveryMessage::of(&DeliveryMessage { delivery: "a".into(), profile: "b".into() }.to_json()).unwrap().profile, "b");
+        assert_eq!(DeliveryMessage::of(&DeliveryMessage { delivery: "a".into(), profile: "b".into(), destination: "d".into() }.to_json()).unwrap().profile, "b");
         assert!(DeliveryMessage::of(&json!({"delivery": 3})).unwrap_err().starts_with("delivery"));
     }
 }

@@ -25,7 +25,8 @@ use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::engine::audiences::{catch_up, track};
 use crate::core::engine::merge::{pending_links, split};
-use crate::core::engine::write::{index_entry_stays, write};
+use crate::core::engine::journeys::{self, mark_enqueued, to_enqueue, Claim};
+use crate::core::engine::write::{index_entry_stays, refresh, write};
 use crate::core::model::audience::Cause;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
@@ -36,6 +37,7 @@ use crate::core::store::{
 };
 use crate::core::wire::audiences::main_identity;
 use crate::edge::audiences;
+use crate::edge::deliveries;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::{get_number, get_raw, get_text};
@@ -103,10 +105,15 @@ pub enum Action {
     /// Brings the profile's audiences up to date (`audiences::catch_up`: new definitions, time alone), as the
     /// re-evaluation pass after a configuration change asks: 200 `{"transitions": n}`, 204 when there is none.
     Reevaluate,
+    /// Claims a journey's send as it leaves (`journeys::claim`; the body is the delivery id): 200 `{"claim": "go",
+    /// "body", "contentType", ...}`, `"suppressed"` with its reason, `"deferred"` with `until`, or `"unknown"`.
+    Claim,
+    /// A delivery is over (`journeys::settle`; the body is `{"delivery", "delivered"}`): 200 `{"settled": bool}`.
+    Settle,
 }
 
 impl Action {
-    const ALL: [(Action, &'static str); 9] = [
+    const ALL: [(Action, &'static str); 11] = [
         (Action::Read, "read"),
         (Action::Locate, "locate"),
         (Action::Apply, "apply"),
@@ -116,6 +123,8 @@ impl Action {
         (Action::Erase, "erase"),
         (Action::Forget, "forget"),
         (Action::Reevaluate, "reevaluate"),
+        (Action::Claim, "claim"),
+        (Action::Settle, "settle"),
     ];
 
     pub fn path(self) -> &'static str {
@@ -204,12 +213,13 @@ impl DurableObject for ProfileObject {
                             storage.delete(MOVED_KEY).await?;
                             let ids = profile.identities.clone();
                             // What time alone changed while it was away (a split-off profile arrives already
-                            // evaluated: `split_off`).
-                            let transitions = catch_up(&config, &mut profile, now());
+                            // evaluated: `split_off`), its journeys included.
+                            let (transitions, _) = refresh(&config, &mut profile, now());
                             write_profile(&storage, &env, &config, &profile, &ids, &ids).await?;
                             if !transitions.is_empty() {
                                 audiences::publish(&env, &profile, &transitions).await?;
                             }
+                            deliver_due(&storage, &env, &mut profile).await?;
                             Ok((200, json!({"restored": profile.id}).to_string().into_bytes()))
                         }
                         Err(e) => Ok(error_body(400, "invalid_profile", &e.to_string())),
@@ -232,6 +242,8 @@ impl DurableObject for ProfileObject {
                         v => Ok((200, Uint8Array::new(&v).to_vec())),
                     },
                     Some(Action::Reevaluate) => reevaluate(&storage, &env).await,
+                    Some(Action::Claim) => claim_send(&storage, &env, &String::from_utf8_lossy(&bytes)).await,
+                    Some(Action::Settle) => settle_send(&storage, &env, &bytes).await,
                     None => Ok(error_body(404, "not_found", &format!("no action {path}"))),
                 }
             })
@@ -262,8 +274,9 @@ impl DurableObject for ProfileObject {
                         erase(&storage, &env).await?;
                         return Ok(());
                     }
-                    // What time alone changed in its audiences, each at its own instant.
+                    // What time alone changed in its audiences and journeys, each at its own instant.
                     refresh_audiences(&storage, &env, &config, &mut profile).await?;
+                    deliver_due(&storage, &env, &mut profile).await?;
                     // What was due (index expirations first: the snapshot then carries the same), then the next
                     // alarm, for whatever comes first.
                     if get_number(&storage, INDEX_DUE_KEY).await?.is_some_and(|at| at as Millis <= now()) {
@@ -273,7 +286,7 @@ impl DurableObject for ProfileObject {
                         let expiration = get_number(&storage, KV_EXPIRATION_KEY).await?.map(|e| e as u64);
                         put_snapshot(&storage, &env, &profile, expiration).await?;
                     }
-                    schedule(&storage, expires_at, profile.audiences.due).await?;
+                    schedule(&storage, expires_at, next_wake(&profile)).await?;
                 }
                 Ok(())
             })
@@ -373,6 +386,9 @@ async fn apply_and_merge(
         }
         audiences::publish_removed(env, &written.absorbed_ids, now).await?;
     }
+    if let Some(mut profile) = written.profile.filter(|_| written.store) {
+        deliver_due(storage, env, &mut profile).await?;
+    }
     Ok((200, encode_apply_answer(&written.answer)))
 }
 
@@ -381,21 +397,86 @@ async fn reevaluate(storage: &Storage, env: &Env) -> Result<(u16, Vec<u8>)> {
     let Some(mut profile) = read_profile(storage).await? else { return Ok((204, Vec::new())) };
     let config = config(env).await?;
     let n = refresh_audiences(storage, env, &config, &mut profile).await?;
+    deliver_due(storage, env, &mut profile).await?;
     Ok((200, json!({"transitions": n}).to_string().into_bytes()))
 }
 
-/// Brings a stored profile's audiences up to `now` (`audiences::catch_up`: new definitions, or time alone), stores
-/// the profile when that changed anything, then publishes the transitions. Answers how many there were.
+/// Brings a stored profile's audiences and journeys up to `now` (`write::refresh`: new definitions, time alone, the
+/// journeys' steps that are due), stores the profile when that changed anything, then publishes the transitions.
+/// Answers how many there were. The sends it made leave with `deliver_due`.
 async fn refresh_audiences(storage: &Storage, env: &Env, config: &Config, profile: &mut Profile) -> Result<usize> {
-    let before = (profile.audiences.digest, profile.audiences.due);
-    let transitions = catch_up(config, profile, now());
-    if !transitions.is_empty() || (profile.audiences.digest, profile.audiences.due) != before {
+    let (transitions, store) = refresh(config, profile, now());
+    if store {
         write_profile(storage, env, config, profile, &[], &[]).await?;
     }
     if !transitions.is_empty() {
         audiences::publish(env, profile, &transitions).await?;
     }
     Ok(transitions.len())
+}
+
+/// Hands the sends that are due to the delivery queue (the profile holding them is stored already), then notes
+/// them enqueued in storage. A failure between the two sends them again at the next alarm; the delivery's id
+/// keeps that from reaching anyone twice (`wire::deliveries`).
+async fn deliver_due(storage: &Storage, env: &Env, profile: &mut Profile) -> Result<()> {
+    let sends = to_enqueue(profile, now());
+    if sends.is_empty() {
+        return Ok(());
+    }
+    deliveries::enqueue(env, &profile.id, &sends).await?;
+    let ids: Vec<String> = sends.into_iter().map(|o| o.id).collect();
+    mark_enqueued(profile, &ids);
+    let bytes = encode_profile_bounded(profile);
+    storage.put_raw(PROFILE_KEY, JsValue::from(Uint8Array::from(bytes.as_slice()))).await?;
+    Ok(())
+}
+
+/// `Action::Claim`: a send re-checked as it leaves; when it goes, its payload made from the profile as it is now.
+async fn claim_send(storage: &Storage, env: &Env, id: &str) -> Result<(u16, Vec<u8>)> {
+    let Some(mut profile) = read_profile(storage).await? else {
+        let reason = if get_number(storage, ERASED_KEY).await?.is_some() { "erased" } else { "profile_gone" };
+        return Ok((200, json!({"claim": "suppressed", "reason": reason}).to_string().into_bytes()));
+    };
+    let config = config(env).await?;
+    let now = now();
+    let before = profile.journeys.clone();
+    let pending = profile.journeys.outbox.iter().find(|o| o.id == id).cloned();
+    let answer = match journeys::claim(&config, &mut profile, id, now) {
+        Claim::Go { destination, outgoing } => {
+            let (body, content_type) = crate::core::wire::deliveries::body(destination, &profile, &outgoing, now);
+            json!({"claim": "go", "body": body, "contentType": content_type})
+        }
+        Claim::Suppressed(reason) => json!({"claim": "suppressed", "reason": reason}),
+        Claim::Deferred(until) => json!({"claim": "deferred", "until": until}),
+        Claim::Unknown => json!({"claim": "unknown"}),
+    };
+    let mut answer = answer;
+    if let Some(o) = pending {
+        answer["profile"] = json!(profile.id);
+        answer["journey"] = json!(o.journey);
+        answer["step"] = json!(o.step);
+    }
+    if profile.journeys != before {
+        write_profile(storage, env, &config, &profile, &[], &[]).await?;
+    }
+    Ok((200, answer.to_string().into_bytes()))
+}
+
+/// `Action::Settle`: a delivery is over.
+async fn settle_send(storage: &Storage, env: &Env, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let j: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let (Some(id), Some(delivered)) = (j["delivery"].as_str(), j["delivered"].as_bool()) else {
+        return Ok(error_body(400, "invalid_settle", "expected {\"delivery\": id, \"delivered\": bool}"));
+    };
+    let Some(mut profile) = read_profile(storage).await? else {
+        return Ok((200, json!({"settled": false}).to_string().into_bytes()));
+    };
+    let settled = journeys::settle(&mut profile, id, delivered);
+    if settled {
+        let config = config(env).await?;
+        write_profile(storage, env, &config, &profile, &[], &[]).await?;
+    }
+    Ok((200, json!({"settled": settled}).to_string().into_bytes()))
 }
 
 /// Gives this profile to `survivor`: answers its encoded bytes and leaves a tombstone that redirects to it.
@@ -517,7 +598,12 @@ async fn write_profile(
         None => put_snapshot(storage, env, profile, expiration).await?,
         Some(t) => storage.put_raw(SNAPSHOT_DUE_KEY, (t + SNAPSHOT_INTERVAL_MS) as f64).await?,
     }
-    schedule(storage, expires_at, profile.audiences.due).await
+    schedule(storage, expires_at, next_wake(profile)).await
+}
+
+/// When the profile itself next needs its object: time alone moving an audience, or a journey's step or send.
+fn next_wake(profile: &Profile) -> Option<Millis> {
+    [profile.audiences.due, profile.journeys.due()].into_iter().flatten().min()
 }
 
 /// The expiration KV copies of a profile that expires at `expires_at` carry: a day later (none for a known one).
@@ -705,6 +791,8 @@ async fn erase(storage: &Storage, env: &Env) -> Result<Option<usize>> {
     let gone: Vec<String> =
         absorbed.iter().copied().chain(std::iter::once(profile.id.as_str())).map(String::from).collect();
     audiences::erase_now(env, &gone, now()).await?;
+    // The delivery log keeps its counts without naming them; sends still queued find no profile and go nowhere.
+    deliveries::forget_now(env, &gone).await?;
     storage.delete_alarm().await?;
     storage.delete_all().await?;
     // Only the time of the erasure stays, for the grace period, and then goes too.

@@ -1,6 +1,7 @@
 //! The Worker's routes, one file per resource family; `edge::route` maps paths and methods to them.
 
 pub mod audiences;
+pub mod destinations;
 pub mod collect;
 pub mod config;
 pub mod decide;

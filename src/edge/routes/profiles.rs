@@ -44,6 +44,22 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
     } else {
         profile.to_json(&segments, &computed, now)
     };
+    if export {
+        // Every delivery outcome recorded for this person (and the profiles merged into it), from the log in D1.
+        let mut ids: Vec<String> = profile.merges.iter().map(|m| m.absorbed_id.clone()).collect();
+        ids.push(profile.id.clone());
+        let db = crate::edge::deliveries::log(env).await?;
+        let log = crate::edge::deliveries::rows(&db, &crate::core::wire::deliveries::log_of(&ids)).await?;
+        body["deliveries"] = log
+            .iter()
+            .map(|r| {
+                let at = r.get(7).and_then(serde_json::Value::as_i64).unwrap_or(0);
+                json!({"id": r.first(), "attempt": r.get(1), "destination": r.get(2), "journey": r.get(3),
+                    "step": r.get(4), "outcome": r.get(5), "reason": r.get(6),
+                    "at": crate::core::base::time::format_iso8601(at)})
+            })
+            .collect();
+    }
     let scores = scores_of(&config, &profile, &cx, now);
     body["scores"] = config.scores.iter().zip(scores).map(|(s, v)| (s.id.clone(), json!(v))).collect();
     Ok(json_response(200, &body)?)

@@ -1,0 +1,293 @@
+//! Journeys' sends on their way out: a thin shell around `core::engine::journeys` (claim, settle) and
+//! `core::wire::deliveries` (payloads, signatures, retries, the outcome log).
+//!
+//! A profile's object hands each due send to the `DELIVERIES` queue once the profile holding it is stored
+//! (`enqueue`). This Worker's consumer (`consume`) takes a message, skips a delivery the log already settled (a
+//! redelivery), asks the profile's object to claim the send (re-checked as it leaves: an exit, consent, erasure,
+//! quiet hours, the pressure budget; the payload is made from the profile then), sends it with a timeout, and
+//! records the outcome in D1. A failed attempt is retried with exponential backoff (`retry` with a delay); after
+//! its last attempt the message goes to the dead-letter queue `DELIVERIES_DLQ` with the reason, and the delivery
+//! is recorded as dead-lettered. The queue's own `max_retries` is higher than any destination's attempts, so only
+//! a consumer that keeps crashing leaves a message to the platform's dead-lettering.
+
+use crate::core::base::time::Millis;
+use crate::core::model::journey::Outgoing;
+use crate::core::rules::journey::{Destination, DestinationKind};
+use crate::core::rules::Config;
+use crate::core::wire::audiences::Statement;
+use crate::core::wire::deliveries::{
+    after_failure, forget, headers, record, state, url, AfterFailure, DeliveryMessage, Outcome, Record, SCHEMA,
+};
+use crate::edge::audiences::bind;
+use crate::edge::http::ApiError;
+use crate::edge::kv;
+use crate::edge::objects::profile_object::{self, Action};
+use serde_json::{json, Value as J};
+use std::cell::Cell;
+use std::time::Duration;
+use worker::{
+    AbortController, D1Database, Delay, Env, Fetch, Headers, Method, MessageBatch, MessageExt, QueueRetryOptionsBuilder,
+    Request, RequestInit,
+};
+
+pub const QUEUE_BINDING: &str = "DELIVERIES";
+pub const DLQ_BINDING: &str = "DELIVERIES_DLQ";
+/// The queue's name (`wrangler.toml`), which tells the consumer's batches apart from the audience index's.
+pub const QUEUE_NAME: &str = "edgecdp-deliveries";
+
+thread_local! {
+    /// Whether this isolate has made sure the outcome log's table exists.
+    static SCHEMA_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Hands sends to the delivery queue (the profile holding them is stored already).
+pub async fn enqueue(env: &Env, profile_id: &str, sends: &[Outgoing]) -> worker::Result<()> {
+    let queue = env.queue(QUEUE_BINDING)?;
+    for o in sends {
+        let m = DeliveryMessage { delivery: o.id.clone(), profile: profile_id.to_string(), destination: o.destination.clone() };
+        queue.send(m.to_json().to_string()).await?;
+    }
+    Ok(())
+}
+
+/// The outcome log's database, its table made sure of once per isolate.
+pub async fn log(env: &Env) -> Result<D1Database, ApiError> {
+    let db = crate::edge::audiences::index(env).await?;
+    if !SCHEMA_READY.with(Cell::get) {
+        let schema = SCHEMA.iter().map(|s| db.prepare(*s)).collect();
+        db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("delivery log schema: {e}")))?;
+        SCHEMA_READY.with(|r| r.set(true));
+    }
+    Ok(db)
+}
+
+/// Rows of a statement, each as an array of its columns.
+pub async fn rows(db: &D1Database, s: &Statement) -> Result<Vec<Vec<J>>, ApiError> {
+    let prepared = bind(db, s).map_err(|e| ApiError::Unavailable(format!("delivery log: {e}")))?;
+    prepared.raw::<J>().await.map_err(|e| ApiError::Unavailable(format!("delivery log: {e}")))
+}
+
+async fn run(db: &D1Database, s: &Statement) -> worker::Result<()> {
+    bind(db, s)?.run().await?;
+    Ok(())
+}
+
+/// Erasure: the log keeps its counts but no longer names these profiles.
+pub async fn forget_now(env: &Env, profile_ids: &[String]) -> worker::Result<()> {
+    let db = log(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+    run(&db, &forget(profile_ids)).await
+}
+
+/// What the profile's object answered a claim.
+enum Claimed {
+    Go { body: String, content_type: String, record: Record },
+    Suppressed { reason: String, record: Record },
+    Deferred { until: Millis, record: Record },
+    Unknown,
+}
+
+/// Claims a send at the object holding it, following a merge's tombstone (a send made before the merge lives on in
+/// the survivor under the same id).
+async fn claim(env: &Env, m: &DeliveryMessage) -> Result<Claimed, String> {
+    let mut profile = m.profile.clone();
+    for _ in 0..3 {
+        let (status, bytes) = profile_object::call(env, &profile, Action::Claim, m.delivery.clone().into_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let j: J = serde_json::from_slice(&bytes).unwrap_or_default();
+        if status == 409 {
+            match j["movedTo"].as_str() {
+                Some(to) => {
+                    profile = to.to_string();
+                    continue;
+                }
+                None => return Err(format!("claim answered 409: {j}")),
+            }
+        }
+        if status != 200 {
+            return Err(format!("claim answered {status}: {j}"));
+        }
+        let text = |k: &str| j[k].as_str().map(String::from);
+        let rec = Record {
+            id: m.delivery.clone(),
+            destination: m.destination.clone(),
+            profile: text("profile"),
+            journey: text("journey"),
+            step: text("step"),
+        };
+        return Ok(match j["claim"].as_str() {
+            Some("go") => Claimed::Go {
+                body: text("body").unwrap_or_default(),
+                content_type: text("contentType").unwrap_or_else(|| "application/json".into()),
+                record: rec,
+            },
+            Some("suppressed") => Claimed::Suppressed { reason: text("reason").unwrap_or_default(), record: rec },
+            Some("deferred") => Claimed::Deferred { until: j["until"].as_i64().unwrap_or(0), record: rec },
+            _ => Claimed::Unknown,
+        });
+    }
+    Err("claim: too many hops".into())
+}
+
+/// Tells the object the delivery is over (`delivered`: the destination took it; otherwise it stops counting).
+async fn settle(env: &Env, profile: &str, id: &str, delivered: bool) {
+    let body = json!({"delivery": id, "delivered": delivered}).to_string().into_bytes();
+    let mut profile = profile.to_string();
+    for _ in 0..3 {
+        match profile_object::call(env, &profile, Action::Settle, body.clone()).await {
+            Ok((409, bytes)) => {
+                let j: J = serde_json::from_slice(&bytes).unwrap_or_default();
+                match j["movedTo"].as_str() {
+                    Some(to) => profile = to.to_string(),
+                    None => return,
+                }
+            }
+            Ok(_) => return,
+            Err(e) => {
+                worker::console_error!("settling {id} failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// One attempt: the status the destination answered (`None`: no answer in time, or no connection) and a reason.
+async fn send(env: &Env, d: &Destination, id: &str, body: &str, content_type: &str) -> (Option<u16>, String) {
+    let secret_name = match &d.kind {
+        DestinationKind::Webhook { secret_env } => secret_env,
+        DestinationKind::TrackingApi { write_key_env } => write_key_env,
+    };
+    let Some(secret) = env.secret(secret_name).ok().map(|s| s.to_string()).or_else(|| env.var(secret_name).ok().map(|v| v.to_string())) else {
+        return (None, format!("the Worker has no secret {secret_name}"));
+    };
+    let now = crate::edge::request::now();
+    let h = Headers::new();
+    let _ = h.set("content-type", content_type);
+    let _ = h.set("user-agent", concat!("edgecdp/", env!("CARGO_PKG_VERSION")));
+    for (k, v) in headers(d, &secret, id, now, body) {
+        let _ = h.set(k, &v);
+    }
+    let controller = AbortController::default();
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(h).with_body(Some(body.into()));
+    let request = match Request::new_with_init(&url(d), &init) {
+        Ok(r) => r,
+        Err(e) => return (None, format!("request: {e}")),
+    };
+    let signal = controller.signal();
+    let fetch = Fetch::Request(request);
+    let sending = fetch.send_with_signal(&signal);
+    let waiting = Delay::from(Duration::from_millis(d.timeout.max(0) as u64));
+    futures_util::pin_mut!(sending, waiting);
+    let answer = match futures_util::future::select(sending, waiting).await {
+        futures_util::future::Either::Left((answer, _)) => Some(answer),
+        futures_util::future::Either::Right(_) => None,
+    };
+    match answer {
+        Some(Ok(mut resp)) => {
+            let status = resp.status_code();
+            // The body is read (and dropped) so the connection is released.
+            let _ = resp.bytes().await;
+            (Some(status), format!("http {status}"))
+        }
+        Some(Err(e)) => (None, format!("no answer: {e}")),
+        None => {
+            controller.abort();
+            (None, format!("timeout after {} ms", d.timeout))
+        }
+    }
+}
+
+/// Why a message was not handled: one this build cannot read (acknowledged), or a step that failed (retried).
+enum Failure {
+    Unreadable(String),
+    Retry(String),
+}
+
+/// One message; answers how the queue should treat it: `None` to acknowledge, `Some(delay)` to retry.
+async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Result<Option<u32>, Failure> {
+    let j: J = serde_json::from_str(body).map_err(|e| Failure::Unreadable(e.to_string()))?;
+    let m = DeliveryMessage::of(&j).map_err(Failure::Unreadable)?;
+    let retry = |e: worker::Error| Failure::Retry(format!("delivery log: {e}"));
+    let st = crate::edge::deliveries::rows(db, &state(&m.delivery)).await.map_err(|e| Failure::Retry(format!("{e:?}")))?;
+    let row = st.first().cloned().unwrap_or_default();
+    if row.first().is_some_and(|f| !f.is_null()) {
+        // Settled already: a redelivery of a message whose outcome is recorded.
+        return Ok(None);
+    }
+    let attempt = row.get(1).and_then(J::as_u64).unwrap_or(0) as u32 + 1;
+    let now = crate::edge::request::now();
+    let claimed = claim(env, &m).await.map_err(Failure::Retry)?;
+    match claimed {
+        Claimed::Unknown => {
+            let rec = Record { id: m.delivery.clone(), destination: m.destination.clone(), ..Record::default() };
+            run(db, &record(&rec, Outcome::Suppressed, attempt, Some("not_pending"), now)).await.map_err(retry)?;
+            Ok(None)
+        }
+        Claimed::Suppressed { reason, record: rec } => {
+            run(db, &record(&rec, Outcome::Suppressed, attempt, Some(&reason), now)).await.map_err(retry)?;
+            Ok(None)
+        }
+        Claimed::Deferred { until, record: rec } => {
+            let reason = format!("quiet hours until {}", crate::core::base::time::format_iso8601(until));
+            run(db, &record(&rec, Outcome::Deferred, attempt, Some(&reason), now)).await.map_err(retry)?;
+            Ok(None)
+        }
+        Claimed::Go { body, content_type, record: rec } => {
+            let Some(d) = config.destinations.iter().find(|d| d.id == m.destination) else {
+                run(db, &record(&rec, Outcome::Suppressed, attempt, Some("destination_removed"), now)).await.map_err(retry)?;
+                settle(env, &m.profile, &m.delivery, false).await;
+                return Ok(None);
+            };
+            let (status, reason) = send(env, d, &m.delivery, &body, &content_type).await;
+            if status.is_some_and(|s| (200..300).contains(&s)) {
+                run(db, &record(&rec, Outcome::Sent, attempt, Some(&reason), now)).await.map_err(retry)?;
+                settle(env, &m.profile, &m.delivery, true).await;
+                return Ok(None);
+            }
+            match after_failure(d, attempt, status) {
+                AfterFailure::Retry { delay_seconds } => {
+                    run(db, &record(&rec, Outcome::Retried, attempt, Some(&reason), now)).await.map_err(retry)?;
+                    Ok(Some(delay_seconds))
+                }
+                AfterFailure::GiveUp => {
+                    let why = format!("{reason} (attempt {attempt} of {})", d.attempts);
+                    let mut dead = j.clone();
+                    dead["reason"] = json!(why);
+                    dead["attempts"] = json!(attempt);
+                    env.queue(DLQ_BINDING).map_err(retry)?.send(dead.to_string()).await.map_err(retry)?;
+                    run(db, &record(&rec, Outcome::DeadLettered, attempt, Some(&why), now)).await.map_err(retry)?;
+                    settle(env, &m.profile, &m.delivery, false).await;
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// The delivery queue's consumer: each message is one delivery's attempt.
+pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()> {
+    let (db, config) = match (log(&env).await, kv::config(&env).await) {
+        (Ok(db), Ok((_, config))) => (db, config),
+        (Err(e), _) | (_, Err(e)) => {
+            worker::console_error!("delivery log or configuration unavailable, retrying the batch: {e:?}");
+            batch.retry_all();
+            return Ok(());
+        }
+    };
+    for message in batch.messages()? {
+        match handle(&env, &db, &config, message.body()).await {
+            Ok(None) => message.ack(),
+            Ok(Some(delay)) => message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build()),
+            Err(Failure::Unreadable(e)) => {
+                worker::console_error!("delivery message dropped: {e}");
+                message.ack();
+            }
+            Err(Failure::Retry(e)) => {
+                worker::console_error!("delivery message failed, retrying: {e}");
+                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(5).build());
+            }
+        }
+    }
+    Ok(())
+}
