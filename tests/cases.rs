@@ -15,23 +15,21 @@
 //! diff before committing it.
 
 use edgecdp::core::base::time::parse_iso8601;
-use edgecdp::core::engine::apply::{apply_events, ApplyRequest, Link};
+use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
 use edgecdp::core::engine::audiences::catch_up;
 use edgecdp::core::engine::decide::decide;
-use edgecdp::core::engine::ingest::Batch;
-use edgecdp::core::engine::merge::pending_links;
-use edgecdp::core::engine::write::{index_entry_stays, write};
 use edgecdp::core::model::consent::{permit_personalization, ConsentPolicy, RequestSignals};
 use edgecdp::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use edgecdp::core::model::profile::Profile;
 use edgecdp::core::rules::{compile_str, Config};
 use edgecdp::core::store::{self, summary};
 use edgecdp::core::wire::decide::parse_decide;
-use edgecdp::core::wire::events::parse_batch;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+
+mod common;
+use common::play;
 
 fn case_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
@@ -42,53 +40,6 @@ fn case_dirs() -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
-}
-
-/// Plays the events in order, one request each, as the Worker case runner sends them (with the case's server key
-/// when it has a server source, otherwise its first source's write key, and no cookie), through the same core
-/// steps the Worker executes: `ingest::Batch` (prepare, admit, plan), then each writer's `write::write` with the
-/// profiles its links hand over. Maps stand in for the identity index and the profiles' storage.
-fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
-    let source = config.sources.iter().find(|s| s.is_server()).or(config.sources.first()).expect("a case has a source");
-    let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
-    let mut index: BTreeMap<Identity, String> = BTreeMap::new();
-    for line in events_jsonl.lines().filter(|l| !l.trim().is_empty()) {
-        let body = format!(r#"{{"batch":[{line}]}}"#);
-        let parsed = parse_batch(body.as_bytes(), now).expect("events.jsonl holds valid JSON events");
-        assert!(parsed.rejected.is_empty(), "events.jsonl has a rejected event: {:?}", parsed.rejected);
-        let mut batch = Batch::prepare(parsed, false, None, config);
-        let known: BTreeMap<Identity, String> = batch
-            .identities_to_resolve()
-            .into_iter()
-            .filter_map(|id| index.get(&id).map(|p| (id, p.clone())))
-            .collect();
-        batch.admit(source, &[], &known, &BTreeSet::new(), now);
-        for group in batch.plan(&known, config) {
-            let req = ApplyRequest {
-                profile_id: group.profile_id.clone(),
-                events: group.events,
-                links: group.links,
-                ..ApplyRequest::default()
-            };
-            let current = profiles.remove(&req.profile_id);
-            let wanted: Vec<Link> = pending_links(current.as_ref(), &req).into_iter().cloned().collect();
-            let fetched = wanted.into_iter().filter_map(|l| profiles.remove(&l.profile_id).map(|p| (l, p))).collect();
-            let written = write(current, fetched, req, config, now);
-            for p in written.returned.iter().cloned().chain(written.profile.iter().cloned()) {
-                profiles.insert(p.id.clone(), p);
-            }
-            if let Some(p) = written.profile.as_ref().filter(|_| written.store) {
-                for id in written.index.iter().chain(&written.repoint) {
-                    if !index_entry_stays(id, index.get(id).map(String::as_str), &p.id, &written.repoint) {
-                        index.insert(id.clone(), p.id.clone());
-                    }
-                }
-            }
-        }
-        let (rejected, _) = batch.finish();
-        assert!(rejected.is_empty(), "the Worker would refuse {line}: {rejected:?}");
-    }
-    profiles.into_values().collect()
 }
 
 fn find<'a>(profiles: &'a [Profile], id: &Identity) -> Option<&'a Profile> {

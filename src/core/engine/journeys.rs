@@ -160,6 +160,23 @@ fn on_event(config: &Config, profile: &mut Profile, h: &Happened, now: Millis) -
             }
         }
     }
+    // Sends still waiting to leave (deferred by quiet hours, or queued) whose journey this event exits: an
+    // instance that ended by queueing its last send still does not send after its exit event.
+    for o in profile.journeys.outbox.iter_mut().filter(|o| o.claimed.is_none() && o.cancelled.is_none() && h.at >= o.entered_at) {
+        let Some(journey) = config.journeys.iter().find(|j| j.id == o.journey) else { continue };
+        let exits = journey.exits.iter().any(|e| match e {
+            Exit::Event { event, filters, match_key } => {
+                *event == h.name
+                    && matches(filters, &h.props)
+                    && (!match_key || key_value(&h.props, journey.reentry.key_property()).as_deref() == Some(&o.key))
+            }
+            Exit::AudienceExited(_) => false,
+        });
+        if exits {
+            o.cancelled = Some("exited".into());
+            moved.ended += 1;
+        }
+    }
     // Triggers.
     if h.at < now - MAX_TRIGGER_AGE {
         return moved;
@@ -406,7 +423,8 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
                 } else {
                     js.sends += 1;
                     let leaves = t.max(now);
-                    let due = quiet_end(&config.pressure.quiet, offset, leaves).unwrap_or(leaves);
+                    let quiet = if dest.pressure { quiet_end(&config.pressure.quiet, offset, leaves) } else { None };
+                    let due = quiet.unwrap_or(leaves);
                     js.outbox.push(Outgoing {
                         id: format!("dlv_{}_{}", profile.id, js.sends),
                         destination: dest.id.clone(),
@@ -442,8 +460,9 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
 }
 
 /// The sends due at `now` that wait to be handed to the delivery queue (after the profile is stored).
+/// A cancelled send goes too, at once: its claim records why it did not leave.
 pub fn to_enqueue(profile: &Profile, now: Millis) -> Vec<Outgoing> {
-    profile.journeys.outbox.iter().filter(|o| !o.enqueued && o.cancelled.is_none() && o.due <= now).cloned().collect()
+    profile.journeys.outbox.iter().filter(|o| !o.enqueued && (o.cancelled.is_some() || o.due <= now)).cloned().collect()
 }
 
 /// Notes sends as handed to the queue.
@@ -477,18 +496,21 @@ pub fn claim<'c>(config: &'c Config, profile: &mut Profile, id: &str, now: Milli
     if o.claimed.is_some() {
         return Claim::Go { destination, outgoing: o };
     }
-    if let Some(until) = quiet_end(&config.pressure.quiet, offset_of(config, profile), now) {
+    let counted = destination.pressure;
+    if let Some(until) = quiet_end(&config.pressure.quiet, offset_of(config, profile), now).filter(|_| counted) {
         let entry = &mut profile.journeys.outbox[pos];
         entry.due = until;
         entry.enqueued = false;
         return Claim::Deferred(until);
     }
-    if let Some(reason) = over_budget(config, profile, &destination.channel, now) {
+    if let Some(reason) = over_budget(config, profile, &destination.channel, now).filter(|_| counted) {
         return suppress(profile, reason);
     }
     let js = &mut profile.journeys;
     js.outbox[pos].claimed = Some(now);
-    js.ledger.push_back(Sent { at: now, channel: destination.channel.clone(), id: o.id.clone() });
+    if counted {
+        js.ledger.push_back(Sent { at: now, channel: destination.channel.clone(), id: o.id.clone() });
+    }
     let keep_from = now - config.pressure.longest_period();
     while js.ledger.len() > MAX_LEDGER || js.ledger.front().is_some_and(|s| s.at <= keep_from) {
         js.ledger.pop_front();

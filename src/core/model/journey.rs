@@ -129,10 +129,11 @@ impl Journeys {
         self.ledger.iter().filter(|s| s.at > since && channel.is_none_or(|c| s.channel == c)).count()
     }
 
-    /// The earliest instant anything here waits for: an instance's wake-up, or a send not yet handed to the queue.
+    /// The earliest instant anything here waits for: an instance's wake-up, or a send not yet handed to the queue
+    /// (a cancelled one at once, so that its claim records why it did not leave).
     pub fn due(&self) -> Option<Millis> {
         let wakes = self.instances.iter().filter_map(|i| i.wake);
-        let sends = self.outbox.iter().filter(|o| !o.enqueued && o.cancelled.is_none()).map(|o| o.due);
+        let sends = self.outbox.iter().filter(|o| !o.enqueued).map(|o| if o.cancelled.is_some() { o.created } else { o.due });
         wakes.chain(sends).min()
     }
 
@@ -247,6 +248,9 @@ mod tests {
         };
         j.outbox.push(send("x", 10, true));
         assert_eq!(j.due(), Some(50), "an enqueued send waits for nothing here");
+        j.outbox.push(Outgoing { cancelled: Some("exited".into()), created: 40, ..send("z", 90, false) });
+        assert_eq!(j.due(), Some(40), "a cancelled send is queued at once, for its claim to record why");
+        j.outbox.pop();
         j.outbox.push(send("y", 20, false));
         assert_eq!(j.due(), Some(20));
         for i in 0..(MAX_ENDED + 5) {

@@ -45,6 +45,9 @@ pub struct Destination {
     pub payload: Payload,
     /// The traits (by name) the payload carries in `context.traits`: nothing else of the profile leaves.
     pub traits: Vec<String>,
+    /// Whether its sends reach the person, so that the pressure budget and quiet hours apply (`"pressure":
+    /// false` for a destination that reaches nobody, such as a warehouse).
+    pub pressure: bool,
     pub timeout: Millis,
     /// Attempts before the delivery is dead-lettered (the first included).
     pub attempts: u32,
@@ -246,7 +249,7 @@ impl Compiler {
             let p = idx(path, i);
             let keys = [
                 "id", "type", "url", "secretEnv", "writeKeyEnv", "purpose", "channel", "payload", "traits", "timeout",
-                "attempts", "backoff",
+                "attempts", "backoff", "pressure",
             ];
             let Some(o) = self.object(d, &p, &keys) else { continue };
             let id = self.id(o.get("id"), &at(&p, "id"));
@@ -321,6 +324,7 @@ impl Compiler {
                 None => Some(6),
             };
             let backoff = self.bounded_duration(present(o, "backoff"), &at(&p, "backoff"), 30 * SECOND, HOUR);
+            let pressure = present(o, "pressure").map_or(Some(true), |v| self.boolean(v, &at(&p, "pressure")));
             if let (Some(id), Some(kind), Some(url), Some(purpose), Some(channel), Some(payload)) =
                 (id, kind, url, purpose, channel, payload)
             {
@@ -332,6 +336,7 @@ impl Compiler {
                     channel,
                     payload,
                     traits,
+                    pressure: pressure.unwrap_or(true),
                     timeout: timeout.unwrap_or(10 * SECOND),
                     attempts: attempts.unwrap_or(6),
                     backoff: backoff.unwrap_or(30 * SECOND),

@@ -1,0 +1,203 @@
+//! Journey cases as data, in simulated time: each directory under `tests/journeys/` holds `timeline.jsonl` (what
+//! happens, in order, each line with its instant `at`), `expected.json` (`until`, then the log of what left and
+//! the journeys each person ends with) and `config.json` (when absent, the demo configuration `config/demo.json`,
+//! whose example journeys are the use cases of `../shared/use-cases.md`; a `config.json` may extend it with
+//! `"$extends"`).
+//!
+//! The runner plays what the Worker does, through the same core functions: each event through the write path
+//! (`common::World`), every profile woken at its next instant as its object's alarm would be (`write::refresh`),
+//! and every send that is due claimed at once as the delivery queue's consumer would (`journeys::claim`, then
+//! `settle`), so the log shows the exact instants sends leave, and what stopped or deferred them.
+//!
+//! Timeline lines: `{"at", "event": {...}}` (a Segment event; optional `"utcOffset": "+01:00"` and `"country"`
+//! are the request's signals), `{"at", "decide": {...}}` (a decide request; what it serves is recorded, as the
+//! Worker does, and logged).
+//!
+//! `UPDATE_EXPECT=1 cargo test --test journeys` rewrites `expected.json` from what the core does now; review the
+//! diff before committing it.
+
+use edgecdp::core::base::time::{format_iso8601, parse_iso8601, Millis};
+use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
+use edgecdp::core::engine::decide::decide;
+use edgecdp::core::engine::journeys::{claim, mark_enqueued, settle, to_enqueue, Claim};
+use edgecdp::core::engine::write::refresh;
+use edgecdp::core::model::consent::{permit_personalization, RequestSignals};
+use edgecdp::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use edgecdp::core::model::profile::Profile;
+use edgecdp::core::rules::journey::{parse_offset, Payload};
+use edgecdp::core::rules::{compile_str, Config};
+use edgecdp::core::wire::decide::parse_decide;
+use edgecdp::core::wire::deliveries::body;
+use serde_json::{json, Value};
+use std::fs;
+use std::path::Path;
+
+mod common;
+use common::World;
+
+/// Alarms fired in one case at most: a runaway schedule fails the case instead of hanging it.
+const MAX_ALARMS: usize = 10_000;
+
+fn next_wake(p: &Profile) -> Option<Millis> {
+    [p.audiences.due, p.journeys.due()].into_iter().flatten().min()
+}
+
+/// The consumer's part: every send due is claimed now and, when it goes, settled as delivered.
+fn deliver(config: &Config, p: &mut Profile, now: Millis, log: &mut Vec<Value>) {
+    let sends = to_enqueue(p, now);
+    let ids: Vec<String> = sends.iter().map(|o| o.id.clone()).collect();
+    mark_enqueued(p, &ids);
+    for o in sends {
+        let who = p.identities.iter().find(|i| i.kind == USER_ID).or(p.identities.first()).map(|i| i.value.clone());
+        let mut entry = json!({"at": format_iso8601(now), "of": who, "journey": o.journey, "step": o.step, "key": o.key});
+        match claim(config, p, &o.id, now) {
+            Claim::Go { destination, outgoing } => {
+                entry["sent"] = json!(outgoing.event);
+                entry["to"] = json!(destination.id);
+                // A template's text is logged (its escaping is part of the case); an event's shape has unit tests.
+                if destination.payload != Payload::Event {
+                    entry["body"] = json!(body(destination, p, &outgoing, now).0);
+                }
+                settle(p, &o.id, true);
+            }
+            Claim::Suppressed(reason) => entry["suppressed"] = json!(reason),
+            Claim::Deferred(until) => entry["deferredUntil"] = json!(format_iso8601(until)),
+            Claim::Unknown => entry["unknown"] = json!(o.id),
+        }
+        log.push(entry);
+    }
+}
+
+/// Wakes every profile whose next instant is at or before `limit`, earliest first, as their alarms would.
+fn run_alarms(config: &Config, world: &mut World, limit: Millis, log: &mut Vec<Value>) {
+    for _ in 0..MAX_ALARMS {
+        let next = world.profiles.values().filter_map(|p| next_wake(p).map(|t| (t, p.id.clone()))).min();
+        let Some((t, id)) = next.filter(|(t, _)| *t <= limit) else { return };
+        let p = world.profiles.get_mut(&id).expect("the profile");
+        refresh(config, p, t);
+        deliver(config, p, t, log);
+        if next_wake(p) == Some(t) {
+            panic!("profile {id} wakes at {} again and again", format_iso8601(t));
+        }
+    }
+    panic!("more than {MAX_ALARMS} alarms");
+}
+
+fn identity_of(of: &Value) -> Identity {
+    match (of["userId"].as_str(), of["anonymousId"].as_str()) {
+        (Some(u), _) => Identity::new(USER_ID, u),
+        (None, Some(a)) => Identity::new(ANONYMOUS_ID, a),
+        _ => panic!("expected {{\"userId\"}} or {{\"anonymousId\"}}, not {of}"),
+    }
+}
+
+fn run_case(dir: &Path) -> (Value, Value) {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let read = |f: &Path| fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    let config_path = if dir.join("config.json").exists() {
+        dir.join("config.json")
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.json")
+    };
+    // `"$extends": "config/demo.json"` takes that configuration and replaces its top-level sections with the
+    // case's own (a server source, say, so that the case can name users without identity tokens).
+    let mut doc: Value = serde_json::from_str(&read(&config_path)).expect("the configuration is JSON");
+    if let Some(base) = doc.get("$extends").and_then(Value::as_str).map(String::from) {
+        let mut merged: Value =
+            serde_json::from_str(&read(&Path::new(env!("CARGO_MANIFEST_DIR")).join(&base))).expect("JSON");
+        for (k, v) in doc.as_object().expect("an object") {
+            if k != "$extends" {
+                merged[k] = v.clone();
+            }
+        }
+        doc = merged;
+    }
+    let config = compile_str(&doc.to_string()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    let expected: Value = serde_json::from_str(&read(&dir.join("expected.json"))).expect("expected.json is JSON");
+    let until = parse_iso8601(expected["until"].as_str().expect("expected.until")).expect("until is a time");
+    let mut world = World::default();
+    let mut log = Vec::new();
+    let mut last = Millis::MIN;
+    for (n, line) in read(&dir.join("timeline.jsonl")).lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: timeline line {}: {e}", n + 1));
+        let at = parse_iso8601(entry["at"].as_str().expect("a line has its `at`")).expect("`at` is a time");
+        assert!(at >= last, "{name}: timeline line {} goes back in time", n + 1);
+        last = at;
+        run_alarms(&config, &mut world, at, &mut log);
+        if let Some(event) = entry.get("event") {
+            let signals = RequestSignals {
+                country: entry["country"].as_str().map(String::from),
+                gpc: false,
+                utc_offset_minutes: entry["utcOffset"].as_str().and_then(parse_offset),
+            };
+            for id in world.write_line(&config, &event.to_string(), &signals, at) {
+                let p = world.profiles.get_mut(&id).expect("written");
+                deliver(&config, p, at, &mut log);
+            }
+        } else if let Some(request) = entry.get("decide") {
+            let request = parse_decide(request.to_string().as_bytes()).expect("a valid decide request");
+            let id = request.user_id.as_ref().map(|u| Identity::new(USER_ID, u)).or_else(|| {
+                request.anonymous_id.as_ref().map(|a| Identity::new(ANONYMOUS_ID, a))
+            });
+            let profile = id.as_ref().and_then(|id| world.profile_of(id)).cloned();
+            let subject = profile.as_ref().and_then(|p| {
+                permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
+            });
+            let decision = decide(&config, subject, &request.context(), &request.slots, at);
+            let served: serde_json::Map<String, Value> =
+                decision.slots.iter().map(|(k, a)| (k.clone(), json!(a.block))).collect();
+            log.push(json!({"at": format_iso8601(at), "decided": served}));
+            let impressions = decision.impressions(at);
+            if let (Some(p), false) = (profile, impressions.is_empty()) {
+                let req = ApplyRequest { profile_id: p.id.clone(), impressions, ..ApplyRequest::default() };
+                if let (Some(p), _) = apply_events(Some(p), req, &config) {
+                    world.profiles.insert(p.id.clone(), p);
+                }
+            }
+        } else {
+            panic!("{name}: timeline line {} is neither an event nor a decision", n + 1);
+        }
+    }
+    run_alarms(&config, &mut world, until, &mut log);
+    let mut people = serde_json::Map::new();
+    // `people` names whose journeys to show: `user:<userId>` or `anon:<anonymousId>`.
+    for key in expected["people"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        let id = match key.split_once(':') {
+            Some(("user", u)) => identity_of(&json!({"userId": u})),
+            Some(("anon", a)) => identity_of(&json!({"anonymousId": a})),
+            _ => panic!("{name}: people keys are user:<id> or anon:<id>, not {key}"),
+        };
+        let p = world.profile_of(&id).unwrap_or_else(|| panic!("{name}: no profile for {key}"));
+        let j = p.journeys.to_json();
+        people.insert(key.clone(), json!({"instances": j["instances"], "ended": j["ended"], "outbox": j["outbox"]}));
+    }
+    (json!(log), Value::Object(people))
+}
+
+#[test]
+fn journey_cases() {
+    let update = std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/journeys");
+    let mut dirs: Vec<_> = fs::read_dir(&root).expect("tests/journeys").map(|e| e.expect("entry").path()).collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "expected journey cases under tests/journeys");
+    let mut failures = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let (log, people) = run_case(dir);
+        let path = dir.join("expected.json");
+        let mut expected: Value = serde_json::from_str(&fs::read_to_string(&path).expect("reads")).expect("JSON");
+        if update {
+            expected["log"] = log;
+            expected["people"] = people;
+            fs::write(&path, serde_json::to_string_pretty(&expected).expect("serializes") + "\n").expect("writes");
+            continue;
+        }
+        if expected["log"] != log {
+            failures.push(format!("{}: log\n  expected {}\n  got      {log}", dir.display(), expected["log"]));
+        }
+        if expected["people"] != people {
+            failures.push(format!("{}: people\n  expected {}\n  got      {people}", dir.display(), expected["people"]));
+        }
+    }
+    assert!(failures.is_empty(), "{} journey case(s) differ:\n{}", failures.len(), failures.join("\n"));
+}
