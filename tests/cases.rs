@@ -21,7 +21,7 @@ use edgecdp::core::engine::decide::decide;
 use edgecdp::core::model::consent::{permit_personalization, ConsentPolicy, RequestSignals};
 use edgecdp::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use edgecdp::core::model::profile::Profile;
-use edgecdp::core::rules::{compile_str, Config};
+use edgecdp::core::rules::compile_str;
 use edgecdp::core::store::{self, summary};
 use edgecdp::core::wire::decide::parse_decide;
 use serde_json::Value;

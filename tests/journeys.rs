@@ -49,7 +49,8 @@ fn deliver(config: &Config, p: &mut Profile, now: Millis, log: &mut Vec<Value>) 
     mark_enqueued(p, &ids);
     for o in sends {
         let who = p.identities.iter().find(|i| i.kind == USER_ID).or(p.identities.first()).map(|i| i.value.clone());
-        let mut entry = json!({"at": format_iso8601(now), "of": who, "journey": o.journey, "step": o.step, "key": o.key});
+        let mut entry =
+            json!({"at": format_iso8601(now), "of": who, "journey": o.journey, "step": o.step, "key": o.key});
         match claim(config, p, &o.id, now) {
             Claim::Go { destination, outgoing } => {
                 entry["sent"] = json!(outgoing.event);
@@ -119,7 +120,8 @@ fn run_case(dir: &Path) -> (Value, Value) {
     let mut log = Vec::new();
     let mut last = Millis::MIN;
     for (n, line) in read(&dir.join("timeline.jsonl")).lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: timeline line {}: {e}", n + 1));
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: timeline line {}: {e}", n + 1));
         let at = parse_iso8601(entry["at"].as_str().expect("a line has its `at`")).expect("`at` is a time");
         assert!(at >= last, "{name}: timeline line {} goes back in time", n + 1);
         last = at;
@@ -136,9 +138,11 @@ fn run_case(dir: &Path) -> (Value, Value) {
             }
         } else if let Some(request) = entry.get("decide") {
             let request = parse_decide(request.to_string().as_bytes()).expect("a valid decide request");
-            let id = request.user_id.as_ref().map(|u| Identity::new(USER_ID, u)).or_else(|| {
-                request.anonymous_id.as_ref().map(|a| Identity::new(ANONYMOUS_ID, a))
-            });
+            let id = request
+                .user_id
+                .as_ref()
+                .map(|u| Identity::new(USER_ID, u))
+                .or_else(|| request.anonymous_id.as_ref().map(|a| Identity::new(ANONYMOUS_ID, a)));
             let profile = id.as_ref().and_then(|id| world.profile_of(id)).cloned();
             let subject = profile.as_ref().and_then(|p| {
                 permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())

@@ -26,8 +26,8 @@ use serde_json::{json, Value as J};
 use std::cell::Cell;
 use std::time::Duration;
 use worker::{
-    AbortController, D1Database, Delay, Env, Fetch, Headers, Method, MessageBatch, MessageExt, QueueRetryOptionsBuilder,
-    Request, RequestInit,
+    AbortController, D1Database, Delay, Env, Fetch, Headers, MessageBatch, MessageExt, Method,
+    QueueRetryOptionsBuilder, Request, RequestInit,
 };
 
 pub const QUEUE_BINDING: &str = "DELIVERIES";
@@ -44,7 +44,11 @@ thread_local! {
 pub async fn enqueue(env: &Env, profile_id: &str, sends: &[Outgoing]) -> worker::Result<()> {
     let queue = env.queue(QUEUE_BINDING)?;
     for o in sends {
-        let m = DeliveryMessage { delivery: o.id.clone(), profile: profile_id.to_string(), destination: o.destination.clone() };
+        let m = DeliveryMessage {
+            delivery: o.id.clone(),
+            profile: profile_id.to_string(),
+            destination: o.destination.clone(),
+        };
         queue.send(m.to_json().to_string()).await?;
     }
     Ok(())
@@ -157,7 +161,12 @@ async fn send(env: &Env, d: &Destination, id: &str, body: &str, content_type: &s
         DestinationKind::Webhook { secret_env } => secret_env,
         DestinationKind::TrackingApi { write_key_env } => write_key_env,
     };
-    let Some(secret) = env.secret(secret_name).ok().map(|s| s.to_string()).or_else(|| env.var(secret_name).ok().map(|v| v.to_string())) else {
+    let Some(secret) = env
+        .secret(secret_name)
+        .ok()
+        .map(|s| s.to_string())
+        .or_else(|| env.var(secret_name).ok().map(|v| v.to_string()))
+    else {
         return (None, format!("the Worker has no secret {secret_name}"));
     };
     let now = crate::edge::request::now();
@@ -209,7 +218,8 @@ async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Resu
     let j: J = serde_json::from_str(body).map_err(|e| Failure::Unreadable(e.to_string()))?;
     let m = DeliveryMessage::of(&j).map_err(Failure::Unreadable)?;
     let retry = |e: worker::Error| Failure::Retry(format!("delivery log: {e}"));
-    let st = crate::edge::deliveries::rows(db, &state(&m.delivery)).await.map_err(|e| Failure::Retry(format!("{e:?}")))?;
+    let st =
+        crate::edge::deliveries::rows(db, &state(&m.delivery)).await.map_err(|e| Failure::Retry(format!("{e:?}")))?;
     let row = st.first().cloned().unwrap_or_default();
     if row.first().is_some_and(|f| !f.is_null()) {
         // Settled already: a redelivery of a message whose outcome is recorded.
@@ -235,7 +245,9 @@ async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Resu
         }
         Claimed::Go { body, content_type, record: rec } => {
             let Some(d) = config.destinations.iter().find(|d| d.id == m.destination) else {
-                run(db, &record(&rec, Outcome::Suppressed, attempt, Some("destination_removed"), now)).await.map_err(retry)?;
+                run(db, &record(&rec, Outcome::Suppressed, attempt, Some("destination_removed"), now))
+                    .await
+                    .map_err(retry)?;
                 settle(env, &m.profile, &m.delivery, false).await;
                 return Ok(None);
             };
@@ -278,7 +290,9 @@ pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()
     for message in batch.messages()? {
         match handle(&env, &db, &config, message.body()).await {
             Ok(None) => message.ack(),
-            Ok(Some(delay)) => message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build()),
+            Ok(Some(delay)) => {
+                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build())
+            }
             Err(Failure::Unreadable(e)) => {
                 worker::console_error!("delivery message dropped: {e}");
                 message.ack();

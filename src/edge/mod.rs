@@ -4,8 +4,8 @@
 //! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
 
 mod audiences;
-mod deliveries;
 mod cookie;
+mod deliveries;
 mod delivery;
 mod http;
 mod kv;
@@ -18,11 +18,11 @@ use crate::core::wire::events::CallType;
 use crate::edge::request::query_param;
 use crate::edge::request::{decide_context, now, signals};
 use crate::edge::routes::audiences::{audience_export, audience_members, audiences_list};
-use crate::edge::routes::destinations::destinations_stats;
 use crate::edge::routes::collect::{apply, collect, rudderstack_source_config, segment_settings};
 use crate::edge::routes::config::{config_get, config_put, config_validate};
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
 use crate::edge::routes::demo::demo_identity_token;
+use crate::edge::routes::destinations::destinations_stats;
 use crate::edge::routes::docs;
 use crate::edge::routes::experiments::experiment_stats;
 use crate::edge::routes::profiles::{profile_delete, profile_get, profile_split};

@@ -37,7 +37,10 @@ pub enum Skip {
     NotStarted,
     Ended,
     Audience(String),
-    Capped { shown: usize, max: u32 },
+    Capped {
+        shown: usize,
+        max: u32,
+    },
     /// The slot is counted by the marketing-pressure budget (`pressure.slots`), which is spent.
     Pressure,
 }

@@ -71,7 +71,7 @@ impl Moved {
 #[derive(Debug, PartialEq)]
 pub enum Claim<'c> {
     /// It goes (again, for a retry): to this destination, with this entry.
-    Go { destination: &'c Destination, outgoing: Outgoing },
+    Go { destination: &'c Destination, outgoing: Box<Outgoing> },
     /// It does not go, for this reason (`exited`, `journey_removed`, `destination_removed`, `consent`,
     /// `pressure_cap`, `channel_cap`); it left the outbox.
     Suppressed(String),
@@ -135,13 +135,16 @@ fn on_event(config: &Config, profile: &mut Profile, h: &Happened, now: Millis) -
         let Some(inst) = profile.journeys.instances.iter().find(|i| i.id == id) else { continue };
         let Some(journey) = config.journeys.iter().find(|j| j.id == inst.journey) else { continue };
         let key_of = |filters_ok: bool, match_key: bool| {
-            filters_ok && (!match_key || key_value(&h.props, journey.reentry.key_property()).as_deref() == Some(&inst.key))
+            filters_ok
+                && (!match_key || key_value(&h.props, journey.reentry.key_property()).as_deref() == Some(&inst.key))
         };
         if h.at < inst.entered_at {
             continue;
         }
         let exit = journey.exits.iter().find(|e| match e {
-            Exit::Event { event, filters, match_key } => *event == h.name && key_of(matches(filters, &h.props), *match_key),
+            Exit::Event { event, filters, match_key } => {
+                *event == h.name && key_of(matches(filters, &h.props), *match_key)
+            }
             Exit::AudienceExited(_) => false,
         });
         if let Some(Exit::Event { event, .. }) = exit {
@@ -162,7 +165,12 @@ fn on_event(config: &Config, profile: &mut Profile, h: &Happened, now: Millis) -
     }
     // Sends still waiting to leave (deferred by quiet hours, or queued) whose journey this event exits: an
     // instance that ended by queueing its last send still does not send after its exit event.
-    for o in profile.journeys.outbox.iter_mut().filter(|o| o.claimed.is_none() && o.cancelled.is_none() && h.at >= o.entered_at) {
+    for o in profile
+        .journeys
+        .outbox
+        .iter_mut()
+        .filter(|o| o.claimed.is_none() && o.cancelled.is_none() && h.at >= o.entered_at)
+    {
         let Some(journey) = config.journeys.iter().find(|j| j.id == o.journey) else { continue };
         let exits = journey.exits.iter().any(|e| match e {
             Exit::Event { event, filters, match_key } => {
@@ -199,7 +207,9 @@ fn on_event(config: &Config, profile: &mut Profile, h: &Happened, now: Millis) -
             let seen = profile
                 .recent
                 .iter()
-                .filter(|r| r.name == *event && matches(filters, &r.props) && key_value(&r.props, prop).as_deref() == Some(&key))
+                .filter(|r| {
+                    r.name == *event && matches(filters, &r.props) && key_value(&r.props, prop).as_deref() == Some(&key)
+                })
                 .count();
             if seen != *n as usize {
                 continue;
@@ -222,7 +232,8 @@ fn on_transition(config: &Config, profile: &mut Profile, t: &Transition, now: Mi
             .iter()
             .filter(|i| {
                 config.journeys.iter().any(|j| {
-                    j.id == i.journey && j.exits.iter().any(|e| matches!(e, Exit::AudienceExited(a) if *a == t.audience))
+                    j.id == i.journey
+                        && j.exits.iter().any(|e| matches!(e, Exit::AudienceExited(a) if *a == t.audience))
                 })
             })
             .map(|i| i.id)
@@ -234,7 +245,10 @@ fn on_transition(config: &Config, profile: &mut Profile, t: &Transition, now: Mi
     }
     for journey in &config.journeys {
         if let Trigger::Audience { audience, entered } = &journey.trigger {
-            if *audience == t.audience && *entered == t.entered && enter(config, profile, journey, String::new(), BTreeMap::new(), t.at, now) {
+            if *audience == t.audience
+                && *entered == t.entered
+                && enter(config, profile, journey, String::new(), BTreeMap::new(), t.at, now)
+            {
                 moved.entered += 1;
             }
         }
@@ -345,11 +359,13 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
         // Steps that wait: set the wake-up on arrival; move on once it has come.
         let waiting_until = match &step.kind {
             StepKind::Wait(d) => Some(Ok(t + d)),
-            StepKind::WaitUntilDate { name, offset: by } => Some(match profile.traits.get(name).and_then(|e| date_of(&e.value)) {
-                None => Err("no_date"),
-                Some(date) if date + by < t => Err("date_passed"),
-                Some(date) => Ok(date + by),
-            }),
+            StepKind::WaitUntilDate { name, offset: by } => {
+                Some(match profile.traits.get(name).and_then(|e| date_of(&e.value)) {
+                    None => Err("no_date"),
+                    Some(date) if date + by < t => Err("date_passed"),
+                    Some(date) => Ok(date + by),
+                })
+            }
             StepKind::WaitWindow { from, to, days } => Some(Ok(next_in_window(t, offset, *from, *to, *days))),
             StepKind::Hold { max, .. } => Some(Ok(t + max)),
             _ => None,
@@ -494,7 +510,7 @@ pub fn claim<'c>(config: &'c Config, profile: &mut Profile, id: &str, now: Milli
         return suppress(profile, "consent");
     }
     if o.claimed.is_some() {
-        return Claim::Go { destination, outgoing: o };
+        return Claim::Go { destination, outgoing: Box::new(o) };
     }
     let counted = destination.pressure;
     if let Some(until) = quiet_end(&config.pressure.quiet, offset_of(config, profile), now).filter(|_| counted) {
@@ -515,7 +531,7 @@ pub fn claim<'c>(config: &'c Config, profile: &mut Profile, id: &str, now: Milli
     while js.ledger.len() > MAX_LEDGER || js.ledger.front().is_some_and(|s| s.at <= keep_from) {
         js.ledger.pop_front();
     }
-    let outgoing = js.outbox[pos].clone();
+    let outgoing = Box::new(js.outbox[pos].clone());
     Claim::Go { destination, outgoing }
 }
 
@@ -672,7 +688,7 @@ pub fn iso(t: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::base::time::{parse_iso8601, MINUTE};
+    use crate::core::base::time::parse_iso8601;
 
     fn t(s: &str) -> Millis {
         parse_iso8601(s).unwrap()
@@ -692,7 +708,52 @@ mod tests {
         let mon = t("2026-11-30T10:00:00Z");
         assert_eq!(next_in_window(mon, 0, 9, 18, 0x7f), mon);
         assert_eq!(next_in_window(t("2026-11-30T18:00:00Z"), 0, 9, 18, 0x7f), t("2026-12-01T09:00:00Z"));
-        assert_eq!(next_in_window(t("2026-11-30T08:59:00Z"), 0, 9, 18, 0x7f), t("2026-11-30T09:00:00Z") - 0 * MINUTE);
+        assert_eq!(next_in_window(t("2026-11-30T08:59:00Z"), 0, 9, 18, 0x7f), t("2026-11-30T09:00:00Z"));
+    }
+
+    /// A send claimed twice (a retry) goes twice but counts once; one that never arrived stops counting; quiet
+    /// hours at the moment it leaves defer it; an unknown id is unknown.
+    #[test]
+    fn a_claim_counts_once_defers_in_quiet_hours_and_settles() {
+        let config = crate::core::rules::compile_str(
+            r#"{"consent": {"model": "opt-out"},
+                "destinations": [{"id": "mail", "type": "webhook", "url": "http://x/h", "secretEnv": "S",
+                                  "purpose": "marketing", "channel": "email"}],
+                "pressure": {"caps": [{"max": 1, "per": "1d"}], "quietHours": {"from": 22, "to": 7}},
+                "journeys": [{"id": "j", "trigger": {"event": "Go"}, "reentry": "always",
+                              "steps": [{"id": "s", "send": "mail", "event": "Hello"}]}]}"#,
+        )
+        .unwrap();
+        let mut p = Profile::new("p".into(), 0);
+        let at = t("2026-11-30T12:00:00Z");
+        let go = Happened { name: "Go".into(), props: BTreeMap::new(), at };
+        on_write(&config, &mut p, std::slice::from_ref(&go), &[], at);
+        let id = p.journeys.outbox[0].id.clone();
+        assert!(matches!(claim(&config, &mut p, &id, at), Claim::Go { .. }));
+        assert!(matches!(claim(&config, &mut p, &id, at + 60_000), Claim::Go { .. }), "a retry goes again");
+        assert_eq!(p.journeys.ledger.len(), 1, "and is counted once");
+        assert!(settle(&mut p, &id, false) && p.journeys.ledger.is_empty(), "a send that never arrived stops counting");
+        assert_eq!(claim(&config, &mut p, &id, at), Claim::Unknown);
+        // At 23:00 UTC (no offset known: UTC) a claim is deferred to 07:00, and handed to the queue again then.
+        let late = t("2026-11-30T23:00:00Z");
+        on_write(&config, &mut p, &[Happened { at: t("2026-11-30T21:59:00Z"), ..go }], &[], t("2026-11-30T21:59:00Z"));
+        let id = p.journeys.outbox[0].id.clone();
+        mark_enqueued(&mut p, std::slice::from_ref(&id));
+        assert_eq!(claim(&config, &mut p, &id, late), Claim::Deferred(t("2026-12-01T07:00:00Z")));
+        assert!(to_enqueue(&p, late).is_empty() && p.journeys.due() == Some(t("2026-12-01T07:00:00Z")));
+        let morning = t("2026-12-01T07:00:00Z");
+        assert_eq!(to_enqueue(&p, morning).len(), 1);
+        assert!(matches!(claim(&config, &mut p, &id, morning), Claim::Go { .. }));
+        // The budget (one a day) is spent: the next send is suppressed with its reason.
+        on_write(
+            &config,
+            &mut p,
+            &[Happened { name: "Go".into(), props: BTreeMap::new(), at: morning + HOUR }],
+            &[],
+            morning + HOUR,
+        );
+        let id = p.journeys.outbox.last().unwrap().id.clone();
+        assert_eq!(claim(&config, &mut p, &id, morning + HOUR), Claim::Suppressed("pressure_cap".into()));
     }
 
     #[test]

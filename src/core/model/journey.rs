@@ -133,7 +133,8 @@ impl Journeys {
     /// (a cancelled one at once, so that its claim records why it did not leave).
     pub fn due(&self) -> Option<Millis> {
         let wakes = self.instances.iter().filter_map(|i| i.wake);
-        let sends = self.outbox.iter().filter(|o| !o.enqueued).map(|o| if o.cancelled.is_some() { o.created } else { o.due });
+        let sends =
+            self.outbox.iter().filter(|o| !o.enqueued).map(|o| if o.cancelled.is_some() { o.created } else { o.due });
         wakes.chain(sends).min()
     }
 
@@ -254,7 +255,13 @@ mod tests {
         j.outbox.push(send("y", 20, false));
         assert_eq!(j.due(), Some(20));
         for i in 0..(MAX_ENDED + 5) {
-            j.note_ended(Ended { journey: "a".into(), key: i.to_string(), step: "s".into(), at: 0, reason: "r".into() });
+            j.note_ended(Ended {
+                journey: "a".into(),
+                key: i.to_string(),
+                step: "s".into(),
+                at: 0,
+                reason: "r".into(),
+            });
             j.note_entered("a", &i.to_string());
         }
         assert_eq!(j.ended.len(), MAX_ENDED);

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::core::model::audience::Audiences;
-use crate::core::model::journey::Journeys;
 use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS, MAX_RECORD_PROPS, MAX_RECORD_STRING};
+use crate::core::model::journey::Journeys;
 use crate::core::model::shown::Shown;
 
 /// A new session starts after this long without an event.

@@ -100,7 +100,11 @@ pub enum Part {
     Text(String),
     /// `{{traits.x}}`, `{{context.x}}` (the trigger event's property), `{{journey.id}}`, `{{journey.step}}`,
     /// `{{journey.key}}`, with an optional default after `|`.
-    Field { source: Source, name: String, default: String },
+    Field {
+        source: Source,
+        name: String,
+        default: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +185,11 @@ impl Reentry {
 /// An exit rule: this event (matching the instance's entry key when `match_key`) ends the instance at any step.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Exit {
-    Event { event: String, filters: Vec<PropertyFilter>, match_key: bool },
+    Event {
+        event: String,
+        filters: Vec<PropertyFilter>,
+        match_key: bool,
+    },
     /// Leaving an audience (by segment id).
     AudienceExited(String),
 }
@@ -199,17 +207,41 @@ pub enum StepKind {
     Wait(Millis),
     /// Until the date held in a trait, moved by `offset` (`-1d`: the day before). A date already passed ends the
     /// instance (`date_passed`); a missing one too (`no_date`).
-    WaitUntilDate { name: String, offset: Millis },
+    WaitUntilDate {
+        name: String,
+        offset: Millis,
+    },
     /// Until the person's local time is inside `[from, to)` hours on one of `days` (bit 0 Monday ... bit 6 Sunday).
-    WaitWindow { from: u8, to: u8, days: u8 },
+    WaitWindow {
+        from: u8,
+        to: u8,
+        days: u8,
+    },
     /// Until this event (matching the entry key when `match_key`), then `next`; after `max`, `timeout`.
-    Hold { event: String, filters: Vec<PropertyFilter>, match_key: bool, max: Millis, timeout: Option<usize> },
+    Hold {
+        event: String,
+        filters: Vec<PropertyFilter>,
+        match_key: bool,
+        max: Millis,
+        timeout: Option<usize>,
+    },
     /// The first arm whose condition holds, else `default`.
-    Branch { arms: Vec<(Condition, Option<usize>)>, default: Option<usize> },
+    Branch {
+        arms: Vec<(Condition, Option<usize>)>,
+        default: Option<usize>,
+    },
     /// A weighted random arm, the same for a person every time (sticky).
-    Split { arms: Vec<(u32, Option<usize>)> },
-    SetTrait { name: String, value: Value },
-    Send { destination: usize, event: String },
+    Split {
+        arms: Vec<(u32, Option<usize>)>,
+    },
+    SetTrait {
+        name: String,
+        value: Value,
+    },
+    Send {
+        destination: usize,
+        event: String,
+    },
 }
 
 impl StepKind {
@@ -236,6 +268,9 @@ impl StepKind {
 
 const STEP_KINDS: [&str; 6] = ["wait", "waitUntil", "holdUntil", "branch", "split", "setTrait"];
 
+/// Reads an audience's id at a path (a journey's filter, trigger or exit), reporting what is wrong with it.
+type AudienceOf<'a> = &'a dyn Fn(&mut Compiler, Option<&J>, &str) -> Option<usize>;
+
 impl Compiler {
     /// `destinations`: `[{"id", "type": "webhook"|"tracking-api", "url", "secretEnv"|"writeKeyEnv", "purpose",
     /// "channel", "payload"?, "traits"?, "timeout"?, "attempts"?, "backoff"?}]`.
@@ -248,8 +283,19 @@ impl Compiler {
         for (i, d) in list.iter().enumerate() {
             let p = idx(path, i);
             let keys = [
-                "id", "type", "url", "secretEnv", "writeKeyEnv", "purpose", "channel", "payload", "traits", "timeout",
-                "attempts", "backoff", "pressure",
+                "id",
+                "type",
+                "url",
+                "secretEnv",
+                "writeKeyEnv",
+                "purpose",
+                "channel",
+                "payload",
+                "traits",
+                "timeout",
+                "attempts",
+                "backoff",
+                "pressure",
             ];
             let Some(o) = self.object(d, &p, &keys) else { continue };
             let id = self.id(o.get("id"), &at(&p, "id"));
@@ -496,7 +542,12 @@ impl Compiler {
                 match ids.get(&name) {
                     Some(i) if audiences.contains(i) => Some(*i),
                     Some(_) => {
-                        c.err(path, format!("segment {name:?} reads the request (page, country, ...), so it is not an audience"));
+                        c.err(
+                            path,
+                            format!(
+                                "segment {name:?} reads the request (page, country, ...), so it is not an audience"
+                            ),
+                        );
                         None
                     }
                     None => {
@@ -508,7 +559,10 @@ impl Compiler {
             let trigger = match o.get("trigger") {
                 Some(t) => self.trigger(t, &at(&p, "trigger"), &audience_of),
                 None => {
-                    self.err(at(&p, "trigger"), "is required: {\"event\": ...} or {\"audience\": ..., \"on\": \"entered\"}");
+                    self.err(
+                        at(&p, "trigger"),
+                        "is required: {\"event\": ...} or {\"audience\": ..., \"on\": \"entered\"}",
+                    );
                     None
                 }
             };
@@ -517,7 +571,9 @@ impl Compiler {
                 None => Some(Reentry::Once),
                 Some(J::String(s)) if s == "once" => Some(Reentry::Once),
                 Some(J::String(s)) if s == "always" => Some(Reentry::EveryTime { key: None }),
-                Some(J::Object(r)) if r.len() == 1 && r.get("key").is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty())) => {
+                Some(J::Object(r))
+                    if r.len() == 1 && r.get("key").is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty())) =>
+                {
                     Some(Reentry::EveryTime { key: r.get("key").and_then(J::as_str).map(String::from) })
                 }
                 Some(_) => {
@@ -561,7 +617,7 @@ impl Compiler {
         &mut self,
         v: &J,
         path: &str,
-        audience_of: &dyn Fn(&mut Compiler, Option<&J>, &str) -> Option<usize>,
+        audience_of: AudienceOf,
     ) -> Option<Trigger> {
         let o = v.as_object();
         if o.is_some_and(|o| o.contains_key("audience")) {
@@ -594,7 +650,7 @@ impl Compiler {
         v: &J,
         path: &str,
         keyed: bool,
-        audience_of: &dyn Fn(&mut Compiler, Option<&J>, &str) -> Option<usize>,
+        audience_of: AudienceOf,
     ) -> Option<Exit> {
         if v.as_object().is_some_and(|o| o.contains_key("audience")) {
             let o = self.object(v, path, &["audience", "on"])?;
@@ -642,6 +698,7 @@ impl Compiler {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn steps(
         &mut self,
         v: &J,
@@ -715,7 +772,10 @@ impl Compiler {
                 "wait" => match body {
                     J::String(_) => {
                         if o.contains_key("offset") {
-                            self.err(at(&p, "offset"), "an offset moves a date held in a trait: {\"wait\": {\"untilTrait\": ...}}");
+                            self.err(
+                                at(&p, "offset"),
+                                "an offset moves a date held in a trait: {\"wait\": {\"untilTrait\": ...}}",
+                            );
                         }
                         self.duration(body, &bp).and_then(|d| {
                             if (0..=MAX_WAIT).contains(&d) {
@@ -739,7 +799,10 @@ impl Compiler {
                                 match crate::core::base::time::parse_duration(d) {
                                     Some(d) if d <= MAX_WAIT => Some(sign * d),
                                     _ => {
-                                        self.err(at(&p, "offset"), "expected a duration such as \"-1d\" or \"2h\", at most 182d");
+                                        self.err(
+                                            at(&p, "offset"),
+                                            "expected a duration such as \"-1d\" or \"2h\", at most 182d",
+                                        );
                                         None
                                     }
                                 }
@@ -770,7 +833,8 @@ impl Compiler {
                                 const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
                                 match d.as_str().and_then(|d| NAMES.iter().position(|n| n.eq_ignore_ascii_case(d))) {
                                     Some(n) => days |= 1 << n,
-                                    None => self.err(idx(&at(&bp, "days"), k), "expected mon, tue, wed, thu, fri, sat or sun"),
+                                    None => self
+                                        .err(idx(&at(&bp, "days"), k), "expected mon, tue, wed, thu, fri, sat or sun"),
                                 }
                             }
                             if days == 0 {
@@ -778,7 +842,9 @@ impl Compiler {
                             }
                         }
                         match (from, to) {
-                            (Some(f), Some(t)) if f < t => Some(StepKind::WaitWindow { from: f as u8, to: t as u8, days }),
+                            (Some(f), Some(t)) if f < t => {
+                                Some(StepKind::WaitWindow { from: f as u8, to: t as u8, days })
+                            }
                             (Some(_), Some(_)) => {
                                 self.err(&bp, "from must be before to (a window inside one local day)");
                                 None
@@ -807,10 +873,7 @@ impl Compiler {
                         }
                     };
                     let timeout = match o.get("timeout") {
-                        Some(t) => match self.target(Some(t), &at(&p, "timeout"), &names) {
-                            Ok(t) => Some(t),
-                            Err(()) => None,
-                        },
+                        Some(t) => self.target(Some(t), &at(&p, "timeout"), &names).ok(),
                         None => Some(None),
                     };
                     match (event, max, timeout) {
@@ -1059,7 +1122,10 @@ pub fn compile_template(text: &str, format: Format) -> Result<Vec<Part>, String>
             let t = crate::core::rules::template::Template::compile(&probe)?;
             use crate::core::rules::template::{HtmlContext, Part as H};
             if t.0.iter().any(|p| matches!(p, H::Trait { context: HtmlContext::UrlStart | HtmlContext::UrlPart, .. })) {
-                return Err("a placeholder sits in a URL attribute; a payload's HTML keeps values in text and attributes".into());
+                return Err(
+                    "a placeholder sits in a URL attribute; a payload's HTML keeps values in text and attributes"
+                        .into(),
+                );
             }
         }
         Format::Text => {}
@@ -1123,7 +1189,9 @@ mod tests {
         assert_eq!(j.reentry, Reentry::EveryTime { key: Some("cart_id".into()) });
         assert_eq!(j.exits[0], Exit::Event { event: "Order Completed".into(), filters: vec![], match_key: true });
         assert_eq!(j.steps[0].kind, StepKind::Wait(DAY));
-        assert!(matches!(j.steps[2].kind, StepKind::Hold { max, timeout: Some(5), match_key: true, .. } if max == 2 * DAY));
+        assert!(
+            matches!(j.steps[2].kind, StepKind::Hold { max, timeout: Some(5), match_key: true, .. } if max == 2 * DAY)
+        );
         assert_eq!(j.steps[3].next, Some(4));
         assert_eq!(j.steps[4].next, None);
         assert_eq!(j.steps[6].kind, StepKind::WaitWindow { from: 9, to: 18, days: 0b1_0001 });
@@ -1182,7 +1250,8 @@ mod tests {
 
     #[test]
     fn templates_escape_for_their_format() {
-        let parts = compile_template(r#"{"to": "{{traits.email}}", "cart": "{{context.cart_id|none}}"}"#, Format::Json).unwrap();
+        let parts = compile_template(r#"{"to": "{{traits.email}}", "cart": "{{context.cart_id|none}}"}"#, Format::Json)
+            .unwrap();
         let out = render(&parts, Format::Json, |s, n| match (s, n) {
             (Source::Trait, "email") => Some("a\"b@x.com\n".into()),
             _ => None,

@@ -222,8 +222,7 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
             Ok(p)
         }
         _ => {
-            let (mut p, shown, audiences, journeys): (Profile, Shown, Audiences, Journeys) =
-                decode(PROFILE_V5, bytes)?;
+            let (mut p, shown, audiences, journeys): (Profile, Shown, Audiences, Journeys) = decode(PROFILE_V5, bytes)?;
             p.shown = shown;
             p.audiences = audiences;
             p.journeys = journeys;

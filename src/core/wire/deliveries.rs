@@ -34,9 +34,17 @@ impl DeliveryMessage {
 
     pub fn of(j: &J) -> Result<DeliveryMessage, String> {
         let text = |k: &str| {
-            j.get(k).and_then(J::as_str).filter(|s| !s.is_empty() && s.len() <= 512).map(String::from).ok_or(format!("{k}: expected a string"))
+            j.get(k)
+                .and_then(J::as_str)
+                .filter(|s| !s.is_empty() && s.len() <= 512)
+                .map(String::from)
+                .ok_or(format!("{k}: expected a string"))
         };
-        Ok(DeliveryMessage { delivery: text("delivery")?, profile: text("profile")?, destination: text("destination")? })
+        Ok(DeliveryMessage {
+            delivery: text("delivery")?,
+            profile: text("profile")?,
+            destination: text("destination")?,
+        })
     }
 }
 
@@ -225,7 +233,8 @@ pub fn record(r: &Record, outcome: Outcome, attempt: u32, reason: Option<&str>, 
         _ => Sql::Int(i64::from(attempt)),
     };
     Statement {
-        sql: "INSERT OR IGNORE INTO delivery_outcomes (id, n, destination, profile, journey, step, outcome, reason, at) \
+        sql:
+            "INSERT OR IGNORE INTO delivery_outcomes (id, n, destination, profile, journey, step, outcome, reason, at) \
               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params: vec![
             Sql::Text(r.id.clone()),
@@ -286,11 +295,8 @@ pub fn stats_json(destinations: &[Destination], rows: &[(String, String, String,
     }
     for name in names {
         let count = |o: &str| rows.iter().filter(|r| r.0 == name && r.1 == o).map(|r| r.3).sum::<u64>();
-        let suppressed: Map<String, J> = rows
-            .iter()
-            .filter(|r| r.0 == name && r.1 == "suppressed")
-            .map(|r| (r.2.clone(), J::from(r.3)))
-            .collect();
+        let suppressed: Map<String, J> =
+            rows.iter().filter(|r| r.0 == name && r.1 == "suppressed").map(|r| (r.2.clone(), J::from(r.3))).collect();
         let d = destinations.iter().find(|d| d.id == name);
         out.push(json!({
             "id": name,
@@ -349,7 +355,8 @@ mod tests {
         let mut p = Profile::new("p1".into(), 0);
         p.identities.push(crate::core::model::identity::Identity::new(USER_ID, "u1"));
         for (k, v) in [("email", "a@x.com"), ("secret", "no")] {
-            p.traits.insert(k.into(), crate::core::model::profile::TraitEntry { value: Value::String(v.into()), at: 0 });
+            p.traits
+                .insert(k.into(), crate::core::model::profile::TraitEntry { value: Value::String(v.into()), at: 0 });
         }
         let o = Outgoing {
             id: "dlv_p1_1".into(),
@@ -373,7 +380,14 @@ mod tests {
         assert_eq!(e["properties"]["cart_id"], "c9");
         assert_eq!(e["context"]["journey"]["step"], "remind");
         assert_eq!(e["context"]["traits"], json!({"email": "a@x.com"}));
-        assert_eq!(DeliveryMessage::of(&DeliveryMessage { delivery: "a".into(), profile: "b".into(), destination: "d".into() }.to_json()).unwrap().profile, "b");
+        assert_eq!(
+            DeliveryMessage::of(
+                &DeliveryMessage { delivery: "a".into(), profile: "b".into(), destination: "d".into() }.to_json()
+            )
+            .unwrap()
+            .profile,
+            "b"
+        );
         assert!(DeliveryMessage::of(&json!({"delivery": 3})).unwrap_err().starts_with("delivery"));
     }
 }

@@ -5,9 +5,9 @@
 //! not shaped like a batch, fails as a whole.
 
 pub mod audiences;
-pub mod deliveries;
 pub mod auth;
 pub mod decide;
+pub mod deliveries;
 pub mod events;
 pub mod impressions;
 pub mod settings;

@@ -24,8 +24,8 @@
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::engine::audiences::{catch_up, track};
-use crate::core::engine::merge::{pending_links, split};
 use crate::core::engine::journeys::{self, mark_enqueued, to_enqueue, Claim};
+use crate::core::engine::merge::{pending_links, split};
 use crate::core::engine::write::{index_entry_stays, refresh, write};
 use crate::core::model::audience::Cause;
 use crate::core::model::identity::Identity;

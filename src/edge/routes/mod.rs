@@ -1,11 +1,11 @@
 //! The Worker's routes, one file per resource family; `edge::route` maps paths and methods to them.
 
 pub mod audiences;
-pub mod destinations;
 pub mod collect;
 pub mod config;
 pub mod decide;
 pub mod demo;
+pub mod destinations;
 pub mod docs;
 pub mod experiments;
 pub mod profiles;
