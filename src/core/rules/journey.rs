@@ -613,12 +613,7 @@ impl Compiler {
         out
     }
 
-    fn trigger(
-        &mut self,
-        v: &J,
-        path: &str,
-        audience_of: AudienceOf,
-    ) -> Option<Trigger> {
+    fn trigger(&mut self, v: &J, path: &str, audience_of: AudienceOf) -> Option<Trigger> {
         let o = v.as_object();
         if o.is_some_and(|o| o.contains_key("audience")) {
             let o = self.object(v, path, &["audience", "on"])?;
@@ -645,13 +640,7 @@ impl Compiler {
         Some(Trigger::Event { event: event?, filters, nth })
     }
 
-    fn exit(
-        &mut self,
-        v: &J,
-        path: &str,
-        keyed: bool,
-        audience_of: AudienceOf,
-    ) -> Option<Exit> {
+    fn exit(&mut self, v: &J, path: &str, keyed: bool, audience_of: AudienceOf) -> Option<Exit> {
         if v.as_object().is_some_and(|o| o.contains_key("audience")) {
             let o = self.object(v, path, &["audience", "on"])?;
             if o.get("on").and_then(J::as_str).is_some_and(|s| s != "exited") {
