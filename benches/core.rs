@@ -279,5 +279,81 @@ fn bench_write_audiences(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_profiles, bench_decide, bench_write_audiences);
+/// 20 journeys, each holding until a reply (with an exit rule, a key and a send after), on a profile with one
+/// instance running in each: what one event, one wake-up and one claim cost the profile's writer.
+fn bench_journeys(c: &mut Criterion) {
+    use edgecdp::core::engine::journeys::{claim, on_write, wake, Happened};
+    use std::collections::BTreeMap;
+    let journeys: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"id": "j{i}", "trigger": {{"event": "Start {i}"}}, "reentry": {{"key": "k"}},
+                    "exit": [{{"event": "Stop {i}"}}],
+                    "steps": [{{"id": "hold", "holdUntil": {{"event": "Reply {i}"}}, "max": "7d", "goto": "send"}},
+                              {{"id": "send", "send": "hook", "event": "Hello {i}"}}]}}"#
+            )
+        })
+        .collect();
+    let config = compile_str(&format!(
+        r#"{{"consent": {{"model": "opt-out"}},
+            "destinations": [{{"id": "hook", "type": "webhook", "url": "https://example.com/h", "secretEnv": "S",
+                              "purpose": "marketing", "channel": "email"}}],
+            "pressure": {{"caps": [{{"max": 5, "per": "1d"}}], "quietHours": {{"from": 22, "to": 7}}}},
+            "journeys": [{}]}}"#,
+        journeys.join(",")
+    ))
+    .expect("the journeys compile");
+    let (typical, _) = profiles();
+    let mut p = typical;
+    let event = |name: String| Happened {
+        name,
+        props: BTreeMap::from([("k".to_string(), edgecdp::core::base::value::Value::String("a".into()))]),
+        at: NOW,
+    };
+    let starts: Vec<Happened> = (0..20).map(|i| event(format!("Start {i}"))).collect();
+    on_write(&config, &mut p, &starts, &[], NOW);
+    assert_eq!(p.journeys.instances.len(), 20, "one instance per journey runs");
+    let mut g = c.benchmark_group("journeys: 20 journeys, 20 running instances");
+    let quiet = [event("Product Viewed".into())];
+    g.bench_function("an event that moves nothing", |b| {
+        b.iter_batched(
+            || p.clone(),
+            |mut p| on_write(&config, &mut p, black_box(&quiet), &[], NOW + 1),
+            BatchSize::LargeInput,
+        )
+    });
+    let reply = [event("Reply 7".into())];
+    g.bench_function("an event that ends a hold and queues a send", |b| {
+        b.iter_batched(
+            || p.clone(),
+            |mut p| {
+                let moved = on_write(&config, &mut p, black_box(&reply), &[], NOW + 1);
+                assert_eq!(moved.sends, 1);
+                moved
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("a wake-up with nothing due", |b| {
+        b.iter_batched(|| p.clone(), |mut p| wake(&config, &mut p, NOW + 1), BatchSize::LargeInput)
+    });
+    let mut with_send = p.clone();
+    on_write(&config, &mut with_send, &reply, &[], NOW + 1);
+    let id = with_send.journeys.outbox[0].id.clone();
+    g.bench_function("claim a send as it leaves", |b| {
+        b.iter_batched(
+            || with_send.clone(),
+            |mut p| {
+                matches!(
+                    claim(&config, &mut p, black_box(&id), NOW + 2),
+                    edgecdp::core::engine::journeys::Claim::Go { .. }
+                )
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_profiles, bench_decide, bench_write_audiences, bench_journeys);
 criterion_main!(benches);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm start`: builds everything and serves the Worker with wrangler dev on 127.0.0.1:$PORT (default 8787),
 # with local KV and Durable Objects under .wrangler/state and the demo site at /. The demo configuration
-# (config/demo.json, write key `demo`) is loaded into local KV unless a configuration is already there.
+# (config/demo.json, write key `demo`) is loaded into local KV unless a configuration is already there. A webhook
+# receiver for the demo's journeys listens on 127.0.0.1:8789 (EDGECDP_DEMO_SINK=0 leaves it out).
 source "$(dirname "$0")/env.sh"
 "$ROOT/scripts/build.sh"
 cd "$ROOT"
@@ -31,10 +32,24 @@ local_secret() {
 local_secret EDGECDP_COOKIE_SECRET cookie-secret
 # The identity secret, with which a site's backend proves a user id; the demo's sign-in route uses it.
 local_secret EDGECDP_IDENTITY_SECRET identity-secret
+# The demo's journeys sign their webhooks with this secret and forward with this write key (config/demo.json's
+# secretEnv and writeKeyEnv); a receiver on port 8789 verifies and prints what they send.
+if [ -z "${EDGECDP_DEMO_WEBHOOK_SECRET:-}" ]; then
+  file="$ROOT/.wrangler/demo-webhook-secret"
+  mkdir -p "$ROOT/.wrangler"
+  [ -s "$file" ] || (umask 077 && printf 'whsec_%s' "$(head -c 24 /dev/urandom | base64)" > "$file")
+  EDGECDP_DEMO_WEBHOOK_SECRET="$(cat "$file")"
+fi
+args+=(--var "EDGECDP_DEMO_WEBHOOK_SECRET:$EDGECDP_DEMO_WEBHOOK_SECRET")
+local_secret EDGECDP_DEMO_FORWARD_KEY demo-forward-key
+if [ "${EDGECDP_DEMO_SINK:-1}" = 1 ]; then
+  node "$ROOT/scripts/webhook-sink.mjs" 8789 "$EDGECDP_DEMO_WEBHOOK_SECRET" &
+  trap 'kill $! 2>/dev/null' EXIT
+fi
 if [ -n "${EDGECDP_ADMIN_TOKEN:-}" ]; then
   args+=(--var "EDGECDP_ADMIN_TOKEN:$EDGECDP_ADMIN_TOKEN")
 else
   log "EDGECDP_ADMIN_TOKEN is not set: admin endpoints (profiles, config) will answer 401"
 fi
 log "serving http://127.0.0.1:$PORT/ (demo site) and http://127.0.0.1:$PORT/v1/*"
-exec wrangler "${args[@]}"
+wrangler "${args[@]}"

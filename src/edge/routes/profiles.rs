@@ -54,7 +54,9 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
             .iter()
             .map(|r| {
                 let at = r.get(7).and_then(serde_json::Value::as_i64).unwrap_or(0);
-                json!({"id": r.first(), "attempt": r.get(1), "destination": r.get(2), "journey": r.get(3),
+                // Row numbers above 0 are failed attempts; 0 is the final outcome and below 0 deferrals.
+                let attempt = r.get(1).and_then(serde_json::Value::as_i64).filter(|n| *n > 0);
+                json!({"id": r.first(), "attempt": attempt, "destination": r.get(2), "journey": r.get(3),
                     "step": r.get(4), "outcome": r.get(5), "reason": r.get(6),
                     "at": crate::core::base::time::format_iso8601(at)})
             })
