@@ -324,10 +324,10 @@ fn bench_journeys(c: &mut Criterion) {
     });
     let reply = [event("Reply 7".into())];
     g.bench_function("an event that ends a hold and queues a send", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || p.clone(),
-            |mut p| {
-                let moved = on_write(&config, &mut p, black_box(&reply), &[], NOW + 1);
+            |p| {
+                let moved = on_write(&config, p, black_box(&reply), &[], NOW + 1);
                 assert_eq!(moved.sends, 1);
                 moved
             },
@@ -335,23 +335,36 @@ fn bench_journeys(c: &mut Criterion) {
         )
     });
     g.bench_function("a wake-up with nothing due", |b| {
-        b.iter_batched(|| p.clone(), |mut p| wake(&config, &mut p, NOW + 1), BatchSize::LargeInput)
+        b.iter_batched_ref(|| p.clone(), |p| wake(&config, p, NOW + 1), BatchSize::LargeInput)
     });
     let mut with_send = p.clone();
     on_write(&config, &mut with_send, &reply, &[], NOW + 1);
     let id = with_send.journeys.outbox[0].id.clone();
     g.bench_function("claim a send as it leaves", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || with_send.clone(),
-            |mut p| {
-                matches!(
-                    claim(&config, &mut p, black_box(&id), NOW + 2),
-                    edgecdp::core::engine::journeys::Claim::Go { .. }
-                )
-            },
+            |p| matches!(claim(&config, p, black_box(&id), NOW + 2), edgecdp::core::engine::journeys::Claim::Go { .. }),
             BatchSize::LargeInput,
         )
     });
+    // The whole writer's step for a 20-event batch (link, apply, audiences, journeys), with the 20 journeys and
+    // their instances, and with none.
+    let body = batch_body();
+    let mut none = config.clone();
+    none.journeys.clear();
+    let (bare, _) = profiles();
+    for (name, config, p) in [("with 20 running journeys", &config, &p), ("without journeys", &none, &bare)] {
+        g.bench_function(format!("write a 20-event batch, {name}"), |b| {
+            b.iter_batched(
+                || (p.clone(), parse_batch(body.as_bytes(), NOW + 1).expect("valid").events),
+                |(p, events)| {
+                    let req = ApplyRequest { profile_id: p.id.clone(), events, ..ApplyRequest::default() };
+                    edgecdp::core::engine::write::write(Some(p), Vec::new(), req, config, NOW + 1)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }
 

@@ -22,6 +22,7 @@ use crate::edge::audiences::bind;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::profile_object::{self, Action};
+use futures_util::StreamExt;
 use serde_json::{json, Value as J};
 use std::cell::Cell;
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub const QUEUE_BINDING: &str = "DELIVERIES";
 pub const DLQ_BINDING: &str = "DELIVERIES_DLQ";
 /// The queue's name (`wrangler.toml`), which tells the consumer's batches apart from the audience index's.
 pub const QUEUE_NAME: &str = "edgecdp-deliveries";
+
+/// Deliveries of one batch handled at once (the batch's size, `max_batch_size` in wrangler.toml).
+const AT_ONCE: usize = 25;
 
 thread_local! {
     /// Whether this isolate has made sure the outcome log's table exists.
@@ -287,8 +291,15 @@ pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()
             return Ok(());
         }
     };
-    for message in batch.messages()? {
-        match handle(&env, &db, &config, message.body()).await {
+    // The messages of a batch are independent deliveries: they are handled at once (their profiles' objects
+    // serialize whatever touches one person), each acknowledged or retried on its own.
+    let messages = batch.messages()?;
+    let outcomes: Vec<_> = futures_util::stream::iter(messages.iter().map(|m| handle(&env, &db, &config, m.body())))
+        .buffered(AT_ONCE)
+        .collect()
+        .await;
+    for (message, outcome) in messages.iter().zip(outcomes) {
+        match outcome {
             Ok(None) => message.ack(),
             Ok(Some(delay)) => {
                 message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build())

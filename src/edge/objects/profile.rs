@@ -457,9 +457,23 @@ async fn claim_send(storage: &Storage, env: &Env, id: &str) -> Result<(u16, Vec<
         answer["step"] = json!(o.step);
     }
     if profile.journeys != before {
-        write_profile(storage, env, &config, &profile, &[], &[]).await?;
+        store_journeys(storage, &config, &profile).await?;
     }
     Ok((200, answer.to_string().into_bytes()))
+}
+
+/// Stores a profile whose journeys alone changed (a claim, a settlement): here at once, and its KV snapshot a
+/// second later from the alarm, so that a delivery's claim and settlement cost one KV write between them (only
+/// the journeys' part of the snapshot waits; readers of a young snapshot ask this object: `current_of`).
+async fn store_journeys(storage: &Storage, config: &Config, profile: &Profile) -> Result<()> {
+    let bytes = encode_profile_bounded(profile);
+    storage.put_raw(PROFILE_KEY, JsValue::from(Uint8Array::from(bytes.as_slice()))).await?;
+    if get_number(storage, SNAPSHOT_DUE_KEY).await?.is_none() {
+        let last = get_number(storage, SNAPSHOT_AT_KEY).await?.map_or(0, |t| t as Millis);
+        let due = (last + SNAPSHOT_INTERVAL_MS).max(now() + SNAPSHOT_INTERVAL_MS);
+        storage.put_raw(SNAPSHOT_DUE_KEY, due as f64).await?;
+    }
+    schedule(storage, profile.expires_at(config.retention_anonymous_days), next_wake(profile)).await
 }
 
 /// `Action::Settle`: a delivery is over.
@@ -474,7 +488,7 @@ async fn settle_send(storage: &Storage, env: &Env, body: &[u8]) -> Result<(u16, 
     let settled = journeys::settle(&mut profile, id, delivered);
     if settled {
         let config = config(env).await?;
-        write_profile(storage, env, &config, &profile, &[], &[]).await?;
+        store_journeys(storage, &config, &profile).await?;
     }
     Ok((200, json!({"settled": settled}).to_string().into_bytes()))
 }
