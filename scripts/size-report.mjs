@@ -68,6 +68,12 @@ const lines = [
   'and the re-evaluation pass, the profile object\'s new paths (its fetch is 59 KB), workers-rs\'s Queue and D1',
   'bindings, and the engine itself (`core::engine::audiences` 9 KB, `core::wire::audiences` and the model 4 KB).',
   '',
+  'Journeys and destinations (issue 16) then added 135 KB raw, 50 KB gzipped (→ 1310.8 / 509.2 KB), by',
+  '`wasm-sizes.mjs` before the last pass: the profile object\'s fetch grew from 59 to 86 KB of code (claims,',
+  'settlements, queueing sends), the configuration compiler from about 30 to 46 KB (journeys, destinations,',
+  'pressure and payload templates, inlined into `compile_str`), the engine 10 KB (`core::engine::journeys`), the',
+  'model 3 KB, and the delivery consumer with its signed, timed fetch and the statistics route.',
+  '',
 ];
 writeFileSync(join(ROOT, 'SIZE.md'), lines.join('\n'));
 console.log(lines.join('\n'));
