@@ -70,8 +70,8 @@ const lines = [
   '',
   'Journeys and destinations (issue 16) then added 135 KB raw, 50 KB gzipped (→ 1310.8 / 509.2 KB), by',
   '`wasm-sizes.mjs` before the last pass: the profile object\'s fetch grew from 59 to 86 KB of code (claims,',
-  'settlements, queueing sends), the configuration compiler from about 30 to 46 KB (journeys, destinations,',
-  'pressure and payload templates, inlined into `compile_str`), the engine 10 KB (`core::engine::journeys`), the',
+  'settlements, queueing sends), the configuration compiler holds the journeys\', destinations\', pressure\'s and',
+  'payload templates\' compilation inlined (`compile_str`, 46 KB of code now), the engine 10 KB (`core::engine::journeys`), the',
   'model 3 KB, and the delivery consumer with its signed, timed fetch and the statistics route.',
   '',
 ];
