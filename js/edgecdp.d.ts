@@ -7,6 +7,8 @@ export interface ConsentPreferences {
   analytics?: boolean;
   personalization?: boolean;
   advertising?: boolean;
+  /** E-mail and messaging: what journeys' destinations with `"purpose": "marketing"` need. */
+  marketing?: boolean;
 }
 
 /** Properties of an event, or traits of a person: JSON values. */

@@ -25,7 +25,7 @@ const RETRY_MAX_MS = 60 * 1000;
 // beyond either limit, so an offline visitor cannot fill the site's storage quota.
 const MAX_OUTBOX = 100;
 const MAX_OUTBOX_BYTES = 256 * 1024;
-const PURPOSES = ['analytics', 'personalization', 'advertising'];
+const PURPOSES = ['analytics', 'personalization', 'advertising', 'marketing'];
 // The device's decide module (js/slots.js), beside this file; a URL rather than a path so that the bundler
 // leaves it a separate download.
 const SLOTS_URL = new URL('slots.js', import.meta.url).href;

@@ -83,7 +83,7 @@ impl Tracker {
         self.user_id.clone()
     }
 
-    /// Records the visitor's choices (`{analytics, personalization, advertising}` booleans, or CMP categories).
+    /// Records the visitor's choices (`{analytics, personalization, advertising, marketing}` booleans, or CMP categories).
     /// Withdrawing analytics drops what is still queued: it may no longer be sent.
     pub fn consent(&mut self, prefs: JsValue) -> Result<(), JsValue> {
         let invalid = || js_error("invalid_consent", "", "consent preferences must be an object of booleans");
