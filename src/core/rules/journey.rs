@@ -266,7 +266,7 @@ impl StepKind {
     }
 }
 
-const STEP_KINDS: [&str; 6] = ["wait", "waitUntil", "holdUntil", "branch", "split", "setTrait"];
+const STEP_KINDS: [&str; 7] = ["wait", "waitUntil", "holdUntil", "branch", "split", "setTrait", "send"];
 
 /// Reads an audience's id at a path (a journey's filter, trigger or exit), reporting what is wrong with it.
 type AudienceOf<'a> = &'a dyn Fn(&mut Compiler, Option<&J>, &str) -> Option<usize>;
@@ -599,8 +599,9 @@ impl Compiler {
                     }
                 }
             }
+            let scope = Scope { keyed, names: &[], ids, audiences, scores_ok, destinations };
             let steps = match o.get("steps") {
-                Some(s) => self.steps(s, &at(&p, "steps"), keyed, ids, audiences, scores_ok, destinations),
+                Some(s) => self.steps(s, &at(&p, "steps"), &scope),
                 None => {
                     self.err(at(&p, "steps"), "is required");
                     None
@@ -687,17 +688,9 @@ impl Compiler {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn steps(
-        &mut self,
-        v: &J,
-        path: &str,
-        keyed: bool,
-        ids: &BTreeMap<String, usize>,
-        audiences: &BTreeSet<usize>,
-        scores_ok: &[bool],
-        destinations: &[Destination],
-    ) -> Option<Vec<Step>> {
+    /// A journey's steps: their ids first (so that any step can name any other), then each step by its kind,
+    /// then the check that every loop waits.
+    fn steps(&mut self, v: &J, path: &str, scope: &Scope) -> Option<Vec<Step>> {
         let list = self.array(v, path)?;
         if list.is_empty() {
             self.err(path, "expected at least one step");
@@ -708,7 +701,6 @@ impl Compiler {
             return None;
         }
         let errors_before = self.errors.len();
-        // Step ids first, so that any step can name any other.
         let mut names: Vec<Option<String>> = Vec::new();
         for (i, s) in list.iter().enumerate() {
             let p = at(&idx(path, i), "id");
@@ -722,23 +714,19 @@ impl Compiler {
             }
             names.push(id);
         }
+        let scope = Scope { names: &names, ..*scope };
         let mut steps = Vec::new();
         for (i, s) in list.iter().enumerate() {
             let p = idx(path, i);
-            let follows = if i + 1 < list.len() { Some(i + 1) } else { None };
             let Some(o) = s.as_object() else {
                 self.err(&p, "expected an object");
                 continue;
             };
-            let kinds: Vec<&str> = ["wait", "waitUntil", "holdUntil", "branch", "split", "setTrait", "send"]
-                .into_iter()
-                .filter(|k| o.contains_key(*k))
-                .collect();
-            if kinds.len() != 1 {
-                self.err(&p, format!("a step does exactly one of: {}, send", STEP_KINDS.join(", ")));
+            let kinds: Vec<&str> = STEP_KINDS.into_iter().filter(|k| o.contains_key(*k)).collect();
+            let [kind] = kinds[..] else {
+                self.err(&p, format!("a step does exactly one of: {}", STEP_KINDS.join(", ")));
                 continue;
-            }
-            let kind = kinds[0];
+            };
             let allowed: &[&str] = match kind {
                 "holdUntil" => &["id", "holdUntil", "max", "timeout", "goto"],
                 "branch" => &["id", "branch", "default"],
@@ -748,227 +736,30 @@ impl Compiler {
                 _ => &["id", kind, "goto"],
             };
             let Some(o) = self.object(s, &p, allowed) else { continue };
-            let body = &o[kind];
-            let bp = at(&p, kind);
-            let mut next = follows;
-            if let Some(g) = o.get("goto") {
-                match self.target(Some(g), &at(&p, "goto"), &names) {
-                    Ok(t) => next = t,
-                    Err(()) => continue,
-                }
-            }
-            let step_kind = match kind {
-                "wait" => match body {
-                    J::String(_) => {
-                        if o.contains_key("offset") {
-                            self.err(
-                                at(&p, "offset"),
-                                "an offset moves a date held in a trait: {\"wait\": {\"untilTrait\": ...}}",
-                            );
-                        }
-                        self.duration(body, &bp).and_then(|d| {
-                            if (0..=MAX_WAIT).contains(&d) {
-                                Some(StepKind::Wait(d))
-                            } else {
-                                self.err(&bp, "at most 182d");
-                                None
-                            }
-                        })
-                    }
-                    _ => {
-                        let w = self.object(body, &bp, &["untilTrait"]);
-                        let name = w.and_then(|w| self.string(w.get("untilTrait"), &at(&bp, "untilTrait")));
-                        let offset = match o.get("offset").and_then(J::as_str) {
-                            None if !o.contains_key("offset") => Some(0),
-                            Some(s) => {
-                                let (sign, d) = match s.strip_prefix('-') {
-                                    Some(rest) => (-1, rest),
-                                    None => (1, s.strip_prefix('+').unwrap_or(s)),
-                                };
-                                match crate::core::base::time::parse_duration(d) {
-                                    Some(d) if d <= MAX_WAIT => Some(sign * d),
-                                    _ => {
-                                        self.err(
-                                            at(&p, "offset"),
-                                            "expected a duration such as \"-1d\" or \"2h\", at most 182d",
-                                        );
-                                        None
-                                    }
-                                }
-                            }
-                            None => {
-                                self.err(at(&p, "offset"), "expected a duration such as \"-1d\"");
-                                None
-                            }
-                        };
-                        match (name, offset) {
-                            (Some(name), Some(offset)) => Some(StepKind::WaitUntilDate { name, offset }),
-                            _ => None,
-                        }
-                    }
-                },
-                "waitUntil" => {
-                    let w = self.object(body, &bp, &["from", "to", "days"]);
-                    w.and_then(|w| {
-                        let from = w.get("from").and_then(|h| self.integer(h, &at(&bp, "from"), 0, 23));
-                        let to = w.get("to").and_then(|h| self.integer(h, &at(&bp, "to"), 1, 24));
-                        if !w.contains_key("from") || !w.contains_key("to") {
-                            self.err(&bp, "expected from and to, local hours (from 0 to 23, to 1 to 24)");
-                        }
-                        let mut days = 0x7f;
-                        if let Some(list) = present(w, "days") {
-                            days = 0;
-                            for (k, d) in self.array(list, &at(&bp, "days")).into_iter().flatten().enumerate() {
-                                const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-                                match d.as_str().and_then(|d| NAMES.iter().position(|n| n.eq_ignore_ascii_case(d))) {
-                                    Some(n) => days |= 1 << n,
-                                    None => self
-                                        .err(idx(&at(&bp, "days"), k), "expected mon, tue, wed, thu, fri, sat or sun"),
-                                }
-                            }
-                            if days == 0 {
-                                self.err(at(&bp, "days"), "expected at least one day");
-                            }
-                        }
-                        match (from, to) {
-                            (Some(f), Some(t)) if f < t => {
-                                Some(StepKind::WaitWindow { from: f as u8, to: t as u8, days })
-                            }
-                            (Some(_), Some(_)) => {
-                                self.err(&bp, "from must be before to (a window inside one local day)");
-                                None
-                            }
-                            _ => None,
-                        }
-                    })
-                }
-                "holdUntil" => {
-                    let h = self.object(body, &bp, &["event", "where", "matchKey"]);
-                    let event = h.and_then(|h| self.string(h.get("event"), &at(&bp, "event")));
-                    let filters = h.map(|h| self.filters(h, &bp)).unwrap_or_default();
-                    let match_key = h.is_some_and(|h| self.match_key(h, &bp, keyed));
-                    let max = match o.get("max") {
-                        Some(m) => self.duration(m, &at(&p, "max")).and_then(|d| {
-                            if (SECOND..=MAX_WAIT).contains(&d) {
-                                Some(d)
-                            } else {
-                                self.err(at(&p, "max"), "between 1s and 182d");
-                                None
-                            }
-                        }),
-                        None => {
-                            self.err(at(&p, "max"), "is required: how long to hold, at most 182d");
-                            None
-                        }
-                    };
-                    let timeout = match o.get("timeout") {
-                        Some(t) => self.target(Some(t), &at(&p, "timeout"), &names).ok(),
-                        None => Some(None),
-                    };
-                    match (event, max, timeout) {
-                        (Some(event), Some(max), Some(timeout)) => {
-                            Some(StepKind::Hold { event, filters, match_key, max, timeout })
-                        }
-                        _ => None,
-                    }
-                }
-                "branch" => {
-                    let mut arms = Vec::new();
-                    let mut ok = true;
-                    for (k, arm) in self.array(body, &bp).into_iter().flatten().enumerate() {
-                        let ap = idx(&bp, k);
-                        let Some(a) = self.object(arm, &ap, &["when", "goto"]) else {
-                            ok = false;
-                            continue;
-                        };
-                        let when = match a.get("when") {
-                            Some(w) => self.condition(w, &at(&ap, "when"), ids),
-                            None => {
-                                self.err(at(&ap, "when"), "is required");
-                                None
-                            }
-                        };
-                        if let Some(w) = &when {
-                            let segs: Vec<bool> = (0..ids.len()).map(|i| audiences.contains(&i)).collect();
-                            if !w.reads_profile_only(&segs, scores_ok) {
-                                self.err(at(&ap, "when"), "a journey runs without a request: conditions read the profile only (no page, referrer, utm, country, device or local hour)");
-                            }
-                        }
-                        let goto = self.target(a.get("goto"), &at(&ap, "goto"), &names);
-                        match (when, goto) {
-                            (Some(w), Ok(g)) => arms.push((w, g)),
-                            _ => ok = false,
-                        }
-                    }
-                    if arms.is_empty() && ok {
-                        self.err(&bp, "expected at least one arm");
-                    }
-                    let default = match o.get("default") {
-                        Some(d) => self.target(Some(d), &at(&p, "default"), &names).ok(),
-                        None => Some(follows),
-                    };
-                    match default {
-                        Some(default) if ok && !arms.is_empty() => Some(StepKind::Branch { arms, default }),
-                        _ => None,
-                    }
-                }
-                "split" => {
-                    let mut arms = Vec::new();
-                    let mut ok = true;
-                    for (k, arm) in self.array(body, &bp).into_iter().flatten().enumerate() {
-                        let ap = idx(&bp, k);
-                        let Some(a) = self.object(arm, &ap, &["weight", "goto"]) else {
-                            ok = false;
-                            continue;
-                        };
-                        let weight = a.get("weight").and_then(|w| self.integer(w, &at(&ap, "weight"), 1, 10_000));
-                        if a.get("weight").is_none() {
-                            self.err(at(&ap, "weight"), "is required");
-                        }
-                        let goto = self.target(a.get("goto"), &at(&ap, "goto"), &names);
-                        match (weight, goto) {
-                            (Some(w), Ok(g)) => arms.push((w as u32, g)),
-                            _ => ok = false,
-                        }
-                    }
-                    if arms.len() < 2 && ok {
-                        self.err(&bp, "expected at least two arms");
-                        ok = false;
-                    }
-                    ok.then_some(StepKind::Split { arms })
-                }
-                "setTrait" => {
-                    let t = self.object(body, &bp, &["name", "value"]);
-                    let name = t.and_then(|t| self.string(t.get("name"), &at(&bp, "name")));
-                    let value = t.and_then(|t| match t.get("value") {
-                        Some(v) => self.scalar(v, &at(&bp, "value")),
-                        None => {
-                            self.err(at(&bp, "value"), "is required");
-                            None
-                        }
-                    });
-                    match (name, value) {
-                        (Some(name), Some(value)) => Some(StepKind::SetTrait { name, value }),
-                        _ => None,
-                    }
-                }
-                _ => {
-                    let dest = self.string(Some(body), &bp);
-                    let destination = dest.and_then(|d| match destinations.iter().position(|x| x.id == d) {
-                        Some(i) => Some(i),
-                        None => {
-                            self.err(&bp, format!("unknown destination {d:?}"));
-                            None
-                        }
-                    });
-                    let event = self.string(o.get("event"), &at(&p, "event"));
-                    match (destination, event) {
-                        (Some(destination), Some(event)) => Some(StepKind::Send { destination, event }),
-                        _ => None,
-                    }
-                }
+            let step = StepJson {
+                o,
+                body: &o[kind],
+                bp: at(&p, kind),
+                p,
+                follows: if i + 1 < list.len() { Some(i + 1) } else { None },
             };
-            if let (Some(id), Some(kind)) = (names[i].clone(), step_kind) {
+            let next = match o.get("goto") {
+                Some(g) => match self.target(Some(g), &at(&step.p, "goto"), &names) {
+                    Ok(t) => t,
+                    Err(()) => continue,
+                },
+                None => step.follows,
+            };
+            let compiled = match kind {
+                "wait" => self.wait_step(&step),
+                "waitUntil" => self.window_step(&step),
+                "holdUntil" => self.hold_step(&step, &scope),
+                "branch" => self.branch_step(&step, &scope),
+                "split" => self.split_step(&step, &scope),
+                "setTrait" => self.set_trait_step(&step),
+                _ => self.send_step(&step, &scope),
+            };
+            if let (Some(id), Some(kind)) = (names[i].clone(), compiled) {
                 steps.push(Step { id, kind, next });
             }
         }
@@ -981,6 +772,214 @@ impl Compiler {
         }
         Some(steps)
     }
+
+    /// `{"wait": "1d"}`, or `{"wait": {"untilTrait": "flight_date"}, "offset": "-1d"}`.
+    fn wait_step(&mut self, s: &StepJson) -> Option<StepKind> {
+        if s.body.is_string() {
+            if s.o.contains_key("offset") {
+                self.err(
+                    at(&s.p, "offset"),
+                    "an offset moves a date held in a trait: {\"wait\": {\"untilTrait\": ...}}",
+                );
+            }
+            let d = self.duration(s.body, &s.bp)?;
+            if !(0..=MAX_WAIT).contains(&d) {
+                self.err(&s.bp, "at most 182d");
+                return None;
+            }
+            return Some(StepKind::Wait(d));
+        }
+        let w = self.object(s.body, &s.bp, &["untilTrait"]);
+        let name = w.and_then(|w| self.string(w.get("untilTrait"), &at(&s.bp, "untilTrait")));
+        let offset = match s.o.get("offset") {
+            None => Some(0),
+            Some(v) => {
+                let parsed = v.as_str().and_then(|text| {
+                    let (sign, d) = match text.strip_prefix('-') {
+                        Some(rest) => (-1, rest),
+                        None => (1, text.strip_prefix('+').unwrap_or(text)),
+                    };
+                    crate::core::base::time::parse_duration(d).filter(|d| *d <= MAX_WAIT).map(|d| sign * d)
+                });
+                if parsed.is_none() {
+                    self.err(at(&s.p, "offset"), "expected a duration such as \"-1d\" or \"2h\", at most 182d");
+                }
+                parsed
+            }
+        };
+        Some(StepKind::WaitUntilDate { name: name?, offset: offset? })
+    }
+
+    /// `{"waitUntil": {"from": 9, "to": 18, "days": ["mon", ...]}}`: local hours.
+    fn window_step(&mut self, s: &StepJson) -> Option<StepKind> {
+        let w = self.object(s.body, &s.bp, &["from", "to", "days"])?;
+        let from = w.get("from").and_then(|h| self.integer(h, &at(&s.bp, "from"), 0, 23));
+        let to = w.get("to").and_then(|h| self.integer(h, &at(&s.bp, "to"), 1, 24));
+        if !w.contains_key("from") || !w.contains_key("to") {
+            self.err(&s.bp, "expected from and to, local hours (from 0 to 23, to 1 to 24)");
+        }
+        let mut days = 0x7f;
+        if let Some(list) = present(w, "days") {
+            const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+            days = 0;
+            for (k, d) in self.array(list, &at(&s.bp, "days")).into_iter().flatten().enumerate() {
+                match d.as_str().and_then(|d| NAMES.iter().position(|n| n.eq_ignore_ascii_case(d))) {
+                    Some(n) => days |= 1 << n,
+                    None => self.err(idx(&at(&s.bp, "days"), k), "expected mon, tue, wed, thu, fri, sat or sun"),
+                }
+            }
+            if days == 0 {
+                self.err(at(&s.bp, "days"), "expected at least one day");
+            }
+        }
+        match (from?, to?) {
+            (f, t) if f < t => Some(StepKind::WaitWindow { from: f as u8, to: t as u8, days }),
+            _ => {
+                self.err(&s.bp, "from must be before to (a window inside one local day)");
+                None
+            }
+        }
+    }
+
+    /// `{"holdUntil": {"event", "where"?, "matchKey"?}, "max": "2d", "timeout"?: step}`.
+    fn hold_step(&mut self, s: &StepJson, scope: &Scope) -> Option<StepKind> {
+        let h = self.object(s.body, &s.bp, &["event", "where", "matchKey"]);
+        let event = h.and_then(|h| self.string(h.get("event"), &at(&s.bp, "event")));
+        let filters = h.map(|h| self.filters(h, &s.bp)).unwrap_or_default();
+        let match_key = h.is_some_and(|h| self.match_key(h, &s.bp, scope.keyed));
+        let max = match s.o.get("max") {
+            Some(m) => self.duration(m, &at(&s.p, "max")).and_then(|d| {
+                let ok = (SECOND..=MAX_WAIT).contains(&d);
+                if !ok {
+                    self.err(at(&s.p, "max"), "between 1s and 182d");
+                }
+                ok.then_some(d)
+            }),
+            None => {
+                self.err(at(&s.p, "max"), "is required: how long to hold, at most 182d");
+                None
+            }
+        };
+        let timeout = match s.o.get("timeout") {
+            Some(t) => self.target(Some(t), &at(&s.p, "timeout"), scope.names).ok(),
+            None => Some(None),
+        };
+        Some(StepKind::Hold { event: event?, filters, match_key, max: max?, timeout: timeout? })
+    }
+
+    /// A list of arms, each `{<field>: ..., "goto": step}`; `None` when any arm is wrong.
+    fn arms<T>(
+        &mut self,
+        s: &StepJson,
+        field: &str,
+        scope: &Scope,
+        mut each: impl FnMut(&mut Compiler, &Map<String, J>, &str) -> Option<T>,
+    ) -> Option<Vec<(T, Option<usize>)>> {
+        let mut arms = Vec::new();
+        let mut ok = true;
+        for (k, arm) in self.array(s.body, &s.bp).into_iter().flatten().enumerate() {
+            let ap = idx(&s.bp, k);
+            let Some(a) = self.object(arm, &ap, &[field, "goto"]) else {
+                ok = false;
+                continue;
+            };
+            let value = match a.get(field) {
+                Some(_) => each(self, a, &ap),
+                None => {
+                    self.err(at(&ap, field), "is required");
+                    None
+                }
+            };
+            match (value, self.target(a.get("goto"), &at(&ap, "goto"), scope.names)) {
+                (Some(v), Ok(g)) => arms.push((v, g)),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(arms)
+    }
+
+    /// `{"branch": [{"when": condition, "goto": step}], "default"?: step}`: conditions on the profile only.
+    fn branch_step(&mut self, s: &StepJson, scope: &Scope) -> Option<StepKind> {
+        let segments: Vec<bool> = (0..scope.ids.len()).map(|i| scope.audiences.contains(&i)).collect();
+        let arms = self.arms(s, "when", scope, |c, a, ap| {
+            let when = c.condition(&a["when"], &at(ap, "when"), scope.ids)?;
+            if !when.reads_profile_only(&segments, scope.scores_ok) {
+                c.err(at(ap, "when"), "a journey runs without a request: conditions read the profile only (no page, referrer, utm, country, device or local hour)");
+            }
+            Some(when)
+        });
+        let default = match s.o.get("default") {
+            Some(d) => self.target(Some(d), &at(&s.p, "default"), scope.names).ok(),
+            None => Some(s.follows),
+        };
+        let arms = arms?;
+        if arms.is_empty() {
+            self.err(&s.bp, "expected at least one arm");
+            return None;
+        }
+        Some(StepKind::Branch { arms, default: default? })
+    }
+
+    /// `{"split": [{"weight": 50, "goto": step}, ...]}`: at least two arms.
+    fn split_step(&mut self, s: &StepJson, scope: &Scope) -> Option<StepKind> {
+        let arms = self.arms(s, "weight", scope, |c, a, ap| {
+            c.integer(&a["weight"], &at(ap, "weight"), 1, 10_000).map(|w| w as u32)
+        })?;
+        if arms.len() < 2 {
+            self.err(&s.bp, "expected at least two arms");
+            return None;
+        }
+        Some(StepKind::Split { arms })
+    }
+
+    /// `{"setTrait": {"name", "value"}}`.
+    fn set_trait_step(&mut self, s: &StepJson) -> Option<StepKind> {
+        let t = self.object(s.body, &s.bp, &["name", "value"])?;
+        let name = self.string(t.get("name"), &at(&s.bp, "name"));
+        let value = match t.get("value") {
+            Some(v) => self.scalar(v, &at(&s.bp, "value")),
+            None => {
+                self.err(at(&s.bp, "value"), "is required");
+                None
+            }
+        };
+        Some(StepKind::SetTrait { name: name?, value: value? })
+    }
+
+    /// `{"send": destination, "event": name}`.
+    fn send_step(&mut self, s: &StepJson, scope: &Scope) -> Option<StepKind> {
+        let destination = self.string(Some(s.body), &s.bp).and_then(|d| {
+            let found = scope.destinations.iter().position(|x| x.id == d);
+            if found.is_none() {
+                self.err(&s.bp, format!("unknown destination {d:?}"));
+            }
+            found
+        });
+        let event = self.string(s.o.get("event"), &at(&s.p, "event"));
+        Some(StepKind::Send { destination: destination?, event: event? })
+    }
+}
+
+/// What compiling a journey's steps reads besides the steps: whether it has an entry key, its step ids, the
+/// segments (which are audiences) and scores (which read the profile only), and the destinations.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    keyed: bool,
+    names: &'a [Option<String>],
+    ids: &'a BTreeMap<String, usize>,
+    audiences: &'a BTreeSet<usize>,
+    scores_ok: &'a [bool],
+    destinations: &'a [Destination],
+}
+
+/// One step as written: its object and path, its kind's value and that value's path, and the step that follows
+/// it in the list.
+struct StepJson<'a> {
+    o: &'a Map<String, J>,
+    p: String,
+    body: &'a J,
+    bp: String,
+    follows: Option<usize>,
 }
 
 /// The first step on a cycle of steps that do not wait, if there is one (a depth-first search over the edges
