@@ -16,7 +16,7 @@
 //! Steps run at their own instants however late the object wakes: a wait of a day that ended an hour ago moves on
 //! at the end of the day, and the steps after it count from there.
 
-use crate::core::base::time::{format_iso8601, parse_iso8601, Millis, DAY, HOUR};
+use crate::core::base::time::{parse_iso8601, Millis, DAY, HOUR};
 use crate::core::base::value::Value;
 use crate::core::engine::decide::scores_of;
 use crate::core::engine::evaluate::{evaluate_all, Facts};
@@ -678,11 +678,6 @@ pub fn quiet_end(quiet: &Option<(u8, u8)>, offset: i32, t: Millis) -> Option<Mil
         end += DAY;
     }
     Some(end - Millis::from(offset) * 60_000)
-}
-
-/// The ISO time of an instant, for cases and logs.
-pub fn iso(t: Millis) -> String {
-    format_iso8601(t)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use crate::core::wire::{self, MAX_BATCH_BYTES};
 use crate::edge::http::{self, json_response, with_cors, ApiError, ApiResult};
 use crate::edge::objects::profile_object;
 use crate::edge::request::{
-    body, identity_secrets, now, origin, origin_allowed_by, query_param, server_key_from_browser, signals_with_zone,
+    body, identity_secrets, now, origin, origin_allowed_by, query_param, server_key_from_browser, signals,
+    signals_with_zone,
 };
 use crate::edge::{cookie, kv};
 use futures_util::{StreamExt, TryStreamExt};
@@ -128,7 +129,9 @@ pub(crate) async fn collect(
     // The cookie is for an id this browser owns: one a valid cookie already proves, or one the request made.
     let new_anonymous_ids = batch.new_anonymous_ids(&index);
     let groups = batch.plan(&index, &config);
-    let signals = signals_with_zone(&req, env);
+    // The visitor's time zone matters only to journeys (quiet hours, local-time windows): without any, the
+    // runtime's `Intl` is not asked.
+    let signals = if config.journeys.is_empty() { signals(&req, env) } else { signals_with_zone(&req, env) };
     let mut stored_anonymous_id: Option<String> = None;
     let mut unavailable = None;
     for Group { profile_id, events, links } in groups {
