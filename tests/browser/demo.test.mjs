@@ -91,7 +91,7 @@ test('accepting consent tracks product views and personalizes the hero', async (
     consent: JSON.parse(localStorage.getItem('edgecdp.consent')),
   }));
   assert.ok(stored.anonymousId, 'the anonymous id is persisted after consent');
-  assert.deepEqual(stored.consent, { analytics: true, personalization: true, advertising: false });
+  assert.deepEqual(stored.consent, { analytics: true, personalization: true, advertising: false, marketing: false });
 
   const batches = requests.filter((r) => pathOf(r) === '/v1/batch' && r.method() === 'POST' && r.postData());
   assert.ok(batches.length >= 1, 'events went out in batches');
