@@ -215,7 +215,7 @@ pub fn preflight(req: &Request, config: &Config, for_pages: bool, methods: &str)
 
 /// Checks `Authorization: Bearer <EDGECDP_ADMIN_TOKEN>`. Without a configured token every admin call is 401:
 /// there is no default token.
-pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
+pub async fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
     let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
     if configured.is_empty() {
         return Err(ApiError::Unauthorized {
@@ -224,7 +224,8 @@ pub fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
         });
     }
     let sent = req.headers().get("authorization")?.unwrap_or_default();
-    if carries_admin_token(env, &sent) {
+    // The bearer token (scripts), or the console's session (`edge::session`: HttpOnly cookie, CSRF for changes).
+    if carries_admin_token(env, &sent) || crate::edge::session::authorized(req, env).await? {
         Ok(())
     } else {
         Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "missing or wrong admin bearer token" })

@@ -12,6 +12,7 @@ mod kv;
 mod objects;
 mod request;
 mod routes;
+mod session;
 
 use crate::core::engine::delivery::HOP_HEADER;
 use crate::core::wire::events::CallType;
@@ -20,12 +21,13 @@ use crate::edge::request::{decide_context, now, signals};
 use crate::edge::routes::audiences::{audience_export, audience_members, audiences_list};
 use crate::edge::routes::collect::{apply, collect, rudderstack_source_config, segment_settings};
 use crate::edge::routes::config::{config_get, config_put, config_validate};
+use crate::edge::routes::console;
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
 use crate::edge::routes::demo::demo_identity_token;
 use crate::edge::routes::destinations::destinations_stats;
 use crate::edge::routes::docs;
 use crate::edge::routes::experiments::experiment_stats;
-use crate::edge::routes::profiles::{profile_delete, profile_get, profile_split};
+use crate::edge::routes::profiles::{profile_delete, profile_get, profile_preview, profile_split};
 use http::{json_response, ApiError, ApiResult};
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, Response};
@@ -67,6 +69,12 @@ enum Resource<'a> {
     Profile(&'a str),
     ProfileExport(&'a str),
     ProfileSplit(&'a str),
+    /// `POST /v1/profiles/{key}/preview`: what the person would be shown, explained.
+    ProfilePreview(&'a str),
+    /// `/v1/session`: the console's sign-in (`POST`), its CSRF token (`GET`) and sign-out (`DELETE`).
+    Session,
+    /// `/console` and what is under it: the marketer's console (static assets, served with a strict CSP).
+    Console,
     Experiment(&'a str),
     Audiences,
     AudienceMembers(&'a str),
@@ -102,6 +110,9 @@ impl<'a> Resource<'a> {
             ["v1", "profiles", key] => Resource::Profile(key),
             ["v1", "profiles", key, "export"] => Resource::ProfileExport(key),
             ["v1", "profiles", key, "split"] => Resource::ProfileSplit(key),
+            ["v1", "profiles", key, "preview"] => Resource::ProfilePreview(key),
+            ["v1", "session"] => Resource::Session,
+            ["console", ..] => Resource::Console,
             ["v1", "experiments", id] => Resource::Experiment(id),
             ["v1", "audiences"] => Resource::Audiences,
             ["v1", "audiences", id, "members"] => Resource::AudienceMembers(id),
@@ -125,10 +136,13 @@ impl<'a> Resource<'a> {
             Resource::Decide => "GET, POST, OPTIONS",
             Resource::Profile(_) => "GET, DELETE, OPTIONS",
             Resource::Config => "GET, PUT, OPTIONS",
+            Resource::Session => "GET, POST, DELETE, OPTIONS",
+            Resource::Console => "GET",
             Resource::Collect(_)
             | Resource::Impressions
             | Resource::DemoToken
             | Resource::ProfileSplit(_)
+            | Resource::ProfilePreview(_)
             | Resource::ConfigValidate
             | Resource::Beacon => "POST, OPTIONS",
             Resource::DecideSummary
@@ -210,6 +224,11 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::ProfileExport(key)) => profile_get(req, env, key, true).await,
         (Method::Delete, Resource::Profile(key)) => profile_delete(req, env, key).await,
         (Method::Post, Resource::ProfileSplit(key)) => profile_split(req, env, key).await,
+        (Method::Post, Resource::ProfilePreview(key)) => profile_preview(req, env, key).await,
+        (Method::Post, Resource::Session) => session::sign_in(req, env).await,
+        (Method::Get, Resource::Session) => session::session_get(req, env).await,
+        (Method::Delete, Resource::Session) => session::sign_out(req, env).await,
+        (Method::Get, Resource::Console) => console::console(&req, env).await,
         (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).await,
         (Method::Get, Resource::Audiences) => audiences_list(req, env).await,
         (Method::Get, Resource::AudienceMembers(id)) => audience_members(req, env, id).await,

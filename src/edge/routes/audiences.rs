@@ -38,7 +38,7 @@ fn audience<'c>(config: &'c Config, id: &str) -> Result<&'c str, ApiError> {
 /// `GET /v1/audiences`: every audience with its size and its entries and exits of the last 24 hours and 7 days;
 /// and the segments that are not audiences (they read the request, so only a request can evaluate them).
 pub(crate) async fn audiences_list(req: Request, env: &Env) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (_, config) = kv::config(env).await?;
     let db = index(env).await?;
     let now = now();
@@ -87,7 +87,7 @@ fn member_json(r: &[J]) -> Option<J> {
 /// `GET /v1/audiences/{id}/members?limit=&cursor=`: a page of members in profile id order, each with its main
 /// identity and entry time, and the cursor of the next page (`null` on the last).
 pub(crate) async fn audience_members(req: Request, env: &Env, id: &str) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let limit = match query_param(&req, "limit")? {
         None => DEFAULT_PAGE,
         Some(l) => {
@@ -124,7 +124,7 @@ pub(crate) async fn audience_members(req: Request, env: &Env, id: &str) -> ApiRe
 /// `GET /v1/audiences/{id}/export?format=ndjson|csv`: every member, streamed as the index is read (NDJSON, one
 /// member a line as in `members`; or CSV with a header row).
 pub(crate) async fn audience_export(req: Request, env: &Env, id: &str) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let csv = match query_param(&req, "format")?.as_deref() {
         None | Some("ndjson") => false,
         Some("csv") => true,

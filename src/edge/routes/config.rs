@@ -12,7 +12,7 @@ use serde_json::json;
 use worker::{Env, Request};
 
 pub(crate) async fn config_get(req: Request, env: &Env) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (version, text) = kv::config_text(env).await?;
     let mut doc: serde_json::Value = match text {
         Some(t) => serde_json::from_str(&t).map_err(|e| ApiError::Unavailable(e.to_string()))?,
@@ -37,13 +37,13 @@ async fn checked(req: &mut Request) -> Result<(String, Config), ApiError> {
 
 /// A dry run of `PUT`: editors (and the console) show the compiler's own errors at their paths before saving.
 pub(crate) async fn config_validate(mut req: Request, env: &Env) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     checked(&mut req).await?;
     Ok(json_response(200, &json!({"valid": true}))?)
 }
 
 pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (text, compiled) = checked(&mut req).await?;
     // Server keys are stored as their hashes only: what KV and `GET /v1/config` hold cannot authenticate.
     let mut doc: serde_json::Value =

@@ -78,7 +78,7 @@ pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: Decid
     let explaining =
         crate::core::base::url::query_pairs(&crate::edge::request::query(req)).any(|(k, v)| k == "explain" && v != "0");
     if explaining {
-        require_admin(req, env)?;
+        require_admin(req, env).await?;
     }
     let now = now();
     let cx = decide_context(req, env, &request, signals.country.clone(), now);

@@ -11,7 +11,7 @@ use serde_json::Value as J;
 use worker::{Env, Request};
 
 pub(crate) async fn destinations_stats(req: Request, env: &Env) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (_, config) = kv::config(env).await?;
     let db = log(env).await?;
     let text = |v: Option<&J>| v.and_then(J::as_str).unwrap_or_default().to_string();

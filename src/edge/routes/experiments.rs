@@ -10,7 +10,7 @@ use worker::{Env, Request};
 /// `GET /v1/experiments/{id}` (admin): exposures, conversions and conversion rates per variant, the holdout
 /// (`control`) included; variants nobody saw yet show zeros.
 pub(crate) async fn experiment_stats(req: Request, env: &Env, id: &str) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (_, config) = kv::config(env).await?;
     let Some((slot, block)) = config.slots.iter().find_map(|(name, s)| {
         s.blocks.iter().find(|b| b.experiment.as_ref().is_some_and(|e| e.id == id)).map(|b| (name, b))

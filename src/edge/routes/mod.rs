@@ -3,6 +3,7 @@
 pub mod audiences;
 pub mod collect;
 pub mod config;
+pub mod console;
 pub mod decide;
 pub mod demo;
 pub mod destinations;

@@ -1,4 +1,5 @@
-//! `GET`/`DELETE /v1/profiles/{type}:{value}`, `.../export` and `.../split`: access, erasure and undoing a merge. Who may call: the admin token only.
+//! `GET`/`DELETE /v1/profiles/{type}:{value}`, `.../export`, `.../split` and `.../preview`: access, erasure, undoing a
+//! merge, and what the person would be shown. Who may call: the admin token (or the console's session) only.
 
 use crate::core::base::encoding::percent_decode_path;
 use crate::core::engine::decide::{computed_of, scores_of, segments_of};
@@ -29,7 +30,7 @@ pub(crate) fn no_profile(decoded: &str) -> ApiError {
 
 /// `GET /v1/profiles/{type}:{value}` and, with `export`, `.../export` (everything held, for access requests).
 pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (identity, decoded) = identity_from_path(key)?;
     let store = kv::store(env)?;
     let profile = profile_object::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
@@ -69,7 +70,7 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
 
 /// `DELETE /v1/profiles/{type}:{value}`: erases the profile, its identity index entries and its writer's storage.
 pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (identity, decoded) = identity_from_path(key)?;
     let store = kv::store(env)?;
     let indexed = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
@@ -110,7 +111,7 @@ pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiRes
 /// `POST /v1/profiles/{type}:{value}/split` with `{"profileId": "p_..."}`: undoes the merge in which the profile
 /// absorbed that profile; both profiles exist again afterwards.
 pub(crate) async fn profile_split(mut req: Request, env: &Env, key: &str) -> ApiResult {
-    require_admin(&req, env)?;
+    require_admin(&req, env).await?;
     let (identity, decoded) = identity_from_path(key)?;
     let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
     let doc: serde_json::Value = serde_json::from_slice(&bytes)
@@ -126,5 +127,57 @@ pub(crate) async fn profile_split(mut req: Request, env: &Env, key: &str) -> Api
     let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let answer =
         profile_object::send(env, &profile_id, profile_object::Action::Split, absorbed.as_bytes().to_vec()).await?;
+    Ok(json_response(200, &answer)?)
+}
+
+/// `POST /v1/profiles/{type}:{value}/preview`: every slot's decision for this person with its explanation, for
+/// a page URL, country, device and time the caller picks (`{"context": {"page": {"url"}, "location": {"country"},
+/// "utcOffset"}, "device", "at", "slots"?}`; all slots when none are named). The person's recorded consent
+/// applies; nothing is recorded (no impression, no exposure).
+pub(crate) async fn profile_preview(mut req: Request, env: &Env, key: &str) -> ApiResult {
+    require_admin(&req, env).await?;
+    let (identity, decoded) = identity_from_path(key)?;
+    let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Body(BodyError::NotJson(e.to_string())))?;
+    if !doc.is_object() {
+        return Err(ApiError::Body(BodyError::Shape {
+            path: String::new(),
+            message: "body must be a JSON object".into(),
+        }));
+    }
+    let (_, config) = kv::config(env).await?;
+    let at = match doc.get("at").filter(|v| !v.is_null()) {
+        None => now(),
+        Some(v) => v.as_str().and_then(crate::core::base::time::parse_iso8601).ok_or_else(|| {
+            ApiError::Body(BodyError::Shape { path: "at".into(), message: "expected an ISO 8601 date-time".into() })
+        })?,
+    };
+    let device = match doc.get("device").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => Some(v.as_str().and_then(crate::core::model::context::Device::parse).ok_or_else(|| {
+            ApiError::Body(BodyError::Shape {
+                path: "device".into(),
+                message: "expected mobile, tablet, desktop or bot".into(),
+            })
+        })?),
+    };
+    if doc.get("slots").is_none_or(|s| s.as_array().is_some_and(|a| a.is_empty())) {
+        doc["slots"] = config.slots.keys().cloned().collect();
+    }
+    let request = wire::decide::decide_request(&doc).map_err(ApiError::Body)?;
+    let store = kv::store(env)?;
+    let profile = profile_object::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let mut cx = request.context();
+    cx.device = device.or(cx.device);
+    let subject = crate::core::model::consent::permit_personalization(
+        &config.consent,
+        &profile,
+        None,
+        &crate::core::model::consent::RequestSignals::default(),
+    );
+    let decision = crate::core::engine::decide::explain(&config, subject, &cx, &request.slots, at);
+    let mut answer = decision.to_json_explained();
+    answer["at"] = json!(crate::core::base::time::format_iso8601(at));
     Ok(json_response(200, &answer)?)
 }

@@ -1,0 +1,183 @@
+//! The console's sessions: the admin credential exchanged for an `HttpOnly` cookie that no script can read, with
+//! a CSRF token for every request that changes something.
+//!
+//! `POST /v1/session` takes `{"token": <EDGECDP_ADMIN_TOKEN>}` and answers `{"csrf", "expiresAt"}` with the
+//! cookie `edgecdp_console` (random, `HttpOnly; Secure; SameSite=Strict`, 8 hours). The session lives in KV under
+//! the SHA-256 of the cookie's value (so KV never holds a usable cookie), with the digest of the admin token it
+//! was opened with: rotating the token ends every session. `DELETE /v1/session` ends it (the KV entry goes).
+//! Admin routes accept the session in place of the bearer token (`authorized`); a request that is not `GET` or
+//! `HEAD` must also carry the session's CSRF token in `x-edgecdp-csrf` and come from this origin (or name none).
+//! Who may call: `POST` anyone holding the admin token; `GET` and `DELETE` the session's holder.
+
+use crate::core::base::encoding::{base64url_encode, hex};
+use crate::core::base::time::format_iso8601;
+use crate::core::model::identity::constant_time_eq;
+use crate::edge::http::{json_response, own_origin, ApiError, ApiResult};
+use crate::edge::kv;
+use crate::edge::request::now;
+use serde_json::{json, Value as J};
+use sha2::{Digest, Sha256};
+use worker::{Env, Method, Request};
+
+pub const COOKIE: &str = "edgecdp_console";
+pub const CSRF_HEADER: &str = "x-edgecdp-csrf";
+/// How long a session lasts from sign-in (it is not extended by use).
+const SESSION_SECONDS: u64 = 8 * 60 * 60;
+
+/// `n` random bytes from the runtime's `crypto.getRandomValues`, base64url.
+fn random_token(n: u32) -> Result<String, ApiError> {
+    use worker::js_sys::{global, Function, Reflect, Uint8Array};
+    let unavailable = |_| ApiError::Unavailable("crypto.getRandomValues is unavailable".into());
+    let crypto = Reflect::get(&global(), &"crypto".into()).map_err(unavailable)?;
+    let fill: Function = Reflect::get(&crypto, &"getRandomValues".into()).map_err(unavailable)?.into();
+    let bytes = Uint8Array::new_with_length(n);
+    fill.call1(&crypto, &bytes).map_err(unavailable)?;
+    Ok(base64url_encode(&bytes.to_vec()))
+}
+
+fn digest(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn key_of(session: &str) -> String {
+    ["session:", &digest(session)].concat()
+}
+
+fn admin_token(env: &Env) -> String {
+    env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// The session cookie's value on the request, if any.
+fn cookie(req: &Request) -> Option<String> {
+    let header = req.headers().get("cookie").ok().flatten()?;
+    header
+        .split(';')
+        .filter_map(|part| part.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+}
+
+/// A request from a browser page of another origin: it may not open or use a session.
+fn foreign(req: &Request) -> Result<bool, ApiError> {
+    let origin = req.headers().get("origin")?;
+    Ok(origin.is_some_and(|o| own_origin(req).is_none_or(|own| !own.eq_ignore_ascii_case(&o))))
+}
+
+/// The session a request carries, when it is valid for the admin token in force: its KV record.
+async fn current(req: &Request, env: &Env) -> Result<Option<J>, ApiError> {
+    let Some(session) = cookie(req) else { return Ok(None) };
+    let token = admin_token(env);
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let store = kv::store(env)?;
+    let Some(text) = store.get(&key_of(&session)).text().await.map_err(|e| ApiError::Unavailable(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let record: J = serde_json::from_str(&text).unwrap_or_default();
+    let live = record["expires"].as_i64().is_some_and(|e| e > now());
+    let same_token =
+        record["token"].as_str().is_some_and(|t| constant_time_eq(t.as_bytes(), digest(&token).as_bytes()));
+    Ok((live && same_token).then_some(record))
+}
+
+/// Whether the request is an admin's by its console session (see the module). A session used for a change
+/// without its CSRF token, or from another origin, is refused outright.
+pub async fn authorized(req: &Request, env: &Env) -> Result<bool, ApiError> {
+    let Some(record) = current(req, env).await? else { return Ok(false) };
+    if matches!(req.method(), Method::Get | Method::Head) {
+        return Ok(true);
+    }
+    let sent = req.headers().get(CSRF_HEADER)?.unwrap_or_default();
+    let expected = record["csrf"].as_str().unwrap_or_default();
+    if foreign(req)? || expected.is_empty() || !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::Forbidden {
+            code: "csrf_required",
+            message:
+                "a change made with the console's session needs its CSRF token in x-edgecdp-csrf, from this origin"
+                    .into(),
+            path: CSRF_HEADER,
+        });
+    }
+    Ok(true)
+}
+
+fn set_cookie(value: &str, max_age: u64) -> String {
+    format!("{COOKIE}={value}; Max-Age={max_age}; Path=/; HttpOnly; Secure; SameSite=Strict")
+}
+
+/// `POST /v1/session`: signs in with the admin token.
+pub async fn sign_in(mut req: Request, env: &Env) -> ApiResult {
+    if foreign(&req)? {
+        return Err(ApiError::Forbidden {
+            code: "foreign_origin",
+            message: "the console signs in from this Worker's own origin only".into(),
+            path: "Origin",
+        });
+    }
+    let token = admin_token(env);
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized {
+            code: "admin_disabled",
+            message: "admin endpoints are disabled: EDGECDP_ADMIN_TOKEN is not set",
+        });
+    }
+    let body = req.bytes().await.unwrap_or_default();
+    let sent: J = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest {
+        code: "invalid_json",
+        message: "expected {\"token\": \"<the admin token>\"}".into(),
+        path: String::new(),
+    })?;
+    let Some(sent) = sent.get("token").and_then(J::as_str) else {
+        return Err(ApiError::BadRequest {
+            code: "missing_field",
+            message: "token is required: the admin token".into(),
+            path: "token".into(),
+        });
+    };
+    if !constant_time_eq(sent.as_bytes(), token.as_bytes()) {
+        return Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "wrong admin token" });
+    }
+    let session = random_token(32)?;
+    let csrf = random_token(24)?;
+    let expires = now() + (SESSION_SECONDS as i64) * 1000;
+    let record = json!({"csrf": csrf, "expires": expires, "token": digest(&token)});
+    let store = kv::store(env)?;
+    let unavailable = |e: worker::kv::KvError| ApiError::Unavailable(e.to_string());
+    kv::put_text(&store, &key_of(&session), &record.to_string())
+        .map_err(unavailable)?
+        .expiration_ttl(SESSION_SECONDS)
+        .execute()
+        .await
+        .map_err(unavailable)?;
+    let mut resp = json_response(200, &json!({"csrf": csrf, "expiresAt": format_iso8601(expires)}))?;
+    resp.headers_mut().set("set-cookie", &set_cookie(&session, SESSION_SECONDS))?;
+    Ok(resp)
+}
+
+/// `GET /v1/session`: the session's CSRF token and expiry (the console reads it after a reload).
+pub async fn session_get(req: Request, env: &Env) -> ApiResult {
+    match current(&req, env).await? {
+        Some(r) => Ok(json_response(
+            200,
+            &json!({"csrf": r["csrf"], "expiresAt": format_iso8601(r["expires"].as_i64().unwrap_or(0))}),
+        )?),
+        None => Err(ApiError::Unauthorized { code: "no_session", message: "not signed in" }),
+    }
+}
+
+/// `DELETE /v1/session`: signs out; the session is gone from KV and the cookie cleared.
+pub async fn sign_out(req: Request, env: &Env) -> ApiResult {
+    if !authorized(&req, env).await? {
+        return Err(ApiError::Unauthorized { code: "no_session", message: "not signed in" });
+    }
+    if let Some(session) = cookie(&req) {
+        let store = kv::store(env)?;
+        store.delete(&key_of(&session)).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    }
+    let mut resp = json_response(200, &json!({"signedOut": true}))?;
+    resp.headers_mut().set("set-cookie", &set_cookie("", 0))?;
+    Ok(resp)
+}

@@ -1,0 +1,235 @@
+// The marketer's console in Chromium against the running Worker, with real data made by real events: sign-in
+// (an HttpOnly session, CSRF, a strict CSP), a person (identities, merges, consent, audiences, journeys, the live
+// preview, split, erasure with typed confirmation), audiences and their members, deliveries, experiments, and
+// the configuration (server errors at their paths, a diff, a conditional save). A signed-out browser and a page
+// of another origin get nothing. Screenshots of each view go to tests/.tmp/console/ (looked at by hand).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { mkdirSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launchChromium } from './shop.mjs';
+import { startWorker, getProfile, GRANT } from '../support/worker.mjs';
+
+const SHOTS = join(dirname(fileURLToPath(import.meta.url)), '..', '.tmp', 'console');
+mkdirSync(SHOTS, { recursive: true });
+let w;
+let browser;
+let foreign;
+
+async function batch(events) {
+  const r = await fetch(`${w.url}/v1/batch`, { method: 'POST', body: JSON.stringify({ writeKey: w.serverKey, batch: events }) });
+  assert.equal(r.status, 200, await r.text());
+}
+const consent = { consent: { categoryPreferences: { analytics: true, personalization: true, marketing: true } } };
+
+before(async () => {
+  w = await startWorker();
+  browser = await launchChromium();
+  // Ana: known, with a phone's anonymous profile merged in, two bag views (an audience), consent for marketing.
+  await batch([{ type: 'identify', userId: 'ana', traits: { firstName: '<b>Ana</b>', plan: 'gold' }, context: consent }]);
+  await batch([{ type: 'track', event: 'Product Viewed', anonymousId: 'ana-phone', properties: { category: 'bags' }, context: GRANT }]);
+  await batch([{ type: 'identify', userId: 'ana', anonymousId: 'ana-phone', context: consent },
+    { type: 'track', event: 'Product Viewed', userId: 'ana', properties: { category: 'bags' }, context: consent }]);
+  // An experiment on the bags promotion, with real exposures (decisions) and conversions (orders).
+  const admin = { authorization: `Bearer ${w.adminToken}`, 'content-type': 'application/json' };
+  const config = await (await fetch(`${w.url}/v1/config`, { headers: admin })).json();
+  config.slots.hero.blocks.find((b) => b.id === 'bags-promo').experiment =
+    { id: 'bags-copy', holdout: 30, goal: { event: 'Order Completed', within: '7d' } };
+  const put = await fetch(`${w.url}/v1/config`, { method: 'PUT', headers: admin, body: JSON.stringify(config) });
+  assert.equal(put.status, 200, await put.text());
+  for (let i = 0; i < 12; i++) {
+    const userId = `shopper-${i}`;
+    await batch([{ type: 'identify', userId, context: consent },
+      { type: 'track', event: 'Product Viewed', userId, properties: { category: 'bags' }, context: consent },
+      { type: 'track', event: 'Product Viewed', userId, properties: { category: 'bags' }, context: consent }]);
+    const d = await fetch(`${w.url}/v1/decide`, { method: 'POST', headers: { authorization: `Bearer ${w.serverKey}` },
+      body: JSON.stringify({ userId, slots: ['hero'] }) });
+    assert.equal(d.status, 200, await d.text());
+    if (i % 3 === 0) await batch([{ type: 'track', event: 'Order Completed', userId, properties: { revenue: 10 }, context: consent }]);
+  }
+  // A page of another origin (another port), to try the API from.
+  foreign = createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html' }); res.end('<!doctype html><title>elsewhere</title>'); });
+  await new Promise((r) => foreign.listen(0, '127.0.0.1', r));
+}, { timeout: 180_000 });
+after(async () => { await browser?.close(); await w?.stop(); foreign?.close(); });
+
+async function signedIn(t) {
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  t.after(() => assert.deepEqual(errors.filter((e) => !/401|404|Failed to load resource/.test(e)), [], 'no script error, no CSP violation'));
+  await page.goto(`${w.url}/console/`);
+  await page.fill('#token', w.adminToken);
+  await page.click('#sign-in-form button[type=submit]');
+  await page.waitForSelector('#nav:not([hidden])');
+  return { context, page };
+}
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+const cellTexts = (page, selector) => page.$$eval(selector, (cells) => cells.map((c) => c.textContent.trim()));
+
+test('a signed-out browser gets the sign-in form and nothing else; a wrong token is refused', async (t) => {
+  const r = await fetch(`${w.url}/console/`);
+  assert.equal(r.status, 200);
+  const csp = r.headers.get('content-security-policy');
+  assert.match(csp, /script-src 'self'/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const page = await context.newPage();
+  await page.goto(`${w.url}/console/#/person?id=user_id:ana`);
+  await page.waitForSelector('#sign-in:not([hidden])');
+  assert.ok(await page.isHidden('#nav'));
+  assert.equal(await page.textContent('#view'), '', 'no data before signing in');
+  const asked = await page.evaluate(async () => (await fetch('/v1/profiles/user_id:ana')).status);
+  assert.equal(asked, 401, 'the API refuses a browser without a session');
+  await page.fill('#token', 'not-the-token');
+  await page.click('#sign-in-form button[type=submit]');
+  await page.waitForSelector('#sign-in-error:not(:empty)');
+  assert.match(await page.textContent('#sign-in-error'), /not this edgecdp's admin token/);
+  await shot(page, '0-sign-in');
+});
+
+test('a person: identities, merge, consent, audiences, traits as text, the live preview', async (t) => {
+  const { page, context } = await signedIn(t);
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === 'edgecdp_console');
+  assert.ok(session.httpOnly && session.secure && session.sameSite === 'Strict', 'an HttpOnly, Secure, SameSite=Strict session');
+  assert.equal(await page.evaluate(() => document.cookie), '', 'no script can read it');
+  await page.selectOption('#find-type', 'user_id');
+  await page.fill('#find-value', 'ana');
+  await page.click('#find button[type=submit]');
+  await page.waitForSelector('text=Identities');
+  const cells = await cellTexts(page, '#view td');
+  assert.ok(cells.includes('ana') && cells.includes('ana-phone'), `both identities: ${cells}`);
+  assert.ok(cells.includes('<b>Ana</b>'), 'a trait that looks like HTML shows as text');
+  assert.equal(await page.$$eval('#view b', (b) => b.length), 0, 'and is not rendered as HTML');
+  assert.match(await page.textContent('#view'), /marketing: granted/);
+  assert.ok(cells.includes('bag-curious'), 'the audience with its entry time');
+  assert.equal(await page.locator('button.split').count(), 1, 'the merge of the phone can be split');
+  // The live preview: the hero for this person on a bag page, on a phone.
+  await page.fill('#pv-url', `${w.url}/bags`);
+  await page.selectOption('#pv-device', 'mobile');
+  await page.click('#preview button[type=submit]');
+  await page.waitForSelector('#preview-result table');
+  const preview = await cellTexts(page, '#preview-result td');
+  assert.equal(preview[0], 'hero');
+  assert.equal(preview[1], 'bags-promo', `two bag views show the bags promotion: ${preview}`);
+  await shot(page, '1-person');
+});
+
+test('audiences list sizes and movements, members link to people, exports download', async (t) => {
+  const { page } = await signedIn(t);
+  // The index follows the profiles through the queue within about a second.
+  for (let i = 0; i < 40; i++) {
+    await page.goto(`${w.url}/console/#/audiences?id=bag-curious`);
+    await page.waitForSelector('#view table');
+    const size = (await cellTexts(page, '#view table:first-of-type tbody tr:first-child td'))[1];
+    if (size === '13' && (await page.locator('#members').count()) && (await page.textContent('#members')).includes('user_id:ana')) break;
+    await page.waitForTimeout(500);
+  }
+  const first = await cellTexts(page, '#view table:first-of-type tbody tr:first-child td');
+  assert.equal(first[0], 'bag-curious');
+  assert.equal(first[1], '13', 'Ana and the twelve shoppers');
+  assert.match(await page.textContent('#members'), /user_id:ana/);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('text=Export CSV')]);
+  assert.match(await (await download.createReadStream()).toArray().then((b) => Buffer.concat(b).toString()), /ana/);
+  await shot(page, '2-audiences');
+});
+
+test('deliveries and experiments show what the API counts', async (t) => {
+  const { page } = await signedIn(t);
+  await page.goto(`${w.url}/console/#/deliveries`);
+  await page.waitForSelector('text=Sends by destination');
+  const cells = await cellTexts(page, '#view td');
+  assert.ok(cells.includes('email') && cells.includes('cart-abandoned'), 'the demo destinations and journeys');
+  await shot(page, '3-deliveries');
+  await page.goto(`${w.url}/console/#/experiments`);
+  await page.waitForSelector('#view .card table');
+  const rows = await page.$$eval('#view .card tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent.trim())));
+  const people = rows.reduce((n, r) => n + Number(r[1]), 0);
+  const converted = rows.reduce((n, r) => n + Number(r[2]), 0);
+  assert.equal(people, 12, `every shopper counted once, in one variant: ${JSON.stringify(rows)}`);
+  assert.equal(converted, 4, 'every third shopper bought');
+  assert.ok(rows.some((r) => r[0] === 'control'), 'the holdout is the control');
+  assert.ok(rows.filter((r) => r[0] !== 'control').every((r) => /%$/.test(r[5]) || r[5] === '—'), 'a chance to beat control');
+  assert.match(await page.textContent('#view'), /Sample too small/);
+  await shot(page, '4-experiments');
+});
+
+test('the configuration: server errors at their path, a diff, a conditional save', async (t) => {
+  const { page } = await signedIn(t);
+  await page.goto(`${w.url}/console/#/config`);
+  await page.waitForSelector('#config-text');
+  const before = Number((await page.textContent('#config-version')).match(/\d+/)[0]);
+  const text = await page.inputValue('#config-text');
+  const doc = JSON.parse(text);
+  doc.segments.push({ id: 'broken', when: { event: 'X', count: { gte: 'two' } } });
+  await page.fill('#config-text', JSON.stringify(doc, null, 2));
+  await page.click('#config-check');
+  await page.waitForSelector('#config-status .error');
+  assert.match(await page.textContent('#config-status'), /segments\[\d+\]\.when\.count\.gte: expected a number/);
+  doc.segments[doc.segments.length - 1] = { id: 'console-made', when: { trait: 'plan', eq: 'gold' } };
+  await page.fill('#config-text', JSON.stringify(doc, null, 2));
+  await page.click('#config-diff-button');
+  assert.match(await page.textContent('#config-diff'), /\+ .*console-made/);
+  await shot(page, '5-config');
+  await page.click('#config-save');
+  await page.waitForSelector('#config-status .ok >> text=Saved');
+  assert.equal(Number((await page.textContent('#config-version')).match(/\d+/)[0]), before + 1);
+  const r = await fetch(`${w.url}/v1/config`, { headers: { authorization: `Bearer ${w.adminToken}` } });
+  assert.ok((await r.json()).segments.some((s) => s.id === 'console-made'), 'saved through the API');
+  // Someone else saves meanwhile: this page's next save is refused, not lost silently.
+  await fetch(`${w.url}/v1/config`, { method: 'PUT', body: JSON.stringify(doc), headers: { authorization: `Bearer ${w.adminToken}` } });
+  await page.click('#config-save');
+  await page.waitForSelector('#config-status .error');
+  assert.match(await page.textContent('#config-status'), /Someone saved another version/);
+});
+
+test('a page of another origin gets nothing with the session, and cannot change anything', async (t) => {
+  const { context } = await signedIn(t);
+  const page = await context.newPage();
+  await page.goto(`http://127.0.0.1:${foreign.address().port}/`);
+  const got = await page.evaluate(async (api) => {
+    const out = {};
+    try { out.read = (await (await fetch(`${api}/v1/profiles/user_id:ana`, { credentials: 'include' })).text()); } catch (e) { out.read = `blocked: ${e.name}`; }
+    try { out.erase = (await fetch(`${api}/v1/profiles/user_id:ana`, { method: 'DELETE', credentials: 'include', mode: 'no-cors' })).type; } catch (e) { out.erase = `blocked: ${e.name}`; }
+    return out;
+  }, w.url);
+  assert.match(got.read, /^blocked/, 'no CORS for another origin: nothing to read');
+  assert.equal((await getProfile(w, 'user_id:ana')).status, 200, 'and the erasure without the CSRF token did nothing');
+});
+
+test('split and erase from the console, each after a confirmation that says what happens', async (t) => {
+  const { page } = await signedIn(t);
+  await page.goto(`${w.url}/console/#/person?id=user_id:ana`);
+  await page.click('button.split');
+  assert.match(await page.textContent('dialog'), /becomes a person of its own again/);
+  await page.click('dialog button.danger');
+  await page.waitForFunction(() => !document.querySelector('button.split') && document.querySelector('#view table'));
+  assert.equal((await getProfile(w, 'anonymous_id:ana-phone')).status, 200, 'the phone is its own profile again');
+  await page.click('#erase');
+  const go = page.locator('dialog button.danger');
+  assert.ok(await go.isDisabled(), 'erasing waits for the typed confirmation');
+  await page.fill('#confirm-text', 'erase');
+  await go.click();
+  await page.waitForSelector('text=was erased');
+  assert.equal((await getProfile(w, 'user_id:ana')).status, 404);
+  await shot(page, '6-erased');
+});
+
+test('signing out ends the session: the cookie no longer opens anything', async (t) => {
+  const { page, context } = await signedIn(t);
+  const cookie = (await context.cookies()).find((c) => c.name === 'edgecdp_console');
+  await page.click('#sign-out');
+  await page.waitForSelector('#sign-in:not([hidden])');
+  const replay = await fetch(`${w.url}/v1/session`, { headers: { cookie: `edgecdp_console=${cookie.value}` } });
+  assert.equal(replay.status, 401, 'the old cookie is dead on the server too');
+  const r = await fetch(`${w.url}/v1/audiences`, { headers: { cookie: `edgecdp_console=${cookie.value}` } });
+  assert.equal(r.status, 401);
+});
