@@ -157,9 +157,43 @@ pub async fn store_version(env: &Env, version: u64, text: &str) -> worker::Resul
     note_write(env, &config_key(version));
     note_write(env, CURRENT_KEY);
     let kv = env.kv(KV_BINDING)?;
-    put_text(&kv, &config_key(version), text)?.execute().await?;
+    // When it was saved travels as the key's metadata, which listing the versions reads without their texts.
+    let saved = serde_json::json!({"savedAt": crate::edge::request::now()});
+    put_text(&kv, &config_key(version), text)?.metadata(saved)?.execute().await?;
     put_text(&kv, CURRENT_KEY, &version.to_string())?.execute().await?;
     Ok(())
+}
+
+/// Every stored configuration version, newest first, with when it was saved (unknown for versions stored before
+/// the time was kept).
+pub async fn config_versions(env: &Env) -> Result<Vec<(u64, Option<Millis>)>, ApiError> {
+    let kv = store(env)?;
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    // 1,000 keys a page; 20 pages is more versions than anyone keeps.
+    for _ in 0..20 {
+        let mut list = kv.list().prefix("config:v".to_string());
+        if let Some(c) = cursor.take() {
+            list = list.cursor(c);
+        }
+        let page = list.execute().await?;
+        for k in &page.keys {
+            let Some(version) = k.name.strip_prefix("config:v").and_then(|v| v.parse::<u64>().ok()) else { continue };
+            let at = k.metadata.as_ref().and_then(|m| m.get("savedAt")).and_then(serde_json::Value::as_i64);
+            out.push((version, at));
+        }
+        match page.cursor.filter(|_| !page.list_complete) {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    out.sort_by_key(|v| std::cmp::Reverse(v.0));
+    Ok(out)
+}
+
+/// The text of configuration version `version`, when it is stored.
+pub async fn config_text_of(env: &Env, version: u64) -> Result<Option<String>, ApiError> {
+    Ok(store(env)?.get(&config_key(version)).text().await?)
 }
 
 /// The profile id an identity belongs to, if it has one.

@@ -18,9 +18,9 @@ use crate::core::engine::delivery::HOP_HEADER;
 use crate::core::wire::events::CallType;
 use crate::edge::request::query_param;
 use crate::edge::request::{decide_context, now, signals};
-use crate::edge::routes::audiences::{audience_export, audience_members, audiences_list};
+use crate::edge::routes::audiences::{audience_export, audience_history, audience_members, audiences_list};
 use crate::edge::routes::collect::{apply, collect, rudderstack_source_config, segment_settings};
-use crate::edge::routes::config::{config_get, config_put, config_validate};
+use crate::edge::routes::config::{config_get, config_put, config_validate, config_version, config_versions};
 use crate::edge::routes::console;
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
 use crate::edge::routes::demo::demo_identity_token;
@@ -79,11 +79,15 @@ enum Resource<'a> {
     Audiences,
     AudienceMembers(&'a str),
     AudienceExport(&'a str),
+    AudienceHistory(&'a str),
     /// `GET /v1/destinations`: journeys' delivery statistics per destination.
     Destinations,
     Config,
     /// `POST /v1/config/validate`: `PUT /v1/config`'s checks, storing nothing.
     ConfigValidate,
+    /// `GET /v1/config/versions` and `.../versions/{n}`: the configuration's history.
+    ConfigVersions,
+    ConfigVersion(&'a str),
     /// `GET /v1/config/schema`: the configuration's JSON Schema (`schema/config.schema.json`).
     ConfigSchema,
     /// `GET /v1/openapi.json`: the OpenAPI document of every route (`schema/openapi.json`).
@@ -117,10 +121,13 @@ impl<'a> Resource<'a> {
             ["v1", "audiences"] => Resource::Audiences,
             ["v1", "audiences", id, "members"] => Resource::AudienceMembers(id),
             ["v1", "audiences", id, "export"] => Resource::AudienceExport(id),
+            ["v1", "audiences", id, "history"] => Resource::AudienceHistory(id),
             ["v1", "destinations"] => Resource::Destinations,
             ["v1", "config"] => Resource::Config,
             ["v1", "config", "validate"] => Resource::ConfigValidate,
             ["v1", "config", "schema"] => Resource::ConfigSchema,
+            ["v1", "config", "versions"] => Resource::ConfigVersions,
+            ["v1", "config", "versions", n] => Resource::ConfigVersion(n),
             ["v1", "openapi.json"] => Resource::OpenApi,
             ["v1", "projects", key, "settings"] => Resource::SegmentSettings(key),
             ["sourceConfig"] => Resource::RudderStackConfig,
@@ -151,7 +158,10 @@ impl<'a> Resource<'a> {
             | Resource::Audiences
             | Resource::AudienceMembers(_)
             | Resource::AudienceExport(_)
+            | Resource::AudienceHistory(_)
             | Resource::Destinations
+            | Resource::ConfigVersions
+            | Resource::ConfigVersion(_)
             | Resource::ConfigSchema
             | Resource::OpenApi
             | Resource::SegmentSettings(_)
@@ -233,10 +243,13 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::Audiences) => audiences_list(req, env).await,
         (Method::Get, Resource::AudienceMembers(id)) => audience_members(req, env, id).await,
         (Method::Get, Resource::AudienceExport(id)) => audience_export(req, env, id).await,
+        (Method::Get, Resource::AudienceHistory(id)) => audience_history(req, env, id).await,
         (Method::Get, Resource::Destinations) => destinations_stats(req, env).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
         (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,
+        (Method::Get, Resource::ConfigVersions) => config_versions(req, env).await,
+        (Method::Get, Resource::ConfigVersion(n)) => config_version(req, env, n).await,
         (Method::Get, Resource::ConfigSchema) => docs::config_schema(env).await,
         (Method::Get, Resource::OpenApi) => docs::openapi(env).await,
         (Method::Get, Resource::SegmentSettings(key)) => segment_settings(req, env, key).await,

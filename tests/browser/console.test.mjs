@@ -137,6 +137,12 @@ test('audiences list sizes and movements, members link to people, exports downlo
   assert.equal(first[0], 'bag-curious');
   assert.equal(first[1], '13', 'Ana and the twelve shoppers');
   assert.match(await page.textContent('#members'), /user_id:ana/);
+  // The chart of the last 30 days, and its numbers as a table: today's size is the size now.
+  assert.equal(await page.locator('#history-chart canvas').count(), 1, 'uPlot drew the chart, under the CSP');
+  const days = await page.$$eval('#history details tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  assert.equal(days.length, 30);
+  assert.equal(days[29][1], '13', 'the last day ends at today\'s size');
+  assert.equal(days.reduce((n, d) => n + Number(d[2]), 0), 13, 'every entry counted on its day');
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('text=Export CSV')]);
   assert.match(await (await download.createReadStream()).toArray().then((b) => Buffer.concat(b).toString()), /ana/);
   await shot(page, '2-audiences');
@@ -189,6 +195,18 @@ test('the configuration: server errors at their path, a diff, a conditional save
   await page.click('#config-save');
   await page.waitForSelector('#config-status .error');
   assert.match(await page.textContent('#config-status'), /Someone saved another version/);
+  // Rolling back: the version before the console's edit, loaded from the history and saved as the newest.
+  await page.reload();
+  await page.waitForSelector(`#config-history button[data-version="${before}"]`);
+  await shot(page, '5-config-history');
+  await page.click(`#config-history button[data-version="${before}"]`);
+  await page.waitForSelector('#config-diff:not([hidden])');
+  assert.match(await page.textContent('#config-diff'), /- .*console-made/, 'the diff shows what the rollback removes');
+  await page.click('#config-save');
+  await page.waitForSelector('#config-status .ok >> text=Saved');
+  const now = await (await fetch(`${w.url}/v1/config`, { headers: { authorization: `Bearer ${w.adminToken}` } })).json();
+  assert.ok(!now.segments.some((s) => s.id === 'console-made'), 'the old version is in force again');
+  assert.match(await page.textContent('#config-history'), new RegExp(`${before + 3} \\(in force\\)`));
 });
 
 test('a page of another origin gets nothing with the session, and cannot change anything', async (t) => {

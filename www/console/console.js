@@ -258,13 +258,34 @@ async function audiencesView(params) {
   const bar = (n, cls) => el('span', {}, el('span', { class: `bar ${cls}`, style: null, 'aria-hidden': 'true', 'data-width': n }), ` ${n}`);
   const t = table('Audiences, from the membership index', ['Audience', 'Size', 'Entered 24 h', 'Exited 24 h', 'Entered 7 days', 'Exited 7 days', ''],
     list.audiences.map((a) => [a.id, a.size, a.entered.last24h, a.exited.last24h, bar(a.entered.last7d, 'enter'), bar(a.exited.last7d, 'exit'),
-      el('a', { href: `#/audiences?id=${encodeURIComponent(a.id)}` }, 'Members')]), [1, 2, 3]);
+      el('a', { href: `#/audiences?id=${encodeURIComponent(a.id)}`, 'aria-label': `Members of ${a.id}` }, 'Members')]), [1, 2, 3]);
   // Bar lengths are set as properties (the policy allows no inline style attributes).
   t.querySelectorAll('.bar').forEach((b) => { b.style.width = `${Math.round((Number(b.dataset.width) / max) * 120)}px`; });
   view.append(el('div', { class: 'card' }, t,
     el('p', { class: 'muted' }, `Segments that read the request (page, country, device, ...) are not audiences: ${list.requestSegments.join(', ') || 'none'}.`)));
   const id = params.get('id');
-  if (id) await membersCard(id, params.get('cursor'));
+  if (id) {
+    await historyCard(id).catch((e) => view.append(failure(e)));
+    await membersCard(id, params.get('cursor'));
+  }
+}
+
+/** A chart of an audience's size, entries and exits per day (uPlot), with the same numbers as a table. */
+async function historyCard(id) {
+  const { json } = await api('GET', `/v1/audiences/${encodeURIComponent(id)}/history?days=30`);
+  const days = json.days;
+  const chart = el('div', { id: 'history-chart', role: 'img', 'aria-label': `${id}: size, entries and exits per day over the last 30 days` });
+  const numbers = el('details', {}, el('summary', {}, 'The same as a table'),
+    table(`${id}, per day`, ['Day', 'Size', 'Entered', 'Exited'], days.map((d) => [d.day, d.size, d.entered, d.exited]), [1, 2, 3]));
+  view.append(el('div', { class: 'card', id: 'history' }, el('h2', {}, `${id} over the last 30 days`), chart, numbers));
+  if (typeof uPlot === 'undefined') { chart.append(el('p', { class: 'muted' }, 'The chart library did not load; the table has the numbers.')); return; }
+  const x = days.map((d) => Date.parse(`${d.day}T12:00:00Z`) / 1000);
+  // eslint-disable-next-line no-new, no-undef
+  new uPlot({
+    width: Math.min(1100, chart.clientWidth || 900), height: 240,
+    series: [{}, { label: 'Size', stroke: '#2457c5', width: 2 }, { label: 'Entered', stroke: '#1b7f3b' }, { label: 'Exited', stroke: '#c7772b' }],
+    axes: [{}, { label: 'people' }],
+  }, [x, days.map((d) => d.size), days.map((d) => d.entered), days.map((d) => d.exited)], chart);
 }
 
 async function membersCard(id, cursor) {
@@ -432,18 +453,37 @@ async function configView() {
       status.replaceChildren(el('p', { class: 'ok' }, `Saved as version ${version}; it is in force now.`));
       versionLabel.textContent = `Version ${version} is in force.`;
       diff.hidden = true;
+      refreshHistory();
     } catch (e) {
       status.replaceChildren(e.status === 412 ? el('p', { class: 'error' }, 'Someone saved another version since you opened this one. Reload to see it, then apply your change again.') : problems(e));
     }
   };
   const versionLabel = el('p', { id: 'config-version' }, `Version ${version} is in force.`);
+  // The history: any version can be loaded into the editor, compared, and saved again as the newest (a rollback
+  // that is itself a version, so it can be rolled back too).
+  const history = el('div', { class: 'card', id: 'config-history' });
+  const loadVersion = async (n) => {
+    try {
+      const { json } = await api('GET', `/v1/config/versions/${n}`);
+      editor.value = JSON.stringify(json, null, 2);
+      status.replaceChildren(el('p', { class: 'muted' }, `Version ${n} is in the editor. Compare it, then Save to put it back in force as a new version.`));
+      showDiff();
+      editor.focus();
+    } catch (e) { status.replaceChildren(failure(e)); }
+  };
+  const refreshHistory = () => api('GET', '/v1/config/versions').then(({ json }) => {
+    history.replaceChildren(table('Versions', ['Version', 'Saved', ''], json.versions.slice(0, 50).map((v) => [
+      v.version === json.current ? `${v.version} (in force)` : String(v.version), when(v.savedAt),
+      v.version === json.current ? '—' : el('button', { type: 'button', class: 'load-version', 'data-version': v.version, onclick: () => loadVersion(v.version) }, `Load version ${v.version}`)])));
+  }).catch((e) => history.replaceChildren(failure(e)));
+  refreshHistory();
   view.append(el('div', { class: 'card' }, versionLabel,
     el('label', { for: 'config-text' }, 'The configuration (JSON; its schema is at /v1/config/schema)'), editor, status,
     el('p', { class: 'row' },
       el('button', { type: 'button', id: 'config-check', onclick: check }, 'Check'),
       el('button', { type: 'button', id: 'config-diff-button', onclick: showDiff }, 'Compare with the version in force'),
       el('button', { type: 'button', id: 'config-save', class: 'primary', onclick: save }, 'Save')),
-    diff));
+    diff), history);
 }
 
 // ---------------------------------------------------------------- routing

@@ -316,6 +316,34 @@ pub const SIZES: &str = "SELECT audience, COUNT(*) FROM audience_members WHERE m
 /// entered 7 d, exited 7 d)`.
 pub const MOVEMENTS: &str = "SELECT audience, SUM(entered = 1 AND at >= ?1), SUM(entered = 0 AND at >= ?1), \
     SUM(entered = 1), SUM(entered = 0) FROM audience_transitions WHERE at >= ?2 GROUP BY audience";
+/// Entries and exits of one audience (`?1`) per UTC day since `?2`: `(day number since the epoch, entered, exited)`.
+pub const DAILY: &str = "SELECT at / 86400000 AS day, SUM(entered = 1), SUM(entered = 0) FROM audience_transitions \
+    WHERE audience = ?1 AND at >= ?2 GROUP BY day ORDER BY day";
+
+/// One day of an audience's history: entries, exits, and its size at the day's end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Day {
+    pub day: i64,
+    pub entered: i64,
+    pub exited: i64,
+    pub size: i64,
+}
+
+/// The last `days` days (UTC, `today` included) of an audience from its daily movements (`DAILY`) and its size
+/// now: each day's size at its end is worked back from today's (a removed profile's transitions go with it, so the
+/// sizes before a removal read one lower than they were).
+pub fn history(daily: &[(i64, i64, i64)], size_now: i64, today: i64, days: i64) -> Vec<Day> {
+    let mut out = Vec::new();
+    let mut size = size_now;
+    for day in (today - days + 1..=today).rev() {
+        let (entered, exited) = daily.iter().find(|d| d.0 == day).map_or((0, 0), |d| (d.1, d.2));
+        out.push(Day { day, entered, exited, size: size.max(0) });
+        size = size - entered + exited;
+    }
+    out.reverse();
+    out
+}
+
 /// A page of members after the cursor `?2` (a profile id; '' for the first page), at most `?3`.
 pub const MEMBERS_PAGE: &str = "SELECT profile_id, identity_type, identity_value, since FROM audience_members \
     WHERE audience = ?1 AND member = 1 AND profile_id > ?2 ORDER BY profile_id LIMIT ?3";
@@ -360,6 +388,14 @@ mod tests {
         assert_eq!((e["userId"].as_str(), e["anonymousId"].as_str()), (Some("u1"), Some("a1")));
         assert_eq!(e["context"]["personas"]["computation_class"], "audience");
         assert_eq!(e["messageId"], "audience-p1-7", "one id per transition: destinations can deduplicate");
+    }
+
+    #[test]
+    fn an_audience_s_history_works_its_sizes_back_from_today() {
+        // Today (day 10): 2 in, 1 out, 5 members now; day 9: nothing; day 8: 3 in.
+        let h = history(&[(8, 3, 0), (10, 2, 1)], 5, 10, 4);
+        let sizes: Vec<(i64, i64, i64, i64)> = h.iter().map(|d| (d.day, d.entered, d.exited, d.size)).collect();
+        assert_eq!(sizes, vec![(7, 0, 0, 1), (8, 3, 0, 4), (9, 0, 0, 4), (10, 2, 1, 5)]);
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! `GET /v1/audiences`, `GET /v1/audiences/{id}/members`, `GET /v1/audiences/{id}/export`: who is in each
+//! `GET /v1/audiences`, `GET /v1/audiences/{id}/members`, `.../export`, `.../history`: who is in each
 //! audience, read from the membership index (`edge::audiences`). Who may call: the admin token only (they list
 //! people).
 
 use crate::core::base::time::{format_iso8601, DAY, HOUR};
 use crate::core::rules::Config;
-use crate::core::wire::audiences::{csv_field, Sql, Statement, MEMBERS_PAGE, MOVEMENTS, SIZES};
+use crate::core::wire::audiences::{csv_field, history, Sql, Statement, DAILY, MEMBERS_PAGE, MOVEMENTS, SIZES};
 use crate::edge::audiences::{bind, index};
 use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
 use crate::edge::kv;
@@ -119,6 +119,48 @@ pub(crate) async fn audience_members(req: Request, env: &Env, id: &str) -> ApiRe
     let members: Vec<J> = page.iter().take(limit as usize).filter_map(|r| member_json(r)).collect();
     let next = if more { members.last().and_then(|m| m["profileId"].as_str()).map(str::to_string) } else { None };
     Ok(json_response(200, &json!({"audience": id, "members": members, "next": next}))?)
+}
+
+/// Days of history an audience's chart may ask for.
+const MAX_DAYS: i64 = 90;
+
+/// `GET /v1/audiences/{id}/history?days=30`: per UTC day (today included), entries, exits and the size at the
+/// day's end (worked back from the size now: `wire::audiences::history`).
+pub(crate) async fn audience_history(req: Request, env: &Env, id: &str) -> ApiResult {
+    require_admin(&req, env).await?;
+    let days = match query_param(&req, "days")? {
+        None => 30,
+        Some(d) => {
+            d.parse::<i64>().ok().filter(|n| (1..=MAX_DAYS).contains(n)).ok_or_else(|| ApiError::BadRequest {
+                code: "invalid_days",
+                message: format!("days must be a whole number from 1 to {MAX_DAYS}"),
+                path: "days".into(),
+            })?
+        }
+    };
+    let (_, config) = kv::config(env).await?;
+    let id = audience(&config, id)?;
+    let db = index(env).await?;
+    let today = now().div_euclid(DAY);
+    let int = |v: Option<&J>| v.and_then(J::as_i64).unwrap_or(0);
+    let daily: Vec<(i64, i64, i64)> =
+        rows(&db, Statement { sql: DAILY, params: vec![Sql::Text(id.into()), Sql::Int((today - days + 1) * DAY)] })
+            .await?
+            .iter()
+            .map(|r| (int(r.first()), int(r.get(1)), int(r.get(2))))
+            .collect();
+    let size = rows(&db, Statement { sql: SIZES, params: vec![] })
+        .await?
+        .iter()
+        .find(|r| r.first().and_then(J::as_str) == Some(id))
+        .map_or(0, |r| int(r.get(1)));
+    let list: Vec<J> = history(&daily, size, today, days)
+        .iter()
+        .map(|d| {
+            json!({"day": format_iso8601(d.day * DAY).get(..10), "entered": d.entered, "exited": d.exited, "size": d.size})
+        })
+        .collect();
+    Ok(json_response(200, &json!({"audience": id, "days": list}))?)
 }
 
 /// `GET /v1/audiences/{id}/export?format=ndjson|csv`: every member, streamed as the index is read (NDJSON, one

@@ -1,5 +1,7 @@
 //! `GET`/`PUT /v1/config`: the configuration in force, and conditional writes of a new version;
-//! `POST /v1/config/validate`: the same checks as `PUT`, storing nothing. Who may call: the admin token only.
+//! `POST /v1/config/validate`: the same checks as `PUT`, storing nothing; `GET /v1/config/versions` and
+//! `.../versions/{n}`: the history, to compare with or roll back to (by saving an old version again). Who may
+//! call: the admin token (or the console's session) only.
 
 use crate::core::rules::sources::seal_server_keys;
 use crate::core::rules::{compile_str, Config};
@@ -69,4 +71,36 @@ pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
             ),
         }),
     }
+}
+
+/// `GET /v1/config/versions`: every stored version, newest first, with when it was saved.
+pub(crate) async fn config_versions(req: Request, env: &Env) -> ApiResult {
+    require_admin(&req, env).await?;
+    let (current, _) = kv::config_text(env).await?;
+    let versions: Vec<serde_json::Value> = kv::config_versions(env)
+        .await?
+        .into_iter()
+        .map(|(v, at)| json!({"version": v, "savedAt": at.map(crate::core::base::time::format_iso8601)}))
+        .collect();
+    Ok(json_response(200, &json!({"current": current, "versions": versions}))?)
+}
+
+/// `GET /v1/config/versions/{n}`: that version's document, server keys sealed as in `GET /v1/config`.
+pub(crate) async fn config_version(req: Request, env: &Env, n: &str) -> ApiResult {
+    require_admin(&req, env).await?;
+    let bad = || ApiError::BadRequest {
+        code: "invalid_version",
+        message: format!("a version is a whole number from 1, not {n:?}"),
+        path: "version".into(),
+    };
+    let version: u64 = n.parse().ok().filter(|v| *v > 0 && n.len() <= 19).ok_or_else(bad)?;
+    let text = kv::config_text_of(env, version).await?.ok_or_else(|| ApiError::NotFound {
+        code: "version_not_found",
+        message: format!("no configuration version {version}"),
+    })?;
+    let mut doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    seal_server_keys(&mut doc);
+    let mut resp = json_response(200, &doc)?;
+    resp.headers_mut().set("x-edgecdp-config-version", &version.to_string())?;
+    Ok(resp)
 }
