@@ -1,7 +1,8 @@
 //! The audience outlet and the membership index: a thin shell around `core::wire::audiences`.
 //!
 //! A profile's object publishes its transitions to the `AUDIENCE_EVENTS` queue after the profile is stored
-//! (`publish`, `publish_removed`); this Worker's queue consumer (`consume`) writes them to the index in D1 (`DB`),
+//! (`publish`, `publish_removed`), and its journeys' state when it changed (`publish_journeys`, kept in the same
+//! database by `core::wire::journeys`); this Worker's queue consumer (`consume`) writes them to the index in D1 (`DB`),
 //! one message per batch of statements (one transaction), acknowledging each message it wrote and retrying the
 //! ones that failed (after the last retry the queue moves them to its dead-letter queue). The admin routes read
 //! the index (`routes::audiences`).
@@ -12,6 +13,7 @@ use crate::core::model::profile::Profile;
 use crate::core::wire::audiences::{
     decode, statements, IndexMessage, Sql, Statement, Sweep, SCHEMA, SWEEP_CHUNK, SWEEP_LIST,
 };
+use crate::core::wire::journeys::{self as journey_index, JourneyState};
 use crate::edge::http::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::profile_object::{self, Action};
@@ -51,12 +53,19 @@ pub async fn publish_removed(env: &Env, profile_ids: &[String], at: Millis) -> w
     send(env, IndexMessage::removed_json(profile_ids, false, at).to_string()).await
 }
 
-/// Erases these profiles from the index now (their memberships and recorded transitions), before the erasure
-/// answers; a message of theirs still in the queue finds them removed and is not written.
+/// Hands a profile's journeys (where it stands, why instances ended) to the index, once the profile is stored.
+pub async fn publish_journeys(env: &Env, profile: &Profile, now: Millis) -> worker::Result<()> {
+    send(env, JourneyState::of_profile(&profile.id, &profile.journeys, now).to_json().to_string()).await
+}
+
+/// Erases these profiles from the index now (their memberships, recorded transitions and journeys), before the
+/// erasure answers; a message of theirs still in the queue finds them removed and is not written.
 pub async fn erase_now(env: &Env, profile_ids: &[String], at: Millis) -> worker::Result<()> {
     let db = index(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
     let removed = IndexMessage::Removed { profile_ids: profile_ids.to_vec(), erased: true, at };
-    let list = statements(&removed, &[]).iter().map(|s| bind(&db, s)).collect::<worker::Result<Vec<_>>>()?;
+    let mut all = statements(&removed, &[]);
+    all.extend(journey_index::removed(profile_ids));
+    let list = all.iter().map(|s| bind(&db, s)).collect::<worker::Result<Vec<_>>>()?;
     db.batch(list).await?;
     Ok(())
 }
@@ -113,7 +122,7 @@ async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
 pub async fn index(env: &Env) -> Result<D1Database, ApiError> {
     let db = env.d1(D1_BINDING).map_err(|e| ApiError::Unavailable(format!("audience index: {e}")))?;
     if !SCHEMA_READY.with(Cell::get) {
-        let schema = SCHEMA.iter().map(|s| db.prepare(*s)).collect();
+        let schema = SCHEMA.iter().chain(journey_index::SCHEMA).map(|s| db.prepare(*s)).collect();
         db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("audience index schema: {e}")))?;
         SCHEMA_READY.with(|r| r.set(true));
     }
@@ -147,10 +156,23 @@ async fn handle(env: &Env, db: &D1Database, body: &str) -> Result<(), Failure> {
         let step = step.map_err(Failure::Unreadable)?;
         return sweep(env, step).await.map_err(|e| Failure::Retry(format!("re-evaluation step: {e:?}")));
     }
-    let (m, events) = decode(&json).map_err(Failure::Unreadable)?;
     let retry = |e: worker::Error| Failure::Retry(format!("index write: {e}"));
-    let list =
-        statements(&m, &events).iter().map(|s| bind(db, s)).collect::<worker::Result<Vec<_>>>().map_err(retry)?;
+    if let Some(state) = JourneyState::of(&json) {
+        let state = state.map_err(Failure::Unreadable)?;
+        let list = journey_index::statements(&state)
+            .iter()
+            .map(|s| bind(db, s))
+            .collect::<worker::Result<Vec<_>>>()
+            .map_err(retry)?;
+        return db.batch(list).await.map(|_| ()).map_err(retry);
+    }
+    let (m, events) = decode(&json).map_err(Failure::Unreadable)?;
+    let mut all = statements(&m, &events);
+    // Profiles that left the index leave its journeys too (an absorbed profile's went on with the survivor).
+    if let IndexMessage::Removed { profile_ids, .. } = &m {
+        all.extend(journey_index::removed(profile_ids));
+    }
+    let list = all.iter().map(|s| bind(db, s)).collect::<worker::Result<Vec<_>>>().map_err(retry)?;
     if !list.is_empty() {
         db.batch(list).await.map_err(retry)?;
     }

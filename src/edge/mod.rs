@@ -82,6 +82,8 @@ enum Resource<'a> {
     AudienceHistory(&'a str),
     /// `GET /v1/destinations`: journeys' delivery statistics per destination.
     Destinations,
+    /// `GET /v1/journeys`: people per step and exits by reason, per journey.
+    Journeys,
     Config,
     /// `POST /v1/config/validate`: `PUT /v1/config`'s checks, storing nothing.
     ConfigValidate,
@@ -123,6 +125,7 @@ impl<'a> Resource<'a> {
             ["v1", "audiences", id, "export"] => Resource::AudienceExport(id),
             ["v1", "audiences", id, "history"] => Resource::AudienceHistory(id),
             ["v1", "destinations"] => Resource::Destinations,
+            ["v1", "journeys"] => Resource::Journeys,
             ["v1", "config"] => Resource::Config,
             ["v1", "config", "validate"] => Resource::ConfigValidate,
             ["v1", "config", "schema"] => Resource::ConfigSchema,
@@ -160,6 +163,7 @@ impl<'a> Resource<'a> {
             | Resource::AudienceExport(_)
             | Resource::AudienceHistory(_)
             | Resource::Destinations
+            | Resource::Journeys
             | Resource::ConfigVersions
             | Resource::ConfigVersion(_)
             | Resource::ConfigSchema
@@ -245,6 +249,7 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::AudienceExport(id)) => audience_export(req, env, id).await,
         (Method::Get, Resource::AudienceHistory(id)) => audience_history(req, env, id).await,
         (Method::Get, Resource::Destinations) => destinations_stats(req, env).await,
+        (Method::Get, Resource::Journeys) => crate::edge::routes::journeys::journeys_stats(req, env).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
         (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,

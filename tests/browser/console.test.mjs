@@ -49,6 +49,8 @@ before(async () => {
     assert.equal(d.status, 200, await d.text());
     if (i % 3 === 0) await batch([{ type: 'track', event: 'Order Completed', userId, properties: { revenue: 10 }, context: consent }]);
   }
+  // A cart left by one shopper: the demo's cart journey waits a day at its first step.
+  await batch([{ type: 'track', event: 'Product Added', userId: 'shopper-1', properties: { cart_id: 'cart-1' }, context: consent }]);
   // A page of another origin (another port), to try the API from.
   foreign = createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html' }); res.end('<!doctype html><title>elsewhere</title>'); });
   await new Promise((r) => foreign.listen(0, '127.0.0.1', r));
@@ -150,10 +152,19 @@ test('audiences list sizes and movements, members link to people, exports downlo
 
 test('deliveries and experiments show what the API counts', async (t) => {
   const { page } = await signedIn(t);
-  await page.goto(`${w.url}/console/#/deliveries`);
-  await page.waitForSelector('text=Sends by destination');
+  // The journey index follows the profiles through the queue: the shopper's cart waits at its first step.
+  let waiting;
+  for (let i = 0; i < 40; i++) {
+    await page.goto(`${w.url}/console/#/deliveries`);
+    await page.waitForSelector('text=Sends by destination');
+    waiting = await page.$$eval('#view .journey[data-journey="cart-abandoned"] table:first-of-type tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent.trim())));
+    if (waiting.some((r) => r[0] === 'wait-a-day' && r[2] === '1')) break;
+    await page.waitForTimeout(500);
+  }
+  assert.match(await page.textContent('#view .journey[data-journey="cart-abandoned"]'), /People at each step now \(1 in all\)/);
+  assert.deepEqual(waiting.find((r) => r[0] === 'wait-a-day'), ['wait-a-day', 'wait', '1']);
   const cells = await cellTexts(page, '#view td');
-  assert.ok(cells.includes('email') && cells.includes('cart-abandoned'), 'the demo destinations and journeys');
+  assert.ok(cells.includes('email') && (await page.locator('#view .journey').count()) === 5, 'the demo destinations and journeys');
   await shot(page, '3-deliveries');
   await page.goto(`${w.url}/console/#/experiments`);
   await page.waitForSelector('#view .card table');

@@ -101,6 +101,8 @@ describe('journeys through the Worker', () => {
     assert.equal(sent[0].destination, 'hook');
     assert.equal(exported.journeys.ended[0].reason, 'completed');
     assert.equal(exported.journeys.outbox.length, 0, 'a settled send leaves the outbox');
+    const stats = await (await fetch(`${w.url}/v1/journeys`, { headers: w.admin() })).json();
+    assert.ok(stats.journeys.find((j) => j.id === 'welcome').ended.completed >= 1, 'the index counts the completed instance');
   });
 
   test('a destination that fails twice gets the message on the third attempt, with one key throughout', async () => {
@@ -157,10 +159,18 @@ describe('journeys through the Worker', () => {
     await new Promise((r) => setTimeout(r, 1000));
     const before = await getProfile(w, `user_id:${user}`);
     assert.equal(before.body.journeys.instances[0].journey, 'erase', 'the instance waits on the profile');
+    // The journey index counts the person at the step they wait at, and no longer once they are erased.
+    const atWait = async () => {
+      const r = await fetch(`${w.url}/v1/journeys`, { headers: w.admin() });
+      assert.equal(r.status, 200);
+      return (await r.json()).journeys.find((j) => j.id === 'erase').steps.find((s) => s.step === 'wait').running;
+    };
+    await eventually(async () => (await atWait()) === 1, 'the index counting the waiting person', 10_000);
     const d = await fetch(`${w.url}/v1/profiles/user_id:${user}`, { method: 'DELETE', headers: w.admin() });
     assert.equal(d.status, 204);
     await new Promise((r) => setTimeout(r, 6000));
     assert.equal(received('/hook', user).length, 0, 'the wait ended with the profile: nothing was sent');
+    assert.equal(await atWait(), 0, 'the erased person is gone from the journey index');
     assert.equal((await getProfile(w, `user_id:${user}`)).status, 404);
   });
 
@@ -179,6 +189,7 @@ describe('journeys through the Worker', () => {
 
   test('who may call: the statistics need the admin token', async () => {
     assert.equal((await fetch(`${w.url}/v1/destinations`)).status, 401);
+    assert.equal((await fetch(`${w.url}/v1/journeys`)).status, 401);
     assert.equal((await fetch(`${w.url}/v1/destinations`, { headers: { authorization: 'Bearer nope' } })).status, 401);
   });
 });

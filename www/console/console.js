@@ -309,19 +309,31 @@ async function deliveriesView() {
   render('Journeys & deliveries');
   let stats;
   let config;
+  let journeys;
   try {
     stats = (await api('GET', '/v1/destinations')).json;
     config = (await api('GET', '/v1/config')).json;
+    journeys = (await api('GET', '/v1/journeys')).json;
   } catch (e) { view.append(failure(e)); return; }
   view.append(el('div', { class: 'card' },
     table('Sends by destination', ['Destination', 'Channel', 'Consent', 'Sent', 'Retried', 'Dead-lettered', 'Deferred', 'Suppressed (why)'],
       stats.destinations.map((d) => [d.id, show(d.channel), show(d.purpose), d.sent, d.retried, d.deadLettered, d.deferred,
-        Object.entries(d.suppressed).map(([k, v]) => `${k} ${v}`).join(', ') || '—']), [3, 4, 5, 6])),
-  el('div', { class: 'card' },
-    table('Journeys in the configuration', ['Journey', 'What it does', 'Trigger', 'Steps'], (config.journeys || []).map((j) => [j.id, j.name || '—',
-      j.trigger.event ? `event ${j.trigger.event}${j.trigger.nth ? ` (the ${j.trigger.nth}th)` : ''}` : `${j.trigger.on || 'entered'} ${j.trigger.audience}`,
-      j.steps.map((s) => s.id).join(' → ')])),
-    el('p', { class: 'muted' }, 'Where each person is in a journey shows on their page (People).')));
+        Object.entries(d.suppressed).map(([k, v]) => `${k} ${v}`).join(', ') || '—']), [3, 4, 5, 6])));
+  const described = Object.fromEntries((config.journeys || []).map((j) => [j.id, j]));
+  for (const j of journeys.journeys) {
+    const c = described[j.id];
+    const trigger = !c ? 'No longer in the configuration.'
+      : c.trigger.event ? `Starts on ${c.trigger.event}${c.trigger.nth ? ` (the ${c.trigger.nth}th)` : ''}.`
+        : `Starts when someone ${c.trigger.on === 'exited' ? 'leaves' : 'enters'} ${c.trigger.audience}.`;
+    const max = Math.max(1, ...j.steps.map((s) => s.running));
+    const steps = table(`People at each step now (${j.running} in all)`, ['Step', 'Kind', 'People'],
+      j.steps.map((s) => [s.step, show(s.kind), el('span', {}, el('span', { class: 'bar', 'data-width': s.running, 'aria-hidden': 'true' }), ` ${s.running}`)]));
+    steps.querySelectorAll('.bar').forEach((b) => { b.style.width = `${Math.round((Number(b.dataset.width) / max) * 160)}px`; });
+    view.append(el('div', { class: 'card journey', 'data-journey': j.id },
+      el('h2', {}, j.id), el('p', {}, [c && c.name ? `${c.name}. ` : '', trigger].join('')), steps,
+      table('Ended in the last 30 days, by reason', ['Reason', 'Instances'], Object.entries(j.ended).map(([k, v]) => [k, v]), [1])));
+  }
+  view.append(el('p', { class: 'muted' }, 'Where each person is in a journey shows on their page (People).'));
 }
 
 // ---------------------------------------------------------------- experiments

@@ -350,6 +350,7 @@ async fn apply_and_merge(
     }
     let now = now();
     let identity_before = current.as_ref().and_then(main_identity);
+    let journeys_before = current.as_ref().map(journey_view);
     let written = write(current, fetched, apply, &config, now);
     for p in &written.returned {
         // Refused merges: each profile goes back where it was, as it was.
@@ -385,6 +386,9 @@ async fn apply_and_merge(
             audiences::publish(env, profile, &written.transitions).await?;
         }
         audiences::publish_removed(env, &written.absorbed_ids, now).await?;
+        if Some(journey_view(profile)) != journeys_before {
+            audiences::publish_journeys(env, profile, now).await?;
+        }
     }
     if let Some(mut profile) = written.profile.filter(|_| written.store) {
         deliver_due(storage, env, &mut profile).await?;
@@ -405,14 +409,23 @@ async fn reevaluate(storage: &Storage, env: &Env) -> Result<(u16, Vec<u8>)> {
 /// journeys' steps that are due), stores the profile when that changed anything, then publishes the transitions.
 /// Answers how many there were. The sends it made leave with `deliver_due`.
 async fn refresh_audiences(storage: &Storage, env: &Env, config: &Config, profile: &mut Profile) -> Result<usize> {
+    let journeys_before = journey_view(profile);
     let (transitions, store) = refresh(config, profile, now());
     if store {
         write_profile(storage, env, config, profile, &[], &[]).await?;
+    }
+    if journey_view(profile) != journeys_before {
+        audiences::publish_journeys(env, profile, now()).await?;
     }
     if !transitions.is_empty() {
         audiences::publish(env, profile, &transitions).await?;
     }
     Ok(transitions.len())
+}
+
+/// What the journey index keeps of a profile (where it stands, why instances ended), to tell whether it changed.
+fn journey_view(profile: &Profile) -> crate::core::wire::journeys::JourneyState {
+    crate::core::wire::journeys::JourneyState::of_profile(&profile.id, &profile.journeys, 0)
 }
 
 /// Hands the sends that are due to the delivery queue (the profile holding them is stored already), then notes

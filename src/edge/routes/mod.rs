@@ -9,4 +9,5 @@ pub mod demo;
 pub mod destinations;
 pub mod docs;
 pub mod experiments;
+pub mod journeys;
 pub mod profiles;
