@@ -21,6 +21,8 @@ use worker::{Env, Method, Request};
 
 pub const COOKIE: &str = "edgecdp_console";
 pub const CSRF_HEADER: &str = "x-edgecdp-csrf";
+/// The largest sign-in body read.
+const MAX_SIGN_IN_BYTES: usize = 4 * 1024;
 /// How long a session lasts from sign-in (it is not extended by use).
 const SESSION_SECONDS: u64 = 8 * 60 * 60;
 
@@ -124,7 +126,8 @@ pub async fn sign_in(mut req: Request, env: &Env) -> ApiResult {
             message: "admin endpoints are disabled: EDGECDP_ADMIN_TOKEN is not set",
         });
     }
-    let body = req.bytes().await.unwrap_or_default();
+    // An admin token is short: a larger body is refused (413) before it is read whole.
+    let body = crate::edge::request::body(&mut req, MAX_SIGN_IN_BYTES).await?;
     let sent: J = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest {
         code: "invalid_json",
         message: "expected {\"token\": \"<the admin token>\"}".into(),

@@ -88,6 +88,11 @@ test('a signed-out browser gets the sign-in form and nothing else; a wrong token
   await page.waitForSelector('#sign-in:not([hidden])');
   assert.ok(await page.isHidden('#nav'));
   assert.equal(await page.textContent('#view'), '', 'no data before signing in');
+  const huge = await fetch(`${w.url}/v1/session`, { method: 'POST', body: JSON.stringify({ token: 'x'.repeat(100_000) }) });
+  assert.equal(huge.status, 413, 'a sign-in body is small: a huge one is refused before it is read');
+  const bad = await fetch(`${w.url}/v1/session`, { method: 'POST', body: '{"token": 7}' });
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.json()).error.path, 'token');
   const asked = await page.evaluate(async () => (await fetch('/v1/profiles/user_id:ana')).status);
   assert.equal(asked, 401, 'the API refuses a browser without a session');
   await page.fill('#token', 'not-the-token');
