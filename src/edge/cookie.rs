@@ -26,14 +26,20 @@ pub fn secret(env: &Env) -> Option<Vec<u8>> {
     }
 }
 
-/// The anonymous id of a valid cookie on the request, if any.
-pub fn id_from(req: &Request, secret: &[u8]) -> Option<String> {
-    let header = req.headers().get("cookie").ok().flatten()?;
+/// The values the request's `Cookie` header gives the cookie `name`, in order (a browser may send several).
+pub fn values(req: &Request, name: &str) -> Vec<String> {
+    let header = req.headers().get("cookie").ok().flatten().unwrap_or_default();
     header
         .split(';')
         .filter_map(|part| part.trim().split_once('='))
-        .filter(|(k, _)| *k == NAME)
-        .find_map(|(_, v)| verify_signed_id(secret, v.trim()))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// The anonymous id of a valid cookie on the request, if any.
+pub fn id_from(req: &Request, secret: &[u8]) -> Option<String> {
+    values(req, NAME).iter().find_map(|v| verify_signed_id(secret, v))
 }
 
 /// `Set-Cookie` for an id; `None` when the id cannot travel in a cookie.

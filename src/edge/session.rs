@@ -51,13 +51,7 @@ fn admin_token(env: &Env) -> String {
 
 /// The session cookie's value on the request, if any.
 fn cookie(req: &Request) -> Option<String> {
-    let header = req.headers().get("cookie").ok().flatten()?;
-    header
-        .split(';')
-        .filter_map(|part| part.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.trim().to_string())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
+    crate::edge::cookie::values(req, COOKIE).into_iter().find(|v| !v.is_empty() && v.len() <= 64)
 }
 
 /// A request from a browser page of another origin: it may not open or use a session.
