@@ -3,12 +3,13 @@
 //!
 //! A profile's writer publishes its journeys' state (`JourneyState`) through the index queue once the profile is
 //! stored, whenever they changed; the consumer writes it with `statements`, which stay right under redelivery and
-//! reordering: the running instances of a profile are replaced only by a message of a newer `version`, and an
-//! ended instance is recorded once (its key is the profile, journey, entry key, instant and reason).
+//! reordering: the running instances of a profile are replaced only by a message of a newer `version`, an ended
+//! instance is recorded once (its key is the profile, journey, entry key, instant and reason), and a profile the
+//! audience index marked removed (`audiences::removal_key`) is not written back by a message that arrives late.
 
 use crate::core::base::time::Millis;
 use crate::core::model::journey::Journeys;
-use crate::core::wire::audiences::{Sql, Statement};
+use crate::core::wire::audiences::{removal_key, Sql, Statement};
 use serde_json::{json, Value as J};
 
 /// One profile's journeys as the index keeps them.
@@ -91,11 +92,16 @@ pub const SCHEMA: &[&str] = &[
 pub fn statements(s: &JourneyState) -> Vec<Statement> {
     let pid = || Sql::Text(s.profile_id.clone());
     let version = Sql::Int(s.version as i64);
+    // A profile removed from the index (erased, absorbed) keeps its removal mark for a while: a state it published
+    // before its removal and that arrives after it writes nothing (without a `journey_profiles` row, no running
+    // row is written either).
+    let removed = || Sql::Text(removal_key(&s.profile_id));
     let mut out = vec![
         Statement {
-            sql: "INSERT INTO journey_profiles (profile_id, version) VALUES (?1, ?2) ON CONFLICT (profile_id) \
+            sql: "INSERT INTO journey_profiles (profile_id, version) SELECT ?1, ?2 \
+                  WHERE NOT EXISTS (SELECT 1 FROM audience_removals WHERE profile_hash = ?3) ON CONFLICT (profile_id) \
                   DO UPDATE SET version = excluded.version WHERE excluded.version > journey_profiles.version",
-            params: vec![pid(), version.clone()],
+            params: vec![pid(), version.clone(), removed()],
         },
         Statement {
             sql: "DELETE FROM journey_running WHERE profile_id = ?1 \
@@ -113,7 +119,7 @@ pub fn statements(s: &JourneyState) -> Vec<Statement> {
     for (journey, key, step, reason, at) in &s.ended {
         out.push(Statement {
             sql: "INSERT OR IGNORE INTO journey_ended (profile_id, journey, entry_key, step, reason, at) \
-                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                  SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM audience_removals WHERE profile_hash = ?7)",
             params: vec![
                 pid(),
                 Sql::Text(journey.clone()),
@@ -121,6 +127,7 @@ pub fn statements(s: &JourneyState) -> Vec<Statement> {
                 Sql::Text(step.clone()),
                 Sql::Text(reason.clone()),
                 Sql::Int(*at),
+                removed(),
             ],
         });
     }
@@ -173,5 +180,14 @@ mod tests {
         assert_eq!(st.len(), 4, "version, clear, one running row, one ended row");
         assert!(st[2].sql.contains("WHERE (SELECT version FROM journey_profiles WHERE profile_id = ?1) = ?2"));
         assert_eq!(removed(&["p".into()]).len(), 3);
+        // A profile marked removed is not written back: the version row and the ended rows check the mark (the
+        // running rows need the version row).
+        for i in [0, 3] {
+            assert!(
+                st[i].sql.contains("NOT EXISTS (SELECT 1 FROM audience_removals WHERE profile_hash"),
+                "{}",
+                st[i].sql
+            );
+        }
     }
 }
