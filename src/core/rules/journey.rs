@@ -551,7 +551,7 @@ impl Compiler {
                         None
                     }
                     None => {
-                        c.err(path, format!("unknown segment {name:?}"));
+                        c.unknown_segment(path, &name);
                         None
                     }
                 }

@@ -194,6 +194,7 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         scores: Vec::new(),
         in_score: false,
         experiment_ids: BTreeSet::new(),
+        broken_segments: BTreeSet::new(),
     };
     let mut config = Config::default();
     let keys = [
@@ -335,11 +336,23 @@ pub(crate) struct Compiler {
     /// Set while compiling a score's rules, which may not name segments or scores (no cycles).
     pub(crate) in_score: bool,
     pub(crate) experiment_ids: BTreeSet<String>,
+    /// The ids of segments that are declared but failed to compile (all of them, since one failure discards the
+    /// list). A reference to one is not reported again: the segment's own problem already refuses the
+    /// configuration, and "unknown segment" at every use would bury it.
+    pub(crate) broken_segments: BTreeSet<String>,
 }
 
 impl Compiler {
     pub(crate) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError { path: path.into(), message: message.into() });
+    }
+
+    /// A reference to a segment id that is not among the compiled segments: reported, unless the segment is
+    /// declared and broken (see `broken_segments`).
+    pub(crate) fn unknown_segment(&mut self, path: impl Into<String>, id: &str) {
+        if !self.broken_segments.contains(id) {
+            self.err(path, format!("unknown segment {id:?}"));
+        }
     }
 
     fn object<'a>(&mut self, v: &'a J, path: &str, allowed: &[&str]) -> Option<&'a Map<String, J>> {
@@ -609,6 +622,31 @@ mod tests {
         }
         // The `within` problem is reported too, at its own path.
         assert!(got.iter().any(|g| g.starts_with("segments[0].when.within: expected a duration")), "{got:#?}");
+    }
+
+    #[test]
+    fn a_broken_segment_is_reported_once_not_at_every_use() {
+        // One mistake in one segment discards the list; the slots, journeys and segments that use its ids (or any
+        // other declared id) say nothing more, but an id declared nowhere is still unknown.
+        let got = errors(
+            r#"{
+              "segments": [
+                {"id": "known", "when": {"trait": "email", "exists": true}},
+                {"id": "broken", "when": {"event": "E", "count": {"gte": "two"}}},
+                {"id": "both", "when": {"all": [{"segment": "known"}, {"segment": "broken"}]}}
+              ],
+              "slots": {"hero": {"blocks": [{"id": "x", "audience": {"include": ["known", "nowhere"]}, "variants": [{"id": "v", "html": "hi"}]}]}},
+              "journeys": [{"id": "j", "trigger": {"audience": "known", "on": "entered"}, "steps": [{"id": "s", "wait": "1d"}]}]
+            }"#,
+        );
+        assert_eq!(
+            got,
+            [
+                "segments[1].when.count.gte: expected a number",
+                "slots.hero.blocks[0].audience.include[1]: unknown segment \"nowhere\"",
+            ],
+            "{got:#?}"
+        );
     }
 
     #[test]

@@ -288,6 +288,7 @@ impl Compiler {
             }
         }
         if !ok {
+            self.broken_segments = ids.into_keys().collect();
             return (Vec::new(), Vec::new());
         }
         let order = self.segment_order(&segments, path);
@@ -658,7 +659,7 @@ impl Compiler {
         match ids.get(&id) {
             Some(&i) => Some(Condition::Segment(i)),
             None => {
-                self.err(sp, format!("unknown segment {id:?}"));
+                self.unknown_segment(sp, &id);
                 None
             }
         }

@@ -258,7 +258,7 @@ impl Compiler {
                 let ip = idx(&lp, i);
                 match item.as_str().map(|id| segments.get(id)) {
                     Some(Some(&s)) => out.push(Condition::Segment(s)),
-                    Some(None) => self.err(ip, format!("unknown segment {:?}", item.as_str().unwrap_or_default())),
+                    Some(None) => self.unknown_segment(ip, item.as_str().unwrap_or_default()),
                     None => self.err(ip, "expected a segment id"),
                 }
             }
