@@ -36,10 +36,12 @@ wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name edgecdp \
 cp "$ROOT/js/sdk.js" "$out/sdk.src.js"
 "$ESBUILD_BIN" "$out/sdk.src.js" --bundle --format=esm --minify --log-level=warning --outfile="$out/sdk.js"
 rm "$out/sdk.src.js" "$out/edgecdp.js"
-# The console's one library, uPlot (MIT; 51 KB, 22 KB gzipped), beside the console, so it works from the Worker
-# alone with no CDN.
+# The console's libraries, beside it, so it works from the Worker alone with no CDN: uPlot for charts (MIT; 51 KB,
+# 22 KB gzipped) and the configuration editor, CodeMirror 6 with codemirror-json-schema (MIT), bundled into one
+# module loaded only by the configuration view (scripts/bundle-console.mjs prints its size).
 mkdir -p "$ROOT/www/console/vendor"
 cp "$ROOT/node_modules/uplot/dist/uPlot.iife.min.js" "$ROOT/node_modules/uplot/dist/uPlot.min.css" "$ROOT/www/console/vendor/"
+node "$ROOT/scripts/bundle-console.mjs"
 # The API's descriptions, served from the assets by GET /v1/openapi.json and /v1/config/schema (and here too).
 mkdir -p "$out/schema" && cp "$ROOT/schema/openapi.json" "$ROOT/schema/config.schema.json" "$out/schema/"
 # The decide module for slots decided on the device: a separate download, see scripts/build-decide.sh.

@@ -184,20 +184,77 @@ test('deliveries and experiments show what the API counts', async (t) => {
   await shot(page, '4-experiments');
 });
 
-test('the configuration: server errors at their path, a diff, a conditional save', async (t) => {
+// Replaces the editor's whole text as a person pastes a configuration: select everything, paste.
+async function pasteConfig(page, text) {
+  const content = page.locator('#config-editor .cm-content');
+  await content.click();
+  await page.keyboard.press('Control+A');
+  await content.evaluate((node, t) => {
+    const data = new DataTransfer();
+    data.setData('text/plain', t);
+    node.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+  }, text);
+}
+// The problems the editor lists once it has checked the text as it is now.
+async function checkedProblems(page) {
+  await page.waitForSelector('#config-problems[data-checked="yes"]');
+  return cellTexts(page, '#config-problems li');
+}
+const lineOf = (text, needle) => text.split('\n').findIndex((l) => l.includes(needle)) + 1;
+
+test('the configuration editor: completion and inline errors from the schema and from the server', async (t) => {
   const { page } = await signedIn(t);
   await page.goto(`${w.url}/console/#/config`);
-  await page.waitForSelector('#config-text');
-  const before = Number((await page.textContent('#config-version')).match(/\d+/)[0]);
-  const text = await page.inputValue('#config-text');
-  const doc = JSON.parse(text);
+  await page.waitForSelector('#config-editor .cm-content');
+  assert.deepEqual(await checkedProblems(page), [], 'the configuration in force has no problem');
+  assert.match(await page.textContent('#config-problems'), /No problems: the server would accept this text/);
+  const doc = await (await fetch(`${w.url}/v1/config`, { headers: { authorization: `Bearer ${w.adminToken}` } })).json();
+  const n = doc.segments.length;
   doc.segments.push({ id: 'broken', when: { event: 'X', count: { gte: 'two' } } });
-  await page.fill('#config-text', JSON.stringify(doc, null, 2));
+  const text = JSON.stringify(doc, null, 2);
+  await pasteConfig(page, text);
+  // The server's problem, once (the slots and journeys that use other segments say nothing more), at its line.
+  const line = lineOf(text, '"gte": "two"');
+  assert.deepEqual(await checkedProblems(page), [`Line ${line}: segments[${n}].when.count.gte: expected a number Go to line ${line}`]);
+  await page.click(`#config-problems button >> text=Go to line ${line}`);
+  assert.equal(await page.locator('#config-editor .cm-lintRange-error').first().textContent(), '"two"', 'the value is underlined');
+  assert.equal(await page.locator('#config-editor .cm-activeLine').textContent(), text.split('\n')[line - 1], 'the cursor is on it');
+  await shot(page, '5-config-inline-error');
+  // Without the server (unreachable), the schema still underlines the same value, and says so.
+  await page.route('**/v1/config/validate', (r) => r.abort());
+  await pasteConfig(page, `${text}\n`);
+  assert.deepEqual(await checkedProblems(page),
+    [`Line ${line}: segments[${n}].when.count.gte: Expected "two" (string) to be of type "number" (schema) Go to line ${line}`]);
+  await page.unroute('**/v1/config/validate');
+  // Completion from the schema: a new field in that event condition offers the event condition's fields, with help.
+  await page.click(`#config-problems button >> text=Go to line ${line}`);
+  await page.locator('#config-editor .cm-line', { hasText: '"event": "X",' }).click();
+  await page.keyboard.press('End');
+  await page.keyboard.press('Enter');
+  await page.keyboard.type('"wi');
+  await page.waitForSelector('#config-editor .cm-tooltip-autocomplete');
+  const offered = await cellTexts(page, '#config-editor .cm-tooltip-autocomplete li');
+  assert.ok(offered.some((o) => o.startsWith('within')), `within is offered: ${offered}`);
+  await shot(page, '5-config-completion');
+  await page.keyboard.press('Enter');
+  assert.match(await page.locator('#config-editor .cm-activeLine').textContent(), /^\s*"within"/, 'the completion wrote the field');
+});
+
+test('the configuration: the Check button, a diff, a conditional save, the history', async (t) => {
+  const { page } = await signedIn(t);
+  await page.goto(`${w.url}/console/#/config`);
+  await page.waitForSelector('#config-editor .cm-content');
+  await checkedProblems(page);
+  const before = Number((await page.textContent('#config-version')).match(/\d+/)[0]);
+  const doc = await (await fetch(`${w.url}/v1/config`, { headers: { authorization: `Bearer ${w.adminToken}` } })).json();
+  doc.segments.push({ id: 'broken', when: { event: 'X', count: { gte: 'two' } } });
+  await pasteConfig(page, JSON.stringify(doc, null, 2));
   await page.click('#config-check');
   await page.waitForSelector('#config-status .error');
   assert.match(await page.textContent('#config-status'), /segments\[\d+\]\.when\.count\.gte: expected a number/);
   doc.segments[doc.segments.length - 1] = { id: 'console-made', when: { trait: 'plan', eq: 'gold' } };
-  await page.fill('#config-text', JSON.stringify(doc, null, 2));
+  await pasteConfig(page, JSON.stringify(doc, null, 2));
+  assert.deepEqual(await checkedProblems(page), []);
   await page.click('#config-diff-button');
   assert.match(await page.textContent('#config-diff'), /\+ .*console-made/);
   await shot(page, '5-config');

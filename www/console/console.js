@@ -416,6 +416,34 @@ function lineDiff(a, b) {
   return out;
 }
 
+// The configuration editor: CodeMirror with the schema's completion and inline errors (vendor/editor.js, loaded
+// only here), or a plain textarea if that bundle or the schema cannot be loaded, so the view still works.
+async function configEditor(doc, problemList, onChange) {
+  const holder = el('div', { id: 'config-editor', class: 'editor' });
+  try {
+    const [{ createEditor }, { json: schema }] = await Promise.all([import('/console/vendor/editor.js'), api('GET', '/v1/config/schema')]);
+    // The server's own check, as the editor's linter asks for it after each pause in typing.
+    const validate = (text) => api('POST', '/v1/config/validate', text).then(() => ({ ok: true }), (e) => (
+      e.status === 400 && e.body && Array.isArray(e.body.problems) ? { problems: e.body.problems } : null));
+    // data-checked tells whether the list describes the text as it is (the browser tests wait on it).
+    const onDiagnostics = (list, { serverAnswered }) => (problemList.dataset.checked = 'yes', problemList.replaceChildren(...(list.length ? [
+      el('p', { class: 'error' }, list.length === 1 ? 'One problem:' : `${list.length} problems:`),
+      el('ul', { class: 'error' }, list.map((d) => el('li', {}, `Line ${d.line}: ${d.message} `,
+        el('button', { type: 'button', class: 'link', onclick: () => editor.reveal(d.from) }, `Go to line ${d.line}`)))),
+    ] : [serverAnswered ? el('p', { class: 'ok' }, 'No problems: the server would accept this text.')
+      : el('p', { class: 'muted' }, 'The schema finds no problem, but the server could not be asked; press Check before saving.')])));
+    const changed = () => { problemList.dataset.checked = 'no'; onChange(); };
+    const editor = createEditor(holder, { doc, schema, label: 'The configuration, in JSON', describedBy: 'config-label', validate, onDiagnostics, onChange: changed });
+    return { element: holder, get value() { return editor.value; }, set value(t) { editor.value = t; }, focus: () => editor.focus() };
+  } catch (e) {
+    const area = el('textarea', { id: 'config-text', spellcheck: 'false', 'aria-labelledby': 'config-label' });
+    area.value = doc;
+    area.addEventListener('input', onChange);
+    holder.append(el('p', { class: 'muted' }, 'The editor with completion could not be loaded; this is plain text, checked by the server when you press Check.'), area);
+    return { element: holder, get value() { return area.value; }, set value(t) { area.value = t; }, focus: () => area.focus() };
+  }
+}
+
 async function configView() {
   render('Configuration');
   let current;
@@ -425,12 +453,13 @@ async function configView() {
     current = JSON.stringify(r.json, null, 2);
     version = r.headers.get('x-edgecdp-config-version');
   } catch (e) { view.append(failure(e)); return; }
-  const editor = el('textarea', { id: 'config-text', spellcheck: 'false', 'aria-describedby': 'config-status' });
-  editor.value = current;
-  // What the last check said no longer describes the text once it changes.
-  editor.addEventListener('input', () => status.replaceChildren(el('p', { class: 'muted' }, 'Edited since the last check.')));
   const status = el('div', { id: 'config-status', role: 'status' });
   const diff = el('pre', { class: 'diff', id: 'config-diff', hidden: true });
+  // The problems the editor shows inline, listed too (a screen reader cannot see squiggles), each with a button
+  // that moves the cursor there.
+  const problemList = el('div', { id: 'config-problems', 'aria-live': 'polite' });
+  const edited = () => status.replaceChildren(el('p', { class: 'muted' }, 'Edited since the last check.'));
+  const editor = await configEditor(current, problemList, edited);
   const problems = (e) => {
     const list = (e.body && e.body.problems) || [];
     return list.length ? el('ul', { class: 'error' }, list.map((p) => el('li', {}, `${p.path || '(the whole document)'}: ${p.message}`))) : failure(e);
@@ -490,7 +519,8 @@ async function configView() {
   }).catch((e) => history.replaceChildren(failure(e)));
   refreshHistory();
   view.append(el('div', { class: 'card' }, versionLabel,
-    el('label', { for: 'config-text' }, 'The configuration (JSON; its schema is at /v1/config/schema)'), editor, status,
+    el('p', { id: 'config-label' }, 'The configuration, in JSON. Ctrl-Space suggests what may come next from its schema (/v1/config/schema); problems are underlined as you type, as the server would report them, and listed below.'),
+    editor.element, problemList, status,
     el('p', { class: 'row' },
       el('button', { type: 'button', id: 'config-check', onclick: check }, 'Check'),
       el('button', { type: 'button', id: 'config-diff-button', onclick: showDiff }, 'Compare with the version in force'),
