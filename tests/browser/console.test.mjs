@@ -181,6 +181,13 @@ test('deliveries and experiments show what the API counts', async (t) => {
   assert.ok(rows.some((r) => r[0] === 'control'), 'the holdout is the control');
   assert.ok(rows.filter((r) => r[0] !== 'control').every((r) => /%$/.test(r[5]) || r[5] === '—'), 'a chance to beat control');
   assert.match(await page.textContent('#view'), /Sample too small/);
+  // Each interval is drawn to scale, with its rate inside it: 1 of 2 is 50 %, within 9.5 % to 90.5 %.
+  const drawn = await page.$$eval('#view .ci', (cis) => cis.map((c) => ({
+    control: c.classList.contains('control'),
+    from: parseFloat(c.children[0].style.left), width: parseFloat(c.children[0].style.width), rate: parseFloat(c.children[1].style.left) })));
+  assert.equal(drawn.length, rows.length);
+  assert.equal(drawn.filter((d) => d.control).length, 1, 'the control is shaded apart');
+  for (const d of drawn) assert.ok(d.from <= d.rate && d.rate <= d.from + d.width + 0.01 && d.from + d.width <= 100.01, JSON.stringify(d));
   await shot(page, '4-experiments');
 });
 

@@ -381,14 +381,27 @@ async function experimentsView() {
       const { json } = await api('GET', `/v1/experiments/${encodeURIComponent(id)}`);
       const control = json.variants.find((v) => v.variant === 'control') || json.variants[0];
       const small = json.variants.some((v) => v.exposures < 100 || v.conversions < 10);
+      // Each interval drawn on one scale (0 to the highest upper bound), the control's shaded apart: intervals
+      // that overlap the control's much are not a difference yet. The numbers beside say the same in text.
+      const intervals = json.variants.map((v) => (v.exposures ? wilson(v.conversions, v.exposures) : null));
+      const top = Math.max(0.1, ...intervals.filter(Boolean).map(([, hi]) => hi));
+      const drawn = (v, i) => {
+        const ci = intervals[i];
+        if (!ci) return '—';
+        const track = el('span', { class: `ci${v === control ? ' control' : ''}`, 'aria-hidden': 'true' },
+          el('span', { class: 'ci-range' }), el('span', { class: 'ci-rate' }));
+        track.firstChild.style.left = `${(ci[0] / top) * 100}%`;
+        track.firstChild.style.width = `${Math.max(0.5, ((ci[1] - ci[0]) / top) * 100)}%`;
+        track.lastChild.style.left = `${(v.conversions / v.exposures / top) * 100}%`;
+        return el('span', { class: 'ci-cell' }, track, ` ${pct(ci[0])} – ${pct(ci[1])}`);
+      };
       view.append(el('div', { class: 'card' },
         el('h2', {}, `${id}`), el('p', { class: 'muted' }, `Slot ${json.slot}, block ${json.block}; goal: ${json.goal.event}; holdout ${json.holdout} %.`),
         small ? el('p', { class: 'warn', role: 'note' }, 'Sample too small: wait for at least 100 people and 10 conversions per variant before deciding.') : null,
-        table('Results', ['Variant', 'People', 'Conversions', 'Rate', '95 % interval', 'Chance to beat control'],
-          json.variants.map((v) => {
-            const [lo, hi] = wilson(v.conversions, v.exposures);
+        table('Results', ['Variant', 'People exposed', 'Conversions', 'Rate', `95 % interval (bar: 0 to ${pct(top)})`, 'Chance to beat control'],
+          json.variants.map((v, i) => {
             const b = v === control ? null : beats(v, control);
-            return [v.variant, v.exposures, v.conversions, v.exposures ? pct(v.conversions / v.exposures) : '—', v.exposures ? `${pct(lo)} – ${pct(hi)}` : '—', b === null ? '—' : pct(b)];
+            return [v === control && v.variant !== 'control' ? `${v.variant} (control)` : v.variant, v.exposures, v.conversions, v.exposures ? pct(v.conversions / v.exposures) : '—', drawn(v, i), b === null ? '—' : pct(b)];
           }), [1, 2, 3])));
     } catch (e) { view.append(failure(e)); }
   }
