@@ -191,6 +191,59 @@ test('deliveries and experiments show what the API counts', async (t) => {
   await shot(page, '4-experiments');
 });
 
+// The controls of a page that have no accessible name, as Chromium computes names (its accessibility tree, so
+// labels, aria-labelledby and shadow roots count exactly as a screen reader would hear them).
+async function unnamedControls(page) {
+  const cdp = await page.context().newCDPSession(page);
+  const { nodes } = await cdp.send('Accessibility.getFullAXTree');
+  await cdp.detach();
+  const roles = ['button', 'link', 'textbox', 'searchbox', 'combobox', 'listbox', 'checkbox', 'radio', 'spinbutton', 'slider', 'switch', 'tab', 'menuitem'];
+  const controls = nodes.filter((n) => !n.ignored && roles.includes(n.role && n.role.value));
+  assert.ok(controls.length >= 2, 'the accessibility tree lists the controls');
+  return controls.filter((n) => !(n.name && String(n.name.value).trim())).map((n) => `${n.role.value} (node ${n.backendDOMNodeId})`);
+}
+
+test('every control of every view has a name, and the console works from the keyboard alone', async (t) => {
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const page = await context.newPage();
+  // Tab (or Shift-Tab) moves the focus until it reaches what `matches` accepts (at most 80 steps); answers whether
+  // it did.
+  const tabTo = async (matches, arg, key = 'Tab') => {
+    for (let i = 0; i < 80; i++) {
+      await page.keyboard.press(key);
+      if (await page.evaluate(matches, arg)) return true;
+    }
+    return false;
+  };
+  await page.goto(`${w.url}/console/`);
+  assert.deepEqual(await unnamedControls(page), [], 'the sign-in form');
+  assert.ok(await tabTo(() => document.activeElement && document.activeElement.id === 'token'), 'Tab reaches the token field');
+  await page.keyboard.type(w.adminToken);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#nav:not([hidden])');
+  // The person view: the identity form by keyboard, then every control of a person's page.
+  assert.ok(await tabTo(() => document.activeElement && document.activeElement.id === 'find-value'), 'Tab reaches the identity field');
+  await page.keyboard.type('ana');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#view >> text=Identities');
+  assert.equal(new URL(page.url()).hash, '#/person?id=user_id%3Aana');
+  assert.deepEqual(await unnamedControls(page), [], 'a person');
+  // The navigation by keyboard: back (Shift-Tab) from the view to a view's link, Enter opens it.
+  const views = [['Audiences', '#view table'], ['Journeys & deliveries', '#view .journey'], ['Experiments', '#view .card table'],
+    ['Configuration', '#config-problems[data-checked="yes"]']];
+  for (const [name, ready] of views) {
+    assert.ok(await tabTo((n) => document.activeElement && document.activeElement.closest('#nav') && document.activeElement.textContent.trim() === n, name, 'Shift+Tab'), `Shift-Tab reaches ${name}`);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector(ready);
+    assert.equal(await page.textContent('#view h1'), name);
+    assert.deepEqual(await unnamedControls(page), [], name);
+  }
+  // The editor is reached and left with Tab (it does not trap the focus), and its content is named.
+  assert.ok(await tabTo(() => { const h = document.querySelector('#config-editor'); return document.activeElement === h && h.shadowRoot.activeElement && h.shadowRoot.activeElement.classList.contains('cm-content'); }), 'Tab reaches the editor');
+  assert.ok(await tabTo(() => document.activeElement && document.activeElement.id === 'config-check'), 'and leaves it for the Check button');
+});
+
 // Replaces the editor's whole text as a person pastes a configuration: select everything, paste.
 async function pasteConfig(page, text) {
   const content = page.locator('#config-editor .cm-content');
