@@ -128,12 +128,14 @@ export function locate(state) {
   return map;
 }
 
-/// Where a compiler path points in the document: the value's range (or the key's, for a key the compiler refuses),
+/// Where a compiler path points in the document: the value's range (or the name's, for a field the compiler refuses),
 /// falling back to the nearest enclosing value that exists, then to the start.
-function rangeFor(parsed, path) {
+function rangeFor(parsed, path, key) {
   const pointer = pointerFor(parsed.data, path);
   const at = parsed.pointers.get(pointer);
   if (!at || at.valueFrom === undefined) return { from: 0, to: 0 };
+  // A refused field is underlined at its name only when the path reached it (not at an enclosing value).
+  if (key && at.keyFrom !== undefined && pathOf(parsed.data, pointer) === path) return { from: at.keyFrom, to: at.keyTo };
   return { from: at.valueFrom, to: at.valueTo };
 }
 
@@ -201,7 +203,7 @@ export function createEditor(parent, { doc, schema, label, describedBy, validate
       fromSchema = draft.validate(parsed.data).map((e) => schemaDiagnostic(parsed, e));
     } catch { /* a schema the library cannot follow says nothing rather than something wrong */ }
     const fromServer = ((answer && answer.problems) || []).map((p) => ({
-      ...rangeFor(parsed, p.path),
+      ...rangeFor(parsed, p.path, /^unknown field/.test(p.message)),
       severity: 'error',
       message: `${p.path || '(the whole configuration)'}: ${p.message}`,
       path: p.path || '',

@@ -280,6 +280,17 @@ test('the configuration editor: completion and inline errors from the schema and
   assert.equal(await page.locator('#config-editor .cm-lintRange-error').first().textContent(), '"two"', 'the value is underlined');
   assert.equal(await page.locator('#config-editor .cm-activeLine').textContent(), text.split('\n')[line - 1], 'the cursor is on it');
   await shot(page, '5-config-inline-error');
+  // A field the compiler does not know is underlined at its name (the schema's same complaint is not repeated).
+  const typo = structuredClone(doc);
+  typo.segments.pop();
+  typo.consent.colour = 'blue';
+  const typoText = JSON.stringify(typo, null, 2);
+  const typoLine = lineOf(typoText, '"colour"');
+  const listed = await checkedProblems(page).then(() => pasteConfig(page, typoText)).then(() => checkedProblems(page));
+  assert.equal(listed.length, 1, listed.join('\n'));
+  assert.match(listed[0], new RegExp(`^Line ${typoLine}: consent\\.colour: unknown field`));
+  await page.click(`#config-problems button >> text=Go to line ${typoLine}`);
+  assert.equal(await page.locator('#config-editor .cm-lintRange-error').first().textContent(), '"colour"');
   // Without the server (unreachable), the schema still underlines the same value, and says so.
   await page.route('**/v1/config/validate', (r) => r.abort());
   await pasteConfig(page, `${text}\n`);
