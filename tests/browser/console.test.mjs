@@ -217,6 +217,8 @@ test('every control of every view has a name, and the console works from the key
     return false;
   };
   await page.goto(`${w.url}/console/`);
+  // The form shows once the page has learnt there is no session.
+  await page.waitForSelector('#token', { state: 'visible' });
   assert.deepEqual(await unnamedControls(page), [], 'the sign-in form');
   assert.ok(await tabTo(() => document.activeElement && document.activeElement.id === 'token'), 'Tab reaches the token field');
   await page.keyboard.type(w.adminToken);
@@ -309,6 +311,20 @@ test('the configuration editor: completion and inline errors from the schema and
   await shot(page, '5-config-completion');
   await page.keyboard.press('Enter');
   assert.match(await page.locator('#config-editor .cm-activeLine').textContent(), /^\s*"within"/, 'the completion wrote the field');
+});
+
+test('without the editor bundle, the configuration is plain text that Check still checks', async (t) => {
+  const { page } = await signedIn(t);
+  await page.route('**/console/vendor/editor.js', (r) => r.fulfill({ status: 404, body: '' }));
+  await page.goto(`${w.url}/console/#/config`);
+  await page.waitForSelector('#config-text');
+  assert.match(await page.textContent('#config-editor'), /could not be loaded; this is plain text/);
+  const doc = JSON.parse(await page.inputValue('#config-text'));
+  doc.segments.push({ id: 'broken', when: { event: 'X', count: { gte: 'two' } } });
+  await page.fill('#config-text', JSON.stringify(doc, null, 2));
+  await page.click('#config-check');
+  await page.waitForSelector('#config-status .error');
+  assert.match(await page.textContent('#config-status'), /segments\[\d+\]\.when\.count\.gte: expected a number/);
 });
 
 test('the configuration: the Check button, a diff, a conditional save, the history', async (t) => {
