@@ -1,6 +1,6 @@
-// The console's configuration editor: CodeMirror 6 with completion, hover help and inline errors from the
-// configuration's JSON Schema (codemirror-json-schema), and the server's own problems (POST /v1/config/validate)
-// shown inline at their paths. Bundled by scripts/bundle-console.mjs into www/console/vendor/editor.js, which the
+// The console's configuration editor: CodeMirror 6 with completion and hover help from the configuration's JSON
+// Schema (codemirror-json-schema), and inline errors from the same schema (json-schema-library) and from the
+// server's own check (POST /v1/config/validate), each shown at its path. Bundled by scripts/bundle-console.mjs into www/console/vendor/editor.js, which the
 // console imports only when the configuration view opens.
 //
 // Diagnostics, in order of authority:
