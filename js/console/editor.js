@@ -66,14 +66,16 @@ export function completionSchema(root) {
   return walk(root, []);
 }
 
-/// The JSON pointer (as codemirror-json-schema's pointer map spells it) of a compiler path such as
+/// A key as one JSON pointer segment (RFC 6901: `~` as `~0`, `/` as `~1`).
+const pointerKey = (k) => String(k).replace(/~/g, '~0').replace(/\//g, '~1');
+
+/// The JSON pointer (as `locate` keys its map) of a compiler path such as
 /// `slots.home.hero.blocks[2].when`, walked against the parsed document because ids may contain dots: at each
 /// object the longest key that the rest of the path starts with wins. Answers the deepest pointer that exists.
 export function pointerFor(data, path) {
   let pointer = '';
   let node = data;
   let rest = path || '';
-  const esc = (k) => String(k).replace(/~/g, '~0').replace(/\//g, '~1');
   while (rest.length && node !== null && typeof node === 'object') {
     if (rest[0] === '.') rest = rest.slice(1);
     const index = /^\[(\d+)\]/.exec(rest);
@@ -89,7 +91,7 @@ export function pointerFor(data, path) {
       .filter((k) => rest === k || rest.startsWith(`${k}.`) || rest.startsWith(`${k}[`))
       .sort((a, b) => b.length - a.length)[0];
     if (key === undefined) break;
-    pointer += `/${esc(key)}`;
+    pointer += `/${pointerKey(key)}`;
     node = node[key];
     rest = rest.slice(key.length);
   }
@@ -104,7 +106,6 @@ const VALUES = ['Object', 'Array', 'String', 'Number', 'True', 'False', 'Null'];
 export function locate(state) {
   const tree = ensureSyntaxTree(state, state.doc.length, 2000) || syntaxTree(state);
   const map = new Map();
-  const esc = (k) => String(k).replace(/~/g, '~0').replace(/\//g, '~1');
   const visit = (node, pointer, key) => {
     map.set(pointer, { valueFrom: node.from, valueTo: node.to, ...key });
     if (node.name === 'Object') {
@@ -115,7 +116,7 @@ export function locate(state) {
         while (value && !VALUES.includes(value.name)) value = value.nextSibling;
         let k;
         try { k = JSON.parse(state.doc.sliceString(name.from, name.to)); } catch { continue; }
-        if (value) visit(value, `${pointer}/${esc(k)}`, { keyFrom: name.from, keyTo: name.to });
+        if (value) visit(value, `${pointer}/${pointerKey(k)}`, { keyFrom: name.from, keyTo: name.to });
       }
     } else if (node.name === 'Array') {
       let i = 0;
