@@ -311,6 +311,9 @@ test('the configuration editor: completion and inline errors from the schema and
   await shot(page, '5-config-completion');
   await page.keyboard.press('Enter');
   assert.match(await page.locator('#config-editor .cm-activeLine').textContent(), /^\s*"within"/, 'the completion wrote the field');
+  // A text larger than the server reads (500 KB) is a problem of the whole document, not "the server is away".
+  await pasteConfig(page, JSON.stringify({ ...doc, padding: 'x'.repeat(600_000) }, null, 2));
+  assert.ok((await checkedProblems(page)).some((p) => /^Line 1: \(the whole configuration\): request body is larger than/.test(p)));
 });
 
 test('without the editor bundle, the configuration is plain text that Check still checks', async (t) => {

@@ -436,8 +436,11 @@ async function configEditor(doc, problemList, onChange) {
   try {
     const [{ createEditor }, { json: schema }] = await Promise.all([import('/console/vendor/editor.js'), api('GET', '/v1/config/schema')]);
     // The server's own check, as the editor's linter asks for it after each pause in typing.
+    // A refusal of the whole text (too large: 413) is a problem of the whole document; anything else unanswered
+    // leaves the schema to speak alone.
     const validate = (text) => api('POST', '/v1/config/validate', text).then(() => ({ ok: true }), (e) => (
-      e.status === 400 && e.body && Array.isArray(e.body.problems) ? { problems: e.body.problems } : null));
+      e.status === 400 && e.body && Array.isArray(e.body.problems) ? { problems: e.body.problems }
+        : e.status === 413 && e.body && e.body.error ? { problems: [{ path: '', message: e.body.error.message }] } : null));
     // data-checked tells whether the list describes the text as it is (the browser tests wait on it).
     const onDiagnostics = (list, { serverAnswered }) => (problemList.dataset.checked = 'yes', problemList.replaceChildren(...(list.length ? [
       el('p', { class: 'error' }, list.length === 1 ? 'One problem:' : `${list.length} problems:`),
