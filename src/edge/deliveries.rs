@@ -25,10 +25,8 @@ use crate::edge::objects::profile_object::{self, Action};
 use futures_util::StreamExt;
 use serde_json::{json, Value as J};
 use std::cell::Cell;
-use std::time::Duration;
 use worker::{
-    AbortController, D1Database, Delay, Env, Fetch, Headers, MessageBatch, MessageExt, Method,
-    QueueRetryOptionsBuilder, Request, RequestInit,
+    D1Database, Env, Headers, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, RequestInit,
 };
 
 pub const QUEUE_BINDING: &str = "DELIVERIES";
@@ -180,22 +178,13 @@ async fn send(env: &Env, d: &Destination, id: &str, body: &str, content_type: &s
     for (k, v) in headers(d, &secret, id, now, body) {
         let _ = h.set(k, &v);
     }
-    let controller = AbortController::default();
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(h).with_body(Some(body.into()));
     let request = match Request::new_with_init(&url(d), &init) {
         Ok(r) => r,
         Err(e) => return (None, format!("request: {e}")),
     };
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let sending = fetch.send_with_signal(&signal);
-    let waiting = Delay::from(Duration::from_millis(d.timeout.max(0) as u64));
-    futures_util::pin_mut!(sending, waiting);
-    let answer = match futures_util::future::select(sending, waiting).await {
-        futures_util::future::Either::Left((answer, _)) => Some(answer),
-        futures_util::future::Either::Right(_) => None,
-    };
+    let answer = crate::edge::http::fetch_within(request, d.timeout).await;
     match answer {
         Some(Ok(mut resp)) => {
             let status = resp.status_code();
@@ -204,10 +193,7 @@ async fn send(env: &Env, d: &Destination, id: &str, body: &str, content_type: &s
             (Some(status), format!("http {status}"))
         }
         Some(Err(e)) => (None, format!("no answer: {e}")),
-        None => {
-            controller.abort();
-            (None, format!("timeout after {} ms", d.timeout))
-        }
+        None => (None, format!("timeout after {} ms", d.timeout)),
     }
 }
 

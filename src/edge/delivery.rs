@@ -23,16 +23,12 @@ use crate::core::model::profile::Profile;
 use crate::core::rules::delivery::Delivery;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
-use futures_util::future::Either;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use worker::js_sys::{Object, Promise, Reflect};
-use worker::{
-    AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody,
-};
+use worker::{Env, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody};
 
 /// Proxies one request to the origin; fills the slots of an HTML answer.
 pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery) -> ApiResult {
@@ -56,18 +52,9 @@ pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery
         .map_err(|e| ApiError::BadGateway(format!("cannot build the request to {upstream}: {e}")))?;
     // The origin has `delivery.timeout` to send its status and headers; a hung origin then costs the visitor a
     // 504 rather than a page that never loads. The fetch is aborted, so nothing keeps running for it.
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(outgoing);
-    let sending = fetch.send_with_signal(&signal);
-    let waiting = Delay::from(Duration::from_millis(delivery.timeout.max(0) as u64));
-    futures_util::pin_mut!(sending, waiting);
-    let resp = match futures_util::future::select(sending, waiting).await {
-        Either::Left((answer, _)) => {
-            answer.map_err(|e| ApiError::BadGateway(format!("fetching {upstream} failed: {e}")))?
-        }
-        Either::Right(_) => {
-            controller.abort();
+    let resp = match http::fetch_within(outgoing, delivery.timeout).await {
+        Some(answer) => answer.map_err(|e| ApiError::BadGateway(format!("fetching {upstream} failed: {e}")))?,
+        None => {
             return Err(ApiError::GatewayTimeout(format!(
                 "{upstream} did not begin answering within {} ms (delivery.timeout)",
                 delivery.timeout

@@ -6,7 +6,7 @@ use crate::core::model::identity::constant_time_eq;
 use crate::core::rules::{Config, ConfigError};
 use crate::core::wire::BodyError;
 use serde_json::json;
-use worker::{Headers, Request, Response};
+use worker::{AbortController, Delay, Fetch, Headers, Request, Response};
 
 /// Every failure a handler can answer with. Bad input never becomes a 500; only the store being unreachable
 /// answers 503, and only the site's origin being unreachable (edge delivery) answers 502.
@@ -247,4 +247,23 @@ pub fn bearer(authorization: &str) -> Option<&str> {
     let (scheme, rest) = value.split_once([' ', '\t'])?;
     let token = rest.trim_matches([' ', '\t']);
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Fetches `request`, giving the other side `timeout_ms` to begin answering (status and headers): `None` when it
+/// did not, and the fetch is then aborted so nothing keeps running for it. Edge delivery (the site's origin) and
+/// journey sends (a destination) both go out this way.
+pub async fn fetch_within(request: Request, timeout_ms: i64) -> Option<worker::Result<Response>> {
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(request);
+    let sending = fetch.send_with_signal(&signal);
+    let waiting = Delay::from(std::time::Duration::from_millis(timeout_ms.max(0) as u64));
+    futures_util::pin_mut!(sending, waiting);
+    match futures_util::future::select(sending, waiting).await {
+        futures_util::future::Either::Left((answer, _)) => Some(answer),
+        futures_util::future::Either::Right(_) => {
+            controller.abort();
+            None
+        }
+    }
 }
