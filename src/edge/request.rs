@@ -329,3 +329,22 @@ pub(crate) fn query(req: &Request) -> String {
 pub(crate) fn query_param(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     Ok(query_pairs(&query(req)).find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v))
 }
+
+/// A whole-number query parameter from 1 to `max`, `default` when absent; anything else is a 400 with `code`
+/// at the parameter's name.
+pub(crate) fn count_param(
+    req: &Request,
+    name: &'static str,
+    default: i64,
+    max: i64,
+    code: &'static str,
+) -> Result<i64, ApiError> {
+    match query_param(req, name)? {
+        None => Ok(default),
+        Some(v) => v.parse::<i64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| ApiError::BadRequest {
+            code,
+            message: format!("{name} must be a whole number from 1 to {max}"),
+            path: name.into(),
+        }),
+    }
+}

@@ -218,6 +218,12 @@ describe('reading the index', () => {
     const bad = await fetch(`${w.url}/v1/audiences/buyers/members?limit=0`, { headers: admin() });
     assert.equal(bad.status, 400);
     assert.equal((await bad.json()).error.path, 'limit');
+    for (const days of ['0', '91', 'week']) {
+      const history = await fetch(`${w.url}/v1/audiences/buyers/history?days=${days}`, { headers: admin() });
+      assert.equal(history.status, 400, days);
+      const e = (await history.json()).error;
+      assert.deepEqual([e.code, e.path, e.message], ['invalid_days', 'days', 'days must be a whole number from 1 to 90']);
+    }
     const cursor = await fetch(`${w.url}/v1/audiences/buyers/members?cursor=${'p'.repeat(5000)}`, { headers: admin() });
     assert.equal(cursor.status, 400);
     const refused = (await cursor.json()).error;

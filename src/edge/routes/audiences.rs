@@ -8,7 +8,7 @@ use crate::core::wire::audiences::{csv_field, history, Sql, Statement, DAILY, ME
 use crate::edge::audiences::{bind, index};
 use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::request::{now, query_param};
+use crate::edge::request::{count_param, now, query_param};
 use serde_json::{json, Value as J};
 use std::collections::BTreeMap;
 use worker::{D1Database, Env, Headers, Request, Response};
@@ -88,16 +88,7 @@ fn member_json(r: &[J]) -> Option<J> {
 /// identity and entry time, and the cursor of the next page (`null` on the last).
 pub(crate) async fn audience_members(req: Request, env: &Env, id: &str) -> ApiResult {
     require_admin(&req, env).await?;
-    let limit = match query_param(&req, "limit")? {
-        None => DEFAULT_PAGE,
-        Some(l) => {
-            l.parse::<i64>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| ApiError::BadRequest {
-                code: "invalid_limit",
-                message: format!("limit must be a whole number from 1 to {MAX_PAGE}"),
-                path: "limit".into(),
-            })?
-        }
-    };
+    let limit = count_param(&req, "limit", DEFAULT_PAGE, MAX_PAGE, "invalid_limit")?;
     // A cursor is a profile id (`next`); anything longer than an id can be is refused rather than sent to D1.
     let cursor = query_param(&req, "cursor")?.unwrap_or_default();
     if cursor.len() > MAX_CURSOR_BYTES {
@@ -128,16 +119,7 @@ const MAX_DAYS: i64 = 90;
 /// day's end (worked back from the size now: `wire::audiences::history`).
 pub(crate) async fn audience_history(req: Request, env: &Env, id: &str) -> ApiResult {
     require_admin(&req, env).await?;
-    let days = match query_param(&req, "days")? {
-        None => 30,
-        Some(d) => {
-            d.parse::<i64>().ok().filter(|n| (1..=MAX_DAYS).contains(n)).ok_or_else(|| ApiError::BadRequest {
-                code: "invalid_days",
-                message: format!("days must be a whole number from 1 to {MAX_DAYS}"),
-                path: "days".into(),
-            })?
-        }
-    };
+    let days = count_param(&req, "days", 30, MAX_DAYS, "invalid_days")?;
     let (_, config) = kv::config(env).await?;
     let id = audience(&config, id)?;
     let db = index(env).await?;
