@@ -15,7 +15,7 @@ use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, Decision};
 use crate::core::engine::delivery::{
     ascii_compatible, charset, forwards_request_header, is_html, local_location, private_cache_control,
-    readable_encoding, vary_with, without_cookie, HOP_HEADER, SLOT_ATTRIBUTE,
+    readable_encoding, vary_with, without_own_cookies, HOP_HEADER, SLOT_ATTRIBUTE,
 };
 use crate::core::model::consent::{permit_personalization, Permitted, RequestSignals};
 use crate::core::model::event::PageContext;
@@ -41,7 +41,7 @@ pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery
     let upstream = delivery.upstream_url(url.path, url.query);
     let method = req.method();
     let mut init = RequestInit::new();
-    init.with_method(method.clone()).with_headers(forwarded_headers(&req, env, &own)?);
+    init.with_method(method.clone()).with_headers(forwarded_headers(&req, env, config, &own)?);
     // Redirects go back to the browser (with their Location made local), as the origin meant them.
     init.with_redirect(RequestRedirect::Manual);
     if !matches!(method, Method::Get | Method::Head) {
@@ -195,9 +195,11 @@ async fn record(served: Served, shown: BTreeSet<String>) {
     }
 }
 
-/// The request headers the origin gets: the browser's, without hop-by-hop headers, Cloudflare's own, the admin
-/// token or the Worker's id cookie; plus where the request was really addressed.
-fn forwarded_headers(req: &Request, env: &Env, own: &str) -> Result<Headers, ApiError> {
+/// The request headers the origin gets: the browser's, without hop-by-hop headers, Cloudflare's own, and anything
+/// of edgecdp's own (the `x-edgecdp-*` headers, the CSRF token among them; every `edgecdp_*` cookie, the visitor's
+/// id and the console's session among them; an `Authorization` that carries the admin token or a source's key);
+/// plus where the request was really addressed. No credential of edgecdp's may reach an origin or its logs.
+fn forwarded_headers(req: &Request, env: &Env, config: &Config, own: &str) -> Result<Headers, ApiError> {
     let incoming = req.headers();
     let connection = incoming.get("connection")?;
     let out = Headers::new();
@@ -206,9 +208,9 @@ fn forwarded_headers(req: &Request, env: &Env, own: &str) -> Result<Headers, Api
             continue;
         }
         match name.as_str() {
-            "authorization" if http::carries_admin_token(env, &value) => {}
+            "authorization" if carries_own_credential(env, config, &value) => {}
             "cookie" => {
-                if let Some(rest) = without_cookie(&value, cookie::NAME) {
+                if let Some(rest) = without_own_cookies(&value) {
                     out.append("cookie", &rest)?;
                 }
             }
@@ -222,6 +224,15 @@ fn forwarded_headers(req: &Request, env: &Env, own: &str) -> Result<Headers, Api
     // Incoming `x-edgecdp-*` headers were dropped above, so this one is only ever the Worker's own.
     out.set(HOP_HEADER, "1")?;
     Ok(out)
+}
+
+/// Whether an `Authorization` value carries a credential of edgecdp's: the admin token, or any source's key (a
+/// server key as Bearer or Basic, or even a browser source's write key, which means nothing to the origin).
+fn carries_own_credential(env: &Env, config: &Config, authorization: &str) -> bool {
+    let key = http::bearer(authorization)
+        .map(String::from)
+        .or_else(|| crate::core::wire::auth::write_key_from_basic_auth(authorization));
+    http::carries_admin_token(env, authorization) || key.is_some_and(|k| config.authenticate(&k).is_some())
 }
 
 /// Decides every configured slot for the visitor of the cookie, the same way `GET /v1/decide` does. A page

@@ -1,7 +1,7 @@
 //! The Cloudflare Worker shell: turns HTTP requests into core calls and core results into HTTP responses.
 //!
 //! It owns everything the core must not do: reading the clock, KV and Durable Object I/O, headers and
-//! cookies. Routes follow `shared/api.md`; errors become responses in `http::ApiError::into_response` only.
+//! cookies. Routes follow `schema/openapi.json`; errors become responses in `http::ApiError::into_response` only.
 
 mod audiences;
 mod cookie;
@@ -205,7 +205,14 @@ async fn route(req: Request, env: &Env) -> ApiResult {
             Some(d) if d.proxies(&path) && req.headers().has(HOP_HEADER)? => {
                 Err(ApiError::LoopDetected(format!("delivery.origin {} leads back to this Worker", d.origin)))
             }
-            Some(d) if d.proxies(&path) => delivery::proxy(req, env, &config, d).await,
+            Some(d) if d.proxies(&path) => match crate::core::engine::delivery::refused_path(&path) {
+                // Refused before matching counts: an origin that decodes the path again could be led out of the
+                // proxied directory (`/shop/..%2f..%2fprivate`).
+                Some(why) => {
+                    Err(ApiError::BadRequest { code: "invalid_path", message: why.into(), path: "path".into() })
+                }
+                None => delivery::proxy(req, env, &config, d).await,
+            },
             _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
         };
     };

@@ -4,6 +4,8 @@
 //! Everything here is pure: the edge (`edge::delivery`) does the fetching and hands chunks in and out, so the
 //! rules and the rewriter are tested natively, split at every byte if need be.
 
+use crate::core::base::encoding::percent_decode_path;
+
 /// The attribute that marks a slot in a page: `<div data-edgecdp-slot="hero">`.
 pub const SLOT_ATTRIBUTE: &str = "data-edgecdp-slot";
 
@@ -36,15 +38,55 @@ pub fn forwards_request_header(name: &str, connection: Option<&str>) -> bool {
         || connection.is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case(&name))))
 }
 
-/// A `Cookie` header without the cookie `name` (the Worker's own id cookie, which the origin has no use for);
-/// `None` when nothing else is left.
-pub fn without_cookie(header: &str, name: &str) -> Option<String> {
+/// The prefix of every cookie the Worker sets (`edgecdp_aid`, the visitor's id; `edgecdp_console`, an admin's
+/// console session). None of them is the origin's business, and a session cookie in an origin's logs would be an
+/// admin session for whoever reads them, so a prefix rule drops every one of them, today's and any added later.
+pub const OWN_COOKIE_PREFIX: &str = "edgecdp_";
+
+/// A `Cookie` header without the Worker's own cookies (`OWN_COOKIE_PREFIX`, in any case); `None` when nothing
+/// else is left.
+pub fn without_own_cookies(header: &str) -> Option<String> {
+    let own =
+        |name: &str| name.get(..OWN_COOKIE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(OWN_COOKIE_PREFIX));
     let kept: Vec<&str> = header
         .split(';')
         .map(str::trim)
-        .filter(|part| !part.is_empty() && part.split_once('=').map_or(*part, |(k, _)| k.trim()) != name)
+        .filter(|part| !part.is_empty() && !own(part.split_once('=').map_or(*part, |(k, _)| k.trim())))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// Why a request path is refused before it is matched against `delivery.paths` and proxied, if it is. The
+/// Worker matches the path as the runtime parsed it, where `..%2f` is one segment; an origin (or a server
+/// behind it) may decode it once or twice, or drop `;parameters`, and climb out of the proxied directory
+/// (`/shop/..%2f..%2fprivate`, `/shop/%252e%252e/private`, `/shop/..;/private`). So a path whose decoding, done
+/// up to three times, shows a dot segment (with or without `;parameters`), an encoded `/` or `\`, a backslash
+/// or a control character is refused rather than guessed at.
+pub fn refused_path(path: &str) -> Option<&'static str> {
+    let mut current = path.to_string();
+    for _ in 0..3 {
+        let segments = current.split('/');
+        for segment in segments {
+            let bare = segment.split(';').next().unwrap_or_default();
+            if bare == "." || bare == ".." {
+                return Some("the path has a \".\" or \"..\" segment (possibly encoded)");
+            }
+        }
+        if current.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
+            return Some("the path has a backslash or a control character (possibly encoded)");
+        }
+        let lower = current.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") {
+            return Some("the path has an encoded \"/\" or \"\\\"");
+        }
+        let decoded = percent_decode_path(&current);
+        if decoded == current {
+            return None;
+        }
+        current = decoded;
+    }
+    // Still changing after three decodings: nobody's path is encoded that deeply.
+    Some("the path is percent-encoded more than twice")
 }
 
 /// The media type of a `Content-Type` value, lower case, without parameters.
@@ -409,6 +451,47 @@ mod tests {
         assert_eq!(d.upstream_url("/", None), "https://o.example/");
     }
 
+    /// Every spelling of a way out of a proxied directory that an origin might decode is refused; ordinary
+    /// paths, dots inside names and encoded characters that are not separators pass.
+    #[test]
+    fn paths_that_climb_out_are_refused() {
+        for bad in [
+            "/shop/../private",
+            "/shop/./x",
+            "/shop/..%2f..%2fprivate",
+            "/shop/..%2F..%2Fprivate",
+            "/shop/%2e%2e/private",
+            "/shop/%2E%2E%2Fprivate",
+            "/shop/.%2e/private",
+            "/shop/%252e%252e%252fprivate",
+            "/shop/%25252e%25252e/private",
+            "/shop/..;/private",
+            "/shop/..;jsessionid=1/private",
+            "/shop/%2e%2e;x/private",
+            "/shop/..\\private",
+            "/shop/..%5cprivate",
+            "/shop/a%00b",
+            "/shop/a%0ab",
+            "/shop/..",
+            "/shop/%252525252e",
+        ] {
+            assert!(refused_path(bad).is_some(), "{bad} should be refused");
+        }
+        for good in [
+            "/",
+            "/shop",
+            "/shop/",
+            "/shop/a.b",
+            "/shop/..a/b",
+            "/shop/a..",
+            "/shop/caf%C3%A9",
+            "/shop/a%20b",
+            "/shop/;x",
+        ] {
+            assert_eq!(refused_path(good), None, "{good} should pass");
+        }
+    }
+
     #[test]
     fn header_rules() {
         assert!(forwards_request_header("Accept-Language", None));
@@ -429,9 +512,16 @@ mod tests {
         }
         assert!(!forwards_request_header("X-Secret-Hop", Some("close, x-secret-hop")));
 
-        assert_eq!(without_cookie("a=1; edgecdp_aid=x.y;b=2", "edgecdp_aid").as_deref(), Some("a=1; b=2"));
-        assert_eq!(without_cookie("edgecdp_aid=x.y", "edgecdp_aid"), None);
-        assert_eq!(without_cookie("edgecdp_aid_other=1", "edgecdp_aid").as_deref(), Some("edgecdp_aid_other=1"));
+        for (header, kept) in [
+            ("a=1; edgecdp_aid=x.y;b=2", Some("a=1; b=2")),
+            ("edgecdp_aid=x.y", None),
+            ("edgecdp_console=s3ss10n; theme=dark", Some("theme=dark")),
+            ("EDGECDP_Console=s; x=1", Some("x=1")),
+            ("edgecdp_future=1; edgecdp_aid=2", None),
+            ("myedgecdp_aid=1; edgecdp=2", Some("myedgecdp_aid=1; edgecdp=2")),
+        ] {
+            assert_eq!(without_own_cookies(header).as_deref(), kept, "{header}");
+        }
 
         assert!(is_html(Some("text/html; charset=utf-8")));
         assert!(is_html(Some("Text/HTML")));
