@@ -109,6 +109,11 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
             "configuration v{version}: browser source {id:?} has identityProof \"off\": any page can claim any user id and read that user's personalization"
         );
     }
+    for id in compiled.believed_contact_sources() {
+        worker::console_warn!(
+            "configuration v{version}: browser source {id:?} has contactProof \"off\": any page can make journeys send to any address"
+        );
+    }
     if compiled.demo_sign_in {
         worker::console_warn!(
             "configuration v{version}: demo.signIn is on: POST /v1/demo/identity-token signs any user id for anyone; never use it for real visitors"

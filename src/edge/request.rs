@@ -170,6 +170,18 @@ pub(crate) fn identity_secrets(env: &Env) -> Vec<Vec<u8>> {
     secrets
 }
 
+/// Whether a browser sent the request (`core::model::trust::is_browser_request`): an `Origin`, or the `Sec-Fetch-*`
+/// metadata every current browser adds, even to a same-origin GET that carries no `Origin`.
+pub(crate) fn from_browser(req: &Request) -> bool {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    crate::core::model::trust::is_browser_request(
+        origin(req).is_some(),
+        header("sec-fetch-site").as_deref(),
+        header("sec-fetch-mode").as_deref(),
+        header("sec-fetch-dest").as_deref(),
+    )
+}
+
 pub(crate) fn server_key_from_browser(source: &str) -> ApiError {
     worker::console_warn!("a server key (source {source:?}) was sent from a browser origin and refused; rotate it");
     ApiError::Forbidden {
@@ -198,7 +210,7 @@ pub(crate) fn caller(
         .or_else(|| wire::auth::write_key_from_basic_auth(&authorization));
     let server = key.as_deref().and_then(|k| config.authenticate(k)).filter(|s| s.is_server());
     let credentialed = server.is_some() || http::carries_admin_token(env, &authorization);
-    if credentialed && origin(req).is_some() {
+    if credentialed && from_browser(req) {
         return Err(server_key_from_browser(server.map_or("admin", |s| s.id.as_str())));
     }
     let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));

@@ -3,6 +3,7 @@
 
 use crate::core::base::value::Value;
 use crate::core::model::consent::{Permitted, RequestSignals};
+use crate::core::model::contact::ProvenBy;
 use crate::core::model::event::{Event, EventKind};
 use crate::core::model::identity::{
     hash_identifier, normalize_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID,
@@ -44,6 +45,38 @@ impl Shown {
 }
 
 impl Profile {
+    /// Records which contact points (`Config::contact_traits`) this event proved (`model::contact`): every one
+    /// it set, when it comes from a server source or from a browser source the configuration believes; and the
+    /// verified claims of its identity token, which are set as traits too when they are newer than what the
+    /// profile holds. A browser's own value proves nothing, and the proof of an earlier value does not carry over
+    /// to it.
+    fn prove_contacts(&mut self, event: &Event, config: &Config) {
+        let by = match (event.from_browser, event.believe_contacts) {
+            (false, _) => Some(ProvenBy::Server),
+            (true, true) => Some(ProvenBy::Configuration),
+            (true, false) => None,
+        };
+        if let (Some(by), EventKind::Identify { traits }) = (by, &event.kind) {
+            for name in traits.keys().filter(|k| config.contact_traits.contains(k)) {
+                if let Some(t) = self.traits.get(name).filter(|t| t.at == event.timestamp) {
+                    self.contacts.prove(name, &t.value, event.timestamp, by);
+                }
+            }
+        }
+        for (name, value) in &event.proven_contacts {
+            if self.traits.get(name).is_some_and(|t| t.at > event.timestamp) {
+                continue;
+            }
+            let value = if config.hash_traits.contains(name) {
+                Value::String(hash_identifier(name, value))
+            } else {
+                Value::String(value.clone())
+            };
+            self.contacts.prove(name, &value, event.timestamp, ProvenBy::Token);
+            self.traits.insert(name.clone(), TraitEntry { value, at: event.timestamp });
+        }
+    }
+
     /// Applies a permitted event. A `messageId` seen before changes nothing. Returns what happened and the
     /// identities this event added, which the store must index.
     pub fn apply(&mut self, event: Permitted<Event>, config: &Config) -> (Applied, Vec<Identity>) {
@@ -136,6 +169,7 @@ impl Profile {
                 }
             }
         }
+        self.prove_contacts(&event, config);
         *self.counts.entry(event.count_key().to_string()).or_insert(0) += 1;
         // The first event of a profile, or one after a gap, starts a session.
         let previous = self.recent.iter().rev().map(|r| r.at).find(|&at| at <= event.timestamp);
@@ -328,6 +362,79 @@ mod tests {
     }
 
     const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true,"personalization":true}}}"#;
+
+    /// Who may prove a contact point, one row each: a server source, a token's verified claim, a browser source
+    /// the configuration believes; never a page on its own word, and never for a value it replaced.
+    #[test]
+    fn contact_points_are_proven_only_by_a_server_a_token_or_the_configuration() {
+        use crate::core::model::contact::ProvenBy;
+        let config = Config::default();
+        let identify = |m: &str, traits: &str, at: &str| {
+            format!(
+                r#"{{"type":"identify","anonymousId":"a","messageId":"{m}","timestamp":"{at}","traits":{{{traits}}},{GRANT}}}"#
+            )
+        };
+        type Setup = fn(&mut Event);
+        let browser: Setup = |e| e.from_browser = true;
+        let believed: Setup = |e| {
+            e.from_browser = true;
+            e.believe_contacts = true;
+        };
+        let token: Setup = |e| {
+            e.from_browser = true;
+            e.proven_contacts = vec![("email".into(), "ana@x.example".into())];
+        };
+        let server: Setup = |_| {};
+        // Events in order (traits, how it was sent), then the e-mail held and who proved it, if anyone did.
+        type Row<'a> = (&'a str, Vec<(&'a str, Setup)>, Option<&'a str>, Option<ProvenBy>);
+        let rows: Vec<Row> = vec![
+            ("page", vec![(r#""email":"ana@x.example""#, browser)], Some("ana@x.example"), None),
+            ("server", vec![(r#""email":"ana@x.example""#, server)], Some("ana@x.example"), Some(ProvenBy::Server)),
+            (
+                "believed",
+                vec![(r#""email":"ana@x.example""#, believed)],
+                Some("ana@x.example"),
+                Some(ProvenBy::Configuration),
+            ),
+            ("token sets it", vec![(r#""firstName":"Ana""#, token)], Some("ana@x.example"), Some(ProvenBy::Token)),
+            (
+                "token wins over the page",
+                vec![(r#""email":"victim@y.example""#, token)],
+                Some("ana@x.example"),
+                Some(ProvenBy::Token),
+            ),
+            (
+                "page replaces a proven one",
+                vec![(r#""email":"ana@x.example""#, server), (r#""email":"victim@y.example""#, browser)],
+                Some("victim@y.example"),
+                None,
+            ),
+            (
+                "page repeats a proven one",
+                vec![(r#""email":"ana@x.example""#, server), (r#""email":"ana@x.example""#, browser)],
+                Some("ana@x.example"),
+                Some(ProvenBy::Server),
+            ),
+            ("not a contact trait", vec![(r#""plan":"gold""#, server)], None, None),
+        ];
+        for (name, events, want_value, want_by) in rows {
+            let mut profile = None;
+            for (i, (traits, setup)) in events.iter().enumerate() {
+                let at = format!("2026-11-22T10:0{i}:00Z");
+                let mut r = request(&format!(r#"{{"batch":[{}]}}"#, identify(&format!("m{i}"), traits, &at)));
+                for e in &mut r.events {
+                    setup(e);
+                }
+                profile = apply_events(profile, r, &config).0;
+            }
+            let p = profile.expect("stored");
+            let held = p.traits.get("email").and_then(|t| t.value.as_str().map(String::from));
+            assert_eq!(held.as_deref(), want_value, "{name}");
+            let by = p.traits.get("email").and_then(|t| p.contacts.proof_of("email", &t.value)).map(|c| c.by);
+            assert_eq!(by, want_by, "{name}");
+            assert_eq!(p.contact_verified("email"), want_by.is_some(), "{name}");
+        }
+    }
 
     #[test]
     fn counts_each_message_once_and_keeps_traits_by_event_time() {

@@ -17,7 +17,7 @@ use crate::core::engine::merge::{
 use crate::core::model::consent::Purpose;
 use crate::core::model::event::Event;
 use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::model::trust::{vouch, RefusedClaim};
+use crate::core::model::trust::{vouch, Proof, RefusedClaim};
 use crate::core::rules::sources::{Source, SourceKind};
 use crate::core::rules::Config;
 use crate::core::wire::events::Parsed;
@@ -120,7 +120,12 @@ impl Batch {
         // A browser's identity claims count only with proof; a server source's are believed. A claim that is not
         // believed is named in the answer, and the event is still stored, for the visitor's own profile.
         match &source.kind {
-            SourceKind::Browser { identity_proof, .. } => {
+            SourceKind::Browser { identity_proof, contact_proof, .. } => {
+                // The contact points a browser sets are believed only when the configuration says so.
+                let believed = *contact_proof == Proof::Off;
+                for e in &mut self.events {
+                    e.believe_contacts = believed;
+                }
                 for RefusedClaim { position, error } in vouch(&mut self.events, *identity_proof, secrets, index, now) {
                     let index = self.positions[position];
                     let path = self.path(index, error.field());

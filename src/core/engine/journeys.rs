@@ -23,7 +23,9 @@ use crate::core::engine::evaluate::{evaluate_all, Facts};
 use crate::core::model::audience::Transition;
 use crate::core::model::consent::permit_send;
 use crate::core::model::context::Context;
-use crate::core::model::journey::{Ended, Instance, Outgoing, Sent, MAX_CONTEXT_PROPS, MAX_LEDGER, MAX_OUTBOX};
+use crate::core::model::journey::{
+    delivery_id, Ended, Instance, Outgoing, Sent, MAX_CONTEXT_PROPS, MAX_LEDGER, MAX_OUTBOX,
+};
 use crate::core::model::profile::{Profile, TraitEntry};
 use crate::core::rules::journey::{Destination, Exit, Journey, Reentry, StepKind, Trigger, ONSITE};
 use crate::core::rules::segment::PropertyFilter;
@@ -442,7 +444,7 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
                     let quiet = if dest.pressure { quiet_end(&config.pressure.quiet, offset, leaves) } else { None };
                     let due = quiet.unwrap_or(leaves);
                     js.outbox.push(Outgoing {
-                        id: format!("dlv_{}_{}", profile.id, js.sends),
+                        id: delivery_id(&profile.id, js.sends),
                         destination: dest.id.clone(),
                         journey: inst.journey.clone(),
                         step: step.id.clone(),
@@ -508,6 +510,10 @@ pub fn claim<'c>(config: &'c Config, profile: &mut Profile, id: &str, now: Milli
     let country = profile.journeys.country.clone();
     if permit_send(&config.consent, &*profile, destination.purpose, country.as_deref()).is_none() {
         return suppress(profile, "consent");
+    }
+    // Only to an address somebody proved: an address a page set could be anyone's (`model::contact`).
+    if destination.to.iter().any(|t| profile.traits.contains_key(t) && !profile.contact_verified(t)) {
+        return suppress(profile, "contact_unverified");
     }
     if o.claimed.is_some() {
         return Claim::Go { destination, outgoing: Box::new(o) };
@@ -749,6 +755,93 @@ mod tests {
         );
         let id = p.journeys.outbox.last().unwrap().id.clone();
         assert_eq!(claim(&config, &mut p, &id, morning + HOUR), Claim::Suppressed("pressure_cap".into()));
+    }
+
+    /// The rules a send obeys as it leaves, one row each: it goes only to an address somebody proved (a page's
+    /// own address is anyone's), and only with consent under the model of the person's region.
+    #[test]
+    fn a_send_goes_only_to_a_proven_address_with_consent_where_the_person_is() {
+        use crate::core::model::contact::ProvenBy;
+        let config = crate::core::rules::compile_str(
+            r#"{"consent": {"model": "opt-out", "regions": {"DE": "opt-in"}},
+                "destinations": [
+                    {"id": "mail", "type": "webhook", "url": "http://x/h", "secretEnv": "S", "purpose": "marketing",
+                     "channel": "email", "traits": ["email", "firstName"]},
+                    {"id": "sms", "type": "webhook", "url": "http://x/s", "secretEnv": "S", "purpose": "marketing",
+                     "channel": "sms", "payload": {"format": "json", "template": "{\"to\": \"{{traits.phone}}\"}"}},
+                    {"id": "chat", "type": "webhook", "url": "http://x/c", "secretEnv": "S", "purpose": "marketing",
+                     "channel": "chat", "traits": ["handle"], "to": ["handle"]},
+                    {"id": "crm", "type": "webhook", "url": "http://x/crm", "secretEnv": "S", "purpose": "marketing",
+                     "channel": "crm", "traits": ["firstName"], "pressure": false}],
+                "journeys": [{"id": "j", "trigger": {"event": "Go"}, "reentry": "always",
+                              "steps": [{"id": "s", "send": "mail", "event": "Hello"}]}]}"#,
+        )
+        .unwrap();
+        let by_id = |id: &str| config.destinations.iter().find(|d| d.id == id).unwrap();
+        assert_eq!(by_id("mail").to, ["email"], "an e-mail carried is an address");
+        assert_eq!(by_id("sms").to, ["phone"], "so is a phone in a template");
+        assert_eq!(by_id("chat").to, ["handle"]);
+        assert!(by_id("crm").to.is_empty(), "a first name addresses nobody");
+        assert!(config.contact_traits.contains(&"handle".to_string()));
+
+        let text = |s: &str| Value::String(s.into());
+        type Row<'a> = (&'a str, &'a str, Option<&'a str>, Option<(&'a str, ProvenBy)>, Option<&'a str>, &'a str);
+        // destination, trait, the value the profile holds, the value proven (and by whom), country, outcome.
+        let rows: [Row; 11] = [
+            ("mail", "email", Some("ana@x.example"), None, None, "contact_unverified"),
+            ("mail", "email", Some("ana@x.example"), Some(("ana@x.example", ProvenBy::Server)), None, "go"),
+            ("mail", "email", Some("ana@x.example"), Some(("ana@x.example", ProvenBy::Token)), None, "go"),
+            ("mail", "email", Some("ana@x.example"), Some(("ana@x.example", ProvenBy::Configuration)), None, "go"),
+            // A page replaced the proven address with its own: the new one is nobody's proof.
+            (
+                "mail",
+                "email",
+                Some("victim@y.example"),
+                Some(("ana@x.example", ProvenBy::Server)),
+                None,
+                "contact_unverified",
+            ),
+            ("sms", "phone", Some("+4420"), None, None, "contact_unverified"),
+            ("sms", "phone", Some("+4420"), Some(("+4420", ProvenBy::Server)), None, "go"),
+            ("chat", "handle", Some("@ana"), None, None, "contact_unverified"),
+            ("crm", "firstName", Some("Click http://phish.example"), None, None, "go"),
+            // Opt-out where the person is unknown or elsewhere; opt-in in Germany, where nothing was granted.
+            ("mail", "email", Some("ana@x.example"), Some(("ana@x.example", ProvenBy::Server)), Some("US"), "go"),
+            ("mail", "email", Some("ana@x.example"), Some(("ana@x.example", ProvenBy::Server)), Some("DE"), "consent"),
+        ];
+        for (destination, name, held, proven, country, want) in rows {
+            let at = t("2026-11-30T12:00:00Z");
+            let mut p = Profile::new("p".into(), 0);
+            if let Some(v) = held {
+                p.traits.insert(name.into(), TraitEntry { value: text(v), at: 1 });
+            }
+            if let Some((v, by)) = proven {
+                p.contacts.prove(name, &text(v), 1, by);
+            }
+            p.journeys.country = country.map(String::from);
+            p.journeys.outbox.push(Outgoing {
+                id: "d1".into(),
+                destination: destination.into(),
+                journey: "j".into(),
+                step: "s".into(),
+                instance: 1,
+                key: String::new(),
+                event: "Hello".into(),
+                entered_at: at,
+                created: at,
+                due: at,
+                enqueued: true,
+                claimed: None,
+                cancelled: None,
+                context: BTreeMap::new(),
+            });
+            let got = match claim(&config, &mut p, "d1", at) {
+                Claim::Go { .. } => "go".to_string(),
+                Claim::Suppressed(reason) => reason,
+                other => format!("{other:?}"),
+            };
+            assert_eq!(got, want, "{destination} {name}={held:?} proven {proven:?} in {country:?}");
+        }
     }
 
     #[test]

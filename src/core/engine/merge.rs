@@ -159,6 +159,9 @@ pub fn absorb(
             survivor.traits.insert(k.clone(), entry.clone());
         }
     }
+    // Proofs of contact points follow the values that won; a proof of a value that lost is dropped.
+    let traits = &survivor.traits;
+    survivor.contacts.absorb(&other.contacts, |name| traits.get(name).map(|t| t.value.clone()));
     let mut replaced_grants = std::collections::BTreeMap::new();
     for (purpose, grant) in &other.consent.grants {
         let current = survivor.consent.grants.get(purpose);

@@ -46,6 +46,11 @@ pub struct Event {
     pub from_browser: bool,
     /// Identity claims that were not believed, with the code saying why; the profile records them as refused.
     pub unproven: Vec<(Identity, String)>,
+    /// Contact points (trait name, value) that the event's identity token carried as verified claims
+    /// (`trust::vouch`): set as traits, and proven (`model::contact`).
+    pub proven_contacts: Vec<(String, String)>,
+    /// From a browser source whose contact points the configuration believes (`contactProof: "off"`).
+    pub believe_contacts: bool,
 }
 
 impl Event {
@@ -68,6 +73,8 @@ impl Event {
             external_ids: Vec::new(),
             identity_token: None,
             from_browser: false,
+            proven_contacts: Vec::new(),
+            believe_contacts: false,
             unproven: Vec::new(),
         }
     }

@@ -2,9 +2,11 @@
 //! to be settled, the ledger of sends the marketing-pressure budget counts, and a bounded record of ended
 //! instances. How they move is `engine::journeys`.
 
+use crate::core::base::encoding::hex;
 use crate::core::base::time::{format_iso8601, Millis};
 use crate::core::base::value::{map_to_json, Value};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Ended instances a profile keeps (oldest go first).
@@ -211,6 +213,18 @@ impl Journeys {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// The id of a profile's `n`th send: `dlv_` and 96 bits of a digest of the profile id and `n`. Unique as the
+/// profile id is, stable across merges (it is kept in the outbox), and naming nobody: the id travels to
+/// destinations (the webhook's `webhook-id`) and stays in the outcome log after an erasure, so it must not embed
+/// the profile id.
+pub fn delivery_id(profile_id: &str, n: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(b"edgecdp/delivery\0");
+    h.update(profile_id.as_bytes());
+    h.update(n.to_le_bytes());
+    ["dlv_", &hex(&h.finalize()[..12])].concat()
 }
 
 #[cfg(test)]

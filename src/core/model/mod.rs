@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod audience;
 pub mod consent;
+pub mod contact;
 pub mod context;
 pub mod event;
 pub mod history;

@@ -5,6 +5,7 @@ use crate::core::base::time::{format_iso8601, Millis, DAY, MINUTE};
 use crate::core::base::value::{map_to_json, Value};
 use crate::core::model::aggregate::{day_of, series_key, Aggregates};
 use crate::core::model::consent::{ConsentState, Grant, HasConsent, Purpose};
+use crate::core::model::contact::Contacts;
 use crate::core::model::event::Event;
 use crate::core::model::identity::{Identity, USER_ID};
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,9 @@ pub struct Profile {
     /// Stored after `audiences` (format version 5, see `store`).
     #[serde(skip)]
     pub journeys: Journeys,
+    /// Which contact points were set with proof (`model::contact`). Stored after `journeys` (format version 6).
+    #[serde(skip)]
+    pub contacts: Contacts,
 }
 
 impl HasConsent for Profile {
@@ -143,6 +147,7 @@ impl Profile {
             shown: Shown::default(),
             audiences: Audiences::default(),
             journeys: Journeys::default(),
+            contacts: Contacts::default(),
         }
     }
 
@@ -211,6 +216,7 @@ impl Profile {
             .map(|r| serde_json::json!({"event": r.name, "at": format_iso8601(r.at), "properties": map_to_json(&r.props)}))
             .collect();
         out["messageIds"] = self.seen_message_ids.iter().cloned().collect();
+        out["contactPoints"] = self.contact_points_json();
         out["impressions"] = self
             .shown
             .impressions
@@ -285,6 +291,7 @@ impl Profile {
             "segments": segments,
             "audiences": self.audiences.to_json(),
             "journeys": self.journeys.to_json(),
+            "contactPoints": self.contact_points_json(),
             "firstSeen": format_iso8601(self.first_seen),
             "lastSeen": format_iso8601(self.last_seen),
             "computed": {
@@ -297,6 +304,29 @@ impl Profile {
                 "traits": computed.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
             },
         })
+    }
+}
+
+impl Profile {
+    /// Whether the trait `name` holds a contact point that was set with proof (`model::contact`).
+    pub fn contact_verified(&self, name: &str) -> bool {
+        self.traits.get(name).is_some_and(|t| self.contacts.proof_of(name, &t.value).is_some())
+    }
+
+    /// Each proven trait that still holds its proven value: who proved it and when. A trait without an entry is
+    /// not verified, and journeys do not send to it.
+    fn contact_points_json(&self) -> serde_json::Value {
+        self.traits
+            .iter()
+            .filter_map(|(name, t)| {
+                let p = self.contacts.proof_of(name, &t.value)?;
+                Some((
+                    name.clone(),
+                    serde_json::json!({"verified": true, "by": p.by.name(), "at": format_iso8601(p.at)}),
+                ))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 

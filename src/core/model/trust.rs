@@ -100,17 +100,52 @@ impl ClaimError {
 
 /// Makes an HS256 JWT proving `user_id` until `expires_at`, as a site's backend does (and the demo's sign-in).
 pub fn make_identity_token(secret: &[u8], user_id: &str, issued_at: Millis, expires_at: Millis) -> String {
-    let header = base64url_encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let claims = serde_json::json!({"sub": user_id, "iat": issued_at / 1000, "exp": expires_at / 1000});
+    sign_token(secret, &claims)
+}
+
+/// `make_identity_token` that also proves the user's e-mail address (`email` with `email_verified`), as a site's
+/// backend does once it has verified the address (the demo's sign-in does, for the address typed).
+pub fn make_identity_token_proving_email(
+    secret: &[u8],
+    user_id: &str,
+    email: &str,
+    issued_at: Millis,
+    expires_at: Millis,
+) -> String {
+    let claims = serde_json::json!({"sub": user_id, "iat": issued_at / 1000, "exp": expires_at / 1000,
+        "email": email, "email_verified": true});
+    sign_token(secret, &claims)
+}
+
+fn sign_token(secret: &[u8], claims: &serde_json::Value) -> String {
+    let header = base64url_encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let body = base64url_encode(claims.to_string().as_bytes());
     let signed = [header.as_str(), ".", body.as_str()].concat();
     let signature = base64url_encode(&hmac_sha256(secret, signed.as_bytes()));
     [signed, ".".into(), signature].concat()
 }
 
+/// What a valid identity token proves besides its user id: contact points the site's backend verified, as trait
+/// name and value. OpenID Connect's claims are read as they are named there: `email` counts only with
+/// `"email_verified": true`, `phone_number` (set as the `phone` trait) only with `"phone_number_verified": true`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub contacts: Vec<(String, String)>,
+}
+
+/// The longest contact point a token may prove (an e-mail address is at most 254 characters).
+pub const MAX_CONTACT_CHARS: usize = 320;
+
 /// Checks that `token` is an HS256 JWT made with one of `secrets` (the current one and, while a rotation is under
-/// way, the previous one) whose `sub` is `user_id` and which has not expired at `now`.
-pub fn verify_identity_token(token: &str, user_id: &str, secrets: &[&[u8]], now: Millis) -> Result<(), ClaimError> {
+/// way, the previous one) whose `sub` is `user_id` and which has not expired at `now`; answers the contact points
+/// it proves.
+pub fn verify_identity_token(
+    token: &str,
+    user_id: &str,
+    secrets: &[&[u8]],
+    now: Millis,
+) -> Result<TokenClaims, ClaimError> {
     if secrets.is_empty() {
         return Err(ClaimError::NoIdentitySecret);
     }
@@ -153,7 +188,17 @@ pub fn verify_identity_token(token: &str, user_id: &str, secrets: &[&[u8]], now:
     if claims.get("sub").and_then(|s| s.as_str()) != Some(user_id) {
         return Err(ClaimError::TokenForAnotherUser);
     }
-    Ok(())
+    let mut contacts = Vec::new();
+    for (claim, verified, name) in
+        [("email", "email_verified", "email"), ("phone_number", "phone_number_verified", "phone")]
+    {
+        let value = claims.get(claim).and_then(|v| v.as_str()).map(str::trim);
+        let value = value.filter(|v| !v.is_empty() && v.chars().count() <= MAX_CONTACT_CHARS);
+        if let (Some(value), Some(true)) = (value, claims.get(verified).and_then(|v| v.as_bool())) {
+            contacts.push((name.to_string(), value.to_string()));
+        }
+    }
+    Ok(TokenClaims { contacts })
 }
 
 /// The digest under which a server key is stored: `sha256:<hex>`. The configuration keeps only this, so reading
@@ -170,6 +215,23 @@ pub fn key_matches(key: &str, digest: &str) -> bool {
 /// Whether `digest` has the form `key_digest` writes.
 pub fn is_key_digest(digest: &str) -> bool {
     digest.strip_prefix(KEY_DIGEST_PREFIX).is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether a request came from a browser, by the marks browsers add and a server's HTTP client does not: an
+/// `Origin` (a cross-origin request, or any POST), or the Fetch Metadata headers. `Sec-Fetch-Site` and
+/// `Sec-Fetch-Dest` come from browsers only; `Sec-Fetch-Mode` alone is not enough, because Node's `fetch` (undici)
+/// sends `Sec-Fetch-Mode: cors` on every request, so only the modes a server never sends count (`navigate`,
+/// `no-cors`, `same-origin`, `websocket`). A server key or the admin token in such a request has been seen by a
+/// page, so it is refused: a same-origin GET carries no `Origin`, and must not slip through for that.
+pub fn is_browser_request(origin: bool, site: Option<&str>, mode: Option<&str>, dest: Option<&str>) -> bool {
+    let present = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
+    origin
+        || present(site)
+        || present(dest)
+        || mode.is_some_and(|m| {
+            let m = m.trim();
+            ["navigate", "no-cors", "same-origin", "websocket"].iter().any(|b| m.eq_ignore_ascii_case(b))
+        })
 }
 
 /// Whether a browser's user ids must be proven (the default) or are believed as sent (`identityProof: "off"`,
@@ -208,19 +270,20 @@ pub fn vouch(
                 let of_anonymous = index.get(&Identity::new(ANONYMOUS_ID, a));
                 of_anonymous.is_some() && of_anonymous == index.get(&Identity::new(USER_ID, &user))
             });
-            let proven = if linked {
-                Ok(())
-            } else {
-                match &token {
-                    Some(t) => verify_identity_token(t, &user, secrets, now),
-                    None if secrets.is_empty() => Err(ClaimError::NoIdentitySecret),
-                    None => Err(ClaimError::MissingToken),
-                }
+            // A token is checked even for a user id already linked: it may prove contact points too.
+            let checked = match &token {
+                Some(t) => verify_identity_token(t, &user, secrets, now),
+                None if secrets.is_empty() => Err(ClaimError::NoIdentitySecret),
+                None => Err(ClaimError::MissingToken),
             };
-            if let Err(error) = proven {
-                e.user_id = None;
-                e.unproven.push((Identity::new(USER_ID, &user), error.code().to_string()));
-                refused.push(RefusedClaim { position, error });
+            match checked {
+                Ok(claims) => e.proven_contacts = claims.contacts,
+                Err(_) if linked => {}
+                Err(error) => {
+                    e.user_id = None;
+                    e.unproven.push((Identity::new(USER_ID, &user), error.code().to_string()));
+                    refused.push(RefusedClaim { position, error });
+                }
             }
         }
         // An alias links its previous id to the user's profile: from a browser, only the browser's own
@@ -251,12 +314,12 @@ mod tests {
 
     #[test]
     fn tokens_made_here_verify_and_match_a_known_jwt() {
-        assert_eq!(verify_identity_token(&token("alice", NOW + HOUR), "alice", &[SECRET], NOW), Ok(()));
+        assert!(verify_identity_token(&token("alice", NOW + HOUR), "alice", &[SECRET], NOW).is_ok());
         // Made by a reference implementation (Python: hmac + base64.urlsafe_b64encode, padding stripped) for
         // secret "secret", {"alg":"HS256","typ":"JWT"} and {"sub":"u1","exp":4102444800}.
         let reference = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSIsImV4cCI6NDEwMjQ0NDgwMH0.\
                          8UAoCbnHjNaWv5XovpBDsBNjWGKcwQA5bvtK0ioWIGI";
-        assert_eq!(verify_identity_token(reference, "u1", &[b"secret"], NOW), Ok(()));
+        assert!(verify_identity_token(reference, "u1", &[b"secret"], NOW).is_ok());
     }
 
     #[test]
@@ -290,11 +353,99 @@ mod tests {
             ("padded", [good.as_str(), "="].concat(), "alice", &[SECRET], ClaimError::BadSignature),
         ];
         for (name, t, user, secrets, want) in cases {
-            assert_eq!(verify_identity_token(&t, user, secrets, NOW), Err(want), "{name}");
+            assert_eq!(verify_identity_token(&t, user, secrets, NOW).map(|_| ()), Err(want), "{name}");
+        }
+        // Every claim that decides validity, one row each: a token must expire, and must not be used early.
+        let signed = |claims: serde_json::Value| sign_token(SECRET, &claims);
+        let s = |ms: Millis| serde_json::json!(ms / 1000);
+        let claim_rows: [(&str, serde_json::Value, Result<(), ClaimError>); 10] = [
+            ("no exp", serde_json::json!({"sub": "alice"}), Err(ClaimError::ExpiredToken)),
+            ("exp null", serde_json::json!({"sub": "alice", "exp": null}), Err(ClaimError::ExpiredToken)),
+            ("exp as text", serde_json::json!({"sub": "alice", "exp": "4102444800"}), Err(ClaimError::ExpiredToken)),
+            (
+                "exp past the leeway",
+                serde_json::json!({"sub": "alice", "exp": s(NOW - CLOCK_LEEWAY_MS - 1000)}),
+                Err(ClaimError::ExpiredToken),
+            ),
+            (
+                "exp inside the leeway",
+                serde_json::json!({"sub": "alice", "exp": s(NOW - CLOCK_LEEWAY_MS + 2000)}),
+                Ok(()),
+            ),
+            (
+                "nbf in the future",
+                serde_json::json!({"sub": "alice", "exp": s(NOW + HOUR), "nbf": s(NOW + CLOCK_LEEWAY_MS + 2000)}),
+                Err(ClaimError::TokenNotYetValid),
+            ),
+            (
+                "nbf inside the leeway",
+                serde_json::json!({"sub": "alice", "exp": s(NOW + HOUR), "nbf": s(NOW + CLOCK_LEEWAY_MS - 2000)}),
+                Ok(()),
+            ),
+            ("nbf past", serde_json::json!({"sub": "alice", "exp": s(NOW + HOUR), "nbf": s(NOW - HOUR)}), Ok(())),
+            ("no sub", serde_json::json!({"exp": s(NOW + HOUR)}), Err(ClaimError::TokenForAnotherUser)),
+            (
+                "sub as number",
+                serde_json::json!({"sub": 7, "exp": s(NOW + HOUR)}),
+                Err(ClaimError::TokenForAnotherUser),
+            ),
+        ];
+        for (name, claims, want) in claim_rows {
+            assert_eq!(verify_identity_token(&signed(claims), "alice", &[SECRET], NOW).map(|_| ()), want, "{name}");
         }
         // Within the leeway, and with the previous secret during a rotation.
-        assert_eq!(verify_identity_token(&token("alice", NOW - 1000), "alice", &[SECRET], NOW), Ok(()));
-        assert_eq!(verify_identity_token(&token("alice", NOW + HOUR), "alice", &[b"new one", SECRET], NOW), Ok(()));
+        assert!(verify_identity_token(&token("alice", NOW - 1000), "alice", &[SECRET], NOW).is_ok());
+        assert!(verify_identity_token(&token("alice", NOW + HOUR), "alice", &[b"new one", SECRET], NOW).is_ok());
+        // Contact points: only a claim its verified flag vouches for, as JSON true.
+        let contact_rows: [(serde_json::Value, Vec<(&str, &str)>); 8] = [
+            (
+                serde_json::json!({"email": "ana@example.com", "email_verified": true}),
+                vec![("email", "ana@example.com")],
+            ),
+            (serde_json::json!({"email": "ana@example.com"}), vec![]),
+            (serde_json::json!({"email": "ana@example.com", "email_verified": false}), vec![]),
+            (serde_json::json!({"email": "ana@example.com", "email_verified": "true"}), vec![]),
+            (serde_json::json!({"email": 7, "email_verified": true}), vec![]),
+            (serde_json::json!({"email": "x".repeat(MAX_CONTACT_CHARS + 1), "email_verified": true}), vec![]),
+            (serde_json::json!({"phone_number": "+44 20", "phone_number_verified": true}), vec![("phone", "+44 20")]),
+            (
+                serde_json::json!({"phone_number": "+44 20", "email_verified": true, "email": "a@b.c", "phone_number_verified": false}),
+                vec![("email", "a@b.c")],
+            ),
+        ];
+        for (extra, want) in contact_rows {
+            let mut claims = serde_json::json!({"sub": "alice", "exp": s(NOW + HOUR)});
+            for (k, v) in extra.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            let got = verify_identity_token(&signed(claims.clone()), "alice", &[SECRET], NOW).unwrap().contacts;
+            let want: Vec<(String, String)> = want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            assert_eq!(got, want, "{claims}");
+        }
+    }
+
+    #[test]
+    fn a_browser_is_known_by_its_origin_or_its_fetch_metadata() {
+        type Row<'a> = (bool, Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
+        let rows: [Row; 12] = [
+            (false, None, None, None, false),
+            (true, None, None, None, true),
+            // A same-origin GET from a page: no Origin, but the metadata.
+            (false, Some("same-origin"), Some("cors"), Some("empty"), true),
+            (false, Some("none"), Some("navigate"), Some("document"), true),
+            (false, Some("cross-site"), None, None, true),
+            (false, None, None, Some("image"), true),
+            (false, None, Some("no-cors"), None, true),
+            (false, None, Some("Navigate"), None, true),
+            (false, None, Some("same-origin"), None, true),
+            // Node's fetch sends this on every request: a server, not a browser.
+            (false, None, Some("cors"), None, false),
+            (false, Some(""), Some(" "), Some(""), false),
+            (false, None, Some("websocket"), None, true),
+        ];
+        for (origin, site, mode, dest, want) in rows {
+            assert_eq!(is_browser_request(origin, site, mode, dest), want, "{origin} {site:?} {mode:?} {dest:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// The longest a destination may take to answer.
 pub const MAX_TIMEOUT: Millis = 30 * SECOND;
 
+/// The traits that are contact points in every configuration.
+pub const CONTACT_TRAITS: [&str; 2] = ["email", "phone"];
+
+pub fn default_contact_traits() -> Vec<String> {
+    CONTACT_TRAITS.iter().map(|t| t.to_string()).collect()
+}
+
 /// Where a send goes and how.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Destination {
@@ -45,6 +52,10 @@ pub struct Destination {
     pub payload: Payload,
     /// The traits (by name) the payload carries in `context.traits`: nothing else of the profile leaves.
     pub traits: Vec<String>,
+    /// The traits that address the person (`"to"`; by default those of `email` and `phone` that the send
+    /// carries, in `traits` or its template): a send goes only when each one the profile holds was set with
+    /// proof (`model::contact`), and is suppressed as `contact_unverified` otherwise.
+    pub to: Vec<String>,
     /// Whether its sends reach the person, so that the pressure budget and quiet hours apply (`"pressure":
     /// false` for a destination that reaches nobody, such as a warehouse).
     pub pressure: bool,
@@ -292,6 +303,7 @@ impl Compiler {
                 "channel",
                 "payload",
                 "traits",
+                "to",
                 "timeout",
                 "attempts",
                 "backoff",
@@ -364,6 +376,27 @@ impl Compiler {
                     }
                 }
             }
+            let to = match present(o, "to") {
+                Some(list) => {
+                    let mut to = Vec::new();
+                    for (j, t) in self.array(list, &at(&p, "to")).into_iter().flatten().enumerate() {
+                        match t.as_str() {
+                            Some(name) if !name.is_empty() => to.push(name.to_string()),
+                            _ => self
+                                .err(idx(&at(&p, "to"), j), "expected the name of a trait that addresses the person"),
+                        }
+                    }
+                    to
+                }
+                None => {
+                    let carried = |name: &str| {
+                        traits.iter().any(|t| t == name)
+                            || matches!(&payload, Some(Payload::Template { parts, .. }) if parts.iter().any(
+                                |part| matches!(part, Part::Field { source: Source::Trait, name: n, .. } if n == name)))
+                    };
+                    CONTACT_TRAITS.iter().filter(|t| carried(t)).map(|t| t.to_string()).collect()
+                }
+            };
             let timeout = self.bounded_duration(present(o, "timeout"), &at(&p, "timeout"), 10 * SECOND, MAX_TIMEOUT);
             let attempts = match present(o, "attempts") {
                 Some(v) => self.integer(v, &at(&p, "attempts"), 1, i64::from(MAX_ATTEMPTS)).map(|n| n as u32),
@@ -382,6 +415,7 @@ impl Compiler {
                     channel,
                     payload,
                     traits,
+                    to,
                     pressure: pressure.unwrap_or(true),
                     timeout: timeout.unwrap_or(10 * SECOND),
                     attempts: attempts.unwrap_or(6),

@@ -91,6 +91,10 @@ pub struct Config {
     pub journeys: Vec<journey::Journey>,
     #[serde(skip)]
     pub destinations: Vec<journey::Destination>,
+    /// The traits that are contact points, whose proof a profile keeps (`model::contact`): `email`, `phone`,
+    /// and whatever a destination addresses (`Destination::to`). Edge-only.
+    #[serde(skip)]
+    pub contact_traits: Vec<String>,
     #[serde(skip)]
     pub pressure: journey::Pressure,
 }
@@ -118,6 +122,7 @@ impl Default for Config {
             demo_sign_in: false,
             journeys: Vec::new(),
             destinations: Vec::new(),
+            contact_traits: journey::default_contact_traits(),
             pressure: journey::Pressure::default(),
         }
     }
@@ -166,6 +171,15 @@ impl Config {
     pub fn unproven_sources(&self) -> impl Iterator<Item = &str> {
         self.sources.iter().filter_map(|s| match s.kind {
             SourceKind::Browser { identity_proof: Proof::Off, .. } => Some(s.id.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The browser sources whose contact points are believed without proof (`contactProof: "off"`), which the
+    /// Worker warns about whenever it loads the configuration: any page can then make journeys send to anyone.
+    pub fn believed_contact_sources(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().filter_map(|s| match s.kind {
+            SourceKind::Browser { contact_proof: Proof::Off, .. } => Some(s.id.as_str()),
             _ => None,
         })
     }
@@ -283,6 +297,13 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         }
         if let Some(v) = present(root, "destinations") {
             config.destinations = c.destinations(v, "destinations");
+            for d in &config.destinations {
+                for t in &d.to {
+                    if !config.contact_traits.contains(t) {
+                        config.contact_traits.push(t.clone());
+                    }
+                }
+            }
         }
         if let Some(v) = present(root, "pressure") {
             let slots: BTreeSet<String> = config.slots.keys().cloned().collect();
@@ -576,7 +597,7 @@ mod tests {
     fn the_contract_example_compiles() {
         let c = compile_str(include_str!("../../../tests/fixtures/contract-config.json")).unwrap();
         assert!(
-            matches!(&c.sources[0].kind, SourceKind::Browser { write_key, identity_proof: Proof::Required } if write_key == "demo")
+            matches!(&c.sources[0].kind, SourceKind::Browser { write_key, identity_proof: Proof::Required, contact_proof: Proof::Required } if write_key == "demo")
         );
         assert_eq!(c.consent.regions["US"], Model::OptOut);
         assert_eq!(c.consent.categories["C0002"], Purpose::Analytics);

@@ -21,7 +21,9 @@ pub struct Source {
 pub enum SourceKind {
     /// A page's snippet: the write key is public (it is in the page), so identity claims count only with proof
     /// (`core::model::trust`), unless the configuration turns that off explicitly (`identityProof: "off"`).
-    Browser { write_key: String, identity_proof: Proof },
+    /// The contact points it sets (`email`, `phone`, what a destination addresses) are not proven either, so
+    /// journeys do not send to them (`core::model::contact`), unless the configuration says `contactProof: "off"`.
+    Browser { write_key: String, identity_proof: Proof, contact_proof: Proof },
     /// A site's backend or CMS: the key is a secret, kept here only as its digest (`trust::key_digest`); it is
     /// refused from any request that carries a browser `Origin`, and what the source says is believed.
     Server { key_digest: String },
@@ -57,7 +59,7 @@ pub fn seal_server_keys(doc: &mut J) {
 impl Compiler {
     pub(crate) fn sources(&mut self, v: &J, path: &str) -> Vec<Source> {
         let mut out: Vec<Source> = Vec::new();
-        let fields = ["id", "type", "writeKey", "origins", "identityProof", "key", "keyHash"];
+        let fields = ["id", "type", "writeKey", "origins", "identityProof", "contactProof", "key", "keyHash"];
         for (i, s) in self.array(v, path).into_iter().flatten().enumerate() {
             let p = idx(path, i);
             let Some(o) = self.object(s, &p, &fields) else {
@@ -120,19 +122,25 @@ impl Compiler {
             }
         }
         let write_key = self.string(o.get("writeKey"), &at(p, "writeKey"));
-        let identity_proof = match present(o, "identityProof").map(|v| v.as_str()) {
+        let identity_proof = self.proof(o, p, "identityProof");
+        let contact_proof = self.proof(o, p, "contactProof");
+        Some(SourceKind::Browser { write_key: write_key?, identity_proof, contact_proof })
+    }
+
+    /// `"required"` (the default) or `"off"`.
+    fn proof(&mut self, o: &Map<String, J>, p: &str, key: &str) -> Proof {
+        match present(o, key).map(|v| v.as_str()) {
             None | Some(Some("required")) => Proof::Required,
             Some(Some("off")) => Proof::Off,
             Some(_) => {
-                self.err(at(p, "identityProof"), "expected \"required\" (the default) or \"off\"");
+                self.err(at(p, key), "expected \"required\" (the default) or \"off\"");
                 Proof::Required
             }
-        };
-        Some(SourceKind::Browser { write_key: write_key?, identity_proof })
+        }
     }
 
     pub(crate) fn server_source(&mut self, o: &Map<String, J>, p: &str) -> Option<SourceKind> {
-        for browser_only in ["writeKey", "identityProof"] {
+        for browser_only in ["writeKey", "identityProof", "contactProof"] {
             if o.contains_key(browser_only) {
                 self.err(at(p, browser_only), "a server source has a secret key, not a public write key");
             }

@@ -9,6 +9,7 @@ use crate::core::base::binread;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::audience::Audiences;
+use crate::core::model::contact::Contacts;
 use crate::core::model::journey::Journeys;
 use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
@@ -28,10 +29,14 @@ pub const PROFILE_V3: u8 = 3;
 /// Version 4: version 3's body followed by the profile's audiences (`Audiences`: membership, transitions, the
 /// next change by time). A profile inside a merge record is stored without them. Still read.
 pub const PROFILE_V4: u8 = 4;
-/// Version 5, written now: version 4's body followed by the profile's journeys (`Journeys`: running instances,
+/// Version 5: version 4's body followed by the profile's journeys (`Journeys`: running instances,
 /// the outbox of sends, the ledger the pressure budget counts, ended instances). A profile inside a merge record
 /// is stored without them.
 pub const PROFILE_V5: u8 = 5;
+/// Version 6, written now: version 5's body followed by the profile's proven contact points (`Contacts`). A
+/// profile inside a merge record is stored without them, so a split gives the absorbed profile back with none
+/// proven: its journeys then send to nobody until proof comes again, never to an address nobody proved.
+pub const PROFILE_V6: u8 = 6;
 /// Version 1 of the writer request (no longer read).
 pub const APPLY_V1: u8 = 1;
 /// Version 2 of the writer request: `ApplyRequest` with the links of profiles to absorb (no longer read).
@@ -39,8 +44,11 @@ pub const APPLY_V2: u8 = 2;
 /// Version 3: with the impressions to record. The Worker and its Durable Objects deploy together, so older
 /// versions are no longer read.
 pub const APPLY_V3: u8 = 3;
-/// Version 4: the request's signals carry the visitor's offset from UTC (journeys' local time).
+/// Version 4: the request's signals carry the visitor's offset from UTC (journeys' local time). No longer read.
 pub const APPLY_V4: u8 = 4;
+/// Version 5: each event carries the contact points its identity token proved and whether its source's contact
+/// points are believed (`model::contact`).
+pub const APPLY_V5: u8 = 5;
 /// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
 /// No longer read.
 pub const RULES_V1: u8 = 1;
@@ -102,7 +110,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 }
 
 pub fn encode_profile(p: &Profile) -> Vec<u8> {
-    encode(PROFILE_V5, &(p, &p.shown, &p.audiences, &p.journeys))
+    encode(PROFILE_V6, &(p, &p.shown, &p.audiences, &p.journeys, &p.contacts))
 }
 
 /// The largest encoded profile stored. A Durable Object's storage holds at most 128 KiB per value; this leaves
@@ -221,11 +229,20 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
             p.audiences = audiences;
             Ok(p)
         }
-        _ => {
+        Some(&PROFILE_V5) => {
             let (mut p, shown, audiences, journeys): (Profile, Shown, Audiences, Journeys) = decode(PROFILE_V5, bytes)?;
             p.shown = shown;
             p.audiences = audiences;
             p.journeys = journeys;
+            Ok(p)
+        }
+        _ => {
+            let (mut p, shown, audiences, journeys, contacts): (Profile, Shown, Audiences, Journeys, Contacts) =
+                decode(PROFILE_V6, bytes)?;
+            p.shown = shown;
+            p.audiences = audiences;
+            p.journeys = journeys;
+            p.contacts = contacts;
             Ok(p)
         }
     }
@@ -327,11 +344,11 @@ mod v1 {
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
-    encode(APPLY_V4, r)
+    encode(APPLY_V5, r)
 }
 
 pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
-    decode(APPLY_V4, bytes)
+    decode(APPLY_V5, bytes)
 }
 
 pub fn encode_apply_answer(a: &ApplyAnswer) -> Vec<u8> {
@@ -354,6 +371,7 @@ pub fn decode_outcomes(bytes: &[u8]) -> Result<Vec<Outcome>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::contact::ProvenBy;
 
     #[test]
     fn snapshots_carry_their_time_and_older_ones_still_read() {
@@ -391,8 +409,9 @@ mod tests {
         p.audiences.due = Some(99);
         p.journeys.seq = 3;
         p.journeys.utc_offset = Some(60);
+        p.contacts.prove("email", &crate::core::base::value::Value::String("a@b.c".into()), 8, ProvenBy::Token);
         let bytes = encode_profile(&p);
-        assert_eq!(bytes[0], PROFILE_V5);
+        assert_eq!(bytes[0], PROFILE_V6);
         let back = decode_profile(&bytes).unwrap();
         assert_eq!(back.shown.experiments["x"].variant, "a");
         assert_eq!(back, p);
@@ -406,6 +425,11 @@ mod tests {
         let old = decode_profile(&v4).unwrap();
         assert_eq!(old.audiences, p.audiences);
         assert_eq!(old.journeys, Journeys::default());
+        // Version 5 (no proven contact points) still reads: nothing it holds counts as proven.
+        let v5 = encode(PROFILE_V5, &(&p, &p.shown, &p.audiences, &p.journeys));
+        let old = decode_profile(&v5).unwrap();
+        assert_eq!(old.journeys, p.journeys);
+        assert_eq!(old.contacts, Contacts::default());
     }
 
     #[test]
@@ -464,7 +488,7 @@ mod tests {
         assert_eq!(p.aggregates.count("Product Viewed|category=bags", day, day), 1);
         // And it is written back in the current version.
         let again = encode_profile(&p);
-        assert_eq!(again[0], PROFILE_V5);
+        assert_eq!(again[0], PROFILE_V6);
         assert_eq!(decode_profile(&again).unwrap(), p);
     }
 

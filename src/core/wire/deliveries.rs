@@ -274,11 +274,18 @@ pub fn log_of(profile_ids: &[String]) -> Statement {
     }
 }
 
-/// Forgets erased people: their rows lose the profile id (the counts stay, naming nobody).
+/// Forgets erased people: their rows lose the profile id (the counts stay, naming nobody). Delivery ids made
+/// before `model::journey::delivery_id` embedded the profile id (`dlv_<profile id>_<n>`); such rows get a random
+/// id instead, including rows logged with no profile (a claim that found none), so that nothing in the log can be
+/// tied to the person afterwards. SQLite reads every `SET` expression from the row as it was.
 pub fn forget(profile_ids: &[String]) -> Statement {
     Statement {
-        sql: "UPDATE delivery_outcomes SET profile = NULL, journey = NULL, step = NULL \
-              WHERE profile IN (SELECT value FROM json_each(?1))",
+        sql: "UPDATE delivery_outcomes SET profile = NULL, journey = NULL, step = NULL, \
+              id = CASE WHEN EXISTS (SELECT 1 FROM json_each(?1) \
+                   WHERE substr(delivery_outcomes.id, 1, length(value) + 5) = 'dlv_' || value || '_') \
+                   THEN 'dlv_erased_' || lower(hex(randomblob(12))) ELSE id END \
+              WHERE profile IN (SELECT value FROM json_each(?1)) OR EXISTS (SELECT 1 FROM json_each(?1) \
+                   WHERE substr(delivery_outcomes.id, 1, length(value) + 5) = 'dlv_' || value || '_')",
         params: vec![Sql::Text(J::from(profile_ids.to_vec()).to_string())],
     }
 }

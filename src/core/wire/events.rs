@@ -313,6 +313,8 @@ fn parse_raw_event(
         identity_token: identity_token(value.get("context")),
         from_browser: false,
         unproven: Vec::new(),
+        proven_contacts: Vec::new(),
+        believe_contacts: false,
     })
 }
 

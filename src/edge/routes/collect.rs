@@ -58,7 +58,7 @@ pub(crate) async fn collect(
             path: "writeKey",
         });
     }
-    if source.is_server() && origin.is_some() {
+    if source.is_server() && crate::edge::request::from_browser(&req) {
         return Err(server_key_from_browser(&source.id));
     }
     if let Some(o) = &origin {

@@ -1,7 +1,7 @@
 //! `POST /v1/demo/identity-token`, the demo shop's sign-in. Who may call: anyone, which is why it exists only with `demo.signIn` in the configuration.
 
 use crate::core::engine::merge::is_junk;
-use crate::core::model::trust::make_identity_token;
+use crate::core::model::trust::{make_identity_token, make_identity_token_proving_email, MAX_CONTACT_CHARS};
 use crate::core::wire::{self, BodyError};
 use crate::edge::http::{json_response, with_cors, ApiError, ApiResult};
 use crate::edge::kv;
@@ -36,8 +36,26 @@ pub(crate) async fn demo_identity_token(mut req: Request, env: &Env) -> ApiResul
             message: format!("userId must be a non-empty string of at most {} characters", wire::MAX_ID_CHARS),
             path: "userId".into(),
         })?;
+    // A real site proves an address only once it has verified it (a link sent to it); the demo takes the one
+    // typed, so that its journeys' e-mails reach the demo's own receiver (SECURITY.md: contact points).
+    let email = match doc.get("email") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(e)) if e.contains('@') && e.chars().count() <= MAX_CONTACT_CHARS => {
+            Some(e.trim())
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_email",
+                message: format!("email must be an e-mail address of at most {MAX_CONTACT_CHARS} characters"),
+                path: "email".into(),
+            })
+        }
+    };
     let now = now();
     let expires_at = now + 3_600_000;
-    let token = make_identity_token(secret, user_id, now, expires_at);
+    let token = match email {
+        Some(email) => make_identity_token_proving_email(secret, user_id, email, now, expires_at),
+        None => make_identity_token(secret, user_id, now, expires_at),
+    };
     Ok(with_cors(json_response(200, &json!({"token": token, "expiresAt": expires_at}))?, origin.as_deref())?)
 }
