@@ -5,8 +5,10 @@ use crate::core::base::url::{query_pairs, UrlParts};
 use crate::core::model::consent::RequestSignals;
 use crate::core::model::context::{country_code, Context as DecideContext, Device};
 use crate::core::model::event::PageContext;
+use crate::core::model::identity::ProfileIdKey;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
+use crate::core::wire::inflate::{Coding, InflateError, Inflater};
 use crate::core::wire::{self, BodyError};
 use crate::edge::cookie;
 use crate::edge::http::{self, ApiError};
@@ -53,8 +55,12 @@ pub(crate) fn local_headers(env: &Env) -> bool {
     env.var("EDGECDP_COUNTRY_SOURCE").is_ok_and(|v| v.to_string() == "header")
 }
 
-/// Reads a body, refusing it before reading when the declared length is already over the limit.
+/// Reads a body with a running limit: refused before reading when the declared length is already over it, and
+/// otherwise read chunk by chunk, stopped as soon as the bytes received (a chunked body declares no length) or,
+/// for a `gzip` or `deflate` body, the bytes inflated pass the limit (`core::wire::inflate`). Nothing beyond the
+/// limit and one chunk is ever held. A truncated or corrupt compressed body is a 400, another coding a 415.
 pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt;
     // A length too large for any integer is too large for the limit too; only digits are a length at all.
     if let Some(declared) = req.headers().get("content-length")? {
         let declared = declared.trim();
@@ -69,82 +75,54 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
             return Err(ApiError::Body(BodyError::TooLarge { limit }));
         }
     }
+    let coding = match req.headers().get("content-encoding")? {
+        None => None,
+        Some(header) => {
+            Coding::of_header(&header).map_err(|_| ApiError::UnsupportedEncoding(header.trim().to_string()))?
+        }
+    };
+    if req.inner().body().is_none() {
+        return match coding {
+            None => Ok(Vec::new()),
+            Some(c) => Inflater::new(c, limit).finish().map_err(|e| inflate_error(e, limit)),
+        };
+    }
     // A body the client stops sending halfway is the client's failure, not the store's.
-    let bytes = req.bytes().await.map_err(|e| ApiError::BadRequest {
+    let unreadable = |e: worker::Error| ApiError::BadRequest {
         code: "body_unreadable",
         message: format!("the request body could not be read: {e}"),
         path: String::new(),
-    })?;
-    if bytes.len() > limit {
-        return Err(ApiError::Body(BodyError::TooLarge { limit }));
-    }
-    match content_coding(req)? {
-        None => Ok(bytes),
-        Some(format) => inflate(&bytes, format, limit).await,
-    }
-}
-
-/// The body's content coding, as `DecompressionStream` names it: `gzip` (also `x-gzip`), `deflate` (the zlib
-/// format, as HTTP's `deflate` is), or none (`identity`). Any other coding is a 415.
-fn content_coding(req: &Request) -> Result<Option<&'static str>, ApiError> {
-    let Some(header) = req.headers().get("content-encoding")? else { return Ok(None) };
-    let coding = header.trim().to_ascii_lowercase();
-    match coding.as_str() {
-        "" | "identity" => Ok(None),
-        "gzip" | "x-gzip" => Ok(Some("gzip")),
-        "deflate" => Ok(Some("deflate")),
-        _ => Err(ApiError::UnsupportedEncoding(header.trim().to_string())),
-    }
-}
-
-/// Decompresses a body with the runtime's `DecompressionStream`, chunk by chunk, and stops as soon as the output
-/// passes `limit`: a small body that inflates past the limit is a 413 having held at most one chunk more than the
-/// limit, never the whole bomb. A truncated or corrupt body is a 400.
-async fn inflate(compressed: &[u8], format: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
-    use worker::js_sys::{global, Array, Function, Promise, Reflect, Uint8Array};
-    use worker::wasm_bindgen::{JsCast, JsValue};
-    use worker::wasm_bindgen_futures::JsFuture;
-    let js = |e: JsValue| ApiError::Unavailable(format!("decompressing a body: {e:?}"));
-    let get = |target: &JsValue, key: &str| Reflect::get(target, &JsValue::from(key)).map_err(js);
-    let function = |target: &JsValue, key: &str| -> Result<Function, ApiError> {
-        get(target, key)?.dyn_into::<Function>().map_err(js)
     };
-    let corrupt = |e: JsValue| ApiError::BadRequest {
-        code: "invalid_body_encoding",
-        message: format!(
-            "the body is not valid {format} data: {}",
-            e.as_string()
-                .or_else(|| Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()))
-                .unwrap_or_default()
-        ),
-        path: "Content-Encoding".into(),
-    };
-    let scope = global();
-    // `new Response(bytes).body.pipeThrough(new DecompressionStream(format)).getReader()`
-    let response =
-        Reflect::construct(&function(&scope, "Response")?, &Array::of1(&Uint8Array::from(compressed))).map_err(js)?;
-    let source = get(&response, "body")?;
-    let stream = Reflect::construct(&function(&scope, "DecompressionStream")?, &Array::of1(&JsValue::from(format)))
-        .map_err(js)?;
-    let inflated = function(&source, "pipeThrough")?.call1(&source, &stream).map_err(js)?;
-    let reader = function(&inflated, "getReader")?.call0(&inflated).map_err(js)?;
-    let read = function(&reader, "read")?;
-    let mut out = Vec::new();
-    loop {
-        let promise: Promise = read.call0(&reader).map_err(js)?.dyn_into().map_err(js)?;
-        let chunk = JsFuture::from(promise).await.map_err(corrupt)?;
-        if get(&chunk, "done")?.is_truthy() {
-            return Ok(out);
-        }
-        let value = Uint8Array::new(&get(&chunk, "value")?);
-        if out.len() + value.length() as usize > limit {
-            // Stop the decompression here; the rest of the body is never inflated.
-            let _ = function(&reader, "cancel").and_then(|cancel| cancel.call0(&reader).map_err(js));
+    let mut chunks = req.stream().map_err(unreadable)?;
+    let mut received = 0usize;
+    let mut plain = Vec::new();
+    let mut inflater = coding.map(|c| Inflater::new(c, limit));
+    // Returning drops the stream, which cancels it: the rest of an over-long body is never read.
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        received += chunk.len();
+        if received > limit {
             return Err(ApiError::Body(BodyError::TooLarge { limit }));
         }
-        let start = out.len();
-        out.resize(start + value.length() as usize, 0);
-        value.copy_to(&mut out[start..]);
+        match &mut inflater {
+            Some(i) => i.push(&chunk).map_err(|e| inflate_error(e, limit))?,
+            None => plain.extend_from_slice(&chunk),
+        }
+    }
+    match inflater {
+        Some(i) => i.finish().map_err(|e| inflate_error(e, limit)),
+        None => Ok(plain),
+    }
+}
+
+fn inflate_error(e: InflateError, limit: usize) -> ApiError {
+    match e {
+        InflateError::TooLarge => ApiError::Body(BodyError::TooLarge { limit }),
+        InflateError::Corrupt(why) => ApiError::BadRequest {
+            code: "invalid_body_encoding",
+            message: format!("the body is not valid data of its Content-Encoding: {why}"),
+            path: "Content-Encoding".into(),
+        },
     }
 }
 
@@ -180,6 +158,22 @@ pub(crate) fn from_browser(req: &Request) -> bool {
         header("sec-fetch-mode").as_deref(),
         header("sec-fetch-dest").as_deref(),
     )
+}
+
+/// The key new profile ids are made with (`Identity::profile_id`): `EDGECDP_PROFILE_ID_SECRET`, or else one
+/// derived from `EDGECDP_COOKIE_SECRET`. Without either, profile ids could be computed from identities by anyone,
+/// so nothing is stored: a 503 until the Worker has a secret.
+pub(crate) fn profile_id_key(env: &Env) -> Result<ProfileIdKey, ApiError> {
+    let own = env.var("EDGECDP_PROFILE_ID_SECRET").map(|v| v.to_string()).unwrap_or_default();
+    if own.len() >= cookie::MIN_SECRET_BYTES {
+        return Ok(ProfileIdKey::of_secret(own.as_bytes()));
+    }
+    cookie::secret(env).map(|s| ProfileIdKey::of_secret(&s)).ok_or_else(|| {
+        ApiError::Unavailable(format!(
+            "profile ids need a secret: set EDGECDP_COOKIE_SECRET or EDGECDP_PROFILE_ID_SECRET (at least {} bytes)",
+            cookie::MIN_SECRET_BYTES
+        ))
+    })
 }
 
 pub(crate) fn server_key_from_browser(source: &str) -> ApiError {
