@@ -134,8 +134,12 @@ fn bench_profiles(c: &mut Criterion) {
         b.iter_batched(
             || heavy.clone(),
             |p| {
-                let groups =
-                    edgecdp::core::engine::merge::plan(vec![event.clone()], &Default::default(), &config.identity);
+                let groups = edgecdp::core::engine::merge::plan(
+                    vec![event.clone()],
+                    &Default::default(),
+                    &config.identity,
+                    &edgecdp::core::model::identity::ProfileIdKey::of_secret(b"bench"),
+                );
                 let g = groups.into_iter().next().expect("one group");
                 let req = ApplyRequest {
                     profile_id: g.profile_id,

@@ -8,11 +8,15 @@ use edgecdp::core::engine::ingest::Batch;
 use edgecdp::core::engine::merge::pending_links;
 use edgecdp::core::engine::write::{index_entry_stays, write};
 use edgecdp::core::model::consent::RequestSignals;
-use edgecdp::core::model::identity::Identity;
+use edgecdp::core::model::identity::{Identity, ProfileIdKey};
 use edgecdp::core::model::profile::Profile;
 use edgecdp::core::rules::Config;
 use edgecdp::core::wire::events::parse_batch;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The profile id secret of every test Worker (`tests/support/worker.mjs` sets `EDGECDP_PROFILE_ID_SECRET` to the
+/// same text), so that a case's profile ids are the same natively, under workerd and in Chromium.
+pub const TEST_PROFILE_ID_SECRET: &[u8] = b"edgecdp test profile ids, never a real secret";
 
 /// Profiles by id and the identity index, as a Worker's storage holds them.
 #[derive(Default)]
@@ -40,7 +44,7 @@ impl World {
             .collect();
         batch.admit(source, &[], &known, &BTreeSet::new(), now);
         let mut written_ids = Vec::new();
-        for group in batch.plan(&known, config) {
+        for group in batch.plan(&known, config, &ProfileIdKey::of_secret(TEST_PROFILE_ID_SECRET)) {
             let req = ApplyRequest {
                 profile_id: group.profile_id.clone(),
                 signals: signals.clone(),

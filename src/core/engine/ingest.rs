@@ -16,7 +16,7 @@ use crate::core::engine::merge::{
 };
 use crate::core::model::consent::Purpose;
 use crate::core::model::event::Event;
-use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::identity::{Identity, ProfileIdKey, ANONYMOUS_ID, USER_ID};
 use crate::core::model::trust::{vouch, Proof, RefusedClaim};
 use crate::core::rules::sources::{Source, SourceKind};
 use crate::core::rules::Config;
@@ -174,10 +174,11 @@ impl Batch {
     }
 
     /// Step 4: the writers' groups, in order. The events leave the batch; their indexes stay, by message id.
-    pub fn plan(&mut self, index: &BTreeMap<Identity, String>, config: &Config) -> Vec<Group> {
+    /// `ids` makes the ids of profiles the index does not know yet.
+    pub fn plan(&mut self, index: &BTreeMap<Identity, String>, config: &Config, ids: &ProfileIdKey) -> Vec<Group> {
         self.index_of = self.events.iter().zip(&self.positions).map(|(e, &i)| (e.message_id.clone(), i)).collect();
         self.positions.clear();
-        plan(std::mem::take(&mut self.events), index, &config.identity)
+        plan(std::mem::take(&mut self.events), index, &config.identity, ids)
     }
 
     /// Records that a writer refused the event `message_id` (its `field`, empty for the whole event).
@@ -325,7 +326,7 @@ mod tests {
         let config = config();
         let mut batch = Batch::prepare(parse_batch(body.as_bytes(), NOW).unwrap(), false, None, &config);
         batch.admit(&config.sources[1], &[], &BTreeMap::new(), &BTreeSet::new(), NOW);
-        let groups = batch.plan(&BTreeMap::new(), &config);
+        let groups = batch.plan(&BTreeMap::new(), &config, &ProfileIdKey::of_secret(b"test"));
         assert_eq!(groups.len(), MAX_PROFILES_PER_REQUEST);
         batch.refuse_by_message_id("m3", "profile_budget_exceeded", "no room".into(), "traits.x");
         batch.refuse_by_message_id("not-in-this-batch", "profile_budget_exceeded", "no room".into(), "");

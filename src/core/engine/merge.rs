@@ -9,7 +9,7 @@ use crate::core::engine::apply::{ApplyRequest, Link};
 use crate::core::model::consent::{ConsentChange, MAX_CONSENT_HISTORY};
 use crate::core::model::event::{Event, EventKind};
 use crate::core::model::history::MAX_RECENT_EVENTS;
-use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::identity::{Identity, ProfileIdKey, ANONYMOUS_ID, USER_ID};
 use crate::core::model::profile::{
     budget, MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_REFUSED, MAX_SEEN_MESSAGE_IDS,
     MAX_SPLITTABLE_MERGES,
@@ -410,14 +410,19 @@ pub fn identities_to_resolve(events: &[Event]) -> BTreeSet<Identity> {
 /// profile. Once an event links an identity, later events of the batch follow it to its new profile.
 /// Groups keep the order in which their profiles first appear, so earlier events are stored before a later
 /// event absorbs their profile.
-pub fn plan(events: Vec<Event>, index: &BTreeMap<Identity, String>, rules: &IdentityRules) -> Vec<Group> {
+pub fn plan(
+    events: Vec<Event>,
+    index: &BTreeMap<Identity, String>,
+    rules: &IdentityRules,
+    ids: &ProfileIdKey,
+) -> Vec<Group> {
     let mut resolved = index.clone();
     let mut groups: Vec<Group> = Vec::new();
     for event in events {
         let anonymous = event.anonymous_id.as_deref().map(|a| Identity::new(ANONYMOUS_ID, a));
         let user = event.user_id.as_deref().map(|u| Identity::new(USER_ID, u));
         let Some(routing) = user.clone().or(anonymous.clone()) else { continue };
-        let pid = resolved.get(&routing).cloned().unwrap_or_else(|| routing.profile_id());
+        let pid = resolved.get(&routing).cloned().unwrap_or_else(|| routing.profile_id(ids));
         let mut links = Vec::new();
         if let Some(u) = &user {
             let mut linked: Vec<Identity> = anonymous.into_iter().collect();
@@ -432,7 +437,7 @@ pub fn plan(events: Vec<Event>, index: &BTreeMap<Identity, String>, rules: &Iden
                 }
             }
             for l in linked {
-                let other = resolved.get(&l).cloned().unwrap_or_else(|| l.profile_id());
+                let other = resolved.get(&l).cloned().unwrap_or_else(|| l.profile_id(ids));
                 if other != pid {
                     links.push(Link {
                         because: u.clone(),
@@ -755,9 +760,10 @@ mod tests {
         .events;
         let mut index = BTreeMap::new();
         index.insert(Identity::new("user_id", "old-user"), "p_old".to_string());
-        let groups = plan(events, &index, &Config::default().identity);
-        let anon_a = Identity::new("anonymous_id", "A").profile_id();
-        let user = Identity::new("user_id", "U").profile_id();
+        let key = ProfileIdKey::of_secret(b"test");
+        let groups = plan(events, &index, &Config::default().identity, &key);
+        let anon_a = Identity::new("anonymous_id", "A").profile_id(&key);
+        let user = Identity::new("user_id", "U").profile_id(&key);
         let shape: Vec<(String, usize, Vec<String>)> = groups
             .iter()
             .map(|g| {
@@ -773,7 +779,7 @@ mod tests {
             vec![
                 (anon_a.clone(), 1, vec![]),
                 (user, 3, vec![format!("anonymous_id:A>{anon_a}"), "user_id:old-user>p_old".to_string()]),
-                (Identity::new("anonymous_id", "B").profile_id(), 1, vec![]),
+                (Identity::new("anonymous_id", "B").profile_id(&key), 1, vec![]),
             ],
             "the anonymous track after identify follows A to the user's profile"
         );
@@ -785,7 +791,7 @@ mod tests {
         let anonymous = phone();
         let body = r#"{"batch":[{"type":"identify","anonymousId":"phone","userId":"u9","context":{"consent":{"categoryPreferences":{"analytics":false}}}}]}"#;
         let events = parse_batch(body.as_bytes(), NOW).unwrap().events;
-        let groups = plan(events, &BTreeMap::new(), &config.identity);
+        let groups = plan(events, &BTreeMap::new(), &config.identity, &ProfileIdKey::of_secret(b"test"));
         let g = groups.into_iter().next().unwrap();
         let req =
             ApplyRequest { profile_id: g.profile_id, events: g.events, links: g.links, ..ApplyRequest::default() };

@@ -58,13 +58,30 @@ impl Identity {
         ["erased:", &hex(&Sha256::digest(self.key().as_bytes()))].concat()
     }
 
-    /// The profile id that this identity names when it is the first one seen.
-    pub fn profile_id(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(b"edgecdp/profile\0");
-        h.update(self.key().as_bytes());
-        let digest = h.finalize();
-        ["p_", &hex(&digest[..16])].concat()
+    /// The profile id that this identity names when it is the first one seen: keyed with a Worker secret
+    /// (`ProfileIdKey`), so that it is the same for concurrent first events of one person (they reach one
+    /// writer) but nobody who knows a user id can compute, and so confirm, that person's profile id. Profiles made
+    /// before the key keep their (unkeyed) ids: the identity index leads to them, not this function.
+    pub fn profile_id(&self, key: &ProfileIdKey) -> String {
+        let mac = hmac_sha256(&key.0, ["edgecdp/profile\0", &self.key()].concat().as_bytes());
+        ["p_", &hex(&mac[..16])].concat()
+    }
+}
+
+/// The key new profile ids are made with (`Identity::profile_id`), derived from a Worker secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProfileIdKey([u8; 32]);
+
+impl std::fmt::Debug for ProfileIdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProfileIdKey(..)")
+    }
+}
+
+impl ProfileIdKey {
+    /// The key for a secret; the secret itself is never used directly, so the same one may sign cookies too.
+    pub fn of_secret(secret: &[u8]) -> ProfileIdKey {
+        ProfileIdKey(hmac_sha256(secret, b"edgecdp/profile-id-key"))
     }
 }
 
@@ -151,9 +168,19 @@ mod tests {
         let id = Identity::parse_key("user_id:a:b").unwrap();
         assert_eq!(id, Identity::new("user_id", "a:b"));
         assert_eq!(id.key(), "user_id:a:b");
-        assert_eq!(id.profile_id(), Identity::new("user_id", "a:b").profile_id());
-        assert_ne!(id.profile_id(), Identity::new("anonymous_id", "a:b").profile_id());
-        assert_eq!(id.profile_id().len(), 34);
+        let key = ProfileIdKey::of_secret(b"a profile id secret");
+        assert_eq!(id.profile_id(&key), Identity::new("user_id", "a:b").profile_id(&key));
+        assert_ne!(id.profile_id(&key), Identity::new("anonymous_id", "a:b").profile_id(&key));
+        assert_eq!(id.profile_id(&key).len(), 34);
+        // Without the secret, a profile id cannot be computed from an identity: another key, another id, and not
+        // the unkeyed digest ids were once made with.
+        let other = ProfileIdKey::of_secret(b"another secret");
+        assert_ne!(id.profile_id(&key), id.profile_id(&other));
+        let mut unkeyed = Sha256::new();
+        unkeyed.update(b"edgecdp/profile\0");
+        unkeyed.update(id.key().as_bytes());
+        let unkeyed = ["p_", &hex(&unkeyed.finalize()[..16])].concat();
+        assert_ne!(id.profile_id(&key), unkeyed);
         assert!(Identity::parse_key("nocolon").is_none());
         assert!(Identity::parse_key("Bad Type:x").is_none());
         assert!(Identity::parse_key("user_id:").is_none());

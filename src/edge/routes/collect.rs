@@ -128,7 +128,7 @@ pub(crate) async fn collect(
     batch.admit(source, &secrets, &index, &erased, received);
     // The cookie is for an id this browser owns: one a valid cookie already proves, or one the request made.
     let new_anonymous_ids = batch.new_anonymous_ids(&index);
-    let groups = batch.plan(&index, &config);
+    let groups = batch.plan(&index, &config, &crate::edge::request::profile_id_key(env)?);
     // The visitor's time zone matters only to journeys (quiet hours, local-time windows): without any, the
     // runtime's `Intl` is not asked.
     let signals = if config.journeys.is_empty() { signals(&req, env) } else { signals_with_zone(&req, env) };
