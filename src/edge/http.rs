@@ -41,6 +41,11 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// 429: too many failed attempts at an admin credential from this address (`objects::guard`), with the
+    /// seconds to wait (its `Retry-After` header).
+    TooManyRequests {
+        retry_after_seconds: u64,
+    },
     /// 405, with the methods the resource does answer (its `Allow` header).
     MethodNotAllowed(&'static str),
     /// 415: a body in a content coding the Worker does not read (`Content-Encoding: br`).
@@ -75,6 +80,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(methods) => Some(*methods),
             _ => None,
         };
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after_seconds } => Some(*retry_after_seconds),
+            _ => None,
+        };
         let (status, code, message, path, extra) = match self {
             ApiError::Body(e) => {
                 let status = if matches!(e, BodyError::TooLarge { .. }) { 413 } else { 400 };
@@ -93,6 +102,12 @@ impl ApiError {
             ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
             ApiError::Conflict { code, message } => (409, code, message, String::new(), None),
             ApiError::PreconditionFailed { code, message } => (412, code, message, String::new(), None),
+            ApiError::TooManyRequests { retry_after_seconds } => {
+                let message = format!(
+                    "too many failed attempts at an admin credential from this address; retry in {retry_after_seconds} s"
+                );
+                (429, "too_many_attempts", message, String::new(), None)
+            }
             ApiError::MethodNotAllowed(_) => {
                 (405, "method_not_allowed", "method not allowed on this path".to_string(), String::new(), None)
             }
@@ -141,6 +156,9 @@ impl ApiError {
         let mut resp = json_response(status, &body)?;
         if let Some(methods) = allow {
             resp.headers_mut().set("allow", methods)?;
+        }
+        if let Some(seconds) = retry_after {
+            resp.headers_mut().set("retry-after", &seconds.to_string())?;
         }
         Ok(resp)
     }
@@ -225,7 +243,14 @@ pub async fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiEr
     }
     let sent = req.headers().get("authorization")?.unwrap_or_default();
     // The bearer token (scripts), or the console's session (`edge::session`: HttpOnly cookie, CSRF for changes).
-    if carries_admin_token(env, &sent) || crate::edge::session::authorized(req, env).await? {
+    let ok = carries_admin_token(env, &sent) || crate::edge::session::authorized(req, env).await?;
+    // Every attempt with a credential counts (`objects::guard`): a wrong one as a failure, and none is judged
+    // while its address has failed too often. A request with no credential at all guesses nothing.
+    let attempted = bearer(&sent).is_some() || crate::edge::session::presented(req);
+    if attempted {
+        crate::edge::objects::guard::attempt(env, req, ok).await?;
+    }
+    if ok {
         Ok(())
     } else {
         Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "missing or wrong admin bearer token" })

@@ -34,6 +34,7 @@ use worker::{event, Context, Env, Method, Request, Response};
 
 pub use objects::config_object::ConfigObject;
 pub use objects::experiments::ExperimentObject;
+pub use objects::guard::GuardObject;
 pub use objects::profile_object::ProfileObject;
 
 #[event(fetch)]

@@ -79,6 +79,11 @@ async fn current(req: &Request, env: &Env) -> Result<Option<J>, ApiError> {
     Ok((live && same_token).then_some(record))
 }
 
+/// Whether the request carries a console session cookie at all (valid or not): an attempt, for the guard.
+pub fn presented(req: &Request) -> bool {
+    cookie(req).is_some()
+}
+
 /// Whether the request is an admin's by its console session (see the module). A session used for a change
 /// without its CSRF token, or from another origin, is refused outright.
 pub async fn authorized(req: &Request, env: &Env) -> Result<bool, ApiError> {
@@ -134,7 +139,9 @@ pub async fn sign_in(mut req: Request, env: &Env) -> ApiResult {
             path: "token".into(),
         });
     };
-    if !constant_time_eq(sent.as_bytes(), token.as_bytes()) {
+    let ok = constant_time_eq(sent.as_bytes(), token.as_bytes());
+    crate::edge::objects::guard::attempt(env, &req, ok).await?;
+    if !ok {
         return Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "wrong admin token" });
     }
     let session = random_token(32)?;

@@ -2,6 +2,7 @@
 //! no configuration: what a rule decides comes in as plain values.
 
 pub mod aggregate;
+pub mod attempts;
 pub mod audience;
 pub mod consent;
 pub mod contact;

@@ -1,9 +1,10 @@
-//! The Worker's Durable Objects: one per profile (its serialized writer), one per experiment (its counts), and
-//! the configuration's writer (its versions).
+//! The Worker's Durable Objects: one per profile (its serialized writer), one per experiment (its counts), the
+//! configuration's writer (its versions), and one per client address that guesses at the admin token (`guard`).
 
 #[path = "config.rs"]
 pub mod config_object;
 pub mod experiments;
+pub mod guard;
 #[path = "profile.rs"]
 pub mod profile_object;
 

@@ -1,0 +1,72 @@
+//! The guard against guessing the admin token: one Durable Object per client address (`attempts::client_bucket`)
+//! that counts failed attempts (`core::model::attempts`) and says whether the next may be judged. Every attempt
+//! at an admin credential (`POST /v1/session`, a Bearer token or a console session on an admin route) reports
+//! here with its outcome, and past ten failures a minute the address gets `429` with `Retry-After`, whatever it
+//! sends, the right token included. Who may call: only this Worker (Durable Objects have no public address).
+
+use crate::core::model::attempts::{client_bucket, Attempts, Verdict};
+use crate::edge::http::ApiError;
+use crate::edge::objects::{call, get_text};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
+
+const BINDING: &str = "GUARD";
+/// Storage key of the failures, a JSON array of milliseconds.
+const FAILURES_KEY: &str = "failures";
+
+/// Reports an attempt at an admin credential and its outcome (`ok`): `Ok(())` to go on judging it as usual, or
+/// `429` when the caller's address has failed too often. The object is asked even for a right credential, since
+/// a right guess after a thousand wrong ones must not pass either.
+pub async fn attempt(env: &Env, req: &Request, ok: bool) -> std::result::Result<(), ApiError> {
+    let address = req.headers().get("cf-connecting-ip").ok().flatten();
+    let bucket = client_bucket(address.as_deref());
+    let (status, body) =
+        call(env, BINDING, &bucket, Method::Post, "", Some(if ok { b"ok" } else { b"fail" }), None).await?;
+    if status != 200 {
+        return Err(ApiError::Unavailable(format!("the attempts guard answered {status}")));
+    }
+    let seconds: u64 = std::str::from_utf8(&body).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if seconds > 0 {
+        return Err(ApiError::TooManyRequests { retry_after_seconds: seconds });
+    }
+    Ok(())
+}
+
+#[durable_object]
+pub struct GuardObject {
+    state: State,
+}
+
+impl DurableObject for GuardObject {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state }
+    }
+
+    /// `POST` with `ok` or `fail`: answers `0` to go on, or the seconds to wait.
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let ok = req.text().await? == "ok";
+        let storage = self.state.storage();
+        let seconds = self
+            .state
+            .block_concurrency_while(async move {
+                let stored = get_text(&storage, FAILURES_KEY).await?.unwrap_or_default();
+                let failures: Vec<i64> = serde_json::from_str(&stored).unwrap_or_default();
+                let mut attempts = Attempts { failures: failures.into() };
+                let now = crate::edge::request::now();
+                let seconds = match attempts.verdict(now) {
+                    Verdict::Wait { retry_after_seconds } => retry_after_seconds,
+                    Verdict::Go if ok => 0,
+                    Verdict::Go => {
+                        attempts.fail(now);
+                        0
+                    }
+                };
+                if !ok {
+                    let failures: Vec<i64> = attempts.failures.into_iter().collect();
+                    storage.put_raw(FAILURES_KEY, serde_json::to_string(&failures)?).await?;
+                }
+                Ok::<u64, worker::Error>(seconds)
+            })
+            .await?;
+        Response::ok(seconds.to_string())
+    }
+}
