@@ -416,4 +416,20 @@ mod tests {
         assert_eq!((moved[0].cause, moved[0].entered, moved[0].at), (Cause::Configuration, false, NOW + 6 * HOUR));
         assert_eq!(p.audiences.due, Some(NOW + 10 * HOUR));
     }
+
+    /// The wake's edges, one row each: an alarm at exactly the instant due moves the profile then (an alarm
+    /// is set for that instant, so a wake that did nothing there would be set again for the same instant, for
+    /// ever), and a millisecond earlier nothing moves.
+    #[test]
+    fn a_wake_at_exactly_the_instant_due_moves_the_profile() {
+        let config =
+            compile_str(r#"{"segments": [{"id": "quiet", "when": {"inactiveFor": "1h"}}]}"#).expect("compiles");
+        for (woken_at, moved) in [(NOW + HOUR - 1, 0), (NOW + HOUR, 1), (NOW + HOUR + 1, 1)] {
+            let mut p = Profile::new("p".into(), NOW);
+            track(&config, &mut p, NOW, Cause::Event);
+            let out = catch_up(&config, &mut p, woken_at);
+            assert_eq!(out.len(), moved, "woken at due{:+}", woken_at - (NOW + HOUR));
+            assert_eq!(p.audiences.due.is_some(), moved == 0, "woken at due{:+}", woken_at - (NOW + HOUR));
+        }
+    }
 }

@@ -589,6 +589,43 @@ mod tests {
         .map(|_| ())
     }
 
+    /// Consent after a merge, one row per purpose: the newer decision wins, whichever profile holds it, a refusal
+    /// as much as a grant; a purpose only one profile decided keeps that decision; and a split gives the
+    /// survivor back the decision it had.
+    #[test]
+    fn a_merge_keeps_the_newer_consent_decision_per_purpose() {
+        use crate::core::model::consent::{Grant, Purpose};
+        let grant = |granted: bool, at: Millis| Grant { granted, at, source: "test".into() };
+        // purpose, the survivor's decision, the absorbed profile's, the decision after the merge.
+        type Row = (Purpose, Option<(bool, Millis)>, Option<(bool, Millis)>, Option<(bool, Millis)>);
+        let rows: [Row; 4] = [
+            (Purpose::Marketing, Some((true, 10)), Some((false, 20)), Some((false, 20))),
+            (Purpose::Advertising, Some((false, 30)), Some((true, 20)), Some((false, 30))),
+            (Purpose::Personalization, None, Some((true, 5)), Some((true, 5))),
+            (Purpose::Analytics, Some((true, 7)), None, Some((true, 7))),
+        ];
+        let mut user = Profile::new("p_user".into(), 0);
+        user.identities.push(Identity::new("user_id", "u1"));
+        let mut other = Profile::new("p_other".into(), 0);
+        other.identities.push(Identity::new("anonymous_id", "x"));
+        for (purpose, ours, theirs, _) in rows {
+            if let Some((g, at)) = ours {
+                user.consent.grants.insert(purpose, grant(g, at));
+            }
+            if let Some((g, at)) = theirs {
+                other.consent.grants.insert(purpose, grant(g, at));
+            }
+        }
+        let before = user.consent.grants.clone();
+        merge_into_u1(&mut user, other, &Config::default().identity, "x", "m").unwrap();
+        for (purpose, _, _, want) in rows {
+            let got = user.consent.grants.get(&purpose).map(|g| (g.granted, g.at));
+            assert_eq!(got, want, "{purpose:?}");
+        }
+        split(&mut user, "p_other").unwrap();
+        assert_eq!(user.consent.grants, before, "a split gives the survivor back its own decisions");
+    }
+
     fn phone() -> Profile {
         profile(
             "p_phone",

@@ -769,6 +769,43 @@ mod tests {
         p
     }
 
+    /// Every attribute that holds one URL, written out here apart from `URL_ATTRIBUTES`: a `javascript:` value in
+    /// any of them renders as `about:invalid`, so dropping one from the list fails this row, not a visitor.
+    #[test]
+    fn every_url_attribute_refuses_a_script_url() {
+        let attributes = [
+            ("a", "href"),
+            ("img", "src"),
+            ("form", "action"),
+            ("button", "formaction"),
+            ("input", "formaction"),
+            ("video", "poster"),
+            ("blockquote", "cite"),
+            ("td", "background"),
+            ("a", "data"),
+            ("img", "longdesc"),
+            ("a", "codebase"),
+            ("html", "manifest"),
+            ("command", "icon"),
+            ("img", "lowsrc"),
+            ("img", "dynsrc"),
+            ("a", "xlink:href"),
+            ("button", "FormAction"),
+        ];
+        for (tag, attribute) in attributes {
+            let t = Template::compile(&format!(r#"<{tag} {attribute}="{{{{traits.x}}}}">"#)).unwrap();
+            for bad in ["javascript:alert(1)", " JavaScript:alert(1)", "data:text/html,<script>x</script>"] {
+                assert_eq!(
+                    t.render(Some(&with_x(bad))),
+                    format!(r#"<{tag} {attribute}="about:invalid">"#),
+                    "{tag} {attribute} with {bad:?}"
+                );
+            }
+            assert_eq!(t.render(Some(&with_x("/ok"))), format!(r#"<{tag} {attribute}="/ok">"#), "{tag} {attribute}");
+        }
+        assert_eq!(URL_ATTRIBUTES.len(), 15, "a new URL attribute gets its row above");
+    }
+
     #[test]
     fn values_are_escaped_for_where_they_sit() {
         // (template, the value of traits.x, what renders)
