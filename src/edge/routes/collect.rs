@@ -238,15 +238,25 @@ pub(crate) async fn segment_settings(req: Request, env: &Env, key: &str) -> ApiR
     let (_, config) = kv::config(env).await?;
     let source = browser_source(&config, key)?;
     let origin = origin_allowed_by(&req, |o| source.allows_origin(o))?;
-    let href = crate::edge::request::href(&req);
-    let url = crate::core::base::url::UrlParts::of(&href).unwrap_or(crate::core::base::url::UrlParts {
-        scheme: "https",
-        host: "",
-        path: "/",
-        query: None,
-    });
-    let body = crate::core::wire::settings::segment_settings(key, &format!("{}/v1", url.host), url.scheme);
-    Ok(with_cors(json_response(200, &body)?, origin.as_deref())?)
+    // Where events go: the configured public origin (`EDGECDP_PUBLIC_ORIGIN`, checked like `delivery.origin`)
+    // when there is one, so a forged `Host` cannot point analytics.js elsewhere; else the address this request
+    // reached, which on Cloudflare is a host the zone routes to this Worker. The answer varies with `Host` then.
+    let configured = env.var("EDGECDP_PUBLIC_ORIGIN").ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
+    let configured = match configured {
+        Some(v) => Some(
+            crate::core::rules::delivery::parse_origin(&v)
+                .map_err(|why| ApiError::Unavailable(format!("EDGECDP_PUBLIC_ORIGIN {v:?} is not an origin: {why}")))?,
+        ),
+        None => None,
+    };
+    let own = configured.clone().or_else(|| crate::edge::http::own_origin(&req)).unwrap_or_default();
+    let (scheme, host) = own.split_once("://").unwrap_or(("https", own.as_str()));
+    let body = crate::core::wire::settings::segment_settings(key, &format!("{host}/v1"), scheme);
+    let mut resp = with_cors(json_response(200, &body)?, origin.as_deref())?;
+    if configured.is_none() {
+        resp.headers_mut().append("vary", "Host")?;
+    }
+    Ok(resp)
 }
 
 /// A browser source by its write key: what a settings document may be given for (a server key never is).
