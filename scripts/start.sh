@@ -18,15 +18,39 @@ fi
 args=(dev --ip 127.0.0.1 --port "$PORT" --persist-to "$ROOT/.wrangler/state" --show-interactive-dev-session=false
   --var EDGECDP_COUNTRY_SOURCE:header)
 # Secrets: in production they are Worker secrets (SECURITY.md). Locally each is taken from the environment, or
-# made once and kept beside the local data, so that restarts keep visitors' cookies and tokens valid.
+# made once and kept beside the local data, so that restarts keep visitors' cookies and tokens valid. They reach
+# wrangler in a file that only this user can read (--env-file), never on its command line, which every user of the
+# machine can read (`ps`). mktemp creates the file 0600; it lives as long as wrangler, which reads it again each
+# time it reloads the Worker, and is removed when this script ends (Ctrl-C included). With --env-file, wrangler
+# reads no .dev.vars.
+mkdir -p "$ROOT/.wrangler"
+secrets_file="$(umask 077 && mktemp "$ROOT/.wrangler/dev-secrets.XXXXXX")"
+sink_pid=""
+cleanup() {
+  rm -f "$secrets_file"
+  if [ -n "$sink_pid" ]; then kill "$sink_pid" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+args+=(--env-file "$secrets_file")
+# Appends NAME=value to the secrets file as wrangler reads it (dotenv, then dotenv-expand, which would take `$X`
+# for another variable): inside a quote the value does not hold, with every `$` escaped. tests/support/worker.mjs's
+# envFileLine writes the same; a value that cannot be written so is refused rather than changed.
+dev_secret() {
+  local name="$1" value="$2" quote="'"
+  if [[ "$value" == *"'"* ]]; then quote='`'; fi
+  if [[ "$value" == *"$quote"* || "$value" == *$'\r'* || "$value" == *'\' ]]; then
+    log "$name cannot be written to an env file: it holds both ' and \`, a carriage return, or ends with \\"
+    exit 1
+  fi
+  printf '%s=%s%s%s\n' "$name" "$quote" "${value//\$/\\\$}" "$quote" >> "$secrets_file"
+}
 local_secret() {
   local name="$1" file="$ROOT/.wrangler/$2"
   if [ -z "${!name:-}" ]; then
-    mkdir -p "$ROOT/.wrangler"
     [ -s "$file" ] || (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$file")
     printf -v "$name" '%s' "$(cat "$file")"
   fi
-  args+=(--var "$name:${!name}")
+  dev_secret "$name" "${!name}"
 }
 # The first-party cookie's signing key.
 local_secret EDGECDP_COOKIE_SECRET cookie-secret
@@ -36,20 +60,22 @@ local_secret EDGECDP_IDENTITY_SECRET identity-secret
 # secretEnv and writeKeyEnv); a receiver on port 8789 verifies and prints what they send.
 if [ -z "${EDGECDP_DEMO_WEBHOOK_SECRET:-}" ]; then
   file="$ROOT/.wrangler/demo-webhook-secret"
-  mkdir -p "$ROOT/.wrangler"
   [ -s "$file" ] || (umask 077 && printf 'whsec_%s' "$(head -c 24 /dev/urandom | base64)" > "$file")
   EDGECDP_DEMO_WEBHOOK_SECRET="$(cat "$file")"
 fi
-args+=(--var "EDGECDP_DEMO_WEBHOOK_SECRET:$EDGECDP_DEMO_WEBHOOK_SECRET")
+dev_secret EDGECDP_DEMO_WEBHOOK_SECRET "$EDGECDP_DEMO_WEBHOOK_SECRET"
 local_secret EDGECDP_DEMO_FORWARD_KEY demo-forward-key
 if [ "${EDGECDP_DEMO_SINK:-1}" = 1 ]; then
-  node "$ROOT/scripts/webhook-sink.mjs" 8789 "$EDGECDP_DEMO_WEBHOOK_SECRET" &
-  trap 'kill $! 2>/dev/null' EXIT
+  # The receiver takes the secret from its environment, not as an argument, for the same reason.
+  EDGECDP_DEMO_WEBHOOK_SECRET="$EDGECDP_DEMO_WEBHOOK_SECRET" node "$ROOT/scripts/webhook-sink.mjs" 8789 &
+  sink_pid=$!
 fi
 if [ -n "${EDGECDP_ADMIN_TOKEN:-}" ]; then
-  args+=(--var "EDGECDP_ADMIN_TOKEN:$EDGECDP_ADMIN_TOKEN")
+  dev_secret EDGECDP_ADMIN_TOKEN "$EDGECDP_ADMIN_TOKEN"
 else
   log "EDGECDP_ADMIN_TOKEN is not set: admin endpoints (profiles, config) will answer 401"
 fi
 log "serving http://127.0.0.1:$PORT/ (demo site) and http://127.0.0.1:$PORT/v1/*"
-wrangler "${args[@]}"
+# Pinned to wrangler's defaults, so that a shell setting can neither make wrangler skip the secrets file nor hand
+# the whole environment to the Worker.
+CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV=true CLOUDFLARE_INCLUDE_PROCESS_ENV=false wrangler "${args[@]}"

@@ -4,7 +4,8 @@
 // key), and can be told to fail or stall a path, as real receivers do. Tests start one per file
 // (tests/e2e/journeys.test.mjs), the benchmark one per run, and `npm start` one for the demo on port 8789.
 //
-//   node scripts/webhook-sink.mjs [port] [secret]   (prints each message the demo's journeys send)
+//   EDGECDP_DEMO_WEBHOOK_SECRET=whsec_... node scripts/webhook-sink.mjs [port]   (prints each message the demo's
+//   journeys send). The secret may also be the second argument, but every user of the machine sees arguments (`ps`).
 import { createServer } from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 

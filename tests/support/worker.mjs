@@ -1,8 +1,13 @@
 // Starts the real Worker under workerd (`wrangler dev`) for a test file: a free loopback port, its own local
 // KV and Durable Object storage in a fresh directory, an admin token, and the demo configuration loaded through
 // the admin API. Nothing is mocked.
+//
+// The Worker's secrets reach wrangler in a file only this user can read (`--env-file`), never as `--var` on its
+// command line, which every user of the machine can read (`ps`, /proc/<pid>/cmdline). Each Worker has its own
+// file beside its state, because tests run several Workers at once, with different secrets; one shared `.dev.vars`
+// would give them all the same. tests/e2e/secrets.test.mjs holds that.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,10 +35,11 @@ async function waitForHealth(url, child, logs, timeoutMs) {
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}:\n${logs.join('')}`);
     try {
-      const r = await fetch(`${url}/healthz`);
+      // Bounded, because a Worker that failed to load may take the connection and never answer.
+      const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5000) });
       if (r.status === 200) return;
     } catch {
-      // Not listening yet.
+      // Not listening yet, or not answering.
     }
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -41,10 +47,28 @@ async function waitForHealth(url, child, logs, timeoutMs) {
 }
 
 /**
+ * One `NAME=value` line of a file wrangler reads with `--env-file`, which it parses with dotenv and then expands
+ * with dotenv-expand (`$NAME` and `${NAME}` stand for other values there, `\$` for a dollar sign). The value goes
+ * inside a quote it does not contain, so that spaces, `#` and new lines are kept, and every `$` is escaped, so
+ * that none is expanded; a value the format cannot carry is refused rather than handed to the Worker changed.
+ */
+export function envFileLine(name, value) {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`${name} is not a variable name`);
+  const quote = ["'", '`'].find((q) => !value.includes(q));
+  // dotenv turns every carriage return into a new line, and a backslash before the closing quote would let the
+  // quoted value run on into the next line.
+  if (!quote || value.includes('\r') || value.endsWith('\\')) {
+    throw new Error(`${name} cannot be written to an env file: it holds both ' and \`, a carriage return, or ends with \\`);
+  }
+  return `${name}=${quote}${value.replaceAll('$', '\\$')}${quote}\n`;
+}
+
+/**
  * @param {{adminToken?: string|null, config?: object|null, vars?: Record<string, string>}} [options]
  *   adminToken: null starts the Worker without one (admin endpoints then answer 401).
  *   config: the configuration to load; defaults to config/demo.json; null loads none.
- *   vars: more Worker variables (`EDGECDP_LOG_KV_WRITES`, say).
+ *   vars: more Worker variables (`EDGECDP_LOG_KV_WRITES`, say); they go through the secrets file too, since
+ *   some of them are secrets (a destination's signing key).
  */
 export async function startWorker(options = {}) {
   // workerd fails to start, now and then, when a port chosen free was taken again before it bound it (the
@@ -63,24 +87,43 @@ async function startWorkerOnce(options) {
   const adminToken = options.adminToken === undefined ? randomBytes(16).toString('hex') : options.adminToken;
   // The secret a site's backend shares with edgecdp to sign identity tokens (tests make tokens with it).
   const identitySecret = randomBytes(32).toString('hex');
+  const cookieSecret = randomBytes(24).toString('hex');
   const serverKey = `sk_${randomBytes(24).toString('hex')}`;
   const port = await freePort();
   // The Worker's V8 inspector (DevTools protocol), for CPU profiles of the Worker (scripts, by hand).
   const inspectorPort = await freePort();
   mkdirSync(join(ROOT, 'tests', '.tmp'), { recursive: true });
   const state = mkdtempSync(join(ROOT, 'tests', '.tmp', 'state-'));
+  // mkdtemp makes the directory 0700 and the file is created 0600 (never wider, whatever the umask), so no other
+  // user can read the secrets at any moment. It stays until the Worker stops: wrangler reads it again whenever it
+  // reloads the Worker. With --env-file, wrangler reads no .dev.vars, so a developer's own file changes nothing.
+  const secretsDir = mkdtempSync(join(ROOT, 'tests', '.tmp', 'secrets-'));
+  const secretsFile = join(secretsDir, 'worker.env');
+  const secrets = { EDGECDP_COOKIE_SECRET: cookieSecret, EDGECDP_IDENTITY_SECRET: identitySecret,
+    // One fixed key for new profile ids in every test Worker (tests/common/mod.rs's TEST_PROFILE_ID_SECRET), so
+    // that a case's profile ids are the same natively, under workerd and in Chromium.
+    EDGECDP_PROFILE_ID_SECRET: 'edgecdp test profile ids, never a real secret',
+    ...(adminToken ? { EDGECDP_ADMIN_TOKEN: adminToken } : {}), ...options.vars };
+  try {
+    writeFileSync(secretsFile, Object.entries(secrets).map(([name, value]) => envFileLine(name, String(value))).join(''),
+      { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    rmSync(secretsDir, { recursive: true, force: true });
+    rmSync(state, { recursive: true, force: true });
+    throw e;
+  }
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
     '--inspector-port', String(inspectorPort), '--log-level', 'warn', '--show-interactive-dev-session=false',
     // Offline, wrangler dev fakes request.cf with country US; tests choose the country with a header instead.
     '--var', 'EDGECDP_COUNTRY_SOURCE:header',
-    '--var', `EDGECDP_COOKIE_SECRET:${randomBytes(24).toString('hex')}`,
-    '--var', `EDGECDP_IDENTITY_SECRET:${identitySecret}`];
-  if (adminToken) args.push('--var', `EDGECDP_ADMIN_TOKEN:${adminToken}`);
+    '--env-file', secretsFile];
   // Another Worker in the same workerd and wrangler (scripts/bench-floor.mjs's JavaScript floor).
   if (options.wranglerConfig) args.push('--config', options.wranglerConfig);
-  for (const [name, value] of Object.entries(options.vars || {})) args.push('--var', `${name}:${value}`);
+  // The two CLOUDFLARE_* settings are wrangler's defaults, pinned so that a developer's shell cannot make wrangler
+  // skip the secrets file or hand the whole environment to the Worker, where it would override the file's values.
   const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' } });
+    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1', CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV: 'true',
+      CLOUDFLARE_INCLUDE_PROCESS_ENV: 'false' } });
   const logs = [];
   const keep = (d) => { logs.push(d.toString()); if (logs.length > 200) logs.shift(); };
   child.stdout.on('data', keep);
@@ -93,6 +136,7 @@ async function startWorkerOnce(options) {
       try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
     }
     rmSync(state, { recursive: true, force: true });
+    rmSync(secretsDir, { recursive: true, force: true });
   };
   try {
     await waitForHealth(url, child, logs, 60_000);
@@ -120,18 +164,21 @@ async function startWorkerOnce(options) {
     await stop();
     throw e;
   }
-  return { url, adminToken, identitySecret, serverKey, stop, logs, state, pid: child.pid, inspectorPort };
+  return { url, adminToken, identitySecret, cookieSecret, serverKey, stop, logs, state, secretsFile, pid: child.pid,
+    inspectorPort };
 }
 
 /**
  * An identity token as a site's backend makes one: an HS256 JWT with `sub` and `exp` (seconds), signed with the
- * Worker's identity secret. `options.secret`, `options.exp` and `options.alg` make the bad ones tests need.
+ * Worker's identity secret. `options.secret`, `options.exp` and `options.alg` make the bad ones tests need;
+ * `options.claims` adds claims (`email` with `email_verified`, which proves a contact point).
  */
 export function identityToken(w, userId, options = {}) {
   const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
   const now = Math.floor(Date.now() / 1000);
   const head = b64({ alg: options.alg || 'HS256', typ: 'JWT' });
-  const body = b64({ sub: userId, iat: now, exp: options.exp === undefined ? now + 3600 : options.exp });
+  const body = b64({ sub: userId, iat: now, exp: options.exp === undefined ? now + 3600 : options.exp,
+    ...options.claims });
   const signature = createHmac('sha256', options.secret || w.identitySecret).update(`${head}.${body}`).digest('base64url');
   return `${head}.${body}.${signature}`;
 }
