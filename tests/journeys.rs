@@ -1,7 +1,7 @@
 //! Journey cases as data, in simulated time: each directory under `tests/journeys/` holds `timeline.jsonl` (what
 //! happens, in order, each line with its instant `at`), `expected.json` (`until`, then the log of what left and
 //! the journeys each person ends with) and `config.json` (when absent, the demo configuration `config/demo.json`,
-//! whose example journeys are the use cases of `../shared/use-cases.md`; a `config.json` may extend it with
+//! whose journeys handle abandoned carts, repeat views, inactivity, churn, flights; a `config.json` may extend it with
 //! `"$extends"`).
 //!
 //! The runner plays what the Worker does, through the same core functions: each event through the write path

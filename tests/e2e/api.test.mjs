@@ -1,4 +1,4 @@
-// The HTTP contract (shared/api.md) against the real Worker under workerd, with local KV and Durable Objects.
+// The HTTP contract (schema/openapi.json) against the real Worker under workerd, with local KV and Durable Objects.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWorker, getProfile } from '../support/worker.mjs';
