@@ -323,6 +323,27 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
+    /// Each purpose's word reads back as that purpose, in any case; the words are the contract of every consent
+    /// map (`context.consent`, the profile's `consent`, `destinations[].purpose`).
+    #[test]
+    fn purpose_words_read_back() {
+        let all = [
+            Purpose::Necessary,
+            Purpose::Analytics,
+            Purpose::Personalization,
+            Purpose::Advertising,
+            Purpose::Marketing,
+        ];
+        let names = all.map(Purpose::name);
+        assert_eq!(names, ["necessary", "analytics", "personalization", "advertising", "marketing"]);
+        for p in all {
+            assert_eq!(Purpose::parse(p.name()), Some(p));
+            assert_eq!(Purpose::parse(&p.name().to_ascii_uppercase()), Some(p));
+        }
+        assert_eq!(Purpose::parse("personalisation"), Some(Purpose::Personalization));
+        assert_eq!(Purpose::parse("C0002"), None);
+    }
+
     #[test]
     fn opt_in_refuses_until_granted_and_opt_out_grants_until_refused() {
         let mut policy = ConsentPolicy::default();

@@ -94,6 +94,12 @@ mod tests {
     }
 
     #[test]
+    fn each_prover_has_its_own_name() {
+        let names = [ProvenBy::Server, ProvenBy::Token, ProvenBy::Configuration].map(ProvenBy::name);
+        assert_eq!(names, ["server", "token", "configuration"]);
+    }
+
+    #[test]
     fn a_proof_holds_only_for_the_value_it_proved() {
         let mut c = Contacts::default();
         c.prove("email", &text("ana@example.com"), 5, ProvenBy::Server);
@@ -121,6 +127,11 @@ mod tests {
         };
         survivor.absorb(&other, now);
         assert_eq!(survivor.proofs["email"].by, ProvenBy::Token);
+        // A survivor with no proof of its own value does not take the proof of a value that lost.
+        let mut bare = Contacts::default();
+        bare.absorb(&other, now);
+        assert!(!bare.proofs.contains_key("phone"), "+200 lost to +100: its proof stays behind");
+        assert_eq!(bare.proofs["email"].by, ProvenBy::Token);
         assert!(survivor.proof_of("email", &text("new@example.com")).is_some());
         assert!(survivor.proof_of("phone", &text("+100")).is_some(), "the survivor's own proof stays");
         assert!(!survivor.proofs.contains_key("whatsapp"));

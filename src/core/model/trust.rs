@@ -390,6 +390,41 @@ mod tests {
                 Err(ClaimError::TokenForAnotherUser),
             ),
         ];
+        // The edges: exactly at the leeway, and tokens exactly as long as allowed and one byte longer.
+        let edge_rows: [(&str, serde_json::Value, Result<(), ClaimError>); 2] = [
+            (
+                "exp exactly a leeway ago",
+                serde_json::json!({"sub": "alice", "exp": s(NOW - CLOCK_LEEWAY_MS)}),
+                Err(ClaimError::ExpiredToken),
+            ),
+            (
+                "nbf exactly a leeway ahead",
+                serde_json::json!({"sub": "alice", "exp": s(NOW + HOUR), "nbf": s(NOW + CLOCK_LEEWAY_MS)}),
+                Ok(()),
+            ),
+        ];
+        for (name, claims, want) in edge_rows {
+            assert_eq!(verify_identity_token(&signed(claims), "alice", &[SECRET], NOW).map(|_| ()), want, "{name}");
+        }
+        // Padding one character at a time grows the base64 by one or two: one of two spellings of the expiry
+        // lands on every length.
+        let of_length = |len: usize| {
+            (0..3 * MAX_TOKEN_BYTES)
+                .flat_map(|n| {
+                    [s(NOW + HOUR), serde_json::json!((NOW + HOUR) as f64 / 1000.0 + 0.5)].map(move |e| (n, e))
+                })
+                .map(|(n, exp)| signed(serde_json::json!({"sub": "alice", "exp": exp, "pad": "a".repeat(n)})))
+                .find(|t| t.len() == len)
+                .expect("a token of that length")
+        };
+        let at_limit = of_length(MAX_TOKEN_BYTES);
+        assert!(verify_identity_token(&at_limit, "alice", &[SECRET], NOW).is_ok(), "a token of exactly the limit");
+        let over = of_length(MAX_TOKEN_BYTES + 1);
+        assert_eq!(verify_identity_token(&over, "alice", &[SECRET], NOW).map(|_| ()), Err(ClaimError::MalformedToken));
+        // The demo's sign-in proves the address it is given, and nothing else.
+        let demo = make_identity_token_proving_email(SECRET, "alice", "ana@x.example", NOW, NOW + HOUR);
+        let proven = verify_identity_token(&demo, "alice", &[SECRET], NOW).unwrap().contacts;
+        assert_eq!(proven, vec![("email".to_string(), "ana@x.example".to_string())]);
         for (name, claims, want) in claim_rows {
             assert_eq!(verify_identity_token(&signed(claims), "alice", &[SECRET], NOW).map(|_| ()), want, "{name}");
         }
@@ -455,6 +490,9 @@ mod tests {
         assert!(key_matches("s3rver-key", &d));
         assert!(!key_matches("s3rver-kez", &d) && !key_matches("", &d));
         assert!(!is_key_digest("sha256:xyz") && !is_key_digest("md5:00"));
+        assert!(!is_key_digest(&["sha256:", &"z".repeat(64)].concat()), "64 characters, not hex");
+        assert!(!is_key_digest(&["sha256:", &"a".repeat(63)].concat()), "hex, one short");
+        assert!(is_key_digest(&["sha256:", &"aF".repeat(32)].concat()));
     }
 
     fn event(anonymous: &str, user: Option<&str>, token: Option<String>) -> Event {
@@ -514,5 +552,44 @@ mod tests {
         assert_eq!(refused, vec![RefusedClaim { position: 0, error: ClaimError::AliasOfAnotherId }]);
         assert_eq!(events[0].kind, EventKind::Alias { previous_id: "a1".into() });
         assert_eq!(events[0].unproven[0].0, Identity::new(ANONYMOUS_ID, "someone-else"));
+        // Its own anonymous id, with a proven user id: linked as sent.
+        let mut own = vec![Event::new(
+            "m".into(),
+            Some("a1".into()),
+            Some("alice".into()),
+            NOW,
+            EventKind::Alias { previous_id: "a1".into() },
+        )];
+        own[0].identity_token = Some(token("alice", NOW + HOUR));
+        assert!(vouch(&mut own, Proof::Required, &[SECRET], &BTreeMap::new(), NOW).is_empty());
+        assert_eq!(own[0].kind, EventKind::Alias { previous_id: "a1".into() });
+    }
+
+    /// Every refusal has its own code and message, and names the field it is about.
+    #[test]
+    fn every_refusal_says_what_and_where() {
+        use ClaimError::*;
+        let all = [
+            (MissingToken, "userId"),
+            (MalformedToken, "context.identityToken"),
+            (UnsupportedAlgorithm, "context.identityToken"),
+            (BadSignature, "context.identityToken"),
+            (ExpiredToken, "context.identityToken"),
+            (TokenNotYetValid, "context.identityToken"),
+            (TokenForAnotherUser, "context.identityToken"),
+            (NoIdentitySecret, "userId"),
+            (AliasOfAnotherId, "previousId"),
+        ];
+        let mut codes = std::collections::BTreeSet::new();
+        let mut messages = std::collections::BTreeSet::new();
+        for (e, field) in all {
+            assert_eq!(e.field(), field, "{e:?}");
+            assert!(codes.insert(e.code()) && e.code().chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{e:?}");
+            assert!(messages.insert(e.message()) && e.message().len() > 20, "{e:?}");
+        }
+        // Without any identity secret, a user id cannot be proven, and the answer says why.
+        let mut events = vec![event("a1", Some("alice"), None)];
+        let refused = vouch(&mut events, Proof::Required, &[], &BTreeMap::new(), NOW);
+        assert_eq!(refused, vec![RefusedClaim { position: 0, error: NoIdentitySecret }]);
     }
 }
