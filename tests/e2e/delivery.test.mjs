@@ -40,6 +40,7 @@ const STREAM_TAIL = '<p>second part</p><div data-edgecdp-slot="sidebar">old</div
 
 let origin; // {url, server, release}
 const hung = []; // answers /site/hang.html never sends
+const hits = []; // every path the origin was asked for, as it arrived
 let w;
 let config;
 
@@ -47,6 +48,7 @@ function startOrigin() {
   let releaseStream;
   let streamReleased = new Promise((r) => { releaseStream = r; });
   const server = createServer(async (req, res) => {
+    hits.push(req.url);
     const url = new URL(req.url, 'http://origin');
     switch (url.pathname) {
       case '/site/hero.html':
@@ -330,6 +332,42 @@ describe('edge HTML delivery', () => {
       const echoed = await (await get('/site/echo', { headers: { authorization: spelling } })).json();
       assert.equal(echoed.headers.authorization, undefined, spelling);
     }
+  });
+
+  test('nothing of edgecdp\'s own reaches the origin: the console session, a source key, the CSRF header', async () => {
+    // A real console session, opened with the admin token from the Worker's own origin.
+    const signIn = await fetch(`${w.url}/v1/session`, { method: 'POST', headers: { origin: w.url, 'content-type': 'application/json' },
+      body: JSON.stringify({ token: w.adminToken }) });
+    assert.equal(signIn.status, 200, await signIn.clone().text());
+    const session = signIn.headers.get('set-cookie').split(';')[0];
+    assert.match(session, /^edgecdp_console=./);
+    const visitor = await bagCuriousVisitor({ firstName: 'Ada' });
+    const own = [session, visitor, 'edgecdp_future=1'];
+    const sent = { cookie: `theme=dark; ${own.join('; ')}; lang=fr`, 'x-edgecdp-csrf': 'csrf-token' };
+    for (const authorization of [`Bearer ${w.serverKey}`, `Basic ${Buffer.from(`${w.serverKey}:`).toString('base64')}`,
+      `Bearer ${w.adminToken}`, undefined]) {
+      const headers = authorization ? { ...sent, authorization } : sent;
+      const seen = await (await get('/site/echo', { headers })).json();
+      assert.equal(seen.headers.cookie, 'theme=dark; lang=fr', 'only the site\'s own cookies');
+      assert.equal(seen.headers.authorization, undefined, authorization);
+      assert.equal(seen.headers['x-edgecdp-csrf'], undefined);
+      const everything = JSON.stringify(seen);
+      for (const secret of [w.adminToken, w.serverKey, session.split('=')[1], visitor.split('=')[1]]) {
+        assert.ok(!everything.includes(secret), 'no credential of edgecdp\'s in what the origin received');
+      }
+    }
+  });
+
+  test('a path that climbs out of the proxied directory once decoded is refused, and the origin never sees it', async () => {
+    const before = hits.length;
+    for (const path of ['/site/..%2f..%2fprivate', '/site/..%2F..%2Fprivate', '/site/%2e%2e%2fprivate',
+      '/site/%252e%252e%252fprivate', '/site/..;/private', '/site/..%5cprivate']) {
+      const r = await get(path);
+      const body = await r.json();
+      assert.deepEqual([r.status, body.error.code], [400, 'invalid_path'], path);
+    }
+    assert.deepEqual(hits.slice(before), [], 'the origin was asked for nothing');
+    assert.equal((await get('/site/hero.html')).status, 200, 'an ordinary path is still proxied');
   });
 
   test('redirects go back to the browser, pointing at the site rather than the origin', async () => {

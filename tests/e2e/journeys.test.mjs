@@ -7,7 +7,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { GRANT, uid, workerForFile, getProfile } from '../support/worker.mjs';
+import { GRANT, uid, workerForFile, getProfile, identityToken } from '../support/worker.mjs';
 import { startSink, verify } from '../../scripts/webhook-sink.mjs';
 
 const SECRET = `whsec_${randomBytes(24).toString('base64')}`;
@@ -41,6 +41,7 @@ const config = (workerUrl = 'http://127.0.0.1:9') => ({
     { id: 'erase', trigger: { event: 'Erase Me' }, reentry: 'always',
       steps: [{ id: 'wait', wait: '4s' }, { id: 'go', send: 'hook', event: 'After Erasure' }] },
     { id: 'relay', trigger: { event: 'Relay' }, reentry: 'always', steps: send('relay', 'Relayed') },
+    { id: 'offer', trigger: { event: 'Offer Seen' }, reentry: 'always', steps: send('hook', 'Offer') },
   ],
 });
 // The server source `relay` is the backend the tests send with (its key also authenticates the forwarding).
@@ -103,6 +104,44 @@ describe('journeys through the Worker', () => {
     assert.equal(exported.journeys.outbox.length, 0, 'a settled send leaves the outbox');
     const stats = await (await fetch(`${w.url}/v1/journeys`, { headers: w.admin() })).json();
     assert.ok(stats.journeys.find((j) => j.id === 'welcome').ended.completed >= 1, 'the index counts the completed instance');
+  });
+
+  test('a page cannot make a journey write to an address nobody proved: 0 messages, suppressed as contact_unverified', async () => {
+    // The relay attack: with the public write key, a page names a victim's address and its own text, with
+    // marketing consent, then triggers a journey, once per fresh anonymous id to get past every cap.
+    const before = (await stats()).hook.suppressed.contact_unverified || 0;
+    const victim = `${uid('victim')}@victim.example`;
+    const page = (body) => fetch(`${w.url}/v1/batch`, { method: 'POST', headers: { origin: 'http://127.0.0.1' },
+      body: JSON.stringify({ writeKey: 'journeys-key', batch: body }) });
+    const visitors = [uid('attacker'), uid('attacker'), uid('attacker')];
+    for (const a of visitors) {
+      const r = await page([
+        { type: 'identify', anonymousId: a, traits: { email: victim, firstName: 'Click http://phish.example' }, context: CONSENT },
+        { type: 'track', event: 'Offer Seen', anonymousId: a, context: CONSENT }]);
+      assert.equal(r.status, 200, await r.clone().text());
+    }
+    await eventually(async () => ((await stats()).hook.suppressed.contact_unverified || 0) >= before + 3, 'the suppressions');
+    await new Promise((r) => setTimeout(r, 1000));
+    const toVictim = sink.requests.filter((r) => r.body.includes(victim) || r.body.includes('phish.example'));
+    assert.equal(toVictim.length, 0, 'nothing reached the sink for the victim');
+    // The person's page shows the address as unproven, and the suppression in their deliveries.
+    const e = await (await fetch(`${w.url}/v1/profiles/anonymous_id:${visitors[0]}/export`, { headers: w.admin() })).json();
+    assert.deepEqual(e.contactPoints, {});
+    assert.equal(e.deliveries.find((d) => d.destination === 'hook').reason, 'contact_unverified');
+
+    // The same page, signed in by the site's backend with a token that proves the address, is written to.
+    const user = uid('signed-in');
+    const email = `${user}@example.com`;
+    const token = identityToken(w, user, { claims: { email, email_verified: true } });
+    const a = uid('browser');
+    const r = await page([
+      { type: 'identify', userId: user, anonymousId: a, traits: { firstName: 'Ana' }, context: { ...CONSENT, identityToken: token } },
+      { type: 'track', event: 'Offer Seen', userId: user, anonymousId: a, context: CONSENT }]);
+    assert.equal(r.status, 200, await r.clone().text());
+    await eventually(() => received('/hook', user).length > 0, 'the message to the proven address');
+    assert.equal(JSON.parse(received('/hook', user)[0].body).context.traits.email, email);
+    const p = await getProfile(w, `user_id:${user}`);
+    assert.equal(p.body.contactPoints.email.by, 'token');
   });
 
   test('a destination that fails twice gets the message on the third attempt, with one key throughout', async () => {

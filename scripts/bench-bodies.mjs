@@ -1,0 +1,77 @@
+// What a hostile body costs the Worker under workerd (`node scripts/bench-bodies.mjs`): a maximal gzip bomb (as
+// large a body as the batch limit lets through, inflating a thousandfold) and a 150 MB chunked body with no
+// Content-Length, each sent 5 times. Prints the time to the 413 (median and worst) and workerd's resident memory
+// (VmRSS) above what it held idle, after each kind, and its peak (VmHWM) over the run. Loopback only, bounded.
+import { readFileSync, readdirSync } from 'node:fs';
+import { request } from 'node:http';
+import { gzipSync } from 'node:zlib';
+import { startWorker } from '../tests/support/worker.mjs';
+
+const w = await startWorker({ config: null });
+const port = new URL(w.url).port;
+/** workerd's /proc status lines, found by the port it serves. */
+function workerd() {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes('workerd') && cmd.includes(`127.0.0.1:${port}`)) return pid;
+    } catch { /* gone */ }
+  }
+  throw new Error('workerd not found');
+}
+const pid = workerd();
+const kb = (field) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`${field}:\\s+(\\d+)`))[1]);
+const load = (n) => Promise.all(Array.from({ length: n }, () => fetch(`${w.url}/healthz`)));
+
+function send(headers, write) {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/batch', headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+    });
+    req.on('error', (e) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? null : reject(e)));
+    write(req);
+  });
+}
+
+const bomb = gzipSync(Buffer.alloc(480 * 1024 * 1024), { level: 9 });
+const chunk = Buffer.alloc(1024 * 1024, 0x61);
+const kinds = {
+  [`gzip bomb (${(bomb.length / 1024).toFixed(0)} KB inflating to 480 MB)`]: (req) => req.end(bomb),
+  '150 MB chunked body, no Content-Length': (req) => {
+    let sent = 0;
+    let answered = false;
+    req.on('response', () => { answered = true; });
+    const pump = () => {
+      while (sent < 150 && !answered && !req.destroyed) {
+        sent += 1;
+        if (!req.write(chunk)) return req.once('drain', pump);
+      }
+      req.end();
+    };
+    pump();
+  },
+};
+const headers = {
+  [Object.keys(kinds)[0]]: { 'content-encoding': 'gzip', 'content-type': 'application/json' },
+  [Object.keys(kinds)[1]]: { 'transfer-encoding': 'chunked', 'content-type': 'application/json' },
+};
+await load(20);
+await new Promise((r) => setTimeout(r, 500));
+const idle = kb('VmRSS');
+console.log(`workerd idle: ${(idle / 1024).toFixed(1)} MB resident`);
+for (const [name, write] of Object.entries(kinds)) {
+  const times = [];
+  for (let i = 0; i < 5; i += 1) {
+    const r = await send(headers[name], write);
+    if (r.status !== 413) throw new Error(`${name}: ${r.status}, not 413`);
+    times.push(r.ms);
+  }
+  times.sort((a, b) => a - b);
+  const after = kb('VmRSS');
+  console.log(`${name}: 413 in ${times[2].toFixed(1)} ms median, ${times[4].toFixed(1)} ms worst; ` +
+    `resident ${((after - idle) / 1024).toFixed(2)} MB above idle after 5`);
+}
+console.log(`workerd peak resident over the run: ${((kb('VmHWM') - idle) / 1024).toFixed(2)} MB above idle`);
+await w.stop();

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `npm run mutants`: mutation testing of the rules that protect people (cargo-mutants). Each rule is broken one way
+# at a time (a comparison turned, a condition negated, a function answering a constant) and the native suite must
+# fail for each; a mutant that survives is a rule no test protects, to be killed by a new table row or named in
+# BENCHMARKS.md as equivalent, with why. Slow (about 8 s a mutant on two cores), so not part of `npm test`.
+#
+#   npm run mutants                 every guarded file
+#   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
+#                                   template merge sends)
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+MUTANTS_VERSION="27.1.0"
+if [ "$(cargo mutants --version 2>/dev/null | awk '{print $2}')" != "$MUTANTS_VERSION" ]; then
+  log "installing cargo-mutants $MUTANTS_VERSION (about 3 minutes, once)"
+  cargo install --locked cargo-mutants --version "$MUTANTS_VERSION"
+fi
+# Each group: the file, and the functions of it that hold the rule (empty: every function in it). In journeys.rs
+# only the sends are guarded here (claim, the pressure budget, quiet hours); the rest of it is stepping, which
+# the journey cases cover.
+declare -A files=(
+  [trust]=src/core/model/trust.rs
+  [consent]=src/core/model/consent.rs
+  [contact]=src/core/model/contact.rs
+  [attempts]=src/core/model/attempts.rs
+  [delivery]=src/core/engine/delivery.rs
+  [template]=src/core/rules/template.rs
+  [merge]=src/core/engine/merge.rs
+  [sends]=src/core/engine/journeys.rs
+)
+declare -A only=(
+  [sends]='claim|over_budget|sent_in|quiet_end|settle|offset_of'
+)
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge sends)
+out="$ROOT/target/mutants"
+mkdir -p "$out"
+status=0
+for g in "${groups[@]}"; do
+  file="${files[$g]:-}"
+  [ -n "$file" ] || { log "unknown group $g"; exit 2; }
+  args=(-f "$file" --no-shuffle -j 1 -o "$out/$g")
+  [ -n "${only[$g]:-}" ] && args+=(--re "${only[$g]}")
+  log "mutants: $g ($file)"
+  cargo mutants "${args[@]}" || status=1
+  grep -h '' "$out/$g/mutants.out/missed.txt" 2>/dev/null | sed "s/^/  missed: /" >&2 || true
+done
+# The figures for BENCHMARKS.md: per group, mutants tried, caught, missed, unviable and timed out.
+for g in "${groups[@]}"; do
+  d="$out/$g/mutants.out"
+  count() { [ -f "$d/$1.txt" ] && wc -l < "$d/$1.txt" || echo 0; }
+  printf '%-10s caught %4s  missed %3s  unviable %3s  timeout %3s\n' "$g" "$(count caught)" "$(count missed)" \
+    "$(count unviable)" "$(count timeout)" >&2
+done
+exit $status
