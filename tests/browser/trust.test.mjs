@@ -27,6 +27,9 @@ test('signing in with a token greets the user; another browser claiming them wit
   const known = await getProfile(file.worker, `user_id:${user}`);
   assert.equal(known.status, 200);
   assert.equal(known.body.traits.firstName, 'Ada');
+  // The demo's sign-in proves the address typed (its token's verified e-mail claim), so journeys may write to it.
+  assert.equal(known.body.traits.email, user);
+  assert.equal(known.body.contactPoints.email.by, 'token');
   assert.equal((await getProfile(file.worker, `anonymous_id:${anonymousId}`)).body.id, known.body.id);
   // The decision a browser asks for names no user id: the edge finds the user through the browser's own link.
   const decides = shop.requests.filter((r) => new URL(r.url()).pathname === '/v1/decide');

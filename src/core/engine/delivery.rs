@@ -474,6 +474,9 @@ mod tests {
             "/shop/a%0ab",
             "/shop/..",
             "/shop/%252525252e",
+            // An encoded separator alone: servers disagree on whether it separates, so it is not guessed at.
+            "/shop/a%2fb",
+            "/shop/a%5Cb",
         ] {
             assert!(refused_path(bad).is_some(), "{bad} should be refused");
         }
