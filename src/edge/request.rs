@@ -60,7 +60,10 @@ pub(crate) fn local_headers(env: &Env) -> bool {
 /// for a `gzip` or `deflate` body, the bytes inflated pass the limit (`core::wire::inflate`). Nothing beyond the
 /// limit and one chunk is ever held. A truncated or corrupt compressed body is a 400, another coding a 415.
 pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    use futures_util::StreamExt;
+    use worker::js_sys::{Reflect, Uint8Array};
+    use worker::wasm_bindgen::{JsCast, JsValue};
+    use worker::wasm_bindgen_futures::JsFuture;
+    use worker::web_sys::ReadableStreamDefaultReader;
     // A length too large for any integer is too large for the limit too; only digits are a length at all.
     if let Some(declared) = req.headers().get("content-length")? {
         let declared = declared.trim();
@@ -81,38 +84,62 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
             Coding::of_header(&header).map_err(|_| ApiError::UnsupportedEncoding(header.trim().to_string()))?
         }
     };
-    if req.inner().body().is_none() {
+    let Some(stream) = req.inner().body() else {
         return match coding {
             None => Ok(Vec::new()),
             Some(c) => Inflater::new(c, limit).finish().map_err(|e| inflate_error(e, limit)),
         };
-    }
+    };
     // A body the client stops sending halfway is the client's failure, not the store's.
-    let unreadable = |e: worker::Error| ApiError::BadRequest {
+    let unreadable = |e: JsValue| ApiError::BadRequest {
         code: "body_unreadable",
-        message: format!("the request body could not be read: {e}"),
+        message: format!("the request body could not be read: {}", e.as_string().unwrap_or_else(|| format!("{e:?}"))),
         path: String::new(),
     };
-    let mut chunks = req.stream().map_err(unreadable)?;
+    let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
     let mut received = 0usize;
     let mut plain = Vec::new();
     let mut inflater = coding.map(|c| Inflater::new(c, limit));
-    // Returning drops the stream, which cancels it: the rest of an over-long body is never read.
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(unreadable)?;
-        received += chunk.len();
-        if received > limit {
-            return Err(ApiError::Body(BodyError::TooLarge { limit }));
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(unreadable)?;
+        if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+            break;
         }
-        match &mut inflater {
-            Some(i) => i.push(&chunk).map_err(|e| inflate_error(e, limit))?,
-            None => plain.extend_from_slice(&chunk),
+        let chunk = Uint8Array::new(&Reflect::get(&chunk, &"value".into()).map_err(unreadable)?).to_vec();
+        received += chunk.len();
+        let pushed = match &mut inflater {
+            _ if received > limit => Err(ApiError::Body(BodyError::TooLarge { limit })),
+            Some(i) => i.push(&chunk).map_err(|e| inflate_error(e, limit)),
+            None => {
+                plain.extend_from_slice(&chunk);
+                Ok(())
+            }
+        };
+        if let Err(e) = pushed {
+            // Reading stops here. What is left of a body that declared its length (at most the limit: a longer
+            // one was refused unread) is read and dropped, a chunk at a time, so the connection can carry the
+            // next request; a chunked body's rest is left unread, its reader released rather than cancelled.
+            // Under `wrangler dev`, a cancelled request body made the next request on its connection fail.
+            if declared_length(req).is_some() {
+                while let Ok(c) = JsFuture::from(reader.read()).await {
+                    if Reflect::get(&c, &"done".into()).map_or(true, |d| d.is_truthy()) {
+                        break;
+                    }
+                }
+            }
+            reader.release_lock();
+            return Err(e);
         }
     }
     match inflater {
         Some(i) => i.finish().map_err(|e| inflate_error(e, limit)),
         None => Ok(plain),
     }
+}
+
+/// The body's declared length, when it has a valid `Content-Length`.
+fn declared_length(req: &Request) -> Option<usize> {
+    req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse().ok())
 }
 
 fn inflate_error(e: InflateError, limit: usize) -> ApiError {

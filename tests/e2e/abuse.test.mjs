@@ -61,14 +61,15 @@ describe('bodies are read with a running limit', () => {
       req.on('error', () => {});
       req.write(head);
       // Bounded: at most 150 chunks of 1 MB, stopped as soon as the Worker has answered.
+      let answered = false;
       const pump = () => {
-        while (written < 150 && !req.destroyed) {
+        while (written < 150 && !answered && !req.destroyed) {
           written += 1;
           if (!req.write(filler)) return req.once('drain', pump);
         }
         req.end('"}}]}');
       };
-      req.on('response', () => { written = 150; });
+      req.on('response', () => { answered = true; });
       pump();
     });
     assert.equal(r.status, 413, r.text);
