@@ -372,12 +372,16 @@ pub(crate) fn count_param(
     max: i64,
     code: &'static str,
 ) -> Result<i64, ApiError> {
+    // Present but empty (`?days=`) is not absent: it is not a number.
+    let present = query_pairs(&query(req)).any(|(k, _)| k == name);
+    let refused = || ApiError::BadRequest {
+        code,
+        message: format!("{name} must be a whole number from 1 to {max}"),
+        path: name.into(),
+    };
     match query_param(req, name)? {
-        None => Ok(default),
-        Some(v) => v.parse::<i64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| ApiError::BadRequest {
-            code,
-            message: format!("{name} must be a whole number from 1 to {max}"),
-            path: name.into(),
-        }),
+        None if !present => Ok(default),
+        None => Err(refused()),
+        Some(v) => v.parse::<i64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(refused),
     }
 }

@@ -218,7 +218,7 @@ describe('reading the index', () => {
     const bad = await fetch(`${w.url}/v1/audiences/buyers/members?limit=0`, { headers: admin() });
     assert.equal(bad.status, 400);
     assert.equal((await bad.json()).error.path, 'limit');
-    for (const days of ['0', '91', 'week']) {
+    for (const days of ['0', '91', 'week', '']) {
       const history = await fetch(`${w.url}/v1/audiences/buyers/history?days=${days}`, { headers: admin() });
       assert.equal(history.status, 400, days);
       const e = (await history.json()).error;

@@ -5,12 +5,13 @@
 use crate::core::base::time::{Millis, SECOND};
 use std::collections::VecDeque;
 
-/// Failures allowed from one address in `WINDOW`.
+/// Failures allowed from one address in `WINDOW`, unless the Worker's `EDGECDP_ADMIN_FAILURES_PER_MINUTE` says
+/// otherwise.
 pub const MAX_FAILURES: usize = 10;
 /// The window failures are counted over.
 pub const WINDOW: Millis = 60 * SECOND;
 
-/// One address's recent failures, oldest first (at most `MAX_FAILURES` are kept: more change nothing).
+/// One address's recent failures, oldest first (at most the limit is kept: more change nothing).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attempts {
     pub failures: VecDeque<Millis>,
@@ -33,11 +34,11 @@ impl Attempts {
         }
     }
 
-    /// Whether an attempt at `now` may be judged: refused while `MAX_FAILURES` failures lie within the window.
-    pub fn verdict(&mut self, now: Millis) -> Verdict {
+    /// Whether an attempt at `now` may be judged: refused while `max` failures lie within the window.
+    pub fn verdict(&mut self, now: Millis, max: usize) -> Verdict {
         self.expire(now);
         match self.failures.front() {
-            Some(&oldest) if self.failures.len() >= MAX_FAILURES => {
+            Some(&oldest) if self.failures.len() >= max.max(1) => {
                 let wait = oldest + WINDOW - now;
                 Verdict::Wait { retry_after_seconds: (wait.max(1) as u64).div_ceil(SECOND as u64) }
             }
@@ -45,11 +46,11 @@ impl Attempts {
         }
     }
 
-    /// Records a failed attempt at `now`.
-    pub fn fail(&mut self, now: Millis) {
+    /// Records a failed attempt at `now`, keeping at most `max`.
+    pub fn fail(&mut self, now: Millis, max: usize) {
         self.expire(now);
         self.failures.push_back(now);
-        while self.failures.len() > MAX_FAILURES {
+        while self.failures.len() > max.max(1) {
             self.failures.pop_front();
         }
     }
@@ -109,26 +110,40 @@ mod tests {
     fn ten_failures_a_minute_then_wait_until_the_oldest_is_a_minute_old() {
         let mut a = Attempts::default();
         for i in 0..MAX_FAILURES as Millis - 1 {
-            assert_eq!(a.verdict(i * SECOND), Verdict::Go);
-            a.fail(i * SECOND);
+            assert_eq!(a.verdict(i * SECOND, MAX_FAILURES), Verdict::Go);
+            a.fail(i * SECOND, MAX_FAILURES);
         }
-        assert_eq!(a.verdict(9 * SECOND), Verdict::Go, "nine failures: the tenth attempt is judged");
-        a.fail(9 * SECOND);
-        assert_eq!(a.verdict(9 * SECOND), Verdict::Wait { retry_after_seconds: 51 });
+        assert_eq!(a.verdict(9 * SECOND, MAX_FAILURES), Verdict::Go, "nine failures: the tenth attempt is judged");
+        a.fail(9 * SECOND, MAX_FAILURES);
+        assert_eq!(a.verdict(9 * SECOND, MAX_FAILURES), Verdict::Wait { retry_after_seconds: 51 });
         assert_eq!(
-            a.verdict(WINDOW - 1),
+            a.verdict(WINDOW - 1, MAX_FAILURES),
             Verdict::Wait { retry_after_seconds: 1 },
             "the oldest is not yet a minute old"
         );
-        assert_eq!(a.verdict(WINDOW), Verdict::Go, "the oldest is exactly a minute old");
-        a.fail(WINDOW);
-        assert_eq!(a.verdict(WINDOW), Verdict::Wait { retry_after_seconds: 1 }, "ten again within the window");
-        assert_eq!(a.verdict(WINDOW + SECOND), Verdict::Go);
+        assert_eq!(a.verdict(WINDOW, MAX_FAILURES), Verdict::Go, "the oldest is exactly a minute old");
+        a.fail(WINDOW, MAX_FAILURES);
+        assert_eq!(
+            a.verdict(WINDOW, MAX_FAILURES),
+            Verdict::Wait { retry_after_seconds: 1 },
+            "ten again within the window"
+        );
+        assert_eq!(a.verdict(WINDOW + SECOND, MAX_FAILURES), Verdict::Go);
         assert!(a.failures.len() <= MAX_FAILURES);
         let mut quiet = Attempts::default();
-        quiet.fail(0);
-        assert_eq!(quiet.verdict(10 * WINDOW), Verdict::Go);
+        quiet.fail(0, MAX_FAILURES);
+        assert_eq!(quiet.verdict(10 * WINDOW, MAX_FAILURES), Verdict::Go);
         assert!(quiet.failures.is_empty(), "old failures are forgotten");
+        // Another limit, as configured; a limit of 0 is taken as 1, never as "no attempt at all".
+        let mut strict = Attempts::default();
+        strict.fail(0, 2);
+        assert_eq!(strict.verdict(0, 2), Verdict::Go);
+        strict.fail(1, 2);
+        assert_eq!(strict.verdict(1, 2), Verdict::Wait { retry_after_seconds: 60 });
+        let mut zero = Attempts::default();
+        assert_eq!(zero.verdict(0, 0), Verdict::Go);
+        zero.fail(0, 0);
+        assert_eq!((zero.verdict(0, 0), zero.failures.len()), (Verdict::Wait { retry_after_seconds: 60 }, 1));
     }
 
     #[test]

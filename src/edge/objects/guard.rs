@@ -4,7 +4,7 @@
 //! here with its outcome, and past ten failures a minute the address gets `429` with `Retry-After`, whatever it
 //! sends, the right token included. Who may call: only this Worker (Durable Objects have no public address).
 
-use crate::core::model::attempts::{client_bucket, Attempts, Verdict};
+use crate::core::model::attempts::{client_bucket, Attempts, Verdict, MAX_FAILURES};
 use crate::edge::http::ApiError;
 use crate::edge::objects::{call, get_text};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
@@ -19,8 +19,16 @@ const FAILURES_KEY: &str = "failures";
 pub async fn attempt(env: &Env, req: &Request, ok: bool) -> std::result::Result<(), ApiError> {
     let address = req.headers().get("cf-connecting-ip").ok().flatten();
     let bucket = client_bucket(address.as_deref());
-    let (status, body) =
-        call(env, BINDING, &bucket, Method::Post, "", Some(if ok { b"ok" } else { b"fail" }), None).await?;
+    // The limit is the Worker's (`EDGECDP_ADMIN_FAILURES_PER_MINUTE`, default `MAX_FAILURES`): the object is told
+    // it with each report, so a change takes effect at once.
+    let max = env
+        .var("EDGECDP_ADMIN_FAILURES_PER_MINUTE")
+        .ok()
+        .and_then(|v| v.to_string().trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(MAX_FAILURES);
+    let report = format!("{} {max}", if ok { "ok" } else { "fail" });
+    let (status, body) = call(env, BINDING, &bucket, Method::Post, "", Some(report.as_bytes()), None).await?;
     if status != 200 {
         return Err(ApiError::Unavailable(format!("the attempts guard answered {status}")));
     }
@@ -41,9 +49,12 @@ impl DurableObject for GuardObject {
         Self { state }
     }
 
-    /// `POST` with `ok` or `fail`: answers `0` to go on, or the seconds to wait.
+    /// `POST` with `ok` or `fail` and the limit: answers `0` to go on, or the seconds to wait.
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let ok = req.text().await? == "ok";
+        let report = req.text().await?;
+        let (outcome, max) = report.split_once(' ').unwrap_or((report.as_str(), ""));
+        let ok = outcome == "ok";
+        let max = max.parse::<usize>().unwrap_or(MAX_FAILURES);
         let storage = self.state.storage();
         let seconds = self
             .state
@@ -52,11 +63,11 @@ impl DurableObject for GuardObject {
                 let failures: Vec<i64> = serde_json::from_str(&stored).unwrap_or_default();
                 let mut attempts = Attempts { failures: failures.into() };
                 let now = crate::edge::request::now();
-                let seconds = match attempts.verdict(now) {
+                let seconds = match attempts.verdict(now, max) {
                     Verdict::Wait { retry_after_seconds } => retry_after_seconds,
                     Verdict::Go if ok => 0,
                     Verdict::Go => {
-                        attempts.fail(now);
+                        attempts.fail(now, max);
                         0
                     }
                 };
