@@ -1,7 +1,10 @@
-// What a hostile body costs the Worker under workerd (`node scripts/bench-bodies.mjs`): a maximal gzip bomb (as
+// What a hostile caller costs the Worker under workerd (`node scripts/bench-bodies.mjs`): a maximal gzip bomb (as
 // large a body as the batch limit lets through, inflating a thousandfold) and a 150 MB chunked body with no
 // Content-Length, each sent 5 times. Prints the time to the 413 (median and worst) and workerd's resident memory
-// (VmRSS) above what it held idle, after each kind, and its peak (VmHWM) over the run. Loopback only, bounded.
+// (VmRSS) above what it held idle, after each kind, and its peak (VmHWM) over the run. Then what the guard against
+// guessing the admin token adds to an admin request: 200 sign-ins with a wrong token (judged, so reported to the
+// guard object) against 200 without one (refused before the guard), alternated, each from its own address.
+// Loopback only, bounded.
 import { readFileSync, readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { gzipSync } from 'node:zlib';
@@ -74,4 +77,24 @@ for (const [name, write] of Object.entries(kinds)) {
     `resident ${((after - idle) / 1024).toFixed(2)} MB above idle after 5`);
 }
 console.log(`workerd peak resident over the run: ${((kb('VmHWM') - idle) / 1024).toFixed(2)} MB above idle`);
+
+const signIn = async (body, i) => {
+  const started = process.hrtime.bigint();
+  const r = await fetch(`${w.url}/v1/session`, { method: 'POST', body: JSON.stringify(body),
+    headers: { origin: w.url, 'content-type': 'application/json', 'cf-connecting-ip': `198.18.${i >> 8 & 255}.${i & 255}` } });
+  await r.arrayBuffer();
+  return { status: r.status, ms: Number(process.hrtime.bigint() - started) / 1e6 };
+};
+const guarded = [];
+const unguarded = [];
+for (let i = 0; i < 200; i += 1) {
+  const a = await signIn({ token: `wrong-${i}` }, i);
+  const b = await signIn({}, i);
+  if (a.status !== 401 || b.status !== 400) throw new Error(`unexpected ${a.status} / ${b.status}`);
+  guarded.push(a.ms);
+  unguarded.push(b.ms);
+}
+const median = (xs) => xs.sort((x, y) => x - y)[xs.length >> 1];
+console.log(`admin sign-in judged (through the guard object): ${median(guarded).toFixed(2)} ms median; ` +
+  `refused before it: ${median(unguarded).toFixed(2)} ms median; the guard adds ${(median(guarded) - median(unguarded)).toFixed(2)} ms`);
 await w.stop();

@@ -4,7 +4,7 @@
 # fail for each; a mutant that survives is a rule no test protects, to be killed by a new table row or named in
 # BENCHMARKS.md as equivalent, with why. Slow (about 8 s a mutant on two cores), so not part of `npm test`.
 #
-#   npm run mutants                 every guarded file
+#   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
 #                                   template merge sends)
 source "$(dirname "$0")/env.sh"
@@ -38,7 +38,7 @@ status=0
 for g in "${groups[@]}"; do
   file="${files[$g]:-}"
   [ -n "$file" ] || { log "unknown group $g"; exit 2; }
-  args=(-f "$file" --no-shuffle -j 1 -o "$out/$g")
+  args=(-f "$file" --no-shuffle -j "${MUTANTS_JOBS:-1}" -o "$out/$g")
   [ -n "${only[$g]:-}" ] && args+=(--re "${only[$g]}")
   log "mutants: $g ($file)"
   cargo mutants "${args[@]}" || status=1

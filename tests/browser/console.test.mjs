@@ -28,7 +28,8 @@ before(async () => {
   w = await startWorker();
   browser = await launchChromium();
   // Ana: known, with a phone's anonymous profile merged in, two bag views (an audience), consent for marketing.
-  await batch([{ type: 'identify', userId: 'ana', traits: { firstName: '<b>Ana</b>', plan: 'gold' }, context: consent }]);
+  await batch([{ type: 'identify', userId: 'ana', traits: { firstName: '<b>Ana</b>', plan: 'gold', email: 'ana@example.com' },
+    context: consent }]);
   await batch([{ type: 'track', event: 'Product Viewed', anonymousId: 'ana-phone', properties: { category: 'bags' }, context: GRANT }]);
   await batch([{ type: 'identify', userId: 'ana', anonymousId: 'ana-phone', context: consent },
     { type: 'track', event: 'Product Viewed', userId: 'ana', properties: { category: 'bags' }, context: consent }]);
@@ -117,6 +118,11 @@ test('a person: identities, merge, consent, audiences, traits as text, the live 
   assert.ok(cells.includes('<b>Ana</b>'), 'a trait that looks like HTML shows as text');
   assert.equal(await page.$$eval('#view b', (b) => b.length), 0, 'and is not rendered as HTML');
   assert.match(await page.textContent('#view'), /marketing: granted/);
+  // Her e-mail came from the site's backend (a server source): a proven contact point, said beside the trait.
+  const emailRow = await page.locator('#view tr', { hasText: 'ana@example.com' }).textContent();
+  assert.match(emailRow, /by server/);
+  const planRow = await page.locator('#view tr', { hasText: 'gold' }).first().textContent();
+  assert.doesNotMatch(planRow, /by server/);
   assert.ok(cells.includes('bag-curious'), 'the audience with its entry time');
   assert.equal(await page.locator('button.split').count(), 1, 'the merge of the phone can be split');
   // The live preview: the hero for this person on a bag page, on a phone.

@@ -157,7 +157,11 @@ async function personView(params) {
       el('h2', {}, 'Consent'), el('p', {}, consent),
       table('Consent trail', ['When', 'Purpose', 'Choice', 'Source'], p.consentHistory.map((c) => [when(c.at), c.purpose, c.granted ? 'granted' : 'refused', c.source]))),
     el('div', { class: 'grid' },
-      el('div', { class: 'card' }, table('Traits', ['Trait', 'Value', 'Set'], Object.entries(p.traits).map(([k, v]) => [k, show(v), when(p.traitsSetAt[k])]))),
+      // A contact point journeys may write to is one someone proved (SECURITY.md); the others are the page's word.
+      el('div', { class: 'card' }, table('Traits', ['Trait', 'Value', 'Set', 'Proven contact point'], Object.entries(p.traits).map(([k, v]) => {
+        const proof = (p.contactPoints || {})[k];
+        return [k, show(v), when(p.traitsSetAt[k]), proof ? `by ${proof.by}, ${when(proof.at)}` : '—'];
+      }))),
       el('div', { class: 'card' },
         table('Event counts', ['Event', 'Count'], Object.entries(p.counts).map(([k, v]) => [k, v]), [1]),
         table('Computed', ['Name', 'Value'], [

@@ -819,22 +819,7 @@ mod tests {
                 p.contacts.prove(name, &text(v), 1, by);
             }
             p.journeys.country = country.map(String::from);
-            p.journeys.outbox.push(Outgoing {
-                id: "d1".into(),
-                destination: destination.into(),
-                journey: "j".into(),
-                step: "s".into(),
-                instance: 1,
-                key: String::new(),
-                event: "Hello".into(),
-                entered_at: at,
-                created: at,
-                due: at,
-                enqueued: true,
-                claimed: None,
-                cancelled: None,
-                context: BTreeMap::new(),
-            });
+            p.journeys.outbox.push(pending("d1", destination, at));
             let got = match claim(&config, &mut p, "d1", at) {
                 Claim::Go { .. } => "go".to_string(),
                 Claim::Suppressed(reason) => reason,
@@ -842,6 +827,70 @@ mod tests {
             };
             assert_eq!(got, want, "{destination} {name}={held:?} proven {proven:?} in {country:?}");
         }
+    }
+
+    /// A send of journey `j`, step `s`, waiting in the outbox to be claimed.
+    fn pending(id: &str, destination: &str, at: Millis) -> Outgoing {
+        Outgoing {
+            id: id.into(),
+            destination: destination.into(),
+            journey: "j".into(),
+            step: "s".into(),
+            instance: 1,
+            key: String::new(),
+            event: "Hello".into(),
+            entered_at: at,
+            created: at,
+            due: at,
+            enqueued: true,
+            claimed: None,
+            cancelled: None,
+            context: BTreeMap::new(),
+        }
+    }
+
+    /// The budget's edges: the pressure slots' impressions count as `onsite` sends and in the overall caps, never
+    /// in another channel's; the ledger forgets what no cap counts any more and never holds more than its bound.
+    #[test]
+    fn impressions_count_only_as_onsite_and_the_ledger_forgets_what_no_cap_counts() {
+        let config = crate::core::rules::compile_str(
+            r#"{"consent": {"model": "opt-out"},
+                "slots": {"hero": {"blocks": [{"id": "promo", "html": "<p>Promo</p>"}]}},
+                "destinations": [{"id": "mail", "type": "webhook", "url": "http://x/h", "secretEnv": "S",
+                                  "purpose": "marketing", "channel": "email"},
+                                 {"id": "crm", "type": "webhook", "url": "http://x/c", "secretEnv": "S",
+                                  "purpose": "marketing", "channel": "crm"}],
+                "pressure": {"caps": [{"max": 1000, "per": "1d"}], "channels": {"email": [{"max": 1, "per": "1d"}],
+                             "onsite": [{"max": 1, "per": "1d"}]}, "slots": ["hero"]},
+                "journeys": [{"id": "j", "trigger": {"event": "Go"}, "reentry": "always",
+                              "steps": [{"id": "s", "send": "mail", "event": "Hello"}]}]}"#,
+        )
+        .unwrap();
+        let at = t("2026-11-30T12:00:00Z");
+        let mut p = Profile::new("p".into(), 0);
+        p.shown.record(&[crate::core::model::shown::Impression {
+            block: "promo".into(),
+            variant: String::new(),
+            experiment: None,
+            at: at - HOUR,
+        }]);
+        assert_eq!(over_budget(&config, &p, ONSITE, at), Some("channel_cap"), "the impression spent the onsite cap");
+        // Old sends, a day and more ago, are forgotten once no cap counts them.
+        for i in 0..5 {
+            p.journeys.ledger.push_back(Sent { at: at - 2 * DAY - i, channel: "sms".into(), id: format!("old{i}") });
+        }
+        p.journeys.outbox.push(pending("d1", "mail", at));
+        assert!(matches!(claim(&config, &mut p, "d1", at), Claim::Go { .. }), "an impression is no e-mail");
+        assert_eq!(p.journeys.ledger.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["d1"]);
+        // A full ledger of recent sends keeps its bound, and the newest.
+        for i in 1..MAX_LEDGER as Millis {
+            p.journeys.ledger.push_back(Sent { at: at - HOUR + i, channel: "sms".into(), id: format!("recent{i}") });
+        }
+        p.journeys.outbox.push(pending("d2", "crm", at));
+        assert!(matches!(claim(&config, &mut p, "d2", at), Claim::Go { .. }));
+        assert_eq!(p.journeys.ledger.len(), MAX_LEDGER, "bounded");
+        assert_eq!(p.journeys.ledger.back().map(|s| s.id.as_str()), Some("d2"), "the newest send kept");
+        assert!(p.journeys.ledger.iter().all(|s| s.at > at - DAY), "what no cap counts is forgotten");
     }
 
     #[test]
