@@ -702,6 +702,19 @@ mod tests {
         assert_eq!(quiet_end(&Some((21, 8)), 60, t("2026-11-30T19:59:00Z")), None);
         assert_eq!(quiet_end(&Some((21, 8)), 60, t("2026-12-01T03:00:00Z")), Some(t("2026-12-01T07:00:00Z")));
         assert_eq!(quiet_end(&Some((12, 14)), 0, t("2026-11-30T13:30:00Z")), Some(t("2026-11-30T14:00:00Z")));
+        // A window inside one day: its edges, and the hours on either side of it.
+        for (at, want) in [
+            ("2026-11-30T11:59:00Z", None),
+            ("2026-11-30T12:00:00Z", Some(t("2026-11-30T14:00:00Z"))),
+            ("2026-11-30T13:59:59Z", Some(t("2026-11-30T14:00:00Z"))),
+            ("2026-11-30T14:00:00Z", None),
+            ("2026-11-30T15:00:00Z", None),
+        ] {
+            assert_eq!(quiet_end(&Some((12, 14)), 0, t(at)), want, "12-14 at {at}");
+        }
+        // One across midnight, at its edges.
+        assert_eq!(quiet_end(&Some((21, 8)), 0, t("2026-11-30T08:00:00Z")), None);
+        assert_eq!(quiet_end(&Some((21, 8)), 0, t("2026-11-30T21:00:00Z")), Some(t("2026-12-01T08:00:00Z")));
         // A window of 9-18 on weekdays, from Saturday 10:00 UTC-5: Monday 09:00 local.
         let sat = t("2026-12-05T15:00:00Z");
         assert_eq!(next_in_window(sat, -300, 9, 18, 0b001_1111), t("2026-12-07T14:00:00Z"));

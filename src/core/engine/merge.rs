@@ -626,6 +626,61 @@ mod tests {
         assert_eq!(user.consent.grants, before, "a split gives the survivor back its own decisions");
     }
 
+    /// A merge takes the absorbed profile's identities only within the survivor's identity budget; the rest are
+    /// refused with their reason, never dropped silently.
+    #[test]
+    fn a_merge_stays_within_the_identity_budget() {
+        let long = |p: &str, i: usize| Identity::new("anonymous_id", &format!("{p}{i:03}{}", "a".repeat(250)));
+        let mut user = Profile::new("p_user".into(), 0);
+        user.identities.push(Identity::new("user_id", "u1"));
+        user.identities.extend((0..55).map(|i| long("u", i)));
+        let mut other = Profile::new("p_other".into(), 0);
+        other.identities.extend((0..5).map(|i| long("o", i)));
+        let linked = other.identities[0].value.clone();
+        merge_into_u1(&mut user, other, &Config::default().identity, &linked, "m").unwrap();
+        assert!(identity_bytes(&user.identities) <= budget::IDENTITIES, "{} bytes", identity_bytes(&user.identities));
+        let taken = user.identities.iter().filter(|i| i.value.starts_with('o')).count();
+        let refused = user.refused.iter().filter(|r| r.identity.value.starts_with('o')).count();
+        assert!(taken < 5 && taken + refused == 5, "{taken} taken, {refused} refused");
+    }
+
+    /// The identity rules' edges: an identity that fills the budget to the byte is taken and one byte more is
+    /// refused; a merge that would pass a type's limit is refused whole; the refusal record keeps its newest.
+    #[test]
+    fn identity_limits_hold_at_their_edges() {
+        let rules = Config::default().identity;
+        // Identities of a known weight: 12 bytes of type, 16 of overhead, and the value.
+        let id = |i: usize, len: usize| Identity::new("anonymous_id", &format!("{i:04}{}", "b".repeat(len - 4)));
+        let mut p = Profile::new("p".into(), 0);
+        for i in 0..45 {
+            assert!(p.admit(id(i, 300), &rules, 0, "m"));
+        }
+        let room = budget::IDENTITIES - identity_bytes(&p.identities);
+        let exact = room - "anonymous_id".len() - 16;
+        assert!(!p.admit(id(98, exact + 1), &rules, 0, "m"), "one byte over the budget");
+        assert!(p.admit(id(99, exact), &rules, 0, "m"), "exactly the budget");
+        assert_eq!(identity_bytes(&p.identities), budget::IDENTITIES);
+        assert!(p.refused.last().is_some_and(|r| r.reason.contains("budget")));
+
+        // A merge past the anonymous ids' limit (100, a lower priority than the user id that links them) takes
+        // what fits and records the rest as refused.
+        let mut user = Profile::new("p_user".into(), 0);
+        user.identities.push(Identity::new("user_id", "u1"));
+        user.identities.extend((0..99).map(|i| Identity::new("anonymous_id", &format!("u{i}"))));
+        let mut other = Profile::new("p_other".into(), 0);
+        other.identities.extend((0..3).map(|i| Identity::new("anonymous_id", &format!("o{i}"))));
+        merge_into_u1(&mut user, other, &rules, "o0", "m").unwrap();
+        assert_eq!(user.identities.iter().filter(|i| i.kind == "anonymous_id").count(), 100);
+        assert_eq!(user.refused.iter().filter(|r| r.identity.value.starts_with('o')).count(), 2);
+
+        let mut r = Profile::new("r".into(), 0);
+        for i in 0..MAX_REFUSED + 3 {
+            r.refuse(Identity::new("email", &format!("{i}@x")), "test".into(), 0, "m");
+        }
+        assert_eq!(r.refused.len(), MAX_REFUSED);
+        assert_eq!(r.refused.last().map(|x| x.identity.value.as_str()), Some(&*format!("{}@x", MAX_REFUSED + 2)));
+    }
+
     fn phone() -> Profile {
         profile(
             "p_phone",
