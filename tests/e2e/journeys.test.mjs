@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { GRANT, uid, workerForFile, getProfile, identityToken } from '../support/worker.mjs';
 import { startSink, verify } from '../../scripts/webhook-sink.mjs';
+import { liveStorageText } from '../support/storage.mjs';
 
 const SECRET = `whsec_${randomBytes(24).toString('base64')}`;
 const RELAY_KEY = `relay-${randomBytes(16).toString('hex')}`;
@@ -194,9 +195,14 @@ describe('journeys through the Worker', () => {
 
   test('an erasure cancels the journey waiting on the profile: nothing is sent and the log names nobody', async () => {
     const user = uid('erased');
+    // A send that went before the erasure: its row in the outcome log holds the profile id until then.
+    await track(user, 'Offer Seen');
+    await eventually(() => received('/hook', user).length > 0, 'the offer');
     await track(user, 'Erase Me');
     await new Promise((r) => setTimeout(r, 1000));
     const before = await getProfile(w, `user_id:${user}`);
+    const sent = received('/hook', user)[0].headers['webhook-id'];
+    assert.ok(!sent.includes(before.body.id), `the delivery id ${sent} names no profile`);
     assert.equal(before.body.journeys.instances[0].journey, 'erase', 'the instance waits on the profile');
     // The journey index counts the person at the step they wait at, and no longer once they are erased.
     const atWait = async () => {
@@ -208,7 +214,9 @@ describe('journeys through the Worker', () => {
     const d = await fetch(`${w.url}/v1/profiles/user_id:${user}`, { method: 'DELETE', headers: w.admin() });
     assert.equal(d.status, 204);
     await new Promise((r) => setTimeout(r, 6000));
-    assert.equal(received('/hook', user).length, 0, 'the wait ended with the profile: nothing was sent');
+    assert.equal(received('/hook', user).length, 1, 'the wait ended with the profile: nothing more was sent');
+    // Nothing in any live row of KV, the objects' storage or D1 (the outcome log, the indexes) names the profile.
+    await eventually(async () => !liveStorageText(w.state).includes(before.body.id), 'no row naming the erased profile', 10_000);
     assert.equal(await atWait(), 0, 'the erased person is gone from the journey index');
     assert.equal((await getProfile(w, `user_id:${user}`)).status, 404);
   });
