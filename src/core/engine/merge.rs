@@ -626,6 +626,38 @@ mod tests {
         assert_eq!(user.consent.grants, before, "a split gives the survivor back its own decisions");
     }
 
+    /// Traits after a merge, one row each: the later value wins, whichever profile holds it; on a tie the
+    /// survivor's stays; a proof of a contact point goes with the value that won.
+    #[test]
+    fn a_merge_keeps_the_later_trait_and_the_proof_of_the_value_that_won() {
+        use crate::core::model::contact::ProvenBy;
+        use crate::core::model::profile::TraitEntry;
+        let text = |s: &str| Value::String(s.into());
+        // trait, the survivor's (value, at), the absorbed profile's, the value after the merge.
+        let rows = [
+            ("plan", ("silver", 1), ("gold", 2), "gold"),
+            ("tier", ("a", 3), ("b", 2), "a"),
+            ("city", ("Paris", 5), ("Lyon", 5), "Paris"),
+            ("email", ("old@x.example", 1), ("new@x.example", 2), "new@x.example"),
+        ];
+        let mut user = Profile::new("p_user".into(), 0);
+        user.identities.push(Identity::new("user_id", "u1"));
+        let mut other = Profile::new("p_other".into(), 0);
+        other.identities.push(Identity::new("anonymous_id", "x"));
+        for (name, (ours, ours_at), (theirs, theirs_at), _) in rows {
+            user.traits.insert(name.into(), TraitEntry { value: text(ours), at: ours_at });
+            other.traits.insert(name.into(), TraitEntry { value: text(theirs), at: theirs_at });
+        }
+        user.contacts.prove("email", &text("old@x.example"), 1, ProvenBy::Server);
+        other.contacts.prove("email", &text("new@x.example"), 2, ProvenBy::Token);
+        merge_into_u1(&mut user, other, &Config::default().identity, "x", "m").unwrap();
+        for (name, _, _, want) in rows {
+            assert_eq!(user.traits[name].value, text(want), "{name}");
+        }
+        assert!(user.contact_verified("email"), "the proof of the value that won came along");
+        assert_eq!(user.contacts.proofs["email"].by, ProvenBy::Token);
+    }
+
     /// A merge takes the absorbed profile's identities only within the survivor's identity budget; the rest are
     /// refused with their reason, never dropped silently.
     #[test]
