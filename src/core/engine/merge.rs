@@ -624,6 +624,15 @@ mod tests {
         }
         split(&mut user, "p_other").unwrap();
         assert_eq!(user.consent.grants, before, "a split gives the survivor back its own decisions");
+        // Decisions made at the same instant: the survivor's stands.
+        let mut user = Profile::new("p_user".into(), 0);
+        user.identities.push(Identity::new("user_id", "u1"));
+        user.consent.grants.insert(Purpose::Marketing, grant(false, 50));
+        let mut other = Profile::new("p_other".into(), 0);
+        other.identities.push(Identity::new("anonymous_id", "x"));
+        other.consent.grants.insert(Purpose::Marketing, grant(true, 50));
+        merge_into_u1(&mut user, other, &Config::default().identity, "x", "m").unwrap();
+        assert!(!user.consent.grants[&Purpose::Marketing].granted, "a tie keeps the survivor's refusal");
     }
 
     /// Traits after a merge, one row each: the later value wins, whichever profile holds it; on a tie the
@@ -649,12 +658,15 @@ mod tests {
             other.traits.insert(name.into(), TraitEntry { value: text(theirs), at: theirs_at });
         }
         user.contacts.prove("email", &text("old@x.example"), 1, ProvenBy::Server);
+        (user.computed.sessions, user.computed.orders) = (2, 1);
+        (other.computed.sessions, other.computed.orders) = (3, 2);
         other.contacts.prove("email", &text("new@x.example"), 2, ProvenBy::Token);
         merge_into_u1(&mut user, other, &Config::default().identity, "x", "m").unwrap();
         for (name, _, _, want) in rows {
             assert_eq!(user.traits[name].value, text(want), "{name}");
         }
         assert!(user.contact_verified("email"), "the proof of the value that won came along");
+        assert_eq!((user.computed.sessions, user.computed.orders), (5, 3), "sessions and orders add up");
         assert_eq!(user.contacts.proofs["email"].by, ProvenBy::Token);
     }
 
