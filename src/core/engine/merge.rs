@@ -660,6 +660,8 @@ mod tests {
         user.contacts.prove("email", &text("old@x.example"), 1, ProvenBy::Server);
         (user.computed.sessions, user.computed.orders) = (2, 1);
         (other.computed.sessions, other.computed.orders) = (3, 2);
+        user.seen_message_ids.extend(["m1".to_string()]);
+        other.seen_message_ids.extend(["m1".to_string(), "m2".to_string()]);
         other.contacts.prove("email", &text("new@x.example"), 2, ProvenBy::Token);
         merge_into_u1(&mut user, other, &Config::default().identity, "x", "m").unwrap();
         for (name, _, _, want) in rows {
@@ -667,6 +669,7 @@ mod tests {
         }
         assert!(user.contact_verified("email"), "the proof of the value that won came along");
         assert_eq!((user.computed.sessions, user.computed.orders), (5, 3), "sessions and orders add up");
+        assert_eq!(user.seen_message_ids, ["m1", "m2"], "each message id once: a retry after the merge counts once");
         assert_eq!(user.contacts.proofs["email"].by, ProvenBy::Token);
     }
 
