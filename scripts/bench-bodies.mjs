@@ -5,35 +5,26 @@
 // guessing the admin token adds to an admin request: 200 sign-ins with a wrong token (judged, so reported to the
 // guard object) against 200 without one (refused before the guard), alternated, each from its own address.
 // Loopback only, bounded.
-import { readFileSync, readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { gzipSync } from 'node:zlib';
-import { startWorker } from '../tests/support/worker.mjs';
+import { startWorker, workerdMemoryKB } from '../tests/support/worker.mjs';
 
 const w = await startWorker({ config: null });
 const port = new URL(w.url).port;
-/** workerd's /proc status lines, found by the port it serves. */
-function workerd() {
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmd.includes('workerd') && cmd.includes(`127.0.0.1:${port}`)) return pid;
-    } catch { /* gone */ }
-  }
-  throw new Error('workerd not found');
-}
-const pid = workerd();
-const kb = (field) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`${field}:\\s+(\\d+)`))[1]);
+const kb = (field) => workerdMemoryKB(w, field);
 const load = (n) => Promise.all(Array.from({ length: n }, () => fetch(`${w.url}/healthz`)));
 
 function send(headers, write) {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/batch', headers }, (res) => {
+    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
+    // A fresh connection each, given up after 20 s: wrangler dev's proxy may drop a body the Worker cancelled.
+    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/batch', headers, agent: false }, (res) => {
       res.resume();
-      res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+      res.on('end', () => resolve({ status: res.statusCode, ms: ms() }));
     });
-    req.on('error', (e) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? null : reject(e)));
+    req.on('error', (e) => (e.code === 'EPIPE' || e.code === 'ECONNRESET' ? resolve({ status: e.code, ms: ms() }) : reject(e)));
+    setTimeout(() => { req.destroy(); resolve({ status: 'no answer in 20 s', ms: ms() }); }, 20_000).unref();
     write(req);
   });
 }
@@ -66,14 +57,15 @@ const idle = kb('VmRSS');
 console.log(`workerd idle: ${(idle / 1024).toFixed(1)} MB resident`);
 for (const [name, write] of Object.entries(kinds)) {
   const times = [];
+  const answers = {};
   for (let i = 0; i < 5; i += 1) {
     const r = await send(headers[name], write);
-    if (r.status !== 413) throw new Error(`${name}: ${r.status}, not 413`);
+    answers[r.status] = (answers[r.status] || 0) + 1;
     times.push(r.ms);
   }
   times.sort((a, b) => a - b);
   const after = kb('VmRSS');
-  console.log(`${name}: 413 in ${times[2].toFixed(1)} ms median, ${times[4].toFixed(1)} ms worst; ` +
+  console.log(`${name}: answers ${JSON.stringify(answers)} in ${times[2].toFixed(1)} ms median, ${times[4].toFixed(1)} ms worst; ` +
     `resident ${((after - idle) / 1024).toFixed(2)} MB above idle after 5`);
 }
 console.log(`workerd peak resident over the run: ${((kb('VmHWM') - idle) / 1024).toFixed(2)} MB above idle`);

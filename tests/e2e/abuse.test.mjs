@@ -6,7 +6,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { gzipSync, deflateSync } from 'node:zlib';
-import { GRANT, uid, workerForFile, getProfile } from '../support/worker.mjs';
+import { GRANT, uid, workerForFile, getProfile, workerdMemoryKB } from '../support/worker.mjs';
 
 const w = workerForFile({ vars: { EDGECDP_PUBLIC_ORIGIN: 'https://cdp.shop.example' } });
 const page = (a) => ({ type: 'page', anonymousId: a, context: GRANT });
@@ -52,29 +52,57 @@ describe('bodies are read with a running limit', () => {
     assert.equal((await getProfile(w, `anonymous_id:${a}`)).body.counts.page, 1);
   });
 
-  test('a 150 MB chunked body with no Content-Length is refused at the limit, not read whole', async () => {
-    const a = uid('chunked');
+  /** Sends `mb` 1 MB chunks of one event's property with no Content-Length, stopping once answered. */
+  function chunked(a, mb, timeoutMs) {
     const head = Buffer.from(`{"writeKey":"demo","batch":[{"type":"page","anonymousId":"${a}","properties":{"x":"`);
     const filler = Buffer.alloc(1024 * 1024, 0x61);
     let written = 0;
-    const r = await raw('POST', '/v1/batch', { 'content-type': 'application/json', 'transfer-encoding': 'chunked' }, (req) => {
-      req.on('error', () => {});
-      req.write(head);
-      // Bounded: at most 150 chunks of 1 MB, stopped as soon as the Worker has answered.
+    return new Promise((resolve) => {
+      const u = new URL(w.url);
+      const req = request({ host: u.hostname, port: u.port, method: 'POST', path: '/v1/batch', agent: false,
+        headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => { text += c; });
+        res.on('end', () => resolve({ status: res.statusCode, text, written }));
+      });
       let answered = false;
+      req.on('response', () => { answered = true; });
+      req.on('error', (e) => resolve({ error: e.code, written }));
+      // Bounded in bytes and in time: the loop stops at `mb` chunks, and the request is given up after `timeoutMs`.
+      setTimeout(() => { req.destroy(); resolve({ timeout: true, written }); }, timeoutMs).unref();
+      req.write(head);
       const pump = () => {
-        while (written < 150 && !answered && !req.destroyed) {
+        while (written < mb && !answered && !req.destroyed) {
           written += 1;
           if (!req.write(filler)) return req.once('drain', pump);
         }
-        req.end('"}}]}');
+        if (!req.destroyed) req.end('"}}]}');
       };
-      req.on('response', () => { answered = true; });
       pump();
     });
-    assert.equal(r.status, 413, r.text);
+  }
+
+  test('a chunked body with no Content-Length is refused at the limit: 413, nothing stored', async () => {
+    const a = uid('chunked');
+    const r = await chunked(a, 10, 30_000);
+    assert.equal(r.status, 413, JSON.stringify(r));
     assert.equal(JSON.parse(r.text).error.code, 'payload_too_large');
-    assert.ok(written < 150, `the Worker answered before the body ended (${written} MB sent)`);
+    assert.equal((await getProfile(w, `anonymous_id:${a}`)).status, 404, 'nothing of it was stored');
+  });
+
+  test('a 150 MB chunked body costs workerd a few MB, not the body: it is never read whole', async () => {
+    // The Worker keeps nothing past the limit, reads and drops at most 16 MB more, then cancels the rest.
+    // Locally, `wrangler dev`'s proxy pipes the body to the Worker and, once the Worker cancels it, may answer
+    // its own 503 or reset the connection instead of passing the Worker's 413 on (Cloudflare returns the Worker's
+    // answer). So what this holds is what the finding was about: workerd's memory, measured.
+    const a = uid('chunked-150');
+    const before = workerdMemoryKB(w);
+    const r = await chunked(a, 150, 20_000);
+    const grown = (workerdMemoryKB(w) - before) / 1024;
+    assert.ok(grown < 32, `workerd grew ${grown.toFixed(1)} MB for a 150 MB body (before the fix: +347 MB) ${JSON.stringify(r)}`);
+    assert.ok(r.status === undefined || r.status === 413 || r.status === 503, JSON.stringify(r));
+    assert.equal((await fetch(`${w.url}/healthz`)).status, 200, 'the Worker goes on serving');
     assert.equal((await getProfile(w, `anonymous_id:${a}`)).status, 404, 'nothing of it was stored');
   });
 });

@@ -7,7 +7,7 @@
 // file beside its state, because tests run several Workers at once, with different secrets; one shared `.dev.vars`
 // would give them all the same. tests/e2e/secrets.test.mjs holds that.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -216,4 +216,20 @@ export function workerForFile(options = {}) {
   before(async () => { Object.assign(w, await startWorker(options)); });
   after(async () => { await w.stop?.(); });
   return w;
+}
+
+/**
+ * The resident memory of the workerd process serving `w` (VmRSS, or `field` such as VmHWM, in KB), read from
+ * /proc: what a hostile body costs the runtime is measured there, not guessed from the answer.
+ */
+export function workerdMemoryKB(w, field = 'VmRSS') {
+  const port = new URL(w.url).port;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let cmd;
+    try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { continue; }
+    if (cmd.includes('workerd') && cmd.includes(`127.0.0.1:${port}`)) {
+      return Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`${field}:\\s+(\\d+)`))[1]);
+    }
+  }
+  throw new Error(`no workerd serves port ${port}`);
 }
