@@ -671,6 +671,17 @@ mod tests {
         assert_eq!((user.computed.sessions, user.computed.orders), (5, 3), "sessions and orders add up");
         assert_eq!(user.seen_message_ids, ["m1", "m2"], "each message id once: a retry after the merge counts once");
         assert_eq!(user.contacts.proofs["email"].by, ProvenBy::Token);
+        // Two dedup windows make one of the same bound, the newest kept.
+        let mut user = Profile::new("p_user".into(), 0);
+        user.identities.push(Identity::new("user_id", "u1"));
+        user.seen_message_ids.extend((0..MAX_SEEN_MESSAGE_IDS).map(|i| format!("u{i}")));
+        let mut other = Profile::new("p_other".into(), 0);
+        other.identities.push(Identity::new("anonymous_id", "x"));
+        other.seen_message_ids.extend((0..5).map(|i| format!("o{i}")));
+        merge_into_u1(&mut user, other, &Config::default().identity, "x", "m").unwrap();
+        assert_eq!(user.seen_message_ids.len(), MAX_SEEN_MESSAGE_IDS);
+        assert_eq!(user.seen_message_ids.back().map(String::as_str), Some("o4"));
+        assert_eq!(user.seen_message_ids.front().map(String::as_str), Some("u5"));
     }
 
     /// A merge takes the absorbed profile's identities only within the survivor's identity budget; the rest are
