@@ -540,27 +540,25 @@ mod tests {
 
     #[test]
     fn a_browser_aliases_only_its_own_anonymous_id() {
-        let mut events = vec![Event::new(
-            "m".into(),
-            Some("a1".into()),
-            Some("alice".into()),
-            NOW,
-            EventKind::Alias { previous_id: "someone-else".into() },
-        )];
-        events[0].identity_token = Some(token("alice", NOW + HOUR));
+        // An alias from browser a1, signed in as alice with a token, of `previous`.
+        let alias = |previous: &str| {
+            let mut e = Event::new(
+                "m".into(),
+                Some("a1".into()),
+                Some("alice".into()),
+                NOW,
+                EventKind::Alias { previous_id: previous.into() },
+            );
+            e.identity_token = Some(token("alice", NOW + HOUR));
+            vec![e]
+        };
+        let mut events = alias("someone-else");
         let refused = vouch(&mut events, Proof::Required, &[SECRET], &BTreeMap::new(), NOW);
         assert_eq!(refused, vec![RefusedClaim { position: 0, error: ClaimError::AliasOfAnotherId }]);
         assert_eq!(events[0].kind, EventKind::Alias { previous_id: "a1".into() });
         assert_eq!(events[0].unproven[0].0, Identity::new(ANONYMOUS_ID, "someone-else"));
         // Its own anonymous id, with a proven user id: linked as sent.
-        let mut own = vec![Event::new(
-            "m".into(),
-            Some("a1".into()),
-            Some("alice".into()),
-            NOW,
-            EventKind::Alias { previous_id: "a1".into() },
-        )];
-        own[0].identity_token = Some(token("alice", NOW + HOUR));
+        let mut own = alias("a1");
         assert!(vouch(&mut own, Proof::Required, &[SECRET], &BTreeMap::new(), NOW).is_empty());
         assert_eq!(own[0].kind, EventKind::Alias { previous_id: "a1".into() });
     }
