@@ -60,9 +60,7 @@ pub(crate) fn local_headers(env: &Env) -> bool {
 /// for a `gzip` or `deflate` body, the bytes inflated pass the limit (`core::wire::inflate`). Nothing beyond the
 /// limit and one chunk is ever held. A truncated or corrupt compressed body is a 400, another coding a 415.
 pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    use worker::js_sys::{Reflect, Uint8Array};
     use worker::wasm_bindgen::{JsCast, JsValue};
-    use worker::wasm_bindgen_futures::JsFuture;
     use worker::web_sys::ReadableStreamDefaultReader;
     // A length too large for any integer is too large for the limit too; only digits are a length at all.
     if let Some(declared) = req.headers().get("content-length")? {
@@ -100,12 +98,8 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
     let mut received = 0usize;
     let mut plain = Vec::new();
     let mut inflater = coding.map(|c| Inflater::new(c, limit));
-    loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(unreadable)?;
-        if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
-            break;
-        }
-        let chunk = Uint8Array::new(&Reflect::get(&chunk, &"value".into()).map_err(unreadable)?).to_vec();
+    while let Some(chunk) = next_chunk(&reader).await.map_err(unreadable)? {
+        let chunk = chunk.to_vec();
         received += chunk.len();
         let pushed = match &mut inflater {
             _ if received > limit => Err(ApiError::Body(BodyError::TooLarge { limit })),
@@ -122,20 +116,11 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
             // request; a body that goes on past that is cancelled. (Under `wrangler dev` a cancelled body can
             // make its proxy answer 503 instead of the Worker's 413: see abuse.test.mjs.)
             let mut drained = 0usize;
-            loop {
-                match JsFuture::from(reader.read()).await {
-                    Ok(c) if !Reflect::get(&c, &"done".into()).map_or(true, |d| d.is_truthy()) => {
-                        drained += Reflect::get(&c, &"value".into())
-                            .ok()
-                            .and_then(|v| Reflect::get(&v, &"byteLength".into()).ok())
-                            .and_then(|n| n.as_f64())
-                            .unwrap_or(0.0) as usize;
-                        if drained > DRAIN_BYTES {
-                            let _ = reader.cancel();
-                            break;
-                        }
-                    }
-                    _ => break,
+            while let Ok(Some(chunk)) = next_chunk(&reader).await {
+                drained += chunk.length() as usize;
+                if drained > DRAIN_BYTES {
+                    let _ = reader.cancel();
+                    break;
                 }
             }
             return Err(e);
@@ -145,6 +130,18 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
         Some(i) => i.finish().map_err(|e| inflate_error(e, limit)),
         None => Ok(plain),
     }
+}
+
+/// The next chunk of a body, left in JavaScript's memory (the caller copies what it keeps); `None` at its end.
+async fn next_chunk(
+    reader: &worker::web_sys::ReadableStreamDefaultReader,
+) -> Result<Option<worker::js_sys::Uint8Array>, worker::wasm_bindgen::JsValue> {
+    use worker::js_sys::{Reflect, Uint8Array};
+    let read = worker::wasm_bindgen_futures::JsFuture::from(reader.read()).await?;
+    if Reflect::get(&read, &"done".into())?.is_truthy() {
+        return Ok(None);
+    }
+    Ok(Some(Uint8Array::new(&Reflect::get(&read, &"value".into())?)))
 }
 
 /// How much of a refused body is read and dropped after its limit before the rest is cancelled.
