@@ -4,10 +4,10 @@
 //! whose journeys handle abandoned carts, repeat views, inactivity, churn, flights; a `config.json` may extend it with
 //! `"$extends"`).
 //!
-//! The runner plays what the Worker does, through the same core functions: each event through the write path
-//! (`common::World`), every profile woken at its next instant as its object's alarm would be (`write::refresh`),
-//! and every send that is due claimed at once as the delivery queue's consumer would (`journeys::claim`, then
-//! `settle`), so the log shows the exact instants sends leave, and what stopped or deferred them.
+//! The runner plays what the Worker does, with the same code: each event through the collect route's core and
+//! the profile objects' writer (`common::World`), every object woken at its alarm, and every send the objects
+//! enqueue claimed at once as the delivery queue's consumer would (`Request::Claim`, then `Settle`), so the log
+//! shows the exact instants sends leave, and what stopped or deferred them.
 //!
 //! Timeline lines: `{"at", "event": {...}}` (a Segment event; optional `"utcOffset": "+01:00"` and `"country"`
 //! are the request's signals), `{"at", "decide": {...}}` (a decide request; what it serves is recorded, as the
@@ -17,17 +17,14 @@
 //! diff before committing it.
 
 use edgecdp::core::base::time::{format_iso8601, parse_iso8601, Millis};
-use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
+use edgecdp::core::engine::apply::ApplyRequest;
 use edgecdp::core::engine::decide::decide;
-use edgecdp::core::engine::journeys::{claim, mark_enqueued, settle, to_enqueue, Claim};
-use edgecdp::core::engine::write::refresh;
 use edgecdp::core::model::consent::{permit_personalization, RequestSignals};
 use edgecdp::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use edgecdp::core::model::profile::Profile;
 use edgecdp::core::rules::journey::{parse_offset, Payload};
 use edgecdp::core::rules::{compile_str, Config};
 use edgecdp::core::wire::decide::parse_decide;
-use edgecdp::core::wire::deliveries::body;
+use edgecdp::core::writer::protocol::{ClaimAnswer, Reply, Request};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::Path;
@@ -35,53 +32,44 @@ use std::path::Path;
 mod common;
 use common::World;
 
-/// Alarms fired in one case at most: a runaway schedule fails the case instead of hanging it.
-const MAX_ALARMS: usize = 10_000;
-
-fn next_wake(p: &Profile) -> Option<Millis> {
-    [p.audiences.due, p.journeys.due()].into_iter().flatten().min()
-}
-
-/// The consumer's part: every send due is claimed now and, when it goes, settled as delivered.
-fn deliver(config: &Config, p: &mut Profile, now: Millis, log: &mut Vec<Value>) {
-    let sends = to_enqueue(p, now);
-    let ids: Vec<String> = sends.iter().map(|o| o.id.clone()).collect();
-    mark_enqueued(p, &ids);
-    for o in sends {
-        let who = p.identities.iter().find(|i| i.kind == USER_ID).or(p.identities.first()).map(|i| i.value.clone());
-        let mut entry =
-            json!({"at": format_iso8601(now), "of": who, "journey": o.journey, "step": o.step, "key": o.key});
-        match claim(config, p, &o.id, now) {
-            Claim::Go { destination, outgoing } => {
-                entry["sent"] = json!(outgoing.event);
-                entry["to"] = json!(destination.id);
+/// The delivery queue's consumer: every send enqueued is claimed now and, when it goes, settled as delivered.
+fn deliver(config: &Config, world: &mut World, now: Millis, log: &mut Vec<Value>) {
+    while let Some(m) = world.deliveries.pop_front() {
+        let (at, reply) = world.follow(config, &m.profile, now, |_| Request::Claim { delivery: m.delivery.clone() });
+        let Reply::Claimed { answer, send } = reply else { panic!("a claim answered {reply:?}") };
+        let p = world.stored_profile(&at);
+        let who = p.as_ref().and_then(|p| {
+            p.identities.iter().find(|i| i.kind == USER_ID).or(p.identities.first()).map(|i| i.value.clone())
+        });
+        let mut entry = json!({"at": format_iso8601(now), "of": who});
+        if let Some(s) = &send {
+            entry["journey"] = json!(s.journey);
+            entry["step"] = json!(s.step);
+            entry["key"] = json!(s.key);
+        }
+        match answer {
+            ClaimAnswer::Go { body, .. } => {
+                entry["sent"] = json!(send.as_ref().map(|s| s.event.clone()));
+                entry["to"] = json!(m.destination);
                 // A template's text is logged (its escaping is part of the case); an event's shape has unit tests.
-                if destination.payload != Payload::Event {
-                    entry["body"] = json!(body(destination, p, &outgoing, now).0);
+                let destination = config.destinations.iter().find(|d| d.id == m.destination);
+                if destination.is_some_and(|d| d.payload != Payload::Event) {
+                    entry["body"] = json!(body);
                 }
-                settle(p, &o.id, true);
+                let settle = |_: &str| Request::Settle { delivery: m.delivery.clone(), delivered: true };
+                world.follow(config, &at, now, settle);
             }
-            Claim::Suppressed(reason) => entry["suppressed"] = json!(reason),
-            Claim::Deferred(until) => entry["deferredUntil"] = json!(format_iso8601(until)),
-            Claim::Unknown => entry["unknown"] = json!(o.id),
+            ClaimAnswer::Suppressed { reason } => entry["suppressed"] = json!(reason),
+            ClaimAnswer::Deferred { until } => entry["deferredUntil"] = json!(format_iso8601(until)),
+            ClaimAnswer::Unknown => entry["unknown"] = json!(m.delivery),
         }
         log.push(entry);
     }
 }
 
-/// Wakes every profile whose next instant is at or before `limit`, earliest first, as their alarms would.
+/// Wakes every profile whose alarm is at or before `limit`, earliest first, delivering what each sends.
 fn run_alarms(config: &Config, world: &mut World, limit: Millis, log: &mut Vec<Value>) {
-    for _ in 0..MAX_ALARMS {
-        let next = world.profiles.values().filter_map(|p| next_wake(p).map(|t| (t, p.id.clone()))).min();
-        let Some((t, id)) = next.filter(|(t, _)| *t <= limit) else { return };
-        let p = world.profiles.get_mut(&id).expect("the profile");
-        refresh(config, p, t);
-        deliver(config, p, t, log);
-        if next_wake(p) == Some(t) {
-            panic!("profile {id} wakes at {} again and again", format_iso8601(t));
-        }
-    }
-    panic!("more than {MAX_ALARMS} alarms");
+    world.run_alarms(config, limit, |world, t| deliver(config, world, t, log));
 }
 
 fn identity_of(of: &Value) -> Identity {
@@ -132,10 +120,8 @@ fn run_case(dir: &Path) -> (Value, Value) {
                 gpc: false,
                 utc_offset_minutes: entry["utcOffset"].as_str().and_then(parse_offset),
             };
-            for id in world.write_line(&config, &event.to_string(), &signals, at) {
-                let p = world.profiles.get_mut(&id).expect("written");
-                deliver(&config, p, at, &mut log);
-            }
+            world.write_line(&config, &event.to_string(), &signals, at);
+            deliver(&config, &mut world, at, &mut log);
         } else if let Some(request) = entry.get("decide") {
             let request = parse_decide(request.to_string().as_bytes()).expect("a valid decide request");
             let id = request
@@ -143,7 +129,7 @@ fn run_case(dir: &Path) -> (Value, Value) {
                 .as_ref()
                 .map(|u| Identity::new(USER_ID, u))
                 .or_else(|| request.anonymous_id.as_ref().map(|a| Identity::new(ANONYMOUS_ID, a)));
-            let profile = id.as_ref().and_then(|id| world.profile_of(id)).cloned();
+            let profile = id.as_ref().and_then(|id| world.profile_of(id, at));
             let subject = profile.as_ref().and_then(|p| {
                 permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
             });
@@ -154,9 +140,8 @@ fn run_case(dir: &Path) -> (Value, Value) {
             let impressions = decision.impressions(at);
             if let (Some(p), false) = (profile, impressions.is_empty()) {
                 let req = ApplyRequest { profile_id: p.id.clone(), impressions, ..ApplyRequest::default() };
-                if let (Some(p), _) = apply_events(Some(p), req, &config) {
-                    world.profiles.insert(p.id.clone(), p);
-                }
+                world.apply(&config, req, at);
+                deliver(&config, &mut world, at, &mut log);
             }
         } else {
             panic!("{name}: timeline line {} is neither an event nor a decision", n + 1);
@@ -171,7 +156,7 @@ fn run_case(dir: &Path) -> (Value, Value) {
             Some(("anon", a)) => identity_of(&json!({"anonymousId": a})),
             _ => panic!("{name}: people keys are user:<id> or anon:<id>, not {key}"),
         };
-        let p = world.profile_of(&id).unwrap_or_else(|| panic!("{name}: no profile for {key}"));
+        let p = world.profile_of(&id, until).unwrap_or_else(|| panic!("{name}: no profile for {key}"));
         let j = p.journeys.to_json();
         people.insert(key.clone(), json!({"instances": j["instances"], "ended": j["ended"], "outbox": j["outbox"]}));
     }

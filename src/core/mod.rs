@@ -10,3 +10,4 @@ pub mod model;
 pub mod rules;
 pub mod store;
 pub mod wire;
+pub mod writer;

@@ -8,15 +8,14 @@
 //! the index (`routes::audiences`).
 
 use crate::core::base::time::Millis;
-use crate::core::model::audience::Transition;
-use crate::core::model::profile::Profile;
 use crate::core::wire::audiences::{
     decode, statements, IndexMessage, Sql, Statement, Sweep, SCHEMA, SWEEP_CHUNK, SWEEP_LIST,
 };
 use crate::core::wire::journeys::{self as journey_index, JourneyState};
+use crate::core::writer::protocol::Request;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
-use crate::edge::objects::profile_object::{self, Action};
+use crate::edge::objects::profile_client;
 use futures_util::{StreamExt, TryStreamExt};
 use std::cell::Cell;
 use worker::wasm_bindgen::JsValue;
@@ -30,32 +29,15 @@ thread_local! {
     static SCHEMA_READY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Hands a profile's transitions (and, with none, a change of its main identity) to the queue.
-pub async fn publish(env: &Env, profile: &Profile, transitions: &[Transition]) -> worker::Result<()> {
-    send(env, IndexMessage::transitions_json(profile, transitions).to_string()).await
-}
-
-/// Sends a message; with `EDGECDP_TEST_REDELIVER_AUDIENCES` set (for tests only) every message goes twice, as an
-/// at-least-once queue may deliver it, so that tests can show the index counts each transition once.
-async fn send(env: &Env, text: String) -> worker::Result<()> {
+/// Sends a message of the index (`wire::audiences::IndexMessage`, `wire::journeys::JourneyState`); with
+/// `EDGECDP_TEST_REDELIVER_AUDIENCES` set (for tests only) every message goes twice, as an at-least-once queue may
+/// deliver it, so that tests can show the index counts each transition once.
+pub async fn send(env: &Env, text: String) -> worker::Result<()> {
     let queue = env.queue(QUEUE_BINDING)?;
     if env.var("EDGECDP_TEST_REDELIVER_AUDIENCES").is_ok_and(|v| !v.to_string().is_empty()) {
         queue.send(text.clone()).await?;
     }
     queue.send(text).await
-}
-
-/// Tells the index that these profiles left every audience with their profile (absorbed by a merge).
-pub async fn publish_removed(env: &Env, profile_ids: &[String], at: Millis) -> worker::Result<()> {
-    if profile_ids.is_empty() {
-        return Ok(());
-    }
-    send(env, IndexMessage::removed_json(profile_ids, false, at).to_string()).await
-}
-
-/// Hands a profile's journeys (where it stands, why instances ended) to the index, once the profile is stored.
-pub async fn publish_journeys(env: &Env, profile: &Profile, now: Millis) -> worker::Result<()> {
-    send(env, JourneyState::of_profile(&profile.id, &profile.journeys, now).to_json().to_string()).await
 }
 
 /// Erases these profiles from the index now (their memberships, recorded transitions and journeys), before the
@@ -81,7 +63,7 @@ pub async fn start_sweep(env: &Env, version: u64) -> worker::Result<()> {
 
 /// One message of the pass. A listing step lists the next `SWEEP_LIST` profiles from KV and fans them out as
 /// messages of `SWEEP_CHUNK` profiles, then sends the next listing step; a chunk has each of its profiles
-/// re-evaluated by its own object (`Action::Reevaluate`, a few at once). A message for a configuration that is no
+/// re-evaluated by its own object (`Request::Reevaluate`, a few at once). A message for a configuration that is no
 /// longer in force is dropped: the newer version's pass covers every profile.
 async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
     let store = env.kv(kv::KV_BINDING).map_err(|e| ApiError::Unavailable(e.to_string()))?;
@@ -90,13 +72,17 @@ async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
     }
     match step {
         Sweep::List { version, cursor } => {
-            let mut list = store.list().prefix(kv::PROFILE_PREFIX.to_string()).limit(SWEEP_LIST);
+            let mut list = store.list().prefix(crate::core::writer::PROFILE_PREFIX.to_string()).limit(SWEEP_LIST);
             if let Some(c) = cursor {
                 list = list.cursor(c);
             }
             let page = list.execute().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            let ids: Vec<String> =
-                page.keys.iter().filter_map(|k| k.name.strip_prefix(kv::PROFILE_PREFIX)).map(String::from).collect();
+            let ids: Vec<String> = page
+                .keys
+                .iter()
+                .filter_map(|k| k.name.strip_prefix(crate::core::writer::PROFILE_PREFIX))
+                .map(String::from)
+                .collect();
             let queue = env.queue(QUEUE_BINDING)?;
             for chunk in ids.chunks(SWEEP_CHUNK) {
                 let message = Sweep::Profiles { version, profile_ids: chunk.to_vec() };
@@ -108,7 +94,7 @@ async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
         }
         Sweep::Profiles { profile_ids, .. } => {
             futures_util::stream::iter(profile_ids.iter().map(|id| async move {
-                profile_object::call(env, id, Action::Reevaluate, Vec::new()).await.map_err(ApiError::from)
+                profile_client::ask(env, id, &Request::Reevaluate).await.map_err(ApiError::from)
             }))
             .buffer_unordered(SWEEP_CALLS_AT_ONCE)
             .try_collect::<Vec<_>>()

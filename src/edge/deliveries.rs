@@ -11,17 +11,17 @@
 //! a consumer that keeps crashing leaves a message to the platform's dead-lettering.
 
 use crate::core::base::time::Millis;
-use crate::core::model::journey::Outgoing;
 use crate::core::rules::journey::{Destination, DestinationKind};
 use crate::core::rules::Config;
 use crate::core::wire::audiences::Statement;
 use crate::core::wire::deliveries::{
     after_failure, forget, headers, record, state, url, AfterFailure, DeliveryMessage, Outcome, Record, SCHEMA,
 };
+use crate::core::writer::protocol::{ClaimAnswer, Reply, Request as ObjectRequest};
 use crate::edge::audiences::bind;
 use crate::edge::http::ApiError;
 use crate::edge::kv;
-use crate::edge::objects::profile_object::{self, Action};
+use crate::edge::objects::profile_client;
 use futures_util::StreamExt;
 use serde_json::{json, Value as J};
 use std::cell::Cell;
@@ -43,14 +43,9 @@ thread_local! {
 }
 
 /// Hands sends to the delivery queue (the profile holding them is stored already).
-pub async fn enqueue(env: &Env, profile_id: &str, sends: &[Outgoing]) -> worker::Result<()> {
+pub async fn enqueue(env: &Env, messages: &[DeliveryMessage]) -> worker::Result<()> {
     let queue = env.queue(QUEUE_BINDING)?;
-    for o in sends {
-        let m = DeliveryMessage {
-            delivery: o.id.clone(),
-            profile: profile_id.to_string(),
-            destination: o.destination.clone(),
-        };
+    for m in messages {
         queue.send(m.to_json().to_string()).await?;
     }
     Ok(())
@@ -95,65 +90,32 @@ enum Claimed {
 /// Claims a send at the object holding it, following a merge's tombstone (a send made before the merge lives on in
 /// the survivor under the same id).
 async fn claim(env: &Env, m: &DeliveryMessage) -> Result<Claimed, String> {
-    let mut profile = m.profile.clone();
-    for _ in 0..3 {
-        let (status, bytes) = profile_object::call(env, &profile, Action::Claim, m.delivery.clone().into_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let j: J = serde_json::from_slice(&bytes).unwrap_or_default();
-        if status == 409 {
-            match j["movedTo"].as_str() {
-                Some(to) => {
-                    profile = to.to_string();
-                    continue;
-                }
-                None => return Err(format!("claim answered 409: {j}")),
-            }
-        }
-        if status != 200 {
-            return Err(format!("claim answered {status}: {j}"));
-        }
-        let text = |k: &str| j[k].as_str().map(String::from);
-        let rec = Record {
-            id: m.delivery.clone(),
-            destination: m.destination.clone(),
-            profile: text("profile"),
-            journey: text("journey"),
-            step: text("step"),
-        };
-        return Ok(match j["claim"].as_str() {
-            Some("go") => Claimed::Go {
-                body: text("body").unwrap_or_default(),
-                content_type: text("contentType").unwrap_or_else(|| "application/json".into()),
-                record: rec,
-            },
-            Some("suppressed") => Claimed::Suppressed { reason: text("reason").unwrap_or_default(), record: rec },
-            Some("deferred") => Claimed::Deferred { until: j["until"].as_i64().unwrap_or(0), record: rec },
-            _ => Claimed::Unknown,
-        });
-    }
-    Err("claim: too many hops".into())
+    let request = |_: &str| ObjectRequest::Claim { delivery: m.delivery.clone() };
+    let Reply::Claimed { answer, send } =
+        profile_client::follow(env, &m.profile, request).await.map_err(|e| format!("claim: {e:?}"))?.reply
+    else {
+        return Err("claim: the profile writer answered something else".into());
+    };
+    let record = Record {
+        id: m.delivery.clone(),
+        destination: m.destination.clone(),
+        profile: send.as_ref().map(|s| s.profile.clone()),
+        journey: send.as_ref().map(|s| s.journey.clone()),
+        step: send.map(|s| s.step),
+    };
+    Ok(match answer {
+        ClaimAnswer::Go { body, content_type } => Claimed::Go { body, content_type, record },
+        ClaimAnswer::Suppressed { reason } => Claimed::Suppressed { reason, record },
+        ClaimAnswer::Deferred { until } => Claimed::Deferred { until, record },
+        ClaimAnswer::Unknown => Claimed::Unknown,
+    })
 }
 
 /// Tells the object the delivery is over (`delivered`: the destination took it; otherwise it stops counting).
 async fn settle(env: &Env, profile: &str, id: &str, delivered: bool) {
-    let body = json!({"delivery": id, "delivered": delivered}).to_string().into_bytes();
-    let mut profile = profile.to_string();
-    for _ in 0..3 {
-        match profile_object::call(env, &profile, Action::Settle, body.clone()).await {
-            Ok((409, bytes)) => {
-                let j: J = serde_json::from_slice(&bytes).unwrap_or_default();
-                match j["movedTo"].as_str() {
-                    Some(to) => profile = to.to_string(),
-                    None => return,
-                }
-            }
-            Ok(_) => return,
-            Err(e) => {
-                worker::console_error!("settling {id} failed: {e}");
-                return;
-            }
-        }
+    let request = |_: &str| ObjectRequest::Settle { delivery: id.to_string(), delivered };
+    if let Err(e) = profile_client::follow(env, profile, request).await {
+        worker::console_error!("settling {id} failed: {e:?}");
     }
 }
 

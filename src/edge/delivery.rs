@@ -8,7 +8,7 @@
 //! legacy charset's tables; SIZE.md) and ran the rewriting in slower Wasm code.
 
 use super::http::{self, ApiError, ApiResult};
-use super::{apply, cookie, decide_context, now, signals, visitor_profile};
+use super::{cookie, decide_context, now, signals, visitor_profile};
 use crate::core::base::time::Millis;
 use crate::core::base::url::UrlParts;
 use crate::core::engine::apply::ApplyRequest;
@@ -23,6 +23,7 @@ use crate::core::model::profile::Profile;
 use crate::core::rules::delivery::Delivery;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
+use crate::edge::objects::profile_client::apply;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;

@@ -28,14 +28,6 @@ fn config_key(version: u64) -> String {
     format!("config:v{version}")
 }
 
-/// The prefix of profile snapshot keys (listed by the audience re-evaluation pass).
-pub const PROFILE_PREFIX: &str = "profile:";
-
-/// The key of a profile's snapshot.
-pub fn profile_key(profile_id: &str) -> String {
-    [PROFILE_PREFIX, profile_id].concat()
-}
-
 /// Starts a put of a text value. KV stores bytes either way; `KvStore::put` would pass a `String` through
 /// serde-wasm-bindgen and link float formatting for numbers that never come, where `put_bytes` hands the UTF-8 over
 /// as it is (the Worker Wasm is about 2 KB gzipped smaller).
@@ -157,7 +149,7 @@ pub async fn config_text(env: &Env) -> Result<(u64, Option<String>), ApiError> {
 
 /// Stores a configuration that compiled as `version` and makes it current: the text first, so that the
 /// current version never names a text that is not there. Only the configuration's writer
-/// (`config_object::ConfigObject`) calls it, one version at a time.
+/// (`objects::config::ConfigObject`) calls it, one version at a time.
 pub async fn store_version(env: &Env, version: u64, text: &str) -> worker::Result<()> {
     note_write(env, &config_key(version));
     note_write(env, CURRENT_KEY);
@@ -224,7 +216,7 @@ pub async fn recently_erased(kv: &KvStore, id: &Identity) -> Result<bool, ApiErr
 
 /// The latest snapshot of a profile, and when its writer wrote it (see `store::encode_snapshot`).
 pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<(Profile, Option<Millis>)>, ApiError> {
-    match kv.get(&profile_key(profile_id)).bytes().await? {
+    match kv.get(&crate::core::writer::profile_key(profile_id)).bytes().await? {
         None => Ok(None),
         Some(bytes) => {
             decode_snapshot(&bytes).map(Some).map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}")))

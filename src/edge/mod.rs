@@ -19,7 +19,7 @@ use crate::core::wire::events::CallType;
 use crate::edge::request::query_param;
 use crate::edge::request::{decide_context, now, signals};
 use crate::edge::routes::audiences::{audience_export, audience_history, audience_members, audiences_list};
-use crate::edge::routes::collect::{apply, collect, rudderstack_source_config, segment_settings};
+use crate::edge::routes::collect::{collect, rudderstack_source_config, segment_settings};
 use crate::edge::routes::config::{config_get, config_put, config_validate, config_version, config_versions};
 use crate::edge::routes::console;
 use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
@@ -32,10 +32,10 @@ use http::{json_response, ApiError, ApiResult};
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, Response};
 
-pub use objects::config_object::ConfigObject;
+pub use objects::config::ConfigObject;
 pub use objects::experiments::ExperimentObject;
 pub use objects::guard::GuardObject;
-pub use objects::profile_object::ProfileObject;
+pub use objects::profile::ProfileObject;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {

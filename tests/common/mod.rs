@@ -1,89 +1,328 @@
-//! What the native runners of data-driven cases share: the Worker's write path, played through the core with maps
-//! standing in for the identity index and the profiles' storage.
+//! What the native runners share: a simulated Cloudflare (after quinn-proto's test `Pair`) that drives the real
+//! profile writer (`core::writer::Writer`) and carries out its effects on maps, in simulated time: each profile
+//! object's storage and alarm, Workers KV (values, expirations, and its one write a second per key, which a
+//! test breaks loudly), the audience index queue, the delivery queue and the experiments' counts. Requests and
+//! replies go through the object protocol's codecs, as they do between the Worker and its objects.
+//!
+//! Besides carrying out, the world checks what the writer promises: nothing leaves an object (an index message,
+//! a send, an experiment count) before the profile that caused it is stored, and no KV key is written twice
+//! within a second.
 
 #![allow(dead_code)]
 
-use edgecdp::core::engine::apply::{ApplyRequest, Link};
+use edgecdp::core::base::time::Millis;
+use edgecdp::core::engine::apply::ApplyRequest;
 use edgecdp::core::engine::ingest::Batch;
-use edgecdp::core::engine::merge::pending_links;
-use edgecdp::core::engine::write::{index_entry_stays, write};
 use edgecdp::core::model::consent::RequestSignals;
 use edgecdp::core::model::identity::{Identity, ProfileIdKey};
 use edgecdp::core::model::profile::Profile;
+use edgecdp::core::model::shown::Outcome;
 use edgecdp::core::rules::Config;
+use edgecdp::core::store::decode_profile;
+use edgecdp::core::wire::deliveries::DeliveryMessage;
 use edgecdp::core::wire::events::parse_batch;
-use std::collections::{BTreeMap, BTreeSet};
+use edgecdp::core::writer::protocol::{decode_reply, decode_request, encode_reply, encode_request, Reply, Request};
+use edgecdp::core::writer::{Action, Effect, Effects, Handed, Key, Stored, Value, Writer, KV_INTERVAL_MS};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The profile id secret of every test Worker (`tests/support/worker.mjs` sets `EDGECDP_PROFILE_ID_SECRET` to the
 /// same text), so that a case's profile ids are the same natively, under workerd and in Chromium.
 pub const TEST_PROFILE_ID_SECRET: &[u8] = b"edgecdp test profile ids, never a real secret";
 
-/// Profiles by id and the identity index, as a Worker's storage holds them.
+/// Tombstones followed at most, as the Worker's client does.
+const MAX_HOPS: usize = 4;
+
+/// A KV entry: its bytes and expiration (seconds).
+#[derive(Clone, Debug)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    pub expiration: Option<u64>,
+}
+
+/// Everything the Worker's storage holds, and what left it.
 #[derive(Default)]
 pub struct World {
-    pub profiles: BTreeMap<String, Profile>,
-    pub index: BTreeMap<Identity, String>,
+    /// Each profile object's storage.
+    pub objects: BTreeMap<String, BTreeMap<Key, Value>>,
+    /// Each object's alarm.
+    pub alarms: BTreeMap<String, Millis>,
+    pub kv: BTreeMap<String, KvEntry>,
+    /// When each KV key was last written (deletions included).
+    pub kv_written: BTreeMap<String, Millis>,
+    /// How many KV writes were carried out.
+    pub kv_writes: usize,
+    /// Messages for the audience and journey index, in order.
+    pub index_messages: Vec<String>,
+    /// Profiles the audience index and the delivery log were told to forget.
+    pub forgotten: Vec<String>,
+    pub deliveries: VecDeque<DeliveryMessage>,
+    pub experiments: Vec<Outcome>,
+}
+
+/// A stored profile as it was before its sends were noted enqueued (which is stored after they leave).
+fn as_before_enqueued(bytes: &[u8]) -> Profile {
+    let mut p = decode_profile(bytes).expect("a stored profile decodes");
+    for o in &mut p.journeys.outbox {
+        o.enqueued = false;
+    }
+    p
 }
 
 impl World {
-    /// One request of one Segment event (a JSON line) at `now`, as the Worker case runner sends it (with the
-    /// case's server key when it has a server source, otherwise its first source's write key, and no cookie),
-    /// through the same core steps the Worker executes: `ingest::Batch` (prepare, admit, plan), then each writer's
-    /// `write::write` with the profiles its links hand over. Answers the ids of the profiles written.
-    pub fn write_line(&mut self, config: &Config, line: &str, signals: &RequestSignals, now: i64) -> Vec<String> {
+    /// One request to one object at `now`, through the protocol's codecs, carried out.
+    pub fn ask(&mut self, config: &Config, id: &str, request: &Request, now: Millis) -> Reply {
+        let request = decode_request(&encode_request(request)).expect("a request decodes");
+        let storage = self.objects.get(id).cloned().unwrap_or_default();
+        let mut writer = Writer::new(Stored::load(|k| storage.get(&k).cloned()));
+        let action = match request {
+            Request::Apply(request) => {
+                let mut handed = Vec::new();
+                for link in writer.handovers(&request, now).expect("stored state decodes") {
+                    let survivor = request.profile_id.clone();
+                    if let Reply::HandedOver(Some((bytes, last_kv_write))) =
+                        self.ask(config, &link.profile_id, &Request::Handover { survivor }, now)
+                    {
+                        let profile = decode_profile(&bytes).expect("a handed-over profile decodes");
+                        handed.push(Handed { link, profile, last_kv_write });
+                    }
+                }
+                Action::Apply { request, handed }
+            }
+            other => Action::Request(other),
+        };
+        let effects = writer.handle(action, config, now).expect("stored state decodes");
+        let final_profile = writer.stored().profile.clone();
+        self.carry_out(config, id, effects, final_profile.as_deref(), now)
+    }
+
+    /// An object's alarm at `now`.
+    pub fn wake(&mut self, config: &Config, id: &str, now: Millis) {
+        self.alarms.remove(id);
+        let storage = self.objects.get(id).cloned().unwrap_or_default();
+        let mut writer = Writer::new(Stored::load(|k| storage.get(&k).cloned()));
+        let effects = writer.handle(Action::Alarm, config, now).expect("stored state decodes");
+        let final_profile = writer.stored().profile.clone();
+        self.carry_out(config, id, effects, final_profile.as_deref(), now);
+    }
+
+    /// `ask`, following tombstones as the Worker's client does (`make` builds the request for each object).
+    pub fn follow(
+        &mut self,
+        config: &Config,
+        id: &str,
+        now: Millis,
+        make: impl Fn(&str) -> Request,
+    ) -> (String, Reply) {
+        let mut at = id.to_string();
+        for _ in 0..=MAX_HOPS {
+            match self.ask(config, &at, &make(&at), now) {
+                Reply::Moved { to } => at = to,
+                reply => return (at, reply),
+            }
+        }
+        panic!("profile {id} moved more than {MAX_HOPS} times");
+    }
+
+    fn carry_out(&mut self, config: &Config, id: &str, e: Effects, final_profile: Option<&[u8]>, now: Millis) -> Reply {
+        let mut t = now;
+        for effect in e.effects {
+            if matches!(effect, Effect::Index(_) | Effect::Enqueue(_) | Effect::Experiments(_)) {
+                self.assert_stored(id, final_profile, &effect);
+            }
+            match effect {
+                Effect::Put(k, v) => {
+                    self.objects.entry(id.to_string()).or_default().insert(k, v);
+                }
+                Effect::Delete(k) => {
+                    self.objects.entry(id.to_string()).or_default().remove(&k);
+                }
+                Effect::DeleteAll => {
+                    self.objects.remove(id);
+                    self.alarms.remove(id);
+                }
+                Effect::WaitUntil(at) => t = t.max(at),
+                Effect::KvPut { key, value, expiration } => self.kv_write(&key, Some(KvEntry { value, expiration }), t),
+                Effect::KvDelete { key } => self.kv_write(&key, None, t),
+                Effect::KvIndex(w) => {
+                    let key = w.identity.index_key();
+                    if w.writes(self.kv_text(&key, t).as_deref()) {
+                        let entry = KvEntry { value: w.profile_id.clone().into_bytes(), expiration: w.expiration };
+                        self.kv_write(&key, Some(entry), t);
+                    }
+                }
+                Effect::KvUnindex { identity, leads_to } => {
+                    let key = identity.index_key();
+                    if self.kv_text(&key, t).is_some_and(|p| leads_to.contains(&p)) {
+                        let mark = KvEntry { value: b"1".to_vec(), expiration: Some((t / 1000 + 60) as u64) };
+                        self.kv_write(&identity.erased_key(), Some(mark), t);
+                        self.kv_write(&key, None, t);
+                    }
+                }
+                Effect::Call { profile_id, request, required } => {
+                    let reply = self.ask(config, &profile_id, &request, t);
+                    assert!(!required || matches!(reply, Reply::Restored { .. }), "{profile_id} answered {reply:?}");
+                }
+                Effect::Experiments(o) => self.experiments.extend(o),
+                Effect::Index(m) => self.index_messages.push(m),
+                Effect::IndexErase { profile_ids, .. } | Effect::DeliveriesForget { profile_ids } => {
+                    self.forgotten.extend(profile_ids)
+                }
+                Effect::Enqueue(messages) => self.deliveries.extend(messages),
+            }
+        }
+        match e.alarm {
+            // An alarm is at least a millisecond away, as the object sets it.
+            Some(Some(at)) => {
+                self.alarms.insert(id.to_string(), at.max(t + 1));
+            }
+            Some(None) => {
+                self.alarms.remove(id);
+            }
+            None => {}
+        }
+        decode_reply(&encode_reply(&e.reply)).expect("a reply decodes")
+    }
+
+    /// Nothing leaves an object before the profile that caused it is stored there.
+    fn assert_stored(&self, id: &str, final_profile: Option<&[u8]>, effect: &Effect) {
+        let Some(after) = final_profile else { return };
+        let stored = self.objects.get(id).and_then(|s| s.get(&Key::Profile));
+        let stored = match stored {
+            Some(Value::Bytes(b)) => as_before_enqueued(b),
+            _ => panic!("{effect:?} left profile {id} before any profile was stored"),
+        };
+        assert!(stored == as_before_enqueued(after), "{effect:?} left profile {id} before the profile was stored");
+    }
+
+    /// A KV write (`None`: a deletion): KV takes at most one a second per key.
+    fn kv_write(&mut self, key: &str, entry: Option<KvEntry>, t: Millis) {
+        if let Some(last) = self.kv_written.insert(key.to_string(), t) {
+            assert!(t - last >= KV_INTERVAL_MS, "KV key {key} written at {last} and again at {t}");
+        }
+        self.kv_writes += 1;
+        match entry {
+            Some(e) => self.kv.insert(key.to_string(), e),
+            None => self.kv.remove(key),
+        };
+    }
+
+    /// A KV value as text at `t` (an expired entry is gone).
+    pub fn kv_text(&self, key: &str, t: Millis) -> Option<String> {
+        let e = self.kv.get(key).filter(|e| e.expiration.is_none_or(|x| (x as Millis) * 1000 > t))?;
+        Some(String::from_utf8_lossy(&e.value).into_owned())
+    }
+
+    /// One request of one Segment event (a JSON line) at `now`, as the Worker's collect route sends it (with the
+    /// case's server key when it has a server source, otherwise its first source's write key, and no cookie):
+    /// `ingest::Batch` (prepare, admit, plan), then an apply to each profile's object. Answers the ids of the
+    /// profiles that took events.
+    pub fn write_line(&mut self, config: &Config, line: &str, signals: &RequestSignals, now: Millis) -> Vec<String> {
         let source =
             config.sources.iter().find(|s| s.is_server()).or(config.sources.first()).expect("a case has a source");
         let body = format!(r#"{{"batch":[{line}]}}"#);
         let parsed = parse_batch(body.as_bytes(), now).expect("events hold valid JSON events");
         assert!(parsed.rejected.is_empty(), "an event is rejected: {:?}", parsed.rejected);
         let mut batch = Batch::prepare(parsed, false, None, config);
-        let known: BTreeMap<Identity, String> = batch
-            .identities_to_resolve()
-            .into_iter()
-            .filter_map(|id| self.index.get(&id).map(|p| (id, p.clone())))
-            .collect();
-        batch.admit(source, &[], &known, &BTreeSet::new(), now);
-        let mut written_ids = Vec::new();
+        let mut known = BTreeMap::new();
+        let mut erased = BTreeSet::new();
+        for id in batch.identities_to_resolve() {
+            match self.kv_text(&id.index_key(), now) {
+                Some(p) => {
+                    known.insert(id, p);
+                }
+                None if self.kv_text(&id.erased_key(), now).is_some() => {
+                    erased.insert(id);
+                }
+                None => {}
+            }
+        }
+        // Identities leading to different profiles: their objects say where each lives now (a merge's index
+        // entries move a second after it).
+        let distinct: BTreeSet<String> = known.values().cloned().collect();
+        if distinct.len() > 1 {
+            for pid in distinct {
+                if let Reply::Moved { to } = self.ask(config, &pid, &Request::Locate, now) {
+                    known.values_mut().filter(|p| **p == pid).for_each(|p| *p = to.clone());
+                }
+            }
+        }
+        batch.admit(source, &[], &known, &erased, now);
+        let mut written = Vec::new();
         for group in batch.plan(&known, config, &ProfileIdKey::of_secret(TEST_PROFILE_ID_SECRET)) {
-            let req = ApplyRequest {
+            let request = ApplyRequest {
                 profile_id: group.profile_id.clone(),
                 signals: signals.clone(),
                 events: group.events,
                 links: group.links,
                 ..ApplyRequest::default()
             };
-            let current = self.profiles.remove(&req.profile_id);
-            let wanted: Vec<Link> = pending_links(current.as_ref(), &req).into_iter().cloned().collect();
-            let fetched =
-                wanted.into_iter().filter_map(|l| self.profiles.remove(&l.profile_id).map(|p| (l, p))).collect();
-            let written = write(current, fetched, req, config, now);
-            for p in written.returned.iter().cloned().chain(written.profile.iter().cloned()) {
-                self.profiles.insert(p.id.clone(), p);
-            }
-            if let Some(p) = written.profile.as_ref().filter(|_| written.store) {
-                written_ids.push(p.id.clone());
-                for id in written.index.iter().chain(&written.repoint) {
-                    if !index_entry_stays(id, self.index.get(id).map(String::as_str), &p.id, &written.repoint) {
-                        self.index.insert(id.clone(), p.id.clone());
-                    }
+            let (at, reply) = self.apply(config, request, now);
+            if let Reply::Applied(a) = reply {
+                if a.stored > 0 || a.merged > 0 {
+                    written.push(at);
                 }
             }
         }
         let (rejected, _) = batch.finish();
         assert!(rejected.is_empty(), "the Worker would refuse {line}: {rejected:?}");
-        written_ids
+        written
     }
 
-    pub fn profile_of(&self, id: &Identity) -> Option<&Profile> {
-        self.index.get(id).and_then(|p| self.profiles.get(p))
+    /// An apply, following tombstones.
+    pub fn apply(&mut self, config: &Config, request: ApplyRequest, now: Millis) -> (String, Reply) {
+        let id = request.profile_id.clone();
+        self.follow(config, &id, now, |at| {
+            Request::Apply(ApplyRequest { profile_id: at.to_string(), ..request.clone() })
+        })
+    }
+
+    /// The profile stored in an object, if any.
+    pub fn stored_profile(&self, id: &str) -> Option<Profile> {
+        match self.objects.get(id)?.get(&Key::Profile)? {
+            Value::Bytes(b) => Some(decode_profile(b).expect("a stored profile decodes")),
+            _ => None,
+        }
+    }
+
+    /// Every profile stored.
+    pub fn profiles(&self) -> Vec<Profile> {
+        self.objects.keys().filter_map(|id| self.stored_profile(id)).collect()
+    }
+
+    /// The profile an identity leads to at `now`, following a tombstone as readers do.
+    pub fn profile_of(&self, id: &Identity, now: Millis) -> Option<Profile> {
+        let mut pid = self.kv_text(&id.index_key(), now)?;
+        for _ in 0..=MAX_HOPS {
+            let storage = self.objects.get(&pid)?;
+            match storage.get(&Key::MovedTo) {
+                Some(Value::Text(to)) => pid = to.clone(),
+                _ => return self.stored_profile(&pid),
+            }
+        }
+        None
+    }
+
+    /// Wakes every object whose alarm is at or before `limit`, earliest first, calling `after` after each.
+    pub fn run_alarms(&mut self, config: &Config, limit: Millis, mut after: impl FnMut(&mut World, Millis)) {
+        for _ in 0..MAX_ALARMS {
+            let next = self.alarms.iter().map(|(id, t)| (*t, id.clone())).min();
+            let Some((t, id)) = next.filter(|(t, _)| *t <= limit) else { return };
+            self.wake(config, &id, t);
+            after(self, t);
+        }
+        panic!("more than {MAX_ALARMS} alarms");
     }
 }
 
-/// Plays the events in order, one request each (`World::write_line`), all at `now`.
-pub fn play(config: &Config, events_jsonl: &str, now: i64) -> Vec<Profile> {
+/// Alarms fired in one run at most: a runaway schedule fails the case instead of hanging it.
+pub const MAX_ALARMS: usize = 20_000;
+
+/// Plays the events in order, one request each (`World::write_line`), all at `now`, and answers every profile
+/// stored.
+pub fn play(config: &Config, events_jsonl: &str, now: Millis) -> Vec<Profile> {
     let mut world = World::default();
     for line in events_jsonl.lines().filter(|l| !l.trim().is_empty()) {
         world.write_line(config, line, &RequestSignals::default(), now);
     }
-    world.profiles.into_values().collect()
+    world.profiles()
 }

@@ -1,12 +1,11 @@
 //! The Worker's Durable Objects: one per profile (its serialized writer), one per experiment (its counts), the
 //! configuration's writer (its versions), and one per client address that guesses at the admin token (`guard`).
 
-#[path = "config.rs"]
-pub mod config_object;
+pub mod config;
 pub mod experiments;
 pub mod guard;
-#[path = "profile.rs"]
-pub mod profile_object;
+pub mod profile;
+pub mod profile_client;
 
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::JsValue;
@@ -14,8 +13,8 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Env, Method, Request, RequestInit, Result, Storage};
 
 /// The one transport to every Durable Object: a request to the object `name` of `binding`, at `path`, answered as
-/// its status and bytes. `path` has no leading slash. Each object's module wraps it in its own typed calls (`profile_object::apply_call`,
-/// `experiments::record`, `config_object::write`), so a path or an answer's shape is written in one place.
+/// its status and bytes. `path` has no leading slash. Each object's module wraps it in its own typed calls (`profile_client::ask`,
+/// `experiments::record`, `config::write`), so a path or an answer's shape is written in one place.
 /// `config_version`, when given, tells the object the configuration version this request read (`kv::config_seen`).
 pub async fn call(
     env: &Env,

@@ -1,15 +1,14 @@
 //! `POST /v1/batch` and the single-event endpoints: a batch through `core::engine::ingest`, then each writer's apply. Who may call: any source with its write key (a browser source from its listed origins) or server key.
 
-use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::ingest::Batch;
 use crate::core::engine::merge::{Group, MAX_PROFILES_PER_REQUEST};
 use crate::core::rules::sources::Source;
 use crate::core::rules::Config;
-use crate::core::store::{decode_apply_answer, encode_apply};
 use crate::core::wire::events::CallType;
 use crate::core::wire::{self, MAX_BATCH_BYTES};
 use crate::edge::http::{self, json_response, with_cors, ApiError, ApiResult};
-use crate::edge::objects::profile_object;
+use crate::edge::objects::profile_client;
 use crate::edge::request::{
     body, identity_secrets, now, origin, origin_allowed_by, query_param, server_key_from_browser, signals,
     signals_with_zone,
@@ -112,7 +111,7 @@ pub(crate) async fn collect(
     // thousands of profiles costs no more than that many calls, and its claims simply stay unproven.
     if distinct.len() > 1 && distinct.len() <= MAX_PROFILES_PER_REQUEST {
         let located: Vec<String> =
-            futures_util::stream::iter(distinct.iter().map(|pid| profile_object::locate(env, pid)))
+            futures_util::stream::iter(distinct.iter().map(|pid| profile_client::locate(env, pid)))
                 .buffered(LOOKUPS_AT_ONCE)
                 .try_collect()
                 .await?;
@@ -141,7 +140,7 @@ pub(crate) async fn collect(
         // Each profile's events are applied on their own: one writer failing never keeps the others' events from
         // being stored. The request still fails afterwards, so that the sender retries; what was stored counts once
         // (message ids), and the rest gets its chance.
-        let outcome = match apply(env, request).await {
+        let outcome = match profile_client::apply(env, request).await {
             Ok(outcome) => outcome,
             Err(ApiError::Unavailable(detail)) => {
                 unavailable.get_or_insert(detail);
@@ -198,36 +197,6 @@ pub(crate) async fn collect(
         resp.headers_mut().append("set-cookie", &h)?;
     }
     Ok(resp)
-}
-
-/// Sends an apply to a profile's writer, following tombstones (a merged profile says where it went; KV may
-/// show the old index for up to a minute, so a few hops at most).
-pub(crate) async fn apply(env: &Env, mut request: ApplyRequest) -> Result<ApplyAnswer, ApiError> {
-    for _ in 0..4 {
-        let (status, bytes) = profile_object::call_apply(env, &request.profile_id, encode_apply(&request)).await?;
-        let answer = match status {
-            // The answer (200), or that the profile was erased moments ago (410): `ApplyAnswer`, binary.
-            200 | 410 => decode_apply_answer(&bytes)
-                .map_err(|e| ApiError::Unavailable(format!("a profile writer answered an apply unreadably: {e}")))?,
-            // A tombstone, which answers every action alike: `{"movedTo": id}`.
-            409 => {
-                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                let Some(to) = body.get("movedTo").and_then(|v| v.as_str()) else {
-                    return Err(ApiError::Unavailable(format!("profile writer answered 409 without movedTo: {body}")));
-                };
-                ApplyAnswer { moved_to: Some(to.to_string()), ..ApplyAnswer::default() }
-            }
-            _ => {
-                let text = String::from_utf8_lossy(&bytes);
-                return Err(ApiError::Unavailable(format!("profile writer answered {status}: {text}")));
-            }
-        };
-        match answer.moved_to {
-            Some(to) => request.profile_id = to,
-            None => return Ok(answer),
-        }
-    }
-    Err(ApiError::Unavailable("a profile moved too many times while events were applied".into()))
 }
 
 /// `GET /v1/projects/{writeKey}/settings`: what Segment's analytics.js loads from its `cdnURL` before sending

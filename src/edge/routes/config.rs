@@ -8,7 +8,7 @@ use crate::core::rules::{compile_str, Config};
 use crate::core::wire::{BodyError, MAX_BATCH_BYTES};
 use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::objects::config_object;
+use crate::edge::objects::config::{self as config_writer, Written};
 use crate::edge::request::{body, if_match_version};
 use serde_json::json;
 use worker::{Env, Request};
@@ -54,8 +54,8 @@ pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
     let text = doc.to_string();
     // New audience definitions start a pass that re-evaluates every profile (`audiences::start_sweep`).
     let (_, before) = kv::config(env).await?;
-    match config_object::write(env, &text, if_match_version(&req)?).await? {
-        config_object::Written::Stored { version } => {
+    match config_writer::write(env, &text, if_match_version(&req)?).await? {
+        Written::Stored { version } => {
             if compiled.audience_digest != before.audience_digest {
                 crate::edge::audiences::start_sweep(env, version).await?;
             }
@@ -64,7 +64,7 @@ pub(crate) async fn config_put(mut req: Request, env: &Env) -> ApiResult {
             resp.headers_mut().set("etag", &format!("\"{version}\""))?;
             Ok(resp)
         }
-        config_object::Written::Conflict { current } => Err(ApiError::PreconditionFailed {
+        Written::Conflict { current } => Err(ApiError::PreconditionFailed {
             code: "version_conflict",
             message: format!(
                 "the configuration in force is version {current}: read it again (GET /v1/config), then write with If-Match: \"{current}\""

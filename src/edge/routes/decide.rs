@@ -10,9 +10,9 @@ use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::{self};
 use crate::edge::http::{json_response, require_admin, with_cors, ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::objects::profile_object;
+use crate::edge::objects::profile_client;
+use crate::edge::objects::profile_client::apply;
 use crate::edge::request::{allowed_origin, body, caller, decide_context, now, signals};
-use crate::edge::routes::collect::apply;
 use serde_json::json;
 use worker::{Env, Request};
 
@@ -56,11 +56,11 @@ pub(crate) async fn visitor_profile(
     let store = kv::store(env)?;
     let mut profile = None;
     if let Some(u) = user_id {
-        profile = profile_object::current_of(env, &store, &Identity::new(USER_ID, u)).await?;
+        profile = profile_client::current_of(env, &store, &Identity::new(USER_ID, u)).await?;
     }
     if profile.is_none() {
         if let Some(a) = anonymous_id {
-            profile = profile_object::current_of(env, &store, &Identity::new(ANONYMOUS_ID, a)).await?;
+            profile = profile_client::current_of(env, &store, &Identity::new(ANONYMOUS_ID, a)).await?;
         }
     }
     Ok(profile)

@@ -6,9 +6,10 @@ use crate::core::engine::decide::{computed_of, scores_of, segments_of};
 use crate::core::model::context::Context as DecideContext;
 use crate::core::model::identity::Identity;
 use crate::core::wire::{self, BodyError};
+use crate::core::writer::protocol::{Reply, Request as ObjectRequest};
 use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::objects::profile_object;
+use crate::edge::objects::profile_client;
 use crate::edge::request::{body, now};
 use serde_json::json;
 use worker::{Env, Request, Response};
@@ -33,7 +34,7 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
     require_admin(&req, env).await?;
     let (identity, decoded) = identity_from_path(key)?;
     let store = kv::store(env)?;
-    let profile = profile_object::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let profile = profile_client::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
     let now = now();
     // Outside a request for a page, segments on the page or request context do not hold.
@@ -78,24 +79,13 @@ pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiRes
     // moved to, so the erasure follows it there. Only an erasure that reached a profile answers 204.
     // The tombstones on the way stay until the profile is erased, so a failure further on can be retried from
     // the same index entry; then they go too.
-    let mut profile_id = indexed.clone();
-    let mut tombstones = Vec::new();
-    let mut erased = false;
-    for _ in 0..4 {
-        let answer = profile_object::send(env, &profile_id, profile_object::Action::Erase, Vec::new()).await?;
-        match answer.get("movedTo").and_then(|v| v.as_str()) {
-            Some(to) => tombstones.push(std::mem::replace(&mut profile_id, to.to_string())),
-            None => {
-                erased = true;
-                break;
-            }
-        }
+    let erased = profile_client::follow(env, &indexed, |_| ObjectRequest::Erase).await?;
+    if !matches!(erased.reply, Reply::Erased { .. }) {
+        return Err(profile_client::unexpected(&erased.reply));
     }
-    if !erased {
-        return Err(ApiError::Unavailable(format!("erasing {decoded}: the profile moved too many times")));
-    }
-    for tombstone in &tombstones {
-        profile_object::send(env, tombstone, profile_object::Action::Forget, Vec::new()).await?;
+    let profile_id = erased.profile_id;
+    for tombstone in &erased.passed {
+        profile_client::ask(env, tombstone, &ObjectRequest::Forget).await?;
     }
     // An identity the survivor refused still leads to the tombstone; it must not outlive the person.
     if indexed != profile_id {
@@ -125,9 +115,11 @@ pub(crate) async fn profile_split(mut req: Request, env: &Env, key: &str) -> Api
     })?;
     let store = kv::store(env)?;
     let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
-    let answer =
-        profile_object::send(env, &profile_id, profile_object::Action::Split, absorbed.as_bytes().to_vec()).await?;
-    Ok(json_response(200, &answer)?)
+    let request = |_: &str| ObjectRequest::Split { absorbed: absorbed.to_string() };
+    match profile_client::follow(env, &profile_id, request).await?.reply {
+        Reply::Split { profiles } => Ok(json_response(200, &serde_json::json!({"profiles": profiles}))?),
+        other => Err(profile_client::unexpected(&other)),
+    }
 }
 
 /// `POST /v1/profiles/{type}:{value}/preview`: every slot's decision for this person with its explanation, for
@@ -167,7 +159,7 @@ pub(crate) async fn profile_preview(mut req: Request, env: &Env, key: &str) -> A
     }
     let request = wire::decide::decide_request(&doc).map_err(ApiError::Body)?;
     let store = kv::store(env)?;
-    let profile = profile_object::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let profile = profile_client::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
     let mut cx = request.context();
     cx.device = device.or(cx.device);
     let subject = crate::core::model::consent::permit_personalization(

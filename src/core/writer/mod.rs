@@ -1,0 +1,820 @@
+//! The profile writer as a state machine (after quinn-proto's `Connection`): `Writer` holds what a profile's
+//! Durable Object stores, `handle(action, config, now)` answers with what to do (`Effects`: storage puts and
+//! deletes, KV writes already timed to KV's one write a second per key, messages for the audience index and the
+//! delivery queue, calls to other objects, the reply) and the instant of the object's one alarm. The object
+//! carries the effects out in the order given and nothing else; the native runners (`tests/common`) carry out
+//! the same effects on maps, in simulated time.
+//!
+//! KV takes at most one write a second per key, so the snapshot is written at once only when the last one is a
+//! second old; otherwise it is due (`Key::SnapshotDue`) and the alarm writes it. Index entries carry an expiration
+//! a day beyond the profile's own, refreshed about once a day (`Key::IndexDue`). A merge whose absorbed profiles'
+//! keys are less than a second old leaves their repointing for the alarm (`Key::MergePending`). A tombstone
+//! (`Key::MovedTo`) redirects for a day; an erasure leaves only its time (`Key::ErasedAt`) for a minute, during
+//! which applies are refused, so that events planned before it cannot bring the person back.
+
+pub mod protocol;
+
+use crate::core::base::time::Millis;
+use crate::core::engine::apply::{ApplyAnswer, ApplyRequest, Link};
+use crate::core::engine::audiences::{catch_up, track};
+use crate::core::engine::journeys::{self, mark_enqueued, to_enqueue, Claim};
+use crate::core::engine::merge::{pending_links, split, SplitError};
+use crate::core::engine::write::{index_entry_stays, refresh, write};
+use crate::core::model::audience::{Cause, Transition};
+use crate::core::model::identity::Identity;
+use crate::core::model::profile::Profile;
+use crate::core::model::shown::Outcome;
+use crate::core::rules::Config;
+use crate::core::store::{decode_profile, encode_profile, encode_profile_bounded, encode_snapshot, CodecError};
+use crate::core::wire::audiences::{main_identity, IndexMessage};
+use crate::core::wire::deliveries::DeliveryMessage;
+use crate::core::wire::journeys::JourneyState;
+use protocol::{ClaimAnswer, ClaimedSend, Reply, Request};
+
+/// At most one KV write a second per key.
+pub const KV_INTERVAL_MS: Millis = 1_000;
+/// A snapshot younger than this may have a newer write due: one interval, and as long again for a late alarm.
+pub const FRESH_MS: Millis = 2 * KV_INTERVAL_MS;
+/// How long a tombstone redirects before it goes.
+pub const TOMBSTONE_MS: Millis = 24 * 60 * 60 * 1000;
+/// How long an erasure refuses applies.
+pub const ERASED_GRACE_MS: Millis = 60 * 1000;
+/// KV refuses expirations less than 60 seconds away.
+const MIN_KV_TTL_SECONDS: i64 = 60;
+/// KV entries of an anonymous profile expire this long after the profile itself would.
+const KV_EXPIRATION_SLACK_SECONDS: i64 = 24 * 60 * 60;
+/// The prefix of profile snapshot keys in KV.
+pub const PROFILE_PREFIX: &str = "profile:";
+
+/// The KV key of a profile's snapshot.
+pub fn profile_key(profile_id: &str) -> String {
+    [PROFILE_PREFIX, profile_id].concat()
+}
+
+/// The keys of a profile object's storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    /// The profile (`store::encode_profile_bounded`).
+    Profile,
+    /// The tombstone: the id of the profile this one was merged into, and since when.
+    MovedTo,
+    MovedAt,
+    /// When the profile here was erased.
+    ErasedAt,
+    /// When this object last wrote the KV snapshot, and when the one that is due gets written.
+    SnapshotAt,
+    SnapshotDue,
+    /// When this object last wrote an index entry, and when the entries get their new expiration.
+    IndexAt,
+    IndexDue,
+    /// The expiration (seconds) on the KV snapshot and index entries; absent when they have none.
+    KvExpiration,
+    /// A merge's KV writes that wait for the absorbed profile's keys to be a second old (`Pending`, JSON).
+    MergePending,
+}
+
+impl Key {
+    pub const ALL: [Key; 10] = [
+        Key::Profile,
+        Key::MovedTo,
+        Key::MovedAt,
+        Key::ErasedAt,
+        Key::SnapshotAt,
+        Key::SnapshotDue,
+        Key::IndexAt,
+        Key::IndexDue,
+        Key::KvExpiration,
+        Key::MergePending,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Key::Profile => "profile",
+            Key::MovedTo => "moved_to",
+            Key::MovedAt => "moved_at",
+            Key::ErasedAt => "erased_at",
+            Key::SnapshotAt => "snapshot_at",
+            Key::SnapshotDue => "snapshot_due",
+            Key::IndexAt => "index_at",
+            Key::IndexDue => "index_due",
+            Key::KvExpiration => "kv_expiration",
+            Key::MergePending => "merge_pending",
+        }
+    }
+}
+
+/// A value as the object's storage keeps it: the profile as bytes, times as numbers, the rest as text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Bytes(Vec<u8>),
+    Number(f64),
+    Text(String),
+}
+
+/// A merge's KV writes that wait: identities whose entries move here, absorbed profiles whose snapshots go.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pending {
+    pub repoint: Vec<Identity>,
+    pub absorbed: Vec<String>,
+}
+
+impl Pending {
+    fn to_text(&self) -> String {
+        let repoint: Vec<[&str; 2]> = self.repoint.iter().map(|i| [i.kind.as_str(), i.value.as_str()]).collect();
+        serde_json::json!({"repoint": repoint, "absorbed": self.absorbed}).to_string()
+    }
+
+    fn of_text(text: &str) -> Pending {
+        let j: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let repoint = j["repoint"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some(Identity::new(p.get(0)?.as_str()?, p.get(1)?.as_str()?)))
+            .collect();
+        let absorbed =
+            j["absorbed"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+        Pending { repoint, absorbed }
+    }
+}
+
+/// What the object stores, field by field (`Key`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stored {
+    pub profile: Option<Vec<u8>>,
+    pub moved_to: Option<String>,
+    pub moved_at: Option<Millis>,
+    pub erased_at: Option<Millis>,
+    pub snapshot_at: Option<Millis>,
+    pub snapshot_due: Option<Millis>,
+    pub index_at: Option<Millis>,
+    pub index_due: Option<Millis>,
+    pub kv_expiration: Option<u64>,
+    pub merge_pending: Option<Pending>,
+}
+
+impl Stored {
+    /// The state from the storage's values (`get` answers what a key holds).
+    pub fn load(mut get: impl FnMut(Key) -> Option<Value>) -> Stored {
+        let mut s = Stored::default();
+        for key in Key::ALL {
+            s.set(key, get(key));
+        }
+        s
+    }
+
+    fn set(&mut self, key: Key, value: Option<Value>) {
+        let number = |v: &Option<Value>| match v {
+            Some(Value::Number(n)) => Some(*n as Millis),
+            _ => None,
+        };
+        let text = |v: &Option<Value>| match v {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        match key {
+            Key::Profile => {
+                self.profile = match value {
+                    Some(Value::Bytes(b)) => Some(b),
+                    _ => None,
+                }
+            }
+            Key::MovedTo => self.moved_to = text(&value),
+            Key::MovedAt => self.moved_at = number(&value),
+            Key::ErasedAt => self.erased_at = number(&value),
+            Key::SnapshotAt => self.snapshot_at = number(&value),
+            Key::SnapshotDue => self.snapshot_due = number(&value),
+            Key::IndexAt => self.index_at = number(&value),
+            Key::IndexDue => self.index_due = number(&value),
+            Key::KvExpiration => self.kv_expiration = number(&value).map(|e| e as u64),
+            Key::MergePending => self.merge_pending = text(&value).map(|t| Pending::of_text(&t)),
+        }
+    }
+}
+
+/// An index entry to point at a profile, unless it should stay as it is (`IndexWrite::writes`): the object reads
+/// the entry, asks, and writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexWrite {
+    pub identity: Identity,
+    pub profile_id: String,
+    /// Identities a merge brought here, whose entries move whatever they say now.
+    pub repoint: Vec<Identity>,
+    pub expiration: Option<u64>,
+    /// Whether an entry that leads here already is written again (for a new expiration).
+    pub rewrite_own: bool,
+}
+
+impl IndexWrite {
+    /// Whether the entry, which names `existing` now, is written.
+    pub fn writes(&self, existing: Option<&str>) -> bool {
+        !(index_entry_stays(&self.identity, existing, &self.profile_id, &self.repoint)
+            || (!self.rewrite_own && existing == Some(self.profile_id.as_str())))
+    }
+}
+
+/// One thing for the object to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// The object's own storage.
+    Put(Key, Value),
+    Delete(Key),
+    DeleteAll,
+    /// Hold the object (and every request to it) until this instant: an erasure waiting for KV's second.
+    WaitUntil(Millis),
+    /// KV: a profile snapshot (`store::encode_snapshot`), with its expiration (seconds).
+    KvPut {
+        key: String,
+        value: Vec<u8>,
+        expiration: Option<u64>,
+    },
+    KvDelete {
+        key: String,
+    },
+    /// KV: an index entry, when `IndexWrite::writes` says so.
+    KvIndex(IndexWrite),
+    /// KV: an identity's entry goes, when it leads to one of `leads_to`, marked as erased first
+    /// (`Identity::erased_key`) so that no moment exists in which it is neither indexed nor marked.
+    KvUnindex {
+        identity: Identity,
+        leads_to: Vec<String>,
+    },
+    /// Another profile's object (a restore, a forget); `required`: anything but its success fails this action.
+    Call {
+        profile_id: String,
+        request: Request,
+        required: bool,
+    },
+    /// Experiment exposures and conversions, for the experiments' objects.
+    Experiments(Vec<Outcome>),
+    /// A message for the audience and journey index queue (JSON text).
+    Index(String),
+    /// The audience index forgets these profiles now, before the erasure answers.
+    IndexErase {
+        profile_ids: Vec<String>,
+        at: Millis,
+    },
+    /// The delivery log forgets these profiles now.
+    DeliveriesForget {
+        profile_ids: Vec<String>,
+    },
+    /// Sends for the delivery queue (the profile holding them is stored already).
+    Enqueue(Vec<DeliveryMessage>),
+}
+
+/// What an action decided: the effects in order, the reply, and the alarm (`None`: leave it as it is;
+/// `Some(None)`: none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effects {
+    pub effects: Vec<Effect>,
+    pub reply: Reply,
+    pub alarm: Option<Option<Millis>>,
+}
+
+/// A profile another object handed over for a merge, with when that object last wrote to KV.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handed {
+    pub link: Link,
+    pub profile: Profile,
+    pub last_kv_write: Millis,
+}
+
+/// What the object is asked to do: a request (an apply with the profiles its links handed over, fetched first:
+/// `Writer::handovers`), or its alarm.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Request(Request),
+    Apply { request: ApplyRequest, handed: Vec<Handed> },
+    Alarm,
+}
+
+/// Why an action could not run: what the object stores does not decode. The object answers 500 and changes
+/// nothing.
+pub type Failure = CodecError;
+
+/// One profile object's state and its decisions.
+#[derive(Debug, Default)]
+pub struct Writer {
+    stored: Stored,
+    /// The stored profile, decoded when an action first needs it.
+    decoded: Option<Profile>,
+    out: Vec<Effect>,
+    changed: bool,
+}
+
+impl Writer {
+    pub fn new(stored: Stored) -> Writer {
+        Writer { stored, ..Writer::default() }
+    }
+
+    pub fn stored(&self) -> &Stored {
+        &self.stored
+    }
+
+    /// The profiles an apply must have handed over before it runs (`merge::pending_links`): none for a tombstone
+    /// or moments after an erasure, which answer without them.
+    pub fn handovers(&mut self, request: &ApplyRequest, now: Millis) -> Result<Vec<Link>, Failure> {
+        if self.stored.moved_to.is_some() || self.recently_erased(now) {
+            return Ok(Vec::new());
+        }
+        let current = self.profile()?;
+        Ok(pending_links(current.as_ref(), request).into_iter().cloned().collect())
+    }
+
+    /// When the object next needs its alarm: a tombstone's end, an erasure's grace, or for a profile the earliest
+    /// of its expiry, its audiences' and journeys' next change by time alone, and the KV writes that are due.
+    pub fn next_wake(&mut self, config: &Config) -> Result<Option<Millis>, Failure> {
+        if self.stored.moved_to.is_some() {
+            return Ok(self.stored.moved_at.map(|t| t + TOMBSTONE_MS));
+        }
+        let Some(p) = self.profile()? else { return Ok(self.stored.erased_at.map(|t| t + ERASED_GRACE_MS)) };
+        let expires_at = p.expires_at(config.retention_anonymous_days);
+        let wake = [expires_at, p.audiences.due, p.journeys.due(), self.stored.snapshot_due, self.stored.index_due];
+        Ok(wake.into_iter().flatten().min())
+    }
+
+    /// Decides one action at `now`.
+    pub fn handle(&mut self, action: Action, config: &Config, now: Millis) -> Result<Effects, Failure> {
+        self.out.clear();
+        self.changed = false;
+        let is_alarm = action == Action::Alarm;
+        let reply = self.decide(action, config, now)?;
+        let alarm = if self.changed || is_alarm { Some(self.next_wake(config)?) } else { None };
+        Ok(Effects { effects: std::mem::take(&mut self.out), reply, alarm })
+    }
+
+    fn decide(&mut self, action: Action, config: &Config, now: Millis) -> Result<Reply, Failure> {
+        let request = match action {
+            Action::Alarm => return self.alarm(config, now).map(|()| Reply::Forgotten(false)),
+            Action::Apply { request, handed } => {
+                if let Some(to) = &self.stored.moved_to {
+                    return Ok(Reply::Moved { to: to.clone() });
+                }
+                return self.apply(request, handed, config, now);
+            }
+            Action::Request(r) => r,
+        };
+        // A tombstone: `Forget` removes it, `Restore` replaces it with the profile, everything else (erasing
+        // included, so that an erasure that fails further on can be retried from here) is redirected.
+        if let Some(to) = self.stored.moved_to.clone() {
+            match request {
+                Request::Forget => {
+                    self.delete_all();
+                    return Ok(Reply::Forgotten(true));
+                }
+                Request::Restore { .. } => {}
+                _ => return Ok(Reply::Moved { to }),
+            }
+        }
+        match request {
+            Request::Apply(request) => self.apply(request, Vec::new(), config, now),
+            Request::Read => Ok(Reply::Profile(self.stored.profile.clone())),
+            Request::Locate => Ok(Reply::Located(self.stored.profile.is_some())),
+            Request::Handover { survivor } => Ok(self.handover(survivor, now)),
+            Request::Restore { profile } => self.restore(&profile, config, now),
+            Request::Split { absorbed } => self.split_off(&absorbed, config, now),
+            Request::Erase => Ok(match self.erase(now)? {
+                Some(identities) => Reply::Erased { identities },
+                None => Reply::refused("profile_not_found", "no profile here"),
+            }),
+            Request::Forget => Ok(Reply::Forgotten(false)),
+            Request::Reevaluate => {
+                let Some(mut p) = self.profile()? else { return Ok(Reply::Reevaluated(None)) };
+                let n = self.refresh_audiences(config, &mut p, now);
+                self.deliver_due(&mut p, now);
+                Ok(Reply::Reevaluated(Some(n)))
+            }
+            Request::Claim { delivery } => self.claim(&delivery, config, now),
+            Request::Settle { delivery, delivered } => {
+                let Some(mut p) = self.profile()? else { return Ok(Reply::Settled(false)) };
+                let settled = journeys::settle(&mut p, &delivery, delivered);
+                if settled {
+                    self.store_journeys(&p, now);
+                }
+                Ok(Reply::Settled(settled))
+            }
+        }
+    }
+
+    // --- the object's storage, through which every change goes (the state and the effects cannot drift) ---
+
+    fn put(&mut self, key: Key, value: Value) {
+        self.stored.set(key, Some(value.clone()));
+        if key == Key::Profile {
+            self.decoded = None;
+        }
+        self.changed = true;
+        self.out.push(Effect::Put(key, value));
+    }
+
+    fn put_time(&mut self, key: Key, at: Millis) {
+        self.put(key, Value::Number(at as f64));
+    }
+
+    fn delete(&mut self, key: Key) {
+        self.stored.set(key, None);
+        self.changed = true;
+        self.out.push(Effect::Delete(key));
+    }
+
+    fn delete_all(&mut self) {
+        self.stored = Stored::default();
+        self.decoded = None;
+        self.changed = true;
+        self.out.push(Effect::DeleteAll);
+    }
+
+    /// The stored profile, decoded (once per action sequence, until it is stored again).
+    fn profile(&mut self) -> Result<Option<Profile>, Failure> {
+        if self.decoded.is_none() {
+            if let Some(bytes) = &self.stored.profile {
+                self.decoded = Some(decode_profile(bytes)?);
+            }
+        }
+        Ok(self.decoded.clone())
+    }
+
+    fn put_profile(&mut self, p: &Profile) -> Vec<u8> {
+        let bytes = encode_profile_bounded(p);
+        self.put(Key::Profile, Value::Bytes(bytes.clone()));
+        self.decoded = Some(p.clone());
+        bytes
+    }
+
+    fn recently_erased(&self, now: Millis) -> bool {
+        self.stored.erased_at.is_some_and(|at| now - at < ERASED_GRACE_MS)
+    }
+
+    // --- the actions ---
+
+    fn apply(
+        &mut self,
+        request: ApplyRequest,
+        handed: Vec<Handed>,
+        config: &Config,
+        now: Millis,
+    ) -> Result<Reply, Failure> {
+        if self.recently_erased(now) {
+            return Ok(Reply::Applied(ApplyAnswer { erased: true, ..ApplyAnswer::default() }));
+        }
+        let current = self.profile()?;
+        // Until when the absorbed profiles' KV keys are a second from their last write.
+        let hot_until = handed.iter().map(|h| h.last_kv_write + KV_INTERVAL_MS).max().unwrap_or(0);
+        let fetched = handed.into_iter().map(|h| (h.link, h.profile)).collect();
+        let identity_before = current.as_ref().and_then(main_identity);
+        let journeys_before = current.as_ref().map(journey_view);
+        let written = write(current, fetched, request, config, now);
+        for p in &written.returned {
+            // Refused merges: each profile goes back where it was, as it was.
+            let request = Request::Restore { profile: encode_profile(p) };
+            self.out.push(Effect::Call { profile_id: p.id.clone(), request, required: false });
+        }
+        let Some(mut profile) = written.profile.filter(|_| written.store) else {
+            return Ok(Reply::Applied(written.answer));
+        };
+        if now >= hot_until || written.absorbed_ids.is_empty() {
+            self.store(config, &profile, &written.index, &written.repoint, now);
+            for id in &written.absorbed_ids {
+                self.out.push(Effect::KvDelete { key: profile_key(id) });
+            }
+        } else {
+            // The absorbed profiles' keys were written less than a second ago: their entries move here and their
+            // snapshots go when the alarm comes. Until then their tombstones send writers and readers here.
+            let pending = Pending { repoint: written.repoint.clone(), absorbed: written.absorbed_ids.clone() };
+            self.put(Key::MergePending, Value::Text(pending.to_text()));
+            self.put_time(Key::IndexDue, hot_until);
+            self.store(config, &profile, &written.index, &[], now);
+        }
+        if !written.outcomes.is_empty() {
+            self.out.push(Effect::Experiments(written.outcomes));
+        }
+        // The audience outlet, once the profile is stored: its transitions (or a new main identity for the index
+        // to list it by), and the profiles it absorbed, which leave every audience.
+        let relabel = main_identity(&profile) != identity_before && !profile.audiences.members.is_empty();
+        if !written.transitions.is_empty() || relabel {
+            self.publish(&profile, &written.transitions);
+        }
+        if !written.absorbed_ids.is_empty() {
+            let removed = IndexMessage::removed_json(&written.absorbed_ids, false, now);
+            self.out.push(Effect::Index(removed.to_string()));
+        }
+        if Some(journey_view(&profile)) != journeys_before {
+            self.publish_journeys(&profile, now);
+        }
+        self.deliver_due(&mut profile, now);
+        Ok(Reply::Applied(written.answer))
+    }
+
+    fn handover(&mut self, survivor: String, now: Millis) -> Reply {
+        let Some(bytes) = self.stored.profile.clone() else { return Reply::HandedOver(None) };
+        // With when this object last wrote to KV, so that the survivor leaves its keys alone for a second after.
+        let last = self.stored.snapshot_at.unwrap_or(0).max(self.stored.index_at.unwrap_or(0));
+        self.delete_all();
+        self.put(Key::MovedTo, Value::Text(survivor));
+        self.put_time(Key::MovedAt, now);
+        Reply::HandedOver(Some((bytes, last)))
+    }
+
+    fn restore(&mut self, bytes: &[u8], config: &Config, now: Millis) -> Result<Reply, Failure> {
+        let Ok(mut profile) = decode_profile(bytes) else {
+            return Ok(Reply::refused("invalid_request", "the profile to restore does not decode"));
+        };
+        if self.stored.moved_to.is_some() {
+            self.delete(Key::MovedTo);
+            self.delete(Key::MovedAt);
+        }
+        let ids = profile.identities.clone();
+        // What time alone changed while it was away (a split-off profile arrives already evaluated).
+        let (transitions, _) = refresh(config, &mut profile, now);
+        self.store(config, &profile, &ids, &ids, now);
+        if !transitions.is_empty() {
+            self.publish(&profile, &transitions);
+        }
+        self.deliver_due(&mut profile, now);
+        Ok(Reply::Restored { id: profile.id })
+    }
+
+    fn split_off(&mut self, absorbed: &str, config: &Config, now: Millis) -> Result<Reply, Failure> {
+        let Some(mut profile) = self.profile()? else {
+            return Ok(Reply::refused("profile_not_found", "no profile here"));
+        };
+        let mut restored = match split(&mut profile, absorbed) {
+            Ok(r) => r,
+            Err(SplitError::NotMerged) => {
+                return Ok(Reply::refused("merge_not_found", &format!("this profile did not absorb {absorbed}")));
+            }
+            Err(SplitError::TooOld) => {
+                return Ok(Reply::refused("merge_too_old", "only the latest merges keep what a split needs"));
+            }
+        };
+        let mut transitions = catch_up(config, &mut profile, now);
+        transitions.extend(track(config, &mut profile, now, Cause::Split));
+        self.store(config, &profile, &[], &[], now);
+        if !transitions.is_empty() {
+            self.publish(&profile, &transitions);
+        }
+        // The profile split off enters its audiences now; its transitions leave once its own object stored it.
+        let restored_transitions = track(config, &mut restored, now, Cause::Split);
+        let request = Request::Restore { profile: encode_profile(&restored) };
+        self.out.push(Effect::Call { profile_id: restored.id.clone(), request, required: true });
+        if !restored_transitions.is_empty() {
+            self.publish(&restored, &restored_transitions);
+        }
+        Ok(Reply::Split { profiles: [profile.id, restored.id] })
+    }
+
+    /// Removes everything held about the profile: its storage here, its KV snapshot, every index entry that leads
+    /// to it (or to a profile it absorbed), the tombstones of those, its rows in the audience index and the
+    /// delivery log. A KV key this object wrote less than a second ago is waited for first (erasures are rare;
+    /// the wait is at most a second), so that everything is gone when the erasure answers.
+    fn erase(&mut self, now: Millis) -> Result<Option<usize>, Failure> {
+        let Some(profile) = self.profile()? else { return Ok(None) };
+        let s = &self.stored;
+        let hot_until = [
+            s.snapshot_at.map_or(0, |t| t + KV_INTERVAL_MS),
+            s.index_at.map_or(0, |t| t + KV_INTERVAL_MS),
+            if s.merge_pending.is_some() { s.index_due.unwrap_or(0) } else { 0 },
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        let at = now.max(hot_until);
+        if hot_until > now {
+            self.out.push(Effect::WaitUntil(hot_until));
+        }
+        let absorbed: Vec<String> = profile.merges.iter().map(|m| m.absorbed_id.clone()).collect();
+        let gone: Vec<String> = absorbed.iter().cloned().chain(std::iter::once(profile.id.clone())).collect();
+        for identity in &profile.identities {
+            self.out.push(Effect::KvUnindex { identity: identity.clone(), leads_to: gone.clone() });
+        }
+        for id in &gone {
+            self.out.push(Effect::KvDelete { key: profile_key(id) });
+        }
+        for id in &absorbed {
+            self.out.push(Effect::Call { profile_id: id.clone(), request: Request::Forget, required: false });
+        }
+        self.out.push(Effect::IndexErase { profile_ids: gone.clone(), at });
+        self.out.push(Effect::DeliveriesForget { profile_ids: gone });
+        self.delete_all();
+        // Only the time of the erasure stays, for the grace period, and then goes too.
+        self.put_time(Key::ErasedAt, at);
+        Ok(Some(profile.identities.len()))
+    }
+
+    fn claim(&mut self, delivery: &str, config: &Config, now: Millis) -> Result<Reply, Failure> {
+        let Some(mut profile) = self.profile()? else {
+            let reason = if self.stored.erased_at.is_some() { "erased" } else { "profile_gone" };
+            return Ok(Reply::Claimed { answer: ClaimAnswer::Suppressed { reason: reason.into() }, send: None });
+        };
+        let before = profile.journeys.clone();
+        let send = profile.journeys.outbox.iter().find(|o| o.id == delivery).map(|o| ClaimedSend {
+            profile: profile.id.clone(),
+            journey: o.journey.clone(),
+            step: o.step.clone(),
+            key: o.key.clone(),
+            event: o.event.clone(),
+        });
+        let answer = match journeys::claim(config, &mut profile, delivery, now) {
+            Claim::Go { destination, outgoing } => {
+                let (body, content_type) = crate::core::wire::deliveries::body(destination, &profile, &outgoing, now);
+                ClaimAnswer::Go { body, content_type: content_type.into() }
+            }
+            Claim::Suppressed(reason) => ClaimAnswer::Suppressed { reason: reason.to_string() },
+            Claim::Deferred(until) => ClaimAnswer::Deferred { until },
+            Claim::Unknown => ClaimAnswer::Unknown,
+        };
+        if profile.journeys != before {
+            self.store_journeys(&profile, now);
+        }
+        Ok(Reply::Claimed { answer, send })
+    }
+
+    fn alarm(&mut self, config: &Config, now: Millis) -> Result<(), Failure> {
+        if self.stored.moved_to.is_some() {
+            // The tombstone's day is over: the index shows the survivor everywhere by now.
+            self.delete_all();
+            return Ok(());
+        }
+        let Some(mut profile) = self.profile()? else {
+            if self.stored.erased_at.is_some() {
+                // The erasure's grace period is over: not even its time stays.
+                self.delete_all();
+            }
+            return Ok(());
+        };
+        let expires_at = profile.expires_at(config.retention_anonymous_days);
+        if expires_at.is_some_and(|at| at <= now) {
+            self.erase(now)?;
+            return Ok(());
+        }
+        // What time alone changed in its audiences and journeys, each at its own instant.
+        self.refresh_audiences(config, &mut profile, now);
+        self.deliver_due(&mut profile, now);
+        // What was due (index expirations first: the snapshot then carries the same).
+        if self.stored.index_due.is_some_and(|at| at <= now) {
+            self.refresh_index(&profile, expires_at, now);
+        }
+        if self.stored.snapshot_due.is_some_and(|at| at <= now) {
+            let bytes = self.stored.profile.clone().unwrap_or_default();
+            self.put_snapshot(&profile.id, &bytes, self.stored.kv_expiration, now);
+        }
+        Ok(())
+    }
+
+    // --- the parts ---
+
+    /// Stores the profile here, indexes `new_identities` and `repoint` to it at once (they are new to this
+    /// object), and writes its snapshot (at once when the last one is a second old, else when the alarm comes).
+    /// An anonymous profile's KV copies carry an expiration a day after its own; when its expiry catches up with
+    /// theirs (about daily), or it became known (none), the index entries are due for a rewrite.
+    fn store(&mut self, config: &Config, p: &Profile, new_identities: &[Identity], repoint: &[Identity], now: Millis) {
+        let bytes = self.put_profile(p);
+        let expires_at = p.expires_at(config.retention_anonymous_days);
+        let target = kv_expiration_for(expires_at, now);
+        let written = self.stored.kv_expiration;
+        let refresh = match (expires_at, written) {
+            (Some(at), Some(w)) => at / 1000 + MIN_KV_TTL_SECONDS > w as i64,
+            (None, None) => false,
+            _ => true,
+        };
+        for id in new_identities.iter().chain(repoint) {
+            self.index_write(id, &p.id, repoint, target, false, now);
+        }
+        let all_written = p.identities.iter().all(|id| new_identities.contains(id) || repoint.contains(id));
+        if refresh && all_written {
+            self.set_kv_expiration(target);
+        } else if refresh || self.stored.index_due.is_some() {
+            // Never sooner than a second after this object's last index write, so no entry is written twice in
+            // one, nor sooner than a due time already set (a merge waiting for its absorbed profiles' keys).
+            let last = self.stored.index_at.unwrap_or(0);
+            let set = self.stored.index_due.unwrap_or(0);
+            self.put_time(Key::IndexDue, now.max(last + KV_INTERVAL_MS).max(set));
+        }
+        let expiration = if refresh { target } else { written };
+        match self.stored.snapshot_at.filter(|&t| now - t < KV_INTERVAL_MS) {
+            None => self.put_snapshot(&p.id, &bytes, expiration, now),
+            Some(t) => self.put_time(Key::SnapshotDue, t + KV_INTERVAL_MS),
+        }
+    }
+
+    fn set_kv_expiration(&mut self, target: Option<u64>) {
+        match target {
+            Some(e) => self.put(Key::KvExpiration, Value::Number(e as f64)),
+            None => self.delete(Key::KvExpiration),
+        }
+    }
+
+    /// An index write, noted as a KV write of this object now (whether or not the entry turns out to need it).
+    fn index_write(
+        &mut self,
+        id: &Identity,
+        profile_id: &str,
+        repoint: &[Identity],
+        expiration: Option<u64>,
+        rewrite_own: bool,
+        now: Millis,
+    ) {
+        self.put_time(Key::IndexAt, now);
+        self.out.push(Effect::KvIndex(IndexWrite {
+            identity: id.clone(),
+            profile_id: profile_id.to_string(),
+            repoint: repoint.to_vec(),
+            expiration,
+            rewrite_own,
+        }));
+    }
+
+    /// Gives every index entry of the profile the expiration it should have now, and carries out a merge's
+    /// writes that waited (its identities' entries move here, the absorbed snapshots go).
+    fn refresh_index(&mut self, p: &Profile, expires_at: Option<Millis>, now: Millis) {
+        let target = kv_expiration_for(expires_at, now);
+        let pending = self.stored.merge_pending.clone().unwrap_or_default();
+        for id in &p.identities {
+            self.index_write(id, &p.id, &pending.repoint, target, true, now);
+        }
+        for absorbed in &pending.absorbed {
+            self.out.push(Effect::KvDelete { key: profile_key(absorbed) });
+        }
+        if self.stored.merge_pending.is_some() {
+            self.delete(Key::MergePending);
+        }
+        self.set_kv_expiration(target);
+        self.delete(Key::IndexDue);
+    }
+
+    fn put_snapshot(&mut self, profile_id: &str, bytes: &[u8], expiration: Option<u64>, now: Millis) {
+        let value = encode_snapshot(bytes, now);
+        self.out.push(Effect::KvPut { key: profile_key(profile_id), value, expiration });
+        self.put_time(Key::SnapshotAt, now);
+        if self.stored.snapshot_due.is_some() {
+            self.delete(Key::SnapshotDue);
+        }
+    }
+
+    /// Stores a profile whose journeys alone changed (a claim, a settlement): here at once, and its KV snapshot a
+    /// second later from the alarm, so that a delivery's claim and settlement cost one KV write between them.
+    fn store_journeys(&mut self, p: &Profile, now: Millis) {
+        self.put_profile(p);
+        if self.stored.snapshot_due.is_none() {
+            let last = self.stored.snapshot_at.unwrap_or(0);
+            self.put_time(Key::SnapshotDue, (last + KV_INTERVAL_MS).max(now + KV_INTERVAL_MS));
+        }
+    }
+
+    /// Brings a stored profile's audiences and journeys up to `now` (`write::refresh`), stores it when that changed
+    /// anything, then publishes. Answers how many transitions there were.
+    fn refresh_audiences(&mut self, config: &Config, p: &mut Profile, now: Millis) -> usize {
+        let journeys_before = journey_view(p);
+        let (transitions, store) = refresh(config, p, now);
+        if store {
+            self.store(config, p, &[], &[], now);
+        }
+        if journey_view(p) != journeys_before {
+            self.publish_journeys(p, now);
+        }
+        if !transitions.is_empty() {
+            self.publish(p, &transitions);
+        }
+        transitions.len()
+    }
+
+    /// Hands the sends that are due to the delivery queue (the profile holding them is stored already), then
+    /// stores them as enqueued. A failure between the two sends them again at the next alarm; the delivery's id
+    /// keeps that from reaching anyone twice.
+    fn deliver_due(&mut self, p: &mut Profile, now: Millis) {
+        let sends = to_enqueue(p, now);
+        if sends.is_empty() {
+            return;
+        }
+        let messages = sends
+            .iter()
+            .map(|o| DeliveryMessage {
+                delivery: o.id.clone(),
+                profile: p.id.clone(),
+                destination: o.destination.clone(),
+            })
+            .collect();
+        self.out.push(Effect::Enqueue(messages));
+        let ids: Vec<String> = sends.into_iter().map(|o| o.id).collect();
+        mark_enqueued(p, &ids);
+        self.put_profile(p);
+    }
+
+    fn publish(&mut self, p: &Profile, transitions: &[Transition]) {
+        self.out.push(Effect::Index(IndexMessage::transitions_json(p, transitions).to_string()));
+    }
+
+    fn publish_journeys(&mut self, p: &Profile, now: Millis) {
+        self.out.push(Effect::Index(JourneyState::of_profile(&p.id, &p.journeys, now).to_json().to_string()));
+    }
+}
+
+/// What the journey index keeps of a profile (where it stands, why instances ended), to tell whether it changed.
+fn journey_view(p: &Profile) -> JourneyState {
+    JourneyState::of_profile(&p.id, &p.journeys, 0)
+}
+
+/// The expiration KV copies of a profile that expires at `expires_at` carry: a day later (none for a known one).
+fn kv_expiration_for(expires_at: Option<Millis>, now: Millis) -> Option<u64> {
+    expires_at.map(|at| (at / 1000 + KV_EXPIRATION_SLACK_SECONDS).max(now / 1000 + MIN_KV_TTL_SECONDS) as u64)
+}
