@@ -21,8 +21,10 @@ use edgecdp::core::rules::Config;
 use edgecdp::core::store::decode_profile;
 use edgecdp::core::wire::deliveries::DeliveryMessage;
 use edgecdp::core::wire::events::parse_batch;
+use edgecdp::core::writer::effects::{Action, Effect, Effects, Handed};
 use edgecdp::core::writer::protocol::{decode_reply, decode_request, encode_reply, encode_request, Reply, Request};
-use edgecdp::core::writer::{Action, Effect, Effects, Handed, Key, Stored, Value, Writer, KV_INTERVAL_MS};
+use edgecdp::core::writer::state::{Key, Stored, Value};
+use edgecdp::core::writer::{Writer, KV_INTERVAL_MS};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The profile id secret of every test Worker (`tests/support/worker.mjs` sets `EDGECDP_PROFILE_ID_SECRET` to the
@@ -57,6 +59,10 @@ pub struct World {
     pub forgotten: Vec<String>,
     pub deliveries: VecDeque<DeliveryMessage>,
     pub experiments: Vec<Outcome>,
+    /// The latest instant anything happened at (an erasure may wait for KV's second past the request's time).
+    pub clock: Millis,
+    /// When each object's alarm was last set (an alarm is at least a millisecond after that).
+    pub alarm_set_at: BTreeMap<String, Millis>,
 }
 
 /// A stored profile as it was before its sends were noted enqueued (which is stored after they leave).
@@ -91,6 +97,16 @@ impl World {
             other => Action::Request(other),
         };
         let effects = writer.handle(action, config, now).expect("stored state decodes");
+        if std::env::var_os("EDGECDP_TRACE").is_some() {
+            eprintln!(
+                "ask {now} {id}: {:?}",
+                effects
+                    .effects
+                    .iter()
+                    .map(|e| format!("{e:?}").chars().take(60).collect::<String>())
+                    .collect::<Vec<_>>()
+            );
+        }
         let final_profile = writer.stored().profile.clone();
         self.carry_out(config, id, effects, final_profile.as_deref(), now)
     }
@@ -101,6 +117,16 @@ impl World {
         let storage = self.objects.get(id).cloned().unwrap_or_default();
         let mut writer = Writer::new(Stored::load(|k| storage.get(&k).cloned()));
         let effects = writer.handle(Action::Alarm, config, now).expect("stored state decodes");
+        if std::env::var_os("EDGECDP_TRACE").is_some() {
+            eprintln!(
+                "alarm {now} {id}: {:?}",
+                effects
+                    .effects
+                    .iter()
+                    .map(|e| format!("{e:?}").chars().take(60).collect::<String>())
+                    .collect::<Vec<_>>()
+            );
+        }
         let final_profile = writer.stored().profile.clone();
         self.carry_out(config, id, effects, final_profile.as_deref(), now);
     }
@@ -174,12 +200,14 @@ impl World {
             // An alarm is at least a millisecond away, as the object sets it.
             Some(Some(at)) => {
                 self.alarms.insert(id.to_string(), at.max(t + 1));
+                self.alarm_set_at.insert(id.to_string(), t);
             }
             Some(None) => {
                 self.alarms.remove(id);
             }
             None => {}
         }
+        self.clock = self.clock.max(t);
         decode_reply(&encode_reply(&e.reply)).expect("a reply decodes")
     }
 
@@ -196,6 +224,12 @@ impl World {
 
     /// A KV write (`None`: a deletion): KV takes at most one a second per key.
     fn kv_write(&mut self, key: &str, entry: Option<KvEntry>, t: Millis) {
+        if std::env::var_os("EDGECDP_TRACE").is_some() {
+            eprintln!(
+                "kv {t} {key} {:?}",
+                entry.as_ref().map(|e| String::from_utf8_lossy(&e.value).chars().take(40).collect::<String>())
+            );
+        }
         if let Some(last) = self.kv_written.insert(key.to_string(), t) {
             assert!(t - last >= KV_INTERVAL_MS, "KV key {key} written at {last} and again at {t}");
         }
@@ -217,6 +251,20 @@ impl World {
     /// `ingest::Batch` (prepare, admit, plan), then an apply to each profile's object. Answers the ids of the
     /// profiles that took events.
     pub fn write_line(&mut self, config: &Config, line: &str, signals: &RequestSignals, now: Millis) -> Vec<String> {
+        let (written, rejected) = self.collect(config, line, signals, now);
+        assert!(rejected.is_empty(), "the Worker would refuse {line}: {rejected:?}");
+        written
+    }
+
+    /// `write_line` for an event the Worker may refuse (an identity erased moments ago): answers the profiles that
+    /// took it, and the refusals.
+    pub fn collect(
+        &mut self,
+        config: &Config,
+        line: &str,
+        signals: &RequestSignals,
+        now: Millis,
+    ) -> (Vec<String>, Vec<String>) {
         let source =
             config.sources.iter().find(|s| s.is_server()).or(config.sources.first()).expect("a case has a source");
         let body = format!(r#"{{"batch":[{line}]}}"#);
@@ -264,8 +312,7 @@ impl World {
             }
         }
         let (rejected, _) = batch.finish();
-        assert!(rejected.is_empty(), "the Worker would refuse {line}: {rejected:?}");
-        written
+        (written, rejected.iter().map(|r| format!("{r:?}")).collect())
     }
 
     /// An apply, following tombstones.

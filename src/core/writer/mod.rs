@@ -12,24 +12,27 @@
 //! (`Key::MovedTo`) redirects for a day; an erasure leaves only its time (`Key::ErasedAt`) for a minute, during
 //! which applies are refused, so that events planned before it cannot bring the person back.
 
+pub mod effects;
 pub mod protocol;
+pub mod state;
 
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest, Link};
 use crate::core::engine::audiences::{catch_up, track};
 use crate::core::engine::journeys::{self, mark_enqueued, to_enqueue, Claim};
 use crate::core::engine::merge::{pending_links, split, SplitError};
-use crate::core::engine::write::{index_entry_stays, refresh, write};
+use crate::core::engine::write::{refresh, write};
 use crate::core::model::audience::{Cause, Transition};
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
-use crate::core::model::shown::Outcome;
 use crate::core::rules::Config;
 use crate::core::store::{decode_profile, encode_profile, encode_profile_bounded, encode_snapshot, CodecError};
 use crate::core::wire::audiences::{main_identity, IndexMessage};
 use crate::core::wire::deliveries::DeliveryMessage;
 use crate::core::wire::journeys::JourneyState;
+use effects::{Action, Effect, Effects, Handed, IndexWrite};
 use protocol::{ClaimAnswer, ClaimedSend, Reply, Request};
+use state::{Key, Pending, Stored, Value};
 
 /// At most one KV write a second per key.
 pub const KV_INTERVAL_MS: Millis = 1_000;
@@ -49,243 +52,6 @@ pub const PROFILE_PREFIX: &str = "profile:";
 /// The KV key of a profile's snapshot.
 pub fn profile_key(profile_id: &str) -> String {
     [PROFILE_PREFIX, profile_id].concat()
-}
-
-/// The keys of a profile object's storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Key {
-    /// The profile (`store::encode_profile_bounded`).
-    Profile,
-    /// The tombstone: the id of the profile this one was merged into, and since when.
-    MovedTo,
-    MovedAt,
-    /// When the profile here was erased.
-    ErasedAt,
-    /// When this object last wrote the KV snapshot, and when the one that is due gets written.
-    SnapshotAt,
-    SnapshotDue,
-    /// When this object last wrote an index entry, and when the entries get their new expiration.
-    IndexAt,
-    IndexDue,
-    /// The expiration (seconds) on the KV snapshot and index entries; absent when they have none.
-    KvExpiration,
-    /// A merge's KV writes that wait for the absorbed profile's keys to be a second old (`Pending`, JSON).
-    MergePending,
-}
-
-impl Key {
-    pub const ALL: [Key; 10] = [
-        Key::Profile,
-        Key::MovedTo,
-        Key::MovedAt,
-        Key::ErasedAt,
-        Key::SnapshotAt,
-        Key::SnapshotDue,
-        Key::IndexAt,
-        Key::IndexDue,
-        Key::KvExpiration,
-        Key::MergePending,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Key::Profile => "profile",
-            Key::MovedTo => "moved_to",
-            Key::MovedAt => "moved_at",
-            Key::ErasedAt => "erased_at",
-            Key::SnapshotAt => "snapshot_at",
-            Key::SnapshotDue => "snapshot_due",
-            Key::IndexAt => "index_at",
-            Key::IndexDue => "index_due",
-            Key::KvExpiration => "kv_expiration",
-            Key::MergePending => "merge_pending",
-        }
-    }
-}
-
-/// A value as the object's storage keeps it: the profile as bytes, times as numbers, the rest as text.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Bytes(Vec<u8>),
-    Number(f64),
-    Text(String),
-}
-
-/// A merge's KV writes that wait: identities whose entries move here, absorbed profiles whose snapshots go.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Pending {
-    pub repoint: Vec<Identity>,
-    pub absorbed: Vec<String>,
-}
-
-impl Pending {
-    fn to_text(&self) -> String {
-        let repoint: Vec<[&str; 2]> = self.repoint.iter().map(|i| [i.kind.as_str(), i.value.as_str()]).collect();
-        serde_json::json!({"repoint": repoint, "absorbed": self.absorbed}).to_string()
-    }
-
-    fn of_text(text: &str) -> Pending {
-        let j: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-        let repoint = j["repoint"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| Some(Identity::new(p.get(0)?.as_str()?, p.get(1)?.as_str()?)))
-            .collect();
-        let absorbed =
-            j["absorbed"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
-        Pending { repoint, absorbed }
-    }
-}
-
-/// What the object stores, field by field (`Key`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Stored {
-    pub profile: Option<Vec<u8>>,
-    pub moved_to: Option<String>,
-    pub moved_at: Option<Millis>,
-    pub erased_at: Option<Millis>,
-    pub snapshot_at: Option<Millis>,
-    pub snapshot_due: Option<Millis>,
-    pub index_at: Option<Millis>,
-    pub index_due: Option<Millis>,
-    pub kv_expiration: Option<u64>,
-    pub merge_pending: Option<Pending>,
-}
-
-impl Stored {
-    /// The state from the storage's values (`get` answers what a key holds).
-    pub fn load(mut get: impl FnMut(Key) -> Option<Value>) -> Stored {
-        let mut s = Stored::default();
-        for key in Key::ALL {
-            s.set(key, get(key));
-        }
-        s
-    }
-
-    fn set(&mut self, key: Key, value: Option<Value>) {
-        let number = |v: &Option<Value>| match v {
-            Some(Value::Number(n)) => Some(*n as Millis),
-            _ => None,
-        };
-        let text = |v: &Option<Value>| match v {
-            Some(Value::Text(t)) => Some(t.clone()),
-            _ => None,
-        };
-        match key {
-            Key::Profile => {
-                self.profile = match value {
-                    Some(Value::Bytes(b)) => Some(b),
-                    _ => None,
-                }
-            }
-            Key::MovedTo => self.moved_to = text(&value),
-            Key::MovedAt => self.moved_at = number(&value),
-            Key::ErasedAt => self.erased_at = number(&value),
-            Key::SnapshotAt => self.snapshot_at = number(&value),
-            Key::SnapshotDue => self.snapshot_due = number(&value),
-            Key::IndexAt => self.index_at = number(&value),
-            Key::IndexDue => self.index_due = number(&value),
-            Key::KvExpiration => self.kv_expiration = number(&value).map(|e| e as u64),
-            Key::MergePending => self.merge_pending = text(&value).map(|t| Pending::of_text(&t)),
-        }
-    }
-}
-
-/// An index entry to point at a profile, unless it should stay as it is (`IndexWrite::writes`): the object reads
-/// the entry, asks, and writes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct IndexWrite {
-    pub identity: Identity,
-    pub profile_id: String,
-    /// Identities a merge brought here, whose entries move whatever they say now.
-    pub repoint: Vec<Identity>,
-    pub expiration: Option<u64>,
-    /// Whether an entry that leads here already is written again (for a new expiration).
-    pub rewrite_own: bool,
-}
-
-impl IndexWrite {
-    /// Whether the entry, which names `existing` now, is written.
-    pub fn writes(&self, existing: Option<&str>) -> bool {
-        !(index_entry_stays(&self.identity, existing, &self.profile_id, &self.repoint)
-            || (!self.rewrite_own && existing == Some(self.profile_id.as_str())))
-    }
-}
-
-/// One thing for the object to do, in order.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Effect {
-    /// The object's own storage.
-    Put(Key, Value),
-    Delete(Key),
-    DeleteAll,
-    /// Hold the object (and every request to it) until this instant: an erasure waiting for KV's second.
-    WaitUntil(Millis),
-    /// KV: a profile snapshot (`store::encode_snapshot`), with its expiration (seconds).
-    KvPut {
-        key: String,
-        value: Vec<u8>,
-        expiration: Option<u64>,
-    },
-    KvDelete {
-        key: String,
-    },
-    /// KV: an index entry, when `IndexWrite::writes` says so.
-    KvIndex(IndexWrite),
-    /// KV: an identity's entry goes, when it leads to one of `leads_to`, marked as erased first
-    /// (`Identity::erased_key`) so that no moment exists in which it is neither indexed nor marked.
-    KvUnindex {
-        identity: Identity,
-        leads_to: Vec<String>,
-    },
-    /// Another profile's object (a restore, a forget); `required`: anything but its success fails this action.
-    Call {
-        profile_id: String,
-        request: Request,
-        required: bool,
-    },
-    /// Experiment exposures and conversions, for the experiments' objects.
-    Experiments(Vec<Outcome>),
-    /// A message for the audience and journey index queue (JSON text).
-    Index(String),
-    /// The audience index forgets these profiles now, before the erasure answers.
-    IndexErase {
-        profile_ids: Vec<String>,
-        at: Millis,
-    },
-    /// The delivery log forgets these profiles now.
-    DeliveriesForget {
-        profile_ids: Vec<String>,
-    },
-    /// Sends for the delivery queue (the profile holding them is stored already).
-    Enqueue(Vec<DeliveryMessage>),
-}
-
-/// What an action decided: the effects in order, the reply, and the alarm (`None`: leave it as it is;
-/// `Some(None)`: none).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Effects {
-    pub effects: Vec<Effect>,
-    pub reply: Reply,
-    pub alarm: Option<Option<Millis>>,
-}
-
-/// A profile another object handed over for a merge, with when that object last wrote to KV.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Handed {
-    pub link: Link,
-    pub profile: Profile,
-    pub last_kv_write: Millis,
-}
-
-/// What the object is asked to do: a request (an apply with the profiles its links handed over, fetched first:
-/// `Writer::handovers`), or its alarm.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Action {
-    Request(Request),
-    Apply { request: ApplyRequest, handed: Vec<Handed> },
-    Alarm,
 }
 
 /// Why an action could not run: what the object stores does not decode. The object answers 500 and changes
@@ -371,7 +137,9 @@ impl Writer {
             Request::Read => Ok(Reply::Profile(self.stored.profile.clone())),
             Request::Locate => Ok(Reply::Located(self.stored.profile.is_some())),
             Request::Handover { survivor } => Ok(self.handover(survivor, now)),
-            Request::Restore { profile } => self.restore(&profile, config, now),
+            Request::Restore { profile, last_kv_write, repoint } => {
+                self.restore(&profile, last_kv_write, repoint, config, now)
+            }
             Request::Split { absorbed } => self.split_off(&absorbed, config, now),
             Request::Erase => Ok(match self.erase(now)? {
                 Some(identities) => Reply::Erased { identities },
@@ -460,13 +228,16 @@ impl Writer {
         let current = self.profile()?;
         // Until when the absorbed profiles' KV keys are a second from their last write.
         let hot_until = handed.iter().map(|h| h.last_kv_write + KV_INTERVAL_MS).max().unwrap_or(0);
+        let last_writes: Vec<(String, Millis)> =
+            handed.iter().map(|h| (h.profile.id.clone(), h.last_kv_write)).collect();
         let fetched = handed.into_iter().map(|h| (h.link, h.profile)).collect();
         let identity_before = current.as_ref().and_then(main_identity);
         let journeys_before = current.as_ref().map(journey_view);
         let written = write(current, fetched, request, config, now);
         for p in &written.returned {
             // Refused merges: each profile goes back where it was, as it was.
-            let request = Request::Restore { profile: encode_profile(p) };
+            let last_kv_write = last_writes.iter().find(|(id, _)| *id == p.id).map_or(0, |(_, t)| *t);
+            let request = Request::Restore { profile: encode_profile(p), last_kv_write, repoint: false };
             self.out.push(Effect::Call { profile_id: p.id.clone(), request, required: false });
         }
         let Some(mut profile) = written.profile.filter(|_| written.store) else {
@@ -475,6 +246,7 @@ impl Writer {
         if now >= hot_until || written.absorbed_ids.is_empty() {
             self.store(config, &profile, &written.index, &written.repoint, now);
             for id in &written.absorbed_ids {
+                self.put_time(Key::IndexAt, now);
                 self.out.push(Effect::KvDelete { key: profile_key(id) });
             }
         } else {
@@ -515,7 +287,14 @@ impl Writer {
         Reply::HandedOver(Some((bytes, last)))
     }
 
-    fn restore(&mut self, bytes: &[u8], config: &Config, now: Millis) -> Result<Reply, Failure> {
+    fn restore(
+        &mut self,
+        bytes: &[u8],
+        last_kv_write: Millis,
+        repoint: bool,
+        config: &Config,
+        now: Millis,
+    ) -> Result<Reply, Failure> {
         let Ok(mut profile) = decode_profile(bytes) else {
             return Ok(Reply::refused("invalid_request", "the profile to restore does not decode"));
         };
@@ -526,7 +305,29 @@ impl Writer {
         let ids = profile.identities.clone();
         // What time alone changed while it was away (a split-off profile arrives already evaluated).
         let (transitions, _) = refresh(config, &mut profile, now);
-        self.store(config, &profile, &ids, &ids, now);
+        // Its keys were last written at `last_kv_write` (by the object that held it): what this object writes
+        // waits for that second.
+        for key in [Key::SnapshotAt, Key::IndexAt] {
+            if last_kv_write > 0 {
+                let t = match key {
+                    Key::SnapshotAt => self.stored.snapshot_at,
+                    _ => self.stored.index_at,
+                };
+                self.put_time(key, last_kv_write.max(t.unwrap_or(0)));
+            }
+        }
+        let hot_until = last_kv_write + KV_INTERVAL_MS;
+        if !repoint {
+            self.store(config, &profile, &[], &[], now);
+        } else if now < hot_until {
+            // Its identities' entries move here with the alarm.
+            let pending = Pending { repoint: ids, absorbed: Vec::new() };
+            self.put(Key::MergePending, Value::Text(pending.to_text()));
+            self.put_time(Key::IndexDue, hot_until.max(self.stored.index_due.unwrap_or(0)));
+            self.store(config, &profile, &[], &[], now);
+        } else {
+            self.store(config, &profile, &ids, &ids, now);
+        }
         if !transitions.is_empty() {
             self.publish(&profile, &transitions);
         }
@@ -547,6 +348,19 @@ impl Writer {
                 return Ok(Reply::refused("merge_too_old", "only the latest merges keep what a split needs"));
             }
         };
+        // The entries of its identities were written by this object (at a merge, or its repointing), or, while
+        // the merge's writes still wait, by its own object before the merge (a second before `IndexDue`).
+        let mut last_kv_write = self.stored.index_at.unwrap_or(0);
+        // A merge's KV writes still waiting leave the profile split off alone: its snapshot and its entries are
+        // its own again.
+        if let Some(mut pending) = self.stored.merge_pending.clone() {
+            if pending.absorbed.iter().any(|id| id == absorbed) {
+                last_kv_write = last_kv_write.max(self.stored.index_due.unwrap_or(0) - KV_INTERVAL_MS);
+            }
+            pending.absorbed.retain(|id| id != absorbed);
+            pending.repoint.retain(|id| !restored.identities.contains(id));
+            self.put(Key::MergePending, Value::Text(pending.to_text()));
+        }
         let mut transitions = catch_up(config, &mut profile, now);
         transitions.extend(track(config, &mut profile, now, Cause::Split));
         self.store(config, &profile, &[], &[], now);
@@ -555,7 +369,7 @@ impl Writer {
         }
         // The profile split off enters its audiences now; its transitions leave once its own object stored it.
         let restored_transitions = track(config, &mut restored, now, Cause::Split);
-        let request = Request::Restore { profile: encode_profile(&restored) };
+        let request = Request::Restore { profile: encode_profile(&restored), last_kv_write, repoint: true };
         self.out.push(Effect::Call { profile_id: restored.id.clone(), request, required: true });
         if !restored_transitions.is_empty() {
             self.publish(&restored, &restored_transitions);
@@ -733,6 +547,7 @@ impl Writer {
             self.index_write(id, &p.id, &pending.repoint, target, true, now);
         }
         for absorbed in &pending.absorbed {
+            self.put_time(Key::IndexAt, now);
             self.out.push(Effect::KvDelete { key: profile_key(absorbed) });
         }
         if self.stored.merge_pending.is_some() {

@@ -22,8 +22,10 @@ pub enum Request {
     Locate,
     /// Give this profile to `survivor` (a merge) and leave a tombstone that names it.
     Handover { survivor: String },
-    /// Take a profile back (`store::encode_profile`): a merge that did not stand, or a split.
-    Restore { profile: Vec<u8> },
+    /// Take a profile back (`store::encode_profile`): a merge that did not stand, or a split; with when its KV
+    /// keys (its snapshot, its identities' entries) were last written, so that it leaves them a second, and
+    /// whether its identities' entries move back to it (a split; a refused merge never moved them).
+    Restore { profile: Vec<u8>, last_kv_write: Millis, repoint: bool },
     /// Give back the profile this one absorbed, which becomes its own again.
     Split { absorbed: String },
     /// Remove everything held about the profile.
@@ -101,6 +103,25 @@ impl Reply {
     pub fn refused(code: &str, message: &str) -> Reply {
         Reply::Refused { code: code.into(), message: message.into() }
     }
+
+    /// The reply's kind, for an error that names an answer its request does not have.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Moved { .. } => "moved",
+            Reply::Applied(_) => "applied",
+            Reply::Profile(_) => "profile",
+            Reply::Located(_) => "located",
+            Reply::HandedOver(_) => "handed over",
+            Reply::Restored { .. } => "restored",
+            Reply::Split { .. } => "split",
+            Reply::Erased { .. } => "erased",
+            Reply::Forgotten(_) => "forgotten",
+            Reply::Reevaluated(_) => "reevaluated",
+            Reply::Claimed { .. } => "claimed",
+            Reply::Settled(_) => "settled",
+            Reply::Refused { .. } => "refused",
+        }
+    }
 }
 
 pub fn encode_request(r: &Request) -> Vec<u8> {
@@ -128,7 +149,7 @@ mod tests {
         let requests = [
             Request::Apply(ApplyRequest { profile_id: "p1".into(), ..ApplyRequest::default() }),
             Request::Settle { delivery: "d1".into(), delivered: true },
-            Request::Restore { profile: vec![6, 1, 2] },
+            Request::Restore { profile: vec![6, 1, 2], last_kv_write: 7, repoint: true },
         ];
         for r in requests {
             let bytes = encode_request(&r);

@@ -10,9 +10,11 @@
 
 use crate::core::base::time::Millis;
 use crate::core::store::{decode_profile, CodecError};
+use crate::core::writer::effects::{Action, Effect, Effects, Handed};
 use crate::core::writer::protocol::{decode_request, encode_reply, Reply, Request};
-use crate::core::writer::{Action, Effect, Effects, Handed, Key, Stored, Value, Writer};
-use crate::edge::objects::profile_client::{ask, MAX_HOPS};
+use crate::core::writer::state::{Key, Stored, Value};
+use crate::core::writer::Writer;
+use crate::edge::objects::profile_client::ask;
 use crate::edge::{audiences, deliveries, kv};
 use worker::js_sys::{Map, Uint8Array};
 use worker::wasm_bindgen::JsValue;

@@ -66,7 +66,7 @@ fn refusal(code: &str, message: String) -> ApiError {
 
 /// A reply of a kind the request does not have.
 pub fn unexpected(reply: &Reply) -> ApiError {
-    ApiError::Unavailable(format!("profile writer answered {reply:?}"))
+    ApiError::Unavailable(format!("profile writer answered {}", reply.kind()))
 }
 
 /// Sends an apply to a profile's writer, following tombstones.

@@ -1,0 +1,146 @@
+//! What a profile's object stores (`Stored`), key by key (`Key`), as the writer reads it and its effects change
+//! it.
+
+use crate::core::base::time::Millis;
+use crate::core::model::identity::Identity;
+
+/// The keys of a profile object's storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    /// The profile (`store::encode_profile_bounded`).
+    Profile,
+    /// The tombstone: the id of the profile this one was merged into, and since when.
+    MovedTo,
+    MovedAt,
+    /// When the profile here was erased.
+    ErasedAt,
+    /// When this object last wrote the KV snapshot, and when the one that is due gets written.
+    SnapshotAt,
+    SnapshotDue,
+    /// When this object last wrote an index entry, and when the entries get their new expiration.
+    IndexAt,
+    IndexDue,
+    /// The expiration (seconds) on the KV snapshot and index entries; absent when they have none.
+    KvExpiration,
+    /// A merge's KV writes that wait for the absorbed profile's keys to be a second old (`Pending`, JSON).
+    MergePending,
+}
+
+impl Key {
+    pub const ALL: [Key; 10] = [
+        Key::Profile,
+        Key::MovedTo,
+        Key::MovedAt,
+        Key::ErasedAt,
+        Key::SnapshotAt,
+        Key::SnapshotDue,
+        Key::IndexAt,
+        Key::IndexDue,
+        Key::KvExpiration,
+        Key::MergePending,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Key::Profile => "profile",
+            Key::MovedTo => "moved_to",
+            Key::MovedAt => "moved_at",
+            Key::ErasedAt => "erased_at",
+            Key::SnapshotAt => "snapshot_at",
+            Key::SnapshotDue => "snapshot_due",
+            Key::IndexAt => "index_at",
+            Key::IndexDue => "index_due",
+            Key::KvExpiration => "kv_expiration",
+            Key::MergePending => "merge_pending",
+        }
+    }
+}
+
+/// A value as the object's storage keeps it: the profile as bytes, times as numbers, the rest as text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Bytes(Vec<u8>),
+    Number(f64),
+    Text(String),
+}
+
+/// A merge's KV writes that wait: identities whose entries move here, absorbed profiles whose snapshots go.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pending {
+    pub repoint: Vec<Identity>,
+    pub absorbed: Vec<String>,
+}
+
+impl Pending {
+    pub(crate) fn to_text(&self) -> String {
+        let repoint: Vec<[&str; 2]> = self.repoint.iter().map(|i| [i.kind.as_str(), i.value.as_str()]).collect();
+        serde_json::json!({"repoint": repoint, "absorbed": self.absorbed}).to_string()
+    }
+
+    fn of_text(text: &str) -> Pending {
+        let j: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let repoint = j["repoint"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some(Identity::new(p.get(0)?.as_str()?, p.get(1)?.as_str()?)))
+            .collect();
+        let absorbed =
+            j["absorbed"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+        Pending { repoint, absorbed }
+    }
+}
+
+/// What the object stores, field by field (`Key`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stored {
+    pub profile: Option<Vec<u8>>,
+    pub moved_to: Option<String>,
+    pub moved_at: Option<Millis>,
+    pub erased_at: Option<Millis>,
+    pub snapshot_at: Option<Millis>,
+    pub snapshot_due: Option<Millis>,
+    pub index_at: Option<Millis>,
+    pub index_due: Option<Millis>,
+    pub kv_expiration: Option<u64>,
+    pub merge_pending: Option<Pending>,
+}
+
+impl Stored {
+    /// The state from the storage's values (`get` answers what a key holds).
+    pub fn load(mut get: impl FnMut(Key) -> Option<Value>) -> Stored {
+        let mut s = Stored::default();
+        for key in Key::ALL {
+            s.set(key, get(key));
+        }
+        s
+    }
+
+    pub(crate) fn set(&mut self, key: Key, value: Option<Value>) {
+        let number = |v: &Option<Value>| match v {
+            Some(Value::Number(n)) => Some(*n as Millis),
+            _ => None,
+        };
+        let text = |v: &Option<Value>| match v {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        match key {
+            Key::Profile => {
+                self.profile = match value {
+                    Some(Value::Bytes(b)) => Some(b),
+                    _ => None,
+                }
+            }
+            Key::MovedTo => self.moved_to = text(&value),
+            Key::MovedAt => self.moved_at = number(&value),
+            Key::ErasedAt => self.erased_at = number(&value),
+            Key::SnapshotAt => self.snapshot_at = number(&value),
+            Key::SnapshotDue => self.snapshot_due = number(&value),
+            Key::IndexAt => self.index_at = number(&value),
+            Key::IndexDue => self.index_due = number(&value),
+            Key::KvExpiration => self.kv_expiration = number(&value).map(|e| e as u64),
+            Key::MergePending => self.merge_pending = text(&value).map(|t| Pending::of_text(&t)),
+        }
+    }
+}
