@@ -140,3 +140,57 @@ fn the_layer_check_can_fail() {
     assert_eq!(upward_import("wire", "let x = crate::core::base::time::DAY;"), None);
     assert_eq!(upward_import("base", "use crate::core::nowhere::X;"), Some("nowhere"));
 }
+
+/// The edge's order (ARCHITECTURE.md, "The edge"): `error.rs` at the bottom names nothing of the edge; routes are
+/// leaves (no file outside `routes/` but the router names a route, and no route names another); modules are named
+/// by their path (no `#[path]` renames, no imports through `super::`).
+fn edge_order_breaks(file: &str, code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let in_routes = file.starts_with("src/edge/routes/");
+    for (n, line) in code.lines().enumerate() {
+        let line_code = line.split("//").next().unwrap_or("");
+        let at = format!("{file}:{}", n + 1);
+        if line_code.contains("#[path") {
+            found.push(format!("{at}: a #[path] rename"));
+        }
+        if line_code.contains("super::") && !line_code.contains("use super::*;") {
+            found.push(format!("{at}: an import through super::"));
+        }
+        if file == "src/edge/error.rs" && line_code.contains("crate::edge::") {
+            found.push(format!("{at}: error.rs names the edge"));
+        }
+        let names_route = line_code.contains("crate::edge::routes::");
+        if names_route && in_routes && !file.ends_with("routes/mod.rs") {
+            found.push(format!("{at}: a route imports a route"));
+        }
+        if names_route && !in_routes && file != "src/edge/mod.rs" {
+            found.push(format!("{at}: a service imports a route"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_edge_keeps_its_order() {
+    let mut found = Vec::new();
+    for dir in ["src/edge", "src/core", "src/browser"] {
+        for file in rust_files(&root().join(dir)) {
+            let text = fs::read_to_string(&file).expect("readable source");
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            let name = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+            found.extend(edge_order_breaks(&name, code));
+        }
+    }
+    assert!(found.is_empty(), "the edge is out of order:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_edge_order_check_can_fail() {
+    assert_eq!(edge_order_breaks("src/edge/error.rs", "use crate::edge::kv;").len(), 1);
+    assert_eq!(edge_order_breaks("src/edge/routes/a.rs", "use crate::edge::routes::b::f;").len(), 1);
+    assert_eq!(edge_order_breaks("src/edge/kv.rs", "use crate::edge::routes::b::f;").len(), 1);
+    assert_eq!(edge_order_breaks("src/edge/kv.rs", "use super::{now, signals};").len(), 1);
+    assert_eq!(edge_order_breaks("src/edge/objects/mod.rs", "#[path = \"x.rs\"]").len(), 1);
+    assert!(edge_order_breaks("src/edge/mod.rs", "use crate::edge::routes::decide::decide_get;").is_empty());
+    assert!(edge_order_breaks("src/edge/kv.rs", "// not crate::edge::routes::x").is_empty());
+}

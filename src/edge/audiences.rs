@@ -13,7 +13,7 @@ use crate::core::wire::audiences::{
 };
 use crate::core::wire::journeys::{self as journey_index, JourneyState};
 use crate::core::writer::protocol::Request;
-use crate::edge::http::ApiError;
+use crate::edge::error::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::profile_client;
 use futures_util::{StreamExt, TryStreamExt};

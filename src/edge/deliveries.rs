@@ -19,7 +19,7 @@ use crate::core::wire::deliveries::{
 };
 use crate::core::writer::protocol::{ClaimAnswer, Reply, Request as ObjectRequest};
 use crate::edge::audiences::bind;
-use crate::edge::http::ApiError;
+use crate::edge::error::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::profile_client;
 use futures_util::StreamExt;

@@ -7,8 +7,6 @@
 //! lol_html into the Worker's Wasm instead cost about half of that Wasm (its parser, CSS selectors and every
 //! legacy charset's tables; SIZE.md) and ran the rewriting in slower Wasm code.
 
-use super::http::{self, ApiError, ApiResult};
-use super::{cookie, decide_context, now, signals, visitor_profile};
 use crate::core::base::time::Millis;
 use crate::core::base::url::UrlParts;
 use crate::core::engine::apply::ApplyRequest;
@@ -17,13 +15,17 @@ use crate::core::engine::delivery::{
     ascii_compatible, charset, forwards_request_header, is_html, local_location, private_cache_control,
     readable_encoding, vary_with, without_own_cookies, HOP_HEADER, SLOT_ATTRIBUTE,
 };
-use crate::core::model::consent::{permit_personalization, Permitted, RequestSignals};
+use crate::core::model::consent::{Permitted, RequestSignals};
 use crate::core::model::event::PageContext;
 use crate::core::model::profile::Profile;
 use crate::core::rules::delivery::Delivery;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
+use crate::edge::error::{ApiError, ApiResult};
+use crate::edge::http::{self};
 use crate::edge::objects::profile_client::apply;
+use crate::edge::request::{decide_context, now, signals};
+use crate::edge::visitor::Visitor;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -33,7 +35,7 @@ use worker::{Env, Headers, Method, Request, RequestInit, RequestRedirect, Respon
 
 /// Proxies one request to the origin; fills the slots of an HTML answer.
 pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery) -> ApiResult {
-    let href = super::request::href(&req);
+    let href = crate::edge::request::href(&req);
     let url = UrlParts::of(&href).ok_or_else(|| ApiError::BadGateway(format!("{href} is not an absolute URL")))?;
     let own = url.origin();
     if own.eq_ignore_ascii_case(&delivery.origin) {
@@ -230,28 +232,27 @@ fn forwarded_headers(req: &Request, env: &Env, config: &Config, own: &str) -> Re
 /// Whether an `Authorization` value carries a credential of edgecdp's: the admin token, or any source's key (a
 /// server key as Bearer or Basic, or even a browser source's write key, which means nothing to the origin).
 fn carries_own_credential(env: &Env, config: &Config, authorization: &str) -> bool {
-    let key = http::bearer(authorization)
+    let key = crate::edge::auth::bearer(authorization)
         .map(String::from)
         .or_else(|| crate::core::wire::auth::write_key_from_basic_auth(authorization));
-    http::carries_admin_token(env, authorization) || key.is_some_and(|k| config.authenticate(&k).is_some())
+    crate::edge::auth::carries_admin_token(env, authorization) || key.is_some_and(|k| config.authenticate(&k).is_some())
 }
 
 /// Decides every configured slot for the visitor of the cookie, the same way `GET /v1/decide` does. A page
 /// whose store lookup fails still goes out, with the fallbacks.
 async fn decide_page(req: &Request, env: &Env, config: &Config) -> Served {
-    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
-    let profile = match visitor_profile(env, cookie_id.as_deref(), None, None).await {
-        Ok(p) => p,
+    let visitor = match Visitor::of_page(req, env).await {
+        Ok(v) => v,
         Err(e) => {
             worker::console_error!("edge delivery: the profile store is unavailable, serving fallbacks: {e:?}");
-            None
+            Visitor { origin: None, profile: None, signals: signals(req, env) }
         }
     };
-    let signals = signals(req, env);
-    let subject = profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, None, &signals));
+    let subject = visitor.permitted(config, None);
     let now = now();
-    let decision = decide_for_page(req, env, config, subject, &signals, now);
-    Served { env: env.clone(), decision, profile_id: profile.map(|p| p.id), signals, now }
+    let decision = decide_for_page(req, env, config, subject, &visitor.signals, now);
+    let profile_id = visitor.profile.as_ref().map(|p| p.id.clone());
+    Served { env: env.clone(), decision, profile_id, signals: visitor.signals, now }
 }
 
 /// The one call to `core::engine::decide` for proxied pages, in the page's own context: this request's URL and path,
@@ -266,7 +267,7 @@ fn decide_for_page(
     signals: &RequestSignals,
     now: Millis,
 ) -> Decision {
-    let href = super::request::href(req);
+    let href = crate::edge::request::href(req);
     let page = PageContext {
         path: UrlParts::of(&href).map(|u| u.path.to_string()),
         url: Some(href.clone()),

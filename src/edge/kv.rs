@@ -12,7 +12,7 @@ use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::{compile_str, Config};
 use crate::core::store::{decode_snapshot, encode_rules};
-use crate::edge::http::ApiError;
+use crate::edge::error::ApiError;
 use std::cell::RefCell;
 use std::rc::Rc;
 use worker::kv::{KvError, PutOptionsBuilder};

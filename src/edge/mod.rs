@@ -1,34 +1,35 @@
 //! The Cloudflare Worker shell: turns HTTP requests into core calls and core results into HTTP responses.
 //!
 //! It owns everything the core must not do: reading the clock, KV and Durable Object I/O, headers and
-//! cookies. Routes follow `schema/openapi.json`; errors become responses in `http::ApiError::into_response` only.
+//! cookies. Routes follow `schema/openapi.json`; errors become responses in `crate::edge::error::ApiError::into_response` only.
 
 mod audiences;
+mod auth;
 mod cookie;
 mod deliveries;
 mod delivery;
+mod error;
 mod http;
 mod kv;
 mod objects;
 mod request;
 mod routes;
-mod session;
+mod visitor;
 
 use crate::core::engine::delivery::HOP_HEADER;
 use crate::core::wire::events::CallType;
+use crate::edge::error::{json_response, ApiError, ApiResult};
 use crate::edge::request::query_param;
-use crate::edge::request::{decide_context, now, signals};
 use crate::edge::routes::audiences::{audience_export, audience_history, audience_members, audiences_list};
 use crate::edge::routes::collect::{collect, rudderstack_source_config, segment_settings};
 use crate::edge::routes::config::{config_get, config_put, config_validate, config_version, config_versions};
 use crate::edge::routes::console;
-use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post, visitor_profile};
+use crate::edge::routes::decide::{decide_get, decide_post, decide_summary, impressions_post};
 use crate::edge::routes::demo::demo_identity_token;
 use crate::edge::routes::destinations::destinations_stats;
 use crate::edge::routes::docs;
 use crate::edge::routes::experiments::experiment_stats;
 use crate::edge::routes::profiles::{profile_delete, profile_get, profile_preview, profile_split};
-use http::{json_response, ApiError, ApiResult};
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, Response};
 
@@ -247,9 +248,9 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Delete, Resource::Profile(key)) => profile_delete(req, env, key).await,
         (Method::Post, Resource::ProfileSplit(key)) => profile_split(req, env, key).await,
         (Method::Post, Resource::ProfilePreview(key)) => profile_preview(req, env, key).await,
-        (Method::Post, Resource::Session) => session::sign_in(req, env).await,
-        (Method::Get, Resource::Session) => session::session_get(req, env).await,
-        (Method::Delete, Resource::Session) => session::sign_out(req, env).await,
+        (Method::Post, Resource::Session) => crate::edge::auth::sign_in(req, env).await,
+        (Method::Get, Resource::Session) => crate::edge::auth::session_get(req, env).await,
+        (Method::Delete, Resource::Session) => crate::edge::auth::sign_out(req, env).await,
         (Method::Get, Resource::Console) => console::console(&req, env).await,
         (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).await,
         (Method::Get, Resource::Audiences) => audiences_list(req, env).await,

@@ -11,7 +11,8 @@ use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::inflate::{Coding, InflateError, Inflater};
 use crate::core::wire::{self, BodyError};
 use crate::edge::cookie;
-use crate::edge::http::{self, ApiError};
+use crate::edge::error::ApiError;
+use crate::edge::http::{self};
 use std::collections::BTreeMap;
 use worker::{Env, Request};
 
@@ -231,11 +232,11 @@ pub(crate) fn caller(
     consent: &mut Option<BTreeMap<String, bool>>,
 ) -> Result<Option<String>, ApiError> {
     let authorization = req.headers().get("authorization")?.unwrap_or_default();
-    let key = http::bearer(&authorization)
+    let key = crate::edge::auth::bearer(&authorization)
         .map(String::from)
         .or_else(|| wire::auth::write_key_from_basic_auth(&authorization));
     let server = key.as_deref().and_then(|k| config.authenticate(k)).filter(|s| s.is_server());
-    let credentialed = server.is_some() || http::carries_admin_token(env, &authorization);
+    let credentialed = server.is_some() || crate::edge::auth::carries_admin_token(env, &authorization);
     if credentialed && from_browser(req) {
         return Err(server_key_from_browser(server.map_or("admin", |s| s.id.as_str())));
     }

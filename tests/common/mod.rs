@@ -63,7 +63,12 @@ pub struct World {
     pub clock: Millis,
     /// When each object's alarm was last set (an alarm is at least a millisecond after that).
     pub alarm_set_at: BTreeMap<String, Millis>,
+    /// Time the KV writes of the effect being carried out took, added to the clock after it.
+    kv_latency_debt: Millis,
 }
+
+/// How long one KV write takes in the simulation.
+pub const KV_WRITE_MS: Millis = 3;
 
 /// A stored profile as it was before its sends were noted enqueued (which is stored after they leave).
 fn as_before_enqueued(bytes: &[u8]) -> Profile {
@@ -152,12 +157,16 @@ impl World {
     fn carry_out(&mut self, config: &Config, id: &str, e: Effects, final_profile: Option<&[u8]>, now: Millis) -> Reply {
         let mut t = now;
         for effect in e.effects {
+            t += std::mem::take(&mut self.kv_latency_debt);
             if matches!(effect, Effect::Index(_) | Effect::Enqueue(_) | Effect::Experiments(_)) {
                 self.assert_stored(id, final_profile, &effect);
             }
             match effect {
                 Effect::Put(k, v) => {
                     self.objects.entry(id.to_string()).or_default().insert(k, v);
+                }
+                Effect::Stamp(k) => {
+                    self.objects.entry(id.to_string()).or_default().insert(k, Value::Number(t as f64));
                 }
                 Effect::Delete(k) => {
                     self.objects.entry(id.to_string()).or_default().remove(&k);
@@ -207,6 +216,7 @@ impl World {
             }
             None => {}
         }
+        t += std::mem::take(&mut self.kv_latency_debt);
         self.clock = self.clock.max(t);
         decode_reply(&encode_reply(&e.reply)).expect("a reply decodes")
     }
@@ -234,6 +244,9 @@ impl World {
             assert!(t - last >= KV_INTERVAL_MS, "KV key {key} written at {last} and again at {t}");
         }
         self.kv_writes += 1;
+        // Each KV write takes a little time, as it does at Cloudflare: what the object notes of it must be when it
+        // happened, not when the writer planned it.
+        self.kv_latency_debt += KV_WRITE_MS;
         match entry {
             Some(e) => self.kv.insert(key.to_string(), e),
             None => self.kv.remove(key),

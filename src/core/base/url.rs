@@ -3,7 +3,7 @@
 //! `?` and `#` percent-encoded inside the path. A few lines rather than the `url` crate, whose host parsing and
 //! Unicode tables were about 40 KB gzipped of the Worker's Wasm.
 
-use super::encoding::percent_decode_query;
+use crate::core::base::encoding::percent_decode_query;
 
 /// A serialized absolute URL, split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -46,6 +46,9 @@ pub enum Effect {
     Put(Key, Value),
     Delete(Key),
     DeleteAll,
+    /// The time now, as the object's clock says after the KV writes before it, into this key: when a KV write
+    /// really happened, which the one-write-a-second rule counts from.
+    Stamp(Key),
     /// Hold the object (and every request to it) until this instant: an erasure waiting for KV's second.
     WaitUntil(Millis),
     /// KV: a profile snapshot (`store::encode_snapshot`), with its expiration (seconds).

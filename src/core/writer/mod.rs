@@ -179,6 +179,14 @@ impl Writer {
         self.put(key, Value::Number(at as f64));
     }
 
+    /// Notes the time a KV write just carried out happened at: `now` here, and the instant it really happened in
+    /// the object's storage (`Effect::Stamp`), which the next decisions then count from.
+    fn stamp(&mut self, key: Key, now: Millis) {
+        self.stored.set(key, Some(Value::Number(now as f64)));
+        self.changed = true;
+        self.out.push(Effect::Stamp(key));
+    }
+
     fn delete(&mut self, key: Key) {
         self.stored.set(key, None);
         self.changed = true;
@@ -246,8 +254,8 @@ impl Writer {
         if now >= hot_until || written.absorbed_ids.is_empty() {
             self.store(config, &profile, &written.index, &written.repoint, now);
             for id in &written.absorbed_ids {
-                self.put_time(Key::IndexAt, now);
                 self.out.push(Effect::KvDelete { key: profile_key(id) });
+                self.stamp(Key::IndexAt, now);
             }
         } else {
             // The absorbed profiles' keys were written less than a second ago: their entries move here and their
@@ -465,12 +473,23 @@ impl Writer {
         self.refresh_audiences(config, &mut profile, now);
         self.deliver_due(&mut profile, now);
         // What was due (index expirations first: the snapshot then carries the same).
+        // A write is due only a second after the last one as it happened (`Effect::Stamp`), which may be a little
+        // later than the instant the writer planned it at: otherwise it waits for that.
+        let after_last = |last: Option<Millis>| last.map_or(0, |t| t + KV_INTERVAL_MS);
         if self.stored.index_due.is_some_and(|at| at <= now) {
-            self.refresh_index(&profile, expires_at, now);
+            match after_last(self.stored.index_at) {
+                t if t > now => self.put_time(Key::IndexDue, t),
+                _ => self.refresh_index(&profile, expires_at, now),
+            }
         }
         if self.stored.snapshot_due.is_some_and(|at| at <= now) {
-            let bytes = self.stored.profile.clone().unwrap_or_default();
-            self.put_snapshot(&profile.id, &bytes, self.stored.kv_expiration, now);
+            match after_last(self.stored.snapshot_at) {
+                t if t > now => self.put_time(Key::SnapshotDue, t),
+                _ => {
+                    let bytes = self.stored.profile.clone().unwrap_or_default();
+                    self.put_snapshot(&profile.id, &bytes, self.stored.kv_expiration, now);
+                }
+            }
         }
         Ok(())
     }
@@ -528,7 +547,6 @@ impl Writer {
         rewrite_own: bool,
         now: Millis,
     ) {
-        self.put_time(Key::IndexAt, now);
         self.out.push(Effect::KvIndex(IndexWrite {
             identity: id.clone(),
             profile_id: profile_id.to_string(),
@@ -536,6 +554,7 @@ impl Writer {
             expiration,
             rewrite_own,
         }));
+        self.stamp(Key::IndexAt, now);
     }
 
     /// Gives every index entry of the profile the expiration it should have now, and carries out a merge's
@@ -547,8 +566,8 @@ impl Writer {
             self.index_write(id, &p.id, &pending.repoint, target, true, now);
         }
         for absorbed in &pending.absorbed {
-            self.put_time(Key::IndexAt, now);
             self.out.push(Effect::KvDelete { key: profile_key(absorbed) });
+            self.stamp(Key::IndexAt, now);
         }
         if self.stored.merge_pending.is_some() {
             self.delete(Key::MergePending);
@@ -560,7 +579,7 @@ impl Writer {
     fn put_snapshot(&mut self, profile_id: &str, bytes: &[u8], expiration: Option<u64>, now: Millis) {
         let value = encode_snapshot(bytes, now);
         self.out.push(Effect::KvPut { key: profile_key(profile_id), value, expiration });
-        self.put_time(Key::SnapshotAt, now);
+        self.stamp(Key::SnapshotAt, now);
         if self.stored.snapshot_due.is_some() {
             self.delete(Key::SnapshotDue);
         }

@@ -5,7 +5,7 @@
 //! sends, the right token included. Who may call: only this Worker (Durable Objects have no public address).
 
 use crate::core::model::attempts::{client_bucket, Attempts, Verdict, MAX_FAILURES};
-use crate::edge::http::ApiError;
+use crate::edge::error::ApiError;
 use crate::edge::objects::{call, get_text};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 

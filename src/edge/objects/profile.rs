@@ -142,6 +142,7 @@ async fn carry_out(storage: &Storage, env: &Env, effect: Effect) -> Result<()> {
             };
             storage.put_raw(key.name(), value).await?;
         }
+        Effect::Stamp(key) => storage.put_raw(key.name(), JsValue::from(now() as f64)).await?,
         Effect::Delete(key) => {
             storage.delete(key.name()).await?;
         }
@@ -192,9 +193,7 @@ async fn carry_out(storage: &Storage, env: &Env, effect: Effect) -> Result<()> {
         Effect::Call { profile_id, request, required } => {
             let reply = ask(env, &profile_id, &request).await?;
             if required && !matches!(reply, Reply::Restored { .. }) {
-                return Err(worker::Error::RustError(format!(
-                    "{profile_id} answered {reply:?} (at most {MAX_HOPS} hops)"
-                )));
+                return Err(worker::Error::RustError(format!("{profile_id} answered {}", reply.kind())));
             }
         }
         Effect::Experiments(outcomes) => crate::edge::objects::experiments::record(env, &outcomes).await?,

@@ -9,7 +9,7 @@ use crate::core::model::profile::Profile;
 use crate::core::store::decode_profile;
 use crate::core::writer::protocol::{decode_reply, encode_request, Reply, Request};
 use crate::core::writer::FRESH_MS;
-use crate::edge::http::ApiError;
+use crate::edge::error::ApiError;
 use crate::edge::kv;
 use worker::{Env, Method};
 

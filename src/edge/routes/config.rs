@@ -6,7 +6,9 @@
 use crate::core::rules::sources::seal_server_keys;
 use crate::core::rules::{compile_str, Config};
 use crate::core::wire::{BodyError, MAX_BATCH_BYTES};
-use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
+use crate::edge::auth::require_admin;
+use crate::edge::error::json_response;
+use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::kv;
 use crate::edge::objects::config::{self as config_writer, Written};
 use crate::edge::request::{body, if_match_version};

@@ -3,7 +3,7 @@
 //! script, no framing). The console talks only to the public admin API, with its session (`edge::session`). Who
 //! may call: anyone may load the files (they hold no data); every datum behind them needs a session.
 
-use crate::edge::http::ApiResult;
+use crate::edge::error::ApiResult;
 use worker::{Env, Request, Response};
 
 /// The policy of every console answer. `style-src 'self'` and `script-src 'self'`: no inline code, so a script

@@ -2,17 +2,17 @@
 
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, explain};
-use crate::core::model::consent::permit_personalization;
-use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
-use crate::core::model::profile::Profile;
 use crate::core::store::summary;
 use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::{self};
-use crate::edge::http::{json_response, require_admin, with_cors, ApiError, ApiResult};
+use crate::edge::auth::require_admin;
+use crate::edge::error::json_response;
+use crate::edge::error::{ApiError, ApiResult};
+use crate::edge::http::with_cors;
 use crate::edge::kv;
-use crate::edge::objects::profile_client;
 use crate::edge::objects::profile_client::apply;
-use crate::edge::request::{allowed_origin, body, caller, decide_context, now, signals};
+use crate::edge::request::{allowed_origin, body, decide_context, now};
+use crate::edge::visitor::Visitor;
 use serde_json::json;
 use worker::{Env, Request};
 
@@ -44,37 +44,12 @@ pub(crate) fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
     })
 }
 
-/// The profile a decision is for: the signed cookie's id wins over a sent `anonymousId`, and a known user's
-/// profile is preferred over the anonymous one.
-pub(crate) async fn visitor_profile(
-    env: &Env,
-    cookie_id: Option<&str>,
-    anonymous_id: Option<&str>,
-    user_id: Option<&str>,
-) -> Result<Option<Profile>, ApiError> {
-    let anonymous_id = cookie_id.or(anonymous_id);
-    let store = kv::store(env)?;
-    let mut profile = None;
-    if let Some(u) = user_id {
-        profile = profile_client::current_of(env, &store, &Identity::new(USER_ID, u)).await?;
-    }
-    if profile.is_none() {
-        if let Some(a) = anonymous_id {
-            profile = profile_client::current_of(env, &store, &Identity::new(ANONYMOUS_ID, a)).await?;
-        }
-    }
-    Ok(profile)
-}
-
 pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -> ApiResult {
     let (_, config) = kv::config(env).await?;
-    let origin = allowed_origin(req, &config)?;
-    let cookie_id = caller(req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
-    let profile =
-        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
-    let signals = signals(req, env);
-    let subject =
-        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
+    let visitor = Visitor::resolve(req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
+    let subject = visitor.permitted(&config, request.consent.as_ref());
+    let (origin, signals) = (visitor.origin.clone(), visitor.signals.clone());
     let explaining =
         crate::core::base::url::query_pairs(&crate::edge::request::query(req)).any(|(k, v)| k == "explain" && v != "0");
     if explaining {
@@ -90,7 +65,7 @@ pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: Decid
     // Caps and experiments count what was served: the profile's writer records it before the answer goes out, so
     // the next decision already sees it.
     let impressions = decision.impressions(now);
-    if let (Some(p), false) = (&profile, impressions.is_empty()) {
+    if let (Some(p), false) = (&visitor.profile, impressions.is_empty()) {
         let request = ApplyRequest { profile_id: p.id.clone(), signals, impressions, ..ApplyRequest::default() };
         apply(env, request).await?;
     }
@@ -106,13 +81,10 @@ pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: Decid
 pub(crate) async fn decide_summary(req: Request, env: &Env) -> ApiResult {
     let mut request = decide_query(&req)?;
     let (version, config) = kv::config(env).await?;
-    let origin = allowed_origin(&req, &config)?;
-    let cookie_id = caller(&req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
-    let profile =
-        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
-    let signals = signals(&req, env);
-    let subject =
-        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
+    let visitor = Visitor::resolve(&req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
+    let subject = visitor.permitted(&config, request.consent.as_ref());
+    let (origin, signals) = (&visitor.origin, &visitor.signals);
     let rules = kv::device_rules(version, &config, signals.country.as_deref());
     let body = json!({
         "configVersion": version,
@@ -138,12 +110,10 @@ pub(crate) async fn impressions_post(mut req: Request, env: &Env) -> ApiResult {
     let origin = allowed_origin(&req, &config)?;
     let now = now();
     let mut request = wire::impressions::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
-    let cookie_id = caller(&req, env, &config, request.user_id.as_deref(), &mut request.consent)?;
-    let profile =
-        visitor_profile(env, cookie_id.as_deref(), request.anonymous_id.as_deref(), request.user_id.as_deref()).await?;
-    let signals = signals(&req, env);
-    let permitted =
-        profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, request.consent.as_ref(), &signals));
+    let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
+    let visitor = Visitor::resolve(&req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
+    let permitted = visitor.permitted(&config, request.consent.as_ref());
+    let signals = visitor.signals.clone();
     let mut recorded = 0;
     if let Some(p) = permitted {
         recorded = request.impressions.len();

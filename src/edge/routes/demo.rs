@@ -3,7 +3,9 @@
 use crate::core::engine::merge::is_junk;
 use crate::core::model::trust::{make_identity_token, make_identity_token_proving_email, MAX_CONTACT_CHARS};
 use crate::core::wire::{self, BodyError};
-use crate::edge::http::{json_response, with_cors, ApiError, ApiResult};
+use crate::edge::error::json_response;
+use crate::edge::error::{ApiError, ApiResult};
+use crate::edge::http::with_cors;
 use crate::edge::kv;
 use crate::edge::request::{allowed_origin, body, identity_secrets, now};
 use serde_json::json;

@@ -4,7 +4,7 @@
 //! `scripts/build.sh` copies beside the browser bundle (`/edgecdp/schema/`): they are read from the Worker's
 //! static assets rather than compiled into its Wasm, which they would grow by a sixth.
 
-use crate::edge::http::{ApiError, ApiResult};
+use crate::edge::error::{ApiError, ApiResult};
 use worker::{Env, Headers, Response};
 
 async fn document(env: &Env, file: &str, content_type: &str) -> ApiResult {

@@ -1,7 +1,9 @@
 //! `GET /v1/experiments/{id}`: an experiment's counts per variant. Who may call: the admin token only.
 
 use crate::core::rules::slots::CONTROL;
-use crate::edge::http::{json_response, require_admin, ApiError, ApiResult};
+use crate::edge::auth::require_admin;
+use crate::edge::error::json_response;
+use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::kv;
 use crate::edge::objects::experiments;
 use serde_json::json;

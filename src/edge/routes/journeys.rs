@@ -5,8 +5,10 @@
 use crate::core::base::time::{format_iso8601, DAY};
 use crate::core::wire::audiences::{Sql, Statement};
 use crate::core::wire::journeys::{ENDED, RUNNING};
+use crate::edge::auth::require_admin;
 use crate::edge::deliveries::rows;
-use crate::edge::http::{json_response, require_admin, ApiResult};
+use crate::edge::error::json_response;
+use crate::edge::error::ApiResult;
 use crate::edge::kv;
 use crate::edge::request::now;
 use serde_json::{json, Map, Value as J};

@@ -1,4 +1,5 @@
-//! The console's sessions: the admin credential exchanged for an `HttpOnly` cookie that no script can read, with
+//! Authentication, in one place: the admin token as a bearer credential (`require_admin`, `bearer`) and the
+//! console's sessions: the admin credential exchanged for an `HttpOnly` cookie that no script can read, with
 //! a CSRF token for every request that changes something.
 //!
 //! `POST /v1/session` takes `{"token": <EDGECDP_ADMIN_TOKEN>}` and answers `{"csrf", "expiresAt"}` with the
@@ -12,12 +13,57 @@
 use crate::core::base::encoding::{base64url_encode, hex};
 use crate::core::base::time::format_iso8601;
 use crate::core::model::identity::constant_time_eq;
-use crate::edge::http::{json_response, own_origin, ApiError, ApiResult};
+use crate::edge::error::json_response;
+use crate::edge::error::{ApiError, ApiResult};
+use crate::edge::http::own_origin;
 use crate::edge::kv;
 use crate::edge::request::now;
 use serde_json::{json, Value as J};
 use sha2::{Digest, Sha256};
 use worker::{Env, Method, Request};
+
+/// Checks `Authorization: Bearer <EDGECDP_ADMIN_TOKEN>`. Without a configured token every admin call is 401:
+/// there is no default token.
+pub async fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiError> {
+    let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
+    if configured.is_empty() {
+        return Err(ApiError::Unauthorized {
+            code: "admin_disabled",
+            message: "admin endpoints are disabled: EDGECDP_ADMIN_TOKEN is not set",
+        });
+    }
+    let sent = req.headers().get("authorization")?.unwrap_or_default();
+    // The bearer token (scripts), or the console's session (`edge::session`: HttpOnly cookie, CSRF for changes).
+    let ok = carries_admin_token(env, &sent) || authorized(req, env).await?;
+    // Every attempt with a credential counts (`objects::guard`): a wrong one as a failure, and none is judged
+    // while its address has failed too often. A request with no credential at all guesses nothing.
+    let attempted = bearer(&sent).is_some() || presented(req);
+    if attempted {
+        crate::edge::objects::guard::attempt(env, req, ok).await?;
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized { code: "invalid_admin_token", message: "missing or wrong admin bearer token" })
+    }
+}
+
+/// Whether an `Authorization` value is `Bearer <EDGECDP_ADMIN_TOKEN>` (false when no token is configured). The
+/// scheme is case-insensitive and may be followed by any run of spaces or tabs (RFC 9110), so every spelling a
+/// client may use counts; edge delivery relies on that to keep the token from ever reaching the origin.
+pub fn carries_admin_token(env: &worker::Env, authorization: &str) -> bool {
+    let configured = env.var("EDGECDP_ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
+    !configured.is_empty()
+        && bearer(authorization).is_some_and(|t| constant_time_eq(t.as_bytes(), configured.as_bytes()))
+}
+
+/// The credentials of a `Bearer` `Authorization` value, whatever the case of the scheme and the spaces around.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let value = authorization.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    let token = rest.trim_matches([' ', '\t']);
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
 
 pub const COOKIE: &str = "edgecdp_console";
 pub const CSRF_HEADER: &str = "x-edgecdp-csrf";
