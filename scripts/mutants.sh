@@ -6,7 +6,7 @@
 #
 #   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
-#                                   template merge sends)
+#                                   template merge sends pressure)
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 MUTANTS_VERSION="27.1.0"
@@ -15,8 +15,8 @@ if [ "$(cargo mutants --version 2>/dev/null | awk '{print $2}')" != "$MUTANTS_VE
   cargo install --locked cargo-mutants --version "$MUTANTS_VERSION"
 fi
 # Each group: the file, and the functions of it that hold the rule (empty: every function in it). In journeys.rs
-# only the sends are guarded here (claim, the pressure budget, quiet hours); the rest of it is stepping, which
-# the journey cases cover.
+# only the sends are guarded here (claim, settle), in pressure.rs the budget and quiet hours; the rest of them is
+# stepping and send windows, which the journey cases cover.
 declare -A files=(
   [trust]=src/core/model/trust.rs
   [consent]=src/core/model/consent.rs
@@ -26,12 +26,14 @@ declare -A files=(
   [template]=src/core/rules/template.rs
   [merge]=src/core/engine/merge.rs
   [sends]=src/core/engine/journeys.rs
+  [pressure]=src/core/engine/pressure.rs
 )
 declare -A only=(
-  [sends]='claim|over_budget|sent_in|quiet_end|settle|offset_of'
+  [sends]='claim|settle'
+  [pressure]='over_budget|sent_in|quiet_end|offset_of'
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge sends)
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge sends pressure)
 out="$ROOT/target/mutants"
 mkdir -p "$out"
 status=0

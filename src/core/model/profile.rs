@@ -257,7 +257,7 @@ impl Profile {
     }
 
     /// The profile as the admin API shows it (see `GET /v1/profiles/...` in the contract).
-    /// `computed` holds the configured computed traits' values (`decide::computed_of`).
+    /// `computed` holds the configured computed traits' values (`evaluate::computed_of`).
     pub fn to_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
         let traits: BTreeMap<String, Value> = self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
         let mut consent = serde_json::Map::new();

@@ -2,7 +2,7 @@
 //! merge, and what the person would be shown. Who may call: the admin token (or the console's session) only.
 
 use crate::core::base::encoding::percent_decode_path;
-use crate::core::engine::decide::{computed_of, scores_of, segments_of};
+use crate::core::engine::evaluate::{computed_of, scores_of, segments_of};
 use crate::core::model::context::Context as DecideContext;
 use crate::core::model::identity::Identity;
 use crate::core::wire::{self, BodyError};
