@@ -9,9 +9,9 @@
 use crate::core::base::time::{Millis, DAY, HOUR, SECOND};
 use crate::core::base::value::Value;
 use crate::core::model::consent::Purpose;
+use crate::core::rules::compiler::{at, idx, is_id, present, Compiler};
 use crate::core::rules::segment::{Condition, PropertyFilter};
 use crate::core::rules::slots::Cap;
-use crate::core::rules::{at, idx, is_id, present, Compiler};
 use serde_json::{Map, Value as J};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -5,7 +5,7 @@
 
 use crate::core::base::value::Value;
 use crate::core::model::profile::Profile;
-use crate::core::rules::Compiler;
+use crate::core::rules::compiler::Compiler;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as J;
 /// One piece of a compiled template.
