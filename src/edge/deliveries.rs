@@ -12,7 +12,7 @@
 
 use crate::core::base::time::Millis;
 use crate::core::model::journey::Outgoing;
-use crate::core::rules::journey::{Destination, DestinationKind};
+use crate::core::rules::destinations::{Destination, DestinationKind};
 use crate::core::rules::Config;
 use crate::core::wire::audiences::Statement;
 use crate::core::wire::deliveries::{

@@ -27,7 +27,8 @@ use crate::core::model::journey::{
     delivery_id, Ended, Instance, Outgoing, Sent, MAX_CONTEXT_PROPS, MAX_LEDGER, MAX_OUTBOX,
 };
 use crate::core::model::profile::{Profile, TraitEntry};
-use crate::core::rules::journey::{Destination, Exit, Journey, Reentry, StepKind, Trigger};
+use crate::core::rules::destinations::Destination;
+use crate::core::rules::journey::{Exit, Journey, Reentry, StepKind, Trigger};
 use crate::core::rules::segment::PropertyFilter;
 use crate::core::rules::Config;
 use std::collections::BTreeMap;
@@ -606,7 +607,7 @@ mod tests {
     use super::*;
     use crate::core::base::time::parse_iso8601;
     use crate::core::base::time::HOUR;
-    use crate::core::rules::journey::ONSITE;
+    use crate::core::rules::pressure::ONSITE;
 
     fn t(s: &str) -> Millis {
         parse_iso8601(s).unwrap()

@@ -7,7 +7,7 @@
 
 use crate::core::base::time::{Millis, DAY, HOUR};
 use crate::core::model::profile::Profile;
-use crate::core::rules::journey::ONSITE;
+use crate::core::rules::pressure::ONSITE;
 use crate::core::rules::Config;
 
 /// The budget a new send of `channel` would break, if any: the caps over every send and the slots' impressions,

@@ -9,8 +9,10 @@ mod compiler;
 pub mod conditions;
 pub mod consent;
 pub mod delivery;
+pub mod destinations;
 pub mod identity;
 pub mod journey;
+pub mod pressure;
 pub mod segment;
 pub mod slots;
 pub mod sources;
@@ -75,13 +77,13 @@ pub struct Config {
     #[serde(skip)]
     pub journeys: Vec<journey::Journey>,
     #[serde(skip)]
-    pub destinations: Vec<journey::Destination>,
+    pub destinations: Vec<destinations::Destination>,
     /// The traits that are contact points, whose proof a profile keeps (`model::contact`): `email`, `phone`,
     /// and whatever a destination addresses (`Destination::to`). Edge-only.
     #[serde(skip)]
     pub contact_traits: Vec<String>,
     #[serde(skip)]
-    pub pressure: journey::Pressure,
+    pub pressure: pressure::Pressure,
 }
 
 fn default_retention() -> u32 {
@@ -107,8 +109,8 @@ impl Default for Config {
             demo_sign_in: false,
             journeys: Vec::new(),
             destinations: Vec::new(),
-            contact_traits: journey::default_contact_traits(),
-            pressure: journey::Pressure::default(),
+            contact_traits: destinations::default_contact_traits(),
+            pressure: pressure::Pressure::default(),
         }
     }
 }
