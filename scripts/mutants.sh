@@ -14,16 +14,16 @@ if [ "$(cargo mutants --version 2>/dev/null | awk '{print $2}')" != "$MUTANTS_VE
   log "installing cargo-mutants $MUTANTS_VERSION (about 3 minutes, once)"
   cargo install --locked cargo-mutants --version "$MUTANTS_VERSION"
 fi
-# Each group: the file, and the functions of it that hold the rule (empty: every function in it). In journeys.rs
-# only the sends are guarded here (claim, settle), in pressure.rs the budget and quiet hours; the rest of them is
-# stepping and send windows, which the journey cases cover.
+# Each group: its files, and the functions of them that hold the rule (empty: every function in them). In
+# journeys.rs only the sends are guarded here (claim, settle), in pressure.rs the budget and quiet hours; the rest
+# of them is stepping and send windows, which the journey cases cover.
 declare -A files=(
   [trust]=src/core/model/trust.rs
   [consent]=src/core/model/consent.rs
   [contact]=src/core/model/contact.rs
   [attempts]=src/core/model/attempts.rs
   [delivery]=src/core/engine/delivery.rs
-  [template]=src/core/rules/template.rs
+  [template]='src/core/rules/template.rs src/core/rules/scanner.rs'
   [merge]=src/core/engine/merge.rs
   [sends]=src/core/engine/journeys.rs
   [pressure]=src/core/engine/pressure.rs
@@ -40,7 +40,8 @@ status=0
 for g in "${groups[@]}"; do
   file="${files[$g]:-}"
   [ -n "$file" ] || { log "unknown group $g"; exit 2; }
-  args=(-f "$file" --no-shuffle -j "${MUTANTS_JOBS:-1}" -o "$out/$g")
+  args=(--no-shuffle -j "${MUTANTS_JOBS:-1}" -o "$out/$g")
+  for f in $file; do args+=(-f "$f"); done
   [ -n "${only[$g]:-}" ] && args+=(--re "${only[$g]}")
   log "mutants: $g ($file)"
   cargo mutants "${args[@]}" || status=1

@@ -361,7 +361,8 @@ pub fn compile_template(text: &str, format: Format) -> Result<Vec<Part>, String>
                 }
             }
             let t = crate::core::rules::template::Template::compile(&probe)?;
-            use crate::core::rules::template::{HtmlContext, Part as H};
+            use crate::core::rules::scanner::HtmlContext;
+            use crate::core::rules::template::Part as H;
             if t.0.iter().any(|p| matches!(p, H::Trait { context: HtmlContext::UrlStart | HtmlContext::UrlPart, .. })) {
                 return Err(
                     "a placeholder sits in a URL attribute; a payload's HTML keeps values in text and attributes"

@@ -13,6 +13,7 @@ pub mod destinations;
 pub mod identity;
 pub mod journey;
 pub mod pressure;
+pub mod scanner;
 pub mod segment;
 pub mod slots;
 pub mod sources;
