@@ -1,5 +1,6 @@
 //! Conventions that matter, as a test rather than prose (after rust-analyzer's `xtask/src/tidy.rs`): every source
-//! file says what it is for in a `//!` line, and the core never reaches for I/O, a clock or a random source.
+//! file says what it is for in a `//!` line, the core never reaches for I/O, a clock or a random source, no folder
+//! of src holds an import circle, and no source file runs past 700 lines before its tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -401,4 +402,36 @@ fn the_circle_check_can_fail() {
             "core::engine::Y",
         ]
     );
+}
+
+/// The most lines a source file may have before its `#[cfg(test)]` module: past that, a file holds more than one
+/// idea and is split along its seams (issue 27).
+const MAX_LINES: usize = 700;
+
+/// Files that may be longer for now: `src/edge/objects/profile.rs` is being replaced by the core's writer.
+const LONG_FOR_NOW: [&str; 1] = ["src/edge/objects/profile.rs"];
+
+/// The lines of a source text before its `#[cfg(test)]` module (all of them when it has none).
+fn lines_before_tests(text: &str) -> usize {
+    text.lines().take_while(|l| !l.contains("#[cfg(test)]")).count()
+}
+
+#[test]
+fn no_source_file_is_longer_than_700_lines_before_its_tests() {
+    let mut found = Vec::new();
+    for file in rust_files(&root().join("src")) {
+        let at = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+        let n = lines_before_tests(&fs::read_to_string(&file).expect("readable source"));
+        if n > MAX_LINES && !LONG_FOR_NOW.contains(&at.as_str()) {
+            found.push(format!("{at}: {n} lines"));
+        }
+    }
+    assert!(found.is_empty(), "files longer than {MAX_LINES} lines before their tests:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_length_check_can_fail() {
+    let long = "fn f() {}\n".repeat(MAX_LINES + 1);
+    assert_eq!(lines_before_tests(&long), MAX_LINES + 1);
+    assert_eq!(lines_before_tests(&format!("//! x\nfn f() {{}}\n#[cfg(test)]\n{long}")), 2);
 }
