@@ -6,7 +6,7 @@
 #
 #   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
-#                                   template merge sends pressure)
+#                                   template merge absorb sends pressure)
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 MUTANTS_VERSION="27.1.0"
@@ -16,7 +16,8 @@ if [ "$(cargo mutants --version 2>/dev/null | awk '{print $2}')" != "$MUTANTS_VE
 fi
 # Each group: its files, and the functions of them that hold the rule (empty: every function in them). In
 # journeys.rs only the sends are guarded here (claim, settle), in pressure.rs the budget and quiet hours; the rest
-# of them is stepping and send windows, which the journey cases cover.
+# of them is stepping and send windows, which the journey cases cover. In profile.rs only a merge's parts
+# (`absorb*`; consent's part is in consent.rs, guarded whole).
 declare -A files=(
   [trust]=src/core/model/trust.rs
   [consent]=src/core/model/consent.rs
@@ -25,15 +26,17 @@ declare -A files=(
   [delivery]=src/core/engine/delivery.rs
   [template]='src/core/rules/template.rs src/core/rules/scanner.rs'
   [merge]=src/core/engine/merge.rs
+  [absorb]=src/core/model/profile.rs
   [sends]=src/core/engine/journeys.rs
   [pressure]=src/core/engine/pressure.rs
 )
 declare -A only=(
   [sends]='claim|settle'
   [pressure]='over_budget|sent_in|quiet_end|offset_of'
+  [absorb]='absorb'
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge sends pressure)
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure)
 out="$ROOT/target/mutants"
 mkdir -p "$out"
 status=0
