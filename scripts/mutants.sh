@@ -6,7 +6,7 @@
 #
 #   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
-#                                   template merge sends)
+#                                   template merge absorb sends pressure)
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 MUTANTS_VERSION="27.1.0"
@@ -14,31 +14,37 @@ if [ "$(cargo mutants --version 2>/dev/null | awk '{print $2}')" != "$MUTANTS_VE
   log "installing cargo-mutants $MUTANTS_VERSION (about 3 minutes, once)"
   cargo install --locked cargo-mutants --version "$MUTANTS_VERSION"
 fi
-# Each group: the file, and the functions of it that hold the rule (empty: every function in it). In journeys.rs
-# only the sends are guarded here (claim, the pressure budget, quiet hours); the rest of it is stepping, which
-# the journey cases cover.
+# Each group: its files, and the functions of them that hold the rule (empty: every function in them). In
+# journeys.rs only the sends are guarded here (claim, settle), in pressure.rs the budget and quiet hours; the rest
+# of them is stepping and send windows, which the journey cases cover. In profile.rs only a merge's parts
+# (`absorb*`; consent's part is in consent.rs, guarded whole).
 declare -A files=(
   [trust]=src/core/model/trust.rs
   [consent]=src/core/model/consent.rs
   [contact]=src/core/model/contact.rs
   [attempts]=src/core/model/attempts.rs
   [delivery]=src/core/engine/delivery.rs
-  [template]=src/core/rules/template.rs
+  [template]='src/core/rules/template.rs src/core/rules/scanner.rs'
   [merge]=src/core/engine/merge.rs
+  [absorb]=src/core/model/profile.rs
   [sends]=src/core/engine/journeys.rs
+  [pressure]=src/core/engine/pressure.rs
 )
 declare -A only=(
-  [sends]='claim|over_budget|sent_in|quiet_end|settle|offset_of'
+  [sends]='claim|settle'
+  [pressure]='over_budget|sent_in|quiet_end|offset_of'
+  [absorb]='absorb'
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge sends)
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure)
 out="$ROOT/target/mutants"
 mkdir -p "$out"
 status=0
 for g in "${groups[@]}"; do
   file="${files[$g]:-}"
   [ -n "$file" ] || { log "unknown group $g"; exit 2; }
-  args=(-f "$file" --no-shuffle -j "${MUTANTS_JOBS:-1}" -o "$out/$g")
+  args=(--no-shuffle -j "${MUTANTS_JOBS:-1}" -o "$out/$g")
+  for f in $file; do args+=(-f "$f"); done
   [ -n "${only[$g]:-}" ] && args+=(--re "${only[$g]}")
   log "mutants: $g ($file)"
   cargo mutants "${args[@]}" || status=1

@@ -1,6 +1,8 @@
 //! Conventions that matter, as a test rather than prose (after rust-analyzer's `xtask/src/tidy.rs`): every source
-//! file says what it is for in a `//!` line, and the core never reaches for I/O, a clock or a random source.
+//! file says what it is for in a `//!` line, the core never reaches for I/O, a clock or a random source, no folder
+//! of src holds an import circle, and no source file runs past 700 lines before its tests.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -193,4 +195,295 @@ fn the_edge_order_check_can_fail() {
     assert_eq!(edge_order_breaks("src/edge/objects/mod.rs", "#[path = \"x.rs\"]").len(), 1);
     assert!(edge_order_breaks("src/edge/mod.rs", "use crate::edge::routes::decide::decide_get;").is_empty());
     assert!(edge_order_breaks("src/edge/kv.rs", "// not crate::edge::routes::x").is_empty());
+}
+
+/// The edge's folders whose import graph is checked for circles: all of them (issue 27 put the edge in order:
+/// `error` at the bottom, `auth` apart from `http`, routes as leaves).
+const EDGE_FOLDERS_CHECKED: [&str; 3] = ["src/edge", "src/edge/routes", "src/edge/objects"];
+
+/// The Rust paths a piece of code names that start at `crate`, `super` or `self`, each expanded out of its
+/// `use` tree (`use crate::a::{b::C, d}` names `crate::a::b::C` and `crate::a::d`).
+fn paths_named(code: &str) -> Vec<Vec<String>> {
+    // Tokens: identifiers, `::`, and single punctuation characters; whitespace dropped.
+    let mut tokens: Vec<String> = Vec::new();
+    let chars: Vec<char> = code.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            tokens.push(chars[start..i].iter().collect());
+        } else if c == ':' && chars.get(i + 1) == Some(&':') {
+            tokens.push("::".into());
+            i += 2;
+        } else {
+            if !c.is_whitespace() {
+                tokens.push(c.to_string());
+            }
+            i += 1;
+        }
+    }
+    // One use tree (or a plain path) after `prefix`, from token `at`; returns where it ended.
+    fn tree(tokens: &[String], mut at: usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+        let ident = |t: &str| t.chars().all(|c| c.is_alphanumeric() || c == '_');
+        let mut path = prefix;
+        match tokens.get(at) {
+            Some(t) if t == "{" => {
+                at += 1;
+                while tokens.get(at).is_some_and(|t| t != "}") {
+                    at = tree(tokens, at, path.clone(), out);
+                    if tokens.get(at).is_some_and(|t| t == ",") {
+                        at += 1;
+                    } else {
+                        break;
+                    }
+                }
+                return at + 1;
+            }
+            Some(t) if t == "self" && !path.is_empty() => at += 1,
+            Some(t) if ident(t) => {
+                path.push(t.clone());
+                at += 1;
+            }
+            _ => return at,
+        }
+        while tokens.get(at).is_some_and(|t| t == "::") {
+            match tokens.get(at + 1) {
+                Some(t) if t == "{" => return tree(tokens, at + 1, path, out),
+                Some(t) if ident(t) => {
+                    path.push(t.clone());
+                    at += 2;
+                }
+                _ => {
+                    at += 1;
+                    break;
+                }
+            }
+        }
+        out.push(path);
+        at
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < tokens.len() {
+        let starts = ["crate", "super", "self"].contains(&tokens[at].as_str())
+            && tokens.get(at + 1).is_some_and(|t| t == "::")
+            && (at == 0 || tokens[at - 1] != "::");
+        if starts {
+            at = tree(&tokens, at, Vec::new(), &mut out).max(at + 1);
+        } else {
+            at += 1;
+        }
+    }
+    out
+}
+
+/// The module path (from the crate root) of a source file: `src/core/rules/mod.rs` is `core::rules`.
+fn module_of(file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(root().join("src")).unwrap_or(file);
+    let mut segments: Vec<String> =
+        rel.iter().map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string()).collect();
+    if segments.last().is_some_and(|s| s == "mod" || s == "lib") {
+        segments.pop();
+    }
+    segments
+}
+
+/// A path named in the module `from`, from the crate root: `super` and `self` resolved.
+fn absolute(from: &[String], path: &[String]) -> Vec<String> {
+    // `from` is a module (`a::b` for `a/b.rs`, `a` for `a/mod.rs`): `self` is that module, `super` its parent.
+    let mut out: Vec<String> = Vec::new();
+    for (n, s) in path.iter().enumerate() {
+        match s.as_str() {
+            "crate" if n == 0 => {}
+            "self" if n == 0 => out = from.to_vec(),
+            "super" if n == 0 => out = from[..from.len().saturating_sub(1)].to_vec(),
+            "super" => {
+                out.pop();
+            }
+            _ => out.push(s.clone()),
+        }
+    }
+    out
+}
+
+/// The import graph of one folder of `src`: its files (by stem; `mod.rs` and `lib.rs` are the folder's own
+/// module) and its subfolders (each one node, `name/`, for every file beneath it). A node imports another when
+/// its code outside `#[cfg(test)]` names a path into it (`crate::…`, `super::…`, `self::…`); a folder's own
+/// `mod` declarations are its table of contents, not imports.
+fn import_graph(folder: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let prefix = module_of(&folder.join("mod.rs"));
+    let mut files = BTreeSet::new();
+    let mut subfolders = BTreeSet::new();
+    for entry in fs::read_dir(folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display())) {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if path.is_dir() {
+            subfolders.insert(name);
+        } else if let Some(stem) = name.strip_suffix(".rs") {
+            files.insert(stem.to_string());
+        }
+    }
+    let own = if files.contains("lib") { "lib" } else { "mod" };
+    let node_of = |module: &[String]| -> Option<String> {
+        let rest = module.strip_prefix(prefix.as_slice())?;
+        Some(match rest.first() {
+            Some(x) if subfolders.contains(x) => format!("{x}/"),
+            Some(x) if files.contains(x) && x != "mod" && x != "lib" => x.clone(),
+            _ => own.to_string(),
+        })
+    };
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in rust_files(folder) {
+        let module = module_of(&file);
+        let Some(from) = node_of(&module) else { continue };
+        let text = fs::read_to_string(&file).expect("readable source");
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or("")
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .filter(|l| !l.trim_start().starts_with("pub mod ") && !l.trim_start().starts_with("mod "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let edges = graph.entry(from.clone()).or_default();
+        for path in paths_named(&code) {
+            if let Some(to) = node_of(&absolute(&module, &path)) {
+                if to != from {
+                    edges.insert(to);
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// The circles of a graph, as the nodes in order, each starting at its smallest node: at least one through every
+/// group of nodes that reach each other (a depth-first walk's edges back into its own path).
+fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    fn walk<'g>(
+        graph: &'g BTreeMap<String, BTreeSet<String>>,
+        node: &'g str,
+        stack: &mut Vec<&'g str>,
+        done: &mut BTreeSet<&'g str>,
+        found: &mut BTreeSet<Vec<String>>,
+    ) {
+        if let Some(at) = stack.iter().position(|n| *n == node) {
+            let mut circle: Vec<String> = stack[at..].iter().map(|s| s.to_string()).collect();
+            let least = circle.iter().enumerate().min_by_key(|(_, n)| n.as_str()).map_or(0, |(i, _)| i);
+            circle.rotate_left(least);
+            found.insert(circle);
+            return;
+        }
+        if done.contains(node) {
+            return;
+        }
+        stack.push(node);
+        for next in graph.get(node).into_iter().flatten() {
+            walk(graph, next, stack, done, found);
+        }
+        stack.pop();
+        done.insert(node);
+    }
+    let mut found = BTreeSet::new();
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        walk(graph, node, &mut Vec::new(), &mut done, &mut found);
+    }
+    found.into_iter().collect()
+}
+
+#[test]
+fn no_folder_of_src_has_an_import_circle() {
+    let mut folders = vec![root().join("src")];
+    let mut i = 0;
+    while i < folders.len() {
+        for entry in fs::read_dir(&folders[i]).expect("a folder of src") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            }
+        }
+        i += 1;
+    }
+    let mut found = Vec::new();
+    for folder in folders {
+        let name = folder.strip_prefix(root()).unwrap_or(&folder).display().to_string();
+        if name.starts_with("src/edge") && !EDGE_FOLDERS_CHECKED.contains(&name.as_str()) {
+            continue;
+        }
+        for circle in circles(&import_graph(&folder)) {
+            found.push(format!("{name}: {} -> {}", circle.join(" -> "), circle[0]));
+        }
+    }
+    assert!(found.is_empty(), "files that import each other, in a circle:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_circle_check_can_fail() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default();
+        }
+        g
+    };
+    let names = |cs: Vec<Vec<String>>| cs.into_iter().map(|c| c.join(" ")).collect::<Vec<_>>();
+    assert_eq!(names(circles(&graph(&[("decide", "journeys"), ("journeys", "decide")]))), ["decide journeys"]);
+    assert_eq!(names(circles(&graph(&[("b", "c"), ("c", "a"), ("a", "b"), ("c", "d")]))), ["a b c"]);
+    assert!(circles(&graph(&[("a", "b"), ("b", "c"), ("a", "c")])).is_empty(), "a diamond is no circle");
+    // The paths a file names, out of its `use` trees and its code, resolved from where it stands.
+    let code = "use crate::core::engine::{evaluate::{scores_of, Facts}, pressure::{self, over_budget}};\n\
+                use super::merge::plan; let x = crate::core::rules::Config::default(); fn f(x: super::Y) {}";
+    let from: Vec<String> = ["core", "engine", "decide"].map(String::from).to_vec();
+    let named: Vec<String> = paths_named(code).iter().map(|p| absolute(&from, p).join("::")).collect();
+    assert_eq!(
+        named,
+        [
+            "core::engine::evaluate::scores_of",
+            "core::engine::evaluate::Facts",
+            "core::engine::pressure",
+            "core::engine::pressure::over_budget",
+            "core::engine::merge::plan",
+            "core::rules::Config::default",
+            "core::engine::Y",
+        ]
+    );
+}
+
+/// The most lines a source file may have before its `#[cfg(test)]` module: past that, a file holds more than one
+/// idea and is split along its seams (issue 27).
+const MAX_LINES: usize = 700;
+
+/// Files that may be longer for now: none.
+const LONG_FOR_NOW: [&str; 0] = [];
+
+/// The lines of a source text before its `#[cfg(test)]` module (all of them when it has none).
+fn lines_before_tests(text: &str) -> usize {
+    text.lines().take_while(|l| !l.contains("#[cfg(test)]")).count()
+}
+
+#[test]
+fn no_source_file_is_longer_than_700_lines_before_its_tests() {
+    let mut found = Vec::new();
+    for file in rust_files(&root().join("src")) {
+        let at = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+        let n = lines_before_tests(&fs::read_to_string(&file).expect("readable source"));
+        if n > MAX_LINES && !LONG_FOR_NOW.contains(&at.as_str()) {
+            found.push(format!("{at}: {n} lines"));
+        }
+    }
+    assert!(found.is_empty(), "files longer than {MAX_LINES} lines before their tests:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_length_check_can_fail() {
+    let long = "fn f() {}\n".repeat(MAX_LINES + 1);
+    assert_eq!(lines_before_tests(&long), MAX_LINES + 1);
+    assert_eq!(lines_before_tests(&format!("//! x\nfn f() {{}}\n#[cfg(test)]\n{long}")), 2);
 }

@@ -14,7 +14,8 @@
 use crate::core::base::json::{JsonKind, JsonView};
 use crate::core::base::time::format_iso8601;
 use crate::core::model::consent::{ConsentPolicy, Purpose, RequestSignals};
-use crate::core::wire::events::{char_count, check_event, parser_refuses, CallType};
+use crate::core::wire::events::{check_event, parser_refuses, CallType};
+use crate::core::wire::fields::char_count;
 use crate::core::wire::{Rejection, MAX_ID_CHARS};
 use std::collections::VecDeque;
 use wasm_bindgen::prelude::*;

@@ -1,56 +1,21 @@
 //! The audience outlet and the membership index: a thin shell around `core::wire::audiences`.
 //!
-//! A profile's object publishes its transitions to the `AUDIENCE_EVENTS` queue after the profile is stored
-//! (`publish`, `publish_removed`), and its journeys' state when it changed (`publish_journeys`, kept in the same
-//! database by `core::wire::journeys`); this Worker's queue consumer (`consume`) writes them to the index in D1 (`DB`),
+//! A profile's object publishes its transitions to the `AUDIENCE_EVENTS` queue after the profile is stored, and
+//! its journeys' state when it changed (kept in the same database by `core::wire::journeys`), through
+//! `outlets::send`; this Worker's queue consumer (`consume`) writes them to the index in D1 (`DB`),
 //! one message per batch of statements (one transaction), acknowledging each message it wrote and retrying the
 //! ones that failed (after the last retry the queue moves them to its dead-letter queue). The admin routes read
 //! the index (`routes::audiences`).
 
-use crate::core::base::time::Millis;
-use crate::core::wire::audiences::{
-    decode, statements, IndexMessage, Sql, Statement, Sweep, SCHEMA, SWEEP_CHUNK, SWEEP_LIST,
-};
+use crate::core::wire::audiences::{decode, statements, IndexMessage, Sweep, SWEEP_CHUNK, SWEEP_LIST};
 use crate::core::wire::journeys::{self as journey_index, JourneyState};
 use crate::core::writer::protocol::Request;
 use crate::edge::error::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::profile_client;
+use crate::edge::outlets::{bind, index, send, INDEX_QUEUE};
 use futures_util::{StreamExt, TryStreamExt};
-use std::cell::Cell;
-use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, Env, MessageBatch, MessageExt};
-
-pub const QUEUE_BINDING: &str = "AUDIENCE_EVENTS";
-pub const D1_BINDING: &str = "DB";
-
-thread_local! {
-    /// Whether this isolate has made sure the index's tables exist.
-    static SCHEMA_READY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Sends a message of the index (`wire::audiences::IndexMessage`, `wire::journeys::JourneyState`); with
-/// `EDGECDP_TEST_REDELIVER_AUDIENCES` set (for tests only) every message goes twice, as an at-least-once queue may
-/// deliver it, so that tests can show the index counts each transition once.
-pub async fn send(env: &Env, text: String) -> worker::Result<()> {
-    let queue = env.queue(QUEUE_BINDING)?;
-    if env.var("EDGECDP_TEST_REDELIVER_AUDIENCES").is_ok_and(|v| !v.to_string().is_empty()) {
-        queue.send(text.clone()).await?;
-    }
-    queue.send(text).await
-}
-
-/// Erases these profiles from the index now (their memberships, recorded transitions and journeys), before the
-/// erasure answers; a message of theirs still in the queue finds them removed and is not written.
-pub async fn erase_now(env: &Env, profile_ids: &[String], at: Millis) -> worker::Result<()> {
-    let db = index(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
-    let removed = IndexMessage::Removed { profile_ids: profile_ids.to_vec(), erased: true, at };
-    let mut all = statements(&removed, &[]);
-    all.extend(journey_index::removed(profile_ids));
-    let list = all.iter().map(|s| bind(&db, s)).collect::<worker::Result<Vec<_>>>()?;
-    db.batch(list).await?;
-    Ok(())
-}
 
 /// Profile objects a chunk of the re-evaluation pass calls at once.
 const SWEEP_CALLS_AT_ONCE: usize = 16;
@@ -83,7 +48,7 @@ async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
                 .filter_map(|k| k.name.strip_prefix(crate::core::writer::PROFILE_PREFIX))
                 .map(String::from)
                 .collect();
-            let queue = env.queue(QUEUE_BINDING)?;
+            let queue = env.queue(INDEX_QUEUE)?;
             for chunk in ids.chunks(SWEEP_CHUNK) {
                 let message = Sweep::Profiles { version, profile_ids: chunk.to_vec() };
                 queue.send(message.to_json().to_string()).await?;
@@ -102,30 +67,6 @@ async fn sweep(env: &Env, step: Sweep) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// The index's database, its tables made sure of once per isolate.
-pub async fn index(env: &Env) -> Result<D1Database, ApiError> {
-    let db = env.d1(D1_BINDING).map_err(|e| ApiError::Unavailable(format!("audience index: {e}")))?;
-    if !SCHEMA_READY.with(Cell::get) {
-        let schema = SCHEMA.iter().chain(journey_index::SCHEMA).map(|s| db.prepare(*s)).collect();
-        db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("audience index schema: {e}")))?;
-        SCHEMA_READY.with(|r| r.set(true));
-    }
-    Ok(db)
-}
-
-pub fn bind(db: &D1Database, s: &Statement) -> worker::Result<worker::D1PreparedStatement> {
-    let params: Vec<JsValue> = s
-        .params
-        .iter()
-        .map(|p| match p {
-            Sql::Text(t) => JsValue::from_str(t),
-            Sql::Int(n) => JsValue::from_f64(*n as f64),
-            Sql::Null => JsValue::NULL,
-        })
-        .collect();
-    db.prepare(s.sql).bind(&params)
 }
 
 /// Why a message was not handled: one this build cannot read (retrying cannot make it readable), or a write that

@@ -13,13 +13,18 @@
 use crate::core::base::encoding::{base64url_encode, hex};
 use crate::core::base::time::format_iso8601;
 use crate::core::model::identity::constant_time_eq;
+use crate::core::rules::Config;
+use crate::core::wire;
+use crate::edge::clock::now;
+use crate::edge::cookie;
 use crate::edge::error::json_response;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::http::own_origin;
 use crate::edge::kv;
-use crate::edge::request::now;
+use crate::edge::request::{from_browser, server_key_from_browser};
 use serde_json::{json, Value as J};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use worker::{Env, Method, Request};
 
 /// Checks `Authorization: Bearer <EDGECDP_ADMIN_TOKEN>`. Without a configured token every admin call is 401:
@@ -230,4 +235,43 @@ pub async fn sign_out(req: Request, env: &Env) -> ApiResult {
     let mut resp = json_response(200, &json!({"signedOut": true}))?;
     resp.headers_mut().set("set-cookie", &set_cookie("", 0))?;
     Ok(resp)
+}
+
+/// Reads who is calling and what it may ask. A server credential is a server source's key (`Authorization:
+/// Bearer <key>` or Basic with the key as user name) or the admin token, and is refused from a browser origin.
+/// Without one, the caller acts only for its own visitor: naming a user id is refused, and a consent grant in the
+/// request (`?personalization=true`, `context.consent`) counts only for the visitor of the cookie, so nobody can
+/// override another person's recorded refusal (a refusal always counts). Answers the visitor of a valid signed
+/// cookie, if the request has one.
+pub(crate) fn caller(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    user_id: Option<&str>,
+    consent: &mut Option<BTreeMap<String, bool>>,
+) -> Result<Option<String>, ApiError> {
+    let authorization = req.headers().get("authorization")?.unwrap_or_default();
+    let key =
+        bearer(&authorization).map(String::from).or_else(|| wire::auth::write_key_from_basic_auth(&authorization));
+    let server = key.as_deref().and_then(|k| config.authenticate(k)).filter(|s| s.is_server());
+    let credentialed = server.is_some() || carries_admin_token(env, &authorization);
+    if credentialed && from_browser(req) {
+        return Err(server_key_from_browser(server.map_or("admin", |s| s.id.as_str())));
+    }
+    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
+    if !credentialed && user_id.is_some() {
+        return Err(ApiError::Forbidden {
+            code: "credential_required",
+            message: "deciding for a userId needs a server credential (a server source's key); a browser decides for \
+                      its own visitor (the cookie, or anonymousId)"
+                .into(),
+            path: "userId",
+        });
+    }
+    if !credentialed && cookie_id.is_none() {
+        if let Some(consent) = consent {
+            consent.retain(|_, granted| !*granted);
+        }
+    }
+    Ok(cookie_id)
 }

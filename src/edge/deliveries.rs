@@ -11,73 +11,27 @@
 //! a consumer that keeps crashing leaves a message to the platform's dead-lettering.
 
 use crate::core::base::time::Millis;
-use crate::core::rules::journey::{Destination, DestinationKind};
+use crate::core::rules::destinations::{Destination, DestinationKind};
 use crate::core::rules::Config;
-use crate::core::wire::audiences::Statement;
 use crate::core::wire::deliveries::{
-    after_failure, forget, headers, record, state, url, AfterFailure, DeliveryMessage, Outcome, Record, SCHEMA,
+    after_failure, headers, record, state, url, AfterFailure, DeliveryMessage, Outcome, Record,
 };
 use crate::core::writer::protocol::{ClaimAnswer, Reply, Request as ObjectRequest};
-use crate::edge::audiences::bind;
-use crate::edge::error::ApiError;
 use crate::edge::kv;
 use crate::edge::objects::profile_client;
+use crate::edge::outlets::{log, run};
 use futures_util::StreamExt;
 use serde_json::{json, Value as J};
-use std::cell::Cell;
 use worker::{
     D1Database, Env, Headers, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, RequestInit,
 };
 
-pub const QUEUE_BINDING: &str = "DELIVERIES";
 pub const DLQ_BINDING: &str = "DELIVERIES_DLQ";
 /// The queue's name (`wrangler.toml`), which tells the consumer's batches apart from the audience index's.
 pub const QUEUE_NAME: &str = "edgecdp-deliveries";
 
 /// Deliveries of one batch handled at once (the batch's size, `max_batch_size` in wrangler.toml).
 const AT_ONCE: usize = 25;
-
-thread_local! {
-    /// Whether this isolate has made sure the outcome log's table exists.
-    static SCHEMA_READY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Hands sends to the delivery queue (the profile holding them is stored already).
-pub async fn enqueue(env: &Env, messages: &[DeliveryMessage]) -> worker::Result<()> {
-    let queue = env.queue(QUEUE_BINDING)?;
-    for m in messages {
-        queue.send(m.to_json().to_string()).await?;
-    }
-    Ok(())
-}
-
-/// The outcome log's database, its table made sure of once per isolate.
-pub async fn log(env: &Env) -> Result<D1Database, ApiError> {
-    let db = crate::edge::audiences::index(env).await?;
-    if !SCHEMA_READY.with(Cell::get) {
-        let schema = SCHEMA.iter().map(|s| db.prepare(*s)).collect();
-        db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("delivery log schema: {e}")))?;
-        SCHEMA_READY.with(|r| r.set(true));
-    }
-    Ok(db)
-}
-
-/// Rows of a statement, each as an array of its columns.
-pub async fn rows(db: &D1Database, s: &Statement) -> Result<Vec<Vec<J>>, ApiError> {
-    let prepared = bind(db, s).map_err(|e| ApiError::Unavailable(format!("delivery log: {e}")))?;
-    prepared.raw::<J>().await.map_err(|e| ApiError::Unavailable(format!("delivery log: {e}")))
-}
-
-async fn run(db: &D1Database, s: &Statement) -> worker::Result<()> {
-    bind(db, s)?.run().await?;
-    Ok(())
-}
-
-/// Erasure: the log keeps its counts but no longer names these profiles.
-pub async fn forget_now(env: &Env, profile_ids: &[String]) -> worker::Result<()> {
-    let db = log(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
-    run(&db, &forget(profile_ids)).await
-}
 
 /// What the profile's object answered a claim.
 enum Claimed {
@@ -133,7 +87,7 @@ async fn send(env: &Env, d: &Destination, id: &str, body: &str, content_type: &s
     else {
         return (None, format!("the Worker has no secret {secret_name}"));
     };
-    let now = crate::edge::request::now();
+    let now = crate::edge::clock::now();
     let h = Headers::new();
     let _ = h.set("content-type", content_type);
     let _ = h.set("user-agent", concat!("edgecdp/", env!("CARGO_PKG_VERSION")));
@@ -170,15 +124,14 @@ async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Resu
     let j: J = serde_json::from_str(body).map_err(|e| Failure::Unreadable(e.to_string()))?;
     let m = DeliveryMessage::of(&j).map_err(Failure::Unreadable)?;
     let retry = |e: worker::Error| Failure::Retry(format!("delivery log: {e}"));
-    let st =
-        crate::edge::deliveries::rows(db, &state(&m.delivery)).await.map_err(|e| Failure::Retry(format!("{e:?}")))?;
+    let st = crate::edge::outlets::rows(db, &state(&m.delivery)).await.map_err(|e| Failure::Retry(format!("{e:?}")))?;
     let row = st.first().cloned().unwrap_or_default();
     if row.first().is_some_and(|f| !f.is_null()) {
         // Settled already: a redelivery of a message whose outcome is recorded.
         return Ok(None);
     }
     let attempt = row.get(1).and_then(J::as_u64).unwrap_or(0) as u32 + 1;
-    let now = crate::edge::request::now();
+    let now = crate::edge::clock::now();
     let claimed = claim(env, &m).await.map_err(Failure::Retry)?;
     match claimed {
         Claimed::Unknown => {

@@ -21,10 +21,11 @@ use crate::core::model::profile::Profile;
 use crate::core::rules::delivery::Delivery;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
+use crate::edge::clock::now;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::http::{self};
 use crate::edge::objects::profile_client::apply;
-use crate::edge::request::{decide_context, now, signals};
+use crate::edge::request::{decide_context, signals};
 use crate::edge::visitor::Visitor;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,7 +36,7 @@ use worker::{Env, Headers, Method, Request, RequestInit, RequestRedirect, Respon
 
 /// Proxies one request to the origin; fills the slots of an HTML answer.
 pub async fn proxy(req: Request, env: &Env, config: &Config, delivery: &Delivery) -> ApiResult {
-    let href = crate::edge::request::href(&req);
+    let href = crate::edge::http::href(&req);
     let url = UrlParts::of(&href).ok_or_else(|| ApiError::BadGateway(format!("{href} is not an absolute URL")))?;
     let own = url.origin();
     if own.eq_ignore_ascii_case(&delivery.origin) {
@@ -267,7 +268,7 @@ fn decide_for_page(
     signals: &RequestSignals,
     now: Millis,
 ) -> Decision {
-    let href = crate::edge::request::href(req);
+    let href = crate::edge::http::href(req);
     let page = PageContext {
         path: UrlParts::of(&href).map(|u| u.path.to_string()),
         url: Some(href.clone()),

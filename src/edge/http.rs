@@ -7,7 +7,7 @@ use worker::{AbortController, Delay, Fetch, Headers, Request, Response};
 
 /// The request's own origin (`scheme://host[:port]`).
 pub fn own_origin(req: &Request) -> Option<String> {
-    UrlParts::of(&crate::edge::request::href(req)).map(|u| u.origin())
+    UrlParts::of(&href(req)).map(|u| u.origin())
 }
 
 /// Whether a browser request from `Origin` may reach the collection and decision endpoints: the site's own
@@ -82,4 +82,9 @@ pub async fn fetch_within(request: Request, timeout_ms: i64) -> Option<worker::R
             None
         }
     }
+}
+
+/// The request's URL as the runtime serialized it (absolute, WHATWG), to split with `core::base::url::UrlParts`.
+pub fn href(req: &Request) -> String {
+    req.inner().url()
 }

@@ -155,7 +155,7 @@ pub async fn store_version(env: &Env, version: u64, text: &str) -> worker::Resul
     note_write(env, CURRENT_KEY);
     let kv = env.kv(KV_BINDING)?;
     // When it was saved travels as the key's metadata, which listing the versions reads without their texts.
-    let saved = serde_json::json!({"savedAt": crate::edge::request::now()});
+    let saved = serde_json::json!({"savedAt": crate::edge::clock::now()});
     put_text(&kv, &config_key(version), text)?.metadata(saved)?.execute().await?;
     put_text(&kv, CURRENT_KEY, &version.to_string())?.execute().await?;
     Ok(())

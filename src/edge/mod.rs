@@ -5,6 +5,7 @@
 
 mod audiences;
 mod auth;
+mod clock;
 mod cookie;
 mod deliveries;
 mod delivery;
@@ -12,6 +13,7 @@ mod error;
 mod http;
 mod kv;
 mod objects;
+mod outlets;
 mod request;
 mod routes;
 mod visitor;

@@ -9,16 +9,12 @@ use crate::core::model::identity::ProfileIdKey;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::inflate::{Coding, InflateError, Inflater};
-use crate::core::wire::{self, BodyError};
+use crate::core::wire::BodyError;
+use crate::edge::clock::now;
 use crate::edge::cookie;
 use crate::edge::error::ApiError;
-use crate::edge::http::{self};
-use std::collections::BTreeMap;
+use crate::edge::http::{self, href};
 use worker::{Env, Request};
-
-pub(crate) fn now() -> Millis {
-    worker::Date::now().as_millis() as Millis
-}
 
 /// What the request says about the visitor's privacy choices and country.
 pub(crate) fn signals(req: &Request, env: &Env) -> RequestSignals {
@@ -218,46 +214,6 @@ pub(crate) fn server_key_from_browser(source: &str) -> ApiError {
     }
 }
 
-/// Reads who is calling and what it may ask. A server credential is a server source's key (`Authorization:
-/// Bearer <key>` or Basic with the key as user name) or the admin token, and is refused from a browser origin.
-/// Without one, the caller acts only for its own visitor: naming a user id is refused, and a consent grant in the
-/// request (`?personalization=true`, `context.consent`) counts only for the visitor of the cookie, so nobody can
-/// override another person's recorded refusal (a refusal always counts). Answers the visitor of a valid signed
-/// cookie, if the request has one.
-pub(crate) fn caller(
-    req: &Request,
-    env: &Env,
-    config: &Config,
-    user_id: Option<&str>,
-    consent: &mut Option<BTreeMap<String, bool>>,
-) -> Result<Option<String>, ApiError> {
-    let authorization = req.headers().get("authorization")?.unwrap_or_default();
-    let key = crate::edge::auth::bearer(&authorization)
-        .map(String::from)
-        .or_else(|| wire::auth::write_key_from_basic_auth(&authorization));
-    let server = key.as_deref().and_then(|k| config.authenticate(k)).filter(|s| s.is_server());
-    let credentialed = server.is_some() || crate::edge::auth::carries_admin_token(env, &authorization);
-    if credentialed && from_browser(req) {
-        return Err(server_key_from_browser(server.map_or("admin", |s| s.id.as_str())));
-    }
-    let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
-    if !credentialed && user_id.is_some() {
-        return Err(ApiError::Forbidden {
-            code: "credential_required",
-            message: "deciding for a userId needs a server credential (a server source's key); a browser decides for \
-                      its own visitor (the cookie, or anonymousId)"
-                .into(),
-            path: "userId",
-        });
-    }
-    if !credentialed && cookie_id.is_none() {
-        if let Some(consent) = consent {
-            consent.retain(|_, granted| !*granted);
-        }
-    }
-    Ok(cookie_id)
-}
-
 /// Refuses a browser request from an origin that no source lists (the site's own origin always may ask);
 /// answers the origin, for the CORS headers of the answer.
 pub(crate) fn allowed_origin(req: &Request, config: &Config) -> Result<Option<String>, ApiError> {
@@ -351,11 +307,6 @@ pub(crate) fn if_match_version(req: &Request) -> Result<Option<u64>, ApiError> {
         ),
         path: "If-Match".into(),
     })
-}
-
-/// The request's URL as the runtime serialized it (absolute, WHATWG), to split with `core::base::url::UrlParts`.
-pub(crate) fn href(req: &Request) -> String {
-    req.inner().url()
 }
 
 /// The request's query string, without `?`; empty when it has none.

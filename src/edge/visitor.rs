@@ -7,9 +7,10 @@ use crate::core::model::consent::{permit_personalization, Permitted, RequestSign
 use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
+use crate::edge::auth::caller;
 use crate::edge::error::ApiError;
 use crate::edge::objects::profile_client;
-use crate::edge::request::{allowed_origin, caller, signals};
+use crate::edge::request::{allowed_origin, signals};
 use crate::edge::{cookie, kv};
 use std::collections::BTreeMap;
 use worker::{Env, Request};

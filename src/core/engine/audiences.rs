@@ -7,8 +7,7 @@
 //! `catch_up` alone. Nothing polls: a profile whose audiences cannot change by time alone is never woken for them.
 
 use crate::core::base::time::{Millis, DAY};
-use crate::core::engine::decide::scores_of;
-use crate::core::engine::evaluate::{count_events, evaluate_all, history_covers, matches, Facts};
+use crate::core::engine::evaluate::{count_events, evaluate_all, history_covers, matches, scores_of, Facts};
 use crate::core::model::aggregate::day_of;
 use crate::core::model::audience::{Cause, Transition};
 use crate::core::model::context::Context;

@@ -2,7 +2,8 @@
 //! (`core::rules::template`), with frequency caps and experiments.
 
 use crate::core::base::time::Millis;
-use crate::core::engine::evaluate::{evaluate_all, Facts};
+use crate::core::engine::evaluate::{evaluate_all, scores_of, Facts};
+use crate::core::engine::pressure::slot_over_budget;
 use crate::core::model::consent::Permitted;
 use crate::core::model::context::Context;
 use crate::core::model::profile::Profile;
@@ -248,23 +249,6 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Every score of a profile, indexed like `Config::scores`.
-pub fn scores_of(config: &Config, profile: &Profile, cx: &Context, now: Millis) -> Vec<f64> {
-    config.scores.iter().map(|s| s.value(profile, cx, now)).collect()
-}
-
-/// The segments a profile belongs to, by id, in configuration order.
-pub fn segments_of<'c>(config: &'c Config, profile: &Profile, cx: &Context, now: Millis) -> Vec<&'c str> {
-    let scores = scores_of(config, profile, cx, now);
-    let results = evaluate_all(&config.segments, &config.segment_order, &Facts { profile, cx, now, scores: &scores });
-    config.segments.iter().zip(results).filter(|(_, r)| *r).map(|(s, _)| s.id.as_str()).collect()
-}
-
-/// The configured computed traits' values for a profile, in configuration order.
-pub fn computed_of<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Vec<(&'c str, u64)> {
-    config.computed.iter().map(|c| (c.id.as_str(), c.value(profile, now))).collect()
-}
-
 /// Chooses a block for each requested slot. Without a permitted profile (no profile yet, or no
 /// personalization consent) every slot gets its fallback.
 pub fn decide(
@@ -325,7 +309,7 @@ fn run<const EXPLAIN: bool>(
         let mut html = None;
         if let (Some(f), Some(r)) = (&facts, &results) {
             // A slot the pressure budget counts shows nothing once the budget is spent (journeys' sends included).
-            let spent = crate::core::engine::journeys::slot_over_budget(config, f.profile, name, f.now);
+            let spent = slot_over_budget(config, f.profile, name, f.now);
             for block in &slot.blocks {
                 let skipped = if spent { Some(Skip::Pressure) } else { skip::<EXPLAIN>(block, f, r, config) };
                 match skipped {

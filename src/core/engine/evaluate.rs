@@ -1,7 +1,8 @@
 //! Evaluation: segment conditions, scores and computed traits against a profile, a request context and a time.
 //!
 //! Evaluation never fails and allocates nothing: every check that can fail happened when the configuration
-//! was compiled (`rules`).
+//! was compiled (`rules`). `scores_of`, `segments_of` and `computed_of` collect a profile's values for the
+//! decisions, the journeys, the audiences and the admin views, which all read them from here.
 
 use crate::core::base::time::{Millis, DAY};
 use crate::core::base::value::Value;
@@ -11,6 +12,7 @@ use crate::core::model::context::{glob_matches, Context};
 use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS};
 use crate::core::model::profile::Profile;
 use crate::core::rules::segment::*;
+use crate::core::rules::Config;
 
 impl ComputedTrait {
     pub fn value(&self, profile: &Profile, now: Millis) -> u64 {
@@ -199,12 +201,28 @@ impl Condition {
     }
 }
 
+/// Every score of a profile, indexed like `Config::scores`.
+pub fn scores_of(config: &Config, profile: &Profile, cx: &Context, now: Millis) -> Vec<f64> {
+    config.scores.iter().map(|s| s.value(profile, cx, now)).collect()
+}
+
+/// The segments a profile belongs to, by id, in configuration order.
+pub fn segments_of<'c>(config: &'c Config, profile: &Profile, cx: &Context, now: Millis) -> Vec<&'c str> {
+    let scores = scores_of(config, profile, cx, now);
+    let results = evaluate_all(&config.segments, &config.segment_order, &Facts { profile, cx, now, scores: &scores });
+    config.segments.iter().zip(results).filter(|(_, r)| *r).map(|(s, _)| s.id.as_str()).collect()
+}
+
+/// The configured computed traits' values for a profile, in configuration order.
+pub fn computed_of<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Vec<(&'c str, u64)> {
+    config.computed.iter().map(|c| (c.id.as_str(), c.value(profile, now))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::base::time::{DAY, HOUR};
     use crate::core::engine::apply::{apply_events, ApplyRequest};
-    use crate::core::rules::Config;
     use crate::core::wire::events::parse_batch;
 
     #[test]

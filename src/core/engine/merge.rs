@@ -6,13 +6,10 @@
 
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyRequest, Link};
-use crate::core::model::consent::{ConsentChange, MAX_CONSENT_HISTORY};
 use crate::core::model::event::{Event, EventKind};
-use crate::core::model::history::MAX_RECENT_EVENTS;
 use crate::core::model::identity::{Identity, ProfileIdKey, ANONYMOUS_ID, USER_ID};
 use crate::core::model::profile::{
-    budget, MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_REFUSED, MAX_SEEN_MESSAGE_IDS,
-    MAX_SPLITTABLE_MERGES,
+    budget, MergeRecord, Profile, RefusedIdentity, MAX_MERGE_RECORDS, MAX_REFUSED, MAX_SPLITTABLE_MERGES,
 };
 use crate::core::model::shown::Outcome;
 use crate::core::rules::identity::IdentityRules;
@@ -150,81 +147,21 @@ pub fn absorb(
     let first_seen_before = survivor.first_seen;
     let last_seen_before = survivor.last_seen;
 
-    // Traits and consent grants: the later event wins; what it replaced is kept for a split.
-    let mut replaced_traits = std::collections::BTreeMap::new();
-    for (k, entry) in &other.traits {
-        let current = survivor.traits.get(k);
-        if current.is_none_or(|c| c.at < entry.at) {
-            replaced_traits.insert(k.clone(), current.cloned());
-            survivor.traits.insert(k.clone(), entry.clone());
-        }
-    }
+    // Each part of the profile by its own rule, in this order (counts read the survivor's own message ids, so
+    // they come before the history's union).
+    let replaced_traits = survivor.absorb_traits(&other.traits);
     // Proofs of contact points follow the values that won; a proof of a value that lost is dropped.
     let traits = &survivor.traits;
     survivor.contacts.absorb(&other.contacts, |name| traits.get(name).map(|t| t.value.clone()));
-    let mut replaced_grants = std::collections::BTreeMap::new();
-    for (purpose, grant) in &other.consent.grants {
-        let current = survivor.consent.grants.get(purpose);
-        if current.is_none_or(|c| c.at < grant.at) {
-            replaced_grants.insert(*purpose, current.cloned());
-            survivor.consent.grants.insert(*purpose, grant.clone());
-        }
-    }
-    let mut trail: Vec<ConsentChange> =
-        survivor.consent.history.drain(..).chain(other.consent.history.iter().cloned()).collect();
-    trail.sort_by_key(|c| c.at);
-    trail.dedup();
-    let excess = trail.len().saturating_sub(MAX_CONSENT_HISTORY);
-    survivor.consent.history = trail.split_off(excess);
-
-    // Counts: summed, except events both profiles recorded (the same messageId), which count once.
-    let known: BTreeSet<&str> = survivor.seen_message_ids.iter().map(String::as_str).collect();
-    let both: Vec<String> = other
-        .recent
-        .iter()
-        .filter(|r| !r.message_id.is_empty() && known.contains(r.message_id.as_str()))
-        .map(|r| r.name.clone())
-        .collect();
-    for (name, n) in &other.counts {
-        *survivor.counts.entry(name.clone()).or_insert(0) += n;
-    }
-    for name in both {
-        if let Some(n) = survivor.counts.get_mut(&name) {
-            *n = n.saturating_sub(1);
-        }
-    }
+    let replaced_grants = survivor.consent.absorb(&other.consent);
+    survivor.absorb_counts(&other);
     survivor.aggregates.absorb(&other.aggregates);
-    let c = &mut survivor.computed;
-    c.sessions += other.computed.sessions;
-    c.orders += other.computed.orders;
-    c.revenue += other.computed.revenue;
-    c.last_order_at = c.last_order_at.max(other.computed.last_order_at);
+    survivor.computed.absorb(&other.computed);
     // What both were shown: impressions of both count toward caps; each experiment keeps the earlier assignment.
     let withdrawn = survivor.shown.absorb(&other.shown);
     // Journeys the absorbed profile was on go on here (an anonymous cart identified by its buyer keeps its reminder).
     survivor.journeys.absorb(&other.journeys);
-
-    // History and dedup window, united by messageId.
-    let recent_ids: BTreeSet<String> =
-        survivor.recent.iter().map(|r| r.message_id.clone()).filter(|m| !m.is_empty()).collect();
-    let mut recent: Vec<_> = survivor.recent.drain(..).collect();
-    recent.extend(
-        other.recent.iter().filter(|r| r.message_id.is_empty() || !recent_ids.contains(&r.message_id)).cloned(),
-    );
-    recent.sort_by_key(|r| r.at);
-    let excess = recent.len().saturating_sub(MAX_RECENT_EVENTS);
-    survivor.recent = recent.into_iter().skip(excess).collect();
-    let seen: BTreeSet<String> = survivor.seen_message_ids.iter().cloned().collect();
-    for m in &other.seen_message_ids {
-        if !seen.contains(m) {
-            survivor.seen_message_ids.push_back(m.clone());
-        }
-    }
-    while survivor.seen_message_ids.len() > MAX_SEEN_MESSAGE_IDS {
-        survivor.seen_message_ids.pop_front();
-    }
-    survivor.first_seen = survivor.first_seen.min(other.first_seen);
-    survivor.last_seen = survivor.last_seen.max(other.last_seen);
+    survivor.absorb_history(&other);
 
     // Records: the absorbed profile's own merges and refusals come along; only the latest merges stay splittable.
     for r in other.refused.drain(..) {
@@ -536,6 +473,7 @@ mod tests {
     use super::*;
     use crate::core::base::value::Value;
     use crate::core::engine::apply::{apply_events, ApplyRequest};
+    use crate::core::model::profile::MAX_SEEN_MESSAGE_IDS;
     use crate::core::rules::{compile_str, Config};
     use crate::core::wire::events::parse_batch;
 

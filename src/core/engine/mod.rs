@@ -10,4 +10,5 @@ pub mod evaluate;
 pub mod ingest;
 pub mod journeys;
 pub mod merge;
+pub mod pressure;
 pub mod write;

@@ -148,6 +148,26 @@ pub struct ConsentState {
 }
 
 impl ConsentState {
+    /// A merge's part: each purpose takes the later decision of the two (the survivor's on a tie), and the audit
+    /// trails are united in time order, duplicates once, the newest `MAX_CONSENT_HISTORY` kept. Returns the
+    /// survivor's grants that were replaced (`None`: it had none), which a split puts back.
+    pub fn absorb(&mut self, other: &ConsentState) -> BTreeMap<Purpose, Option<Grant>> {
+        let mut replaced = BTreeMap::new();
+        for (purpose, grant) in &other.grants {
+            let current = self.grants.get(purpose);
+            if current.is_none_or(|c| c.at < grant.at) {
+                replaced.insert(*purpose, current.cloned());
+                self.grants.insert(*purpose, grant.clone());
+            }
+        }
+        let mut trail: Vec<ConsentChange> = self.history.drain(..).chain(other.history.iter().cloned()).collect();
+        trail.sort_by_key(|c| c.at);
+        trail.dedup();
+        let excess = trail.len().saturating_sub(MAX_CONSENT_HISTORY);
+        self.history = trail.split_off(excess);
+        replaced
+    }
+
     /// Records the preferences an event carried, where they change what was recorded before. Returns whether
     /// anything changed.
     pub fn record(&mut self, policy: &ConsentPolicy, prefs: &BTreeMap<String, bool>, at: Millis, source: &str) -> bool {
@@ -404,5 +424,41 @@ mod tests {
         assert!(!policy.effective(Some(&state), None, &RequestSignals::default()).analytics);
         let trail: Vec<(Purpose, bool, Millis)> = state.history.iter().map(|c| (c.purpose, c.granted, c.at)).collect();
         assert_eq!(trail, vec![(Purpose::Analytics, true, 100), (Purpose::Analytics, false, 200)]);
+    }
+
+    /// A merge keeps the later decision per purpose (the survivor's on a tie) and reports what it replaced; the
+    /// trails unite in time order without duplicates and keep only the newest.
+    #[test]
+    fn absorbing_keeps_the_later_decision_and_one_trail() {
+        let grant = |granted, at| Grant { granted, at, source: "event".into() };
+        let change = |purpose, granted, at| ConsentChange { purpose, granted, at, source: "event".into() };
+        let mut survivor = ConsentState::default();
+        survivor.grants.insert(Purpose::Marketing, grant(true, 10));
+        survivor.grants.insert(Purpose::Analytics, grant(false, 7));
+        survivor.grants.insert(Purpose::Advertising, grant(true, 5));
+        survivor.history = vec![change(Purpose::Analytics, false, 7), change(Purpose::Marketing, true, 10)];
+        let mut other = ConsentState::default();
+        other.grants.insert(Purpose::Marketing, grant(false, 20));
+        other.grants.insert(Purpose::Analytics, grant(true, 5));
+        other.grants.insert(Purpose::Advertising, grant(false, 5));
+        other.grants.insert(Purpose::Personalization, grant(true, 3));
+        other.history = vec![change(Purpose::Personalization, true, 3), change(Purpose::Analytics, false, 7)];
+        let replaced = survivor.absorb(&other);
+        assert_eq!(
+            replaced,
+            BTreeMap::from([(Purpose::Marketing, Some(grant(true, 10))), (Purpose::Personalization, None)])
+        );
+        assert_eq!(survivor.grants[&Purpose::Marketing], grant(false, 20), "the later decision wins");
+        assert_eq!(survivor.grants[&Purpose::Analytics], grant(false, 7), "an older one does not");
+        assert_eq!(survivor.grants[&Purpose::Advertising], grant(true, 5), "on a tie the survivor's stays");
+        assert_eq!(survivor.grants[&Purpose::Personalization], grant(true, 3));
+        let at: Vec<Millis> = survivor.history.iter().map(|c| c.at).collect();
+        assert_eq!(at, [3, 7, 10], "in time order, the shared change once");
+        // Past the bound, the oldest go.
+        let history = (0..MAX_CONSENT_HISTORY as Millis).map(|i| change(Purpose::Marketing, true, 100 + i)).collect();
+        let mut long = ConsentState { history, ..ConsentState::default() };
+        long.absorb(&survivor);
+        assert_eq!(long.history.len(), MAX_CONSENT_HISTORY);
+        assert_eq!(long.history.first().map(|c| c.at), Some(100), "the three older changes went");
     }
 }

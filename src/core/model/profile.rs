@@ -9,7 +9,7 @@ use crate::core::model::contact::Contacts;
 use crate::core::model::event::Event;
 use crate::core::model::identity::{Identity, USER_ID};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::core::model::audience::Audiences;
 use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS, MAX_RECORD_PROPS, MAX_RECORD_STRING};
@@ -48,6 +48,16 @@ pub struct Computed {
     /// Lifetime value: the sum of `revenue` (or `total`) of `Order Completed` events.
     pub revenue: f64,
     pub last_order_at: Option<Millis>,
+}
+
+impl Computed {
+    /// A merge's part: counts and revenue add up, the last order is the later of the two.
+    pub fn absorb(&mut self, other: &Computed) {
+        self.sessions += other.sessions;
+        self.orders += other.orders;
+        self.revenue += other.revenue;
+        self.last_order_at = self.last_order_at.max(other.last_order_at);
+    }
 }
 
 /// Why a profile holds what it holds: one profile absorbed another.
@@ -257,7 +267,7 @@ impl Profile {
     }
 
     /// The profile as the admin API shows it (see `GET /v1/profiles/...` in the contract).
-    /// `computed` holds the configured computed traits' values (`decide::computed_of`).
+    /// `computed` holds the configured computed traits' values (`evaluate::computed_of`).
     pub fn to_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
         let traits: BTreeMap<String, Value> = self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
         let mut consent = serde_json::Map::new();
@@ -307,6 +317,69 @@ impl Profile {
     }
 }
 
+/// A merge's parts that live on the profile itself (`engine::merge::absorb` calls them in this order, between
+/// the parts that have types of their own).
+impl Profile {
+    /// Traits: the later event wins (the survivor's on a tie). Returns the survivor's entries that were replaced
+    /// (`None`: it had none), which a split puts back.
+    pub fn absorb_traits(&mut self, other: &BTreeMap<String, TraitEntry>) -> BTreeMap<String, Option<TraitEntry>> {
+        let mut replaced = BTreeMap::new();
+        for (k, entry) in other {
+            let current = self.traits.get(k);
+            if current.is_none_or(|c| c.at < entry.at) {
+                replaced.insert(k.clone(), current.cloned());
+                self.traits.insert(k.clone(), entry.clone());
+            }
+        }
+        replaced
+    }
+
+    /// Counts: summed, except events both profiles recorded (the same messageId), which count once. Runs before
+    /// `absorb_history`, while `seen_message_ids` are still the survivor's own.
+    pub fn absorb_counts(&mut self, other: &Profile) {
+        let known: BTreeSet<&str> = self.seen_message_ids.iter().map(String::as_str).collect();
+        let both: Vec<String> = other
+            .recent
+            .iter()
+            .filter(|r| !r.message_id.is_empty() && known.contains(r.message_id.as_str()))
+            .map(|r| r.name.clone())
+            .collect();
+        for (name, n) in &other.counts {
+            *self.counts.entry(name.clone()).or_insert(0) += n;
+        }
+        for name in both {
+            if let Some(n) = self.counts.get_mut(&name) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// History and dedup window, united by messageId (the newest kept within their bounds), and the earlier first
+    /// and later last sighting.
+    pub fn absorb_history(&mut self, other: &Profile) {
+        let recent_ids: BTreeSet<String> =
+            self.recent.iter().map(|r| r.message_id.clone()).filter(|m| !m.is_empty()).collect();
+        let mut recent: Vec<_> = self.recent.drain(..).collect();
+        recent.extend(
+            other.recent.iter().filter(|r| r.message_id.is_empty() || !recent_ids.contains(&r.message_id)).cloned(),
+        );
+        recent.sort_by_key(|r| r.at);
+        let excess = recent.len().saturating_sub(MAX_RECENT_EVENTS);
+        self.recent = recent.into_iter().skip(excess).collect();
+        let seen: BTreeSet<String> = self.seen_message_ids.iter().cloned().collect();
+        for m in &other.seen_message_ids {
+            if !seen.contains(m) {
+                self.seen_message_ids.push_back(m.clone());
+            }
+        }
+        while self.seen_message_ids.len() > MAX_SEEN_MESSAGE_IDS {
+            self.seen_message_ids.pop_front();
+        }
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+    }
+}
+
 impl Profile {
     /// Whether the trait `name` holds a contact point that was set with proof (`model::contact`).
     pub fn contact_verified(&self, name: &str) -> bool {
@@ -340,5 +413,89 @@ fn truncated(v: &Value) -> Value {
             Value::String(s.chars().take(MAX_RECORD_STRING).collect())
         }
         _ => v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, message_id: &str, at: Millis) -> EventRecord {
+        EventRecord { name: name.into(), message_id: message_id.into(), at, props: BTreeMap::new() }
+    }
+
+    /// Traits: the later event wins, the survivor's on a tie, and what was replaced is reported for a split.
+    #[test]
+    fn absorbing_traits_keeps_the_later_value() {
+        let entry = |v: &str, at| TraitEntry { value: Value::String(v.into()), at };
+        let mut p = Profile::new("p".into(), 0);
+        p.traits.insert("plan".into(), entry("free", 10));
+        p.traits.insert("city".into(), entry("Oslo", 30));
+        p.traits.insert("name".into(), entry("Ana", 5));
+        let other = BTreeMap::from([
+            ("plan".to_string(), entry("gold", 20)),
+            ("city".to_string(), entry("Rome", 25)),
+            ("name".to_string(), entry("Anna", 5)),
+            ("email".to_string(), entry("a@x.example", 1)),
+        ]);
+        let replaced = p.absorb_traits(&other);
+        assert_eq!(replaced, BTreeMap::from([("email".into(), None), ("plan".into(), Some(entry("free", 10)))]));
+        let values: Vec<(&str, &Value)> = p.traits.iter().map(|(k, e)| (k.as_str(), &e.value)).collect();
+        let text = |s: &str| Value::String(s.into());
+        assert_eq!(
+            values,
+            [("city", &text("Oslo")), ("email", &text("a@x.example")), ("name", &text("Ana")), ("plan", &text("gold"))]
+        );
+    }
+
+    /// Counts add up, and an event both profiles recorded (the same messageId) counts once.
+    #[test]
+    fn absorbing_counts_counts_a_shared_event_once() {
+        let mut p = Profile::new("p".into(), 0);
+        p.counts = BTreeMap::from([("Viewed".to_string(), 2), ("Bought".to_string(), 1)]);
+        p.seen_message_ids = VecDeque::from(["m1".to_string(), "m2".to_string()]);
+        let mut other = Profile::new("o".into(), 0);
+        other.counts = BTreeMap::from([("Viewed".to_string(), 3), ("Left".to_string(), 1)]);
+        other.recent = VecDeque::from([record("Viewed", "m1", 1), record("Viewed", "m9", 2), record("Viewed", "", 3)]);
+        p.absorb_counts(&other);
+        assert_eq!(p.counts, BTreeMap::from([("Bought".into(), 1), ("Left".into(), 1), ("Viewed".into(), 4)]));
+    }
+
+    /// Computed traits add up; the last order is the later one.
+    #[test]
+    fn absorbing_computed_adds_up() {
+        let mut c = Computed { sessions: 2, orders: 1, revenue: 10.5, last_order_at: Some(7) };
+        c.absorb(&Computed { sessions: 3, orders: 2, revenue: 4.5, last_order_at: Some(9) });
+        assert_eq!(c, Computed { sessions: 5, orders: 3, revenue: 15.0, last_order_at: Some(9) });
+        c.absorb(&Computed::default());
+        assert_eq!(c.last_order_at, Some(9), "no order is not a later one");
+    }
+
+    /// History unites by messageId in time order within its bound; the dedup window keeps both, newest last; the
+    /// first and last sightings widen.
+    #[test]
+    fn absorbing_history_unites_by_message_id() {
+        let mut p = Profile::new("p".into(), 100);
+        p.last_seen = 200;
+        p.recent = VecDeque::from([record("A", "m1", 110), record("B", "", 150)]);
+        p.seen_message_ids = VecDeque::from(["m1".to_string()]);
+        let mut other = Profile::new("o".into(), 50);
+        other.last_seen = 120;
+        other.recent = VecDeque::from([record("A", "m1", 110), record("C", "m2", 60), record("D", "", 150)]);
+        other.seen_message_ids = VecDeque::from(["m2".to_string(), "m1".to_string()]);
+        p.absorb_history(&other);
+        let names: Vec<&str> = p.recent.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["C", "A", "B", "D"]);
+        assert_eq!(p.seen_message_ids, ["m1", "m2"]);
+        assert_eq!((p.first_seen, p.last_seen), (50, 200));
+        // Past their bounds, the oldest go.
+        let mut full = Profile::new("f".into(), 0);
+        full.recent = (0..MAX_RECENT_EVENTS as Millis).map(|i| record("E", &format!("f{i}"), 1000 + i)).collect();
+        full.seen_message_ids = (0..MAX_SEEN_MESSAGE_IDS).map(|i| format!("f{i}")).collect();
+        full.absorb_history(&other);
+        assert_eq!(full.recent.len(), MAX_RECENT_EVENTS);
+        assert_eq!(full.recent.front().map(|r| r.at), Some(1000), "older events than the history holds are shed");
+        assert_eq!(full.seen_message_ids.len(), MAX_SEEN_MESSAGE_IDS);
+        assert_eq!(full.seen_message_ids.back().map(String::as_str), Some("m1"), "in the order the other saw them");
     }
 }

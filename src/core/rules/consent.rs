@@ -1,6 +1,6 @@
 //! The consent section, compiled into the model's `ConsentPolicy`.
 
-use crate::core::rules::{at, present, Compiler};
+use crate::core::rules::compiler::{at, present, Compiler};
 use serde_json::Value as J;
 
 use crate::core::model::consent::{ConsentPolicy, Model, Purpose};

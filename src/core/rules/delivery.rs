@@ -1,7 +1,7 @@
 //! The `delivery` section: the site's origin, the paths the Worker proxies to it, and how long it waits.
 
 use crate::core::base::time::Millis;
-use crate::core::rules::{at, idx, present, Compiler};
+use crate::core::rules::compiler::{at, idx, present, Compiler};
 use serde_json::Value as J;
 
 /// The compiled `delivery` section: the site's origin, the paths the Worker proxies to it, and how long it waits

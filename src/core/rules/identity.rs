@@ -1,6 +1,6 @@
 //! Identity resolution rules: which identifiers count, their limits and priorities.
 
-use crate::core::rules::{at, idx, present, Compiler};
+use crate::core::rules::compiler::{at, idx, present, Compiler};
 use serde_json::Value as J;
 use std::collections::BTreeMap;
 

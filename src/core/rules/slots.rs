@@ -1,7 +1,7 @@
 //! Slots and what fills them: blocks with audiences, priorities, schedules, caps, variants and experiments.
 
 use crate::core::base::time::Millis;
-use crate::core::rules::{at, idx, is_id, present, Compiler, Config};
+use crate::core::rules::compiler::{at, idx, is_id, present, Compiler};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as J;
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,13 +62,6 @@ pub struct Slot {
     pub fallback: Template,
     /// Highest priority first; equal priorities keep configuration order.
     pub blocks: Vec<Block>,
-}
-
-impl Config {
-    /// The experiment with this id, wherever its block is.
-    pub fn experiment(&self, id: &str) -> Option<&Experiment> {
-        self.slots.values().flat_map(|s| &s.blocks).filter_map(|b| b.experiment.as_ref()).find(|e| e.id == id)
-    }
 }
 
 impl Compiler {

@@ -1,7 +1,7 @@
 //! Sources: where events come from, and how far each one's word is believed (browser: public write key,
 //! identity proof; server: secret key kept as its digest).
 
-use crate::core::rules::{at, idx, present, Compiler};
+use crate::core::rules::compiler::{at, idx, present, Compiler};
 use serde_json::{Map, Value as J};
 
 use crate::core::model::trust::{is_key_digest, key_digest, key_matches, Proof};

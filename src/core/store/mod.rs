@@ -52,7 +52,7 @@ pub const APPLY_V5: u8 = 5;
 /// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
 /// No longer read.
 pub const RULES_V1: u8 = 1;
-/// Version 2: each template placeholder carries its HTML context (`template::HtmlContext`), which decides how the
+/// Version 2: each template placeholder carries its HTML context (`scanner::HtmlContext`), which decides how the
 /// device escapes it. The rules and the summary travel in one answer and are read by the decide module built with
 /// the Worker, so only the current version is read: a device module from before refuses these rules as an unknown
 /// version rather than misreading them.

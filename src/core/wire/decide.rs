@@ -4,7 +4,7 @@ use crate::core::base::encoding::percent_decode_query;
 use crate::core::base::json::{JsonKind, JsonView};
 use crate::core::model::context::{country_code, Context, Device};
 use crate::core::model::event::PageContext;
-use crate::core::wire::events::{consent_map, context_fields, id_field, not_json, Ctx};
+use crate::core::wire::fields::{consent_map, context_fields, id_field, not_json, Ctx};
 use crate::core::wire::*;
 use std::collections::BTreeMap;
 

@@ -14,7 +14,7 @@ use crate::core::base::value::Value;
 use crate::core::model::identity::{hmac_sha256, ANONYMOUS_ID, USER_ID};
 use crate::core::model::journey::Outgoing;
 use crate::core::model::profile::Profile;
-use crate::core::rules::journey::{render, Destination, DestinationKind, Payload, Source};
+use crate::core::rules::destinations::{render, Destination, DestinationKind, Payload, Source};
 use crate::core::wire::audiences::{Sql, Statement};
 use serde_json::{json, Map, Value as J};
 

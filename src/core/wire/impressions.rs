@@ -4,7 +4,7 @@ use crate::core::base::time::Millis;
 use crate::core::model::shown::Impression;
 use crate::core::rules::slots::CONTROL;
 use crate::core::rules::Config;
-use crate::core::wire::events::{consent_map, context_fields, id_field, not_json, Ctx};
+use crate::core::wire::fields::{consent_map, context_fields, id_field, not_json, Ctx};
 use crate::core::wire::*;
 use std::collections::BTreeMap;
 

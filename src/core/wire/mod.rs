@@ -9,6 +9,7 @@ pub mod auth;
 pub mod decide;
 pub mod deliveries;
 pub mod events;
+pub mod fields;
 pub mod impressions;
 pub mod inflate;
 pub mod journeys;

@@ -62,7 +62,7 @@ impl DurableObject for GuardObject {
                 let stored = get_text(&storage, FAILURES_KEY).await?.unwrap_or_default();
                 let failures: Vec<i64> = serde_json::from_str(&stored).unwrap_or_default();
                 let mut attempts = Attempts { failures: failures.into() };
-                let now = crate::edge::request::now();
+                let now = crate::edge::clock::now();
                 let seconds = match attempts.verdict(now, max) {
                     Verdict::Wait { retry_after_seconds } => retry_after_seconds,
                     Verdict::Go if ok => 0,

@@ -15,7 +15,7 @@ use crate::core::writer::protocol::{decode_request, encode_reply, Reply, Request
 use crate::core::writer::state::{Key, Stored, Value};
 use crate::core::writer::Writer;
 use crate::edge::objects::profile_client::ask;
-use crate::edge::{audiences, deliveries, kv};
+use crate::edge::{kv, outlets};
 use worker::js_sys::{Map, Uint8Array};
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Request as HttpRequest, Response, Result, State, Storage};
@@ -197,10 +197,10 @@ async fn carry_out(storage: &Storage, env: &Env, effect: Effect) -> Result<()> {
             }
         }
         Effect::Experiments(outcomes) => crate::edge::objects::experiments::record(env, &outcomes).await?,
-        Effect::Index(message) => audiences::send(env, message).await?,
-        Effect::IndexErase { profile_ids, at } => audiences::erase_now(env, &profile_ids, at).await?,
-        Effect::DeliveriesForget { profile_ids } => deliveries::forget_now(env, &profile_ids).await?,
-        Effect::Enqueue(messages) => deliveries::enqueue(env, &messages).await?,
+        Effect::Index(message) => outlets::send(env, message).await?,
+        Effect::IndexErase { profile_ids, at } => outlets::erase_now(env, &profile_ids, at).await?,
+        Effect::DeliveriesForget { profile_ids } => outlets::forget_now(env, &profile_ids).await?,
+        Effect::Enqueue(messages) => outlets::enqueue(env, &messages).await?,
     }
     Ok(())
 }

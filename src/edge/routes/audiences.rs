@@ -5,12 +5,13 @@
 use crate::core::base::time::{format_iso8601, DAY, HOUR};
 use crate::core::rules::Config;
 use crate::core::wire::audiences::{csv_field, history, Sql, Statement, DAILY, MEMBERS_PAGE, MOVEMENTS, SIZES};
-use crate::edge::audiences::{bind, index};
 use crate::edge::auth::require_admin;
+use crate::edge::clock::now;
 use crate::edge::error::json_response;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::request::{count_param, now, query_param};
+use crate::edge::outlets::{bind, index};
+use crate::edge::request::{count_param, query_param};
 use serde_json::{json, Value as J};
 use std::collections::BTreeMap;
 use worker::{D1Database, Env, Headers, Request, Response};

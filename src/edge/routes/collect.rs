@@ -7,13 +7,13 @@ use crate::core::rules::sources::Source;
 use crate::core::rules::Config;
 use crate::core::wire::events::CallType;
 use crate::core::wire::{self, MAX_BATCH_BYTES};
+use crate::edge::clock::now;
 use crate::edge::error::json_response;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::http::{self, with_cors};
 use crate::edge::objects::profile_client;
 use crate::edge::request::{
-    body, identity_secrets, now, origin, origin_allowed_by, query_param, server_key_from_browser, signals,
-    signals_with_zone,
+    body, identity_secrets, origin, origin_allowed_by, query_param, server_key_from_browser, signals, signals_with_zone,
 };
 use crate::edge::{cookie, kv};
 use futures_util::{StreamExt, TryStreamExt};

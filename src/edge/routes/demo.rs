@@ -3,11 +3,12 @@
 use crate::core::engine::merge::is_junk;
 use crate::core::model::trust::{make_identity_token, make_identity_token_proving_email, MAX_CONTACT_CHARS};
 use crate::core::wire::{self, BodyError};
+use crate::edge::clock::now;
 use crate::edge::error::json_response;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::http::with_cors;
 use crate::edge::kv;
-use crate::edge::request::{allowed_origin, body, identity_secrets, now};
+use crate::edge::request::{allowed_origin, body, identity_secrets};
 use serde_json::json;
 use worker::{Env, Request};
 

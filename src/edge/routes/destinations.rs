@@ -5,10 +5,10 @@
 use crate::core::wire::audiences::Statement;
 use crate::core::wire::deliveries::{stats_json, STATS};
 use crate::edge::auth::require_admin;
-use crate::edge::deliveries::{log, rows};
 use crate::edge::error::json_response;
 use crate::edge::error::ApiResult;
 use crate::edge::kv;
+use crate::edge::outlets::{log, rows};
 use serde_json::Value as J;
 use worker::{Env, Request};
 

@@ -6,11 +6,11 @@ use crate::core::base::time::{format_iso8601, DAY};
 use crate::core::wire::audiences::{Sql, Statement};
 use crate::core::wire::journeys::{ENDED, RUNNING};
 use crate::edge::auth::require_admin;
-use crate::edge::deliveries::rows;
+use crate::edge::clock::now;
 use crate::edge::error::json_response;
 use crate::edge::error::ApiResult;
 use crate::edge::kv;
-use crate::edge::request::now;
+use crate::edge::outlets::rows;
 use serde_json::{json, Map, Value as J};
 use worker::{Env, Request};
 
@@ -20,7 +20,7 @@ const ENDED_WINDOW: i64 = 30 * DAY;
 pub(crate) async fn journeys_stats(req: Request, env: &Env) -> ApiResult {
     require_admin(&req, env).await?;
     let (_, config) = kv::config(env).await?;
-    let db = crate::edge::audiences::index(env).await?;
+    let db = crate::edge::outlets::index(env).await?;
     let text = |v: Option<&J>| v.and_then(J::as_str).unwrap_or_default().to_string();
     let count = |v: Option<&J>| v.and_then(J::as_u64).unwrap_or(0);
     let running = rows(&db, &Statement { sql: RUNNING, params: vec![] }).await?;

@@ -2,17 +2,18 @@
 //! merge, and what the person would be shown. Who may call: the admin token (or the console's session) only.
 
 use crate::core::base::encoding::percent_decode_path;
-use crate::core::engine::decide::{computed_of, scores_of, segments_of};
+use crate::core::engine::evaluate::{computed_of, scores_of, segments_of};
 use crate::core::model::context::Context as DecideContext;
 use crate::core::model::identity::Identity;
 use crate::core::wire::{self, BodyError};
 use crate::core::writer::protocol::{Reply, Request as ObjectRequest};
 use crate::edge::auth::require_admin;
+use crate::edge::clock::now;
 use crate::edge::error::json_response;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::kv;
 use crate::edge::objects::profile_client;
-use crate::edge::request::{body, now};
+use crate::edge::request::body;
 use serde_json::json;
 use worker::{Env, Request, Response};
 
@@ -52,8 +53,8 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
         // Every delivery outcome recorded for this person (and the profiles merged into it), from the log in D1.
         let mut ids: Vec<String> = profile.merges.iter().map(|m| m.absorbed_id.clone()).collect();
         ids.push(profile.id.clone());
-        let db = crate::edge::deliveries::log(env).await?;
-        let log = crate::edge::deliveries::rows(&db, &crate::core::wire::deliveries::log_of(&ids)).await?;
+        let db = crate::edge::outlets::log(env).await?;
+        let log = crate::edge::outlets::rows(&db, &crate::core::wire::deliveries::log_of(&ids)).await?;
         body["deliveries"] = log
             .iter()
             .map(|r| {
