@@ -29,14 +29,16 @@ declare -A files=(
   [absorb]=src/core/model/profile.rs
   [sends]=src/core/engine/journeys.rs
   [pressure]=src/core/engine/pressure.rs
+  [writer]='src/core/writer/mod.rs src/core/writer/effects.rs'
 )
 declare -A only=(
   [sends]='claim|settle'
   [pressure]='over_budget|sent_in|quiet_end|offset_of'
   [absorb]='absorb'
+  [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for'
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure)
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer)
 out="$ROOT/target/mutants"
 mkdir -p "$out"
 status=0
