@@ -6,7 +6,7 @@
 #
 #   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
-#                                   template merge absorb sends pressure)
+#                                   template merge absorb sends pressure writer)
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 MUTANTS_VERSION="27.1.0"
