@@ -44,7 +44,7 @@ enum Claimed {
 /// Claims a send at the object holding it, following a merge's tombstone (a send made before the merge lives on in
 /// the survivor under the same id).
 async fn claim(env: &Env, m: &DeliveryMessage) -> Result<Claimed, String> {
-    let request = |_: &str| ObjectRequest::Claim { delivery: m.delivery.clone() };
+    let request = ObjectRequest::Claim { delivery: m.delivery.clone() };
     let Reply::Claimed { answer, send } =
         profile_client::follow(env, &m.profile, request).await.map_err(|e| format!("claim: {e:?}"))?.reply
     else {
@@ -67,7 +67,7 @@ async fn claim(env: &Env, m: &DeliveryMessage) -> Result<Claimed, String> {
 
 /// Tells the object the delivery is over (`delivered`: the destination took it; otherwise it stops counting).
 async fn settle(env: &Env, profile: &str, id: &str, delivered: bool) {
-    let request = |_: &str| ObjectRequest::Settle { delivery: id.to_string(), delivered };
+    let request = ObjectRequest::Settle { delivery: id.to_string(), delivered };
     if let Err(e) = profile_client::follow(env, profile, request).await {
         worker::console_error!("settling {id} failed: {e:?}");
     }

@@ -652,3 +652,92 @@ fn journey_view(p: &Profile) -> JourneyState {
 fn kv_expiration_for(expires_at: Option<Millis>, now: Millis) -> Option<u64> {
     expires_at.map(|at| (at / 1000 + KV_EXPIRATION_SLACK_SECONDS).max(now / 1000 + MIN_KV_TTL_SECONDS) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::identity::{Identity, USER_ID};
+
+    const NOW: Millis = 1_795_344_600_000;
+
+    /// A writer holding a known profile (no expiry), its snapshot written at `snapshot_at`.
+    fn holding(snapshot_at: Option<Millis>) -> Writer {
+        let mut p = Profile::new("p1".into(), NOW - 10_000);
+        p.identities.push(Identity::new(USER_ID, "u1"));
+        Writer::new(Stored { profile: Some(encode_profile_bounded(&p)), snapshot_at, ..Stored::default() })
+    }
+
+    fn handle(w: &mut Writer, request: Request, now: Millis) -> Effects {
+        w.handle(Action::Request(request), &Config::default(), now).expect("decodes")
+    }
+
+    #[test]
+    fn a_tombstone_redirects_everything_but_restore_and_forget() {
+        let mut w = Writer::new(Stored { moved_to: Some("p2".into()), moved_at: Some(NOW), ..Stored::default() });
+        for r in [Request::Read, Request::Locate, Request::Erase, Request::Claim { delivery: "d".into() }] {
+            let e = handle(&mut w, r, NOW);
+            assert_eq!(e.reply, Reply::Moved { to: "p2".into() });
+            assert!(e.effects.is_empty() && e.alarm.is_none(), "a redirect changes nothing");
+        }
+        let e = handle(&mut w, Request::Forget, NOW);
+        assert_eq!((e.reply, e.effects, e.alarm), (Reply::Forgotten(true), vec![Effect::DeleteAll], Some(None)));
+    }
+
+    #[test]
+    fn the_alarm_ends_a_tombstone_after_its_day_and_an_erasure_after_its_grace() {
+        let mut w = Writer::new(Stored { moved_to: Some("p2".into()), moved_at: Some(NOW), ..Stored::default() });
+        assert_eq!(w.next_wake(&Config::default()), Ok(Some(NOW + TOMBSTONE_MS)));
+        let e = w.handle(Action::Alarm, &Config::default(), NOW + TOMBSTONE_MS).expect("decodes");
+        assert_eq!((e.effects, e.alarm), (vec![Effect::DeleteAll], Some(None)));
+        let mut w = Writer::new(Stored { erased_at: Some(NOW), ..Stored::default() });
+        assert_eq!(w.next_wake(&Config::default()), Ok(Some(NOW + ERASED_GRACE_MS)));
+        let apply = ApplyRequest { profile_id: "p1".into(), ..ApplyRequest::default() };
+        let e = w.handle(Action::Apply { request: apply.clone(), handed: vec![] }, &Config::default(), NOW + 1);
+        assert_eq!(e.expect("decodes").reply, Reply::Applied(ApplyAnswer { erased: true, ..ApplyAnswer::default() }));
+        let e = w.handle(Action::Apply { request: apply, handed: vec![] }, &Config::default(), NOW + ERASED_GRACE_MS);
+        assert!(!matches!(e.expect("decodes").reply, Reply::Applied(ApplyAnswer { erased: true, .. })));
+    }
+
+    #[test]
+    fn an_erasure_waits_for_the_keys_second_then_removes_every_trace() {
+        let mut w = holding(Some(NOW - 200));
+        let e = handle(&mut w, Request::Erase, NOW);
+        assert_eq!(e.reply, Reply::Erased { identities: 1 });
+        assert_eq!(e.effects[0], Effect::WaitUntil(NOW + 800), "the snapshot was written 200 ms ago");
+        assert!(e.effects.contains(&Effect::KvDelete { key: profile_key("p1") }));
+        let unindex = Effect::KvUnindex { identity: Identity::new(USER_ID, "u1"), leads_to: vec!["p1".into()] };
+        assert!(e.effects.contains(&unindex));
+        let at = e.effects.iter().position(|x| *x == Effect::DeleteAll).expect("the storage goes");
+        assert_eq!(e.effects[at + 1..], [Effect::Put(Key::ErasedAt, Value::Number((NOW + 800) as f64))]);
+        assert_eq!(e.alarm, Some(Some(NOW + 800 + ERASED_GRACE_MS)));
+        assert_eq!(w.stored(), &Stored { erased_at: Some(NOW + 800), ..Stored::default() });
+    }
+
+    #[test]
+    fn a_snapshot_is_written_at_once_only_when_the_last_is_a_second_old() {
+        for (last, at_once) in [(None, true), (Some(NOW - 1_000), true), (Some(NOW - 999), false)] {
+            let mut w = holding(last);
+            let e = handle(&mut w, Request::Reevaluate, NOW);
+            let mut p = Profile::new("p1".into(), NOW);
+            p.identities.push(Identity::new(USER_ID, "u1"));
+            w.store(&Config::default(), &p, &[], &[], NOW);
+            let put = w.out.iter().any(|x| matches!(x, Effect::KvPut { .. }));
+            assert_eq!(put, at_once, "last snapshot {last:?}");
+            assert_eq!(w.stored.snapshot_due.is_some(), !at_once);
+            assert!(matches!(e.reply, Reply::Reevaluated(Some(0))));
+        }
+    }
+
+    #[test]
+    fn a_handover_leaves_a_tombstone_and_names_the_last_kv_write() {
+        let mut w = holding(Some(NOW - 300));
+        let e = handle(&mut w, Request::Handover { survivor: "p2".into() }, NOW);
+        assert!(matches!(e.reply, Reply::HandedOver(Some((_, t))) if t == NOW - 300));
+        assert_eq!(w.stored().moved_to.as_deref(), Some("p2"));
+        assert_eq!(e.alarm, Some(Some(NOW + TOMBSTONE_MS)));
+        assert_eq!(
+            handle(&mut w, Request::Handover { survivor: "p3".into() }, NOW).reply,
+            Reply::Moved { to: "p2".into() }
+        );
+    }
+}

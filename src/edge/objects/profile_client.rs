@@ -38,13 +38,18 @@ pub struct Followed {
     pub reply: Reply,
 }
 
-/// Asks the object of `profile_id`, following tombstones (`make` builds the request for each profile asked).
-pub async fn follow(env: &Env, profile_id: &str, make: impl Fn(&str) -> Request) -> Result<Followed, ApiError> {
+/// Asks the object of `profile_id`, following tombstones (an apply is readdressed to each profile asked).
+pub async fn follow(env: &Env, profile_id: &str, mut request: Request) -> Result<Followed, ApiError> {
     let mut at = profile_id.to_string();
     let mut passed = Vec::new();
     for _ in 0..=MAX_HOPS {
-        match ask(env, &at, &make(&at)).await? {
-            Reply::Moved { to } => passed.push(std::mem::replace(&mut at, to)),
+        match ask(env, &at, &request).await? {
+            Reply::Moved { to } => {
+                if let Request::Apply(a) = &mut request {
+                    a.profile_id = to.clone();
+                }
+                passed.push(std::mem::replace(&mut at, to));
+            }
             Reply::Refused { code, message } => return Err(refusal(&code, message)),
             reply => return Ok(Followed { profile_id: at, passed, reply }),
         }
@@ -71,8 +76,8 @@ pub fn unexpected(reply: &Reply) -> ApiError {
 
 /// Sends an apply to a profile's writer, following tombstones.
 pub async fn apply(env: &Env, request: ApplyRequest) -> Result<ApplyAnswer, ApiError> {
-    let make = |id: &str| Request::Apply(ApplyRequest { profile_id: id.to_string(), ..request.clone() });
-    match follow(env, &request.profile_id, make).await?.reply {
+    let id = request.profile_id.clone();
+    match follow(env, &id, Request::Apply(request)).await?.reply {
         Reply::Applied(answer) => Ok(answer),
         other => Err(unexpected(&other)),
     }
@@ -93,7 +98,7 @@ pub async fn current_of(env: &Env, store: &worker::KvStore, id: &Identity) -> Re
     let Some(pid) = kv::profile_id_of(store, id).await? else { return Ok(None) };
     let Some((snapshot, written_at)) = kv::snapshot(store, &pid).await? else { return Ok(None) };
     if written_at.is_some_and(|at| now() - at < FRESH_MS) {
-        return match follow(env, &pid, |_| Request::Read).await?.reply {
+        return match follow(env, &pid, Request::Read).await?.reply {
             Reply::Profile(Some(bytes)) => {
                 decode_profile(&bytes).map(Some).map_err(|e| ApiError::Unavailable(e.to_string()))
             }

@@ -82,7 +82,7 @@ pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiRes
     // moved to, so the erasure follows it there. Only an erasure that reached a profile answers 204.
     // The tombstones on the way stay until the profile is erased, so a failure further on can be retried from
     // the same index entry; then they go too.
-    let erased = profile_client::follow(env, &indexed, |_| ObjectRequest::Erase).await?;
+    let erased = profile_client::follow(env, &indexed, ObjectRequest::Erase).await?;
     if !matches!(erased.reply, Reply::Erased { .. }) {
         return Err(profile_client::unexpected(&erased.reply));
     }
@@ -118,7 +118,7 @@ pub(crate) async fn profile_split(mut req: Request, env: &Env, key: &str) -> Api
     })?;
     let store = kv::store(env)?;
     let profile_id = kv::profile_id_of(&store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
-    let request = |_: &str| ObjectRequest::Split { absorbed: absorbed.to_string() };
+    let request = ObjectRequest::Split { absorbed: absorbed.to_string() };
     match profile_client::follow(env, &profile_id, request).await?.reply {
         Reply::Split { profiles } => Ok(json_response(200, &serde_json::json!({"profiles": profiles}))?),
         other => Err(profile_client::unexpected(&other)),
