@@ -58,12 +58,33 @@ pub fn profile_key(profile_id: &str) -> String {
 /// nothing.
 pub type Failure = CodecError;
 
+/// What the object's alarm needs of a stored profile: when it was last seen if it is anonymous (it expires after
+/// the retention period), and when its audiences and journeys next change by time alone.
+#[derive(Clone, Copy, Debug, Default)]
+struct Due {
+    anonymous_since: Option<Millis>,
+    audiences: Option<Millis>,
+    journeys: Option<Millis>,
+}
+
+impl Due {
+    fn of(p: &Profile) -> Due {
+        Due {
+            anonymous_since: (!p.is_identified()).then_some(p.last_seen),
+            audiences: p.audiences.due,
+            journeys: p.journeys.due(),
+        }
+    }
+}
+
 /// One profile object's state and its decisions.
 #[derive(Debug, Default)]
 pub struct Writer {
     stored: Stored,
-    /// The stored profile, decoded when an action first needs it.
+    /// The stored profile, decoded when an action first needs it (and taken by the action that changes it).
     decoded: Option<Profile>,
+    /// What the alarm needs of the profile last stored, kept so that it is neither cloned nor decoded again.
+    due: Option<Due>,
     out: Vec<Effect>,
     changed: bool,
 }
@@ -83,8 +104,8 @@ impl Writer {
         if self.stored.moved_to.is_some() || self.recently_erased(now) {
             return Ok(Vec::new());
         }
-        let current = self.profile()?;
-        Ok(pending_links(current.as_ref(), request).into_iter().cloned().collect())
+        let current = self.current()?;
+        Ok(pending_links(current, request).into_iter().cloned().collect())
     }
 
     /// When the object next needs its alarm: a tombstone's end, an erasure's grace, or for a profile the earliest
@@ -93,9 +114,16 @@ impl Writer {
         if self.stored.moved_to.is_some() {
             return Ok(self.stored.moved_at.map(|t| t + TOMBSTONE_MS));
         }
-        let Some(p) = self.profile()? else { return Ok(self.stored.erased_at.map(|t| t + ERASED_GRACE_MS)) };
-        let expires_at = p.expires_at(config.retention_anonymous_days);
-        let wake = [expires_at, p.audiences.due, p.journeys.due(), self.stored.snapshot_due, self.stored.index_due];
+        let due = match self.due {
+            Some(due) => due,
+            None => match self.current()? {
+                Some(p) => Due::of(p),
+                None => return Ok(self.stored.erased_at.map(|t| t + ERASED_GRACE_MS)),
+            },
+        };
+        let retention = i64::from(config.retention_anonymous_days) * crate::core::base::time::DAY;
+        let expires_at = due.anonymous_since.map(|t| t.saturating_add(retention));
+        let wake = [expires_at, due.audiences, due.journeys, self.stored.snapshot_due, self.stored.index_due];
         Ok(wake.into_iter().flatten().min())
     }
 
@@ -196,24 +224,33 @@ impl Writer {
     fn delete_all(&mut self) {
         self.stored = Stored::default();
         self.decoded = None;
+        self.due = None;
         self.changed = true;
         self.out.push(Effect::DeleteAll);
     }
 
     /// The stored profile, decoded (once per action sequence, until it is stored again).
-    fn profile(&mut self) -> Result<Option<Profile>, Failure> {
+    fn current(&mut self) -> Result<Option<&Profile>, Failure> {
         if self.decoded.is_none() {
             if let Some(bytes) = &self.stored.profile {
                 self.decoded = Some(decode_profile(bytes)?);
             }
         }
-        Ok(self.decoded.clone())
+        Ok(self.decoded.as_ref())
+    }
+
+    /// The stored profile, for an action that changes it (and stores it again, or not at all).
+    fn profile(&mut self) -> Result<Option<Profile>, Failure> {
+        if let Some(p) = self.current()? {
+            self.due = Some(Due::of(p));
+        }
+        Ok(self.decoded.take())
     }
 
     fn put_profile(&mut self, p: &Profile) -> Vec<u8> {
         let bytes = encode_profile_bounded(p);
         self.put(Key::Profile, Value::Bytes(bytes.clone()));
-        self.decoded = Some(p.clone());
+        self.due = Some(Due::of(p));
         bytes
     }
 
