@@ -38,7 +38,7 @@ pub async fn require_admin(req: &Request, env: &worker::Env) -> Result<(), ApiEr
         });
     }
     let sent = req.headers().get("authorization")?.unwrap_or_default();
-    // The bearer token (scripts), or the console's session (`edge::session`: HttpOnly cookie, CSRF for changes).
+    // The bearer token (scripts), or the console's session (the session below: HttpOnly cookie, CSRF for changes).
     let ok = carries_admin_token(env, &sent) || authorized(req, env).await?;
     // Every attempt with a credential counts (`objects::guard`): a wrong one as a failure, and none is judged
     // while its address has failed too often. A request with no credential at all guesses nothing.

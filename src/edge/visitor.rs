@@ -1,7 +1,7 @@
 //! Who a page's request is about: the visitor preamble of every request a page makes for its own visitor
 //! (decisions, summaries, impressions, edge delivery), written once. The signed cookie's id wins over a sent
 //! `anonymousId`; a known user's profile is preferred over the anonymous one; naming a `userId` needs a server
-//! credential (`request::caller`).
+//! credential (`auth::caller`).
 
 use crate::core::model::consent::{permit_personalization, Permitted, RequestSignals};
 use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
@@ -24,7 +24,7 @@ pub struct Visitor {
 
 impl Visitor {
     /// A request that names its visitor (`userId`, `anonymousId`, consent): its origin is checked, its caller
-    /// proven (`request::caller`, which may take consent from a credential), and the profile read.
+    /// proven (`auth::caller`, which may take consent from a credential), and the profile read.
     pub async fn resolve(
         req: &Request,
         env: &Env,

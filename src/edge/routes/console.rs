@@ -1,6 +1,6 @@
 //! `GET /console/...`: the marketer's console, static files from `www/console/`, served by the Worker so that each
 //! answer carries a strict Content-Security-Policy (scripts, styles and requests from this origin only; no inline
-//! script, no framing). The console talks only to the public admin API, with its session (`edge::session`). Who
+//! script, no framing). The console talks only to the public admin API, with its session (`edge::auth`). Who
 //! may call: anyone may load the files (they hold no data); every datum behind them needs a session.
 
 use crate::edge::error::ApiResult;
