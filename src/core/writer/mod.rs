@@ -547,7 +547,8 @@ impl Writer {
             (None, None) => false,
             _ => true,
         };
-        for id in new_identities.iter().chain(repoint) {
+        let repointed_only = repoint.iter().filter(|id| !new_identities.contains(id));
+        for id in new_identities.iter().chain(repointed_only) {
             self.index_write(id, &p.id, repoint, target, false, now);
         }
         let all_written = p.identities.iter().all(|id| new_identities.contains(id) || repoint.contains(id));
@@ -693,7 +694,8 @@ fn kv_expiration_for(expires_at: Option<Millis>, now: Millis) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::identity::{Identity, USER_ID};
+    use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+    use crate::core::model::profile::MergeRecord;
 
     const NOW: Millis = 1_795_344_600_000;
 
@@ -776,5 +778,84 @@ mod tests {
             handle(&mut w, Request::Handover { survivor: "p3".into() }, NOW).reply,
             Reply::Moved { to: "p2".into() }
         );
+    }
+
+    fn anonymous(id: &str, anon: &str) -> Profile {
+        let mut p = Profile::new(id.into(), NOW - 60_000);
+        p.identities.push(Identity::new(ANONYMOUS_ID, anon));
+        p
+    }
+
+    /// Profile p1 (user u1) that absorbed p2 (anonymous a2), splittable.
+    fn merged() -> Profile {
+        let mut survivor = Profile::new("p1".into(), NOW - 60_000);
+        survivor.identities.push(Identity::new(USER_ID, "u1"));
+        survivor.identities.push(Identity::new(ANONYMOUS_ID, "a2"));
+        let absorbed = anonymous("p2", "a2");
+        survivor.merges.push(MergeRecord {
+            at: NOW - 1_000,
+            message_id: "m".into(),
+            absorbed_id: "p2".into(),
+            identities: vec![Identity::new(ANONYMOUS_ID, "a2")],
+            absorbed: Some(Box::new(absorbed)),
+            replaced_traits: Default::default(),
+            replaced_grants: Default::default(),
+            first_seen_before: NOW - 60_000,
+            last_seen_before: NOW - 60_000,
+        });
+        survivor
+    }
+
+    fn indexes(e: &Effects) -> Vec<&IndexWrite> {
+        e.effects.iter().filter_map(|x| if let Effect::KvIndex(w) = x { Some(w) } else { None }).collect()
+    }
+
+    #[test]
+    fn a_restore_moves_the_index_back_only_for_a_split_and_only_a_second_after_its_keys() {
+        let bytes = encode_profile(&anonymous("p2", "a2"));
+        let restore = |repoint, last_kv_write, now| {
+            let mut w = Writer::new(Stored { moved_to: Some("p1".into()), moved_at: Some(NOW), ..Stored::default() });
+            let e = handle(&mut w, Request::Restore { profile: bytes.clone(), last_kv_write, repoint }, now);
+            assert_eq!(e.reply, Reply::Restored { id: "p2".into() });
+            (indexes(&e).len(), w.stored.merge_pending.clone(), w.stored.snapshot_due)
+        };
+        // A refused merge never moved the entries: none is written, now or later.
+        assert_eq!(restore(false, NOW - 5_000, NOW), (0, None, None));
+        // A split moves them back: at once when its keys are a second old ...
+        let (written, pending, _) = restore(true, NOW - 1_000, NOW);
+        assert_eq!((written, pending), (1, None));
+        // ... else with the alarm, and the snapshot waits too.
+        let (written, pending, due) = restore(true, NOW - 999, NOW);
+        assert_eq!(written, 0);
+        assert_eq!(pending.map(|p| p.repoint), Some(vec![Identity::new(ANONYMOUS_ID, "a2")]));
+        assert_eq!(due, Some(NOW + 1));
+    }
+
+    #[test]
+    fn a_split_gives_the_profile_back_with_when_its_keys_were_written_and_drops_its_waiting_writes() {
+        let pending = Pending { repoint: vec![Identity::new(ANONYMOUS_ID, "a2")], absorbed: vec!["p2".into()] };
+        let mut w = Writer::new(Stored {
+            profile: Some(encode_profile_bounded(&merged())),
+            index_at: Some(NOW - 5_000),
+            index_due: Some(NOW + 400),
+            merge_pending: Some(pending),
+            ..Stored::default()
+        });
+        let e = handle(&mut w, Request::Split { absorbed: "p2".into() }, NOW);
+        assert_eq!(e.reply, Reply::Split { profiles: ["p1".into(), "p2".into()] });
+        let call = e.effects.iter().find_map(|x| match x {
+            Effect::Call { profile_id, request: Request::Restore { last_kv_write, repoint, .. }, required } => {
+                Some((profile_id.as_str(), *last_kv_write, *repoint, *required))
+            }
+            _ => None,
+        });
+        assert_eq!(
+            call,
+            Some(("p2", NOW - 600, true, true)),
+            "the absorbed keys were last written a second before due"
+        );
+        assert_eq!(w.stored.merge_pending, Some(Pending::default()), "nothing of p2 waits in p1 any more");
+        // With no audiences configured, no transition moves, and no index message goes.
+        assert!(!e.effects.iter().any(|x| matches!(x, Effect::Index(_))));
     }
 }
