@@ -858,4 +858,43 @@ mod tests {
         // With no audiences configured, no transition moves, and no index message goes.
         assert!(!e.effects.iter().any(|x| matches!(x, Effect::Index(_))));
     }
+
+    #[test]
+    fn a_due_kv_write_waits_a_second_after_the_last_one_as_it_happened() {
+        // Due now by the writer's plan, but the last write really happened 500 ms ago: both wait for it.
+        let mut w = holding(Some(NOW - 500));
+        w.stored.snapshot_due = Some(NOW);
+        w.stored.index_at = Some(NOW - 500);
+        w.stored.index_due = Some(NOW);
+        let e = w.handle(Action::Alarm, &Config::default(), NOW).expect("decodes");
+        assert!(indexes(&e).is_empty() && !e.effects.iter().any(|x| matches!(x, Effect::KvPut { .. })));
+        assert_eq!((w.stored.snapshot_due, w.stored.index_due), (Some(NOW + 500), Some(NOW + 500)));
+        // A second after it, they go.
+        let e = w.handle(Action::Alarm, &Config::default(), NOW + 500).expect("decodes");
+        assert_eq!(indexes(&e).len(), 1);
+        assert!(e.effects.iter().any(|x| matches!(x, Effect::KvPut { .. })));
+        assert_eq!((w.stored.snapshot_due, w.stored.index_due), (None, None));
+    }
+
+    #[test]
+    fn index_entries_are_rewritten_only_when_their_expiration_must_change() {
+        let config = Config::default();
+        // A known profile whose entries carry no expiration: nothing to rewrite.
+        let mut w = holding(None);
+        let mut p = w.profile().expect("decodes").expect("a profile");
+        w.store(&config, &p, &[], &[], NOW);
+        assert_eq!((w.stored.index_due, w.stored.kv_expiration), (None, None));
+        // An anonymous one whose entries expire a day after it does: nothing to rewrite either.
+        let mut anon = anonymous("p2", "a2");
+        anon.last_seen = NOW;
+        let target = kv_expiration_for(anon.expires_at(config.retention_anonymous_days), NOW);
+        let mut w = Writer::new(Stored { kv_expiration: target, ..Stored::default() });
+        w.store(&config, &anon, &[], &[], NOW);
+        assert_eq!((w.stored.index_due, w.stored.kv_expiration), (None, target));
+        // The known profile's entries, written with an expiration while it was anonymous, are rewritten.
+        let mut w = Writer::new(Stored { kv_expiration: target, index_at: Some(NOW - 5_000), ..Stored::default() });
+        p.last_seen = NOW;
+        w.store(&config, &p, &[], &[], NOW);
+        assert_eq!(w.stored.index_due, Some(NOW));
+    }
 }
