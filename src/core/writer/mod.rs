@@ -891,6 +891,13 @@ mod tests {
         let mut w = Writer::new(Stored { kv_expiration: target, ..Stored::default() });
         w.store(&config, &anon, &[], &[], NOW);
         assert_eq!((w.stored.index_due, w.stored.kv_expiration), (None, target));
+        // When the profile's own expiry catches up with its entries' (less than KV's shortest TTL ahead), they are.
+        let at = anon.expires_at(config.retention_anonymous_days).expect("anonymous") / 1000;
+        for (written, rewritten) in [(at + 59, true), (at + 60, false)] {
+            let mut w = Writer::new(Stored { kv_expiration: Some(written as u64), ..Stored::default() });
+            w.store(&config, &anon, &[], &[], NOW);
+            assert_eq!(w.stored.index_due.is_some(), rewritten, "entries expiring at {written}, profile at {at}");
+        }
         // The known profile's entries, written with an expiration while it was anonymous, are rewritten.
         let mut w = Writer::new(Stored { kv_expiration: target, index_at: Some(NOW - 5_000), ..Stored::default() });
         p.last_seen = NOW;
