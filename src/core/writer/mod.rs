@@ -628,8 +628,9 @@ impl Writer {
     fn store_journeys(&mut self, p: &Profile, now: Millis) {
         self.put_profile(p);
         if self.stored.snapshot_due.is_none() {
+            // A second from now, which is never sooner than a second after the last snapshot.
             let last = self.stored.snapshot_at.unwrap_or(0);
-            self.put_time(Key::SnapshotDue, (last + KV_INTERVAL_MS).max(now + KV_INTERVAL_MS));
+            self.put_time(Key::SnapshotDue, last.max(now) + KV_INTERVAL_MS);
         }
     }
 
@@ -903,5 +904,51 @@ mod tests {
         p.last_seen = NOW;
         w.store(&config, &p, &[], &[], NOW);
         assert_eq!(w.stored.index_due, Some(NOW));
+    }
+
+    #[test]
+    fn what_waits_for_kv_waits_exactly_a_second_after_the_last_write() {
+        let config = Config::default();
+        let mut w = holding(Some(NOW - 300));
+        let p = w.profile().expect("decodes").expect("a profile");
+        w.store(&config, &p, &[], &[], NOW);
+        assert_eq!(w.stored.snapshot_due, Some(NOW + 700), "a second after the last snapshot");
+        // A claim's or a settlement's snapshot waits a second from now (the journeys' part alone changed).
+        let mut w = holding(Some(NOW - 300));
+        w.store_journeys(&p, NOW);
+        assert_eq!(w.stored.snapshot_due, Some(NOW + 1_000));
+        // Index entries due for a new expiration: a second after this object's last index write.
+        let mut anon = anonymous("p2", "a2");
+        anon.last_seen = NOW;
+        let mut w = Writer::new(Stored { index_at: Some(NOW - 300), ..Stored::default() });
+        w.store(&config, &anon, &[], &[], NOW);
+        assert_eq!(w.stored.index_due, Some(NOW + 700));
+    }
+
+    #[test]
+    fn new_entries_carry_the_new_expiration_at_once_and_old_ones_get_it_with_the_alarm() {
+        let config = Config::default();
+        let mut anon = anonymous("p2", "a2");
+        anon.last_seen = NOW;
+        let target = kv_expiration_for(anon.expires_at(config.retention_anonymous_days), NOW);
+        // Every entry is new: written with the expiration, nothing left for the alarm.
+        let mut w = Writer::default();
+        w.store(&config, &anon, &anon.identities.clone(), &[], NOW);
+        assert_eq!((w.stored.kv_expiration, w.stored.index_due), (target, None));
+        // One entry is old: the alarm rewrites them all, a second after the new one was written.
+        let mut second = anon.clone();
+        second.identities.push(Identity::new(ANONYMOUS_ID, "a3"));
+        let mut w = Writer::default();
+        w.store(&config, &second, &[Identity::new(ANONYMOUS_ID, "a3")], &[], NOW);
+        assert_eq!(w.stored.kv_expiration, None);
+        assert_eq!(w.stored.index_due, Some(NOW + 1_000));
+        // Nothing to renew: a known profile's entries carry none, and none is deleted.
+        let mut w = holding(None);
+        let p = w.profile().expect("decodes").expect("a profile");
+        let e = {
+            w.store(&config, &p, &p.identities.clone(), &[], NOW);
+            std::mem::take(&mut w.out)
+        };
+        assert!(!e.contains(&Effect::Delete(Key::KvExpiration)) && w.stored.index_due.is_none());
     }
 }
