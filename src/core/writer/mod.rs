@@ -951,4 +951,12 @@ mod tests {
         };
         assert!(!e.contains(&Effect::Delete(Key::KvExpiration)) && w.stored.index_due.is_none());
     }
+
+    #[test]
+    fn kv_copies_expire_a_day_after_the_profile_and_never_sooner_than_kv_allows() {
+        let at = NOW + 30 * 24 * 3_600_000;
+        assert_eq!(kv_expiration_for(Some(at), NOW), Some((at / 1000 + 86_400) as u64));
+        assert_eq!(kv_expiration_for(Some(NOW - 2 * 86_400_000), NOW), Some((NOW / 1000 + 60) as u64));
+        assert_eq!(kv_expiration_for(None, NOW), None, "a known profile's copies do not expire");
+    }
 }
