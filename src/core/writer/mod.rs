@@ -818,6 +818,7 @@ mod tests {
             let mut w = Writer::new(Stored { moved_to: Some("p1".into()), moved_at: Some(NOW), ..Stored::default() });
             let e = handle(&mut w, Request::Restore { profile: bytes.clone(), last_kv_write, repoint }, now);
             assert_eq!(e.reply, Reply::Restored { id: "p2".into() });
+            assert!(!e.effects.iter().any(|x| matches!(x, Effect::Index(_))), "no audience moved: nothing to publish");
             (indexes(&e).len(), w.stored.merge_pending.clone(), w.stored.snapshot_due)
         };
         // A refused merge never moved the entries: none is written, now or later.
@@ -958,5 +959,32 @@ mod tests {
         assert_eq!(kv_expiration_for(Some(at), NOW), Some((at / 1000 + 86_400) as u64));
         assert_eq!(kv_expiration_for(Some(NOW - 2 * 86_400_000), NOW), Some((NOW / 1000 + 60) as u64));
         assert_eq!(kv_expiration_for(None, NOW), None, "a known profile's copies do not expire");
+    }
+
+    #[test]
+    fn a_tombstone_or_a_fresh_erasure_asks_for_no_handover() {
+        let link = Link {
+            because: Identity::new(USER_ID, "u1"),
+            linked: Identity::new(ANONYMOUS_ID, "a9"),
+            profile_id: "p9".into(),
+            message_id: "m".into(),
+        };
+        let request = ApplyRequest { profile_id: "p1".into(), links: vec![link.clone()], ..ApplyRequest::default() };
+        assert_eq!(Writer::default().handovers(&request, NOW), Ok(vec![link]), "a new profile takes the link");
+        let mut tombstone = Writer::new(Stored { moved_to: Some("p2".into()), ..Stored::default() });
+        assert_eq!(tombstone.handovers(&request, NOW), Ok(vec![]));
+        let mut erased = Writer::new(Stored { erased_at: Some(NOW - 10), ..Stored::default() });
+        assert_eq!(erased.handovers(&request, NOW), Ok(vec![]));
+    }
+
+    #[test]
+    fn an_anonymous_profile_wakes_when_its_retention_ends() {
+        let config = Config::default();
+        let mut anon = anonymous("p2", "a2");
+        anon.last_seen = NOW;
+        let mut w = Writer::new(Stored { profile: Some(encode_profile_bounded(&anon)), ..Stored::default() });
+        let retention = i64::from(config.retention_anonymous_days) * crate::core::base::time::DAY;
+        assert_eq!(w.next_wake(&config), Ok(Some(NOW + retention)));
+        assert_eq!(holding(None).next_wake(&config), Ok(None), "a known profile with nothing due sleeps");
     }
 }
