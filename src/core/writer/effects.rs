@@ -117,6 +117,14 @@ pub enum Action {
     Alarm,
 }
 
+impl Action {
+    /// Whether deciding the action reads the configuration: reads, handovers and forgetting never do (nor does
+    /// the alarm's instant after them), so the object need not load it for them, a KV read each.
+    pub fn needs_config(&self) -> bool {
+        !matches!(self, Action::Request(Request::Read | Request::Locate | Request::Handover { .. } | Request::Forget))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -987,4 +987,18 @@ mod tests {
         assert_eq!(w.next_wake(&config), Ok(Some(NOW + retention)));
         assert_eq!(holding(None).next_wake(&config), Ok(None), "a known profile with nothing due sleeps");
     }
+
+    #[test]
+    fn reads_handovers_and_forgetting_decide_without_the_configuration() {
+        let needs = |r: Request| Action::Request(r).needs_config();
+        assert!(!needs(Request::Read) && !needs(Request::Locate) && !needs(Request::Forget));
+        assert!(!needs(Request::Handover { survivor: "p2".into() }));
+        assert!(needs(Request::Erase) && needs(Request::Reevaluate) && Action::Alarm.needs_config());
+        // What they decide is the same under any configuration: a handover's alarm is the tombstone's day.
+        let mut w = holding(Some(NOW - 300));
+        let mut strict = Config::default();
+        strict.retention_anonymous_days = 1;
+        let e = w.handle(Action::Request(Request::Handover { survivor: "p2".into() }), &strict, NOW);
+        assert_eq!(e.expect("decodes").alarm, Some(Some(NOW + TOMBSTONE_MS)));
+    }
 }

@@ -117,8 +117,12 @@ async fn handovers(
 
 /// Lets the writer decide, carries out what it decided in order, and sets the alarm.
 async fn run(storage: &Storage, env: &Env, writer: &mut Writer, action: Action, seen: Option<u64>) -> Result<Reply> {
-    let config =
-        kv::config_seen(env, seen).await.map(|(_, c)| c).map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+    // Reads and handovers decide without the configuration: not loading it saves them a KV read.
+    let config = if action.needs_config() {
+        kv::config_seen(env, seen).await.map(|(_, c)| c).map_err(|e| worker::Error::RustError(format!("{e:?}")))?
+    } else {
+        std::rc::Rc::new(crate::core::rules::Config::default())
+    };
     let Effects { effects, reply, alarm } = writer.handle(action, &config, now()).map_err(failure)?;
     for effect in effects {
         carry_out(storage, env, effect).await?;
