@@ -996,8 +996,7 @@ mod tests {
         assert!(needs(Request::Erase) && needs(Request::Reevaluate) && Action::Alarm.needs_config());
         // What they decide is the same under any configuration: a handover's alarm is the tombstone's day.
         let mut w = holding(Some(NOW - 300));
-        let mut strict = Config::default();
-        strict.retention_anonymous_days = 1;
+        let strict = Config { retention_anonymous_days: 1, ..Config::default() };
         let e = w.handle(Action::Request(Request::Handover { survivor: "p2".into() }), &strict, NOW);
         assert_eq!(e.expect("decodes").alarm, Some(Some(NOW + TOMBSTONE_MS)));
     }
