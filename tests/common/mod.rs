@@ -102,16 +102,7 @@ impl World {
             other => Action::Request(other),
         };
         let effects = writer.handle(action, config, now).expect("stored state decodes");
-        if std::env::var_os("EDGECDP_TRACE").is_some() {
-            eprintln!(
-                "ask {now} {id}: {:?}",
-                effects
-                    .effects
-                    .iter()
-                    .map(|e| format!("{e:?}").chars().take(60).collect::<String>())
-                    .collect::<Vec<_>>()
-            );
-        }
+        trace("ask", id, &effects, now);
         let final_profile = writer.stored().profile.clone();
         self.carry_out(config, id, effects, final_profile.as_deref(), now)
     }
@@ -122,16 +113,7 @@ impl World {
         let storage = self.objects.get(id).cloned().unwrap_or_default();
         let mut writer = Writer::new(Stored::load(|k| storage.get(&k).cloned()));
         let effects = writer.handle(Action::Alarm, config, now).expect("stored state decodes");
-        if std::env::var_os("EDGECDP_TRACE").is_some() {
-            eprintln!(
-                "alarm {now} {id}: {:?}",
-                effects
-                    .effects
-                    .iter()
-                    .map(|e| format!("{e:?}").chars().take(60).collect::<String>())
-                    .collect::<Vec<_>>()
-            );
-        }
+        trace("alarm", id, &effects, now);
         let final_profile = writer.stored().profile.clone();
         self.carry_out(config, id, effects, final_profile.as_deref(), now);
     }
@@ -376,6 +358,14 @@ impl World {
 
 /// Alarms fired in one run at most: a runaway schedule fails the case instead of hanging it.
 pub const MAX_ALARMS: usize = 20_000;
+
+/// With `EDGECDP_TRACE` set, prints what an object decided (each effect shortened), to debug a failing sequence.
+fn trace(what: &str, id: &str, effects: &Effects, now: Millis) {
+    if std::env::var_os("EDGECDP_TRACE").is_some() {
+        let shown: Vec<String> = effects.effects.iter().map(|e| format!("{e:?}").chars().take(60).collect()).collect();
+        eprintln!("{what} {now} {id}: {shown:?}");
+    }
+}
 
 /// Plays the events in order, one request each (`World::write_line`), all at `now`, and answers every profile
 /// stored.
