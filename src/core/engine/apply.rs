@@ -5,9 +5,7 @@ use crate::core::base::value::Value;
 use crate::core::model::consent::{Permitted, RequestSignals};
 use crate::core::model::contact::ProvenBy;
 use crate::core::model::event::{Event, EventKind};
-use crate::core::model::identity::{
-    hash_identifier, normalize_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID,
-};
+use crate::core::model::identity::{hash_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID};
 use crate::core::model::profile::{
     budget, Profile, TraitEntry, MAX_ORDER_AMOUNT, MAX_SEEN_MESSAGE_IDS, ORDER_EVENT, SESSION_GAP,
     UNVERIFIED_BROWSER_CLAIM,
@@ -103,14 +101,7 @@ impl Profile {
         // Other identifiers: the e-mail and phone traits of an identify, and the types the configuration names
         // (a loyalty number, a CRM id) from the identify's traits or from `context.externalIds`. Each is
         // normalized, or hashed when the configuration keeps that trait hashed, so it matches the stored trait.
-        let stored_form = |kind: &str, v: &str| {
-            let value = if config.hash_traits.iter().any(|t| t == kind) {
-                hash_identifier(kind, v)
-            } else {
-                normalize_identifier(kind, v)
-            };
-            Identity { kind: kind.to_string(), value }
-        };
+        let stored_form = |kind: &str, v: &str| config.stored_identity(kind, v);
         let custom =
             |kind: &str| kind != ANONYMOUS_ID && kind != USER_ID && config.identity.identifiers.contains_key(kind);
         if let EventKind::Identify { traits } = &event.kind {
@@ -152,7 +143,11 @@ impl Profile {
             }
         }
         if let Some(prefs) = &event.consent {
-            self.consent.record(&config.consent, prefs, event.timestamp, "event");
+            if event.imported {
+                self.consent.record_basis(&config.consent, prefs, event.timestamp);
+            } else {
+                self.consent.record(&config.consent, prefs, event.timestamp, "event");
+            }
         }
         if let EventKind::Identify { traits } = &event.kind {
             for (k, v) in traits {
@@ -187,7 +182,10 @@ impl Profile {
         }
         self.first_seen = self.first_seen.min(event.timestamp);
         self.last_seen = self.last_seen.max(event.timestamp);
-        self.shown.convert(&event, config);
+        // History converts no experiment: nobody was shown anything for it.
+        if !event.imported {
+            self.shown.convert(&event, config);
+        }
         self.remember(&event);
         (Applied::Stored, added)
     }
@@ -299,12 +297,14 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
     for event in req.events {
         let at = event.timestamp;
         let message_id = event.message_id.clone();
-        match crate::core::model::consent::permit_collection(
-            policy,
-            profile.as_ref().map(|p| &p.consent),
-            event,
-            &req.signals,
-        ) {
+        let stored = profile.as_ref().map(|p| &p.consent);
+        let imported = event.imported;
+        let permitted = if imported {
+            crate::core::model::consent::permit_import(policy, stored, event)
+        } else {
+            crate::core::model::consent::permit_collection(policy, stored, event, &req.signals)
+        };
+        match permitted {
             Ok(permitted) => {
                 let p = profile.get_or_insert_with(|| Profile::new(req.profile_id.clone(), permitted.get().timestamp));
                 let happened = (!config.journeys.is_empty()).then(|| {
@@ -330,7 +330,11 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
             Err(refused) => {
                 out.refused += 1;
                 if let (Some(p), Some(prefs)) = (profile.as_mut(), refused.consent.as_ref()) {
-                    out.changed |= p.consent.record(policy, prefs, refused.timestamp, "event");
+                    out.changed |= if imported {
+                        p.consent.record_basis(policy, prefs, refused.timestamp)
+                    } else {
+                        p.consent.record(policy, prefs, refused.timestamp, "event")
+                    };
                 }
             }
         }

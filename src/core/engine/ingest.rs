@@ -75,7 +75,7 @@ impl Batch {
             if junk_user {
                 event.user_id = None;
             }
-            if event.anonymous_id.is_none() && event.user_id.is_none() {
+            if event.anonymous_id.is_none() && event.user_id.is_none() && event.routing.is_none() {
                 let field = if junk_user { "userId" } else { "anonymousId" };
                 let message = format!("{field} is on the identity blocklist and no other id was sent");
                 batch.rejected.push(Rejection {

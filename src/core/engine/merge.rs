@@ -336,6 +336,9 @@ pub fn identities_to_resolve(events: &[Event]) -> BTreeSet<Identity> {
             out.insert(Identity::new(USER_ID, previous_id));
             out.insert(Identity::new(ANONYMOUS_ID, previous_id));
         }
+        if let (None, None, Some(r)) = (&e.anonymous_id, &e.user_id, &e.routing) {
+            out.insert(r.clone());
+        }
     }
     out
 }
@@ -358,7 +361,8 @@ pub fn plan(
     for event in events {
         let anonymous = event.anonymous_id.as_deref().map(|a| Identity::new(ANONYMOUS_ID, a));
         let user = event.user_id.as_deref().map(|u| Identity::new(USER_ID, u));
-        let Some(routing) = user.clone().or(anonymous.clone()) else { continue };
+        // An imported row with neither id goes where its e-mail or CRM id leads (`Event::routing`).
+        let Some(routing) = user.clone().or(anonymous.clone()).or(event.routing.clone()) else { continue };
         let pid = resolved.get(&routing).cloned().unwrap_or_else(|| routing.profile_id(ids));
         let mut links = Vec::new();
         if let Some(u) = &user {

@@ -93,6 +93,13 @@ pub fn refresh(config: &Config, profile: &mut Profile, now: Millis) -> (Vec<Tran
     (transitions, store)
 }
 
+/// The transitions journeys see: all of them for a live write; for an import, only those within the journeys'
+/// horizon (`journeys::MAX_TRIGGER_AGE`), so that a customer who entered an audience last year through imported
+/// history starts no journey now. The audience index gets them all, at their historical times.
+pub fn recent_for_journeys(transitions: &[Transition], imported: bool, now: Millis) -> Vec<Transition> {
+    transitions.iter().filter(|t| !imported || t.at >= now - journeys::MAX_TRIGGER_AGE).cloned().collect()
+}
+
 /// Links, then applies: see the module's contract.
 pub fn write(
     current: Option<Profile>,
@@ -109,6 +116,15 @@ pub fn write(
     };
     // What an evaluation changes besides transitions: the definitions evaluated and the next change by time.
     let audiences_before = current.as_ref().map(|p| (p.audiences.digest, p.audiences.due));
+    // An import's history (`Event::imported`): its audience changes are at the newest imported time, then time
+    // catches up to now at each exact instant; journeys see only what falls within their horizon.
+    let newest_imported = request
+        .events
+        .iter()
+        .all(|e| e.imported)
+        .then(|| request.events.iter().map(|e| e.timestamp).max())
+        .flatten()
+        .map(|t| t.min(now));
     let linked = link(current, fetched, &request, config, now);
     let merged = linked.absorbed_ids.len();
     let changed_by_link = merged > 0 || !linked.admitted.is_empty();
@@ -116,9 +132,14 @@ pub fn write(
     let (mut profile, outcome) = apply_events(linked.profile, request, config);
     let mut journeys_changed = false;
     if let Some(p) = profile.as_mut() {
-        transitions.extend(track(config, p, now, if merged > 0 { Cause::Merge } else { Cause::Event }));
+        let cause = if merged > 0 { Cause::Merge } else { Cause::Event };
+        transitions.extend(track(config, p, newest_imported.unwrap_or(now), cause));
+        if newest_imported.is_some() {
+            transitions.extend(catch_up(config, p, now));
+        }
         journeys_changed |= note_location(p, signals.utc_offset_minutes, signals.country.as_deref());
-        let moved = journeys::on_write(config, p, &outcome.happened, &transitions, now);
+        let current = recent_for_journeys(&transitions, newest_imported.is_some(), now);
+        let moved = journeys::on_write(config, p, &outcome.happened, &current, now);
         journeys_changed |= moved.changed() || current_journeys(Some(p)) != journeys_before;
         transitions.extend(after_traits_set(config, p, moved, now));
     }

@@ -178,6 +178,18 @@ impl ConsentState {
         changed
     }
 
+    /// Records what an import declares (`permit_import`): a refusal like any other, but a grant only for a
+    /// purpose the person has recorded nothing for, so that an import never overrides a choice they made.
+    pub fn record_basis(&mut self, policy: &ConsentPolicy, prefs: &BTreeMap<String, bool>, at: Millis) -> bool {
+        let mut changed = false;
+        for (purpose, granted) in policy.preferences(prefs).iter() {
+            if !granted || !self.grants.contains_key(&purpose) {
+                changed |= self.set(purpose, granted, at, "import");
+            }
+        }
+        changed
+    }
+
     /// Records one purpose's decision if it is newer than, and differs from, what was recorded.
     pub fn set(&mut self, purpose: Purpose, granted: bool, at: Millis, source: &str) -> bool {
         let newer = self.grants.get(&purpose).is_none_or(|g| g.at <= at);
@@ -305,6 +317,22 @@ pub fn permit_collection(
     } else {
         Err(Box::new(event))
     }
+}
+
+/// The collection check for an imported event (`Event::imported`): a refusal of analytics the person recorded
+/// stands whatever the import declares; otherwise the import's declared basis (its `consent`) counts as if sent,
+/// with no request signals (the person is not here), under the model where they were last seen (unknown: the
+/// default model). Under opt-in, an import with no basis for a person with no recorded grant stores nothing.
+pub fn permit_import(
+    policy: &ConsentPolicy,
+    stored: Option<&ConsentState>,
+    event: Event,
+) -> Result<Permitted<Event>, Box<Event>> {
+    let refused = stored.is_some_and(|s| s.grants.get(&Purpose::Analytics).is_some_and(|g| !g.granted));
+    if refused {
+        return Err(Box::new(event));
+    }
+    permit_collection(policy, stored, event, &RequestSignals::default())
 }
 
 /// The one personalization check: may decisions use what is held about this visitor?

@@ -51,6 +51,13 @@ pub struct Event {
     pub proven_contacts: Vec<(String, String)>,
     /// From a browser source whose contact points the configuration believes (`contactProof: "off"`).
     pub believe_contacts: bool,
+    /// From an import file (`wire::imports`): history at its own time. Its consent is the import's declared
+    /// basis, which never overrides what the person recorded (`consent::permit_import`); it converts no
+    /// experiment, and journeys see it only within their horizon, like any old event.
+    pub imported: bool,
+    /// For an imported row with neither a user id nor an anonymous id: the identity (in its stored form, an
+    /// e-mail or a CRM id) that names its profile.
+    pub routing: Option<Identity>,
 }
 
 impl Event {
@@ -76,6 +83,8 @@ impl Event {
             proven_contacts: Vec::new(),
             believe_contacts: false,
             unproven: Vec::new(),
+            imported: false,
+            routing: None,
         }
     }
 

@@ -117,6 +117,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// An identifier in the form profiles and the index hold it: hashed where the configuration keeps that trait
+    /// hashed (`hash_traits`), else normalized (an e-mail in lower case).
+    pub fn stored_identity(&self, kind: &str, value: &str) -> crate::core::model::identity::Identity {
+        use crate::core::model::identity::{hash_identifier, normalize_identifier, Identity};
+        let value = if self.hash_traits.iter().any(|t| t == kind) {
+            hash_identifier(kind, value)
+        } else {
+            normalize_identifier(kind, value)
+        };
+        Identity { kind: kind.to_string(), value }
+    }
+
     /// The experiment with this id, wherever its block is.
     pub fn experiment(&self, id: &str) -> Option<&Experiment> {
         self.slots.values().flat_map(|s| &s.blocks).filter_map(|b| b.experiment.as_ref()).find(|e| e.id == id)

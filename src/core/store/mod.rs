@@ -47,8 +47,11 @@ pub const APPLY_V3: u8 = 3;
 /// Version 4: the request's signals carry the visitor's offset from UTC (journeys' local time). No longer read.
 pub const APPLY_V4: u8 = 4;
 /// Version 5: each event carries the contact points its identity token proved and whether its source's contact
-/// points are believed (`model::contact`).
+/// points are believed (`model::contact`). No longer read.
 pub const APPLY_V5: u8 = 5;
+/// Version 6: each event says whether it was imported, and the identity that routes an imported row that has
+/// neither a user id nor an anonymous id (`wire::imports`).
+pub const APPLY_V6: u8 = 6;
 /// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
 /// No longer read.
 pub const RULES_V1: u8 = 1;
@@ -344,11 +347,11 @@ mod v1 {
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
-    encode(APPLY_V5, r)
+    encode(APPLY_V6, r)
 }
 
 pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
-    decode(APPLY_V5, bytes)
+    decode(APPLY_V6, bytes)
 }
 
 pub fn encode_apply_answer(a: &ApplyAnswer) -> Vec<u8> {

@@ -78,6 +78,8 @@ struct Envelope {
     sent_at: Option<Millis>,
     /// The batch's `context`, always an object.
     context: Option<serde_json::Value>,
+    /// A line of an import file: history, whose time must be given and is never moved.
+    historical: bool,
 }
 
 /// Parses `POST /v1/batch`. `received` is when the edge received the request.
@@ -240,12 +242,20 @@ fn parse_raw_event(
     let of_call = |cx: &Ctx, field: Option<&serde_json::Value>| call_type(cx, forced, field);
     let fields = check_fields(&cx, &value, of_call, envelope.context.as_ref())?;
     let external_ids = external_ids(&cx, value.get("context"))?;
+    let external_ids_of = external_ids.clone();
 
     let sent_at = fields.sent_at.or(envelope.sent_at);
     // Storage has a range too: a profile's retention alarm is set from its last event, and the runtime refuses
     // alarms centuries away. A time more than a day ahead even after the sentAt correction is a clock that cannot
     // be corrected (or a made-up one): the event counts at the time it was received, as one without a timestamp.
     // Before 1970 is no time any event happened, and is refused.
+    if envelope.historical {
+        return historical_event(cx, fields, text, received).map(|mut e| {
+            e.external_ids = external_ids_of;
+            e.identity_token = None;
+            e
+        });
+    }
     let mut timestamp = corrected_time(fields.timestamp, sent_at, received);
     if timestamp > received.saturating_add(MAX_FUTURE_MS) {
         timestamp = received;
@@ -259,14 +269,7 @@ fn parse_raw_event(
     };
     let object =
         fields.object.and_then(|o| o.as_object()).map(crate::core::base::value::map_from_json).unwrap_or_default();
-    let kind = match fields.call {
-        CallFields::Track { event } => EventKind::Track { event, properties: object },
-        CallFields::Page { name } => EventKind::Page { name, properties: object },
-        CallFields::Screen { name } => EventKind::Screen { name, properties: object },
-        CallFields::Identify => EventKind::Identify { traits: object },
-        CallFields::Alias { previous_id } => EventKind::Alias { previous_id },
-        CallFields::Group { group_id } => EventKind::Group { group_id, traits: object },
-    };
+    let kind = kind_of(fields.call, object);
     Ok(Event {
         message_id,
         anonymous_id: fields.anonymous_id,
@@ -281,7 +284,20 @@ fn parse_raw_event(
         unproven: Vec::new(),
         proven_contacts: Vec::new(),
         believe_contacts: false,
+        imported: false,
+        routing: None,
     })
+}
+
+fn kind_of(call: CallFields, object: std::collections::BTreeMap<String, crate::core::base::value::Value>) -> EventKind {
+    match call {
+        CallFields::Track { event } => EventKind::Track { event, properties: object },
+        CallFields::Page { name } => EventKind::Page { name, properties: object },
+        CallFields::Screen { name } => EventKind::Screen { name, properties: object },
+        CallFields::Identify => EventKind::Identify { traits: object },
+        CallFields::Alias { previous_id } => EventKind::Alias { previous_id },
+        CallFields::Group { group_id } => EventKind::Group { group_id, traits: object },
+    }
 }
 
 /// `context.identityToken`, as sent. A value that is not a string is kept as an empty token, which fails the
@@ -493,6 +509,54 @@ fn corrected_time(timestamp: Option<Millis>, sent_at: Option<Millis>, received: 
 /// An event without a `messageId` gets one derived from its bytes, its place in the batch and the client's own
 /// time (`timestamp`, else `sentAt`, else the receive time). A client that re-sends the same body therefore
 /// counts once, two identical events in one batch count twice, and the core needs no random numbers.
+/// Parses one line of an NDJSON import file: a Segment event with its own `type` and its historical
+/// `timestamp`, which must be given and is kept as it is (no clock-skew correction applies to history). A time
+/// more than a day after `received` (a year 2190) is refused, not moved to now. Without a `messageId` the id is
+/// derived from the line's content alone, so the same line imported again is the same event. Rejections name
+/// the field by its JSON path within the line.
+#[cfg(feature = "batch")]
+pub fn parse_import_line(text: &str, received: Millis) -> Result<Event, Rejection> {
+    let envelope = Envelope { historical: true, ..Envelope::default() };
+    let mut event = parse_raw_event(text, 0, "", None, &envelope, received)?;
+    event.imported = true;
+    Ok(event)
+}
+
+/// The event of an import line (see `parse_import_line`).
+fn historical_event(
+    cx: Ctx,
+    fields: Fields<&serde_json::Value>,
+    text: &str,
+    received: Millis,
+) -> Result<Event, Rejection> {
+    let timestamp = fields.timestamp.ok_or_else(|| {
+        cx.reject("missing_timestamp", "timestamp", "an imported event needs its own timestamp (ISO 8601)")
+    })?;
+    if timestamp < 0 || timestamp > received.saturating_add(MAX_FUTURE_MS) {
+        return Err(cx.reject(
+            "timestamp_out_of_range",
+            "timestamp",
+            "timestamp must be between 1970 and a day from now: history cannot happen in the future",
+        ));
+    }
+    let message_id = fields.message_id.unwrap_or_else(|| imported_message_id(text.as_bytes()));
+    let object =
+        fields.object.and_then(|o| o.as_object()).map(crate::core::base::value::map_from_json).unwrap_or_default();
+    let mut event =
+        Event::new(message_id, fields.anonymous_id, fields.user_id, timestamp, kind_of(fields.call, object));
+    event.consent = fields.consent.map(consent_map);
+    event.page = fields.page;
+    Ok(event)
+}
+
+/// The id of an imported row that has no `messageId`: its content's digest, so importing it again (another
+/// upload of the file, a job resumed) finds the same id, and two identical rows are one event.
+pub fn imported_message_id(row: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(row);
+    ["imp-", &hex(&h.finalize()[..16])].concat()
+}
+
 fn generated_message_id(text: &str, index: usize, time: Millis) -> String {
     let mut h = Sha256::new();
     h.update(text.as_bytes());

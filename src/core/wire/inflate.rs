@@ -72,6 +72,9 @@ pub struct Inflater {
     ended: bool,
     out: Vec<u8>,
     block: Vec<u8>,
+    /// What `take` already handed out: its length and running CRC-32 (the limit and the gzip trailer count it).
+    taken: usize,
+    taken_crc: u32,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -95,6 +98,8 @@ impl Inflater {
             ended: false,
             out: Vec::new(),
             block: vec![0; BLOCK],
+            taken: 0,
+            taken_crc: 0,
         }
     }
 
@@ -117,7 +122,7 @@ impl Inflater {
         loop {
             let r = inflate(&mut self.state, &self.pending[used..], &mut self.block, MZFlush::None);
             used += r.bytes_consumed;
-            if self.out.len() + r.bytes_written > self.limit {
+            if self.taken + self.out.len() + r.bytes_written > self.limit {
                 return Err(InflateError::TooLarge);
             }
             self.out.extend_from_slice(&self.block[..r.bytes_written]);
@@ -138,7 +143,17 @@ impl Inflater {
         Ok(())
     }
 
-    /// The whole content, once the body has ended: refused when the compressed data stopped before its end, or
+    /// The content inflated since the last `take`, handed out so that a long body streams through in bounded
+    /// memory (an import file); the limit still counts all of it, and `finish` checks the gzip trailer against
+    /// all of it, returning only what was not taken yet.
+    pub fn take(&mut self) -> Vec<u8> {
+        let out = std::mem::take(&mut self.out);
+        self.taken_crc = crc32_update(self.taken_crc, &out);
+        self.taken += out.len();
+        out
+    }
+
+    /// The whole content (what `take` did not hand out), once the body has ended: refused when the compressed data stopped before its end, or
     /// has anything after it, or (gzip) its CRC-32 or length does not match what was inflated.
     pub fn finish(self) -> Result<Vec<u8>, InflateError> {
         if !self.ended {
@@ -159,7 +174,8 @@ impl Inflater {
                 }
                 let crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
                 let size = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
-                if crc != crc32(&self.out) || size != self.out.len() as u32 {
+                let total = self.taken + self.out.len();
+                if crc != crc32_update(self.taken_crc, &self.out) || size != total as u32 {
                     return Err(InflateError::Corrupt("the gzip checksum does not match the content"));
                 }
                 Ok(self.out)
@@ -207,7 +223,13 @@ fn gzip_header_len(b: &[u8]) -> Result<Option<usize>, InflateError> {
 }
 
 /// CRC-32 (ISO 3309, as gzip uses it), with a table made at compile time.
+#[cfg(test)]
 fn crc32(bytes: &[u8]) -> u32 {
+    crc32_update(0, bytes)
+}
+
+/// CRC-32 of the bytes before (whose CRC is `crc`) followed by `bytes`.
+fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;
@@ -223,7 +245,7 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
         table
     };
-    !bytes.iter().fold(!0u32, |c, &b| TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
+    !bytes.iter().fold(!crc, |c, &b| TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
 }
 
 #[cfg(test)]
@@ -246,6 +268,36 @@ mod tests {
             i.push(c)?;
         }
         i.finish()
+    }
+
+    #[test]
+    fn a_taken_stream_counts_the_limit_and_the_checksum_over_all_of_it() {
+        let content: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let body = gzip(&content, &[], 0);
+        let mut i = Inflater::new(Coding::Gzip, content.len());
+        let mut got = Vec::new();
+        for chunk in body.chunks(1000) {
+            i.push(chunk).unwrap();
+            let taken = i.take();
+            assert!(taken.len() <= 2 * BLOCK + 1000 * 1032, "bounded");
+            got.extend(taken);
+        }
+        got.extend(i.finish().unwrap());
+        assert_eq!(got, content);
+        // One byte less of limit is refused, however much was taken.
+        let mut i = Inflater::new(Coding::Gzip, content.len() - 1);
+        let refused = body.chunks(1000).map(|c| i.push(c).map(|()| i.take().len())).find(Result::is_err);
+        assert_eq!(refused, Some(Err(InflateError::TooLarge)));
+        // A flipped byte of content fails the trailer's check even when all of it was taken before.
+        let mut bad = gzip(&content, &[], 0);
+        let n = bad.len();
+        bad[n - 8] ^= 1;
+        let mut i = Inflater::new(Coding::Gzip, content.len());
+        for chunk in bad.chunks(1000) {
+            i.push(chunk).unwrap();
+            i.take();
+        }
+        assert!(matches!(i.finish(), Err(InflateError::Corrupt(_))));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod deliveries;
 pub mod events;
 pub mod fields;
+pub mod imports;
 pub mod impressions;
 pub mod inflate;
 pub mod journeys;

@@ -1,0 +1,1130 @@
+//! Import files (`POST /v1/imports`): the job's declaration, the `Splitter` that cuts a file into chunks at row
+//! boundaries as it streams past, and a chunk's rows as events (NDJSON of Segment events, or CSV rows through a
+//! column mapping), each bad row rejected with its line, code, path and message while the rows beside it go on.
+//!
+//! The edge owns the I/O: it feeds the upload to a `Splitter` (and to R2) a piece at a time, records the chunks
+//! it returns, and later reads each chunk back by range and hands its bytes to `parse_chunk`. Nothing here holds
+//! more than one chunk, and the splitter holds nothing of the file but the CSV header.
+
+use crate::core::base::time::{parse_iso8601, Millis};
+use crate::core::base::value::Value;
+use crate::core::model::consent::Purpose;
+use crate::core::model::event::{Event, EventKind};
+use crate::core::model::identity::{Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID};
+use crate::core::rules::Config;
+use crate::core::wire::events::{imported_message_id, parse_import_line};
+use crate::core::wire::{BodyError, MAX_FUTURE_MS, MAX_ID_CHARS, MAX_NAME_CHARS, MAX_STRING_BYTES};
+use serde_json::{json, Value as J};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// About how many bytes of rows one chunk holds (one queue message; its consumer reads the chunk by range). A
+/// chunk ends at the first row boundary past it.
+pub const CHUNK_BYTES: u64 = 256 * 1024;
+/// The longest row (a line of NDJSON, a CSV record): a longer one is rejected (`row_too_long`) by line number,
+/// and never read back.
+pub const MAX_ROW_BYTES: u64 = 64 * 1024;
+/// The most a file may hold once inflated: a gzip bomb stops here (413).
+pub const MAX_IMPORT_BYTES: usize = 2 << 30;
+/// The most columns a CSV file may map.
+pub const MAX_COLUMNS: usize = 256;
+/// Rejected rows kept per chunk with their line; all are counted.
+pub const MAX_REJECTS_KEPT: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Csv,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Ndjson => "ndjson",
+            Format::Csv => "csv",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Format> {
+        match s {
+            "ndjson" | "jsonl" => Some(Format::Ndjson),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+
+    /// The format a `Content-Type` names (its parameters ignored); `None` for any other type (a 415).
+    pub fn of_content_type(value: &str) -> Option<Format> {
+        let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "text/csv" => Some(Format::Csv),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+                Some(Format::Ndjson)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the rows are: profiles (CRM records: identities and traits, as of a time) or events (history).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Profiles,
+    Events,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Profiles => "profiles",
+            Kind::Events => "events",
+        }
+    }
+}
+
+/// Where a CSV column goes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    UserId,
+    AnonymousId,
+    MessageId,
+    Timestamp,
+    Event,
+    /// An identifier of this type (`email`, `phone`, or one `identity.identifiers` configures).
+    Identity(String),
+    Trait(String),
+    Property(String),
+    Consent(Purpose),
+    Ignore,
+}
+
+impl Target {
+    fn parse(s: &str, kind: Kind, config: &Config) -> Result<Target, String> {
+        let known_id = |t: &str| {
+            t == EMAIL
+                || t == PHONE
+                || (config.identity.identifiers.contains_key(t) && t != USER_ID && t != ANONYMOUS_ID)
+        };
+        let target = match s.split_once('.') {
+            None => match s {
+                "userId" => Target::UserId,
+                "anonymousId" => Target::AnonymousId,
+                "messageId" => Target::MessageId,
+                "timestamp" => Target::Timestamp,
+                "event" => Target::Event,
+                "ignore" => Target::Ignore,
+                _ => return Err(format!("{s:?} is not a target: use userId, anonymousId, messageId, timestamp, event, identities.<type>, traits.<name>, properties.<name>, consent.<purpose> or ignore")),
+            },
+            Some(("identities", t)) if known_id(t) => Target::Identity(t.to_string()),
+            Some(("identities", t)) => {
+                return Err(format!("identity type {t:?} is neither email, phone nor one of identity.identifiers"))
+            }
+            Some(("traits", n)) if !n.is_empty() => Target::Trait(n.to_string()),
+            Some(("properties", n)) if !n.is_empty() => Target::Property(n.to_string()),
+            Some(("consent", p)) => match Purpose::parse(p).filter(|p| Purpose::OPTIONAL.contains(p)) {
+                Some(p) => Target::Consent(p),
+                None => return Err(format!("{p:?} is not a consent purpose")),
+            },
+            _ => return Err(format!("{s:?} is not a target")),
+        };
+        match (&target, kind) {
+            (Target::Trait(_), Kind::Events) => {
+                Err("traits are set by profile rows: import them with kind profiles".into())
+            }
+            (Target::Property(_) | Target::Event, Kind::Profiles) => {
+                Err("event fields belong to event rows: import them with kind events".into())
+            }
+            _ => Ok(target),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Target::UserId => "userId".into(),
+            Target::AnonymousId => "anonymousId".into(),
+            Target::MessageId => "messageId".into(),
+            Target::Timestamp => "timestamp".into(),
+            Target::Event => "event".into(),
+            Target::Identity(t) => format!("identities.{t}"),
+            Target::Trait(n) => format!("traits.{n}"),
+            Target::Property(n) => format!("properties.{n}"),
+            Target::Consent(p) => format!("consent.{}", p.name()),
+            Target::Ignore => "ignore".into(),
+        }
+    }
+}
+
+/// The legal basis an import declares for its people's data (GDPR art. 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Basis {
+    Consent,
+    Contract,
+    LegitimateInterest,
+}
+
+impl Basis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Consent => "consent",
+            Basis::Contract => "contract",
+            Basis::LegitimateInterest => "legitimate_interest",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Basis> {
+        Some(match s {
+            "consent" => Basis::Consent,
+            "contract" => Basis::Contract,
+            "legitimate_interest" => Basis::LegitimateInterest,
+            _ => return None,
+        })
+    }
+}
+
+/// A job's declaration: what the file is and what it carries, checked against the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Declaration {
+    pub format: Format,
+    pub kind: Kind,
+    /// Column name → target, CSV only.
+    pub mapping: Vec<(String, Target)>,
+    /// Purposes the file's people granted (`consent`), under `basis`; a row's own consent columns win.
+    pub consent: Vec<Purpose>,
+    pub basis: Option<Basis>,
+    /// When profile rows without a timestamp column are true (default: when the job was made).
+    pub as_of: Option<Millis>,
+    /// A file already in R2, instead of an upload.
+    pub object: Option<String>,
+}
+
+fn shape(path: &str, message: impl Into<String>) -> BodyError {
+    BodyError::Shape { path: path.into(), message: message.into() }
+}
+
+impl Declaration {
+    /// An upload's declaration: its `Content-Type` says the format, the query the rest (`kind`, `mapping` as
+    /// JSON, `consent` as purposes separated by commas, `basis`, `asOf`).
+    pub fn of_upload(
+        content_type: Option<&str>,
+        query: &[(String, String)],
+        config: &Config,
+        now: Millis,
+    ) -> Result<Declaration, BodyError> {
+        let format = content_type.and_then(Format::of_content_type).ok_or_else(|| {
+            shape(
+                "Content-Type",
+                "send the file as text/csv or application/x-ndjson (gzip allowed as Content-Encoding)",
+            )
+        })?;
+        let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let mapping = match get("mapping") {
+            None => None,
+            Some(m) => {
+                Some(serde_json::from_str::<J>(m).map_err(|e| shape("mapping", format!("mapping is not JSON: {e}")))?)
+            }
+        };
+        let consent: Vec<J> = get("consent")
+            .map(|c| c.split(',').filter(|p| !p.trim().is_empty()).map(|p| json!(p.trim())).collect())
+            .unwrap_or_default();
+        let fields = json!({"kind": get("kind"), "mapping": mapping, "consent": consent, "basis": get("basis"), "asOf": get("asOf")});
+        Declaration::of_fields(format, &fields, None, config, now)
+    }
+
+    /// A declaration naming a file already in R2: a JSON object with `object` and `format` besides the rest.
+    pub fn of_json(body: &[u8], config: &Config, now: Millis) -> Result<Declaration, BodyError> {
+        let v: J =
+            serde_json::from_slice(body).map_err(|e| BodyError::NotJson(format!("body is not valid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(shape("", "the body must be a JSON object naming the file (object) and its format"));
+        }
+        let object = match v.get("object") {
+            Some(J::String(o)) if !o.is_empty() && o.len() <= 1024 && !o.contains("..") => o.clone(),
+            _ => return Err(shape("object", "object must name the file's key in the imports bucket")),
+        };
+        let format = v
+            .get("format")
+            .and_then(J::as_str)
+            .and_then(Format::parse)
+            .ok_or_else(|| shape("format", "format must be csv or ndjson"))?;
+        let consent = v.get("consent").cloned().unwrap_or(J::Null);
+        let consent = match consent {
+            J::Null => vec![],
+            J::Array(items) => items,
+            _ => return Err(shape("consent", "consent must be a list of purposes")),
+        };
+        let fields = json!({"kind": v.get("kind"), "mapping": v.get("mapping"), "consent": consent, "basis": v.get("basis"), "asOf": v.get("asOf")});
+        Declaration::of_fields(format, &fields, Some(object), config, now)
+    }
+
+    fn of_fields(
+        format: Format,
+        f: &J,
+        object: Option<String>,
+        config: &Config,
+        now: Millis,
+    ) -> Result<Declaration, BodyError> {
+        let text = |k: &str| match f.get(k) {
+            None | Some(J::Null) => Ok(None),
+            Some(J::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(shape(k, format!("{k} must be a string"))),
+        };
+        let kind = match text("kind")? {
+            None if format == Format::Csv => Kind::Profiles,
+            None => Kind::Events,
+            Some("profiles") => Kind::Profiles,
+            Some("events") => Kind::Events,
+            Some(_) => return Err(shape("kind", "kind must be profiles or events")),
+        };
+        let mut mapping = Vec::new();
+        match (format, f.get("mapping")) {
+            (Format::Ndjson, None | Some(J::Null)) => {}
+            (Format::Ndjson, Some(_)) => {
+                return Err(shape("mapping", "an NDJSON file's events name their own fields: only CSV takes a mapping"))
+            }
+            (Format::Csv, Some(J::Object(m))) if !m.is_empty() && m.len() <= MAX_COLUMNS => {
+                for (column, target) in m {
+                    let path = format!("mapping.{column}");
+                    let target = target.as_str().ok_or_else(|| shape(&path, "a column's target must be a string"))?;
+                    mapping.push((column.clone(), Target::parse(target, kind, config).map_err(|m| shape(&path, m))?));
+                }
+            }
+            (Format::Csv, _) => {
+                return Err(shape(
+                    "mapping",
+                    format!(
+                        "a CSV file needs a mapping: an object of at most {MAX_COLUMNS} columns, each to its target"
+                    ),
+                ))
+            }
+        }
+        if format == Format::Csv {
+            let has = |f: fn(&Target) -> bool| mapping.iter().any(|(_, t)| f(t));
+            if !has(|t| matches!(t, Target::UserId | Target::AnonymousId | Target::Identity(_))) {
+                return Err(shape(
+                    "mapping",
+                    "map at least one column to userId, anonymousId or identities.<type>: a row must say whose it is",
+                ));
+            }
+            if kind == Kind::Events && !has(|t| *t == Target::Event) {
+                return Err(shape("mapping", "event rows need a column mapped to event (the event's name)"));
+            }
+        }
+        let mut consent = Vec::new();
+        for (i, p) in f.get("consent").and_then(J::as_array).into_iter().flatten().enumerate() {
+            let purpose = p.as_str().and_then(Purpose::parse).filter(|p| Purpose::OPTIONAL.contains(p));
+            consent.push(purpose.ok_or_else(|| {
+                shape(
+                    &format!("consent[{i}]"),
+                    "not a consent purpose (analytics, personalization, advertising, marketing)",
+                )
+            })?);
+        }
+        let basis = match text("basis")? {
+            None if consent.is_empty() => None,
+            None => Some(Basis::Consent),
+            Some(b) => Some(
+                Basis::parse(b)
+                    .ok_or_else(|| shape("basis", "basis must be consent, contract or legitimate_interest"))?,
+            ),
+        };
+        let as_of = match text("asOf")? {
+            None => None,
+            Some(t) => match parse_iso8601(t) {
+                Some(at) if (0..=now + MAX_FUTURE_MS).contains(&at) => Some(at),
+                _ => return Err(shape("asOf", "asOf must be an ISO 8601 time between 1970 and now")),
+            },
+        };
+        Ok(Declaration { format, kind, mapping, consent, basis, as_of, object })
+    }
+
+    /// The declaration as a job stores it (and as `of_stored` reads it back).
+    pub fn to_json(&self) -> J {
+        json!({
+            "format": self.format.name(),
+            "kind": self.kind.name(),
+            "mapping": self.mapping.iter().map(|(c, t)| (c.clone(), J::String(t.name()))).collect::<serde_json::Map<_, _>>(),
+            "consent": self.consent.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            "basis": self.basis.map(Basis::name),
+            "asOf": self.as_of,
+            "object": self.object,
+        })
+    }
+
+    /// A stored declaration, checked again against the configuration in force.
+    pub fn of_stored(text: &str, config: &Config, now: Millis) -> Result<Declaration, BodyError> {
+        let mut v: J = serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        let format = v
+            .get("format")
+            .and_then(J::as_str)
+            .and_then(Format::parse)
+            .ok_or_else(|| shape("format", "unknown format"))?;
+        if let Some(at) = v.get("asOf").and_then(J::as_i64) {
+            v["asOf"] = J::String(crate::core::base::time::format_iso8601(at));
+        }
+        if format == Format::Ndjson {
+            v["mapping"] = J::Null;
+        }
+        let object = v.get("object").and_then(J::as_str).map(String::from);
+        Declaration::of_fields(format, &v, object, config, now)
+    }
+
+    /// The header bound to the mapping: each column's target, and the columns the mapping does not name.
+    pub fn bind(&self, header: &[u8]) -> Result<Columns, BodyError> {
+        let names = csv_fields(header).map_err(|why| shape("header", format!("the header row is not CSV: {why}")))?;
+        if names.len() > MAX_COLUMNS {
+            return Err(shape(
+                "header",
+                format!("the file has {} columns; at most {MAX_COLUMNS} are read", names.len()),
+            ));
+        }
+        for (column, _) in &self.mapping {
+            if !names.iter().any(|n| n == column) {
+                return Err(shape(&format!("mapping.{column}"), format!("the file has no column {column:?}")));
+            }
+        }
+        let mut targets = Vec::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for n in &names {
+            match self.mapping.iter().find(|(c, _)| c == n) {
+                Some((_, t)) => targets.push(t.clone()),
+                None => {
+                    unknown.push(n.clone());
+                    targets.push(Target::Ignore);
+                }
+            }
+        }
+        let mut digest = Sha256::new();
+        digest.update(header);
+        digest.update(self.kind.name());
+        Ok(Columns { names, targets, unknown, digest: digest.finalize().into() })
+    }
+}
+
+/// A CSV header bound to a mapping (`Declaration::bind`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Columns {
+    pub names: Vec<String>,
+    pub targets: Vec<Target>,
+    /// Columns the mapping does not name: ignored, and listed in the job.
+    pub unknown: Vec<String>,
+    /// The header's and kind's digest: part of every derived row id, so the same row read another way is
+    /// another event.
+    digest: [u8; 32],
+}
+
+/// A piece of the file one consumer reads: its bytes, the line its first row starts on, and its rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub offset: u64,
+    pub length: u64,
+    pub first_line: u64,
+    pub rows: u64,
+}
+
+/// A row refused, by its line in the file (the first line is 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowReject {
+    pub line: u64,
+    pub code: &'static str,
+    pub path: String,
+    pub message: String,
+}
+
+impl RowReject {
+    pub fn to_json(&self) -> J {
+        json!({"line": self.line, "code": self.code, "path": self.path, "message": self.message})
+    }
+}
+
+/// Cuts a file into chunks at row boundaries as its bytes stream past (see the module). A CSV row ends at a line
+/// break outside quotes; an NDJSON row at any line break.
+#[derive(Debug)]
+pub struct Splitter {
+    csv: bool,
+    in_quotes: bool,
+    /// Bytes seen, and the line the next byte is on.
+    offset: u64,
+    line: u64,
+    /// Where the row being read began, and on which line.
+    row_start: u64,
+    row_line: u64,
+    chunk_start: u64,
+    chunk_line: u64,
+    chunk_rows: u64,
+    /// The CSV header (the first row), while it is read and after.
+    header: Option<Vec<u8>>,
+    header_done: bool,
+    digest: Sha256,
+    pub chunks: Vec<Chunk>,
+    pub rejects: Vec<RowReject>,
+}
+
+/// What a whole file came to.
+#[derive(Debug)]
+pub struct Split {
+    pub chunks: Vec<Chunk>,
+    pub rejects: Vec<RowReject>,
+    pub header: Option<Vec<u8>>,
+    pub bytes: u64,
+    pub rows: u64,
+    /// SHA-256 of the file's content: the same file imported again is known by it.
+    pub digest: [u8; 32],
+}
+
+impl Splitter {
+    pub fn new(format: Format) -> Splitter {
+        let csv = format == Format::Csv;
+        Splitter {
+            csv,
+            in_quotes: false,
+            offset: 0,
+            line: 1,
+            row_start: 0,
+            row_line: 1,
+            chunk_start: 0,
+            chunk_line: 1,
+            chunk_rows: 0,
+            header: csv.then(Vec::new),
+            header_done: !csv,
+            digest: Sha256::new(),
+            chunks: Vec::new(),
+            rejects: Vec::new(),
+        }
+    }
+
+    /// Takes the next bytes of the file.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.digest.update(bytes);
+        let base = self.offset;
+        if !self.header_done {
+            if let Some(h) = self.header.as_mut() {
+                let room = (MAX_ROW_BYTES as usize + 1).saturating_sub(h.len());
+                h.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        }
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'"' if self.csv => self.in_quotes = !self.in_quotes,
+                b'\n' => {
+                    self.line += 1;
+                    if !self.in_quotes {
+                        self.end_row(base + i as u64 + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.offset = base + bytes.len() as u64;
+    }
+
+    /// A row ended just before `end`.
+    fn end_row(&mut self, end: u64) {
+        let (start, line) = (self.row_start, self.row_line);
+        self.row_start = end;
+        self.row_line = self.line;
+        if !self.header_done {
+            self.header_done = true;
+            if let Some(h) = self.header.as_mut() {
+                h.truncate((end - start) as usize);
+            }
+            self.chunk_start = end;
+            self.chunk_line = self.line;
+            return;
+        }
+        if end - start > MAX_ROW_BYTES {
+            // Never read back: the chunk so far ends before it, the next starts after it.
+            self.rejects.push(RowReject {
+                line,
+                code: "row_too_long",
+                path: String::new(),
+                message: format!("the row is {} bytes long; a row may be at most {MAX_ROW_BYTES}", end - start),
+            });
+            self.close(start);
+            self.chunk_start = end;
+            self.chunk_line = self.line;
+            return;
+        }
+        self.chunk_rows += 1;
+        if end - self.chunk_start >= CHUNK_BYTES {
+            self.close(end);
+        }
+    }
+
+    fn close(&mut self, end: u64) {
+        if self.chunk_rows > 0 {
+            self.chunks.push(Chunk {
+                offset: self.chunk_start,
+                length: end - self.chunk_start,
+                first_line: self.chunk_line,
+                rows: self.chunk_rows,
+            });
+        }
+        self.chunk_rows = 0;
+        self.chunk_start = end;
+        self.chunk_line = self.line;
+    }
+
+    /// The file has ended: its last row (without a final line break) and chunk, and what it all came to.
+    pub fn finish(mut self) -> Split {
+        if self.row_start < self.offset {
+            let end = self.offset;
+            self.end_row(end);
+        }
+        let end = self.offset;
+        self.close(end);
+        let rows = self.chunks.iter().map(|c| c.rows).sum::<u64>() + self.rejects.len() as u64;
+        Split {
+            chunks: self.chunks,
+            rejects: self.rejects,
+            header: self.header.filter(|_| self.header_done),
+            bytes: self.offset,
+            rows,
+            digest: self.digest.finalize().into(),
+        }
+    }
+}
+
+/// The fields of one CSV record (RFC 4180: quoted fields may hold commas, line breaks and doubled quotes), its
+/// line break already included or not.
+pub fn csv_fields(row: &[u8]) -> Result<Vec<String>, &'static str> {
+    let text = std::str::from_utf8(row).map_err(|_| "it is not UTF-8")?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (false, '"') if at_start => {
+                quoted = true;
+                at_start = false;
+            }
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => {
+                quoted = false;
+                if !matches!(chars.peek(), None | Some(',')) {
+                    return Err("a quoted field goes on after its closing quote");
+                }
+            }
+            (false, ',') => {
+                fields.push(std::mem::take(&mut field));
+                at_start = true;
+            }
+            (_, c) => {
+                field.push(c);
+                at_start = false;
+            }
+        }
+    }
+    if quoted {
+        return Err("a quoted field is never closed");
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+/// A chunk's rows: the events (each with its line), the rows refused, and how many rows were read.
+#[derive(Debug, Default)]
+pub struct ChunkRows {
+    pub events: Vec<Event>,
+    pub lines: Vec<u64>,
+    pub rejects: Vec<RowReject>,
+    pub read: u64,
+}
+
+/// The rows of one chunk (`bytes`, its first row on `first_line`) as events, each marked imported with the
+/// declaration's consent where the row says none. `columns` is the bound header of a CSV file.
+pub fn parse_chunk(
+    bytes: &[u8],
+    first_line: u64,
+    decl: &Declaration,
+    columns: Option<&Columns>,
+    config: &Config,
+    now: Millis,
+) -> ChunkRows {
+    let mut out = ChunkRows::default();
+    let declared: Option<BTreeMap<String, bool>> =
+        (!decl.consent.is_empty()).then(|| decl.consent.iter().map(|p| (p.name().to_string(), true)).collect());
+    let mut line = first_line;
+    let mut start = 0;
+    let mut in_quotes = false;
+    for i in 0..=bytes.len() {
+        let end_of_row = match bytes.get(i) {
+            None => start < bytes.len(),
+            Some(b'"') if decl.format == Format::Csv => {
+                in_quotes = !in_quotes;
+                false
+            }
+            Some(b'\n') => !in_quotes,
+            Some(_) => false,
+        };
+        if !end_of_row {
+            continue;
+        }
+        let row = &bytes[start..(i + 1).min(bytes.len())];
+        let row_line = line;
+        line += row.iter().filter(|&&b| b == b'\n').count() as u64;
+        start = i + 1;
+        if row.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.read += 1;
+        let parsed = match (decl.format, columns) {
+            (Format::Csv, Some(c)) => csv_event(row, c, decl, config, now),
+            _ => ndjson_event(row, now),
+        };
+        match parsed {
+            Ok(mut event) => {
+                event.imported = true;
+                if event.consent.is_none() {
+                    event.consent = declared.clone();
+                }
+                out.events.push(event);
+                out.lines.push(row_line);
+            }
+            Err((code, path, message)) => out.rejects.push(RowReject { line: row_line, code, path, message }),
+        }
+    }
+    out
+}
+
+type Refusal = (&'static str, String, String);
+
+fn ndjson_event(row: &[u8], now: Millis) -> Result<Event, Refusal> {
+    let text =
+        std::str::from_utf8(row).map_err(|_| ("invalid_utf8", String::new(), "the line is not UTF-8".to_string()))?;
+    parse_import_line(text.trim_end(), now).map_err(|r| (r.code, r.path, r.message))
+}
+
+/// A cell as a value: `true`/`false`, a plain decimal number (no leading zeros, so a postcode or a phone number
+/// stays text), else the text itself. A cell is never evaluated: `=HYPERLINK(...)` is kept as that text.
+fn cell_value(cell: &str) -> Value {
+    match cell {
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        _ => {}
+    }
+    let digits = cell.strip_prefix('-').unwrap_or(cell);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && (int == "0" || !int.starts_with('0'))
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (frac.is_empty() == !digits.contains('.'))
+        && digits.len() <= 17;
+    match cell.parse::<f64>() {
+        Ok(n) if plain && n.is_finite() => Value::Number(n),
+        _ => Value::String(cell.to_string()),
+    }
+}
+
+fn consent_cell(cell: &str) -> Option<bool> {
+    match cell.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "1" | "granted" => Some(true),
+        "false" | "no" | "n" | "0" | "refused" | "denied" => Some(false),
+        _ => None,
+    }
+}
+
+fn csv_event(
+    row: &[u8],
+    columns: &Columns,
+    decl: &Declaration,
+    config: &Config,
+    now: Millis,
+) -> Result<Event, Refusal> {
+    let cells = csv_fields(row).map_err(|why| ("invalid_csv", String::new(), format!("the row is not CSV: {why}")))?;
+    let mut user_id = None;
+    let mut anonymous_id = None;
+    let mut message_id = None;
+    let mut timestamp = None;
+    let mut event_name = None;
+    let mut object = BTreeMap::new();
+    let mut identities: Vec<Identity> = Vec::new();
+    let mut consent: BTreeMap<String, bool> = BTreeMap::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let (Some(target), Some(name)) = (columns.targets.get(i), columns.names.get(i)) else { continue };
+        if cell.is_empty() || *target == Target::Ignore {
+            continue;
+        }
+        let bad = |code, message: String| (code, name.clone(), message);
+        let id = |cell: &String| {
+            if cell.chars().count() > MAX_ID_CHARS {
+                Err(bad("invalid_id", format!("an id may be at most {MAX_ID_CHARS} characters")))
+            } else {
+                Ok(cell.trim().to_string())
+            }
+        };
+        if cell.len() > MAX_STRING_BYTES {
+            return Err(bad("value_too_long", format!("a cell may be at most {MAX_STRING_BYTES} bytes")));
+        }
+        match target {
+            Target::UserId => user_id = Some(id(cell)?),
+            Target::AnonymousId => anonymous_id = Some(id(cell)?),
+            Target::MessageId => message_id = Some(id(cell)?),
+            Target::Timestamp => {
+                let at = parse_iso8601(cell.trim()).ok_or_else(|| {
+                    bad("invalid_timestamp", "the time must be ISO 8601 (2026-03-01 or 2026-03-01T10:00:00Z)".into())
+                })?;
+                if at < 0 || at > now + MAX_FUTURE_MS {
+                    return Err(bad(
+                        "timestamp_out_of_range",
+                        "the time must be between 1970 and a day from now: history cannot happen in the future".into(),
+                    ));
+                }
+                timestamp = Some(at);
+            }
+            Target::Event => {
+                if cell.chars().count() > MAX_NAME_CHARS {
+                    return Err(bad(
+                        "invalid_event",
+                        format!("an event name may be at most {MAX_NAME_CHARS} characters"),
+                    ));
+                }
+                event_name = Some(cell.clone());
+            }
+            Target::Identity(kind) => {
+                let value = id(cell)?;
+                if decl.kind == Kind::Profiles && (kind == EMAIL || kind == PHONE) {
+                    // Set as the trait, which proves the contact point (an import is a server's word).
+                    object.insert(kind.clone(), Value::String(value.clone()));
+                }
+                identities.push(Identity::new(kind, &value));
+            }
+            Target::Trait(n) | Target::Property(n) => {
+                object.insert(n.clone(), cell_value(cell));
+            }
+            Target::Consent(p) => {
+                let granted = consent_cell(cell)
+                    .ok_or_else(|| bad("invalid_consent", "consent must be true or false (yes/no, 1/0)".into()))?;
+                consent.insert(p.name().to_string(), granted);
+            }
+            Target::Ignore => {}
+        }
+    }
+    if user_id.is_none() && anonymous_id.is_none() && identities.is_empty() {
+        return Err((
+            "missing_identity",
+            String::new(),
+            "the row has no userId, anonymousId or identity: it names nobody".into(),
+        ));
+    }
+    let timestamp = match (timestamp, decl.kind) {
+        (Some(t), _) => t,
+        (None, Kind::Profiles) => decl.as_of.unwrap_or(now),
+        (None, Kind::Events) => {
+            return Err((
+                "missing_timestamp",
+                "timestamp".into(),
+                "an event row needs its time (the column mapped to timestamp)".into(),
+            ))
+        }
+    };
+    let kind = match decl.kind {
+        Kind::Profiles => EventKind::Identify { traits: object },
+        Kind::Events => match event_name {
+            Some(event) => EventKind::Track { event, properties: object },
+            None => return Err(("missing_event", "event".into(), "an event row needs its event name".into())),
+        },
+    };
+    let message_id = message_id.unwrap_or_else(|| imported_message_id(&[&columns.digest[..], row].concat()));
+    let routing = match (&user_id, &anonymous_id) {
+        (None, None) => identities.first().map(|i| config.stored_identity(&i.kind, &i.value)),
+        _ => None,
+    };
+    // Identities other than the contact traits travel as external ids (`Profile::apply` takes them as identities).
+    let external_ids = identities
+        .into_iter()
+        .filter(|i| !(decl.kind == Kind::Profiles && (i.kind == EMAIL || i.kind == PHONE)))
+        .collect();
+    let mut event = Event::new(message_id, anonymous_id, user_id, timestamp, kind);
+    event.external_ids = external_ids;
+    event.routing = routing;
+    event.consent = (!consent.is_empty()).then(|| {
+        let mut all: BTreeMap<String, bool> = decl.consent.iter().map(|p| (p.name().to_string(), true)).collect();
+        all.extend(consent);
+        all
+    });
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::rules::compile_str;
+
+    const NOW: Millis = 1_795_344_600_000; // 2026-11-22T10:50:00Z
+
+    fn config() -> Config {
+        compile_str(r#"{"identity": {"identifiers": {"user_id": {"limit": 1, "priority": 1}, "email": {"limit": 5, "priority": 2}, "crm_id": {"limit": 1, "priority": 3}, "anonymous_id": {"limit": 100, "priority": 9}}}}"#).unwrap()
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn split(format: Format, file: &[u8], piece: usize) -> Split {
+        let mut s = Splitter::new(format);
+        for p in file.chunks(piece.max(1)) {
+            s.feed(p);
+        }
+        s.finish()
+    }
+
+    /// Declarations refused, one row each, with the path of what is wrong.
+    #[test]
+    fn a_declaration_names_what_is_wrong_by_its_path() {
+        let config = config();
+        let rows: Vec<(Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+            (Some("application/pdf"), vec![], "Content-Type"),
+            (Some("text/csv"), vec![], "mapping"),
+            (Some("text/csv"), vec![("mapping", "[1]")], "mapping"),
+            (Some("text/csv"), vec![("mapping", "{\"a\": \"traits.x\"}")], "mapping"),
+            (Some("text/csv"), vec![("mapping", "{\"Mail\": \"identities.fax\"}")], "mapping.Mail"),
+            (
+                Some("text/csv"),
+                vec![("mapping", "{\"Mail\": \"identities.email\", \"Plan\": \"properties.plan\"}")],
+                "mapping.Plan",
+            ),
+            (Some("text/csv"), vec![("kind", "events"), ("mapping", "{\"Mail\": \"identities.email\"}")], "mapping"),
+            (Some("text/csv"), vec![("kind", "things"), ("mapping", "{\"Mail\": \"identities.email\"}")], "kind"),
+            (Some("application/x-ndjson"), vec![("mapping", "{}")], "mapping"),
+            (Some("application/x-ndjson"), vec![("consent", "analytics,selling")], "consent[1]"),
+            (Some("application/x-ndjson"), vec![("basis", "vibes")], "basis"),
+            (Some("application/x-ndjson"), vec![("asOf", "2190-01-01")], "asOf"),
+        ];
+        for (ct, q, path) in rows {
+            let e = Declaration::of_upload(ct, &query(&q), &config, NOW).unwrap_err();
+            assert!(matches!(&e, BodyError::Shape { path: p, .. } if p == path), "{q:?}: {e:?}");
+        }
+        let d = Declaration::of_upload(
+            Some("text/csv; charset=utf-8"),
+            &query(&[
+                ("mapping", r#"{"Mail": "identities.email", "CRM": "identities.crm_id", "Plan": "traits.plan"}"#),
+                ("consent", "analytics"),
+            ]),
+            &config,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.kind, d.basis, d.consent.clone()),
+            (Kind::Profiles, Some(Basis::Consent), vec![Purpose::Analytics])
+        );
+        // What a job stores reads back as the same declaration.
+        assert_eq!(Declaration::of_stored(&d.to_json().to_string(), &config, NOW).unwrap(), d);
+        let named = Declaration::of_json(
+            br#"{"object": "crm/a.csv", "format": "csv", "mapping": {"Mail": "identities.email"}}"#,
+            &config,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(named.object.as_deref(), Some("crm/a.csv"));
+        assert_eq!(Declaration::of_stored(&named.to_json().to_string(), &config, NOW).unwrap(), named);
+        let e = Declaration::of_json(br#"{"object": "../x", "format": "csv"}"#, &config, NOW).unwrap_err();
+        assert!(matches!(e, BodyError::Shape { path, .. } if path == "object"));
+    }
+
+    #[test]
+    fn the_splitter_cuts_at_row_boundaries_whatever_the_pieces() {
+        // CSV with a quoted line break: the record spans two lines and stays whole.
+        let mut file = b"email,note\n".to_vec();
+        for i in 0..20_000 {
+            file.extend(format!("u{i}@x.example,\"line one\nline two, \"\"quoted\"\"\"\n").as_bytes());
+        }
+        for piece in [1, 7, 4096, 1 << 20] {
+            let s = split(Format::Csv, &file, piece);
+            assert_eq!(s.header.as_deref(), Some(&b"email,note\n"[..]));
+            assert_eq!(s.rows, 20_000);
+            assert!(s.chunks.len() > 1);
+            let mut at = 11;
+            let mut line = 2;
+            for c in &s.chunks {
+                assert_eq!((c.offset, c.first_line), (at, line), "contiguous, each starting on its line");
+                assert!(c.length >= CHUNK_BYTES || c == s.chunks.last().unwrap());
+                let rows = parse_chunk(
+                    &file[c.offset as usize..(c.offset + c.length) as usize],
+                    c.first_line,
+                    &csv_decl(),
+                    None,
+                    &config(),
+                    NOW,
+                );
+                assert_eq!(rows.read, c.rows);
+                at += c.length;
+                line += 2 * c.rows;
+            }
+            assert_eq!(at, file.len() as u64);
+        }
+        // The digest is the content's, whatever the pieces.
+        assert_eq!(split(Format::Csv, &file, 3).digest, split(Format::Csv, &file, 1 << 16).digest);
+    }
+
+    fn csv_decl() -> Declaration {
+        Declaration::of_upload(
+            Some("text/csv"),
+            &query(&[("mapping", r#"{"email": "identities.email", "user": "userId", "crm": "identities.crm_id", "plan": "traits.plan", "ltv": "traits.ltv", "since": "timestamp", "news": "consent.marketing"}"#), ("consent", "analytics")]),
+            &config(),
+            NOW,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_long_row_is_rejected_by_its_line_and_the_rows_beside_it_kept() {
+        let mut file = b"{\"type\":\"track\",\"event\":\"A\",\"userId\":\"u\",\"timestamp\":\"2026-01-01\"}\n".to_vec();
+        file.extend(vec![b'x'; MAX_ROW_BYTES as usize + 10]);
+        file.push(b'\n');
+        file.extend(b"{\"type\":\"track\",\"event\":\"B\",\"userId\":\"u\",\"timestamp\":\"2026-01-02\"}");
+        let s = split(Format::Ndjson, &file, 1000);
+        assert_eq!(
+            s.rejects,
+            vec![RowReject {
+                line: 2,
+                code: "row_too_long",
+                path: String::new(),
+                message: s.rejects[0].message.clone()
+            }]
+        );
+        assert_eq!(s.rows, 3);
+        let decl = Declaration::of_upload(Some("application/x-ndjson"), &[], &config(), NOW).unwrap();
+        let names: Vec<(u64, String)> = s
+            .chunks
+            .iter()
+            .flat_map(|c| {
+                let rows = parse_chunk(
+                    &file[c.offset as usize..(c.offset + c.length) as usize],
+                    c.first_line,
+                    &decl,
+                    None,
+                    &config(),
+                    NOW,
+                );
+                rows.lines
+                    .into_iter()
+                    .zip(rows.events.into_iter().map(|e| e.count_key().to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(names, vec![(1, "A".to_string()), (3, "B".to_string())]);
+    }
+
+    /// Rows refused at their line with the column as path; the good rows beside them are events.
+    #[test]
+    fn csv_rows_become_events_and_bad_cells_are_rejected_at_their_column() {
+        let config = config();
+        let decl = csv_decl();
+        let header = b"email,user,crm,plan,ltv,since,news,notes\n";
+        let columns = decl.bind(header).unwrap();
+        assert_eq!(columns.unknown, vec!["notes".to_string()]);
+        let body = concat!(
+            "Ana@X.example,u1,C-1,gold,120.50,2026-03-01,yes,\"=HYPERLINK(\"\"http://evil\"\")\"\n",
+            "bo@x.example,,C-2,\"=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",007,2190-01-01,no,\n",
+            "cy@x.example,,,silver,3,yesterday,,\n",
+            ",,,gold,1,2026-03-01,,\n",
+            "di@x.example,,C-4,bronze,1,,maybe,\n",
+            "ed@x.example,,C-5,\"=SUM(A1:A9)\",0.5,2026-03-02,,\n",
+        );
+        let rows = parse_chunk(body.as_bytes(), 2, &decl, Some(&columns), &config, NOW);
+        let rejected: Vec<(u64, &str, &str)> = rows.rejects.iter().map(|r| (r.line, r.code, r.path.as_str())).collect();
+        assert_eq!(
+            rejected,
+            [
+                (3, "timestamp_out_of_range", "since"),
+                (4, "invalid_timestamp", "since"),
+                (5, "missing_identity", ""),
+                (6, "invalid_consent", "news")
+            ]
+        );
+        assert_eq!((rows.read, rows.lines.clone()), (6, vec![2, 7]));
+        let ana = &rows.events[0];
+        assert_eq!(ana.user_id.as_deref(), Some("u1"));
+        assert!(ana.imported);
+        assert_eq!(ana.external_ids, vec![Identity::new("crm_id", "C-1")]);
+        let EventKind::Identify { traits } = &ana.kind else { panic!() };
+        assert_eq!(traits.get("email"), Some(&Value::String("Ana@X.example".into())));
+        assert_eq!(traits.get("ltv"), Some(&Value::Number(120.5)));
+        assert_eq!(traits.get("plan"), Some(&Value::String("gold".into())));
+        assert!(traits.get("notes").is_none(), "an unknown column is not read");
+        assert_eq!(
+            ana.consent,
+            Some(BTreeMap::from([("analytics".to_string(), true), ("marketing".to_string(), true)]))
+        );
+        let ed = &rows.events[1];
+        let EventKind::Identify { traits } = &ed.kind else { panic!() };
+        assert_eq!(traits.get("plan"), Some(&Value::String("=SUM(A1:A9)".into())), "a formula is text");
+        assert_eq!(ed.routing, Some(Identity::new("email", "ed@x.example")), "no user id: the e-mail routes it");
+        assert_eq!(ed.consent, Some(BTreeMap::from([("analytics".to_string(), true)])), "no consent cell: the job's");
+        // The same row read again has the same id; the same row under another header does not.
+        let again = parse_chunk(body.as_bytes(), 2, &decl, Some(&columns), &config, NOW);
+        assert_eq!(again.events[0].message_id, ana.message_id);
+        let other = decl.bind(b"email,user,crm,plan,ltv,since,news,remarks\n").unwrap();
+        assert_ne!(
+            parse_chunk(body.as_bytes(), 2, &decl, Some(&other), &config, NOW).events[0].message_id,
+            ana.message_id
+        );
+    }
+
+    #[test]
+    fn cells_are_typed_only_when_plainly_numbers_or_booleans() {
+        let rows = [
+            ("12", Value::Number(12.0)),
+            ("-3.25", Value::Number(-3.25)),
+            ("0.5", Value::Number(0.5)),
+            ("007", Value::String("007".into())),
+            ("1e9", Value::String("1e9".into())),
+            ("12.", Value::String("12.".into())),
+            ("+44 20 7946 0000", Value::String("+44 20 7946 0000".into())),
+            ("true", Value::Bool(true)),
+            ("=1+1", Value::String("=1+1".into())),
+            ("123456789012345678", Value::String("123456789012345678".into())),
+        ];
+        for (cell, want) in rows {
+            assert_eq!(cell_value(cell), want, "{cell}");
+        }
+    }
+
+    #[test]
+    fn ndjson_lines_keep_their_history_and_refuse_the_future() {
+        let decl =
+            Declaration::of_upload(Some("application/x-ndjson"), &query(&[("consent", "analytics")]), &config(), NOW)
+                .unwrap();
+        let body = concat!(
+            r#"{"type":"track","event":"Order Completed","userId":"u1","timestamp":"2025-01-05T10:00:00Z","properties":{"revenue":30}}"#,
+            "\n",
+            "\n",
+            r#"{"type":"track","event":"Order Completed","userId":"u1","timestamp":"2190-01-01T00:00:00Z"}"#,
+            "\n",
+            r#"{"type":"track","event":"Order Completed","userId":"u1"}"#,
+            "\n",
+            "{not json\n",
+            r#"{"type":"identify","userId":"u2","timestamp":"2025-02-01","traits":{"plan":"gold"},"context":{"consent":{"categoryPreferences":{"analytics":false}}}}"#,
+            "\n",
+        );
+        let rows = parse_chunk(body.as_bytes(), 10, &decl, None, &config(), NOW);
+        let rejected: Vec<(u64, &str, &str)> = rows.rejects.iter().map(|r| (r.line, r.code, r.path.as_str())).collect();
+        assert_eq!(
+            rejected,
+            [
+                (12, "timestamp_out_of_range", "timestamp"),
+                (13, "missing_timestamp", "timestamp"),
+                (14, "invalid_json", "")
+            ]
+        );
+        assert_eq!((rows.read, rows.lines.clone()), (5, vec![10, 15]));
+        assert_eq!(rows.events[0].timestamp, parse_iso8601("2025-01-05T10:00:00Z").unwrap(), "kept, never moved");
+        assert!(rows.events[0].message_id.starts_with("imp-"));
+        assert_eq!(rows.events[0].consent, Some(BTreeMap::from([("analytics".to_string(), true)])));
+        assert_eq!(
+            rows.events[1].consent,
+            Some(BTreeMap::from([("analytics".to_string(), false)])),
+            "the row's own wins"
+        );
+    }
+}
