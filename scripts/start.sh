@@ -16,7 +16,7 @@ fi
 # Offline, wrangler dev fakes request.cf (country US); locally the country comes from the x-edgecdp-country
 # header instead, so the demo runs under the default opt-in model unless a request says otherwise.
 args=(dev --ip 127.0.0.1 --port "$PORT" --persist-to "$ROOT/.wrangler/state" --show-interactive-dev-session=false
-  --var EDGECDP_COUNTRY_SOURCE:header)
+  --var EDGECDP_COUNTRY_SOURCE:header --test-scheduled)
 # Secrets: in production they are Worker secrets (SECURITY.md). Locally each is taken from the environment, or
 # made once and kept beside the local data, so that restarts keep visitors' cookies and tokens valid. They reach
 # wrangler in a file that only this user can read (--env-file), never on its command line, which every user of the

@@ -77,15 +77,63 @@ const MAX_SIGN_IN_BYTES: usize = 4 * 1024;
 /// How long a session lasts from sign-in (it is not extended by use).
 const SESSION_SECONDS: u64 = 8 * 60 * 60;
 
+/// `n` random bytes from the runtime's `crypto.getRandomValues`, in hex.
+pub(crate) fn random_hex(n: u32) -> Result<String, ApiError> {
+    random_bytes(n).map(|b| hex(&b))
+}
+
+/// Who runs an import (`POST /v1/imports` and reading its jobs): a server source by its key (its own jobs), or
+/// the admin (every job). A browser source's key is public, and reaches no import.
+pub(crate) enum Importer {
+    Admin,
+    Source(String),
+}
+
+impl Importer {
+    /// Whether this caller may see the jobs of `source`.
+    pub(crate) fn sees(&self, source: &str) -> bool {
+        match self {
+            Importer::Admin => true,
+            Importer::Source(own) => own == source,
+        }
+    }
+}
+
+/// Reads who is importing (see `Importer`): a server key as Basic auth user name or bearer, refused from a
+/// browser; else the admin token or a console session (`require_admin`).
+pub(crate) async fn importer(req: &Request, env: &Env, config: &Config) -> Result<Importer, ApiError> {
+    let authorization = req.headers().get("authorization")?.unwrap_or_default();
+    let key =
+        bearer(&authorization).map(String::from).or_else(|| wire::auth::write_key_from_basic_auth(&authorization));
+    if let Some(source) = key.as_deref().and_then(|k| config.authenticate(k)) {
+        if !source.is_server() {
+            return Err(ApiError::Forbidden {
+                code: "server_key_required",
+                message: "imports need a server source's key or the admin token: a browser write key is public".into(),
+                path: "Authorization",
+            });
+        }
+        if from_browser(req) {
+            return Err(server_key_from_browser(&source.id));
+        }
+        return Ok(Importer::Source(source.id.clone()));
+    }
+    require_admin(req, env).await.map(|()| Importer::Admin)
+}
+
 /// `n` random bytes from the runtime's `crypto.getRandomValues`, base64url.
 fn random_token(n: u32) -> Result<String, ApiError> {
+    random_bytes(n).map(|b| base64url_encode(&b))
+}
+
+fn random_bytes(n: u32) -> Result<Vec<u8>, ApiError> {
     use worker::js_sys::{global, Function, Reflect, Uint8Array};
     let unavailable = |_| ApiError::Unavailable("crypto.getRandomValues is unavailable".into());
     let crypto = Reflect::get(&global(), &"crypto".into()).map_err(unavailable)?;
     let fill: Function = Reflect::get(&crypto, &"getRandomValues".into()).map_err(unavailable)?.into();
     let bytes = Uint8Array::new_with_length(n);
     fill.call1(&crypto, &bytes).map_err(unavailable)?;
-    Ok(base64url_encode(&bytes.to_vec()))
+    Ok(bytes.to_vec())
 }
 
 fn digest(text: &str) -> String {

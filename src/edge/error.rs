@@ -49,6 +49,8 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     /// 415: a body in a content coding the Worker does not read (`Content-Encoding: br`).
     UnsupportedEncoding(String),
+    /// 415: a body of a type the endpoint does not read (an import that is neither CSV nor NDJSON).
+    UnsupportedMediaType(String),
     InvalidConfig(Vec<ConfigError>),
     Unavailable(String),
     /// The site's origin could not be reached (edge delivery). The detail is logged, not shown to visitors.
@@ -74,37 +76,30 @@ impl From<worker::KvError> for ApiError {
 pub type ApiResult = Result<Response, ApiError>;
 
 impl ApiError {
-    pub fn into_response(self) -> worker::Result<Response> {
-        let allow = match &self {
-            ApiError::MethodNotAllowed(methods) => Some(*methods),
-            _ => None,
-        };
-        let retry_after = match &self {
-            ApiError::TooManyRequests { retry_after_seconds } => Some(*retry_after_seconds),
-            _ => None,
-        };
-        let (status, code, message, path, extra) = match self {
+    /// The status and the error's code, message and path (and a configuration's problems), as answered.
+    fn parts(&self) -> (u16, &'static str, String, String, Option<Vec<serde_json::Value>>) {
+        match self {
             ApiError::Body(e) => {
                 let status = if matches!(e, BodyError::TooLarge { .. }) { 413 } else { 400 };
                 let code = e.code();
                 match e {
-                    BodyError::NotJson(m) => (status, code, m, String::new(), None),
-                    BodyError::Shape { path, message } => (status, code, message, path, None),
+                    BodyError::NotJson(m) => (status, code, m.clone(), String::new(), None),
+                    BodyError::Shape { path, message } => (status, code, message.clone(), path.clone(), None),
                     BodyError::TooLarge { limit } => {
                         (status, code, format!("request body is larger than {limit} bytes"), String::new(), None)
                     }
                 }
             }
-            ApiError::BadRequest { code, message, path } => (400, code, message, path, None),
+            ApiError::BadRequest { code, message, path } => (400, code, message.clone(), path.clone(), None),
             ApiError::Unauthorized { code, message } => (401, code, message.to_string(), String::new(), None),
-            ApiError::Forbidden { code, message, path } => (403, code, message, path.to_string(), None),
-            ApiError::NotFound { code, message } => (404, code, message, String::new(), None),
-            ApiError::Conflict { code, message } => (409, code, message, String::new(), None),
-            ApiError::PreconditionFailed { code, message } => (412, code, message, String::new(), None),
+            ApiError::Forbidden { code, message, path } => (403, code, message.clone(), path.to_string(), None),
+            ApiError::NotFound { code, message } => (404, code, message.clone(), String::new(), None),
+            ApiError::Conflict { code, message } => (409, code, message.clone(), String::new(), None),
+            ApiError::PreconditionFailed { code, message } => (412, code, message.clone(), String::new(), None),
             ApiError::TooManyRequests { retry_after_seconds } => {
                 let message = format!(
-                    "too many failed attempts at an admin credential from this address; retry in {retry_after_seconds} s"
-                );
+                "too many failed attempts at an admin credential from this address; retry in {retry_after_seconds} s"
+            );
                 (429, "too_many_attempts", message, String::new(), None)
             }
             ApiError::MethodNotAllowed(_) => {
@@ -113,6 +108,10 @@ impl ApiError {
             ApiError::UnsupportedEncoding(coding) => {
                 let message = format!("Content-Encoding {coding:?} is not supported; send gzip, deflate or none");
                 (415, "unsupported_content_encoding", message, "Content-Encoding".to_string(), None)
+            }
+            ApiError::UnsupportedMediaType(t) => {
+                let message = format!("Content-Type {t:?} is not read here; send text/csv or application/x-ndjson");
+                (415, "unsupported_media_type", message, "Content-Type".to_string(), None)
             }
             ApiError::InvalidConfig(errors) => {
                 let first = errors.first().map(|e| e.path.clone()).unwrap_or_default();
@@ -147,7 +146,25 @@ impl ApiError {
                 let message = "the site's origin took too long to answer; retry later".into();
                 (504, "origin_timeout", message, String::new(), None)
             }
+        }
+    }
+
+    /// The error's `{code, message, path}`, as a job records why it failed.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (_, code, message, path, _) = self.parts();
+        json!({"code": code, "message": message, "path": path})
+    }
+
+    pub fn into_response(self) -> worker::Result<Response> {
+        let allow = match &self {
+            ApiError::MethodNotAllowed(methods) => Some(*methods),
+            _ => None,
         };
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after_seconds } => Some(*retry_after_seconds),
+            _ => None,
+        };
+        let (status, code, message, path, extra) = self.parts();
         let mut body = json!({"error": {"code": code, "message": message, "path": path}});
         if let Some(problems) = extra {
             body["problems"] = json!(problems);

@@ -11,6 +11,8 @@ mod deliveries;
 mod delivery;
 mod error;
 mod http;
+mod imports;
+mod ingest;
 mod kv;
 mod objects;
 mod outlets;
@@ -31,6 +33,7 @@ use crate::edge::routes::demo::demo_identity_token;
 use crate::edge::routes::destinations::destinations_stats;
 use crate::edge::routes::docs;
 use crate::edge::routes::experiments::experiment_stats;
+use crate::edge::routes::imports as import_routes;
 use crate::edge::routes::profiles::{profile_delete, profile_get, profile_preview, profile_split};
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, Response};
@@ -56,8 +59,18 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
     if batch.queue() == deliveries::QUEUE_NAME {
         deliveries::consume(batch, env).await
+    } else if batch.queue() == imports::QUEUE_NAME {
+        imports::consume(batch, env).await
     } else {
         audiences::consume(batch, env).await
+    }
+}
+
+/// The cron (`wrangler.toml`): import chunks whose queue message was lost go to the queue again.
+#[event(scheduled)]
+async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
+    if let Err(e) = imports::requeue_stale(&env).await {
+        worker::console_error!("import requeue: {e:?}");
     }
 }
 
@@ -86,6 +99,11 @@ enum Resource<'a> {
     AudienceHistory(&'a str),
     /// `GET /v1/destinations`: journeys' delivery statistics per destination.
     Destinations,
+    /// `POST /v1/imports` and `GET /v1/imports`: import jobs (`routes::imports`).
+    Imports,
+    Import(&'a str),
+    ImportRejects(&'a str),
+    ImportCancel(&'a str),
     /// `GET /v1/journeys`: people per step and exits by reason, per journey.
     Journeys,
     Config,
@@ -129,6 +147,10 @@ impl<'a> Resource<'a> {
             ["v1", "audiences", id, "export"] => Resource::AudienceExport(id),
             ["v1", "audiences", id, "history"] => Resource::AudienceHistory(id),
             ["v1", "destinations"] => Resource::Destinations,
+            ["v1", "imports"] => Resource::Imports,
+            ["v1", "imports", id] => Resource::Import(id),
+            ["v1", "imports", id, "rejects"] => Resource::ImportRejects(id),
+            ["v1", "imports", id, "cancel"] => Resource::ImportCancel(id),
             ["v1", "journeys"] => Resource::Journeys,
             ["v1", "config"] => Resource::Config,
             ["v1", "config", "validate"] => Resource::ConfigValidate,
@@ -158,7 +180,9 @@ impl<'a> Resource<'a> {
             | Resource::ProfileSplit(_)
             | Resource::ProfilePreview(_)
             | Resource::ConfigValidate
+            | Resource::ImportCancel(_)
             | Resource::Beacon => "POST, OPTIONS",
+            Resource::Imports => "GET, POST, OPTIONS",
             Resource::DecideSummary
             | Resource::ProfileExport(_)
             | Resource::Experiment(_)
@@ -167,6 +191,8 @@ impl<'a> Resource<'a> {
             | Resource::AudienceExport(_)
             | Resource::AudienceHistory(_)
             | Resource::Destinations
+            | Resource::Import(_)
+            | Resource::ImportRejects(_)
             | Resource::Journeys
             | Resource::ConfigVersions
             | Resource::ConfigVersion(_)
@@ -260,6 +286,11 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::AudienceExport(id)) => audience_export(req, env, id).await,
         (Method::Get, Resource::AudienceHistory(id)) => audience_history(req, env, id).await,
         (Method::Get, Resource::Destinations) => destinations_stats(req, env).await,
+        (Method::Post, Resource::Imports) => import_routes::imports_post(req, env).await,
+        (Method::Get, Resource::Imports) => import_routes::imports_list(req, env).await,
+        (Method::Get, Resource::Import(id)) => import_routes::import_get(req, env, id).await,
+        (Method::Get, Resource::ImportRejects(id)) => import_routes::import_rejects(req, env, id).await,
+        (Method::Post, Resource::ImportCancel(id)) => import_routes::import_cancel(req, env, id).await,
         (Method::Get, Resource::Journeys) => crate::edge::routes::journeys::journeys_stats(req, env).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,

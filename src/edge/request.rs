@@ -130,7 +130,7 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
 }
 
 /// The next chunk of a body, left in JavaScript's memory (the caller copies what it keeps); `None` at its end.
-async fn next_chunk(
+pub(crate) async fn next_chunk(
     reader: &worker::web_sys::ReadableStreamDefaultReader,
 ) -> Result<Option<worker::js_sys::Uint8Array>, worker::wasm_bindgen::JsValue> {
     use worker::js_sys::{Reflect, Uint8Array};
@@ -144,7 +144,7 @@ async fn next_chunk(
 /// How much of a refused body is read and dropped after its limit before the rest is cancelled.
 const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
-fn inflate_error(e: InflateError, limit: usize) -> ApiError {
+pub(crate) fn inflate_error(e: InflateError, limit: usize) -> ApiError {
     match e {
         InflateError::TooLarge => ApiError::Body(BodyError::TooLarge { limit }),
         InflateError::Corrupt(why) => ApiError::BadRequest {

@@ -116,18 +116,24 @@ async function startWorkerOnce(options) {
     '--inspector-port', String(inspectorPort), '--log-level', 'warn', '--show-interactive-dev-session=false',
     // Offline, wrangler dev fakes request.cf with country US; tests choose the country with a header instead.
     '--var', 'EDGECDP_COUNTRY_SOURCE:header',
+    // The cron (import chunks whose message was lost) runs when a test asks /__scheduled.
+    '--test-scheduled',
     '--env-file', secretsFile];
   // Another Worker in the same workerd and wrangler (scripts/bench-floor.mjs's JavaScript floor).
   if (options.wranglerConfig) args.push('--config', options.wranglerConfig);
   // The two CLOUDFLARE_* settings are wrangler's defaults, pinned so that a developer's shell cannot make wrangler
   // skip the secrets file or hand the whole environment to the Worker, where it would override the file's values.
-  const child = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1', CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV: 'true',
-      CLOUDFLARE_INCLUDE_PROCESS_ENV: 'false' } });
+  const launch = () => {
+    const c = spawn(WRANGLER, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1', CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV: 'true',
+        CLOUDFLARE_INCLUDE_PROCESS_ENV: 'false' } });
+    c.stdout.on('data', keep);
+    c.stderr.on('data', keep);
+    return c;
+  };
   const logs = [];
   const keep = (d) => { logs.push(d.toString()); if (logs.length > 200) logs.shift(); };
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
+  let child = launch();
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
     if (child.exitCode === null) {
@@ -164,8 +170,16 @@ async function startWorkerOnce(options) {
     await stop();
     throw e;
   }
-  return { url, adminToken, identitySecret, cookieSecret, serverKey, stop, logs, state, secretsFile, pid: child.pid,
-    inspectorPort };
+  // A crash and a restart: the runtime is killed at once (whatever it was doing, and its queues' messages in
+  // memory, are lost) and started again on the same port with the same local data.
+  const restart = async () => {
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    await new Promise((r) => { if (child.exitCode !== null) r(); else child.once('exit', r); });
+    child = launch();
+    await waitForHealth(url, child, logs, 60_000);
+  };
+  return { url, adminToken, identitySecret, cookieSecret, serverKey, stop, restart, logs, state, secretsFile,
+    pid: child.pid, inspectorPort };
 }
 
 /**

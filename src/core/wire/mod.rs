@@ -10,6 +10,8 @@ pub mod decide;
 pub mod deliveries;
 pub mod events;
 pub mod fields;
+pub mod import_jobs;
+pub mod import_rows;
 pub mod imports;
 pub mod impressions;
 pub mod inflate;

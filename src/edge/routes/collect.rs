@@ -2,7 +2,7 @@
 
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::ingest::Batch;
-use crate::core::engine::merge::{Group, MAX_PROFILES_PER_REQUEST};
+use crate::core::engine::merge::Group;
 use crate::core::rules::sources::Source;
 use crate::core::rules::Config;
 use crate::core::wire::events::CallType;
@@ -16,13 +16,8 @@ use crate::edge::request::{
     body, identity_secrets, origin, origin_allowed_by, query_param, server_key_from_browser, signals, signals_with_zone,
 };
 use crate::edge::{cookie, kv};
-use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
-use std::collections::BTreeMap;
 use worker::{Env, Request};
-
-/// How many identity lookups (KV reads, or profile objects asked where a profile lives) one request runs at once.
-const LOOKUPS_AT_ONCE: usize = 16;
 
 /// `POST /v1/batch` and the single-event endpoints; `query_key` is the write key a beacon sends in its URL
 /// (`/beacon/v1/batch?writeKey=...`), used when the request has no Basic auth.
@@ -77,53 +72,8 @@ pub(crate) async fn collect(
     let cookie_id = secret.as_deref().and_then(|s| cookie::id_from(&req, s));
     let mut batch = Batch::prepare(parsed, call.is_some(), cookie_id.as_deref(), &config);
 
-    // What the identity index says, and for identities it no longer knows, whether an erasure marked them.
-    let store = kv::store(env)?;
-    let mut index = BTreeMap::new();
-    let mut erased = std::collections::BTreeSet::new();
-    // Each identity's lookups are independent of the others': several at once, but never more than
-    // `LOOKUPS_AT_ONCE` (a batch may name thousands of identities).
-    let looked_up: Vec<_> = futures_util::stream::iter(batch.identities_to_resolve().into_iter().map(|id| {
-        let store = &store;
-        async move {
-            let pid = kv::profile_id_of(store, &id).await?;
-            let erased = pid.is_none() && kv::recently_erased(store, &id).await?;
-            Ok::<_, ApiError>((id, pid, erased))
-        }
-    }))
-    .buffered(LOOKUPS_AT_ONCE)
-    .try_collect()
-    .await?;
-    for (id, pid, was_erased) in looked_up {
-        match pid {
-            Some(pid) => {
-                index.insert(id, pid);
-            }
-            None if was_erased => {
-                erased.insert(id);
-            }
-            None => {}
-        }
-    }
-    // Identities that lead to different profiles may lead to one that was just merged into another (its index
-    // entries move a second later: KV takes one write a second per key). Where they do, the profiles' objects say
-    // where each lives now, so that a link already made counts as made (a signed-in browser's proof, say).
-    let distinct: std::collections::BTreeSet<String> = index.values().cloned().collect();
-    // Only as many as one request may write (more are refused by the planner anyway): a hostile batch naming
-    // thousands of profiles costs no more than that many calls, and its claims simply stay unproven.
-    if distinct.len() > 1 && distinct.len() <= MAX_PROFILES_PER_REQUEST {
-        let located: Vec<String> =
-            futures_util::stream::iter(distinct.iter().map(|pid| profile_client::locate(env, pid)))
-                .buffered(LOOKUPS_AT_ONCE)
-                .try_collect()
-                .await?;
-        let moved: BTreeMap<&String, String> = distinct.iter().zip(located).filter(|(from, to)| *from != to).collect();
-        for pid in index.values_mut() {
-            if let Some(to) = moved.get(pid) {
-                *pid = to.clone();
-            }
-        }
-    }
+    // What the identity index says, and where each profile lives now (`edge::ingest::resolve`).
+    let (index, erased) = crate::edge::ingest::resolve(env, &batch).await?;
     let secrets = identity_secrets(env);
     let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
     batch.admit(source, &secrets, &index, &erased, received);

@@ -9,5 +9,6 @@ pub mod demo;
 pub mod destinations;
 pub mod docs;
 pub mod experiments;
+pub mod imports;
 pub mod journeys;
 pub mod profiles;

@@ -1,0 +1,484 @@
+//! Import jobs at the edge (`core::wire::imports`, `core::wire::import_jobs`): a file streamed through the
+//! splitter into R2 (or one already there read by range), its chunks handed to the imports queue, the consumer
+//! that applies each chunk through the profiles' writers, and the cron that hands on a chunk whose message was
+//! lost. No step holds more than one R2 part (5 MiB) or one chunk of the file.
+
+use crate::core::base::encoding::hex;
+use crate::core::engine::apply::ApplyRequest;
+use crate::core::engine::ingest::Batch;
+use crate::core::engine::merge::{Group, MAX_PROFILES_PER_REQUEST};
+use crate::core::model::event::Event;
+use crate::core::rules::sources::{Source, SourceKind};
+use crate::core::wire::events::Parsed;
+use crate::core::wire::import_jobs::{self as jobs, Counts, Started};
+use crate::core::wire::imports::{parse_chunk, Declaration, Format, RowReject, Split, Splitter, MAX_IMPORT_BYTES};
+use crate::core::wire::imports::{MAX_REJECTS_KEPT, MAX_ROW_BYTES};
+use crate::core::wire::inflate::{Coding, Inflater};
+use crate::core::wire::BodyError;
+use crate::edge::clock::now;
+use crate::edge::error::ApiError;
+use crate::edge::objects::profile_client;
+use crate::edge::outlets::{bind, rows, run};
+use crate::edge::request::{inflate_error, next_chunk, profile_id_key};
+use crate::edge::{ingest, kv};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::{json, Value as J};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use worker::{D1Database, Env, MessageExt, Request};
+
+/// The bucket import files are kept in (`wrangler.toml`).
+pub const BUCKET: &str = "IMPORTS";
+/// The imports queue's binding and name.
+pub const QUEUE: &str = "IMPORT_CHUNKS";
+pub const QUEUE_NAME: &str = "edgecdp-imports";
+/// The size of each part of an upload to R2 (all parts but the last are this size, as R2 requires).
+const PART_BYTES: usize = 5 * 1024 * 1024;
+/// How much of a file already in R2 is read at once while it is split.
+const READ_BYTES: u64 = 1024 * 1024;
+/// Profiles written at once by one chunk's consumer.
+const WRITERS_AT_ONCE: usize = 8;
+
+thread_local! {
+    static READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The jobs' database, its tables made sure of once per isolate.
+pub(crate) async fn db(env: &Env) -> Result<D1Database, ApiError> {
+    let db = env.d1(crate::edge::outlets::D1_BINDING).map_err(|e| ApiError::Unavailable(format!("imports: {e}")))?;
+    if !READY.with(Cell::get) {
+        let schema = jobs::SCHEMA.iter().map(|s| db.prepare(*s)).collect();
+        db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("imports schema: {e}")))?;
+        READY.with(|r| r.set(true));
+    }
+    Ok(db)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!("imports: {e}"))
+}
+
+async fn exec(db: &D1Database, statements: &[jobs::Statement]) -> Result<(), ApiError> {
+    for group in statements.chunks(50) {
+        let list = group.iter().map(|s| bind(db, s)).collect::<worker::Result<Vec<_>>>().map_err(unavailable)?;
+        db.batch(list).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// A job's answer: its row with the first rejected rows.
+pub(crate) async fn job(db: &D1Database, id: &str) -> Result<Option<J>, ApiError> {
+    let Some(row) = rows(db, &jobs::job(id)).await?.into_iter().next() else { return Ok(None) };
+    let mut job = jobs::job_json(&row, now());
+    let rejects = rows(db, &jobs::rejects(id, 0, 100)).await?;
+    job["rejects"] = rejects.iter().map(|r| jobs::reject_json(r)).collect();
+    Ok(Some(job))
+}
+
+/// Creates a job for `source` and splits its file: the request's body streamed into R2, or the object the
+/// declaration names. Answers the job.
+pub(crate) async fn create(req: &mut Request, env: &Env, decl: Declaration, source: &str) -> Result<J, ApiError> {
+    let at = now();
+    let id = ["imp_", &crate::edge::auth::random_hex(16)?].concat();
+    let db = db(env).await?;
+    let owned = decl.object.is_none();
+    let object = decl.object.clone().unwrap_or_else(|| format!("imports/{id}"));
+    let declaration = decl.to_json().to_string();
+    run(&db, &jobs::create(&id, source, &declaration, &object, owned, at)).await.map_err(unavailable)?;
+    let split = if owned { upload(req, env, &decl, &object).await } else { read_object(env, &decl, &object).await };
+    let split = match split {
+        Ok(s) => s,
+        Err(e) => {
+            run(&db, &jobs::fail(&id, &e.to_json(), now())).await.map_err(unavailable)?;
+            return Err(e);
+        }
+    };
+    let outcome = start(env, &db, &id, source, &decl, &declaration, &object, split).await;
+    if let Err(e) = &outcome {
+        run(&db, &jobs::fail(&id, &e.to_json(), now())).await.map_err(unavailable)?;
+        if owned {
+            env.bucket(BUCKET).map_err(unavailable)?.delete(&object).await.map_err(unavailable)?;
+        }
+    }
+    outcome?;
+    job(&db, &id).await?.ok_or_else(|| unavailable("the job vanished"))
+}
+
+/// Streams the request's body (inflated, when its `Content-Encoding` says so) into R2 part by part, through the
+/// splitter, with a running limit on what the body holds.
+async fn upload(req: &mut Request, env: &Env, decl: &Declaration, key: &str) -> Result<Split, ApiError> {
+    use worker::wasm_bindgen::JsCast;
+    use worker::web_sys::ReadableStreamDefaultReader;
+    let coding = match req.headers().get("content-encoding")? {
+        None => None,
+        Some(h) => Coding::of_header(&h).map_err(|_| ApiError::UnsupportedEncoding(h.trim().to_string()))?,
+    };
+    let bucket = env.bucket(BUCKET).map_err(unavailable)?;
+    let mut splitter = Splitter::new(decl.format);
+    let limit = limit(env);
+    let mut inflater = coding.map(|c| Inflater::new(c, limit));
+    let mut part: Vec<u8> = Vec::new();
+    let mut multipart = None;
+    let mut parts = Vec::new();
+    let mut received = 0usize;
+    let too_large = || ApiError::Body(BodyError::TooLarge { limit });
+    if let Some(stream) = req.inner().body() {
+        let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+        let unreadable = |_| ApiError::BadRequest {
+            code: "body_unreadable",
+            message: "the file could not be read to its end".into(),
+            path: String::new(),
+        };
+        while let Some(chunk) = next_chunk(&reader).await.map_err(unreadable)? {
+            received += chunk.length() as usize;
+            if received > limit {
+                let _ = reader.cancel();
+                abort(multipart).await;
+                return Err(too_large());
+            }
+            let plain = match inflater.as_mut() {
+                Some(i) => match i.push(&chunk.to_vec()) {
+                    Ok(()) => i.take(),
+                    Err(e) => {
+                        let _ = reader.cancel();
+                        abort(multipart).await;
+                        return Err(inflate_error(e, limit));
+                    }
+                },
+                None => chunk.to_vec(),
+            };
+            splitter.feed(&plain);
+            part.extend_from_slice(&plain);
+            while part.len() >= PART_BYTES {
+                let rest = part.split_off(PART_BYTES);
+                let full = std::mem::replace(&mut part, rest);
+                if multipart.is_none() {
+                    multipart = Some(bucket.create_multipart_upload(key).execute().await.map_err(unavailable)?);
+                }
+                let upload = multipart.as_ref().expect("just made");
+                parts.push(upload.upload_part(parts.len() as u16 + 1, full).await.map_err(unavailable)?);
+            }
+        }
+    }
+    if let Some(i) = inflater {
+        match i.finish() {
+            Ok(rest) => {
+                splitter.feed(&rest);
+                part.extend(rest);
+            }
+            Err(e) => {
+                abort(multipart).await;
+                return Err(inflate_error(e, limit));
+            }
+        }
+    }
+    match multipart {
+        None => {
+            bucket.put(key, part).execute().await.map_err(unavailable)?;
+        }
+        Some(upload) => {
+            if !part.is_empty() {
+                parts.push(upload.upload_part(parts.len() as u16 + 1, part).await.map_err(unavailable)?);
+            }
+            upload.complete(parts).await.map_err(unavailable)?;
+        }
+    }
+    Ok(splitter.finish())
+}
+
+/// The most a file may hold: `MAX_IMPORT_BYTES`, or less where `EDGECDP_IMPORT_MAX_BYTES` says (tests).
+fn limit(env: &Env) -> usize {
+    let set = env.var("EDGECDP_IMPORT_MAX_BYTES").ok().and_then(|v| v.to_string().parse::<usize>().ok());
+    set.map_or(MAX_IMPORT_BYTES, |n| n.min(MAX_IMPORT_BYTES))
+}
+
+async fn abort(upload: Option<worker::MultipartUpload>) {
+    if let Some(u) = upload {
+        let _ = u.abort().await;
+    }
+}
+
+/// Splits a file already in R2, read a range at a time. A compressed object is refused: it cannot be read back
+/// by range (upload it with `Content-Encoding: gzip` instead, which stores it inflated).
+async fn read_object(env: &Env, decl: &Declaration, key: &str) -> Result<Split, ApiError> {
+    let bucket = env.bucket(BUCKET).map_err(unavailable)?;
+    let missing = || ApiError::BadRequest {
+        code: "object_not_found",
+        message: format!("the imports bucket has no object {key:?}"),
+        path: "object".into(),
+    };
+    let size = bucket.head(key).await.map_err(unavailable)?.ok_or_else(missing)?.size();
+    if size > limit(env) as u64 {
+        return Err(ApiError::Body(BodyError::TooLarge { limit: limit(env) }));
+    }
+    let mut splitter = Splitter::new(decl.format);
+    let mut offset = 0;
+    while offset < size {
+        let length = READ_BYTES.min(size - offset);
+        let range = worker::Range::OffsetWithLength { offset, length };
+        let object = bucket.get(key).range(range).execute().await.map_err(unavailable)?.ok_or_else(missing)?;
+        let bytes = object.body().ok_or_else(missing)?.bytes().await.map_err(unavailable)?;
+        if offset == 0 && bytes.starts_with(&[0x1f, 0x8b]) {
+            return Err(ApiError::BadRequest {
+                code: "compressed_object",
+                message: "the object is gzip: chunks are read back by range, so name an uncompressed file (or upload \
+                          it with Content-Encoding: gzip)"
+                    .into(),
+                path: "object".into(),
+            });
+        }
+        splitter.feed(&bytes);
+        offset += bytes.len().max(1) as u64;
+    }
+    Ok(splitter.finish())
+}
+
+/// The file is split: the job records its chunks and rejected rows and runs, unless the same source imported the
+/// same file the same way before (then it ends as that job's duplicate, applying nothing).
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    env: &Env,
+    db: &D1Database,
+    id: &str,
+    source: &str,
+    decl: &Declaration,
+    declaration: &str,
+    object: &str,
+    split: Split,
+) -> Result<(), ApiError> {
+    let header = match (decl.format, split.header.as_deref()) {
+        (Format::Csv, None) => {
+            return Err(ApiError::Body(BodyError::Shape {
+                path: "header".into(),
+                message: "the CSV file is empty: its first row must name its columns".into(),
+            }))
+        }
+        (Format::Csv, Some(h)) => Some(h),
+        _ => None,
+    };
+    let columns = header.map(|h| decl.bind(h)).transpose().map_err(ApiError::Body)?;
+    let header_text = header.map(|h| String::from_utf8_lossy(h).into_owned());
+    let digest = hex(&split.digest);
+    let unknown = columns.as_ref().map(|c| c.unknown.clone()).unwrap_or_default();
+    let started = Started {
+        header: header_text.as_deref(),
+        unknown_columns: &unknown,
+        digest: &digest,
+        bytes: split.bytes,
+        chunks: split.chunks.len(),
+        split_rejected: split.rejects.len(),
+    };
+    let at = now();
+    if let Some(row) = rows(db, &jobs::same_file(id, source, &digest, declaration)).await?.into_iter().next() {
+        let of = row.first().and_then(J::as_str).unwrap_or_default().to_string();
+        run(db, &jobs::duplicate(id, &of, &started, at)).await.map_err(unavailable)?;
+        if decl.object.is_none() {
+            env.bucket(BUCKET).map_err(unavailable)?.delete(object).await.map_err(unavailable)?;
+        }
+        return Ok(());
+    }
+    let mut statements: Vec<jobs::Statement> =
+        split.chunks.iter().enumerate().map(|(n, c)| jobs::add_chunk(id, n, c, at)).collect();
+    statements.extend(split.rejects.iter().take(MAX_REJECTS_KEPT).map(|r| jobs::add_reject(id, r)));
+    statements.push(jobs::start(id, &started, at));
+    exec(db, &statements).await?;
+    let queue = env.queue(QUEUE).map_err(unavailable)?;
+    // Each message as text, as every queue of this Worker carries them (its consumer reads `String` bodies).
+    let messages: Vec<String> = (0..split.chunks.len()).map(|n| json!({"job": id, "n": n}).to_string()).collect();
+    for group in messages.chunks(100) {
+        queue.send_batch(group.to_vec()).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// The queue's consumer: each message is one chunk, applied once (see `apply_chunk`); a chunk that fails for
+/// now (a writer unavailable) is retried by the queue.
+pub(crate) async fn consume(batch: worker::MessageBatch<String>, env: Env) -> worker::Result<()> {
+    for message in batch.messages()? {
+        match apply_chunk(&env, message.body()).await {
+            Ok(()) => message.ack(),
+            Err(e) => {
+                worker::console_error!("import chunk {}: {e:?}", message.body());
+                message.retry();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The source an import's events come from: a server's word (identities merge, contact points are proven).
+fn import_source(id: &str) -> Source {
+    Source { id: id.to_string(), kind: SourceKind::Server { key_digest: String::new() }, origins: Vec::new() }
+}
+
+/// The person an imported event belongs to, for cutting a chunk into batches of at most
+/// `MAX_PROFILES_PER_REQUEST` people.
+fn person(e: &Event) -> String {
+    match (&e.user_id, &e.anonymous_id, &e.routing) {
+        (Some(u), _, _) => ["u:", u].concat(),
+        (None, Some(a), _) => ["a:", a].concat(),
+        (None, None, Some(r)) => [&r.kind, ":", &r.value].concat(),
+        _ => String::new(),
+    }
+}
+
+/// Reads one chunk back by range, parses its rows, and applies them through the profiles' writers in time order
+/// per person; then records its counts and rejected rows, once, and ends the job when it was the last.
+async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
+    let message: J = serde_json::from_str(body).unwrap_or_default();
+    let (Some(id), Some(n)) = (message["job"].as_str(), message["n"].as_u64()) else { return Ok(()) };
+    let n = n as usize;
+    let db = db(env).await?;
+    let Some(row) = rows(&db, &jobs::job_for_chunk(id, n)).await?.into_iter().next() else { return Ok(()) };
+    let text = |i: usize| row.get(i).and_then(J::as_str).unwrap_or_default().to_string();
+    let int = |i: usize| row.get(i).and_then(J::as_u64).unwrap_or(0);
+    if text(0) != jobs::RUNNING || text(8) == jobs::DONE {
+        return Ok(());
+    }
+    let at = now();
+    let (_, config) = kv::config(env).await?;
+    let failed = |code: &str, message: String| json!({"code": code, "message": message, "path": ""});
+    let decl = match Declaration::of_stored(&text(1), &config, at) {
+        Ok(d) => d,
+        Err(e) => {
+            let why = failed("declaration_invalid", format!("the configuration no longer takes this job: {e:?}"));
+            return run(&db, &jobs::fail(id, &why, at)).await.map_err(unavailable);
+        }
+    };
+    let columns = match decl.format {
+        Format::Csv => Some(decl.bind(text(3).as_bytes()).map_err(ApiError::Body)?),
+        Format::Ndjson => None,
+    };
+    let (offset, length) = (int(5), int(6));
+    if length > 4 * MAX_ROW_BYTES.max(crate::core::wire::imports::CHUNK_BYTES) {
+        return Err(unavailable("a chunk longer than any split makes"));
+    }
+    let bucket = env.bucket(BUCKET).map_err(unavailable)?;
+    let range = worker::Range::OffsetWithLength { offset, length };
+    let Some(object) = bucket.get(text(2)).range(range).execute().await.map_err(unavailable)? else {
+        let why = failed("file_missing", "the job's file is no longer in the imports bucket".into());
+        return run(&db, &jobs::fail(id, &why, at)).await.map_err(unavailable);
+    };
+    let bytes = object.body().ok_or_else(|| unavailable("no body"))?.bytes().await.map_err(unavailable)?;
+    let parsed = parse_chunk(&bytes, int(7), &decl, columns.as_ref(), &config, at);
+    let mut counts = Counts { read: parsed.read, ..Counts::default() };
+    let mut rejects = parsed.rejects;
+    // In time order; then cut into batches of at most `MAX_PROFILES_PER_REQUEST` people, each person whole.
+    let mut rows_in_order: Vec<(Event, u64)> = parsed.events.into_iter().zip(parsed.lines).collect();
+    rows_in_order.sort_by_key(|(e, _)| e.timestamp);
+    let mut people: BTreeMap<String, usize> = BTreeMap::new();
+    let mut batches: Vec<Vec<(Event, u64)>> = Vec::new();
+    for (event, line) in rows_in_order {
+        let key = person(&event);
+        let b = match people.get(&key) {
+            Some(&b) => b,
+            None => {
+                let b = people.len() / MAX_PROFILES_PER_REQUEST;
+                people.insert(key, b);
+                b
+            }
+        };
+        if batches.len() <= b {
+            batches.resize_with(b + 1, Vec::new);
+        }
+        batches[b].push((event, line));
+    }
+    let source = import_source(&text(4));
+    let ids = profile_id_key(env)?;
+    for rows_of_batch in batches {
+        if rows(&db, &jobs::state_of(id)).await?.first().and_then(|r| r.first()).and_then(J::as_str)
+            != Some(jobs::RUNNING)
+        {
+            return Ok(());
+        }
+        let (events, lines): (Vec<Event>, Vec<u64>) = rows_of_batch.into_iter().unzip();
+        let mut batch = Batch::prepare(Parsed { write_key: None, events, rejected: Vec::new() }, true, None, &config);
+        let (index, erased) = ingest::resolve(env, &batch).await?;
+        batch.admit(&source, &[], &index, &erased, at);
+        let groups = batch.plan(&index, &config, &ids);
+        let outcomes = apply_groups(env, groups).await?;
+        for (message_ids, outcome) in outcomes {
+            counts.applied += u64::from(outcome.stored);
+            counts.duplicates += u64::from(outcome.duplicates);
+            counts.refused += u64::from(outcome.refused);
+            if outcome.erased {
+                for m in &message_ids {
+                    let message = "this person was erased moments ago; rows for them are not kept";
+                    batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
+                }
+            }
+            for (m, field) in &outcome.over_budget {
+                let message = format!("the profile has no room for this row's {field} (see Profile size in README.md)");
+                batch.refuse_by_message_id(m, "profile_budget_exceeded", message, field);
+            }
+        }
+        let (rejected, _) = batch.finish();
+        rejects.extend(rejected.into_iter().map(|r| RowReject {
+            line: lines.get(r.index).copied().unwrap_or(0),
+            code: r.code,
+            path: r.path,
+            message: r.message,
+        }));
+    }
+    counts.rejected = rejects.len() as u64;
+    let mut statements: Vec<jobs::Statement> =
+        rejects.iter().take(MAX_REJECTS_KEPT).map(|r| jobs::add_reject(id, r)).collect();
+    statements.push(jobs::chunk_done(id, n, counts, now()));
+    statements.push(jobs::finish(id, now()));
+    exec(&db, &statements).await?;
+    // The file goes once the job is done: nothing of its people is kept beyond their profiles.
+    let state = rows(&db, &jobs::state_of(id)).await?;
+    if state.first().and_then(|r| r.first()).and_then(J::as_str) == Some(jobs::DONE) && int(9) == 1 {
+        bucket.delete(text(2)).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Applies a batch's groups: those that absorb no other profile at once (several writers at a time), then those
+/// that do, one after another in the planner's order (a merge must find the profiles it absorbs stored).
+async fn apply_groups(
+    env: &Env,
+    groups: Vec<Group>,
+) -> Result<Vec<(Vec<String>, crate::core::engine::apply::ApplyAnswer)>, ApiError> {
+    let (plain, linking): (Vec<Group>, Vec<Group>) = groups.into_iter().partition(|g| g.links.is_empty());
+    let request = |g: Group| {
+        let message_ids: Vec<String> = g.events.iter().map(|e| e.message_id.clone()).collect();
+        let r = ApplyRequest { profile_id: g.profile_id, events: g.events, links: g.links, ..ApplyRequest::default() };
+        (message_ids, r)
+    };
+    let mut out: Vec<_> = futures_util::stream::iter(
+        plain.into_iter().map(request).map(|(m, r)| async move { profile_client::apply(env, r).await.map(|o| (m, o)) }),
+    )
+    .buffer_unordered(WRITERS_AT_ONCE)
+    .try_collect()
+    .await?;
+    for (m, r) in linking.into_iter().map(request) {
+        out.push((m, profile_client::apply(env, r).await?));
+    }
+    Ok(out)
+}
+
+/// The cron: chunks of running jobs handed to the queue longer ago than `EDGECDP_IMPORT_STALE_SECONDS` (10
+/// minutes by default) and not done go to the queue again; their message was lost (a runtime restart). A chunk
+/// applied twice counts once (message ids, and `chunk_done` marks it once).
+pub(crate) async fn requeue_stale(env: &Env) -> Result<usize, ApiError> {
+    let stale_ms =
+        env.var("EDGECDP_IMPORT_STALE_SECONDS").ok().and_then(|v| v.to_string().parse::<i64>().ok()).unwrap_or(600)
+            * 1000;
+    let db = db(env).await?;
+    let at = now();
+    let stale = rows(&db, &jobs::stale_chunks(at - stale_ms, 500)).await?;
+    let queue = env.queue(QUEUE).map_err(unavailable)?;
+    let mut statements = Vec::new();
+    let mut messages = Vec::new();
+    for row in &stale {
+        let (Some(job), Some(n)) = (row.first().and_then(J::as_str), row.get(1).and_then(J::as_i64)) else { continue };
+        messages.push(json!({"job": job, "n": n}).to_string());
+        statements.push(jobs::requeued(job, n, at));
+    }
+    exec(&db, &statements).await?;
+    for group in messages.chunks(100) {
+        queue.send_batch(group.to_vec()).await.map_err(unavailable)?;
+    }
+    Ok(messages.len())
+}
