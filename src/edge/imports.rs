@@ -5,8 +5,8 @@
 
 use crate::core::base::encoding::hex;
 use crate::core::engine::apply::ApplyRequest;
-use crate::core::engine::ingest::Batch;
-use crate::core::engine::merge::{Group, MAX_PROFILES_PER_REQUEST};
+use crate::core::engine::ingest::{import_batches, Batch};
+use crate::core::engine::merge::Group;
 use crate::core::model::event::Event;
 use crate::core::rules::sources::{Source, SourceKind};
 use crate::core::wire::events::Parsed;
@@ -19,12 +19,11 @@ use crate::edge::clock::now;
 use crate::edge::error::ApiError;
 use crate::edge::objects::profile_client;
 use crate::edge::outlets::{bind, rows, run};
-use crate::edge::request::{inflate_error, next_chunk, profile_id_key};
+use crate::edge::request::{drain, inflate_error, next_chunk, profile_id_key};
 use crate::edge::{ingest, kv};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{json, Value as J};
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use worker::{D1Database, Env, MessageExt, Request};
 
 /// The bucket import files are kept in (`wrangler.toml`).
@@ -132,23 +131,31 @@ async fn upload(req: &mut Request, env: &Env, decl: &Declaration, key: &str) -> 
         while let Some(chunk) = next_chunk(&reader).await.map_err(unreadable)? {
             received += chunk.length() as usize;
             if received > limit {
-                let _ = reader.cancel();
+                drain(&reader).await;
                 abort(multipart).await;
                 return Err(too_large());
             }
-            let plain = match inflater.as_mut() {
-                Some(i) => match i.push(&chunk.to_vec()) {
-                    Ok(()) => i.take(),
-                    Err(e) => {
-                        let _ = reader.cancel();
-                        abort(multipart).await;
-                        return Err(inflate_error(e, limit));
+            let chunk = chunk.to_vec();
+            match inflater.as_mut() {
+                // A kilobyte of compressed input at a time inflates to at most about a megabyte (deflate's
+                // ratio is at most 1032:1), so a bomb never holds more than that at once.
+                Some(i) => {
+                    for piece in chunk.chunks(1024) {
+                        if let Err(e) = i.push(piece) {
+                            drain(&reader).await;
+                            abort(multipart).await;
+                            return Err(inflate_error(e, limit));
+                        }
+                        let plain = i.take();
+                        splitter.feed(&plain);
+                        part.extend_from_slice(&plain);
                     }
-                },
-                None => chunk.to_vec(),
-            };
-            splitter.feed(&plain);
-            part.extend_from_slice(&plain);
+                }
+                None => {
+                    splitter.feed(&chunk);
+                    part.extend_from_slice(&chunk);
+                }
+            }
             while part.len() >= PART_BYTES {
                 let rest = part.split_off(PART_BYTES);
                 let full = std::mem::replace(&mut part, rest);
@@ -311,17 +318,6 @@ fn import_source(id: &str) -> Source {
     Source { id: id.to_string(), kind: SourceKind::Server { key_digest: String::new() }, origins: Vec::new() }
 }
 
-/// The person an imported event belongs to, for cutting a chunk into batches of at most
-/// `MAX_PROFILES_PER_REQUEST` people.
-fn person(e: &Event) -> String {
-    match (&e.user_id, &e.anonymous_id, &e.routing) {
-        (Some(u), _, _) => ["u:", u].concat(),
-        (None, Some(a), _) => ["a:", a].concat(),
-        (None, None, Some(r)) => [&r.kind, ":", &r.value].concat(),
-        _ => String::new(),
-    }
-}
-
 /// Reads one chunk back by range, parses its rows, and applies them through the profiles' writers in time order
 /// per person; then records its counts and rejected rows, once, and ends the job when it was the last.
 async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
@@ -363,26 +359,7 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
     let parsed = parse_chunk(&bytes, int(7), &decl, columns.as_ref(), &config, at);
     let mut counts = Counts { read: parsed.read, ..Counts::default() };
     let mut rejects = parsed.rejects;
-    // In time order; then cut into batches of at most `MAX_PROFILES_PER_REQUEST` people, each person whole.
-    let mut rows_in_order: Vec<(Event, u64)> = parsed.events.into_iter().zip(parsed.lines).collect();
-    rows_in_order.sort_by_key(|(e, _)| e.timestamp);
-    let mut people: BTreeMap<String, usize> = BTreeMap::new();
-    let mut batches: Vec<Vec<(Event, u64)>> = Vec::new();
-    for (event, line) in rows_in_order {
-        let key = person(&event);
-        let b = match people.get(&key) {
-            Some(&b) => b,
-            None => {
-                let b = people.len() / MAX_PROFILES_PER_REQUEST;
-                people.insert(key, b);
-                b
-            }
-        };
-        if batches.len() <= b {
-            batches.resize_with(b + 1, Vec::new);
-        }
-        batches[b].push((event, line));
-    }
+    let batches = import_batches(parsed.events, parsed.lines);
     let source = import_source(&text(4));
     let ids = profile_id_key(env)?;
     for rows_of_batch in batches {

@@ -112,14 +112,7 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
             // one was refused unread), so that the answer reaches the client and the connection carries its next
             // request; a body that goes on past that is cancelled. (Under `wrangler dev` a cancelled body can
             // make its proxy answer 503 instead of the Worker's 413: see abuse.test.mjs.)
-            let mut drained = 0usize;
-            while let Ok(Some(chunk)) = next_chunk(&reader).await {
-                drained += chunk.length() as usize;
-                if drained > DRAIN_BYTES {
-                    let _ = reader.cancel();
-                    break;
-                }
-            }
+            drain(&reader).await;
             return Err(e);
         }
     }
@@ -139,6 +132,19 @@ pub(crate) async fn next_chunk(
         return Ok(None);
     }
     Ok(Some(Uint8Array::new(&Reflect::get(&read, &"value".into())?)))
+}
+
+/// Reads the rest of a refused body and drops it, up to `DRAIN_BYTES`, then cancels what is left: the answer
+/// then reaches the client, and under `wrangler dev` the runtime stays up (a body cancelled unread restarted it).
+pub(crate) async fn drain(reader: &worker::web_sys::ReadableStreamDefaultReader) {
+    let mut drained = 0usize;
+    while let Ok(Some(chunk)) = next_chunk(reader).await {
+        drained += chunk.length() as usize;
+        if drained > DRAIN_BYTES {
+            let _ = reader.cancel();
+            return;
+        }
+    }
 }
 
 /// How much of a refused body is read and dropped after its limit before the rest is cancelled.

@@ -12,15 +12,19 @@
 
 use edgecdp::core::base::time::Millis;
 use edgecdp::core::engine::apply::ApplyRequest;
-use edgecdp::core::engine::ingest::Batch;
+use edgecdp::core::engine::ingest::{import_batches, Batch};
 use edgecdp::core::model::consent::RequestSignals;
 use edgecdp::core::model::identity::{Identity, ProfileIdKey};
 use edgecdp::core::model::profile::Profile;
 use edgecdp::core::model::shown::Outcome;
+use edgecdp::core::rules::sources::{Source, SourceKind};
 use edgecdp::core::rules::Config;
 use edgecdp::core::store::decode_profile;
 use edgecdp::core::wire::deliveries::DeliveryMessage;
 use edgecdp::core::wire::events::parse_batch;
+use edgecdp::core::wire::events::Parsed;
+use edgecdp::core::wire::imports::{parse_chunk, Columns, Declaration};
+use edgecdp::core::wire::Rejection;
 use edgecdp::core::writer::effects::{Action, Effect, Effects, Handed};
 use edgecdp::core::writer::protocol::{decode_reply, decode_request, encode_reply, encode_request, Reply, Request};
 use edgecdp::core::writer::state::{Key, Stored, Value};
@@ -260,11 +264,60 @@ impl World {
         signals: &RequestSignals,
         now: Millis,
     ) -> (Vec<String>, Vec<String>) {
+        let (written, rejected) = self.collect_rejections(config, line, signals, now);
+        (written, rejected.iter().map(|r| format!("{r:?}")).collect())
+    }
+
+    fn collect_rejections(
+        &mut self,
+        config: &Config,
+        line: &str,
+        signals: &RequestSignals,
+        now: Millis,
+    ) -> (Vec<String>, Vec<Rejection>) {
         let source =
             config.sources.iter().find(|s| s.is_server()).or(config.sources.first()).expect("a case has a source");
         let body = format!(r#"{{"batch":[{line}]}}"#);
         let parsed = parse_batch(body.as_bytes(), now).expect("events hold valid JSON events");
         assert!(parsed.rejected.is_empty(), "an event is rejected: {:?}", parsed.rejected);
+        self.write_parsed(config, source, parsed, signals, now)
+    }
+
+    /// An import chunk (`wire::imports::parse_chunk`) as the Worker's imports consumer applies it: in time order,
+    /// batch by batch (`ingest::import_batches`), from a server's word. Answers the rows read, the profiles that
+    /// took rows, and the rows refused (parse rejects and writers' refusals), as (line, code).
+    pub fn import(
+        &mut self,
+        config: &Config,
+        decl: &Declaration,
+        columns: Option<&Columns>,
+        file: &[u8],
+        now: Millis,
+    ) -> (u64, Vec<String>, Vec<(u64, String)>) {
+        let rows = parse_chunk(file, 1 + u64::from(columns.is_some()), decl, columns, config, now);
+        let mut refused: Vec<(u64, String)> = rows.rejects.iter().map(|r| (r.line, r.code.to_string())).collect();
+        let source =
+            Source { id: "import".into(), kind: SourceKind::Server { key_digest: String::new() }, origins: vec![] };
+        let mut written = Vec::new();
+        for (events, lines) in import_batches(rows.events, rows.lines) {
+            let parsed = Parsed { write_key: None, events, rejected: Vec::new() };
+            let (w, r) = self.write_parsed(config, &source, parsed, &RequestSignals::default(), now);
+            written.extend(w);
+            refused.extend(r.iter().map(|r| (lines[r.index], r.code.to_string())));
+        }
+        refused.sort();
+        (rows.read, written, refused)
+    }
+
+    /// Parsed events through `ingest::Batch` (prepare, lookups, admit, plan) and each profile's object.
+    fn write_parsed(
+        &mut self,
+        config: &Config,
+        source: &Source,
+        parsed: Parsed,
+        signals: &RequestSignals,
+        now: Millis,
+    ) -> (Vec<String>, Vec<Rejection>) {
         let mut batch = Batch::prepare(parsed, false, None, config);
         let mut known = BTreeMap::new();
         let mut erased = BTreeSet::new();
@@ -307,7 +360,7 @@ impl World {
             }
         }
         let (rejected, _) = batch.finish();
-        (written, rejected.iter().map(|r| format!("{r:?}")).collect())
+        (written, rejected)
     }
 
     /// An apply, following tombstones.

@@ -330,8 +330,11 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
             Err(refused) => {
                 out.refused += 1;
                 if let (Some(p), Some(prefs)) = (profile.as_mut(), refused.consent.as_ref()) {
+                    // An import refused for this person records only the refusals it carries: no grant of its
+                    // lands beside a refusal of analytics the person made.
                     out.changed |= if imported {
-                        p.consent.record_basis(policy, prefs, refused.timestamp)
+                        let refusals = prefs.iter().filter(|(_, g)| !**g).map(|(k, g)| (k.clone(), *g)).collect();
+                        p.consent.record_basis(policy, &refusals, refused.timestamp)
                     } else {
                         p.consent.record(policy, prefs, refused.timestamp, "event")
                     };

@@ -228,6 +228,36 @@ impl Batch {
     }
 }
 
+/// The person an imported event belongs to, for `import_batches`.
+fn person(e: &Event) -> String {
+    match (&e.user_id, &e.anonymous_id, &e.routing) {
+        (Some(u), _, _) => ["u:", u].concat(),
+        (None, Some(a), _) => ["a:", a].concat(),
+        (None, None, Some(r)) => [&r.kind, ":", &r.value].concat(),
+        _ => String::new(),
+    }
+}
+
+/// An import chunk's events (each with its line) as the batches its consumer sends, one after another: in time
+/// order (so each person's history is applied in the order it happened), at most `MAX_PROFILES_PER_REQUEST`
+/// people per batch, each person's rows in one batch.
+pub fn import_batches(events: Vec<Event>, lines: Vec<u64>) -> Vec<(Vec<Event>, Vec<u64>)> {
+    let mut rows: Vec<(Event, u64)> = events.into_iter().zip(lines).collect();
+    rows.sort_by_key(|(e, _)| e.timestamp);
+    let mut people: BTreeMap<String, usize> = BTreeMap::new();
+    let mut batches: Vec<(Vec<Event>, Vec<u64>)> = Vec::new();
+    for (event, line) in rows {
+        let count = people.len();
+        let b = *people.entry(person(&event)).or_insert(count / MAX_PROFILES_PER_REQUEST);
+        if batches.len() <= b {
+            batches.resize_with(b + 1, Default::default);
+        }
+        batches[b].0.push(event);
+        batches[b].1.push(line);
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +345,33 @@ mod tests {
         batch.admit(&config.sources[1], &[], &BTreeMap::new(), &BTreeSet::new(), NOW);
         assert_eq!(batch.events.iter().filter(|e| e.user_id.is_some()).count(), 3);
         assert!(batch.events.iter().all(|e| e.identity_token.is_none() && !e.from_browser));
+    }
+
+    #[test]
+    fn an_import_chunk_goes_in_time_order_each_person_whole_in_one_batch() {
+        let event = |user: usize, at: Millis| {
+            let kind = crate::core::model::event::EventKind::Track { event: "E".into(), properties: BTreeMap::new() };
+            let mut e = Event::new(format!("m{user}-{at}"), None, Some(format!("u{user}")), at, kind);
+            e.imported = true;
+            e
+        };
+        let people = MAX_PROFILES_PER_REQUEST + 3;
+        let mut events: Vec<Event> = (0..people).map(|u| event(u, 100 + u as Millis)).collect();
+        events.push(event(0, 1));
+        events.push(event(people - 1, 5));
+        let lines: Vec<u64> = (0..events.len() as u64).map(|l| l + 2).collect();
+        let batches = import_batches(events, lines);
+        assert_eq!(batches.len(), 2);
+        for (events, lines) in &batches {
+            assert!(events.windows(2).all(|w| w[0].timestamp <= w[1].timestamp), "in time order");
+            assert_eq!(events.len(), lines.len());
+        }
+        let users = |b: &Vec<Event>| b.iter().filter_map(|e| e.user_id.clone()).collect::<BTreeSet<_>>();
+        assert_eq!(users(&batches[0].0).len(), MAX_PROFILES_PER_REQUEST);
+        assert_eq!(users(&batches[1].0).len(), 3);
+        assert!(users(&batches[0].0).is_disjoint(&users(&batches[1].0)), "each person whole");
+        // The earliest row (u0 at 1) leads, with its line.
+        assert_eq!((batches[0].0[0].timestamp, batches[0].1[0]), (1, 2 + people as u64));
     }
 
     #[test]
