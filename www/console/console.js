@@ -648,6 +648,7 @@ function formatOf(name) {
 }
 
 async function importsView(params) {
+  importNotices.clear();
   render('Imports');
   const job = el('div', { id: 'import-job', class: 'card', hidden: true });
   const recent = el('div', { class: 'card', id: 'imports-recent' });
@@ -703,7 +704,8 @@ function importForm(jobCard, recent) {
     const duplicates = headers.filter((h, i) => headers.indexOf(h) !== i);
     const t = table(caption, ['Line', ...headers], records.map((r) => [r.line, ...headers.map((_, i) => (r.cells[i] === undefined ? '' : r.cells[i]))]));
     t.tHead.append(el('tr', { class: 'mapping' }, el('th', { scope: 'row' }, 'Goes to'), columns.map((c) => el('th', {}, c.select, c.field))));
-    return [duplicates.length ? el('p', { class: 'warn', role: 'note' }, `Columns are mapped by their header, and these appear more than once: ${[...new Set(duplicates)].join(', ')}. Rename them in the file first.`) : null, t];
+    return [duplicates.length ? el('p', { class: 'warn', role: 'note' }, `Columns are mapped by their header, and these appear more than once: ${[...new Set(duplicates)].join(', ')}. Rename them in the file first.`) : null, t]
+      .filter(Boolean);
   };
 
   const showPreview = async () => {
@@ -726,7 +728,7 @@ function importForm(jobCard, recent) {
       const records = parseCsv(head.text, PREVIEW_ROWS + 1, head.complete);
       if (!records.length) { preview.replaceChildren(el('p', { class: 'error' }, 'This file has no header line.')); return; }
       preview.replaceChildren(...mappingTable(`The first rows of ${f.name}, and where each column goes`, records[0].cells, records.slice(1)),
-        records.length === 1 ? el('p', { class: 'muted' }, 'The file has a header and no row yet.') : '');
+        ...(records.length === 1 ? [el('p', { class: 'muted' }, 'The file has a header and no row yet.')] : []));
     } catch (e) {
       preview.replaceChildren(el('p', { class: 'error' }, `This file could not be read here: ${e.message}`));
     }
@@ -857,6 +859,8 @@ function importForm(jobCard, recent) {
 
 // The job being followed; a newer one (or another view) ends the older loop.
 let following = 0;
+// A refusal to show with a job until the page changes (the card is redrawn every second, the message must stay).
+const importNotices = new Map();
 
 async function watchImport(id, card, recent) {
   const mine = ++following;
@@ -890,8 +894,10 @@ function showImport(job, card, recent) {
   card.hidden = false;
   card.dataset.state = job.state;
   card.dataset.id = job.id;
-  card.replaceChildren(
+  // replaceChildren, unlike el(), would write a null as the text "null": the parts left out are filtered first.
+  card.replaceChildren(...[
     el('h2', {}, `Import ${job.id}`),
+    importNotices.get(job.id) || null,
     el('p', {}, `${job.format === 'ndjson' ? 'NDJSON' : 'CSV'} of ${job.kind}, from source ${job.source}, ${show(job.bytes)} bytes. `,
       el('strong', { id: 'import-state' }, job.state),
       `. Created ${when(job.createdAt)}; started ${when(job.startedAt)}; finished ${when(job.finishedAt)}.`),
@@ -906,18 +912,21 @@ function showImport(job, card, recent) {
         ['Line', 'Code', 'Field', 'Why'], (job.rejects || []).map((r) => [r.line, r.code, r.path || '—', r.message]), [0])),
     el('p', { class: 'row' },
       rows.rejected ? el('a', { id: 'import-rejects-download', href: `/v1/imports/${encodeURIComponent(job.id)}/rejects`, download: `${job.id}-rejects.ndjson` }, 'Download every rejected row (NDJSON)') : null,
-      running ? el('button', { type: 'button', id: 'import-cancel', class: 'danger', onclick: () => cancelImport(job, card, recent) }, 'Cancel this import…') : null));
+      running ? el('button', { type: 'button', id: 'import-cancel', class: 'danger', onclick: () => cancelImport(job, card, recent) }, 'Cancel this import…') : null),
+  ].filter(Boolean));
 }
 
 async function cancelImport(job, card, recent) {
   const ok = await confirmDialog('Stop this import?', `Import ${job.id} stops: rows not yet applied are not imported. Rows already applied stay.`, 'Stop the import');
   if (!ok) return;
+  importNotices.delete(job.id);
   try {
     showImport((await api('POST', `/v1/imports/${encodeURIComponent(job.id)}/cancel`)).json, card, recent);
     refreshImports(recent);
   } catch (e) {
-    // It ended meanwhile (409 import_finished): the loop shows how.
-    card.prepend(failure(e));
+    // It ended meanwhile (409 import_finished): the message stays, and the loop shows how it ended.
+    importNotices.set(job.id, failure(e));
+    showImport(job, card, recent);
   }
 }
 
