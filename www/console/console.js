@@ -557,7 +557,7 @@ async function configView() {
 const PREVIEW_BYTES = 64 * 1024;
 const PREVIEW_ROWS = 5;
 const FINISHED = ['done', 'failed', 'cancelled'];
-const PURPOSES = ['analytics', 'personalization', 'advertising'];
+const PURPOSES = ['analytics', 'personalization', 'advertising', 'marketing'];
 
 /**
  * Parses CSV text (RFC 4180: quoted fields, `""` inside quotes, CRLF or LF) into at most `max` records, each
@@ -689,6 +689,8 @@ function importForm(jobCard, recent) {
     const field = el('input', { class: 'import-map-name', 'data-column': h, 'aria-label': `Name for ${label}`, value: name, autocomplete: 'off' });
     const column = { header: h, select, field, touched: false };
     column.sync = () => {
+      // The Worker takes traits only from profile rows, and an event's fields only from event rows.
+      for (const o of select.options) o.disabled = kind.value === 'profiles' ? ['event', 'properties.*'].includes(o.value) : o.value === 'traits.*';
       field.hidden = !select.value.endsWith('*');
       field.placeholder = select.value === 'identities.*' ? 'identity type, e.g. crm_id' : 'name';
     };
@@ -751,12 +753,15 @@ function importForm(jobCard, recent) {
   });
   kind.addEventListener('change', () => {
     kindChosen = true;
-    // Columns left as guessed follow the kind (a profile's traits, an event's properties); chosen ones stay.
+    // Columns left as guessed follow the kind (a profile's traits, an event's properties); chosen ones stay, unless
+    // the new kind cannot take their target.
     for (const c of columns || []) {
-      if (c.touched) continue;
+      c.sync();
+      if (c.touched && !c.select.selectedOptions[0].disabled) continue;
       const [value, name] = guessTarget(c.header, kind.value);
       c.select.value = value;
       c.field.value = name;
+      c.touched = false;
       c.sync();
     }
   });
