@@ -16,12 +16,14 @@ class ApiError extends Error {
   }
 }
 
+// A body is JSON unless it is a file (a Blob): that goes as it is, with the type its caller names, so that the
+// browser streams it from disk instead of this script reading it into memory.
 async function api(method, path, body, headers = {}) {
   const h = { ...headers };
-  if (body !== undefined) h['content-type'] = 'application/json';
+  if (body !== undefined && !h['content-type']) h['content-type'] = 'application/json';
   if (method !== 'GET' && csrf) h['x-edgecdp-csrf'] = csrf;
   const r = await fetch(path, { method, headers: h, credentials: 'same-origin',
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+    body: body === undefined ? undefined : typeof body === 'string' || body instanceof Blob ? body : JSON.stringify(body) });
   if (r.status === 401 && path !== '/v1/session') { showSignIn(); throw new ApiError(401, null); }
   const text = await r.text();
   let json;
@@ -548,9 +550,403 @@ async function configView() {
     diff), history);
 }
 
+// ---------------------------------------------------------------- imports
+
+// A CSV file's first records, read in the browser only to show them and to propose a mapping: the Worker reads the
+// whole file again itself. Cells are kept as the strings they are (a cell `=HYPERLINK(...)` stays text).
+const PREVIEW_BYTES = 64 * 1024;
+const PREVIEW_ROWS = 5;
+const FINISHED = ['done', 'failed', 'cancelled'];
+const PURPOSES = ['analytics', 'personalization', 'advertising', 'marketing'];
+
+/**
+ * Parses CSV text (RFC 4180: quoted fields, `""` inside quotes, CRLF or LF) into at most `max` records, each
+ * `{ line, cells }` where `line` is the physical line it starts on (the header is line 1), as the Worker numbers
+ * rejected rows. `complete` says the text ends the file: otherwise a record the cut may have shortened is dropped.
+ */
+function parseCsv(text, max, complete) {
+  const records = [];
+  let cells = [];
+  let cell = '';
+  let quoted = false;
+  let line = 1;
+  let start = 1;
+  let i = 0;
+  // A blank line is no record (the Worker skips it too), but it still counts as a line.
+  const end = () => {
+    cells.push(cell);
+    if (cells.length > 1 || cell !== '') records.push({ line: start, cells });
+    cells = [];
+    cell = '';
+  };
+  while (i < text.length && records.length < max) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { cell += '"'; i += 2; continue; }
+      if (c === '"') quoted = false;
+      else { if (c === '\n') line++; cell += c; }
+      i++;
+      continue;
+    }
+    if (c === '"' && cell === '') quoted = true;
+    else if (c === ',') { cells.push(cell); cell = ''; }
+    else if (c === '\n' || c === '\r') {
+      end();
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      line++;
+      start = line;
+    } else cell += c;
+    i++;
+  }
+  // The last record has no line end when it ends the file; when the text was cut, it may be cut short.
+  if (records.length < max && (cell !== '' || cells.length) && complete && !quoted) end();
+  return records;
+}
+
+/** The first bytes of a file as text, inflated first when it is gzip (DecompressionStream, stopped early). */
+async function headOf(file, gzip) {
+  if (!gzip) return { text: await file.slice(0, PREVIEW_BYTES).text(), complete: file.size <= PREVIEW_BYTES };
+  const reader = file.stream().pipeThrough(new DecompressionStream('gzip')).pipeThrough(new TextDecoderStream()).getReader();
+  let text = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return { text, complete: true };
+    text += value;
+    if (text.length >= PREVIEW_BYTES) { reader.cancel(); return { text: text.slice(0, PREVIEW_BYTES), complete: false }; }
+  }
+}
+
+// The targets a column may be mapped to. A value ending in `*` needs a name typed beside it (a trait, a property,
+// an identity type the configuration defines).
+const TARGETS = [
+  ['Identity', [['userId', 'User id (userId)'], ['anonymousId', 'Anonymous id'], ['identities.email', 'E-mail'], ['identities.phone', 'Phone'], ['identities.*', 'Other identity type…']]],
+  ['Profile', [['traits.*', 'Trait…']]],
+  ['Event', [['timestamp', 'Timestamp'], ['event', 'Event name'], ['messageId', 'Message id'], ['properties.*', 'Event property…']]],
+  ['Consent', PURPOSES.map((p) => [`consent.${p}`, `Consent: ${p}`])],
+  ['Other', [['ignore', 'Ignore this column']]],
+];
+
+/** The target a header suggests: `[value, name]` for the column's select and its name field. */
+function guessTarget(header, kind) {
+  const h = header.trim().toLowerCase().replace(/[^a-z0-9]/g, '');
+  if (!h) return ['ignore', ''];
+  if (['email', 'emailaddress', 'mail'].includes(h)) return ['identities.email', ''];
+  if (['userid', 'user', 'customerid'].includes(h)) return ['userId', ''];
+  if (h === 'anonymousid') return ['anonymousId', ''];
+  if (['phone', 'phonenumber', 'mobile', 'tel'].includes(h)) return ['identities.phone', ''];
+  if (['timestamp', 'date', 'datetime', 'time'].includes(h)) return ['timestamp', ''];
+  if (h === 'messageid') return ['messageId', ''];
+  if (kind === 'events' && ['event', 'eventname'].includes(h)) return ['event', ''];
+  return kind === 'events' ? ['properties.*', header.trim()] : ['traits.*', header.trim()];
+}
+
+/** A file's format and compression from its name: `customers.csv.gz` is CSV, gzip. */
+function formatOf(name) {
+  const gzip = /\.gz$/i.test(name);
+  const base = name.replace(/\.gz$/i, '');
+  return { gzip, format: /\.(ndjson|jsonl|json)$/i.test(base) ? 'ndjson' : /\.(csv|txt)$/i.test(base) ? 'csv' : null };
+}
+
+async function importsView(params) {
+  importNotices.clear();
+  render('Imports');
+  const job = el('div', { id: 'import-job', class: 'card', hidden: true });
+  const recent = el('div', { class: 'card', id: 'imports-recent' });
+  view.append(importForm(job, recent), job, recent);
+  refreshImports(recent);
+  const id = params.get('id');
+  if (id) watchImport(id, job, recent);
+}
+
+function importForm(jobCard, recent) {
+  const file = el('input', { id: 'import-file', type: 'file', accept: '.csv,.ndjson,.jsonl,.gz,text/csv,application/x-ndjson,application/gzip' });
+  const object = el('input', { id: 'import-object', placeholder: 'imports/2024-05-crm.csv', autocomplete: 'off' });
+  const format = el('select', { id: 'import-format' }, el('option', { value: 'csv' }, 'CSV'), el('option', { value: 'ndjson' }, 'NDJSON (Segment events)'));
+  const kind = el('select', { id: 'import-kind' }, el('option', { value: 'profiles' }, 'Profiles (identities and traits)'), el('option', { value: 'events' }, 'Events (with their historical time)'));
+  const basis = el('select', { id: 'import-basis' }, el('option', { value: '' }, 'None: each row carries its consent'),
+    el('option', { value: 'consent' }, 'Consent'), el('option', { value: 'contract' }, 'Contract'), el('option', { value: 'legitimate_interest' }, 'Legitimate interest'));
+  const asOf = el('input', { id: 'import-asof', type: 'datetime-local', step: 1 });
+  const consent = el('fieldset', { id: 'import-consent', class: 'checks' }, el('legend', {}, 'Purposes the file\'s people granted'),
+    PURPOSES.map((p) => el('label', {}, el('input', { type: 'checkbox', value: p }), ` ${p}`)));
+  // A file in the bucket is not read by the console: its header line, typed or pasted, is enough to map it.
+  const header = el('input', { id: 'import-header', placeholder: 'email,user_id,firstName', autocomplete: 'off' });
+  const headerRow = el('div', { hidden: true },
+    el('label', { for: 'import-header' }, 'The bucket file\'s header line, to map its columns'), header);
+  const preview = el('div', { id: 'import-preview', class: 'scroll' });
+  const status = el('div', { id: 'import-status', role: 'status' });
+  const start = el('button', { type: 'submit', id: 'import-start', class: 'primary' }, 'Start the import');
+  // The columns as read from the file's header, each with its select and name field; null until a CSV is read.
+  let columns = null;
+  let kindChosen = false;
+  let gzip = false;
+
+  /** One select and name field per header, prefilled from the header's name. */
+  const mapColumns = (headers) => headers.map((h) => {
+    const [value, name] = guessTarget(h, kind.value);
+    const label = `column ${h || '(no name)'}`;
+    const select = el('select', { class: 'import-map', 'data-column': h, 'aria-label': `Target of ${label}` },
+      TARGETS.map(([group, options]) => el('optgroup', { label: group }, options.map(([v, text]) => el('option', { value: v, selected: v === value || null }, text)))));
+    const field = el('input', { class: 'import-map-name', 'data-column': h, 'aria-label': `Name for ${label}`, value: name, autocomplete: 'off' });
+    const column = { header: h, select, field, touched: false };
+    column.sync = () => {
+      // The Worker takes traits only from profile rows, and an event's fields only from event rows.
+      for (const o of select.options) o.disabled = kind.value === 'profiles' ? ['event', 'properties.*'].includes(o.value) : o.value === 'traits.*';
+      field.hidden = !select.value.endsWith('*');
+      field.placeholder = select.value === 'identities.*' ? 'identity type, e.g. crm_id' : 'name';
+    };
+    select.addEventListener('change', () => { column.touched = true; column.sync(); });
+    field.addEventListener('input', () => { column.touched = true; });
+    column.sync();
+    return column;
+  });
+
+  /** The header, a row of targets under it (each read beside its column's name), then the rows read. */
+  const mappingTable = (caption, headers, records) => {
+    columns = mapColumns(headers);
+    const duplicates = headers.filter((h, i) => headers.indexOf(h) !== i);
+    const t = table(caption, ['Line', ...headers], records.map((r) => [r.line, ...headers.map((_, i) => (r.cells[i] === undefined ? '' : r.cells[i]))]));
+    t.tHead.append(el('tr', { class: 'mapping' }, el('th', { scope: 'row' }, 'Goes to'), columns.map((c) => el('th', {}, c.select, c.field))));
+    return [duplicates.length ? el('p', { class: 'warn', role: 'note' }, `Columns are mapped by their header, and these appear more than once: ${[...new Set(duplicates)].join(', ')}. Rename them in the file first.`) : null, t]
+      .filter(Boolean);
+  };
+
+  const showPreview = async () => {
+    columns = null;
+    preview.replaceChildren();
+    headerRow.hidden = !(object.value.trim() && format.value === 'csv');
+    const f = file.files[0];
+    if (!f) {
+      const typed = parseCsv(header.value, 1, true);
+      if (!headerRow.hidden && typed.length) preview.replaceChildren(...mappingTable(`Where each column of ${object.value.trim()} goes`, typed[0].cells, []));
+      return;
+    }
+    try {
+      const head = await headOf(f, gzip);
+      if (format.value === 'ndjson') {
+        const lines = head.text.split('\n').slice(0, PREVIEW_ROWS).map((l, i) => [i + 1, el('code', {}, l)]).filter(([, c]) => c.textContent.trim());
+        preview.replaceChildren(table(`The first lines of ${f.name}`, ['Line', 'Event'], lines));
+        return;
+      }
+      const records = parseCsv(head.text, PREVIEW_ROWS + 1, head.complete);
+      if (!records.length) { preview.replaceChildren(el('p', { class: 'error' }, 'This file has no header line.')); return; }
+      preview.replaceChildren(...mappingTable(`The first rows of ${f.name}, and where each column goes`, records[0].cells, records.slice(1)),
+        ...(records.length === 1 ? [el('p', { class: 'muted' }, 'The file has a header and no row yet.')] : []));
+    } catch (e) {
+      preview.replaceChildren(el('p', { class: 'error' }, `This file could not be read here: ${e.message}`));
+    }
+  };
+
+  file.addEventListener('change', () => {
+    const f = file.files[0];
+    if (f) {
+      object.value = '';
+      const guessed = formatOf(f.name);
+      gzip = guessed.gzip;
+      if (guessed.format) format.value = guessed.format;
+      if (!kindChosen) kind.value = format.value === 'csv' ? 'profiles' : 'events';
+    }
+    showPreview();
+  });
+  format.addEventListener('change', () => {
+    if (!kindChosen) kind.value = format.value === 'csv' ? 'profiles' : 'events';
+    showPreview();
+  });
+  kind.addEventListener('change', () => {
+    kindChosen = true;
+    // Columns left as guessed follow the kind (a profile's traits, an event's properties); chosen ones stay, unless
+    // the new kind cannot take their target.
+    for (const c of columns || []) {
+      c.sync();
+      if (c.touched && !c.select.selectedOptions[0].disabled) continue;
+      const [value, name] = guessTarget(c.header, kind.value);
+      c.select.value = value;
+      c.field.value = name;
+      c.touched = false;
+      c.sync();
+    }
+  });
+  // Typing a key drops a chosen file; the preview is redrawn only when what it shows changes, so that a mapping
+  // already chosen survives the typing of the rest of the key.
+  object.addEventListener('input', () => {
+    let changed = false;
+    if (object.value && file.value) { file.value = ''; gzip = false; changed = true; }
+    const guessed = formatOf(object.value.trim());
+    if (guessed.format && guessed.format !== format.value) {
+      format.value = guessed.format;
+      if (!kindChosen) kind.value = format.value === 'csv' ? 'profiles' : 'events';
+      changed = true;
+    }
+    if (changed || headerRow.hidden === Boolean(object.value.trim() && format.value === 'csv')) showPreview();
+  });
+  header.addEventListener('input', showPreview);
+
+  /** The mapping as the API takes it, or a message saying which column needs a name. */
+  const mapping = () => {
+    const out = {};
+    for (const c of columns || []) {
+      let target = c.select.value;
+      if (target.endsWith('*')) {
+        const name = c.field.value.trim();
+        if (!name) throw new Error(`Name the ${target === 'identities.*' ? 'identity type' : 'field'} for column ${c.header || '(no name)'}.`);
+        if (target === 'identities.*' && !/^[a-z0-9_]+$/.test(name)) throw new Error(`An identity type is lower-case letters, digits and _ (column ${c.header}).`);
+        target = target.replace('*', name);
+      }
+      out[c.header] = target;
+    }
+    return out;
+  };
+
+  const form = el('form', { id: 'import-form', class: 'card' },
+    el('h2', {}, 'New import'),
+    el('p', { class: 'muted' }, 'A CSV export of your CRM (one person per row) or an NDJSON file of Segment events, optionally gzipped, from this computer or already in the bucket. Rows are numbered by their line in the file, the header being line 1.'),
+    el('div', { class: 'row' },
+      el('div', {}, el('label', { for: 'import-file' }, 'File from this computer'), file),
+      el('div', {}, el('label', { for: 'import-object' }, 'Or a file already in the bucket (object key)'), object)),
+    headerRow,
+    el('div', { class: 'row' },
+      el('div', {}, el('label', { for: 'import-format' }, 'Format'), format),
+      el('div', {}, el('label', { for: 'import-kind' }, 'What the rows are'), kind),
+      el('div', {}, el('label', { for: 'import-asof' }, 'True as of (empty: now)'), asOf)),
+    el('div', { class: 'row' },
+      consent,
+      el('div', {}, el('label', { for: 'import-basis' }, 'Legal basis'), basis)),
+    el('p', { class: 'muted' }, 'Without a basis and purposes, a person whose row carries no consent is not stored (the opt-in model).'),
+    preview, status, el('p', { class: 'row' }, start));
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = file.files[0];
+    const key = object.value.trim();
+    if (!f && !key) { status.replaceChildren(el('p', { class: 'error' }, 'Choose a file, or type the key of one in the bucket.')); return; }
+    const granted = [...consent.querySelectorAll('input:checked')].map((c) => c.value);
+    let map;
+    try { map = format.value === 'csv' && columns ? mapping() : null; } catch (err) { status.replaceChildren(failure(err)); return; }
+    if (format.value === 'csv' && !columns) {
+      status.replaceChildren(el('p', { class: 'error' }, f ? 'The file\'s header could not be read, so its columns cannot be mapped.' : 'Type the file\'s header line, so that its columns can be mapped.'));
+      return;
+    }
+    const at = asOf.value ? new Date(asOf.value).toISOString() : null;
+    start.disabled = true;
+    status.replaceChildren(el('p', { class: 'muted' }, f ? `Uploading ${f.name} (${Math.ceil(f.size / 1024)} KB)…` : `Starting from ${key}…`));
+    try {
+      let answer;
+      if (f) {
+        const q = new URLSearchParams({ kind: kind.value });
+        if (map) q.set('mapping', JSON.stringify(map));
+        if (granted.length) q.set('consent', granted.join(','));
+        if (basis.value) q.set('basis', basis.value);
+        if (at) q.set('asOf', at);
+        const headers = { 'content-type': format.value === 'csv' ? 'text/csv' : 'application/x-ndjson' };
+        if (gzip) headers['content-encoding'] = 'gzip';
+        answer = await api('POST', `/v1/imports?${q}`, f, headers);
+      } else {
+        const body = { object: key, format: format.value, kind: kind.value };
+        if (map) body.mapping = map;
+        if (granted.length) body.consent = granted;
+        if (basis.value) body.basis = basis.value;
+        if (at) body.asOf = at;
+        answer = await api('POST', '/v1/imports', body);
+      }
+      status.replaceChildren(el('p', { class: 'ok' }, `Import ${answer.json.id} started.`));
+      // The job's own address, so a reload (or a colleague given the link) follows the same job.
+      history.replaceState(null, '', `#/imports?id=${encodeURIComponent(answer.json.id)}`);
+      showImport(answer.json, jobCard, recent);
+      watchImport(answer.json.id, jobCard, recent);
+      refreshImports(recent);
+    } catch (err) {
+      status.replaceChildren(failure(err));
+    } finally {
+      start.disabled = false;
+    }
+  });
+  return form;
+}
+
+// The job being followed; a newer one (or another view) ends the older loop.
+let following = 0;
+// A refusal to show with a job until the page changes (the card is redrawn every second, the message must stay).
+const importNotices = new Map();
+
+async function watchImport(id, card, recent) {
+  const mine = ++following;
+  for (;;) {
+    let job;
+    try {
+      job = (await api('GET', `/v1/imports/${encodeURIComponent(id)}`)).json;
+    } catch (e) {
+      if (mine !== following || !card.isConnected) return;
+      card.hidden = false;
+      card.replaceChildren(e.status === 404 ? el('p', { role: 'status' }, `There is no import ${id}.`) : failure(e));
+      return;
+    }
+    if (mine !== following || !card.isConnected) return;
+    showImport(job, card, recent);
+    if (FINISHED.includes(job.state)) { refreshImports(recent); return; }
+    await new Promise((r) => setTimeout(r, 1000));
+    if (mine !== following || !card.isConnected) return;
+  }
+}
+
+/** One job: its state, progress, counts, rejects, and what can be done with it. */
+function showImport(job, card, recent) {
+  const rows = job.rows || {};
+  const chunks = job.chunks || { total: 0, done: 0 };
+  // Without a known total (still uploading) the bar moves without a value, as the platform draws "busy".
+  const bar = el('progress', { id: 'import-progress', max: Math.max(1, chunks.total), 'aria-label': 'Chunks applied' });
+  if (chunks.total) bar.value = chunks.done;
+  const count = (name) => el('span', { 'data-count': name }, String(rows[name] === undefined ? 0 : rows[name]));
+  const running = !FINISHED.includes(job.state);
+  card.hidden = false;
+  card.dataset.state = job.state;
+  card.dataset.id = job.id;
+  // replaceChildren, unlike el(), would write a null as the text "null": the parts left out are filtered first.
+  card.replaceChildren(...[
+    el('h2', {}, `Import ${job.id}`),
+    importNotices.get(job.id) || null,
+    el('p', {}, `${job.format === 'ndjson' ? 'NDJSON' : 'CSV'} of ${job.kind}, from source ${job.source}, ${show(job.bytes)} bytes. `,
+      el('strong', { id: 'import-state' }, job.state),
+      `. Created ${when(job.createdAt)}; started ${when(job.startedAt)}; finished ${when(job.finishedAt)}.`),
+    el('p', {}, bar, ` ${chunks.total ? `${chunks.done} of ${chunks.total} chunks` : 'waiting for the file'}`,
+      job.rowsPerSecond ? `, ${Math.round(job.rowsPerSecond)} rows per second` : ''),
+    table('Rows', ['Read', 'Applied', 'Duplicates', 'Refused (no consent)', 'Rejected'],
+      [['read', 'applied', 'duplicates', 'refused', 'rejected'].map(count)], [0, 1, 2, 3, 4]),
+    job.error ? el('p', { class: 'error', role: 'alert' }, `${job.error.message}${job.error.path ? ` (at ${job.error.path})` : ''} [${job.error.code}]`) : null,
+    job.unknownColumns && job.unknownColumns.length ? el('p', { class: 'warn' }, `Columns not in the mapping, not imported: ${job.unknownColumns.join(', ')}.`) : null,
+    el('div', { id: 'import-rejects' },
+      table(rows.rejected > (job.rejects || []).length ? `The first ${(job.rejects || []).length} rejected rows of ${rows.rejected}` : 'Rejected rows',
+        ['Line', 'Code', 'Field', 'Why'], (job.rejects || []).map((r) => [r.line, r.code, r.path || '—', r.message]), [0])),
+    el('p', { class: 'row' },
+      rows.rejected ? el('a', { id: 'import-rejects-download', href: `/v1/imports/${encodeURIComponent(job.id)}/rejects`, download: `${job.id}-rejects.ndjson` }, 'Download every rejected row (NDJSON)') : null,
+      running ? el('button', { type: 'button', id: 'import-cancel', class: 'danger', onclick: () => cancelImport(job, card, recent) }, 'Cancel this import…') : null),
+  ].filter(Boolean));
+}
+
+async function cancelImport(job, card, recent) {
+  const ok = await confirmDialog('Stop this import?', `Import ${job.id} stops: rows not yet applied are not imported. Rows already applied stay.`, 'Stop the import');
+  if (!ok) return;
+  importNotices.delete(job.id);
+  try {
+    showImport((await api('POST', `/v1/imports/${encodeURIComponent(job.id)}/cancel`)).json, card, recent);
+    refreshImports(recent);
+  } catch (e) {
+    // It ended meanwhile (409 import_finished): the message stays, and the loop shows how it ended.
+    importNotices.set(job.id, failure(e));
+    showImport(job, card, recent);
+  }
+}
+
+function refreshImports(recent) {
+  return api('GET', '/v1/imports').then(({ json }) => {
+    recent.replaceChildren(table('Recent imports (newest first)', ['Import', 'Source', 'State', 'Format', 'Kind', 'Created', 'Read', 'Applied', 'Rejected'],
+      json.imports.map((j) => [el('a', { href: `#/imports?id=${encodeURIComponent(j.id)}` }, j.id), j.source, j.state, j.format, j.kind, when(j.createdAt),
+        j.rows.read, j.rows.applied, j.rows.rejected]), [6, 7, 8]));
+  }).catch((e) => recent.replaceChildren(failure(e)));
+}
+
 // ---------------------------------------------------------------- routing
 
-const VIEWS = { person: personView, audiences: audiencesView, deliveries: deliveriesView, experiments: experimentsView, config: configView };
+const VIEWS = { person: personView, audiences: audiencesView, deliveries: deliveriesView, experiments: experimentsView, config: configView,
+  imports: importsView };
 
 function route() {
   if (!csrf) return;
