@@ -38,7 +38,7 @@ fn config() -> Config {
         ]
     }"#,
     )
-    .unwrap()
+    .expect("the test configuration compiles")
 }
 
 const GRANT: &str = r#""context":{"consent":{"categoryPreferences":{"analytics":true}}}"#;
@@ -77,7 +77,7 @@ fn history(user: &str) -> Vec<String> {
 }
 
 fn ndjson() -> Declaration {
-    Declaration::of_upload(Some("application/x-ndjson"), &[], &config(), NOW).unwrap()
+    Declaration::of_upload(Some("application/x-ndjson"), &[], &config(), NOW).expect("a declaration")
 }
 
 fn user(u: &str) -> Identity {

@@ -7,7 +7,6 @@ use crate::core::base::encoding::hex;
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::ingest::{import_batches, Batch};
 use crate::core::engine::merge::Group;
-use crate::core::model::event::Event;
 use crate::core::rules::sources::{Source, SourceKind};
 use crate::core::wire::events::Parsed;
 use crate::core::wire::import_jobs::{self as jobs, Counts, Started};
@@ -362,13 +361,12 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
     let batches = import_batches(parsed.events, parsed.lines);
     let source = import_source(&text(4));
     let ids = profile_id_key(env)?;
-    for rows_of_batch in batches {
+    for (events, lines) in batches {
         if rows(&db, &jobs::state_of(id)).await?.first().and_then(|r| r.first()).and_then(J::as_str)
             != Some(jobs::RUNNING)
         {
             return Ok(());
         }
-        let (events, lines): (Vec<Event>, Vec<u64>) = rows_of_batch.into_iter().unzip();
         let mut batch = Batch::prepare(Parsed { write_key: None, events, rejected: Vec::new() }, true, None, &config);
         let (index, erased) = ingest::resolve(env, &batch).await?;
         batch.admit(&source, &[], &index, &erased, at);

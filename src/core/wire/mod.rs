@@ -10,8 +10,12 @@ pub mod decide;
 pub mod deliveries;
 pub mod events;
 pub mod fields;
+// Import files are the edge's (and the native runners'): the browser builds leave them out.
+#[cfg(feature = "batch")]
 pub mod import_jobs;
+#[cfg(feature = "batch")]
 pub mod import_rows;
+#[cfg(feature = "batch")]
 pub mod imports;
 pub mod impressions;
 pub mod inflate;
