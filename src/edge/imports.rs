@@ -35,7 +35,7 @@ const PART_BYTES: usize = 5 * 1024 * 1024;
 /// How much of a file already in R2 is read at once while it is split.
 const READ_BYTES: u64 = 1024 * 1024;
 /// Profiles written at once by one chunk's consumer.
-const WRITERS_AT_ONCE: usize = 8;
+const WRITERS_AT_ONCE: usize = 32;
 
 thread_local! {
     static READY: Cell<bool> = const { Cell::new(false) };

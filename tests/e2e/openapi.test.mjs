@@ -24,7 +24,9 @@ const w = workerForFile({ vars: { EDGECDP_ADMIN_FAILURES_PER_MINUTE: '100000' } 
 
 function run(args, env) {
   return new Promise((resolve) => {
-    const child = spawn(ST, args, { cwd: ROOT, env: { ...process.env, ...env, NO_COLOR: '1' } });
+    // tests/schemathesis_hooks.py: the serializer of NDJSON import files.
+    const child = spawn(ST, args, { cwd: ROOT, env: { ...process.env, ...env, NO_COLOR: '1',
+      SCHEMATHESIS_HOOKS: join(ROOT, 'tests', 'schemathesis_hooks.py') } });
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { out += d; });

@@ -64,11 +64,12 @@ export function envFileLine(name, value) {
 }
 
 /**
- * @param {{adminToken?: string|null, config?: object|null, vars?: Record<string, string>}} [options]
+ * @param {{adminToken?: string|null, config?: object|null, vars?: Record<string, string>, onLog?: (text: string) => void}} [options]
  *   adminToken: null starts the Worker without one (admin endpoints then answer 401).
  *   config: the configuration to load; defaults to config/demo.json; null loads none.
  *   vars: more Worker variables (`EDGECDP_LOG_KV_WRITES`, say); they go through the secrets file too, since
  *   some of them are secrets (a destination's signing key).
+ *   onLog: called with every piece of the Worker's output as it comes (a benchmark counting its KV writes).
  */
 export async function startWorker(options = {}) {
   // workerd fails to start, now and then, when a port chosen free was taken again before it bound it (the
@@ -132,7 +133,11 @@ async function startWorkerOnce(options) {
     return c;
   };
   const logs = [];
-  const keep = (d) => { logs.push(d.toString()); if (logs.length > 200) logs.shift(); };
+  const keep = (d) => {
+    logs.push(d.toString());
+    if (logs.length > 200) logs.shift();
+    options.onLog?.(d.toString());
+  };
   let child = launch();
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
