@@ -371,6 +371,34 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
+    /// An import's basis, one row each: (recorded before, at 10; declared at 20; changed; what stands after).
+    #[test]
+    fn an_import_s_basis_grants_only_where_nothing_was_recorded_and_refuses_like_anyone() {
+        let policy = ConsentPolicy::default();
+        type Row<'a> = (&'a [(&'a str, bool)], &'a [(&'a str, bool)], bool, &'a [(Purpose, bool)]);
+        let rows: Vec<Row> = vec![
+            (&[], &[("analytics", true)], true, &[(Purpose::Analytics, true)]),
+            (&[("analytics", false)], &[("analytics", true)], false, &[(Purpose::Analytics, false)]),
+            (&[("analytics", true)], &[("analytics", true)], false, &[(Purpose::Analytics, true)]),
+            (&[("analytics", true)], &[("analytics", false)], true, &[(Purpose::Analytics, false)]),
+            (
+                &[("personalization", false)],
+                &[("analytics", true), ("personalization", true)],
+                true,
+                &[(Purpose::Analytics, true), (Purpose::Personalization, false)],
+            ),
+        ];
+        for (before, declared, changed, after) in rows {
+            let mut state = ConsentState::default();
+            state.record(&policy, &prefs(before), 10, "event");
+            assert_eq!(state.record_basis(&policy, &prefs(declared), 20), changed, "{before:?} then {declared:?}");
+            let stands: Vec<(Purpose, bool)> = state.grants.iter().map(|(p, g)| (*p, g.granted)).collect();
+            assert_eq!(stands, after, "{before:?} then {declared:?}");
+            let imported = state.history.iter().filter(|c| c.source == "import").count();
+            assert_eq!(imported > 0, changed, "what the import recorded says it came from the import");
+        }
+    }
+
     /// Each purpose's word reads back as that purpose, in any case; the words are the contract of every consent
     /// map (`context.consent`, the profile's `consent`, `destinations[].purpose`).
     #[test]
