@@ -65,14 +65,18 @@ try {
   if (r.status !== 202) throw new Error(`upload: ${r.status} ${JSON.stringify(created)}`);
   const uploaded = performance.now();
   let job = created;
-  const until = Date.now() + 30 * 60_000;
+  const until = Date.now() + arg('minutes', 30) * 60_000;
   while (!['done', 'failed', 'cancelled'].includes(job.state) && Date.now() < until) {
     await new Promise((res) => setTimeout(res, 200));
     const asked = performance.now();
-    job = await (await fetch(`${w.url}/v1/imports/${created.id}`, { headers: { authorization: `Bearer ${w.adminToken}` } })).json();
+    job = await (await fetch(`${w.url}/v1/imports/${created.id}`, { headers: { authorization: `Basic ${Buffer.from(`${KEY}:`).toString('base64')}` } })).json();
     if (process.env.BENCH_VERBOSE) console.error(`${Math.round(performance.now() - started)} ms: ${JSON.stringify(job.chunks)} ${JSON.stringify(job.rows)} (asked in ${Math.round(performance.now() - asked)} ms)`);
   }
   const done = performance.now();
+  if (job.state !== 'done') {
+    // eslint-disable-next-line no-control-regex
+    console.error(w.logs.join('').replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter((l) => /error|import chunk/i.test(l)).slice(-20).join('\n'));
+  }
   // The snapshots a profile defers (written again within a second) go from its alarm: wait for them.
   await new Promise((res) => setTimeout(res, 3000));
   const seconds = (done - started) / 1000;

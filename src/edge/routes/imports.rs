@@ -2,6 +2,7 @@
 //! or bearer), for its own jobs; the admin token or a console session, for every job (an admin's job belongs to
 //! `?source=`, else `admin`). A browser source's key is refused (403): it is public.
 
+use crate::core::base::url::query_pairs;
 use crate::core::wire::import_jobs as jobs;
 use crate::core::wire::imports::{Declaration, Format};
 use crate::core::wire::BodyError;
@@ -11,7 +12,7 @@ use crate::edge::error::{json_response, ApiError, ApiResult};
 use crate::edge::imports::{self, db};
 use crate::edge::kv;
 use crate::edge::outlets::{rows, run};
-use crate::edge::request::{body, query_param};
+use crate::edge::request::{body, query, query_param};
 use serde_json::{json, Value as J};
 use worker::{Env, Request, Response};
 
@@ -40,8 +41,8 @@ pub(crate) async fn imports_post(mut req: Request, env: &Env) -> ApiResult {
         if content_type.as_deref().and_then(Format::of_content_type).is_none() {
             return Err(ApiError::UnsupportedMediaType(content_type.unwrap_or_default()));
         }
-        let url = req.url()?;
-        let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        // The runtime's own URL, split without a URL parser (`base::url`): `Request::url` links one, with IDNA.
+        let query: Vec<(String, String)> = query_pairs(&query(&req)).collect();
         Declaration::of_upload(content_type.as_deref(), &query, &config, at)
     }
     .map_err(ApiError::Body)?;
