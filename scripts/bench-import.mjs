@@ -42,7 +42,8 @@ const onLog = (text) => {
 const config = {
   sources: [{ id: 'backend', type: 'server', key: KEY }],
   consent: { model: 'opt-out' },
-  segments: [{ id: 'buyers', when: { event: 'Order Completed', count: { gte: 2 }, within: '365d' } }],
+  // One audience (`--segments 0`: none), so that each profile written also feeds the membership index in D1.
+  segments: arg('segments', 1) ? [{ id: 'buyers', when: { event: 'Order Completed', count: { gte: 2 }, within: '365d' } }] : [],
 };
 const LOG = arg('log-kv', 1) === 1;
 const w = await startWorker({ config, vars: LOG ? { EDGECDP_LOG_KV_WRITES: '1' } : {}, onLog });
