@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchChromium } from './shop.mjs';
+import { signedIn as signIn } from './console-session.mjs';
 import { startWorker, getProfile } from '../support/worker.mjs';
 
 const TMP = join(dirname(fileURLToPath(import.meta.url)), '..', '.tmp');
@@ -43,21 +44,8 @@ before(async () => {
 }, { timeout: 180_000 });
 after(async () => { await browser?.close(); await w?.stop(); if (dir) rmSync(dir, { recursive: true, force: true }); });
 
-async function signedIn(t) {
-  const context = await browser.newContext({ acceptDownloads: true });
-  t.after(() => context.close());
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  // 409: the cancel of a finished job is refused on purpose below.
-  t.after(() => assert.deepEqual(errors.filter((e) => !/401|404|409|Failed to load resource/.test(e)), [], 'no script error, no CSP violation'));
-  await page.goto(`${w.url}/console/`);
-  await page.fill('#token', w.adminToken);
-  await page.click('#sign-in-form button[type=submit]');
-  await page.waitForSelector('#nav:not([hidden])');
-  return { context, page };
-}
+// 409: the cancel of a finished job is refused on purpose below.
+const signedIn = (t) => signIn(browser, w, t, { expected: /401|404|409|Failed to load resource/, context: { acceptDownloads: true } });
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 const cellTexts = (page, selector) => page.$$eval(selector, (cells) => cells.map((c) => c.textContent.trim()));
 const rowsOf = (page, selector) => page.$$eval(selector, (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));

@@ -10,6 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchChromium } from './shop.mjs';
+import { signedIn as signIn } from './console-session.mjs';
 import { startWorker, getProfile, GRANT } from '../support/worker.mjs';
 
 const SHOTS = join(dirname(fileURLToPath(import.meta.url)), '..', '.tmp', 'console');
@@ -58,20 +59,7 @@ before(async () => {
 }, { timeout: 180_000 });
 after(async () => { await browser?.close(); await w?.stop(); foreign?.close(); });
 
-async function signedIn(t) {
-  const context = await browser.newContext();
-  t.after(() => context.close());
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  t.after(() => assert.deepEqual(errors.filter((e) => !/401|404|Failed to load resource/.test(e)), [], 'no script error, no CSP violation'));
-  await page.goto(`${w.url}/console/`);
-  await page.fill('#token', w.adminToken);
-  await page.click('#sign-in-form button[type=submit]');
-  await page.waitForSelector('#nav:not([hidden])');
-  return { context, page };
-}
+const signedIn = (t) => signIn(browser, w, t);
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 const cellTexts = (page, selector) => page.$$eval(selector, (cells) => cells.map((c) => c.textContent.trim()));
 
