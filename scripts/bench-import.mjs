@@ -10,6 +10,7 @@
 // export). It starts its own Worker (tests/support/worker.mjs) with fresh local storage and contacts only
 // 127.0.0.1. A build must exist (npm run build).
 import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { startWorker } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
 
@@ -26,6 +27,7 @@ let writes = 0;
 let doubled = 0;
 let pending = '';
 const onLog = (text) => {
+  if (process.env.BENCH_LOG) appendFileSync(process.env.BENCH_LOG, text);
   pending += text;
   const lines = pending.split('\n');
   pending = lines.pop();

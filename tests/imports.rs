@@ -117,7 +117,7 @@ fn history_imported_is_the_profile_history_collected_live() {
     let mut file: Vec<&String> = lines.iter().collect();
     file.reverse();
     let file = file.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n");
-    let (read, _, refused) = imported.import(&config, &ndjson(), None, file.as_bytes(), NOW);
+    let (read, _, refused) = imported.import(&config, &ndjson(), file.as_bytes(), NOW);
     assert_eq!((read, refused), (7, vec![]));
     let a = live.profile_of(&user("ana"), NOW).expect("collected");
     let b = imported.profile_of(&user("ana"), NOW).expect("imported");
@@ -126,7 +126,7 @@ fn history_imported_is_the_profile_history_collected_live() {
     assert_eq!(segments_of(&config, &b, &Context::default(), NOW), ["repeat-buyer", "lapsed", "gold"]);
     // Imported again: every row a duplicate, nothing changes.
     let before = held(&config, &b);
-    imported.import(&config, &ndjson(), None, file.as_bytes(), NOW);
+    imported.import(&config, &ndjson(), file.as_bytes(), NOW);
     assert_eq!(held(&config, &imported.profile_of(&user("ana"), NOW).unwrap()), before);
 }
 
@@ -135,7 +135,7 @@ fn history_starts_no_journey_and_its_audience_changes_are_historical() {
     let config = config();
     let mut world = World::default();
     let file = history("bo").join("\n");
-    world.import(&config, &ndjson(), None, file.as_bytes(), NOW);
+    world.import(&config, &ndjson(), file.as_bytes(), NOW);
     let p = world.profile_of(&user("bo"), NOW).unwrap();
     assert!(p.journeys.instances.is_empty() && p.journeys.outbox.is_empty(), "{:?}", p.journeys);
     // Entered repeat-buyer when its second order was made, 100 days ago, not now.
@@ -146,7 +146,7 @@ fn history_starts_no_journey_and_its_audience_changes_are_historical() {
         r#"{{"type":"track","event":"Order Completed","userId":"bo","messageId":"bo-o3","timestamp":"{}",{GRANT}}}"#,
         format_iso8601(NOW - HOUR)
     );
-    world.import(&config, &ndjson(), None, recent.as_bytes(), NOW);
+    world.import(&config, &ndjson(), recent.as_bytes(), NOW);
     let p = world.profile_of(&user("bo"), NOW).unwrap();
     let started: Vec<&str> = p.journeys.outbox.iter().map(|o| o.journey.as_str()).collect();
     assert_eq!(started, ["thanks"], "only the recent order's journey; the audience was entered long ago");
@@ -215,7 +215,7 @@ fn an_import_s_consent_is_a_basis_that_never_overrides_a_person_s_choice() {
             r#"{{"type":"track","event":"Order Completed","userId":"{who}","messageId":"imp","timestamp":"{}"}}"#,
             format_iso8601(NOW - 10 * DAY)
         );
-        world.import(&config, &decl, None, row.as_bytes(), NOW);
+        world.import(&config, &decl, row.as_bytes(), NOW);
         let p = world.profile_of(&user(who), NOW);
         let got = p.as_ref().is_some_and(|p| p.counts.contains_key("Order Completed"));
         assert_eq!(got, stored, "{name}");

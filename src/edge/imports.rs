@@ -1,17 +1,19 @@
 //! Import jobs at the edge (`core::wire::imports`, `core::wire::import_jobs`): a file streamed through the
-//! splitter into R2 (or one already there read by range), its chunks handed to the imports queue, the consumer
-//! that applies each chunk through the profiles' writers, and the cron that hands on a chunk whose message was
-//! lost. No step holds more than one R2 part (5 MiB) or one chunk of the file.
+//! splitter (or one already in R2, read a range at a time), each chunk it makes stored as an object of its own
+//! (`imports/{job}/{n}`) and handed to the imports queue, the consumer that applies each chunk through the
+//! profiles' writers and then deletes it, and the cron that hands on a chunk whose message was lost. No step holds
+//! more than the splitter's partitions (`PARTITIONS` chunks) or one chunk.
 
 use crate::core::base::encoding::hex;
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::ingest::{import_batches, Batch};
 use crate::core::engine::merge::Group;
+use crate::core::model::identity::ProfileIdKey;
 use crate::core::rules::sources::{Source, SourceKind};
 use crate::core::wire::events::Parsed;
 use crate::core::wire::import_jobs::{self as jobs, Counts, Started};
 use crate::core::wire::imports::{parse_chunk, Declaration, Format, RowReject, Split, Splitter, MAX_IMPORT_BYTES};
-use crate::core::wire::imports::{MAX_REJECTS_KEPT, MAX_ROW_BYTES};
+use crate::core::wire::imports::{CHUNK_BYTES, MAX_REJECTS_KEPT, MAX_ROW_BYTES};
 use crate::core::wire::inflate::{Coding, Inflater};
 use crate::core::wire::BodyError;
 use crate::edge::clock::now;
@@ -30,12 +32,17 @@ pub const BUCKET: &str = "IMPORTS";
 /// The imports queue's binding and name.
 pub const QUEUE: &str = "IMPORT_CHUNKS";
 pub const QUEUE_NAME: &str = "edgecdp-imports";
-/// The size of each part of an upload to R2 (all parts but the last are this size, as R2 requires).
-const PART_BYTES: usize = 5 * 1024 * 1024;
 /// How much of a file already in R2 is read at once while it is split.
 const READ_BYTES: u64 = 1024 * 1024;
-/// Profiles written at once by one chunk's consumer.
+/// Profiles written at once by one batch of a chunk.
 const WRITERS_AT_ONCE: usize = 32;
+/// Batches of a chunk applied at once (when no two of them name the same identity).
+const BATCHES_AT_ONCE: usize = 4;
+
+/// Where chunk `n` of job `id` is kept.
+fn chunk_key(id: &str, n: usize) -> String {
+    format!("imports/{id}/{n}")
+}
 
 thread_local! {
     static READY: Cell<bool> = const { Cell::new(false) };
@@ -73,8 +80,8 @@ pub(crate) async fn job(db: &D1Database, id: &str) -> Result<Option<J>, ApiError
     Ok(Some(job))
 }
 
-/// Creates a job for `source` and splits its file: the request's body streamed into R2, or the object the
-/// declaration names. Answers the job.
+/// Creates a job for `source` and splits its file (the request's body streamed in, or the object the declaration
+/// names) into chunks kept in R2. Answers the job.
 pub(crate) async fn create(req: &mut Request, env: &Env, decl: Declaration, source: &str) -> Result<J, ApiError> {
     let at = now();
     let id = ["imp_", &crate::edge::auth::random_hex(16)?].concat();
@@ -83,113 +90,107 @@ pub(crate) async fn create(req: &mut Request, env: &Env, decl: Declaration, sour
     let object = decl.object.clone().unwrap_or_else(|| format!("imports/{id}"));
     let declaration = decl.to_json().to_string();
     run(&db, &jobs::create(&id, source, &declaration, &object, owned, at)).await.map_err(unavailable)?;
-    let split = if owned { upload(req, env, &decl, &object).await } else { read_object(env, &decl, &object).await };
-    let split = match split {
-        Ok(s) => s,
-        Err(e) => {
-            run(&db, &jobs::fail(&id, &e.to_json(), now())).await.map_err(unavailable)?;
-            return Err(e);
-        }
+    let (_, config) = kv::config(env).await?;
+    let mut chunks = Chunks { bucket: env.bucket(BUCKET).map_err(unavailable)?, job: id.clone(), stored: 0 };
+    let mut splitter = Splitter::new(&decl, &config, at);
+    let split = if owned {
+        upload(req, env, &mut splitter, &mut chunks).await
+    } else {
+        read_object(env, &mut splitter, &mut chunks, &object).await
     };
-    let outcome = start(env, &db, &id, source, &decl, &declaration, &object, split).await;
+    let split = match split {
+        Ok(()) => splitter.finish().map_err(ApiError::Body),
+        Err(e) => Err(e),
+    };
+    let outcome = match split {
+        Ok(mut split) => match chunks.store(std::mem::take(&mut split.ready)).await {
+            Ok(()) => start(env, &db, &id, source, &decl, &declaration, split).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
     if let Err(e) = &outcome {
         run(&db, &jobs::fail(&id, &e.to_json(), now())).await.map_err(unavailable)?;
-        if owned {
-            env.bucket(BUCKET).map_err(unavailable)?.delete(&object).await.map_err(unavailable)?;
-        }
+        chunks.discard().await;
+    }
+    if let Ok(true) = &outcome {
+        // The same file again: its chunks are not needed.
+        chunks.discard().await;
     }
     outcome?;
     job(&db, &id).await?.ok_or_else(|| unavailable("the job vanished"))
 }
 
-/// Streams the request's body (inflated, when its `Content-Encoding` says so) into R2 part by part, through the
-/// splitter, with a running limit on what the body holds.
-async fn upload(req: &mut Request, env: &Env, decl: &Declaration, key: &str) -> Result<Split, ApiError> {
+/// The chunks of one job as the splitter makes them: each stored as soon as it is ready.
+struct Chunks {
+    bucket: worker::Bucket,
+    job: String,
+    stored: usize,
+}
+
+impl Chunks {
+    async fn store(&mut self, ready: Vec<Vec<u8>>) -> Result<(), ApiError> {
+        for bytes in ready {
+            self.bucket.put(chunk_key(&self.job, self.stored), bytes).execute().await.map_err(unavailable)?;
+            self.stored += 1;
+        }
+        Ok(())
+    }
+
+    /// The job failed while splitting, or is a duplicate: none of its chunks is kept.
+    async fn discard(&self) {
+        for n in 0..self.stored {
+            let _ = self.bucket.delete(chunk_key(&self.job, n)).await;
+        }
+    }
+}
+
+/// Streams the request's body (inflated, when its `Content-Encoding` says so) through the splitter, with a
+/// running limit on what the body holds, storing each chunk as it is ready.
+async fn upload(req: &mut Request, env: &Env, splitter: &mut Splitter<'_>, chunks: &mut Chunks) -> Result<(), ApiError> {
     use worker::wasm_bindgen::JsCast;
     use worker::web_sys::ReadableStreamDefaultReader;
     let coding = match req.headers().get("content-encoding")? {
         None => None,
         Some(h) => Coding::of_header(&h).map_err(|_| ApiError::UnsupportedEncoding(h.trim().to_string()))?,
     };
-    let bucket = env.bucket(BUCKET).map_err(unavailable)?;
-    let mut splitter = Splitter::new(decl.format);
     let limit = limit(env);
     let mut inflater = coding.map(|c| Inflater::new(c, limit));
-    let mut part: Vec<u8> = Vec::new();
-    let mut multipart = None;
-    let mut parts = Vec::new();
     let mut received = 0usize;
-    let too_large = || ApiError::Body(BodyError::TooLarge { limit });
-    if let Some(stream) = req.inner().body() {
-        let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
-        let unreadable = |_| ApiError::BadRequest {
-            code: "body_unreadable",
-            message: "the file could not be read to its end".into(),
-            path: String::new(),
-        };
-        while let Some(chunk) = next_chunk(&reader).await.map_err(unreadable)? {
-            received += chunk.length() as usize;
-            if received > limit {
-                drain(&reader).await;
-                abort(multipart).await;
-                return Err(too_large());
-            }
+    let Some(stream) = req.inner().body() else { return Ok(()) };
+    let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let unreadable = |_| ApiError::BadRequest {
+        code: "body_unreadable",
+        message: "the file could not be read to its end".into(),
+        path: String::new(),
+    };
+    while let Some(chunk) = next_chunk(&reader).await.map_err(unreadable)? {
+        received += chunk.length() as usize;
+        let fed = if received > limit {
+            Err(ApiError::Body(BodyError::TooLarge { limit }))
+        } else {
             let chunk = chunk.to_vec();
             match inflater.as_mut() {
                 // A kilobyte of compressed input at a time inflates to at most about a megabyte (deflate's
                 // ratio is at most 1032:1), so a bomb never holds more than that at once.
-                Some(i) => {
-                    for piece in chunk.chunks(1024) {
-                        if let Err(e) = i.push(piece) {
-                            drain(&reader).await;
-                            abort(multipart).await;
-                            return Err(inflate_error(e, limit));
-                        }
-                        let plain = i.take();
-                        splitter.feed(&plain);
-                        part.extend_from_slice(&plain);
-                    }
-                }
-                None => {
-                    splitter.feed(&chunk);
-                    part.extend_from_slice(&chunk);
-                }
+                Some(i) => chunk.chunks(1024).try_for_each(|piece| {
+                    i.push(piece).map_err(|e| inflate_error(e, limit))?;
+                    splitter.feed(&i.take()).map_err(ApiError::Body)
+                }),
+                None => splitter.feed(&chunk).map_err(ApiError::Body),
             }
-            while part.len() >= PART_BYTES {
-                let rest = part.split_off(PART_BYTES);
-                let full = std::mem::replace(&mut part, rest);
-                if multipart.is_none() {
-                    multipart = Some(bucket.create_multipart_upload(key).execute().await.map_err(unavailable)?);
-                }
-                let upload = multipart.as_ref().expect("just made");
-                parts.push(upload.upload_part(parts.len() as u16 + 1, full).await.map_err(unavailable)?);
-            }
+        };
+        if let Err(e) = fed {
+            drain(&reader).await;
+            return Err(e);
         }
+        chunks.store(splitter.take_ready()).await?;
     }
     if let Some(i) = inflater {
-        match i.finish() {
-            Ok(rest) => {
-                splitter.feed(&rest);
-                part.extend(rest);
-            }
-            Err(e) => {
-                abort(multipart).await;
-                return Err(inflate_error(e, limit));
-            }
-        }
+        let rest = i.finish().map_err(|e| inflate_error(e, limit))?;
+        splitter.feed(&rest).map_err(ApiError::Body)?;
     }
-    match multipart {
-        None => {
-            bucket.put(key, part).execute().await.map_err(unavailable)?;
-        }
-        Some(upload) => {
-            if !part.is_empty() {
-                parts.push(upload.upload_part(parts.len() as u16 + 1, part).await.map_err(unavailable)?);
-            }
-            upload.complete(parts).await.map_err(unavailable)?;
-        }
-    }
-    Ok(splitter.finish())
+    Ok(())
 }
 
 /// The most a file may hold: `MAX_IMPORT_BYTES`, or less where `EDGECDP_IMPORT_MAX_BYTES` says (tests).
@@ -198,15 +199,9 @@ fn limit(env: &Env) -> usize {
     set.map_or(MAX_IMPORT_BYTES, |n| n.min(MAX_IMPORT_BYTES))
 }
 
-async fn abort(upload: Option<worker::MultipartUpload>) {
-    if let Some(u) = upload {
-        let _ = u.abort().await;
-    }
-}
-
-/// Splits a file already in R2, read a range at a time. A compressed object is refused: it cannot be read back
-/// by range (upload it with `Content-Encoding: gzip` instead, which stores it inflated).
-async fn read_object(env: &Env, decl: &Declaration, key: &str) -> Result<Split, ApiError> {
+/// Splits a file already in R2, read a range at a time. A compressed object is refused: it is read by range
+/// (upload it with `Content-Encoding: gzip` instead).
+async fn read_object(env: &Env, splitter: &mut Splitter<'_>, chunks: &mut Chunks, key: &str) -> Result<(), ApiError> {
     let bucket = env.bucket(BUCKET).map_err(unavailable)?;
     let missing = || ApiError::BadRequest {
         code: "object_not_found",
@@ -217,7 +212,6 @@ async fn read_object(env: &Env, decl: &Declaration, key: &str) -> Result<Split, 
     if size > limit(env) as u64 {
         return Err(ApiError::Body(BodyError::TooLarge { limit: limit(env) }));
     }
-    let mut splitter = Splitter::new(decl.format);
     let mut offset = 0;
     while offset < size {
         let length = READ_BYTES.min(size - offset);
@@ -227,21 +221,21 @@ async fn read_object(env: &Env, decl: &Declaration, key: &str) -> Result<Split, 
         if offset == 0 && bytes.starts_with(&[0x1f, 0x8b]) {
             return Err(ApiError::BadRequest {
                 code: "compressed_object",
-                message: "the object is gzip: chunks are read back by range, so name an uncompressed file (or upload \
-                          it with Content-Encoding: gzip)"
+                message: "the object is gzip: it is read by range, so name an uncompressed file (or upload it with \
+                          Content-Encoding: gzip)"
                     .into(),
                 path: "object".into(),
             });
         }
-        splitter.feed(&bytes);
+        splitter.feed(&bytes).map_err(ApiError::Body)?;
+        chunks.store(splitter.take_ready()).await?;
         offset += bytes.len().max(1) as u64;
     }
-    Ok(splitter.finish())
+    Ok(())
 }
 
 /// The file is split: the job records its chunks and rejected rows and runs, unless the same source imported the
-/// same file the same way before (then it ends as that job's duplicate, applying nothing).
-#[allow(clippy::too_many_arguments)]
+/// same file the same way before (then it ends as that job's duplicate, applying nothing: answers true).
 async fn start(
     env: &Env,
     db: &D1Database,
@@ -249,9 +243,8 @@ async fn start(
     source: &str,
     decl: &Declaration,
     declaration: &str,
-    object: &str,
     split: Split,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let header = match (decl.format, split.header.as_deref()) {
         (Format::Csv, None) => {
             return Err(ApiError::Body(BodyError::Shape {
@@ -262,26 +255,22 @@ async fn start(
         (Format::Csv, Some(h)) => Some(h),
         _ => None,
     };
-    let columns = header.map(|h| decl.bind(h)).transpose().map_err(ApiError::Body)?;
     let header_text = header.map(|h| String::from_utf8_lossy(h).into_owned());
     let digest = hex(&split.digest);
-    let unknown = columns.as_ref().map(|c| c.unknown.clone()).unwrap_or_default();
+    let unknown = split.columns.as_ref().map(|c| c.unknown.clone()).unwrap_or_default();
     let started = Started {
         header: header_text.as_deref(),
         unknown_columns: &unknown,
         digest: &digest,
         bytes: split.bytes,
         chunks: split.chunks.len(),
-        split_rejected: split.rejects.len(),
+        split_rejected: split.rejected as usize,
     };
     let at = now();
     if let Some(row) = rows(db, &jobs::same_file(id, source, &digest, declaration)).await?.into_iter().next() {
         let of = row.first().and_then(J::as_str).unwrap_or_default().to_string();
         run(db, &jobs::duplicate(id, &of, &started, at)).await.map_err(unavailable)?;
-        if decl.object.is_none() {
-            env.bucket(BUCKET).map_err(unavailable)?.delete(object).await.map_err(unavailable)?;
-        }
-        return Ok(());
+        return Ok(true);
     }
     let mut statements: Vec<jobs::Statement> =
         split.chunks.iter().enumerate().map(|(n, c)| jobs::add_chunk(id, n, c, at)).collect();
@@ -294,7 +283,7 @@ async fn start(
     for group in messages.chunks(100) {
         queue.send_batch(group.to_vec()).await.map_err(unavailable)?;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The queue's consumer: each message is one chunk, applied once (see `apply_chunk`); a chunk that fails for
@@ -317,8 +306,9 @@ fn import_source(id: &str) -> Source {
     Source { id: id.to_string(), kind: SourceKind::Server { key_digest: String::new() }, origins: Vec::new() }
 }
 
-/// Reads one chunk back by range, parses its rows, and applies them through the profiles' writers in time order
-/// per person; then records its counts and rejected rows, once, and ends the job when it was the last.
+/// Reads one chunk back, parses its rows, and applies them through the profiles' writers in time order per
+/// person; then records its counts and rejected rows, once, ends the job when it was the last, and deletes the
+/// chunk.
 async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
     let message: J = serde_json::from_str(body).unwrap_or_default();
     let (Some(id), Some(n)) = (message["job"].as_str(), message["n"].as_u64()) else { return Ok(()) };
@@ -327,8 +317,11 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
     let Some(row) = rows(&db, &jobs::job_for_chunk(id, n)).await?.into_iter().next() else { return Ok(()) };
     let text = |i: usize| row.get(i).and_then(J::as_str).unwrap_or_default().to_string();
     let int = |i: usize| row.get(i).and_then(J::as_u64).unwrap_or(0);
-    if text(0) != jobs::RUNNING || text(8) == jobs::DONE {
-        return Ok(());
+    let bucket = env.bucket(BUCKET).map_err(unavailable)?;
+    if text(8) == jobs::DONE || text(0) != jobs::RUNNING {
+        // A redelivery of a chunk applied, or a chunk of a job cancelled or failed: it will not be applied (again),
+        // and its object goes, if it is still there.
+        return bucket.delete(chunk_key(id, n)).await.map_err(unavailable);
     }
     let at = now();
     let (_, config) = kv::config(env).await?;
@@ -344,56 +337,43 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
         Format::Csv => Some(decl.bind(text(3).as_bytes()).map_err(ApiError::Body)?),
         Format::Ndjson => None,
     };
-    let (offset, length) = (int(5), int(6));
-    if length > 4 * MAX_ROW_BYTES.max(crate::core::wire::imports::CHUNK_BYTES) {
+    if int(6) > 2 * (CHUNK_BYTES + MAX_ROW_BYTES) {
         return Err(unavailable("a chunk longer than any split makes"));
     }
-    let bucket = env.bucket(BUCKET).map_err(unavailable)?;
-    let range = worker::Range::OffsetWithLength { offset, length };
-    let Some(object) = bucket.get(text(2)).range(range).execute().await.map_err(unavailable)? else {
-        let why = failed("file_missing", "the job's file is no longer in the imports bucket".into());
+    let Some(object) = bucket.get(chunk_key(id, n)).execute().await.map_err(unavailable)? else {
+        let why = failed("file_missing", format!("chunk {n} of the job is no longer in the imports bucket"));
         return run(&db, &jobs::fail(id, &why, at)).await.map_err(unavailable);
     };
     let bytes = object.body().ok_or_else(|| unavailable("no body"))?.bytes().await.map_err(unavailable)?;
-    let parsed = parse_chunk(&bytes, int(7), &decl, columns.as_ref(), &config, at);
+    let parsed = parse_chunk(&bytes, &decl, columns.as_ref(), &config, at);
     let mut counts = Counts { read: parsed.read, ..Counts::default() };
     let mut rejects = parsed.rejects;
-    let batches = import_batches(parsed.events, parsed.lines);
     let source = import_source(&text(4));
     let ids = profile_id_key(env)?;
-    for (events, lines) in batches {
+    let batches: Vec<(Batch, Vec<u64>)> = import_batches(parsed.events, parsed.lines)
+        .into_iter()
+        .map(|(events, lines)| {
+            let parsed = Parsed { write_key: None, events, rejected: Vec::new() };
+            (Batch::prepare(parsed, true, None, &config), lines)
+        })
+        .collect();
+    for wave in waves(batches) {
         if rows(&db, &jobs::state_of(id)).await?.first().and_then(|r| r.first()).and_then(J::as_str)
             != Some(jobs::RUNNING)
         {
-            return Ok(());
+            // Cancelled (or failed) meanwhile: what was applied stays, the rest of the chunk goes.
+            return bucket.delete(chunk_key(id, n)).await.map_err(unavailable);
         }
-        let mut batch = Batch::prepare(Parsed { write_key: None, events, rejected: Vec::new() }, true, None, &config);
-        let (index, erased) = ingest::resolve(env, &batch).await?;
-        batch.admit(&source, &[], &index, &erased, at);
-        let groups = batch.plan(&index, &config, &ids);
-        let outcomes = apply_groups(env, groups).await?;
-        for (message_ids, outcome) in outcomes {
-            counts.applied += u64::from(outcome.stored);
-            counts.duplicates += u64::from(outcome.duplicates);
-            counts.refused += u64::from(outcome.refused);
-            if outcome.erased {
-                for m in &message_ids {
-                    let message = "this person was erased moments ago; rows for them are not kept";
-                    batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
-                }
-            }
-            for (m, field) in &outcome.over_budget {
-                let message = format!("the profile has no room for this row's {field} (see Profile size in README.md)");
-                batch.refuse_by_message_id(m, "profile_budget_exceeded", message, field);
-            }
+        let applied = futures_util::future::try_join_all(
+            wave.into_iter().map(|(batch, lines)| apply_batch(env, batch, lines, &source, &config, &ids, at)),
+        )
+        .await?;
+        for (c, r) in applied {
+            counts.applied += c.applied;
+            counts.duplicates += c.duplicates;
+            counts.refused += c.refused;
+            rejects.extend(r);
         }
-        let (rejected, _) = batch.finish();
-        rejects.extend(rejected.into_iter().map(|r| RowReject {
-            line: lines.get(r.index).copied().unwrap_or(0),
-            code: r.code,
-            path: r.path,
-            message: r.message,
-        }));
     }
     counts.rejected = rejects.len() as u64;
     let mut statements: Vec<jobs::Statement> =
@@ -401,12 +381,64 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
     statements.push(jobs::chunk_done(id, n, counts, now()));
     statements.push(jobs::finish(id, now()));
     exec(&db, &statements).await?;
-    // The file goes once the job is done: nothing of its people is kept beyond their profiles.
-    let state = rows(&db, &jobs::state_of(id)).await?;
-    if state.first().and_then(|r| r.first()).and_then(J::as_str) == Some(jobs::DONE) && int(9) == 1 {
-        bucket.delete(text(2)).await.map_err(unavailable)?;
+    // Nothing of its people is kept beyond their profiles once the chunk is applied.
+    bucket.delete(chunk_key(id, n)).await.map_err(unavailable)
+}
+
+/// A chunk's batches in waves: batches in a wave name no identity in common (so applying them at once decides
+/// nothing differently from applying them in turn), at most `BATCHES_AT_ONCE` of them; waves go in order.
+fn waves(batches: Vec<(Batch, Vec<u64>)>) -> Vec<Vec<(Batch, Vec<u64>)>> {
+    let mut waves: Vec<Vec<(Batch, Vec<u64>)>> = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for (batch, lines) in batches {
+        let identities = batch.identities_to_resolve();
+        let fits = waves.last().is_some_and(|w| w.len() < BATCHES_AT_ONCE)
+            && identities.iter().all(|i| !named.contains(i));
+        if !fits {
+            waves.push(Vec::new());
+            named.clear();
+        }
+        named.extend(identities);
+        waves.last_mut().expect("pushed").push((batch, lines));
     }
-    Ok(())
+    waves
+}
+
+/// One batch of a chunk through the writers: its counts, and its rows refused by line.
+async fn apply_batch(
+    env: &Env,
+    mut batch: Batch,
+    lines: Vec<u64>,
+    source: &Source,
+    config: &crate::core::rules::Config,
+    ids: &ProfileIdKey,
+    at: crate::core::base::time::Millis,
+) -> Result<(Counts, Vec<RowReject>), ApiError> {
+    let mut counts = Counts::default();
+    let (index, erased) = ingest::resolve(env, &batch).await?;
+    batch.admit(source, &[], &index, &erased, at);
+    let groups = batch.plan(&index, config, ids);
+    for (message_ids, outcome) in apply_groups(env, groups).await? {
+        counts.applied += u64::from(outcome.stored);
+        counts.duplicates += u64::from(outcome.duplicates);
+        counts.refused += u64::from(outcome.refused);
+        if outcome.erased {
+            for m in &message_ids {
+                let message = "this person was erased moments ago; rows for them are not kept";
+                batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
+            }
+        }
+        for (m, field) in &outcome.over_budget {
+            let message = format!("the profile has no room for this row's {field} (see Profile size in README.md)");
+            batch.refuse_by_message_id(m, "profile_budget_exceeded", message, field);
+        }
+    }
+    let (rejected, _) = batch.finish();
+    let rejects = rejected
+        .into_iter()
+        .map(|r| RowReject { line: lines.get(r.index).copied().unwrap_or(0), code: r.code, path: r.path, message: r.message })
+        .collect();
+    Ok((counts, rejects))
 }
 
 /// Applies a batch's groups: those that absorb no other profile at once (several writers at a time), then those

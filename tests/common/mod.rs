@@ -23,7 +23,7 @@ use edgecdp::core::store::decode_profile;
 use edgecdp::core::wire::deliveries::DeliveryMessage;
 use edgecdp::core::wire::events::parse_batch;
 use edgecdp::core::wire::events::Parsed;
-use edgecdp::core::wire::imports::{parse_chunk, Columns, Declaration};
+use edgecdp::core::wire::imports::{parse_chunk, Declaration, Splitter};
 use edgecdp::core::wire::Rejection;
 use edgecdp::core::writer::effects::{Action, Effect, Effects, Handed};
 use edgecdp::core::writer::protocol::{decode_reply, decode_request, encode_reply, encode_request, Reply, Request};
@@ -283,30 +283,44 @@ impl World {
         self.write_parsed(config, source, parsed, signals, now)
     }
 
-    /// An import chunk (`wire::imports::parse_chunk`) as the Worker's imports consumer applies it: in time order,
-    /// batch by batch (`ingest::import_batches`), from a server's word. Answers the rows read, the profiles that
-    /// took rows, and the rows refused (parse rejects and writers' refusals), as (line, code).
+    /// An import file as the Worker takes it: through the `Splitter` (rows parsed, rejected or put in their
+    /// person's partition), then chunk by chunk as the imports consumer applies it (`wire::imports::parse_chunk`),
+    /// in time order, batch by batch (`ingest::import_batches`), from a server's word. Answers the rows read, the
+    /// profiles that took rows, and the rows refused (splitting's and parsing's rejects, and writers' refusals), as
+    /// (line, code).
     pub fn import(
         &mut self,
         config: &Config,
         decl: &Declaration,
-        columns: Option<&Columns>,
         file: &[u8],
         now: Millis,
     ) -> (u64, Vec<String>, Vec<(u64, String)>) {
-        let rows = parse_chunk(file, 1 + u64::from(columns.is_some()), decl, columns, config, now);
-        let mut refused: Vec<(u64, String)> = rows.rejects.iter().map(|r| (r.line, r.code.to_string())).collect();
+        let mut splitter = Splitter::new(decl, config, now);
+        let mut chunks = Vec::new();
+        for piece in file.chunks(64 * 1024) {
+            splitter.feed(piece).expect("the file's header binds");
+            chunks.extend(splitter.take_ready());
+        }
+        let mut split = splitter.finish().expect("the file's header binds");
+        chunks.extend(std::mem::take(&mut split.ready));
+        let mut refused: Vec<(u64, String)> = split.rejects.iter().map(|r| (r.line, r.code.to_string())).collect();
+        let mut read = split.rejected;
         let source =
             Source { id: "import".into(), kind: SourceKind::Server { key_digest: String::new() }, origins: vec![] };
         let mut written = Vec::new();
-        for (events, lines) in import_batches(rows.events, rows.lines) {
-            let parsed = Parsed { write_key: None, events, rejected: Vec::new() };
-            let (w, r) = self.write_parsed(config, &source, parsed, &RequestSignals::default(), now);
-            written.extend(w);
-            refused.extend(r.iter().map(|r| (lines[r.index], r.code.to_string())));
+        for chunk in chunks {
+            let rows = parse_chunk(&chunk, decl, split.columns.as_ref(), config, now);
+            read += rows.read;
+            refused.extend(rows.rejects.iter().map(|r| (r.line, r.code.to_string())));
+            for (events, lines) in import_batches(rows.events, rows.lines) {
+                let parsed = Parsed { write_key: None, events, rejected: Vec::new() };
+                let (w, r) = self.write_parsed(config, &source, parsed, &RequestSignals::default(), now);
+                written.extend(w);
+                refused.extend(r.iter().map(|r| (lines[r.index], r.code.to_string())));
+            }
         }
         refused.sort();
-        (rows.read, written, refused)
+        (read, written, refused)
     }
 
     /// Parsed events through `ingest::Batch` (prepare, lookups, admit, plan) and each profile's object.

@@ -7,6 +7,8 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { workerForFile, getProfile, identityToken, uid } from '../support/worker.mjs';
 import { startSink } from '../../scripts/webhook-sink.mjs';
@@ -324,5 +326,31 @@ describe('a job interrupted by a restart of the runtime finishes with exact coun
       assert.equal(p.counts['Order Completed'], per, `${RUN}-r${i}: each order once`);
       assert.equal(p.computed.lifetimeValue, 15);
     }
+  });
+
+  test('a cancelled job stops; what it applied stays; no chunk of any job is left in R2', async () => {
+    const lines = [];
+    for (let i = 0; i < 20_000; i++) {
+      lines.push(JSON.stringify({ type: 'track', event: 'Product Viewed', userId: `${RUN}-c${i % 2000}`,
+        timestamp: iso(now - 3 * DAY - i), properties: { note: 'y'.repeat(200) } }));
+    }
+    const r = await upload(`${lines.join('\n')}\n`, { type: 'application/x-ndjson', query: { consent: 'analytics' } });
+    assert.equal(r.status, 202, JSON.stringify(r.json));
+    assert.ok(r.json.chunks.total >= 10, JSON.stringify(r.json.chunks));
+    const c = await fetch(`${w.url}/v1/imports/${r.json.id}/cancel`, { method: 'POST', headers: basic(CRM_KEY) });
+    assert.equal(c.status, 200, await c.clone().text());
+    assert.equal((await c.json()).state, 'cancelled');
+    const again = await fetch(`${w.url}/v1/imports/${r.json.id}/cancel`, { method: 'POST', headers: basic(CRM_KEY) });
+    assert.equal(again.status, 409);
+    // Every job here has ended: each chunk was applied and deleted, or belongs to the cancelled job and is deleted
+    // when its message comes. The local R2 keeps each object's bytes as a file: none may remain.
+    const blobs = join(w.state, 'v3', 'r2', 'edgecdp-imports', 'blobs');
+    const left = () => (existsSync(blobs) ? readdirSync(blobs) : []);
+    const until = Date.now() + 60_000;
+    while (left().length && Date.now() < until) await new Promise((res) => setTimeout(res, 250));
+    assert.deepEqual(left(), [], 'no chunk is kept once its job has ended');
+    const j = await job(r.json.id);
+    assert.equal(j.state, 'cancelled');
+    assert.ok(j.rows.applied < 20_000, JSON.stringify(j.rows));
   });
 });

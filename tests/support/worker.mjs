@@ -94,7 +94,10 @@ async function startWorkerOnce(options) {
   // The Worker's V8 inspector (DevTools protocol), for CPU profiles of the Worker (scripts, by hand).
   const inspectorPort = await freePort();
   mkdirSync(join(ROOT, 'tests', '.tmp'), { recursive: true });
-  const state = mkdtempSync(join(ROOT, 'tests', '.tmp', 'state-'));
+  // The local storage's directory: under tests/.tmp, or under EDGECDP_STATE_DIR (a benchmark's tmpfs).
+  const stateRoot = process.env.EDGECDP_STATE_DIR || join(ROOT, 'tests', '.tmp');
+  mkdirSync(stateRoot, { recursive: true });
+  const state = mkdtempSync(join(stateRoot, 'state-'));
   // mkdtemp makes the directory 0700 and the file is created 0600 (never wider, whatever the umask), so no other
   // user can read the secrets at any moment. It stays until the Worker stops: wrangler reads it again whenever it
   // reloads the Worker. With --env-file, wrangler reads no .dev.vars, so a developer's own file changes nothing.

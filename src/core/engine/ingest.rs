@@ -228,16 +228,6 @@ impl Batch {
     }
 }
 
-/// The person an imported event belongs to, for `import_batches`.
-fn person(e: &Event) -> String {
-    match (&e.user_id, &e.anonymous_id, &e.routing) {
-        (Some(u), _, _) => ["u:", u].concat(),
-        (None, Some(a), _) => ["a:", a].concat(),
-        (None, None, Some(r)) => [&r.kind, ":", &r.value].concat(),
-        _ => String::new(),
-    }
-}
-
 /// An import chunk's events (each with its line) as the batches its consumer sends, one after another: in time
 /// order (so each person's history is applied in the order it happened), at most `MAX_PROFILES_PER_REQUEST`
 /// people per batch, each person's rows in one batch.
@@ -248,7 +238,7 @@ pub fn import_batches(events: Vec<Event>, lines: Vec<u64>) -> Vec<(Vec<Event>, V
     let mut batches: Vec<(Vec<Event>, Vec<u64>)> = Vec::new();
     for (event, line) in rows {
         let count = people.len();
-        let b = *people.entry(person(&event)).or_insert(count / MAX_PROFILES_PER_REQUEST);
+        let b = *people.entry(event.person()).or_insert(count / MAX_PROFILES_PER_REQUEST);
         if batches.len() <= b {
             batches.resize_with(b + 1, Default::default);
         }

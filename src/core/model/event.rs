@@ -62,6 +62,17 @@ pub struct Event {
 
 impl Event {
     /// An event as a trusted sender describes it, with no context beyond its ids and time.
+    /// The person the event is about, as imports group rows: its user id, else its anonymous id, else the
+    /// identity that routes it (a CSV row with neither id).
+    pub fn person(&self) -> String {
+        match (&self.user_id, &self.anonymous_id, &self.routing) {
+            (Some(u), _, _) => ["u:", u].concat(),
+            (None, Some(a), _) => ["a:", a].concat(),
+            (None, None, Some(r)) => [&r.kind, ":", &r.value].concat(),
+            _ => String::new(),
+        }
+    }
+
     pub fn new(
         message_id: String,
         anonymous_id: Option<String>,

@@ -2,9 +2,10 @@
 //! boundaries as it streams past, and a chunk's rows as events (NDJSON of Segment events, or CSV rows through a
 //! column mapping), each bad row rejected with its line, code, path and message while the rows beside it go on.
 //!
-//! The edge owns the I/O: it feeds the upload to a `Splitter` (and to R2) a piece at a time, records the chunks
-//! it returns, and later reads each chunk back by range and hands its bytes to `parse_chunk`. Nothing here holds
-//! more than one chunk, and the splitter holds nothing of the file but the CSV header.
+//! The edge owns the I/O: it feeds the upload to a `Splitter` a piece at a time, stores each chunk it makes ready
+//! as an object of its own in R2, records them, and later reads each chunk back and hands its bytes to
+//! `parse_chunk`. The splitter holds at most one chunk's worth of rows per partition (`PARTITIONS`); a consumer
+//! holds one chunk.
 
 use crate::core::base::time::{parse_iso8601, Millis};
 use crate::core::model::consent::Purpose;
@@ -18,8 +19,8 @@ use serde_json::{json, Value as J};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// About how many bytes of rows one chunk holds (one queue message; its consumer reads the chunk by range). A
-/// chunk ends at the first row boundary past it.
+/// About how many bytes of rows one chunk holds (one object, one queue message). A partition becomes a chunk at
+/// the first row that takes it past this.
 pub const CHUNK_BYTES: u64 = 256 * 1024;
 /// The longest row (a line of NDJSON, a CSV record): a longer one is rejected (`row_too_long`) by line number,
 /// and never read back.
@@ -28,7 +29,7 @@ pub const MAX_ROW_BYTES: u64 = 64 * 1024;
 pub const MAX_IMPORT_BYTES: usize = 2 << 30;
 /// The most columns a CSV file may map.
 pub const MAX_COLUMNS: usize = 256;
-/// Rejected rows kept per chunk with their line; all are counted.
+/// Rejected rows kept per chunk (and while splitting) with their line; all are counted.
 pub const MAX_REJECTS_KEPT: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,7 +313,8 @@ impl Declaration {
     }
 }
 
-/// A piece of the file one consumer reads: its bytes, the line its first row starts on, and its rows.
+/// One stored chunk (an object of its own, `{job}/{n}` in the imports bucket): framed rows of some people, the
+/// line its first row is on, and how many rows it holds. `offset` is where its rows begin in the object (0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
     pub offset: u64,
@@ -336,151 +338,246 @@ impl RowReject {
     }
 }
 
-/// Cuts a file into chunks at row boundaries as its bytes stream past (see the module). A CSV row ends at a line
-/// break outside quotes; an NDJSON row at any line break.
+/// How many partitions a file's rows are spread over while it streams in, by a hash of the person each row is
+/// about: a chunk then holds every row of its people that the file held since the partition's last chunk, so a
+/// person's history is applied in one write, not one write per row (a file in time order spreads a person's rows
+/// through it). Each partition holds at most about `CHUNK_BYTES` at once: 16 MiB in all.
+pub const PARTITIONS: usize = 64;
+
+/// Cuts a file into chunks as its bytes stream past (see the module). A CSV row ends at a line break outside
+/// quotes; an NDJSON row at any line break. Each row is parsed once here to find the person it is about (a bad row
+/// is rejected now, by its line) and framed into its person's partition; a partition that reaches `CHUNK_BYTES`
+/// is a chunk, ready for the shell to store (`take_ready`). At the end the partitions left are packed into chunks.
 #[derive(Debug)]
-pub struct Splitter {
+pub struct Splitter<'a> {
+    decl: &'a Declaration,
+    config: &'a Config,
+    now: Millis,
     csv: bool,
     in_quotes: bool,
     /// Bytes seen, and the line the next byte is on.
     offset: u64,
     line: u64,
-    /// Where the row being read began, and on which line.
+    /// Where the row being read began, on which line, and its bytes (at most `MAX_ROW_BYTES` + 1 of them).
     row_start: u64,
     row_line: u64,
-    chunk_start: u64,
-    chunk_line: u64,
-    chunk_rows: u64,
-    /// The CSV header (the first row), while it is read and after.
+    row: Vec<u8>,
+    /// The CSV header (the first row) and the columns it binds to.
     header: Option<Vec<u8>>,
     header_done: bool,
+    columns: Option<Columns>,
+    parts: Vec<Part>,
+    ready: Vec<Vec<u8>>,
     digest: Sha256,
+    rows: u64,
+    rejected: u64,
     pub chunks: Vec<Chunk>,
     pub rejects: Vec<RowReject>,
+}
+
+#[derive(Debug, Default)]
+struct Part {
+    bytes: Vec<u8>,
+    rows: u64,
+    first_line: u64,
 }
 
 /// What a whole file came to.
 #[derive(Debug)]
 pub struct Split {
     pub chunks: Vec<Chunk>,
+    /// The first `MAX_REJECTS_KEPT` rows rejected while splitting; `rejected` counts them all.
     pub rejects: Vec<RowReject>,
+    pub rejected: u64,
     pub header: Option<Vec<u8>>,
+    pub columns: Option<Columns>,
+    /// The chunks made at the end, still to be stored (the last of `chunks`).
+    pub ready: Vec<Vec<u8>>,
     pub bytes: u64,
     pub rows: u64,
     /// SHA-256 of the file's content: the same file imported again is known by it.
     pub digest: [u8; 32],
 }
 
-impl Splitter {
-    pub fn new(format: Format) -> Splitter {
-        let csv = format == Format::Csv;
+impl<'a> Splitter<'a> {
+    pub fn new(decl: &'a Declaration, config: &'a Config, now: Millis) -> Splitter<'a> {
+        let csv = decl.format == Format::Csv;
         Splitter {
+            decl,
+            config,
+            now,
             csv,
             in_quotes: false,
             offset: 0,
             line: 1,
             row_start: 0,
             row_line: 1,
-            chunk_start: 0,
-            chunk_line: 1,
-            chunk_rows: 0,
-            header: csv.then(Vec::new),
+            row: Vec::new(),
+            header: None,
             header_done: !csv,
+            columns: None,
+            parts: (0..PARTITIONS).map(|_| Part::default()).collect(),
+            ready: Vec::new(),
             digest: Sha256::new(),
+            rows: 0,
+            rejected: 0,
             chunks: Vec::new(),
             rejects: Vec::new(),
         }
     }
 
-    /// Takes the next bytes of the file.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    /// Takes the next bytes of the file. Fails only when a CSV header does not bind to the declared mapping (the
+    /// file cannot be read at all).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), BodyError> {
         self.digest.update(bytes);
         let base = self.offset;
-        if !self.header_done {
-            if let Some(h) = self.header.as_mut() {
-                let room = (MAX_ROW_BYTES as usize + 1).saturating_sub(h.len());
-                h.extend_from_slice(&bytes[..bytes.len().min(room)]);
-            }
-        }
+        let mut from = 0;
         for (i, &b) in bytes.iter().enumerate() {
             match b {
                 b'"' if self.csv => self.in_quotes = !self.in_quotes,
                 b'\n' => {
                     self.line += 1;
                     if !self.in_quotes {
-                        self.end_row(base + i as u64 + 1);
+                        self.keep(&bytes[from..=i]);
+                        from = i + 1;
+                        self.end_row(base + i as u64 + 1)?;
                     }
                 }
                 _ => {}
             }
         }
+        self.keep(&bytes[from..]);
         self.offset = base + bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Chunks complete since the last call, in the order of `chunks` (the shell stores each as its own object).
+    pub fn take_ready(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.ready)
+    }
+
+    fn keep(&mut self, piece: &[u8]) {
+        let room = (MAX_ROW_BYTES as usize + 1).saturating_sub(self.row.len());
+        self.row.extend_from_slice(&piece[..piece.len().min(room)]);
     }
 
     /// A row ended just before `end`.
-    fn end_row(&mut self, end: u64) {
+    fn end_row(&mut self, end: u64) -> Result<(), BodyError> {
         let (start, line) = (self.row_start, self.row_line);
+        let row = std::mem::take(&mut self.row);
         self.row_start = end;
         self.row_line = self.line;
         if !self.header_done {
             self.header_done = true;
-            if let Some(h) = self.header.as_mut() {
-                h.truncate((end - start) as usize);
+            if end - start > MAX_ROW_BYTES {
+                return Err(shape("header", format!("the header row is longer than {MAX_ROW_BYTES} bytes")));
             }
-            self.chunk_start = end;
-            self.chunk_line = self.line;
-            return;
+            self.columns = Some(self.decl.bind(&row)?);
+            self.header = Some(row);
+            return Ok(());
         }
         if end - start > MAX_ROW_BYTES {
-            // Never read back: the chunk so far ends before it, the next starts after it.
-            self.rejects.push(RowReject {
-                line,
-                code: "row_too_long",
-                path: String::new(),
-                message: format!("the row is {} bytes long; a row may be at most {MAX_ROW_BYTES}", end - start),
-            });
-            self.close(start);
-            self.chunk_start = end;
-            self.chunk_line = self.line;
-            return;
+            let message = format!("the row is {} bytes long; a row may be at most {MAX_ROW_BYTES}", end - start);
+            self.reject(RowReject { line, code: "row_too_long", path: String::new(), message });
+            return Ok(());
         }
-        self.chunk_rows += 1;
-        if end - self.chunk_start >= CHUNK_BYTES {
-            self.close(end);
+        if row.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        match row_event(&row, self.decl, self.columns.as_ref(), self.config, self.now) {
+            Ok(event) => {
+                let p = (fnv1a(event.person().as_bytes()) % PARTITIONS as u64) as usize;
+                self.rows += 1;
+                let part = &mut self.parts[p];
+                if part.rows == 0 {
+                    part.first_line = line;
+                }
+                part.bytes.extend_from_slice(format!("{line} {}\n", row.len()).as_bytes());
+                part.bytes.extend_from_slice(&row);
+                part.rows += 1;
+                if part.bytes.len() as u64 >= CHUNK_BYTES {
+                    let part = std::mem::take(&mut self.parts[p]);
+                    self.emit(part);
+                }
+            }
+            Err((code, path, message)) => self.reject(RowReject { line, code, path, message }),
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, r: RowReject) {
+        self.rows += 1;
+        self.rejected += 1;
+        if self.rejects.len() < MAX_REJECTS_KEPT {
+            self.rejects.push(r);
         }
     }
 
-    fn close(&mut self, end: u64) {
-        if self.chunk_rows > 0 {
-            self.chunks.push(Chunk {
-                offset: self.chunk_start,
-                length: end - self.chunk_start,
-                first_line: self.chunk_line,
-                rows: self.chunk_rows,
-            });
-        }
-        self.chunk_rows = 0;
-        self.chunk_start = end;
-        self.chunk_line = self.line;
+    fn emit(&mut self, part: Part) {
+        self.chunks.push(Chunk {
+            offset: 0,
+            length: part.bytes.len() as u64,
+            first_line: part.first_line,
+            rows: part.rows,
+        });
+        self.ready.push(part.bytes);
     }
 
-    /// The file has ended: its last row (without a final line break) and chunk, and what it all came to.
-    pub fn finish(mut self) -> Split {
+    /// The file has ended: its last row (without a final line break), the partitions left packed into chunks of
+    /// about `CHUNK_BYTES` (the last of them ready), and what it all came to.
+    pub fn finish(mut self) -> Result<Split, BodyError> {
         if self.row_start < self.offset {
             let end = self.offset;
-            self.end_row(end);
+            self.end_row(end)?;
         }
-        let end = self.offset;
-        self.close(end);
-        let rows = self.chunks.iter().map(|c| c.rows).sum::<u64>() + self.rejects.len() as u64;
-        Split {
+        let mut pack = Part::default();
+        for part in std::mem::take(&mut self.parts) {
+            if part.rows == 0 {
+                continue;
+            }
+            if pack.rows > 0 && (pack.bytes.len() + part.bytes.len()) as u64 > CHUNK_BYTES {
+                self.emit(std::mem::take(&mut pack));
+            }
+            pack.first_line = if pack.rows == 0 { part.first_line } else { pack.first_line.min(part.first_line) };
+            pack.rows += part.rows;
+            pack.bytes.extend(part.bytes);
+        }
+        if pack.rows > 0 {
+            self.emit(pack);
+        }
+        Ok(Split {
             chunks: self.chunks,
             rejects: self.rejects,
+            rejected: self.rejected,
             header: self.header.filter(|_| self.header_done),
+            columns: self.columns,
+            ready: self.ready,
             bytes: self.offset,
-            rows,
+            rows: self.rows,
             digest: self.digest.finalize().into(),
+        })
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash (the same person goes to the same partition in every build).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// One row as an event, marked imported (not yet given the declaration's consent).
+fn row_event(
+    row: &[u8],
+    decl: &Declaration,
+    columns: Option<&Columns>,
+    config: &Config,
+    now: Millis,
+) -> Result<Event, Refusal> {
+    match (decl.format, columns) {
+        (Format::Csv, Some(c)) => {
+            let kind = RowKind { kind: decl.kind, consent: &decl.consent, as_of: decl.as_of };
+            csv_event(row, c, kind, config, now)
         }
+        _ => ndjson_event(row, now),
     }
 }
 
@@ -493,11 +590,11 @@ pub struct ChunkRows {
     pub read: u64,
 }
 
-/// The rows of one chunk (`bytes`, its first row on `first_line`) as events, each marked imported with the
-/// declaration's consent where the row says none. `columns` is the bound header of a CSV file.
+/// The rows of one stored chunk (framed by the `Splitter`: `{line} {length}\n` and the row's bytes) as events,
+/// each marked imported with the declaration's consent where the row says none. `columns` is the bound header of
+/// a CSV file. A frame that does not read (the chunk was damaged in storage) ends the chunk with one reject.
 pub fn parse_chunk(
     bytes: &[u8],
-    first_line: u64,
     decl: &Declaration,
     columns: Option<&Columns>,
     config: &Config,
@@ -506,50 +603,42 @@ pub fn parse_chunk(
     let mut out = ChunkRows::default();
     let declared: Option<BTreeMap<String, bool>> =
         (!decl.consent.is_empty()).then(|| decl.consent.iter().map(|p| (p.name().to_string(), true)).collect());
-    let mut line = first_line;
-    let mut start = 0;
-    let mut in_quotes = false;
-    for i in 0..=bytes.len() {
-        let end_of_row = match bytes.get(i) {
-            None => start < bytes.len(),
-            Some(b'"') if decl.format == Format::Csv => {
-                in_quotes = !in_quotes;
-                false
-            }
-            Some(b'\n') => !in_quotes,
-            Some(_) => false,
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some((line, row, next)) = frame(bytes, at) else {
+            out.rejects.push(RowReject {
+                line: out.lines.last().copied().unwrap_or(0),
+                code: "chunk_damaged",
+                path: String::new(),
+                message: format!("the stored chunk does not read past byte {at}; its rows after that were not applied"),
+            });
+            break;
         };
-        if !end_of_row {
-            continue;
-        }
-        let row = &bytes[start..(i + 1).min(bytes.len())];
-        let row_line = line;
-        line += row.iter().filter(|&&b| b == b'\n').count() as u64;
-        start = i + 1;
-        if row.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+        at = next;
         out.read += 1;
-        let parsed = match (decl.format, columns) {
-            (Format::Csv, Some(c)) => {
-                let kind = RowKind { kind: decl.kind, consent: &decl.consent, as_of: decl.as_of };
-                csv_event(row, c, kind, config, now)
-            }
-            _ => ndjson_event(row, now),
-        };
-        match parsed {
+        match row_event(row, decl, columns, config, now) {
             Ok(mut event) => {
                 event.imported = true;
                 if event.consent.is_none() {
                     event.consent = declared.clone();
                 }
                 out.events.push(event);
-                out.lines.push(row_line);
+                out.lines.push(line);
             }
-            Err((code, path, message)) => out.rejects.push(RowReject { line: row_line, code, path, message }),
+            Err((code, path, message)) => out.rejects.push(RowReject { line, code, path, message }),
         }
     }
     out
+}
+
+/// The frame at `at`: its line, its row, and where the next frame begins.
+fn frame(bytes: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
+    let head_end = at + bytes.get(at..)?.iter().take(48).position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&bytes[at..head_end]).ok()?;
+    let (line, length) = head.split_once(' ')?;
+    let (line, length) = (line.parse::<u64>().ok()?, length.parse::<usize>().ok()?);
+    let end = (head_end + 1).checked_add(length)?;
+    Some((line, bytes.get(head_end + 1..end)?, end))
 }
 
 fn ndjson_event(row: &[u8], now: Millis) -> Result<Event, Refusal> {
@@ -576,12 +665,33 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn split(format: Format, file: &[u8], piece: usize) -> Split {
-        let mut s = Splitter::new(format);
+    /// A file through the splitter in pieces of `piece` bytes: what it came to, and its chunks' bytes in order.
+    fn split(decl: &Declaration, file: &[u8], piece: usize) -> (Split, Vec<Vec<u8>>) {
+        let config = config();
+        let mut s = Splitter::new(decl, &config, NOW);
+        let mut stored = Vec::new();
         for p in file.chunks(piece.max(1)) {
-            s.feed(p);
+            s.feed(p).unwrap();
+            stored.extend(s.take_ready());
         }
-        s.finish()
+        let mut split = s.finish().unwrap();
+        stored.extend(std::mem::take(&mut split.ready));
+        (split, stored)
+    }
+
+    /// Rows framed as the splitter stores them, one per line from `first_line` (blank lines skipped).
+    fn framed(body: &str, first_line: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, row) in body.split_inclusive('\n').enumerate() {
+            if !row.trim().is_empty() {
+                out.extend(format!("{} {}\n{row}", first_line + i as u64, row.len()).as_bytes());
+            }
+        }
+        out
+    }
+
+    fn ndjson_decl() -> Declaration {
+        Declaration::of_upload(Some("application/x-ndjson"), &[], &config(), NOW).unwrap()
     }
 
     /// Declarations refused, one row each, with the path of what is wrong.
@@ -640,38 +750,79 @@ mod tests {
     }
 
     #[test]
-    fn the_splitter_cuts_at_row_boundaries_whatever_the_pieces() {
-        // CSV with a quoted line break: the record spans two lines and stays whole.
-        let mut file = b"email,note\n".to_vec();
+    fn the_splitter_puts_each_person_s_rows_in_one_chunk_whatever_the_pieces() {
+        // CSV with a quoted line break: the record spans two lines and stays whole. 300 people, their rows spread
+        // through the file as an export in time order spreads them.
+        let mut file = b"email,user,crm,plan,ltv,since,news,notes\n".to_vec();
         for i in 0..20_000 {
-            file.extend(format!("u{i}@x.example,\"line one\nline two, \"\"quoted\"\"\"\n").as_bytes());
+            let p = i % 300;
+            file.extend(
+                format!("u{p}@x.example,u{p},,gold,1,2026-03-01,,\"line one\nline two, \"\"quoted\"\"\"\n").as_bytes(),
+            );
         }
+        let decl = csv_decl();
         for piece in [1, 7, 4096, 1 << 20] {
-            let s = split(Format::Csv, &file, piece);
-            assert_eq!(s.header.as_deref(), Some(&b"email,note\n"[..]));
-            assert_eq!(s.rows, 20_000);
+            let (s, stored) = split(&decl, &file, piece);
+            assert_eq!(s.header.as_deref(), Some(&b"email,user,crm,plan,ltv,since,news,notes\n"[..]));
+            assert_eq!((s.rows, s.rejected), (20_000, 0));
+            assert_eq!(stored.len(), s.chunks.len());
             assert!(s.chunks.len() > 1);
-            let mut at = 11;
-            let mut line = 2;
-            for c in &s.chunks {
-                assert_eq!((c.offset, c.first_line), (at, line), "contiguous, each starting on its line");
-                assert!(c.length >= CHUNK_BYTES || c == s.chunks.last().unwrap());
-                let rows = parse_chunk(
-                    &file[c.offset as usize..(c.offset + c.length) as usize],
-                    c.first_line,
-                    &csv_decl(),
-                    None,
-                    &config(),
-                    NOW,
-                );
-                assert_eq!(rows.read, c.rows);
-                at += c.length;
-                line += 2 * c.rows;
+            let mut lines = Vec::new();
+            let mut chunk_of: BTreeMap<String, usize> = BTreeMap::new();
+            for (n, (c, bytes)) in s.chunks.iter().zip(&stored).enumerate() {
+                assert_eq!(c.length, bytes.len() as u64);
+                assert!(c.length <= CHUNK_BYTES + MAX_ROW_BYTES + 64, "a chunk is about CHUNK_BYTES");
+                let rows = parse_chunk(bytes, &decl, s.columns.as_ref(), &config(), NOW);
+                assert_eq!((rows.read, rows.rejects.len()), (c.rows, 0));
+                assert_eq!(rows.lines.iter().min(), Some(&c.first_line));
+                for (e, line) in rows.events.iter().zip(&rows.lines) {
+                    let seen = *chunk_of.entry(e.user_id.clone().unwrap()).or_insert(n);
+                    assert_eq!(seen, n, "a person's rows are in one chunk (line {line})");
+                }
+                lines.extend(rows.lines);
             }
-            assert_eq!(at, file.len() as u64);
+            lines.sort();
+            assert_eq!(lines, (0..20_000).map(|i| 2 + 2 * i).collect::<Vec<u64>>(), "every row, on its own line");
         }
         // The digest is the content's, whatever the pieces.
-        assert_eq!(split(Format::Csv, &file, 3).digest, split(Format::Csv, &file, 1 << 16).digest);
+        assert_eq!(split(&decl, &file, 3).0.digest, split(&decl, &file, 1 << 16).0.digest);
+        // One person's rows past a chunk's size: the partition becomes a chunk as it fills, rows in file order.
+        let mut file = Vec::new();
+        for i in 0..12_000 {
+            let row = format!(r#"{{"type":"track","event":"E","userId":"u","timestamp":"2026-01-01","n":{i}}}"#);
+            file.extend(row.as_bytes());
+            file.push(b'\n');
+        }
+        let (s, stored) = split(&ndjson_decl(), &file, 5000);
+        assert!(s.chunks.len() >= 3, "{:?}", s.chunks);
+        let mut last = 0;
+        for (c, bytes) in s.chunks.iter().zip(&stored) {
+            assert!(c.length >= CHUNK_BYTES || c == s.chunks.last().unwrap());
+            let rows = parse_chunk(bytes, &ndjson_decl(), None, &config(), NOW);
+            assert!(rows.lines.windows(2).all(|w| w[0] < w[1]) && rows.lines[0] > last);
+            last = *rows.lines.last().unwrap();
+        }
+        assert_eq!(last, 12_000);
+    }
+
+    #[test]
+    fn a_csv_header_that_does_not_bind_stops_the_file_at_its_header() {
+        let config = config();
+        let decl = csv_decl();
+        let mut s = Splitter::new(&decl, &config, NOW);
+        let e = s.feed(b"a,b\n1,2\n").unwrap_err();
+        assert!(matches!(&e, BodyError::Shape { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_damaged_chunk_ends_with_a_reject_after_the_rows_that_read() {
+        let good = framed("{\"type\":\"track\",\"event\":\"A\",\"userId\":\"u\",\"timestamp\":\"2026-01-01\"}\n", 4);
+        for tail in [&b"5 900\n{}"[..], b"five 2\n{}", b"5"] {
+            let bytes = [good.as_slice(), tail].concat();
+            let rows = parse_chunk(&bytes, &ndjson_decl(), None, &config(), NOW);
+            assert_eq!((rows.read, rows.lines.clone()), (1, vec![4]));
+            assert_eq!(rows.rejects.iter().map(|r| (r.line, r.code)).collect::<Vec<_>>(), [(4, "chunk_damaged")]);
+        }
     }
 
     fn csv_decl() -> Declaration {
@@ -690,7 +841,7 @@ mod tests {
         file.extend(vec![b'x'; MAX_ROW_BYTES as usize + 10]);
         file.push(b'\n');
         file.extend(b"{\"type\":\"track\",\"event\":\"B\",\"userId\":\"u\",\"timestamp\":\"2026-01-02\"}");
-        let s = split(Format::Ndjson, &file, 1000);
+        let (s, stored) = split(&ndjson_decl(), &file, 1000);
         assert_eq!(
             s.rejects,
             vec![RowReject {
@@ -700,20 +851,11 @@ mod tests {
                 message: s.rejects[0].message.clone()
             }]
         );
-        assert_eq!(s.rows, 3);
-        let decl = Declaration::of_upload(Some("application/x-ndjson"), &[], &config(), NOW).unwrap();
-        let names: Vec<(u64, String)> = s
-            .chunks
+        assert_eq!((s.rows, s.rejected), (3, 1));
+        let names: Vec<(u64, String)> = stored
             .iter()
-            .flat_map(|c| {
-                let rows = parse_chunk(
-                    &file[c.offset as usize..(c.offset + c.length) as usize],
-                    c.first_line,
-                    &decl,
-                    None,
-                    &config(),
-                    NOW,
-                );
+            .flat_map(|bytes| {
+                let rows = parse_chunk(bytes, &ndjson_decl(), None, &config(), NOW);
                 rows.lines
                     .into_iter()
                     .zip(rows.events.into_iter().map(|e| e.count_key().to_string()))
@@ -739,7 +881,7 @@ mod tests {
             "di@x.example,,C-4,bronze,1,,maybe,\n",
             "ed@x.example,,C-5,\"=SUM(A1:A9)\",0.5,2026-03-02,,\n",
         );
-        let rows = parse_chunk(body.as_bytes(), 2, &decl, Some(&columns), &config, NOW);
+        let rows = parse_chunk(&framed(body, 2), &decl, Some(&columns), &config, NOW);
         let rejected: Vec<(u64, &str, &str)> = rows.rejects.iter().map(|r| (r.line, r.code, r.path.as_str())).collect();
         assert_eq!(
             rejected,
@@ -770,11 +912,11 @@ mod tests {
         assert_eq!(ed.routing, Some(Identity::new("email", "ed@x.example")), "no user id: the e-mail routes it");
         assert_eq!(ed.consent, Some(BTreeMap::from([("analytics".to_string(), true)])), "no consent cell: the job's");
         // The same row read again has the same id; the same row under another header does not.
-        let again = parse_chunk(body.as_bytes(), 2, &decl, Some(&columns), &config, NOW);
+        let again = parse_chunk(&framed(body, 2), &decl, Some(&columns), &config, NOW);
         assert_eq!(again.events[0].message_id, ana.message_id);
         let other = decl.bind(b"email,user,crm,plan,ltv,since,news,remarks\n").unwrap();
         assert_ne!(
-            parse_chunk(body.as_bytes(), 2, &decl, Some(&other), &config, NOW).events[0].message_id,
+            parse_chunk(&framed(body, 2), &decl, Some(&other), &config, NOW).events[0].message_id,
             ana.message_id
         );
     }
@@ -796,7 +938,7 @@ mod tests {
             r#"{"type":"identify","userId":"u2","timestamp":"2025-02-01","traits":{"plan":"gold"},"context":{"consent":{"categoryPreferences":{"analytics":false}}}}"#,
             "\n",
         );
-        let rows = parse_chunk(body.as_bytes(), 10, &decl, None, &config(), NOW);
+        let rows = parse_chunk(&framed(body, 10), &decl, None, &config(), NOW);
         let rejected: Vec<(u64, &str, &str)> = rows.rejects.iter().map(|r| (r.line, r.code, r.path.as_str())).collect();
         assert_eq!(
             rejected,

@@ -315,6 +315,10 @@ impl Writer {
             let removed = IndexMessage::removed_json(&written.absorbed_ids, false, now);
             self.out.push(Effect::Index(removed.to_string()));
         }
+        // A new profile in no journey has nothing for the journey index (its first row would be an empty one).
+        let journeys_before = journeys_before.or_else(|| {
+            written.absorbed_ids.is_empty().then(|| journey_view(&Profile::new(profile.id.clone(), now)))
+        });
         if Some(journey_view(&profile)) != journeys_before {
             self.publish_journeys(&profile, now);
         }
