@@ -132,8 +132,13 @@ impl Writer {
         self.out.clear();
         self.changed = false;
         let is_alarm = action == Action::Alarm;
+        // An object that had stored nothing has no alarm to delete (a new profile's first write saves that call).
+        let fresh = self.stored == Stored::default();
         let reply = self.decide(action, config, now)?;
-        let alarm = if self.changed || is_alarm { Some(self.next_wake(config)?) } else { None };
+        let alarm = match (self.changed || is_alarm).then(|| self.next_wake(config)).transpose()? {
+            Some(None) if fresh => None,
+            alarm => alarm,
+        };
         Ok(Effects { effects: std::mem::take(&mut self.out), reply, alarm })
     }
 
@@ -725,6 +730,23 @@ mod tests {
         }
         let e = handle(&mut w, Request::Forget, NOW);
         assert_eq!((e.reply, e.effects, e.alarm), (Reply::Forgotten(true), vec![Effect::DeleteAll], Some(None)));
+    }
+
+    #[test]
+    fn only_an_object_that_stored_something_deletes_its_alarm() {
+        let event = |id: &str| {
+            let kind = crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
+            crate::core::model::event::Event::new(id.into(), None, Some("u1".into()), NOW - 1000, kind)
+        };
+        let apply = |id| ApplyRequest { profile_id: "p1".into(), events: vec![event(id)], ..ApplyRequest::default() };
+        let config = crate::core::rules::compile_str(r#"{"consent": {"model": "opt-out"}}"#).unwrap();
+        let mut fresh = Writer::new(Stored::default());
+        let e = fresh.handle(Action::Apply { request: apply("m1"), handed: vec![] }, &config, NOW).unwrap();
+        assert!(e.effects.iter().any(|x| matches!(x, Effect::Put(Key::Profile, _))), "stored");
+        assert_eq!(e.alarm, None, "a new object never had an alarm");
+        let mut w = holding(Some(NOW - 10_000));
+        let e = w.handle(Action::Apply { request: apply("m2"), handed: vec![] }, &config, NOW).unwrap();
+        assert_eq!(e.alarm, Some(None), "one that stored before may have one, and nothing is due now");
     }
 
     #[test]
