@@ -318,10 +318,12 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
     let text = |i: usize| row.get(i).and_then(J::as_str).unwrap_or_default().to_string();
     let int = |i: usize| row.get(i).and_then(J::as_u64).unwrap_or(0);
     let bucket = env.bucket(BUCKET).map_err(unavailable)?;
-    if text(8) == jobs::DONE || text(0) != jobs::RUNNING {
-        // A redelivery of a chunk applied, or a chunk of a job cancelled or failed: it will not be applied (again),
-        // and its object goes, if it is still there.
+    if text(8) == jobs::DONE {
+        // A redelivery of a chunk applied: its object goes, if it is still there.
         return bucket.delete(chunk_key(id, n)).await.map_err(unavailable);
+    }
+    if text(0) != jobs::RUNNING {
+        return drop_chunk(&db, &bucket, id, n).await;
     }
     let at = now();
     let (_, config) = kv::config(env).await?;
@@ -362,7 +364,7 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
             != Some(jobs::RUNNING)
         {
             // Cancelled (or failed) meanwhile: what was applied stays, the rest of the chunk goes.
-            return bucket.delete(chunk_key(id, n)).await.map_err(unavailable);
+            return drop_chunk(&db, &bucket, id, n).await;
         }
         let applied = futures_util::future::try_join_all(
             wave.into_iter().map(|(batch, lines)| apply_batch(env, batch, lines, &source, &config, &ids, at)),
@@ -383,6 +385,13 @@ async fn apply_chunk(env: &Env, body: &str) -> Result<(), ApiError> {
     exec(&db, &statements).await?;
     // Nothing of its people is kept beyond their profiles once the chunk is applied.
     bucket.delete(chunk_key(id, n)).await.map_err(unavailable)
+}
+
+/// A chunk of a job that was cancelled or failed: it will not be applied, its object goes, and the cron hands it
+/// on no more.
+async fn drop_chunk(db: &D1Database, bucket: &worker::Bucket, id: &str, n: usize) -> Result<(), ApiError> {
+    bucket.delete(chunk_key(id, n)).await.map_err(unavailable)?;
+    run(db, &jobs::chunk_dropped(id, n)).await.map_err(unavailable)
 }
 
 /// A chunk's batches in waves: batches in a wave name no identity in common (so applying them at once decides
@@ -465,9 +474,10 @@ async fn apply_groups(
     Ok(out)
 }
 
-/// The cron: chunks of running jobs handed to the queue longer ago than `EDGECDP_IMPORT_STALE_SECONDS` (10
-/// minutes by default) and not done go to the queue again; their message was lost (a runtime restart). A chunk
-/// applied twice counts once (message ids, and `chunk_done` marks it once).
+/// The cron: chunks handed to the queue longer ago than `EDGECDP_IMPORT_STALE_SECONDS` (10 minutes by default)
+/// and neither done nor dropped go to the queue again; their message was lost (a runtime restart). A running job's
+/// chunk is applied (twice counts once: message ids, and `chunk_done` marks it once); a cancelled or failed job's
+/// is dropped, its object deleted.
 pub(crate) async fn requeue_stale(env: &Env) -> Result<usize, ApiError> {
     let stale_ms =
         env.var("EDGECDP_IMPORT_STALE_SECONDS").ok().and_then(|v| v.to_string().parse::<i64>().ok()).unwrap_or(600)

@@ -193,8 +193,17 @@ pub fn finish(id: &str, now: Millis) -> Statement {
 pub fn stale_chunks(before: Millis, limit: i64) -> Statement {
     Statement {
         sql: "SELECT c.job, c.n FROM import_chunks c JOIN import_jobs j ON j.id = c.job \
-              WHERE j.state = 'running' AND c.state != 'done' AND c.enqueued_at < ?1 LIMIT ?2",
+              WHERE j.state IN ('running', 'cancelled', 'failed') AND c.state NOT IN ('done', 'dropped') \
+              AND c.enqueued_at < ?1 LIMIT ?2",
         params: vec![Sql::Int(before), Sql::Int(limit)],
+    }
+}
+
+/// A chunk its job ended without (cancelled or failed): its object is deleted, and the cron hands it on no more.
+pub fn chunk_dropped(id: &str, n: usize) -> Statement {
+    Statement {
+        sql: "UPDATE import_chunks SET state = 'dropped' WHERE job = ?1 AND n = ?2 AND state != 'done'",
+        params: vec![text(id), Sql::Int(n as i64)],
     }
 }
 
