@@ -132,13 +132,10 @@ impl Writer {
         self.out.clear();
         self.changed = false;
         let is_alarm = action == Action::Alarm;
-        // An object that had stored nothing has no alarm to delete (a new profile's first write saves that call).
-        let fresh = self.stored == Stored::default();
+        let fresh = self.stored == Stored::default(); // it stored nothing, so it has no alarm to delete
         let reply = self.decide(action, config, now)?;
-        let alarm = match (self.changed || is_alarm).then(|| self.next_wake(config)).transpose()? {
-            Some(None) if fresh => None,
-            alarm => alarm,
-        };
+        let alarm = (self.changed || is_alarm).then(|| self.next_wake(config)).transpose()?;
+        let alarm = alarm.filter(|wake| wake.is_some() || !fresh);
         Ok(Effects { effects: std::mem::take(&mut self.out), reply, alarm })
     }
 
@@ -282,7 +279,9 @@ impl Writer {
             handed.iter().map(|h| (h.profile.id.clone(), h.last_kv_write)).collect();
         let fetched = handed.into_iter().map(|h| (h.link, h.profile)).collect();
         let identity_before = current.as_ref().and_then(main_identity);
-        let journeys_before = current.as_ref().map(journey_view);
+        // A new profile absorbing none is in no journey before (so one in none sends the index no empty row).
+        let new = last_writes.is_empty().then(|| journey_view(&Profile::new(request.profile_id.clone(), now)));
+        let journeys_before = current.as_ref().map(journey_view).or(new);
         let written = write(current, fetched, request, config, now);
         for p in &written.returned {
             // Refused merges: each profile goes back where it was, as it was.
@@ -320,10 +319,6 @@ impl Writer {
             let removed = IndexMessage::removed_json(&written.absorbed_ids, false, now);
             self.out.push(Effect::Index(removed.to_string()));
         }
-        // A new profile in no journey has nothing for the journey index (its first row would be an empty one).
-        let journeys_before = journeys_before.or_else(|| {
-            written.absorbed_ids.is_empty().then(|| journey_view(&Profile::new(profile.id.clone(), now)))
-        });
         if Some(journey_view(&profile)) != journeys_before {
             self.publish_journeys(&profile, now);
         }
@@ -733,7 +728,7 @@ mod tests {
     }
 
     #[test]
-    fn only_an_object_that_stored_something_deletes_its_alarm() {
+    fn a_new_object_deletes_no_alarm_and_sends_the_journey_index_no_empty_row() {
         let event = |id: &str| {
             let kind = crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
             crate::core::model::event::Event::new(id.into(), None, Some("u1".into()), NOW - 1000, kind)
@@ -744,6 +739,7 @@ mod tests {
         let e = fresh.handle(Action::Apply { request: apply("m1"), handed: vec![] }, &config, NOW).unwrap();
         assert!(e.effects.iter().any(|x| matches!(x, Effect::Put(Key::Profile, _))), "stored");
         assert_eq!(e.alarm, None, "a new object never had an alarm");
+        assert!(!e.effects.iter().any(|x| matches!(x, Effect::Index(_))), "in no journey: no empty row for the index");
         let mut w = holding(Some(NOW - 10_000));
         let e = w.handle(Action::Apply { request: apply("m2"), handed: vec![] }, &config, NOW).unwrap();
         assert_eq!(e.alarm, Some(None), "one that stored before may have one, and nothing is due now");
