@@ -138,9 +138,23 @@ fn history_starts_no_journey_and_its_audience_changes_are_historical() {
     world.import(&config, &ndjson(), file.as_bytes(), NOW);
     let p = world.profile_of(&user("bo"), NOW).unwrap();
     assert!(p.journeys.instances.is_empty() && p.journeys.outbox.is_empty(), "{:?}", p.journeys);
-    // Entered repeat-buyer when its second order was made, 100 days ago, not now.
-    let since = p.audiences.members.iter().find(|(a, _)| a == "repeat-buyer").map(|(_, t)| *t);
-    assert!(since.is_some_and(|t| t < NOW - 30 * DAY), "{since:?}");
+    // Each audience entered at the instant it happened, not at the import's newest row or now: repeat-buyer at the
+    // second order (100 days ago), gold at the identify that set the plan (90 days ago); every transition in the
+    // order of its time.
+    let since = |id: &str| p.audiences.members.iter().find(|(a, _)| a == id).map(|(_, t)| *t);
+    let at = |days_ago: i64| NOW - days_ago * DAY - 3 * HOUR;
+    assert_eq!((since("repeat-buyer"), since("gold")), (Some(at(100)), Some(at(90))), "{:?}", p.audiences.members);
+    let times: Vec<Millis> = p.audiences.transitions.iter().map(|t| t.at).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]) && times.len() >= 3, "{times:?}");
+    // lapsed (inactive for 30 days) came by time alone 30 days after each activity that a gap followed (the
+    // identify at 300 days, the order at 200, the identify at 90, the page at 44), and went at the next activity.
+    let lapsed: Vec<(Millis, bool)> =
+        p.audiences.transitions.iter().filter(|t| t.audience == "lapsed").map(|t| (t.at, t.entered)).collect();
+    let month = 30 * DAY;
+    let expected =
+        [(at(300) + month, true), (at(200), false), (at(200) + month, true), (at(120), false), (at(90) + month, true)];
+    assert_eq!(lapsed[..5], expected, "{lapsed:?}");
+    assert_eq!(lapsed[5..], [(at(45), false), (at(44) + month, true)], "{lapsed:?}");
     // An order an hour old is within the journeys' horizon: as if collected live, it starts one.
     let recent = format!(
         r#"{{"type":"track","event":"Order Completed","userId":"bo","messageId":"bo-o3","timestamp":"{}",{GRANT}}}"#,

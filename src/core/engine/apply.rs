@@ -267,6 +267,20 @@ pub struct ApplyOutcome {
     pub happened: Vec<crate::core::engine::journeys::Happened>,
 }
 
+impl ApplyOutcome {
+    /// Adds what a later part of the same request did.
+    pub fn absorb(&mut self, o: ApplyOutcome) {
+        self.stored += o.stored;
+        self.duplicates += o.duplicates;
+        self.refused += o.refused;
+        self.new_identities.extend(o.new_identities);
+        self.changed |= o.changed;
+        self.outcomes.extend(o.outcomes);
+        self.over_budget.extend(o.over_budget);
+        self.happened.extend(o.happened);
+    }
+}
+
 /// What a profile's writer answers an apply (the Durable Object protocol, one type on both sides): what happened
 /// to the events, or that the profile now lives elsewhere (`moved_to`, a tombstone) or was erased moments ago.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@
 //! transitions reach the journeys too.
 
 use crate::core::base::time::Millis;
-use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyRequest, Link};
+use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyOutcome, ApplyRequest, Link};
 use crate::core::engine::audiences::{catch_up, track};
 use crate::core::engine::journeys::{self, note_location, Moved};
 use crate::core::engine::merge::link;
@@ -100,6 +100,37 @@ pub fn recent_for_journeys(transitions: &[Transition], imported: bool, now: Mill
     transitions.iter().filter(|t| !imported || t.at >= now - journeys::MAX_TRIGGER_AGE).cloned().collect()
 }
 
+/// A new person's imported history as it happened: its events a timestamp at a time, the audiences caught up by
+/// time alone to each and evaluated after it at its instant, so each transition has its historical time (the
+/// caller then catches up to `now`).
+fn apply_history(
+    profile: Option<Profile>,
+    mut request: ApplyRequest,
+    config: &Config,
+    now: Millis,
+    transitions: &mut Vec<Transition>,
+) -> (Option<Profile>, ApplyOutcome) {
+    let mut events = std::mem::take(&mut request.events);
+    events.sort_by_key(|e| e.timestamp);
+    let mut events = events.into_iter().peekable();
+    let (mut profile, mut out) = (profile, ApplyOutcome::default());
+    while let Some(first) = events.next() {
+        let at = first.timestamp.min(now);
+        let mut group = vec![first];
+        group.extend(std::iter::from_fn(|| events.next_if(|e| e.timestamp.min(now) == at)));
+        if let Some(p) = profile.as_mut() {
+            transitions.extend(catch_up(config, p, at));
+        }
+        let (p, o) = apply_events(profile, ApplyRequest { events: group, ..request.clone() }, config);
+        profile = p;
+        out.absorb(o);
+        if let Some(p) = profile.as_mut() {
+            transitions.extend(track(config, p, at, Cause::Event));
+        }
+    }
+    (profile, out)
+}
+
 /// Links, then applies: see the module's contract.
 pub fn write(
     current: Option<Profile>,
@@ -116,8 +147,8 @@ pub fn write(
     };
     // What an evaluation changes besides transitions: the definitions evaluated and the next change by time.
     let audiences_before = current.as_ref().map(|p| (p.audiences.digest, p.audiences.due));
-    // An import's history (`Event::imported`): its audience changes are at the newest imported time, then time
-    // catches up to now at each exact instant; journeys see only what falls within their horizon.
+    // An import's history (`Event::imported`): its audience changes are at the imported times, then time catches
+    // up to now at each exact instant; journeys see only what falls within their horizon.
     let newest_imported = request
         .events
         .iter()
@@ -125,15 +156,24 @@ pub fn write(
         .then(|| request.events.iter().map(|e| e.timestamp).max())
         .flatten()
         .map(|t| t.min(now));
+    // A new person's imported history is evaluated as it happened (`apply_history`); history older than a profile
+    // already evaluated at `now` is evaluated once, at its newest time.
+    let as_it_happened = newest_imported.is_some() && current.is_none() && fetched.is_empty();
     let linked = link(current, fetched, &request, config, now);
     let merged = linked.absorbed_ids.len();
     let changed_by_link = merged > 0 || !linked.admitted.is_empty();
     let journeys_before = current_journeys(linked.profile.as_ref());
-    let (mut profile, outcome) = apply_events(linked.profile, request, config);
+    let cause = if merged > 0 { Cause::Merge } else { Cause::Event };
+    let (mut profile, outcome) = if as_it_happened {
+        apply_history(linked.profile, request, config, now, &mut transitions)
+    } else {
+        apply_events(linked.profile, request, config)
+    };
     let mut journeys_changed = false;
     if let Some(p) = profile.as_mut() {
-        let cause = if merged > 0 { Cause::Merge } else { Cause::Event };
-        transitions.extend(track(config, p, newest_imported.unwrap_or(now), cause));
+        if !as_it_happened {
+            transitions.extend(track(config, p, newest_imported.unwrap_or(now), cause));
+        }
         if newest_imported.is_some() {
             transitions.extend(catch_up(config, p, now));
         }
