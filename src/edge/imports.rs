@@ -147,7 +147,12 @@ impl Chunks {
 
 /// Streams the request's body (inflated, when its `Content-Encoding` says so) through the splitter, with a
 /// running limit on what the body holds, storing each chunk as it is ready.
-async fn upload(req: &mut Request, env: &Env, splitter: &mut Splitter<'_>, chunks: &mut Chunks) -> Result<(), ApiError> {
+async fn upload(
+    req: &mut Request,
+    env: &Env,
+    splitter: &mut Splitter<'_>,
+    chunks: &mut Chunks,
+) -> Result<(), ApiError> {
     use worker::wasm_bindgen::JsCast;
     use worker::web_sys::ReadableStreamDefaultReader;
     let coding = match req.headers().get("content-encoding")? {
@@ -401,8 +406,8 @@ fn waves(batches: Vec<(Batch, Vec<u64>)>) -> Vec<Vec<(Batch, Vec<u64>)>> {
     let mut named = std::collections::BTreeSet::new();
     for (batch, lines) in batches {
         let identities = batch.identities_to_resolve();
-        let fits = waves.last().is_some_and(|w| w.len() < BATCHES_AT_ONCE)
-            && identities.iter().all(|i| !named.contains(i));
+        let fits =
+            waves.last().is_some_and(|w| w.len() < BATCHES_AT_ONCE) && identities.iter().all(|i| !named.contains(i));
         if !fits {
             waves.push(Vec::new());
             named.clear();
@@ -445,7 +450,12 @@ async fn apply_batch(
     let (rejected, _) = batch.finish();
     let rejects = rejected
         .into_iter()
-        .map(|r| RowReject { line: lines.get(r.index).copied().unwrap_or(0), code: r.code, path: r.path, message: r.message })
+        .map(|r| RowReject {
+            line: lines.get(r.index).copied().unwrap_or(0),
+            code: r.code,
+            path: r.path,
+            message: r.message,
+        })
         .collect();
     Ok((counts, rejects))
 }

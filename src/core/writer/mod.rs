@@ -730,7 +730,8 @@ mod tests {
     #[test]
     fn a_new_object_deletes_no_alarm_and_sends_the_journey_index_no_empty_row() {
         let event = |id: &str| {
-            let kind = crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
+            let kind =
+                crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
             crate::core::model::event::Event::new(id.into(), None, Some("u1".into()), NOW - 1000, kind)
         };
         let apply = |id| ApplyRequest { profile_id: "p1".into(), events: vec![event(id)], ..ApplyRequest::default() };
