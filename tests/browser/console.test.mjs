@@ -230,6 +230,9 @@ test('every control of every view has a name, and the console works from the key
   for (const [name, ready] of views) {
     assert.ok(await tabTo((n) => document.activeElement && document.activeElement.closest('#nav') && document.activeElement.textContent.trim() === n, name, 'Shift+Tab'), `Shift-Tab reaches ${name}`);
     await page.keyboard.press('Enter');
+    // The view's own heading first: the view before it may hold an element `ready` also matches (a person's page
+    // has tables, like the audiences' list).
+    await page.waitForFunction((n) => document.querySelector('#view h1')?.textContent === n, name);
     await page.waitForSelector(ready);
     assert.equal(await page.textContent('#view h1'), name);
     assert.deepEqual(await unnamedControls(page), [], name);
