@@ -9,6 +9,9 @@ pub mod auth;
 pub mod decide;
 pub mod deliveries;
 pub mod events;
+// The export's rows (Segment's warehouse layout) are the edge's: the browser builds leave them out.
+#[cfg(feature = "batch")]
+pub mod export;
 pub mod fields;
 // Import files are the edge's (and the native runners'): the browser builds leave them out.
 #[cfg(feature = "batch")]
