@@ -118,6 +118,26 @@ pub fn rows_of(e: &Event, received_at: Millis) -> Vec<Row> {
     }
 }
 
+/// Where a file of `table`'s rows received in the hour of `at` is kept: Hive partitions (`dt`, `hour`) that
+/// DuckDB, ClickHouse, BigQuery and Snowflake read as columns; `name` (the batch's) tells the hour's files apart.
+pub fn file_key(table: &str, at: Millis, name: &str) -> String {
+    let iso = format_iso8601(at);
+    format!("export/{table}/dt={}/hour={}/{name}.json.gz", &iso[..10], &iso[11..13])
+}
+
+/// Rows as the files they go in: by table and by the hour each was received in (the key is the table and the
+/// hour's first millisecond), each file's NDJSON in the rows' order, not yet compressed.
+pub fn files(rows: impl IntoIterator<Item = (Row, Millis)>) -> BTreeMap<(String, Millis), Vec<u8>> {
+    const HOUR: Millis = 3_600_000;
+    let mut out: BTreeMap<(String, Millis), Vec<u8>> = BTreeMap::new();
+    for (row, at) in rows {
+        let file = out.entry((row.table.clone(), at.div_euclid(HOUR) * HOUR)).or_default();
+        file.extend_from_slice(row.to_line().as_bytes());
+        file.push(b'\n');
+    }
+    out
+}
+
 /// Tables of the layout itself, which no event's own table may take the name of.
 const RESERVED_TABLES: &[&str] =
     &["tracks", "pages", "screens", "identifies", "groups", "aliases", "users", "identities", "audience_changes"];
@@ -246,6 +266,43 @@ mod tests {
             let expected: Vec<(String, J)> = expected.into_iter().map(|(t, c)| (t.to_string(), c)).collect();
             assert_eq!(got, expected, "{name}");
         }
+    }
+
+    /// Rows of two tables over two hours make four files, each under its partition, each line a row, and
+    /// gzip that inflates back to them.
+    #[test]
+    fn rows_go_to_one_file_per_table_and_hour() {
+        let hour = 3_600_000;
+        let at = NOW - NOW % hour; // 10:00
+        let track = |id: &str| {
+            let mut e = event(EventKind::Track { event: "Signed Up".into(), properties: BTreeMap::new() });
+            e.message_id = id.into();
+            e
+        };
+        let rows = [(track("a"), at + 5), (track("b"), at + hour - 1), (track("c"), at + hour)]
+            .into_iter()
+            .flat_map(|(e, at)| rows_of(&e, at).into_iter().map(move |r| (r, at)));
+        let files = files(rows);
+        let keys: Vec<String> = files.keys().map(|(t, h)| file_key(t, *h, "b1")).collect();
+        assert_eq!(
+            keys,
+            [
+                "export/signed_up/dt=2026-11-22/hour=10/b1.json.gz",
+                "export/signed_up/dt=2026-11-22/hour=11/b1.json.gz",
+                "export/tracks/dt=2026-11-22/hour=10/b1.json.gz",
+                "export/tracks/dt=2026-11-22/hour=11/b1.json.gz",
+            ]
+        );
+        let ids = |bytes: &[u8]| -> Vec<String> {
+            let text = std::str::from_utf8(bytes).unwrap();
+            text.lines().map(|l| serde_json::from_str::<J>(l).unwrap()["id"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(ids(&files[&("tracks".to_string(), at)]), ["a", "b"]);
+        assert_eq!(ids(&files[&("tracks".to_string(), at + hour)]), ["c"]);
+        let file = &files[&("signed_up".to_string(), at)];
+        let mut inflater = crate::core::wire::inflate::Inflater::new(crate::core::wire::inflate::Coding::Gzip, 1 << 20);
+        inflater.push(&crate::core::wire::inflate::gzip(file, 9)).unwrap();
+        assert_eq!(&inflater.finish().unwrap(), file);
     }
 
     #[test]

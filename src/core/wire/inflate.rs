@@ -222,8 +222,24 @@ fn gzip_header_len(b: &[u8]) -> Result<Option<usize>, InflateError> {
     Ok((b.len() >= at).then_some(at))
 }
 
+/// `content` as one gzip member (RFC 1952): deflated at `level` (0 to 10), then its CRC-32 and size. The export's
+/// files are written with it (what every warehouse loader reads); it is the one place gzip is written.
+pub fn gzip(content: &[u8], level: u8) -> Vec<u8> {
+    gzip_with(content, &[], 0, level)
+}
+
+/// A gzip member whose header carries `flags` and the optional fields `header_extra` (the tests' odd headers).
+fn gzip_with(content: &[u8], header_extra: &[u8], flags: u8, level: u8) -> Vec<u8> {
+    // Magic, deflate, flags, no modification time, no extra flags, OS "Unix".
+    let mut out = vec![0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3];
+    out.extend_from_slice(header_extra);
+    out.extend(miniz_oxide::deflate::compress_to_vec(content, level));
+    out.extend(crc32(content).to_le_bytes());
+    out.extend((content.len() as u32).to_le_bytes());
+    out
+}
+
 /// CRC-32 (ISO 3309, as gzip uses it), with a table made at compile time.
-#[cfg(test)]
 fn crc32(bytes: &[u8]) -> u32 {
     crc32_update(0, bytes)
 }
@@ -251,15 +267,10 @@ fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use miniz_oxide::deflate::{compress_to_vec, compress_to_vec_zlib};
+    use miniz_oxide::deflate::compress_to_vec_zlib;
 
     fn gzip(content: &[u8], header_extra: &[u8], flags: u8) -> Vec<u8> {
-        let mut out = vec![0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3];
-        out.extend_from_slice(header_extra);
-        out.extend(compress_to_vec(content, 9));
-        out.extend(crc32(content).to_le_bytes());
-        out.extend((content.len() as u32).to_le_bytes());
-        out
+        gzip_with(content, header_extra, flags, 9)
     }
 
     fn run(coding: Coding, body: &[u8], chunk: usize, limit: usize) -> Result<Vec<u8>, InflateError> {
