@@ -12,6 +12,8 @@ pub mod events;
 // The export's rows (Segment's warehouse layout) are the edge's: the browser builds leave them out.
 #[cfg(feature = "batch")]
 pub mod export;
+#[cfg(feature = "batch")]
+pub mod export_ledger;
 pub mod fields;
 // Import files are the edge's (and the native runners'): the browser builds leave them out.
 #[cfg(feature = "batch")]
