@@ -10,7 +10,9 @@
 
 use crate::core::base::time::{format_iso8601, Millis};
 use crate::core::base::value::Value;
+use crate::core::model::audience::Transition;
 use crate::core::model::event::{Event, EventKind};
+use crate::core::model::identity::Identity;
 use serde_json::{Map, Value as J};
 use std::collections::BTreeMap;
 
@@ -116,6 +118,53 @@ pub fn rows_of(e: &Event, received_at: Millis) -> Vec<Row> {
             vec![row("aliases", with(&[("previous_id", previous_id)]), &BTreeMap::new())]
         }
     }
+}
+
+/// A row of `audience_changes`: profile `profile_id` entered or left an audience, at the transition's own instant,
+/// and why. Its id is the profile's and the transition's sequence number, the same however often it is sent.
+pub fn audience_change_row(profile_id: &str, t: &Transition, received_at: Millis) -> Row {
+    let mut c = Map::new();
+    c.insert("id".into(), J::from(format!("{profile_id}:{}", t.seq)));
+    c.insert("profile_id".into(), J::from(profile_id));
+    c.insert("audience".into(), J::from(t.audience.as_str()));
+    c.insert("change".into(), J::from(if t.entered { "entered" } else { "exited" }));
+    c.insert("cause".into(), J::from(t.cause.name()));
+    c.insert("timestamp".into(), J::from(format_iso8601(t.at)));
+    c.insert("received_at".into(), J::from(format_iso8601(received_at)));
+    Row { table: "audience_changes".into(), columns: c }
+}
+
+/// What became of an identity: it now leads to a profile (`linked`), moved with a merge (`merged`), or left with
+/// a split (`split`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityChange {
+    Linked,
+    Merged,
+    Split,
+}
+
+/// A row of `identities`: `identity` leads to `profile_id` from `at`, by `change`. Its id is a digest of all of
+/// that, the same however often it is sent.
+pub fn identity_row(identity: &Identity, profile_id: &str, change: IdentityChange, at: Millis) -> Row {
+    use sha2::{Digest, Sha256};
+    let change = match change {
+        IdentityChange::Linked => "linked",
+        IdentityChange::Merged => "merged",
+        IdentityChange::Split => "split",
+    };
+    let mut digest = Sha256::new();
+    for part in [identity.kind.as_str(), &identity.value, profile_id, change, &at.to_string()] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    let mut c = Map::new();
+    c.insert("id".into(), J::from(crate::core::base::encoding::hex(&digest.finalize()[..16])));
+    c.insert("identity_type".into(), J::from(identity.kind.as_str()));
+    c.insert("identity_value".into(), J::from(identity.value.as_str()));
+    c.insert("profile_id".into(), J::from(profile_id));
+    c.insert("change".into(), J::from(change));
+    c.insert("timestamp".into(), J::from(format_iso8601(at)));
+    Row { table: "identities".into(), columns: c }
 }
 
 /// Where a file of `table`'s rows received in the hour of `at` is kept: Hive partitions (`dt`, `hour`) that
@@ -303,6 +352,34 @@ mod tests {
         let mut inflater = crate::core::wire::inflate::Inflater::new(crate::core::wire::inflate::Coding::Gzip, 1 << 20);
         inflater.push(&crate::core::wire::inflate::gzip(file, 9)).unwrap();
         assert_eq!(&inflater.finish().unwrap(), file);
+    }
+
+    #[test]
+    fn audience_changes_and_identities_are_rows_with_ids_that_do_not_change() {
+        use crate::core::model::audience::Cause;
+        let t =
+            Transition { audience: "repeat-buyer".into(), entered: true, at: NOW - 1000, cause: Cause::Time, seq: 7 };
+        let row = audience_change_row("p1", &t, NOW);
+        assert_eq!(row.table, "audience_changes");
+        assert_eq!(
+            J::Object(row.columns),
+            json!({"id": "p1:7", "profile_id": "p1", "audience": "repeat-buyer", "change": "entered", "cause": "time",
+                "timestamp": "2026-11-22T10:49:59.000Z", "received_at": "2026-11-22T10:50:00.000Z"})
+        );
+        let mail = Identity::new("email", "ana@x.example");
+        let a = identity_row(&mail, "p1", IdentityChange::Linked, NOW);
+        assert_eq!(a, identity_row(&mail, "p1", IdentityChange::Linked, NOW), "the same change, the same row");
+        for other in [
+            identity_row(&mail, "p2", IdentityChange::Linked, NOW),
+            identity_row(&mail, "p1", IdentityChange::Merged, NOW),
+            identity_row(&mail, "p1", IdentityChange::Linked, NOW + 1),
+        ] {
+            assert_ne!(other.columns["id"], a.columns["id"], "{other:?}");
+        }
+        assert_eq!(
+            (&a.table, &a.columns["identity_type"], &a.columns["identity_value"], &a.columns["change"]),
+            (&"identities".to_string(), &json!("email"), &json!("ana@x.example"), &json!("linked"))
+        );
     }
 
     #[test]
