@@ -93,22 +93,17 @@ pub(crate) async fn create(req: &mut Request, env: &Env, decl: Declaration, sour
     let (_, config) = kv::config(env).await?;
     let mut chunks = Chunks { bucket: env.bucket(BUCKET).map_err(unavailable)?, job: id.clone(), stored: 0 };
     let mut splitter = Splitter::new(&decl, &config, at);
-    let split = if owned {
-        upload(req, env, &mut splitter, &mut chunks).await
-    } else {
-        read_object(env, &mut splitter, &mut chunks, &object).await
-    };
-    let split = match split {
-        Ok(()) => splitter.finish().map_err(ApiError::Body),
-        Err(e) => Err(e),
-    };
-    let outcome = match split {
-        Ok(mut split) => match chunks.store(std::mem::take(&mut split.ready)).await {
-            Ok(()) => start(env, &db, &id, source, &decl, &declaration, split).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let outcome = async {
+        if owned {
+            upload(req, env, &mut splitter, &mut chunks).await?;
+        } else {
+            read_object(env, &mut splitter, &mut chunks, &object).await?;
+        }
+        let mut split = splitter.finish().map_err(ApiError::Body)?;
+        chunks.store(std::mem::take(&mut split.ready)).await?;
+        start(env, &db, &id, source, &decl, &declaration, split).await
+    }
+    .await;
     if let Err(e) = &outcome {
         run(&db, &jobs::fail(&id, &e.to_json(), now())).await.map_err(unavailable)?;
         chunks.discard().await;
