@@ -431,16 +431,8 @@ async fn apply_batch(
         counts.applied += u64::from(outcome.stored);
         counts.duplicates += u64::from(outcome.duplicates);
         counts.refused += u64::from(outcome.refused);
-        if outcome.erased {
-            for m in &message_ids {
-                let message = "this person was erased moments ago; rows for them are not kept";
-                batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
-            }
-        }
-        for (m, field) in &outcome.over_budget {
-            let message = format!("the profile has no room for this row's {field} (see Profile size in README.md)");
-            batch.refuse_by_message_id(m, "profile_budget_exceeded", message, field);
-        }
+        let erased = "this person was erased moments ago; rows for them are not kept";
+        batch.refuse_unkept(&message_ids, &outcome, erased, "row");
     }
     let (rejected, _) = batch.finish();
     let rejects = rejected

@@ -11,6 +11,7 @@
 //! 5. `Batch::finish`: the rejections and the unverified claims, each with its index, code and JSON path.
 
 use crate::core::base::time::Millis;
+use crate::core::engine::apply::ApplyAnswer;
 use crate::core::engine::merge::{
     identities_to_resolve, is_junk, over_profile_budget, plan, Group, MAX_PROFILES_PER_REQUEST,
 };
@@ -186,6 +187,21 @@ impl Batch {
         if let Some(&index) = self.index_of.get(message_id) {
             let path = self.path(index, field);
             self.rejected.push(Rejection { index, code, message, path });
+        }
+    }
+
+    /// What a profile's writer did not keep of the events sent to it (`message_ids`): every one when the person was
+    /// erased moments ago (refused with `erased`, the message saying why), and those the profile had no room for.
+    /// `noun` names them in that message ("event", "row").
+    pub fn refuse_unkept(&mut self, message_ids: &[String], answer: &ApplyAnswer, erased: &str, noun: &str) {
+        if answer.erased {
+            for m in message_ids {
+                self.refuse_by_message_id(m, "profile_erased", erased.to_string(), "");
+            }
+        }
+        for (m, field) in &answer.over_budget {
+            let message = format!("the profile has no room for this {noun}'s {field} (see Profile size in README.md)");
+            self.refuse_by_message_id(m, "profile_budget_exceeded", message, field);
         }
     }
 
@@ -375,13 +391,23 @@ mod tests {
         batch.admit(&config.sources[1], &[], &BTreeMap::new(), &BTreeSet::new(), NOW);
         let groups = batch.plan(&BTreeMap::new(), &config, &ProfileIdKey::of_secret(b"test"));
         assert_eq!(groups.len(), MAX_PROFILES_PER_REQUEST);
-        batch.refuse_by_message_id("m3", "profile_budget_exceeded", "no room".into(), "traits.x");
-        batch.refuse_by_message_id("not-in-this-batch", "profile_budget_exceeded", "no room".into(), "");
+        let over = ApplyAnswer {
+            over_budget: vec![("m3".into(), "traits.x".into()), ("not-in-this-batch".into(), String::new())],
+            ..ApplyAnswer::default()
+        };
+        batch.refuse_unkept(&["m3".into()], &over, "erased", "event");
+        let erased = ApplyAnswer { erased: true, ..ApplyAnswer::default() };
+        batch.refuse_unkept(&["m5".into(), "m6".into()], &erased, "erased moments ago", "event");
+        batch.refuse_unkept(&["m7".into()], &ApplyAnswer::default(), "kept", "event");
         let (rejected, _) = batch.finish();
+        let message = rejected.iter().find(|r| r.index == 3).map(|r| r.message.as_str());
+        assert_eq!(message, Some("the profile has no room for this event's traits.x (see Profile size in README.md)"));
         assert_eq!(
             codes(&rejected),
             [
                 (3, "profile_budget_exceeded", "batch[3].traits.x"),
+                (5, "profile_erased", "batch[5]"),
+                (6, "profile_erased", "batch[6]"),
                 (MAX_PROFILES_PER_REQUEST, "too_many_profiles", "batch[50]"),
                 (MAX_PROFILES_PER_REQUEST + 1, "too_many_profiles", "batch[51]"),
             ]

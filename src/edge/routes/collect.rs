@@ -100,16 +100,8 @@ pub(crate) async fn collect(
             }
             Err(e) => return Err(e),
         };
-        if outcome.erased {
-            for m in &message_ids {
-                let message = "this person was erased moments ago; events sent before the erasure are not kept";
-                batch.refuse_by_message_id(m, "profile_erased", message.into(), "");
-            }
-        }
-        for (message_id, field) in &outcome.over_budget {
-            let message = format!("the profile has no room for this event's {field} (see Profile size in README.md)");
-            batch.refuse_by_message_id(message_id, "profile_budget_exceeded", message, field);
-        }
+        let erased = "this person was erased moments ago; events sent before the erasure are not kept";
+        batch.refuse_unkept(&message_ids, &outcome, erased, "event");
         if outcome.stored > 0 && stored_anonymous_id.is_none() {
             stored_anonymous_id =
                 first_anonymous.filter(|a| cookie_id.as_ref() == Some(a) || new_anonymous_ids.contains(a));
