@@ -119,6 +119,41 @@ enum Failure {
     Retry(String),
 }
 
+/// Records an outcome in the log, and hands its row to the export (`deliveries`; a failure to hand it over is
+/// logged, never retried: the delivery itself must not be redone for it).
+async fn log_outcome(
+    env: &Env,
+    db: &D1Database,
+    rec: &Record,
+    outcome: Outcome,
+    attempt: u32,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<(), Failure> {
+    use crate::core::wire::export::{delivery_row, messages, DeliveryOutcome};
+    run(db, &record(rec, outcome, attempt, reason, now))
+        .await
+        .map_err(|e| Failure::Retry(format!("delivery log: {e}")))?;
+    let row = delivery_row(
+        &DeliveryOutcome {
+            delivery: rec.id.clone(),
+            profile_id: rec.profile.clone().unwrap_or_default(),
+            journey: rec.journey.clone().unwrap_or_default(),
+            step: rec.step.clone().unwrap_or_default(),
+            destination: rec.destination.clone(),
+            outcome: outcome.name().to_string(),
+            reason: reason.map(String::from),
+            attempts: attempt,
+            status: None,
+        },
+        now,
+    );
+    if let Err(e) = crate::edge::outlets::export(env, messages(&[row], now)).await {
+        worker::console_error!("delivery {}: its export row was not queued: {e}", rec.id);
+    }
+    Ok(())
+}
+
 /// One message; answers how the queue should treat it: `None` to acknowledge, `Some(delay)` to retry.
 async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Result<Option<u32>, Failure> {
     let j: J = serde_json::from_str(body).map_err(|e| Failure::Unreadable(e.to_string()))?;
@@ -136,35 +171,33 @@ async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Resu
     match claimed {
         Claimed::Unknown => {
             let rec = Record { id: m.delivery.clone(), destination: m.destination.clone(), ..Record::default() };
-            run(db, &record(&rec, Outcome::Suppressed, attempt, Some("not_pending"), now)).await.map_err(retry)?;
+            log_outcome(env, db, &rec, Outcome::Suppressed, attempt, Some("not_pending"), now).await?;
             Ok(None)
         }
         Claimed::Suppressed { reason, record: rec } => {
-            run(db, &record(&rec, Outcome::Suppressed, attempt, Some(&reason), now)).await.map_err(retry)?;
+            log_outcome(env, db, &rec, Outcome::Suppressed, attempt, Some(&reason), now).await?;
             Ok(None)
         }
         Claimed::Deferred { until, record: rec } => {
             let reason = format!("quiet hours until {}", crate::core::base::time::format_iso8601(until));
-            run(db, &record(&rec, Outcome::Deferred, attempt, Some(&reason), now)).await.map_err(retry)?;
+            log_outcome(env, db, &rec, Outcome::Deferred, attempt, Some(&reason), now).await?;
             Ok(None)
         }
         Claimed::Go { body, content_type, record: rec } => {
             let Some(d) = config.destinations.iter().find(|d| d.id == m.destination) else {
-                run(db, &record(&rec, Outcome::Suppressed, attempt, Some("destination_removed"), now))
-                    .await
-                    .map_err(retry)?;
+                log_outcome(env, db, &rec, Outcome::Suppressed, attempt, Some("destination_removed"), now).await?;
                 settle(env, &m.profile, &m.delivery, false).await;
                 return Ok(None);
             };
             let (status, reason) = send(env, d, &m.delivery, &body, &content_type).await;
             if status.is_some_and(|s| (200..300).contains(&s)) {
-                run(db, &record(&rec, Outcome::Sent, attempt, Some(&reason), now)).await.map_err(retry)?;
+                log_outcome(env, db, &rec, Outcome::Sent, attempt, Some(&reason), now).await?;
                 settle(env, &m.profile, &m.delivery, true).await;
                 return Ok(None);
             }
             match after_failure(d, attempt, status) {
                 AfterFailure::Retry { delay_seconds } => {
-                    run(db, &record(&rec, Outcome::Retried, attempt, Some(&reason), now)).await.map_err(retry)?;
+                    log_outcome(env, db, &rec, Outcome::Retried, attempt, Some(&reason), now).await?;
                     Ok(Some(delay_seconds))
                 }
                 AfterFailure::GiveUp => {
@@ -173,7 +206,7 @@ async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Resu
                     dead["reason"] = json!(why);
                     dead["attempts"] = json!(attempt);
                     env.queue(DLQ_BINDING).map_err(retry)?.send(dead.to_string()).await.map_err(retry)?;
-                    run(db, &record(&rec, Outcome::DeadLettered, attempt, Some(&why), now)).await.map_err(retry)?;
+                    log_outcome(env, db, &rec, Outcome::DeadLettered, attempt, Some(&why), now).await?;
                     settle(env, &m.profile, &m.delivery, false).await;
                     Ok(None)
                 }

@@ -10,6 +10,7 @@ mod cookie;
 mod deliveries;
 mod delivery;
 mod error;
+mod export;
 mod http;
 mod imports;
 mod ingest;
@@ -53,24 +54,30 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 
 /// The Worker's own resources, each path written once. Which methods a resource answers is `route`'s match: a
 /// known resource asked with another method is 405, and any other `/v1/...` path is 404.
-/// The queue consumers: journeys' deliveries (`edge::deliveries::consume`) and the audience index
-/// (`edge::audiences::consume`).
+/// The queue consumers: journeys' deliveries (`edge::deliveries::consume`), import chunks (`edge::imports`), the
+/// export (`edge::export::consume`) and the audience index (`edge::audiences::consume`).
 #[event(queue)]
 async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
     if batch.queue() == deliveries::QUEUE_NAME {
         deliveries::consume(batch, env).await
     } else if batch.queue() == imports::QUEUE_NAME {
         imports::consume(batch, env).await
+    } else if batch.queue() == export::QUEUE_NAME {
+        export::consume(batch, env).await
     } else {
         audiences::consume(batch, env).await
     }
 }
 
-/// The cron (`wrangler.toml`): import chunks whose queue message was lost go to the queue again.
+/// The cron (`wrangler.toml`): import chunks whose queue message was lost go to the queue again, and erased
+/// people's rows leave the export's files (`export::purge`).
 #[event(scheduled)]
 async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
     if let Err(e) = imports::requeue_stale(&env).await {
         worker::console_error!("import requeue: {e:?}");
+    }
+    if let Err(e) = export::purge(&env).await {
+        worker::console_error!("export purge: {e:?}");
     }
 }
 
@@ -106,6 +113,9 @@ enum Resource<'a> {
     ImportCancel(&'a str),
     /// `GET /v1/journeys`: people per step and exits by reason, per journey.
     Journeys,
+    /// `GET /v1/export` and `GET /v1/export/file?key=…`: the export's files (`routes::export`).
+    Export,
+    ExportFile,
     Config,
     /// `POST /v1/config/validate`: `PUT /v1/config`'s checks, storing nothing.
     ConfigValidate,
@@ -152,6 +162,8 @@ impl<'a> Resource<'a> {
             ["v1", "imports", id, "rejects"] => Resource::ImportRejects(id),
             ["v1", "imports", id, "cancel"] => Resource::ImportCancel(id),
             ["v1", "journeys"] => Resource::Journeys,
+            ["v1", "export"] => Resource::Export,
+            ["v1", "export", "file"] => Resource::ExportFile,
             ["v1", "config"] => Resource::Config,
             ["v1", "config", "validate"] => Resource::ConfigValidate,
             ["v1", "config", "schema"] => Resource::ConfigSchema,
@@ -194,6 +206,8 @@ impl<'a> Resource<'a> {
             | Resource::Import(_)
             | Resource::ImportRejects(_)
             | Resource::Journeys
+            | Resource::Export
+            | Resource::ExportFile
             | Resource::ConfigVersions
             | Resource::ConfigVersion(_)
             | Resource::ConfigSchema
@@ -292,6 +306,8 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::ImportRejects(id)) => import_routes::import_rejects(req, env, id).await,
         (Method::Post, Resource::ImportCancel(id)) => import_routes::import_cancel(req, env, id).await,
         (Method::Get, Resource::Journeys) => crate::edge::routes::journeys::journeys_stats(req, env).await,
+        (Method::Get, Resource::Export) => crate::edge::routes::export::export_summary(req, env).await,
+        (Method::Get, Resource::ExportFile) => crate::edge::routes::export::export_file(req, env).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
         (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,

@@ -113,3 +113,54 @@ pub async fn forget_now(env: &Env, profile_ids: &[String]) -> worker::Result<()>
     let db = log(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
     run(&db, &delivery_log::forget(profile_ids)).await
 }
+
+/// The export's queue (`wrangler.toml`); without its binding the Worker exports nothing.
+pub const EXPORT_QUEUE: &str = "EXPORT";
+
+/// Hands the rows of what a writer stored to the export queue (`wire::export::messages`), in one `sendBatch` per
+/// 100 messages (a queue's batch limit), so that an action's rows go all together or not at all. With
+/// `EDGECDP_TEST_REDELIVER_EXPORT` set (for tests only) each message goes twice, as a producer's retry would send
+/// it, so that tests show the files hold each row once.
+pub async fn export(env: &Env, messages: Vec<String>) -> worker::Result<()> {
+    let Ok(queue) = env.queue(EXPORT_QUEUE) else { return Ok(()) };
+    let twice = env.var("EDGECDP_TEST_REDELIVER_EXPORT").is_ok_and(|v| !v.to_string().is_empty());
+    for group in messages.chunks(if twice { 50 } else { 100 }) {
+        let mut group = group.to_vec();
+        if twice {
+            group.extend(group.clone());
+        }
+        queue.send_batch(group).await?;
+    }
+    Ok(())
+}
+
+/// An erasure reaches the export now, before it answers: its people (`wire::export::person_key`s) are listed as
+/// erased, so that no row of theirs is written from now on and the purge (`edge::export::purge`) takes theirs out
+/// of the files; the `deletions` table gets their digests.
+pub async fn export_erase(env: &Env, people: &[String], at: Millis) -> worker::Result<()> {
+    use crate::core::wire::export::{deletion_row, messages};
+    use crate::core::wire::export_ledger::record_erasure;
+    if env.queue(EXPORT_QUEUE).is_err() {
+        return Ok(());
+    }
+    let db = export_ledger(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+    run(&db, &record_erasure(people, at)).await?;
+    let rows: Vec<_> = people.iter().map(|p| deletion_row(p, at)).collect();
+    export(env, messages(&rows, at)).await
+}
+
+thread_local! {
+    /// Whether this isolate has made sure the export ledger's tables exist.
+    static EXPORT_READY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The export ledger's database (`wire::export_ledger`), its tables made sure of once per isolate.
+pub async fn export_ledger(env: &Env) -> Result<D1Database, ApiError> {
+    let db = index(env).await?;
+    if !EXPORT_READY.with(Cell::get) {
+        let schema = crate::core::wire::export_ledger::SCHEMA.iter().map(|s| db.prepare(*s)).collect();
+        db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("export ledger schema: {e}")))?;
+        EXPORT_READY.with(|r| r.set(true));
+    }
+    Ok(db)
+}

@@ -63,6 +63,9 @@ pub struct World {
     pub forgotten: Vec<String>,
     pub deliveries: VecDeque<DeliveryMessage>,
     pub experiments: Vec<Outcome>,
+    /// The export queue's messages, in order, and the people (`person_key`s) erasures purged from the export.
+    pub export: Vec<String>,
+    pub export_erased: Vec<String>,
     /// The latest instant anything happened at (an erasure may wait for KV's second past the request's time).
     pub clock: Millis,
     /// When each object's alarm was last set (an alarm is at least a millisecond after that).
@@ -144,7 +147,7 @@ impl World {
         let mut t = now;
         for effect in e.effects {
             t += std::mem::take(&mut self.kv_latency_debt);
-            if matches!(effect, Effect::Index(_) | Effect::Enqueue(_) | Effect::Experiments(_)) {
+            if matches!(effect, Effect::Index(_) | Effect::Enqueue(_) | Effect::Experiments(_) | Effect::Export(_)) {
                 self.assert_stored(id, final_profile, &effect);
             }
             match effect {
@@ -189,6 +192,8 @@ impl World {
                     self.forgotten.extend(profile_ids)
                 }
                 Effect::Enqueue(messages) => self.deliveries.extend(messages),
+                Effect::Export(messages) => self.export.extend(messages),
+                Effect::ExportErase { people, .. } => self.export_erased.extend(people),
             }
         }
         match e.alarm {

@@ -265,6 +265,9 @@ pub struct ApplyOutcome {
     /// The events stored, as journeys see them (only when the configuration has journeys).
     #[serde(skip)]
     pub happened: Vec<crate::core::engine::journeys::Happened>,
+    /// The events stored, as stored (a trait configured as hashed is its digest), for the export.
+    #[serde(skip)]
+    pub kept: Vec<Event>,
 }
 
 impl ApplyOutcome {
@@ -276,6 +279,7 @@ impl ApplyOutcome {
         self.new_identities.extend(o.new_identities);
         self.changed |= o.changed;
         self.outcomes.extend(o.outcomes);
+        self.kept.extend(o.kept);
         self.over_budget.extend(o.over_budget);
         self.happened.extend(o.happened);
     }
@@ -329,9 +333,11 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
                         at: e.timestamp,
                     }
                 });
+                let kept = as_stored(permitted.get(), config);
                 let (applied, added) = p.apply(permitted, config);
                 match applied {
                     Applied::Stored => {
+                        out.kept.push(kept);
                         out.stored += 1;
                         out.changed = true;
                         out.happened.extend(happened);
@@ -363,6 +369,21 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
         out.outcomes = p.shown.outcomes_since(&shown_before);
     }
     (profile, out)
+}
+
+/// An event as the profile keeps it: an identify's traits configured as hashed are their digests.
+fn as_stored(e: &Event, config: &Config) -> Event {
+    let mut e = e.clone();
+    if let EventKind::Identify { traits } = &mut e.kind {
+        for (k, v) in traits.iter_mut() {
+            if let Value::String(clear) = v {
+                if config.hash_traits.contains(k) {
+                    *v = Value::String(hash_identifier(k, clear));
+                }
+            }
+        }
+    }
+    e
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub struct Written {
     /// Audience entries and exits, in order: what time alone or new definitions changed before the request
     /// (`audiences::catch_up`), then what the request did (`audiences::track`).
     pub transitions: Vec<Transition>,
+    /// The events stored, as stored, for the export.
+    pub events: Vec<crate::core::model::event::Event>,
     pub answer: ApplyAnswer,
 }
 
@@ -212,6 +214,7 @@ pub fn write(
         absorbed_ids: linked.absorbed_ids,
         outcomes,
         transitions,
+        events: outcome.kept,
         answer,
     }
 }

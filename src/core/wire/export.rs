@@ -12,9 +12,10 @@ use crate::core::base::time::{format_iso8601, Millis};
 use crate::core::base::value::Value;
 use crate::core::model::audience::Transition;
 use crate::core::model::event::{Event, EventKind};
-use crate::core::model::identity::Identity;
+use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
+use crate::core::model::profile::Profile;
 use serde_json::{Map, Value as J};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The longest table or column name (Redshift's identifiers; longer names are cut, at a character boundary).
 pub const MAX_NAME_BYTES: usize = 127;
@@ -174,22 +175,254 @@ pub fn file_key(table: &str, at: Millis, name: &str) -> String {
     format!("export/{table}/dt={}/hour={}/{name}.json.gz", &iso[..10], &iso[11..13])
 }
 
+/// One file's content, before compression: its NDJSON, how many rows, and whom they are about (`Row::people`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FileBody {
+    pub ndjson: Vec<u8>,
+    pub rows: u64,
+    pub people: BTreeSet<String>,
+    /// When its oldest row was stored.
+    pub oldest: Millis,
+}
+
+/// The longest key of an export file.
+const MAX_KEY_BYTES: usize = 512;
+
+/// Whether `key` names a file of the export (`file_key`) or a partition's manifest: under `export/`, no `.` or
+/// `..` segment, no empty one, only the characters keys are made of. The file route serves nothing else.
+pub fn is_file_key(key: &str) -> bool {
+    key.len() <= MAX_KEY_BYTES
+        && key.starts_with("export/")
+        && (key.ends_with(".json.gz") || key.ends_with("/manifest.json"))
+        && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-=.".contains(&b))
+}
+
 /// Rows as the files they go in: by table and by the hour each was received in (the key is the table and the
 /// hour's first millisecond), each file's NDJSON in the rows' order, not yet compressed.
-pub fn files(rows: impl IntoIterator<Item = (Row, Millis)>) -> BTreeMap<(String, Millis), Vec<u8>> {
+pub fn files(rows: impl IntoIterator<Item = (Row, Millis)>) -> BTreeMap<(String, Millis), FileBody> {
     const HOUR: Millis = 3_600_000;
-    let mut out: BTreeMap<(String, Millis), Vec<u8>> = BTreeMap::new();
+    let mut out: BTreeMap<(String, Millis), FileBody> = BTreeMap::new();
     for (row, at) in rows {
-        let file = out.entry((row.table.clone(), at.div_euclid(HOUR) * HOUR)).or_default();
-        file.extend_from_slice(row.to_line().as_bytes());
-        file.push(b'\n');
+        let file = out
+            .entry((row.table.clone(), at.div_euclid(HOUR) * HOUR))
+            .or_insert_with(|| FileBody { oldest: at, ..FileBody::default() });
+        file.oldest = file.oldest.min(at);
+        file.ndjson.extend_from_slice(row.to_line().as_bytes());
+        file.ndjson.push(b'\n');
+        file.rows += 1;
+        file.people.extend(row.people());
     }
     out
 }
 
+/// A file of `table` without the rows about any of `erased` (`Row::people`): its NDJSON and how many rows it
+/// keeps. A line that does not read is kept as it is (the purge removes people, nothing else).
+pub fn without(table: &str, ndjson: &[u8], erased: &BTreeSet<String>) -> (Vec<u8>, u64) {
+    let mut out = Vec::with_capacity(ndjson.len());
+    let mut kept = 0;
+    for line in ndjson.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let about_erased = serde_json::from_slice::<Map<String, J>>(line).is_ok_and(|columns| {
+            let row = Row { table: table.to_string(), columns };
+            row.people().iter().any(|p| erased.contains(p))
+        });
+        if !about_erased {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+            kept += 1;
+        }
+    }
+    (out, kept)
+}
+
+/// A row of `users`: profile `p` as stored at `at`, one row per change (the newest `received_at` of an `id` is
+/// the profile now; `merged_into` names the survivor of a profile that was absorbed). Traits are columns as
+/// stored (a trait configured as hashed is its digest), beside the main identity and the computed traits.
+pub fn user_row(p: &Profile, at: Millis) -> Row {
+    let mut c = Map::new();
+    c.insert("id".into(), J::from(p.id.as_str()));
+    if let Some(u) = p.identities.iter().find(|i| i.kind == USER_ID) {
+        c.insert("user_id".into(), J::from(u.value.as_str()));
+    }
+    if let Some(main) = main_identity_of(p) {
+        c.insert("main_identity_type".into(), J::from(main.kind.as_str()));
+        c.insert("main_identity_value".into(), J::from(main.value.as_str()));
+    }
+    c.insert("first_seen".into(), J::from(format_iso8601(p.first_seen)));
+    c.insert("last_seen".into(), J::from(format_iso8601(p.last_seen)));
+    c.insert("sessions".into(), J::from(p.computed.sessions));
+    c.insert("orders".into(), J::from(p.computed.orders));
+    c.insert("revenue".into(), J::from(p.computed.revenue));
+    if let Some(t) = p.computed.last_order_at {
+        c.insert("last_order_at".into(), J::from(format_iso8601(t)));
+    }
+    let audiences: Vec<&str> = p.audiences.members.iter().map(|(id, _)| id.as_str()).collect();
+    c.insert("audiences".into(), J::from(J::from(audiences).to_string()));
+    c.insert("received_at".into(), J::from(format_iso8601(at)));
+    let traits: BTreeMap<String, Value> = p.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
+    flatten(&mut c, "", &traits);
+    Row { table: "users".into(), columns: c }
+}
+
+/// A row of `users` for a profile absorbed into `survivor` at `at`: it is that profile from then on.
+pub fn absorbed_user_row(absorbed: &str, survivor: &str, at: Millis) -> Row {
+    let mut c = Map::new();
+    c.insert("id".into(), J::from(absorbed));
+    c.insert("merged_into".into(), J::from(survivor));
+    c.insert("received_at".into(), J::from(format_iso8601(at)));
+    Row { table: "users".into(), columns: c }
+}
+
+/// The identity a profile is listed by: its user id, else another identity that is not an anonymous id, else
+/// its first.
+fn main_identity_of(p: &Profile) -> Option<&Identity> {
+    let ids = &p.identities;
+    ids.iter().find(|i| i.kind == USER_ID).or_else(|| ids.iter().find(|i| i.kind != ANONYMOUS_ID)).or(ids.first())
+}
+
+/// A row of `deliveries`: a journey's send `delivery` to `destination` for `profile_id` ended as `outcome`
+/// (`sent`, `retried`, `dead_lettered`, `suppressed`, `deferred`, with its reason and attempt) at `at`. Its id is
+/// the delivery's, the outcome's and the attempt's, the same however often it is sent.
+pub fn delivery_row(d: &DeliveryOutcome, at: Millis) -> Row {
+    let mut c = Map::new();
+    c.insert("id".into(), J::from(format!("{}:{}:{}", d.delivery, d.outcome, d.attempts)));
+    c.insert("delivery_id".into(), J::from(d.delivery.as_str()));
+    c.insert("profile_id".into(), J::from(d.profile_id.as_str()));
+    c.insert("journey".into(), J::from(d.journey.as_str()));
+    c.insert("step".into(), J::from(d.step.as_str()));
+    c.insert("destination".into(), J::from(d.destination.as_str()));
+    c.insert("outcome".into(), J::from(d.outcome.as_str()));
+    if let Some(status) = d.status {
+        c.insert("status".into(), J::from(status));
+    }
+    if let Some(reason) = &d.reason {
+        c.insert("reason".into(), J::from(reason.as_str()));
+    }
+    c.insert("attempts".into(), J::from(d.attempts));
+    c.insert("timestamp".into(), J::from(format_iso8601(at)));
+    Row { table: "deliveries".into(), columns: c }
+}
+
+/// What a journey's send came to, for `delivery_row`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeliveryOutcome {
+    pub delivery: String,
+    pub profile_id: String,
+    pub journey: String,
+    pub step: String,
+    pub destination: String,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub reason: Option<String>,
+    pub attempts: u32,
+}
+
+/// A row of `deletions`: what an erasure at `at` removed, as the digests of `person_key` (never the values), so
+/// that a warehouse holding copies of the files finds the same rows (`sha256('user_id:' || user_id)`).
+pub fn deletion_row(person: &str, at: Millis) -> Row {
+    let mut c = Map::new();
+    c.insert("id".into(), J::from(person));
+    c.insert("person".into(), J::from(person));
+    c.insert("timestamp".into(), J::from(format_iso8601(at)));
+    Row { table: "deletions".into(), columns: c }
+}
+
+/// The digest an erasure lists a person's value by: SHA-256 of `{kind}:{value}`, in hex. `kind` is an identity's
+/// type (`user_id`, `anonymous_id`, `email`, ...) or `profile` for a profile's id.
+pub fn person_key(kind: &str, value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::core::base::encoding::hex(&Sha256::digest([kind, ":", value].concat().as_bytes()))
+}
+
+impl Row {
+    /// The people this row is about (`person_key`s): its ids, its profile, the identity it records. An alias's
+    /// previous id may be either kind of id, so it is both.
+    pub fn people(&self) -> Vec<String> {
+        let text = |k: &str| self.columns.get(k).and_then(J::as_str);
+        let mut out = Vec::new();
+        let mut add = |kind: &str, column: &str| {
+            if let Some(v) = text(column) {
+                out.push(person_key(kind, v));
+            }
+        };
+        add(ANONYMOUS_ID, "anonymous_id");
+        add(USER_ID, "user_id");
+        add("profile", "profile_id");
+        add("profile", "merged_into");
+        add(ANONYMOUS_ID, "previous_id");
+        add(USER_ID, "previous_id");
+        if self.table == "users" {
+            add("profile", "id");
+        }
+        if let Some(kind) = text("identity_type") {
+            add(kind, "identity_value");
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The largest export message (a queue message holds at most 128 KB), in bytes of JSON.
+pub const MAX_MESSAGE_BYTES: usize = 100 * 1024;
+
+/// Rows stored at `at` as the export queue's messages: `{"at":…,"rows":[{"t":table,"r":{columns}}…]}`, each under
+/// `MAX_MESSAGE_BYTES` (a row is never split; one alone larger than that is its own message).
+pub fn messages(rows: &[Row], at: Millis) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut size = 0;
+    for row in rows {
+        let item = serde_json::json!({ "t": row.table, "r": row.columns }).to_string();
+        if !current.is_empty() && size + item.len() + 1 > MAX_MESSAGE_BYTES {
+            out.push(frame(&current, at));
+            current.clear();
+            size = 0;
+        }
+        size += item.len() + 1;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(frame(&current, at));
+    }
+    out
+}
+
+fn frame(items: &[String], at: Millis) -> String {
+    format!("{{\"at\":{at},\"rows\":[{}]}}", items.join(","))
+}
+
+/// An export message's rows and when they were stored (`None`: not a message of `messages`).
+pub fn read_message(text: &str) -> Option<(Millis, Vec<Row>)> {
+    let v: J = serde_json::from_str(text).ok()?;
+    let at = v.get("at")?.as_i64()?;
+    let rows = v
+        .get("rows")?
+        .as_array()?
+        .iter()
+        .filter_map(|r| {
+            let table = r.get("t")?.as_str()?.to_string();
+            let columns = r.get("r")?.as_object()?.clone();
+            Some(Row { table, columns })
+        })
+        .collect();
+    Some((at, rows))
+}
+
 /// Tables of the layout itself, which no event's own table may take the name of.
-const RESERVED_TABLES: &[&str] =
-    &["tracks", "pages", "screens", "identifies", "groups", "aliases", "users", "identities", "audience_changes"];
+const RESERVED_TABLES: &[&str] = &[
+    "tracks",
+    "pages",
+    "screens",
+    "identifies",
+    "groups",
+    "aliases",
+    "users",
+    "identities",
+    "audience_changes",
+    "deliveries",
+    "deletions",
+];
 
 /// Adds `fields` (under `prefix`, words already joined) to `columns`, objects flattened with `_`, arrays as their
 /// JSON text, nulls left out; a name already taken (a common column, or an earlier field) keeps what it has.
@@ -320,6 +553,25 @@ mod tests {
     /// Rows of two tables over two hours make four files, each under its partition, each line a row, and
     /// gzip that inflates back to them.
     #[test]
+    fn only_the_export_s_own_files_are_served() {
+        let rows = [
+            ("export/tracks/dt=2026-12-06/hour=21/0123abcd.json.gz", true),
+            ("export/tracks/dt=2026-12-06/hour=21/manifest.json", true),
+            ("imports/job/0", false),
+            ("export/../imports/job/0.json.gz", false),
+            ("export/./tracks/x.json.gz", false),
+            ("export//x.json.gz", false),
+            ("export/tracks/x.json", false),
+            ("export/tracks/%2e%2e/x.json.gz", false),
+            ("", false),
+        ];
+        for (key, ok) in rows {
+            assert_eq!(is_file_key(key), ok, "{key}");
+        }
+        assert!(!is_file_key(&format!("export/{}.json.gz", "a".repeat(600))));
+    }
+
+    #[test]
     fn rows_go_to_one_file_per_table_and_hour() {
         let hour = 3_600_000;
         let at = NOW - NOW % hour; // 10:00
@@ -346,9 +598,10 @@ mod tests {
             let text = std::str::from_utf8(bytes).unwrap();
             text.lines().map(|l| serde_json::from_str::<J>(l).unwrap()["id"].as_str().unwrap().to_string()).collect()
         };
-        assert_eq!(ids(&files[&("tracks".to_string(), at)]), ["a", "b"]);
-        assert_eq!(ids(&files[&("tracks".to_string(), at + hour)]), ["c"]);
-        let file = &files[&("signed_up".to_string(), at)];
+        assert_eq!(ids(&files[&("tracks".to_string(), at)].ndjson), ["a", "b"]);
+        assert_eq!(files[&("tracks".to_string(), at)].rows, 2);
+        assert_eq!(ids(&files[&("tracks".to_string(), at + hour)].ndjson), ["c"]);
+        let file = &files[&("signed_up".to_string(), at)].ndjson;
         let mut inflater = crate::core::wire::inflate::Inflater::new(crate::core::wire::inflate::Coding::Gzip, 1 << 20);
         inflater.push(&crate::core::wire::inflate::gzip(file, 9)).unwrap();
         assert_eq!(&inflater.finish().unwrap(), file);

@@ -9,8 +9,8 @@ pub mod auth;
 pub mod decide;
 pub mod deliveries;
 pub mod events;
-// The export's rows (Segment's warehouse layout) are the edge's: the browser builds leave them out.
-#[cfg(feature = "batch")]
+// The export's rows (Segment's warehouse layout): the profile writer makes them, so they compile everywhere the
+// writer does (the browser builds link none of it); the ledger is the edge's.
 pub mod export;
 #[cfg(feature = "batch")]
 pub mod export_ledger;

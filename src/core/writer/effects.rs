@@ -89,6 +89,14 @@ pub enum Effect {
     },
     /// Sends for the delivery queue (the profile holding them is stored already).
     Enqueue(Vec<DeliveryMessage>),
+    /// Messages for the export queue (`wire::export::messages`): the rows of what was stored.
+    Export(Vec<String>),
+    /// The export forgets these people (`wire::export::person_key`s) now: listed as erased, their rows in files
+    /// purged, and no row of theirs still in the queue written.
+    ExportErase {
+        people: Vec<String>,
+        at: Millis,
+    },
 }
 
 /// What an action decided: the effects in order, the reply, and the alarm (`None`: leave it as it is;

@@ -13,6 +13,7 @@
 //! which applies are refused, so that events planned before it cannot bring the person back.
 
 pub mod effects;
+mod export;
 pub mod protocol;
 pub mod state;
 
@@ -29,10 +30,11 @@ use crate::core::rules::Config;
 use crate::core::store::{decode_profile, encode_profile, encode_profile_bounded, encode_snapshot, CodecError};
 use crate::core::wire::audiences::{main_identity, IndexMessage};
 use crate::core::wire::deliveries::DeliveryMessage;
+use crate::core::wire::export::{absorbed_user_row, audience_change_row, user_row};
 use crate::core::wire::journeys::JourneyState;
 use effects::{Action, Effect, Effects, Handed, IndexWrite};
 use protocol::{ClaimAnswer, ClaimedSend, Reply, Request};
-use state::{Key, Pending, Stored, Value};
+use state::{Due, Key, Pending, Stored, Value};
 
 /// At most one KV write a second per key.
 pub const KV_INTERVAL_MS: Millis = 1_000;
@@ -58,25 +60,6 @@ pub fn profile_key(profile_id: &str) -> String {
 /// nothing.
 pub type Failure = CodecError;
 
-/// What the object's alarm needs of a stored profile: when it was last seen if it is anonymous (it expires after
-/// the retention period), and when its audiences and journeys next change by time alone.
-#[derive(Clone, Copy, Debug, Default)]
-struct Due {
-    anonymous_since: Option<Millis>,
-    audiences: Option<Millis>,
-    journeys: Option<Millis>,
-}
-
-impl Due {
-    fn of(p: &Profile) -> Due {
-        Due {
-            anonymous_since: (!p.is_identified()).then_some(p.last_seen),
-            audiences: p.audiences.due,
-            journeys: p.journeys.due(),
-        }
-    }
-}
-
 /// One profile object's state and its decisions.
 #[derive(Debug, Default)]
 pub struct Writer {
@@ -87,6 +70,8 @@ pub struct Writer {
     due: Option<Due>,
     out: Vec<Effect>,
     changed: bool,
+    /// The export's rows of this action (`export`), sent after everything else it does.
+    export: Vec<crate::core::wire::export::Row>,
 }
 
 impl Writer {
@@ -134,6 +119,7 @@ impl Writer {
         let is_alarm = action == Action::Alarm;
         let fresh = self.stored == Stored::default(); // it stored nothing, so it has no alarm to delete
         let reply = self.decide(action, config, now)?;
+        self.flush_export(now);
         let alarm = (self.changed || is_alarm).then(|| self.next_wake(config)).transpose()?;
         let alarm = alarm.filter(|wake| wake.is_some() || !fresh);
         Ok(Effects { effects: std::mem::take(&mut self.out), reply, alarm })
@@ -171,7 +157,7 @@ impl Writer {
                 self.restore(&profile, last_kv_write, repoint, config, now)
             }
             Request::Split { absorbed } => self.split_off(&absorbed, config, now),
-            Request::Erase => Ok(match self.erase(now)? {
+            Request::Erase => Ok(match self.erase(now, true)? {
                 Some(identities) => Reply::Erased { identities },
                 None => Reply::refused("profile_not_found", "no profile here"),
             }),
@@ -309,11 +295,13 @@ impl Writer {
         if !written.outcomes.is_empty() {
             self.out.push(Effect::Experiments(written.outcomes));
         }
+        self.export.extend(export::applied(&profile, &written.events, &written.index, &written.repoint, now));
+        self.export.extend(written.absorbed_ids.iter().map(|a| absorbed_user_row(a, &profile.id, now)));
         // The audience outlet, once the profile is stored: its transitions (or a new main identity for the index
         // to list it by), and the profiles it absorbed, which leave every audience.
         let relabel = main_identity(&profile) != identity_before && !profile.audiences.members.is_empty();
         if !written.transitions.is_empty() || relabel {
-            self.publish(&profile, &written.transitions);
+            self.publish(&profile, &written.transitions, now);
         }
         if !written.absorbed_ids.is_empty() {
             let removed = IndexMessage::removed_json(&written.absorbed_ids, false, now);
@@ -378,7 +366,7 @@ impl Writer {
             self.store(config, &profile, &ids, &ids, now);
         }
         if !transitions.is_empty() {
-            self.publish(&profile, &transitions);
+            self.publish(&profile, &transitions, now);
         }
         self.deliver_due(&mut profile, now);
         Ok(Reply::Restored { id: profile.id })
@@ -414,23 +402,25 @@ impl Writer {
         transitions.extend(track(config, &mut profile, now, Cause::Split));
         self.store(config, &profile, &[], &[], now);
         if !transitions.is_empty() {
-            self.publish(&profile, &transitions);
+            self.publish(&profile, &transitions, now);
         }
         // The profile split off enters its audiences now; its transitions leave once its own object stored it.
         let restored_transitions = track(config, &mut restored, now, Cause::Split);
+        self.export.extend(export::split(&restored, now));
         let request = Request::Restore { profile: encode_profile(&restored), last_kv_write, repoint: true };
         self.out.push(Effect::Call { profile_id: restored.id.clone(), request, required: true });
         if !restored_transitions.is_empty() {
-            self.publish(&restored, &restored_transitions);
+            self.publish(&restored, &restored_transitions, now);
         }
         Ok(Reply::Split { profiles: [profile.id, restored.id] })
     }
 
     /// Removes everything held about the profile: its storage here, its KV snapshot, every index entry that leads
     /// to it (or to a profile it absorbed), the tombstones of those, its rows in the audience index and the
-    /// delivery log. A KV key this object wrote less than a second ago is waited for first (erasures are rare;
+    /// delivery log; an erasure asked for (not an anonymous profile's expiry) purges the export too. A KV key this
+    /// object wrote less than a second ago is waited for first (erasures are rare;
     /// the wait is at most a second), so that everything is gone when the erasure answers.
-    fn erase(&mut self, now: Millis) -> Result<Option<usize>, Failure> {
+    fn erase(&mut self, now: Millis, purge_export: bool) -> Result<Option<usize>, Failure> {
         let Some(profile) = self.profile()? else { return Ok(None) };
         let s = &self.stored;
         let hot_until = [
@@ -457,6 +447,9 @@ impl Writer {
             self.out.push(Effect::Call { profile_id: id.clone(), request: Request::Forget, required: false });
         }
         self.out.push(Effect::IndexErase { profile_ids: gone.clone(), at });
+        if purge_export {
+            self.out.push(Effect::ExportErase { people: export::people_of(&profile, &gone), at });
+        }
         self.out.push(Effect::DeliveriesForget { profile_ids: gone });
         self.delete_all();
         // Only the time of the erasure stays, for the grace period, and then goes too.
@@ -507,7 +500,7 @@ impl Writer {
         };
         let expires_at = profile.expires_at(config.retention_anonymous_days);
         if expires_at.is_some_and(|at| at <= now) {
-            self.erase(now)?;
+            self.erase(now, false)?;
             return Ok(());
         }
         // What time alone changed in its audiences and journeys, each at its own instant.
@@ -537,12 +530,20 @@ impl Writer {
 
     // --- the parts ---
 
+    /// The export's rows of this action, as the export queue's messages, once everything else is done.
+    fn flush_export(&mut self, now: Millis) {
+        if !self.export.is_empty() {
+            self.out.push(Effect::Export(export::messages(&std::mem::take(&mut self.export), now)));
+        }
+    }
+
     /// Stores the profile here, indexes `new_identities` and `repoint` to it at once (they are new to this
     /// object), and writes its snapshot (at once when the last one is a second old, else when the alarm comes).
     /// An anonymous profile's KV copies carry an expiration a day after its own; when its expiry catches up with
     /// theirs (about daily), or it became known (none), the index entries are due for a rewrite.
     fn store(&mut self, config: &Config, p: &Profile, new_identities: &[Identity], repoint: &[Identity], now: Millis) {
         let bytes = self.put_profile(p);
+        self.export.push(user_row(p, now));
         let expires_at = p.expires_at(config.retention_anonymous_days);
         let target = kv_expiration_for(expires_at, now);
         let written = self.stored.kv_expiration;
@@ -650,7 +651,7 @@ impl Writer {
             self.publish_journeys(p, now);
         }
         if !transitions.is_empty() {
-            self.publish(p, &transitions);
+            self.publish(p, &transitions, now);
         }
         transitions.len()
     }
@@ -677,7 +678,8 @@ impl Writer {
         self.put_profile(p);
     }
 
-    fn publish(&mut self, p: &Profile, transitions: &[Transition]) {
+    fn publish(&mut self, p: &Profile, transitions: &[Transition], now: Millis) {
+        self.export.extend(transitions.iter().map(|t| audience_change_row(&p.id, t, now)));
         self.out.push(Effect::Index(IndexMessage::transitions_json(p, transitions).to_string()));
     }
 

@@ -3,6 +3,7 @@
 
 use crate::core::base::time::Millis;
 use crate::core::model::identity::Identity;
+use crate::core::model::profile::Profile;
 
 /// The keys of a profile object's storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -141,6 +142,25 @@ impl Stored {
             Key::IndexDue => self.index_due = number(&value),
             Key::KvExpiration => self.kv_expiration = number(&value).map(|e| e as u64),
             Key::MergePending => self.merge_pending = text(&value).map(|t| Pending::of_text(&t)),
+        }
+    }
+}
+
+/// What the object's alarm needs of a stored profile: when it was last seen if it is anonymous (it expires after
+/// the retention period), and when its audiences and journeys next change by time alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Due {
+    pub anonymous_since: Option<Millis>,
+    pub audiences: Option<Millis>,
+    pub journeys: Option<Millis>,
+}
+
+impl Due {
+    pub fn of(p: &Profile) -> Due {
+        Due {
+            anonymous_since: (!p.is_identified()).then_some(p.last_seen),
+            audiences: p.audiences.due,
+            journeys: p.journeys.due(),
         }
     }
 }

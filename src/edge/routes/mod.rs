@@ -9,6 +9,7 @@ pub mod demo;
 pub mod destinations;
 pub mod docs;
 pub mod experiments;
+pub mod export;
 pub mod imports;
 pub mod journeys;
 pub mod profiles;

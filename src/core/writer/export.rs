@@ -1,0 +1,35 @@
+//! The export's rows of a writer's action (`core::wire::export`): what it stored, as Segment's warehouse layout
+//! has it. Rows are made only of what was stored (an event consent refused, a duplicate, one over the profile's
+//! budget makes none) and leave only after the profile is stored (`Writer::flush_export`).
+
+use crate::core::base::time::Millis;
+use crate::core::model::event::Event;
+use crate::core::model::identity::Identity;
+use crate::core::model::profile::Profile;
+pub use crate::core::wire::export::messages;
+use crate::core::wire::export::{identity_row, person_key, rows_of, IdentityChange, Row};
+
+/// An apply's rows: its events', and its identities' (`index`: now leading here; those also in `repoint` came
+/// with a merge).
+pub fn applied(p: &Profile, events: &[Event], index: &[Identity], repoint: &[Identity], now: Millis) -> Vec<Row> {
+    let mut rows: Vec<Row> = events.iter().flat_map(|e| rows_of(e, now)).collect();
+    let linked = index.iter().filter(|i| !repoint.contains(i)).map(|i| (i, IdentityChange::Linked));
+    let merged = repoint.iter().map(|i| (i, IdentityChange::Merged));
+    rows.extend(linked.chain(merged).map(|(i, change)| identity_row(i, &p.id, change, now)));
+    rows
+}
+
+/// A split's rows: the identities that left with the profile split off.
+pub fn split(restored: &Profile, now: Millis) -> Vec<Row> {
+    restored.identities.iter().map(|i| identity_row(i, &restored.id, IdentityChange::Split, now)).collect()
+}
+
+/// Whom an erasure removes from the export (`person_key`s): the profile's identities and the ids of the profiles
+/// it is made of.
+pub fn people_of(p: &Profile, profile_ids: &[String]) -> Vec<String> {
+    let ids = p.identities.iter().map(|i| person_key(&i.kind, &i.value));
+    let mut people: Vec<String> = ids.chain(profile_ids.iter().map(|id| person_key("profile", id))).collect();
+    people.sort();
+    people.dedup();
+    people
+}
