@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what edgecdp needs, idempotently: a second run with everything present takes a second or two.
-# `--browser` also installs Debian's Chromium for the browser tests; `--schemathesis`, schemathesis from PyPI.
+# `--browser` also installs Debian's Chromium for the browser tests; `--schemathesis`, schemathesis from PyPI;
+# `--duckdb`, DuckDB's Python package from PyPI (the export's test reads the files with it).
 source "$(dirname "$0")/env.sh"
 want_browser=0
 want_schemathesis=0
+want_duckdb=0
 for arg in "$@"; do
   case "$arg" in
     --browser) want_browser=1 ;;
     --schemathesis) want_schemathesis=1 ;;
+    --duckdb) want_duckdb=1 ;;
   esac
 done
 
@@ -56,4 +59,11 @@ if [ $want_schemathesis = 1 ] && [ ! -x "$SCHEMATHESIS_VENV/bin/st" ]; then
   rm -rf "$SCHEMATHESIS_VENV"
   python3 -m venv "$SCHEMATHESIS_VENV"
   "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+if [ $want_duckdb = 1 ] && ! "$DUCKDB_VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
+  log "installing duckdb $DUCKDB_VERSION from PyPI (into $DUCKDB_VENV)"
+  rm -rf "$DUCKDB_VENV"
+  python3 -m venv "$DUCKDB_VENV"
+  "$DUCKDB_VENV/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
 fi

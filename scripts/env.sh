@@ -18,4 +18,7 @@ BROWSER_TARGET_DIR="$ROOT/target/browser"
 # clone, so that a fresh clone on the same machine reuses it.
 SCHEMATHESIS_VERSION="4.32.5"
 SCHEMATHESIS_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/edgecdp/schemathesis-$SCHEMATHESIS_VERSION"
+# DuckDB (PyPI) reads the export's files with SQL in tests/e2e/export.test.mjs, as an analyst would.
+DUCKDB_VERSION="2.0.1"
+export DUCKDB_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/edgecdp/duckdb-$DUCKDB_VERSION"
 log() { printf '\033[1m[edgecdp]\033[0m %s\n' "$*" >&2; }

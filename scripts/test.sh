@@ -12,7 +12,7 @@ step() {
   timings+=("$(printf '%4ss  %s' $(( $(date +%s) - t0 )) "$name")")
 }
 
-step "install missing tools" "$ROOT/scripts/bootstrap.sh" --browser --schemathesis
+step "install missing tools" "$ROOT/scripts/bootstrap.sh" --browser --schemathesis --duckdb
 step "cargo fmt --check" cargo fmt --all -- --check
 step "clippy (native)" cargo clippy --quiet --all-targets -- -D warnings
 # Tests and benchmarks are native only (their dev-dependencies do not build for wasm32): the library target.

@@ -17,7 +17,7 @@ use crate::edge::error::ApiError;
 use crate::edge::outlets::{bind, export_ledger, rows, run};
 use serde_json::Value as J;
 use std::collections::BTreeSet;
-use worker::{D1Database, Env, HttpMetadata, MessageBatch, MessageExt};
+use worker::{D1Database, Env, HttpMetadata, MessageBatch};
 
 /// The export queue's name (`wrangler.toml`), which the queue handler dispatches on.
 pub(crate) const QUEUE_NAME: &str = "edgecdp-export";
@@ -36,10 +36,17 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(format!("export: {e}"))
 }
 
+thread_local! {
+    /// Whether this isolate has cut a delivery off already (`EDGECDP_TEST_EXPORT_CUT_OFF`).
+    static CUT_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The queue's consumer: a whole delivery is written, or retried (the ledger keeps a retry from writing a row
-/// twice).
+/// twice). A message is known by a digest of its body (`message_id`), not by the queue's id: the same rows sent
+/// twice (a producer's retry) are then one message, as a redelivery is.
 pub(crate) async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()> {
-    let delivered: Vec<(String, String)> = batch.messages()?.iter().map(|m| (m.id(), m.body().clone())).collect();
+    let delivered: Vec<(String, String)> =
+        batch.messages()?.iter().map(|m| (message_id(m.body()), m.body().clone())).collect();
     match write(&env, &delivered).await {
         Ok(()) => batch.ack_all(),
         Err(e) => {
@@ -48,6 +55,12 @@ pub(crate) async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Re
         }
     }
     Ok(())
+}
+
+/// A message's id in the ledger: the first 16 bytes of the SHA-256 of its body, in hex.
+fn message_id(body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::core::base::encoding::hex(&Sha256::digest(body.as_bytes())[..16])
 }
 
 async fn exec(db: &D1Database, statements: &[Statement]) -> Result<(), ApiError> {
@@ -125,6 +138,12 @@ async fn write(env: &Env, delivered: &[(String, String)]) -> Result<(), ApiError
     for (entry, gz) in built {
         let meta = HttpMetadata { content_type: Some("application/gzip".into()), ..HttpMetadata::default() };
         bucket.put(&entry.key, gz).http_metadata(meta).execute().await.map_err(unavailable)?;
+    }
+    // For tests only: the first delivery of this isolate stops here, its files written and its batch not marked
+    // (a runtime that died mid-batch), so that its retry must delete them and write each row once.
+    let cut = env.var("EDGECDP_TEST_EXPORT_CUT_OFF").is_ok_and(|v| !v.to_string().is_empty());
+    if cut && !CUT_OFF.with(|c| c.replace(true)) {
+        return Err(unavailable("cut off after writing its files (EDGECDP_TEST_EXPORT_CUT_OFF)"));
     }
     run(&db, &ledger::written(&plan.name)).await.map_err(unavailable)?;
     let partitions = entries.iter().map(|e| (e.table.clone(), e.dt.clone(), e.hour.clone())).collect();

@@ -271,12 +271,13 @@ pub fn manifest(table: &str, dt: &str, hour: &str, rows: &[Vec<J>], now: Millis)
 pub const SUMMARY: &str = "SELECT tbl, dt, SUM(rows), COUNT(*), SUM(bytes), MAX(at) FROM export_files \
                            GROUP BY tbl, dt ORDER BY tbl, dt";
 
-/// The latest files (key, table, rows, bytes, at, oldest), newest first, optionally of one table.
-pub fn latest(table: Option<&str>, limit: i64) -> Statement {
+/// The latest files (key, table, rows, bytes, at, oldest), newest first, optionally of one table, `offset` files
+/// in.
+pub fn latest(table: Option<&str>, limit: i64, offset: i64) -> Statement {
     Statement {
         sql: "SELECT key, tbl, rows, bytes, at, oldest FROM export_files WHERE (?1 IS NULL OR tbl = ?1) \
-              ORDER BY at DESC, key LIMIT ?2",
-        params: vec![table.map_or(Sql::Null, |t| Sql::Text(t.into())), Sql::Int(limit)],
+              ORDER BY at DESC, key LIMIT ?2 OFFSET ?3",
+        params: vec![table.map_or(Sql::Null, |t| Sql::Text(t.into())), Sql::Int(limit), Sql::Int(offset)],
     }
 }
 

@@ -1,5 +1,5 @@
-//! The export's files for an operator (issue 29): `GET /v1/export` (tables, rows per day, the latest files, the
-//! last one's lag) and `GET /v1/export/file?key=…` (one file or manifest as it is in the bucket). Who may call:
+//! The export's files for an operator (issue 29): `GET /v1/export` (tables, rows per day, the latest files
+//! (`limit`, `offset`), the last one's lag) and `GET /v1/export/file?key=…` (one file or manifest as it is in the bucket). Who may call:
 //! the admin token or a console session only; the files hold people's events. In production analysts read the
 //! bucket itself through R2's S3 API (docs/export.md); locally, where there is no S3 API, these routes are the way.
 
@@ -26,7 +26,15 @@ pub(crate) async fn export_summary(req: Request, env: &Env) -> ApiResult {
             path: "table".into(),
         });
     }
-    let limit = count_param(&req, "limit", 20, 200, "invalid_limit")?;
+    let limit = count_param(&req, "limit", 20, 1000, "invalid_limit")?;
+    let offset = match query_param(&req, "offset")? {
+        None => 0,
+        Some(v) => v.parse::<u32>().map_err(|_| ApiError::BadRequest {
+            code: "invalid_offset",
+            message: "offset must be a whole number from 0".into(),
+            path: "offset".into(),
+        })?,
+    };
     let db = export_ledger(env).await?;
     let mut tables: Map<String, J> = Map::new();
     for r in rows(&db, &Statement { sql: SUMMARY, params: vec![] }).await? {
@@ -44,7 +52,7 @@ pub(crate) async fn export_summary(req: Request, env: &Env) -> ApiResult {
             days.push(day);
         }
     }
-    let files: Vec<J> = rows(&db, &latest(table.as_deref(), limit))
+    let files: Vec<J> = rows(&db, &latest(table.as_deref(), limit, i64::from(offset)))
         .await?
         .iter()
         .map(|r| {
