@@ -6,7 +6,7 @@
 #
 #   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
-#                                   template merge absorb sends pressure writer)
+#                                   template merge absorb sends pressure writer export)
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 MUTANTS_VERSION="27.1.0"
@@ -30,15 +30,17 @@ declare -A files=(
   [sends]=src/core/engine/journeys.rs
   [pressure]=src/core/engine/pressure.rs
   [writer]='src/core/writer/mod.rs src/core/writer/effects.rs'
+  [export]='src/core/wire/export.rs src/core/wire/export_ledger.rs src/core/writer/export.rs src/core/engine/apply.rs'
 )
 declare -A only=(
   [sends]='claim|settle'
   [pressure]='over_budget|sent_in|quiet_end|offset_of'
   [absorb]='absorb'
+  [export]='people|without|is_file_key|person_key|plan|people_of|applied|as_stored|split|flatten'
   [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for'
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer)
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer export)
 out="$ROOT/target/mutants"
 mkdir -p "$out"
 status=0

@@ -146,8 +146,25 @@ async fn write(env: &Env, delivered: &[(String, String)]) -> Result<(), ApiError
         return Err(unavailable("cut off after writing its files (EDGECDP_TEST_EXPORT_CUT_OFF)"));
     }
     run(&db, &ledger::written(&plan.name)).await.map_err(unavailable)?;
+    // A manifest that could not be written now (R2 takes one write a second per key, and consumers run side by
+    // side) is written again by the cron within a minute; the files themselves are written and recorded.
     let partitions = entries.iter().map(|e| (e.table.clone(), e.dt.clone(), e.hour.clone())).collect();
-    manifests(&db, &bucket, partitions).await
+    if let Err(e) = manifests(&db, &bucket, partitions).await {
+        worker::console_error!("export manifests, left for the cron: {e:?}");
+    }
+    Ok(())
+}
+
+/// The cron's part: the manifests of the partitions written in the last two minutes, written again.
+pub async fn refresh_manifests(env: &Env) -> Result<(), ApiError> {
+    if env.queue(crate::edge::outlets::EXPORT_QUEUE).is_err() {
+        return Ok(());
+    }
+    let db = export_ledger(env).await?;
+    let bucket = env.bucket(BUCKET).map_err(unavailable)?;
+    let text = |r: &Vec<J>, i: usize| r.get(i).and_then(J::as_str).unwrap_or_default().to_string();
+    let recent = rows(&db, &ledger::recent_partitions(now() - 120_000)).await?;
+    manifests(&db, &bucket, recent.iter().map(|r| (text(r, 0), text(r, 1), text(r, 2))).collect()).await
 }
 
 /// Rewrites each partition's `manifest.json` from the ledger: every file of it, with its rows and size.

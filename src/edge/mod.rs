@@ -69,8 +69,8 @@ async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> 
     }
 }
 
-/// The cron (`wrangler.toml`): import chunks whose queue message was lost go to the queue again, and erased
-/// people's rows leave the export's files (`export::purge`).
+/// The cron (`wrangler.toml`): import chunks whose queue message was lost go to the queue again, erased people's
+/// rows leave the export's files (`export::purge`), and recent partitions' manifests are written again.
 #[event(scheduled)]
 async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
     if let Err(e) = imports::requeue_stale(&env).await {
@@ -78,6 +78,9 @@ async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::Sched
     }
     if let Err(e) = export::purge(&env).await {
         worker::console_error!("export purge: {e:?}");
+    }
+    if let Err(e) = export::refresh_manifests(&env).await {
+        worker::console_error!("export manifests: {e:?}");
     }
 }
 

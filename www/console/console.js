@@ -943,10 +943,38 @@ function refreshImports(recent) {
   }).catch((e) => recent.replaceChildren(failure(e)));
 }
 
+// ---------------------------------------------------------------- export
+
+const kb = (n) => (n < 1024 ? `${n} B` : `${(n / 1024).toFixed(1)} KB`);
+
+/** The export in R2: tables with their rows per day, the last file and its lag, the latest files to download. */
+async function exportView(params) {
+  render('Export');
+  const table_ = params.get('table');
+  let s;
+  try {
+    s = (await api('GET', `/v1/export?limit=50${table_ ? `&table=${encodeURIComponent(table_)}` : ''}`)).json;
+  } catch (e) { view.append(failure(e)); return; }
+  const last = s.last_file;
+  view.append(el('div', { class: 'card', id: 'export-summary' },
+    el('p', {}, last ? `Last file written ${when(last.written_at)}, ${last.lag_ms} ms after its oldest row was stored.`
+      : 'Nothing exported yet.'),
+    table('Tables', ['Table', 'Rows', 'Files', 'Size (gzip)', 'Last written'],
+      s.tables.map((t) => [el('a', { href: `#/export?table=${encodeURIComponent(t.table)}` }, t.table), t.rows, t.files, kb(t.bytes),
+        when(t.last_written_at)]), [1, 2, 3]),
+    table('Rows per day', ['Table', 'Day', 'Rows', 'Files'],
+      s.tables.flatMap((t) => t.days.map((d) => [t.table, d.dt, d.rows, d.files])), [2, 3])));
+  view.append(el('div', { class: 'card', id: 'export-files' },
+    table(`Latest files${table_ ? ` of ${table_}` : ''} (newest first)`, ['File', 'Table', 'Rows', 'Size', 'Written', 'Lag'],
+      s.files.map((f) => [el('a', { href: `/v1/export/file?key=${encodeURIComponent(f.key)}`, download: '' }, f.key.split('/').slice(2).join('/')),
+        f.table, f.rows, kb(f.bytes), when(f.written_at), `${f.lag_ms} ms`]), [2, 3, 5]),
+    el('p', { class: 'muted' }, 'Gzip NDJSON in Segment\'s warehouse layout. Analysts read the bucket itself through R2\'s S3 API; see docs/export.md.')));
+}
+
 // ---------------------------------------------------------------- routing
 
 const VIEWS = { person: personView, audiences: audiencesView, deliveries: deliveriesView, experiments: experimentsView, config: configView,
-  imports: importsView };
+  imports: importsView, export: exportView };
 
 function route() {
   if (!csrf) return;

@@ -571,6 +571,115 @@ mod tests {
         assert!(!is_file_key(&format!("export/{}.json.gz", "a".repeat(600))));
     }
 
+    /// Whom a row is about, one row per kind of row: each id it holds, by its kind, and nothing else.
+    #[test]
+    fn a_row_is_about_the_people_it_names() {
+        let row = |table: &str, v: J| Row { table: table.into(), columns: v.as_object().unwrap().clone() };
+        let cases = [
+            (
+                "a call by both ids",
+                row("tracks", json!({"id": "m1", "anonymous_id": "a1", "user_id": "u1"})),
+                vec![person_key(ANONYMOUS_ID, "a1"), person_key(USER_ID, "u1")],
+            ),
+            (
+                "a users row is its profile",
+                row("users", json!({"id": "p1", "user_id": "u1"})),
+                vec![person_key("profile", "p1"), person_key(USER_ID, "u1")],
+            ),
+            (
+                "an absorbed profile is about both",
+                row("users", json!({"id": "p2", "merged_into": "p1"})),
+                vec![person_key("profile", "p1"), person_key("profile", "p2")],
+            ),
+            (
+                "an identity by its own kind",
+                row(
+                    "identities",
+                    json!({"id": "x", "identity_type": "email",
+                "identity_value": "sha256:ab", "profile_id": "p1"}),
+                ),
+                vec![person_key("email", "sha256:ab"), person_key("profile", "p1")],
+            ),
+            (
+                "an alias's previous id is either kind",
+                row(
+                    "aliases",
+                    json!({"id": "m2", "user_id": "u1",
+                "previous_id": "a1"}),
+                ),
+                vec![person_key(ANONYMOUS_ID, "a1"), person_key(USER_ID, "a1"), person_key(USER_ID, "u1")],
+            ),
+            ("a row of another table's id is not a profile", row("tracks", json!({"id": "p1"})), vec![]),
+            ("a deletion names nobody", row("deletions", json!({"id": "d", "person": "abc"})), vec![]),
+            (
+                "an id's kind matters",
+                row("tracks", json!({"id": "m3", "anonymous_id": "u1"})),
+                vec![person_key(ANONYMOUS_ID, "u1")],
+            ),
+        ];
+        for (name, r, mut expected) in cases {
+            expected.sort();
+            assert_eq!(r.people(), expected, "{name}");
+        }
+        assert_eq!(
+            person_key("user_id", "u1"),
+            crate::core::base::encoding::hex(&{
+                use sha2::{Digest, Sha256};
+                Sha256::digest(b"user_id:u1")
+            }),
+            "a warehouse finds it with sha256('user_id:' || user_id)"
+        );
+    }
+
+    /// The purge's rewrite: rows about anyone erased go, every other line stays as it was, in order.
+    #[test]
+    fn a_file_without_the_erased_keeps_everything_else() {
+        let erased: BTreeSet<String> = [person_key(USER_ID, "u1"), person_key("profile", "p9")].into();
+        let file = concat!(
+            "{\"id\":\"1\",\"user_id\":\"u1\"}\n",
+            "{\"id\":\"2\",\"user_id\":\"u2\"}\n",
+            "{\"id\":\"3\",\"anonymous_id\":\"u1\"}\n",
+            "not json\n",
+            "\n",
+            "{\"id\":\"p9\"}\n",
+        );
+        let (kept, n) = without("users", file.as_bytes(), &erased);
+        assert_eq!(
+            String::from_utf8(kept).unwrap(),
+            "{\"id\":\"2\",\"user_id\":\"u2\"}\n{\"id\":\"3\",\"anonymous_id\":\"u1\"}\nnot json\n"
+        );
+        assert_eq!(n, 3);
+        let (kept, n) = without("tracks", b"{\"id\":\"p9\"}\n", &erased);
+        assert_eq!((kept.len(), n), (12, 1), "in another table an id is not a profile");
+        let (kept, n) = without("tracks", b"{\"id\":\"1\",\"user_id\":\"u1\"}", &erased);
+        assert_eq!((kept.len(), n), (0, 0), "a last line without its end goes too");
+    }
+
+    /// Messages keep every row, each under the queue's limit, and read back as sent.
+    #[test]
+    fn messages_split_under_the_queue_s_limit_and_read_back() {
+        let big = "x".repeat(30 * 1024);
+        let rows: Vec<Row> = (0..10)
+            .map(|i| Row {
+                table: "tracks".into(),
+                columns: json!({"id": i.to_string(), "p": big}).as_object().unwrap().clone(),
+            })
+            .collect();
+        let ms = messages(&rows, NOW);
+        assert!(ms.len() >= 3 && ms.iter().all(|m| m.len() <= MAX_MESSAGE_BYTES), "{}", ms.len());
+        let back: Vec<Row> = ms
+            .iter()
+            .flat_map(|m| {
+                let (at, rs) = read_message(m).unwrap();
+                assert_eq!(at, NOW);
+                rs
+            })
+            .collect();
+        assert_eq!(back, rows);
+        assert_eq!(read_message("{\"rows\":[]}"), None);
+        assert!(messages(&[], NOW).is_empty());
+    }
+
     #[test]
     fn rows_go_to_one_file_per_table_and_hour() {
         let hour = 3_600_000;

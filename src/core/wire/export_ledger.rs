@@ -267,6 +267,12 @@ pub fn manifest(table: &str, dt: &str, hour: &str, rows: &[Vec<J>], now: Millis)
     })
 }
 
+/// The partitions (table, dt, hour) written to since `since`, whose manifests the cron writes again (a manifest
+/// a busy consumer could not write, R2 taking one write a second per key, is whole within a minute).
+pub fn recent_partitions(since: Millis) -> Statement {
+    Statement { sql: "SELECT DISTINCT tbl, dt, hour FROM export_files WHERE at >= ?1", params: vec![Sql::Int(since)] }
+}
+
 /// Per table and day: rows, files, bytes and the last write (for the admin route and the console).
 pub const SUMMARY: &str = "SELECT tbl, dt, SUM(rows), COUNT(*), SUM(bytes), MAX(at) FROM export_files \
                            GROUP BY tbl, dt ORDER BY tbl, dt";

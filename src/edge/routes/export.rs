@@ -4,6 +4,7 @@
 //! bucket itself through R2's S3 API (docs/export.md); locally, where there is no S3 API, these routes are the way.
 
 use crate::core::base::time::format_iso8601;
+use crate::core::base::url::query_pairs;
 use crate::core::wire::export::is_file_key;
 use crate::core::wire::export_ledger::{latest, Statement, SUMMARY};
 use crate::edge::auth::require_admin;
@@ -11,15 +12,16 @@ use crate::edge::clock::now;
 use crate::edge::error::{json_response, ApiError, ApiResult};
 use crate::edge::export::BUCKET;
 use crate::edge::outlets::{export_ledger, rows};
-use crate::edge::request::{count_param, query_param};
+use crate::edge::request::{count_param, query, query_param};
 use serde_json::{json, Map, Value as J};
 use worker::{Env, Request, Response};
 
 /// `GET /v1/export[?table=…&limit=…]`.
 pub(crate) async fn export_summary(req: Request, env: &Env) -> ApiResult {
     require_admin(&req, env).await?;
-    let table = query_param(&req, "table")?;
-    if table.as_ref().is_some_and(|t| t.len() > 127 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+    let table = query_pairs(&query(&req)).find(|(k, _)| k == "table").map(|(_, v)| v);
+    let snake = |t: &str| !t.is_empty() && t.len() <= 127 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if table.as_deref().is_some_and(|t| !snake(t)) {
         return Err(ApiError::BadRequest {
             code: "invalid_table",
             message: "a table is a snake-case name (letters, digits and _)".into(),
@@ -81,7 +83,13 @@ pub(crate) async fn export_summary(req: Request, env: &Env) -> ApiResult {
 pub(crate) async fn export_file(req: Request, env: &Env) -> ApiResult {
     require_admin(&req, env).await?;
     let key = query_param(&req, "key")?.unwrap_or_default();
-    if !is_file_key(&key) {
+    // The shape the contract gives (under `export/`, a file or a manifest, the characters keys are made of) is a
+    // 400 when broken; a key of that shape that no file can have (`..`, an empty segment) is simply not there.
+    let shaped = key.len() <= 512
+        && key.starts_with("export/")
+        && (key.ends_with(".json.gz") || key.ends_with("/manifest.json"))
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-=.".contains(&b));
+    if !shaped {
         return Err(ApiError::BadRequest {
             code: "invalid_key",
             message: "key names an export file: export/{table}/dt=YYYY-MM-DD/hour=HH/{name}.json.gz or its \
@@ -89,6 +97,9 @@ pub(crate) async fn export_file(req: Request, env: &Env) -> ApiResult {
                 .into(),
             path: "key".into(),
         });
+    }
+    if !is_file_key(&key) {
+        return Err(ApiError::NotFound { code: "file_not_found", message: format!("no export file {key}") });
     }
     let bucket = env.bucket(BUCKET).map_err(|e| ApiError::Unavailable(format!("export bucket: {e}")))?;
     let object = bucket.get(&key).execute().await.map_err(|e| ApiError::Unavailable(format!("export bucket: {e}")))?;
