@@ -46,23 +46,29 @@ try {
   let sent = 0;
   let failed = 0;
   let tracks = 0;
+  const statuses = {};
   const inflight = new Set();
   for (let i = 0; i < requests; i++) {
     // Paced: request i leaves at its own instant (or as soon as the one before allows, when the Worker is slower).
     const due = started + i * interval;
     if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
+    // One person's batch, as a page's tracker or a server's queue sends it.
+    const userId = `u${i % PEOPLE}`;
+    let batchTracks = 0;
     const batch = Array.from({ length: PER_REQUEST }, (_, j) => {
       const n = i * PER_REQUEST + j;
-      const userId = `u${n % PEOPLE}`;
       const kind = n % 5;
-      if (kind !== 4) tracks++;
+      if (kind !== 4) batchTracks++;
       return kind === 4
         ? { type: 'page', userId, name: 'Home', messageId: `m${n}`, properties: { path: '/' } }
         : { type: 'track', userId, event: kind === 0 ? 'Order Completed' : 'Product Viewed', messageId: `m${n}`,
           properties: { revenue: 10 + (n % 7), product_id: `p${n % 50}` } };
     });
     const p = fetch(`${w.url}/v1/batch`, { method: 'POST', headers: auth, body: JSON.stringify({ batch }) })
-      .then((r) => { if (r.status === 200) sent += PER_REQUEST; else failed++; return r.arrayBuffer(); })
+      .then((r) => {
+        if (r.status === 200) { sent += PER_REQUEST; tracks += batchTracks; } else { failed++; statuses[r.status] = (statuses[r.status] ?? 0) + 1; }
+        return r.arrayBuffer();
+      })
       .catch(() => { failed++; })
       .finally(() => inflight.delete(p));
     inflight.add(p);
@@ -72,14 +78,21 @@ try {
   const loadEnded = Date.now();
   const collected = sent / ((loadEnded - started) / 1000);
   console.log(`collected ${sent} events in ${((loadEnded - started) / 1000).toFixed(1)} s: ${collected.toFixed(0)} events/s `
-    + `(target ${RATE}), ${failed} requests failed`);
-  if (!EXPORT) process.exit(0);
+    + `(target ${RATE}), ${failed} requests failed ${JSON.stringify(statuses)}`);
+  if (EXPORT) await exported(started, loadEnded, tracks, sent, collected);
+} finally {
+  await w.stop();
+  if (wranglerConfig) rmSync(wranglerConfig, { force: true });
+}
+
+/** Waits (bounded) until every track collected is in a file, then reports the export's figures. */
+async function exported(started, loadEnded, tracks, sent, collected) {
   // Every track in a file: poll the ledger's counts (bounded).
   let summary;
   const deadline = Date.now() + 600_000;
   for (;;) {
     summary = await (await fetch(`${w.url}/v1/export?limit=1000`, { headers: admin })).json();
-    const rows = Object.fromEntries(summary.tables.map((t) => [t.table, t.rows]));
+    const rows = Object.fromEntries((summary.tables ?? []).map((t) => [t.table, t.rows]));
     if ((rows.tracks ?? 0) >= tracks || Date.now() > deadline) break;
     await new Promise((r) => setTimeout(r, 500));
   }
@@ -101,7 +114,4 @@ try {
     rowsPerSecond: Math.round(rows / ((done - started) / 1000)),
     lagMs: { p50: q(0.5), p95: q(0.95), max: lags.at(-1) },
     allInFilesAfterLastEventMs: done - loadEnded }, null, 1));
-} finally {
-  await w.stop();
-  if (wranglerConfig) rmSync(wranglerConfig, { force: true });
 }

@@ -5,8 +5,8 @@
 //! A delivery of messages: the ledger says which were written before (acknowledged, not written again) and which
 //! batch was cut off part way (its files deleted first); the rows of the rest are grouped into one file per table
 //! and hour, named for the batch (`export/{table}/dt=…/hour=…/{batch}.json.gz`, gzip NDJSON); rows about a person
-//! erased are dropped; the batch and its files are recorded, the files written, the batch marked written, each
-//! touched partition's `manifest.json` rewritten from the ledger, and only then is the delivery acknowledged.
+//! erased are dropped; the batch and its files are recorded, the files written, the batch marked written, and only
+//! then is the delivery acknowledged. Each partition's `manifest.json` is written from the ledger by the cron.
 
 use crate::core::base::time::{format_iso8601, Millis};
 use crate::core::wire::export::{file_key, files, read_message, without, Row};
@@ -146,16 +146,11 @@ async fn write(env: &Env, delivered: &[(String, String)]) -> Result<(), ApiError
         return Err(unavailable("cut off after writing its files (EDGECDP_TEST_EXPORT_CUT_OFF)"));
     }
     run(&db, &ledger::written(&plan.name)).await.map_err(unavailable)?;
-    // A manifest that could not be written now (R2 takes one write a second per key, and consumers run side by
-    // side) is written again by the cron within a minute; the files themselves are written and recorded.
-    let partitions = entries.iter().map(|e| (e.table.clone(), e.dt.clone(), e.hour.clone())).collect();
-    if let Err(e) = manifests(&db, &bucket, partitions).await {
-        worker::console_error!("export manifests, left for the cron: {e:?}");
-    }
     Ok(())
 }
 
-/// The cron's part: the manifests of the partitions written in the last two minutes, written again.
+/// The cron's part: the manifests of the partitions written in the last ten minutes (a missed run or two
+/// included), from the ledger. A manifest is so at most a minute behind its partition's files.
 pub async fn refresh_manifests(env: &Env) -> Result<(), ApiError> {
     if env.queue(crate::edge::outlets::EXPORT_QUEUE).is_err() {
         return Ok(());
@@ -163,7 +158,7 @@ pub async fn refresh_manifests(env: &Env) -> Result<(), ApiError> {
     let db = export_ledger(env).await?;
     let bucket = env.bucket(BUCKET).map_err(unavailable)?;
     let text = |r: &Vec<J>, i: usize| r.get(i).and_then(J::as_str).unwrap_or_default().to_string();
-    let recent = rows(&db, &ledger::recent_partitions(now() - 120_000)).await?;
+    let recent = rows(&db, &ledger::recent_partitions(now() - 600_000)).await?;
     manifests(&db, &bucket, recent.iter().map(|r| (text(r, 0), text(r, 1), text(r, 2))).collect()).await
 }
 

@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { tmpdir, homedir } from 'node:os';
 import { shopForFile, openShop, decisions, bagIds, viewProduct, eventually } from './shop.mjs';
 import { uid, getProfile } from '../support/worker.mjs';
@@ -139,7 +139,7 @@ test('what is stored lands in the export once, as Segment lays it out, and an er
     .includes(k)).reduce((n, [, c]) => n + c, 0);
   const summary = await eventually('every table is exported', async () => {
     await fetch(`${w.url}/__scheduled?cron=*+*+*+*+*`);
-    return (await fetch(`${w.url}/v1/export`, { headers: admin })).json();
+    return (await fetch(`${w.url}/v1/export?limit=1000`, { headers: admin })).json();
   }, (s) => {
     const rows = Object.fromEntries((s.tables ?? []).map((x) => [x.table, x.rows]));
     return rows.tracks === tracked && rows.identifies >= 1 && rows.pages >= 1 && rows.order_completed === 1
@@ -149,6 +149,10 @@ test('what is stored lands in the export once, as Segment lays it out, and an er
 
   const dir = await pulled();
   const q = (s) => sql(dir, [s])[0];
+  // Each partition's manifest (written by the cron) lists its files with their rows.
+  const partition = join(dir, dirname(summary.files.find((f) => f.table === 'order_completed').key));
+  const manifest = JSON.parse(readFileSync(join(partition, 'manifest.json'), 'utf8'));
+  assert.deepEqual([manifest.table, manifest.rows, manifest.files.length, manifest.compression], ['order_completed', 1, 1, 'gzip']);
   assert.equal(q('SELECT count(*) AS n FROM tracks')[0].n, tracked, 'tracks: every track stored, once');
   assert.equal(q(`SELECT count(*) AS n FROM pages WHERE anonymous_id = '${anon}'`)[0].n, merged.counts.page);
   assert.equal(q(`SELECT count(*) AS n FROM product_viewed`)[0].n, 2);

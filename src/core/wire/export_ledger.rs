@@ -27,6 +27,7 @@ pub const SCHEMA: &[&str] = &[
      hour TEXT NOT NULL, rows INTEGER NOT NULL, bytes INTEGER NOT NULL, at INTEGER NOT NULL, batch TEXT NOT NULL, \
      oldest INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS export_files_partition ON export_files (tbl, dt, hour)",
+    "CREATE INDEX IF NOT EXISTS export_files_at ON export_files (at)",
     // Which files hold each person's rows (`export::person_key`), for the purge.
     "CREATE TABLE IF NOT EXISTS export_people (person TEXT NOT NULL, file TEXT NOT NULL, \
      PRIMARY KEY (person, file)) WITHOUT ROWID",
@@ -267,8 +268,8 @@ pub fn manifest(table: &str, dt: &str, hour: &str, rows: &[Vec<J>], now: Millis)
     })
 }
 
-/// The partitions (table, dt, hour) written to since `since`, whose manifests the cron writes again (a manifest
-/// a busy consumer could not write, R2 taking one write a second per key, is whole within a minute).
+/// The partitions (table, dt, hour) written to since `since`, whose manifests the cron writes (each minute, not
+/// each delivery: R2 takes one write a second per key, and consumers run side by side).
 pub fn recent_partitions(since: Millis) -> Statement {
     Statement { sql: "SELECT DISTINCT tbl, dt, hour FROM export_files WHERE at >= ?1", params: vec![Sql::Int(since)] }
 }
