@@ -30,13 +30,13 @@ declare -A files=(
   [sends]=src/core/engine/journeys.rs
   [pressure]=src/core/engine/pressure.rs
   [writer]='src/core/writer/mod.rs src/core/writer/effects.rs'
-  [export]='src/core/wire/export.rs src/core/wire/export_ledger.rs src/core/writer/export.rs src/core/engine/apply.rs'
+  [export]='src/core/wire/export.rs src/core/wire/export_ledger.rs src/core/writer/export.rs src/core/engine/apply.rs src/core/wire/events.rs'
 )
 declare -A only=(
   [sends]='claim|settle'
   [pressure]='over_budget|sent_in|quiet_end|offset_of'
   [absorb]='absorb'
-  [export]='people|without|is_file_key|person_key|plan|people_of|applied|as_stored|split|flatten'
+  [export]='people|without|is_file_key|person_key|plan|people_of|applied|as_stored|split|flatten|sent_fields'
   [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for'
 )
 groups=("$@")

@@ -118,7 +118,10 @@ test('what is stored lands in the export once, as Segment lays it out, and an er
   analytics.track({ userId: user, event: 'Order Completed', context: ALL,
     properties: { revenue: 42.5, order_id: 'o-1', shipping: { method: 'express' }, products: [{ sku: 'b1' }] } });
   await analytics.flush();
-  analytics.track({ userId: user, anonymousId: anon, event: 'Signed In', context: ALL });
+  // A context field that is a credential: never written to a file.
+  const token = `tok-never-exported-${randomBytes(8).toString('hex')}`;
+  analytics.track({ userId: user, anonymousId: anon, event: 'Signed In',
+    context: { ...ALL, identityToken: token, campaign: { source: 'newsletter' } } });
   await analytics.closeAndFlush({ timeout: 10_000 });
   assert.deepEqual(errors, []);
   // An event whose sender refused analytics (opt-in): stored nowhere, so exported nowhere.
@@ -156,7 +159,12 @@ test('what is stored lands in the export once, as Segment lays it out, and an er
   assert.equal(q('SELECT count(*) AS n FROM tracks')[0].n, tracked, 'tracks: every track stored, once');
   assert.equal(q(`SELECT count(*) AS n FROM pages WHERE anonymous_id = '${anon}'`)[0].n, merged.counts.page);
   assert.equal(q(`SELECT count(*) AS n FROM product_viewed`)[0].n, 2);
-  const order = q('SELECT revenue, order_id, shipping_method, products, user_id, dt FROM order_completed');
+  const order = q(`SELECT revenue, order_id, shipping_method, products, user_id, dt, context_library_name,
+    sent_at IS NOT NULL AS has_sent_at, original_timestamp IS NOT NULL AS has_original FROM order_completed`);
+  assert.deepEqual([order[0].context_library_name, order[0].has_sent_at, order[0].has_original],
+    ['@segment/analytics-node', true, true], 'the context is columns, with the sender\'s own times');
+  assert.equal(q(`SELECT context_campaign_source AS s FROM signed_in`)[0].s, 'newsletter');
+  assert.ok(!lines(dir).some(({ l }) => l.includes(token)), 'context.identityToken is in no file');
   assert.equal(order.length, 1);
   assert.deepEqual([order[0].revenue, order[0].order_id, order[0].shipping_method, order[0].user_id],
     [42.5, 'o-1', 'express', user], 'properties are columns, nested ones joined with _');

@@ -58,6 +58,18 @@ pub struct Event {
     /// For an imported row with neither a user id nor an anonymous id: the identity (in its stored form, an
     /// e-mail or a CRM id) that names its profile.
     pub routing: Option<Identity>,
+    /// What the export writes beside the fields above and nothing else reads (`wire::export`): the sender's
+    /// `sentAt` and uncorrected `timestamp`, and its `context` less what is a credential or a person's identifiers
+    /// (`identityToken`, `traits`, `externalIds`, consent, all kept elsewhere or never). Only the edge's parser sets it.
+    pub sent: Option<Box<Sent>>,
+}
+
+/// See `Event::sent`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub sent_at: Option<Millis>,
+    pub original_timestamp: Option<Millis>,
+    pub context: BTreeMap<String, crate::core::base::value::Value>,
 }
 
 impl Event {
@@ -96,6 +108,7 @@ impl Event {
             unproven: Vec::new(),
             imported: false,
             routing: None,
+            sent: None,
         }
     }
 

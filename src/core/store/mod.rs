@@ -50,8 +50,11 @@ pub const APPLY_V4: u8 = 4;
 /// points are believed (`model::contact`). No longer read.
 pub const APPLY_V5: u8 = 5;
 /// Version 6: each event says whether it was imported, and the identity that routes an imported row that has
-/// neither a user id nor an anonymous id (`wire::imports`).
+/// neither a user id nor an anonymous id (`wire::imports`). No longer read.
 pub const APPLY_V6: u8 = 6;
+/// Version 7: each event carries what the sender said beside it for the export (`Event::sent`: `sentAt`, the
+/// uncorrected timestamp, the context).
+pub const APPLY_V7: u8 = 7;
 /// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
 /// No longer read.
 pub const RULES_V1: u8 = 1;
@@ -347,11 +350,11 @@ mod v1 {
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
-    encode(APPLY_V6, r)
+    encode(APPLY_V7, r)
 }
 
 pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
-    decode(APPLY_V6, bytes)
+    decode(APPLY_V7, bytes)
 }
 
 pub fn encode_apply_answer(a: &ApplyAnswer) -> Vec<u8> {

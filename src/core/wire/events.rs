@@ -286,7 +286,27 @@ fn parse_raw_event(
         believe_contacts: false,
         imported: false,
         routing: None,
+        sent: sent_fields(fields.timestamp, sent_at, value.get("context").or(envelope.context.as_ref())),
     })
+}
+
+/// Context keys the export never writes: a credential, and what is kept elsewhere (identities, consent) or would
+/// carry a person's identifiers in clear past `privacy.hashTraits` (`context.traits`).
+const UNEXPORTED_CONTEXT: &[&str] = &["identityToken", "traits", "externalIds", "consent", "consentManagement"];
+
+/// `Event::sent`: what the sender said beside the event, for the export.
+fn sent_fields(
+    original: Option<Millis>,
+    sent_at: Option<Millis>,
+    context: Option<&serde_json::Value>,
+) -> Option<Box<crate::core::model::event::Sent>> {
+    let mut context =
+        context.and_then(|c| c.as_object()).map(crate::core::base::value::map_from_json).unwrap_or_default();
+    context.retain(|k, _| !UNEXPORTED_CONTEXT.contains(&k.as_str()));
+    if original.is_none() && sent_at.is_none() && context.is_empty() {
+        return None;
+    }
+    Some(Box::new(crate::core::model::event::Sent { sent_at, original_timestamp: original, context }))
 }
 
 fn kind_of(call: CallFields, object: std::collections::BTreeMap<String, crate::core::base::value::Value>) -> EventKind {

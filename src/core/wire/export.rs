@@ -85,6 +85,14 @@ pub fn rows_of(e: &Event, received_at: Millis) -> Vec<Row> {
             }
         }
     }
+    if let Some(sent) = &e.sent {
+        for (name, at) in [("sent_at", sent.sent_at), ("original_timestamp", sent.original_timestamp)] {
+            if let Some(at) = at {
+                common.insert(name.into(), J::from(format_iso8601(at)));
+            }
+        }
+        flatten(&mut common, "context", &sent.context);
+    }
     let row = |table: &str, mut columns: Map<String, J>, fields: &BTreeMap<String, Value>| {
         flatten(&mut columns, "", fields);
         Row { table: table.to_string(), columns }
@@ -569,6 +577,36 @@ mod tests {
             assert_eq!(is_file_key(key), ok, "{key}");
         }
         assert!(!is_file_key(&format!("export/{}.json.gz", "a".repeat(600))));
+    }
+
+    /// The sender's context is columns, less what must never leave: a credential, the traits in clear, the
+    /// identities and consent kept elsewhere. One row per context key.
+    #[test]
+    fn the_context_is_columns_but_never_a_credential_or_the_traits() {
+        let body = r#"{"sentAt":"2026-11-22T10:49:59Z","batch":[{"type":"track","event":"Signed In","userId":"u1",
+            "messageId":"m1","timestamp":"2026-11-22T10:49:58Z","context":{"library":{"name":"analytics-node"},
+            "campaign":{"source":"news"},"identityToken":"secret.jwt.token","traits":{"email":"a@b.c"},
+            "externalIds":[{"id":"c1","type":"crm_id","collection":"users","encoding":"none"}],
+            "consent":{"categoryPreferences":{"analytics":true}},"locale":"fr-FR"}}]}"#;
+        let parsed = crate::core::wire::events::parse_batch(body.as_bytes(), NOW).unwrap();
+        let rows = rows_of(&parsed.events[0], NOW);
+        let c = &rows[0].columns;
+        let cases = [
+            ("context_library_name", Some("analytics-node")),
+            ("context_campaign_source", Some("news")),
+            ("context_locale", Some("fr-FR")),
+            ("sent_at", Some("2026-11-22T10:49:59.000Z")),
+            ("original_timestamp", Some("2026-11-22T10:49:58.000Z")),
+            ("context_identity_token", None),
+            ("context_traits_email", None),
+            ("context_external_ids", None),
+            ("context_consent_category_preferences_analytics", None),
+        ];
+        for (column, expected) in cases {
+            assert_eq!(c.get(column).and_then(J::as_str), expected, "{column}");
+        }
+        let line = rows[0].to_line();
+        assert!(!line.contains("secret.jwt.token") && !line.contains("a@b.c"), "{line}");
     }
 
     /// Whom a row is about, one row per kind of row: each id it holds, by its kind, and nothing else.
