@@ -40,6 +40,11 @@ fn rows(world: &World) -> Vec<Row> {
     world.export.iter().flat_map(|m| read_message(m).expect("an export message reads").1).collect()
 }
 
+/// The rows the export queue received after the first `n`.
+fn rows_after(world: &World, n: usize) -> Vec<Row> {
+    rows(world).into_iter().skip(n).collect()
+}
+
 fn find<'a>(rows: &'a [Row], table: &str, id: &str) -> Vec<&'a Row> {
     rows.iter().filter(|r| r.table == table && r.columns["id"] == J::from(id)).collect()
 }
@@ -154,6 +159,18 @@ fn a_merge_exports_the_absorbed_profile_as_merged_into_the_survivor() {
     for id in ["p1", "p2", "p3"] {
         assert_eq!(find(&rows, "pages", id).len(), 1, "{id}");
     }
+    // Undoing the merge: the browser's id leaves with the profile split off.
+    let absorbed_id = absorbed[0].columns["id"].as_str().unwrap().to_string();
+    let (_, reply) = w.follow(&c, &survivor, NOW + 10_000, |_| Request::Split { absorbed: absorbed_id.clone() });
+    assert!(matches!(reply, Reply::Split { .. }), "{reply:?}");
+    let after = rows_after(&w, rows.len());
+    let split: Vec<&Row> =
+        after.iter().filter(|r| r.table == "identities" && r.columns["change"] == J::from("split")).collect();
+    assert_eq!(split.len(), 1, "{after:?}");
+    assert_eq!(
+        (split[0].columns["identity_value"].clone(), split[0].columns["profile_id"].clone()),
+        ("a1".into(), J::from(absorbed_id.as_str()))
+    );
 }
 
 #[test]

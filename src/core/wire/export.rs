@@ -607,6 +607,17 @@ mod tests {
         }
         let line = rows[0].to_line();
         assert!(!line.contains("secret.jwt.token") && !line.contains("a@b.c"), "{line}");
+        // Each of the three alone is kept: the sender's time, its sentAt, its context.
+        let alone = [
+            (r#""timestamp":"2026-11-22T10:49:58Z""#, "original_timestamp"),
+            (r#""sentAt":"2026-11-22T10:49:58Z""#, "sent_at"),
+            (r#""context":{"locale":"fr-FR"}"#, "context_locale"),
+        ];
+        for (field, column) in alone {
+            let body = format!(r#"{{"batch":[{{"type":"page","userId":"u1","messageId":"m2",{field}}}]}}"#);
+            let parsed = crate::core::wire::events::parse_batch(body.as_bytes(), NOW).unwrap();
+            assert!(rows_of(&parsed.events[0], NOW)[0].columns.contains_key(column), "{column} alone");
+        }
     }
 
     /// Whom a row is about, one row per kind of row: each id it holds, by its kind, and nothing else.
@@ -747,6 +758,7 @@ mod tests {
         };
         assert_eq!(ids(&files[&("tracks".to_string(), at)].ndjson), ["a", "b"]);
         assert_eq!(files[&("tracks".to_string(), at)].rows, 2);
+        assert_eq!(files[&("tracks".to_string(), at)].oldest, at + 5, "a file's lag counts from its oldest row");
         assert_eq!(ids(&files[&("tracks".to_string(), at + hour)].ndjson), ["c"]);
         let file = &files[&("signed_up".to_string(), at)].ndjson;
         let mut inflater = crate::core::wire::inflate::Inflater::new(crate::core::wire::inflate::Coding::Gzip, 1 << 20);
