@@ -46,7 +46,7 @@ fn rows_after(world: &World, n: usize) -> Vec<Row> {
 }
 
 fn find<'a>(rows: &'a [Row], table: &str, id: &str) -> Vec<&'a Row> {
-    rows.iter().filter(|r| r.table == table && r.columns["id"] == J::from(id)).collect()
+    rows.iter().filter(|r| r.table == table && r.columns["id"] == id).collect()
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn a_merge_exports_the_absorbed_profile_as_merged_into_the_survivor() {
     assert_eq!(absorbed.len(), 1, "{rows:?}");
     assert_eq!(absorbed[0].columns["merged_into"], J::from(survivor.as_str()));
     let merged: Vec<&Row> =
-        rows.iter().filter(|r| r.table == "identities" && r.columns["change"] == J::from("merged")).collect();
+        rows.iter().filter(|r| r.table == "identities" && r.columns["change"] == "merged").collect();
     assert_eq!(merged.len(), 1, "{rows:?}");
     assert_eq!(merged[0].columns["identity_value"], J::from("a1"));
     // Each event once, in the pages table.
@@ -164,8 +164,7 @@ fn a_merge_exports_the_absorbed_profile_as_merged_into_the_survivor() {
     let (_, reply) = w.follow(&c, &survivor, NOW + 10_000, |_| Request::Split { absorbed: absorbed_id.clone() });
     assert!(matches!(reply, Reply::Split { .. }), "{reply:?}");
     let after = rows_after(&w, rows.len());
-    let split: Vec<&Row> =
-        after.iter().filter(|r| r.table == "identities" && r.columns["change"] == J::from("split")).collect();
+    let split: Vec<&Row> = after.iter().filter(|r| r.table == "identities" && r.columns["change"] == "split").collect();
     assert_eq!(split.len(), 1, "{after:?}");
     assert_eq!(
         (split[0].columns["identity_value"].clone(), split[0].columns["profile_id"].clone()),
