@@ -136,15 +136,20 @@ fn rows_carry_columns_as_segment_names_them() {
     assert!(!rows.iter().any(|r| r.to_line().contains("Ana@Example.com")), "the clear e-mail is in no row");
 }
 
-#[test]
-fn a_merge_exports_the_absorbed_profile_as_merged_into_the_survivor() {
-    let c = config();
+/// A browser (anonymous id `a1`) and a customer (`u1`), each with a page, then a page that ties them: a merge.
+fn merged() -> World {
+    let (c, s) = (config(), RequestSignals::default());
     let mut w = World::default();
-    let s = RequestSignals::default();
     let page = r#""type":"page","name":"Home""#;
     w.write_line(&c, &line("p1", r#""anonymousId":"a1""#, page, true), &s, NOW);
     w.write_line(&c, &line("p2", r#""userId":"u1""#, page, true), &s, NOW + 2000);
     w.write_line(&c, &line("p3", r#""userId":"u1","anonymousId":"a1""#, page, true), &s, NOW + 4000);
+    w
+}
+
+#[test]
+fn a_merge_exports_the_absorbed_profile_as_merged_into_the_survivor() {
+    let (c, mut w) = (config(), merged());
     let rows = rows(&w);
     let survivor = w.profile_of(&Identity::new(USER_ID, "u1"), NOW + 5000).expect("one profile").id;
     let absorbed: Vec<&Row> =
@@ -174,13 +179,7 @@ fn a_merge_exports_the_absorbed_profile_as_merged_into_the_survivor() {
 
 #[test]
 fn an_erasure_names_every_identity_and_profile_of_the_person_by_digest_only() {
-    let c = config();
-    let mut w = World::default();
-    let s = RequestSignals::default();
-    let page = r#""type":"page","name":"Home""#;
-    w.write_line(&c, &line("p1", r#""anonymousId":"a1""#, page, true), &s, NOW);
-    w.write_line(&c, &line("p2", r#""userId":"u1""#, page, true), &s, NOW + 2000);
-    w.write_line(&c, &line("p3", r#""userId":"u1","anonymousId":"a1""#, page, true), &s, NOW + 4000);
+    let (c, mut w) = (config(), merged());
     let p = w.profile_of(&Identity::new(USER_ID, "u1"), NOW + 5000).expect("a profile");
     let absorbed = p.merges[0].absorbed_id.clone();
     let (_, reply) = w.follow(&c, &p.id, NOW + 10_000, |_| Request::Erase);
@@ -199,7 +198,7 @@ fn an_erasure_names_every_identity_and_profile_of_the_person_by_digest_only() {
     }
     // An anonymous profile that expires is not an erasure: its export stays (the bucket's own lifecycle rules).
     let mut w = World::default();
-    w.write_line(&c, &line("x1", r#""anonymousId":"a9""#, page, true), &s, NOW);
+    w.write_line(&c, &line("x1", r#""anonymousId":"a9""#, r#""type":"page""#, true), &RequestSignals::default(), NOW);
     w.run_alarms(&c, NOW + 400 * edgecdp::core::base::time::DAY, |_, _| {});
     assert!(w.export_erased.is_empty());
 }
