@@ -62,7 +62,7 @@ pub struct Row {
 impl Row {
     /// The row as one line of NDJSON (no line break).
     pub fn to_line(&self) -> String {
-        J::Object(self.columns.clone()).to_string()
+        serde_json::to_string(&self.columns).unwrap_or_default()
     }
 }
 
@@ -381,7 +381,8 @@ pub fn messages(rows: &[Row], at: Millis) -> Vec<String> {
     let mut current: Vec<String> = Vec::new();
     let mut size = 0;
     for row in rows {
-        let item = serde_json::json!({ "t": row.table, "r": row.columns }).to_string();
+        // Written straight from the row (`json!` would copy every column into a new value first).
+        let item = ["{\"t\":", &J::from(row.table.as_str()).to_string(), ",\"r\":", &row.to_line(), "}"].concat();
         if !current.is_empty() && size + item.len() + 1 > MAX_MESSAGE_BYTES {
             out.push(frame(&current, at));
             current.clear();
