@@ -196,14 +196,19 @@ pub struct FileBody {
 /// The longest key of an export file.
 const MAX_KEY_BYTES: usize = 512;
 
-/// Whether `key` names a file of the export (`file_key`) or a partition's manifest: under `export/`, no `.` or
-/// `..` segment, no empty one, only the characters keys are made of. The file route serves nothing else.
-pub fn is_file_key(key: &str) -> bool {
+/// Whether `key` has the shape of an export file's key (the OpenAPI pattern): under `export/`, a file or a
+/// manifest, only the characters keys are made of.
+pub fn has_file_key_shape(key: &str) -> bool {
     key.len() <= MAX_KEY_BYTES
         && key.starts_with("export/")
         && (key.ends_with(".json.gz") || key.ends_with("/manifest.json"))
-        && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-=.".contains(&b))
+}
+
+/// Whether `key` names a file of the export (`file_key`) or a partition's manifest: its shape, and no `.` or `..`
+/// segment, no empty one. The file route serves nothing else.
+pub fn is_file_key(key: &str) -> bool {
+    has_file_key_shape(key) && key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// Rows as the files they go in: by table and by the hour each was received in (the key is the table and the
@@ -252,7 +257,7 @@ pub fn user_row(p: &Profile, at: Millis) -> Row {
     if let Some(u) = p.identities.iter().find(|i| i.kind == USER_ID) {
         c.insert("user_id".into(), J::from(u.value.as_str()));
     }
-    if let Some(main) = main_identity_of(p) {
+    if let Some(main) = crate::core::wire::audiences::main_identity(p) {
         c.insert("main_identity_type".into(), J::from(main.kind.as_str()));
         c.insert("main_identity_value".into(), J::from(main.value.as_str()));
     }
@@ -279,13 +284,6 @@ pub fn absorbed_user_row(absorbed: &str, survivor: &str, at: Millis) -> Row {
     c.insert("merged_into".into(), J::from(survivor));
     c.insert("received_at".into(), J::from(format_iso8601(at)));
     Row { table: "users".into(), columns: c }
-}
-
-/// The identity a profile is listed by: its user id, else another identity that is not an anonymous id, else
-/// its first.
-fn main_identity_of(p: &Profile) -> Option<&Identity> {
-    let ids = &p.identities;
-    ids.iter().find(|i| i.kind == USER_ID).or_else(|| ids.iter().find(|i| i.kind != ANONYMOUS_ID)).or(ids.first())
 }
 
 /// A row of `deliveries`: a journey's send `delivery` to `destination` for `profile_id` ended as `outcome`

@@ -5,7 +5,7 @@
 
 use crate::core::base::time::format_iso8601;
 use crate::core::base::url::query_pairs;
-use crate::core::wire::export::is_file_key;
+use crate::core::wire::export::{has_file_key_shape, is_file_key};
 use crate::core::wire::export_ledger::{latest, Statement, SUMMARY};
 use crate::edge::auth::require_admin;
 use crate::edge::clock::now;
@@ -85,11 +85,7 @@ pub(crate) async fn export_file(req: Request, env: &Env) -> ApiResult {
     let key = query_param(&req, "key")?.unwrap_or_default();
     // The shape the contract gives (under `export/`, a file or a manifest, the characters keys are made of) is a
     // 400 when broken; a key of that shape that no file can have (`..`, an empty segment) is simply not there.
-    let shaped = key.len() <= 512
-        && key.starts_with("export/")
-        && (key.ends_with(".json.gz") || key.ends_with("/manifest.json"))
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-=.".contains(&b));
-    if !shaped {
+    if !has_file_key_shape(&key) {
         return Err(ApiError::BadRequest {
             code: "invalid_key",
             message: "key names an export file: export/{table}/dt=YYYY-MM-DD/hour=HH/{name}.json.gz or its \
