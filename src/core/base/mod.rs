@@ -1,8 +1,12 @@
-//! Layer 1, the base: time, values, JSON views and encodings. Knows nothing of events or profiles.
+//! Layer 1, the base: time, values, JSON views, encodings and the statistics predictions fit and evaluate
+//! (`stats`, `clv`, `logistic`). Knows nothing of events or profiles.
 
 pub mod binread;
+pub mod clv;
 pub mod encoding;
 pub mod json;
+pub mod logistic;
+pub mod stats;
 pub mod time;
 pub mod url;
 pub mod value;
