@@ -161,6 +161,8 @@ pub fn absorb(
     let withdrawn = survivor.shown.absorb(&other.shown);
     // Journeys the absorbed profile was on go on here (an anonymous cart identified by its buyer keeps its reminder).
     survivor.journeys.absorb(&other.journeys);
+    // Purchases and responses of both are the person's (exactly, day by day and send by send).
+    survivor.behaviour.absorb(&other.behaviour);
     survivor.absorb_history(&other);
 
     // Records: the absorbed profile's own merges and refusals come along; only the latest merges stay splittable.
@@ -428,7 +430,10 @@ pub fn split(survivor: &mut Profile, absorbed_id: &str) -> Result<Profile, Split
     }
     let record = survivor.merges.remove(index);
     let Some(restored) = record.absorbed else { return Err(SplitError::TooOld) };
-    let restored = *restored;
+    let mut restored = *restored;
+    // Purchases and responses stay with the survivor, like the events after the merge: a merge record is stored
+    // without them, so the profile given back starts its own again whether or not it was stored in between.
+    restored.behaviour = Default::default();
 
     survivor.identities.retain(|i| !record.identities.contains(i));
     for (name, n) in &restored.counts {

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod attempts;
 pub mod audience;
+pub mod behaviour;
 pub mod consent;
 pub mod contact;
 pub mod context;

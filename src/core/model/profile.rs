@@ -4,6 +4,7 @@
 use crate::core::base::time::{format_iso8601, Millis, DAY, MINUTE};
 use crate::core::base::value::{map_to_json, Value};
 use crate::core::model::aggregate::{day_of, series_key, Aggregates};
+use crate::core::model::behaviour::Behaviour;
 use crate::core::model::consent::{ConsentState, Grant, HasConsent, Purpose};
 use crate::core::model::contact::Contacts;
 use crate::core::model::event::Event;
@@ -118,6 +119,10 @@ pub struct Profile {
     /// Which contact points were set with proof (`model::contact`). Stored after `journeys` (format version 6).
     #[serde(skip)]
     pub contacts: Contacts,
+    /// Purchases and channel responses, what predictions read (`model::behaviour`). Stored after `contacts`
+    /// (format version 7).
+    #[serde(skip)]
+    pub behaviour: Behaviour,
 }
 
 impl HasConsent for Profile {
@@ -158,6 +163,7 @@ impl Profile {
             audiences: Audiences::default(),
             journeys: Journeys::default(),
             contacts: Contacts::default(),
+            behaviour: Behaviour::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use crate::core::base::binread;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::audience::Audiences;
+use crate::core::model::behaviour::Behaviour;
 use crate::core::model::contact::Contacts;
 use crate::core::model::journey::Journeys;
 use crate::core::model::profile::Profile;
@@ -33,10 +34,14 @@ pub const PROFILE_V4: u8 = 4;
 /// the outbox of sends, the ledger the pressure budget counts, ended instances). A profile inside a merge record
 /// is stored without them.
 pub const PROFILE_V5: u8 = 5;
-/// Version 6, written now: version 5's body followed by the profile's proven contact points (`Contacts`). A
+/// Version 6: version 5's body followed by the profile's proven contact points (`Contacts`). A
 /// profile inside a merge record is stored without them, so a split gives the absorbed profile back with none
-/// proven: its journeys then send to nobody until proof comes again, never to an address nobody proved.
+/// proven: its journeys then send to nobody until proof comes again, never to an address nobody proved. Still read.
 pub const PROFILE_V6: u8 = 6;
+/// Version 7, written now: version 6's body followed by what predictions read (`Behaviour`: purchase days,
+/// channel sends and responses). A profile inside a merge record is stored without it: its purchases and
+/// responses are the survivor's, and a split leaves them there (the profile split off starts its own again).
+pub const PROFILE_V7: u8 = 7;
 /// Version 1 of the writer request (no longer read).
 pub const APPLY_V1: u8 = 1;
 /// Version 2 of the writer request: `ApplyRequest` with the links of profiles to absorb (no longer read).
@@ -116,7 +121,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 }
 
 pub fn encode_profile(p: &Profile) -> Vec<u8> {
-    encode(PROFILE_V6, &(p, &p.shown, &p.audiences, &p.journeys, &p.contacts))
+    encode(PROFILE_V7, &(p, &p.shown, &p.audiences, &p.journeys, &p.contacts, &p.behaviour))
 }
 
 /// The largest encoded profile stored. A Durable Object's storage holds at most 128 KiB per value; this leaves
@@ -242,13 +247,23 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, CodecError> {
             p.journeys = journeys;
             Ok(p)
         }
-        _ => {
+        Some(&PROFILE_V6) => {
             let (mut p, shown, audiences, journeys, contacts): (Profile, Shown, Audiences, Journeys, Contacts) =
                 decode(PROFILE_V6, bytes)?;
             p.shown = shown;
             p.audiences = audiences;
             p.journeys = journeys;
             p.contacts = contacts;
+            Ok(p)
+        }
+        _ => {
+            type V7 = (Profile, Shown, Audiences, Journeys, Contacts, Behaviour);
+            let (mut p, shown, audiences, journeys, contacts, behaviour): V7 = decode(PROFILE_V7, bytes)?;
+            p.shown = shown;
+            p.audiences = audiences;
+            p.journeys = journeys;
+            p.contacts = contacts;
+            p.behaviour = behaviour;
             Ok(p)
         }
     }
@@ -416,8 +431,10 @@ mod tests {
         p.journeys.seq = 3;
         p.journeys.utc_offset = Some(60);
         p.contacts.prove("email", &crate::core::base::value::Value::String("a@b.c".into()), 8, ProvenBy::Token);
+        p.behaviour.purchases.record(9, 12.5);
+        p.behaviour.channel("email").unwrap().record_send(10);
         let bytes = encode_profile(&p);
-        assert_eq!(bytes[0], PROFILE_V6);
+        assert_eq!(bytes[0], PROFILE_V7);
         let back = decode_profile(&bytes).unwrap();
         assert_eq!(back.shown.experiments["x"].variant, "a");
         assert_eq!(back, p);
@@ -436,6 +453,11 @@ mod tests {
         let old = decode_profile(&v5).unwrap();
         assert_eq!(old.journeys, p.journeys);
         assert_eq!(old.contacts, Contacts::default());
+        // Version 6 (no purchases nor responses) still reads: predictions start from what comes next.
+        let v6 = encode(PROFILE_V6, &(&p, &p.shown, &p.audiences, &p.journeys, &p.contacts));
+        let old = decode_profile(&v6).unwrap();
+        assert_eq!(old.contacts, p.contacts);
+        assert_eq!(old.behaviour, Behaviour::default());
     }
 
     #[test]
@@ -443,7 +465,8 @@ mod tests {
         // Version 2 is version 3 without the appended `Shown`.
         let p = sample();
         let v2 = encode(PROFILE_V2, &p);
-        assert_eq!(decode_profile(&v2).unwrap(), p);
+        // Everything but what came after it (the sample's order is a purchase predictions read, from version 7).
+        assert_eq!(decode_profile(&v2).unwrap(), Profile { behaviour: Behaviour::default(), ..p });
     }
 
     #[test]
@@ -494,7 +517,7 @@ mod tests {
         assert_eq!(p.aggregates.count("Product Viewed|category=bags", day, day), 1);
         // And it is written back in the current version.
         let again = encode_profile(&p);
-        assert_eq!(again[0], PROFILE_V6);
+        assert_eq!(again[0], PROFILE_V7);
         assert_eq!(decode_profile(&again).unwrap(), p);
     }
 
