@@ -1,7 +1,8 @@
 //! The audience outlet and the membership index: a thin shell around `core::wire::audiences`.
 //!
 //! A profile's object publishes its transitions to the `AUDIENCE_EVENTS` queue after the profile is stored, and
-//! its journeys' state when it changed (kept in the same database by `core::wire::journeys`), through
+//! its journeys' state when it changed (kept in the same database by `core::wire::journeys`) and the summary the
+//! predictions' fit reads (`core::wire::predictions`), through
 //! `outlets::send`; this Worker's queue consumer (`consume`) writes them to the index in D1 (`DB`),
 //! one message per batch of statements (one transaction), acknowledging each message it wrote and retrying the
 //! ones that failed (after the last retry the queue moves them to its dead-letter queue). The admin routes read
@@ -9,6 +10,7 @@
 
 use crate::core::wire::audiences::{decode, statements, IndexMessage, Sweep, SWEEP_CHUNK, SWEEP_LIST};
 use crate::core::wire::journeys::{self as journey_index, JourneyState};
+use crate::core::wire::predictions::{self, Published};
 use crate::core::writer::protocol::Request;
 use crate::edge::error::ApiError;
 use crate::edge::kv;
@@ -93,11 +95,19 @@ async fn handle(env: &Env, db: &D1Database, body: &str) -> Result<(), Failure> {
             .map_err(retry)?;
         return db.batch(list).await.map(|_| ()).map_err(retry);
     }
+    if let Some(summary) = Published::of(&json) {
+        let summary = summary.map_err(Failure::Unreadable)?;
+        let list =
+            predictions::statements(&summary, body).iter().map(|s| bind(db, s)).collect::<worker::Result<Vec<_>>>();
+        return db.batch(list.map_err(retry)?).await.map(|_| ()).map_err(retry);
+    }
     let (m, events) = decode(&json).map_err(Failure::Unreadable)?;
     let mut all = statements(&m, &events);
-    // Profiles that left the index leave its journeys too (an absorbed profile's went on with the survivor).
+    // Profiles that left the index leave its journeys and the fit's summaries too (an absorbed profile's went on
+    // with the survivor).
     if let IndexMessage::Removed { profile_ids, .. } = &m {
         all.extend(journey_index::removed(profile_ids));
+        all.extend(predictions::removed(profile_ids));
     }
     let list = all.iter().map(|s| bind(db, s)).collect::<worker::Result<Vec<_>>>().map_err(retry)?;
     if !list.is_empty() {

@@ -3,13 +3,15 @@
 //!
 //! Keys: `config:current` (version number), `config:v<N>` (configuration JSON), `idx:<type>:<value>` (profile id;
 //! `idh:<type>:<sha256 of value>` when the value is too long for a KV key: `Identity::index_key`), `profile:<id>`
-//! (the profile's snapshot, `store::encode_snapshot`: written by its object at most once a second).
+//! (the profile's snapshot, `store::encode_snapshot`: written by its object at most once a second),
+//! `predictions:model` (the fitted model in force, `edge::predictions`).
 
 use crate::core::base::encoding::base64_encode;
 use crate::core::base::time::Millis;
 use crate::core::model::consent::Model;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
+use crate::core::rules::predictions::{model_from_json, Model};
 use crate::core::rules::{compile_str, Config};
 use crate::core::store::{decode_snapshot, encode_rules};
 use crate::edge::error::ApiError;
@@ -76,7 +78,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     let version = current_version(&kv).await?;
     if let Some(hit) = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone()))
     {
-        return Ok((version, hit));
+        return Ok((version, with_fitted(env, version, hit).await));
     }
     let compiled = if version == 0 {
         Config::default()
@@ -113,7 +115,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     }
     let compiled = Rc::new(compiled);
     CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, compiled.clone())));
-    Ok((version, compiled))
+    Ok((version, with_fitted(env, version, compiled).await))
 }
 
 /// The header in which the Worker tells a profile object which configuration version its request read, so that
@@ -132,9 +134,53 @@ pub fn cached_version() -> Option<u64> {
 pub async fn config_seen(env: &Env, seen: Option<u64>) -> Result<(u64, Rc<Config>), ApiError> {
     let hit = seen.and_then(|s| CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == s).cloned()));
     match hit {
-        Some(hit) => Ok(hit),
+        Some((version, config)) => Ok((version, with_fitted(env, version, config).await)),
         None => config(env).await,
     }
+}
+
+/// The key of the fitted model in force (`rules::predictions::Model::to_json`), written by the fitting job.
+pub const MODEL_KEY: &str = "predictions:model";
+/// How long an isolate keeps the fitted model before it reads the key again: a new version reaches every
+/// writer within this, and a busy isolate reads it once a minute rather than once a request.
+const MODEL_TTL_MS: Millis = 60_000;
+
+thread_local! {
+    static MODEL_CACHE: RefCell<Option<(Millis, Option<Model>)>> = const { RefCell::new(None) };
+}
+
+/// The configuration with the fitted model in force (unless it pins one): the cached compiled configuration
+/// when it already has that model, else the two put together once and cached in its place.
+async fn with_fitted(env: &Env, version: u64, config: Rc<Config>) -> Rc<Config> {
+    if config.predictions.pinned.is_some() {
+        return config;
+    }
+    let now = crate::edge::clock::now();
+    let cached =
+        MODEL_CACHE.with(|c| c.borrow().as_ref().filter(|(at, _)| now - at < MODEL_TTL_MS).map(|(_, m)| m.clone()));
+    let model = match cached {
+        Some(m) => m,
+        None => {
+            let text = match store(env) {
+                Ok(kv) => kv.get(MODEL_KEY).text().await.ok().flatten(),
+                Err(_) => None,
+            };
+            let m = text.and_then(|t| serde_json::from_str(&t).ok()).and_then(|j| model_from_json(&j).ok());
+            MODEL_CACHE.with(|c| *c.borrow_mut() = Some((now, m.clone())));
+            m
+        }
+    };
+    if config.predictions.model.as_ref().map(|m| m.version) == model.as_ref().map(|m| m.version) {
+        return config;
+    }
+    let merged = Rc::new(config.with_model(model));
+    CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, merged.clone())));
+    merged
+}
+
+/// Forgets the cached model, so that the next request reads the version just stored.
+pub fn forget_model() {
+    MODEL_CACHE.with(|c| *c.borrow_mut() = None);
 }
 
 /// The configuration document in force, as stored.

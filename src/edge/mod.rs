@@ -17,6 +17,7 @@ mod ingest;
 mod kv;
 mod objects;
 mod outlets;
+mod predictions;
 mod request;
 mod routes;
 mod visitor;
@@ -70,7 +71,8 @@ async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> 
 }
 
 /// The cron (`wrangler.toml`): import chunks whose queue message was lost go to the queue again, erased people's
-/// rows leave the export's files (`export::purge`), and recent partitions' manifests are written again.
+/// rows leave the export's files (`export::purge`), recent partitions' manifests are written again, and the
+/// predictions' model is fitted again when it is older than `predictions.refit` (`predictions::maybe_fit`).
 #[event(scheduled)]
 async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::ScheduleContext) {
     if let Err(e) = imports::requeue_stale(&env).await {
@@ -81,6 +83,9 @@ async fn scheduled(_event: worker::ScheduledEvent, env: Env, _ctx: worker::Sched
     }
     if let Err(e) = export::refresh_manifests(&env).await {
         worker::console_error!("export manifests: {e:?}");
+    }
+    if let Err(e) = predictions::maybe_fit(&env).await {
+        worker::console_error!("predictions fit: {e:?}");
     }
 }
 
@@ -119,6 +124,9 @@ enum Resource<'a> {
     /// `GET /v1/export` and `GET /v1/export/file?key=…`: the export's files (`routes::export`).
     Export,
     ExportFile,
+    /// `GET /v1/predictions` and `POST /v1/predictions/fit`: the model versions (`routes::predictions`).
+    Predictions,
+    PredictionsFit,
     Config,
     /// `POST /v1/config/validate`: `PUT /v1/config`'s checks, storing nothing.
     ConfigValidate,
@@ -167,6 +175,8 @@ impl<'a> Resource<'a> {
             ["v1", "journeys"] => Resource::Journeys,
             ["v1", "export"] => Resource::Export,
             ["v1", "export", "file"] => Resource::ExportFile,
+            ["v1", "predictions"] => Resource::Predictions,
+            ["v1", "predictions", "fit"] => Resource::PredictionsFit,
             ["v1", "config"] => Resource::Config,
             ["v1", "config", "validate"] => Resource::ConfigValidate,
             ["v1", "config", "schema"] => Resource::ConfigSchema,
@@ -196,6 +206,7 @@ impl<'a> Resource<'a> {
             | Resource::ProfilePreview(_)
             | Resource::ConfigValidate
             | Resource::ImportCancel(_)
+            | Resource::PredictionsFit
             | Resource::Beacon => "POST, OPTIONS",
             Resource::Imports => "GET, POST, OPTIONS",
             Resource::DecideSummary
@@ -211,6 +222,7 @@ impl<'a> Resource<'a> {
             | Resource::Journeys
             | Resource::Export
             | Resource::ExportFile
+            | Resource::Predictions
             | Resource::ConfigVersions
             | Resource::ConfigVersion(_)
             | Resource::ConfigSchema
@@ -311,6 +323,8 @@ async fn route(req: Request, env: &Env) -> ApiResult {
         (Method::Get, Resource::Journeys) => crate::edge::routes::journeys::journeys_stats(req, env).await,
         (Method::Get, Resource::Export) => crate::edge::routes::export::export_summary(req, env).await,
         (Method::Get, Resource::ExportFile) => crate::edge::routes::export::export_file(req, env).await,
+        (Method::Get, Resource::Predictions) => crate::edge::routes::predictions::predictions_list(req, env).await,
+        (Method::Post, Resource::PredictionsFit) => crate::edge::routes::predictions::predictions_fit(req, env).await,
         (Method::Get, Resource::Config) => config_get(req, env).await,
         (Method::Put, Resource::Config) => config_put(req, env).await,
         (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,

@@ -43,6 +43,7 @@ pub async fn erase_now(env: &Env, profile_ids: &[String], at: Millis) -> worker:
     let removed = IndexMessage::Removed { profile_ids: profile_ids.to_vec(), erased: true, at };
     let mut all = audience_index::statements(&removed, &[]);
     all.extend(journey_index::removed(profile_ids));
+    all.extend(crate::core::wire::predictions::removed(profile_ids));
     let list = all.iter().map(|s| bind(&db, s)).collect::<worker::Result<Vec<_>>>()?;
     db.batch(list).await?;
     Ok(())
@@ -52,7 +53,12 @@ pub async fn erase_now(env: &Env, profile_ids: &[String], at: Millis) -> worker:
 pub async fn index(env: &Env) -> Result<D1Database, ApiError> {
     let db = env.d1(D1_BINDING).map_err(|e| ApiError::Unavailable(format!("audience index: {e}")))?;
     if !INDEX_READY.with(Cell::get) {
-        let schema = audience_index::SCHEMA.iter().chain(journey_index::SCHEMA).map(|s| db.prepare(*s)).collect();
+        let schema = audience_index::SCHEMA
+            .iter()
+            .chain(journey_index::SCHEMA)
+            .chain(crate::core::wire::predictions::SCHEMA)
+            .map(|s| db.prepare(*s))
+            .collect();
         db.batch(schema).await.map_err(|e| ApiError::Unavailable(format!("audience index schema: {e}")))?;
         INDEX_READY.with(|r| r.set(true));
     }

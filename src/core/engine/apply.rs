@@ -180,6 +180,7 @@ impl Profile {
             self.computed.revenue += amount.filter(|a| a.abs() <= MAX_ORDER_AMOUNT).unwrap_or(0.0);
             self.computed.last_order_at = self.computed.last_order_at.max(Some(event.timestamp));
         }
+        crate::core::engine::predict::observe(&mut self.behaviour, &event, &config.predictions);
         self.first_seen = self.first_seen.min(event.timestamp);
         self.last_seen = self.last_seen.max(event.timestamp);
         // History converts no experiment: nobody was shown anything for it.

@@ -8,10 +8,12 @@
 
 use crate::core::base::time::{Millis, DAY};
 use crate::core::engine::evaluate::{count_events, evaluate_all, history_covers, matches, scores_of, Facts};
+use crate::core::engine::predict::{for_conditions, value};
 use crate::core::model::aggregate::day_of;
 use crate::core::model::audience::{Cause, Transition};
 use crate::core::model::context::Context;
 use crate::core::model::profile::Profile;
+use crate::core::rules::predictions::Kind;
 use crate::core::rules::segment::{Cmp, Condition, Score, ScoreSource};
 use crate::core::rules::Config;
 
@@ -26,8 +28,9 @@ pub fn members_at<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Vec
     }
     let cx = Context::default();
     let scores = scores_of(config, profile, &cx, now);
-    let results =
-        evaluate_all(&config.segments, &config.segment_order, &Facts { profile, cx: &cx, now, scores: &scores });
+    let predictions = for_conditions(config, profile, now);
+    let facts = Facts { profile, cx: &cx, now, scores: &scores, predictions: &predictions };
+    let results = evaluate_all(&config.segments, &config.segment_order, &facts);
     let mut ids: Vec<&str> =
         config.audiences.iter().filter(|&&i| results[i]).map(|&i| config.segments[i].id.as_str()).collect();
     ids.sort_unstable();
@@ -88,8 +91,17 @@ pub fn next_change(config: &Config, profile: &Profile, now: Millis) -> Option<Mi
     let mut next = Next { now, at: None };
     // Each score's bounds, by score.
     let mut bounds: Vec<Vec<Cmp>> = vec![Vec::new(); config.scores.len()];
+    // Each prediction's bounds, by prediction.
+    let mut predicted: Vec<(usize, Cmp)> = Vec::new();
     for &i in &config.audiences {
         leaves(&config.segments[i].when, &mut |c| match c {
+            Condition::Prediction { index, cmps } => {
+                for c in cmps {
+                    if !predicted.contains(&(*index, *c)) {
+                        predicted.push((*index, *c));
+                    }
+                }
+            }
             Condition::Score { index, cmps } => {
                 if let Some(b) = bounds.get_mut(*index) {
                     for c in cmps {
@@ -110,6 +122,20 @@ pub fn next_change(config: &Config, profile: &Profile, now: Millis) -> Option<Mi
         }
     }
     let horizon = next.at;
+    // A prediction that time changes (a purchase probability, expected purchases or value) only falls while no
+    // purchase comes, so each bound is crossed at most once until the horizon: found to the millisecond by
+    // bisection on the prediction itself.
+    let until = horizon.map_or(now.saturating_add(PREDICTION_HORIZON), |h| h - 1);
+    for (index, cmp) in predicted {
+        let Some((_, kind)) = config.predictions.names.get(index) else { continue };
+        if !matches!(kind, Kind::Alive | Kind::Purchase(_) | Kind::Purchases(_) | Kind::Value(_)) {
+            continue;
+        }
+        let test = |t: Millis| value(&config.predictions, kind, &profile.behaviour, t).is_some_and(|v| cmp.holds(v));
+        if let Some(t) = first_change(now, until, test) {
+            next.consider(t);
+        }
+    }
     // Where each bound can be crossed, solved on the score's closed form, in time order; the first that the score
     // itself confirms is the earliest crossing. Should none be confirmed (floating point at its edge), bisection
     // on the score finds each bound's crossing.
@@ -142,6 +168,28 @@ pub fn next_change(config: &Config, profile: &Profile, now: Millis) -> Option<Mi
         }
     }
     next.at
+}
+
+/// How far ahead a prediction's crossing is looked for (ten years): beyond, the next write looks again.
+const PREDICTION_HORIZON: Millis = 3653 * DAY;
+
+/// The first millisecond in `(now, end]` at which `test` differs from `test(now)`, for a test that changes at most
+/// once in that span.
+fn first_change(now: Millis, end: Millis, test: impl Fn(Millis) -> bool) -> Option<Millis> {
+    let before = test(now);
+    if end <= now || test(end) == before {
+        return None;
+    }
+    let (mut lo, mut hi) = (now, end);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if test(mid) == before {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(hi)
 }
 
 /// Calls `f` on every leaf of `c` (segment references are audiences of their own, visited as such).
@@ -279,21 +327,7 @@ fn confirm(score: &Score, profile: &Profile, now: Millis, end: Millis, cmp: Cmp,
 /// (until `end` its inputs do not change, so it is monotone and the comparison changes at most once).
 fn bisect(score: &Score, profile: &Profile, now: Millis, end: Millis, cmp: Cmp) -> Option<Millis> {
     let cx = Context::default();
-    let test = |t: Millis| cmp.holds(score.value(profile, &cx, t));
-    let before = test(now);
-    if end <= now || test(end) == before {
-        return None;
-    }
-    let (mut lo, mut hi) = (now, end);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if test(mid) == before {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    Some(hi)
+    first_change(now, end, |t| cmp.holds(score.value(profile, &cx, t)))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use crate::core::base::time::Millis;
 use crate::core::engine::evaluate::{evaluate_all, scores_of, Facts};
+use crate::core::engine::predict::for_conditions;
 use crate::core::engine::pressure::slot_over_budget;
 use crate::core::model::consent::Permitted;
 use crate::core::model::context::Context;
@@ -282,7 +283,8 @@ fn run<const EXPLAIN: bool>(
 ) -> Decision {
     let profile = subject.as_ref().map(|p| *p.get());
     let scores = profile.map(|p| scores_of(config, p, cx, now)).unwrap_or_default();
-    let facts = profile.map(|profile| Facts { profile, cx, now, scores: &scores });
+    let predictions = profile.map(|p| for_conditions(config, p, now)).unwrap_or_default();
+    let facts = profile.map(|profile| Facts { profile, cx, now, scores: &scores, predictions: &predictions });
     let results = facts.as_ref().map(|f| evaluate_all(&config.segments, &config.segment_order, f));
     let mut decision = Decision {
         profile_id: profile.map(|p| p.id.clone()),
@@ -394,6 +396,13 @@ fn why_not(c: &Condition, f: &Facts, segments: &[bool], config: &Config) -> Stri
         Condition::Score { index, .. } => {
             let id = config.scores.get(*index).map_or("?", |s| s.id.as_str());
             format!("score {id:?} is {}", f.scores.get(*index).copied().unwrap_or_default())
+        }
+        Condition::Prediction { index, .. } => {
+            let name = config.predictions.names.get(*index).map_or("?", |(n, _)| n.as_str());
+            match f.predictions.get(*index).copied().flatten() {
+                Some(v) => format!("prediction {name:?} is {v:.4}"),
+                None => format!("prediction {name:?} is not known for this person"),
+            }
         }
         Condition::InactiveFor(_) => "active too recently".into(),
         Condition::Identified(true) => "not identified".into(),

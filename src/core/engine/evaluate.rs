@@ -6,6 +6,7 @@
 
 use crate::core::base::time::{Millis, DAY};
 use crate::core::base::value::Value;
+use crate::core::engine::predict::for_conditions;
 use crate::core::model::aggregate::{day_of, DAYS};
 use crate::core::model::consent::Purpose;
 use crate::core::model::context::{glob_matches, Context};
@@ -31,7 +32,7 @@ impl Score {
                     decayed_count(profile, event, filters, series.as_deref(), self.half_life, now)
                 }
                 ScoreSource::When(c) => {
-                    let facts = Facts { profile, cx, now, scores: &[] };
+                    let facts = Facts { profile, cx, now, scores: &[], predictions: &[] };
                     if c.holds(&facts, &[]) {
                         1.0
                     } else {
@@ -58,7 +59,7 @@ impl Score {
                         rule.points * decayed_count(profile, event, filters, series.as_deref(), self.half_life, now);
                 }
                 ScoreSource::When(c) => {
-                    if c.holds(&Facts { profile, cx, now, scores: &[] }, &[]) {
+                    if c.holds(&Facts { profile, cx, now, scores: &[], predictions: &[] }, &[]) {
                         constant += rule.points;
                     }
                 }
@@ -76,6 +77,9 @@ pub struct Facts<'a> {
     pub cx: &'a Context,
     pub now: Millis,
     pub scores: &'a [f64],
+    /// The profile's predictions, indexed like `Predictions::names` (`engine::predict::for_conditions`); empty
+    /// when no segment reads one.
+    pub predictions: &'a [Option<f64>],
 }
 
 /// Evaluates every segment. `order` lists segment indexes so that each segment comes after those it references
@@ -163,6 +167,9 @@ impl Condition {
                 count.iter().all(|c| c.holds(n))
             }
             Condition::Score { index, cmps } => f.scores.get(*index).is_some_and(|s| cmps.iter().all(|c| c.holds(*s))),
+            Condition::Prediction { index, cmps } => {
+                f.predictions.get(*index).copied().flatten().is_some_and(|v| cmps.iter().all(|c| c.holds(v)))
+            }
             Condition::InactiveFor(d) => now.saturating_sub(profile.last_seen) >= *d,
             Condition::Identified(want) => profile.is_identified() == *want,
             Condition::Trait { name, test } => {
@@ -209,7 +216,9 @@ pub fn scores_of(config: &Config, profile: &Profile, cx: &Context, now: Millis) 
 /// The segments a profile belongs to, by id, in configuration order.
 pub fn segments_of<'c>(config: &'c Config, profile: &Profile, cx: &Context, now: Millis) -> Vec<&'c str> {
     let scores = scores_of(config, profile, cx, now);
-    let results = evaluate_all(&config.segments, &config.segment_order, &Facts { profile, cx, now, scores: &scores });
+    let predictions = for_conditions(config, profile, now);
+    let facts = Facts { profile, cx, now, scores: &scores, predictions: &predictions };
+    let results = evaluate_all(&config.segments, &config.segment_order, &facts);
     config.segments.iter().zip(results).filter(|(_, r)| *r).map(|(s, _)| s.id.as_str()).collect()
 }
 

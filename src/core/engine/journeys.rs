@@ -19,6 +19,7 @@
 use crate::core::base::time::{parse_iso8601, Millis, DAY};
 use crate::core::base::value::Value;
 use crate::core::engine::evaluate::{evaluate_all, scores_of, Facts};
+use crate::core::engine::predict::for_conditions;
 use crate::core::engine::pressure::{next_in_window, offset_of, over_budget, quiet_end};
 use crate::core::model::audience::Transition;
 use crate::core::model::consent::permit_send;
@@ -405,7 +406,8 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
             StepKind::Branch { arms, default } => {
                 let cx = Context::default();
                 let scores = scores_of(config, profile, &cx, t.max(0));
-                let facts = Facts { profile, cx: &cx, now: t, scores: &scores };
+                let predictions = for_conditions(config, profile, t.max(0));
+                let facts = Facts { profile, cx: &cx, now: t, scores: &scores, predictions: &predictions };
                 let segments = evaluate_all(&config.segments, &config.segment_order, &facts);
                 arms.iter().find(|(c, _)| c.holds(&facts, &segments)).map_or(*default, |(_, g)| *g)
             }
@@ -544,14 +546,25 @@ pub fn claim<'c>(config: &'c Config, profile: &mut Profile, id: &str, now: Milli
 
 /// Removes a send once the destination took it (`delivered`) or its delivery gave up; one that never arrived
 /// stops counting in the budget.
+///
+/// A delivered send counts in its channel's statistics (`model::behaviour`) at the instant it was claimed, which
+/// the responses that come back are measured against: the person's response rates and pressure sensitivity.
 pub fn settle(profile: &mut Profile, id: &str, delivered: bool) -> bool {
     let js = &mut profile.journeys;
     let before = js.outbox.len();
     js.outbox.retain(|o| o.id != id);
+    let settled = js.outbox.len() != before;
     if !delivered {
         js.ledger.retain(|s| s.id != id);
+    } else if settled {
+        if let Some(sent) = js.ledger.iter().find(|s| s.id == id) {
+            let (channel, at) = (sent.channel.clone(), sent.at);
+            if let Some(stats) = profile.behaviour.channel(&channel) {
+                stats.record_send(at);
+            }
+        }
     }
-    js.outbox.len() != before
+    settled
 }
 
 /// Notes where the person was last seen (a request's signals), for local time and the consent model.

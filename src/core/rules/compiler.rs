@@ -62,9 +62,26 @@ pub(crate) struct Compiler {
     /// list). A reference to one is not reported again: the segment's own problem already refuses the
     /// configuration, and "unknown segment" at every use would bury it.
     pub(crate) broken_segments: BTreeSet<String>,
+    /// The names of the predictions (`rules::predictions`), which segment conditions may name.
+    pub(crate) predictions: Vec<String>,
+    /// Set once a condition names a prediction.
+    pub(crate) reads_predictions: bool,
 }
 
 impl Compiler {
+    pub(crate) fn new() -> Compiler {
+        Compiler {
+            errors: Vec::new(),
+            computed: Vec::new(),
+            scores: Vec::new(),
+            in_score: false,
+            experiment_ids: BTreeSet::new(),
+            broken_segments: BTreeSet::new(),
+            predictions: Vec::new(),
+            reads_predictions: false,
+        }
+    }
+
     pub(crate) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError { path: path.into(), message: message.into() });
     }

@@ -10,10 +10,11 @@ use crate::core::rules::segment::*;
 use serde_json::{Map, Value as J};
 use std::collections::BTreeMap;
 
-const CONDITION_KINDS: [&str; 17] = [
+const CONDITION_KINDS: [&str; 18] = [
     "event",
     "computed",
     "score",
+    "prediction",
     "inactiveFor",
     "identified",
     "trait",
@@ -262,6 +263,11 @@ impl Compiler {
             "computed" => self.when_computed(o, v, path),
             "segment" | "score" if self.in_score => self.when_segment_in_score(kind, path),
             "score" => self.when_score(o, v, path),
+            "prediction" if self.in_score => {
+                self.err(at(path, kind), "a score rule cannot use predictions");
+                None
+            }
+            "prediction" => self.when_prediction(o, v, path),
             "inactiveFor" => self.when_inactive_for(o, v, path),
             "identified" => self.when_identified(o, v, path),
             "consent" => self.when_consent(o, v, path),
@@ -344,6 +350,26 @@ impl Compiler {
         };
         let cmps = self.comparison_members(o, path)?;
         Some(Condition::Score { index, cmps })
+    }
+
+    /// `{"prediction": ...}`: a name of `rules::predictions` and comparisons.
+    fn when_prediction(&mut self, o: &Map<String, J>, v: &J, path: &str) -> Option<Condition> {
+        let mut allowed = vec!["prediction"];
+        allowed.extend(CMP_OPS);
+        self.object(v, path, &allowed)?;
+        let pp = at(path, "prediction");
+        let name = self.string(o.get("prediction"), &pp)?;
+        let Some(index) = self.predictions.iter().position(|s| *s == name) else {
+            self.err(pp, format!("unknown prediction {name:?} (known: {})", self.predictions.join(", ")));
+            return None;
+        };
+        if !CMP_OPS.iter().any(|op| o.contains_key(*op)) {
+            self.err(path, "expected a comparison, for example {\"prediction\": \"purchase30d\", \"gte\": 0.4}");
+            return None;
+        }
+        let cmps = self.comparison_members(o, path)?;
+        self.reads_predictions = true;
+        Some(Condition::Prediction { index, cmps })
     }
 
     /// `{"inactiveFor": ...}`.

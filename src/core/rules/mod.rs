@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod destinations;
 pub mod identity;
 pub mod journey;
+pub mod predictions;
 pub mod pressure;
 pub mod scanner;
 pub mod segment;
@@ -85,6 +86,10 @@ pub struct Config {
     pub contact_traits: Vec<String>,
     #[serde(skip)]
     pub pressure: pressure::Pressure,
+    /// Predictions (`predictions`): what they read, their names, the model in force. Edge-only: a device
+    /// evaluates a condition on a prediction as unknown (false).
+    #[serde(skip)]
+    pub predictions: predictions::Predictions,
 }
 
 fn default_retention() -> u32 {
@@ -112,6 +117,7 @@ impl Default for Config {
             destinations: Vec::new(),
             contact_traits: destinations::default_contact_traits(),
             pressure: pressure::Pressure::default(),
+            predictions: predictions::Predictions::default(),
         }
     }
 }
@@ -162,6 +168,23 @@ impl Config {
         }
     }
 
+    /// This configuration with `fitted` as its model in force (unless it pins one), and the audiences' digest
+    /// that goes with it: audiences that read predictions are evaluated again under a new model version.
+    pub fn with_model(&self, fitted: Option<predictions::Model>) -> Config {
+        let mut c = Config { predictions: self.predictions.with_model(fitted), ..self.clone() };
+        c.audience_digest = c.digest_of_audiences();
+        c
+    }
+
+    fn digest_of_audiences(&self) -> u64 {
+        let base = segment::audience_digest(&self.segments, &self.audiences, &self.scores);
+        let reads = self.audiences.iter().any(|&i| self.segments[i].when.reads_predictions());
+        match (reads, &self.predictions.model) {
+            (true, Some(m)) => base ^ m.version.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            _ => base,
+        }
+    }
+
     /// The source a key belongs to: a browser source's public write key, or a server source's secret key
     /// (compared with its digest, in constant time).
     pub fn authenticate(&self, key: &str) -> Option<&Source> {
@@ -207,14 +230,7 @@ pub fn compile_str(text: &str) -> Result<Config, Vec<ConfigError>> {
 
 /// Compiles a configuration document, reporting every problem.
 pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
-    let mut c = Compiler {
-        errors: Vec::new(),
-        computed: Vec::new(),
-        scores: Vec::new(),
-        in_score: false,
-        experiment_ids: BTreeSet::new(),
-        broken_segments: BTreeSet::new(),
-    };
+    let mut c = Compiler::new();
     let mut config = Config::default();
     let keys = [
         // Where editors find the configuration's JSON Schema (`schema/config.schema.json`); not a rule.
@@ -233,6 +249,7 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
         "destinations",
         "pressure",
         "journeys",
+        "predictions",
     ];
     if let Some(root) = c.object(doc, "", &keys) {
         if let Some(v) = present(root, "$schema") {
@@ -285,6 +302,10 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
             config.scores = c.scores(v, "scores");
             c.scores = config.scores.iter().map(|s| s.id.clone()).collect();
         }
+        if let Some(v) = present(root, "predictions") {
+            config.predictions = c.predictions(v, "predictions");
+        }
+        c.predictions = config.predictions.names.iter().map(|(n, _)| n.clone()).collect();
         let mut ids = BTreeMap::new();
         if let Some(v) = present(root, "segments") {
             let (segments, order) = c.segments(v, "segments");
@@ -321,9 +342,10 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
             config.journeys = c.journeys(v, "journeys", &ids, &audiences, &scores_ok, &config.destinations);
         }
     }
+    config.predictions.read = c.reads_predictions;
     if c.errors.is_empty() {
         config.audiences = segment::audiences(&config.segments, &config.segment_order, &config.scores);
-        config.audience_digest = segment::audience_digest(&config.segments, &config.audiences, &config.scores);
+        config.audience_digest = config.digest_of_audiences();
         Ok(config)
     } else {
         Err(c.errors)

@@ -98,6 +98,13 @@ pub enum Condition {
         index: usize,
         cmps: Vec<Cmp>,
     },
+    /// A prediction (by its index in `Predictions::names`) compared with numbers:
+    /// `{"prediction": "purchase30d", "gte": 0.4}`. Unknown (false) for a person it does not apply to (no
+    /// purchase yet, no model).
+    Prediction {
+        index: usize,
+        cmps: Vec<Cmp>,
+    },
     /// Membership of another segment, by its index in `Config::segments`.
     Segment(usize),
     All(Vec<Condition>),
@@ -165,11 +172,25 @@ impl Condition {
             | Condition::InactiveFor(_)
             | Condition::Identified(_)
             | Condition::Trait { .. }
-            | Condition::Consent(_) => true,
+            | Condition::Consent(_)
+            | Condition::Prediction { .. } => true,
             Condition::Score { index, .. } => scores.get(*index).copied().unwrap_or(false),
             Condition::Segment(i) => segments.get(*i).copied().unwrap_or(false),
             Condition::All(cs) | Condition::Any(cs) => cs.iter().all(|c| c.reads_profile_only(segments, scores)),
             Condition::Not(c) => c.reads_profile_only(segments, scores),
+        }
+    }
+}
+
+impl Condition {
+    /// Whether the condition reads a prediction (itself or a part of it; segment references are audiences of
+    /// their own).
+    pub fn reads_predictions(&self) -> bool {
+        match self {
+            Condition::Prediction { .. } => true,
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().any(Condition::reads_predictions),
+            Condition::Not(c) => c.reads_predictions(),
+            _ => false,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod imports;
 pub mod impressions;
 pub mod inflate;
 pub mod journeys;
+pub mod predictions;
 pub mod settings;
 
 use crate::core::base::time::Millis;

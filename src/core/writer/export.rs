@@ -3,11 +3,13 @@
 //! budget makes none) and leave only after the profile is stored (`Writer::flush_export`).
 
 use crate::core::base::time::Millis;
+use crate::core::engine::predict;
 use crate::core::model::event::Event;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
+use crate::core::rules::Config;
 pub use crate::core::wire::export::messages;
-use crate::core::wire::export::{identity_row, person_key, rows_of, IdentityChange, Row};
+use crate::core::wire::export::{identity_row, person_key, rows_of, user_row, IdentityChange, Row};
 
 /// An apply's rows: its events', and its identities' (`index`: now leading here; those also in `repoint` came
 /// with a merge).
@@ -17,6 +19,13 @@ pub fn applied(p: &Profile, events: &[Event], index: &[Identity], repoint: &[Ide
     let merged = repoint.iter().map(|i| (i, IdentityChange::Merged));
     rows.extend(linked.chain(merged).map(|(i, change)| identity_row(i, &p.id, change, now)));
     rows
+}
+
+/// A `users` row of the profile as stored, with its predictions at `now` and the model version that made them.
+pub fn user(config: &Config, p: &Profile, now: Millis) -> Row {
+    let mut row = user_row(p, now);
+    row.columns.extend(predict::columns(config, p, now));
+    row
 }
 
 /// A split's rows: the identities that left with the profile split off.

@@ -30,11 +30,12 @@ use crate::core::rules::Config;
 use crate::core::store::{decode_profile, encode_profile, encode_profile_bounded, encode_snapshot, CodecError};
 use crate::core::wire::audiences::{main_identity, IndexMessage};
 use crate::core::wire::deliveries::DeliveryMessage;
-use crate::core::wire::export::{absorbed_user_row, audience_change_row, user_row};
+use crate::core::wire::export::{absorbed_user_row, audience_change_row};
 use crate::core::wire::journeys::JourneyState;
+use crate::core::wire::predictions::Published;
 use effects::{Action, Effect, Effects, Handed, IndexWrite};
 use protocol::{ClaimAnswer, ClaimedSend, Reply, Request};
-use state::{Due, Key, Pending, Stored, Value};
+use state::{journey_view, Due, Key, Pending, Stored, Value};
 
 /// At most one KV write a second per key.
 pub const KV_INTERVAL_MS: Millis = 1_000;
@@ -235,10 +236,14 @@ impl Writer {
         Ok(self.decoded.take())
     }
 
-    fn put_profile(&mut self, p: &Profile) -> Vec<u8> {
+    /// Stores the profile; when what predictions read changed, its summary goes to the fit (`wire::predictions`).
+    fn put_profile(&mut self, p: &Profile, now: Millis) -> Vec<u8> {
         let bytes = encode_profile_bounded(p);
         self.put(Key::Profile, Value::Bytes(bytes.clone()));
-        self.due = Some(Due::of(p));
+        let before = self.due.replace(Due::of(p)).map(|d| d.behaviour);
+        if before != self.due.map(|d| d.behaviour) && !p.behaviour.is_empty() {
+            self.out.push(Effect::Index(Published::of_profile(&p.id, &p.behaviour, now).to_json().to_string()));
+        }
         bytes
     }
 
@@ -542,8 +547,8 @@ impl Writer {
     /// An anonymous profile's KV copies carry an expiration a day after its own; when its expiry catches up with
     /// theirs (about daily), or it became known (none), the index entries are due for a rewrite.
     fn store(&mut self, config: &Config, p: &Profile, new_identities: &[Identity], repoint: &[Identity], now: Millis) {
-        let bytes = self.put_profile(p);
-        self.export.push(user_row(p, now));
+        let bytes = self.put_profile(p, now);
+        self.export.push(export::user(config, p, now));
         let expires_at = p.expires_at(config.retention_anonymous_days);
         let target = kv_expiration_for(expires_at, now);
         let written = self.stored.kv_expiration;
@@ -631,7 +636,7 @@ impl Writer {
     /// Stores a profile whose journeys alone changed (a claim, a settlement): here at once, and its KV snapshot a
     /// second later from the alarm, so that a delivery's claim and settlement cost one KV write between them.
     fn store_journeys(&mut self, p: &Profile, now: Millis) {
-        self.put_profile(p);
+        self.put_profile(p, now);
         if self.stored.snapshot_due.is_none() {
             // A second from now, which is never sooner than a second after the last snapshot.
             let last = self.stored.snapshot_at.unwrap_or(0);
@@ -675,7 +680,7 @@ impl Writer {
         self.out.push(Effect::Enqueue(messages));
         let ids: Vec<String> = sends.into_iter().map(|o| o.id).collect();
         mark_enqueued(p, &ids);
-        self.put_profile(p);
+        self.put_profile(p, now);
     }
 
     fn publish(&mut self, p: &Profile, transitions: &[Transition], now: Millis) {
@@ -686,11 +691,6 @@ impl Writer {
     fn publish_journeys(&mut self, p: &Profile, now: Millis) {
         self.out.push(Effect::Index(JourneyState::of_profile(&p.id, &p.journeys, now).to_json().to_string()));
     }
-}
-
-/// What the journey index keeps of a profile (where it stands, why instances ended), to tell whether it changed.
-fn journey_view(p: &Profile) -> JourneyState {
-    JourneyState::of_profile(&p.id, &p.journeys, 0)
 }
 
 /// The expiration KV copies of a profile that expires at `expires_at` carry: a day later (none for a known one).

@@ -4,6 +4,7 @@
 use crate::core::base::time::Millis;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
+use crate::core::wire::journeys::JourneyState;
 
 /// The keys of a profile object's storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -153,6 +154,8 @@ pub(super) struct Due {
     pub anonymous_since: Option<Millis>,
     pub audiences: Option<Millis>,
     pub journeys: Option<Millis>,
+    /// A digest of what predictions read (`behaviour_digest`), to publish a summary only when it changed.
+    pub behaviour: u64,
 }
 
 impl Due {
@@ -161,6 +164,18 @@ impl Due {
             anonymous_since: (!p.is_identified()).then_some(p.last_seen),
             audiences: p.audiences.due,
             journeys: p.journeys.due(),
+            behaviour: behaviour_digest(&p.behaviour),
         }
     }
+}
+
+fn behaviour_digest(b: &crate::core::model::behaviour::Behaviour) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(crate::core::store::encode(0, b));
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+}
+
+/// What the journey index keeps of a profile (where it stands, why instances ended), to tell whether it changed.
+pub(super) fn journey_view(p: &Profile) -> JourneyState {
+    JourneyState::of_profile(&p.id, &p.journeys, 0)
 }

@@ -12,4 +12,5 @@ pub mod experiments;
 pub mod export;
 pub mod imports;
 pub mod journeys;
+pub mod predictions;
 pub mod profiles;

@@ -69,6 +69,16 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
     }
     let scores = scores_of(&config, &profile, &cx, now);
     body["scores"] = config.scores.iter().zip(scores).map(|(s, v)| (s.id.clone(), json!(v))).collect();
+    // The predictions now, or at `?at=` (an operator asking what they were or will be with nothing new).
+    let at = match crate::edge::request::query_param(&req, "at")? {
+        None => now,
+        Some(t) => crate::core::base::time::parse_iso8601(&t).ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_at",
+            message: "at must be an ISO 8601 instant such as 2026-12-01T00:00:00Z".into(),
+            path: "at".into(),
+        })?,
+    };
+    body["predictions"] = crate::core::engine::predict::explain(&config, &profile, at);
     Ok(json_response(200, &body)?)
 }
 
