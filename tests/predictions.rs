@@ -318,7 +318,7 @@ fn degenerate_inputs() {
     println!("beta-binomial no variance: {r:?}");
     assert!((r.params.alpha + r.params.beta - MAX_CONCENTRATION).abs() < 1e-3 * MAX_CONCENTRATION);
     assert!((r.params.rate(0.0, 0.0) - 0.2).abs() < 1e-6);
-    let r = fit_beta_binomial(&vec![(u32::MAX, u32::MAX / 3); 20], 2000);
+    let r = fit_beta_binomial(&[(u32::MAX, u32::MAX / 3); 20], 2000);
     println!("beta-binomial huge trials: {r:?}");
 
     // Logistic edge cases.

@@ -11,7 +11,7 @@ pub struct Customer {
 }
 
 /// BG/NBD parameters: purchase rates are Gamma(r, alpha) across customers (alpha in the same time unit as the data) and dropout probabilities are Beta(a, b).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BgNbd {
     pub r: f64,
     pub alpha: f64,
@@ -235,7 +235,7 @@ fn minimise(
     max_iter: u32,
 ) -> Result<(Vec<f64>, u32), FitError> {
     let mut bounded = |p: &[f64]| {
-        if p.iter().any(|v| !(v.abs() <= LOG_BOUND)) {
+        if !p.iter().all(|v| v.abs() <= LOG_BOUND) {
             f64::INFINITY
         } else {
             objective(p)
@@ -277,7 +277,7 @@ pub fn fit_bg_nbd(customers: &[Customer], max_iter: u32) -> Result<Fit<BgNbd>, F
         total_x += c.x;
     }
     let scale = total_t / count as f64;
-    if !(scale > 0.0) || !scale.is_finite() || !total_x.is_finite() {
+    if scale.is_nan() || scale <= 0.0 || !scale.is_finite() || !total_x.is_finite() {
         return Err(FitError::Degenerate("customer ages are all zero or too large to sum"));
     }
     let mut scaled: Vec<Customer> =
@@ -344,7 +344,7 @@ fn bg_nbd_total(model: &BgNbd, groups: &[(Customer, f64)]) -> f64 {
 }
 
 /// Gamma-Gamma spend model: transaction values are Gamma(p, nu) within a customer and nu is Gamma(q, v) across customers.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GammaGamma {
     pub p: f64,
     pub q: f64,
@@ -415,7 +415,7 @@ pub fn fit_gamma_gamma(repeaters: &[(f64, f64)], max_iter: u32) -> Result<Fit<Ga
         total += m;
     }
     let scale = total / count as f64;
-    if !(scale > 0.0) || !scale.is_finite() {
+    if scale.is_nan() || scale <= 0.0 || !scale.is_finite() {
         return Err(FitError::Degenerate("mean purchase values are too large to sum"));
     }
     for row in rows.iter_mut() {
@@ -447,7 +447,7 @@ pub fn fit_gamma_gamma(repeaters: &[(f64, f64)], max_iter: u32) -> Result<Fit<Ga
 }
 
 /// Beta prior over a per-person success rate.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BetaPrior {
     pub alpha: f64,
     pub beta: f64,
@@ -527,7 +527,7 @@ pub fn fit_beta_binomial(rows: &[(u32, u32)], max_iter: u32) -> Result<Fit<BetaP
     let (theta, iterations) = minimise(&mut objective, &start, max_iter)?;
     let (alpha, beta) = to_params(&theta);
     let log_likelihood = total(alpha, beta);
-    if !log_likelihood.is_finite() || !(alpha > 0.0 && beta > 0.0) {
+    if !(log_likelihood.is_finite() && alpha > 0.0 && beta > 0.0) {
         return Err(FitError::Degenerate("the fitted parameters are not finite"));
     }
     Ok(Fit { params: BetaPrior { alpha, beta }, log_likelihood, iterations, customers: count })

@@ -95,7 +95,7 @@ fn cholesky_solve(matrix: &[f64], rhs: &[f64], size: usize) -> Option<Vec<f64>> 
                 sum -= l[i * size + k] * l[j * size + k];
             }
             if i == j {
-                if !(sum > 0.0) || !sum.is_finite() {
+                if sum.is_nan() || sum <= 0.0 || !sum.is_finite() {
                     return None;
                 }
                 l[i * size + i] = libm::sqrt(sum);

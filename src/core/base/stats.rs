@@ -116,7 +116,7 @@ fn hyp_one_minus_z(a: f64, b: f64, c: f64, z: f64) -> f64 {
 ///
 /// The defining series is summed with at most 10,000 terms and a relative tolerance of 1e-16. When it cannot converge in that budget (z close to 1) the 1 - z transformation is used instead; if c - a - b lies within 1e-3 / max(1, |ln(1 - z)|) of an integer, where that transformation is singular, the value is obtained by cubic interpolation in c from four nearby non-singular points, which keeps about 11-12 significant digits. Returns NaN outside the domain or when c is a pole.
 pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
-    if !(a.is_finite() && b.is_finite() && c.is_finite() && z.is_finite()) || !(0.0..1.0).contains(&z) {
+    if !(a.is_finite() && b.is_finite() && c.is_finite() && z.is_finite() && (0.0..1.0).contains(&z)) {
         return f64::NAN;
     }
     if z == 0.0 || a == 0.0 || b == 0.0 {

@@ -285,8 +285,7 @@ mod tests {
 
     #[test]
     fn sensitivity_is_the_share_of_response_lost_under_pressure() {
-        let mut s = ChannelStats::default();
-        s.by_pressure = [(100, 40), (50, 10), (50, 10), (0, 0)];
+        let mut s = ChannelStats { by_pressure: [(100, 40), (50, 10), (50, 10), (0, 0)], ..Default::default() };
         let flat = BetaPrior { alpha: 1e-9, beta: 1e-9 };
         assert!((sensitivity(&s, flat) - 0.5).abs() < 1e-6);
         s.by_pressure = [(100, 10), (100, 20), (0, 0), (0, 0)];

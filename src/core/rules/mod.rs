@@ -86,9 +86,8 @@ pub struct Config {
     pub contact_traits: Vec<String>,
     #[serde(skip)]
     pub pressure: pressure::Pressure,
-    /// Predictions (`predictions`): what they read, their names, the model in force. Edge-only: a device
-    /// evaluates a condition on a prediction as unknown (false).
-    #[serde(skip)]
+    /// Predictions (`predictions`): what they read, their names, the model in force (a device computes them too,
+    /// from the summary's behaviour).
     pub predictions: predictions::Predictions,
 }
 
@@ -164,6 +163,7 @@ impl Config {
             segments: self.segments.clone(),
             segment_order: self.segment_order.clone(),
             slots: self.slots.clone(),
+            predictions: self.predictions.clone(),
             ..Config::default()
         }
     }

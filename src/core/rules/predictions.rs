@@ -7,11 +7,12 @@
 use crate::core::base::clv::{BetaPrior, BgNbd, GammaGamma};
 use crate::core::base::time::{format_iso8601, Millis, DAY};
 use crate::core::rules::compiler::{at, idx, is_id, present, Compiler};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as J};
 use std::collections::BTreeMap;
 
 /// What one prediction is.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Kind {
     /// The probability the customer is still active (BG/NBD).
     Alive,
@@ -30,21 +31,21 @@ pub enum Kind {
 }
 
 /// One channel's events: what counts as a response and as an unsubscribe.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelEvents {
     pub responses: Vec<String>,
     pub unsubscribes: Vec<String>,
 }
 
 /// The population's priors of one channel.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelPriors {
     pub response: BetaPrior,
     pub unsubscribe: BetaPrior,
 }
 
 /// Fitted parameters: what the fitting job stores as a version, or what a configuration pins.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     /// 0: pinned in the configuration.
     pub version: u64,
@@ -54,8 +55,9 @@ pub struct Model {
     pub channels: BTreeMap<String, ChannelPriors>,
 }
 
-/// The compiled `predictions` section.
-#[derive(Clone, Debug, PartialEq)]
+/// The compiled `predictions` section. A device gets it whole (`Config::for_device`): it names events and holds
+/// the population's parameters, nothing of anyone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Predictions {
     pub purchase_event: String,
     pub value_property: String,
@@ -199,7 +201,7 @@ impl Compiler {
             for (i, h) in self.array(v, &p).into_iter().flatten().enumerate() {
                 let hp = idx(&p, i);
                 let (Some(label), Some(ms)) = (h.as_str(), self.duration(h, &hp)) else { continue };
-                if ms < DAY || ms > 3 * 365 * DAY || ms % DAY != 0 {
+                if !(DAY..=3 * 365 * DAY).contains(&ms) || ms % DAY != 0 {
                     self.err(hp, "a horizon is whole days, 1d to 1095d");
                 } else if out.horizons.iter().any(|(_, m)| *m == ms) {
                     self.err(hp, format!("horizon {label:?} is listed twice"));

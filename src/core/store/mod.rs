@@ -72,8 +72,11 @@ pub const RULES_V2: u8 = 2;
 pub const APPLY_ANSWER_V1: u8 = 1;
 /// Version 1 of the outcomes a profile's writer sends an experiment's object (`encode_outcomes`).
 pub const OUTCOMES_V1: u8 = 1;
-/// Version 1 of a profile summary (`summary::encode`).
+/// Version 1 of a profile summary (`summary::encode`). No longer read.
 pub const SUMMARY_V1: u8 = 1;
+/// Version 2: with what predictions read (`Behaviour`), so that a device computes them as the edge does. The
+/// decide module is built with the Worker, so only this version is read.
+pub const SUMMARY_V2: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodecError {

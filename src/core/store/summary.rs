@@ -11,6 +11,7 @@ use crate::core::base::encoding::{base64_decode, base64_encode};
 use crate::core::base::time::Millis;
 use crate::core::base::value::Value;
 use crate::core::model::aggregate::DayCount;
+use crate::core::model::behaviour::{Behaviour, ChannelStats};
 use crate::core::model::consent::{Grant, Purpose};
 use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS};
 use crate::core::model::identity::{Identity, USER_ID};
@@ -18,7 +19,7 @@ use crate::core::model::profile::{Profile, TraitEntry};
 use crate::core::model::shown::{Assignment, Shown};
 use crate::core::rules::segment::{Condition, PropertyFilter, ScoreSource};
 use crate::core::rules::Config;
-use crate::core::store::{self, CodecError, SUMMARY_V1};
+use crate::core::store::{self, CodecError, SUMMARY_V2};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -165,6 +166,14 @@ impl Profile {
             }
         }
         out.shown = shown;
+        if config.predictions.read {
+            // Purchases and channel counts, not the writer's open sends nor recent send times.
+            out.behaviour.purchases = self.behaviour.purchases.clone();
+            for (name, c) in &self.behaviour.channels {
+                let counts = ChannelStats { open: Vec::new(), recent: Vec::new(), ..c.clone() };
+                out.behaviour.channels.insert(name.clone(), counts);
+            }
+        }
         out
     }
 }
@@ -187,6 +196,8 @@ struct Wire {
     impressions: Vec<(String, Vec<Millis>)>,
     /// Experiment id, variant and first exposure.
     experiments: Vec<(String, String, Millis)>,
+    /// What predictions read, when a condition reads one (else empty).
+    behaviour: Behaviour,
 }
 
 /// A profile summary (`Profile::minimized_for`) as text: version byte and bincode of its fields, in standard
@@ -202,8 +213,9 @@ pub fn encode(p: &Profile) -> String {
         series: pairs(&p.aggregates.series),
         impressions: p.shown.impressions.iter().map(|(k, v)| (k.clone(), v.iter().copied().collect())).collect(),
         experiments: p.shown.experiments.iter().map(|(k, a)| (k.clone(), a.variant.clone(), a.at)).collect(),
+        behaviour: p.behaviour.clone(),
     };
-    base64_encode(&store::encode(SUMMARY_V1, &wire))
+    base64_encode(&store::encode(SUMMARY_V2, &wire))
 }
 
 fn pairs<V: Clone>(m: &BTreeMap<String, V>) -> Vec<(String, V)> {
@@ -223,7 +235,7 @@ fn map_of<K: Ord, V>(pairs: impl IntoIterator<Item = (K, V)>) -> BTreeMap<K, V> 
 /// Reads `encode`'s text back into a profile that decides as the minimized one does.
 pub fn decode(text: &str) -> Result<Profile, CodecError> {
     let bytes = base64_decode(text).ok_or_else(|| CodecError::Corrupt("the summary is not base64".into()))?;
-    let w: Wire = store::decode_for_device(SUMMARY_V1, &bytes)?;
+    let w: Wire = store::decode_for_device(SUMMARY_V2, &bytes)?;
     let mut p = Profile::new(w.id, w.last_seen);
     if w.identified {
         p.identities.push(Identity::new(USER_ID, ""));
@@ -234,6 +246,7 @@ pub fn decode(text: &str) -> Result<Profile, CodecError> {
         p.recent.push_back(EventRecord { at, name, message_id: String::new(), props: map_of(props) });
     }
     p.aggregates.series = map_of(w.series);
+    p.behaviour = w.behaviour;
     p.shown.impressions = map_of(w.impressions.into_iter().map(|(k, v)| (k, v.into())));
     p.shown.experiments =
         map_of(w.experiments.into_iter().map(|(k, variant, at)| (k, Assignment { variant, at, converted_at: None })));
