@@ -11,7 +11,7 @@ use crate::core::base::time::Millis;
 use crate::core::model::consent::Model;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
-use crate::core::rules::predictions::{model_from_json, Model};
+use crate::core::rules::predictions::{model_from_json, Model as PredictionModel};
 use crate::core::rules::{compile_str, Config};
 use crate::core::store::{decode_snapshot, encode_rules};
 use crate::edge::error::ApiError;
@@ -146,7 +146,7 @@ pub const MODEL_KEY: &str = "predictions:model";
 const MODEL_TTL_MS: Millis = 60_000;
 
 thread_local! {
-    static MODEL_CACHE: RefCell<Option<(Millis, Option<Model>)>> = const { RefCell::new(None) };
+    static MODEL_CACHE: RefCell<Option<(Millis, Option<PredictionModel>)>> = const { RefCell::new(None) };
 }
 
 /// The configuration with the fitted model in force (unless it pins one): the cached compiled configuration

@@ -1,7 +1,7 @@
 //! The fitting job, a thin shell around `core::engine::fit`: it reads the summaries profiles published (D1, at most
 //! `MAX_FIT_PROFILES`, a page at a time), fits a version, records it with its quality figures in D1 and, when
 //! any part fitted, makes it the model in force (KV `predictions:model`, which every writer picks up within a
-//! minute). The cron runs it when the last fit is older than `predictions.refit`; the console runs it on demand
+//! minute, and the re-evaluation pass brings every profile's audiences to it). The cron runs it when the last fit is older than `predictions.refit`; the console runs it on demand
 //! (`routes::predictions`). One invocation does one bounded fit: its reads, memory and optimizer iterations have
 //! fixed ceilings whatever the population.
 
@@ -48,7 +48,7 @@ async fn summaries(env: &Env) -> Result<Vec<Behaviour>, ApiError> {
 
 /// Fits a new version now, records it, and puts it in force when any part fitted. Answers the version's row.
 pub async fn fit_now(env: &Env) -> Result<J, ApiError> {
-    let (_, config) = kv::config(env).await?;
+    let (config_version, config) = kv::config(env).await?;
     let people = summaries(env).await?;
     let db = index(env).await?;
     let version = rows(&db, &Statement { sql: NEXT_VERSION, params: vec![] })
@@ -76,6 +76,11 @@ pub async fn fit_now(env: &Env) -> Result<J, ApiError> {
         let store = kv::store(env)?;
         kv::put_text(&store, kv::MODEL_KEY, &m.to_string())?.execute().await?;
         kv::forget_model();
+        // Audiences that read predictions are evaluated again under the new version: each profile when it is next
+        // touched, and every other one by the re-evaluation pass, so that nobody waits for their next event.
+        if config.predictions.read {
+            crate::edge::audiences::start_sweep(env, config_version).await?;
+        }
     }
     Ok(version_json(version as i64, at, status, model_json, quality))
 }

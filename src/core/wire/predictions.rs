@@ -153,6 +153,8 @@ pub const PAGE: usize = 5_000;
 /// The next page after profile id `?1` (keyset pagination: each page one indexed range read).
 pub const SUMMARIES_PAGE: &str =
     "SELECT profile_id, body FROM prediction_summaries WHERE profile_id > ?1 ORDER BY profile_id LIMIT ?2";
+/// How many profiles have a summary (what the next fit reads, up to `MAX_FIT_PROFILES`).
+pub const COUNT_SUMMARIES: &str = "SELECT COUNT(*) FROM prediction_summaries";
 /// The next version number.
 pub const NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM prediction_models";
 /// When the last fit ran (0 when none did).

@@ -5,7 +5,7 @@
 //! everyone's summaries.
 
 use crate::core::wire::audiences::{Sql, Statement};
-use crate::core::wire::predictions::VERSIONS;
+use crate::core::wire::predictions::{COUNT_SUMMARIES, VERSIONS};
 use crate::edge::auth::require_admin;
 use crate::edge::error::{json_response, ApiError, ApiResult};
 use crate::edge::kv;
@@ -34,9 +34,16 @@ pub(crate) async fn predictions_list(req: Request, env: &Env) -> ApiResult {
             )
         })
         .collect();
+    let summaries = rows(&db, &Statement { sql: COUNT_SUMMARIES, params: vec![] })
+        .await?
+        .first()
+        .and_then(|r| r.first())
+        .and_then(J::as_u64)
+        .unwrap_or(0);
     let (_, config) = kv::config(env).await?;
     let p = &config.predictions;
     let body = json!({
+        "summaries": summaries,
         "inForce": p.model.as_ref().map(|m| json!({"version": m.version, "pinned": p.pinned.is_some()})),
         "names": p.names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         "versions": versions,
