@@ -372,5 +372,111 @@ fn bench_journeys(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_profiles, bench_decide, bench_write_audiences, bench_journeys);
+/// Predictions: the fit of 100,000 profiles' summaries (BG/NBD on the holdout and on everything, Gamma-Gamma, a
+/// channel's priors), and what predictions add to a write (a 20-event batch with two audiences on predictions,
+/// which evaluate them and solve their next crossing) and to a decision on a customer's profile.
+fn bench_predictions(c: &mut Criterion) {
+    use edgecdp::core::engine::fit::fit;
+    use edgecdp::core::model::behaviour::Behaviour;
+    const DAY: i64 = 86_400_000;
+    // Seeded: every run fits the same population.
+    let mut seed = 7u64;
+    let mut unit = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let people: Vec<Behaviour> = (0..100_000)
+        .map(|_| {
+            let mut b = Behaviour::default();
+            let start = NOW - ((30.0 + unit() * 400.0) as i64) * DAY;
+            let gap = 5.0 + unit() * 60.0;
+            let stop = start + ((unit() * 500.0) as i64) * DAY;
+            let level = 10.0 + unit() * 150.0;
+            let mut t = start;
+            while t < NOW && t <= stop {
+                b.purchases.record(t, level * (0.5 + unit()));
+                t += (gap * (0.5 + unit()) * DAY as f64) as i64;
+            }
+            let s = b.channel("email").expect("room");
+            for k in 0..((unit() * 20.0) as i64) {
+                s.record_send(start + k * 2 * DAY);
+                if unit() < 0.15 {
+                    s.record_response(start + k * 2 * DAY + 60_000);
+                }
+            }
+            b
+        })
+        .collect();
+    let p = compile_str(r#"{"predictions": {"channels": {"email": {"responses": ["Email Opened"]}}}}"#)
+        .expect("compiles")
+        .predictions;
+    let once = fit(&people, &p, 1, NOW);
+    println!("fit of 100,000: {} {}", once.status, once.quality);
+    let mut g = c.benchmark_group("predictions");
+    g.sample_size(10);
+    g.bench_function("fit 100,000 profiles' summaries", |b| b.iter(|| fit(black_box(&people), &p, 1, NOW)));
+    let model = once.model.expect("the population fits");
+    let text = |read: bool| {
+        let segments = if read {
+            r#""segments": [{"id": "likely", "when": {"prediction": "purchase30d", "gte": 0.4}},
+                             {"id": "slipping", "when": {"prediction": "alive", "lt": 0.5}}],"#
+        } else {
+            r#""segments": [{"id": "likely", "when": {"event": "Order Completed", "within": "30d"}},
+                             {"id": "slipping", "when": {"inactiveFor": "30d"}}],"#
+        };
+        format!(
+            r#"{{{segments} "slots": {{"hero": {{"fallback": {{"html": "x"}}, "blocks": [{{"id": "b", "audience": {{"segment": "likely"}}, "html": "y"}}]}}}}}}"#
+        )
+    };
+    let with = compile_str(&text(true)).expect("compiles").with_model(Some(model));
+    let without = compile_str(&text(false)).expect("compiles");
+    let (mut customer, _) = profiles();
+    customer.behaviour = people.iter().find(|b| b.purchases.days.len() > 5).cloned().expect("a repeat buyer");
+    let body = batch_body();
+    for (name, config) in [("two audiences on predictions", &with), ("two audiences on counts", &without)] {
+        edgecdp::core::engine::audiences::track(
+            config,
+            &mut customer,
+            NOW,
+            edgecdp::core::model::audience::Cause::Event,
+        );
+        g.bench_function(format!("write a 20-event batch, {name}"), |b| {
+            b.iter_batched(
+                || (customer.clone(), parse_batch(body.as_bytes(), NOW + 1).expect("valid").events),
+                |(p, events)| {
+                    let req = ApplyRequest { profile_id: p.id.clone(), events, ..ApplyRequest::default() };
+                    edgecdp::core::engine::write::write(Some(p), Vec::new(), req, config, NOW + 1)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        let mut granted = customer.clone();
+        let grant = edgecdp::core::model::consent::Grant { granted: true, at: NOW, source: "bench".into() };
+        granted.consent.grants.insert(edgecdp::core::model::consent::Purpose::Personalization, grant);
+        let cx = edgecdp::core::model::context::Context::default();
+        let slots = vec!["hero".to_string()];
+        g.bench_function(format!("decide, {name}"), |b| {
+            b.iter(|| {
+                let subject = edgecdp::core::model::consent::permit_personalization(
+                    &config.consent,
+                    &granted,
+                    None,
+                    &RequestSignals::default(),
+                );
+                edgecdp::core::engine::decide::decide(config, subject, black_box(&cx), &slots, NOW)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_profiles,
+    bench_decide,
+    bench_write_audiences,
+    bench_journeys,
+    bench_predictions
+);
 criterion_main!(benches);

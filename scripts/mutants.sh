@@ -6,7 +6,7 @@
 #
 #   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
-#                                   template merge absorb sends pressure writer export)
+#                                   template merge absorb sends pressure writer export predictions)
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 MUTANTS_VERSION="27.1.0"
@@ -31,6 +31,7 @@ declare -A files=(
   [pressure]=src/core/engine/pressure.rs
   [writer]='src/core/writer/mod.rs src/core/writer/effects.rs'
   [export]='src/core/wire/export.rs src/core/wire/export_ledger.rs src/core/writer/export.rs src/core/engine/apply.rs src/core/wire/events.rs'
+  [predictions]='src/core/model/behaviour.rs src/core/wire/predictions.rs src/core/engine/predict.rs src/core/engine/fit.rs'
 )
 declare -A only=(
   [sends]='claim|settle'
@@ -40,7 +41,7 @@ declare -A only=(
   [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for'
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer export)
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer export predictions)
 out="$ROOT/target/mutants"
 mkdir -p "$out"
 status=0

@@ -177,6 +177,7 @@ async function personView(params) {
       el('div', { class: 'card' },
         table('Journeys running', ['Journey', 'Key', 'Step', 'Since', 'Wakes'], p.journeys.instances.map((i) => [i.journey, i.key || '—', i.step, when(i.since), when(i.wakeAt)])),
         table('Journeys ended', ['Journey', 'Key', 'Step', 'Reason', 'When'], p.journeys.ended.map((e) => [e.journey, e.key || '—', e.step, e.reason, when(e.at)])))),
+    predictionsCard(p.predictions),
     el('div', { class: 'card' },
       table('Deliveries', ['When', 'Destination', 'Journey', 'Step', 'Outcome', 'Reason'], p.deliveries.map((d) => [when(d.at), d.destination, show(d.journey), show(d.step), d.outcome, show(d.reason)])),
       table('Experiments', ['Experiment', 'Variant', 'Exposed', 'Converted'], Object.entries(p.experiments || {}).map(([k, a]) => [k, a.variant, when(a.at), when(a.convertedAt)]))),
@@ -187,6 +188,16 @@ async function personView(params) {
       el('p', { class: 'row' },
         el('button', { type: 'button', id: 'export', onclick: () => download(`${p.id}.json`, JSON.stringify(p, null, 2)) }, 'Download everything held (JSON)'),
         el('button', { type: 'button', id: 'erase', class: 'danger', onclick: () => erase(key, p) }, 'Erase this person'))));
+}
+
+/** The person's predictions: each value with what drove it, and the model version that made them. */
+function predictionsCard(pr) {
+  if (!pr) return null;
+  const model = pr.model ? `model version ${pr.model.version}${pr.model.pinned ? ' (pinned in the configuration)' : `, fitted ${when(pr.model.fittedAt)}`}`
+    : 'no model fitted yet';
+  return el('div', { class: 'card', id: 'predictions' },
+    table(`Predictions (${model})`, ['Prediction', 'Value', 'What drove it'],
+      pr.values.map((v) => [v.name, v.name.startsWith('value') || v.name.startsWith('purchases') ? v.value.toFixed(2) : `${(v.value * 100).toFixed(1)}%`, v.why]), [1]));
 }
 
 function mergesCard(p, key) {
@@ -971,10 +982,78 @@ async function exportView(params) {
     el('p', { class: 'muted' }, 'Gzip NDJSON in Segment\'s warehouse layout. Analysts read the bucket itself through R2\'s S3 API; see docs/export.md.')));
 }
 
+// ---------------------------------------------------------------- predictions
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs = {}, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+/** Calibration on the held-out window: per tenth of predicted probability, the mean prediction beside the share
+ * that did buy (bars of the same height mean the probabilities can be taken at their word). */
+function calibrationChart(bins) {
+  const w = 420, h = 180, pad = 24, step = (w - pad) / 10;
+  const bar = (b, value, dx, cls) => svg('rect', { x: pad + b.bin * step + dx, y: h - pad - value * (h - 2 * pad),
+    width: step / 2 - 2, height: Math.max(1, value * (h - 2 * pad)), class: cls });
+  return svg('svg', { viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: 'img', id: 'calibration',
+    'aria-label': 'Calibration: predicted probability against the share that bought, per tenth' },
+  svg('title', {}, 'Predicted (dark) and actual (light) share buying in the holdout, per tenth of prediction'),
+  svg('line', { x1: pad, y1: h - pad, x2: w, y2: h - pad, class: 'axis' }),
+  ...bins.flatMap((b) => [bar(b, b.predicted, 1, 'predicted'), bar(b, b.actual, step / 2, 'actual'),
+    svg('text', { x: pad + b.bin * step + 2, y: h - 8, class: 'tick' }, `${b.bin * 10}%`)]));
+}
+
+/** The model versions: status, quality on the held-out window with its calibration chart, parameters, why a part
+ * did not fit; and the button that fits a version now. */
+async function predictionsView() {
+  render('Predictions');
+  let s;
+  try { s = (await api('GET', '/v1/predictions')).json; } catch (e) { view.append(failure(e)); return; }
+  const status = el('p', { role: 'status', id: 'fit-status' });
+  const fit = el('button', { type: 'button', id: 'fit-now', onclick: async () => {
+    fit.disabled = true;
+    status.textContent = 'Fitting…';
+    try {
+      const v = (await api('POST', '/v1/predictions/fit')).json;
+      status.textContent = `Version ${v.version}: ${v.status}.`;
+      predictionsView();
+    } catch (e) { status.replaceChildren(failure(e)); fit.disabled = false; }
+  } }, 'Fit a version now');
+  view.append(el('div', { class: 'card' },
+    el('p', {}, s.inForce ? `Version ${s.inForce.version} is in force${s.inForce.pinned ? ' (pinned in the configuration)' : ''}.` : 'No model is in force yet.',
+      ` ${s.summaries} profiles have published a summary for the next fit. Predictions: ${s.names.join(', ')}.`),
+    el('p', { class: 'row' }, fit), status,
+    Object.assign(table('Versions (newest first)', ['Version', 'Fitted', 'Status', 'Customers', 'Holdout AUC', 'Predicted purchases', 'Actual purchases'],
+      s.versions.map((v) => [v.version, when(v.fittedAt), v.status, show(v.quality.customers),
+        v.quality.holdout && typeof v.quality.holdout.auc === 'number' ? v.quality.holdout.auc.toFixed(3) : '—',
+        v.quality.holdout && typeof v.quality.holdout.predictedPurchases === 'number' ? v.quality.holdout.predictedPurchases.toFixed(1) : '—',
+        show(v.quality.holdout && v.quality.holdout.actualPurchases)]), [0, 3, 4, 5, 6]), { id: 'versions' })));
+  const latest = s.versions[0];
+  if (!latest) return;
+  const q = latest.quality;
+  const params = [];
+  if (q.bgnbd) params.push(...['r', 'alpha', 'a', 'b'].map((k) => [`BG/NBD ${k}`, q.bgnbd[k].toPrecision(4)]));
+  if (q.gammaGamma) params.push(...['p', 'q', 'v'].map((k) => [`Gamma-Gamma ${k}`, q.gammaGamma[k].toPrecision(4)]));
+  for (const [c, pr] of Object.entries(q.channels || {})) {
+    params.push([`${c} response rate prior`, `${(pr.response.mean * 100).toFixed(1)}% (${pr.response.how})`],
+      [`${c} unsubscribe rate prior`, `${(pr.unsubscribe.mean * 100).toFixed(2)}% (${pr.unsubscribe.how})`]);
+  }
+  view.append(el('div', { class: 'grid' },
+    el('div', { class: 'card', id: 'calibration-card' }, el('h2', {}, `Version ${latest.version}: calibration on the holdout`),
+      q.holdout && q.holdout.calibration ? calibrationChart(q.holdout.calibration) : el('p', { class: 'muted' }, show(q.holdout && q.holdout.error)),
+      q.holdout && q.holdout.calibration ? table('Per tenth', ['Predicted', 'Bought', 'People'],
+        q.holdout.calibration.map((b) => [`${(b.predicted * 100).toFixed(1)}%`, `${(b.actual * 100).toFixed(1)}%`, b.people]), [0, 1, 2]) : null),
+    el('div', { class: 'card' }, table('Parameters', ['Parameter', 'Value'], params, [1]),
+      table('What could not be fitted', ['Part', 'Why'], Object.entries(q.failures || {})))));
+}
+
 // ---------------------------------------------------------------- routing
 
 const VIEWS = { person: personView, audiences: audiencesView, deliveries: deliveriesView, experiments: experimentsView, config: configView,
-  imports: importsView, export: exportView };
+  imports: importsView, export: exportView, predictions: predictionsView };
 
 function route() {
   if (!csrf) return;
