@@ -410,11 +410,14 @@ fn bench_predictions(c: &mut Criterion) {
     let p = compile_str(r#"{"predictions": {"channels": {"email": {"responses": ["Email Opened"]}}}}"#)
         .expect("compiles")
         .predictions;
-    let once = fit(&people, &p, 1, NOW);
+    let rows: Vec<edgecdp::core::engine::fit::Row> =
+        people.iter().map(|b| edgecdp::core::engine::fit::Row::of(b, &p, NOW)).collect();
+    println!("a row of the fit: {} bytes and its channels", std::mem::size_of::<edgecdp::core::engine::fit::Row>());
+    let once = fit(&rows, &p, 1, NOW);
     println!("fit of 100,000: {} {}", once.status, once.quality);
     let mut g = c.benchmark_group("predictions");
     g.sample_size(10);
-    g.bench_function("fit 100,000 profiles' summaries", |b| b.iter(|| fit(black_box(&people), &p, 1, NOW)));
+    g.bench_function("fit 100,000 profiles' summaries", |b| b.iter(|| fit(black_box(&rows), &p, 1, NOW)));
     let model = once.model.expect("the population fits");
     let text = |read: bool| {
         let segments = if read {

@@ -6,8 +6,8 @@
 //! fixed ceilings whatever the population.
 
 use crate::core::base::time::Millis;
-use crate::core::engine::fit::{fit, Fitted};
-use crate::core::model::behaviour::Behaviour;
+use crate::core::engine::fit::{fit, Fitted, Row};
+use crate::core::rules::predictions::Predictions;
 use crate::core::wire::audiences::{Sql, Statement};
 use crate::core::wire::predictions::{
     Published, LAST_FIT, MAX_FIT_PROFILES, NEXT_VERSION, PAGE, RECORD_MODEL, SUMMARIES_PAGE,
@@ -19,8 +19,9 @@ use crate::edge::outlets::{index, rows, run};
 use serde_json::{json, Value as J};
 use worker::Env;
 
-/// Every summary the fit reads (at most `MAX_FIT_PROFILES`), by profile id.
-async fn summaries(env: &Env) -> Result<Vec<Behaviour>, ApiError> {
+/// Every summary the fit reads (at most `MAX_FIT_PROFILES`), by profile id, each made into the fit's row as it is
+/// read (a page of summaries at a time is all that is held of them).
+async fn summaries(env: &Env, p: &Predictions, now: Millis) -> Result<Vec<Row>, ApiError> {
     let db = index(env).await?;
     let mut out = Vec::new();
     let mut after = String::new();
@@ -34,8 +35,8 @@ async fn summaries(env: &Env) -> Result<Vec<Behaviour>, ApiError> {
         for r in &page {
             let body = r.get(1).and_then(J::as_str).unwrap_or_default();
             // A summary this build cannot read is left out of the fit, not a reason to fail it.
-            if let Some(Ok(p)) = serde_json::from_str::<J>(body).ok().as_ref().and_then(Published::of) {
-                out.push(p.behaviour);
+            if let Some(Ok(summary)) = serde_json::from_str::<J>(body).ok().as_ref().and_then(Published::of) {
+                out.push(Row::of(&summary.behaviour, p, now));
             }
         }
         match page.last().and_then(|r| r.first()).and_then(J::as_str) {
@@ -49,7 +50,8 @@ async fn summaries(env: &Env) -> Result<Vec<Behaviour>, ApiError> {
 /// Fits a new version now, records it, and puts it in force when any part fitted. Answers the version's row.
 pub async fn fit_now(env: &Env) -> Result<J, ApiError> {
     let (config_version, config) = kv::config(env).await?;
-    let people = summaries(env).await?;
+    let at = now();
+    let people = summaries(env, &config.predictions, at).await?;
     let db = index(env).await?;
     let version = rows(&db, &Statement { sql: NEXT_VERSION, params: vec![] })
         .await?
@@ -57,7 +59,6 @@ pub async fn fit_now(env: &Env) -> Result<J, ApiError> {
         .and_then(|r| r.first())
         .and_then(J::as_u64)
         .unwrap_or(1);
-    let at = now();
     let Fitted { status, model, quality } = fit(&people, &config.predictions, version, at);
     let model_json = model.as_ref().map(|m| m.to_json());
     let record = Statement {

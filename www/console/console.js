@@ -54,6 +54,12 @@ function table(caption, head, rows, numeric = []) {
       : el('tr', {}, el('td', { colspan: head.length, class: 'muted' }, 'None.'))));
 }
 
+// Why a send was held, in words, for the reasons that are the person's own (the rest show as their code).
+const HELD = {
+  paused_unanswered: 'paused_unanswered: the last sends of this channel went unanswered (adaptive pressure)',
+  adaptive_cap: 'adaptive_cap: this person answers less when sent more, so their cap is lower (adaptive pressure)',
+};
+const why = (reason) => (reason && HELD[reason]) || show(reason);
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : '—');
 const show = (v) => (v === null || v === undefined ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v));
 
@@ -179,7 +185,7 @@ async function personView(params) {
         table('Journeys ended', ['Journey', 'Key', 'Step', 'Reason', 'When'], p.journeys.ended.map((e) => [e.journey, e.key || '—', e.step, e.reason, when(e.at)])))),
     predictionsCard(p.predictions),
     el('div', { class: 'card' },
-      table('Deliveries', ['When', 'Destination', 'Journey', 'Step', 'Outcome', 'Reason'], p.deliveries.map((d) => [when(d.at), d.destination, show(d.journey), show(d.step), d.outcome, show(d.reason)])),
+      table('Deliveries', ['When', 'Destination', 'Journey', 'Step', 'Outcome', 'Reason'], p.deliveries.map((d) => [when(d.at), d.destination, show(d.journey), show(d.step), d.outcome, why(d.reason)])),
       table('Experiments', ['Experiment', 'Variant', 'Exposed', 'Converted'], Object.entries(p.experiments || {}).map(([k, a]) => [k, a.variant, when(a.at), when(a.convertedAt)]))),
     mergesCard(p, key),
     previewCard(key),

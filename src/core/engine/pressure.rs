@@ -5,23 +5,39 @@
 //! `engine::journeys` asks it when a send is planned and again when it leaves (`claim`); `engine::decide` asks
 //! it for slots. It reads the ledger (`model::journey`) and the impressions (`model::shown`); it changes nothing.
 
+use crate::core::base::clv::BetaPrior;
 use crate::core::base::time::{Millis, DAY, HOUR};
+use crate::core::engine::predict;
 use crate::core::model::profile::Profile;
-use crate::core::rules::pressure::ONSITE;
+use crate::core::rules::pressure::{Adaptive, ONSITE};
 use crate::core::rules::Config;
 
 /// The budget a new send of `channel` would break, if any: the caps over every send and the slots' impressions,
 /// then the channel's own caps.
+///
+/// With the adaptive budget (`pressure.adaptive`), a person whose last sends of the channel went unanswered waits
+/// (`paused_unanswered`), and every cap shrinks by how much their response to the channel falls under pressure
+/// (`adaptive_cap`: a cap the plain budget would still allow).
 pub fn over_budget(config: &Config, profile: &Profile, channel: &str, now: Millis) -> Option<&'static str> {
     let p = &config.pressure;
-    for cap in &p.caps {
-        if sent_in(config, profile, None, cap.per, now) >= cap.max as usize {
-            return Some("pressure_cap");
+    let stats = profile.behaviour.channels.get(channel);
+    let mut sensitivity = 0.0;
+    if let (Some(a), Some(stats)) = (&p.adaptive, stats) {
+        if stats.unanswered >= a.pause_after && stats.last_send.is_some_and(|l| now - l < a.pause) {
+            return Some("paused_unanswered");
         }
+        let prior = config.predictions.model.as_ref().and_then(|m| m.channels.get(channel)).map(|c| c.response);
+        sensitivity = predict::sensitivity(stats, prior.unwrap_or(BetaPrior { alpha: 1.0, beta: 1.0 }));
     }
-    for cap in p.channels.get(channel).into_iter().flatten() {
-        if sent_in(config, profile, Some(channel), cap.per, now) >= cap.max as usize {
-            return Some("channel_cap");
+    let caps = p.caps.iter().map(|c| (c, None, "pressure_cap"));
+    let channel_caps = p.channels.get(channel).into_iter().flatten().map(|c| (c, Some(channel), "channel_cap"));
+    for (cap, only, reason) in caps.chain(channel_caps) {
+        let sent = sent_in(config, profile, only, cap.per, now);
+        if sent >= cap.max as usize {
+            return Some(reason);
+        }
+        if sent >= Adaptive::cap(cap.max, sensitivity) as usize {
+            return Some("adaptive_cap");
         }
     }
     None
@@ -103,6 +119,59 @@ mod tests {
 
     fn t(s: &str) -> Millis {
         parse_iso8601(s).unwrap()
+    }
+
+    /// The adaptive budget, one row per rule: with `adaptive` on or off, a person's unanswered sends in a row and
+    /// the last one's age, their sensitivity (answered shares after a quiet week and after a busy one), the sends
+    /// of the channel in the cap's week, and what a new send meets. The cap is 4 email sends a week.
+    #[test]
+    fn the_adaptive_budget_pauses_unanswered_channels_and_shrinks_caps_for_the_sensitive() {
+        use crate::core::model::behaviour::ChannelStats;
+        use crate::core::model::journey::Sent;
+        use crate::core::model::profile::Profile;
+        use crate::core::rules::compile_str;
+        let now = t("2026-12-01T12:00:00Z");
+        let config = |adaptive: bool| {
+            compile_str(&format!(
+                r#"{{"pressure": {{"channels": {{"email": [{{"max": 4, "per": "7d"}}]}}, "adaptive": {adaptive}}}}}"#
+            ))
+            .unwrap()
+        };
+        let flat = [(0, 0); 4];
+        let halved = [(100, 40), (100, 20), (0, 0), (0, 0)];
+        #[rustfmt::skip]
+        let rows: [(bool, u32, i64, [(u32, u32); 4], usize, Option<&str>); 10] = [
+            (false, 5, 1, flat, 0, None),                          // off: unanswered sends change nothing
+            (true, 3, 1, flat, 0, Some("paused_unanswered")),     // three unanswered, the last a day ago
+            (true, 3, 13, flat, 0, Some("paused_unanswered")),    // still inside the 14-day pause
+            (true, 3, 15, flat, 0, None),                          // the pause is over
+            (true, 2, 1, flat, 0, None),                           // two unanswered are not yet a pause
+            (true, 0, 1, halved, 1, None),                         // half the response under pressure: cap 2
+            (true, 0, 1, halved, 2, Some("adaptive_cap")),        // ... which two sends reach
+            (false, 0, 1, halved, 2, None),                        // off: the plain cap of 4
+            (true, 0, 1, flat, 3, None),                           // no sensitivity: the plain cap of 4
+            (true, 0, 1, flat, 4, Some("channel_cap")),           // which the plain budget enforces
+        ];
+        for (i, (on, unanswered, days_ago, by_pressure, sent, want)) in rows.into_iter().enumerate() {
+            let mut p = Profile::new("p".into(), now - 30 * DAY);
+            let stats = ChannelStats {
+                unanswered,
+                last_send: Some(now - days_ago * DAY),
+                by_pressure,
+                ..ChannelStats::default()
+            };
+            p.behaviour.channels.insert("email".into(), stats);
+            for k in 0..sent {
+                p.journeys.ledger.push_back(Sent {
+                    at: now - HOUR * (k as i64 + 1),
+                    channel: "email".into(),
+                    id: format!("s{k}"),
+                });
+            }
+            assert_eq!(over_budget(&config(on), &p, "email", now), want, "row {i}");
+        }
+        assert_eq!(Adaptive::cap(4, 0.9), 1, "never below one send");
+        assert_eq!(Adaptive::cap(4, f64::NAN), 4);
     }
 
     #[test]

@@ -20,6 +20,33 @@ pub struct Pressure {
     pub quiet: Option<(u8, u8)>,
     /// The offset from UTC (minutes) of a person whose time zone is not known.
     pub default_offset: i32,
+    /// `adaptive`: each person's caps shrink with how much their response falls under pressure
+    /// (`sensitivity.<channel>`), and a channel pauses after unanswered sends.
+    pub adaptive: Option<Adaptive>,
+}
+
+/// The adaptive budget: after `pause_after` unanswered sends in a row, the channel waits `pause` from the last.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adaptive {
+    pub pause_after: u32,
+    pub pause: Millis,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive { pause_after: 3, pause: 14 * DAY }
+    }
+}
+
+impl Adaptive {
+    /// A cap of `max` for a person whose response falls by `sensitivity` (0 to 1) under pressure: the share of
+    /// it they still answer to, never below one send.
+    pub fn cap(max: u32, sensitivity: f64) -> u32 {
+        if sensitivity.is_nan() || sensitivity <= 0.0 || max == 0 {
+            return max;
+        }
+        ((f64::from(max) * (1.0 - sensitivity.min(1.0))).floor() as u32).max(1)
+    }
 }
 
 impl Pressure {
@@ -37,7 +64,7 @@ impl Compiler {
     /// "quietHours": {"from": 21, "to": 8}, "defaultUtcOffset": "+01:00"}`.
     pub(crate) fn pressure(&mut self, v: &J, path: &str, slots: &BTreeSet<String>) -> Pressure {
         let mut out = Pressure::default();
-        let keys = ["caps", "channels", "slots", "quietHours", "defaultUtcOffset"];
+        let keys = ["caps", "channels", "slots", "quietHours", "defaultUtcOffset", "adaptive"];
         let Some(o) = self.object(v, path, &keys) else { return out };
         if let Some(v) = present(o, "caps") {
             out.caps = self.caps(v, &at(path, "caps"));
@@ -81,6 +108,9 @@ impl Compiler {
                 }
             }
         }
+        if let Some(v) = present(o, "adaptive") {
+            out.adaptive = self.adaptive(v, &at(path, "adaptive"));
+        }
         if let Some(v) = present(o, "defaultUtcOffset") {
             match v.as_str().and_then(parse_offset) {
                 Some(m) => out.default_offset = m,
@@ -88,6 +118,26 @@ impl Compiler {
             }
         }
         out
+    }
+
+    /// `adaptive`: `true`, `false`, or `{"pauseAfter": 3, "pause": "14d"}`.
+    fn adaptive(&mut self, v: &J, path: &str) -> Option<Adaptive> {
+        if let J::Bool(on) = v {
+            return on.then(Adaptive::default);
+        }
+        let Some(o) = self.object(v, path, &["pauseAfter", "pause"]) else { return None };
+        let mut a = Adaptive::default();
+        if let Some(n) = present(o, "pauseAfter") {
+            a.pause_after = self.integer(n, &at(path, "pauseAfter"), 1, 100).unwrap_or(3) as u32;
+        }
+        if let Some(d) = present(o, "pause") {
+            match self.duration(d, &at(path, "pause")) {
+                Some(ms) if ms <= 365 * DAY => a.pause = ms,
+                Some(_) => self.err(at(path, "pause"), "at most 365d"),
+                None => {}
+            }
+        }
+        Some(a)
     }
 
     fn caps(&mut self, v: &J, path: &str) -> Vec<Cap> {
@@ -155,6 +205,27 @@ mod tests {
             "pressure.defaultUtcOffset: expected an offset",
         ] {
             assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn the_adaptive_budget_reads_true_or_its_settings() {
+        let adaptive =
+            |v: &str| compile_str(&format!(r#"{{"pressure": {{"adaptive": {v}}}}}"#)).map(|c| c.pressure.adaptive);
+        assert_eq!(adaptive("true").unwrap(), Some(Adaptive::default()));
+        assert_eq!(adaptive("false").unwrap(), None);
+        assert_eq!(
+            adaptive(r#"{"pauseAfter": 5, "pause": "3d"}"#).unwrap(),
+            Some(Adaptive { pause_after: 5, pause: 3 * DAY })
+        );
+        for (v, want) in [
+            (r#"{"pauseAfter": 0}"#, "pressure.adaptive.pauseAfter:"),
+            (r#"{"pause": "400d"}"#, "pressure.adaptive.pause: at most 365d"),
+            (r#"{"after": 2}"#, "pressure.adaptive.after:"),
+            ("3", "pressure.adaptive:"),
+        ] {
+            let got = errors(&format!(r#"{{"pressure": {{"adaptive": {v}}}}}"#));
+            assert!(got.iter().any(|g| g.starts_with(want)), "{v}: missing {want:?} in {got:#?}");
         }
     }
 
