@@ -17,7 +17,9 @@ fi
 # Each group: its files, and the functions of them that hold the rule (empty: every function in them). In
 # journeys.rs only the sends are guarded here (claim, settle), in pressure.rs the budget and quiet hours; the rest
 # of them is stepping and send windows, which the journey cases cover. In profile.rs only a merge's parts
-# (`absorb*`; consent's part is in consent.rs, guarded whole).
+# (`absorb*`; consent's part is in consent.rs, guarded whole). In predictions, what a merge does to purchases and
+# responses, how sends and responses are counted (adaptive pressure reads them), and the fit's summaries leaving
+# with an erased profile; the models' arithmetic is held by tests/predictions.rs and the decision case.
 declare -A files=(
   [trust]=src/core/model/trust.rs
   [consent]=src/core/model/consent.rs
@@ -31,13 +33,14 @@ declare -A files=(
   [pressure]=src/core/engine/pressure.rs
   [writer]='src/core/writer/mod.rs src/core/writer/effects.rs'
   [export]='src/core/wire/export.rs src/core/wire/export_ledger.rs src/core/writer/export.rs src/core/engine/apply.rs src/core/wire/events.rs'
-  [predictions]='src/core/model/behaviour.rs src/core/wire/predictions.rs src/core/engine/predict.rs src/core/engine/fit.rs'
+  [predictions]='src/core/model/behaviour.rs src/core/wire/predictions.rs'
 )
 declare -A only=(
   [sends]='claim|settle'
   [pressure]='over_budget|sent_in|quiet_end|offset_of'
   [absorb]='absorb'
   [export]='people|without|is_file_key|person_key|plan|people_of|applied|as_stored|split|flatten|sent_fields'
+  [predictions]='absorb|record|removed|statements|channel'
   [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for'
 )
 groups=("$@")

@@ -536,6 +536,27 @@ mod tests {
         .map(|_| ())
     }
 
+    /// Purchases and channel statistics are the person's: a merge joins them, and a split leaves them with the
+    /// survivor (the profile split off starts its own again), whether or not the merge record went through storage.
+    #[test]
+    fn a_merge_joins_purchases_and_responses_and_a_split_leaves_them_with_the_survivor() {
+        use crate::core::base::time::DAY;
+        let mut user = Profile::new("p_user".into(), NOW);
+        user.identities.push(Identity::new("user_id", "u1"));
+        user.behaviour.purchases.record(NOW - 10 * DAY, 5.0);
+        let mut device = Profile::new("p_device".into(), NOW);
+        device.identities.push(Identity::new("anonymous_id", "d1"));
+        device.behaviour.purchases.record(NOW - 3 * DAY, 7.0);
+        device.behaviour.channel("email").unwrap().record_send(NOW - DAY);
+        merge_into_u1(&mut user, device, &IdentityRules::default(), "d1", "m1").unwrap();
+        let s = user.behaviour.purchases.summary(NOW).unwrap();
+        assert_eq!((s.x, s.t_x, s.mean_value), (1.0, 7.0, 7.0));
+        assert_eq!(user.behaviour.channels["email"].sends, 1);
+        let restored = split(&mut user, "p_device").unwrap();
+        assert!(restored.behaviour.is_empty());
+        assert_eq!(user.behaviour.channels["email"].sends, 1);
+    }
+
     /// Consent after a merge, one row per purpose: the newer decision wins, whichever profile holds it, a refusal
     /// as much as a grant; a purpose only one profile decided keeps that decision; and a split gives the
     /// survivor back the decision it had.

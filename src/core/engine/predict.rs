@@ -312,6 +312,20 @@ mod tests {
     }
 
     #[test]
+    fn the_export_carries_the_predictions_with_their_version() {
+        let c = config();
+        let cols: std::collections::BTreeMap<String, J> =
+            columns(&c, &buyer(&[0, 10, 20]), T0 + 30 * DAY).into_iter().collect();
+        assert_eq!(cols["predictions_model_version"], 0);
+        for name in
+            ["predictions_alive", "predictions_purchase30d", "predictions_value90d", "predictions_response_email"]
+        {
+            assert!(cols[name].as_f64().is_some_and(f64::is_finite), "{name}");
+        }
+        assert!(columns(&compile_str("{}").unwrap(), &buyer(&[0, 10]), T0).is_empty(), "no model, no columns");
+    }
+
+    #[test]
     fn the_page_says_which_model_and_why() {
         let c = config();
         let j = explain(&c, &buyer(&[0, 10, 20]), T0 + 60 * DAY);

@@ -140,11 +140,12 @@ mod tests {
         let flat = [(0, 0); 4];
         let halved = [(100, 40), (100, 20), (0, 0), (0, 0)];
         #[rustfmt::skip]
-        let rows: [(bool, u32, i64, [(u32, u32); 4], usize, Option<&str>); 10] = [
+        let rows: [(bool, u32, i64, [(u32, u32); 4], usize, Option<&str>); 11] = [
             (false, 5, 1, flat, 0, None),                          // off: unanswered sends change nothing
             (true, 3, 1, flat, 0, Some("paused_unanswered")),     // three unanswered, the last a day ago
             (true, 3, 13, flat, 0, Some("paused_unanswered")),    // still inside the 14-day pause
-            (true, 3, 15, flat, 0, None),                          // the pause is over
+            (true, 3, 14, flat, 0, None),                          // the pause ends 14 days after the last send
+            (true, 3, 15, flat, 0, None),                          // and stays over
             (true, 2, 1, flat, 0, None),                           // two unanswered are not yet a pause
             (true, 0, 1, halved, 1, None),                         // half the response under pressure: cap 2
             (true, 0, 1, halved, 2, Some("adaptive_cap")),        // ... which two sends reach

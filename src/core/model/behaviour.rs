@@ -310,6 +310,23 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_keeps_the_days_both_had_folded() {
+        let (mut a, mut b) = (Purchases::default(), Purchases::default());
+        for d in 0..(MAX_PURCHASE_DAYS as i64 + 10) {
+            a.record(T0 + d * DAY, 2.0);
+            b.record(T0 + d * DAY + 1000 * DAY, 3.0);
+        }
+        assert_eq!((a.folded_days, b.folded_days), (9, 9));
+        a.absorb(&b);
+        let s = a.summary(T0 + 2000 * DAY).unwrap();
+        // Every day of both but the first is a repeat day, and their value is all there.
+        assert_eq!(s.x, (2 * (MAX_PURCHASE_DAYS + 10) - 1) as f64);
+        let total = 2.0 * (MAX_PURCHASE_DAYS + 9) as f64 + 3.0 * (MAX_PURCHASE_DAYS + 10) as f64;
+        assert!((s.mean_value * s.x - total).abs() < 1e-9, "{} of {total}", s.mean_value * s.x);
+        assert!(a.folded_days >= 18 && a.folded_value >= 9.0 * 2.0 + 9.0 * 3.0);
+    }
+
+    #[test]
     fn a_holdout_cut_counts_the_days_after_it() {
         let mut p = Purchases::default();
         for d in [0, 4, 8, 12] {
@@ -333,6 +350,65 @@ mod tests {
         c.record_send(T0 + 20 * DAY);
         assert!(!c.record_response(T0 + 28 * DAY), "outside the window");
         assert_eq!(c.unanswered, 1);
+    }
+
+    #[test]
+    fn a_send_a_week_after_another_is_a_quiet_one() {
+        let mut c = ChannelStats::default();
+        c.record_send(T0);
+        c.record_send(T0 + PRESSURE_PERIOD);
+        assert_eq!(c.by_pressure[0].0, 2, "the period before a send is open at its start");
+    }
+
+    #[test]
+    fn the_latest_sixteen_sends_can_each_be_answered() {
+        let mut c = ChannelStats::default();
+        for i in 0..(MAX_OPEN_SENDS as i64 + 1) {
+            c.record_send(T0 + i * 60_000);
+        }
+        let answered = (0..20).filter(|i| c.record_response(T0 + DAY + i)).count();
+        assert_eq!(answered, MAX_OPEN_SENDS);
+    }
+
+    /// A merge of two profiles' channel statistics: counts add up, the run of unanswered sends is the newer one's,
+    /// and what may still be answered joins (the newest kept).
+    #[test]
+    fn a_merge_of_channels_adds_counts_and_keeps_the_newer_run() {
+        let (mut a, mut b) = (ChannelStats::default(), ChannelStats::default());
+        for i in 0..3 {
+            a.record_send(T0 + i * DAY);
+        }
+        a.record_response(T0 + 2 * DAY + 5);
+        for i in 0..(MAX_OPEN_SENDS as i64) {
+            b.record_send(T0 - 10 * DAY + i * 60_000);
+        }
+        b.record_unsubscribe();
+        let (older, newer) = (a.clone(), b.clone());
+        a.absorb(&b);
+        assert_eq!((a.sends, a.responses, a.unsubscribes), (3 + MAX_OPEN_SENDS as u32, 1, 1));
+        assert_eq!(a.unanswered, older.unanswered, "a's sends are the newer");
+        assert_eq!(a.last_send, Some(T0 + 2 * DAY));
+        assert_eq!(a.by_pressure[0].0 + a.by_pressure[1].0 + a.by_pressure[2].0 + a.by_pressure[3].0, a.sends);
+        assert_eq!(a.by_pressure[0].1, older.by_pressure[0].1 + newer.by_pressure[0].1);
+        assert_eq!(a.open.len(), MAX_OPEN_SENDS);
+        assert_eq!(a.open.last().map(|o| o.0), Some(T0 + DAY), "the newest open sends are kept");
+        let mut c = newer.clone();
+        c.absorb(&older);
+        assert_eq!(c.unanswered, older.unanswered, "whichever absorbs, the newer run counts");
+        let mut d = older.clone();
+        d.absorb(&ChannelStats::default());
+        assert_eq!(d, older, "nothing from nothing");
+    }
+
+    #[test]
+    fn a_profile_keeps_at_most_sixteen_channels() {
+        let mut b = Behaviour::default();
+        for i in 0..MAX_CHANNELS {
+            assert!(b.channel(&format!("c{i}")).is_some());
+        }
+        assert!(b.channel("one-more").is_none());
+        assert!(b.channel("c3").is_some(), "a channel it has is still there");
+        assert_eq!(b.channels.len(), MAX_CHANNELS);
     }
 
     #[test]
