@@ -47,8 +47,8 @@ try {
     rows.push(`('${s.profileId}', ${now}, '${JSON.stringify(s).replaceAll("'", "''")}')`);
   }
   const statements = [];
-  for (let i = 0; i < rows.length; i += 500) {
-    statements.push(`INSERT INTO prediction_summaries (profile_id, version, body) VALUES ${rows.slice(i, i + 500).join(',')};`);
+  for (let i = 0; i < rows.length; i += 20) {
+    statements.push(`INSERT INTO prediction_summaries (profile_id, version, body) VALUES ${rows.slice(i, i + 20).join(',')};`);
   }
   writeFileSync(sqlFile, statements.join('\n'));
   const t0 = Date.now();
@@ -57,7 +57,16 @@ try {
   if (r.status !== 0) throw new Error(`d1 execute: ${r.stderr}`);
   rmSync(sqlFile);
   console.log(`${PEOPLE} summaries written to D1 in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  const listed = await (await fetch(`${w.url}/v1/predictions`, { headers: { authorization: `Bearer ${w.adminToken}` } })).json();
+  // wrangler dev may reload the local database it shares with the command above: ask until it answers.
+  let listed;
+  for (let tries = 0; !listed; tries++) {
+    try {
+      listed = await (await fetch(`${w.url}/v1/predictions`, { headers: { authorization: `Bearer ${w.adminToken}` } })).json();
+    } catch (e) {
+      if (tries >= 30) throw e;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
   console.log(`summaries the Worker sees: ${listed.summaries}`);
   const before = workerdMemoryKB(w, 'VmHWM');
   const t1 = performance.now();

@@ -113,7 +113,16 @@ pub fn fit(rows: &[Row], p: &Predictions, version: u64, now: Millis) -> Fitted {
         if c.len() > 1 && all_alike(c) {
             return Err("everyone has the same purchase history: nothing tells people apart".into());
         }
-        sane(fit_bg_nbd(c, MAX_ITERATIONS), |m| vec![m.r, m.alpha, m.a, m.b])
+        // The dropout's parameters may go to their bound: when a history shows no spread in how people leave
+        // (or nobody leaving), the fit takes everyone to drop out alike (a and b large, or b alone), which predicts
+        // as it should. The purchase rates' may not: their running off means no spread in how often people buy.
+        let f = sane(fit_bg_nbd(c, MAX_ITERATIONS), |m| vec![m.r, m.alpha])?;
+        let (a, b) = (f.params.a, f.params.b);
+        if a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0 {
+            Ok(f)
+        } else {
+            Err("the dropout could not be fitted".into())
+        }
     };
     match bg(&calibration.iter().map(|c| c.0).collect::<Vec<_>>()) {
         Ok(f) => {
@@ -141,11 +150,15 @@ pub fn fit(rows: &[Row], p: &Predictions, version: u64, now: Millis) -> Fitted {
     }
     match bg(&customers) {
         Ok(f) => {
-            quality.insert(
-                "bgnbd".into(),
-                json!({"r": f.params.r, "alpha": f.params.alpha, "a": f.params.a, "b": f.params.b,
-                       "logLikelihood": f.log_likelihood, "iterations": f.iterations}),
-            );
+            let mut q = json!({"r": f.params.r, "alpha": f.params.alpha, "a": f.params.a, "b": f.params.b,
+                               "logLikelihood": f.log_likelihood, "iterations": f.iterations});
+            if f.params.b > RUNAWAY || f.params.a * RUNAWAY < 1.0 {
+                let p = f.params.a / (f.params.a + f.params.b);
+                q["dropout"] =
+                    format!("no spread visible: everyone is taken to drop out alike, {p:.4} after each purchase day")
+                        .into();
+            }
+            quality.insert("bgnbd".into(), q);
             model.bgnbd = Some(f.params);
         }
         Err(e) => {
@@ -317,6 +330,27 @@ mod tests {
         let auc = f.quality["holdout"]["auc"].as_f64().unwrap();
         assert!(auc > 0.7, "{}", f.quality["holdout"]);
         assert!(!f.quality["holdout"]["calibration"].as_array().unwrap().is_empty());
+    }
+
+    /// A history in which nobody stops buying: the dropout may go to its bound, and the model still fits.
+    #[test]
+    fn a_history_where_nobody_leaves_still_fits() {
+        let mut rng = Rng(11);
+        let people: Vec<Behaviour> = (0..500)
+            .map(|_| {
+                let mut b = Behaviour::default();
+                let gap = 3.0 + rng.unit() * 30.0;
+                let mut t = NOW - (100.0 + rng.unit() * 200.0) as i64 * DAY;
+                while t < NOW {
+                    b.purchases.record(t, 20.0);
+                    t += (gap * (0.5 + rng.unit()) * DAY as f64) as i64;
+                }
+                b
+            })
+            .collect();
+        let f = fit(&rows(&people), &config(), 1, NOW);
+        assert!(f.model.as_ref().is_some_and(|m| m.bgnbd.is_some()), "{}", f.quality);
+        assert!(f.quality["failures"]["bgnbd"].is_null(), "{}", f.quality);
     }
 
     /// Degenerate populations: each fits what it can, says why the rest could not, and never panics.

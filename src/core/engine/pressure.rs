@@ -139,8 +139,9 @@ mod tests {
         };
         let flat = [(0, 0); 4];
         let halved = [(100, 40), (100, 20), (0, 0), (0, 0)];
+        type Row = (bool, u32, i64, [(u32, u32); 4], usize, Option<&'static str>);
         #[rustfmt::skip]
-        let rows: [(bool, u32, i64, [(u32, u32); 4], usize, Option<&str>); 11] = [
+        let rows: [Row; 11] = [
             (false, 5, 1, flat, 0, None),                          // off: unanswered sends change nothing
             (true, 3, 1, flat, 0, Some("paused_unanswered")),     // three unanswered, the last a day ago
             (true, 3, 13, flat, 0, Some("paused_unanswered")),    // still inside the 14-day pause

@@ -125,7 +125,7 @@ impl Compiler {
         if let J::Bool(on) = v {
             return on.then(Adaptive::default);
         }
-        let Some(o) = self.object(v, path, &["pauseAfter", "pause"]) else { return None };
+        let o = self.object(v, path, &["pauseAfter", "pause"])?;
         let mut a = Adaptive::default();
         if let Some(n) = present(o, "pauseAfter") {
             a.pause_after = self.integer(n, &at(path, "pauseAfter"), 1, 100).unwrap_or(3) as u32;
