@@ -20,7 +20,7 @@ pub(crate) async fn predictions_list(req: Request, env: &Env) -> ApiResult {
     require_admin(&req, env).await?;
     let limit = count_param(&req, "limit", 20, 200, "invalid_limit")?;
     let db = index(env).await?;
-    let versions: Vec<J> = rows(&db, &Statement { sql: VERSIONS, params: vec![Sql::Int(i64::from(limit))] })
+    let versions: Vec<J> = rows(&db, &Statement { sql: VERSIONS, params: vec![Sql::Int(limit)] })
         .await?
         .into_iter()
         .map(|r| {
