@@ -109,6 +109,11 @@ pub async fn rows(db: &D1Database, s: &Statement) -> Result<Vec<Vec<J>>, ApiErro
     prepared.raw::<J>().await.map_err(|e| ApiError::Unavailable(format!("delivery log: {e}")))
 }
 
+/// The first column of a statement's first row (a count, a maximum), if it has one.
+pub async fn first_value(db: &D1Database, s: &Statement) -> Result<Option<J>, ApiError> {
+    Ok(rows(db, s).await?.into_iter().next().and_then(|r| r.into_iter().next()))
+}
+
 pub async fn run(db: &D1Database, s: &Statement) -> worker::Result<()> {
     bind(db, s)?.run().await?;
     Ok(())

@@ -15,7 +15,7 @@ use crate::core::wire::predictions::{
 use crate::edge::clock::now;
 use crate::edge::error::ApiError;
 use crate::edge::kv;
-use crate::edge::outlets::{index, rows, run};
+use crate::edge::outlets::{first_value, index, rows, run};
 use serde_json::{json, Value as J};
 use worker::Env;
 
@@ -53,10 +53,9 @@ pub async fn fit_now(env: &Env) -> Result<J, ApiError> {
     let at = now();
     let people = summaries(env, &config.predictions, at).await?;
     let db = index(env).await?;
-    let version = rows(&db, &Statement { sql: NEXT_VERSION, params: vec![] })
+    let version = first_value(&db, &Statement { sql: NEXT_VERSION, params: vec![] })
         .await?
-        .first()
-        .and_then(|r| r.first())
+        .as_ref()
         .and_then(J::as_u64)
         .unwrap_or(1);
     let Fitted { status, model, quality } = fit(&people, &config.predictions, version, at);
@@ -105,12 +104,8 @@ pub async fn maybe_fit(env: &Env) -> Result<(), ApiError> {
         return Ok(());
     }
     let db = index(env).await?;
-    let last = rows(&db, &Statement { sql: LAST_FIT, params: vec![] })
-        .await?
-        .first()
-        .and_then(|r| r.first())
-        .and_then(J::as_i64)
-        .unwrap_or(0);
+    let last =
+        first_value(&db, &Statement { sql: LAST_FIT, params: vec![] }).await?.as_ref().and_then(J::as_i64).unwrap_or(0);
     if now() - last < config.predictions.refit {
         return Ok(());
     }

@@ -1,6 +1,6 @@
 //! Customer-lifetime-value models: BG/NBD purchase counts, Gamma-Gamma spend and beta-binomial rates, each with a deterministic maximum-likelihood fit.
 
-use crate::core::base::stats::{hyp2f1, ln_gamma, nelder_mead};
+use crate::core::base::stats::{around_singularity, hyp2f1, ln_gamma, nelder_mead};
 
 /// One customer's purchase summary in days: x = repeat purchases (purchases after the first), t_x = days from first to last purchase, t = days from first purchase to now.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -157,19 +157,9 @@ impl BgNbd {
         let value = if (self.a - 1.0).abs() < A_NEAR_ONE {
             // The formula is 0/0 at a = 1; cubic interpolation from a = 1 +- h, 1 +- 2h recovers the smooth limit.
             let s = (self.a - 1.0) / A_NEAR_ONE;
-            let nodes = [-2.0, -1.0, 1.0, 2.0];
-            let weights = [
-                (s + 1.0) * (s - 1.0) * (s - 2.0) / -12.0,
-                (s + 2.0) * (s - 1.0) * (s - 2.0) / 6.0,
-                (s + 2.0) * (s + 1.0) * (s - 2.0) / -6.0,
-                (s + 2.0) * (s + 1.0) * (s - 1.0) / 12.0,
-            ];
-            let mut total = 0.0;
-            for (node, weight) in nodes.iter().zip(weights.iter()) {
-                let shifted = BgNbd { a: 1.0 + node * A_NEAR_ONE, ..*self };
-                total += weight * shifted.expected_purchases_raw(c, horizon);
-            }
-            total
+            around_singularity(s, |node| {
+                BgNbd { a: 1.0 + node * A_NEAR_ONE, ..*self }.expected_purchases_raw(c, horizon)
+            })
         } else {
             self.expected_purchases_raw(c, horizon)
         };

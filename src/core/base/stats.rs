@@ -141,6 +141,12 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
     }
     // Evaluate at c - a - b = nearest + d * step for d in {-2, -1, 1, 2} and interpolate to the requested point.
     let s = (m - nearest) / step;
+    around_singularity(s, |node| hyp_one_minus_z(a, b, c + (nearest - m) + node * step, z))
+}
+
+/// The value at `s` (in steps from a point where a formula is 0/0) of the cubic through `f` at -2, -1, 1 and 2
+/// steps: the smooth limit near a removable singularity, from the formula where it is well conditioned.
+pub fn around_singularity(s: f64, f: impl Fn(f64) -> f64) -> f64 {
     let nodes = [-2.0, -1.0, 1.0, 2.0];
     let weights = [
         (s + 1.0) * (s - 1.0) * (s - 2.0) / -12.0,
@@ -150,8 +156,7 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
     ];
     let mut total = 0.0;
     for (node, weight) in nodes.iter().zip(weights.iter()) {
-        let shifted_c = c + (nearest - m) + node * step;
-        total += weight * hyp_one_minus_z(a, b, shifted_c, z);
+        total += weight * f(*node);
     }
     total
 }

@@ -9,7 +9,7 @@ use crate::core::wire::predictions::{COUNT_SUMMARIES, VERSIONS};
 use crate::edge::auth::require_admin;
 use crate::edge::error::{json_response, ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::outlets::{index, rows};
+use crate::edge::outlets::{first_value, index, rows};
 use crate::edge::predictions::{fit_now, version_json};
 use crate::edge::request::count_param;
 use serde_json::{json, Value as J};
@@ -34,10 +34,9 @@ pub(crate) async fn predictions_list(req: Request, env: &Env) -> ApiResult {
             )
         })
         .collect();
-    let summaries = rows(&db, &Statement { sql: COUNT_SUMMARIES, params: vec![] })
+    let summaries = first_value(&db, &Statement { sql: COUNT_SUMMARIES, params: vec![] })
         .await?
-        .first()
-        .and_then(|r| r.first())
+        .as_ref()
         .and_then(J::as_u64)
         .unwrap_or(0);
     let (_, config) = kv::config(env).await?;
