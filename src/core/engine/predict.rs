@@ -311,6 +311,22 @@ mod tests {
         assert_eq!(b.channels["email"].unsubscribes, 1);
     }
 
+    /// `?at=` is an operator's, but any instant a time parses to must give finite values or none, never a panic:
+    /// before the first purchase, at the epoch, in year 9999.
+    #[test]
+    fn any_instant_gives_finite_predictions() {
+        let c = config();
+        let p = buyer(&[0, 10, 20]);
+        for at in
+            [0, T0 - 400 * DAY, T0 + 5 * DAY, crate::core::base::time::parse_iso8601("9999-12-31T23:59:59Z").unwrap()]
+        {
+            for v in predictions_of(&c, &p, at).into_iter().flatten() {
+                assert!(v.is_finite() && v >= 0.0, "{v} at {at}");
+            }
+            assert!(explain(&c, &p, at)["values"].as_array().is_some_and(|v| !v.is_empty()));
+        }
+    }
+
     #[test]
     fn the_export_carries_the_predictions_with_their_version() {
         let c = config();
