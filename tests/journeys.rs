@@ -120,6 +120,7 @@ fn run_case(dir: &Path) -> (Value, Value) {
                 country: entry["country"].as_str().map(String::from),
                 gpc: false,
                 utc_offset_minutes: entry["utcOffset"].as_str().and_then(parse_offset),
+                tcf: None,
             };
             world.write_line(&config, &event.to_string(), &signals, at);
             deliver(&config, &mut world, at, &mut log);

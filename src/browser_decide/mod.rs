@@ -76,7 +76,7 @@ impl Engine {
                 self.summary.as_ref().map(|(_, p)| p)
             }
         };
-        let signals = RequestSignals { country, gpc, utc_offset_minutes: None };
+        let signals = RequestSignals { country, gpc, utc_offset_minutes: None, tcf: None };
         let subject =
             profile.and_then(|p| permit_personalization(&self.config.consent, p, request.consent.as_ref(), &signals));
         // As at the edge: the request's `context.location.country` is for decisions, the consent model follows

@@ -242,11 +242,11 @@ fn carries_own_credential(env: &Env, config: &Config, authorization: &str) -> bo
 /// Decides every configured slot for the visitor of the cookie, the same way `GET /v1/decide` does. A page
 /// whose store lookup fails still goes out, with the fallbacks.
 async fn decide_page(req: &Request, env: &Env, config: &Config) -> Served {
-    let visitor = match Visitor::of_page(req, env).await {
+    let visitor = match Visitor::of_page(req, env, config).await {
         Ok(v) => v,
         Err(e) => {
             worker::console_error!("edge delivery: the profile store is unavailable, serving fallbacks: {e:?}");
-            Visitor { origin: None, profile: None, signals: signals(req, env) }
+            Visitor { origin: None, profile: None, signals: signals(req, env, &config.consent) }
         }
     };
     let subject = visitor.permitted(config, None);

@@ -2,10 +2,11 @@
 
 use crate::core::base::time::Millis;
 use crate::core::base::url::{query_pairs, UrlParts};
-use crate::core::model::consent::RequestSignals;
+use crate::core::model::consent::{ConsentPolicy, RequestSignals};
 use crate::core::model::context::{country_code, Context as DecideContext, Device};
 use crate::core::model::event::PageContext;
 use crate::core::model::identity::ProfileIdKey;
+use crate::core::model::tcf::{self, TcfSignal};
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::inflate::{Coding, InflateError, Inflater};
@@ -16,22 +17,38 @@ use crate::edge::error::ApiError;
 use crate::edge::http::{self, href};
 use worker::{Env, Request};
 
-/// What the request says about the visitor's privacy choices and country.
-pub(crate) fn signals(req: &Request, env: &Env) -> RequestSignals {
+/// The cookie an IAB TCF v2 CMP keeps its TC string in.
+pub(crate) const TC_COOKIE: &str = "euconsent-v2";
+
+/// What the request says about the visitor's privacy choices and country: `Sec-GPC`, and the CMP's TC string
+/// cookie mapped by `consent.tcf` (a cookie that does not decode, or is stale, says nothing).
+pub(crate) fn signals(req: &Request, env: &Env, policy: &ConsentPolicy) -> RequestSignals {
     let gpc = req.headers().get("sec-gpc").ok().flatten().is_some_and(|v| v.trim() == "1");
-    RequestSignals { country: country(req, env), gpc, utc_offset_minutes: None }
+    RequestSignals { country: country(req, env), gpc, utc_offset_minutes: None, tcf: tcf_cookie(req, policy) }
+}
+
+/// The CMP's answer in the request's `euconsent-v2` cookie, if it gives one.
+pub(crate) fn tcf_cookie(req: &Request, policy: &ConsentPolicy) -> Option<TcfSignal> {
+    if !policy.tcf.enabled {
+        return None;
+    }
+    let tc = cookie::values(req, TC_COOKIE).iter().find_map(|v| tcf::decode(v).ok())?;
+    TcfSignal::of(&policy.tcf, &tc, now())
 }
 
 /// `signals` with the offset of the visitor's time zone, for writes (journeys keep quiet hours and local-time
 /// windows in it; locally from `x-edgecdp-timezone`, as for the country). Decisions take local time from their
 /// own context (`decide_context`), so only the collect path pays for the runtime's `Intl`.
-pub(crate) fn signals_with_zone(req: &Request, env: &Env) -> RequestSignals {
+pub(crate) fn signals_with_zone(req: &Request, env: &Env, policy: &ConsentPolicy) -> RequestSignals {
     let timezone = if local_headers(env) {
         req.headers().get("x-edgecdp-timezone").ok().flatten()
     } else {
         req.cf().map(|cf| cf.timezone_name())
     };
-    RequestSignals { utc_offset_minutes: timezone.and_then(|tz| utc_offset_minutes(&tz, now())), ..signals(req, env) }
+    RequestSignals {
+        utc_offset_minutes: timezone.and_then(|tz| utc_offset_minutes(&tz, now())),
+        ..signals(req, env, policy)
+    }
 }
 
 /// The visitor's country, which chooses the consent model. In production it is Cloudflare's `request.cf.country`.

@@ -36,14 +36,14 @@ impl Visitor {
         let origin = allowed_origin(req, config)?;
         let cookie_id = caller(req, env, config, user_id, consent)?;
         let profile = profile_of(env, cookie_id.as_deref().or(anonymous_id), user_id).await?;
-        Ok(Visitor { origin, profile, signals: signals(req, env) })
+        Ok(Visitor { origin, profile, signals: signals(req, env, &config.consent) })
     }
 
     /// A page request proxied by edge delivery: only the signed cookie says who it is.
-    pub async fn of_page(req: &Request, env: &Env) -> Result<Visitor, ApiError> {
+    pub async fn of_page(req: &Request, env: &Env, config: &Config) -> Result<Visitor, ApiError> {
         let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
         let profile = profile_of(env, cookie_id.as_deref(), None).await?;
-        Ok(Visitor { origin: None, profile, signals: signals(req, env) })
+        Ok(Visitor { origin: None, profile, signals: signals(req, env, &config.consent) })
     }
 
     /// The profile, when the visitor's consent allows personalization.

@@ -2,7 +2,7 @@
 //! consent policy, experiment goals), and `apply_events`, what a profile's serialized writer runs for a request.
 
 use crate::core::base::value::Value;
-use crate::core::model::consent::{Permitted, RequestSignals};
+use crate::core::model::consent::{Permitted, Preferences, RequestSignals};
 use crate::core::model::contact::ProvenBy;
 use crate::core::model::event::{Event, EventKind};
 use crate::core::model::identity::{hash_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID};
@@ -142,12 +142,12 @@ impl Profile {
                 added.push(id);
             }
         }
-        if let Some(prefs) = &event.consent {
-            if event.imported {
+        if event.imported {
+            if let Some(prefs) = &event.consent {
                 self.consent.record_basis(&config.consent, prefs, event.timestamp);
-            } else {
-                self.consent.record(&config.consent, prefs, event.timestamp, "event");
             }
+        } else {
+            self.consent.record_event(&config.consent, &event);
         }
         if let EventKind::Identify { traits } = &event.kind {
             for (k, v) in traits {
@@ -318,6 +318,7 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
         let message_id = event.message_id.clone();
         let stored = profile.as_ref().map(|p| &p.consent);
         let imported = event.imported;
+        let sent = if imported { Preferences::default() } else { policy.sent_by(&event) };
         let permitted = if imported {
             crate::core::model::consent::permit_import(policy, stored, event)
         } else {
@@ -350,20 +351,22 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
             }
             Err(refused) => {
                 out.refused += 1;
-                if let (Some(p), Some(prefs)) = (profile.as_mut(), refused.consent.as_ref()) {
+                if let Some(p) = profile.as_mut() {
                     // An import refused for this person records only the refusals it carries: no grant of its
                     // lands beside a refusal of analytics the person made.
-                    out.changed |= if imported {
-                        let refusals = prefs.iter().filter(|(_, g)| !**g).map(|(k, g)| (k.clone(), *g)).collect();
-                        p.consent.record_basis(policy, &refusals, refused.timestamp)
-                    } else {
-                        p.consent.record(policy, prefs, refused.timestamp, "event")
+                    out.changed |= match (imported, refused.consent.as_ref()) {
+                        (true, Some(prefs)) => {
+                            let refusals = prefs.iter().filter(|(_, g)| !**g).map(|(k, g)| (k.clone(), *g)).collect();
+                            p.consent.record_basis(policy, &refusals, refused.timestamp)
+                        }
+                        (true, None) => false,
+                        (false, _) => p.consent.record_event(policy, &refused),
                     };
                 }
             }
         }
         if let Some(p) = profile.as_mut() {
-            out.changed |= p.consent.record_signals(policy, &req.signals, at);
+            out.changed |= p.consent.record_signals(policy, &req.signals, sent, at);
         }
     }
     if let Some(p) = &profile {

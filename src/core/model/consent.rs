@@ -7,6 +7,7 @@
 
 use crate::core::base::time::Millis;
 use crate::core::model::event::Event;
+use crate::core::model::tcf::{TcfPolicy, TcfSignal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -51,7 +52,7 @@ impl Purpose {
 
 /// What sent preferences say about each optional purpose (`None`: nothing). A fixed array rather than a map:
 /// the browser build runs this on every call, and a map's code costs download size there.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preferences([Option<bool>; 4]);
 
 impl Preferences {
@@ -67,6 +68,23 @@ impl Preferences {
 
     pub fn get(&self, p: Purpose) -> Option<bool> {
         Self::slot(p).and_then(|i| self.0[i])
+    }
+
+    pub fn set(&mut self, p: Purpose, granted: bool) {
+        if let Some(i) = Self::slot(p) {
+            self.0[i] = Some(granted);
+        }
+    }
+
+    pub fn clear(&mut self, p: Purpose) {
+        if let Some(i) = Self::slot(p) {
+            self.0[i] = None;
+        }
+    }
+
+    /// These decisions, and `other`'s for the purposes these leave open.
+    pub fn or(self, other: Preferences) -> Preferences {
+        Preferences(std::array::from_fn(|i| self.0[i].or(other.0[i])))
     }
 
     /// The purposes that were decided, with their decision.
@@ -91,13 +109,22 @@ pub struct ConsentPolicy {
     pub honor_gpc: bool,
     /// CMP category (`C0002`) to purpose.
     pub categories: BTreeMap<String, Purpose>,
+    /// How IAB TCF strings map to purposes (`model::tcf`). Edge-only: a device's rules never carry it (the
+    /// loader maps the CMP's answer itself).
+    #[serde(skip)]
+    pub tcf: TcfPolicy,
 }
 
 impl ConsentPolicy {
     /// The policy where nothing is configured: opt-in everywhere, GPC honoured, no CMP categories. A constant, so
     /// that the browser can keep it in a `static` (which it never drops, and whose empty maps the optimizer sees).
-    pub const DEFAULT: ConsentPolicy =
-        ConsentPolicy { model: Model::OptIn, regions: BTreeMap::new(), honor_gpc: true, categories: BTreeMap::new() };
+    pub const DEFAULT: ConsentPolicy = ConsentPolicy {
+        model: Model::OptIn,
+        regions: BTreeMap::new(),
+        honor_gpc: true,
+        categories: BTreeMap::new(),
+        tcf: TcfPolicy::DEFAULT,
+    };
 }
 
 impl Default for ConsentPolicy {
@@ -116,6 +143,9 @@ pub struct RequestSignals {
     /// The visitor's offset from UTC in minutes at the request's time (from its time zone), when known: journeys
     /// keep quiet hours and local-time windows in it.
     pub utc_offset_minutes: Option<i32>,
+    /// What the request's TC string (the CMP's `euconsent-v2` cookie, or a decide body's `tcString`) says,
+    /// mapped by `consent.tcf`; `None` without one, or when it is stale.
+    pub tcf: Option<TcfSignal>,
 }
 
 /// One recorded decision for one purpose.
@@ -135,7 +165,8 @@ pub struct ConsentChange {
     pub purpose: Purpose,
     pub granted: bool,
     pub at: Millis,
-    /// Where the choice came from: `event` (preferences sent with an event) or `gpc` (the `Sec-GPC` header).
+    /// Where the choice came from: `event` (preferences sent with an event), `gpc` (the `Sec-GPC` header),
+    /// `import`, or `tcf:` and the CMP's id (a TC string, from the request's cookie or the event's context).
     pub source: String,
 }
 
@@ -207,9 +238,53 @@ impl ConsentState {
     }
 
     /// Records what the request itself says: `Sec-GPC: 1` is a refusal of advertising, stored as such so that
-    /// the profile shows it and later requests without the header still honour it.
-    pub fn record_signals(&mut self, policy: &ConsentPolicy, signals: &RequestSignals, at: Millis) -> bool {
-        signals.gpc && policy.honor_gpc && self.set(Purpose::Advertising, false, at, "gpc")
+    /// the profile shows it and later requests without the header still honour it; and what its TC string
+    /// says, with the CMP's id as the source.
+    /// Purposes an event decided for itself (`sent`) are left to what it said.
+    pub fn record_signals(
+        &mut self,
+        policy: &ConsentPolicy,
+        signals: &RequestSignals,
+        sent: Preferences,
+        at: Millis,
+    ) -> bool {
+        let gpc = signals.gpc && policy.honor_gpc;
+        let mut changed = false;
+        if let Some(t) = &signals.tcf {
+            let mut t = t.clone();
+            for p in Purpose::OPTIONAL {
+                if sent.get(p).is_some() || (gpc && p == Purpose::Advertising) {
+                    t.prefs.clear(p);
+                }
+            }
+            changed |= self.record_tcf(&t, at);
+        }
+        (gpc && self.set(Purpose::Advertising, false, at, "gpc")) | changed
+    }
+
+    /// Records a TC string's mapped answer.
+    pub fn record_tcf(&mut self, signal: &TcfSignal, at: Millis) -> bool {
+        let source = signal.source();
+        let mut changed = false;
+        for (purpose, granted) in signal.prefs.iter() {
+            changed |= self.set(purpose, granted, at, &source);
+        }
+        changed
+    }
+
+    /// Records what an event carried: its preferences (source `event`), then what its TC string says for the
+    /// purposes those leave open (source `tcf:` and the CMP's id).
+    pub fn record_event(&mut self, policy: &ConsentPolicy, event: &Event) -> bool {
+        let named = event.consent.as_ref().map(|p| policy.preferences(p)).unwrap_or_default();
+        let mut changed = false;
+        if let Some(prefs) = &event.consent {
+            changed |= self.record(policy, prefs, event.timestamp, "event");
+        }
+        if let Some(mut signal) = policy.tcf_of(event) {
+            signal.prefs = Preferences(std::array::from_fn(|i| named.0[i].map_or(signal.prefs.0[i], |_| None)));
+            changed |= self.record_tcf(&signal, event.timestamp);
+        }
+        changed
     }
 }
 
@@ -253,8 +328,20 @@ impl ConsentPolicy {
         out
     }
 
+    /// What an event's own TC string says, at the event's time.
+    pub fn tcf_of(&self, event: &Event) -> Option<TcfSignal> {
+        event.tcf.as_deref().and_then(|tc| TcfSignal::of(&self.tcf, tc, event.timestamp))
+    }
+
+    /// What an event says for itself: its named preferences, then its TC string for the purposes they leave open.
+    pub fn sent_by(&self, event: &Event) -> Preferences {
+        let named = event.consent.as_ref().map(|p| self.preferences(p)).unwrap_or_default();
+        self.tcf_of(event).map_or(named, |t| named.or(t.prefs))
+    }
+
     /// Decides each purpose. Order of precedence: GPC refuses advertising whatever else says; then the
-    /// preferences sent with this call; then what the profile recorded; then the model's default.
+    /// preferences sent with this call; then the request's TC string; then what the profile recorded; then the
+    /// model's default.
     pub fn effective(
         &self,
         stored: Option<&ConsentState>,
@@ -277,7 +364,7 @@ impl ConsentPolicy {
             if p == Purpose::Advertising && signals.gpc && self.honor_gpc {
                 return false;
             }
-            if let Some(g) = sent.get(p) {
+            if let Some(g) = sent.get(p).or_else(|| signals.tcf.as_ref().and_then(|t| t.prefs.get(p))) {
                 return g;
             }
             stored.and_then(|s| s.grants.get(&p)).map(|g| g.granted).unwrap_or(default)
@@ -312,7 +399,7 @@ pub fn permit_collection(
     event: Event,
     signals: &RequestSignals,
 ) -> Result<Permitted<Event>, Box<Event>> {
-    if policy.effective(stored, event.consent.as_ref(), signals).analytics {
+    if policy.effective_for(stored, policy.sent_by(&event), signals).analytics {
         Ok(Permitted(event))
     } else {
         Err(Box::new(event))
@@ -420,6 +507,67 @@ mod tests {
         assert_eq!(Purpose::parse("C0002"), None);
     }
 
+    /// Where a TC string stands among the other answers, one row each: (what, sent with the call, the request's
+    /// TC string says analytics and advertising, recorded, GPC; analytics and advertising as decided).
+    #[test]
+    fn a_request_s_tc_string_stands_below_what_the_call_sends_and_above_what_was_recorded() {
+        let policy = ConsentPolicy::default();
+        let tcf = |an: bool, ad: bool| {
+            let mut prefs = Preferences::default();
+            prefs.set(Purpose::Analytics, an);
+            prefs.set(Purpose::Advertising, ad);
+            Some(TcfSignal { prefs, cmp_id: 7 })
+        };
+        let mut refused = ConsentState::default();
+        refused.set(Purpose::Analytics, false, 1, "event");
+        refused.set(Purpose::Advertising, false, 1, "event");
+        type Row<'a> =
+            (&'a str, &'a [(&'a str, bool)], Option<TcfSignal>, Option<&'a ConsentState>, bool, (bool, bool));
+        let rows: Vec<Row> = vec![
+            ("nothing: opt-in refuses", &[], None, None, false, (false, false)),
+            ("the string grants", &[], tcf(true, true), None, false, (true, true)),
+            ("over what was recorded", &[], tcf(true, true), Some(&refused), false, (true, true)),
+            ("what the call sends wins", &[("analytics", false)], tcf(true, true), None, false, (false, true)),
+            ("GPC refuses advertising whatever the string says", &[], tcf(true, true), None, true, (true, false)),
+            ("the string refuses", &[], tcf(false, false), None, false, (false, false)),
+        ];
+        for (what, sent, tcf, stored, gpc, (an, ad)) in rows {
+            let signals = RequestSignals { gpc, tcf, ..RequestSignals::default() };
+            let e = policy.effective(stored, Some(&prefs(sent)), &signals);
+            assert_eq!((e.analytics, e.advertising), (an, ad), "{what}");
+        }
+    }
+
+    /// The trail records a string's answer under `tcf:` and the CMP's id, once; never over a purpose the event
+    /// itself decided, nor advertising under GPC (which would flip back and forth at every request).
+    #[test]
+    fn a_tc_string_is_recorded_with_its_cmp_without_undoing_the_event_or_gpc() {
+        let policy = ConsentPolicy::default();
+        let mut prefs = Preferences::default();
+        prefs.set(Purpose::Analytics, true);
+        prefs.set(Purpose::Advertising, true);
+        prefs.set(Purpose::Personalization, false);
+        let signals =
+            RequestSignals { gpc: true, tcf: Some(TcfSignal { prefs, cmp_id: 31 }), ..RequestSignals::default() };
+        let mut sent = Preferences::default();
+        sent.set(Purpose::Personalization, true);
+        let mut state = ConsentState::default();
+        state.set(Purpose::Personalization, true, 10, "event");
+        assert!(state.record_signals(&policy, &signals, sent, 20));
+        let trail: Vec<(Purpose, bool, &str)> =
+            state.history.iter().map(|c| (c.purpose, c.granted, c.source.as_str())).collect();
+        assert_eq!(
+            trail,
+            vec![
+                (Purpose::Personalization, true, "event"),
+                (Purpose::Analytics, true, "tcf:31"),
+                (Purpose::Advertising, false, "gpc"),
+            ]
+        );
+        assert!(!state.record_signals(&policy, &signals, sent, 30), "the same answer again changes nothing");
+        assert_eq!(state.history.len(), 3);
+    }
+
     #[test]
     fn opt_in_refuses_until_granted_and_opt_out_grants_until_refused() {
         let mut policy = ConsentPolicy::default();
@@ -456,12 +604,12 @@ mod tests {
         let mut state = ConsentState::default();
         state.record(&policy, &prefs(&[("advertising", true)]), 10, "event");
         let gpc = RequestSignals { country: None, gpc: true, ..RequestSignals::default() };
-        assert!(state.record_signals(&policy, &gpc, 20));
+        assert!(state.record_signals(&policy, &gpc, Preferences::default(), 20));
         assert!(!state.grants[&Purpose::Advertising].granted);
         assert_eq!(state.grants[&Purpose::Advertising].source, "gpc");
-        assert!(!state.record_signals(&policy, &gpc, 30), "no change, no new entry");
+        assert!(!state.record_signals(&policy, &gpc, Preferences::default(), 30), "no change, no new entry");
         let ignoring = ConsentPolicy { honor_gpc: false, ..ConsentPolicy::default() };
-        assert!(!ConsentState::default().record_signals(&ignoring, &gpc, 20));
+        assert!(!ConsentState::default().record_signals(&ignoring, &gpc, Preferences::default(), 20));
         for i in 0..(MAX_CONSENT_HISTORY as i64 + 10) {
             state.set(Purpose::Analytics, i % 2 == 0, 100 + i, "event");
         }

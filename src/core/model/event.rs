@@ -62,6 +62,9 @@ pub struct Event {
     /// `sentAt` and uncorrected `timestamp`, and its `context` less what is a credential or a person's identifiers
     /// (`identityToken`, `traits`, `externalIds`, consent, all kept elsewhere or never). Only the edge's parser sets it.
     pub sent: Option<Box<Sent>>,
+    /// `context.consent.tcString`, decoded (`model::tcf`): the CMP's record, which the consent checks map with
+    /// the configuration. Only the edge's parser sets it.
+    pub tcf: Option<Box<crate::core::model::tcf::TcString>>,
 }
 
 /// See `Event::sent`.
@@ -109,6 +112,7 @@ impl Event {
             imported: false,
             routing: None,
             sent: None,
+            tcf: None,
         }
     }
 

@@ -14,4 +14,5 @@ pub mod identity;
 pub mod journey;
 pub mod profile;
 pub mod shown;
+pub mod tcf;
 pub mod trust;

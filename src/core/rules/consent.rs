@@ -5,6 +5,10 @@ use serde_json::Value as J;
 
 use crate::core::model::consent::{ConsentPolicy, Model, Purpose};
 use crate::core::model::context::is_country_code;
+use crate::core::model::tcf::{mask, Basis, TcfPolicy};
+
+/// The highest TCF purpose id (TCF v2.2 and v2.3 define 1 to 11).
+const MAX_TCF_PURPOSE: i64 = 11;
 
 impl Compiler {
     pub(crate) fn model(&mut self, v: &J, path: &str) -> Option<Model> {
@@ -30,7 +34,7 @@ impl Compiler {
 
     pub(crate) fn consent(&mut self, v: &J, path: &str) -> ConsentPolicy {
         let mut policy = ConsentPolicy::default();
-        let Some(o) = self.object(v, path, &["model", "regions", "honorGpc", "categories"]) else {
+        let Some(o) = self.object(v, path, &["model", "regions", "honorGpc", "categories", "tcf"]) else {
             return policy;
         };
         if let Some(m) = present(o, "model") {
@@ -72,6 +76,65 @@ impl Compiler {
                 None => self.err(cp, "expected an object of category to purpose"),
             }
         }
+        if let Some(t) = present(o, "tcf") {
+            policy.tcf = self.tcf(t, &at(path, "tcf"));
+        }
         policy
+    }
+
+    /// `consent.tcf`: `false`, or which TCF purposes grant each purpose (the ones left out keep their
+    /// defaults, `TcfPolicy::DEFAULT`), where they are read, edgecdp's vendor id, whether legitimate interest
+    /// counts, and how old a string may be.
+    fn tcf(&mut self, v: &J, path: &str) -> TcfPolicy {
+        let mut tcf = TcfPolicy::DEFAULT;
+        if v.as_bool() == Some(false) {
+            tcf.enabled = false;
+            return tcf;
+        }
+        let allowed = ["purposes", "basis", "vendorId", "legitimateInterests", "maxAge"];
+        let Some(o) = self.object(v, path, &allowed) else {
+            return tcf;
+        };
+        if let Some(p) = present(o, "purposes") {
+            let pp = at(path, "purposes");
+            let names = ["analytics", "personalization", "advertising", "marketing"];
+            if let Some(map) = self.object(p, &pp, &names) {
+                for (i, name) in names.iter().enumerate() {
+                    let Some(list) = present(map, name) else { continue };
+                    let lp = at(&pp, name);
+                    let Some(items) = self.array(list, &lp) else { continue };
+                    let mut ids = Vec::new();
+                    for (j, id) in items.iter().enumerate() {
+                        if let Some(id) =
+                            self.integer(id, &crate::core::rules::compiler::idx(&lp, j), 1, MAX_TCF_PURPOSE)
+                        {
+                            ids.push(id as u8);
+                        }
+                    }
+                    tcf.purposes[i] = mask(&ids);
+                }
+            }
+        }
+        if let Some(b) = present(o, "basis") {
+            match b.as_str() {
+                Some("purposes") => tcf.basis = Basis::Purposes,
+                Some("publisher") => tcf.basis = Basis::Publisher,
+                _ => self.err(at(path, "basis"), "expected \"purposes\" or \"publisher\""),
+            }
+        }
+        if let Some(id) = present(o, "vendorId") {
+            tcf.vendor = self.integer(id, &at(path, "vendorId"), 1, i64::from(u16::MAX)).map(|id| id as u16);
+        }
+        if let Some(li) = present(o, "legitimateInterests") {
+            if let Some(li) = self.boolean(li, &at(path, "legitimateInterests")) {
+                tcf.legitimate_interests = li;
+            }
+        }
+        if let Some(age) = present(o, "maxAge") {
+            if let Some(age) = self.duration(age, &at(path, "maxAge")) {
+                tcf.max_age = age;
+            }
+        }
+        tcf
     }
 }

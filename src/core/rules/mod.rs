@@ -23,6 +23,7 @@ pub mod template;
 use crate::core::model::consent::ConsentPolicy;
 use crate::core::model::consent::Purpose;
 use crate::core::model::identity::constant_time_eq;
+use crate::core::model::tcf::TcfPolicy;
 use crate::core::model::trust::{key_matches, Proof};
 use crate::core::rules::compiler::{idx, present, Compiler};
 use crate::core::rules::delivery::Delivery;
@@ -155,6 +156,7 @@ impl Config {
                 .filter(|(_, p)| **p == Purpose::Personalization)
                 .map(|(c, p)| (c.clone(), *p))
                 .collect(),
+            tcf: TcfPolicy::DEFAULT,
         };
         Config {
             consent,

@@ -58,8 +58,11 @@ pub const APPLY_V5: u8 = 5;
 /// neither a user id nor an anonymous id (`wire::imports`). No longer read.
 pub const APPLY_V6: u8 = 6;
 /// Version 7: each event carries what the sender said beside it for the export (`Event::sent`: `sentAt`, the
-/// uncorrected timestamp, the context).
+/// uncorrected timestamp, the context). No longer read.
 pub const APPLY_V7: u8 = 7;
+/// Version 8: the request's signals carry what its TC string says (`RequestSignals::tcf`), and each event its own
+/// decoded TC string (`Event::tcf`).
+pub const APPLY_V8: u8 = 8;
 /// Version 1 of a device's decision rules: bincode of `Config::for_device` (serde skips the edge-only fields).
 /// No longer read.
 pub const RULES_V1: u8 = 1;
@@ -368,11 +371,11 @@ mod v1 {
 }
 
 pub fn encode_apply(r: &ApplyRequest) -> Vec<u8> {
-    encode(APPLY_V7, r)
+    encode(APPLY_V8, r)
 }
 
 pub fn decode_apply(bytes: &[u8]) -> Result<ApplyRequest, CodecError> {
-    decode(APPLY_V7, bytes)
+    decode(APPLY_V8, bytes)
 }
 
 pub fn encode_apply_answer(a: &ApplyAnswer) -> Vec<u8> {

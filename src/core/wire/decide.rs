@@ -25,6 +25,9 @@ pub struct DecideRequest {
     /// always follows the request's own country.
     pub country: Option<String>,
     pub utc_offset_minutes: Option<i32>,
+    /// `context.consent.tcString`, decoded: a server deciding on a visitor's behalf passes the visitor's CMP
+    /// string; it stands in for the request's `euconsent-v2` cookie. Read only by the edge.
+    pub tcf: Option<Box<crate::core::model::tcf::TcString>>,
 }
 
 impl DecideRequest {
@@ -72,6 +75,10 @@ pub fn decide_request<V: JsonView>(v: V) -> Result<DecideRequest, BodyError> {
     }
     let context = v.get("context");
     let (consent, page) = context_fields(&cx, context.clone(), None).map_err(rejected)?;
+    #[cfg(feature = "batch")]
+    let tcf = crate::core::wire::fields::tc_string(&cx, context.clone(), None).map_err(rejected)?;
+    #[cfg(not(feature = "batch"))]
+    let tcf = None;
     let member = |key: &str| context.as_ref().and_then(|c| c.get(key)).filter(|m| m.kind() != JsonKind::Null);
     let context_text = |key: &str| match member(key) {
         None => Ok(None),
@@ -111,6 +118,7 @@ pub fn decide_request<V: JsonView>(v: V) -> Result<DecideRequest, BodyError> {
         timezone,
         country,
         utc_offset_minutes,
+        tcf,
     })
 }
 

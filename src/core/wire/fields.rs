@@ -213,6 +213,36 @@ pub(super) fn decimal(n: usize) -> String {
 }
 
 /// The consent preferences (checked, still a view) and the page.
+/// `context.consent.tcString` (the event's own context first, then the batch's), decoded (`model::tcf`). A
+/// string that does not decode refuses the event, at the path of the field that failed inside it. Only the
+/// edge reads it: the browser's own Tracker and decide module take the CMP's answer from `__tcfapi`.
+#[cfg(feature = "batch")]
+pub(super) fn tc_string<V: JsonView>(
+    cx: &Ctx,
+    own: Option<V>,
+    envelope: Option<V>,
+) -> Result<Option<Box<crate::core::model::tcf::TcString>>, Rejection> {
+    const PATH: &str = "context.consent.tcString";
+    let in_consent = |c: Option<V>| c.and_then(|c| c.get("consent")).filter(|c| c.kind() != JsonKind::Null);
+    let Some(value) = in_consent(own).or_else(|| in_consent(envelope)).and_then(|c| c.get("tcString")) else {
+        return Ok(None);
+    };
+    match value.kind() {
+        JsonKind::Null => Ok(None),
+        JsonKind::String => {
+            let text = value.string().map(|s| s.as_ref().to_string()).unwrap_or_default();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            crate::core::model::tcf::decode(&text).map(|tc| Some(Box::new(tc))).map_err(|e| {
+                let path = if e.path.is_empty() { PATH.to_string() } else { [PATH, ".", &e.path].concat() };
+                cx.reject("invalid_tc_string", &path, ["not a TCF v2 TC string: ", &e.message].concat())
+            })
+        }
+        _ => Err(cx.reject("invalid_type", PATH, "tcString must be a string (the CMP's TC string)")),
+    }
+}
+
 pub(super) type ContextFields<V> = (Option<ConsentView<V>>, Option<PageContext>);
 
 /// Reads `context.consent` and `context.page`; the event's own context (`own`) wins over the batch's

@@ -82,7 +82,11 @@ pub(crate) async fn collect(
     let groups = batch.plan(&index, &config, &crate::edge::request::profile_id_key(env)?);
     // The visitor's time zone matters only to journeys (quiet hours, local-time windows): without any, the
     // runtime's `Intl` is not asked.
-    let signals = if config.journeys.is_empty() { signals(&req, env) } else { signals_with_zone(&req, env) };
+    let signals = if config.journeys.is_empty() {
+        signals(&req, env, &config.consent)
+    } else {
+        signals_with_zone(&req, env, &config.consent)
+    };
     let mut stored_anonymous_id: Option<String> = None;
     let mut unavailable = None;
     for Group { profile_id, events, links } in groups {

@@ -2,6 +2,7 @@
 
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, explain};
+use crate::core::model::tcf::TcfSignal;
 use crate::core::store::summary;
 use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::{self};
@@ -48,7 +49,11 @@ pub(crate) fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
 pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: DecideRequest) -> ApiResult {
     let (_, config) = kv::config(env).await?;
     let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
-    let visitor = Visitor::resolve(req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
+    let mut visitor = Visitor::resolve(req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
+    if let Some(tc) = &request.tcf {
+        // A string in the body stands in for the cookie: a server deciding for a visitor passes theirs.
+        visitor.signals.tcf = TcfSignal::of(&config.consent.tcf, tc, now());
+    }
     let subject = visitor.permitted(&config, request.consent.as_ref());
     let (origin, signals) = (visitor.origin.clone(), visitor.signals.clone());
     let explaining =
