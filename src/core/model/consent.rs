@@ -7,7 +7,7 @@
 
 use crate::core::base::time::Millis;
 use crate::core::model::event::Event;
-use crate::core::model::tcf::{TcfPolicy, TcfSignal};
+use crate::core::model::tcf::{TcString, TcfPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -375,6 +375,52 @@ impl ConsentPolicy {
             advertising: decide(Purpose::Advertising),
             marketing: decide(Purpose::Marketing),
         }
+    }
+}
+
+/// Google Consent Mode v2's four signals for what is allowed: `ad_storage` and `ad_user_data` follow advertising,
+/// `analytics_storage` analytics, and `ad_personalization` needs both advertising and personalization.
+pub fn google_consent_mode(e: &Effective) -> [(&'static str, bool); 4] {
+    [
+        ("ad_storage", e.advertising),
+        ("analytics_storage", e.analytics),
+        ("ad_user_data", e.advertising),
+        ("ad_personalization", e.advertising && e.personalization),
+    ]
+}
+
+/// What a TC string says for each purpose `policy` maps, at `now`: granted when every TCF purpose mapped to it is
+/// allowed (`TcfPolicy::allows`), refused otherwise. `None` when TCF is off or the string is stale (last
+/// updated longer than `max_age` ago).
+pub fn tcf_preferences(policy: &TcfPolicy, tc: &TcString, now: Millis) -> Option<Preferences> {
+    if !policy.enabled || now.saturating_sub(tc.last_updated) > policy.max_age {
+        return None;
+    }
+    let mut out = Preferences::default();
+    for (purpose, &m) in Purpose::OPTIONAL.iter().zip(&policy.purposes) {
+        if m != 0 {
+            out.set(*purpose, (1..=24u8).filter(|p| m >> (p - 1) & 1 == 1).all(|p| policy.allows(tc, p)));
+        }
+    }
+    Some(out)
+}
+
+/// What a TC string said, mapped, with the CMP that wrote it: a request's (its cookie) or an event's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcfSignal {
+    pub prefs: Preferences,
+    pub cmp_id: u16,
+}
+
+impl TcfSignal {
+    /// The string's answer under `policy` at `now`, if it gives one.
+    pub fn of(policy: &TcfPolicy, tc: &TcString, now: Millis) -> Option<TcfSignal> {
+        tcf_preferences(policy, tc, now).map(|prefs| TcfSignal { prefs, cmp_id: tc.cmp_id })
+    }
+
+    /// The consent trail's source: `tcf:` and the CMP's id.
+    pub fn source(&self) -> String {
+        ["tcf:", &self.cmp_id.to_string()].concat()
     }
 }
 

@@ -9,7 +9,6 @@
 //! the path of the field that failed, never a panic nor unbounded work.
 
 use crate::core::base::time::{Millis, DAY};
-use crate::core::model::consent::{Preferences, Purpose};
 use serde::{Deserialize, Serialize};
 
 /// The longest string read. Real strings are a few hundred characters; one with three bitfields of 65,535
@@ -433,21 +432,6 @@ impl TcfPolicy {
         }
         by_consent || by_interest
     }
-
-    /// What the string says for each mapped purpose at `now`: granted when every TCF purpose mapped to it is
-    /// allowed, refused otherwise. `None` when TCF is off or the string is stale (older than `max_age`).
-    pub fn preferences(&self, tc: &TcString, now: Millis) -> Option<Preferences> {
-        if !self.enabled || now.saturating_sub(tc.last_updated) > self.max_age {
-            return None;
-        }
-        let mut out = Preferences::default();
-        for (purpose, &m) in Purpose::OPTIONAL.iter().zip(&self.purposes) {
-            if m != 0 {
-                out.set(*purpose, (1..=24u8).filter(|p| m >> (p - 1) & 1 == 1).all(|p| self.allows(tc, p)));
-            }
-        }
-        Some(out)
-    }
 }
 
 impl Default for TcfPolicy {
@@ -456,29 +440,11 @@ impl Default for TcfPolicy {
     }
 }
 
-/// What a TC string said, mapped, with the CMP that wrote it: a request's (its cookie) or an event's.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TcfSignal {
-    pub prefs: Preferences,
-    pub cmp_id: u16,
-}
-
-impl TcfSignal {
-    /// The string's answer under `policy` at `now`, if it gives one.
-    pub fn of(policy: &TcfPolicy, tc: &TcString, now: Millis) -> Option<TcfSignal> {
-        policy.preferences(tc, now).map(|prefs| TcfSignal { prefs, cmp_id: tc.cmp_id })
-    }
-
-    /// The consent trail's source: `tcf:` and the CMP's id.
-    pub fn source(&self) -> String {
-        ["tcf:", &self.cmp_id.to_string()].concat()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::base::time::DAY;
+    use crate::core::model::consent::{tcf_preferences, Purpose, TcfSignal};
 
     const NOW: Millis = 1_780_000_000_000;
 
@@ -571,7 +537,7 @@ mod tests {
     }
 
     fn granted(p: &TcfPolicy, tc: &TcString) -> Option<Vec<(Purpose, bool)>> {
-        p.preferences(tc, NOW).map(|prefs| prefs.iter().collect())
+        tcf_preferences(p, tc, NOW).map(|prefs| prefs.iter().collect())
     }
 
     /// The mapping's rules, one row each: (what the row checks, the policy, the string, what it grants).

@@ -11,6 +11,7 @@
 use crate::core::base::encoding::{base64_decode, base64_encode};
 use crate::core::base::time::{format_iso8601, Millis, SECOND};
 use crate::core::base::value::Value;
+use crate::core::model::consent::{google_consent_mode, ConsentPolicy, Purpose, RequestSignals};
 use crate::core::model::identity::{hmac_sha256, ANONYMOUS_ID, USER_ID};
 use crate::core::model::journey::Outgoing;
 use crate::core::model::profile::Profile;
@@ -49,9 +50,15 @@ impl DeliveryMessage {
 }
 
 /// The body of a send and its content type.
-pub fn body(d: &Destination, profile: &Profile, o: &Outgoing, now: Millis) -> (String, &'static str) {
+pub fn body(
+    d: &Destination,
+    policy: &ConsentPolicy,
+    profile: &Profile,
+    o: &Outgoing,
+    now: Millis,
+) -> (String, &'static str) {
     match &d.payload {
-        Payload::Event => (event(d, profile, o, now).to_string(), "application/json"),
+        Payload::Event => (event(d, policy, profile, o, now).to_string(), "application/json"),
         Payload::Template { format, parts } => {
             let text = render(parts, *format, |source, name| match source {
                 Source::Trait => profile.traits.get(name).map(|t| display(&t.value)),
@@ -76,8 +83,10 @@ fn display(v: &Value) -> String {
 }
 
 /// The Segment-spec `track` event of a send: the step's event name, the trigger's properties, the journey's context
-/// (`context.journey`) and only the traits the destination names (`context.traits`).
-pub fn event(d: &Destination, profile: &Profile, o: &Outgoing, now: Millis) -> J {
+/// (`context.journey`), only the traits the destination names (`context.traits`), and the person's consent as it
+/// stands (`context.consent`: Segment's `categoryPreferences`, and Google Consent Mode v2's four signals, so that
+/// a Google Ads or GA4 forwarder downstream passes them on as they are).
+pub fn event(d: &Destination, policy: &ConsentPolicy, profile: &Profile, o: &Outgoing, now: Millis) -> J {
     let mut traits = Map::new();
     for name in &d.traits {
         if let Some(t) = profile.traits.get(name) {
@@ -102,6 +111,7 @@ pub fn event(d: &Destination, profile: &Profile, o: &Outgoing, now: Millis) -> J
                 "destination": d.id,
             },
             "traits": traits,
+            "consent": consent_context(policy, profile),
         },
     });
     if let Some(u) = profile.identity_of(USER_ID) {
@@ -115,6 +125,20 @@ pub fn event(d: &Destination, profile: &Profile, o: &Outgoing, now: Millis) -> J
         e["anonymousId"] = json!(profile.id);
     }
     e
+}
+
+/// `context.consent` of a send: each optional purpose as decided for the person now (what they recorded, under the
+/// model where they were last seen), and Google Consent Mode v2's signals derived from it.
+fn consent_context(policy: &ConsentPolicy, profile: &Profile) -> J {
+    let signals = RequestSignals { country: profile.journeys.country.clone(), ..RequestSignals::default() };
+    let e = policy.effective(Some(&profile.consent), None, &signals);
+    let prefs: Map<String, J> =
+        Purpose::OPTIONAL.iter().map(|p| (p.name().to_string(), J::Bool(e.allows(*p)))).collect();
+    let gcm: Map<String, J> = google_consent_mode(&e)
+        .iter()
+        .map(|(k, g)| (k.to_string(), json!(if *g { "granted" } else { "denied" })))
+        .collect();
+    json!({"categoryPreferences": prefs, "googleConsentMode": gcm})
 }
 
 /// Where a send goes: the webhook's URL, or the Tracking API's `/track`.
@@ -381,8 +405,28 @@ mod tests {
             claimed: None,
             cancelled: None,
         };
-        let e = event(&d, &p, &o, 1000);
+        let mut policy = ConsentPolicy::default();
+        policy.regions.insert("US".into(), crate::core::model::consent::Model::OptOut);
+        let e = event(&d, &policy, &p, &o, 1000);
         assert_eq!(e["messageId"], "dlv_p1_1");
+        let none = json!({"ad_storage": "denied", "analytics_storage": "denied", "ad_user_data": "denied", "ad_personalization": "denied"});
+        assert_eq!(e["context"]["consent"]["googleConsentMode"], none, "opt-in, nothing recorded: all denied");
+        p.consent.set(Purpose::Advertising, true, 5, "event");
+        p.consent.set(Purpose::Analytics, true, 5, "event");
+        let e = event(&d, &policy, &p, &o, 1000);
+        let gcm = &e["context"]["consent"]["googleConsentMode"];
+        assert_eq!(
+            (&gcm["ad_storage"], &gcm["analytics_storage"], &gcm["ad_user_data"], &gcm["ad_personalization"]),
+            (&json!("granted"), &json!("granted"), &json!("granted"), &json!("denied")),
+            "ad_personalization also needs personalization"
+        );
+        assert_eq!(e["context"]["consent"]["categoryPreferences"]["personalization"], false);
+        p.journeys.country = Some("US".into());
+        let e = event(&d, &policy, &p, &o, 1000);
+        assert_eq!(
+            e["context"]["consent"]["googleConsentMode"]["ad_personalization"], "granted",
+            "opt-out where last seen"
+        );
         assert_eq!(e["userId"], "u1");
         assert_eq!(e["properties"]["cart_id"], "c9");
         assert_eq!(e["context"]["journey"]["step"], "remind");

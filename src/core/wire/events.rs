@@ -244,7 +244,7 @@ fn parse_raw_event(
     let external_ids = external_ids(&cx, value.get("context"))?;
     let external_ids_of = external_ids.clone();
     #[cfg(feature = "batch")]
-    let tcf = super::fields::tc_string(&cx, value.get("context"), envelope.context.as_ref())?;
+    let tcf = crate::core::wire::fields::tc_string(&cx, value.get("context"), envelope.context.as_ref())?;
     #[cfg(not(feature = "batch"))]
     let tcf = None;
 

@@ -29,7 +29,7 @@ use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
 use crate::core::store::{decode_profile, encode_profile, encode_profile_bounded, encode_snapshot, CodecError};
 use crate::core::wire::audiences::{main_identity, IndexMessage};
-use crate::core::wire::deliveries::DeliveryMessage;
+use crate::core::wire::deliveries::{body, DeliveryMessage};
 use crate::core::wire::export::{absorbed_user_row, audience_change_row};
 use crate::core::wire::journeys::JourneyState;
 use crate::core::wire::predictions::Published;
@@ -477,7 +477,7 @@ impl Writer {
         });
         let answer = match journeys::claim(config, &mut profile, delivery, now) {
             Claim::Go { destination, outgoing } => {
-                let (body, content_type) = crate::core::wire::deliveries::body(destination, &profile, &outgoing, now);
+                let (body, content_type) = body(destination, &config.consent, &profile, &outgoing, now);
                 ClaimAnswer::Go { body, content_type: content_type.into() }
             }
             Claim::Suppressed(reason) => ClaimAnswer::Suppressed { reason: reason.to_string() },
