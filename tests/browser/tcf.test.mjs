@@ -18,7 +18,7 @@ import { countOf, eventually, openShop as open, pathOf, profileOf, shopForFile }
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 // Long enough for the SDK's 1 s batch timer to have fired had anything been queued for sending.
 const SETTLE_MS = 1500;
-// The CMP's id and version in the CMP API (any registered-looking integers: the loader does not read them).
+// The id and version the CMP API is created with (it requires an id of at least 2); the loader reads neither.
 const CMP_ID = 2;
 const CMP_VERSION = 1;
 
@@ -84,10 +84,10 @@ async function openAbout(t, initScript) {
 
 /** The page's requests to the edge's API (collection, decisions), from `from` on. */
 const apiCalls = (requests, from = 0) => requests.slice(from).map(pathOf).filter((p) => p.startsWith('/v1/'));
-/** The events the page posted to the collection endpoint, from request `from` on. */
-const sentEvents = (requests, from = 0) => requests.slice(from)
+/** The events the page posted to the collection endpoint, from request `from` on, each once (a retry repeats one). */
+const sentEvents = (requests, from = 0) => [...new Map(requests.slice(from)
   .filter((r) => pathOf(r) === '/v1/batch' && r.method() === 'POST' && r.postData())
-  .flatMap((r) => JSON.parse(r.postData()).batch);
+  .flatMap((r) => JSON.parse(r.postData()).batch).map((e) => [e.messageId ?? JSON.stringify(e), e])).values()];
 const edgecdpKeys = (page) => page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('edgecdp.')));
 
 /** Nothing reached the edge, the SDK was not downloaded and nothing was stored: the loader is still waiting. */

@@ -94,6 +94,12 @@ describe('journeys through the Worker', () => {
     assert.equal(body.context.journey.id, 'welcome');
     assert.equal(body.context.journey.step, 'go');
     assert.deepEqual(body.context.traits, { email: `${user}@example.com` });
+    // The person's consent as it stands when the send leaves, with Google Consent Mode v2's signals derived from it
+    // (analytics and marketing granted; advertising and personalization never were).
+    assert.deepEqual(body.context.consent, {
+      categoryPreferences: { analytics: true, personalization: false, advertising: false, marketing: true },
+      googleConsentMode: { ad_storage: 'denied', analytics_storage: 'granted', ad_user_data: 'denied', ad_personalization: 'denied' },
+    });
     // The person's export holds the delivery, and the profile the finished instance.
     const e = await fetch(`${w.url}/v1/profiles/user_id:${user}/export`, { headers: w.admin() });
     const exported = await e.json();
