@@ -150,9 +150,12 @@ fn fail<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Tcf
     Err(TcfError { path: path.into(), message: message.into() })
 }
 
-/// Reads big-endian bit fields straight from base64url characters (6 bits each).
+/// Reads big-endian bit fields from a segment's base64url characters, unpacked once into bytes. Paths are made
+/// only for an error: the hot paths (bitfields of thousands of vendors) read up to 64 bits at a time.
 struct Bits<'a> {
-    chars: &'a [u8],
+    bytes: Vec<u8>,
+    /// Bits there are: 6 per character.
+    len: usize,
     at: usize,
     segment: &'a str,
 }
@@ -174,31 +177,58 @@ impl<'a> Bits<'a> {
         if chars.is_empty() {
             return fail(segment, "the segment is empty");
         }
-        if let Some(i) = chars.iter().position(|&c| sextet(c).is_none()) {
-            return fail(segment, format!("character {} is not base64url (A-Z, a-z, 0-9, - and _)", i + 1));
+        let mut bytes = Vec::with_capacity(chars.len() * 3 / 4 + 1);
+        let (mut acc, mut held) = (0u32, 0u32);
+        for (i, &c) in chars.iter().enumerate() {
+            let Some(v) = sextet(c) else {
+                return fail(segment, format!("character {} is not base64url (A-Z, a-z, 0-9, - and _)", i + 1));
+            };
+            acc = acc << 6 | u32::from(v);
+            held += 6;
+            if held >= 8 {
+                held -= 8;
+                bytes.push((acc >> held) as u8);
+                acc &= (1 << held) - 1;
+            }
         }
-        Ok(Bits { chars, at: 0, segment })
+        if held > 0 {
+            bytes.push((acc << (8 - held)) as u8);
+        }
+        Ok(Bits { bytes, len: chars.len() * 6, at: 0, segment })
     }
 
     fn left(&self) -> usize {
-        self.chars.len() * 6 - self.at
+        self.len - self.at
     }
 
-    /// `n` (at most 64) bits as a number; `field` names what is read, for the error.
-    fn read(&mut self, n: usize, field: &str) -> Result<u64, TcfError> {
+    /// The error for a field the string ends in.
+    fn short(&self, field: &str, n: usize) -> TcfError {
+        TcfError {
+            path: [self.segment, ".", field].concat(),
+            message: format!("the string ends {} bits into this {n}-bit field", self.left()),
+        }
+    }
+
+    /// `n` bits (at most 64), or `None` past the end.
+    fn take(&mut self, n: usize) -> Option<u64> {
         if n > self.left() {
-            return fail(
-                [self.segment, ".", field].concat(),
-                format!("the string ends {} bits into this {n}-bit field", self.left()),
-            );
+            return None;
         }
-        let mut v = 0u64;
-        for _ in 0..n {
-            let c = sextet(self.chars[self.at / 6]).unwrap_or(0);
-            v = v << 1 | u64::from(c >> (5 - self.at % 6) & 1);
-            self.at += 1;
+        let (mut v, mut need) = (0u64, n);
+        while need > 0 {
+            let off = self.at % 8;
+            let step = (8 - off).min(need);
+            let byte = u64::from(self.bytes[self.at / 8]);
+            v = v << step | (byte >> (8 - off - step)) & ((1 << step) - 1);
+            self.at += step;
+            need -= step;
         }
-        Ok(v)
+        Some(v)
+    }
+
+    /// `n` bits (at most 64) as a number; `field` names what is read, for the error.
+    fn read(&mut self, n: usize, field: &str) -> Result<u64, TcfError> {
+        self.take(n).ok_or_else(|| self.short(field, n))
     }
 
     fn flag(&mut self, field: &str) -> Result<bool, TcfError> {
@@ -208,7 +238,7 @@ impl<'a> Bits<'a> {
     /// A bitfield of `n` flags (at most 64), first flag in bit 0.
     fn flags(&mut self, n: usize, field: &str) -> Result<u64, TcfError> {
         let raw = self.read(n, field)?;
-        Ok((0..n).fold(0, |acc, i| acc | (raw >> (n - 1 - i) & 1) << i))
+        Ok(if n == 0 { 0 } else { (raw << (64 - n)).reverse_bits() })
     }
 
     fn letters(&mut self, field: &str) -> Result<[u8; 2], TcfError> {
@@ -231,15 +261,16 @@ impl<'a> Bits<'a> {
                 format!("{n} entries do not fit in the {} bits left", self.left()),
             );
         }
+        let entry = |i: usize, part: &str| [field, ".ranges[", &i.to_string(), "]", part].concat();
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let at = [field, ".ranges[", &i.to_string(), "]"].concat();
-            let is_range = self.flag(&at)?;
-            let start = self.read(16, &[at.as_str(), ".start"].concat())? as u16;
-            let end = if is_range { self.read(16, &[at.as_str(), ".end"].concat())? as u16 } else { start };
+            let is_range = self.take(1).ok_or_else(|| self.short(&entry(i, ""), 1))? == 1;
+            let start = self.take(16).ok_or_else(|| self.short(&entry(i, ".start"), 16))? as u16;
+            let end =
+                if is_range { self.take(16).ok_or_else(|| self.short(&entry(i, ".end"), 16))? as u16 } else { start };
             if start == 0 || start > end || end > max {
                 return fail(
-                    [self.segment, ".", &at].concat(),
+                    [self.segment, ".", &entry(i, "")].concat(),
                     format!("vendor range {start}-{end} is not within 1-{max} in order"),
                 );
             }
@@ -248,11 +279,12 @@ impl<'a> Bits<'a> {
         Ok(out)
     }
 
-    /// A vendor section: `MaxVendorId`, `IsRangeEncoding`, then a bitfield or ranges.
+    /// A vendor section: `MaxVendorId`, `IsRangeEncoding`, then a bitfield (read 64 ids at a time) or ranges.
     fn vendors(&mut self, field: &str) -> Result<VendorSet, TcfError> {
-        let max = self.read(16, &[field, ".maxVendorId"].concat())? as u16;
+        let max = self.take(16).ok_or_else(|| self.short(&[field, ".maxVendorId"].concat(), 16))? as u16;
+        let ranged = self.take(1).ok_or_else(|| self.short(&[field, ".isRangeEncoding"].concat(), 1))? == 1;
         let mut set = VendorSet::with_max(max);
-        if self.flag(&[field, ".isRangeEncoding"].concat())? {
+        if ranged {
             for (a, b) in self.ranges(max, field)? {
                 set.insert_range(a, b);
             }
@@ -263,10 +295,11 @@ impl<'a> Bits<'a> {
                     format!("the string ends before the {max}-bit field of vendors"),
                 );
             }
-            for id in 1..=max {
-                if self.flag(field)? {
-                    set.insert(id);
-                }
+            let mut left = usize::from(max);
+            for word in set.words.iter_mut() {
+                let n = left.min(64);
+                *word = (self.take(n).unwrap_or(0) << (64 - n)).reverse_bits();
+                left -= n;
             }
         }
         Ok(set)
