@@ -477,8 +477,7 @@ fn bench_predictions(c: &mut Criterion) {
 /// does: a small string (purposes only, one vendor), and a large CMP's (`tests/fixtures/tcf-large.txt`: 1,400
 /// vendors, 900 consented, 300 under legitimate interest, 1,000 disclosed; 753 characters).
 fn bench_tcf(c: &mut Criterion) {
-    use edgecdp::core::model::consent::TcfSignal;
-    use edgecdp::core::model::tcf::{decode, TcfPolicy};
+    use edgecdp::core::model::tcf::{decode, TcfPolicy, TcfSignal};
     let large = include_str!("../tests/fixtures/tcf-large.txt").trim();
     let small = "CQu3OdpQu3OdpAcABAENCWFgAIGAAAAAAAqIAAAAAAAA.IAAA";
     let vendor = TcfPolicy { vendor: Some(755), ..TcfPolicy::DEFAULT };

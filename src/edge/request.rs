@@ -2,12 +2,12 @@
 
 use crate::core::base::time::Millis;
 use crate::core::base::url::{query_pairs, UrlParts};
-use crate::core::model::consent::TcfSignal;
 use crate::core::model::consent::{ConsentPolicy, RequestSignals};
 use crate::core::model::context::{country_code, Context as DecideContext, Device};
 use crate::core::model::event::PageContext;
 use crate::core::model::identity::ProfileIdKey;
 use crate::core::model::tcf;
+use crate::core::model::tcf::TcfSignal;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::inflate::{Coding, InflateError, Inflater};

@@ -2,7 +2,7 @@
 //! consent policy, experiment goals), and `apply_events`, what a profile's serialized writer runs for a request.
 
 use crate::core::base::value::Value;
-use crate::core::model::consent::{Permitted, Preferences, RequestSignals};
+use crate::core::model::consent::{Permitted, Purpose, RequestSignals};
 use crate::core::model::contact::ProvenBy;
 use crate::core::model::event::{Event, EventKind};
 use crate::core::model::identity::{hash_identifier, Identity, ANONYMOUS_ID, EMAIL, PHONE, USER_ID};
@@ -313,12 +313,21 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
         p.shown.record(&req.impressions);
         out.changed = true;
     }
-    for event in req.events {
+    for mut event in req.events {
         let at = event.timestamp;
+        // The request's CMP answer (its cookie) is the event's when it carries none of its own; under GPC, neither
+        // speaks for advertising (the refusal is recorded once, not undone by the string at every event).
+        if !event.imported {
+            if event.tcf.is_none() {
+                event.tcf.clone_from(&req.signals.tcf);
+            }
+            if let Some(t) = event.tcf.as_mut().filter(|_| req.signals.gpc && policy.honor_gpc) {
+                t.prefs.clear(Purpose::Advertising);
+            }
+        }
         let message_id = event.message_id.clone();
         let stored = profile.as_ref().map(|p| &p.consent);
         let imported = event.imported;
-        let sent = if imported { Preferences::default() } else { policy.sent_by(&event) };
         let permitted = if imported {
             crate::core::model::consent::permit_import(policy, stored, event)
         } else {
@@ -366,7 +375,7 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
             }
         }
         if let Some(p) = profile.as_mut() {
-            out.changed |= p.consent.record_signals(policy, &req.signals, sent, at);
+            out.changed |= p.consent.record_signals(policy, &req.signals, at);
         }
     }
     if let Some(p) = &profile {
@@ -562,6 +571,38 @@ mod tests {
         assert!(!exported.to_lowercase().contains("ada@example.com") && !exported.contains("7946"), "{exported}");
         assert!(!p.consent.grants[&Purpose::Advertising].granted);
         assert_eq!(p.consent.history.last().unwrap().source, "gpc");
+    }
+
+    /// The request's CMP cookie speaks for each event that has no string of its own, and is recorded with the
+    /// CMP as the source; under GPC it never grants advertising, so two events leave one refusal in the trail.
+    #[test]
+    fn the_cmp_cookie_speaks_for_events_and_gpc_holds_against_it() {
+        use crate::core::model::consent::Preferences;
+        use crate::core::model::tcf::TcfSignal;
+        let config = Config::default();
+        let mut prefs = Preferences::default();
+        for p in [Purpose::Analytics, Purpose::Advertising] {
+            prefs.set(p, true);
+        }
+        prefs.set(Purpose::Personalization, false);
+        let body = r#"{"batch":[{"type":"page","anonymousId":"a","messageId":"1"},{"type":"page","anonymousId":"a","messageId":"2"}]}"#;
+        for gpc in [false, true] {
+            let mut req = request(body);
+            req.signals.tcf = Some(TcfSignal { prefs, cmp_id: 31 });
+            req.signals.gpc = gpc;
+            let (p, out) = apply_events(None, req, &config);
+            assert_eq!(out.stored, 2, "the cookie grants analytics (opt-in, nothing sent)");
+            let trail: Vec<String> = p
+                .unwrap()
+                .consent
+                .history
+                .iter()
+                .map(|c| format!("{}={}@{}", c.purpose.name(), c.granted, c.source))
+                .collect();
+            let advertising = if gpc { "advertising=false@gpc" } else { "advertising=true@tcf:31" };
+            let want = vec!["analytics=true@tcf:31", "personalization=false@tcf:31", advertising];
+            assert_eq!(trail, want, "gpc {gpc}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::core::engine::merge::{
 use crate::core::model::consent::Purpose;
 use crate::core::model::event::Event;
 use crate::core::model::identity::{Identity, ProfileIdKey, ANONYMOUS_ID, USER_ID};
+use crate::core::model::tcf::TcfSignal;
 use crate::core::model::trust::{vouch, Proof, RefusedClaim};
 use crate::core::rules::sources::{Source, SourceKind};
 use crate::core::rules::Config;
@@ -63,10 +64,9 @@ impl Batch {
             if let Some(c) = cookie_id {
                 event.anonymous_id = Some(c.to_string());
             }
-            batch.withdrawn |= event
-                .consent
-                .as_ref()
-                .is_some_and(|p| config.consent.preferences(p).get(Purpose::Analytics) == Some(false));
+            // The event's own TC string, mapped at its time (a stale one says nothing).
+            event.tcf = event.tc_string.take().and_then(|tc| TcfSignal::of(&config.consent.tcf, &tc, event.timestamp));
+            batch.withdrawn |= config.consent.sent_by(&event).get(Purpose::Analytics) == Some(false);
             // Junk ids (the configured blocklist: `null`, `undefined`, `0`, ...) never create or merge a profile:
             // they are dropped, and an event left with no usable id is rejected at its index.
             let junk_user = event.user_id.as_deref().is_some_and(|u| is_junk(&config.identity, u));

@@ -7,91 +7,10 @@
 
 use crate::core::base::time::Millis;
 use crate::core::model::event::Event;
-use crate::core::model::tcf::{TcString, TcfPolicy};
+pub use crate::core::model::purpose::{Preferences, Purpose};
+use crate::core::model::tcf::{TcfPolicy, TcfSignal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Why data may be processed. `Necessary` is always allowed and cannot be refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Purpose {
-    Necessary,
-    Analytics,
-    Personalization,
-    Advertising,
-    /// E-mail, messaging and other sends to the person (journeys' destinations), asked for apart from advertising.
-    Marketing,
-}
-
-impl Purpose {
-    /// The purposes a visitor can grant or refuse.
-    pub const OPTIONAL: [Purpose; 4] =
-        [Purpose::Analytics, Purpose::Personalization, Purpose::Advertising, Purpose::Marketing];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Purpose::Necessary => "necessary",
-            Purpose::Analytics => "analytics",
-            Purpose::Personalization => "personalization",
-            Purpose::Advertising => "advertising",
-            Purpose::Marketing => "marketing",
-        }
-    }
-
-    /// Reads a purpose name, ignoring case (Segment's examples write `Analytics`).
-    pub fn parse(s: &str) -> Option<Purpose> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "necessary" => Purpose::Necessary,
-            "analytics" => Purpose::Analytics,
-            "personalization" | "personalisation" => Purpose::Personalization,
-            "advertising" => Purpose::Advertising,
-            "marketing" => Purpose::Marketing,
-            _ => return None,
-        })
-    }
-}
-
-/// What sent preferences say about each optional purpose (`None`: nothing). A fixed array rather than a map:
-/// the browser build runs this on every call, and a map's code costs download size there.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Preferences([Option<bool>; 4]);
-
-impl Preferences {
-    fn slot(p: Purpose) -> Option<usize> {
-        match p {
-            Purpose::Necessary => None,
-            Purpose::Analytics => Some(0),
-            Purpose::Personalization => Some(1),
-            Purpose::Advertising => Some(2),
-            Purpose::Marketing => Some(3),
-        }
-    }
-
-    pub fn get(&self, p: Purpose) -> Option<bool> {
-        Self::slot(p).and_then(|i| self.0[i])
-    }
-
-    pub fn set(&mut self, p: Purpose, granted: bool) {
-        if let Some(i) = Self::slot(p) {
-            self.0[i] = Some(granted);
-        }
-    }
-
-    pub fn clear(&mut self, p: Purpose) {
-        if let Some(i) = Self::slot(p) {
-            self.0[i] = None;
-        }
-    }
-
-    /// These decisions, and `other`'s for the purposes these leave open.
-    pub fn or(self, other: Preferences) -> Preferences {
-        Preferences(std::array::from_fn(|i| self.0[i].or(other.0[i])))
-    }
-
-    /// The purposes that were decided, with their decision.
-    pub fn iter(&self) -> impl Iterator<Item = (Purpose, bool)> + '_ {
-        Purpose::OPTIONAL.into_iter().filter_map(|p| self.get(p).map(|g| (p, g)))
-    }
-}
 
 /// Whether optional purposes start refused (`OptIn`, as GDPR requires) or granted (`OptOut`, as CCPA allows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,28 +157,10 @@ impl ConsentState {
     }
 
     /// Records what the request itself says: `Sec-GPC: 1` is a refusal of advertising, stored as such so that
-    /// the profile shows it and later requests without the header still honour it; and what its TC string
-    /// says, with the CMP's id as the source.
-    /// Purposes an event decided for itself (`sent`) are left to what it said.
-    pub fn record_signals(
-        &mut self,
-        policy: &ConsentPolicy,
-        signals: &RequestSignals,
-        sent: Preferences,
-        at: Millis,
-    ) -> bool {
-        let gpc = signals.gpc && policy.honor_gpc;
-        let mut changed = false;
-        if let Some(t) = &signals.tcf {
-            let mut t = t.clone();
-            for p in Purpose::OPTIONAL {
-                if sent.get(p).is_some() || (gpc && p == Purpose::Advertising) {
-                    t.prefs.clear(p);
-                }
-            }
-            changed |= self.record_tcf(&t, at);
-        }
-        (gpc && self.set(Purpose::Advertising, false, at, "gpc")) | changed
+    /// the profile shows it and later requests without the header still honour it. (The request's TC string is
+    /// recorded with each event, as the event's own: `record_event`.)
+    pub fn record_signals(&mut self, policy: &ConsentPolicy, signals: &RequestSignals, at: Millis) -> bool {
+        signals.gpc && policy.honor_gpc && self.set(Purpose::Advertising, false, at, "gpc")
     }
 
     /// Records a TC string's mapped answer.
@@ -272,17 +173,26 @@ impl ConsentState {
         changed
     }
 
-    /// Records what an event carried: its preferences (source `event`), then what its TC string says for the
-    /// purposes those leave open (source `tcf:` and the CMP's id).
+    /// Records what an event carried: its named preferences, then what the CMP said (`Event::tcf`) for the
+    /// purposes those leave open. A named choice the CMP's string makes too came from the CMP (the loader passes
+    /// the CMP's answer on): its source is `tcf:` and the CMP's id, as is the rest of the string's; otherwise
+    /// `event`.
     pub fn record_event(&mut self, policy: &ConsentPolicy, event: &Event) -> bool {
         let named = event.consent.as_ref().map(|p| policy.preferences(p)).unwrap_or_default();
+        let cmp = event.tcf.as_ref();
         let mut changed = false;
-        if let Some(prefs) = &event.consent {
-            changed |= self.record(policy, prefs, event.timestamp, "event");
+        for (purpose, granted) in named.iter() {
+            let source = match cmp {
+                Some(t) if t.prefs.get(purpose) == Some(granted) => t.source(),
+                _ => "event".to_string(),
+            };
+            changed |= self.set(purpose, granted, event.timestamp, &source);
         }
-        if let Some(mut signal) = policy.tcf_of(event) {
-            signal.prefs = Preferences(std::array::from_fn(|i| named.0[i].map_or(signal.prefs.0[i], |_| None)));
-            changed |= self.record_tcf(&signal, event.timestamp);
+        if let Some(t) = cmp {
+            let source = t.source();
+            for (purpose, granted) in t.prefs.iter().filter(|(p, _)| named.get(*p).is_none()) {
+                changed |= self.set(purpose, granted, event.timestamp, &source);
+            }
         }
         changed
     }
@@ -328,15 +238,11 @@ impl ConsentPolicy {
         out
     }
 
-    /// What an event's own TC string says, at the event's time.
-    pub fn tcf_of(&self, event: &Event) -> Option<TcfSignal> {
-        event.tcf.as_deref().and_then(|tc| TcfSignal::of(&self.tcf, tc, event.timestamp))
-    }
-
-    /// What an event says for itself: its named preferences, then its TC string for the purposes they leave open.
+    /// What an event says for itself: its named preferences, then what the CMP said for the purposes they leave
+    /// open.
     pub fn sent_by(&self, event: &Event) -> Preferences {
         let named = event.consent.as_ref().map(|p| self.preferences(p)).unwrap_or_default();
-        self.tcf_of(event).map_or(named, |t| named.or(t.prefs))
+        event.tcf.as_ref().map_or(named, |t| named.or(t.prefs))
     }
 
     /// Decides each purpose. Order of precedence: GPC refuses advertising whatever else says; then the
@@ -387,41 +293,6 @@ pub fn google_consent_mode(e: &Effective) -> [(&'static str, bool); 4] {
         ("ad_user_data", e.advertising),
         ("ad_personalization", e.advertising && e.personalization),
     ]
-}
-
-/// What a TC string says for each purpose `policy` maps, at `now`: granted when every TCF purpose mapped to it is
-/// allowed (`TcfPolicy::allows`), refused otherwise. `None` when TCF is off or the string is stale (last
-/// updated longer than `max_age` ago).
-pub fn tcf_preferences(policy: &TcfPolicy, tc: &TcString, now: Millis) -> Option<Preferences> {
-    if !policy.enabled || now.saturating_sub(tc.last_updated) > policy.max_age {
-        return None;
-    }
-    let mut out = Preferences::default();
-    for (purpose, &m) in Purpose::OPTIONAL.iter().zip(&policy.purposes) {
-        if m != 0 {
-            out.set(*purpose, (1..=24u8).filter(|p| m >> (p - 1) & 1 == 1).all(|p| policy.allows(tc, p)));
-        }
-    }
-    Some(out)
-}
-
-/// What a TC string said, mapped, with the CMP that wrote it: a request's (its cookie) or an event's.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TcfSignal {
-    pub prefs: Preferences,
-    pub cmp_id: u16,
-}
-
-impl TcfSignal {
-    /// The string's answer under `policy` at `now`, if it gives one.
-    pub fn of(policy: &TcfPolicy, tc: &TcString, now: Millis) -> Option<TcfSignal> {
-        tcf_preferences(policy, tc, now).map(|prefs| TcfSignal { prefs, cmp_id: tc.cmp_id })
-    }
-
-    /// The consent trail's source: `tcf:` and the CMP's id.
-    pub fn source(&self) -> String {
-        ["tcf:", &self.cmp_id.to_string()].concat()
-    }
 }
 
 /// Proof that consent was checked and allows what the wrapped value is used for.
@@ -584,34 +455,46 @@ mod tests {
         }
     }
 
-    /// The trail records a string's answer under `tcf:` and the CMP's id, once; never over a purpose the event
-    /// itself decided, nor advertising under GPC (which would flip back and forth at every request).
+    /// The trail names where each choice came from, one row each: (what, the event's named preferences, what the
+    /// CMP said for it, the trail after).
     #[test]
-    fn a_tc_string_is_recorded_with_its_cmp_without_undoing_the_event_or_gpc() {
+    fn an_event_s_choices_are_recorded_with_the_cmp_as_source_where_the_cmp_made_them() {
         let policy = ConsentPolicy::default();
-        let mut prefs = Preferences::default();
-        prefs.set(Purpose::Analytics, true);
-        prefs.set(Purpose::Advertising, true);
-        prefs.set(Purpose::Personalization, false);
-        let signals =
-            RequestSignals { gpc: true, tcf: Some(TcfSignal { prefs, cmp_id: 31 }), ..RequestSignals::default() };
-        let mut sent = Preferences::default();
-        sent.set(Purpose::Personalization, true);
-        let mut state = ConsentState::default();
-        state.set(Purpose::Personalization, true, 10, "event");
-        assert!(state.record_signals(&policy, &signals, sent, 20));
-        let trail: Vec<(Purpose, bool, &str)> =
-            state.history.iter().map(|c| (c.purpose, c.granted, c.source.as_str())).collect();
-        assert_eq!(
-            trail,
-            vec![
-                (Purpose::Personalization, true, "event"),
-                (Purpose::Analytics, true, "tcf:31"),
-                (Purpose::Advertising, false, "gpc"),
-            ]
-        );
-        assert!(!state.record_signals(&policy, &signals, sent, 30), "the same answer again changes nothing");
-        assert_eq!(state.history.len(), 3);
+        let cmp = |an: bool, pe: bool| {
+            let mut prefs = Preferences::default();
+            prefs.set(Purpose::Analytics, an);
+            prefs.set(Purpose::Personalization, pe);
+            Some(TcfSignal { prefs, cmp_id: 31 })
+        };
+        type Row<'a> = (&'a str, &'a [(&'a str, bool)], Option<TcfSignal>, &'a [&'a str]);
+        let rows: Vec<Row> = vec![
+            ("no CMP: the event", &[("analytics", true)], None, &["analytics=true@event"]),
+            (
+                "the loader passed the CMP's answer on: the CMP",
+                &[("analytics", true), ("personalization", false)],
+                cmp(true, false),
+                &["analytics=true@tcf:31", "personalization=false@tcf:31"],
+            ),
+            (
+                "the event says otherwise than the CMP: the event, for that purpose",
+                &[("analytics", false)],
+                cmp(true, true),
+                &["analytics=false@event", "personalization=true@tcf:31"],
+            ),
+            ("only the CMP", &[], cmp(true, false), &["analytics=true@tcf:31", "personalization=false@tcf:31"]),
+        ];
+        for (what, named, tcf, want) in rows {
+            let page = crate::core::model::event::EventKind::Page { name: None, properties: BTreeMap::new() };
+            let mut event = Event::new("m".into(), Some("a".into()), None, 10, page);
+            event.consent = (!named.is_empty()).then(|| prefs(named));
+            event.tcf = tcf;
+            let mut state = ConsentState::default();
+            state.record_event(&policy, &event);
+            let trail: Vec<String> =
+                state.history.iter().map(|c| format!("{}={}@{}", c.purpose.name(), c.granted, c.source)).collect();
+            assert_eq!(trail, want, "{what}");
+            assert!(!state.record_event(&policy, &event), "{what}: the same again changes nothing");
+        }
     }
 
     #[test]
@@ -650,12 +533,12 @@ mod tests {
         let mut state = ConsentState::default();
         state.record(&policy, &prefs(&[("advertising", true)]), 10, "event");
         let gpc = RequestSignals { country: None, gpc: true, ..RequestSignals::default() };
-        assert!(state.record_signals(&policy, &gpc, Preferences::default(), 20));
+        assert!(state.record_signals(&policy, &gpc, 20));
         assert!(!state.grants[&Purpose::Advertising].granted);
         assert_eq!(state.grants[&Purpose::Advertising].source, "gpc");
-        assert!(!state.record_signals(&policy, &gpc, Preferences::default(), 30), "no change, no new entry");
+        assert!(!state.record_signals(&policy, &gpc, 30), "no change, no new entry");
         let ignoring = ConsentPolicy { honor_gpc: false, ..ConsentPolicy::default() };
-        assert!(!ConsentState::default().record_signals(&ignoring, &gpc, Preferences::default(), 20));
+        assert!(!ConsentState::default().record_signals(&ignoring, &gpc, 20));
         for i in 0..(MAX_CONSENT_HISTORY as i64 + 10) {
             state.set(Purpose::Analytics, i % 2 == 0, 100 + i, "event");
         }

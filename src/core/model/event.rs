@@ -62,9 +62,13 @@ pub struct Event {
     /// `sentAt` and uncorrected `timestamp`, and its `context` less what is a credential or a person's identifiers
     /// (`identityToken`, `traits`, `externalIds`, consent, all kept elsewhere or never). Only the edge's parser sets it.
     pub sent: Option<Box<Sent>>,
-    /// `context.consent.tcString`, decoded (`model::tcf`): the CMP's record, which the consent checks map with
-    /// the configuration. Only the edge's parser sets it.
-    pub tcf: Option<Box<crate::core::model::tcf::TcString>>,
+    /// `context.consent.tcString` as the edge's parser decoded it (`model::tcf`), until `ingest::Batch::prepare`
+    /// maps it with the configuration into `tcf`. Never leaves the edge.
+    #[serde(skip)]
+    pub tc_string: Option<Box<crate::core::model::tcf::TcString>>,
+    /// What the CMP said for this event: its own TC string mapped at its time, else the request's cookie's
+    /// (`apply_events`). Recorded with the CMP's id as the source.
+    pub tcf: Option<crate::core::model::tcf::TcfSignal>,
 }
 
 /// See `Event::sent`.
@@ -112,6 +116,7 @@ impl Event {
             imported: false,
             routing: None,
             sent: None,
+            tc_string: None,
             tcf: None,
         }
     }

@@ -13,6 +13,7 @@ pub mod history;
 pub mod identity;
 pub mod journey;
 pub mod profile;
+pub mod purpose;
 pub mod shown;
 pub mod tcf;
 pub mod trust;

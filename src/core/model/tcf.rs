@@ -9,6 +9,7 @@
 //! the path of the field that failed, never a panic nor unbounded work.
 
 use crate::core::base::time::{Millis, DAY};
+use crate::core::model::purpose::{Preferences, Purpose};
 use serde::{Deserialize, Serialize};
 
 /// The longest string read. Real strings are a few hundred characters; one with three bitfields of 65,535
@@ -19,7 +20,7 @@ pub const MAX_LEN: usize = 40_000;
 const MAX_VENDOR: u16 = u16::MAX;
 
 /// A set of vendor ids (1 to `max`), as bits.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VendorSet {
     /// `MaxVendorId`: the highest id the set speaks for.
     pub max: u16,
@@ -68,7 +69,7 @@ impl VendorSet {
 }
 
 /// A publisher restriction: for `purpose`, the vendors in `vendors` may process only under `kind`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Restriction {
     pub purpose: u8,
     pub kind: RestrictionKind,
@@ -76,7 +77,7 @@ pub struct Restriction {
     pub vendors: Vec<(u16, u16)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestrictionKind {
     /// 0: the purpose is not allowed for these vendors.
     NotAllowed,
@@ -87,7 +88,7 @@ pub enum RestrictionKind {
 }
 
 /// The Publisher TC segment: the publisher's own purposes and custom purposes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublisherTc {
     /// Bit `p - 1` is purpose `p`.
     pub consents: u32,
@@ -99,7 +100,7 @@ pub struct PublisherTc {
 }
 
 /// A decoded TC string, every field of TCF v2.3.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TcString {
     pub version: u8,
     pub created: Millis,
@@ -467,6 +468,44 @@ impl TcfPolicy {
     }
 }
 
+impl TcfPolicy {
+    /// What the string says for each purpose this maps, at `now`: granted when every TCF purpose mapped to it is
+    /// allowed (`allows`), refused otherwise. `None` when TCF is off or the string is stale (last updated longer
+    /// than `max_age` ago).
+    pub fn preferences(&self, tc: &TcString, now: Millis) -> Option<Preferences> {
+        if !self.enabled || now.saturating_sub(tc.last_updated) > self.max_age {
+            return None;
+        }
+        let mut out = Preferences::default();
+        for (purpose, &m) in Purpose::OPTIONAL.iter().zip(&self.purposes) {
+            if m != 0 {
+                out.set(*purpose, (1..=24u8).filter(|p| m >> (p - 1) & 1 == 1).all(|p| self.allows(tc, p)));
+            }
+        }
+        Some(out)
+    }
+}
+
+/// What a TC string said, mapped, with the CMP that wrote it: an event's own (`Event::tcf`, mapped at the edge
+/// at the event's time), or a request's (its cookie, `RequestSignals::tcf`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcfSignal {
+    pub prefs: Preferences,
+    pub cmp_id: u16,
+}
+
+impl TcfSignal {
+    /// The string's answer under `policy` at `now`, if it gives one.
+    pub fn of(policy: &TcfPolicy, tc: &TcString, now: Millis) -> Option<TcfSignal> {
+        policy.preferences(tc, now).map(|prefs| TcfSignal { prefs, cmp_id: tc.cmp_id })
+    }
+
+    /// The consent trail's source: `tcf:` and the CMP's id.
+    pub fn source(&self) -> String {
+        ["tcf:", &self.cmp_id.to_string()].concat()
+    }
+}
+
 impl Default for TcfPolicy {
     fn default() -> Self {
         TcfPolicy::DEFAULT
@@ -477,7 +516,6 @@ impl Default for TcfPolicy {
 mod tests {
     use super::*;
     use crate::core::base::time::DAY;
-    use crate::core::model::consent::{tcf_preferences, Purpose, TcfSignal};
 
     const NOW: Millis = 1_780_000_000_000;
 
@@ -570,7 +608,7 @@ mod tests {
     }
 
     fn granted(p: &TcfPolicy, tc: &TcString) -> Option<Vec<(Purpose, bool)>> {
-        tcf_preferences(p, tc, NOW).map(|prefs| prefs.iter().collect())
+        p.preferences(tc, NOW).map(|prefs| prefs.iter().collect())
     }
 
     /// The mapping's rules, one row each: (what the row checks, the policy, the string, what it grants).

@@ -244,9 +244,9 @@ fn parse_raw_event(
     let external_ids = external_ids(&cx, value.get("context"))?;
     let external_ids_of = external_ids.clone();
     #[cfg(feature = "batch")]
-    let tcf = crate::core::wire::fields::tc_string(&cx, value.get("context"), envelope.context.as_ref())?;
+    let tc_string = crate::core::wire::fields::tc_string(&cx, value.get("context"), envelope.context.as_ref())?;
     #[cfg(not(feature = "batch"))]
-    let tcf = None;
+    let tc_string = None;
 
     let sent_at = fields.sent_at.or(envelope.sent_at);
     // Storage has a range too: a profile's retention alarm is set from its last event, and the runtime refuses
@@ -291,7 +291,8 @@ fn parse_raw_event(
         imported: false,
         routing: None,
         sent: sent_fields(fields.timestamp, sent_at, value.get("context").or(envelope.context.as_ref())),
-        tcf,
+        tc_string,
+        tcf: None,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, explain};
-use crate::core::model::consent::TcfSignal;
+use crate::core::model::tcf::TcfSignal;
 use crate::core::store::summary;
 use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::{self};
