@@ -163,16 +163,6 @@ impl ConsentState {
         signals.gpc && policy.honor_gpc && self.set(Purpose::Advertising, false, at, "gpc")
     }
 
-    /// Records a TC string's mapped answer.
-    pub fn record_tcf(&mut self, signal: &TcfSignal, at: Millis) -> bool {
-        let source = signal.source();
-        let mut changed = false;
-        for (purpose, granted) in signal.prefs.iter() {
-            changed |= self.set(purpose, granted, at, &source);
-        }
-        changed
-    }
-
     /// Records what an event carried: its named preferences, then what the CMP said (`Event::tcf`) for the
     /// purposes those leave open. A named choice the CMP's string makes too came from the CMP (the loader passes
     /// the CMP's answer on): its source is `tcf:` and the CMP's id, as is the rest of the string's; otherwise
@@ -489,11 +479,43 @@ mod tests {
             event.consent = (!named.is_empty()).then(|| prefs(named));
             event.tcf = tcf;
             let mut state = ConsentState::default();
-            state.record_event(&policy, &event);
+            assert!(
+                state.record_event(&policy, &event),
+                "{what}: a change is reported (a refused event's withdrawal is stored by it)"
+            );
             let trail: Vec<String> =
                 state.history.iter().map(|c| format!("{}={}@{}", c.purpose.name(), c.granted, c.source)).collect();
             assert_eq!(trail, want, "{what}");
             assert!(!state.record_event(&policy, &event), "{what}: the same again changes nothing");
+        }
+    }
+
+    /// What an event says for itself, one row each: (its named preferences, what its CMP said for analytics, the
+    /// event's analytics, and whether it may be stored with nothing else to go on).
+    #[test]
+    fn an_event_speaks_by_its_named_preferences_then_by_its_cmp() {
+        let policy = ConsentPolicy::default();
+        let cmp = |an: bool| {
+            let mut prefs = Preferences::default();
+            prefs.set(Purpose::Analytics, an);
+            Some(TcfSignal { prefs, cmp_id: 31 })
+        };
+        type Row<'a> = (&'a [(&'a str, bool)], Option<TcfSignal>, Option<bool>, bool);
+        let rows: Vec<Row> = vec![
+            (&[], None, None, false),
+            (&[], cmp(true), Some(true), true),
+            (&[("analytics", false)], cmp(true), Some(false), false),
+            (&[("analytics", true)], cmp(false), Some(true), true),
+            (&[("personalization", true)], cmp(true), Some(true), true),
+        ];
+        for (named, tcf, analytics, stored) in rows {
+            let page = crate::core::model::event::EventKind::Page { name: None, properties: BTreeMap::new() };
+            let mut event = Event::new("m".into(), Some("a".into()), None, 10, page);
+            event.consent = (!named.is_empty()).then(|| prefs(named));
+            event.tcf = tcf;
+            assert_eq!(policy.sent_by(&event).get(Purpose::Analytics), analytics, "{named:?}");
+            let permitted = permit_collection(&policy, None, event, &RequestSignals::default()).is_ok();
+            assert_eq!(permitted, stored, "{named:?}");
         }
     }
 

@@ -12,9 +12,10 @@ use crate::core::base::time::{Millis, DAY};
 use crate::core::model::purpose::{Preferences, Purpose};
 use serde::{Deserialize, Serialize};
 
-/// The longest string read. Real strings are a few hundred characters; one with three bitfields of 65,535
-/// vendors each is about 33,000.
-pub const MAX_LEN: usize = 40_000;
+/// The longest string read. Real strings are a few hundred characters (a large CMP's with 1,400 vendors, 753),
+/// and a browser keeps a cookie under 4 KB. The bound also bounds the work: at most about 2,900 ranges, each
+/// filling at most 1,024 words.
+pub const MAX_LEN: usize = 8_192;
 
 /// Vendor ids are 16 bits.
 const MAX_VENDOR: u16 = u16::MAX;
