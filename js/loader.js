@@ -61,14 +61,12 @@
   var last;
   // Each purpose of `T` with a known signal (`has`) is granted when every signal it maps to allows it (`ok`). A
   // choice is given only when it changed (a withdrawal included), and only once something is known.
-  function give(T, has, ok, tc) {
+  function give(T, has, ok) {
     var p = {}, k, j, e;
     for (k in T) if (has(T[k])) p[k] = T[k].every(ok);
     j = JSON.stringify(p);
     if (j == last || j == '{}') return;
     last = j;
-    // The SDK keeps only the purposes (normalizeConsent); the edge reads the string from the euconsent-v2 cookie.
-    if (tc) p.tcString = tc;
     api.consent(p);
     // Until the SDK runs, the CMP's latest answer goes ahead of the queued calls, replacing its earlier one: they
     // were made on this page while it had not answered (its page view, say), and its answer is for the page.
@@ -114,7 +112,7 @@
               l = r !== 1 && o.legitimateInterests === true && /^([2789]|10)$/.test(n) && b.legitimateInterests[n] &&
                 (!v || d.vendor.legitimateInterests[v]);
             return r !== 0 && (!v || (d.vendor.disclosedVendors || {})[v]) && !!(c || l);
-          }, d.tcString);
+          });
         } catch (x) {}
       });
       return 1;

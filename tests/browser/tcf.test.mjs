@@ -12,7 +12,8 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { GVL, TCModel, TCString } from '@iabtechlabtcf/core';
+import { TCString } from '@iabtechlabtcf/core';
+import { tcString as encodeTc } from '../support/tcf.mjs';
 import { countOf, eventually, openShop as open, pathOf, profileOf, shopForFile } from './shop.mjs';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -43,34 +44,8 @@ before(async () => {
   cmpApiBundle = out.outputFiles[0].text;
 });
 
-/**
- * A global vendor list built in memory (there is no network): the eleven TCF purposes and no vendor. Encoding
- * needs one; the loader reads only the purposes' bits.
- */
-const gvl = new GVL({
-  gvlSpecificationVersion: 3,
-  vendorListVersion: 1,
-  tcfPolicyVersion: 5,
-  lastUpdated: '2025-01-01T00:00:00Z',
-  purposes: Object.fromEntries(Array.from({ length: 11 }, (_, i) => [i + 1,
-    { id: i + 1, name: `Purpose ${i + 1}`, description: '', illustrations: [] }])),
-  specialPurposes: {},
-  features: {},
-  specialFeatures: {},
-  stacks: {},
-  dataCategories: {},
-  vendors: {},
-});
-
-/** A TC string in which the visitor consents to exactly the purposes given. */
-function tcString(purposes) {
-  const model = new TCModel(gvl);
-  model.cmpId = CMP_ID;
-  model.cmpVersion = CMP_VERSION;
-  model.isServiceSpecific = true;
-  model.purposeConsents.set(purposes);
-  return TCString.encode(model);
-}
+/** A TC string in which the visitor consents to exactly the purposes given (`tests/support/tcf.mjs`). */
+const tcString = (purposes) => encodeTc({ purposes, cmpId: CMP_ID });
 
 /** The purposes whose consent the string records, decoded back: the test's own strings say what they should. */
 const consented = (s) => [...TCString.decode(s).purposeConsents].filter(([, on]) => on).map(([id]) => id);
