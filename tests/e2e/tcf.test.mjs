@@ -72,6 +72,18 @@ describe('the CMP cookie at the edge', () => {
     }
   });
 
+  test('a CMP cookie that now refuses analytics removes the identity cookie, as a withdrawal does', async () => {
+    const a = uid('gone');
+    const granted = await batch([{ type: 'page', anonymousId: a }], cookie(ANALYTICS()));
+    const aid = granted.setCookie.split(';')[0];
+    assert.match(aid, new RegExp(`^edgecdp_aid=${a}\\.`), 'set while the CMP allowed analytics');
+    const refused = await batch([{ type: 'page', anonymousId: a }], { cookie: `${aid}; euconsent-v2=${NOTHING()}` });
+    assert.match(refused.setCookie ?? '', /^edgecdp_aid=; Max-Age=0/);
+    const p = await profile(a);
+    assert.equal(p.body.counts.page, 1, 'the page view under the refusal was not stored');
+    assert.equal(p.body.consent.analytics, false, 'the refusal is recorded');
+  });
+
   test('what the event sends wins over the cookie, and GPC still refuses advertising', async () => {
     const a = uid('sent');
     const all = tcString({ purposes: [1, 2, 3, 4, 5, 6, 7, 8, 9] });

@@ -3,6 +3,7 @@
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::ingest::Batch;
 use crate::core::engine::merge::Group;
+use crate::core::model::consent::Purpose;
 use crate::core::rules::sources::Source;
 use crate::core::rules::Config;
 use crate::core::wire::events::CallType;
@@ -115,7 +116,10 @@ pub(crate) async fn collect(
     if let Some(detail) = unavailable {
         return Err(ApiError::Unavailable(detail));
     }
-    let withdrawn = batch.withdrawn;
+    // A CMP whose cookie now refuses analytics withdraws it as an event would: the identity cookie goes, unless an
+    // event itself granted analytics and was stored.
+    let refused_by_cmp = signals.tcf.as_ref().is_some_and(|t| t.prefs.get(Purpose::Analytics) == Some(false));
+    let withdrawn = batch.withdrawn || refused_by_cmp;
     let (rejected, unverified) = batch.finish();
     let listed = |rs: &[wire::Rejection]| -> serde_json::Value {
         rs.iter().map(|r| json!({"index": r.index, "code": r.code, "message": r.message, "path": r.path})).collect()
