@@ -25,7 +25,8 @@ use edgecdp::core::rules::destinations::Payload;
 use edgecdp::core::rules::pressure::parse_offset;
 use edgecdp::core::rules::{compile_str, Config};
 use edgecdp::core::wire::decide::parse_decide;
-use edgecdp::core::writer::protocol::{ClaimAnswer, Reply, Request};
+use edgecdp::core::wire::deliveries::DeliveryMessage;
+use edgecdp::core::writer::protocol::{ClaimAnswer, Claimed, ClaimedSend, Reply, Request};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::Path;
@@ -34,38 +35,74 @@ mod common;
 use common::World;
 
 /// The delivery queue's consumer: every send enqueued is claimed now and, when it goes, settled as delivered.
+/// A send refused or cancelled before it was queued is logged by the writer itself (`Effect::Suppressed`): it
+/// appears here with `"stage": "queued"`, and no claim is made for it.
 fn deliver(config: &Config, world: &mut World, now: Millis, log: &mut Vec<Value>) {
-    while let Some(m) = world.deliveries.pop_front() {
-        let (at, reply) = world.follow(config, &m.profile, now, |_| Request::Claim { delivery: m.delivery.clone() });
-        let Reply::Claimed { answer, send } = reply else { panic!("a claim answered {reply:?}") };
-        let p = world.stored_profile(&at);
-        let who = p.as_ref().and_then(|p| {
-            p.identities.iter().find(|i| i.kind == USER_ID).or(p.identities.first()).map(|i| i.value.clone())
-        });
-        let mut entry = json!({"at": format_iso8601(now), "of": who});
-        if let Some(s) = &send {
-            entry["journey"] = json!(s.journey);
-            entry["step"] = json!(s.step);
-            entry["key"] = json!(s.key);
-        }
-        match answer {
-            ClaimAnswer::Go { body, .. } => {
-                entry["sent"] = json!(send.as_ref().map(|s| s.event.clone()));
-                entry["to"] = json!(m.destination);
-                // A template's text is logged (its escaping is part of the case); an event's shape has unit tests.
-                let destination = config.destinations.iter().find(|d| d.id == m.destination);
-                if destination.is_some_and(|d| d.payload != Payload::Event) {
-                    entry["body"] = json!(body);
-                }
-                let settle = |_: &str| Request::Settle { delivery: m.delivery.clone(), delivered: true };
-                world.follow(config, &at, now, settle);
-            }
-            ClaimAnswer::Suppressed { reason } => entry["suppressed"] = json!(reason),
-            ClaimAnswer::Deferred { until } => entry["deferredUntil"] = json!(format_iso8601(until)),
-            ClaimAnswer::Unknown => entry["unknown"] = json!(m.delivery),
-        }
-        log.push(entry);
+    while let Some((record, reason)) = world.suppressed.pop_front() {
+        let who = record.profile.as_deref().and_then(|id| who(world, id));
+        log.push(json!({"at": format_iso8601(now), "of": who, "journey": record.journey, "step": record.step,
+            "suppressed": reason, "stage": "queued"}));
     }
+    // As the consumer does: a profile's sends in the queue are claimed in one call.
+    let mut groups: Vec<(String, Vec<DeliveryMessage>)> = Vec::new();
+    for m in world.deliveries.drain(..) {
+        match groups.iter_mut().find(|(p, _)| *p == m.profile) {
+            Some((_, ms)) => ms.push(m),
+            None => groups.push((m.profile.clone(), vec![m])),
+        }
+    }
+    for (profile, ms) in groups {
+        let deliveries: Vec<String> = ms.iter().map(|m| m.delivery.clone()).collect();
+        let (at, reply) = world.follow(config, &profile, now, |_| Request::Claim { deliveries: deliveries.clone() });
+        let Reply::Claimed(claims) = reply else { panic!("a claim answered {reply:?}") };
+        assert_eq!(claims.len(), ms.len(), "one answer per send");
+        for (m, Claimed { answer, send }) in ms.into_iter().zip(claims) {
+            deliver_one(config, world, now, log, &at, &m, answer, send);
+        }
+    }
+}
+
+/// The person a stored profile is (their user id, else their first identity), as the log names them.
+fn who(world: &World, profile_id: &str) -> Option<String> {
+    let p = world.stored_profile(profile_id)?;
+    p.identities.iter().find(|i| i.kind == USER_ID).or(p.identities.first()).map(|i| i.value.clone())
+}
+
+/// What the consumer does with one claimed send: sends it and settles it as delivered, or logs why not.
+#[allow(clippy::too_many_arguments)]
+fn deliver_one(
+    config: &Config,
+    world: &mut World,
+    now: Millis,
+    log: &mut Vec<Value>,
+    at: &str,
+    m: &DeliveryMessage,
+    answer: ClaimAnswer,
+    send: Option<ClaimedSend>,
+) {
+    let mut entry = json!({"at": format_iso8601(now), "of": who(world, at)});
+    if let Some(s) = &send {
+        entry["journey"] = json!(s.journey);
+        entry["step"] = json!(s.step);
+        entry["key"] = json!(s.key);
+    }
+    match answer {
+        ClaimAnswer::Go { body, .. } => {
+            entry["sent"] = json!(send.as_ref().map(|s| s.event.clone()));
+            entry["to"] = json!(m.destination);
+            // A template's text is logged (its escaping is part of the case); an event's shape has unit tests.
+            let destination = config.destinations.iter().find(|d| d.id == m.destination);
+            if destination.is_some_and(|d| d.payload != Payload::Event) {
+                entry["body"] = json!(body);
+            }
+            let settle = |_: &str| Request::Settle { delivery: m.delivery.clone(), delivered: true };
+            world.follow(config, at, now, settle);
+        }
+        ClaimAnswer::Suppressed { reason } => entry["suppressed"] = json!(reason),
+        ClaimAnswer::Deferred { until } => entry["deferredUntil"] = json!(format_iso8601(until)),
+        ClaimAnswer::Unknown => entry["unknown"] = json!(m.delivery),
+    }
+    log.push(entry);
 }
 
 /// Wakes every profile whose alarm is at or before `limit`, earliest first, delivering what each sends.

@@ -2,10 +2,11 @@
 //! `core::wire::deliveries` (payloads, signatures, retries, the outcome log).
 //!
 //! A profile's object hands each due send to the `DELIVERIES` queue once the profile holding it is stored
-//! (`enqueue`). This Worker's consumer (`consume`) takes a message, skips a delivery the log already settled (a
-//! redelivery), asks the profile's object to claim the send (re-checked as it leaves: an exit, consent, erasure,
-//! quiet hours, the pressure budget; the payload is made from the profile then), sends it with a timeout, and
-//! records the outcome in D1. A failed attempt is retried with exponential backoff (`retry` with a delay); after
+//! (`enqueue`); a send that cannot happen (no consent, an unproven address, cancelled before it was queued) is
+//! never queued: the object logs it as suppressed itself. This Worker's consumer (`consume`) takes a batch, skips
+//! deliveries the log already settled (redeliveries), asks each profile's object to claim its sends in one call
+//! (each re-checked as it leaves: an exit, consent, erasure, quiet hours, the pressure budget; the payload is made
+//! from the profile then), sends each with a timeout, and records the outcome in D1. A failed attempt is retried with exponential backoff (`retry` with a delay); after
 //! its last attempt the message goes to the dead-letter queue `DELIVERIES_DLQ` with the reason, and the delivery
 //! is recorded as dead-lettered. The queue's own `max_retries` is higher than any destination's attempts, so only
 //! a consumer that keeps crashing leaves a message to the platform's dead-lettering.
@@ -16,7 +17,7 @@ use crate::core::rules::Config;
 use crate::core::wire::deliveries::{
     after_failure, headers, record, state, url, AfterFailure, DeliveryMessage, Outcome, Record,
 };
-use crate::core::writer::protocol::{ClaimAnswer, Reply, Request as ObjectRequest};
+use crate::core::writer::protocol::{ClaimAnswer, Claimed as ClaimReply, Reply, Request as ObjectRequest};
 use crate::edge::kv;
 use crate::edge::objects::profile_client;
 use crate::edge::outlets::{log, run};
@@ -41,15 +42,24 @@ enum Claimed {
     Unknown,
 }
 
-/// Claims a send at the object holding it, following a merge's tombstone (a send made before the merge lives on in
-/// the survivor under the same id).
-async fn claim(env: &Env, m: &DeliveryMessage) -> Result<Claimed, String> {
-    let request = ObjectRequest::Claim { delivery: m.delivery.clone() };
-    let Reply::Claimed { answer, send } =
-        profile_client::follow(env, &m.profile, request).await.map_err(|e| format!("claim: {e:?}"))?.reply
+/// Claims a profile's sends in one call at the object holding them, following a merge's tombstone (a send made
+/// before the merge lives on in the survivor under the same id). One answer per message, in order.
+async fn claim_all(env: &Env, profile: &str, ms: &[&DeliveryMessage]) -> Result<Vec<Claimed>, String> {
+    let request = ObjectRequest::Claim { deliveries: ms.iter().map(|m| m.delivery.clone()).collect() };
+    let Reply::Claimed(claims) =
+        profile_client::follow(env, profile, request).await.map_err(|e| format!("claim: {e:?}"))?.reply
     else {
         return Err("claim: the profile writer answered something else".into());
     };
+    if claims.len() != ms.len() {
+        return Err(format!("claim: {} answers for {} sends", claims.len(), ms.len()));
+    }
+    Ok(ms.iter().zip(claims).map(|(m, c)| claimed(m, c)).collect())
+}
+
+/// A claim's answer, with what the log names of its send.
+fn claimed(m: &DeliveryMessage, c: ClaimReply) -> Claimed {
+    let ClaimReply { answer, send } = c;
     let record = Record {
         id: m.delivery.clone(),
         destination: m.destination.clone(),
@@ -57,12 +67,12 @@ async fn claim(env: &Env, m: &DeliveryMessage) -> Result<Claimed, String> {
         journey: send.as_ref().map(|s| s.journey.clone()),
         step: send.map(|s| s.step),
     };
-    Ok(match answer {
+    match answer {
         ClaimAnswer::Go { body, content_type } => Claimed::Go { body, content_type, record },
         ClaimAnswer::Suppressed { reason } => Claimed::Suppressed { reason, record },
         ClaimAnswer::Deferred { until } => Claimed::Deferred { until, record },
         ClaimAnswer::Unknown => Claimed::Unknown,
-    })
+    }
 }
 
 /// Tells the object the delivery is over (`delivered`: the destination took it; otherwise it stops counting).
@@ -154,20 +164,38 @@ async fn log_outcome(
     Ok(())
 }
 
-/// One message; answers how the queue should treat it: `None` to acknowledge, `Some(delay)` to retry.
-async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Result<Option<u32>, Failure> {
+/// A message read, whose delivery the log has not settled yet, and the attempt this is.
+struct Pending {
+    j: J,
+    m: DeliveryMessage,
+    attempt: u32,
+}
+
+/// Reads a message and its delivery's state in the log: `None` when its outcome is recorded already (a
+/// redelivery, acknowledged without claiming it again).
+async fn read(db: &D1Database, body: &str) -> Result<Option<Pending>, Failure> {
     let j: J = serde_json::from_str(body).map_err(|e| Failure::Unreadable(e.to_string()))?;
     let m = DeliveryMessage::of(&j).map_err(Failure::Unreadable)?;
-    let retry = |e: worker::Error| Failure::Retry(format!("delivery log: {e}"));
     let st = crate::edge::outlets::rows(db, &state(&m.delivery)).await.map_err(|e| Failure::Retry(format!("{e:?}")))?;
     let row = st.first().cloned().unwrap_or_default();
     if row.first().is_some_and(|f| !f.is_null()) {
-        // Settled already: a redelivery of a message whose outcome is recorded.
         return Ok(None);
     }
     let attempt = row.get(1).and_then(J::as_u64).unwrap_or(0) as u32 + 1;
+    Ok(Some(Pending { j, m, attempt }))
+}
+
+/// One claimed message; answers how the queue should treat it: `None` to acknowledge, `Some(delay)` to retry.
+async fn handle(
+    env: &Env,
+    db: &D1Database,
+    config: &Config,
+    p: &Pending,
+    claimed: Claimed,
+) -> Result<Option<u32>, Failure> {
+    let (j, m, attempt) = (&p.j, &p.m, p.attempt);
+    let retry = |e: worker::Error| Failure::Retry(format!("delivery log: {e}"));
     let now = crate::edge::clock::now();
-    let claimed = claim(env, &m).await.map_err(Failure::Retry)?;
     match claimed {
         Claimed::Unknown => {
             let rec = Record { id: m.delivery.clone(), destination: m.destination.clone(), ..Record::default() };
@@ -215,7 +243,10 @@ async fn handle(env: &Env, db: &D1Database, config: &Config, body: &str) -> Resu
     }
 }
 
-/// The delivery queue's consumer: each message is one delivery's attempt.
+/// The delivery queue's consumer: each message is one delivery's attempt. The messages of a batch are read and
+/// their log states looked up at once; each profile's sends among them are claimed in one call; then each is
+/// sent, logged and acknowledged or retried on its own (their profiles' objects serialize whatever touches one
+/// person).
 pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()> {
     let (db, config) = match (log(&env).await, kv::config(&env).await) {
         (Ok(db), Ok((_, config))) => (db, config),
@@ -225,13 +256,45 @@ pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()
             return Ok(());
         }
     };
-    // The messages of a batch are independent deliveries: they are handled at once (their profiles' objects
-    // serialize whatever touches one person), each acknowledged or retried on its own.
     let messages = batch.messages()?;
-    let outcomes: Vec<_> = futures_util::stream::iter(messages.iter().map(|m| handle(&env, &db, &config, m.body())))
-        .buffered(AT_ONCE)
-        .collect()
-        .await;
+    let read: Vec<_> =
+        futures_util::stream::iter(messages.iter().map(|m| read(&db, m.body()))).buffered(AT_ONCE).collect().await;
+    let pending = |i: usize| match &read[i] {
+        Ok(Some(p)) => Some(p),
+        _ => None,
+    };
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, p) in (0..read.len()).filter_map(|i| pending(i).map(|p| (i, p))) {
+        match groups.iter_mut().find(|(profile, _)| *profile == p.m.profile) {
+            Some((_, at)) => at.push(i),
+            None => groups.push((&p.m.profile, vec![i])),
+        }
+    }
+    let claims = groups.iter().map(|(profile, at)| {
+        let ms: Vec<&DeliveryMessage> = at.iter().filter_map(|i| pending(*i)).map(|p| &p.m).collect();
+        let env = &env;
+        async move { claim_all(env, profile, &ms).await }
+    });
+    let claims: Vec<_> = futures_util::stream::iter(claims).buffered(AT_ONCE).collect().await;
+    let mut claimed: Vec<Option<Result<Claimed, String>>> = (0..read.len()).map(|_| None).collect();
+    for ((_, at), answers) in groups.iter().zip(claims) {
+        match answers {
+            Ok(answers) => at.iter().zip(answers).for_each(|(i, c)| claimed[*i] = Some(Ok(c))),
+            Err(e) => at.iter().for_each(|i| claimed[*i] = Some(Err(e.clone()))),
+        }
+    }
+    let (db, config, env) = (&db, &config, &env);
+    let handled = read.iter().zip(claimed).map(|(r, c)| async move {
+        match (r, c) {
+            (Err(Failure::Unreadable(e)), _) => Err(Failure::Unreadable(e.clone())),
+            (Err(Failure::Retry(e)), _) => Err(Failure::Retry(e.clone())),
+            (Ok(Some(p)), Some(Ok(c))) => handle(env, db, config, p, c).await,
+            (Ok(Some(_)), Some(Err(e))) => Err(Failure::Retry(e)),
+            // Settled already: a redelivery of a message whose outcome is recorded.
+            _ => Ok(None),
+        }
+    });
+    let outcomes: Vec<_> = futures_util::stream::iter(handled).buffered(AT_ONCE).collect().await;
     for (message, outcome) in messages.iter().zip(outcomes) {
         match outcome {
             Ok(None) => message.ack(),

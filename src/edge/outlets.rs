@@ -5,7 +5,7 @@
 
 use crate::core::base::time::Millis;
 use crate::core::wire::audiences::{self as audience_index, IndexMessage, Sql, Statement};
-use crate::core::wire::deliveries::{self as delivery_log, DeliveryMessage};
+use crate::core::wire::deliveries::{self as delivery_log, DeliveryMessage, Outcome, Record};
 use crate::core::wire::journeys as journey_index;
 use crate::edge::error::ApiError;
 use serde_json::Value as J;
@@ -116,6 +116,16 @@ pub async fn first_value(db: &D1Database, s: &Statement) -> Result<Option<J>, Ap
 
 pub async fn run(db: &D1Database, s: &Statement) -> worker::Result<()> {
     bind(db, s)?.run().await?;
+    Ok(())
+}
+
+/// Sends that will never leave, logged as `suppressed` with their reasons in one batch (`Effect::Suppressed`).
+pub async fn log_suppressed(env: &Env, sends: &[(Record, String)]) -> worker::Result<()> {
+    let db = log(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
+    let now = crate::edge::clock::now();
+    let statements = sends.iter().map(|(r, reason)| delivery_log::record(r, Outcome::Suppressed, 1, Some(reason), now));
+    let list = statements.map(|s| bind(&db, &s)).collect::<worker::Result<Vec<_>>>()?;
+    db.batch(list).await?;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use edgecdp::core::model::shown::Outcome;
 use edgecdp::core::rules::sources::{Source, SourceKind};
 use edgecdp::core::rules::Config;
 use edgecdp::core::store::decode_profile;
-use edgecdp::core::wire::deliveries::DeliveryMessage;
+use edgecdp::core::wire::deliveries::{DeliveryMessage, Record};
 use edgecdp::core::wire::events::parse_batch;
 use edgecdp::core::wire::events::Parsed;
 use edgecdp::core::wire::imports::{parse_chunk, Declaration, Splitter};
@@ -62,6 +62,8 @@ pub struct World {
     /// Profiles the audience index and the delivery log were told to forget.
     pub forgotten: Vec<String>,
     pub deliveries: VecDeque<DeliveryMessage>,
+    /// Sends logged as suppressed when they were queued (`Effect::Suppressed`), with their reasons.
+    pub suppressed: VecDeque<(Record, String)>,
     pub experiments: Vec<Outcome>,
     /// The export queue's messages, in order, and the people (`person_key`s) erasures purged from the export.
     pub export: Vec<String>,
@@ -80,6 +82,9 @@ pub const KV_WRITE_MS: Millis = 3;
 /// A stored profile as it was before its sends were noted enqueued (which is stored after they leave).
 fn as_before_enqueued(bytes: &[u8]) -> Profile {
     let mut p = decode_profile(bytes).expect("a stored profile decodes");
+    // A send cancelled before it was queued leaves the outbox for the log (`Effect::Suppressed`) as the sends are
+    // enqueued.
+    p.journeys.outbox.retain(|o| o.enqueued || o.cancelled.is_none());
     for o in &mut p.journeys.outbox {
         o.enqueued = false;
     }
@@ -192,6 +197,7 @@ impl World {
                     self.forgotten.extend(profile_ids)
                 }
                 Effect::Enqueue(messages) => self.deliveries.extend(messages),
+                Effect::Suppressed(sends) => self.suppressed.extend(sends),
                 Effect::Export(messages) => self.export.extend(messages),
                 Effect::ExportErase { people, .. } => self.export_erased.extend(people),
             }

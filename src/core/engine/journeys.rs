@@ -9,6 +9,9 @@
 //! - **outputs**: new sends sit in the outbox; `to_enqueue` lists those due and not yet handed to the delivery
 //!   queue, which the shell sends *after* storing the profile and then marks (`mark_enqueued`);
 //!   `Journeys::due` is the next instant the object must wake;
+//! - **when a send is queued**: `refused` (consent to the destination's purpose, a proven address) is checked
+//!   first; a send that cannot leave is cancelled at once, and the writer logs it without queueing it
+//!   (`take_cancelled`): no queue message, no claim, no work for a send that cannot happen;
 //! - **at send time**: `claim` re-checks a send as it leaves (cancelled by an exit, destination removed, consent,
 //!   quiet hours, the pressure budget) and counts it once; `settle` removes it once the destination took it or the
 //!   delivery gave up (a send that never arrived stops counting).
@@ -432,6 +435,7 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
             StepKind::Send { destination, event } => {
                 let dest = &config.destinations[*destination];
                 let inst = inst.clone();
+                let cancelled = refused(config, profile, dest).map(String::from);
                 let js = &mut profile.journeys;
                 if js.outbox.len() >= MAX_OUTBOX {
                     js.note_ended(Ended {
@@ -460,7 +464,7 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
                         due,
                         enqueued: false,
                         claimed: None,
-                        cancelled: None,
+                        cancelled,
                     });
                     moved.sends += 1;
                 }
@@ -481,9 +485,33 @@ fn advance(config: &Config, profile: &mut Profile, id: u64, now: Millis) -> Move
 }
 
 /// The sends due at `now` that wait to be handed to the delivery queue (after the profile is stored).
-/// A cancelled send goes too, at once: its claim records why it did not leave.
+/// A cancelled one never is: `take_cancelled` hands it to the log instead.
 pub fn to_enqueue(profile: &Profile, now: Millis) -> Vec<Outgoing> {
-    profile.journeys.outbox.iter().filter(|o| !o.enqueued && (o.cancelled.is_some() || o.due <= now)).cloned().collect()
+    profile.journeys.outbox.iter().filter(|o| !o.enqueued && o.cancelled.is_none() && o.due <= now).cloned().collect()
+}
+
+/// Removes the sends cancelled before they were queued (refused when queued, an exit, a merge) and answers them,
+/// for the delivery log with their reasons: nothing of theirs is queued or claimed. One already queued stays
+/// until its claim, which records why it did not leave.
+pub fn take_cancelled(profile: &mut Profile) -> Vec<Outgoing> {
+    let outbox = std::mem::take(&mut profile.journeys.outbox);
+    let (gone, kept) = outbox.into_iter().partition(|o| !o.enqueued && o.cancelled.is_some());
+    profile.journeys.outbox = kept;
+    gone
+}
+
+/// Why a send to `destination` cannot leave for this person (`None`: it may), checked when it is queued and again
+/// as it leaves: no consent to the destination's purpose where the person is, or an address on it nobody proved
+/// (an address a page set could be anyone's: `model::contact`).
+pub fn refused(config: &Config, profile: &Profile, destination: &Destination) -> Option<&'static str> {
+    let country = profile.journeys.country.as_deref();
+    if permit_send(&config.consent, profile, destination.purpose, country).is_none() {
+        return Some("consent");
+    }
+    if destination.to.iter().any(|t| profile.traits.contains_key(t) && !profile.contact_verified(t)) {
+        return Some("contact_unverified");
+    }
+    None
 }
 
 /// Notes sends as handed to the queue.
@@ -510,13 +538,8 @@ pub fn claim<'c>(config: &'c Config, profile: &mut Profile, id: &str, now: Milli
     if config.journeys.iter().all(|j| j.id != o.journey) {
         return suppress(profile, "journey_removed");
     }
-    let country = profile.journeys.country.clone();
-    if permit_send(&config.consent, &*profile, destination.purpose, country.as_deref()).is_none() {
-        return suppress(profile, "consent");
-    }
-    // Only to an address somebody proved: an address a page set could be anyone's (`model::contact`).
-    if destination.to.iter().any(|t| profile.traits.contains_key(t) && !profile.contact_verified(t)) {
-        return suppress(profile, "contact_unverified");
+    if let Some(reason) = refused(config, profile, destination) {
+        return suppress(profile, reason);
     }
     if o.claimed.is_some() {
         return Claim::Go { destination, outgoing: Box::new(o) };
@@ -671,7 +694,7 @@ mod tests {
         assert_eq!(claim(&config, &mut p, &id, morning + HOUR), Claim::Suppressed("pressure_cap".into()));
     }
 
-    /// The rules a send obeys as it leaves, one row each: it goes only to an address somebody proved (a page's
+    /// The rules a send obeys when it is queued and as it leaves, one row each: it goes only to an address somebody proved (a page's
     /// own address is anyone's), and only with consent under the model of the person's region.
     #[test]
     fn a_send_goes_only_to_a_proven_address_with_consent_where_the_person_is() {
@@ -733,6 +756,10 @@ mod tests {
                 p.contacts.prove(name, &text(v), 1, by);
             }
             p.journeys.country = country.map(String::from);
+            // The same rule holds when the send is queued (where a refused one is cancelled at once) as when it
+            // leaves.
+            let queued = refused(&config, &p, by_id(destination)).unwrap_or("go");
+            assert_eq!(queued, want, "queued: {destination} {name}={held:?} proven {proven:?} in {country:?}");
             p.journeys.outbox.push(pending("d1", destination, at));
             let got = match claim(&config, &mut p, "d1", at) {
                 Claim::Go { .. } => "go".to_string(),

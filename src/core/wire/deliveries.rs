@@ -29,6 +29,11 @@ pub struct DeliveryMessage {
 }
 
 impl DeliveryMessage {
+    /// The message for one of a profile's sends.
+    pub fn of_send(profile: &str, o: &Outgoing) -> DeliveryMessage {
+        DeliveryMessage { delivery: o.id.clone(), profile: profile.to_string(), destination: o.destination.clone() }
+    }
+
     pub fn to_json(&self) -> J {
         json!({"delivery": self.delivery, "profile": self.profile, "destination": self.destination})
     }

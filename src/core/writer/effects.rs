@@ -7,7 +7,7 @@ use crate::core::engine::write::index_entry_stays;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
-use crate::core::wire::deliveries::DeliveryMessage;
+use crate::core::wire::deliveries::{DeliveryMessage, Record};
 use crate::core::writer::protocol::{Reply, Request};
 use crate::core::writer::state::{Key, Value};
 
@@ -89,6 +89,9 @@ pub enum Effect {
     },
     /// Sends for the delivery queue (the profile holding them is stored already).
     Enqueue(Vec<DeliveryMessage>),
+    /// Sends that will never leave (refused when queued, cancelled before they were), for the delivery log at
+    /// once as `suppressed` with their reasons (`wire::deliveries::record`): nothing is queued or claimed for them.
+    Suppressed(Vec<(Record, String)>),
     /// Messages for the export queue (`wire::export::messages`): the rows of what was stored.
     Export(Vec<String>),
     /// The export forgets these people (`wire::export::person_key`s) now: listed as erased, their rows in files

@@ -6,10 +6,14 @@ use crate::core::base::time::Millis;
 use crate::core::engine::predict;
 use crate::core::model::event::Event;
 use crate::core::model::identity::Identity;
+use crate::core::model::journey::Outgoing;
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
+use crate::core::wire::deliveries::{Outcome, Record};
 pub use crate::core::wire::export::messages;
-use crate::core::wire::export::{identity_row, person_key, rows_of, user_row, IdentityChange, Row};
+use crate::core::wire::export::{
+    delivery_row, identity_row, person_key, rows_of, user_row, DeliveryOutcome, IdentityChange, Row,
+};
 
 /// An apply's rows: its events', and its identities' (`index`: now leading here; those also in `repoint` came
 /// with a merge).
@@ -41,4 +45,34 @@ pub fn people_of(p: &Profile, profile_ids: &[String]) -> Vec<String> {
     people.sort();
     people.dedup();
     people
+}
+
+/// Sends cancelled before they were queued, for the delivery log (`Effect::Suppressed`) and the export's
+/// `deliveries` rows, each `suppressed` with its reason and no attempt.
+pub fn suppressed(profile_id: &str, cancelled: &[Outgoing], now: Millis) -> (Vec<(Record, String)>, Vec<Row>) {
+    cancelled
+        .iter()
+        .map(|o| {
+            let reason = o.cancelled.clone().unwrap_or_default();
+            let record = Record {
+                id: o.id.clone(),
+                destination: o.destination.clone(),
+                profile: Some(profile_id.to_string()),
+                journey: Some(o.journey.clone()),
+                step: Some(o.step.clone()),
+            };
+            let outcome = DeliveryOutcome {
+                delivery: o.id.clone(),
+                profile_id: profile_id.to_string(),
+                journey: o.journey.clone(),
+                step: o.step.clone(),
+                destination: o.destination.clone(),
+                outcome: Outcome::Suppressed.name().to_string(),
+                status: None,
+                reason: Some(reason.clone()),
+                attempts: 0,
+            };
+            ((record, reason), delivery_row(&outcome, now))
+        })
+        .unzip()
 }

@@ -34,7 +34,7 @@ use crate::core::wire::export::{absorbed_user_row, audience_change_row};
 use crate::core::wire::journeys::JourneyState;
 use crate::core::wire::predictions::Published;
 use effects::{Action, Effect, Effects, Handed, IndexWrite};
-use protocol::{ClaimAnswer, ClaimedSend, Reply, Request};
+use protocol::{ClaimAnswer, Claimed, ClaimedSend, Reply, Request};
 use state::{journey_view, Due, Key, Pending, Stored, Value};
 
 /// At most one KV write a second per key.
@@ -169,7 +169,7 @@ impl Writer {
                 self.deliver_due(&mut p, now);
                 Ok(Reply::Reevaluated(Some(n)))
             }
-            Request::Claim { delivery } => self.claim(&delivery, config, now),
+            Request::Claim { deliveries } => self.claim(&deliveries, config, now),
             Request::Settle { delivery, delivered } => {
                 let Some(mut p) = self.profile()? else { return Ok(Reply::Settled(false)) };
                 let settled = journeys::settle(&mut p, &delivery, delivered);
@@ -462,32 +462,33 @@ impl Writer {
         Ok(Some(profile.identities.len()))
     }
 
-    fn claim(&mut self, delivery: &str, config: &Config, now: Millis) -> Result<Reply, Failure> {
+    /// Claims a profile's sends in one action, each as `journeys::claim` decides, stored once.
+    fn claim(&mut self, deliveries: &[String], config: &Config, now: Millis) -> Result<Reply, Failure> {
         let Some(mut profile) = self.profile()? else {
             let reason = if self.stored.erased_at.is_some() { "erased" } else { "profile_gone" };
-            return Ok(Reply::Claimed { answer: ClaimAnswer::Suppressed { reason: reason.into() }, send: None });
+            let gone = Claimed { answer: ClaimAnswer::Suppressed { reason: reason.into() }, send: None };
+            return Ok(Reply::Claimed(vec![gone; deliveries.len()]));
         };
         let before = profile.journeys.clone();
-        let send = profile.journeys.outbox.iter().find(|o| o.id == delivery).map(|o| ClaimedSend {
-            profile: profile.id.clone(),
-            journey: o.journey.clone(),
-            step: o.step.clone(),
-            key: o.key.clone(),
-            event: o.event.clone(),
-        });
-        let answer = match journeys::claim(config, &mut profile, delivery, now) {
-            Claim::Go { destination, outgoing } => {
-                let (body, content_type) = body(destination, &config.consent, &profile, &outgoing, now);
-                ClaimAnswer::Go { body, content_type: content_type.into() }
-            }
-            Claim::Suppressed(reason) => ClaimAnswer::Suppressed { reason: reason.to_string() },
-            Claim::Deferred(until) => ClaimAnswer::Deferred { until },
-            Claim::Unknown => ClaimAnswer::Unknown,
-        };
+        let mut claims = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let send =
+                profile.journeys.outbox.iter().find(|o| &o.id == delivery).map(|o| ClaimedSend::of(&profile.id, o));
+            let answer = match journeys::claim(config, &mut profile, delivery, now) {
+                Claim::Go { destination, outgoing } => {
+                    let (body, content_type) = body(destination, &config.consent, &profile, &outgoing, now);
+                    ClaimAnswer::Go { body, content_type: content_type.into() }
+                }
+                Claim::Suppressed(reason) => ClaimAnswer::Suppressed { reason: reason.to_string() },
+                Claim::Deferred(until) => ClaimAnswer::Deferred { until },
+                Claim::Unknown => ClaimAnswer::Unknown,
+            };
+            claims.push(Claimed { answer, send });
+        }
         if profile.journeys != before {
             self.store_journeys(&profile, now);
         }
-        Ok(Reply::Claimed { answer, send })
+        Ok(Reply::Claimed(claims))
     }
 
     fn alarm(&mut self, config: &Config, now: Millis) -> Result<(), Failure> {
@@ -663,23 +664,20 @@ impl Writer {
 
     /// Hands the sends that are due to the delivery queue (the profile holding them is stored already), then
     /// stores them as enqueued. A failure between the two sends them again at the next alarm; the delivery's id
-    /// keeps that from reaching anyone twice.
+    /// keeps that from reaching anyone twice. Sends cancelled before they were queued go to the log instead.
     fn deliver_due(&mut self, p: &mut Profile, now: Millis) {
-        let sends = to_enqueue(p, now);
-        if sends.is_empty() {
+        let (cancelled, sends) = (journeys::take_cancelled(p), to_enqueue(p, now));
+        if !cancelled.is_empty() {
+            let (log, rows) = export::suppressed(&p.id, &cancelled, now);
+            self.out.push(Effect::Suppressed(log));
+            self.export.extend(rows);
+        }
+        if !sends.is_empty() {
+            self.out.push(Effect::Enqueue(sends.iter().map(|o| DeliveryMessage::of_send(&p.id, o)).collect()));
+            mark_enqueued(p, &sends.into_iter().map(|o| o.id).collect::<Vec<_>>());
+        } else if cancelled.is_empty() {
             return;
         }
-        let messages = sends
-            .iter()
-            .map(|o| DeliveryMessage {
-                delivery: o.id.clone(),
-                profile: p.id.clone(),
-                destination: o.destination.clone(),
-            })
-            .collect();
-        self.out.push(Effect::Enqueue(messages));
-        let ids: Vec<String> = sends.into_iter().map(|o| o.id).collect();
-        mark_enqueued(p, &ids);
         self.put_profile(p, now);
     }
 
@@ -720,7 +718,7 @@ mod tests {
     #[test]
     fn a_tombstone_redirects_everything_but_restore_and_forget() {
         let mut w = Writer::new(Stored { moved_to: Some("p2".into()), moved_at: Some(NOW), ..Stored::default() });
-        for r in [Request::Read, Request::Locate, Request::Erase, Request::Claim { delivery: "d".into() }] {
+        for r in [Request::Read, Request::Locate, Request::Erase, Request::Claim { deliveries: vec!["d".into()] }] {
             let e = handle(&mut w, r, NOW);
             assert_eq!(e.reply, Reply::Moved { to: "p2".into() });
             assert!(e.effects.is_empty() && e.alarm.is_none(), "a redirect changes nothing");

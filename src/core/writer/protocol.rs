@@ -7,6 +7,7 @@
 
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
+use crate::core::model::journey::Outgoing;
 use crate::core::store::{decode_apply, decode_apply_answer, encode_apply, encode_apply_answer, CodecError};
 
 /// Version 1 of the requests and replies between the Worker and a profile's object.
@@ -35,8 +36,9 @@ pub enum Request {
     Forget,
     /// Bring the profile's audiences up to the configuration in force.
     Reevaluate,
-    /// A journey's send is leaving: re-check it and make its payload from the profile as it is now.
-    Claim { delivery: String },
+    /// Journeys' sends are leaving (a profile's due sends, claimed in one call): re-check each and make its
+    /// payload from the profile as it is now. At most `MAX_CLAIMS`.
+    Claim { deliveries: Vec<String> },
     /// A delivery is over.
     Settle { delivery: String, delivered: bool },
 }
@@ -50,6 +52,16 @@ pub enum ClaimAnswer {
     Unknown,
 }
 
+/// Sends claimed in one call at most (a delivery queue's batch).
+pub const MAX_CLAIMS: usize = 100;
+
+/// One send's claim: what was decided, and the send it was about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claimed {
+    pub answer: ClaimAnswer,
+    pub send: Option<ClaimedSend>,
+}
+
 /// The send a claim was about, as the outcome log names it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimedSend {
@@ -58,6 +70,14 @@ pub struct ClaimedSend {
     pub step: String,
     pub key: String,
     pub event: String,
+}
+
+impl ClaimedSend {
+    /// The send `o` of profile `profile`.
+    pub fn of(profile: &str, o: &Outgoing) -> ClaimedSend {
+        let (journey, step, key, event) = (o.journey.clone(), o.step.clone(), o.key.clone(), o.event.clone());
+        ClaimedSend { profile: profile.to_string(), journey, step, key, event }
+    }
 }
 
 /// A profile object's answer.
@@ -88,10 +108,8 @@ pub enum Reply {
     Forgotten(bool),
     /// `Reevaluate`: how many transitions (`None`: no profile here).
     Reevaluated(Option<usize>),
-    Claimed {
-        answer: ClaimAnswer,
-        send: Option<ClaimedSend>,
-    },
+    /// `Claim`: each send's claim, in the order asked.
+    Claimed(Vec<Claimed>),
     Settled(bool),
     /// The request could not be done: `profile_not_found`, `merge_not_found`, `merge_too_old`, `invalid_request`.
     Refused {
@@ -118,7 +136,7 @@ impl Reply {
             Reply::Erased { .. } => "erased",
             Reply::Forgotten(_) => "forgotten",
             Reply::Reevaluated(_) => "reevaluated",
-            Reply::Claimed { .. } => "claimed",
+            Reply::Claimed(_) => "claimed",
             Reply::Settled(_) => "settled",
             Reply::Refused { .. } => "refused",
         }
@@ -213,7 +231,9 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
         Request::Erase => Out::new(6),
         Request::Forget => Out::new(7),
         Request::Reevaluate => Out::new(8),
-        Request::Claim { delivery } => Out::new(9).text(delivery),
+        Request::Claim { deliveries } => {
+            deliveries.iter().fold(Out::new(11).time(deliveries.len() as Millis), |o, d| o.text(d))
+        }
         Request::Settle { delivery, delivered } => Out::new(10).text(delivery).byte(u8::from(*delivered)),
     }
     .0
@@ -231,7 +251,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
         6 => Request::Erase,
         7 => Request::Forget,
         8 => Request::Reevaluate,
-        9 => Request::Claim { delivery: i.text()? },
+        11 => {
+            let n = usize::try_from(i.time()?).ok().filter(|n| *n <= MAX_CLAIMS).ok_or_else(corrupt)?;
+            Request::Claim { deliveries: (0..n).map(|_| i.text()).collect::<Result<_, _>>()? }
+        }
         10 => Request::Settle { delivery: i.text()?, delivered: i.flag()? },
         t => return Err(CodecError::Corrupt(format!("unknown request {t}"))),
     };
@@ -254,18 +277,18 @@ pub fn encode_reply(r: &Reply) -> Vec<u8> {
         Reply::Forgotten(f) => Out::new(8).byte(u8::from(*f)),
         Reply::Reevaluated(None) => opt(Out::new(9), false),
         Reply::Reevaluated(Some(n)) => opt(Out::new(9), true).time(*n as Millis),
-        Reply::Claimed { answer, send } => {
-            let o = match answer {
-                ClaimAnswer::Go { body, content_type } => Out::new(10).byte(0).text(body).text(content_type),
-                ClaimAnswer::Suppressed { reason } => Out::new(10).byte(1).text(reason),
-                ClaimAnswer::Deferred { until } => Out::new(10).byte(2).time(*until),
-                ClaimAnswer::Unknown => Out::new(10).byte(3),
+        Reply::Claimed(claims) => claims.iter().fold(Out::new(13).time(claims.len() as Millis), |o, c| {
+            let o = match &c.answer {
+                ClaimAnswer::Go { body, content_type } => o.byte(0).text(body).text(content_type),
+                ClaimAnswer::Suppressed { reason } => o.byte(1).text(reason),
+                ClaimAnswer::Deferred { until } => o.byte(2).time(*until),
+                ClaimAnswer::Unknown => o.byte(3),
             };
-            match send {
+            match &c.send {
                 None => opt(o, false),
                 Some(s) => opt(o, true).text(&s.profile).text(&s.journey).text(&s.step).text(&s.key).text(&s.event),
             }
-        }
+        }),
         Reply::Settled(s) => Out::new(11).byte(u8::from(*s)),
         Reply::Refused { code, message } => Out::new(12).text(code).text(message),
     }
@@ -285,25 +308,25 @@ pub fn decode_reply(bytes: &[u8]) -> Result<Reply, CodecError> {
         7 => Reply::Erased { identities: i.time()? as usize },
         8 => Reply::Forgotten(i.flag()?),
         9 => Reply::Reevaluated(if i.flag()? { Some(i.time()? as usize) } else { None }),
-        10 => {
-            let answer = match i.byte()? {
-                0 => ClaimAnswer::Go { body: i.text()?, content_type: i.text()? },
-                1 => ClaimAnswer::Suppressed { reason: i.text()? },
-                2 => ClaimAnswer::Deferred { until: i.time()? },
-                _ => ClaimAnswer::Unknown,
-            };
-            let send = if i.flag()? {
-                Some(ClaimedSend {
-                    profile: i.text()?,
-                    journey: i.text()?,
-                    step: i.text()?,
-                    key: i.text()?,
-                    event: i.text()?,
-                })
-            } else {
-                None
-            };
-            Reply::Claimed { answer, send }
+        13 => {
+            let n = usize::try_from(i.time()?).ok().filter(|n| *n <= MAX_CLAIMS).ok_or_else(corrupt)?;
+            let mut claims = Vec::with_capacity(n);
+            for _ in 0..n {
+                let answer = match i.byte()? {
+                    0 => ClaimAnswer::Go { body: i.text()?, content_type: i.text()? },
+                    1 => ClaimAnswer::Suppressed { reason: i.text()? },
+                    2 => ClaimAnswer::Deferred { until: i.time()? },
+                    _ => ClaimAnswer::Unknown,
+                };
+                let send = if i.flag()? {
+                    let mut t = || i.text();
+                    Some(ClaimedSend { profile: t()?, journey: t()?, step: t()?, key: t()?, event: t()? })
+                } else {
+                    None
+                };
+                claims.push(Claimed { answer, send });
+            }
+            Reply::Claimed(claims)
         }
         11 => Reply::Settled(i.flag()?),
         12 => Reply::Refused { code: i.text()?, message: i.text()? },
@@ -328,10 +351,10 @@ mod tests {
             assert_eq!(bytes[0], OBJECT_V1);
             assert_eq!(decode_request(&bytes), Ok(r));
         }
-        let reply = Reply::Claimed {
+        let reply = Reply::Claimed(vec![Claimed {
             answer: ClaimAnswer::Go { body: "{}".into(), content_type: "application/json".into() },
             send: None,
-        };
+        }]);
         assert_eq!(decode_reply(&encode_reply(&reply)), Ok(reply));
         let send = ClaimedSend {
             profile: "p".into(),
@@ -349,8 +372,12 @@ mod tests {
             Reply::Split { profiles: ["a".into(), "b".into()] },
             Reply::Erased { identities: 4 },
             Reply::Reevaluated(Some(2)),
-            Reply::Claimed { answer: ClaimAnswer::Deferred { until: 9 }, send: Some(send) },
-            Reply::Claimed { answer: ClaimAnswer::Suppressed { reason: "erased".into() }, send: None },
+            Reply::Claimed(vec![
+                Claimed { answer: ClaimAnswer::Deferred { until: 9 }, send: Some(send) },
+                Claimed { answer: ClaimAnswer::Suppressed { reason: "erased".into() }, send: None },
+                Claimed { answer: ClaimAnswer::Unknown, send: None },
+            ]),
+            Reply::Claimed(Vec::new()),
             Reply::Refused { code: "c".into(), message: "m".into() },
         ];
         for r in replies {
@@ -358,10 +385,14 @@ mod tests {
         }
         assert_eq!(decode_reply(&[9, 0]), Err(CodecError::UnknownVersion(9)));
         assert_eq!(decode_reply(&[]), Err(CodecError::Empty));
-        let mut long = encode_request(&Request::Claim { delivery: "d".into() });
+        let claims = Request::Claim { deliveries: vec!["d1".into(), "d2".into()] };
+        assert_eq!(decode_request(&encode_request(&claims)), Ok(claims));
+        let too_many = Request::Claim { deliveries: vec![String::new(); MAX_CLAIMS + 1] };
+        assert!(matches!(decode_request(&encode_request(&too_many)), Err(CodecError::Corrupt(_))), "a bounded list");
+        let mut long = encode_request(&Request::Claim { deliveries: vec!["d".into()] });
         long.push(0);
         assert!(matches!(decode_request(&long), Err(CodecError::Corrupt(_))), "trailing bytes are refused");
-        let short = encode_request(&Request::Claim { delivery: "delivery".into() });
+        let short = encode_request(&Request::Claim { deliveries: vec!["delivery".into()] });
         assert!(matches!(decode_request(&short[..short.len() - 1]), Err(CodecError::Corrupt(_))));
     }
 }

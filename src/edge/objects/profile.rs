@@ -205,6 +205,7 @@ async fn carry_out(storage: &Storage, env: &Env, effect: Effect) -> Result<()> {
         Effect::IndexErase { profile_ids, at } => outlets::erase_now(env, &profile_ids, at).await?,
         Effect::DeliveriesForget { profile_ids } => outlets::forget_now(env, &profile_ids).await?,
         Effect::Enqueue(messages) => outlets::enqueue(env, &messages).await?,
+        Effect::Suppressed(sends) => outlets::log_suppressed(env, &sends).await?,
         Effect::Export(messages) => outlets::export(env, messages).await?,
         Effect::ExportErase { people, at } => outlets::export_erase(env, &people, at).await?,
     }
