@@ -12,36 +12,15 @@
 // rounds, and the CPU time per request of the Worker's whole process tree (wrangler and workerd, from /proc), which includes the local KV and Durable
 // Object emulation both share, so the difference between the two is edgecdp's own CPU per request.
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
-import { readFileSync, readdirSync } from 'node:fs';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
+import { treeCpuMs } from './cpu.mjs';
 
 const ROUNDS = arg('rounds', 6);
 const REQUESTS = arg('requests', 100);
 const VISITORS = arg('visitors', 50);
 const EVENTS = arg('events', 10);
 const SETTLE = arg('settle', 2500);
-const TICK_MS = 1000 / 100; // USER_HZ, 100 on Linux
-
-/** User and system CPU time, in ms, of a process and all its descendants. */
-function treeCpuMs(root) {
-  const stats = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const s = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-      stats.push({ pid: Number(d), ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
-    } catch { /* the process ended */ }
-  }
-  const tree = new Set([root]);
-  for (let grew = true; grew;) {
-    grew = false;
-    for (const p of stats) if (!tree.has(p.pid) && tree.has(p.ppid)) { tree.add(p.pid); grew = true; }
-  }
-  return stats.filter((p) => tree.has(p.pid)).reduce((a, p) => a + p.ticks, 0) * TICK_MS;
-}
-
 let sent = 0;
 const batchBody = (visitor) => JSON.stringify({
   writeKey: 'demo',
