@@ -167,7 +167,10 @@ const entry = (body) => ({ body, size: byteLength(body), busy: false, beaconed: 
  * stub's methods for the real ones on the same object so references held by the page stay valid.
  */
 export async function start(stub) {
-  await init();
+  // The loader fetched and compiled the Wasm while this module loaded (`_w`); without it, `init` fetches it.
+  const compiled = stub._w && (await stub._w);
+  delete stub._w;
+  await init(compiled ? { module_or_path: compiled } : undefined);
   const writeKey = stub._k || '';
   const onDevice = stub._d === 'device';
   let deviceFill = null; // the one automatic decision of a page that decides on the device

@@ -4,14 +4,16 @@
 // Segment's analytics-next (its UMD bundle from npm already on the page, as edgecdp's loader is; the click calls
 // `AnalyticsBrowser.load` and `page()`, which is how a consent-gated site starts it).
 //
-//   node scripts/bench-first-event.mjs [--rounds 15]
+//   node scripts/bench-first-event.mjs [--rounds 15] [--via static|worker]
 //
 // Both pages and every file they load come from one static server on loopback, which also forwards `/v1/*` to
 // the Worker (`wrangler dev`, started here with fresh storage), so both SDKs talk first-party to the same
 // server and neither is favoured by where its files come from. Each round opens each page in a fresh browser
 // context (an empty HTTP cache: a first visit), alternating which goes first. The time is the page's own: a
 // capturing click listener notes `performance.now()`, and the Resource Timing entry of the first event request
-// gives its `startTime`. Only 127.0.0.1 is contacted. A build must exist (npm run build).
+// gives its `startTime`. `--via worker` serves edgecdp's page and files from the Worker's own assets instead
+// (wrangler's local assets router, slower than the static server and than Cloudflare's edge), analytics-next's
+// still from the static server. Only 127.0.0.1 is contacted. A build must exist (npm run build).
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join, extname, basename } from 'node:path';
@@ -20,6 +22,7 @@ import { launchChromium } from '../tests/browser/shop.mjs';
 import { arg } from './args.mjs';
 
 const ROUNDS = arg('rounds', 15);
+const VIA = process.argv.includes('worker') ? 'worker' : 'static';
 const ROOT = join(import.meta.dirname, '..');
 const WWW = join(ROOT, 'www');
 const UMD = join(ROOT, 'node_modules/@segment/analytics-next/dist/umd');
@@ -88,19 +91,27 @@ async function once(name) {
   await tab.addInitScript(() => {
     window.addEventListener('click', () => { window.__clickedAt = performance.now(); }, true);
   });
-  await tab.goto(name === 'edgecdp' ? `${site}/` : `${site}/segment.html`);
+  if (process.env.DEBUG) { // every request and console line, to see where the time goes
+    tab.on('requestfinished', async (r) => console.log(name, r.method(), r.url(), (await r.response())?.status()));
+    tab.on('console', (m) => console.log(name, 'console', m.text()));
+  }
+  const edgecdpPage = VIA === 'worker' ? `${w.url}/` : `${site}/`;
+  await tab.goto(name === 'edgecdp' ? edgecdpPage : `${site}/segment.html`);
   await tab.waitForLoadState('networkidle');
+  // The first event request, as Chromium's network stack timed it (its start, in ms since the epoch).
+  const pattern = EVENT_REQUEST[name];
+  const first = new Promise((resolve) => {
+    const seen = (r) => { if (pattern.test(new URL(r.url()).pathname)) resolve(r); };
+    tab.on('request', seen);
+  });
   await tab.click('#consent-accept');
-  const pattern = EVENT_REQUEST[name].source;
-  const ms = await tab.evaluate(async (source) => {
-    const re = new RegExp(source);
-    for (let i = 0; i < 500; i++) {
-      const e = performance.getEntriesByType('resource').find((r) => re.test(new URL(r.name).pathname));
-      if (e) return e.startTime - window.__clickedAt;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return null;
-  }, pattern);
+  const request = await Promise.race([first, new Promise((r) => setTimeout(r, 10_000))]);
+  let ms = null;
+  if (request) {
+    await Promise.race([request.response().catch(() => null), new Promise((r) => setTimeout(r, 10_000))]);
+    const clickedAt = await tab.evaluate(() => performance.timeOrigin + window.__clickedAt);
+    ms = request.timing().startTime - clickedAt;
+  }
   await context.close();
   if (ms == null) throw new Error(`${name}: no event request within 10 s of the click`);
   return ms;
@@ -116,7 +127,8 @@ try {
   }
   const sorted = (xs) => [...xs].sort((a, b) => a - b);
   const q = (xs, p) => sorted(xs)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
-  console.log(`${ROUNDS} interleaved rounds, a fresh browser context each (an empty cache)`);
+  console.log(`${ROUNDS} interleaved rounds, a fresh browser context each (an empty cache); edgecdp's files from the ` +
+    `${VIA === 'worker' ? "Worker's assets" : 'static server'}`);
   console.log('| SDK | click → first event request, p25 | p50 | p75 |');
   console.log('| --- | ---: | ---: | ---: |');
   for (const [name, xs] of Object.entries(times)) {

@@ -107,6 +107,13 @@ test('accepting consent tracks product views and personalizes the hero', async (
   assert.deepEqual(lastDecide.slots, ['hero']);
   assert.equal(lastDecide.context.page.path, '/');
 
+  // The loader fetched the tracker's Wasm while the SDK loaded (not after it arrived), once, and the SDK used it.
+  const wasm = requests.filter((r) => pathOf(r) === '/edgecdp/edgecdp_bg.wasm');
+  const sdk = requests.find((r) => pathOf(r) === '/edgecdp/sdk.js');
+  assert.equal(wasm.length, 1, 'the Wasm is downloaded once');
+  const sdkFirstByte = sdk.timing().startTime + sdk.timing().responseStart;
+  assert.ok(wasm[0].timing().startTime < sdkFirstByte, 'the Wasm was requested before the SDK had arrived');
+
   const profile = await profileOf(stored.anonymousId);
   assert.equal(profile.counts['Product Viewed'], 2, `counts: ${JSON.stringify(profile.counts)}`);
   assert.ok(profile.counts.page >= 1, `counts: ${JSON.stringify(profile.counts)}`);
