@@ -3,6 +3,12 @@
 // wrangler, the same workerd binary, fresh local storage each), measured in interleaved rounds on loopback.
 //
 //   node scripts/bench-floor.mjs [--rounds 6] [--requests 100] [--visitors 50] [--events 10] [--settle 2500]
+//                                [--journeys 0] [--export 0]
+//
+// Both sides do the same work: the floor runs no journeys and exports nothing, so by default edgecdp runs the demo
+// configuration without its journeys and without the export's queue producer (the binding removed from a copy of
+// wrangler.toml, which is how a deployment turns the export off). `--journeys 1` and `--export 1` put each back,
+// to state what it adds.
 //
 // One client at a time (latency, not throughput): each round sends `requests` batches (`events` track events
 // for one of `visitors` returning visitors) then `requests` decisions to one Worker, then the same to the other,
@@ -12,6 +18,8 @@
 // rounds, and the CPU time per request of the Worker's whole process tree (wrangler and workerd, from /proc), which includes the local KV and Durable
 // Object emulation both share, so the difference between the two is edgecdp's own CPU per request.
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
+import { readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
 import { treeCpuMs } from './cpu.mjs';
@@ -21,6 +29,9 @@ const REQUESTS = arg('requests', 100);
 const VISITORS = arg('visitors', 50);
 const EVENTS = arg('events', 10);
 const SETTLE = arg('settle', 2500);
+const JOURNEYS = arg('journeys', 0);
+const EXPORT = arg('export', 0);
+const ROOT = join(import.meta.dirname, '..');
 let sent = 0;
 const batchBody = (visitor) => JSON.stringify({
   writeKey: 'demo',
@@ -47,7 +58,16 @@ async function phase(w, path, makeBody, into) {
   into.count += REQUESTS;
 }
 
-const edge = await startWorker();
+const demo = JSON.parse(readFileSync(join(ROOT, 'config/demo.json'), 'utf8'));
+let wranglerConfig;
+if (!EXPORT) {
+  const producer = '[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n';
+  const text = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+  if (!text.includes(producer)) throw new Error("wrangler.toml's EXPORT producer is not where this script expects it");
+  wranglerConfig = join(ROOT, '.wrangler-bench-floor.toml');
+  writeFileSync(wranglerConfig, text.replace(producer, ''));
+}
+const edge = await startWorker({ config: JOURNEYS ? demo : { ...demo, journeys: [] }, wranglerConfig });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null });
 edge.name = 'edgecdp';
 floor.name = 'floor';
@@ -67,7 +87,8 @@ try {
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log(`${ROUNDS} interleaved rounds of ${REQUESTS} requests per path and Worker, one client, ${VISITORS} ` +
-    `returning visitors, ${EVENTS} events per batch`);
+    `returning visitors, ${EVENTS} events per batch; edgecdp's journeys ${JOURNEYS ? 'on' : 'off'}, export ` +
+    `${EXPORT ? 'on' : 'off'}`);
   console.log('| path | edgecdp p50 | floor p50 | ratio | edgecdp CPU/request | floor CPU/request | overhead |');
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const path of ['batch', 'decide']) {
@@ -81,4 +102,5 @@ try {
 } finally {
   await floor.stop();
   await edge.stop();
+  if (wranglerConfig) rmSync(wranglerConfig, { force: true });
 }
