@@ -39,12 +39,12 @@ declare -A files=(
   [tcf]='src/core/model/tcf.rs src/core/model/consent.rs src/core/model/purpose.rs src/core/engine/apply.rs'
 )
 declare -A only=(
-  [sends]='claim|settle'
+  [sends]='claim|settle|refused|take_cancelled|to_enqueue'
   [pressure]='over_budget|sent_in|quiet_end|offset_of'
   [absorb]='absorb'
-  [export]='people|without|is_file_key|person_key|plan|people_of|applied|as_stored|split|flatten|sent_fields'
+  [export]='people|without|is_file_key|person_key|plan|people_of|applied|as_stored|split|flatten|sent_fields|suppressed'
   [predictions]='absorb|record|removed|statements|channel'
-  [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for'
+  [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for|deliver_due|Writer::claim'
   [tcf]='TcfPolicy::allows|VendorSet::contains|TcString::restriction|insert_range|TcfPolicy::preferences|TcfSignal::|record_tcf|record_signals|record_event|sent_by|google_consent_mode|Preferences::clear|Preferences::or|effective_for|apply_events'
 )
 # Groups whose rule tables are all unit tests run only those (`cargo test --lib`) for each mutant: the tcf
@@ -52,6 +52,7 @@ declare -A only=(
 # these rules.
 declare -A test_args=(
   [tcf]='--lib'
+  [sends]='--lib --test journeys'
 )
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer export predictions tcf)

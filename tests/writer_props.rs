@@ -98,8 +98,12 @@ fn anon(n: u8) -> Identity {
 /// The delivery queue's consumer: claims each send and settles what went.
 fn deliver(config: &Config, world: &mut World, now: Millis) {
     while let Some(m) = world.deliveries.pop_front() {
-        let (at, reply) = world.follow(config, &m.profile, now, |_| Request::Claim { delivery: m.delivery.clone() });
-        if let Reply::Claimed { answer: edgecdp::core::writer::protocol::ClaimAnswer::Go { .. }, .. } = reply {
+        let claim = |_: &str| Request::Claim { deliveries: vec![m.delivery.clone()] };
+        let (at, reply) = world.follow(config, &m.profile, now, claim);
+        let go = |c: &edgecdp::core::writer::protocol::Claimed| {
+            matches!(c.answer, edgecdp::core::writer::protocol::ClaimAnswer::Go { .. })
+        };
+        if matches!(&reply, Reply::Claimed(claims) if claims.iter().all(go)) {
             world.follow(config, &at, now, |_| Request::Settle { delivery: m.delivery.clone(), delivered: true });
         }
     }
