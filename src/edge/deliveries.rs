@@ -243,10 +243,24 @@ async fn handle(
     }
 }
 
+/// One profile's sends in a batch: claimed in one call, then each sent and logged in turn (the answers in order).
+async fn group(env: &Env, db: &D1Database, config: &Config, ps: &[&Pending]) -> Vec<Result<Option<u32>, Failure>> {
+    let ms: Vec<&DeliveryMessage> = ps.iter().map(|p| &p.m).collect();
+    match claim_all(env, &ps[0].m.profile, &ms).await {
+        Err(e) => ps.iter().map(|_| Err(Failure::Retry(e.clone()))).collect(),
+        Ok(claims) => {
+            let mut out = Vec::with_capacity(ps.len());
+            for (p, c) in ps.iter().zip(claims) {
+                out.push(handle(env, db, config, p, c).await);
+            }
+            out
+        }
+    }
+}
+
 /// The delivery queue's consumer: each message is one delivery's attempt. The messages of a batch are read and
-/// their log states looked up at once; each profile's sends among them are claimed in one call; then each is
-/// sent, logged and acknowledged or retried on its own (their profiles' objects serialize whatever touches one
-/// person).
+/// their log states looked up at once; then each profile's sends among them are claimed in one call, and sent
+/// and logged (profiles at once, a profile's sends in turn); each message is acknowledged or retried on its own.
 pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()> {
     let (db, config) = match (log(&env).await, kv::config(&env).await) {
         (Ok(db), Ok((_, config))) => (db, config),
@@ -259,42 +273,30 @@ pub async fn consume(batch: MessageBatch<String>, env: Env) -> worker::Result<()
     let messages = batch.messages()?;
     let read: Vec<_> =
         futures_util::stream::iter(messages.iter().map(|m| read(&db, m.body()))).buffered(AT_ONCE).collect().await;
-    let pending = |i: usize| match &read[i] {
-        Ok(Some(p)) => Some(p),
-        _ => None,
-    };
-    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, p) in (0..read.len()).filter_map(|i| pending(i).map(|p| (i, p))) {
-        match groups.iter_mut().find(|(profile, _)| *profile == p.m.profile) {
-            Some((_, at)) => at.push(i),
-            None => groups.push((&p.m.profile, vec![i])),
-        }
-    }
-    let claims = groups.iter().map(|(profile, at)| {
-        let ms: Vec<&DeliveryMessage> = at.iter().filter_map(|i| pending(*i)).map(|p| &p.m).collect();
-        let env = &env;
-        async move { claim_all(env, profile, &ms).await }
-    });
-    let claims: Vec<_> = futures_util::stream::iter(claims).buffered(AT_ONCE).collect().await;
-    let mut claimed: Vec<Option<Result<Claimed, String>>> = (0..read.len()).map(|_| None).collect();
-    for ((_, at), answers) in groups.iter().zip(claims) {
-        match answers {
-            Ok(answers) => at.iter().zip(answers).for_each(|(i, c)| claimed[*i] = Some(Ok(c))),
-            Err(e) => at.iter().for_each(|i| claimed[*i] = Some(Err(e.clone()))),
+    // Settled already (`Ok(None)`): a redelivery of a message whose outcome is recorded, acknowledged.
+    let pending: Vec<Option<&Pending>> = read.iter().map(|r| r.as_ref().ok().and_then(Option::as_ref)).collect();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, p) in pending.iter().enumerate().filter_map(|(i, p)| p.map(|p| (i, p))) {
+        let same = |g: &&mut Vec<usize>| pending[g[0]].is_some_and(|q| q.m.profile == p.m.profile);
+        match groups.iter_mut().find(same) {
+            // The same delivery twice in one batch (a producer's retry): the second is acknowledged unclaimed.
+            Some(g) if g.iter().any(|j| pending[*j].is_some_and(|q| q.m.delivery == p.m.delivery)) => {}
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
         }
     }
     let (db, config, env) = (&db, &config, &env);
-    let handled = read.iter().zip(claimed).map(|(r, c)| async move {
-        match (r, c) {
-            (Err(Failure::Unreadable(e)), _) => Err(Failure::Unreadable(e.clone())),
-            (Err(Failure::Retry(e)), _) => Err(Failure::Retry(e.clone())),
-            (Ok(Some(p)), Some(Ok(c))) => handle(env, db, config, p, c).await,
-            (Ok(Some(_)), Some(Err(e))) => Err(Failure::Retry(e)),
-            // Settled already: a redelivery of a message whose outcome is recorded.
-            _ => Ok(None),
-        }
+    let runs = groups.iter().map(|g| {
+        let ps: Vec<&Pending> = g.iter().filter_map(|i| pending[*i]).collect();
+        async move { group(env, db, config, &ps).await }
     });
-    let outcomes: Vec<_> = futures_util::stream::iter(handled).buffered(AT_ONCE).collect().await;
+    let handled: Vec<_> = futures_util::stream::iter(runs).buffered(AT_ONCE).collect().await;
+    let mut outcomes: Vec<Result<Option<u32>, Failure>> = read.into_iter().map(|r| r.map(|_| None)).collect();
+    for (g, results) in groups.iter().zip(handled) {
+        for (i, o) in g.iter().zip(results) {
+            outcomes[*i] = o;
+        }
+    }
     for (message, outcome) in messages.iter().zip(outcomes) {
         match outcome {
             Ok(None) => message.ack(),
