@@ -214,9 +214,7 @@ fn on_event(config: &Config, profile: &mut Profile, h: &Happened, now: Millis) -
             let seen = profile
                 .recent
                 .iter()
-                .filter(|r| {
-                    r.name == *event && matches(filters, &r.props) && key_value(&r.props, prop).as_deref() == Some(&key)
-                })
+                .filter(|r| r.name == *event && key_is(&r.props, prop, &key) && matches(filters, &r.props))
                 .count();
             if seen != *n as usize {
                 continue;
@@ -622,6 +620,16 @@ fn key_value(props: &BTreeMap<String, Value>, key: Option<&str>) -> Option<Strin
     }
 }
 
+/// Whether an event's entry key is `want` (`key_value`, without making its text when it is a string: an nth
+/// trigger asks this of every recent event, for each event that could be the nth).
+fn key_is(props: &BTreeMap<String, Value>, key: Option<&str>, want: &str) -> bool {
+    match key.map(|k| props.get(k)) {
+        None => want.is_empty(),
+        Some(Some(Value::String(s))) => !s.is_empty() && s == want,
+        Some(_) => key_value(props, key).as_deref() == Some(want),
+    }
+}
+
 /// A trait's date: an ISO 8601 date or date-time, or milliseconds since the epoch.
 fn date_of(v: &Value) -> Option<Millis> {
     match v {
@@ -767,6 +775,32 @@ mod tests {
                 other => format!("{other:?}"),
             };
             assert_eq!(got, want, "{destination} {name}={held:?} proven {proven:?} in {country:?}");
+        }
+    }
+
+    /// An nth trigger's entry key, as it counts the recent events with the same key: one row each.
+    #[test]
+    fn an_entry_key_matches_only_its_own_value() {
+        let props: BTreeMap<String, Value> = [
+            ("sku".to_string(), Value::String("a".into())),
+            ("empty".to_string(), Value::String(String::new())),
+            ("n".to_string(), Value::Number(3.0)),
+        ]
+        .into_iter()
+        .collect();
+        let rows = [
+            (None, "", true),
+            (None, "a", false),
+            (Some("sku"), "a", true),
+            (Some("sku"), "b", false),
+            (Some("empty"), "", false),
+            (Some("n"), "3", true),
+            (Some("n"), "4", false),
+            (Some("missing"), "", false),
+        ];
+        for (key, want, is) in rows {
+            assert_eq!(key_is(&props, key, want), is, "{key:?} = {want:?}");
+            assert_eq!(key_value(&props, key).as_deref() == Some(want), is, "key_value agrees: {key:?} = {want:?}");
         }
     }
 
