@@ -15,7 +15,9 @@ if [ "$(cargo mutants --version 2>/dev/null | awk '{print $2}')" != "$MUTANTS_VE
   cargo install --locked cargo-mutants --version "$MUTANTS_VERSION"
 fi
 # Each group: its files, and the functions of them that hold the rule (empty: every function in them). In
-# journeys.rs only the sends are guarded here (claim, settle), in pressure.rs the budget and quiet hours; the rest
+# journeys.rs only the sends are guarded here (refused when queued, claimed as they leave, settled: held by its
+# tables, the journey cases and the writer's properties, which is all the group runs), in pressure.rs the budget
+# and quiet hours; the rest
 # of them is stepping and send windows, which the journey cases cover. In profile.rs only a merge's parts
 # (`absorb*`; consent's part is in consent.rs, guarded whole). In predictions, what a merge does to purchases and
 # responses, how sends and responses are counted (adaptive pressure reads them), and the fit's summaries leaving
@@ -52,7 +54,7 @@ declare -A only=(
 # these rules.
 declare -A test_args=(
   [tcf]='--lib'
-  [sends]='--lib --test journeys'
+  [sends]='--lib --test journeys --test writer_props'
 )
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer export predictions tcf)
