@@ -78,6 +78,7 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
     use worker::wasm_bindgen::{JsCast, JsValue};
     use worker::web_sys::ReadableStreamDefaultReader;
     // A length too large for any integer is too large for the limit too; only digits are a length at all.
+    let mut within_declared = false;
     if let Some(declared) = req.headers().get("content-length")? {
         let declared = declared.trim();
         if declared.is_empty() || !declared.bytes().all(|b| b.is_ascii_digit()) {
@@ -90,6 +91,7 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
         if declared.parse::<usize>().map_or(true, |n| n > limit) {
             return Err(ApiError::Body(BodyError::TooLarge { limit }));
         }
+        within_declared = true;
     }
     let coding = match req.headers().get("content-encoding")? {
         None => None,
@@ -97,6 +99,19 @@ pub(crate) async fn body(req: &mut Request, limit: usize) -> Result<Vec<u8>, Api
             Coding::of_header(&header).map_err(|_| ApiError::UnsupportedEncoding(header.trim().to_string()))?
         }
     };
+    if within_declared && coding.is_none() {
+        // A plain body of a declared length within the limit: the runtime frames the body by that length (it can
+        // deliver no more), so it is read in one call rather than a crossing per chunk; checked again all the same.
+        let bytes = req.bytes().await.map_err(|e| ApiError::BadRequest {
+            code: "body_unreadable",
+            message: format!("the request body could not be read: {e}"),
+            path: String::new(),
+        })?;
+        if bytes.len() > limit {
+            return Err(ApiError::Body(BodyError::TooLarge { limit }));
+        }
+        return Ok(bytes);
+    }
     let Some(stream) = req.inner().body() else {
         return match coding {
             None => Ok(Vec::new()),
@@ -218,15 +233,29 @@ pub(crate) fn from_browser(req: &Request) -> bool {
 /// so nothing is stored: a 503 until the Worker has a secret.
 pub(crate) fn profile_id_key(env: &Env) -> Result<ProfileIdKey, ApiError> {
     let own = env.var("EDGECDP_PROFILE_ID_SECRET").map(|v| v.to_string()).unwrap_or_default();
-    if own.len() >= cookie::MIN_SECRET_BYTES {
-        return Ok(ProfileIdKey::of_secret(own.as_bytes()));
+    let secret = if own.len() >= cookie::MIN_SECRET_BYTES { Some(own.into_bytes()) } else { cookie::secret(env) };
+    // The key derived from the secret is kept for the isolate, with the secret it came from: a changed secret
+    // (a new deployment's) derives a new one.
+    thread_local! {
+        static KEY: std::cell::RefCell<Option<(Vec<u8>, ProfileIdKey)>> = const { std::cell::RefCell::new(None) };
     }
-    cookie::secret(env).map(|s| ProfileIdKey::of_secret(&s)).ok_or_else(|| {
-        ApiError::Unavailable(format!(
-            "profile ids need a secret: set EDGECDP_COOKIE_SECRET or EDGECDP_PROFILE_ID_SECRET (at least {} bytes)",
-            cookie::MIN_SECRET_BYTES
-        ))
-    })
+    if let Some(s) = &secret {
+        if let Some(k) = KEY.with(|c| c.borrow().as_ref().filter(|(seen, _)| seen == s).map(|(_, k)| k.clone())) {
+            return Ok(k);
+        }
+    }
+    secret
+        .map(|s| {
+            let key = ProfileIdKey::of_secret(&s);
+            KEY.with(|c| *c.borrow_mut() = Some((s, key.clone())));
+            key
+        })
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "profile ids need a secret: set EDGECDP_COOKIE_SECRET or EDGECDP_PROFILE_ID_SECRET (at least {} bytes)",
+                cookie::MIN_SECRET_BYTES
+            ))
+        })
 }
 
 pub(crate) fn server_key_from_browser(source: &str) -> ApiError {

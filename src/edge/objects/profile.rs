@@ -16,7 +16,7 @@ use crate::core::writer::state::{Key, Stored, Value};
 use crate::core::writer::Writer;
 use crate::edge::objects::profile_client::ask;
 use crate::edge::{kv, outlets};
-use worker::js_sys::{Map, Uint8Array};
+use worker::js_sys::{Map, Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Request as HttpRequest, Response, Result, State, Storage};
 
@@ -124,8 +124,27 @@ async fn run(storage: &Storage, env: &Env, writer: &mut Writer, action: Action, 
         std::rc::Rc::new(crate::core::rules::Config::default())
     };
     let Effects { effects, reply, alarm } = writer.handle(action, &config, now()).map_err(failure)?;
+    // Storage puts in a row go in one `put` of several keys (one crossing into the runtime, one atomic write),
+    // in order with the effects around them; a stamp still takes its time after the effect before it.
+    let mut puts: Option<Object> = None;
     for effect in effects {
-        carry_out(storage, env, effect).await?;
+        let put = match effect {
+            Effect::Put(key, value) => Some((key, stored_value(value))),
+            Effect::Stamp(key) => Some((key, JsValue::from(now() as f64))),
+            other => {
+                if let Some(values) = puts.take() {
+                    storage.put_multiple_raw(values).await?;
+                }
+                carry_out(storage, env, other).await?;
+                None
+            }
+        };
+        if let Some((key, value)) = put {
+            Reflect::set(puts.get_or_insert_with(Object::new), &JsValue::from_str(key.name()), &value)?;
+        }
+    }
+    if let Some(values) = puts.take() {
+        storage.put_multiple_raw(values).await?;
     }
     match alarm {
         Some(Some(at)) => storage.set_alarm((at - now()).max(1)).await?,
@@ -135,17 +154,19 @@ async fn run(storage: &Storage, env: &Env, writer: &mut Writer, action: Action, 
     Ok(reply)
 }
 
+/// A stored value as the object's storage keeps it.
+fn stored_value(value: Value) -> JsValue {
+    match value {
+        Value::Bytes(b) => JsValue::from(Uint8Array::from(b.as_slice())),
+        Value::Number(n) => JsValue::from(n),
+        Value::Text(t) => JsValue::from(t),
+    }
+}
+
 async fn carry_out(storage: &Storage, env: &Env, effect: Effect) -> Result<()> {
     let store = || env.kv(kv::KV_BINDING);
     match effect {
-        Effect::Put(key, value) => {
-            let value = match value {
-                Value::Bytes(b) => JsValue::from(Uint8Array::from(b.as_slice())),
-                Value::Number(n) => JsValue::from(n),
-                Value::Text(t) => JsValue::from(t),
-            };
-            storage.put_raw(key.name(), value).await?;
-        }
+        Effect::Put(key, value) => storage.put_raw(key.name(), stored_value(value)).await?,
         Effect::Stamp(key) => storage.put_raw(key.name(), JsValue::from(now() as f64)).await?,
         Effect::Delete(key) => {
             storage.delete(key.name()).await?;
