@@ -16,6 +16,8 @@ use crate::core::writer::state::{Key, Stored, Value};
 use crate::core::writer::Writer;
 use crate::edge::objects::profile_client::ask;
 use crate::edge::{kv, outlets};
+use std::cell::Cell;
+use std::rc::Rc;
 use worker::js_sys::{Map, Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Request as HttpRequest, Response, Result, State, Storage};
@@ -24,11 +26,14 @@ use worker::{durable_object, DurableObject, Env, Request as HttpRequest, Respons
 pub struct ProfileObject {
     state: State,
     env: Env,
+    /// The alarm this instance last set (`Some(None)`: deleted; `None`: not known, as in a new instance or once
+    /// the alarm fired): an action whose next wake-up is the one already set does not set it again.
+    alarm: Rc<Cell<Option<Option<Millis>>>>,
 }
 
 impl DurableObject for ProfileObject {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        Self { state, env, alarm: Rc::new(Cell::new(None)) }
     }
 
     async fn fetch(&self, mut req: HttpRequest) -> Result<Response> {
@@ -36,6 +41,7 @@ impl DurableObject for ProfileObject {
         let bytes = req.bytes().await?;
         let storage = self.state.storage();
         let env = self.env.clone();
+        let set = self.alarm.clone();
         let reply = self
             .state
             .block_concurrency_while(async move {
@@ -51,7 +57,7 @@ impl DurableObject for ProfileObject {
                     }
                     other => Action::Request(other),
                 };
-                run(&storage, &env, &mut writer, action, seen).await
+                run(&storage, &env, &mut writer, action, seen, &set).await
             })
             .await?;
         Response::from_bytes(encode_reply(&reply))
@@ -60,10 +66,13 @@ impl DurableObject for ProfileObject {
     async fn alarm(&self) -> Result<Response> {
         let storage = self.state.storage();
         let env = self.env.clone();
+        // The alarm that fired is no longer set.
+        self.alarm.set(None);
+        let set = self.alarm.clone();
         self.state
             .block_concurrency_while(async move {
                 let mut writer = Writer::new(load(&storage).await?);
-                run(&storage, &env, &mut writer, Action::Alarm, None).await
+                run(&storage, &env, &mut writer, Action::Alarm, None, &set).await
             })
             .await?;
         Response::ok("")
@@ -116,7 +125,14 @@ async fn handovers(
 }
 
 /// Lets the writer decide, carries out what it decided in order, and sets the alarm.
-async fn run(storage: &Storage, env: &Env, writer: &mut Writer, action: Action, seen: Option<u64>) -> Result<Reply> {
+async fn run(
+    storage: &Storage,
+    env: &Env,
+    writer: &mut Writer,
+    action: Action,
+    seen: Option<u64>,
+    set: &Cell<Option<Option<Millis>>>,
+) -> Result<Reply> {
     // Reads and handovers decide without the configuration: not loading it saves them a KV read.
     let config = if action.needs_config() {
         kv::config_seen(env, seen).await.map(|(_, c)| c).map_err(|e| worker::Error::RustError(format!("{e:?}")))?
@@ -132,6 +148,9 @@ async fn run(storage: &Storage, env: &Env, writer: &mut Writer, action: Action, 
             Effect::Put(key, value) => Some((key, stored_value(value))),
             Effect::Stamp(key) => Some((key, JsValue::from(now() as f64))),
             other => {
+                if matches!(other, Effect::DeleteAll) {
+                    set.set(None);
+                }
                 if let Some(values) = puts.take() {
                     storage.put_multiple_raw(values).await?;
                 }
@@ -147,8 +166,15 @@ async fn run(storage: &Storage, env: &Env, writer: &mut Writer, action: Action, 
         storage.put_multiple_raw(values).await?;
     }
     match alarm {
-        Some(Some(at)) => storage.set_alarm((at - now()).max(1)).await?,
-        Some(None) => storage.delete_alarm().await?,
+        Some(wake) if set.get() == Some(wake) => {}
+        Some(Some(at)) => {
+            storage.set_alarm((at - now()).max(1)).await?;
+            set.set(Some(Some(at)));
+        }
+        Some(None) => {
+            storage.delete_alarm().await?;
+            set.set(Some(None));
+        }
         None => {}
     }
     Ok(reply)
