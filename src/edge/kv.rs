@@ -260,50 +260,14 @@ pub async fn recently_erased(kv: &KvStore, id: &Identity) -> Result<bool, ApiErr
     Ok(kv.get(&id.erased_key()).text().await?.is_some())
 }
 
-/// Snapshots an isolate keeps decoded, each with the bytes it was decoded from (`snapshot`).
-const DECODED_SNAPSHOTS: usize = 16;
-
-/// A snapshot decoded: its bytes, the profile, and when its writer wrote it.
-type Decoded = (Vec<u8>, Rc<Profile>, Option<Millis>);
-
-thread_local! {
-    /// The last snapshots decoded, newest last.
-    static SNAPSHOTS: RefCell<Vec<Decoded>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Forgets every snapshot this isolate kept decoded (an erasure answered here).
-pub fn forget_snapshots() {
-    SNAPSHOTS.with(|c| c.borrow_mut().clear());
-}
-
-/// The latest snapshot of a profile, and when its writer wrote it (see `store::encode_snapshot`). KV is read every
-/// time; when it answers the very bytes this isolate decoded last for one of its last `DECODED_SNAPSHOTS`
-/// profiles, that decoding is used (decoding is most of a decision's own time), so nothing is ever answered that
-/// KV does not hold now: a changed or erased snapshot is read as it is.
-pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<(Rc<Profile>, Option<Millis>)>, ApiError> {
-    let Some(bytes) = kv.get(&crate::core::writer::profile_key(profile_id)).bytes().await? else { return Ok(None) };
-    let hit = SNAPSHOTS.with(|c| {
-        let mut c = c.borrow_mut();
-        let at = c.iter().position(|(seen, _, _)| *seen == bytes)?;
-        let entry = c.remove(at);
-        let found = (entry.1.clone(), entry.2);
-        c.push(entry);
-        Some(found)
-    });
-    if let Some(found) = hit {
-        return Ok(Some(found));
-    }
-    let (profile, written_at) =
-        decode_snapshot(&bytes).map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}")))?;
-    let profile = Rc::new(profile);
-    SNAPSHOTS.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= DECODED_SNAPSHOTS {
-            c.remove(0);
+/// The latest snapshot of a profile, and when its writer wrote it (see `store::encode_snapshot`).
+pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<(Profile, Option<Millis>)>, ApiError> {
+    match kv.get(&crate::core::writer::profile_key(profile_id)).bytes().await? {
+        None => Ok(None),
+        Some(bytes) => {
+            decode_snapshot(&bytes).map(Some).map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}")))
         }
-        c.push((bytes, profile.clone(), written_at));
-    });
-    Ok(Some((profile, written_at)))
+    }
 }
 
 /// Says, in the log, that a KV key is about to be written, when `EDGECDP_LOG_KV_WRITES` is set: the test that

@@ -13,13 +13,12 @@ use crate::edge::objects::profile_client;
 use crate::edge::request::{allowed_origin, signals};
 use crate::edge::{cookie, kv};
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use worker::{Env, Request};
 
 /// A page's visitor, resolved: the origin to answer (CORS), the profile, and the request's signals.
 pub struct Visitor {
     pub origin: Option<String>,
-    pub profile: Option<Rc<Profile>>,
+    pub profile: Option<Profile>,
     pub signals: RequestSignals,
 }
 
@@ -49,16 +48,12 @@ impl Visitor {
 
     /// The profile, when the visitor's consent allows personalization.
     pub fn permitted(&self, config: &Config, consent: Option<&BTreeMap<String, bool>>) -> Option<Permitted<&Profile>> {
-        self.profile.as_deref().and_then(|p| permit_personalization(&config.consent, p, consent, &self.signals))
+        self.profile.as_ref().and_then(|p| permit_personalization(&config.consent, p, consent, &self.signals))
     }
 }
 
 /// The profile a visitor's ids lead to: the user's, else the anonymous one's.
-async fn profile_of(
-    env: &Env,
-    anonymous_id: Option<&str>,
-    user_id: Option<&str>,
-) -> Result<Option<Rc<Profile>>, ApiError> {
+async fn profile_of(env: &Env, anonymous_id: Option<&str>, user_id: Option<&str>) -> Result<Option<Profile>, ApiError> {
     let store = kv::store(env)?;
     let mut profile = None;
     if let Some(u) = user_id {

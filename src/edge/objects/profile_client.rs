@@ -11,7 +11,6 @@ use crate::core::writer::protocol::{decode_reply, encode_request, Reply, Request
 use crate::core::writer::FRESH_MS;
 use crate::edge::error::ApiError;
 use crate::edge::kv;
-use std::rc::Rc;
 use worker::{Env, Method};
 
 const BINDING: &str = "PROFILES";
@@ -95,13 +94,13 @@ pub async fn locate(env: &Env, id: &str) -> Result<String, ApiError> {
 
 /// The profile an identity leads to, as its readers must see it: the KV snapshot, unless it is young enough that
 /// a newer write may be due (`FRESH_MS`), in which case the object itself answers.
-pub async fn current_of(env: &Env, store: &worker::KvStore, id: &Identity) -> Result<Option<Rc<Profile>>, ApiError> {
+pub async fn current_of(env: &Env, store: &worker::KvStore, id: &Identity) -> Result<Option<Profile>, ApiError> {
     let Some(pid) = kv::profile_id_of(store, id).await? else { return Ok(None) };
     let Some((snapshot, written_at)) = kv::snapshot(store, &pid).await? else { return Ok(None) };
     if written_at.is_some_and(|at| now() - at < FRESH_MS) {
         return match follow(env, &pid, Request::Read).await?.reply {
             Reply::Profile(Some(bytes)) => {
-                decode_profile(&bytes).map(|p| Some(Rc::new(p))).map_err(|e| ApiError::Unavailable(e.to_string()))
+                decode_profile(&bytes).map(Some).map_err(|e| ApiError::Unavailable(e.to_string()))
             }
             Reply::Profile(None) => Ok(None),
             other => Err(unexpected(&other)),

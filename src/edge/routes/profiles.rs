@@ -97,9 +97,6 @@ pub(crate) async fn profile_delete(req: Request, env: &Env, key: &str) -> ApiRes
         return Err(profile_client::unexpected(&erased.reply));
     }
     let profile_id = erased.profile_id;
-    // This isolate forgets the snapshots it kept decoded (`kv::snapshot`); any other isolate's copies can no
-    // longer be served, since KV no longer holds their bytes, and age out.
-    kv::forget_snapshots();
     for tombstone in &erased.passed {
         profile_client::ask(env, tombstone, &ObjectRequest::Forget).await?;
     }
@@ -180,7 +177,7 @@ pub(crate) async fn profile_preview(mut req: Request, env: &Env, key: &str) -> A
     cx.device = device.or(cx.device);
     let subject = crate::core::model::consent::permit_personalization(
         &config.consent,
-        &*profile,
+        &profile,
         None,
         &crate::core::model::consent::RequestSignals::default(),
     );
