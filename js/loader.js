@@ -14,8 +14,8 @@
     loading = 1;
     // The tracker's Wasm (beside the SDK) is fetched and compiled while the SDK loads, not after it: the SDK
     // takes the compiled module (`_w`), or fetches the Wasm itself when this could not.
-    var C = w.WebAssembly;
-    if (C && C.compileStreaming) api._w = C.compileStreaming(fetch(new URL('edgecdp_bg.wasm', sdk))).catch(function () {});
+    var C = w.WebAssembly, wasm = new URL('edgecdp_bg.wasm', sdk);
+    if (C && C.compileStreaming) api._w = C.compileStreaming(fetch(wasm)).catch(function () {});
     import(sdk).then(function (m) { return m.start(api); })
       .catch(function (e) { loading = 0; console.error('edgecdp:', e); });
   }

@@ -6,9 +6,9 @@
 //! never queued: the object logs it as suppressed itself. This Worker's consumer (`consume`) takes a batch, skips
 //! deliveries the log already settled (redeliveries), asks each profile's object to claim its sends in one call
 //! (each re-checked as it leaves: an exit, consent, erasure, quiet hours, the pressure budget; the payload is made
-//! from the profile then), sends each with a timeout, and records the outcome in D1. A failed attempt is retried with exponential backoff (`retry` with a delay); after
-//! its last attempt the message goes to the dead-letter queue `DELIVERIES_DLQ` with the reason, and the delivery
-//! is recorded as dead-lettered. The queue's own `max_retries` is higher than any destination's attempts, so only
+//! from the profile then), sends each with a timeout, and records the outcome in D1. A failed attempt is retried
+//! with exponential backoff (`retry` with a delay); after its last attempt the message goes to the dead-letter
+//! queue `DELIVERIES_DLQ` with the reason, and the delivery is recorded as dead-lettered. The queue's own `max_retries` is higher than any destination's attempts, so only
 //! a consumer that keeps crashing leaves a message to the platform's dead-lettering.
 
 use crate::core::base::time::Millis;
@@ -144,20 +144,7 @@ async fn log_outcome(
     run(db, &record(rec, outcome, attempt, reason, now))
         .await
         .map_err(|e| Failure::Retry(format!("delivery log: {e}")))?;
-    let row = delivery_row(
-        &DeliveryOutcome {
-            delivery: rec.id.clone(),
-            profile_id: rec.profile.clone().unwrap_or_default(),
-            journey: rec.journey.clone().unwrap_or_default(),
-            step: rec.step.clone().unwrap_or_default(),
-            destination: rec.destination.clone(),
-            outcome: outcome.name().to_string(),
-            reason: reason.map(String::from),
-            attempts: attempt,
-            status: None,
-        },
-        now,
-    );
+    let row = delivery_row(&DeliveryOutcome::of(rec, outcome, attempt, reason), now);
     if let Err(e) = crate::edge::outlets::export(env, messages(&[row], now)).await {
         worker::console_error!("delivery {}: its export row was not queued: {e}", rec.id);
     }

@@ -123,7 +123,7 @@ pub async fn run(db: &D1Database, s: &Statement) -> worker::Result<()> {
 pub async fn log_suppressed(env: &Env, sends: &[(Record, String)]) -> worker::Result<()> {
     let db = log(env).await.map_err(|e| worker::Error::RustError(format!("{e:?}")))?;
     let now = crate::edge::clock::now();
-    let statements = sends.iter().map(|(r, reason)| delivery_log::record(r, Outcome::Suppressed, 1, Some(reason), now));
+    let statements = sends.iter().map(|(r, reason)| delivery_log::record(r, Outcome::Suppressed, 0, Some(reason), now));
     let list = statements.map(|s| bind(&db, &s)).collect::<worker::Result<Vec<_>>>()?;
     db.batch(list).await?;
     Ok(())

@@ -702,8 +702,9 @@ mod tests {
         assert_eq!(claim(&config, &mut p, &id, morning + HOUR), Claim::Suppressed("pressure_cap".into()));
     }
 
-    /// The rules a send obeys when it is queued and as it leaves, one row each: it goes only to an address somebody proved (a page's
-    /// own address is anyone's), and only with consent under the model of the person's region.
+    /// The rules a send obeys when it is queued and as it leaves, one row each: it goes only to an address
+    /// somebody proved (a page's own address is anyone's), and only with consent under the model of the person's
+    /// region.
     #[test]
     fn a_send_goes_only_to_a_proven_address_with_consent_where_the_person_is() {
         use crate::core::model::contact::ProvenBy;

@@ -14,6 +14,7 @@ use crate::core::model::audience::Transition;
 use crate::core::model::event::{Event, EventKind};
 use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::model::profile::Profile;
+use crate::core::wire::deliveries::{Outcome, Record};
 use serde_json::{Map, Value as J};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -321,6 +322,23 @@ pub struct DeliveryOutcome {
     pub status: Option<u16>,
     pub reason: Option<String>,
     pub attempts: u32,
+}
+
+impl DeliveryOutcome {
+    /// The outcome of the send a delivery log `Record` names, after `attempts` attempts.
+    pub fn of(rec: &Record, outcome: Outcome, attempts: u32, reason: Option<&str>) -> DeliveryOutcome {
+        DeliveryOutcome {
+            delivery: rec.id.clone(),
+            profile_id: rec.profile.clone().unwrap_or_default(),
+            journey: rec.journey.clone().unwrap_or_default(),
+            step: rec.step.clone().unwrap_or_default(),
+            destination: rec.destination.clone(),
+            outcome: outcome.name().to_string(),
+            reason: reason.map(String::from),
+            attempts,
+            status: None,
+        }
+    }
 }
 
 /// A row of `deletions`: what an erasure at `at` removed, as the digests of `person_key` (never the values), so

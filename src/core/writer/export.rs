@@ -61,18 +61,8 @@ pub fn suppressed(profile_id: &str, cancelled: &[Outgoing], now: Millis) -> (Vec
                 journey: Some(o.journey.clone()),
                 step: Some(o.step.clone()),
             };
-            let outcome = DeliveryOutcome {
-                delivery: o.id.clone(),
-                profile_id: profile_id.to_string(),
-                journey: o.journey.clone(),
-                step: o.step.clone(),
-                destination: o.destination.clone(),
-                outcome: Outcome::Suppressed.name().to_string(),
-                status: None,
-                reason: Some(reason.clone()),
-                attempts: 0,
-            };
-            ((record, reason), delivery_row(&outcome, now))
+            let row = delivery_row(&DeliveryOutcome::of(&record, Outcome::Suppressed, 0, Some(&reason)), now);
+            ((record, reason), row)
         })
         .unzip()
 }
