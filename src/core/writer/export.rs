@@ -66,3 +66,48 @@ pub fn suppressed(profile_id: &str, cancelled: &[Outgoing], now: Millis) -> (Vec
         })
         .unzip()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A send refused when queued reaches the log and the export's `deliveries` as the same suppression: whose,
+    /// which journey and step, why, and never attempted.
+    #[test]
+    fn a_refused_send_is_logged_and_exported_with_its_reason() {
+        let o = Outgoing {
+            id: "dlv_1".into(),
+            destination: "email".into(),
+            journey: "welcome".into(),
+            step: "hello".into(),
+            instance: 1,
+            key: String::new(),
+            event: "Hello".into(),
+            entered_at: 900,
+            context: Default::default(),
+            created: 900,
+            due: 900,
+            enqueued: false,
+            claimed: None,
+            cancelled: Some("consent".into()),
+        };
+        let (log, rows) = suppressed("p_1", &[o], 1_000);
+        let record = Record {
+            id: "dlv_1".into(),
+            destination: "email".into(),
+            profile: Some("p_1".into()),
+            journey: Some("welcome".into()),
+            step: Some("hello".into()),
+        };
+        assert_eq!(log, vec![(record, "consent".to_string())]);
+        let c = &rows[0].columns;
+        assert_eq!(rows[0].table, "deliveries");
+        let got: Vec<_> = ["id", "delivery_id", "profile_id", "journey", "step", "destination", "outcome", "reason"]
+            .iter()
+            .map(|k| c[*k].as_str().unwrap_or_default())
+            .collect();
+        let want = ["dlv_1:suppressed:0", "dlv_1", "p_1", "welcome", "hello", "email", "suppressed", "consent"];
+        assert_eq!(got, want);
+        assert_eq!(c["attempts"], 0);
+    }
+}
