@@ -15,15 +15,18 @@
 //! diff before committing it.
 
 use edgecdp::core::base::time::parse_iso8601;
+use edgecdp::core::base::time::{Millis, DAY, HOUR};
 use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
 use edgecdp::core::engine::audiences::catch_up;
 use edgecdp::core::engine::decide::decide;
+use edgecdp::core::engine::device::{for_visitor, DeviceRules};
+use edgecdp::core::engine::program::{run, Decided, Outcome};
 use edgecdp::core::model::consent::{permit_personalization, ConsentPolicy, RequestSignals};
 use edgecdp::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use edgecdp::core::model::profile::Profile;
 use edgecdp::core::rules::compile_str;
 use edgecdp::core::store::{self, summary};
-use edgecdp::core::wire::decide::parse_decide;
+use edgecdp::core::wire::decide::{parse_decide, DecideRequest};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,49 @@ fn case_dirs() -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+fn profile_of<'a>(profiles: &'a [Profile], request: &DecideRequest) -> Option<&'a Profile> {
+    request
+        .user_id
+        .as_ref()
+        .and_then(|u| find(profiles, &Identity::new(USER_ID, u)))
+        .or_else(|| request.anonymous_id.as_ref().and_then(|a| find(profiles, &Identity::new(ANONYMOUS_ID, a))))
+}
+
+/// Instants to decide a program at: its first, moments after, and either side of its end.
+fn instants(now: Millis, until: Option<Millis>) -> Vec<Millis> {
+    let mut t = vec![now, now + 1, now + 60_000, now + HOUR, now + DAY, now + 7 * DAY, now + 40 * DAY, now - 1];
+    if let Some(u) = until {
+        t.extend([u - 1, u, u + 1]);
+    }
+    t
+}
+
+/// What the device's shell (js/slots.js) makes of a program's picks: `/v1/decide`'s answer.
+fn answer(rules: &DeviceRules, d: &Decided, requested: &[String]) -> Value {
+    let segments: Vec<&String> = rules.segments.iter().zip(&d.segments).filter(|(_, h)| **h).map(|(s, _)| s).collect();
+    let mut slots = serde_json::Map::new();
+    let mut rejected = Vec::new();
+    for (index, name) in requested.iter().enumerate() {
+        match rules.slots.iter().position(|s| s == name) {
+            Some(k) => {
+                let a = &rules.answers[d.answers[k] as usize];
+                let mut v = serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html});
+                if let Some(e) = &a.experiment {
+                    v["experiment"] = e.as_str().into();
+                }
+                slots.insert(name.clone(), v);
+            }
+            None => rejected.push(serde_json::json!({"index": index, "code": "unknown_slot",
+                "message": format!("slot {name:?} is not configured"), "path": format!("slots[{index}]")})),
+        }
+    }
+    let mut out = serde_json::json!({"profileId": rules.profile_id, "segments": segments, "slots": slots});
+    if !rejected.is_empty() {
+        out["rejected"] = rejected.into();
+    }
+    out
 }
 
 fn find<'a>(profiles: &'a [Profile], id: &Identity) -> Option<&'a Profile> {
@@ -66,10 +112,12 @@ fn decision_cases() {
                 request.user_id.as_ref().and_then(|u| find(&profiles, &Identity::new(USER_ID, u))).or_else(|| {
                     request.anonymous_id.as_ref().and_then(|a| find(&profiles, &Identity::new(ANONYMOUS_ID, a)))
                 });
-            let subject = profile.and_then(|p| {
-                permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
-            });
-            let decision = decide(&config, subject, &request.context(), &request.slots, now);
+            let permit = || {
+                profile.and_then(|p| {
+                    permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default())
+                })
+            };
+            let decision = decide(&config, permit(), &request.context(), &request.slots, now);
             // The device decides on the summary and rules the edge sends; it must give the same answer.
             let summary =
                 profile.map(|p| summary::decode(&summary::encode(&p.minimized_for(&config))).expect("decodes"));
@@ -85,6 +133,36 @@ fn decision_cases() {
                     decision.to_json()
                 ));
             }
+            // The device's program for this visitor: at every instant of its span, the same answer as the edge.
+            let rules = for_visitor(&config, permit().as_ref(), now)
+                .unwrap_or_else(|e| panic!("{name}: not on a device: {e:?}"));
+            let cx = request.context();
+            let mut device = Vec::new();
+            for t in instants(now, rules.valid_until) {
+                match run(&rules.program, &cx, t, &[]).expect("the program reads") {
+                    Outcome::Stale => {
+                        assert!(t < now || rules.valid_until.is_some_and(|v| t >= v), "{name}: stale at {t}")
+                    }
+                    Outcome::Decided(d) => {
+                        let edge = decide(&config, permit(), &cx, &request.slots, t).to_json();
+                        let got = answer(&rules, &d, &request.slots);
+                        if got != edge {
+                            failures.push(format!(
+                                "{name}, decide[{i}] on the device at {t}:\n  edge   {edge}\n  device {got}"
+                            ));
+                        }
+                        if t == now {
+                            device = d
+                                .caps
+                                .iter()
+                                .zip(&rules.slots)
+                                .filter(|(_, n)| request.slots.contains(n))
+                                .filter_map(|(c, _)| c.map(|c| (c, now)))
+                                .collect();
+                        }
+                    }
+                }
+            }
             // What was served is recorded on the profile, as the edge's writer does, so caps and experiment
             // assignments carry over to the next request.
             let impressions = decision.impressions(now);
@@ -94,6 +172,20 @@ fn decision_cases() {
                     let req = ApplyRequest { profile_id: pid, impressions, ..ApplyRequest::default() };
                     if let (Some(p), _) = apply_events(Some(current), req, &config) {
                         profiles.push(p);
+                    }
+                }
+            }
+            // The same program, deciding again on the same page after serving: it counts its own impressions
+            // toward caps as the edge counts the recorded ones.
+            if let Some(p) = profile_of(&profiles, &request) {
+                let subject =
+                    permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default());
+                let edge = decide(&config, subject, &cx, &request.slots, now).to_json();
+                if let Ok(Outcome::Decided(d)) = run(&rules.program, &cx, now, &device) {
+                    let got = answer(&rules, &d, &request.slots);
+                    if got != edge {
+                        failures
+                            .push(format!("{name}, decide[{i}] again on the device:\n  edge   {edge}\n  device {got}"));
                     }
                 }
             }

@@ -422,7 +422,7 @@ fn why_not(c: &Condition, f: &Facts, segments: &[bool], config: &Config) -> Stri
 /// The variant a profile sees, `None` for an experiment's holdout, and how it was chosen. An experiment's
 /// assignment recorded on the profile wins (sticky across merges and configuration edits, as long as the
 /// variant still exists); otherwise the choice is a hash of the profile id, the same on every platform.
-fn choose<'b>(block: &'b Block, profile: &Profile) -> (Option<&'b Variant>, &'static str) {
+pub(crate) fn choose<'b>(block: &'b Block, profile: &Profile) -> (Option<&'b Variant>, &'static str) {
     let Some(exp) = &block.experiment else {
         // One variant (a block with `html`) needs no hash: SHA-256 per block was a tenth of a device decision.
         if let [only] = block.variants.as_slice() {

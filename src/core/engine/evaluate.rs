@@ -9,7 +9,7 @@ use crate::core::base::value::Value;
 use crate::core::engine::predict::for_conditions;
 use crate::core::model::aggregate::{day_of, DAYS};
 use crate::core::model::consent::Purpose;
-use crate::core::model::context::{glob_matches, Context};
+use crate::core::model::context::Context;
 use crate::core::model::history::{EventRecord, MAX_RECENT_EVENTS};
 use crate::core::model::profile::Profile;
 use crate::core::rules::segment::*;
@@ -190,22 +190,23 @@ impl Condition {
             Condition::Consent(p) => {
                 *p == Purpose::Necessary || profile.consent.grants.get(p).is_some_and(|g| g.granted)
             }
-            Condition::Page(globs) => cx.path().is_some_and(|p| globs.iter().any(|g| glob_matches(g, p))),
-            Condition::Referrer(globs) => cx.referrer_host().is_some_and(|h| globs.iter().any(|g| glob_matches(g, &h))),
-            Condition::Utm { param, any_of } => {
-                cx.query(param).is_some_and(|v| any_of.iter().any(|g| glob_matches(g, &v)))
-            }
-            Condition::Country(list) => cx.country.as_ref().is_some_and(|c| list.contains(c)),
-            Condition::Device(list) => cx.device.is_some_and(|d| list.contains(&d)),
-            Condition::LocalHour(cmps) => {
-                cx.local_hour(now).is_some_and(|h| cmps.iter().all(|c| c.holds(f64::from(h))))
-            }
+            Condition::Page(globs) => cx.page_is(globs.iter().map(String::as_str)),
+            Condition::Referrer(globs) => cx.referrer_is(globs.iter().map(String::as_str)),
+            Condition::Utm { param, any_of } => cx.utm_is(param, any_of.iter().map(String::as_str)),
+            Condition::Country(list) => cx.country_is(list.iter().map(String::as_str)),
+            Condition::Device(list) => cx.device_is(list.iter().copied()),
+            Condition::LocalHour(cmps) => local_hour_holds(cx, now, cmps.iter().copied()),
             Condition::Segment(i) => segments.get(*i).copied().unwrap_or(false),
             Condition::All(cs) => cs.iter().all(|c| c.holds(f, segments)),
             Condition::Any(cs) => cs.iter().any(|c| c.holds(f, segments)),
             Condition::Not(c) => !c.holds(f, segments),
         }
     }
+}
+
+/// The visitor's local hour at `now` passes every comparison (the device's runner reads the same rule).
+pub(crate) fn local_hour_holds(cx: &Context, now: Millis, mut cmps: impl Iterator<Item = Cmp>) -> bool {
+    cx.local_hour(now).is_some_and(|h| cmps.all(|c| c.holds(f64::from(h))))
 }
 
 /// Every score of a profile, indexed like `Config::scores`.

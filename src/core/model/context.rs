@@ -91,6 +91,32 @@ impl Context {
         })
     }
 
+    /// The page conditions, one rule each for the edge's evaluation (`Condition::holds`) and the device's
+    /// (`engine::program`), which hand their lists in as iterators: the path matches one of `globs`.
+    pub fn page_is<'g>(&self, mut globs: impl Iterator<Item = &'g str>) -> bool {
+        self.path().is_some_and(|p| globs.any(|g| glob_matches(g, p)))
+    }
+
+    /// The referrer's host matches one of `globs`.
+    pub fn referrer_is<'g>(&self, mut globs: impl Iterator<Item = &'g str>) -> bool {
+        self.referrer_host().is_some_and(|h| globs.any(|g| glob_matches(g, &h)))
+    }
+
+    /// The page URL's parameter `param` matches one of `globs`.
+    pub fn utm_is<'g>(&self, param: &str, mut globs: impl Iterator<Item = &'g str>) -> bool {
+        self.query(param).is_some_and(|v| globs.any(|g| glob_matches(g, &v)))
+    }
+
+    /// The country is one of `list`.
+    pub fn country_is<'g>(&self, mut list: impl Iterator<Item = &'g str>) -> bool {
+        self.country.as_deref().is_some_and(|c| list.any(|x| x == c))
+    }
+
+    /// The device class is one of `list`.
+    pub fn device_is(&self, mut list: impl Iterator<Item = Device>) -> bool {
+        self.device.is_some_and(|d| list.any(|x| x == d))
+    }
+
     /// The visitor's local hour (0 to 23) at `now`.
     pub fn local_hour(&self, now: Millis) -> Option<u8> {
         let offset = Millis::from(self.utc_offset_minutes?) * 60_000;
