@@ -5,9 +5,9 @@
 //
 // It starts its own Worker (tests/support/worker.mjs) with fresh local storage and the demo configuration, sends
 // the visitor's events to it, then in Chromium (Debian's, through playwright-core) imports the module as the
-// snippet does and times: loading and instantiating the Wasm, the summary request, reading the rules, the first
-// `Engine.decide` (which reads the summary), and further ones (`calls` per round; the median round's mean, since
-// timers in a page are coarse).
+// snippet does and times: loading and instantiating the Wasm, the summary request (the visitor's device program),
+// loading the program (`ready`), the first decision (`decideOn`, the page's answer object), and further ones
+// (`calls` per round; the median round's mean, since timers in a page are coarse).
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { launchChromium } from '../tests/browser/shop.mjs';
@@ -39,16 +39,16 @@ try {
     const res = await fetch(`/v1/decide/summary?anonymousId=${visitor}&personalization=true`);
     const summary = await res.json();
     const t2 = performance.now();
-    const engine = new m.Engine(summary.rules);
+    const on = m.ready(summary);
     const t3 = performance.now();
     const request = { slots: ['hero'], context: { page: { path: '/shop/bags' }, utcOffset: 60 } };
     const t4 = performance.now();
-    const answer = JSON.parse(engine.decide(summary.profile, request, summary.country, false, summary.now));
+    const { answer } = m.decideOn(on, request, summary.now);
     const first = performance.now() - t4;
     const means = [];
     for (let r = 0; r < rounds; r++) {
       const s = performance.now();
-      for (let i = 0; i < calls; i++) engine.decide(summary.profile, request, summary.country, false, summary.now);
+      for (let i = 0; i < calls; i++) m.decideOn(on, request, summary.now);
       means.push(((performance.now() - s) * 1000) / calls);
     }
     means.sort((a, b) => a - b);
@@ -59,9 +59,9 @@ try {
   console.log(`decide module load + instantiate: ${got.load.toFixed(1)} ms (from the local Worker, cold)`);
   console.log(`GET /v1/decide/summary: ${got.summary.toFixed(1)} ms, ${got.summaryBytes} bytes of JSON ` +
     `(${EVENTS} events in the visitor's history)`);
-  console.log(`reading the rules (new Engine, the module's first call): ${got.rules.toFixed(2)} ms`);
-  console.log(`first Engine.decide (reads the summary): ${got.first.toFixed(2)} ms`);
-  console.log(`Engine.decide again, the demo's hero slot: ${got.decide.toFixed(1)} µs per decision (median of ${ROUNDS} ` +
+  console.log(`loading the program (ready, the module's first call): ${got.rules.toFixed(2)} ms`);
+  console.log(`first decideOn: ${got.first.toFixed(2)} ms`);
+  console.log(`decideOn again, the demo's hero slot: ${got.decide.toFixed(1)} µs per decision (median of ${ROUNDS} ` +
     `rounds of ${CALLS})`);
   console.log(`answer: ${JSON.stringify(got.answer.slots)}`);
 } finally {

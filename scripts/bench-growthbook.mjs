@@ -1,18 +1,24 @@
 // The device decide module against GrowthBook's JavaScript SDK on equal rules, in one Node process.
 //
-//   node scripts/bench-growthbook.mjs [--visitors 1000] [--rounds 7] [--seed 20261130]
+//   node scripts/bench-growthbook.mjs [--visitors 1000] [--rounds 7] [--seed 20261130] [--first 15]
 //
 // The workload is generated from the seed: 20 features ↔ 20 slots, 5 rules ↔ 5 blocks each, one condition per
 // rule (100 conditions: eq on a string, in on a list of strings, gte on a number), over 8 attributes ↔ traits.
 // A visitor's attributes are GrowthBook's `attributes` and edgecdp's profile traits. edgecdp's side is what a
-// device runs: the rules and each visitor's summary come from `GET /v1/decide/summary` of a Worker this script
-// starts (tests/support/worker.mjs, fresh local storage), after one identify per visitor; then, with the
-// network done, both libraries decide every visitor's 20 answers in this process:
-//   edgecdp:    `engine.decide(summary.profile, {slots, context}, …)` once for the 20 slots, answers read;
+// device runs: each visitor's device program and answers come from `GET /v1/decide/summary` of a Worker this
+// script starts (tests/support/worker.mjs, fresh local storage), after one identify per visitor; the edge
+// evaluated there what reads the profile (here, every condition: they are all on traits). Then, with the network
+// done, both libraries decide every visitor's 20 answers in this process, each from its per-visitor start:
+//   edgecdp:    `ready(summary)` (the visitor's engine) and `decideOn(…, {slots, context}, now)` for the 20 slots,
+//               the page's answer object read;
 //   GrowthBook: `new GrowthBook({features, attributes})` and 20 × `getFeatureValue`.
 // Both must agree on every answer (the script fails otherwise). The rounds alternate the two, and each figure is
-// the median round's mean per visitor. Only 127.0.0.1 is contacted. A build must exist (npm run build).
-import { readFileSync } from 'node:fs';
+// the median round's mean per visitor. `--first N` instead times, in N pairs of fresh Node processes, each
+// library from its import to its first answer (scripts/first-answer.mjs; the two must agree). Only 127.0.0.1 is contacted. A build must exist (npm run build).
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startWorker } from '../tests/support/worker.mjs';
 import { GrowthBook } from '@growthbook/growthbook';
@@ -20,6 +26,7 @@ import { arg } from './args.mjs';
 
 const VISITORS = arg('visitors', 1000);
 const ROUNDS = arg('rounds', 7);
+const FIRST = arg('first', 0);
 let seed = arg('seed', 20261130) >>> 0;
 // mulberry32: a small seeded generator, so the workload is the same on every run.
 const random = () => {
@@ -86,7 +93,6 @@ const config = {
 // The summaries a device would fetch, made by the Worker from real identify calls.
 const w = await startWorker({ config });
 const summaries = [];
-let rules;
 try {
   for (let i = 0; i < VISITORS; i += 20) {
     const batch = visitors.slice(i, i + 20).map((v) => ({
@@ -98,8 +104,8 @@ try {
   for (const v of visitors) {
     const r = await fetch(`${w.url}/v1/decide/summary?anonymousId=${v.id}&personalization=true`);
     const s = await r.json();
-    if (r.status !== 200 || !s.profile) throw new Error(`summary of ${v.id}: ${r.status} ${JSON.stringify(s)}`);
-    rules = s.rules;
+    if (r.status !== 200 || !s.profileId) throw new Error(`summary of ${v.id}: ${r.status} ${JSON.stringify(s)}`);
+    if (typeof s.program !== 'string') throw new Error(`no device program for ${v.id}: ${JSON.stringify(s)}`);
     summaries.push(s);
   }
 } finally {
@@ -111,14 +117,18 @@ const dir = process.env.BENCH_DECIDE_DIR ? `file://${process.env.BENCH_DECIDE_DI
 const slotsModule = await import(new URL('slots.js', dir));
 const wasm = readFileSync(fileURLToPath(new URL('decide_bg.wasm', dir)));
 await slotsModule.init({ module_or_path: wasm });
-const engine = new slotsModule.Engine(rules);
 const request = { slots: Object.keys(slots), context: {} };
 
 function edgecdp(check) {
   for (let i = 0; i < visitors.length; i++) {
     const s = summaries[i];
-    const answer = JSON.parse(engine.decide(s.profile, request, s.country, false, s.now));
-    if (check) check(i, (slot) => answer.slots[slot].html);
+    const on = slotsModule.ready(s);
+    const got = slotsModule.decideOn(on, request, s.now);
+    // Each visitor's engine lives in their own page; here the next visitor's page replaces it, so it is freed
+    // (as GrowthBook's instance is garbage), not left for the finalizer while 999 others pile up in one heap.
+    on.engine.free();
+    if (typeof got !== 'object') throw new Error(`visitor ${i}: ${got}`);
+    if (check) check(i, (slot) => got.answer.slots[slot].html);
   }
 }
 function growthbook(check) {
@@ -128,6 +138,31 @@ function growthbook(check) {
     for (let f = 0; f < 20; f++) answers[`f${f}`] = gb.getFeatureValue(`f${f}`, null);
     if (check) check(i, (slot) => answers[slot]);
   }
+}
+
+if (FIRST) {
+  // Each library from its import to its first answer, in fresh processes, alternating.
+  const file = join(tmpdir(), `edgecdp-first-${process.pid}.json`);
+  writeFileSync(file, JSON.stringify({ summary: summaries[0], features, attributes: visitors[0].attributes,
+    slots: Object.keys(slots) }));
+  const script = fileURLToPath(new URL('first-answer.mjs', import.meta.url));
+  const ms = { edgecdp: [], growthbook: [] };
+  for (let r = 0; r < FIRST; r++) {
+    const got = {};
+    for (const name of ['edgecdp', 'growthbook']) {
+      got[name] = JSON.parse(execFileSync(process.execPath, [script, name, file], { encoding: 'utf8' }));
+      ms[name].push(got[name].ms);
+    }
+    if (JSON.stringify(got.edgecdp.answers) !== JSON.stringify(got.growthbook.answers)) {
+      throw new Error(`first answers differ: ${JSON.stringify(got)}`);
+    }
+  }
+  rmSync(file);
+  const mid = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const [e, g] = [mid(ms.edgecdp), mid(ms.growthbook)];
+  console.log(`import to first answer (fresh Node process, median of ${FIRST}): edgecdp ${e.toFixed(2)} ms, ` +
+    `GrowthBook ${g.toFixed(2)} ms, ratio ${(e / g).toFixed(2)}`);
+  process.exit(0);
 }
 
 // Agreement first: every visitor, every slot.
@@ -155,7 +190,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const e = median(times.edgecdp);
 const g = median(times.growthbook);
 console.log(`agreed on ${VISITORS * 20} answers (${matched} from a rule, the rest defaults)`);
-console.log(`edgecdp Engine.decide (20 slots, answer read): ${e.toFixed(1)} µs per visitor`);
+console.log(`edgecdp ready + decideOn (20 slots, the page's answer): ${e.toFixed(1)} µs per visitor`);
 console.log(`GrowthBook ${JSON.parse(readFileSync(new URL('../node_modules/@growthbook/growthbook/package.json', import.meta.url))).version} ` +
   `(new GrowthBook + 20 getFeatureValue): ${g.toFixed(1)} µs per visitor`);
 console.log(`ratio: edgecdp is ${(g / e).toFixed(2)}× GrowthBook's speed (rounds: ${ROUNDS}, median)`);

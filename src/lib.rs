@@ -15,6 +15,6 @@ pub mod browser;
 #[cfg(all(feature = "browser-decide", target_arch = "wasm32"))]
 pub mod browser_decide;
 
-/// The JSON view over JavaScript values that both browser modules read their input through.
-#[cfg(all(any(feature = "browser", feature = "browser-decide"), target_arch = "wasm32"))]
+/// The JSON view over JavaScript values that the tracker reads its input through.
+#[cfg(all(feature = "browser", target_arch = "wasm32"))]
 mod js_json;

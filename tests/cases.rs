@@ -4,8 +4,9 @@
 //! This runner plays them through the core natively; `tests/e2e/cases.test.mjs` plays the same files
 //! through the Worker under workerd, and both must match `expected.json`.
 //!
-//! Each step is also decided on the profile's summary (`Profile::minimized_for`, through the summary codec),
-//! which the browser build decides on (`tests/browser/cases.test.mjs`); it must answer the same.
+//! Each step is also decided by the visitor's device program (`engine::device`, what the browser decide module
+//! runs, `tests/browser/cases.test.mjs`) at instants across its span, and again after serving; it must answer the
+//! same as the edge at each instant.
 //!
 //! `audiences` (optional) lists a profile's audiences after the events and decisions, then woken at later
 //! instants (`at`) as its alarm would wake it: members, transitions (cause and exact instant) and the next change.
@@ -15,24 +16,24 @@
 //! diff before committing it.
 
 use edgecdp::core::base::time::parse_iso8601;
-use edgecdp::core::base::time::{Millis, DAY, HOUR};
 use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
 use edgecdp::core::engine::audiences::catch_up;
 use edgecdp::core::engine::decide::decide;
-use edgecdp::core::engine::device::{for_visitor, DeviceRules};
-use edgecdp::core::engine::program::{run, Decided, Outcome};
+use edgecdp::core::engine::device::for_visitor;
+use edgecdp::core::engine::program::{run, Outcome};
 use edgecdp::core::model::consent::{permit_personalization, ConsentPolicy, RequestSignals};
 use edgecdp::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use edgecdp::core::model::profile::Profile;
 use edgecdp::core::rules::compile_str;
-use edgecdp::core::store::{self, summary};
 use edgecdp::core::wire::decide::{parse_decide, DecideRequest};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 mod common;
+mod on_device;
 use common::play;
+use on_device::{answer, instants};
 
 fn case_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
@@ -51,41 +52,6 @@ fn profile_of<'a>(profiles: &'a [Profile], request: &DecideRequest) -> Option<&'
         .as_ref()
         .and_then(|u| find(profiles, &Identity::new(USER_ID, u)))
         .or_else(|| request.anonymous_id.as_ref().and_then(|a| find(profiles, &Identity::new(ANONYMOUS_ID, a))))
-}
-
-/// Instants to decide a program at: its first, moments after, and either side of its end.
-fn instants(now: Millis, until: Option<Millis>) -> Vec<Millis> {
-    let mut t = vec![now, now + 1, now + 60_000, now + HOUR, now + DAY, now + 7 * DAY, now + 40 * DAY, now - 1];
-    if let Some(u) = until {
-        t.extend([u - 1, u, u + 1]);
-    }
-    t
-}
-
-/// What the device's shell (js/slots.js) makes of a program's picks: `/v1/decide`'s answer.
-fn answer(rules: &DeviceRules, d: &Decided, requested: &[String]) -> Value {
-    let segments: Vec<&String> = rules.segments.iter().zip(&d.segments).filter(|(_, h)| **h).map(|(s, _)| s).collect();
-    let mut slots = serde_json::Map::new();
-    let mut rejected = Vec::new();
-    for (index, name) in requested.iter().enumerate() {
-        match rules.slots.iter().position(|s| s == name) {
-            Some(k) => {
-                let a = &rules.answers[d.answers[k] as usize];
-                let mut v = serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html});
-                if let Some(e) = &a.experiment {
-                    v["experiment"] = e.as_str().into();
-                }
-                slots.insert(name.clone(), v);
-            }
-            None => rejected.push(serde_json::json!({"index": index, "code": "unknown_slot",
-                "message": format!("slot {name:?} is not configured"), "path": format!("slots[{index}]")})),
-        }
-    }
-    let mut out = serde_json::json!({"profileId": rules.profile_id, "segments": segments, "slots": slots});
-    if !rejected.is_empty() {
-        out["rejected"] = rejected.into();
-    }
-    out
 }
 
 fn find<'a>(profiles: &'a [Profile], id: &Identity) -> Option<&'a Profile> {
@@ -118,21 +84,6 @@ fn decision_cases() {
                 })
             };
             let decision = decide(&config, permit(), &request.context(), &request.slots, now);
-            // The device decides on the summary and rules the edge sends; it must give the same answer.
-            let summary =
-                profile.map(|p| summary::decode(&summary::encode(&p.minimized_for(&config))).expect("decodes"));
-            // With the rules the device gets: the configuration's binary form for a device, read back.
-            let rules = store::decode_rules(&store::encode_rules(&config.for_device(None))).expect("rules decode");
-            let on_summary = summary.as_ref().and_then(|p| {
-                permit_personalization(&rules.consent, p, request.consent.as_ref(), &RequestSignals::default())
-            });
-            let got_on_summary = decide(&rules, on_summary, &request.context(), &request.slots, now).to_json();
-            if got_on_summary != decision.to_json() {
-                failures.push(format!(
-                    "{name}, decide[{i}] on the summary:\n  full    {}\n  summary {got_on_summary}",
-                    decision.to_json()
-                ));
-            }
             // The device's program for this visitor: at every instant of its span, the same answer as the edge.
             let rules = for_visitor(&config, permit().as_ref(), now)
                 .unwrap_or_else(|e| panic!("{name}: not on a device: {e:?}"));

@@ -1,122 +1,87 @@
-//! The browser decide module (feature `browser-decide`): the core's decision engine for the device, so that
-//! sites that are static files can fill their slots without a server of their own (delivery way 3).
+//! The browser decide module (feature `browser-decide`): runs the visitor's device program
+//! (`core::engine::program`), which the edge writes for them at `GET /v1/decide/summary`
+//! (`core::engine::device`), so that sites that are static files can fill their slots without a server of their
+//! own (delivery way 3).
 //!
-//! It is a second Wasm module, separate from the tracker (`src/browser/`): `js/slots.js` loads it only on
-//! pages that have slots and only when personalization is allowed, so no other visitor downloads it. It
-//! loads the compiled rules that `GET /v1/decide/summary` answers, once, and decides on the profile
-//! summary from the same answer with `core::engine::decide::decide`, behind `core::model::consent::permit_personalization`:
-//! the same answer as `POST /v1/decide` for the same profile, configuration, context and time. No I/O, no
-//! clock: the JavaScript passes the time in.
+//! It is a second Wasm module, separate from the tracker (`src/browser/`): `js/slots.js` loads it only on pages
+//! that have slots and only when personalization is allowed. It reads bytes and answers numbers: the program's
+//! picks, which `js/slots.js` turns into `/v1/decide`'s answer from the table beside the program. No I/O, no
+//! clock (the JavaScript passes the time in), no serde and no configuration: what read the profile was evaluated at
+//! the edge.
 
 use crate::core::base::time::Millis;
-use crate::core::engine::decide::decide;
-use crate::core::model::consent::{permit_personalization, RequestSignals};
-use crate::core::model::profile::Profile;
-use crate::core::model::shown::Impression;
-use crate::core::rules::Config;
-use crate::core::store;
-use crate::core::store::summary;
-use crate::core::wire::decide::decide_request;
-use crate::core::wire::BodyError;
-use js_sys::{Error, Reflect};
+use crate::core::engine::program::{run, Outcome};
+use crate::core::model::context::{Context, Device};
+use crate::core::model::event::PageContext;
 use wasm_bindgen::prelude::*;
 
-/// A compiled configuration, ready to decide.
+/// What `decide` answers first: the program no longer holds at that time (fetch a new one).
+const STALE: u32 = 0;
+/// What `decide` answers first: decided; the segments and the slots' answers follow.
+const DECIDED: u32 = 1;
+/// What `decide` answers first: the program cannot be read (say, a module older than the Worker).
+const MALFORMED: u32 = 2;
+
+/// One visitor's program, and what this page served since it was written.
 #[wasm_bindgen]
 pub struct Engine {
-    config: Config,
-    /// What the last decision served that must be recorded at the edge (`Decision::impressions`).
-    last: Vec<Impression>,
-    /// The last summary read (its text and the profile), with what this page has served since recorded on it:
-    /// a page that decides again sees its own impressions, as the edge would, and decodes the summary once.
-    summary: Option<(String, Profile)>,
+    program: Vec<u8>,
+    /// The impressions this page served of capped blocks (cap, time): they count toward the caps as the edge
+    /// counts the ones it recorded.
+    served: Vec<(u32, Millis)>,
 }
 
 #[wasm_bindgen]
 impl Engine {
-    /// Loads the decision rules of a summary (`rules`: base64 of `Config::for_device`'s binary form, compiled
-    /// at the edge, so the device needs no configuration compiler). Throws an `Error` with `code`
-    /// `invalid_rules` and `path` `rules` when they cannot be read (say, a module older than the Worker).
+    /// Loads a program (`program` of the summary, which js/slots.js decodes from base64 with the browser's own
+    /// `atob`). A program that cannot be read answers `MALFORMED` at every decision.
     #[wasm_bindgen(constructor)]
-    pub fn new(rules: &str) -> Result<Engine, JsValue> {
-        let bytes = crate::core::base::encoding::base64_decode(rules)
-            .ok_or_else(|| error("invalid_rules", "rules", "rules are not base64"))?;
-        let config = store::decode_rules(&bytes).map_err(|e| error("invalid_rules", "rules", &e.to_string()))?;
-        Ok(Engine { config, last: Vec::new(), summary: None })
+    pub fn new(program: Vec<u8>) -> Engine {
+        Engine { program, served: Vec::new() }
     }
 
-    /// Decides `request` (a `POST /v1/decide` body as a JavaScript object: `slots` and `context`, read by the
-    /// edge's rules through `core::base::json::JsonView`) for the visitor whose summary is `profile` (base64, or
-    /// `null`: no profile or no personalization consent) at `now` (milliseconds since 1970). `country` is the
-    /// summary's (the request's own country, which chooses the consent model) and `gpc` the browser's Global
-    /// Privacy Control signal. Answers the JSON text of `/v1/decide`'s answer. Throws an `Error` with `code`
-    /// and `path` for a bad request or summary.
-    pub fn decide(
-        &mut self,
-        profile: Option<String>,
-        request: JsValue,
-        country: Option<String>,
-        gpc: bool,
-        now: f64,
-    ) -> Result<String, JsValue> {
-        let request = decide_request(request).map_err(|e| {
-            let code = e.code();
-            match e {
-                BodyError::Shape { path, message } => error(code, &path, &message),
-                _ => error(code, "", "the request is not an object"),
-            }
-        })?;
-        let profile = match profile {
-            None => None,
-            Some(text) => {
-                if self.summary.as_ref().is_none_or(|(seen, _)| *seen != text) {
-                    let p = summary::decode(&text).map_err(|e| error("invalid_summary", "profile", &e.to_string()))?;
-                    self.summary = Some((text, p));
-                }
-                self.summary.as_ref().map(|(_, p)| p)
-            }
+    /// Decides every slot on the page at `now` (milliseconds since 1970), and counts the capped answers of the
+    /// slots the page asked for (`requested`, by their number in the program) as served. `page` is what
+    /// `/v1/decide` reads from its `context`, in UTF-8, in six parts separated by a zero byte: which of the next
+    /// five are given (`1` or `0` each), then the URL, the path, the referrer, the country and the User-Agent
+    /// (the device class is read from it). `utc_offset` is in minutes. Answers `[STALE]`, `[MALFORMED]`, or
+    /// `[DECIDED, one 0/1 per segment…, one answer per slot…]`.
+    pub fn decide(&mut self, page: &[u8], utc_offset: Option<i32>, now: f64, requested: &[u32]) -> Vec<u32> {
+        let mut parts = page.split(|b| *b == 0);
+        let given = parts.next().unwrap_or_default();
+        let mut field = |i: usize| {
+            let part = parts.next().unwrap_or_default();
+            let text = core::str::from_utf8(part).unwrap_or_default();
+            (given.get(i) == Some(&b'1')).then(|| text.to_string())
         };
-        let signals = RequestSignals { country, gpc, utc_offset_minutes: None, tcf: None };
-        let subject =
-            profile.and_then(|p| permit_personalization(&self.config.consent, p, request.consent.as_ref(), &signals));
-        // As at the edge: the request's `context.location.country` is for decisions, the consent model follows
-        // the request's own country.
-        let mut cx = request.context();
-        cx.country = cx.country.or(signals.country);
-        let decision = decide(&self.config, subject, &cx, &request.slots, now as Millis);
-        self.last = decision.impressions(now as Millis);
-        if let Some((_, p)) = self.summary.as_mut().filter(|_| decision.profile_id.is_some()) {
-            p.shown.record(&self.last);
-        }
-        Ok(decision.to_json_text())
-    }
-
-    /// The JSON text of what the last decision served that caps or experiments count
-    /// (`[{block, variant, experiment}]`), the body of `POST /v1/impressions` without the ids; `[]` for none.
-    pub fn impressions(&self) -> String {
-        let list: Vec<serde_json::Value> = self
-            .last
-            .iter()
-            .map(|i| {
-                let mut o = serde_json::json!({"block": i.block, "variant": i.variant});
-                if let Some(e) = &i.experiment {
-                    o["experiment"] = e.as_str().into();
+        let (url, path, referrer, country, user_agent) = (field(0), field(1), field(2), field(3), field(4));
+        let cx = Context {
+            page: PageContext { path, url, referrer },
+            country,
+            device: user_agent.as_deref().map(Device::of_user_agent),
+            utc_offset_minutes: utc_offset,
+        };
+        let now = now as Millis;
+        match run(&self.program, &cx, now, &self.served) {
+            Err(_) => vec![MALFORMED],
+            Ok(Outcome::Stale) => vec![STALE],
+            Ok(Outcome::Decided(d)) => {
+                for &slot in requested {
+                    if let Some(&Some(cap)) = d.caps.get(slot as usize) {
+                        self.served.push((cap, now));
+                    }
                 }
-                o
-            })
-            .collect();
-        serde_json::Value::from(list).to_string()
+                let mut out = Vec::with_capacity(1 + d.segments.len() + d.answers.len());
+                out.push(DECIDED);
+                out.extend(d.segments.iter().map(|&s| u32::from(s)));
+                out.extend(d.answers);
+                out
+            }
+        }
     }
 }
 
-fn set(target: &JsValue, key: &str, value: &JsValue) {
-    // Setting a property on a fresh plain object cannot fail.
-    let _ = Reflect::set(target, &key.into(), value);
-}
-
-fn error(code: &str, path: &str, message: &str) -> Error {
-    let e = Error::new(message);
-    set(&e, "code", &code.into());
-    set(&e, "path", &path.into());
-    e
-}
+/// A free-list allocator instead of dlmalloc, as in the tracker (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());

@@ -6,14 +6,12 @@
 //! (the profile's snapshot, `store::encode_snapshot`: written by its object at most once a second),
 //! `predictions:model` (the fitted model in force, `edge::predictions`).
 
-use crate::core::base::encoding::base64_encode;
 use crate::core::base::time::Millis;
-use crate::core::model::consent::Model;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::predictions::{model_from_json, Model as PredictionModel};
 use crate::core::rules::{compile_str, Config};
-use crate::core::store::{decode_snapshot, encode_rules};
+use crate::core::store::decode_snapshot;
 use crate::edge::error::ApiError;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -40,27 +38,6 @@ pub fn put_text(kv: &KvStore, key: &str, text: &str) -> Result<PutOptionsBuilder
 thread_local! {
     // A Worker isolate is single-threaded; the cache lives as long as the isolate does.
     static CONFIG_CACHE: RefCell<Option<(u64, Rc<Config>)>> = const { RefCell::new(None) };
-    // The device's rules per configuration version and consent model, base64 (`device_rules`).
-    static RULES_CACHE: RefCell<Vec<(u64, Model, Rc<str>)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The decision rules a device from `country` gets for configuration `version` (`Config::for_device`, in binary,
-/// base64). They depend only on the version and the consent model in force there, so each isolate builds them
-/// once per pair rather than cloning and encoding the configuration for every summary.
-pub fn device_rules(version: u64, config: &Config, country: Option<&str>) -> Rc<str> {
-    let model = config.consent.model_for(country);
-    let hit =
-        RULES_CACHE.with(|c| c.borrow().iter().find(|(v, m, _)| *v == version && *m == model).map(|e| e.2.clone()));
-    if let Some(rules) = hit {
-        return rules;
-    }
-    let rules: Rc<str> = base64_encode(&encode_rules(&config.for_device(country))).into();
-    RULES_CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        c.retain(|(v, _, _)| *v == version);
-        c.push((version, model, rules.clone()));
-    });
-    rules
 }
 
 pub fn store(env: &Env) -> Result<KvStore, ApiError> {

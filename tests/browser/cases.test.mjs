@@ -1,8 +1,9 @@
-// The decision cases of tests/cases/, decided in Chromium by the browser build (the decide module, js/slots.js)
-// on the summaries the real Worker answers (`GET /v1/decide/summary`). The native runner (tests/cases.rs) and
-// the Worker's own decisions (tests/e2e/cases.test.mjs) play the same files; all three must give exactly
-// expected.json. Each step's impressions go to `POST /v1/impressions`, as the snippet sends them, so caps and
-// experiments count them as they count the Worker's decisions.
+// The decision cases of tests/cases/, decided in Chromium by the browser build (the decide module and its shell,
+// js/slots.js) on the device programs the real Worker answers (`GET /v1/decide/summary`). The native runner
+// (tests/cases.rs) and the Worker's own decisions (tests/e2e/cases.test.mjs) play the same files; all three must
+// give exactly expected.json. Each step's impressions go to `POST /v1/impressions`, as the snippet sends them, so
+// caps and experiments count them as they count the Worker's decisions. A step the shell leaves to the edge (an
+// unknown slot) goes to `POST /v1/decide`, as the snippet sends it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWorker } from '../support/worker.mjs';
@@ -53,12 +54,22 @@ async function decideInPage({ request, given }) {
     res = { status: r.status, cacheControl: r.headers.get('cache-control') };
     if (!r.ok) return { status: r.status, summary };
   }
-  const engine = new m.Engine(summary.rules);
-  const body = { slots: request.slots, context: request.context || {} };
+  // The page's consent went to the summary (which checked it); the snippet sends none with a decision.
+  const { consent, ...context } = request.context || {};
+  const body = { slots: request.slots, context };
   // At the edge's time, as the snippet decides (and as the Worker's own decisions do): an impression the
   // previous step recorded is then never later than this decision.
-  const answer = JSON.parse(engine.decide(summary.profile, body, summary.country, false, summary.now));
-  const impressions = JSON.parse(engine.impressions());
+  const got = m.decideOn(m.ready(summary), body, summary.now);
+  let answer;
+  let impressions = [];
+  let viaEdge = false;
+  if (got === m.EDGE) {
+    viaEdge = true;
+    const r = await fetch('/v1/decide', { method: 'POST', body: JSON.stringify({ ...body, anonymousId: request.anonymousId }) });
+    answer = await r.json();
+  } else {
+    ({ answer, impressions } = got);
+  }
   let recorded = null;
   if (impressions.length && !given) {
     const r = await fetch('/v1/impressions', { method: 'POST',
@@ -69,11 +80,12 @@ async function decideInPage({ request, given }) {
     status: res.status,
     cacheControl: res.cacheControl,
     keys: Object.keys(summary).sort(),
-    rules: atob(summary.rules),
-    hasProfile: summary.profile !== null,
+    text: JSON.stringify(summary),
+    hasProfile: summary.profileId !== null,
     answer,
     impressions,
     recorded,
+    viaEdge,
   };
 }
 
@@ -109,9 +121,12 @@ for (const name of names) {
       }
       assert.equal(got.status, 200, JSON.stringify(got));
       assert.equal(got.cacheControl, 'private, no-store');
-      assert.deepEqual(got.keys, ['configVersion', 'country', 'now', 'profile', 'rules']);
-      // The rules are the decision sections only: no write key reaches the device.
-      for (const secret of secretsOf(c.config)) assert.ok(!got.rules.includes(secret), `rules hold ${secret}`);
+      assert.deepEqual(got.keys, ['answers', 'configVersion', 'country', 'now', 'profileId', 'program', 'segments', 'slots',
+        'validUntil']);
+      // The program and its answers only: no write key reaches the device.
+      for (const secret of secretsOf(c.config)) assert.ok(!got.text.includes(secret), `the summary holds ${secret}`);
+      // Only a request the shell does not read goes to the edge (here: an unknown slot).
+      assert.equal(got.viaEdge, 'rejected' in step.response, `${name}, decide[${i}]: decided on the device`);
       assert.equal(got.hasProfile, step.response.profileId !== null, `${name}, decide[${i}]: summary iff permitted`);
       assert.deepEqual(got.answer, step.response, `${name}, decide[${i}]`);
       if (got.recorded) assert.equal(got.recorded.recorded, got.impressions.length, JSON.stringify(got.recorded));

@@ -38,10 +38,12 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        match b[i] {
+    // Read with `get`, so that nothing here can panic (the device's module links no panic message).
+    while let Some(&c) = b.get(i) {
+        let hex = |k: usize| b.get(i + k).copied().and_then(hex_digit);
+        match c {
             b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex_digit(b[i + 1]), hex_digit(b[i + 2])) {
+            b'%' => match (hex(1), hex(2)) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;

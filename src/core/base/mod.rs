@@ -1,7 +1,6 @@
 //! Layer 1, the base: time, values, JSON views, encodings and the statistics predictions fit and evaluate
 //! (`stats`, `clv`, `logistic`). Knows nothing of events or profiles.
 
-pub mod binread;
 pub mod clv;
 pub mod encoding;
 pub mod json;

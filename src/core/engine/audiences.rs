@@ -88,18 +88,14 @@ pub fn catch_up(config: &Config, profile: &mut Profile, now: Millis) -> Vec<Tran
 /// A profile too heavy for its recent history (counted from daily aggregates) also wakes when a window's day
 /// boundary passes. `None`: time alone changes nothing.
 pub fn next_change(config: &Config, profile: &Profile, now: Millis) -> Option<Millis> {
-    next_change_of(config, profile, now, config.audiences.iter().map(|&i| &config.segments[i].when))
+    let conditions: Vec<&Condition> = config.audiences.iter().map(|&i| &config.segments[i].when).collect();
+    next_change_of(config, profile, now, &conditions)
 }
 
 /// `next_change` for any conditions that read the profile and the time: the next instant at which time alone
 /// could change one of them (their request conditions are left out; the device's rules, `engine::device`,
 /// evaluate those on the device).
-pub fn next_change_of<'c>(
-    config: &'c Config,
-    profile: &Profile,
-    now: Millis,
-    conditions: impl Iterator<Item = &'c Condition>,
-) -> Option<Millis> {
+pub fn next_change_of(config: &Config, profile: &Profile, now: Millis, conditions: &[&Condition]) -> Option<Millis> {
     let mut next = Next { now, at: None };
     // Each score's bounds, by score.
     let mut bounds: Vec<Vec<Cmp>> = vec![Vec::new(); config.scores.len()];

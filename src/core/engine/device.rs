@@ -9,6 +9,7 @@
 //! decides with it at any instant of its span answers what `decide` answers at the edge (`tests/cases.rs` checks
 //! it at several instants of every case).
 
+use crate::core::base::encoding::base64_encode;
 use crate::core::base::time::Millis;
 use crate::core::engine::audiences::next_change_of;
 use crate::core::engine::decide::choose;
@@ -156,7 +157,8 @@ pub fn for_visitor(
     w.time(now);
     let valid_until = profile.and_then(|p| {
         let audiences = config.slots.values().flat_map(|s| &s.blocks).map(|b| &b.audience);
-        next_change_of(config, p, now, config.segments.iter().map(|s| &s.when).chain(audiences))
+        let conditions: Vec<&Condition> = config.segments.iter().map(|s| &s.when).chain(audiences).collect();
+        next_change_of(config, p, now, &conditions)
     });
     w.time(valid_until.unwrap_or(Millis::MAX));
 
@@ -257,10 +259,43 @@ pub fn for_visitor(
         profile_id: profile.map(|p| p.id.clone()),
         program: w.bytes,
         answers,
-        segments: config.segments.iter().map(|s| s.id.clone()).collect(),
+        segments: match profile {
+            Some(_) => config.segments.iter().map(|s| s.id.clone()).collect(),
+            None => Vec::new(),
+        },
         slots: config.slots.keys().cloned().collect(),
         valid_until,
     })
+}
+
+impl DeviceRules {
+    /// The summary's members for the device (`GET /v1/decide/summary`): `profileId`, `program` (base64),
+    /// `answers` (`block`, `variant`, `html`, and `experiment` and `record` when they apply), `segments`, `slots`
+    /// and `validUntil` (null: until the profile or the configuration changes).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let answers: Vec<serde_json::Value> = self
+            .answers
+            .iter()
+            .map(|a| {
+                let mut o = serde_json::json!({"block": a.block, "variant": a.variant, "html": a.html});
+                if let Some(e) = &a.experiment {
+                    o["experiment"] = e.as_str().into();
+                }
+                if a.record {
+                    o["record"] = true.into();
+                }
+                o
+            })
+            .collect();
+        let mut m = serde_json::Map::new();
+        m.insert("profileId".into(), self.profile_id.clone().into());
+        m.insert("program".into(), base64_encode(&self.program).into());
+        m.insert("answers".into(), answers.into());
+        m.insert("segments".into(), self.segments.clone().into());
+        m.insert("slots".into(), self.slots.clone().into());
+        m.insert("validUntil".into(), self.valid_until.into());
+        m
+    }
 }
 
 fn write(w: &mut Writer, l: &Left) {

@@ -21,13 +21,18 @@
 //! could change what the edge evaluated, `audiences::next_change_of`); outside that span `run` answers `Stale`
 //! and the device fetches a new one.
 
-use crate::core::base::binread::ReadError;
 use crate::core::base::time::Millis;
 use crate::core::engine::evaluate::local_hour_holds;
 use crate::core::model::context::{Context, Device};
 use crate::core::rules::segment::Cmp;
 
 pub const VERSION: u8 = 1;
+
+/// A program that cannot be read: the offset where reading stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadError {
+    pub at: usize,
+}
 
 pub(crate) const TRUE: u8 = 0;
 pub(crate) const FALSE: u8 = 1;
@@ -247,7 +252,8 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self) -> Result<&'a str, ReadError> {
         let n = self.len()?;
-        let s = core::str::from_utf8(&self.bytes[self.at..self.at + n]).map_err(|_| self.error())?;
+        let bytes = self.bytes.get(self.at..self.at + n).ok_or(self.error())?;
+        let s = core::str::from_utf8(bytes).map_err(|_| self.error())?;
         self.at += n;
         Ok(s)
     }

@@ -33,7 +33,12 @@ impl Device {
     /// tablets (iPads and Android devices without "Mobile"), then phones; everything else is a desktop.
     pub fn of_user_agent(ua: &str) -> Device {
         let ua = ua.to_ascii_lowercase();
-        let has = |s: &str| ua.contains(s);
+        // Searched on bytes: `str::contains` links a substring searcher of 2 KB into the device's module, and
+        // `windows` a panic for a width of 0.
+        let has = |s: &str| {
+            let (h, n) = (ua.as_bytes(), s.as_bytes());
+            (0..=h.len().saturating_sub(n.len())).any(|i| h.get(i..i + n.len()) == Some(n))
+        };
         if ["bot", "crawler", "spider", "slurp", "facebookexternalhit"].iter().any(|s| has(s)) {
             Device::Bot
         } else if has("ipad") || has("tablet") || (has("android") && !has("mobile")) {
@@ -64,16 +69,15 @@ impl Context {
             return Some(p);
         }
         let url = self.page.url.as_deref()?;
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let start = rest.find('/')?;
-        let path = &rest[start..];
+        let rest = after_scheme(url);
+        let path = rest.get(rest.find('/')?..)?;
         Some(path.split(['?', '#']).next().unwrap_or(path))
     }
 
     /// The host of the referrer, lower case, without port.
     pub fn referrer_host(&self) -> Option<String> {
         let r = self.page.referrer.as_deref()?;
-        let rest = r.split_once("://").map_or(r, |(_, rest)| rest);
+        let rest = after_scheme(r);
         let host = rest.split(['/', '?', '#']).next()?;
         let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
         let host = host.split(':').next().unwrap_or(host);
@@ -140,18 +144,26 @@ pub fn country_code(raw: &str) -> Option<String> {
 /// Works on the bytes, allocating nothing, with the classic backtracking over the last `*` only.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    // The length of the UTF-8 character starting at `t[i]`, which `?` consumes whole.
-    let char_len = |i: usize| text[i..].chars().next().map_or(1, char::len_utf8);
+    // The length of the UTF-8 character starting at `t[i]` (always at a character's start), which `?` consumes
+    // whole; read from its first byte, so that nothing here can panic (a panic's message links the formatter
+    // into the device's module).
+    let char_len = |i: usize| match t.get(i) {
+        Some(0xf0..) => 4,
+        Some(0xe0..) => 3,
+        Some(0xc0..) => 2,
+        _ => 1,
+    };
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'?' {
+    while let Some(&c) = t.get(ti) {
+        let at = p.get(pi).copied();
+        if at == Some(b'?') {
             pi += 1;
             ti += char_len(ti);
-        } else if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
+        } else if at.is_some_and(|a| a != b'*' && a == c) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
+        } else if at == Some(b'*') {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -164,7 +176,15 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == b'*')
+    p.get(pi..).unwrap_or_default().iter().all(|c| *c == b'*')
+}
+
+/// What follows the first `://` of a URL, or all of it: `split_once("://")` without a substring searcher.
+fn after_scheme(url: &str) -> &str {
+    match url.as_bytes().windows(3).position(|w| w == b"://") {
+        Some(i) => url.get(i + 3..).unwrap_or(url),
+        None => url,
+    }
 }
 
 /// `GMT`, `GMT+1`, `GMT-05:00`, `GMT+05:30` to minutes east of UTC.

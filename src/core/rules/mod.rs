@@ -21,9 +21,7 @@ pub mod sources;
 pub mod template;
 
 use crate::core::model::consent::ConsentPolicy;
-use crate::core::model::consent::Purpose;
 use crate::core::model::identity::constant_time_eq;
-use crate::core::model::tcf::TcfPolicy;
 use crate::core::model::trust::{key_matches, Proof};
 use crate::core::rules::compiler::{idx, present, Compiler};
 use crate::core::rules::delivery::Delivery;
@@ -37,11 +35,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as J;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The compiled configuration.
-///
-/// Its binary form (`store::encode_rules`, serde) is what a device decides with: only the decision rules travel,
-/// so the fields that are the edge's business alone (sources and their write keys, identity rules, retention,
-/// hashed traits, delivery) are skipped and come back empty (retention at its default). See `Config::for_device`.
+/// The compiled configuration. It never leaves the edge: a device gets its visitor's program (`engine::device`).
+/// (Its serde form skips the edge's own fields, from when devices got the decision rules in binary.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     #[serde(skip)]
@@ -138,36 +133,6 @@ impl Config {
     /// The experiment with this id, wherever its block is.
     pub fn experiment(&self, id: &str) -> Option<&Experiment> {
         self.slots.values().flat_map(|s| &s.blocks).filter_map(|b| b.experiment.as_ref()).find(|e| e.id == id)
-    }
-
-    /// The rules a device decides with for a visitor from `country`: the decision sections as they are, and a
-    /// consent policy already resolved for that country (its model, whether GPC is honoured, and only the CMP
-    /// categories that stand for personalization), so the regions list and the other categories stay at the
-    /// edge. The edge-only fields are emptied too, though the binary form skips them anyway.
-    pub fn for_device(&self, country: Option<&str>) -> Config {
-        let consent = ConsentPolicy {
-            model: self.consent.model_for(country),
-            regions: BTreeMap::new(),
-            honor_gpc: self.consent.honor_gpc,
-            categories: self
-                .consent
-                .categories
-                .iter()
-                .filter(|(_, p)| **p == Purpose::Personalization)
-                .map(|(c, p)| (c.clone(), *p))
-                .collect(),
-            tcf: TcfPolicy::DEFAULT,
-        };
-        Config {
-            consent,
-            computed: self.computed.clone(),
-            scores: self.scores.clone(),
-            segments: self.segments.clone(),
-            segment_order: self.segment_order.clone(),
-            slots: self.slots.clone(),
-            predictions: self.predictions.clone(),
-            ..Config::default()
-        }
     }
 
     /// This configuration with `fitted` as its model in force (unless it pins one), and the audiences' digest
@@ -358,7 +323,7 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
 mod tests {
     use super::*;
     use crate::core::base::value::Value;
-    use crate::core::model::consent::Model;
+    use crate::core::model::consent::{Model, Purpose};
     use crate::core::rules::delivery::PathPattern;
     use crate::core::rules::identity::IdRule;
     use crate::core::rules::segment::*;

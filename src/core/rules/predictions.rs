@@ -55,8 +55,7 @@ pub struct Model {
     pub channels: BTreeMap<String, ChannelPriors>,
 }
 
-/// The compiled `predictions` section. A device gets it whole (`Config::for_device`): it names events and holds
-/// the population's parameters, nothing of anyone.
+/// The compiled `predictions` section: it names events and holds the population's parameters, nothing of anyone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Predictions {
     pub purchase_event: String,

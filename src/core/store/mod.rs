@@ -1,11 +1,7 @@
-//! The stored binary formats: a version byte, then bincode (read back by bincode, or by `binread` for the
-//! formats a device reads). Every byte string that leaves the core for
+//! The stored binary formats: a version byte, then bincode. Every byte string that leaves the core for
 //! storage or for the hop to the profile writer goes through here, so the codec can be replaced (bincode is
 //! unmaintained, RUSTSEC-2025-0141) by adding a version, without touching the rest.
 
-pub mod summary;
-
-use crate::core::base::binread;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::audience::Audiences;
@@ -15,7 +11,6 @@ use crate::core::model::journey::Journeys;
 use crate::core::model::profile::Profile;
 use crate::core::model::shown::Outcome;
 use crate::core::model::shown::Shown;
-use crate::core::rules::Config;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Version 1 of the stored profile: bincode 2 (standard configuration, serde) of `v1::Profile`. Still read.
@@ -67,9 +62,8 @@ pub const APPLY_V8: u8 = 8;
 /// No longer read.
 pub const RULES_V1: u8 = 1;
 /// Version 2: each template placeholder carries its HTML context (`scanner::HtmlContext`), which decides how the
-/// device escapes it. The rules and the summary travel in one answer and are read by the decide module built with
-/// the Worker, so only the current version is read: a device module from before refuses these rules as an unknown
-/// version rather than misreading them.
+/// device escapes it. No longer written or read: a device now runs its visitor's program (`engine::program`),
+/// with its own version byte, and gets neither rules nor a profile.
 pub const RULES_V2: u8 = 2;
 /// Version 1 of a profile writer's answer to an apply (`ApplyAnswer`), in bincode like the request it answers.
 pub const APPLY_ANSWER_V1: u8 = 1;
@@ -77,8 +71,7 @@ pub const APPLY_ANSWER_V1: u8 = 1;
 pub const OUTCOMES_V1: u8 = 1;
 /// Version 1 of a profile summary (`summary::encode`). No longer read.
 pub const SUMMARY_V1: u8 = 1;
-/// Version 2: with what predictions read (`Behaviour`), so that a device computes them as the edge does. The
-/// decide module is built with the Worker, so only this version is read.
+/// Version 2: with what predictions read (`Behaviour`). No longer written or read (see `RULES_V2`).
 pub const SUMMARY_V2: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,26 +201,6 @@ pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
             return bytes;
         }
     }
-}
-
-/// A device's decision rules (`Config::for_device`) in binary: what the browser decide module runs, so it
-/// needs no configuration compiler.
-pub fn encode_rules(device_config: &Config) -> Vec<u8> {
-    encode(RULES_V2, device_config)
-}
-
-pub fn decode_rules(bytes: &[u8]) -> Result<Config, CodecError> {
-    decode_for_device(RULES_V2, bytes)
-}
-
-/// Reads a format written for the device (rules, summaries): bincode's bytes, read by `binread`, whose errors
-/// keep the browser decide module free of serde's message formatting.
-pub(crate) fn decode_for_device<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecError> {
-    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != expected {
-        return Err(CodecError::UnknownVersion(version));
-    }
-    binread::from_slice(body).map_err(|e| CodecError::Corrupt(e.to_string()))
 }
 
 /// Reads any known version; older ones are migrated to the current `Profile`.
@@ -488,16 +461,6 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(decode_profile(&longer), Err(CodecError::Corrupt(_))));
-    }
-
-    #[test]
-    fn rules_of_an_older_version_are_refused() {
-        // Version 1 templates have no HTML context: a device must not guess how to escape their placeholders.
-        let mut bytes = encode_rules(&Config::default());
-        assert_eq!(bytes[0], RULES_V2);
-        assert!(decode_rules(&bytes).is_ok());
-        bytes[0] = RULES_V1;
-        assert_eq!(decode_rules(&bytes), Err(CodecError::UnknownVersion(RULES_V1)));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, explain};
+use crate::core::engine::device;
 use crate::core::model::tcf::TcfSignal;
-use crate::core::store::summary;
 use crate::core::wire::decide::DecideRequest;
 use crate::core::wire::{self};
 use crate::edge::auth::require_admin;
@@ -79,11 +79,11 @@ pub(crate) async fn answer_decision(req: &Request, env: &Env, mut request: Decid
 }
 
 /// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (delivery way 3, for sites
-/// that are static files): the configuration's version; the edge's time; its decision rules, compiled, in binary
-/// (`Config::for_device`: segments, scores, computed traits, slots and the consent policy resolved for the
-/// request's country; no sources, write keys, identity or delivery settings), base64; the country; and the
-/// visitor's profile summary (`Profile::minimized_for`, base64), or `null` without a profile or without
-/// personalization consent. Ids resolve as for `GET /v1/decide`. Never cached: it describes one visitor.
+/// that are static files): the configuration's version; the edge's time; the country; and the visitor's device
+/// program (`core::engine::device`: their rules with what reads their profile evaluated here, and the answers it
+/// picks from; `DeviceRules::to_json`), or `program: null` with `edgeOnly` (why) when their rules read what only
+/// the edge knows. Neither the profile nor the configuration leaves. Ids resolve as for `GET /v1/decide`;
+/// personalization consent is checked here, with the request's signals. Never cached: it describes one visitor.
 pub(crate) async fn decide_summary(req: Request, env: &Env) -> ApiResult {
     let mut request = decide_query(&req)?;
     let (version, config) = kv::config(env).await?;
@@ -91,17 +91,22 @@ pub(crate) async fn decide_summary(req: Request, env: &Env) -> ApiResult {
     let visitor = Visitor::resolve(&req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
     let subject = visitor.permitted(&config, request.consent.as_ref());
     let (origin, signals) = (&visitor.origin, &visitor.signals);
-    let rules = kv::device_rules(version, &config, signals.country.as_deref());
-    let body = json!({
-        "configVersion": version,
-        // The edge's clock: the device decides at it (corrected for its own clock's skew), so caps and schedules
-        // count exactly as at the edge, whatever the device's clock says.
-        "now": now(),
-        "rules": &*rules,
-        "country": signals.country,
-        "profile": subject.map(|p| summary::encode(&p.get().minimized_for(&config))),
-    });
-    let mut resp = json_response(200, &body)?;
+    // The edge's clock: the program starts at it, and the device decides at it (corrected for its own clock's
+    // skew), so caps and schedules count exactly as at the edge, whatever the device's clock says.
+    let at = now();
+    let mut body = match device::for_visitor(&config, subject.as_ref(), at) {
+        Ok(rules) => rules.to_json(),
+        Err(why) => {
+            let mut m = serde_json::Map::new();
+            m.insert("program".into(), serde_json::Value::Null);
+            m.insert("edgeOnly".into(), why.code().into());
+            m
+        }
+    };
+    body.insert("configVersion".into(), version.into());
+    body.insert("now".into(), at.into());
+    body.insert("country".into(), signals.country.clone().into());
+    let mut resp = json_response(200, &serde_json::Value::Object(body))?;
     resp.headers_mut().set("cache-control", "private, no-store")?;
     Ok(with_cors(resp, origin.as_deref())?)
 }

@@ -1,21 +1,27 @@
-//! Property tests of profile summaries (`Profile::minimized_for`): for generated profiles (light and heavy
-//! histories, traits, consent, identities, impressions of capped blocks and experiment assignments), the
-//! decision and its explanation on the summary, after the summary codec, equal those on the full profile, for
-//! a configuration that uses every kind of condition, scores with decay and computed traits. The case count is
-//! fixed, so `cargo test` runs this for a bounded time.
+//! Property tests of device programs (`engine::device`): for generated profiles (light and heavy histories,
+//! traits, consent, identities, impressions of capped blocks and experiment assignments) and pages, the program
+//! written at one instant answers, at every instant of its span (through its end, and after serving a capped
+//! block), what the edge's `decide` answers on the full profile, for a configuration that uses every kind of
+//! condition, scores with decay and computed traits; and it is stale outside its span, never wrong. The case
+//! count is fixed, so `cargo test` runs this for a bounded time.
 
 use edgecdp::core::base::time::{format_iso8601, DAY, HOUR};
 use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
-use edgecdp::core::engine::decide::explain;
+use edgecdp::core::engine::decide::decide;
+use edgecdp::core::engine::device::for_visitor;
+use edgecdp::core::engine::program::{run, Outcome};
 use edgecdp::core::model::consent::{permit_personalization, RequestSignals};
 use edgecdp::core::model::context::{Context, Device};
 use edgecdp::core::model::event::PageContext;
 use edgecdp::core::model::profile::Profile;
 use edgecdp::core::model::shown::Impression;
 use edgecdp::core::rules::{compile_str, Config};
-use edgecdp::core::store::{self, summary};
+use edgecdp::core::store;
 use edgecdp::core::wire::events::parse_batch;
 use proptest::prelude::*;
+
+mod on_device;
+use on_device::answer;
 
 const NOW: i64 = 1_795_344_600_000;
 
@@ -142,60 +148,73 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn decisions_on_a_summary_equal_decisions_on_the_profile(
+    fn a_device_program_answers_as_the_edge_throughout_its_span(
         // Up to 320 events: beyond `MAX_RECENT_EVENTS` (200) the history is full and daily series count.
         events in prop_oneof![prop::collection::vec(gen(), 1..40), prop::collection::vec(gen(), 200..320)],
         impressions in prop::collection::vec((any::<u8>(), 0i64..(3 * 24 * 60)), 0..6),
         refuse in any::<bool>(),
         cx in any::<u8>(),
         later_hours in 0i64..(5 * 24),
+        later_ms in 0i64..HOUR,
     ) {
         let config = config();
         let Some(full) = profile(&events, &impressions, refuse) else { return Ok(()) };
-        let small = summary::decode(&summary::encode(&full.minimized_for(&config))).expect("the summary decodes");
-        // The rules a device gets, read back from their binary form.
-        let rules = store::decode_rules(&store::encode_rules(&config.for_device(None))).expect("the rules decode");
         let slots = vec!["hero".to_string(), "side".to_string(), "nope".to_string()];
         let cx = context(cx);
-        let signals = RequestSignals::default();
-        for now in [NOW, NOW + later_hours * HOUR, NOW + 8 * DAY] {
-            let a = permit_personalization(&config.consent, &full, None, &signals);
-            let b = permit_personalization(&rules.consent, &small, None, &signals);
-            prop_assert_eq!(a.is_some(), b.is_some());
-            let want = explain(&config, a, &cx, &slots, now);
-            let got = explain(&rules, b, &cx, &slots, now);
-            prop_assert_eq!(got, want);
+        let permit = || permit_personalization(&config.consent, &full, None, &RequestSignals::default());
+        let rules = for_visitor(&config, permit().as_ref(), NOW).expect("this configuration runs on a device");
+        let mut at = vec![NOW, NOW + later_ms, NOW + later_hours * HOUR, NOW + 8 * DAY, NOW - 1];
+        if let Some(until) = rules.valid_until {
+            prop_assert!(until > NOW);
+            at.extend([until - 1, until]);
+        }
+        for now in at {
+            let edge = decide(&config, permit(), &cx, &slots, now);
+            match run(&rules.program, &cx, now, &[]).expect("the program reads") {
+                Outcome::Stale => prop_assert!(now < NOW || rules.valid_until.is_some_and(|u| now >= u), "stale at {}", now),
+                Outcome::Decided(d) => {
+                    prop_assert!(now >= NOW && rules.valid_until.is_none_or(|u| now < u), "not stale at {}", now);
+                    prop_assert_eq!(answer(&rules, &d, &slots), edge.to_json(), "at {}", now);
+                    // Served, then decided again on the same page: as the edge after recording the impressions.
+                    let served: Vec<(u32, i64)> = d.caps.iter().flatten().map(|c| (*c, now)).collect();
+                    let mut after = full.clone();
+                    after.shown.record(&edge.impressions(now));
+                    let edge = decide(&config, permit_personalization(&config.consent, &after, None, &RequestSignals::default()), &cx, &slots, now);
+                    if let Outcome::Decided(d) = run(&rules.program, &cx, now, &served).expect("the program reads") {
+                        prop_assert_eq!(answer(&rules, &d, &slots), edge.to_json(), "again at {}", now);
+                    }
+                }
+            }
         }
     }
 }
 
 #[test]
-fn a_summary_holds_only_what_decisions_read() {
+fn a_device_program_holds_nothing_of_the_profile_but_its_answers() {
     let config = config();
     let events: Vec<Gen> = (0..250).map(|i| ((i % 6) as u8, (i / 6 % 3) as u8, 0, i as i64)).collect();
     let full = profile(&events, &[(0, 5), (1, 6), (2, 7)], false).expect("a profile");
     assert!(full.is_identified());
-    let small = full.minimized_for(&config);
-    assert_eq!(small.id, full.id);
-    assert!(small.is_identified(), "still identified");
-    assert!(small.identities.iter().all(|i| i.value.is_empty()), "no identity values: {:?}", small.identities);
-    let traits: Vec<&str> = small.traits.keys().map(String::as_str).collect();
-    assert_eq!(traits, ["email", "firstName", "plan", "tags"], "named traits only (not `secret`)");
-    assert!(small.counts.is_empty() && small.seen_message_ids.is_empty());
-    assert!(small.consent.history.is_empty() && !small.consent.grants.is_empty());
-    assert!(small.merges.is_empty() && small.refused.is_empty());
-    assert_eq!(small.recent.len(), full.recent.len(), "a full history stays full");
-    for r in &small.recent {
-        assert!(r.message_id.is_empty());
-        assert!(["", "page", "Product Viewed", "Added"].contains(&r.name.as_str()), "{}", r.name);
-        assert!(r.props.keys().all(|k| k == "category" || k == "color"), "{:?}", r.props);
+    let permit = permit_personalization(&config.consent, &full, None, &RequestSignals::default());
+    let rules = for_visitor(&config, permit.as_ref(), NOW).expect("this configuration runs on a device");
+    let mut json = rules.to_json();
+    json.remove("program");
+    let text = serde_json::Value::Object(json).to_string();
+    let program = String::from_utf8_lossy(&rules.program).into_owned();
+    for (what, secret) in [
+        ("the trait nobody reads", "\"s\""),
+        ("an event's name", "Product Viewed"),
+        ("a property", "\"s12"),
+        ("a user id", "u1"),
+        ("a message id", "m12"),
+        ("a trait only a condition reads", "silver"),
+        ("a segment's rule", "inactiveFor"),
+    ] {
+        assert!(!text.contains(secret) && !program.contains(secret), "{what} ({secret}) reached the device: {text}");
     }
-    assert!(small.aggregates.series.keys().all(|k| !k.starts_with("Other") && !k.contains("sku")));
-    assert!(small.aggregates.series.contains_key("Product Viewed|category=bags"));
-    let blocks: Vec<&str> = small.shown.impressions.keys().map(String::as_str).collect();
-    assert_eq!(blocks, ["capped"], "impressions of capped blocks only");
-    assert!(small.shown.experiments.contains_key("e1"));
-    let encoded = summary::encode(&small).len();
+    // What templates show is there: the page would show it anyway.
+    assert!(text.contains("Ada &lt;"), "{text}");
+    let sent = text.len();
     let stored = edgecdp::core::base::encoding::base64_encode(&store::encode_profile(&full)).len();
-    assert!(encoded * 2 < stored, "the summary takes {encoded} bytes, the stored profile {stored}");
+    assert!(sent * 4 < stored, "the program and its answers take {sent} bytes, the stored profile {stored}");
 }
