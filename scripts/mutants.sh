@@ -6,7 +6,7 @@
 #
 #   npm run mutants                 every guarded file (MUTANTS_JOBS=2 runs two mutants at once)
 #   npm run mutants -- trust        only the groups whose name is given (trust consent contact attempts delivery
-#                                   template merge absorb sends pressure writer export predictions tcf)
+#                                   template merge absorb sends pressure writer export predictions tcf device)
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 MUTANTS_VERSION="27.1.0"
@@ -23,7 +23,9 @@ fi
 # responses, how sends and responses are counted (adaptive pressure reads them), and the fit's summaries leaving
 # with an erased profile; the models' arithmetic is held by tests/predictions.rs and the decision case. In tcf, how
 # a TC string grants purposes and stands among the other answers; the decoder itself is held field for field by
-# tests/tcf.rs against the IAB's encoder.
+# tests/tcf.rs against the IAB's encoder. The device group is what leaves for a visitor's browser and that the
+# program it runs answers as the edge does (held by the decision cases and the program's properties); the
+# format's reader and writer functions are held by the same tests, through every program they read.
 declare -A files=(
   [trust]=src/core/model/trust.rs
   [consent]=src/core/model/consent.rs
@@ -39,6 +41,7 @@ declare -A files=(
   [export]='src/core/wire/export.rs src/core/wire/export_ledger.rs src/core/writer/export.rs src/core/engine/apply.rs src/core/wire/events.rs'
   [predictions]='src/core/model/behaviour.rs src/core/wire/predictions.rs'
   [tcf]='src/core/model/tcf.rs src/core/model/consent.rs src/core/model/purpose.rs src/core/engine/apply.rs'
+  [device]='src/core/engine/device.rs src/core/engine/program.rs'
 )
 declare -A only=(
   [sends]='claim|settle|refused|take_cancelled|to_enqueue'
@@ -47,6 +50,7 @@ declare -A only=(
   [export]='people|without|is_file_key|person_key|plan|people_of|applied|as_stored|split|flatten|sent_fields|suppressed|DeliveryOutcome::of'
   [predictions]='absorb|record|removed|statements|channel'
   [writer]='erase|handover|restore|split_off|store|refresh_index|put_snapshot|store_journeys|alarm|writes|next_wake|recently_erased|handovers|kv_expiration_for|deliver_due|Writer::claim'
+  [device]='left|for_visitor|reads_page|EdgeOnly::code|run|cond'
   [tcf]='TcfPolicy::allows|VendorSet::contains|TcString::restriction|insert_range|TcfPolicy::preferences|TcfSignal::|record_tcf|record_signals|record_event|sent_by|google_consent_mode|Preferences::clear|Preferences::or|effective_for|apply_events'
 )
 # Groups whose rule tables are all unit tests run only those (`cargo test --lib`) for each mutant: the tcf
@@ -55,9 +59,10 @@ declare -A only=(
 declare -A test_args=(
   [tcf]='--lib'
   [sends]='--lib --test journeys --test writer_props'
+  [device]='--test cases --test device_props'
 )
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer export predictions tcf)
+[ ${#groups[@]} -gt 0 ] || groups=(trust consent contact attempts delivery template merge absorb sends pressure writer export predictions tcf device)
 out="$ROOT/target/mutants"
 mkdir -p "$out"
 status=0

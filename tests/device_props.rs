@@ -8,7 +8,7 @@
 use edgecdp::core::base::time::{format_iso8601, DAY, HOUR};
 use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
 use edgecdp::core::engine::decide::decide;
-use edgecdp::core::engine::device::for_visitor;
+use edgecdp::core::engine::device::{for_visitor, EdgeOnly};
 use edgecdp::core::engine::program::{run, Outcome};
 use edgecdp::core::model::consent::{permit_personalization, RequestSignals};
 use edgecdp::core::model::context::{Context, Device};
@@ -217,4 +217,34 @@ fn a_device_program_holds_nothing_of_the_profile_but_its_answers() {
     let sent = text.len();
     let stored = edgecdp::core::base::encoding::base64_encode(&store::encode_profile(&full)).len();
     assert!(sent * 4 < stored, "the program and its answers take {sent} bytes, the stored profile {stored}");
+}
+
+/// Rules that read what only the edge knows send no program, and say why; without a profile there is nothing of
+/// theirs to evaluate, and a program of fallbacks goes.
+#[test]
+fn rules_only_the_edge_can_run_say_why() {
+    let slots = r#""slots": {"hero": {"fallback": {"html": "F"}, "blocks": [{"id": "b", "html": "B"}]}}"#;
+    let rows: [(&str, Option<&str>); 4] = [
+        (r#"{"pressure": {"caps": [{"max": 1, "per": "1d"}], "slots": ["hero"]}, SLOTS}"#, Some("pressure")),
+        (
+            r#"{"scores": [{"id": "s", "rules": [{"when": {"page": ["/x"]}, "points": 1}]}], SLOTS}"#,
+            Some("score_reads_page"),
+        ),
+        (r#"{"scores": [{"id": "s", "rules": [{"when": {"identified": true}, "points": 1}]}], SLOTS}"#, None),
+        (r#"{"pressure": {"caps": [{"max": 1, "per": "1d"}]}, SLOTS}"#, None),
+    ];
+    // Opt-out: personalization is allowed until refused.
+    let profile = Profile::new("p".into(), 0);
+    for (text, want) in rows {
+        let mut text = text.replace("SLOTS", slots);
+        text.insert_str(1, r#""consent": {"model": "opt-out"}, "#);
+        let config = compile_str(&text).expect("compiles");
+        let permit = permit_personalization(&config.consent, &profile, None, &RequestSignals::default());
+        assert!(permit.is_some(), "{text}");
+        let got = for_visitor(&config, permit.as_ref(), 10).err().map(EdgeOnly::code);
+        assert_eq!(got, want, "{text}");
+        // Nobody's profile: nothing to evaluate, so the program goes whatever the rules read.
+        let rules = for_visitor(&config, None, 10).expect("a program of fallbacks");
+        assert_eq!((rules.profile_id, rules.answers.len()), (None, 1), "{text}");
+    }
 }

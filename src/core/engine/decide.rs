@@ -73,8 +73,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The answer of `/v1/decide`. The explanation, when there is one, is `to_json_explained`'s: kept apart so
-    /// that the device's decide module, which never explains, links none of its formatting.
+    /// The answer of `/v1/decide`. The explanation, when there is one, is `to_json_explained`'s.
     pub fn to_json(&self) -> serde_json::Value {
         // Maps are filled one by one: `collect` would link a sort and a bulk build per map type.
         let mut slots = serde_json::Map::new();
@@ -96,62 +95,6 @@ impl Decision {
                 })
                 .collect();
         }
-        out
-    }
-
-    /// `to_json`'s text, written directly: the device's decide module answers text, and building the
-    /// `serde_json::Value` tree first cost about half of its time per decision (scripts/bench-growthbook.mjs).
-    /// The members come in `to_json`'s order (sorted, as serde_json's maps keep them), so both texts are equal.
-    pub fn to_json_text(&self) -> String {
-        let mut out =
-            String::with_capacity(64 + self.slots.iter().map(|(k, a)| 64 + k.len() + a.html.len()).sum::<usize>());
-        out.push_str("{\"profileId\":");
-        match &self.profile_id {
-            Some(id) => push_json_str(&mut out, id),
-            None => out.push_str("null"),
-        }
-        if !self.unknown.is_empty() {
-            out.push_str(",\"rejected\":[");
-            for (i, u) in self.unknown.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"code\":\"unknown_slot\",\"index\":");
-                out.push_str(&u.index.to_string());
-                out.push_str(",\"message\":");
-                push_json_str(&mut out, &format!("slot {:?} is not configured", u.slot));
-                out.push_str(",\"path\":");
-                push_json_str(&mut out, &format!("slots[{}]", u.index));
-                out.push('}');
-            }
-            out.push(']');
-        }
-        out.push_str(",\"segments\":[");
-        for (i, s) in self.segments.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_str(&mut out, s);
-        }
-        out.push_str("],\"slots\":{");
-        for (i, (k, a)) in self.slots.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_str(&mut out, k);
-            out.push_str(":{\"block\":");
-            push_json_opt(&mut out, a.block.as_deref());
-            if let Some(e) = &a.experiment {
-                out.push_str(",\"experiment\":");
-                push_json_str(&mut out, e);
-            }
-            out.push_str(",\"html\":");
-            push_json_str(&mut out, &a.html);
-            out.push_str(",\"variant\":");
-            push_json_opt(&mut out, a.variant.as_deref());
-            out.push('}');
-        }
-        out.push_str("}}");
         out
     }
 
@@ -212,44 +155,6 @@ impl Decision {
     }
 }
 
-fn push_json_opt(out: &mut String, s: Option<&str>) {
-    match s {
-        Some(s) => push_json_str(out, s),
-        None => out.push_str("null"),
-    }
-}
-
-/// `s` as a JSON string, escaped as serde_json escapes it (`"`, `\\`, and control characters; nothing else).
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
-}
-
 /// Chooses a block for each requested slot. Without a permitted profile (no profile yet, or no
 /// personalization consent) every slot gets its fallback.
 pub fn decide(
@@ -273,7 +178,7 @@ pub fn explain(
     run::<true>(config, subject, cx, slots, now)
 }
 
-/// `EXPLAIN` is a constant so that `decide` alone (the browser decide module) links no explanation code.
+/// `EXPLAIN` is a constant so that `decide` alone links no explanation code.
 fn run<const EXPLAIN: bool>(
     config: &Config,
     subject: Option<Permitted<&Profile>>,
@@ -468,44 +373,4 @@ fn weighted(variants: &[Variant], n: u64) -> &Variant {
     }
     // Unreachable when weights sum to `total`; the first variant is a safe answer either way.
     &variants[0]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answer(block: Option<&str>, variant: Option<&str>, html: &str, experiment: Option<&str>) -> SlotAnswer {
-        SlotAnswer {
-            block: block.map(String::from),
-            variant: variant.map(String::from),
-            html: html.into(),
-            experiment: experiment.map(String::from),
-            record: false,
-        }
-    }
-
-    /// The device's text answer is `to_json`'s, byte for byte, escapes included.
-    #[test]
-    fn text_answer_is_the_json_answer() {
-        let mut slots = BTreeMap::new();
-        slots.insert(
-            "hero".into(),
-            answer(Some("b\"1"), Some("a"), "<h2>\"Hi\"\\ \u{1}\n\t\r\u{8}\u{c}\u{1f} é 😀</h2>", Some("x")),
-        );
-        slots.insert("aside".into(), answer(None, None, "", None));
-        let cases = [
-            Decision {
-                profile_id: Some("p-1".into()),
-                segments: vec!["s1".into(), "s\u{7f}2".into()],
-                slots: slots.clone(),
-                unknown: vec![UnknownSlot { index: 2, slot: "no\"pe".into() }],
-                explanation: None,
-            },
-            Decision { profile_id: None, segments: vec![], slots, unknown: vec![], explanation: None },
-            Decision { profile_id: None, segments: vec![], slots: BTreeMap::new(), unknown: vec![], explanation: None },
-        ];
-        for d in cases {
-            assert_eq!(d.to_json_text(), d.to_json().to_string());
-        }
-    }
 }
