@@ -3,12 +3,13 @@
 // wrangler, the same workerd binary, fresh local storage each), measured in interleaved rounds on loopback.
 //
 //   node scripts/bench-floor.mjs [--rounds 6] [--requests 100] [--visitors 50] [--events 10] [--settle 2500]
-//                                [--journeys 0] [--export 0]
+//                                [--journeys 0] [--export 0] [--assets 1]
 //
 // Both sides do the same work: the floor runs no journeys and exports nothing, so by default edgecdp runs the demo
 // configuration without its journeys and without the export's queue producer (the binding removed from a copy of
 // wrangler.toml, which is how a deployment turns the export off). `--journeys 1` and `--export 1` put each back,
-// to state what it adds.
+// to state what it adds. `--assets 0` also removes the `[assets]` section, so that wrangler's local assets router
+// (which the floor does not have) no longer stands in front of edgecdp's `/v1/*` routes.
 //
 // One client at a time (latency, not throughput): each round sends `requests` batches (`events` track events
 // for one of `visitors` returning visitors) then `requests` decisions to one Worker, then the same to the other,
@@ -31,6 +32,7 @@ const EVENTS = arg('events', 10);
 const SETTLE = arg('settle', 2500);
 const JOURNEYS = arg('journeys', 0);
 const EXPORT = arg('export', 0);
+const ASSETS = arg('assets', 1);
 const ROOT = join(import.meta.dirname, '..');
 let sent = 0;
 const batchBody = (visitor) => JSON.stringify({
@@ -60,12 +62,16 @@ async function phase(w, path, makeBody, into) {
 
 const demo = JSON.parse(readFileSync(join(ROOT, 'config/demo.json'), 'utf8'));
 let wranglerConfig;
-if (!EXPORT) {
-  const producer = '[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n';
-  const text = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
-  if (!text.includes(producer)) throw new Error("wrangler.toml's EXPORT producer is not where this script expects it");
+if (!EXPORT || !ASSETS) {
+  let text = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+  const cut = (part, what) => {
+    if (!text.includes(part)) throw new Error(`wrangler.toml's ${what} is not where this script expects it`);
+    text = text.replace(part, '');
+  };
+  if (!EXPORT) cut('[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n', 'EXPORT producer');
+  if (!ASSETS) cut(text.slice(text.indexOf('[assets]\n'), text.indexOf('\n\n', text.indexOf('[assets]\n')) + 1), '[assets] section');
   wranglerConfig = join(ROOT, '.wrangler-bench-floor.toml');
-  writeFileSync(wranglerConfig, text.replace(producer, ''));
+  writeFileSync(wranglerConfig, text);
 }
 const edge = await startWorker({ config: JOURNEYS ? demo : { ...demo, journeys: [] }, wranglerConfig });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null });

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 mod common;
 mod on_device;
 use common::play;
-use on_device::{answer, instants};
+use on_device::{answer, edge, instants};
 
 fn case_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
@@ -95,11 +95,11 @@ fn decision_cases() {
                         assert!(t < now || rules.valid_until.is_some_and(|v| t >= v), "{name}: stale at {t}")
                     }
                     Outcome::Decided(d) => {
-                        let edge = decide(&config, permit(), &cx, &request.slots, t).to_json();
+                        let edge = edge(&decide(&config, permit(), &cx, &request.slots, t));
                         let got = answer(&rules, &d, &request.slots);
                         if got != edge {
                             failures.push(format!(
-                                "{name}, decide[{i}] on the device at {t}:\n  edge   {edge}\n  device {got}"
+                                "{name}, decide[{i}] on the device at {t}:\n  edge   {edge:?}\n  device {got:?}"
                             ));
                         }
                         if t == now {
@@ -131,12 +131,13 @@ fn decision_cases() {
             if let Some(p) = profile_of(&profiles, &request) {
                 let subject =
                     permit_personalization(&config.consent, p, request.consent.as_ref(), &RequestSignals::default());
-                let edge = decide(&config, subject, &cx, &request.slots, now).to_json();
+                let edge = edge(&decide(&config, subject, &cx, &request.slots, now));
                 if let Ok(Outcome::Decided(d)) = run(&rules.program, &cx, now, &device) {
                     let got = answer(&rules, &d, &request.slots);
                     if got != edge {
-                        failures
-                            .push(format!("{name}, decide[{i}] again on the device:\n  edge   {edge}\n  device {got}"));
+                        failures.push(format!(
+                            "{name}, decide[{i}] again on the device:\n  edge   {edge:?}\n  device {got:?}"
+                        ));
                     }
                 }
             }

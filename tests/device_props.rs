@@ -10,7 +10,7 @@ use edgecdp::core::engine::apply::{apply_events, ApplyRequest};
 use edgecdp::core::engine::decide::decide;
 use edgecdp::core::engine::device::{for_visitor, EdgeOnly};
 use edgecdp::core::engine::program::{run, Outcome};
-use edgecdp::core::model::consent::{permit_personalization, RequestSignals};
+use edgecdp::core::model::consent::{permit_personalization, Permitted, RequestSignals};
 use edgecdp::core::model::context::{Context, Device};
 use edgecdp::core::model::event::PageContext;
 use edgecdp::core::model::profile::Profile;
@@ -53,13 +53,13 @@ const CONFIG: &str = r#"{
       {"id": "exp", "audience": {"segment": "hot"}, "priority": 5,
        "experiment": {"id": "e1", "holdout": 20, "goal": {"event": "Order Completed", "within": "7d"}},
        "variants": [{"id": "a", "weight": 1, "html": "A {{traits.plan}}"}, {"id": "b", "weight": 2, "html": "B"}]},
-      {"id": "gold-b", "audience": {"include": ["gold"], "exclude": ["idle"]}, "html": "G {{traits.email}}"},
+      {"id": "gold-b", "audience": {"include": ["gold"], "exclude": ["idle"]}, "cap": {"max": 1, "per": "1d"}, "html": "G {{traits.email}}"},
       {"id": "ctx", "audience": {"any": [{"segment": "visitor"}, {"segment": "morning"}]}, "html": "C"}
     ]},
     "side": {"blocks": [
       {"id": "known-b", "audience": {"all": [{"segment": "known"}, {"segment": "all-time"}]}, "html": "K"},
       {"id": "misc", "audience": {"any": [{"segment": "red-bags"}, {"segment": "pages"}, {"segment": "keen"},
-        {"segment": "tagged"}, {"segment": "ads"}, {"segment": "bags-or-shoes"}]}, "html": "M"}
+        {"segment": "tagged"}, {"segment": "ads"}, {"segment": "bags-or-shoes"}]}, "cap": {"max": 1, "per": "1d"}, "html": "M"}
     ]}
   }
 }"#;
@@ -174,14 +174,14 @@ proptest! {
                 Outcome::Stale => prop_assert!(now < NOW || rules.valid_until.is_some_and(|u| now >= u), "stale at {}", now),
                 Outcome::Decided(d) => {
                     prop_assert!(now >= NOW && rules.valid_until.is_none_or(|u| now < u), "not stale at {}", now);
-                    prop_assert_eq!(answer(&rules, &d, &slots), edge.to_json(), "at {}", now);
+                    prop_assert_eq!(answer(&rules, &d, &slots), on_device::edge(&edge), "at {}", now);
                     // Served, then decided again on the same page: as the edge after recording the impressions.
                     let served: Vec<(u32, i64)> = d.caps.iter().flatten().map(|c| (*c, now)).collect();
                     let mut after = full.clone();
                     after.shown.record(&edge.impressions(now));
                     let edge = decide(&config, permit_personalization(&config.consent, &after, None, &RequestSignals::default()), &cx, &slots, now);
                     if let Outcome::Decided(d) = run(&rules.program, &cx, now, &served).expect("the program reads") {
-                        prop_assert_eq!(answer(&rules, &d, &slots), edge.to_json(), "again at {}", now);
+                        prop_assert_eq!(answer(&rules, &d, &slots), on_device::edge(&edge), "again at {}", now);
                     }
                 }
             }
@@ -246,5 +246,133 @@ fn rules_only_the_edge_can_run_say_why() {
         // Nobody's profile: nothing to evaluate, so the program goes whatever the rules read.
         let rules = for_visitor(&config, None, 10).expect("a program of fallbacks");
         assert_eq!((rules.profile_id, rules.answers.len()), (None, 1), "{text}");
+    }
+}
+
+/// Schedules and caps are the time the device decides itself: a program written at `NOW` answers as the edge hour
+/// by hour over three days (a block that starts, one that ends, a cap whose impressions leave its window, a
+/// second capped block that must not count the first's), and after serving, as the edge after recording.
+#[test]
+fn schedules_and_caps_count_on_the_device_as_at_the_edge() {
+    let at = |hours: i64| format_iso8601(NOW + hours * HOUR);
+    let config = compile_str(&format!(
+        r#"{{"consent": {{"model": "opt-out"}}, "slots": {{"hero": {{"fallback": {{"html": "F"}}, "blocks": [
+          {{"id": "soon", "priority": 9, "start": "{}", "end": "{}", "html": "S"}},
+          {{"id": "once", "priority": 8, "cap": {{"max": 1, "per": "1d"}}, "html": "O"}},
+          {{"id": "twice", "priority": 7, "cap": {{"max": 2, "per": "12h"}}, "html": "T"}},
+          {{"id": "until", "priority": 6, "end": "{}", "html": "U"}}]}}}}}}"#,
+        at(30),
+        at(40),
+        at(50)
+    ))
+    .expect("compiles");
+    let mut profile = Profile::new("p_sched".into(), NOW - DAY);
+    // Shown 23 hours ago (counts until NOW + 1 h) and twice 11 hours ago (until NOW + 1 h).
+    profile.shown.record(&[Impression {
+        block: "once".into(),
+        variant: "default".into(),
+        experiment: None,
+        at: NOW - 23 * HOUR,
+    }]);
+    for k in 0..2 {
+        profile.shown.record(&[Impression {
+            block: "twice".into(),
+            variant: "default".into(),
+            experiment: None,
+            at: NOW - 11 * HOUR + k,
+        }]);
+    }
+    fn permit<'p>(config: &Config, p: &'p Profile) -> Option<Permitted<&'p Profile>> {
+        permit_personalization(&config.consent, p, None, &RequestSignals::default())
+    }
+    let slots = vec!["hero".to_string()];
+    let cx = Context::default();
+    let subject = permit_personalization(&config.consent, &profile, None, &RequestSignals::default());
+    let rules = for_visitor(&config, subject.as_ref(), NOW).expect("runs on a device");
+    assert_eq!(rules.valid_until, None, "nothing here changes by time alone at the edge");
+    // A page open for three days, deciding every hour and serving what it decides; the edge records the same.
+    let mut blocks = Vec::new();
+    let mut served: Vec<(u32, i64)> = Vec::new();
+    for hour in 0..72 {
+        let now = NOW + hour * HOUR;
+        let want = decide(&config, permit(&config, &profile), &cx, &slots, now);
+        let Outcome::Decided(d) = run(&rules.program, &cx, now, &served).expect("reads") else {
+            panic!("stale at {hour} h")
+        };
+        assert_eq!(answer(&rules, &d, &slots), on_device::edge(&want), "at {hour} h");
+        blocks.push(want.slots["hero"].block.clone().unwrap_or_default());
+        profile.shown.record(&want.impressions(now));
+        served.extend(d.caps.iter().flatten().map(|c| (*c, now)));
+        // At once again, on the same page: its own impression counts as the recorded one does.
+        let again = decide(&config, permit(&config, &profile), &cx, &slots, now);
+        let Outcome::Decided(d) = run(&rules.program, &cx, now, &served).expect("reads") else { panic!("stale") };
+        assert_eq!(answer(&rules, &d, &slots), on_device::edge(&again), "again at {hour} h");
+    }
+    // The table really moved through every block.
+    for b in ["soon", "once", "twice", "until", ""] {
+        assert!(blocks.iter().any(|x| x == b), "{b:?} never answered: {blocks:?}");
+    }
+}
+
+/// A program by hand: version 1, written at 0, valid for ever, one segment holding `cond`, no slots.
+fn program_of(cond: &[u8]) -> Vec<u8> {
+    let mut p = vec![1, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 1, 0];
+    p.extend_from_slice(cond);
+    p.push(0);
+    p
+}
+
+/// A program the module cannot read is an error that says where reading stopped, never a panic or an answer:
+/// conditions nested deeper than 64, an unknown tag, a truncation anywhere.
+#[test]
+fn a_program_that_cannot_be_read_says_where() {
+    let cx = Context::default();
+    let nested = |n: usize| {
+        let mut c = vec![4u8; n];
+        c.push(0);
+        c
+    };
+    let segment = |p: &[u8]| match run(p, &cx, 5, &[]) {
+        Ok(Outcome::Decided(d)) => Ok(d.segments),
+        Ok(Outcome::Stale) => panic!("stale"),
+        Err(e) => Err(e.at),
+    };
+    assert_eq!(segment(&program_of(&[0])), Ok(vec![true]));
+    assert_eq!(segment(&program_of(&nested(64))), Ok(vec![true]), "64 levels are read");
+    assert_eq!(segment(&program_of(&nested(63))), Ok(vec![false]));
+    assert!(segment(&program_of(&nested(65))).is_err(), "65 are not");
+    // An unknown tag: reading stopped at its byte (15, after the header and the segment's index).
+    assert_eq!(segment(&program_of(&[99])), Err(15));
+    assert_eq!(segment(&program_of(&[4, 99])), Err(16));
+    let whole = program_of(&[2, 2, 6, 1, 1, b'/', 10, 1, 0]);
+    assert_eq!(segment(&whole), Ok(vec![false]));
+    for cut in 0..whole.len() {
+        assert!(segment(&whole[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Any bytes, or a real program with bytes changed: an answer or an error, never a panic.
+    #[test]
+    fn no_program_makes_the_reader_panic(
+        events in prop::collection::vec(gen(), 1..30),
+        changes in prop::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        cut in any::<usize>(),
+        noise in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let config = config();
+        let Some(p) = profile(&events, &[], false) else { return Ok(()) };
+        let subject = permit_personalization(&config.consent, &p, None, &RequestSignals::default());
+        let mut program = for_visitor(&config, subject.as_ref(), NOW).expect("runs on a device").program;
+        for (at, b) in changes {
+            let n = program.len();
+            program[at % n] = b;
+        }
+        program.truncate(cut % (program.len() + 1));
+        for bytes in [&program, &noise] {
+            let _ = run(bytes, &context(cut as u8), NOW, &[(0, NOW)]);
+        }
     }
 }

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 use edgecdp::core::base::time::{Millis, DAY, HOUR};
+use edgecdp::core::engine::decide::Decision;
 use edgecdp::core::engine::device::DeviceRules;
 use edgecdp::core::engine::program::Decided;
+use edgecdp::core::model::shown::Impression;
 use serde_json::Value;
 
 /// Instants to decide a program at: its first, moments after, just before it (stale), either side of its end.
@@ -18,11 +20,26 @@ pub fn instants(now: Millis, until: Option<Millis>) -> Vec<Millis> {
 }
 
 /// `/v1/decide`'s answer from a program's picks, as js/slots.js builds it (which sends a request with an unknown
-/// slot to the edge instead; here it is answered as the edge does, so that such steps compare too).
-pub fn answer(rules: &DeviceRules, d: &Decided, requested: &[String]) -> Value {
+/// slot to the edge instead; here it is answered as the edge does, so that such steps compare too), with the
+/// impressions it posts (`block`, `variant`, `experiment` of the answers marked `record`), in slot order.
+pub fn answer(rules: &DeviceRules, d: &Decided, requested: &[String]) -> (Value, Vec<Impression>) {
     let segments: Vec<&String> = rules.segments.iter().zip(&d.segments).filter(|(_, h)| **h).map(|(s, _)| s).collect();
     let mut slots = serde_json::Map::new();
     let mut rejected = Vec::new();
+    let mut served = Vec::new();
+    for (k, name) in rules.slots.iter().enumerate() {
+        let a = &rules.answers[d.answers[k] as usize];
+        if a.record && requested.contains(name) {
+            if let (Some(block), Some(variant)) = (&a.block, &a.variant) {
+                served.push(Impression {
+                    block: block.clone(),
+                    variant: variant.clone(),
+                    experiment: a.experiment.clone(),
+                    at: 0,
+                });
+            }
+        }
+    }
     for (index, name) in requested.iter().enumerate() {
         match rules.slots.iter().position(|s| s == name) {
             Some(k) => {
@@ -41,5 +58,12 @@ pub fn answer(rules: &DeviceRules, d: &Decided, requested: &[String]) -> Value {
     if !rejected.is_empty() {
         out["rejected"] = rejected.into();
     }
-    out
+    (out, served)
+}
+
+/// The edge's decision as the device's shell would compare it: the answer, and its impressions without their time.
+pub fn edge(d: &Decision) -> (Value, Vec<Impression>) {
+    let mut served = d.impressions(0);
+    served.iter_mut().for_each(|i| i.at = 0);
+    (d.to_json(), served)
 }

@@ -105,7 +105,8 @@ fn left<'c>(c: &'c Condition, f: &Facts, known: &[Option<bool>]) -> Left<'c> {
             }
             match (rest.len(), stop) {
                 (0, _) => Left::Known(!stop),
-                (1, _) => rest.pop().unwrap_or(Left::Known(!stop)),
+                // One member left: it is the condition (`remove` cannot fail on a list of one).
+                (1, _) => rest.remove(0),
                 (_, false) => Left::All(rest),
                 (_, true) => Left::Any(rest),
             }
@@ -217,9 +218,9 @@ pub fn for_visitor(
                 variant: Some(variant.map_or(CONTROL, |v| v.id.as_str()).to_string()),
                 experiment: block.experiment.as_ref().map(|e| e.id.clone()),
                 html: variant.map_or_else(|| fallback.clone(), |v| v.html.render(Some(p))),
-                record: block.cap.is_some()
-                    || block.experiment.is_some()
-                    || config.pressure.slots.iter().any(|s| s == name),
+                // As `decide` records (a slot the pressure budget counts would be too, but those rules are
+                // `EdgeOnly::Pressure`).
+                record: block.cap.is_some() || block.experiment.is_some(),
             });
             let start = block.start.filter(|s| now < *s);
             let flag = |on: bool, f: u8| if on { f } else { 0 };
