@@ -341,6 +341,10 @@ fn a_program_that_cannot_be_read_says_where() {
     assert_eq!(segment(&program_of(&nested(64))), Ok(vec![true]), "64 levels are read");
     assert_eq!(segment(&program_of(&nested(63))), Ok(vec![false]));
     assert!(segment(&program_of(&nested(65))).is_err(), "65 are not");
+    // The same through `all` (one member each).
+    let all = |n: usize| [[2u8, 1].repeat(n), vec![0]].concat();
+    assert_eq!(segment(&program_of(&all(64))), Ok(vec![true]));
+    assert!(segment(&program_of(&all(65))).is_err());
     // An unknown tag: reading stopped at its byte (15, after the header and the segment's index).
     assert_eq!(segment(&program_of(&[99])), Err(15));
     assert_eq!(segment(&program_of(&[4, 99])), Err(16));

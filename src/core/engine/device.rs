@@ -192,7 +192,7 @@ pub fn for_visitor(
 
     let mut answers = Vec::new();
     w.len(config.slots.len());
-    for (name, slot) in &config.slots {
+    for slot in config.slots.values() {
         let fallback = slot.fallback.render(None);
         w.len(answers.len());
         answers.push(Answer { block: None, variant: None, experiment: None, html: fallback.clone(), record: false });
