@@ -13,6 +13,11 @@ const config = JSON.parse(readFileSync(new URL('../../config/demo.json', import.
 config.slots.hero.blocks.push({ id: 'first-visit', priority: 1, cap: { max: 1, per: '1d' },
   html: '<h2>First visit: 10% off</h2>' });
 
+// And, for one test only (its page carries the campaign), a block for a visitor idle for 4 s: a program written at
+// the first decision holds until then, and a decision after it must fetch the visitor's program again.
+config.slots.hero.blocks.push({ id: 'back', priority: 100,
+  audience: { all: [{ inactiveFor: '4s' }, { utm: { campaign: ['later'] } }] }, html: '<h2>Welcome back</h2>' });
+
 const file = shopForFile({ config });
 
 const open = (t, path = '/static') => openShop(t, file.browser, file.worker, {}, path);
@@ -123,4 +128,19 @@ test('a consenting visitor on a page without slots does not download the decide 
   const sent = paths(requests);
   assert.ok(sent.includes('GET /edgecdp/sdk.js'), 'the SDK did load (otherwise this proves nothing)');
   assert.deepEqual(sent.filter((p) => /slots\.js|decide_bg\.wasm|\/v1\/decide/.test(p)), []);
+});
+
+test('a program past its span is fetched again before the page decides', async (t) => {
+  const shop = await open(t, '/static?utm_campaign=later');
+  const { page, requests } = shop;
+  await page.click('#consent-accept');
+  await decisions(shop, 1);
+  assert.equal((await hero(page)).block, 'first-visit', 'active a moment ago: not back yet');
+  assert.equal(summaries(requests).length, 1);
+  // Idle past the inactivity bound: the program written at the first decision says it no longer holds.
+  await page.waitForTimeout(4500);
+  const again = await page.evaluate(() => window.edgecdp.decide(['hero']));
+  assert.equal(again.slots.hero.block, 'back', JSON.stringify(again));
+  assert.equal(summaries(requests).length, 2, 'the program was fetched again');
+  assert.ok(!paths(requests).includes('POST /v1/decide'), 'the device decided, not the edge');
 });
