@@ -18,8 +18,8 @@ use crate::edge::objects::profile_client::ask;
 use crate::edge::{kv, outlets};
 use std::cell::Cell;
 use std::rc::Rc;
-use worker::js_sys::{Map, Object, Reflect, Uint8Array};
-use worker::wasm_bindgen::JsValue;
+use worker::js_sys::{Function, Reflect, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{durable_object, DurableObject, Env, Request as HttpRequest, Response, Result, State, Storage};
 
 #[durable_object]
@@ -49,7 +49,7 @@ impl DurableObject for ProfileObject {
                     Ok(r) => r,
                     Err(e) => return Ok(Reply::refused("invalid_request", &e.to_string())),
                 };
-                let mut writer = Writer::new(load(&storage).await?);
+                let mut writer = Writer::new(load(&SyncKv::of(&storage)?)?);
                 let action = match request {
                     Request::Apply(request) => {
                         let handed = handovers(&env, &mut writer, &request).await?;
@@ -71,7 +71,7 @@ impl DurableObject for ProfileObject {
         let set = self.alarm.clone();
         self.state
             .block_concurrency_while(async move {
-                let mut writer = Writer::new(load(&storage).await?);
+                let mut writer = Writer::new(load(&SyncKv::of(&storage)?)?);
                 run(&storage, &env, &mut writer, Action::Alarm, None, &set).await
             })
             .await?;
@@ -87,12 +87,52 @@ fn failure(e: CodecError) -> worker::Error {
     worker::Error::RustError(e.to_string())
 }
 
-/// Everything the object stores, in one read.
-async fn load(storage: &Storage) -> Result<Stored> {
-    let names: Vec<&str> = Key::ALL.iter().map(|k| k.name()).collect();
-    let map: Map = storage.get_multiple(names).await?;
+/// The object's synchronous key-value storage (`ctx.storage.kv`, which SQLite-backed objects have): the same keys
+/// the asynchronous API reads and writes (both keep them in the object's hidden `__cf_kv` table), each call answered
+/// at once instead of through a promise and the futures bridge around it. Writes with no `await` between them are
+/// committed together, and the runtime holds the answer until they are durable (its output gate), as it does for
+/// the asynchronous `put`.
+struct SyncKv {
+    kv: JsValue,
+    get: Function,
+    put: Function,
+    delete: Function,
+}
+
+impl SyncKv {
+    fn of(storage: &Storage) -> Result<SyncKv> {
+        let kv = Reflect::get(storage.as_raw(), &JsValue::from_str("kv"))?;
+        let method = |name: &str| -> Result<Function> {
+            Reflect::get(&kv, &JsValue::from_str(name))?
+                .dyn_into::<Function>()
+                .map_err(|_| worker::Error::RustError(format!("ctx.storage.kv.{name} is not a function")))
+        };
+        Ok(SyncKv { get: method("get")?, put: method("put")?, delete: method("delete")?, kv })
+    }
+
+    fn get(&self, key: &str) -> Result<JsValue> {
+        Ok(self.get.call1(&self.kv, &JsValue::from_str(key))?)
+    }
+
+    fn put(&self, key: &str, value: &JsValue) -> Result<()> {
+        self.put.call2(&self.kv, &JsValue::from_str(key), value)?;
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.delete.call1(&self.kv, &JsValue::from_str(key))?;
+        Ok(())
+    }
+}
+
+/// Everything the object stores.
+fn load(kv: &SyncKv) -> Result<Stored> {
+    let mut read = Vec::with_capacity(Key::ALL.len());
+    for key in Key::ALL {
+        read.push((key.name(), kv.get(key.name())?));
+    }
     Ok(Stored::load(|key| {
-        let v = map.get(&JsValue::from_str(key.name()));
+        let v = read.iter().find(|(name, _)| *name == key.name()).map(|(_, v)| v)?;
         if v.is_undefined() {
             None
         } else if let Some(n) = v.as_f64() {
@@ -100,7 +140,7 @@ async fn load(storage: &Storage) -> Result<Stored> {
         } else if let Some(t) = v.as_string() {
             Some(Value::Text(t))
         } else {
-            Some(Value::Bytes(Uint8Array::new(&v).to_vec()))
+            Some(Value::Bytes(Uint8Array::new(v).to_vec()))
         }
     }))
 }
@@ -140,30 +180,12 @@ async fn run(
         std::rc::Rc::new(crate::core::rules::Config::default())
     };
     let Effects { effects, reply, alarm } = writer.handle(action, &config, now()).map_err(failure)?;
-    // Storage puts in a row go in one `put` of several keys (one crossing into the runtime, one atomic write),
-    // in order with the effects around them; a stamp still takes its time after the effect before it.
-    let mut puts: Option<Object> = None;
+    let kv = SyncKv::of(storage)?;
     for effect in effects {
-        let put = match effect {
-            Effect::Put(key, value) => Some((key, stored_value(value))),
-            Effect::Stamp(key) => Some((key, JsValue::from(now() as f64))),
-            other => {
-                if matches!(other, Effect::DeleteAll) {
-                    set.set(None);
-                }
-                if let Some(values) = puts.take() {
-                    storage.put_multiple_raw(values).await?;
-                }
-                carry_out(storage, env, other).await?;
-                None
-            }
-        };
-        if let Some((key, value)) = put {
-            Reflect::set(puts.get_or_insert_with(Object::new), &JsValue::from_str(key.name()), &value)?;
+        if matches!(effect, Effect::DeleteAll) {
+            set.set(None);
         }
-    }
-    if let Some(values) = puts.take() {
-        storage.put_multiple_raw(values).await?;
+        carry_out(storage, &kv, env, effect).await?;
     }
     match alarm {
         Some(wake) if set.get() == Some(wake) => {}
@@ -189,14 +211,12 @@ fn stored_value(value: Value) -> JsValue {
     }
 }
 
-async fn carry_out(storage: &Storage, env: &Env, effect: Effect) -> Result<()> {
+async fn carry_out(storage: &Storage, sync: &SyncKv, env: &Env, effect: Effect) -> Result<()> {
     let store = || env.kv(kv::KV_BINDING);
     match effect {
-        Effect::Put(key, value) => storage.put_raw(key.name(), stored_value(value)).await?,
-        Effect::Stamp(key) => storage.put_raw(key.name(), JsValue::from(now() as f64)).await?,
-        Effect::Delete(key) => {
-            storage.delete(key.name()).await?;
-        }
+        Effect::Put(key, value) => sync.put(key.name(), &stored_value(value))?,
+        Effect::Stamp(key) => sync.put(key.name(), &JsValue::from(now() as f64))?,
+        Effect::Delete(key) => sync.delete(key.name())?,
         Effect::DeleteAll => {
             storage.delete_alarm().await?;
             storage.delete_all().await?;
