@@ -535,7 +535,9 @@ export async function start(stub) {
     };
     // No userId: a browser decides for its own visitor (the cookie, or its anonymous id), which reaches the
     // known profile once a token proved the link; naming a user id needs a server credential.
-    const answer = onDevice ? await (await import(SLOTS_URL)).decide(req) : await decideAtEdge(req);
+    let answer = onDevice ? await (await import(SLOTS_URL)).decide(req) : null;
+    // The device module answers `'edge'` for what only the edge can decide (js/slots.js): asked here, as any page.
+    if (!onDevice || answer === 'edge') answer = await decideAtEdge(req);
     const filled = (answer && answer.slots) || {};
     for (const name of names) {
       const slot = filled[name];

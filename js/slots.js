@@ -8,7 +8,8 @@
 // page once their profile is evaluated) and the answers it picks from. The module decides; this shell turns its
 // picks into `/v1/decide`'s answer and posts what caps and experiments count to `POST /v1/impressions`.
 //
-// What the program cannot answer goes to the edge (`POST /v1/decide`), which answers it as it would any page:
+// What the program cannot answer `decide` leaves to the edge (it answers `EDGE`, and the SDK posts the request to
+// `POST /v1/decide`, which answers it as it would any page):
 // a request this shell does not read exactly as the edge does (consent in the context, an unknown slot, a value
 // of the wrong type, which the edge then names), and rules that read what only the edge knows (`summary.program`
 // null). A program past its span is fetched again.
@@ -16,7 +17,6 @@
 import init, { Engine } from './decide.js';
 
 const SUMMARY_URL = '/v1/decide/summary';
-const DECIDE_URL = '/v1/decide';
 const IMPRESSIONS_URL = '/v1/impressions';
 const encoder = new TextEncoder();
 /** `decideOn`'s answers other than a decision. */
@@ -85,7 +85,8 @@ function base64(text) {
 
 /**
  * Decides `request` (the body `POST /v1/decide` would get: ids, `slots`, `context`) on the device and answers
- * what `/v1/decide` would. The decision's impressions go to the edge without delaying the answer.
+ * what `/v1/decide` would, or `EDGE` when only the edge can (the caller then asks it). The decision's impressions
+ * go to the edge without delaying the answer.
  */
 export async function decide(request) {
   // The device's own User-Agent and offset from UTC, as the edge would read them from the request.
@@ -98,7 +99,8 @@ export async function decide(request) {
     on = await load(request, true);
     got = decideOn(on, request, now());
   }
-  if (got === STALE || got === EDGE) return atEdge(request);
+  // The SDK asks the edge itself (`decideAtEdge`), as it does for pages that decide there.
+  if (got === STALE || got === EDGE) return EDGE;
   if (got.impressions.length) record(request, got.impressions);
   return got.answer;
 }
@@ -180,21 +182,6 @@ function page(request) {
     }
   }
   return out;
-}
-
-async function atEdge(request) {
-  const res = await fetch(DECIDE_URL, {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  const answer = await res.json().catch(() => null);
-  if (!res.ok) {
-    const err = (answer && answer.error) || {};
-    throw Object.assign(new Error(`edgecdp: decide failed with ${res.status}`), { status: res.status }, err);
-  }
-  return answer;
 }
 
 function record(visitor, impressions) {

@@ -9,7 +9,8 @@
 // loading the program (`ready`), the first decision (`decideOn`, the page's answer object), and further ones
 // (`calls` per round; the median round's mean, since timers in a page are coarse).
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
-import { startWorker, GRANT } from '../tests/support/worker.mjs';
+import { startWorker } from '../tests/support/worker.mjs';
+import { sendViews } from './history.mjs';
 import { launchChromium } from '../tests/browser/shop.mjs';
 import { arg } from './args.mjs';
 
@@ -21,14 +22,7 @@ const w = await startWorker();
 const browser = await launchChromium();
 try {
   const visitor = 'bench-device';
-  for (let sent = 0; sent < EVENTS; sent += 20) {
-    const batch = Array.from({ length: Math.min(20, EVENTS - sent) }, (_, j) => ({
-      type: 'track', event: 'Product Viewed', anonymousId: visitor, messageId: `bd-${sent + j}`,
-      properties: { category: ['bags', 'shoes', 'hats'][(sent + j) % 3], product_id: `sku-${j}` }, context: GRANT,
-    }));
-    const r = await fetch(`${w.url}/v1/batch`, { method: 'POST', body: JSON.stringify({ writeKey: 'demo', batch }) });
-    if (r.status !== 200) throw new Error(`batch answered ${r.status}`);
-  }
+  await sendViews(w, visitor, EVENTS);
   const page = await (await browser.newContext()).newPage();
   await page.goto(`${w.url}/about`);
   const got = await page.evaluate(async ({ visitor, rounds, calls }) => {

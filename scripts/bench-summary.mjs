@@ -5,7 +5,8 @@
 //
 // It starts its own Worker (tests/support/worker.mjs, fresh local storage). The CPU is the process tree's
 // (wrangler and workerd), from /proc, per request. Only 127.0.0.1 is contacted. A build must exist
-import { startWorker, GRANT } from '../tests/support/worker.mjs';
+import { startWorker } from '../tests/support/worker.mjs';
+import { sendViews } from './history.mjs';
 import { treeCpuMs } from './cpu.mjs';
 import { arg } from './args.mjs';
 
@@ -16,14 +17,7 @@ const WARMUP = arg('warmup', 30);
 const w = await startWorker();
 try {
   const visitor = 'bench-summary';
-  for (let sent = 0; sent < EVENTS; sent += 20) {
-    const batch = Array.from({ length: Math.min(20, EVENTS - sent) }, (_, j) => ({
-      type: 'track', event: 'Product Viewed', anonymousId: visitor, messageId: `bs-${sent + j}`,
-      properties: { category: ['bags', 'shoes', 'hats'][(sent + j) % 3], product_id: `sku-${j}` }, context: GRANT,
-    }));
-    const r = await fetch(`${w.url}/v1/batch`, { method: 'POST', body: JSON.stringify({ writeKey: 'demo', batch }) });
-    if (r.status !== 200) throw new Error(`batch answered ${r.status}`);
-  }
+  await sendViews(w, visitor, EVENTS);
   // Past the object's 2 s window, so that the summary reads the KV snapshot as a page's would.
   await new Promise((r) => setTimeout(r, 2500));
   const url = `${w.url}/v1/decide/summary?anonymousId=${visitor}&personalization=true`;

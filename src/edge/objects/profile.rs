@@ -49,7 +49,8 @@ impl DurableObject for ProfileObject {
                     Ok(r) => r,
                     Err(e) => return Ok(Reply::refused("invalid_request", &e.to_string())),
                 };
-                let mut writer = Writer::new(load(&SyncKv::of(&storage)?)?);
+                let kv = SyncKv::of(&storage)?;
+                let mut writer = Writer::new(load(&kv)?);
                 let action = match request {
                     Request::Apply(request) => {
                         let handed = handovers(&env, &mut writer, &request).await?;
@@ -57,7 +58,7 @@ impl DurableObject for ProfileObject {
                     }
                     other => Action::Request(other),
                 };
-                run(&storage, &env, &mut writer, action, seen, &set).await
+                run(&storage, &kv, &env, &mut writer, action, seen, &set).await
             })
             .await?;
         Response::from_bytes(encode_reply(&reply))
@@ -71,8 +72,9 @@ impl DurableObject for ProfileObject {
         let set = self.alarm.clone();
         self.state
             .block_concurrency_while(async move {
-                let mut writer = Writer::new(load(&SyncKv::of(&storage)?)?);
-                run(&storage, &env, &mut writer, Action::Alarm, None, &set).await
+                let kv = SyncKv::of(&storage)?;
+                let mut writer = Writer::new(load(&kv)?);
+                run(&storage, &kv, &env, &mut writer, Action::Alarm, None, &set).await
             })
             .await?;
         Response::ok("")
@@ -167,6 +169,7 @@ async fn handovers(
 /// Lets the writer decide, carries out what it decided in order, and sets the alarm.
 async fn run(
     storage: &Storage,
+    kv: &SyncKv,
     env: &Env,
     writer: &mut Writer,
     action: Action,
@@ -180,12 +183,11 @@ async fn run(
         std::rc::Rc::new(crate::core::rules::Config::default())
     };
     let Effects { effects, reply, alarm } = writer.handle(action, &config, now()).map_err(failure)?;
-    let kv = SyncKv::of(storage)?;
     for effect in effects {
         if matches!(effect, Effect::DeleteAll) {
             set.set(None);
         }
-        carry_out(storage, &kv, env, effect).await?;
+        carry_out(storage, kv, env, effect).await?;
     }
     match alarm {
         Some(wake) if set.get() == Some(wake) => {}
