@@ -37,6 +37,7 @@ use crate::edge::routes::docs;
 use crate::edge::routes::experiments::experiment_stats;
 use crate::edge::routes::imports as import_routes;
 use crate::edge::routes::profiles::{profile_delete, profile_get, profile_preview, profile_split};
+use futures_util::FutureExt;
 use serde_json::json;
 use worker::{event, Context, Env, Method, Request, Response};
 
@@ -60,13 +61,13 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 #[event(queue)]
 async fn queue(batch: worker::MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
     if batch.queue() == deliveries::QUEUE_NAME {
-        deliveries::consume(batch, env).await
+        deliveries::consume(batch, env).boxed_local().await
     } else if batch.queue() == imports::QUEUE_NAME {
-        imports::consume(batch, env).await
+        imports::consume(batch, env).boxed_local().await
     } else if batch.queue() == export::QUEUE_NAME {
-        export::consume(batch, env).await
+        export::consume(batch, env).boxed_local().await
     } else {
-        audiences::consume(batch, env).await
+        audiences::consume(batch, env).boxed_local().await
     }
 }
 
@@ -270,7 +271,7 @@ async fn route(req: Request, env: &Env) -> ApiResult {
                 Some(why) => {
                     Err(ApiError::BadRequest { code: "invalid_path", message: why.into(), path: "path".into() })
                 }
-                None => delivery::proxy(req, env, &config, d).await,
+                None => delivery::proxy(req, env, &config, d).boxed_local().await,
             },
             _ => Err(ApiError::NotFound { code: "not_found", message: format!("no route for {path}") }),
         };
@@ -280,59 +281,68 @@ async fn route(req: Request, env: &Env) -> ApiResult {
     if !matches!(raw.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") {
         return Err(ApiError::MethodNotAllowed(resource.methods()));
     }
+    // Each route's future is boxed: awaited in place, every route's state machine was inlined into one function
+    // (168 KB of Wasm), which V8 compiled whole on a new isolate's first request, whichever route it asked for.
+    // Boxed, each route is its own function, compiled when first called (BENCHMARKS.md, "Cold start").
     match (req.method(), resource) {
         (Method::Get, Resource::Healthz) => {
             Ok(json_response(200, &json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))?)
         }
         (Method::Options, r) if !matches!(r, Resource::Healthz) => {
-            let (_, config) = kv::config(env).await?;
+            let (_, config) = kv::config(env).boxed_local().await?;
             http::preflight(&req, &config, r.for_pages(), r.methods())
         }
-        (Method::Post, Resource::Collect(call)) => collect(req, env, call, None).await,
+        (Method::Post, Resource::Collect(call)) => collect(req, env, call, None).boxed_local().await,
         (Method::Post, Resource::Beacon) => {
             // A beacon carries no headers of its own: its write key comes in the query.
             let key = query_param(&req, "writeKey")?;
-            collect(req, env, None, key).await
+            collect(req, env, None, key).boxed_local().await
         }
-        (Method::Get, Resource::RudderStackConfig) => rudderstack_source_config(req, env).await,
-        (Method::Post, Resource::Decide) => decide_post(req, env).await,
-        (Method::Get, Resource::Decide) => decide_get(req, env).await,
-        (Method::Get, Resource::DecideSummary) => decide_summary(req, env).await,
-        (Method::Post, Resource::Impressions) => impressions_post(req, env).await,
-        (Method::Post, Resource::DemoToken) => demo_identity_token(req, env).await,
-        (Method::Get, Resource::Profile(key)) => profile_get(req, env, key, false).await,
-        (Method::Get, Resource::ProfileExport(key)) => profile_get(req, env, key, true).await,
-        (Method::Delete, Resource::Profile(key)) => profile_delete(req, env, key).await,
-        (Method::Post, Resource::ProfileSplit(key)) => profile_split(req, env, key).await,
-        (Method::Post, Resource::ProfilePreview(key)) => profile_preview(req, env, key).await,
-        (Method::Post, Resource::Session) => crate::edge::auth::sign_in(req, env).await,
-        (Method::Get, Resource::Session) => crate::edge::auth::session_get(req, env).await,
-        (Method::Delete, Resource::Session) => crate::edge::auth::sign_out(req, env).await,
-        (Method::Get, Resource::Console) => console::console(&req, env).await,
-        (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).await,
-        (Method::Get, Resource::Audiences) => audiences_list(req, env).await,
-        (Method::Get, Resource::AudienceMembers(id)) => audience_members(req, env, id).await,
-        (Method::Get, Resource::AudienceExport(id)) => audience_export(req, env, id).await,
-        (Method::Get, Resource::AudienceHistory(id)) => audience_history(req, env, id).await,
-        (Method::Get, Resource::Destinations) => destinations_stats(req, env).await,
-        (Method::Post, Resource::Imports) => import_routes::imports_post(req, env).await,
-        (Method::Get, Resource::Imports) => import_routes::imports_list(req, env).await,
-        (Method::Get, Resource::Import(id)) => import_routes::import_get(req, env, id).await,
-        (Method::Get, Resource::ImportRejects(id)) => import_routes::import_rejects(req, env, id).await,
-        (Method::Post, Resource::ImportCancel(id)) => import_routes::import_cancel(req, env, id).await,
-        (Method::Get, Resource::Journeys) => crate::edge::routes::journeys::journeys_stats(req, env).await,
-        (Method::Get, Resource::Export) => crate::edge::routes::export::export_summary(req, env).await,
-        (Method::Get, Resource::ExportFile) => crate::edge::routes::export::export_file(req, env).await,
-        (Method::Get, Resource::Predictions) => crate::edge::routes::predictions::predictions_list(req, env).await,
-        (Method::Post, Resource::PredictionsFit) => crate::edge::routes::predictions::predictions_fit(req, env).await,
-        (Method::Get, Resource::Config) => config_get(req, env).await,
-        (Method::Put, Resource::Config) => config_put(req, env).await,
-        (Method::Post, Resource::ConfigValidate) => config_validate(req, env).await,
-        (Method::Get, Resource::ConfigVersions) => config_versions(req, env).await,
-        (Method::Get, Resource::ConfigVersion(n)) => config_version(req, env, n).await,
-        (Method::Get, Resource::ConfigSchema) => docs::config_schema(env).await,
-        (Method::Get, Resource::OpenApi) => docs::openapi(env).await,
-        (Method::Get, Resource::SegmentSettings(key)) => segment_settings(req, env, key).await,
+        (Method::Get, Resource::RudderStackConfig) => rudderstack_source_config(req, env).boxed_local().await,
+        (Method::Post, Resource::Decide) => decide_post(req, env).boxed_local().await,
+        (Method::Get, Resource::Decide) => decide_get(req, env).boxed_local().await,
+        (Method::Get, Resource::DecideSummary) => decide_summary(req, env).boxed_local().await,
+        (Method::Post, Resource::Impressions) => impressions_post(req, env).boxed_local().await,
+        (Method::Post, Resource::DemoToken) => demo_identity_token(req, env).boxed_local().await,
+        (Method::Get, Resource::Profile(key)) => profile_get(req, env, key, false).boxed_local().await,
+        (Method::Get, Resource::ProfileExport(key)) => profile_get(req, env, key, true).boxed_local().await,
+        (Method::Delete, Resource::Profile(key)) => profile_delete(req, env, key).boxed_local().await,
+        (Method::Post, Resource::ProfileSplit(key)) => profile_split(req, env, key).boxed_local().await,
+        (Method::Post, Resource::ProfilePreview(key)) => profile_preview(req, env, key).boxed_local().await,
+        (Method::Post, Resource::Session) => crate::edge::auth::sign_in(req, env).boxed_local().await,
+        (Method::Get, Resource::Session) => crate::edge::auth::session_get(req, env).boxed_local().await,
+        (Method::Delete, Resource::Session) => crate::edge::auth::sign_out(req, env).boxed_local().await,
+        (Method::Get, Resource::Console) => console::console(&req, env).boxed_local().await,
+        (Method::Get, Resource::Experiment(id)) => experiment_stats(req, env, id).boxed_local().await,
+        (Method::Get, Resource::Audiences) => audiences_list(req, env).boxed_local().await,
+        (Method::Get, Resource::AudienceMembers(id)) => audience_members(req, env, id).boxed_local().await,
+        (Method::Get, Resource::AudienceExport(id)) => audience_export(req, env, id).boxed_local().await,
+        (Method::Get, Resource::AudienceHistory(id)) => audience_history(req, env, id).boxed_local().await,
+        (Method::Get, Resource::Destinations) => destinations_stats(req, env).boxed_local().await,
+        (Method::Post, Resource::Imports) => import_routes::imports_post(req, env).boxed_local().await,
+        (Method::Get, Resource::Imports) => import_routes::imports_list(req, env).boxed_local().await,
+        (Method::Get, Resource::Import(id)) => import_routes::import_get(req, env, id).boxed_local().await,
+        (Method::Get, Resource::ImportRejects(id)) => import_routes::import_rejects(req, env, id).boxed_local().await,
+        (Method::Post, Resource::ImportCancel(id)) => import_routes::import_cancel(req, env, id).boxed_local().await,
+        (Method::Get, Resource::Journeys) => {
+            crate::edge::routes::journeys::journeys_stats(req, env).boxed_local().await
+        }
+        (Method::Get, Resource::Export) => crate::edge::routes::export::export_summary(req, env).boxed_local().await,
+        (Method::Get, Resource::ExportFile) => crate::edge::routes::export::export_file(req, env).boxed_local().await,
+        (Method::Get, Resource::Predictions) => {
+            crate::edge::routes::predictions::predictions_list(req, env).boxed_local().await
+        }
+        (Method::Post, Resource::PredictionsFit) => {
+            crate::edge::routes::predictions::predictions_fit(req, env).boxed_local().await
+        }
+        (Method::Get, Resource::Config) => config_get(req, env).boxed_local().await,
+        (Method::Put, Resource::Config) => config_put(req, env).boxed_local().await,
+        (Method::Post, Resource::ConfigValidate) => config_validate(req, env).boxed_local().await,
+        (Method::Get, Resource::ConfigVersions) => config_versions(req, env).boxed_local().await,
+        (Method::Get, Resource::ConfigVersion(n)) => config_version(req, env, n).boxed_local().await,
+        (Method::Get, Resource::ConfigSchema) => docs::config_schema(env).boxed_local().await,
+        (Method::Get, Resource::OpenApi) => docs::openapi(env).boxed_local().await,
+        (Method::Get, Resource::SegmentSettings(key)) => segment_settings(req, env, key).boxed_local().await,
         _ => Err(ApiError::MethodNotAllowed(resource.methods())),
     }
 }

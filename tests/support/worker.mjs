@@ -116,8 +116,10 @@ async function startWorkerOnce(options) {
     rmSync(state, { recursive: true, force: true });
     throw e;
   }
+  // `logLevel: 'info'` (scripts/bench-cold.mjs) makes wrangler say when the Worker is loaded ("Ready on").
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
-    '--inspector-port', String(inspectorPort), '--log-level', 'warn', '--show-interactive-dev-session=false',
+    '--inspector-port', String(inspectorPort), '--log-level', options.logLevel || 'warn',
+    '--show-interactive-dev-session=false',
     // Offline, wrangler dev fakes request.cf with country US; tests choose the country with a header instead.
     '--var', 'EDGECDP_COUNTRY_SOURCE:header',
     // The cron (import chunks whose message was lost) runs when a test asks /__scheduled.
@@ -136,8 +138,10 @@ async function startWorkerOnce(options) {
     return c;
   };
   const logs = [];
+  let readyLines = 0;
   const keep = (d) => {
     logs.push(d.toString());
+    if (d.toString().includes('Ready on')) readyLines++;
     if (logs.length > 200) logs.shift();
     options.onLog?.(d.toString());
   };
@@ -186,7 +190,22 @@ async function startWorkerOnce(options) {
     child = launch();
     await waitForHealth(url, child, logs, 60_000);
   };
-  return { url, adminToken, identitySecret, cookieSecret, serverKey, stop, restart, logs, state, secretsFile,
+  // The same, but returning as soon as wrangler says the Worker is loaded, before any request reaches it
+  // (`logLevel: 'info'` only): what the first request after a start costs is then the caller's to measure.
+  const restartUnprobed = async () => {
+    if (options.logLevel !== 'info') throw new Error('restartUnprobed needs logLevel: info');
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    await new Promise((r) => { if (child.exitCode !== null) r(); else child.once('exit', r); });
+    const seen = readyLines;
+    child = launch();
+    const deadline = Date.now() + 60_000;
+    while (readyLines === seen) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`wrangler dev did not restart:\n${logs.join('')}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return child.pid;
+  };
+  return { url, adminToken, identitySecret, cookieSecret, serverKey, stop, restart, restartUnprobed, logs, state, secretsFile,
     pid: child.pid, inspectorPort };
 }
 
