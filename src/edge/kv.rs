@@ -1,7 +1,8 @@
 //! Workers KV access: the configuration in force (compiled once per version and cached in the isolate), the
 //! identity index and the profile snapshots that reads and decisions use.
 //!
-//! Keys: `config:current` (version number), `config:v<N>` (configuration JSON), `idx:<type>:<value>` (profile id;
+//! Keys: `config:current` (version number), `config:v<N>` (configuration JSON), `config:latest` (the latest
+//! version's number and JSON, for a new isolate's first read), `idx:<type>:<value>` (profile id;
 //! `idh:<type>:<sha256 of value>` when the value is too long for a KV key: `Identity::index_key`), `profile:<id>`
 //! (the profile's snapshot, `store::encode_snapshot`: written by its object at most once a second),
 //! `predictions:model` (the fitted model in force, `edge::predictions`).
@@ -11,7 +12,7 @@ use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::predictions::{model_from_json, Model as PredictionModel};
 use crate::core::rules::{compile_str, Config};
-use crate::core::store::decode_snapshot;
+use crate::core::store::{decode_snapshot, encode_latest_config, latest_config_text};
 use crate::edge::error::ApiError;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,6 +23,12 @@ pub const KV_BINDING: &str = "EDGECDP";
 
 /// The key of the configuration version in force.
 const CURRENT_KEY: &str = "config:current";
+
+/// The key of the latest version's number and text (`store::encode_latest_config`): what a new isolate reads
+/// beside `config:current`.
+/// Written after `config:current`, so that a reader may find it older than the version in force (then it reads
+/// `config:v<N>`), never newer than a version it could not find.
+const LATEST_KEY: &str = "config:latest";
 
 /// The key of configuration version `version`'s text.
 fn config_key(version: u64) -> String {
@@ -52,7 +59,14 @@ pub async fn current_version(kv: &KvStore) -> Result<u64, ApiError> {
 /// The configuration in force and its version (0 when none was ever stored: the documented defaults).
 pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     let kv = store(env)?;
-    let version = current_version(&kv).await?;
+    // A new isolate reads the version in force and the latest text at once (one round trip to KV instead of two
+    // in a row on its first request); the text is used when it is that version's.
+    let (version, latest) = if CONFIG_CACHE.with(|c| c.borrow().is_none()) {
+        let (version, latest) = futures_util::future::join(current_version(&kv), kv.get(LATEST_KEY).text()).await;
+        (version?, latest.ok().flatten())
+    } else {
+        (current_version(&kv).await?, None)
+    };
     if let Some(hit) = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone()))
     {
         return Ok((version, with_fitted(env, version, hit).await));
@@ -60,11 +74,14 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     let compiled = if version == 0 {
         Config::default()
     } else {
-        let text = kv
-            .get(&config_key(version))
-            .text()
-            .await?
-            .ok_or_else(|| ApiError::Unavailable(format!("configuration version {version} is missing")))?;
+        let text = match latest.as_deref().and_then(|l| latest_config_text(l, version)) {
+            Some(text) => text.to_string(),
+            None => kv
+                .get(&config_key(version))
+                .text()
+                .await?
+                .ok_or_else(|| ApiError::Unavailable(format!("configuration version {version} is missing")))?,
+        };
         // A stored configuration was valid when it was stored; if a newer build rejects it, refuse service
         // loudly rather than run with an empty configuration.
         compile_str(&text).map_err(|errors| {
@@ -74,21 +91,26 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
             ))
         })?
     };
-    // Settings that weaken the trust rules are allowed only explicitly, and said out loud at every load.
+    // Settings that weaken the trust rules are allowed only explicitly, and said out loud at every load (in one
+    // line per setting, written at once: each call to the console costs a new isolate's first request about 2 ms).
+    let mut warnings = Vec::new();
     for id in compiled.unproven_sources() {
-        worker::console_warn!(
+        warnings.push(format!(
             "configuration v{version}: browser source {id:?} has identityProof \"off\": any page can claim any user id and read that user's personalization"
-        );
+        ));
     }
     for id in compiled.believed_contact_sources() {
-        worker::console_warn!(
+        warnings.push(format!(
             "configuration v{version}: browser source {id:?} has contactProof \"off\": any page can make journeys send to any address"
-        );
+        ));
     }
     if compiled.demo_sign_in {
-        worker::console_warn!(
+        warnings.push(format!(
             "configuration v{version}: demo.signIn is on: POST /v1/demo/identity-token signs any user id for anyone; never use it for real visitors"
-        );
+        ));
+    }
+    if !warnings.is_empty() {
+        worker::console_warn!("{}", warnings.join("\n"));
     }
     let compiled = Rc::new(compiled);
     CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, compiled.clone())));
@@ -181,6 +203,8 @@ pub async fn store_version(env: &Env, version: u64, text: &str) -> worker::Resul
     let saved = serde_json::json!({"savedAt": crate::edge::clock::now()});
     put_text(&kv, &config_key(version), text)?.metadata(saved)?.execute().await?;
     put_text(&kv, CURRENT_KEY, &version.to_string())?.execute().await?;
+    note_write(env, LATEST_KEY);
+    put_text(&kv, LATEST_KEY, &encode_latest_config(version, text))?.execute().await?;
     Ok(())
 }
 

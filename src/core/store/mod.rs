@@ -368,6 +368,19 @@ pub fn decode_outcomes(bytes: &[u8]) -> Result<Vec<Outcome>, CodecError> {
     decode(OUTCOMES_V1, bytes)
 }
 
+/// `config:latest`'s value (`edge::kv`): the latest configuration version's number and text, which a new isolate
+/// reads beside `config:current` in one round trip.
+pub fn encode_latest_config(version: u64, text: &str) -> String {
+    format!("{version}\n{text}")
+}
+
+/// The text in a `config:latest` value when it is version `version`'s; `None` for another version (the key is
+/// written after `config:current`, so it may lag) or a value that is not one.
+pub fn latest_config_text(latest: &str, version: u64) -> Option<&str> {
+    let (v, text) = latest.split_once('\n')?;
+    (v.parse() == Ok(version)).then_some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,5 +582,22 @@ mod tests {
         assert_eq!(bytes[0], OUTCOMES_V1);
         assert_eq!(decode_outcomes(&bytes), Ok(vec![o]));
         assert!(decode_outcomes(&[9, 0]).is_err());
+    }
+
+    /// A new isolate takes `config:latest`'s text only for the version `config:current` names.
+    #[test]
+    fn the_latest_text_serves_only_its_own_version() {
+        let stored = encode_latest_config(7, "{\"a\":\n1}");
+        let rows: [(&str, u64, Option<&str>); 6] = [
+            (&stored, 7, Some("{\"a\":\n1}")),
+            (&stored, 8, None),
+            (&stored, 6, None),
+            ("7", 7, None),
+            ("x\n{}", 7, None),
+            ("07\n{}", 7, Some("{}")),
+        ];
+        for (latest, version, want) in rows {
+            assert_eq!(latest_config_text(latest, version), want, "{latest:?} for v{version}");
+        }
     }
 }
