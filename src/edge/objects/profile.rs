@@ -16,6 +16,7 @@ use crate::core::writer::state::{Key, Stored, Value};
 use crate::core::writer::Writer;
 use crate::edge::objects::profile_client::ask;
 use crate::edge::{kv, outlets};
+use futures_util::FutureExt;
 use std::cell::Cell;
 use std::rc::Rc;
 use worker::js_sys::{Function, Reflect, Uint8Array};
@@ -53,7 +54,7 @@ impl DurableObject for ProfileObject {
                 let mut writer = Writer::new(load(&kv)?);
                 let action = match request {
                     Request::Apply(request) => {
-                        let handed = handovers(&env, &mut writer, &request).await?;
+                        let handed = handovers(&env, &mut writer, &request).boxed_local().await?;
                         Action::Apply { request, handed }
                     }
                     other => Action::Request(other),
@@ -213,6 +214,8 @@ fn stored_value(value: Value) -> JsValue {
     }
 }
 
+/// Storage calls are awaited in place; every other effect's future is boxed, so that its code is a function of its
+/// own, compiled by V8 when an object first carries one out rather than with the first batch (see `edge::route`).
 async fn carry_out(storage: &Storage, sync: &SyncKv, env: &Env, effect: Effect) -> Result<()> {
     let store = || env.kv(kv::KV_BINDING);
     match effect {
@@ -220,8 +223,12 @@ async fn carry_out(storage: &Storage, sync: &SyncKv, env: &Env, effect: Effect) 
         Effect::Stamp(key) => sync.put(key.name(), &JsValue::from(now() as f64))?,
         Effect::Delete(key) => sync.delete(key.name())?,
         Effect::DeleteAll => {
-            storage.delete_alarm().await?;
-            storage.delete_all().await?;
+            async {
+                storage.delete_alarm().await?;
+                storage.delete_all().await
+            }
+            .boxed_local()
+            .await?;
         }
         Effect::WaitUntil(at) => {
             let wait = at - now();
@@ -254,29 +261,36 @@ async fn carry_out(storage: &Storage, sync: &SyncKv, env: &Env, effect: Effect) 
             }
         }
         Effect::KvUnindex { identity, leads_to } => {
-            let store = store()?;
-            let key = identity.index_key();
-            if store.get(&key).text().await?.is_some_and(|p| leads_to.contains(&p)) {
-                kv::note_write(env, &identity.erased_key());
-                kv::mark_erased(&store, &identity).await?;
-                kv::note_write(env, &key);
-                store.delete(&key).await?;
+            async {
+                let store = store()?;
+                let key = identity.index_key();
+                if store.get(&key).text().await?.is_some_and(|p| leads_to.contains(&p)) {
+                    kv::note_write(env, &identity.erased_key());
+                    kv::mark_erased(&store, &identity).await?;
+                    kv::note_write(env, &key);
+                    store.delete(&key).await?;
+                }
+                Ok::<(), worker::Error>(())
             }
+            .boxed_local()
+            .await?
         }
         Effect::Call { profile_id, request, required } => {
-            let reply = ask(env, &profile_id, &request).await?;
+            let reply = ask(env, &profile_id, &request).boxed_local().await?;
             if required && !matches!(reply, Reply::Restored { .. }) {
                 return Err(worker::Error::RustError(format!("{profile_id} answered {}", reply.kind())));
             }
         }
-        Effect::Experiments(outcomes) => crate::edge::objects::experiments::record(env, &outcomes).await?,
-        Effect::Index(message) => outlets::send(env, message).await?,
-        Effect::IndexErase { profile_ids, at } => outlets::erase_now(env, &profile_ids, at).await?,
-        Effect::DeliveriesForget { profile_ids } => outlets::forget_now(env, &profile_ids).await?,
-        Effect::Enqueue(messages) => outlets::enqueue(env, &messages).await?,
-        Effect::Suppressed(sends) => outlets::log_suppressed(env, &sends).await?,
-        Effect::Export(messages) => outlets::export(env, messages).await?,
-        Effect::ExportErase { people, at } => outlets::export_erase(env, &people, at).await?,
+        Effect::Experiments(outcomes) => {
+            crate::edge::objects::experiments::record(env, &outcomes).boxed_local().await?
+        }
+        Effect::Index(message) => outlets::send(env, message).boxed_local().await?,
+        Effect::IndexErase { profile_ids, at } => outlets::erase_now(env, &profile_ids, at).boxed_local().await?,
+        Effect::DeliveriesForget { profile_ids } => outlets::forget_now(env, &profile_ids).boxed_local().await?,
+        Effect::Enqueue(messages) => outlets::enqueue(env, &messages).boxed_local().await?,
+        Effect::Suppressed(sends) => outlets::log_suppressed(env, &sends).boxed_local().await?,
+        Effect::Export(messages) => outlets::export(env, messages).boxed_local().await?,
+        Effect::ExportErase { people, at } => outlets::export_erase(env, &people, at).boxed_local().await?,
     }
     Ok(())
 }
