@@ -2,7 +2,11 @@
 // under `wrangler dev` with fresh local storage, each started again and again (the runtime killed and launched on
 // the same data), interleaved.
 //
-//   node scripts/bench-cold.mjs [--starts 12] [--settle 2500] [--startup 3]
+//   node scripts/bench-cold.mjs [--starts 12] [--settle 2500] [--startup 3] [--against DIR]
+//
+// `--against DIR` adds a third Worker, interleaved with the two: another build of edgecdp (DIR holds its
+// `index.js` and `index_bg.wasm`, such as the build/ of a worktree at an earlier commit), for a change measured
+// side by side.
 //
 // Per start, the client waits until wrangler says the Worker is loaded ("Ready on", before any request reaches
 // it), then times the first request, in turn: `GET /healthz` (which reads nothing), a 10-event batch for a
@@ -22,6 +26,7 @@ import { arg } from './args.mjs';
 const STARTS = arg('starts', 12);
 const SETTLE = arg('settle', 2500);
 const STARTUP = arg('startup', 3);
+const AGAINST = process.argv.includes('--against') ? process.argv[process.argv.indexOf('--against') + 1] : null;
 const ROOT = join(import.meta.dirname, '..');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let sent = 0;
@@ -67,19 +72,32 @@ const producer = '[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-exp
 if (!text.includes(producer)) throw new Error("wrangler.toml's EXPORT producer is not where this script expects it");
 const wranglerConfig = join(ROOT, '.wrangler-bench-cold.toml');
 writeFileSync(wranglerConfig, text.replace(producer, ''));
+const againstConfig = join(ROOT, '.wrangler-bench-cold-against.toml');
+if (AGAINST) {
+  const main = 'main = "build/index.js"';
+  if (!text.includes(main)) throw new Error("wrangler.toml's main is not where this script expects it");
+  writeFileSync(againstConfig, text.replace(producer, '').replace(main, `main = ${JSON.stringify(join(AGAINST, 'index.js'))}`));
+}
 const edge = await startWorker({ config: { ...demo, journeys: [] }, wranglerConfig, logLevel: 'info' });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null, logLevel: 'info' });
+const against = AGAINST
+  ? await startWorker({ config: { ...demo, journeys: [] }, wranglerConfig: againstConfig, logLevel: 'info' })
+  : null;
 edge.name = 'edgecdp';
 floor.name = 'floor';
+if (against) against.name = 'against';
+const workers = [edge, floor, ...(against ? [against] : [])];
 try {
-  for (const w of [edge, floor]) await timed(w, '/v1/batch', batchBody());
+  for (const w of workers) await timed(w, '/v1/batch', batchBody());
   await sleep(SETTLE);
   const kinds = { healthz: ['/healthz'], batch: ['/v1/batch', batchBody], decide: ['/v1/decide', decideBody] };
   const first = {};
-  for (const w of [edge, floor]) first[w.name] = { healthz: [], batch: [], decide: [] };
+  for (const w of workers) first[w.name] = { healthz: [], batch: [], decide: [] };
   for (let s = 0; s < STARTS; s++) {
     const path = Object.keys(kinds)[s % 3];
-    for (const w of Math.floor(s / 3) % 2 ? [floor, edge] : [edge, floor]) {
+    // Each start's order rotates, so that no Worker always goes first.
+    const k = Math.floor(s / 3) % workers.length;
+    for (const w of [...workers.slice(k), ...workers.slice(0, k)]) {
       await w.restartUnprobed();
       // wrangler says "Ready on" once its proxy and the runtime are up; a moment more for the Worker's load to end.
       await sleep(500);
@@ -90,17 +108,18 @@ try {
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log(`${STARTS} starts per Worker, interleaved; each start's first request timed (median, and range)`);
-  console.log('| first request after a start | edgecdp | floor | ratio |');
-  console.log('| --- | ---: | ---: | ---: |');
+  const cell = (xs) => `${median(xs).toFixed(1)} ms (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
+  console.log(`| first request after a start | edgecdp | floor | ratio |${against ? ` ${AGAINST} | its ratio |` : ''}`);
+  console.log(`| --- | ---: | ---: | ---: |${against ? ' ---: | ---: |' : ''}`);
   for (const path of Object.keys(kinds)) {
     const [e, f] = [first.edgecdp[path], first.floor[path]];
-    const range = (xs) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
-    console.log(`| \`${kinds[path][1] ? 'POST' : 'GET'} ${kinds[path][0]}\` | ${median(e).toFixed(1)} ms (${range(e)}) | ${median(f).toFixed(1)} ms ` +
-      `(${range(f)}) | ${(median(e) / median(f)).toFixed(2)} |`);
+    const a = against && first.against[path];
+    console.log(`| \`${kinds[path][1] ? 'POST' : 'GET'} ${kinds[path][0]}\` | ${cell(e)} | ${cell(f)} | ` +
+      `${(median(e) / median(f)).toFixed(2)} |${a ? ` ${cell(a)} | ${(median(a) / median(f)).toFixed(2)} |` : ''}`);
   }
 } finally {
-  await floor.stop();
-  await edge.stop();
+  for (const w of workers) await w.stop();
+  rmSync(againstConfig, { force: true });
 }
 try {
   console.log(`\n\`wrangler check startup\`, ${STARTUP} runs per Worker (span of the startup profile / V8 busy in it)`);
