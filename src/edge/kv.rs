@@ -59,10 +59,14 @@ pub async fn current_version(kv: &KvStore) -> Result<u64, ApiError> {
 /// The configuration in force and its version (0 when none was ever stored: the documented defaults).
 pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     let kv = store(env)?;
-    // A new isolate reads the version in force and the latest text at once (one round trip to KV instead of two
+    // A new isolate reads the version in force and the latest text at once (one round trip to KV instead of three
     // in a row on its first request); the text is used when it is that version's.
     let (version, latest) = if CONFIG_CACHE.with(|c| c.borrow().is_none()) {
-        let (version, latest) = futures_util::future::join(current_version(&kv), kv.get(LATEST_KEY).text()).await;
+        // The fitted model too (`with_fitted`), which it would otherwise read after these.
+        let (version, latest, model) =
+            futures_util::future::join3(current_version(&kv), kv.get(LATEST_KEY).text(), kv.get(MODEL_KEY).text())
+                .await;
+        cache_model(crate::edge::clock::now(), model.ok().flatten());
         (version?, latest.ok().flatten())
     } else {
         (current_version(&kv).await?, None)
@@ -148,6 +152,13 @@ thread_local! {
     static MODEL_CACHE: RefCell<Option<(Millis, Option<PredictionModel>)>> = const { RefCell::new(None) };
 }
 
+/// The fitted model in `MODEL_KEY`'s text (none when absent or unreadable), kept as read at `now`.
+fn cache_model(now: Millis, text: Option<String>) -> Option<PredictionModel> {
+    let m = text.and_then(|t| serde_json::from_str(&t).ok()).and_then(|j| model_from_json(&j).ok());
+    MODEL_CACHE.with(|c| *c.borrow_mut() = Some((now, m.clone())));
+    m
+}
+
 /// The configuration with the fitted model in force (unless it pins one): the cached compiled configuration
 /// when it already has that model, else the two put together once and cached in its place.
 async fn with_fitted(env: &Env, version: u64, config: Rc<Config>) -> Rc<Config> {
@@ -164,9 +175,7 @@ async fn with_fitted(env: &Env, version: u64, config: Rc<Config>) -> Rc<Config> 
                 Ok(kv) => kv.get(MODEL_KEY).text().await.ok().flatten(),
                 Err(_) => None,
             };
-            let m = text.and_then(|t| serde_json::from_str(&t).ok()).and_then(|j| model_from_json(&j).ok());
-            MODEL_CACHE.with(|c| *c.borrow_mut() = Some((now, m.clone())));
-            m
+            cache_model(now, text)
         }
     };
     if config.predictions.model.as_ref().map(|m| m.version) == model.as_ref().map(|m| m.version) {
