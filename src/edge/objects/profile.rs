@@ -59,7 +59,7 @@ impl DurableObject for ProfileObject {
                     }
                     other => Action::Request(other),
                 };
-                run(&storage, &kv, &env, &mut writer, action, seen, &set).await
+                run(&storage, &kv, &env, &mut writer, action, seen, &set).boxed_local().await
             })
             .await?;
         Response::from_bytes(encode_reply(&reply))
@@ -179,7 +179,11 @@ async fn run(
 ) -> Result<Reply> {
     // Reads and handovers decide without the configuration: not loading it saves them a KV read.
     let config = if action.needs_config() {
-        kv::config_seen(env, seen).await.map(|(_, c)| c).map_err(|e| worker::Error::RustError(format!("{e:?}")))?
+        kv::config_seen(env, seen)
+            .boxed_local()
+            .await
+            .map(|(_, c)| c)
+            .map_err(|e| worker::Error::RustError(format!("{e:?}")))?
     } else {
         std::rc::Rc::new(crate::core::rules::Config::default())
     };
