@@ -16,12 +16,13 @@
 // `--startup` times per Worker) gives the startup phase's CPU profile: its span and the time V8 was busy in it.
 // edgecdp runs the demo configuration without its journeys and without the export's producer, as
 // scripts/bench-floor.mjs does. Only 127.0.0.1 is contacted. A build must exist (npm run build).
-import { readFileSync, writeFileSync, rmSync, mkdtempSync } from 'node:fs';
+import { readFileSync, rmSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
+import { wranglerCopy } from './bench-wrangler.mjs';
 
 const STARTS = arg('starts', 12);
 const SETTLE = arg('settle', 2500);
@@ -49,7 +50,8 @@ async function timed(w, path, body) {
   return performance.now() - t0;
 }
 
-/** `wrangler check startup`'s profile: its span and the time not idle, in ms. */
+/** `wrangler check startup`'s profile: its span, and the time it sampled JavaScript or Wasm running (neither
+ * `(idle)` nor V8's own `(program)`), in ms. */
 function startupProfile(config) {
   const dir = mkdtempSync(join(tmpdir(), 'edgecdp-startup-'));
   const out = join(dir, 'startup.cpuprofile');
@@ -67,17 +69,10 @@ function startupProfile(config) {
 }
 
 const demo = JSON.parse(readFileSync(join(ROOT, 'config/demo.json'), 'utf8'));
-let text = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
-const producer = '[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n';
-if (!text.includes(producer)) throw new Error("wrangler.toml's EXPORT producer is not where this script expects it");
-const wranglerConfig = join(ROOT, '.wrangler-bench-cold.toml');
-writeFileSync(wranglerConfig, text.replace(producer, ''));
-const againstConfig = join(ROOT, '.wrangler-bench-cold-against.toml');
-if (AGAINST) {
-  const main = 'main = "build/index.js"';
-  if (!text.includes(main)) throw new Error("wrangler.toml's main is not where this script expects it");
-  writeFileSync(againstConfig, text.replace(producer, '').replace(main, `main = ${JSON.stringify(join(AGAINST, 'index.js'))}`));
-}
+const wranglerConfig = wranglerCopy('bench-cold', { exportQueue: false });
+const againstConfig = AGAINST
+  ? wranglerCopy('bench-cold-against', { exportQueue: false, main: join(AGAINST, 'index.js') })
+  : null;
 const edge = await startWorker({ config: { ...demo, journeys: [] }, wranglerConfig, logLevel: 'info' });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null, logLevel: 'info' });
 const against = AGAINST
@@ -119,10 +114,10 @@ try {
   }
 } finally {
   for (const w of workers) await w.stop();
-  rmSync(againstConfig, { force: true });
+  if (againstConfig) rmSync(againstConfig, { force: true });
 }
 try {
-  console.log(`\n\`wrangler check startup\`, ${STARTUP} runs per Worker (span of the startup profile / V8 busy in it)`);
+  console.log(`\n\`wrangler check startup\`, ${STARTUP} runs per Worker (span of the startup profile / JavaScript and Wasm running in it)`);
   for (const [name, config] of [['edgecdp', wranglerConfig], ['floor', 'benches/floor/wrangler.toml']]) {
     const runs = Array.from({ length: STARTUP }, () => startupProfile(config));
     console.log(`${name}: ${runs.map((r) => `${r.span.toFixed(1)} / ${r.busy.toFixed(1)} ms`).join(', ')}`);

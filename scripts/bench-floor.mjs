@@ -19,10 +19,11 @@
 // rounds, and the CPU time per request of the Worker's whole process tree (wrangler and workerd, from /proc), which includes the local KV and Durable
 // Object emulation both share, so the difference between the two is edgecdp's own CPU per request.
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
-import { readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
+import { wranglerCopy } from './bench-wrangler.mjs';
 import { treeCpuMs } from './cpu.mjs';
 
 const ROUNDS = arg('rounds', 6);
@@ -61,18 +62,9 @@ async function phase(w, path, makeBody, into) {
 }
 
 const demo = JSON.parse(readFileSync(join(ROOT, 'config/demo.json'), 'utf8'));
-let wranglerConfig;
-if (!EXPORT || !ASSETS) {
-  let text = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
-  const cut = (part, what) => {
-    if (!text.includes(part)) throw new Error(`wrangler.toml's ${what} is not where this script expects it`);
-    text = text.replace(part, '');
-  };
-  if (!EXPORT) cut('[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n', 'EXPORT producer');
-  if (!ASSETS) cut(text.slice(text.indexOf('[assets]\n'), text.indexOf('\n\n', text.indexOf('[assets]\n')) + 1), '[assets] section');
-  wranglerConfig = join(ROOT, '.wrangler-bench-floor.toml');
-  writeFileSync(wranglerConfig, text);
-}
+const wranglerConfig = !EXPORT || !ASSETS
+  ? wranglerCopy('bench-floor', { exportQueue: Boolean(EXPORT), assets: Boolean(ASSETS) })
+  : undefined;
 const edge = await startWorker({ config: JOURNEYS ? demo : { ...demo, journeys: [] }, wranglerConfig });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null });
 edge.name = 'edgecdp';

@@ -140,10 +140,11 @@ async function startWorkerOnce(options) {
   const logs = [];
   let readyLines = 0;
   const keep = (d) => {
-    logs.push(d.toString());
-    if (d.toString().includes('Ready on')) readyLines++;
+    const line = d.toString();
+    logs.push(line);
+    if (line.includes('Ready on')) readyLines++;
     if (logs.length > 200) logs.shift();
-    options.onLog?.(d.toString());
+    options.onLog?.(line);
   };
   let child = launch();
   const url = `http://127.0.0.1:${port}`;
@@ -184,9 +185,12 @@ async function startWorkerOnce(options) {
   }
   // A crash and a restart: the runtime is killed at once (whatever it was doing, and its queues' messages in
   // memory, are lost) and started again on the same port with the same local data.
-  const restart = async () => {
+  const kill = async () => {
     try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
     await new Promise((r) => { if (child.exitCode !== null) r(); else child.once('exit', r); });
+  };
+  const restart = async () => {
+    await kill();
     child = launch();
     await waitForHealth(url, child, logs, 60_000);
   };
@@ -194,8 +198,7 @@ async function startWorkerOnce(options) {
   // (`logLevel: 'info'` only): what the first request after a start costs is then the caller's to measure.
   const restartUnprobed = async () => {
     if (options.logLevel !== 'info') throw new Error('restartUnprobed needs logLevel: info');
-    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
-    await new Promise((r) => { if (child.exitCode !== null) r(); else child.once('exit', r); });
+    await kill();
     const seen = readyLines;
     child = launch();
     const deadline = Date.now() + 60_000;

@@ -1,0 +1,30 @@
+// A benchmark's copy of wrangler.toml, with parts of the deployment taken out or changed, written beside it (so
+// that its relative paths still hold) as `.wrangler-<name>.toml`. Each part is found exactly where the scripts
+// expect it, or the copy is refused: a benchmark must not silently measure the full deployment instead.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const ROOT = join(import.meta.dirname, '..');
+const EXPORT_PRODUCER = '[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n';
+const MAIN = 'main = "build/index.js"';
+
+/**
+ * `exportQueue: false` removes the export's producer (how a deployment turns the export off); `assets: false`
+ * removes the `[assets]` section; `main` points the Worker at another build's `index.js`. Answers the copy's path.
+ */
+export function wranglerCopy(name, { exportQueue = true, assets = true, main } = {}) {
+  let text = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+  const replace = (part, by, what) => {
+    if (!text.includes(part)) throw new Error(`wrangler.toml's ${what} is not where this script expects it`);
+    text = text.replace(part, by);
+  };
+  if (!exportQueue) replace(EXPORT_PRODUCER, '', 'EXPORT producer');
+  if (!assets) {
+    const at = text.indexOf('[assets]\n');
+    replace(text.slice(at, text.indexOf('\n\n', at) + 1), '', '[assets] section');
+  }
+  if (main) replace(MAIN, `main = ${JSON.stringify(main)}`, 'main');
+  const path = join(ROOT, `.wrangler-${name}.toml`);
+  writeFileSync(path, text);
+  return path;
+}
