@@ -10,10 +10,10 @@
 // on collection side by side. It starts its own Worker (tests/support/worker.mjs) with fresh local storage and
 // contacts only 127.0.0.1; EDGECDP_STATE_DIR=/dev/shm/... keeps local storage in memory. A build must exist.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { startWorker } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
+import { wranglerCopy } from './bench-wrangler.mjs';
 
 const RATE = arg('rate', 1000);
 const SECONDS = arg('seconds', 30);
@@ -21,7 +21,6 @@ const PEOPLE = arg('people', 2000);
 const EXPORT = arg('export', 1) === 1;
 const PER_REQUEST = 10;
 const KEY = `bench-${randomBytes(16).toString('hex')}`;
-const ROOT = new URL('..', import.meta.url).pathname;
 
 const config = {
   sources: [{ id: 'backend', type: 'server', key: KEY }],
@@ -29,13 +28,7 @@ const config = {
   segments: [{ id: 'buyers', when: { event: 'Order Completed', count: { gte: 2 }, within: '30d' } }],
 };
 // Without the export: the same Worker under a wrangler.toml that lacks the export queue's producer binding.
-let wranglerConfig;
-if (!EXPORT) {
-  wranglerConfig = join(ROOT, 'wrangler.bench-no-export.toml');
-  const toml = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8')
-    .replace(/\[\[queues\.producers\]\]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n/, '');
-  writeFileSync(wranglerConfig, toml);
-}
+const wranglerConfig = EXPORT ? undefined : wranglerCopy('bench-no-export', { exportQueue: false });
 const w = await startWorker({ config, wranglerConfig });
 const auth = { authorization: `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`, 'content-type': 'application/json' };
 const admin = { authorization: `Bearer ${w.adminToken}` };
