@@ -42,7 +42,7 @@ fn case_dirs() -> Vec<PathBuf> {
         .map(|e| e.expect("directory entry").path())
         .filter(|p| p.is_dir())
         .collect();
-    dirs.sort();
+    edgecdp::core::base::sort::sort(&mut dirs);
     dirs
 }
 

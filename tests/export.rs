@@ -190,7 +190,7 @@ fn an_erasure_names_every_identity_and_profile_of_the_person_by_digest_only() {
         person_key("profile", &p.id),
         person_key("profile", &absorbed),
     ];
-    expected.sort();
+    edgecdp::core::base::sort::sort(&mut expected);
     assert_eq!(w.export_erased, expected);
     // Every row the person's events made is about one of those people (so the purge finds it).
     for row in rows(&w) {

@@ -207,7 +207,7 @@ fn journey_cases() {
     let update = std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/journeys");
     let mut dirs: Vec<_> = fs::read_dir(&root).expect("tests/journeys").map(|e| e.expect("entry").path()).collect();
-    dirs.sort();
+    edgecdp::core::base::sort::sort(&mut dirs);
     assert!(!dirs.is_empty(), "expected journey cases under tests/journeys");
     let mut failures = Vec::new();
     for dir in dirs.iter().filter(|d| d.is_dir()) {

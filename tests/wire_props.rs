@@ -242,7 +242,7 @@ impl<'a> JsonView for &'a JsLike {
     fn try_entries<E>(&self, mut f: impl FnMut(&str, Self) -> Result<(), E>) -> Result<(), E> {
         if let JsLike::Object(members) = self {
             let mut sorted: Vec<&(String, JsLike)> = members.iter().collect();
-            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            edgecdp::core::base::sort::sort_by(&mut sorted, |a, b| a.0.cmp(&b.0));
             for (k, v) in sorted {
                 f(k, v)?;
             }

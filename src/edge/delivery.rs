@@ -7,6 +7,7 @@
 //! lol_html into the Worker's Wasm instead cost about half of that Wasm (its parser, CSS selectors and every
 //! legacy charset's tables; SIZE.md) and ran the rewriting in slower Wasm code.
 
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::Millis;
 use crate::core::base::url::UrlParts;
 use crate::core::engine::apply::ApplyRequest;
@@ -141,7 +142,7 @@ extern "C" {
 /// does not have are not.
 fn fill(page: Response, served: Served) -> ApiResult {
     let slots: BTreeMap<String, String> =
-        served.decision.slots.iter().map(|(name, answer)| (name.clone(), answer.html.clone())).collect();
+        served.decision.slots.iter().map(|(name, answer)| (name.clone(), answer.html.clone())).collect_map();
     let shown = Rc::new(RefCell::new(BTreeSet::new()));
     let seen = shown.clone();
     let as_html = Object::new();

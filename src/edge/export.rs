@@ -8,6 +8,7 @@
 //! erased are dropped; the batch and its files are recorded, the files written, the batch marked written, and only
 //! then is the delivery acknowledged. Each partition's `manifest.json` is written from the ledger by the cron.
 
+use crate::core::base::sort;
 use crate::core::base::time::{format_iso8601, Millis};
 use crate::core::wire::export::{file_key, files, read_message, without, Row};
 use crate::core::wire::export_ledger::{self as ledger, FileEntry, Statement};
@@ -93,7 +94,7 @@ async fn write(env: &Env, delivered: &[(String, String)]) -> Result<(), ApiError
     for key in &plan.delete {
         bucket.delete(key).await.map_err(unavailable)?;
     }
-    let to_write: BTreeSet<&str> = plan.write.iter().map(String::as_str).collect();
+    let to_write: BTreeSet<&str> = sort::set_of(plan.write.iter().map(String::as_str));
     let mut taken = BTreeSet::new();
     let mut all: Vec<(Row, Millis)> = Vec::new();
     for (id, body) in delivered {
@@ -204,7 +205,7 @@ pub async fn purge(env: &Env) -> Result<usize, ApiError> {
         return Ok(0);
     }
     let bucket = env.bucket(BUCKET).map_err(unavailable)?;
-    let erased: BTreeSet<String> = people.iter().cloned().collect();
+    let erased: BTreeSet<String> = sort::set_of(people.iter().cloned());
     let mut partitions = BTreeSet::new();
     let mut statements = Vec::new();
     for r in &held {

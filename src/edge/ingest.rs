@@ -2,6 +2,7 @@
 //! imports (`edge::imports`): what the identity index says, the erasure marks of identities it no longer knows,
 //! and, where the identities lead to several profiles, where each of those lives now.
 
+use crate::core::base::sort;
 use crate::core::engine::ingest::Batch;
 use crate::core::engine::merge::MAX_PROFILES_PER_REQUEST;
 use crate::core::model::identity::Identity;
@@ -50,7 +51,7 @@ pub(crate) async fn resolve(
     // Identities that lead to different profiles may lead to one that was just merged into another (its index
     // entries move a second later: KV takes one write a second per key). Where they do, the profiles' objects say
     // where each lives now, so that a link already made counts as made (a signed-in browser's proof, say).
-    let distinct: BTreeSet<String> = index.values().cloned().collect();
+    let distinct: BTreeSet<String> = sort::set_of(index.values().cloned());
     // Only as many as one request may write (more are refused by the planner anyway): a hostile batch naming
     // thousands of profiles costs no more than that many calls, and its claims simply stay unproven.
     if distinct.len() > 1 && distinct.len() <= MAX_PROFILES_PER_REQUEST {
@@ -59,7 +60,8 @@ pub(crate) async fn resolve(
                 .buffered(LOOKUPS_AT_ONCE)
                 .try_collect()
                 .await?;
-        let moved: BTreeMap<&String, String> = distinct.iter().zip(located).filter(|(from, to)| *from != to).collect();
+        let moved: BTreeMap<&String, String> =
+            sort::map_of(distinct.iter().zip(located).filter(|(from, to)| *from != to));
         for pid in index.values_mut() {
             if let Some(to) = moved.get(pid) {
                 *pid = to.clone();

@@ -7,6 +7,7 @@
 //! (the profile's snapshot, `store::encode_snapshot`: written by its object at most once a second),
 //! `predictions:model` (the fitted model in force, `edge::predictions`).
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
@@ -240,7 +241,7 @@ pub async fn config_versions(env: &Env) -> Result<Vec<(u64, Option<Millis>)>, Ap
             None => break,
         }
     }
-    out.sort_by_key(|v| std::cmp::Reverse(v.0));
+    sort::sort_by_key(&mut out, |v| std::cmp::Reverse(v.0));
     Ok(out)
 }
 

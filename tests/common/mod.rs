@@ -330,7 +330,7 @@ impl World {
                 refused.extend(r.iter().map(|r| (lines[r.index], r.code.to_string())));
             }
         }
-        refused.sort();
+        edgecdp::core::base::sort::sort(&mut refused);
         (read, written, refused)
     }
 

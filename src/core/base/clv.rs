@@ -1,5 +1,6 @@
 //! Customer-lifetime-value models: BG/NBD purchase counts, Gamma-Gamma spend and beta-binomial rates, each with a deterministic maximum-likelihood fit.
 
+use crate::core::base::sort;
 use crate::core::base::stats::{around_singularity, hyp2f1, ln_gamma, nelder_mead};
 
 /// One customer's purchase summary in days: x = repeat purchases (purchases after the first), t_x = days from first to last purchase, t = days from first purchase to now.
@@ -207,7 +208,7 @@ impl BgNbd {
 
 /// Sorts rows and merges identical ones into (row, count) so that repeated profiles are evaluated once; the sort order also fixes the summation order.
 fn group_rows<T: Copy>(rows: &mut [T], cmp: impl Fn(&T, &T) -> core::cmp::Ordering) -> Vec<(T, f64)> {
-    rows.sort_by(&cmp);
+    sort::sort_by(rows, &cmp);
     let mut groups: Vec<(T, f64)> = Vec::new();
     for row in rows.iter() {
         match groups.last_mut() {

@@ -5,6 +5,7 @@ pub mod clv;
 pub mod encoding;
 pub mod json;
 pub mod logistic;
+pub mod sort;
 pub mod stats;
 pub mod time;
 pub mod url;

@@ -1,5 +1,7 @@
 //! Numerical building blocks shared by the customer models: log-gamma, the Gauss hypergeometric function, a deterministic Nelder-Mead minimiser and ROC AUC.
 
+use crate::core::base::sort;
+
 /// Largest number of series terms summed by `hyp2f1` so that evaluation time is always bounded.
 const HYP_MAX_TERMS: u32 = 10_000;
 /// Relative tolerance at which a hypergeometric series is considered summed.
@@ -214,7 +216,7 @@ pub fn nelder_mead(mut f: impl FnMut(&[f64]) -> f64, start: &[f64], step: f64, m
     let mut converged = false;
     while iterations < max_iter {
         // A stable sort on the values (ties broken by vertex index) keeps the run reproducible.
-        order.sort_by(|&i, &j| values[i].total_cmp(&values[j]).then(i.cmp(&j)));
+        sort::sort_by(&mut order, |&i, &j| values[i].total_cmp(&values[j]).then(i.cmp(&j)));
         let best = order[0];
         let worst = order[n];
         let second_worst = order[n - 1];
@@ -311,7 +313,7 @@ pub fn nelder_mead(mut f: impl FnMut(&[f64]) -> f64, start: &[f64], step: f64, m
 /// Pairs with a NaN score are ignored because they cannot be ranked. Returns None when either class is empty after that. A copy is sorted, so the input order does not matter.
 pub fn auc(scored: &[(f64, bool)]) -> Option<f64> {
     let mut sorted: Vec<(f64, bool)> = scored.iter().copied().filter(|(s, _)| !s.is_nan()).collect();
-    sorted.sort_by(|x, y| x.0.total_cmp(&y.0));
+    sort::sort_by(&mut sorted, |x, y| x.0.total_cmp(&y.0));
     let positives = sorted.iter().filter(|(_, p)| *p).count() as f64;
     let negatives = sorted.len() as f64 - positives;
     if positives == 0.0 || negatives == 0.0 {

@@ -1,6 +1,7 @@
 //! One profile's write: a permitted event applied under the configuration (hashed traits, identity rules,
 //! consent policy, experiment goals), and `apply_events`, what a profile's serialized writer runs for a request.
 
+use crate::core::base::sort::CollectInto;
 use crate::core::base::value::Value;
 use crate::core::model::consent::{Permitted, Purpose, RequestSignals};
 use crate::core::model::contact::ProvenBy;
@@ -365,7 +366,8 @@ pub fn apply_events(profile: Option<Profile>, req: ApplyRequest, config: &Config
                     // lands beside a refusal of analytics the person made.
                     out.changed |= match (imported, refused.consent.as_ref()) {
                         (true, Some(prefs)) => {
-                            let refusals = prefs.iter().filter(|(_, g)| !**g).map(|(k, g)| (k.clone(), *g)).collect();
+                            let refusals =
+                                prefs.iter().filter(|(_, g)| !**g).map(|(k, g)| (k.clone(), *g)).collect_map();
                             p.consent.record_basis(policy, &refusals, refused.timestamp)
                         }
                         (true, None) => false,

@@ -6,6 +6,7 @@
 //! last evaluation), then `track` after (what the change did), and wakes the profile at `Audiences::due` with
 //! `catch_up` alone. Nothing polls: a profile whose audiences cannot change by time alone is never woken for them.
 
+use crate::core::base::sort;
 use crate::core::base::time::{Millis, DAY};
 use crate::core::engine::evaluate::{count_events, evaluate_all, history_covers, matches, scores_of, Facts};
 use crate::core::engine::predict::{for_conditions, value};
@@ -33,7 +34,7 @@ pub fn members_at<'c>(config: &'c Config, profile: &Profile, now: Millis) -> Vec
     let results = evaluate_all(&config.segments, &config.segment_order, &facts);
     let mut ids: Vec<&str> =
         config.audiences.iter().filter(|&&i| results[i]).map(|&i| config.segments[i].id.as_str()).collect();
-    ids.sort_unstable();
+    sort::sort(&mut ids);
     ids
 }
 
@@ -163,7 +164,7 @@ pub fn next_change_of(config: &Config, profile: &Profile, now: Millis, condition
     };
     // Beyond the horizon the closed form no longer holds, and the next evaluation solves again.
     solved.retain(|(t, score, _)| *t <= end(score) + 2);
-    solved.sort_by_key(|s| s.0);
+    sort::sort_by_key(&mut solved, |s| s.0);
     let confirmed = solved.iter().find_map(|(t, score, cmp)| confirm(score, profile, now, end(score), *cmp, *t));
     match confirmed {
         Some(t) => next.consider(t),
@@ -237,7 +238,7 @@ impl Next {
                         .filter(|r| r.at > now && matches(r, event, filters))
                         .map(|r| r.at)
                         .collect();
-                    future.sort_unstable();
+                    sort::sort(&mut future);
                     if let Some(t) = future.into_iter().find(|t| holds(n(*t)) != before) {
                         self.consider(t);
                     }
@@ -259,7 +260,7 @@ impl Next {
                 // plus the window); the first of those at which the condition changes is the exact instant.
                 let mut times: Vec<Millis> =
                     profile.recent.iter().filter(|r| matches(r, event, filters)).map(|r| r.at).collect();
-                times.sort_unstable();
+                sort::sort(&mut times);
                 let n = |t: Millis| {
                     (times.partition_point(|&x| x <= t) - times.partition_point(|&x| x < t.saturating_sub(w))) as u64
                 };
@@ -269,7 +270,7 @@ impl Next {
                     .flat_map(|&at| [at, at.saturating_add(w).saturating_add(1)])
                     .filter(|t| *t > now)
                     .collect();
-                instants.sort_unstable();
+                sort::sort(&mut instants);
                 if let Some(t) = instants.into_iter().find(|t| holds(n(*t)) != before) {
                     self.consider(t);
                 }
@@ -318,7 +319,7 @@ fn solve((c, d): (f64, f64), h: Millis, now: Millis, cmp: Cmp) -> Vec<Millis> {
         })
         .filter(|t| *t > now)
         .collect();
-    out.sort_unstable();
+    sort::sort(&mut out);
     out.dedup();
     out
 }
@@ -362,7 +363,7 @@ mod tests {
         let mut p = Profile::new("p".into(), NOW - 20 * DAY);
         let mut times: Vec<Millis> =
             (0..rng.next(12)).map(|_| NOW - 10 * DAY + (rng.next(11 * DAY as u64) as Millis)).collect();
-        times.sort_unstable();
+        sort::sort(&mut times);
         for (i, at) in times.iter().enumerate() {
             let name = if rng.next(3) == 0 { "Order Completed" } else { "Product Viewed" };
             p.recent.push_back(EventRecord {

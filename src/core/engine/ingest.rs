@@ -10,6 +10,7 @@
 //!    id (`Batch::refuse_by_message_id`).
 //! 5. `Batch::finish`: the rejections and the unverified claims, each with its index, code and JSON path.
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::ApplyAnswer;
 use crate::core::engine::merge::{
@@ -57,7 +58,7 @@ impl Batch {
         };
         // The wire parser keeps good events in order and names the bad ones by index: the n-th good event has
         // the n-th index that was not rejected.
-        let parse_rejected: BTreeSet<usize> = batch.rejected.iter().map(|r| r.index).collect();
+        let parse_rejected: BTreeSet<usize> = sort::set_of(batch.rejected.iter().map(|r| r.index));
         let mut indexes = (0..).filter(|i| !parse_rejected.contains(i));
         for mut event in parsed.events {
             let index = indexes.next().unwrap_or(0);
@@ -167,17 +168,18 @@ impl Batch {
     /// The anonymous ids of the batch that had no profile before it: the request made them, so the browser that
     /// sent it owns them (and may get the cookie for one). Naming someone else's id earns nothing.
     pub fn new_anonymous_ids(&self, index: &BTreeMap<Identity, String>) -> BTreeSet<String> {
-        self.events
-            .iter()
-            .filter_map(|e| e.anonymous_id.clone())
-            .filter(|a| !index.contains_key(&Identity::new(ANONYMOUS_ID, a)))
-            .collect()
+        sort::set_of(
+            self.events
+                .iter()
+                .filter_map(|e| e.anonymous_id.clone())
+                .filter(|a| !index.contains_key(&Identity::new(ANONYMOUS_ID, a))),
+        )
     }
 
     /// Step 4: the writers' groups, in order. The events leave the batch; their indexes stay, by message id.
     /// `ids` makes the ids of profiles the index does not know yet.
     pub fn plan(&mut self, index: &BTreeMap<Identity, String>, config: &Config, ids: &ProfileIdKey) -> Vec<Group> {
-        self.index_of = self.events.iter().zip(&self.positions).map(|(e, &i)| (e.message_id.clone(), i)).collect();
+        self.index_of = sort::map_of(self.events.iter().zip(&self.positions).map(|(e, &i)| (e.message_id.clone(), i)));
         self.positions.clear();
         plan(std::mem::take(&mut self.events), index, &config.identity, ids)
     }
@@ -207,7 +209,7 @@ impl Batch {
 
     /// Step 5: the rejected events and the unverified claims, in request order.
     pub fn finish(mut self) -> (Vec<Rejection>, Vec<Rejection>) {
-        self.rejected.sort_by_key(|r| r.index);
+        sort::sort_by_key(&mut self.rejected, |r| r.index);
         (self.rejected, self.unverified)
     }
 
@@ -249,7 +251,7 @@ impl Batch {
 /// people per batch, each person's rows in one batch.
 pub fn import_batches(events: Vec<Event>, lines: Vec<u64>) -> Vec<(Vec<Event>, Vec<u64>)> {
     let mut rows: Vec<(Event, u64)> = events.into_iter().zip(lines).collect();
-    rows.sort_by_key(|(e, _)| e.timestamp);
+    sort::sort_by_key(&mut rows, |(e, _)| e.timestamp);
     let mut people: BTreeMap<String, usize> = BTreeMap::new();
     let mut batches: Vec<(Vec<Event>, Vec<u64>)> = Vec::new();
     for (event, line) in rows {

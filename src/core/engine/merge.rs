@@ -4,6 +4,7 @@
 //! Every merge is recorded on the survivor (when, by which event, what it brought), and the latest merges keep
 //! what a split needs, so a profile can say why it holds an identity and an administrator can undo a merge.
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyRequest, Link};
 use crate::core::model::event::{Event, EventKind};
@@ -114,7 +115,7 @@ pub fn absorb(
     message_id: &str,
 ) -> Result<Vec<Outcome>, MergeRefused> {
     // Identities first: a refused merge must change nothing but the refusal record.
-    let kinds: BTreeSet<String> = other.identities.iter().map(|i| i.kind.clone()).collect();
+    let kinds: BTreeSet<String> = sort::set_of(other.identities.iter().map(|i| i.kind.clone()));
     let trigger_rank = priority(rules, &because.kind);
     let mut incoming = Vec::new();
     let mut over_limit = Vec::new();
@@ -451,7 +452,7 @@ pub fn split(survivor: &mut Profile, absorbed_id: &str) -> Result<Profile, Split
         c.last_order_at = None;
         c.revenue = 0.0;
     }
-    let theirs: BTreeSet<&str> = restored.seen_message_ids.iter().map(String::as_str).collect();
+    let theirs: BTreeSet<&str> = sort::set_of(restored.seen_message_ids.iter().map(String::as_str));
     survivor.recent.retain(|r| r.message_id.is_empty() || !theirs.contains(r.message_id.as_str()));
     survivor.seen_message_ids.retain(|m| !theirs.contains(m.as_str()));
     for (k, before) in record.replaced_traits {

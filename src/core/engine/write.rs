@@ -19,6 +19,7 @@
 //! time alone made before it included); a `setTrait` step that moves an audience is tracked once more, and its
 //! transitions reach the journeys too.
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{apply_events, ApplyAnswer, ApplyOutcome, ApplyRequest, Link};
 use crate::core::engine::audiences::{catch_up, track};
@@ -113,7 +114,7 @@ fn apply_history(
     transitions: &mut Vec<Transition>,
 ) -> (Option<Profile>, ApplyOutcome) {
     let mut events = std::mem::take(&mut request.events);
-    events.sort_by_key(|e| e.timestamp);
+    sort::sort_by_key(&mut events, |e| e.timestamp);
     let mut events = events.into_iter().peekable();
     let (mut profile, mut out) = (profile, ApplyOutcome::default());
     while let Some(first) = events.next() {

@@ -3,6 +3,7 @@
 //! are purchases and responses is the configuration's (`rules::predictions`); the model reads no configuration,
 //! so what comes in here is already classified. Each part merges exactly with another profile's.
 
+use crate::core::base::sort;
 use crate::core::base::time::{Millis, DAY};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -208,11 +209,11 @@ impl ChannelStats {
             mine.1 = mine.1.saturating_add(theirs.1);
         }
         self.open.extend(other.open.iter().copied());
-        self.open.sort_unstable();
+        sort::sort(&mut self.open);
         let extra = self.open.len().saturating_sub(MAX_OPEN_SENDS);
         self.open.drain(..extra);
         self.recent.extend(other.recent.iter().copied());
-        self.recent.sort_unstable();
+        sort::sort(&mut self.recent);
         let extra = self.recent.len().saturating_sub(MAX_OPEN_SENDS);
         self.recent.drain(..extra);
     }

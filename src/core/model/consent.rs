@@ -5,6 +5,7 @@
 //! `Permitted<Event>` and `decide` takes a `Permitted<&Profile>`, so a call path that skipped the check does
 //! not compile.
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::model::event::Event;
 pub use crate::core::model::purpose::{Preferences, Purpose};
@@ -111,7 +112,7 @@ impl ConsentState {
             }
         }
         let mut trail: Vec<ConsentChange> = self.history.drain(..).chain(other.history.iter().cloned()).collect();
-        trail.sort_by_key(|c| c.at);
+        sort::sort_by_key(&mut trail, |c| c.at);
         trail.dedup();
         let excess = trail.len().saturating_sub(MAX_CONSENT_HISTORY);
         self.history = trail.split_off(excess);

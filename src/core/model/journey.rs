@@ -3,6 +3,7 @@
 //! instances. How they move is `engine::journeys`.
 
 use crate::core::base::encoding::hex;
+use crate::core::base::sort;
 use crate::core::base::time::{format_iso8601, Millis};
 use crate::core::base::value::{map_to_json, Value};
 use serde::{Deserialize, Serialize};
@@ -174,7 +175,7 @@ impl Journeys {
             }
         }
         let mut ledger: Vec<Sent> = self.ledger.drain(..).chain(other.ledger.iter().cloned()).collect();
-        ledger.sort_by_key(|s| s.at);
+        sort::sort_by_key(&mut ledger, |s| s.at);
         ledger.dedup_by(|a, b| a.id == b.id);
         let excess = ledger.len().saturating_sub(MAX_LEDGER);
         self.ledger = ledger.into_iter().skip(excess).collect();

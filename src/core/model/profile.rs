@@ -1,6 +1,8 @@
 //! The unified profile: identities, traits, counts, consent, a bounded recent history, what it was shown, and
 //! the budget of what it never sheds. How an event changes it under a configuration is `engine::apply`.
 
+use crate::core::base::sort;
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::{format_iso8601, Millis, DAY, MINUTE};
 use crate::core::base::value::{map_to_json, Value};
 use crate::core::model::aggregate::{day_of, series_key, Aggregates};
@@ -188,7 +190,7 @@ impl Profile {
                     .filter(|(_, v)| v.is_scalar())
                     .take(MAX_RECORD_PROPS)
                     .map(|(k, v)| (k.clone(), truncated(v)))
-                    .collect()
+                    .collect_map()
             })
             .unwrap_or_default();
         let record = EventRecord {
@@ -216,7 +218,7 @@ impl Profile {
     pub fn export_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
         let mut out = self.to_json(segments, computed, now);
         out["traitsSetAt"] =
-            self.traits.iter().map(|(k, t)| (k.clone(), serde_json::Value::from(format_iso8601(t.at)))).collect();
+            self.traits.iter().map(|(k, t)| (k.clone(), serde_json::Value::from(format_iso8601(t.at)))).collect_json();
         out["consentHistory"] = self
             .consent
             .history
@@ -238,7 +240,7 @@ impl Profile {
             .impressions
             .iter()
             .map(|(block, times)| (block.clone(), times.iter().map(|t| format_iso8601(*t)).collect()))
-            .collect::<serde_json::Map<_, _>>()
+            .collect_object()
             .into();
         out["experiments"] = self
             .shown
@@ -251,7 +253,7 @@ impl Profile {
                     "convertedAt": a.converted_at.map(format_iso8601)}),
                 )
             })
-            .collect::<serde_json::Map<_, _>>()
+            .collect_object()
             .into();
         out["merges"] = self
             .merges
@@ -275,7 +277,8 @@ impl Profile {
     /// The profile as the admin API shows it (see `GET /v1/profiles/...` in the contract).
     /// `computed` holds the configured computed traits' values (`evaluate::computed_of`).
     pub fn to_json(&self, segments: &[&str], computed: &[(&str, u64)], now: Millis) -> serde_json::Value {
-        let traits: BTreeMap<String, Value> = self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
+        let traits: BTreeMap<String, Value> =
+            sort::map_of(self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())));
         let mut consent = serde_json::Map::new();
         for p in Purpose::OPTIONAL {
             if let Some(g) = self.consent.grants.get(&p) {
@@ -294,7 +297,7 @@ impl Profile {
                     let n = self.aggregates.count(&key, today - days + 1, today);
                     (n > 0).then(|| (name.clone(), serde_json::Value::from(n)))
                 })
-                .collect();
+                .collect_object();
             windows.insert(label.to_string(), serde_json::Value::Object(counts));
         }
         let c = &self.computed;
@@ -317,7 +320,7 @@ impl Profile {
                 "lastOrderAt": c.last_order_at.map(format_iso8601),
                 "daysSinceLastSeen": (now - self.last_seen).max(0) / DAY,
                 "windows": windows,
-                "traits": computed.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+                "traits": computed.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect_object(),
             },
         })
     }
@@ -343,7 +346,7 @@ impl Profile {
     /// Counts: summed, except events both profiles recorded (the same messageId), which count once. Runs before
     /// `absorb_history`, while `seen_message_ids` are still the survivor's own.
     pub fn absorb_counts(&mut self, other: &Profile) {
-        let known: BTreeSet<&str> = self.seen_message_ids.iter().map(String::as_str).collect();
+        let known: BTreeSet<&str> = sort::set_of(self.seen_message_ids.iter().map(String::as_str));
         let both: Vec<String> = other
             .recent
             .iter()
@@ -369,10 +372,10 @@ impl Profile {
         recent.extend(
             other.recent.iter().filter(|r| r.message_id.is_empty() || !recent_ids.contains(&r.message_id)).cloned(),
         );
-        recent.sort_by_key(|r| r.at);
+        sort::sort_by_key(&mut recent, |r| r.at);
         let excess = recent.len().saturating_sub(MAX_RECENT_EVENTS);
         self.recent = recent.into_iter().skip(excess).collect();
-        let seen: BTreeSet<String> = self.seen_message_ids.iter().cloned().collect();
+        let seen: BTreeSet<String> = sort::set_of(self.seen_message_ids.iter().cloned());
         for m in &other.seen_message_ids {
             if !seen.contains(m) {
                 self.seen_message_ids.push_back(m.clone());
@@ -404,7 +407,7 @@ impl Profile {
                     serde_json::json!({"verified": true, "by": p.by.name(), "at": format_iso8601(p.at)}),
                 ))
             })
-            .collect::<serde_json::Map<_, _>>()
+            .collect_object()
             .into()
     }
 }

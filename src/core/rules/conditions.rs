@@ -2,6 +2,7 @@
 //! small reader per condition kind, every operator word mapped exhaustively, an unknown word an error at its
 //! path. Every check that can fail is here, so that evaluation (`engine::evaluate`) cannot.
 
+use crate::core::base::sort::CollectInto;
 use crate::core::base::value::Value;
 use crate::core::model::context::is_country_code;
 use crate::core::model::context::Device;
@@ -543,7 +544,7 @@ impl Compiler {
     /// The comparisons written beside a condition's kind (`{"computed": "x", "gte": 2}`); at least 1 when none.
     pub(crate) fn comparison_members(&mut self, o: &Map<String, J>, path: &str) -> Option<Vec<Cmp>> {
         let ops: Map<String, J> =
-            CMP_OPS.iter().filter_map(|op| o.get(*op).map(|n| (op.to_string(), n.clone()))).collect();
+            CMP_OPS.iter().filter_map(|op| o.get(*op).map(|n| (op.to_string(), n.clone()))).collect_object();
         if ops.is_empty() {
             return Some(vec![Cmp::Gte(1.0)]);
         }

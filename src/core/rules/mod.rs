@@ -20,6 +20,7 @@ pub mod slots;
 pub mod sources;
 pub mod template;
 
+use crate::core::base::sort;
 use crate::core::model::consent::ConsentPolicy;
 use crate::core::model::identity::constant_time_eq;
 use crate::core::model::trust::{key_matches, Proof};
@@ -299,7 +300,7 @@ pub fn compile(doc: &J) -> Result<Config, Vec<ConfigError>> {
             }
         }
         if let Some(v) = present(root, "pressure") {
-            let slots: BTreeSet<String> = config.slots.keys().cloned().collect();
+            let slots: BTreeSet<String> = sort::set_of(config.slots.keys().cloned());
             config.pressure = c.pressure(v, "pressure", &slots);
         }
         if let Some(v) = present(root, "journeys") {

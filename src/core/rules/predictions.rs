@@ -5,10 +5,11 @@
 //! "gte": 0.4}`). Computing them is `engine::predict`; fitting is `engine::fit`.
 
 use crate::core::base::clv::{BetaPrior, BgNbd, GammaGamma};
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::{format_iso8601, Millis, DAY};
 use crate::core::rules::compiler::{at, idx, is_id, present, Compiler};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value as J};
+use serde_json::{json, Value as J};
 use std::collections::BTreeMap;
 
 /// What one prediction is.
@@ -155,7 +156,7 @@ impl Model {
                 .channels
                 .iter()
                 .map(|(c, p)| (c.clone(), json!({"response": prior(p.response), "unsubscribe": prior(p.unsubscribe)})))
-                .collect::<Map<String, J>>()
+                .collect_object()
                 .into();
         }
         o

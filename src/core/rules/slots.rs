@@ -1,5 +1,6 @@
 //! Slots and what fills them: blocks with audiences, priorities, schedules, caps, variants and experiments.
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::rules::compiler::{at, idx, is_id, present, Compiler};
 use serde::{Deserialize, Serialize};
@@ -101,7 +102,7 @@ impl Compiler {
                 }
             }
             // A stable sort keeps configuration order among equal priorities.
-            blocks.sort_by_key(|b| std::cmp::Reverse(b.priority));
+            sort::sort_by_key(&mut blocks, |b| std::cmp::Reverse(b.priority));
             if let Some(fallback) = fallback {
                 out.insert(name.clone(), Slot { fallback, blocks });
             }

@@ -2,6 +2,7 @@
 //! storage or for the hop to the profile writer goes through here, so the codec can be replaced (bincode is
 //! unmaintained, RUSTSEC-2025-0141) by adding a version, without touching the rest.
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::audience::Audiences;
@@ -157,7 +158,7 @@ pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
         let quiet: Vec<String> = {
             let mut keys: Vec<(i64, &String)> =
                 p.aggregates.series.iter().map(|(k, s)| (s.last().map_or(i64::MIN, |d| d.day), k)).collect();
-            keys.sort();
+            sort::sort(&mut keys);
             keys.iter().take(shed(keys.len())).map(|(_, k)| (*k).clone()).collect()
         };
         for k in quiet {
@@ -185,13 +186,13 @@ pub fn encode_profile_bounded(p: &Profile) -> Vec<u8> {
     loop {
         let shed = |n: usize| (n / 10).max(1);
         let mut by_age: Vec<(i64, String)> = p.traits.iter().map(|(k, t)| (t.at, k.clone())).collect();
-        by_age.sort();
+        sort::sort(&mut by_age);
         for (_, k) in by_age.iter().take(shed(by_age.len())) {
             p.traits.remove(k);
         }
         if by_age.is_empty() {
             let mut by_count: Vec<(u64, String)> = p.counts.iter().map(|(k, n)| (*n, k.clone())).collect();
-            by_count.sort();
+            sort::sort(&mut by_count);
             for (_, k) in by_count.iter().take(shed(by_count.len())) {
                 p.counts.remove(k);
             }

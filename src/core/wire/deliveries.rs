@@ -9,6 +9,7 @@
 //! delivery settled and sends nothing.
 
 use crate::core::base::encoding::{base64_decode, base64_encode};
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::{format_iso8601, Millis, SECOND};
 use crate::core::base::value::Value;
 use crate::core::model::consent::{google_consent_mode, ConsentPolicy, Purpose, RequestSignals};
@@ -98,7 +99,7 @@ pub fn event(d: &Destination, policy: &ConsentPolicy, profile: &Profile, o: &Out
             traits.insert(name.clone(), t.value.to_json());
         }
     }
-    let properties: Map<String, J> = o.context.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+    let properties: Map<String, J> = o.context.iter().map(|(k, v)| (k.clone(), v.to_json())).collect_object();
     let mut e = json!({
         "type": "track",
         "event": o.event,
@@ -138,11 +139,11 @@ fn consent_context(policy: &ConsentPolicy, profile: &Profile) -> J {
     let signals = RequestSignals { country: profile.journeys.country.clone(), ..RequestSignals::default() };
     let e = policy.effective(Some(&profile.consent), None, &signals);
     let prefs: Map<String, J> =
-        Purpose::OPTIONAL.iter().map(|p| (p.name().to_string(), J::Bool(e.allows(*p)))).collect();
+        Purpose::OPTIONAL.iter().map(|p| (p.name().to_string(), J::Bool(e.allows(*p)))).collect_object();
     let gcm: Map<String, J> = google_consent_mode(&e)
         .iter()
         .map(|(k, g)| (k.to_string(), json!(if *g { "granted" } else { "denied" })))
-        .collect();
+        .collect_object();
     json!({"categoryPreferences": prefs, "googleConsentMode": gcm})
 }
 
@@ -331,8 +332,11 @@ pub fn stats_json(destinations: &[Destination], rows: &[(String, String, String,
     }
     for name in names {
         let count = |o: &str| rows.iter().filter(|r| r.0 == name && r.1 == o).map(|r| r.3).sum::<u64>();
-        let suppressed: Map<String, J> =
-            rows.iter().filter(|r| r.0 == name && r.1 == "suppressed").map(|r| (r.2.clone(), J::from(r.3))).collect();
+        let suppressed: Map<String, J> = rows
+            .iter()
+            .filter(|r| r.0 == name && r.1 == "suppressed")
+            .map(|r| (r.2.clone(), J::from(r.3)))
+            .collect_object();
         let d = destinations.iter().find(|d| d.id == name);
         out.push(json!({
             "id": name,

@@ -8,6 +8,7 @@
 //! null is no column. A property named like a common column (`user_id`) is dropped, as Segment drops it. Names go
 //! through `snake`, which follows the rules Segment's warehouses document (go-snakecase).
 
+use crate::core::base::sort;
 use crate::core::base::time::{format_iso8601, Millis};
 use crate::core::base::value::Value;
 use crate::core::model::audience::Transition;
@@ -273,7 +274,7 @@ pub fn user_row(p: &Profile, at: Millis) -> Row {
     let audiences: Vec<&str> = p.audiences.members.iter().map(|(id, _)| id.as_str()).collect();
     c.insert("audiences".into(), J::from(J::from(audiences).to_string()));
     c.insert("received_at".into(), J::from(format_iso8601(at)));
-    let traits: BTreeMap<String, Value> = p.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect();
+    let traits: BTreeMap<String, Value> = sort::map_of(p.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())));
     flatten(&mut c, "", &traits);
     Row { table: "users".into(), columns: c }
 }
@@ -381,7 +382,7 @@ impl Row {
         if let Some(kind) = text("identity_type") {
             add(kind, "identity_value");
         }
-        out.sort();
+        sort::sort(&mut out);
         out.dedup();
         out
     }
@@ -684,7 +685,7 @@ mod tests {
             ),
         ];
         for (name, r, mut expected) in cases {
-            expected.sort();
+            sort::sort(&mut expected);
             assert_eq!(r.people(), expected, "{name}");
         }
         assert_eq!(

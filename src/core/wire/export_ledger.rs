@@ -9,6 +9,7 @@
 //! is a digest of the messages it holds, so the same delivery retried writes the same keys.
 
 use crate::core::base::encoding::hex;
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::wire::audiences::Sql;
 pub use crate::core::wire::audiences::Statement;
@@ -119,13 +120,10 @@ pub fn lookup(ids: &[String]) -> Statement {
 /// read are none).
 pub fn known_of(rows: &[Vec<J>]) -> BTreeMap<String, Known> {
     let text = |r: &Vec<J>, i: usize| r.get(i).and_then(J::as_str).unwrap_or_default().to_string();
-    rows.iter()
-        .filter(|r| !text(r, 0).is_empty())
-        .map(|r| {
-            let files: Vec<String> = serde_json::from_str(&text(r, 3)).unwrap_or_default();
-            (text(r, 0), Known { batch: text(r, 1), written: text(r, 2) == "written", files })
-        })
-        .collect()
+    sort::map_of(rows.iter().filter(|r| !text(r, 0).is_empty()).map(|r| {
+        let files: Vec<String> = serde_json::from_str(&text(r, 3)).unwrap_or_default();
+        (text(r, 0), Known { batch: text(r, 1), written: text(r, 2) == "written", files })
+    }))
 }
 
 /// Before any file of batch `name` is written: the batch with its files' keys, its messages, each file and the

@@ -2,6 +2,7 @@
 //! 4180 records, and a row as an event. Cells are typed only when plainly numbers or booleans and never
 //! evaluated (`=HYPERLINK(...)` stays that text).
 
+use crate::core::base::sort;
 use crate::core::base::time::{parse_iso8601, Millis};
 use crate::core::base::value::Value;
 use crate::core::model::consent::Purpose;
@@ -314,7 +315,7 @@ pub fn csv_event(
     event.external_ids = external_ids;
     event.routing = routing;
     event.consent = (!consent.is_empty()).then(|| {
-        let mut all: BTreeMap<String, bool> = decl.consent.iter().map(|p| (p.name().to_string(), true)).collect();
+        let mut all: BTreeMap<String, bool> = sort::map_of(decl.consent.iter().map(|p| (p.name().to_string(), true)));
         all.extend(consent);
         all
     });

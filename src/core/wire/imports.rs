@@ -7,6 +7,7 @@
 //! `parse_chunk`. The splitter holds at most one chunk's worth of rows per partition (`PARTITIONS`); a consumer
 //! holds one chunk.
 
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::{parse_iso8601, Millis};
 use crate::core::model::consent::Purpose;
 use crate::core::model::event::Event;
@@ -255,7 +256,7 @@ impl Declaration {
         json!({
             "format": self.format.name(),
             "kind": self.kind.name(),
-            "mapping": self.mapping.iter().map(|(c, t)| (c.clone(), J::String(t.name()))).collect::<serde_json::Map<_, _>>(),
+            "mapping": self.mapping.iter().map(|(c, t)| (c.clone(), J::String(t.name()))).collect_object(),
             "consent": self.consent.iter().map(|p| p.name()).collect::<Vec<_>>(),
             "basis": self.basis.map(Basis::name),
             "asOf": self.as_of,
@@ -602,7 +603,7 @@ pub fn parse_chunk(
 ) -> ChunkRows {
     let mut out = ChunkRows::default();
     let declared: Option<BTreeMap<String, bool>> =
-        (!decl.consent.is_empty()).then(|| decl.consent.iter().map(|p| (p.name().to_string(), true)).collect());
+        (!decl.consent.is_empty()).then(|| decl.consent.iter().map(|p| (p.name().to_string(), true)).collect_map());
     let mut at = 0;
     while at < bytes.len() {
         let Some((line, row, next)) = frame(bytes, at) else {
@@ -781,7 +782,7 @@ mod tests {
                 }
                 lines.extend(rows.lines);
             }
-            lines.sort();
+            crate::core::base::sort::sort(&mut lines);
             assert_eq!(lines, (0..20_000).map(|i| 2 + 2 * i).collect::<Vec<u64>>(), "every row, on its own line");
         }
         // The digest is the content's, whatever the pieces.

@@ -6,6 +6,7 @@
 //! A summary names no person: the profile id, purchase days and values, and per channel three counts. It goes
 //! with its profile (`removed`), so an erasure leaves nothing of the person in the next fit.
 
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::Millis;
 use crate::core::model::behaviour::{Behaviour, ChannelStats, PurchaseDay, Purchases};
 use crate::core::wire::audiences::{removal_key, Sql, Statement};
@@ -41,7 +42,7 @@ impl Published {
                 let buckets: Vec<J> = s.by_pressure.iter().map(|(n, r)| json!([n, r])).collect();
                 (c.clone(), json!({"sends": s.sends, "responses": s.responses, "unsubscribes": s.unsubscribes, "byPressure": buckets}))
             })
-            .collect();
+            .collect_object();
         json!({
             "kind": "predictions",
             "profileId": self.profile_id,

@@ -2,6 +2,7 @@
 //! has it. Rows are made only of what was stored (an event consent refused, a duplicate, one over the profile's
 //! budget makes none) and leave only after the profile is stored (`Writer::flush_export`).
 
+use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::engine::predict;
 use crate::core::model::event::Event;
@@ -42,7 +43,7 @@ pub fn split(restored: &Profile, now: Millis) -> Vec<Row> {
 pub fn people_of(p: &Profile, profile_ids: &[String]) -> Vec<String> {
     let ids = p.identities.iter().map(|i| person_key(&i.kind, &i.value));
     let mut people: Vec<String> = ids.chain(profile_ids.iter().map(|id| person_key("profile", id))).collect();
-    people.sort();
+    sort::sort(&mut people);
     people.dedup();
     people
 }

@@ -6,6 +6,7 @@
 //! here, after the profile is stored. The object counts them with `Outcome::count_in`, one request at a time, so no count is lost to a race, which
 //! counters in KV could not promise.
 
+use crate::core::base::sort::CollectInto;
 use crate::core::model::shown::{Outcome, Tally};
 use crate::core::store::{decode_outcomes, encode_outcomes};
 use crate::edge::objects::{call_ok, get_raw};
@@ -36,7 +37,7 @@ pub async fn record(env: &Env, outcomes: &[Outcome]) -> Result<()> {
 pub async fn counts(env: &Env, experiment: &str) -> Result<BTreeMap<String, (u64, u64)>> {
     let text = call(env, experiment, Method::Get, None).await?;
     let counts: Counts = serde_json::from_str(&text).unwrap_or_default();
-    Ok(counts.into_iter().map(|(k, [e, c])| (k, (e, c))).collect())
+    Ok(counts.into_iter().map(|(k, [e, c])| (k, (e, c))).collect_map())
 }
 
 async fn call(env: &Env, experiment: &str, method: Method, body: Option<Vec<u8>>) -> Result<String> {

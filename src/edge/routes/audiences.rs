@@ -2,6 +2,7 @@
 //! audience, read from the membership index (`edge::audiences`). Who may call: the admin token only (they list
 //! people).
 
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::{format_iso8601, DAY, HOUR};
 use crate::core::rules::Config;
 use crate::core::wire::audiences::{csv_field, history, Sql, Statement, DAILY, MEMBERS_PAGE, MOVEMENTS, SIZES};
@@ -50,7 +51,7 @@ pub(crate) async fn audiences_list(req: Request, env: &Env) -> ApiResult {
         .await?
         .iter()
         .filter_map(|r| Some((r.first()?.as_str()?.to_string(), int(r.get(1)?))))
-        .collect();
+        .collect_map();
     let moves: BTreeMap<String, [i64; 4]> =
         rows(&db, Statement { sql: MOVEMENTS, params: vec![Sql::Int(now - 24 * HOUR), Sql::Int(now - 7 * DAY)] })
             .await?
@@ -61,7 +62,7 @@ pub(crate) async fn audiences_list(req: Request, env: &Env) -> ApiResult {
                     [int(r.get(1)?), int(r.get(2)?), int(r.get(3)?), int(r.get(4)?)],
                 ))
             })
-            .collect();
+            .collect_map();
     let list: Vec<J> = config
         .audiences
         .iter()

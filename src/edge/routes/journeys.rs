@@ -2,6 +2,8 @@
 //! ended by reason over the last 30 days, from the journey index (`core::wire::journeys`, kept by the index queue's
 //! consumer). Who may call: the admin token (or the console's session) only; the counts name nobody.
 
+use crate::core::base::sort;
+use crate::core::base::sort::CollectInto;
 use crate::core::base::time::{format_iso8601, DAY};
 use crate::core::wire::audiences::{Sql, Statement};
 use crate::core::wire::journeys::{ENDED, RUNNING};
@@ -27,7 +29,10 @@ pub(crate) async fn journeys_stats(req: Request, env: &Env) -> ApiResult {
     let since = now() - ENDED_WINDOW;
     let ended = rows(&db, &Statement { sql: ENDED, params: vec![Sql::Int(since)] }).await?;
     let per = |list: &[Vec<J>], journey: &str| -> Map<String, J> {
-        list.iter().filter(|r| text(r.first()) == journey).map(|r| (text(r.get(1)), J::from(count(r.get(2))))).collect()
+        list.iter()
+            .filter(|r| text(r.first()) == journey)
+            .map(|r| (text(r.get(1)), J::from(count(r.get(2)))))
+            .collect_object()
     };
     let mut out: Vec<J> = config
         .journeys
@@ -46,7 +51,7 @@ pub(crate) async fn journeys_stats(req: Request, env: &Env) -> ApiResult {
         .collect();
     // Journeys no longer configured whose instances are still counted.
     let mut gone: Vec<String> = running.iter().chain(&ended).map(|r| text(r.first())).collect();
-    gone.sort();
+    sort::sort(&mut gone);
     gone.dedup();
     for id in gone.into_iter().filter(|id| config.journeys.iter().all(|j| j.id != *id)) {
         let at_step = per(&running, &id);

@@ -2,6 +2,7 @@
 //! merge, and what the person would be shown. Who may call: the admin token (or the console's session) only.
 
 use crate::core::base::encoding::percent_decode_path;
+use crate::core::base::sort::CollectInto;
 use crate::core::engine::evaluate::{computed_of, scores_of, segments_of};
 use crate::core::model::context::Context as DecideContext;
 use crate::core::model::identity::Identity;
@@ -68,7 +69,7 @@ pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool
             .collect();
     }
     let scores = scores_of(&config, &profile, &cx, now);
-    body["scores"] = config.scores.iter().zip(scores).map(|(s, v)| (s.id.clone(), json!(v))).collect();
+    body["scores"] = config.scores.iter().zip(scores).map(|(s, v)| (s.id.clone(), json!(v))).collect_json();
     // The predictions now, or at `?at=` (an operator asking what they were or will be with nothing new).
     let at = match crate::edge::request::query_param(&req, "at")? {
         None => now,
