@@ -2,11 +2,12 @@
 // under `wrangler dev` with fresh local storage, each started again and again (the runtime killed and launched on
 // the same data), interleaved.
 //
-//   node scripts/bench-cold.mjs [--starts 12] [--settle 2500] [--startup 3] [--against DIR]
+//   node scripts/bench-cold.mjs [--starts 12] [--settle 2500] [--startup 3] [--against DIR] [--rust-floor 1]
 //
-// `--against DIR` adds a third Worker, interleaved with the two: another build of edgecdp (DIR holds its
+// `--against DIR` adds a Worker, interleaved with the others: another build of edgecdp (DIR holds its
 // `index.js` and `index_bg.wasm`, such as the build/ of a worktree at an earlier commit), for a change measured
-// side by side.
+// side by side. `--rust-floor 1` adds the Rust floor (benches/floor-rs/, built by scripts/build-floor-rs.sh): the
+// JavaScript floor's same I/O through workers-rs, which tells what Rust and workers-rs cost by themselves.
 //
 // Per start, the client waits until wrangler says the Worker is loaded ("Ready on", before any request reaches
 // it), then times the first request, in turn: `GET /healthz` (which reads nothing), a 10-event batch for a
@@ -28,6 +29,7 @@ const STARTS = arg('starts', 12);
 const SETTLE = arg('settle', 2500);
 const STARTUP = arg('startup', 3);
 const AGAINST = process.argv.includes('--against') ? process.argv[process.argv.indexOf('--against') + 1] : null;
+const RUST_FLOOR = arg('rust-floor', 0);
 const ROOT = join(import.meta.dirname, '..');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let sent = 0;
@@ -78,10 +80,15 @@ const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml',
 const against = AGAINST
   ? await startWorker({ config: { ...demo, journeys: [] }, wranglerConfig: againstConfig, logLevel: 'info' })
   : null;
+const rustFloor = RUST_FLOOR
+  ? await startWorker({ wranglerConfig: 'benches/floor-rs/wrangler.toml', config: null, logLevel: 'info' })
+  : null;
 edge.name = 'edgecdp';
 floor.name = 'floor';
-if (against) against.name = 'against';
-const workers = [edge, floor, ...(against ? [against] : [])];
+if (against) against.name = AGAINST;
+if (rustFloor) rustFloor.name = 'Rust floor';
+const extra = [against, rustFloor].filter(Boolean);
+const workers = [edge, floor, ...extra];
 try {
   for (const w of workers) await timed(w, '/v1/batch', batchBody());
   await sleep(SETTLE);
@@ -104,13 +111,13 @@ try {
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log(`${STARTS} starts per Worker, interleaved; each start's first request timed (median, and range)`);
   const cell = (xs) => `${median(xs).toFixed(1)} ms (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
-  console.log(`| first request after a start | edgecdp | floor | ratio |${against ? ` ${AGAINST} | its ratio |` : ''}`);
-  console.log(`| --- | ---: | ---: | ---: |${against ? ' ---: | ---: |' : ''}`);
+  console.log(`| first request after a start | edgecdp | floor | ratio |${extra.map((w) => ` ${w.name} | its ratio |`).join('')}`);
+  console.log(`| --- | ---: | ---: | ---: |${extra.map(() => ' ---: | ---: |').join('')}`);
   for (const path of Object.keys(kinds)) {
     const [e, f] = [first.edgecdp[path], first.floor[path]];
-    const a = against && first.against[path];
+    const others = extra.map((w) => ` ${cell(first[w.name][path])} | ${(median(first[w.name][path]) / median(f)).toFixed(2)} |`);
     console.log(`| \`${kinds[path][1] ? 'POST' : 'GET'} ${kinds[path][0]}\` | ${cell(e)} | ${cell(f)} | ` +
-      `${(median(e) / median(f)).toFixed(2)} |${a ? ` ${cell(a)} | ${(median(a) / median(f)).toFixed(2)} |` : ''}`);
+      `${(median(e) / median(f)).toFixed(2)} |${others.join('')}`);
   }
 } finally {
   for (const w of workers) await w.stop();
@@ -118,7 +125,9 @@ try {
 }
 try {
   console.log(`\n\`wrangler check startup\`, ${STARTUP} runs per Worker (span of the startup profile / JavaScript and Wasm running in it)`);
-  for (const [name, config] of [['edgecdp', wranglerConfig], ['floor', 'benches/floor/wrangler.toml']]) {
+  const configs = [['edgecdp', wranglerConfig], ['floor', 'benches/floor/wrangler.toml']];
+  if (rustFloor) configs.push(['Rust floor', 'benches/floor-rs/wrangler.toml']);
+  for (const [name, config] of configs) {
     const runs = Array.from({ length: STARTUP }, () => startupProfile(config));
     console.log(`${name}: ${runs.map((r) => `${r.span.toFixed(1)} / ${r.busy.toFixed(1)} ms`).join(', ')}`);
   }

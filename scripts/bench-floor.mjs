@@ -3,7 +3,11 @@
 // wrangler, the same workerd binary, fresh local storage each), measured in interleaved rounds on loopback.
 //
 //   node scripts/bench-floor.mjs [--rounds 6] [--requests 100] [--visitors 50] [--events 10] [--settle 2500]
-//                                [--journeys 0] [--export 0] [--assets 1]
+//                                [--journeys 0] [--export 0] [--assets 1] [--rust-floor 0]
+//
+// `--rust-floor 1` adds a third Worker in the same rounds: the Rust floor (benches/floor-rs/, built by
+// scripts/build-floor-rs.sh), the JavaScript floor's same I/O through workers-rs, which tells what Rust and
+// workers-rs cost by themselves and what edgecdp's own code costs beyond them.
 //
 // Both sides do the same work: the floor runs no journeys and exports nothing, so by default edgecdp runs the demo
 // configuration without its journeys and without the export's queue producer (the binding removed from a copy of
@@ -34,6 +38,7 @@ const SETTLE = arg('settle', 2500);
 const JOURNEYS = arg('journeys', 0);
 const EXPORT = arg('export', 0);
 const ASSETS = arg('assets', 1);
+const RUST_FLOOR = arg('rust-floor', 0);
 const ROOT = join(import.meta.dirname, '..');
 let sent = 0;
 const batchBody = (visitor) => JSON.stringify({
@@ -67,17 +72,21 @@ const wranglerConfig = !EXPORT || !ASSETS
   : undefined;
 const edge = await startWorker({ config: JOURNEYS ? demo : { ...demo, journeys: [] }, wranglerConfig });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null });
+const rustFloor = RUST_FLOOR ? await startWorker({ wranglerConfig: 'benches/floor-rs/wrangler.toml', config: null }) : null;
 edge.name = 'edgecdp';
 floor.name = 'floor';
+if (rustFloor) rustFloor.name = 'Rust floor';
+const all = [edge, floor, ...(rustFloor ? [rustFloor] : [])];
 try {
-  // Every visitor exists in both before anything is measured.
-  for (const w of [edge, floor]) for (let v = 0; v < VISITORS; v++) await send(w, '/v1/batch', batchBody(v));
+  // Every visitor exists in each before anything is measured.
+  for (const w of all) for (let v = 0; v < VISITORS; v++) await send(w, '/v1/batch', batchBody(v));
   const figures = {};
-  for (const w of [edge, floor]) {
+  for (const w of all) {
     figures[w.name] = { batch: { latencies: [], cpuMs: 0, count: 0 }, decide: { latencies: [], cpuMs: 0, count: 0 } };
   }
   for (let r = 0; r < ROUNDS; r++) {
-    for (const w of r % 2 ? [floor, edge] : [edge, floor]) {
+    // Each round's order rotates, so that no Worker always goes first.
+    for (const w of [...all.slice(r % all.length), ...all.slice(0, r % all.length)]) {
       await phase(w, '/v1/batch', batchBody, figures[w.name].batch);
       await new Promise((resolve) => setTimeout(resolve, SETTLE));
       await phase(w, '/v1/decide', decideBody, figures[w.name].decide);
@@ -97,8 +106,20 @@ try {
     console.log(`| \`POST /v1/${path}\` | ${pe.toFixed(2)} ms | ${pf.toFixed(2)} ms | ${(pe / pf).toFixed(2)} | ` +
       `${ce.toFixed(2)} ms | ${cf.toFixed(2)} ms | +${(ce - cf).toFixed(2)} ms |`);
   }
+  if (rustFloor) {
+    console.log('\n| path | Rust floor p50 | its ratio to the floor | Rust floor CPU/request | its CPU ratio | edgecdp CPU / Rust floor CPU |');
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const path of ['batch', 'decide']) {
+      const [e, f, r] = [figures.edgecdp[path], figures.floor[path], figures['Rust floor'][path]];
+      const [pr, pf] = [median(r.latencies), median(f.latencies)];
+      const [ce, cf, cr] = [e.cpuMs / e.count, f.cpuMs / f.count, r.cpuMs / r.count];
+      console.log(`| \`POST /v1/${path}\` | ${pr.toFixed(2)} ms | ${(pr / pf).toFixed(2)} | ${cr.toFixed(2)} ms | ` +
+        `${(cr / cf).toFixed(2)} | ${(ce / cr).toFixed(2)} |`);
+    }
+  }
 } finally {
   await floor.stop();
   await edge.stop();
+  if (rustFloor) await rustFloor.stop();
   if (wranglerConfig) rmSync(wranglerConfig, { force: true });
 }
