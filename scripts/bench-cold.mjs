@@ -122,6 +122,7 @@ try {
 } finally {
   for (const w of workers) await w.stop();
   if (againstConfig) rmSync(againstConfig, { force: true });
+  if (againstConfig) rmSync(againstConfig.replace(/\.toml$/, '-edge.js'), { force: true });
 }
 try {
   console.log(`\n\`wrangler check startup\`, ${STARTUP} runs per Worker (span of the startup profile / JavaScript and Wasm running in it)`);

@@ -6,11 +6,14 @@ import { join } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..');
 const EXPORT_PRODUCER = '[[queues.producers]]\nbinding = "EXPORT"\nqueue = "edgecdp-export"\n';
-const MAIN = 'main = "build/index.js"';
+const MAIN = 'main = "js/edge.js"';
+const SHELL = 'js/edge.js';
+const SHELL_IMPORT = "'../build/index.js'";
 
 /**
  * `exportQueue: false` removes the export's producer (how a deployment turns the export off); `assets: false`
- * removes the `[assets]` section; `main` points the Worker at another build's `index.js`. Answers the copy's path.
+ * removes the `[assets]` section; `main` points the Worker at another build's `index.js`, behind a copy of the
+ * JavaScript shell (`js/edge.js`, written as `.wrangler-<name>-edge.js`) that imports it. Answers the copy's path.
  */
 export function wranglerCopy(name, { exportQueue = true, assets = true, main } = {}) {
   let text = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
@@ -23,7 +26,15 @@ export function wranglerCopy(name, { exportQueue = true, assets = true, main } =
     const at = text.indexOf('[assets]\n');
     replace(text.slice(at, text.indexOf('\n\n', at) + 1), '', '[assets] section');
   }
-  if (main) replace(MAIN, `main = ${JSON.stringify(main)}`, 'main');
+  if (main) {
+    let shell = readFileSync(join(ROOT, SHELL), 'utf8');
+    const imports = shell.split(SHELL_IMPORT).length - 1;
+    if (imports !== 2) throw new Error(`${SHELL} does not import ${SHELL_IMPORT} twice, as this script expects`);
+    shell = shell.replaceAll(SHELL_IMPORT, JSON.stringify(main)).replace("'../package.json'", "'./package.json'");
+    const shellPath = `.wrangler-${name}-edge.js`;
+    writeFileSync(join(ROOT, shellPath), shell);
+    replace(MAIN, `main = ${JSON.stringify(shellPath)}`, 'main');
+  }
   const path = join(ROOT, `.wrangler-${name}.toml`);
   writeFileSync(path, text);
   return path;

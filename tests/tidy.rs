@@ -487,3 +487,17 @@ fn the_length_check_can_fail() {
     assert_eq!(lines_before_tests(&long), MAX_LINES + 1);
     assert_eq!(lines_before_tests(&format!("//! x\nfn f() {{}}\n#[cfg(test)]\n{long}")), 2);
 }
+
+/// `GET /healthz` is answered by the JavaScript shell (`js/edge.js`) with package.json's version, and was answered
+/// by the Rust Worker with Cargo.toml's: the two say the same version.
+#[test]
+fn the_package_and_the_crate_say_the_same_version() {
+    let field = |file: &str, prefix: &str| -> String {
+        let text = fs::read_to_string(root().join(file)).expect("readable manifest");
+        let line =
+            text.lines().find(|l| l.trim_start().starts_with(prefix)).unwrap_or_else(|| panic!("{file}: no {prefix}"));
+        line.split('"').nth(if prefix.starts_with('"') { 3 } else { 1 }).expect("a quoted version").to_string()
+    };
+    assert_eq!(field("package.json", "\"version\""), field("Cargo.toml", "version ="), "package.json and Cargo.toml");
+    assert_eq!(field("package.json", "\"version\""), env!("CARGO_PKG_VERSION"));
+}
