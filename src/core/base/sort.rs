@@ -48,7 +48,7 @@ pub fn set_of<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeSet<T> {
     set
 }
 
-/// `collect` into maps, sets and JSON objects without the sort `collect` runs for a B-tree's bulk build (one copy of
+/// `collect` into maps and JSON objects without the sort `collect` runs for a B-tree's bulk build (one copy of
 /// driftsort per iterator type): each is filled by insertion, the last value kept for a key given twice.
 pub trait CollectInto: Iterator + Sized {
     fn collect_map<K: Ord, V>(self) -> BTreeMap<K, V>
@@ -56,13 +56,6 @@ pub trait CollectInto: Iterator + Sized {
         Self: Iterator<Item = (K, V)>,
     {
         map_of(self)
-    }
-
-    fn collect_set(self) -> BTreeSet<Self::Item>
-    where
-        Self::Item: Ord,
-    {
-        set_of(self)
     }
 
     fn collect_object(self) -> serde_json::Map<String, serde_json::Value>
