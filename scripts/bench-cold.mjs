@@ -3,7 +3,10 @@
 // the same data), interleaved.
 //
 //   node scripts/bench-cold.mjs [--starts 12] [--settle 2500] [--startup 3] [--against DIR] [--rust-floor 1]
+//                               [--assets 1]
 //
+// `--assets 0` removes `[assets]` from edgecdp's copy of wrangler.toml, as in bench-floor.mjs: with it, wrangler's
+// local assets router (a Worker of its own, which the floors do not have) runs first, and starts cold too.
 // `--against DIR` adds a Worker, interleaved with the others: another build of edgecdp (DIR holds its
 // `index.js` and `index_bg.wasm`, such as the build/ of a worktree at an earlier commit), for a change measured
 // side by side. `--rust-floor 1` adds the Rust floor (benches/floor-rs/, built by scripts/build-floor-rs.sh): the
@@ -30,6 +33,7 @@ const SETTLE = arg('settle', 2500);
 const STARTUP = arg('startup', 3);
 const AGAINST = process.argv.includes('--against') ? process.argv[process.argv.indexOf('--against') + 1] : null;
 const RUST_FLOOR = arg('rust-floor', 0);
+const ASSETS = arg('assets', 1);
 const ROOT = join(import.meta.dirname, '..');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let sent = 0;
@@ -71,9 +75,9 @@ function startupProfile(config) {
 }
 
 const demo = JSON.parse(readFileSync(join(ROOT, 'config/demo.json'), 'utf8'));
-const wranglerConfig = wranglerCopy('bench-cold', { exportQueue: false });
+const wranglerConfig = wranglerCopy('bench-cold', { exportQueue: false, assets: Boolean(ASSETS) });
 const againstConfig = AGAINST
-  ? wranglerCopy('bench-cold-against', { exportQueue: false, main: join(AGAINST, 'index.js') })
+  ? wranglerCopy('bench-cold-against', { exportQueue: false, assets: Boolean(ASSETS), main: join(AGAINST, 'index.js') })
   : null;
 const edge = await startWorker({ config: { ...demo, journeys: [] }, wranglerConfig, logLevel: 'info' });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null, logLevel: 'info' });
