@@ -708,6 +708,22 @@ mod tests {
         assert_eq!(r.refused.last().map(|x| x.identity.value.as_str()), Some(&*format!("{}@x", MAX_REFUSED + 2)));
     }
 
+    /// A merge that brings a type exactly to its limit goes ahead: two profiles that both hold user id u1 (one
+    /// user id per profile) become one, with u1 once; only passing the limit refuses a merge.
+    #[test]
+    fn a_merge_that_reaches_a_limit_exactly_goes_ahead() {
+        let rules = Config::default().identity;
+        let mut user = Profile::new("p_user".into(), 0);
+        user.identities.push(Identity::new("user_id", "u1"));
+        let mut other = Profile::new("p_other".into(), 0);
+        other.identities.push(Identity::new("user_id", "u1"));
+        other.identities.push(Identity::new("anonymous_id", "o0"));
+        assert!(merge_into_u1(&mut user, other, &rules, "o0", "m").is_ok(), "one user id of one allowed");
+        assert_eq!(user.identities.iter().filter(|i| i.kind == "user_id").count(), 1);
+        assert!(user.identities.contains(&Identity::new("anonymous_id", "o0")));
+        assert!(user.refused.is_empty());
+    }
+
     fn phone() -> Profile {
         profile(
             "p_phone",
@@ -844,6 +860,32 @@ mod tests {
         assert_eq!(user.computed, original_user.computed);
         assert!(user.merges.is_empty());
         assert_eq!(split(&mut user, "p_phone"), Err(SplitError::NotMerged));
+    }
+
+    /// A split when both profiles had orders gives the survivor back its own orders and revenue (neither reset nor
+    /// added to), and what the survivor saw after the merge stays its last visit.
+    #[test]
+    fn a_split_gives_back_the_orders_and_keeps_what_came_after_the_merge() {
+        let rules = Config::default().identity;
+        let order = |anonymous: &str, user: &str, m: &str, revenue: u32, day: u32| {
+            ev(&format!(
+                r#"{{"type":"track","event":"Order Completed","anonymousId":"{anonymous}",{user}"messageId":"{m}","timestamp":"2026-11-{day}T10:00:00Z","properties":{{"revenue":{revenue}}},GRANT}}"#
+            ))
+        };
+        let mut user = profile("p_user", &[order("laptop", r#""userId":"u1","#, "b9", 30, 21)]);
+        let other = profile("p_phone", &[order("phone", "", "a9", 20, 20)]);
+        merge_into_u1(&mut user, other, &rules, "phone", "m").unwrap();
+        assert_eq!((user.computed.orders, user.computed.revenue), (2, 50.0));
+        // A visit after the merge (at NOW + 1 minute, the batch's receipt time: it names no timestamp).
+        let later =
+            format!(r#"{{"batch":[{}]}}"#, ev(r#"{"type":"page","anonymousId":"laptop","messageId":"b10",GRANT}"#));
+        let parsed = parse_batch(later.as_bytes(), NOW + 60_000).unwrap();
+        let req = ApplyRequest { profile_id: "p_user".into(), events: parsed.events, ..ApplyRequest::default() };
+        let mut user = apply_events(Some(user), req, &Config::default()).0.unwrap();
+        split(&mut user, "p_phone").unwrap();
+        assert_eq!((user.computed.orders, user.computed.revenue), (1, 30.0));
+        assert!(user.computed.last_order_at.is_some(), "the survivor's own order stays");
+        assert_eq!(user.last_seen, NOW + 60_000);
     }
 
     #[test]
