@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
-import { wranglerCopy } from './bench-wrangler.mjs';
+import { removeCopy, wranglerCopy } from './bench-wrangler.mjs';
 
 const STARTS = arg('starts', 12);
 const SETTLE = arg('settle', 2500);
@@ -125,8 +125,7 @@ try {
   }
 } finally {
   for (const w of workers) await w.stop();
-  if (againstConfig) rmSync(againstConfig, { force: true });
-  if (againstConfig) rmSync(againstConfig.replace(/\.toml$/, '-edge.js'), { force: true });
+  removeCopy(againstConfig);
 }
 try {
   console.log(`\n\`wrangler check startup\`, ${STARTUP} runs per Worker (span of the startup profile / JavaScript and Wasm running in it)`);
@@ -137,5 +136,5 @@ try {
     console.log(`${name}: ${runs.map((r) => `${r.span.toFixed(1)} / ${r.busy.toFixed(1)} ms`).join(', ')}`);
   }
 } finally {
-  rmSync(wranglerConfig, { force: true });
+  removeCopy(wranglerConfig);
 }

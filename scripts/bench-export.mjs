@@ -10,10 +10,9 @@
 // on collection side by side. It starts its own Worker (tests/support/worker.mjs) with fresh local storage and
 // contacts only 127.0.0.1; EDGECDP_STATE_DIR=/dev/shm/... keeps local storage in memory. A build must exist.
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { startWorker } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
-import { wranglerCopy } from './bench-wrangler.mjs';
+import { removeCopy, wranglerCopy } from './bench-wrangler.mjs';
 
 const RATE = arg('rate', 1000);
 const SECONDS = arg('seconds', 30);
@@ -75,7 +74,7 @@ try {
   if (EXPORT) await exported(started, loadEnded, tracks, sent, collected);
 } finally {
   await w.stop();
-  if (wranglerConfig) rmSync(wranglerConfig, { force: true });
+  removeCopy(wranglerConfig);
 }
 
 /** Waits (bounded) until every track collected is in a file, then reports the export's figures. */

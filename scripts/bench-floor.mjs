@@ -23,11 +23,11 @@
 // rounds, and the CPU time per request of the Worker's whole process tree (wrangler and workerd, from /proc), which includes the local KV and Durable
 // Object emulation both share, so the difference between the two is edgecdp's own CPU per request.
 // Only 127.0.0.1 is contacted. A build must exist (npm run build).
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
-import { wranglerCopy } from './bench-wrangler.mjs';
+import { removeCopy, wranglerCopy } from './bench-wrangler.mjs';
 import { treeCpuMs } from './cpu.mjs';
 
 const ROUNDS = arg('rounds', 6);
@@ -121,5 +121,5 @@ try {
   await floor.stop();
   await edge.stop();
   if (rustFloor) await rustFloor.stop();
-  if (wranglerConfig) rmSync(wranglerConfig, { force: true });
+  removeCopy(wranglerConfig);
 }

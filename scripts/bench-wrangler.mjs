@@ -1,7 +1,7 @@
 // A benchmark's copy of wrangler.toml, with parts of the deployment taken out or changed, written beside it (so
 // that its relative paths still hold) as `.wrangler-<name>.toml`. Each part is found exactly where the scripts
 // expect it, or the copy is refused: a benchmark must not silently measure the full deployment instead.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -38,4 +38,11 @@ export function wranglerCopy(name, { exportQueue = true, assets = true, main } =
   const path = join(ROOT, `.wrangler-${name}.toml`);
   writeFileSync(path, text);
   return path;
+}
+
+/** Removes a copy `wranglerCopy` wrote, and the shell's copy beside it when it wrote one. */
+export function removeCopy(path) {
+  if (!path) return;
+  rmSync(path, { force: true });
+  rmSync(path.replace(/\.toml$/, '-edge.js'), { force: true });
 }
