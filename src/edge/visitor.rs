@@ -8,10 +8,10 @@ use crate::core::model::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
 use crate::edge::auth::caller;
+use crate::edge::cookie;
 use crate::edge::error::ApiError;
 use crate::edge::objects::profile_client;
 use crate::edge::request::{allowed_origin, signals};
-use crate::edge::{cookie, kv};
 use std::collections::BTreeMap;
 use worker::{Env, Request};
 
@@ -33,16 +33,30 @@ impl Visitor {
         anonymous_id: Option<&str>,
         consent: &mut Option<BTreeMap<String, bool>>,
     ) -> Result<Visitor, ApiError> {
+        let (named, identities) = Visitor::name(req, env, config, user_id, anonymous_id, consent)?;
+        Ok(Visitor { profile: profile_client::lookup(env, identities).await?, ..named })
+    }
+
+    /// `resolve` before the profile is read: the visitor without it, and the identities whose profile it is
+    /// (`identities`).
+    pub fn name(
+        req: &Request,
+        env: &Env,
+        config: &Config,
+        user_id: Option<&str>,
+        anonymous_id: Option<&str>,
+        consent: &mut Option<BTreeMap<String, bool>>,
+    ) -> Result<(Visitor, Vec<Identity>), ApiError> {
         let origin = allowed_origin(req, config)?;
         let cookie_id = caller(req, env, config, user_id, consent)?;
-        let profile = profile_of(env, cookie_id.as_deref().or(anonymous_id), user_id).await?;
-        Ok(Visitor { origin, profile, signals: signals(req, env, &config.consent) })
+        let identities = identities(cookie_id.as_deref().or(anonymous_id), user_id);
+        Ok((Visitor { origin, profile: None, signals: signals(req, env, &config.consent) }, identities))
     }
 
     /// A page request proxied by edge delivery: only the signed cookie says who it is.
     pub async fn of_page(req: &Request, env: &Env, config: &Config) -> Result<Visitor, ApiError> {
         let cookie_id = cookie::secret(env).and_then(|s| cookie::id_from(req, &s));
-        let profile = profile_of(env, cookie_id.as_deref(), None).await?;
+        let profile = profile_client::lookup(env, identities(cookie_id.as_deref(), None)).await?;
         Ok(Visitor { origin: None, profile, signals: signals(req, env, &config.consent) })
     }
 
@@ -52,17 +66,9 @@ impl Visitor {
     }
 }
 
-/// The profile a visitor's ids lead to: the user's, else the anonymous one's.
-async fn profile_of(env: &Env, anonymous_id: Option<&str>, user_id: Option<&str>) -> Result<Option<Profile>, ApiError> {
-    let store = kv::store(env)?;
-    let mut profile = None;
-    if let Some(u) = user_id {
-        profile = profile_client::current_of(env, &store, &Identity::new(USER_ID, u)).await?;
-    }
-    if profile.is_none() {
-        if let Some(a) = anonymous_id {
-            profile = profile_client::current_of(env, &store, &Identity::new(ANONYMOUS_ID, a)).await?;
-        }
-    }
-    Ok(profile)
+/// The identities a visitor's ids name, in the order their profiles are preferred: the user's, then the
+/// anonymous one's.
+pub fn identities(anonymous_id: Option<&str>, user_id: Option<&str>) -> Vec<Identity> {
+    let user = user_id.map(|u| Identity::new(USER_ID, u));
+    user.into_iter().chain(anonymous_id.map(|a| Identity::new(ANONYMOUS_ID, a))).collect()
 }

@@ -12,6 +12,7 @@
 //! (`Key::MovedTo`) redirects for a day; an erasure leaves only its time (`Key::ErasedAt`) for a minute, during
 //! which applies are refused, so that events planned before it cannot bring the person back.
 
+pub mod client;
 pub mod effects;
 mod export;
 pub mod protocol;

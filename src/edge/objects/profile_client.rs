@@ -1,34 +1,30 @@
 //! The Worker's one client of the profile objects: every request goes through `ask` (one object) or `follow`
-//! (following tombstones, at most `MAX_HOPS` of them), with bodies and answers as the core's types
+//! (following tombstones, at most `core::writer::client::MAX_HOPS` of them) and `lookup` (a visitor's profile), with bodies and answers as the core's types
 //! (`core::writer::protocol`).
 
-use crate::core::base::time::Millis;
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
-use crate::core::store::decode_profile;
-use crate::core::writer::protocol::{decode_reply, encode_request, Reply, Request};
-use crate::core::writer::FRESH_MS;
+use crate::core::writer::client::{reply_of, Failed, Follow, Lookup, Need, Steps};
+use crate::core::writer::protocol::{encode_request, Reply, Request};
 use crate::edge::error::ApiError;
 use crate::edge::kv;
 use worker::{Env, Method};
 
 const BINDING: &str = "PROFILES";
-/// Tombstones a request follows at most: a merged profile names where it went, and KV may show the old index for
-/// up to a minute, so a chain is short; a longer one is an error rather than a loop.
-pub const MAX_HOPS: usize = 4;
-
-/// Asks one profile's object, with the configuration version this isolate read (`kv::config_seen`) for an apply.
-pub async fn ask(env: &Env, profile_id: &str, request: &Request) -> worker::Result<Reply> {
+/// Sends one profile's object `body` (`request`, encoded), with the configuration version this isolate read
+/// (`kv::config_seen`) for an apply: its status and bytes.
+pub async fn send(env: &Env, profile_id: &str, request: &Request, body: &[u8]) -> worker::Result<(u16, Vec<u8>)> {
     let seen = if matches!(request, Request::Apply(_)) { kv::cached_version() } else { None };
-    let body = encode_request(request);
-    let (status, bytes) =
-        crate::edge::objects::call(env, BINDING, profile_id, Method::Post, "", Some(&body), seen).await?;
-    if status != 200 {
-        let text = String::from_utf8_lossy(&bytes);
-        return Err(worker::Error::RustError(format!("profile writer answered {status}: {text}")));
-    }
-    decode_reply(&bytes).map_err(|e| worker::Error::RustError(format!("profile writer answered unreadably: {e}")))
+    crate::edge::objects::call(env, BINDING, profile_id, Method::Post, "", Some(body), seen).await
+}
+
+/// Asks one profile's object, tombstones not followed: its reply.
+pub async fn ask(env: &Env, profile_id: &str, request: &Request) -> worker::Result<Reply> {
+    let (status, bytes) = send(env, profile_id, request, &encode_request(request)).await?;
+    reply_of(status, &bytes).map_err(|f| match f {
+        Failed::Unavailable(m) | Failed::Refused { message: m, .. } => worker::Error::RustError(m),
+    })
 }
 
 /// What `follow` reached: the profile that answered, the tombstones passed on the way, and its reply.
@@ -38,23 +34,26 @@ pub struct Followed {
     pub reply: Reply,
 }
 
-/// Asks the object of `profile_id`, following tombstones (an apply is readdressed to each profile asked).
-pub async fn follow(env: &Env, profile_id: &str, mut request: Request) -> Result<Followed, ApiError> {
-    let mut at = profile_id.to_string();
-    let mut passed = Vec::new();
-    for _ in 0..=MAX_HOPS {
-        match ask(env, &at, &request).await? {
-            Reply::Moved { to } => {
-                if let Request::Apply(a) = &mut request {
-                    a.profile_id = to.clone();
-                }
-                passed.push(std::mem::replace(&mut at, to));
-            }
-            Reply::Refused { code, message } => return Err(refusal(&code, message)),
-            reply => return Ok(Followed { profile_id: at, passed, reply }),
+/// Asks the object of `profile_id`, following tombstones (`core::writer::client::Follow`: an apply is readdressed
+/// to each profile asked).
+pub async fn follow(env: &Env, profile_id: &str, request: Request) -> Result<Followed, ApiError> {
+    let mut f = Follow::new(profile_id, request);
+    loop {
+        let (status, bytes) = send(env, f.at(), f.request(), &f.body()).await?;
+        if let Some(reply) = f.answer(status, &bytes)? {
+            return Ok(Followed { profile_id: f.at().to_string(), passed: f.passed().to_vec(), reply });
         }
     }
-    Err(ApiError::Unavailable(format!("profile {profile_id} moved more than {MAX_HOPS} times")))
+}
+
+/// A request that could not go on, as the API says it.
+impl From<Failed> for ApiError {
+    fn from(f: Failed) -> ApiError {
+        match f {
+            Failed::Refused { code, message } => refusal(&code, message),
+            Failed::Unavailable(detail) => ApiError::Unavailable(detail),
+        }
+    }
 }
 
 /// A refusal as the API says it.
@@ -71,7 +70,7 @@ fn refusal(code: &str, message: String) -> ApiError {
 
 /// A reply of a kind the request does not have.
 pub fn unexpected(reply: &Reply) -> ApiError {
-    ApiError::Unavailable(format!("profile writer answered {}", reply.kind()))
+    Failed::unexpected(reply).into()
 }
 
 /// Sends an apply to a profile's writer, following tombstones.
@@ -92,23 +91,35 @@ pub async fn locate(env: &Env, id: &str) -> Result<String, ApiError> {
     }
 }
 
-/// The profile an identity leads to, as its readers must see it: the KV snapshot, unless it is young enough that
-/// a newer write may be due (`FRESH_MS`), in which case the object itself answers.
-pub async fn current_of(env: &Env, store: &worker::KvStore, id: &Identity) -> Result<Option<Profile>, ApiError> {
-    let Some(pid) = kv::profile_id_of(store, id).await? else { return Ok(None) };
-    let Some((snapshot, written_at)) = kv::snapshot(store, &pid).await? else { return Ok(None) };
-    if written_at.is_some_and(|at| now() - at < FRESH_MS) {
-        return match follow(env, &pid, Request::Read).await?.reply {
-            Reply::Profile(Some(bytes)) => {
-                decode_profile(&bytes).map(Some).map_err(|e| ApiError::Unavailable(e.to_string()))
-            }
-            Reply::Profile(None) => Ok(None),
-            other => Err(unexpected(&other)),
-        };
-    }
-    Ok(Some(snapshot))
+/// The profile the first of `identities` that has one leads to, as its readers must see it
+/// (`core::writer::client::Lookup`: the KV snapshot, unless a newer write may be due, when the object answers).
+pub async fn lookup(env: &Env, identities: Vec<Identity>) -> Result<Option<Profile>, ApiError> {
+    let mut l = Lookup::new(identities, crate::edge::clock::now());
+    drive(env, &mut l).await?;
+    Ok(l.found())
 }
 
-fn now() -> Millis {
-    worker::Date::now().as_millis() as Millis
+/// Carries out a task's reads and calls (`core::writer::client::Steps`) until it needs nothing more.
+pub async fn drive<S: Steps>(env: &Env, task: &mut S) -> Result<(), ApiError>
+where
+    ApiError: From<S::Error>,
+{
+    let store = kv::store(env)?;
+    loop {
+        match task.need() {
+            Need::Text(key) => {
+                let value = store.get(&key).text().await?;
+                task.text(value);
+            }
+            Need::Bytes(key) => {
+                let value = store.get(&key).bytes().await?;
+                task.bytes(value.as_deref())?;
+            }
+            Need::Object(f) => {
+                let (status, bytes) = send(env, f.at(), f.request(), &f.body()).await?;
+                task.answer(status, &bytes)?;
+            }
+            Need::Done => return Ok(()),
+        }
+    }
 }

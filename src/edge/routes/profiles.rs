@@ -37,8 +37,7 @@ pub(crate) fn no_profile(decoded: &str) -> ApiError {
 pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiResult {
     require_admin(&req, env).await?;
     let (identity, decoded) = identity_from_path(key)?;
-    let store = kv::store(env)?;
-    let profile = profile_client::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let profile = profile_client::lookup(env, vec![identity]).await?.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
     let now = now();
     // Outside a request for a page, segments on the page or request context do not hold.
@@ -172,8 +171,7 @@ pub(crate) async fn profile_preview(mut req: Request, env: &Env, key: &str) -> A
         doc["slots"] = config.slots.keys().cloned().collect();
     }
     let request = wire::decide::decide_request(&doc).map_err(ApiError::Body)?;
-    let store = kv::store(env)?;
-    let profile = profile_client::current_of(env, &store, &identity).await?.ok_or_else(|| no_profile(&decoded))?;
+    let profile = profile_client::lookup(env, vec![identity]).await?.ok_or_else(|| no_profile(&decoded))?;
     let mut cx = request.context();
     cx.device = device.or(cx.device);
     let subject = crate::core::model::consent::permit_personalization(
