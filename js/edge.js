@@ -1,25 +1,75 @@
 // The Worker's entry (wrangler.toml's `main`): a JavaScript shell in front of the Rust Worker that worker-build
 // writes to build/index.js. Measured (BENCHMARKS.md, "Against a Rust floor"): a new isolate's first request through
-// workers-rs alone costs 1.4–1.8× what the same request costs a JavaScript Worker, whatever the Rust code does, so
-// what can be answered without the core is answered here, and the rest goes to the Rust Worker unchanged.
+// workers-rs alone costs 1.4–1.8× what the same request costs a JavaScript Worker, and a warm request's reads cost
+// a future, a closure and several crossings each; so the shell answers what it can, doing the I/O itself around
+// synchronous calls into the same Wasm, and hands the rest to the Rust Worker unchanged.
 //
-// Today that is `GET /healthz`, which reads nothing: `{"ok": true, "version": ...}`, the version being the
-// package's (tests/tidy.rs holds package.json's and Cargo.toml's versions equal). Who may call: anyone, as before.
+// - `GET /healthz` reads nothing: `{"ok": true, "version": ...}`, the version being the package's (tests/tidy.rs
+//   holds package.json's and Cargo.toml's versions equal). Who may call: anyone, as before.
+// - `POST /v1/decide`: every rule is the core's (`DecideStep`, src/edge/shell.rs, the same steps the Rust Worker
+//   drives); the shell reads `config:current`, the body (a declared length within the limit, as the Rust Worker
+//   reads it: the runtime frames the body by that length), the KV keys and the profile objects the step asks for.
+//   It hands the request over instead when the configuration is not compiled in this isolate yet, when the body is
+//   compressed or declares no length or too large a one, and for `?explain`. Who may call: as before (a page for its
+//   own visitor; a `userId` needs a server credential): the step checks it.
 // Every other request, every Durable Object class, the queue consumers and the cron are the Rust Worker's.
-import Rust from '../build/index.js';
+import Rust, { DecideStep } from '../build/index.js';
 import { version } from '../package.json';
 
 export { ConfigObject, ExperimentObject, GuardObject, ProfileObject } from '../build/index.js';
 
 const HEALTH = JSON.stringify({ ok: true, version });
+const LIMIT = DecideStep.limit();
+const DIGITS = /^\d+$/;
 
 export default class Edge extends Rust {
   fetch(request) {
-    if (request.method === 'GET' && new URL(request.url).pathname === '/healthz') {
+    const url = new URL(request.url);
+    if (request.method === 'GET' && url.pathname === '/healthz') {
       return new Response(HEALTH, {
         headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
       });
     }
+    if (request.method === 'POST' && url.pathname === '/v1/decide' && !url.searchParams.has('explain')) {
+      const length = request.headers.get('content-length')?.trim();
+      if (length && DIGITS.test(length) && Number(length) <= LIMIT && !request.headers.has('content-encoding')) {
+        return this.decide(request);
+      }
+    }
     return super.fetch(request);
+  }
+
+  async decide(request) {
+    const env = this.env;
+    const step = DecideStep.ready(await env.EDGECDP.get('config:current'));
+    if (!step) return super.fetch(request);
+    try {
+      step.start(request, env, new Uint8Array(await request.arrayBuffer()));
+      for (;;) {
+        try {
+          switch (step.kind()) {
+            case 0: return step.response();
+            case 1: step.text(await env.EDGECDP.get(step.key())); break;
+            case 2: {
+              const got = await env.EDGECDP.get(step.key(), 'arrayBuffer');
+              step.bytes(got && new Uint8Array(got));
+              break;
+            }
+            default: {
+              const stub = env.PROFILES.get(env.PROFILES.idFromName(step.key()));
+              const seen = step.version();
+              const r = await stub.fetch('https://object/', {
+                method: 'POST', body: step.body(), headers: seen ? { 'x-edgecdp-config-version': seen } : {},
+              });
+              step.answer(r.status, new Uint8Array(await r.arrayBuffer()));
+            }
+          }
+        } catch (e) {
+          step.fail(String(e?.message ?? e));
+        }
+      }
+    } finally {
+      step.free();
+    }
   }
 }

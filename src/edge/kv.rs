@@ -10,10 +10,9 @@
 use crate::core::base::sort;
 use crate::core::base::time::Millis;
 use crate::core::model::identity::Identity;
-use crate::core::model::profile::Profile;
 use crate::core::rules::predictions::{model_from_json, Model as PredictionModel};
 use crate::core::rules::{compile_str, Config};
-use crate::core::store::{decode_snapshot, encode_latest_config, latest_config_text};
+use crate::core::store::{encode_latest_config, latest_config_text};
 use crate::edge::error::ApiError;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -54,7 +53,24 @@ pub fn store(env: &Env) -> Result<KvStore, ApiError> {
 
 /// The version of the configuration in force; 0 when none was ever stored.
 pub async fn current_version(kv: &KvStore) -> Result<u64, ApiError> {
-    Ok(kv.get(CURRENT_KEY).text().await?.and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+    Ok(version_of(kv.get(CURRENT_KEY).text().await?.as_deref()))
+}
+
+/// The version `config:current`'s text names (0 when absent).
+pub fn version_of(current: Option<&str>) -> u64 {
+    current.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// `config` without I/O: the configuration in force when `current` (`config:current`'s text) names the version
+/// this isolate compiled and its fitted model is fresh; `None` when `config` has a read to do.
+pub fn cached_config(current: Option<&str>) -> Option<(u64, Rc<Config>)> {
+    let version = version_of(current);
+    let config = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone()))?;
+    if config.predictions.pinned.is_some() {
+        return Some((version, config));
+    }
+    let model = fresh_model(crate::edge::clock::now(), |m| m.as_ref().map(|m| m.version))?;
+    (config.predictions.model.as_ref().map(|m| m.version) == model).then_some((version, config))
 }
 
 /// The configuration in force and its version (0 when none was ever stored: the documented defaults).
@@ -160,6 +176,11 @@ fn cache_model(now: Millis, text: Option<String>) -> Option<PredictionModel> {
     m
 }
 
+/// `then` of the fitted model as kept, unless it was read `MODEL_TTL_MS` or longer before `now`.
+fn fresh_model<T>(now: Millis, then: impl FnOnce(&Option<PredictionModel>) -> T) -> Option<T> {
+    MODEL_CACHE.with(|c| c.borrow().as_ref().filter(|(at, _)| now - at < MODEL_TTL_MS).map(|(_, m)| then(m)))
+}
+
 /// The configuration with the fitted model in force (unless it pins one): the cached compiled configuration
 /// when it already has that model, else the two put together once and cached in its place.
 async fn with_fitted(env: &Env, version: u64, config: Rc<Config>) -> Rc<Config> {
@@ -167,9 +188,7 @@ async fn with_fitted(env: &Env, version: u64, config: Rc<Config>) -> Rc<Config> 
         return config;
     }
     let now = crate::edge::clock::now();
-    let cached =
-        MODEL_CACHE.with(|c| c.borrow().as_ref().filter(|(at, _)| now - at < MODEL_TTL_MS).map(|(_, m)| m.clone()));
-    let model = match cached {
+    let model = match fresh_model(now, Clone::clone) {
         Some(m) => m,
         None => {
             let text = match store(env) {
@@ -269,16 +288,6 @@ pub async fn mark_erased(kv: &KvStore, id: &Identity) -> worker::Result<()> {
 /// Whether an identity's person was erased within the last `ERASED_MARK_SECONDS`.
 pub async fn recently_erased(kv: &KvStore, id: &Identity) -> Result<bool, ApiError> {
     Ok(kv.get(&id.erased_key()).text().await?.is_some())
-}
-
-/// The latest snapshot of a profile, and when its writer wrote it (see `store::encode_snapshot`).
-pub async fn snapshot(kv: &KvStore, profile_id: &str) -> Result<Option<(Profile, Option<Millis>)>, ApiError> {
-    match kv.get(&crate::core::writer::profile_key(profile_id)).bytes().await? {
-        None => Ok(None),
-        Some(bytes) => {
-            decode_snapshot(&bytes).map(Some).map_err(|e| ApiError::Unavailable(format!("profile {profile_id}: {e}")))
-        }
-    }
 }
 
 /// Says, in the log, that a KV key is about to be written, when `EDGECDP_LOG_KV_WRITES` is set: the test that

@@ -20,6 +20,7 @@ mod outlets;
 mod predictions;
 mod request;
 mod routes;
+mod shell;
 mod visitor;
 
 use crate::core::engine::delivery::HOP_HEADER;

@@ -1,0 +1,138 @@
+//! What the JavaScript shell (`js/edge.js`) calls synchronously: a decision (`POST /v1/decide`) whose reads and
+//! calls the shell carries out itself, with the runtime's own KV and Durable Object bindings, while every rule
+//! runs here (`routes::decide::Deciding`, the same steps the Rust Worker drives). Measured (BENCHMARKS.md,
+//! "The shell's decision"): through workers-rs each read costs a future, a closure and a few crossings; here a
+//! step is one call with bytes in or out.
+//!
+//! Who may call: the shell, for any request it would otherwise hand to the Rust Worker; the rules that follow
+//! (origin, caller, consent) are the Rust Worker's. The shell hands the request to the Rust Worker instead when
+//! `DecideStep::ready` says the configuration in force is not compiled in this isolate yet (or its fitted model is
+//! due a read), when the body is compressed or declares no length, and for `?explain` (an operator's credential is
+//! checked there).
+
+use crate::core::rules::Config;
+use crate::core::wire;
+use crate::core::writer::client::{Need, Steps};
+use crate::core::writer::protocol::Request as ObjectRequest;
+use crate::edge::error::{ApiError, ApiResult};
+use crate::edge::kv;
+use crate::edge::routes::decide::Deciding;
+use std::rc::Rc;
+use worker::wasm_bindgen::prelude::*;
+use worker::web_sys;
+use worker::Env;
+
+/// One decision, between the shell's reads. `kind` says what it needs: 0 the answer is ready (`response`), 1 the
+/// text of KV key `key` (`text`), 2 its bytes (`bytes`), 3 the answer of the profile object `object` to `body`,
+/// sent with the `x-edgecdp-config-version` header `version` when there is one (`answer`).
+#[wasm_bindgen]
+pub struct DecideStep {
+    config: Option<(u64, Rc<Config>)>,
+    deciding: Option<Deciding>,
+    over: Option<ApiResult>,
+}
+
+#[wasm_bindgen]
+impl DecideStep {
+    /// A decision under the configuration `current` (`config:current`'s text) names, when this isolate has it
+    /// compiled and its fitted model fresh (`kv::cached_config`); `undefined` otherwise.
+    pub fn ready(current: Option<String>) -> Option<DecideStep> {
+        let config = kv::cached_config(current.as_deref())?;
+        Some(DecideStep { config: Some(config), deciding: None, over: None })
+    }
+
+    /// The largest body a decision reads (`core::wire::MAX_EVENT_BYTES`).
+    pub fn limit() -> usize {
+        wire::MAX_EVENT_BYTES
+    }
+
+    /// Starts the decision of `request`, whose body the shell read (`body`).
+    pub fn start(&mut self, request: web_sys::Request, env: Env, body: &[u8]) {
+        let Some((version, config)) = self.config.take() else { return };
+        let req = worker::Request::from(request);
+        let started = wire::decide::parse_decide(body)
+            .map_err(ApiError::Body)
+            .and_then(|parsed| Deciding::start(&req, &env, version, config, parsed));
+        match started {
+            Ok(d) if d.explaining => {
+                self.over = Some(Err(ApiError::Unavailable("explain goes to the Rust Worker".into())))
+            }
+            Ok(d) => self.deciding = Some(d),
+            Err(e) => self.over = Some(Err(e)),
+        }
+    }
+
+    pub fn kind(&self) -> u8 {
+        match self.deciding.as_ref().map(Steps::need) {
+            Some(Need::Text(_)) => 1,
+            Some(Need::Bytes(_)) => 2,
+            Some(Need::Object(_)) => 3,
+            Some(Need::Done) | None => 0,
+        }
+    }
+
+    /// The KV key asked for (kinds 1 and 2), or the profile whose object is asked (kind 3).
+    pub fn key(&self) -> String {
+        match self.deciding.as_ref().map(Steps::need) {
+            Some(Need::Text(k) | Need::Bytes(k)) => k,
+            Some(Need::Object(f)) => f.at().to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// What the object is sent (kind 3).
+    pub fn body(&self) -> Vec<u8> {
+        match self.deciding.as_ref().map(Steps::need) {
+            Some(Need::Object(f)) => f.body(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The configuration version an apply names to the object (kind 3), as `profile_client::send` names it.
+    pub fn version(&self) -> Option<String> {
+        let d = self.deciding.as_ref()?;
+        match d.need() {
+            Need::Object(f) if matches!(f.request(), ObjectRequest::Apply(_)) => Some(d.version.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn text(&mut self, value: Option<String>) {
+        if let Some(d) = &mut self.deciding {
+            d.text(value);
+        }
+    }
+
+    pub fn bytes(&mut self, value: Option<Vec<u8>>) {
+        if let Some(d) = &mut self.deciding {
+            let _ = d.bytes(value.as_deref());
+        }
+    }
+
+    pub fn answer(&mut self, status: u16, bytes: &[u8]) {
+        if let Some(d) = &mut self.deciding {
+            let _ = d.answer(status, bytes);
+        }
+    }
+
+    /// A read or a call that threw: the decision ends as unavailable (503), as in the Rust Worker.
+    pub fn fail(&mut self, message: String) {
+        if let Some(d) = &mut self.deciding {
+            d.fail(ApiError::Unavailable(message));
+        }
+    }
+
+    /// The answer (kind 0): the decision's, or the error's.
+    pub fn response(&mut self) -> Result<web_sys::Response, JsValue> {
+        let result = match (self.over.take(), self.deciding.take()) {
+            (Some(r), _) => r,
+            (None, Some(d)) => d.finish(),
+            (None, None) => Err(ApiError::Unavailable("a decision answered twice".into())),
+        };
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => e.into_response().map_err(JsValue::from)?,
+        };
+        Ok(resp.into())
+    }
+}
