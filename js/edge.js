@@ -7,9 +7,9 @@
 // - `GET /healthz` reads nothing: `{"ok": true, "version": ...}`, the version being the package's (tests/tidy.rs
 //   holds package.json's and Cargo.toml's versions equal). Who may call: anyone, as before.
 // - `POST /v1/decide`: every rule is the core's (`DecideStep`, src/edge/shell.rs, the same steps the Rust Worker
-//   drives); the shell reads `config:current`, the body (a declared length within the limit, as the Rust Worker
+//   drives); the shell reads the configuration's keys, the body (a declared length within the limit, as the Rust Worker
 //   reads it: the runtime frames the body by that length), the KV keys and the profile objects the step asks for.
-//   It hands the request over instead when the configuration is not compiled in this isolate yet, when the body is
+//   It hands the request over instead when `config:latest` is not the version in force yet, when the body is
 //   compressed or declares no length or too large a one, and for `?explain`. Who may call: as before (a page for its
 //   own visitor; a `userId` needs a server credential): the step checks it.
 // Every other request, every Durable Object class, the queue consumers and the cron are the Rust Worker's.
@@ -41,8 +41,19 @@ export default class Edge extends Rust {
 
   async decide(request) {
     const env = this.env;
-    const step = DecideStep.ready(await env.EDGECDP.get('config:current'));
-    if (!step) return super.fetch(request);
+    const kv = env.EDGECDP;
+    // A new isolate reads the three keys the configuration needs at once, as the Rust Worker does; a warm one
+    // reads the version in force, and the other two only when it changed or the fitted model is a minute old.
+    const cold = DecideStep.cold();
+    const current = cold ? undefined : await kv.get('config:current');
+    let step = cold ? undefined : DecideStep.ready(current);
+    if (!step) {
+      const [now, latest, model] = await Promise.all([
+        cold ? kv.get('config:current') : current, kv.get('config:latest'), kv.get('predictions:model'),
+      ]);
+      step = DecideStep.load(now, latest, model);
+      if (!step) return super.fetch(request);
+    }
     try {
       step.start(request, env, new Uint8Array(await request.arrayBuffer()));
       for (;;) {

@@ -8,8 +8,8 @@
 // `--assets 0` removes `[assets]` from edgecdp's copy of wrangler.toml, as in bench-floor.mjs: with it, wrangler's
 // local assets router (a Worker of its own, which the floors do not have) runs first, and starts cold too.
 // `--against DIR` adds a Worker, interleaved with the others: another build of edgecdp (DIR holds its
-// `index.js` and `index_bg.wasm`, such as the build/ of a worktree at an earlier commit), for a change measured
-// side by side. `--rust-floor 1` adds the Rust floor (benches/floor-rs/, built by scripts/build-floor-rs.sh): the
+// `index.js` and `index_bg.wasm`, such as the build/ of a worktree at an earlier commit, and its `edge.js` when
+// its shell differs), for a change measured side by side. `--rust-floor 1` adds the Rust floor (benches/floor-rs/, built by scripts/build-floor-rs.sh): the
 // JavaScript floor's same I/O through workers-rs, which tells what Rust and workers-rs cost by themselves.
 //
 // Per start, the client waits until wrangler says the Worker is loaded ("Ready on", before any request reaches
@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
-import { removeCopy, wranglerCopy } from './bench-wrangler.mjs';
+import { againstCopy, removeCopy, wranglerCopy } from './bench-wrangler.mjs';
 
 const STARTS = arg('starts', 12);
 const SETTLE = arg('settle', 2500);
@@ -77,7 +77,7 @@ function startupProfile(config) {
 const demo = JSON.parse(readFileSync(join(ROOT, 'config/demo.json'), 'utf8'));
 const wranglerConfig = wranglerCopy('bench-cold', { exportQueue: false, assets: Boolean(ASSETS) });
 const againstConfig = AGAINST
-  ? wranglerCopy('bench-cold-against', { exportQueue: false, assets: Boolean(ASSETS), main: join(AGAINST, 'index.js') })
+  ? againstCopy('bench-cold-against', AGAINST, { exportQueue: false, assets: Boolean(ASSETS) })
   : null;
 const edge = await startWorker({ config: { ...demo, journeys: [] }, wranglerConfig, logLevel: 'info' });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null, logLevel: 'info' });

@@ -3,11 +3,12 @@
 // wrangler, the same workerd binary, fresh local storage each), measured in interleaved rounds on loopback.
 //
 //   node scripts/bench-floor.mjs [--rounds 6] [--requests 100] [--visitors 50] [--events 10] [--settle 2500]
-//                                [--journeys 0] [--export 0] [--assets 1] [--rust-floor 0]
+//                                [--journeys 0] [--export 0] [--assets 1] [--rust-floor 0] [--against DIR]
 //
 // `--rust-floor 1` adds a third Worker in the same rounds: the Rust floor (benches/floor-rs/, built by
 // scripts/build-floor-rs.sh), the JavaScript floor's same I/O through workers-rs, which tells what Rust and
-// workers-rs cost by themselves and what edgecdp's own code costs beyond them.
+// workers-rs cost by themselves and what edgecdp's own code costs beyond them. `--against DIR` adds another build
+// of edgecdp in the same rounds (as in scripts/bench-cold.mjs), for a change measured side by side.
 //
 // Both sides do the same work: the floor runs no journeys and exports nothing, so by default edgecdp runs the demo
 // configuration without its journeys and without the export's queue producer (the binding removed from a copy of
@@ -27,7 +28,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startWorker, GRANT } from '../tests/support/worker.mjs';
 import { arg } from './args.mjs';
-import { removeCopy, wranglerCopy } from './bench-wrangler.mjs';
+import { againstCopy, removeCopy, wranglerCopy } from './bench-wrangler.mjs';
 import { treeCpuMs } from './cpu.mjs';
 
 const ROUNDS = arg('rounds', 6);
@@ -39,6 +40,7 @@ const JOURNEYS = arg('journeys', 0);
 const EXPORT = arg('export', 0);
 const ASSETS = arg('assets', 1);
 const RUST_FLOOR = arg('rust-floor', 0);
+const AGAINST = process.argv.includes('--against') ? process.argv[process.argv.indexOf('--against') + 1] : null;
 const ROOT = join(import.meta.dirname, '..');
 let sent = 0;
 const batchBody = (visitor) => JSON.stringify({
@@ -73,10 +75,17 @@ const wranglerConfig = !EXPORT || !ASSETS
 const edge = await startWorker({ config: JOURNEYS ? demo : { ...demo, journeys: [] }, wranglerConfig });
 const floor = await startWorker({ wranglerConfig: 'benches/floor/wrangler.toml', config: null });
 const rustFloor = RUST_FLOOR ? await startWorker({ wranglerConfig: 'benches/floor-rs/wrangler.toml', config: null }) : null;
+const againstConfig = AGAINST
+  ? againstCopy('bench-floor-against', AGAINST, { exportQueue: Boolean(EXPORT), assets: Boolean(ASSETS) })
+  : undefined;
+const against = AGAINST
+  ? await startWorker({ config: JOURNEYS ? demo : { ...demo, journeys: [] }, wranglerConfig: againstConfig })
+  : null;
 edge.name = 'edgecdp';
 floor.name = 'floor';
 if (rustFloor) rustFloor.name = 'Rust floor';
-const all = [edge, floor, ...(rustFloor ? [rustFloor] : [])];
+if (against) against.name = AGAINST;
+const all = [edge, floor, ...[rustFloor, against].filter(Boolean)];
 try {
   // Every visitor exists in each before anything is measured.
   for (const w of all) for (let v = 0; v < VISITORS; v++) await send(w, '/v1/batch', batchBody(v));
@@ -106,6 +115,17 @@ try {
     console.log(`| \`POST /v1/${path}\` | ${pe.toFixed(2)} ms | ${pf.toFixed(2)} ms | ${(pe / pf).toFixed(2)} | ` +
       `${ce.toFixed(2)} ms | ${cf.toFixed(2)} ms | +${(ce - cf).toFixed(2)} ms |`);
   }
+  if (against) {
+    console.log(`\n| path | ${AGAINST} p50 | its ratio to the floor | its CPU/request | its CPU ratio | edgecdp CPU / its CPU |`);
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const path of ['batch', 'decide']) {
+      const [e, f, a] = [figures.edgecdp[path], figures.floor[path], figures[AGAINST][path]];
+      const [pa, pf] = [median(a.latencies), median(f.latencies)];
+      const [ce, cf, ca] = [e.cpuMs / e.count, f.cpuMs / f.count, a.cpuMs / a.count];
+      console.log(`| \`POST /v1/${path}\` | ${pa.toFixed(2)} ms | ${(pa / pf).toFixed(2)} | ${ca.toFixed(2)} ms | ` +
+        `${(ca / cf).toFixed(2)} | ${(ce / ca).toFixed(2)} |`);
+    }
+  }
   if (rustFloor) {
     console.log('\n| path | Rust floor p50 | its ratio to the floor | Rust floor CPU/request | its CPU ratio | edgecdp CPU / Rust floor CPU |');
     console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
@@ -121,5 +141,7 @@ try {
   await floor.stop();
   await edge.stop();
   if (rustFloor) await rustFloor.stop();
+  if (against) await against.stop();
   removeCopy(wranglerConfig);
+  removeCopy(againstConfig);
 }

@@ -65,12 +65,35 @@ pub fn version_of(current: Option<&str>) -> u64 {
 /// this isolate compiled and its fitted model is fresh; `None` when `config` has a read to do.
 pub fn cached_config(current: Option<&str>) -> Option<(u64, Rc<Config>)> {
     let version = version_of(current);
-    let config = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone()))?;
+    let config = cached(version)?;
     if config.predictions.pinned.is_some() {
         return Some((version, config));
     }
-    let model = fresh_model(crate::edge::clock::now(), |m| m.as_ref().map(|m| m.version))?;
-    (config.predictions.model.as_ref().map(|m| m.version) == model).then_some((version, config))
+    fresh_model(crate::edge::clock::now(), |model| (version, fitted(version, config, model)))
+}
+
+/// Whether this isolate has compiled no configuration yet (its first request reads three keys at once).
+pub fn is_cold() -> bool {
+    CONFIG_CACHE.with(|c| c.borrow().is_none())
+}
+
+/// `config` once its keys are read, without I/O: `current`, `latest` and the model's text (`MODEL_KEY`, just
+/// read). `None` when `latest` is not the version `current` names (the text is then `config:v<N>`'s, which
+/// `config` reads) or the stored configuration no longer compiles (`config` says so).
+pub fn loaded_config(current: Option<&str>, latest: Option<&str>, model: Option<String>) -> Option<(u64, Rc<Config>)> {
+    let version = version_of(current);
+    let model = cache_model(crate::edge::clock::now(), model);
+    let config = match cached(version) {
+        Some(hit) => hit,
+        None if version == 0 => compiled(0, None).ok()?,
+        None => compiled(version, Some(latest_config_text(latest?, version)?)).ok()?,
+    };
+    Some((version, fitted(version, config, &model)))
+}
+
+/// The configuration this isolate compiled, if it is version `version`.
+fn cached(version: u64) -> Option<Rc<Config>> {
+    CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone()))
 }
 
 /// The configuration in force and its version (0 when none was ever stored: the documented defaults).
@@ -78,7 +101,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     let kv = store(env)?;
     // A new isolate reads the version in force and the latest text at once (one round trip to KV instead of three
     // in a row on its first request); the text is used when it is that version's.
-    let (version, latest) = if CONFIG_CACHE.with(|c| c.borrow().is_none()) {
+    let (version, latest) = if is_cold() {
         // The fitted model too (`with_fitted`), which it would otherwise read after these.
         let (version, latest, model) =
             futures_util::future::join3(current_version(&kv), kv.get(LATEST_KEY).text(), kv.get(MODEL_KEY).text())
@@ -88,29 +111,36 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     } else {
         (current_version(&kv).await?, None)
     };
-    if let Some(hit) = CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == version).map(|(_, c)| c.clone()))
-    {
+    if let Some(hit) = cached(version) {
         return Ok((version, with_fitted(env, version, hit).await));
     }
-    let compiled = if version == 0 {
-        Config::default()
-    } else {
-        let text = match latest.as_deref().and_then(|l| latest_config_text(l, version)) {
-            Some(text) => text.to_string(),
-            None => kv
-                .get(&config_key(version))
+    let text = match latest.as_deref().and_then(|l| latest_config_text(l, version)) {
+        _ if version == 0 => None,
+        Some(text) => Some(text.to_string()),
+        None => Some(
+            kv.get(&config_key(version))
                 .text()
                 .await?
                 .ok_or_else(|| ApiError::Unavailable(format!("configuration version {version} is missing")))?,
-        };
+        ),
+    };
+    let compiled = compiled(version, text.as_deref())?;
+    Ok((version, with_fitted(env, version, compiled).await))
+}
+
+/// Configuration version `version` compiled from its text (none for version 0: the documented defaults), its
+/// weakening settings said in the log, and kept as this isolate's.
+fn compiled(version: u64, text: Option<&str>) -> Result<Rc<Config>, ApiError> {
+    let compiled = match text {
+        None => Config::default(),
         // A stored configuration was valid when it was stored; if a newer build rejects it, refuse service
         // loudly rather than run with an empty configuration.
-        compile_str(&text).map_err(|errors| {
+        Some(text) => compile_str(text).map_err(|errors| {
             ApiError::Unavailable(format!(
                 "stored configuration v{version} no longer compiles: {}",
                 errors.first().map(ToString::to_string).unwrap_or_default()
             ))
-        })?
+        })?,
     };
     // Settings that weaken the trust rules are allowed only explicitly, and said out loud at every load (in one
     // line per setting, written at once: each call to the console costs a new isolate's first request about 2 ms).
@@ -135,7 +165,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
     }
     let compiled = Rc::new(compiled);
     CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, compiled.clone())));
-    Ok((version, with_fitted(env, version, compiled).await))
+    Ok(compiled)
 }
 
 /// The header in which the Worker tells a profile object which configuration version its request read, so that
@@ -198,10 +228,16 @@ async fn with_fitted(env: &Env, version: u64, config: Rc<Config>) -> Rc<Config> 
             cache_model(now, text)
         }
     };
-    if config.predictions.model.as_ref().map(|m| m.version) == model.as_ref().map(|m| m.version) {
+    fitted(version, config, &model)
+}
+
+/// `config` with `model` in force (unless it pins one), kept as this isolate's when that changed it.
+fn fitted(version: u64, config: Rc<Config>, model: &Option<PredictionModel>) -> Rc<Config> {
+    let same = config.predictions.model.as_ref().map(|m| m.version) == model.as_ref().map(|m| m.version);
+    if config.predictions.pinned.is_some() || same {
         return config;
     }
-    let merged = Rc::new(config.with_model(model));
+    let merged = Rc::new(config.with_model(model.clone()));
     CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, merged.clone())));
     merged
 }

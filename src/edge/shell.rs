@@ -6,8 +6,8 @@
 //!
 //! Who may call: the shell, for any request it would otherwise hand to the Rust Worker; the rules that follow
 //! (origin, caller, consent) are the Rust Worker's. The shell hands the request to the Rust Worker instead when
-//! `DecideStep::ready` says the configuration in force is not compiled in this isolate yet (or its fitted model is
-//! due a read), when the body is compressed or declares no length, and for `?explain` (an operator's credential is
+//! `DecideStep::load` cannot compile the configuration in force from `config:latest` (a newer version is being
+//! stored, or the stored one no longer compiles), when the body is compressed or declares no length, and for `?explain` (an operator's credential is
 //! checked there).
 
 use crate::core::rules::Config;
@@ -38,6 +38,19 @@ impl DecideStep {
     /// compiled and its fitted model fresh (`kv::cached_config`); `undefined` otherwise.
     pub fn ready(current: Option<String>) -> Option<DecideStep> {
         let config = kv::cached_config(current.as_deref())?;
+        Some(DecideStep { config: Some(config), deciding: None, over: None })
+    }
+
+    /// Whether this isolate has compiled no configuration yet: the shell then reads `config:current`,
+    /// `config:latest` and `predictions:model` at once, and calls `load`.
+    pub fn cold() -> bool {
+        kv::is_cold()
+    }
+
+    /// `ready`, once the shell has read the three keys (`kv::loaded_config`, which compiles the configuration
+    /// as `kv::config` does); `undefined` when the Rust Worker must read more (`config:v<N>`) or answer.
+    pub fn load(current: Option<String>, latest: Option<String>, model: Option<String>) -> Option<DecideStep> {
+        let config = kv::loaded_config(current.as_deref(), latest.as_deref(), model)?;
         Some(DecideStep { config: Some(config), deciding: None, over: None })
     }
 
