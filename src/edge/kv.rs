@@ -77,18 +77,26 @@ pub fn is_cold() -> bool {
     CONFIG_CACHE.with(|c| c.borrow().is_none())
 }
 
+/// The configuration in force and its version.
+pub type InForce = (u64, Rc<Config>);
+
 /// `config` once its keys are read, without I/O: `current`, `latest` and the model's text (`MODEL_KEY`, just
 /// read). `None` when `latest` is not the version `current` names (the text is then `config:v<N>`'s, which
-/// `config` reads) or the stored configuration no longer compiles (`config` says so).
-pub fn loaded_config(current: Option<&str>, latest: Option<&str>, model: Option<String>) -> Option<(u64, Rc<Config>)> {
+/// `config` reads) or the stored configuration no longer compiles (`config` says so). With the configuration, what
+/// its load has to say in the log (`compiled`), which the caller says once its answer is out.
+pub fn loaded_config(
+    current: Option<&str>,
+    latest: Option<&str>,
+    model: Option<String>,
+) -> Option<(InForce, Option<String>)> {
     let version = version_of(current);
     let model = cache_model(crate::edge::clock::now(), model);
-    let config = match cached(version) {
-        Some(hit) => hit,
+    let (config, warnings) = match cached(version) {
+        Some(hit) => (hit, None),
         None if version == 0 => compiled(0, None).ok()?,
         None => compiled(version, Some(latest_config_text(latest?, version)?)).ok()?,
     };
-    Some((version, fitted(version, config, &model)))
+    Some(((version, fitted(version, config, &model)), warnings))
 }
 
 /// The configuration this isolate compiled, if it is version `version`.
@@ -124,13 +132,16 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
                 .ok_or_else(|| ApiError::Unavailable(format!("configuration version {version} is missing")))?,
         ),
     };
-    let compiled = compiled(version, text.as_deref())?;
+    let (compiled, warnings) = compiled(version, text.as_deref())?;
+    if let Some(w) = warnings {
+        worker::console_warn!("{w}");
+    }
     Ok((version, with_fitted(env, version, compiled).await))
 }
 
-/// Configuration version `version` compiled from its text (none for version 0: the documented defaults), its
-/// weakening settings said in the log, and kept as this isolate's.
-fn compiled(version: u64, text: Option<&str>) -> Result<Rc<Config>, ApiError> {
+/// Configuration version `version` compiled from its text (none for version 0: the documented defaults) and kept
+/// as this isolate's, with what its settings that weaken the trust rules make the Worker say in the log.
+fn compiled(version: u64, text: Option<&str>) -> Result<(Rc<Config>, Option<String>), ApiError> {
     let compiled = match text {
         None => Config::default(),
         // A stored configuration was valid when it was stored; if a newer build rejects it, refuse service
@@ -143,7 +154,8 @@ fn compiled(version: u64, text: Option<&str>) -> Result<Rc<Config>, ApiError> {
         })?,
     };
     // Settings that weaken the trust rules are allowed only explicitly, and said out loud at every load (in one
-    // line per setting, written at once: each call to the console costs a new isolate's first request about 2 ms).
+    // line per setting, written at once: each call to the console costs a new isolate's first request about 2 ms,
+    // and under `wrangler dev` a first call about 9 ms, which the shell spends after its answer: `loaded_config`).
     let mut warnings = Vec::new();
     for id in compiled.unproven_sources() {
         warnings.push(format!(
@@ -160,12 +172,9 @@ fn compiled(version: u64, text: Option<&str>) -> Result<Rc<Config>, ApiError> {
             "configuration v{version}: demo.signIn is on: POST /v1/demo/identity-token signs any user id for anyone; never use it for real visitors"
         ));
     }
-    if !warnings.is_empty() {
-        worker::console_warn!("{}", warnings.join("\n"));
-    }
     let compiled = Rc::new(compiled);
     CONFIG_CACHE.with(|c| *c.borrow_mut() = Some((version, compiled.clone())));
-    Ok(compiled)
+    Ok((compiled, (!warnings.is_empty()).then(|| warnings.join("\n"))))
 }
 
 /// The header in which the Worker tells a profile object which configuration version its request read, so that

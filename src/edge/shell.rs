@@ -30,6 +30,7 @@ pub struct DecideStep {
     config: Option<(u64, Rc<Config>)>,
     deciding: Option<Deciding>,
     over: Option<ApiResult>,
+    warnings: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -38,7 +39,7 @@ impl DecideStep {
     /// compiled and its fitted model fresh (`kv::cached_config`); `undefined` otherwise.
     pub fn ready(current: Option<String>) -> Option<DecideStep> {
         let config = kv::cached_config(current.as_deref())?;
-        Some(DecideStep { config: Some(config), deciding: None, over: None })
+        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings: None })
     }
 
     /// Whether this isolate has compiled no configuration yet: the shell then reads `config:current`,
@@ -50,8 +51,14 @@ impl DecideStep {
     /// `ready`, once the shell has read the three keys (`kv::loaded_config`, which compiles the configuration
     /// as `kv::config` does); `undefined` when the Rust Worker must read more (`config:v<N>`) or answer.
     pub fn load(current: Option<String>, latest: Option<String>, model: Option<String>) -> Option<DecideStep> {
-        let config = kv::loaded_config(current.as_deref(), latest.as_deref(), model)?;
-        Some(DecideStep { config: Some(config), deciding: None, over: None })
+        let (config, warnings) = kv::loaded_config(current.as_deref(), latest.as_deref(), model)?;
+        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings })
+    }
+
+    /// What the configuration's load has to say in the log (`kv::compiled`: settings that weaken the trust
+    /// rules), which the shell says once the answer is out.
+    pub fn warnings(&mut self) -> Option<String> {
+        self.warnings.take()
     }
 
     /// The largest body a decision reads (`core::wire::MAX_EVENT_BYTES`).
