@@ -258,6 +258,16 @@ describe('configuration', () => {
     assert.equal(off.json.unverified, undefined, 'with proof off the claim is believed');
     assert.equal((await getProfile(w, `user_id:${trusting}`)).body.id, (await getProfile(w, `anonymous_id:${b}`)).body.id);
     assert.ok(w.logs.join('').includes('identityProof "off"'), 'the Worker warns at the configuration load');
+    // A new isolate whose first request is a decision: the JavaScript shell compiles the configuration, and says
+    // the same once its answer is out.
+    await w.restart();
+    const said = () => w.logs.join('').split('identityProof "off"').length - 1;
+    const before = said();
+    const decided = await fetch(`${w.url}/v1/decide`, { method: 'POST', body: JSON.stringify({ anonymousId: b, slots: ['hero'] }) });
+    assert.equal(decided.status, 200, await decided.text());
+    const deadline = Date.now() + 10_000;
+    while (said() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(said(), before + 1, 'a new isolate warns at its first load, whichever path loads it');
     assert.equal((await put(base)).status, 200);
   });
 });
