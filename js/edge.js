@@ -6,12 +6,13 @@
 //
 // - `GET /healthz` reads nothing: `{"ok": true, "version": ...}`, the version being the package's (tests/tidy.rs
 //   holds package.json's and Cargo.toml's versions equal). Who may call: anyone, as before.
-// - `POST /v1/decide`: every rule is the core's (`DecideStep`, src/edge/shell.rs, the same steps the Rust Worker
-//   drives); the shell reads the configuration's keys, the body (a declared length within the limit, as the Rust Worker
-//   reads it: the runtime frames the body by that length), the KV keys and the profile objects the step asks for.
-//   It hands the request over instead when `config:latest` is not the version in force yet, when the body is
-//   compressed or declares no length or too large a one, and for `?explain`. Who may call: as before (a page for its
-//   own visitor; a `userId` needs a server credential): the step checks it.
+// - `POST` and `GET /v1/decide`: every rule is the core's (`DecideStep`, src/edge/shell.rs, the same steps the
+//   Rust Worker drives). The shell reads the configuration's keys, a `POST`'s body (a declared length within the
+//   limit, read whole as the Rust Worker reads it: the runtime frames the body by that length), and the KV keys
+//   and profile objects each step asks for. It hands the request over instead when `config:latest` is not the
+//   version in force yet, when the body is compressed or declares no length or too large a one, and for
+//   `?explain`. Who may call: as before (a page for its own visitor; a `userId` needs a server credential): the
+//   step checks it.
 // Every other request, every Durable Object class, the queue consumers and the cron are the Rust Worker's.
 import Rust, { DecideStep } from '../build/index.js';
 import { version } from '../package.json';
@@ -30,16 +31,18 @@ export default class Edge extends Rust {
         headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
       });
     }
-    if (request.method === 'POST' && url.pathname === '/v1/decide' && !url.searchParams.has('explain')) {
+    if (url.pathname === '/v1/decide' && !url.searchParams.has('explain')) {
+      if (request.method === 'GET') return this.decide(request, false);
       const length = request.headers.get('content-length')?.trim();
-      if (length && DIGITS.test(length) && Number(length) <= LIMIT && !request.headers.has('content-encoding')) {
-        return this.decide(request);
+      if (request.method === 'POST' && length && DIGITS.test(length) && Number(length) <= LIMIT
+        && !request.headers.has('content-encoding')) {
+        return this.decide(request, true);
       }
     }
     return super.fetch(request);
   }
 
-  async decide(request) {
+  async decide(request, post) {
     const env = this.env;
     const kv = env.EDGECDP;
     // A new isolate reads the three keys the configuration needs at once, as the Rust Worker does; a warm one
@@ -59,7 +62,7 @@ export default class Edge extends Rust {
       if (false && warnings) this.ctx.waitUntil(new Promise((said) => setTimeout(() => said(console.warn(warnings)), 0)));
     }
     try {
-      step.start(request, env, new Uint8Array(await request.arrayBuffer()));
+      step.start(request, env, post ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array());
       for (;;) {
         try {
           switch (step.kind()) {

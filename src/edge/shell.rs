@@ -1,4 +1,4 @@
-//! What the JavaScript shell (`js/edge.js`) calls synchronously: a decision (`POST /v1/decide`) whose reads and
+//! What the JavaScript shell (`js/edge.js`) calls synchronously: a decision (`POST` and `GET /v1/decide`) whose reads and
 //! calls the shell carries out itself, with the runtime's own KV and Durable Object bindings, while every rule
 //! runs here (`routes::decide::Deciding`, the same steps the Rust Worker drives). Measured (BENCHMARKS.md,
 //! "The shell's decision"): through workers-rs each read costs a future, a closure and a few crossings; here a
@@ -16,7 +16,7 @@ use crate::core::writer::client::{Need, Steps};
 use crate::core::writer::protocol::Request as ObjectRequest;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::routes::decide::Deciding;
+use crate::edge::routes::decide::{decide_get_request, Deciding};
 use std::rc::Rc;
 use worker::wasm_bindgen::prelude::*;
 use worker::web_sys;
@@ -66,13 +66,15 @@ impl DecideStep {
         wire::MAX_EVENT_BYTES
     }
 
-    /// Starts the decision of `request`, whose body the shell read (`body`).
+    /// Starts the decision of `request`: a `POST` whose body the shell read (`body`), or a `GET`.
     pub fn start(&mut self, request: web_sys::Request, env: Env, body: &[u8]) {
         let Some((version, config)) = self.config.take() else { return };
         let req = worker::Request::from(request);
-        let started = wire::decide::parse_decide(body)
-            .map_err(ApiError::Body)
-            .and_then(|parsed| Deciding::start(&req, &env, version, config, parsed));
+        let asked = match req.method() {
+            worker::Method::Get => decide_get_request(&req),
+            _ => wire::decide::parse_decide(body).map_err(ApiError::Body),
+        };
+        let started = asked.and_then(|asked| Deciding::start(&req, &env, version, config, asked));
         match started {
             Ok(d) if d.explaining => {
                 self.over = Some(Err(ApiError::Unavailable("explain goes to the Rust Worker".into())))

@@ -169,3 +169,38 @@ describe('experiments', () => {
     assert.deepEqual(delta, { control: 0, a: 0, b: 0, [variants[0]]: 1 }, `variants seen: ${variants}`);
   });
 });
+
+describe('the JavaScript shell', () => {
+  test('decisions the shell serves answer exactly as the Rust Worker\'s, and record impressions the same', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const a = uid('shell');
+    await seen(a);
+    // A gzip body is the Rust Worker's (the shell reads only plain bodies of a declared length); a plain POST and a
+    // GET are the shell's once the configuration is compiled in the isolate (the first request here compiles it).
+    const body = { anonymousId: a, slots: ['hero', 'banner'], context: { page: { path: '/blog/' } } };
+    const rust = async (b) => {
+      const r = await fetch(`${w.url}/v1/decide`, { method: 'POST', body: gzipSync(JSON.stringify(b)),
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+      return { status: r.status, json: await r.json() };
+    };
+    const byRust = await rust(body);
+    const byShell = await decide(a, body.slots, { context: body.context });
+    const byGet = await call('GET', `/v1/decide?slots=hero,banner&anonymousId=${a}`, undefined,
+      { referer: `${w.url}/blog/` });
+    assert.equal(byRust.status, 200, JSON.stringify(byRust.json));
+    assert.deepEqual(byShell, byRust);
+    assert.deepEqual(byGet, byRust);
+    // Each answer that served the experiment's block is on the profile, whichever path served it.
+    const exposed = await call('GET', `/v1/profiles/anonymous_id:${a}/export`, undefined, admin());
+    assert.equal(exposed.json.impressions.copy?.length ?? 0, byRust.json.slots.banner.block ? 3 : 0,
+      JSON.stringify(exposed.json.impressions));
+    // Errors are the same too: a bad field, with its path.
+    const bad = { anonymousId: a, slots: 'hero' };
+    const [badRust, badShell] = [await rust(bad), await call('POST', '/v1/decide', bad)];
+    assert.equal(badShell.status, 400);
+    assert.deepEqual(badShell, badRust);
+    const noSlots = await call('GET', `/v1/decide?anonymousId=${a}`);
+    assert.equal(noSlots.status, 400);
+    assert.equal(noSlots.json.error.path, 'slots');
+  });
+});

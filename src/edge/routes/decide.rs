@@ -33,7 +33,13 @@ pub(crate) async fn decide_post(mut req: Request, env: &Env) -> ApiResult {
 
 /// `GET /v1/decide?slots=hero,sidebar&anonymousId=...`, for CMS pages and servers.
 pub(crate) async fn decide_get(req: Request, env: &Env) -> ApiResult {
-    let request = decide_query(&req)?;
+    let request = decide_get_request(&req)?;
+    answer_decision(&req, env, request).await
+}
+
+/// What `GET /v1/decide` asks: its query, which must name slots.
+pub(crate) fn decide_get_request(req: &Request) -> Result<DecideRequest, ApiError> {
+    let request = decide_query(req)?;
     if request.slots.is_empty() {
         return Err(ApiError::BadRequest {
             code: "missing_field",
@@ -41,7 +47,7 @@ pub(crate) async fn decide_get(req: Request, env: &Env) -> ApiResult {
             path: "slots".into(),
         });
     }
-    answer_decision(&req, env, request).await
+    Ok(request)
 }
 
 /// The decide request the URL's query describes (`core::wire::decide::decide_query`).
