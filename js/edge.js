@@ -6,13 +6,13 @@
 //
 // - `GET /healthz` reads nothing: `{"ok": true, "version": ...}`, the version being the package's (tests/tidy.rs
 //   holds package.json's and Cargo.toml's versions equal). Who may call: anyone, as before.
-// - `POST` and `GET /v1/decide`: every rule is the core's (`DecideStep`, src/edge/shell.rs, the same steps the
-//   Rust Worker drives). The shell reads the configuration's keys, a `POST`'s body (a declared length within the
-//   limit, read whole as the Rust Worker reads it: the runtime frames the body by that length), and the KV keys
-//   and profile objects each step asks for. It hands the request over instead when `config:latest` is not the
-//   version in force yet, when the body is compressed or declares no length or too large a one, and for
-//   `?explain`. Who may call: as before (a page for its own visitor; a `userId` needs a server credential): the
-//   step checks it.
+// - A visitor's requests: `POST` and `GET /v1/decide`, `GET /v1/decide/summary`, `POST /v1/impressions`. Every
+//   rule is the core's (`DecideStep`, src/edge/shell.rs, the same steps the Rust Worker drives). The shell reads
+//   the configuration's keys, a `POST`'s body (a declared length within the limit, read whole as the Rust Worker
+//   reads it: the runtime frames the body by that length), and the KV keys and profile objects each step asks
+//   for. It hands the request over instead when `config:latest` is not the version in force yet, when the body
+//   is compressed or declares no length or too large a one, and for `?explain`. Who may call: as before (a page
+//   for its own visitor; a `userId` needs a server credential): the step checks it.
 // Every other request, every Durable Object class, the queue consumers and the cron are the Rust Worker's.
 import Rust, { DecideStep } from '../build/index.js';
 import { version } from '../package.json';
@@ -22,6 +22,10 @@ export { ConfigObject, ExperimentObject, GuardObject, ProfileObject } from '../b
 const HEALTH = JSON.stringify({ ok: true, version });
 const LIMIT = DecideStep.limit();
 const DIGITS = /^\d+$/;
+/** The visitor's requests the shell serves (`DecideStep`), and whether each has a body. */
+const VISITOR = {
+  'POST /v1/decide': 'POST', 'GET /v1/decide': 'GET', 'GET /v1/decide/summary': 'GET', 'POST /v1/impressions': 'POST',
+};
 
 export default class Edge extends Rust {
   fetch(request) {
@@ -31,11 +35,11 @@ export default class Edge extends Rust {
         headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
       });
     }
-    if (url.pathname === '/v1/decide' && !url.searchParams.has('explain')) {
-      if (request.method === 'GET') return this.decide(request, false);
+    const visitor = VISITOR[`${request.method} ${url.pathname}`];
+    if (visitor === 'GET' && !url.searchParams.has('explain')) return this.decide(request, false);
+    if (visitor === 'POST' && !url.searchParams.has('explain')) {
       const length = request.headers.get('content-length')?.trim();
-      if (request.method === 'POST' && length && DIGITS.test(length) && Number(length) <= LIMIT
-        && !request.headers.has('content-encoding')) {
+      if (length && DIGITS.test(length) && Number(length) <= LIMIT && !request.headers.has('content-encoding')) {
         return this.decide(request, true);
       }
     }

@@ -23,22 +23,9 @@ pub struct Visitor {
 }
 
 impl Visitor {
-    /// A request that names its visitor (`userId`, `anonymousId`, consent): its origin is checked, its caller
-    /// proven (`auth::caller`, which may take consent from a credential), and the profile read.
-    pub async fn resolve(
-        req: &Request,
-        env: &Env,
-        config: &Config,
-        user_id: Option<&str>,
-        anonymous_id: Option<&str>,
-        consent: &mut Option<BTreeMap<String, bool>>,
-    ) -> Result<Visitor, ApiError> {
-        let (named, identities) = Visitor::name(req, env, config, user_id, anonymous_id, consent)?;
-        Ok(Visitor { profile: profile_client::lookup(env, identities).await?, ..named })
-    }
-
-    /// `resolve` before the profile is read: the visitor without it, and the identities whose profile it is
-    /// (`identities`).
+    /// A request that names its visitor (`userId`, `anonymousId`, consent): its origin is checked and its caller
+    /// proven (`auth::caller`, which may take consent from a credential). The visitor without their profile, and
+    /// the identities whose profile it is (`identities`), which the caller looks up (`routes::decide::Deciding`).
     pub fn name(
         req: &Request,
         env: &Env,

@@ -202,5 +202,25 @@ describe('the JavaScript shell', () => {
     const noSlots = await call('GET', `/v1/decide?anonymousId=${a}`);
     assert.equal(noSlots.status, 400);
     assert.equal(noSlots.json.error.path, 'slots');
+
+    // A device's summary and its impressions: `?explain` sends a summary to the Rust Worker (which ignores it), a
+    // gzip body sends impressions there; the answers are the same but for the edge's time.
+    const summary = async (query) => {
+      const r = await call('GET', `/v1/decide/summary?anonymousId=${a}${query}`);
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      assert.ok(Number.isInteger(r.json.now));
+      // The program starts at the edge's time (its version byte, then 8 bytes of it).
+      const program = r.json.program && Buffer.from(r.json.program, 'base64').subarray(9).toString('base64');
+      return { ...r.json, now: 0, program };
+    };
+    assert.deepEqual(await summary(''), await summary('&explain=1'));
+    const served = { anonymousId: a, impressions: [{ block: 'copy', variant: 'a', experiment: 'banner-copy' }] };
+    const viaShell = await call('POST', '/v1/impressions', served);
+    const viaRust = await fetch(`${w.url}/v1/impressions`, { method: 'POST', body: gzipSync(JSON.stringify(served)),
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+    assert.deepEqual(viaShell, { status: 200, json: { success: true, recorded: 1 } });
+    assert.deepEqual({ status: viaRust.status, json: await viaRust.json() }, viaShell);
+    const recorded = await call('GET', `/v1/profiles/anonymous_id:${a}/export`, undefined, admin());
+    assert.equal(recorded.json.impressions.copy.length, exposed.json.impressions.copy.length + 2);
   });
 });

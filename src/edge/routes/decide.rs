@@ -5,7 +5,9 @@ use crate::core::engine::apply::ApplyRequest;
 use crate::core::engine::decide::{decide, explain};
 use crate::core::engine::device;
 use crate::core::model::context::Context as DecideContext;
+use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
+use crate::core::model::shown::Impression;
 use crate::core::model::tcf::TcfSignal;
 use crate::core::rules::Config;
 use crate::core::wire::decide::DecideRequest;
@@ -18,10 +20,11 @@ use crate::edge::error::json_response;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::http::with_cors;
 use crate::edge::kv;
-use crate::edge::objects::profile_client::{apply, drive};
+use crate::edge::objects::profile_client::drive;
 use crate::edge::request::{allowed_origin, body, decide_context};
 use crate::edge::visitor::Visitor;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use worker::{Env, Request};
 
@@ -61,28 +64,45 @@ pub(crate) fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
 
 pub(crate) async fn answer_decision(req: &Request, env: &Env, request: DecideRequest) -> ApiResult {
     let (version, config) = kv::config(env).await?;
-    let mut deciding = Deciding::start(req, env, version, config, request)?;
+    let deciding = Deciding::decision(req, env, version, config, request)?;
     if deciding.explaining {
         require_admin(req, env).await?;
     }
+    run(env, deciding).await
+}
+
+/// Carries out a `Deciding`'s reads and calls in the Rust Worker: its answer.
+async fn run(env: &Env, mut deciding: Deciding) -> ApiResult {
     drive(env, &mut deciding).await?;
     deciding.finish()
 }
 
-/// A decision between its reads (`core::writer::client::Steps`): the visitor named (`Visitor::name`), their
-/// profile looked up (`Lookup`), the decision made, and what it serves that caps and experiments count recorded
-/// by the profile's writer before the answer goes out, so that the next decision already sees it. Its reads and
-/// calls are carried out by the Rust Worker (`answer_decision`) or by the JavaScript shell (`edge::shell`).
+/// What a visitor's page asked for, answered once their profile is read.
+enum Asked {
+    /// A decision (`POST` and `GET /v1/decide`): its slots, and where and when.
+    Decision { slots: Vec<String>, cx: DecideContext },
+    /// The visitor's device program (`GET /v1/decide/summary`).
+    Summary,
+    /// What a device served (`POST /v1/impressions`), to record.
+    Impressions(Vec<Impression>),
+}
+
+/// A visitor's request between its reads (`core::writer::client::Steps`): the visitor named (`Visitor::name`),
+/// their profile looked up (`Lookup`), what they asked for answered (a decision, a device program, or impressions
+/// to record), and what caps and experiments count recorded by the profile's writer before the answer goes out,
+/// so that the next decision already sees it. Its reads and calls are carried out by the Rust Worker (`run`) or
+/// by the JavaScript shell (`edge::shell`).
 pub(crate) struct Deciding {
     /// The configuration version read, which an apply names to the profile's object (`kv::config_seen`).
     pub version: u64,
     config: Rc<Config>,
-    request: DecideRequest,
+    /// Consent sent with the request, which takes precedence over the recorded one.
+    consent: Option<BTreeMap<String, bool>>,
     visitor: Visitor,
-    cx: DecideContext,
     now: Millis,
-    /// `?explain`: the answer says why (an operator's request: the caller checks the admin credential).
+    /// `?explain` on a decision: the answer says why (an operator's request: the caller checks the credential).
     pub explaining: bool,
+    asked: Asked,
     stage: Stage,
 }
 
@@ -94,7 +114,8 @@ enum Stage {
 }
 
 impl Deciding {
-    pub fn start(
+    /// `POST` or `GET /v1/decide`'s `request`.
+    pub fn decision(
         req: &Request,
         env: &Env,
         version: u64,
@@ -109,56 +130,132 @@ impl Deciding {
         }
         let query = crate::edge::request::query(req);
         let explaining = crate::core::base::url::query_pairs(&query).any(|(k, v)| k == "explain" && v != "0");
+        let cx = decide_context(req, env, &request, visitor.signals.country.clone(), now());
+        let asked = Asked::Decision { slots: std::mem::take(&mut request.slots), cx };
+        Ok(Deciding::new(version, config, request.consent, visitor, identities, explaining, asked))
+    }
+
+    /// `GET /v1/decide/summary`'s `request` (ids and consent as for `GET /v1/decide`).
+    pub fn summary(
+        req: &Request,
+        env: &Env,
+        version: u64,
+        config: Rc<Config>,
+        mut request: DecideRequest,
+    ) -> Result<Deciding, ApiError> {
+        let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
+        let (visitor, identities) = Visitor::name(req, env, &config, user_id, anonymous_id, &mut request.consent)?;
+        Ok(Deciding::new(version, config, request.consent, visitor, identities, false, Asked::Summary))
+    }
+
+    /// `POST /v1/impressions` with `body`: each impression checked against the configuration in force and
+    /// recorded at the edge's time, and only when the visitor's consent allows personalization.
+    pub fn impressions(
+        req: &Request,
+        env: &Env,
+        version: u64,
+        config: Rc<Config>,
+        body: &[u8],
+    ) -> Result<Deciding, ApiError> {
+        allowed_origin(req, &config)?;
+        let mut request = wire::impressions::parse_impressions(body, &config, now()).map_err(ApiError::Body)?;
+        let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
+        let (visitor, identities) = Visitor::name(req, env, &config, user_id, anonymous_id, &mut request.consent)?;
+        let asked = Asked::Impressions(request.impressions);
+        Ok(Deciding::new(version, config, request.consent, visitor, identities, false, asked))
+    }
+
+    fn new(
+        version: u64,
+        config: Rc<Config>,
+        consent: Option<BTreeMap<String, bool>>,
+        visitor: Visitor,
+        identities: Vec<Identity>,
+        explaining: bool,
+        asked: Asked,
+    ) -> Deciding {
         let now = now();
-        let cx = decide_context(req, env, &request, visitor.signals.country.clone(), now);
         let stage = Stage::Lookup(Lookup::new(identities, now));
-        let mut deciding = Deciding { version, config, request, visitor, cx, now, explaining, stage };
-        // A visitor who names no identity has nothing to look up: the decision is made at once.
+        let mut deciding = Deciding { version, config, consent, visitor, now, explaining, asked, stage };
+        // A visitor who names no identity has nothing to look up: the answer is made at once.
         deciding.after(Ok(()));
-        Ok(deciding)
+        deciding
     }
 
     /// Once `need` is `Done`: the answer, or why there is none.
     pub fn finish(self) -> ApiResult {
         match self.stage {
             Stage::Over(Some(result)) => result,
-            _ => Err(ApiError::Unavailable("a decision was finished before its reads were done".into())),
+            _ => Err(ApiError::Unavailable("a request was finished before its reads were done".into())),
         }
     }
 
-    /// Ends the decision with `e` (a read or a call that failed).
+    /// Ends the request with `e` (a read or a call that failed).
     pub fn fail(&mut self, e: ApiError) {
         self.stage = Stage::Over(Some(Err(e)));
     }
 
-    /// The profile is read: the decision, then its record or its answer.
-    fn decide(&mut self, profile: Option<Profile>) {
+    /// The profile is read: what was asked for, then its record or its answer.
+    fn conclude(&mut self, profile: Option<Profile>) {
         self.visitor.profile = profile;
         let (config, now) = (&self.config, self.now);
-        let subject = self.visitor.permitted(config, self.request.consent.as_ref());
-        let slots = &self.request.slots;
-        let decision = if self.explaining {
-            explain(config, subject, &self.cx, slots, now)
-        } else {
-            decide(config, subject, &self.cx, slots, now)
+        let subject = self.visitor.permitted(config, self.consent.as_ref());
+        let (body, impressions, private) = match std::mem::replace(&mut self.asked, Asked::Summary) {
+            Asked::Decision { slots, cx } => {
+                let decision = if self.explaining {
+                    explain(config, subject, &cx, &slots, now)
+                } else {
+                    decide(config, subject, &cx, &slots, now)
+                };
+                (decision.to_json_explained(), decision.impressions(now), false)
+            }
+            // What a device needs to decide for the visitor itself (delivery way 3, for sites that are static
+            // files): the configuration's version; the edge's time, at which the program starts and the device
+            // decides (corrected for its own clock's skew), so that caps and schedules count exactly as at the
+            // edge; the country; and the visitor's device program (`core::engine::device`: their rules with what
+            // reads their profile evaluated here, and the answers it picks from), or `program: null` with
+            // `edgeOnly` (why) when their rules read what only the edge knows. Neither the profile nor the
+            // configuration leaves. Never cached: it describes one visitor.
+            Asked::Summary => {
+                let mut body = match device::for_visitor(config, subject.as_ref(), now) {
+                    Ok(rules) => rules.to_json(),
+                    Err(why) => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("program".into(), serde_json::Value::Null);
+                        m.insert("edgeOnly".into(), why.code().into());
+                        m
+                    }
+                };
+                body.insert("configVersion".into(), self.version.into());
+                body.insert("now".into(), now.into());
+                body.insert("country".into(), self.visitor.signals.country.clone().into());
+                (serde_json::Value::Object(body), Vec::new(), true)
+            }
+            Asked::Impressions(list) => {
+                let list = if subject.is_some() { list } else { Vec::new() };
+                (json!({"success": true, "recorded": list.len()}), list, false)
+            }
         };
-        let impressions = decision.impressions(now);
-        let body = decision.to_json_explained();
         self.stage = match (&self.visitor.profile, impressions.is_empty()) {
             (Some(p), false) => {
                 let signals = self.visitor.signals.clone();
                 let apply = ApplyRequest { profile_id: p.id.clone(), signals, impressions, ..ApplyRequest::default() };
                 Stage::Record(Follow::new(&p.id, ObjectRequest::Apply(apply)), body)
             }
-            _ => Stage::Over(Some(self.respond(&body))),
+            _ => Stage::Over(Some(self.respond(&body, private))),
         };
     }
 
-    fn respond(&self, body: &serde_json::Value) -> ApiResult {
-        Ok(with_cors(json_response(200, body)?, self.visitor.origin.as_deref())?)
+    /// The answer; `private`: one visitor's, kept by no cache at all.
+    fn respond(&self, body: &serde_json::Value, private: bool) -> ApiResult {
+        let mut resp = json_response(200, body)?;
+        if private {
+            resp.headers_mut().set("cache-control", "private, no-store")?;
+        }
+        Ok(with_cors(resp, self.visitor.origin.as_deref())?)
     }
 
-    /// Moves on after a step: a lookup that is done decides; an error ends it.
+    /// Moves on after a step: a lookup that is done concludes; an error ends it.
     fn after(&mut self, step: Result<(), ApiError>) {
         if let Err(e) = step {
             return self.fail(e);
@@ -166,7 +263,7 @@ impl Deciding {
         if let Stage::Lookup(l) = &self.stage {
             if matches!(l.need(), Need::Done) {
                 let Stage::Lookup(l) = std::mem::replace(&mut self.stage, Stage::Over(None)) else { return };
-                self.decide(l.found());
+                self.conclude(l.found());
             }
         }
     }
@@ -206,7 +303,7 @@ impl Steps for Deciding {
                 Ok(None) => Ok(()),
                 Ok(Some(ObjectReply::Applied(_))) => {
                     let body = std::mem::take(body);
-                    let answer = self.respond(&body);
+                    let answer = self.respond(&body, false);
                     self.stage = Stage::Over(Some(answer));
                     Ok(())
                 }
@@ -220,63 +317,19 @@ impl Steps for Deciding {
     }
 }
 
-/// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (delivery way 3, for sites
-/// that are static files): the configuration's version; the edge's time; the country; and the visitor's device
-/// program (`core::engine::device`: their rules with what reads their profile evaluated here, and the answers it
-/// picks from; `DeviceRules::to_json`), or `program: null` with `edgeOnly` (why) when their rules read what only
-/// the edge knows. Neither the profile nor the configuration leaves. Ids resolve as for `GET /v1/decide`;
-/// personalization consent is checked here, with the request's signals. Never cached: it describes one visitor.
+/// `GET /v1/decide/summary`: what a device needs to decide for the visitor itself (`Asked::Summary`). Ids
+/// resolve as for `GET /v1/decide`; personalization consent is checked here, with the request's signals.
 pub(crate) async fn decide_summary(req: Request, env: &Env) -> ApiResult {
-    let mut request = decide_query(&req)?;
+    let request = decide_query(&req)?;
     let (version, config) = kv::config(env).await?;
-    let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
-    let visitor = Visitor::resolve(&req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
-    let subject = visitor.permitted(&config, request.consent.as_ref());
-    let (origin, signals) = (&visitor.origin, &visitor.signals);
-    // The edge's clock: the program starts at it, and the device decides at it (corrected for its own clock's
-    // skew), so caps and schedules count exactly as at the edge, whatever the device's clock says.
-    let at = now();
-    let mut body = match device::for_visitor(&config, subject.as_ref(), at) {
-        Ok(rules) => rules.to_json(),
-        Err(why) => {
-            let mut m = serde_json::Map::new();
-            m.insert("program".into(), serde_json::Value::Null);
-            m.insert("edgeOnly".into(), why.code().into());
-            m
-        }
-    };
-    body.insert("configVersion".into(), version.into());
-    body.insert("now".into(), at.into());
-    body.insert("country".into(), signals.country.clone().into());
-    let mut resp = json_response(200, &serde_json::Value::Object(body))?;
-    resp.headers_mut().set("cache-control", "private, no-store")?;
-    Ok(with_cors(resp, origin.as_deref())?)
+    run(env, Deciding::summary(&req, env, version, config, request)?).await
 }
 
 /// `POST /v1/impressions`: records the answers a device decided on a summary and served (blocks with caps or
-/// experiments), so that caps and experiment exposures count them as they count the edge's own decisions. Each
-/// impression is checked against the configuration in force and recorded at the edge's time, and only when the
-/// visitor's consent allows personalization.
+/// experiments), so that caps and experiment exposures count them as they count the edge's own decisions
+/// (`Deciding::impressions`).
 pub(crate) async fn impressions_post(mut req: Request, env: &Env) -> ApiResult {
     let bytes = body(&mut req, wire::MAX_EVENT_BYTES).await?;
-    let (_, config) = kv::config(env).await?;
-    let origin = allowed_origin(&req, &config)?;
-    let now = now();
-    let mut request = wire::impressions::parse_impressions(&bytes, &config, now).map_err(ApiError::Body)?;
-    let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
-    let visitor = Visitor::resolve(&req, env, &config, user_id, anonymous_id, &mut request.consent).await?;
-    let permitted = visitor.permitted(&config, request.consent.as_ref());
-    let signals = visitor.signals.clone();
-    let mut recorded = 0;
-    if let Some(p) = permitted {
-        recorded = request.impressions.len();
-        let apply_request = ApplyRequest {
-            profile_id: p.get().id.clone(),
-            signals,
-            impressions: request.impressions,
-            ..ApplyRequest::default()
-        };
-        apply(env, apply_request).await?;
-    }
-    Ok(with_cors(json_response(200, &json!({"success": true, "recorded": recorded}))?, origin.as_deref())?)
+    let (version, config) = kv::config(env).await?;
+    run(env, Deciding::impressions(&req, env, version, config, &bytes)?).await
 }
