@@ -21,6 +21,7 @@ mod predictions;
 mod request;
 mod routes;
 mod shell;
+mod visiting;
 mod visitor;
 
 use crate::core::engine::delivery::HOP_HEADER;

@@ -1,7 +1,7 @@
 //! What the JavaScript shell (`js/edge.js`) calls synchronously: a visitor's request (a decision, `POST` and `GET
 //! /v1/decide`; a device program, `GET /v1/decide/summary`; impressions to record, `POST /v1/impressions`) whose
 //! reads and calls the shell carries out itself, with the runtime's own KV and Durable Object bindings, while
-//! every rule runs here (`routes::decide::Deciding`, the same steps the Rust Worker drives). Measured
+//! every rule runs here (`visiting::Deciding`, the same steps the Rust Worker drives). Measured
 //! (BENCHMARKS.md, "The shell's decision"): a warm decision 4–6% lighter than through workers-rs, a new isolate's
 //! first one a fifth faster.
 //!
@@ -17,7 +17,7 @@ use crate::core::writer::client::{Need, Steps};
 use crate::core::writer::protocol::Request as ObjectRequest;
 use crate::edge::error::{ApiError, ApiResult};
 use crate::edge::kv;
-use crate::edge::routes::decide::{decide_get_request, decide_query, Deciding};
+use crate::edge::visiting::{decide_get_request, decide_query, Deciding};
 use std::rc::Rc;
 use worker::wasm_bindgen::prelude::*;
 use worker::web_sys;

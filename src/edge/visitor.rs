@@ -25,7 +25,7 @@ pub struct Visitor {
 impl Visitor {
     /// A request that names its visitor (`userId`, `anonymousId`, consent): its origin is checked and its caller
     /// proven (`auth::caller`, which may take consent from a credential). The visitor without their profile, and
-    /// the identities whose profile it is (`identities`), which the caller looks up (`routes::decide::Deciding`).
+    /// the identities whose profile it is (`identities`), which the caller looks up (`visiting::Deciding`).
     pub fn name(
         req: &Request,
         env: &Env,
