@@ -261,13 +261,15 @@ describe('configuration', () => {
     // A new isolate whose first request is a decision: the JavaScript shell compiles the configuration, and says
     // the same once its answer is out.
     await w.restart();
-    const said = () => w.logs.join('').split('identityProof "off"').length - 1;
-    const before = said();
+    // The log keeps its last 200 lines: what came after a mark of our own is what this isolate said.
+    const mark = `--- ${uid('mark')} ---`;
+    w.logs.push(mark);
+    const said = () => w.logs.slice(w.logs.indexOf(mark)).join('').includes('identityProof "off"');
     const decided = await fetch(`${w.url}/v1/decide`, { method: 'POST', body: JSON.stringify({ anonymousId: b, slots: ['hero'] }) });
     assert.equal(decided.status, 200, await decided.text());
     const deadline = Date.now() + 10_000;
-    while (said() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    assert.equal(said(), before + 1, 'a new isolate warns at its first load, whichever path loads it');
+    while (!said() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(said(), 'a new isolate warns at its first load, whichever path loads it');
     assert.equal((await put(base)).status, 200);
   });
 });

@@ -111,6 +111,10 @@ pub struct Declaration {
     pub object: Option<String>,
 }
 
+/// The parameters an upload's query may name: its declaration's, and `source` (the name an operator's job records
+/// as its source; the edge reads it).
+pub const UPLOAD_PARAMETERS: [&str; 6] = ["kind", "mapping", "consent", "basis", "asOf", "source"];
+
 fn shape(path: &str, message: impl Into<String>) -> BodyError {
     BodyError::Shape { path: path.into(), message: message.into() }
 }
@@ -130,6 +134,12 @@ impl Declaration {
                 "send the file as text/csv or application/x-ndjson (gzip allowed as Content-Encoding)",
             )
         })?;
+        // A misspelt parameter (`cosnent=analytics`) would import people without what the operator meant to
+        // declare: every name is one the upload takes, or the upload is refused, naming it.
+        if let Some((name, _)) = query.iter().find(|(n, _)| !UPLOAD_PARAMETERS.contains(&n.as_str())) {
+            let known = UPLOAD_PARAMETERS.join(", ");
+            return Err(shape(name, format!("unknown parameter {name:?}: an upload's query takes {known}")));
+        }
         let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let mapping = match get("mapping") {
             None => None,
@@ -717,6 +727,8 @@ mod tests {
             (Some("application/x-ndjson"), vec![("consent", "analytics,selling")], "consent[1]"),
             (Some("application/x-ndjson"), vec![("basis", "vibes")], "basis"),
             (Some("application/x-ndjson"), vec![("asOf", "2190-01-01")], "asOf"),
+            (Some("application/x-ndjson"), vec![("consent", "analytics"), ("cosnent", "marketing")], "cosnent"),
+            (Some("text/csv"), vec![("Kind", "profiles")], "Kind"),
         ];
         for (ct, q, path) in rows {
             let e = Declaration::of_upload(ct, &query(&q), &config, NOW).unwrap_err();
@@ -727,6 +739,7 @@ mod tests {
             &query(&[
                 ("mapping", r#"{"Mail": "identities.email", "CRM": "identities.crm_id", "Plan": "traits.plan"}"#),
                 ("consent", "analytics"),
+                ("source", "crm"),
             ]),
             &config,
             NOW,
