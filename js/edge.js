@@ -63,7 +63,7 @@ export default class Edge extends Rust {
       // What the load has to say goes to the log once the answer is out: under `wrangler dev` a new isolate's
       // first line costs about 9 ms, which the visitor need not wait for.
       const warnings = step.warnings();
-      if (false && warnings) this.ctx.waitUntil(new Promise((said) => setTimeout(() => said(console.warn(warnings)), 0)));
+      if (warnings) this.ctx.waitUntil(new Promise((said) => setTimeout(() => said(console.warn(warnings)), 0)));
     }
     try {
       step.start(request, env, post ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array());
