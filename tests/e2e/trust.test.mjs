@@ -259,7 +259,9 @@ describe('configuration', () => {
     assert.equal((await getProfile(w, `user_id:${trusting}`)).body.id, (await getProfile(w, `anonymous_id:${b}`)).body.id);
     assert.ok(w.logs.join('').includes('identityProof "off"'), 'the Worker warns at the configuration load');
     // A new isolate whose first request is a decision: the JavaScript shell compiles the configuration, and says
-    // the same once its answer is out.
+    // the same once its answer is out. The profile objects' alarms (a snapshot due a second after the writes
+    // above) go off first: after the restart, one would load the configuration in the Rust Worker and say it.
+    await new Promise((r) => setTimeout(r, 2500));
     await w.restart();
     // The log keeps its last 200 lines: what came after a mark of our own is what this isolate said.
     const mark = `--- ${uid('mark')} ---`;
