@@ -63,7 +63,7 @@ pub fn version_of(current: Option<&str>) -> u64 {
 
 /// `config` without I/O: the configuration in force when `current` (`config:current`'s text) names the version
 /// this isolate compiled and its fitted model is fresh; `None` when `config` has a read to do.
-pub fn cached_config(current: Option<&str>) -> Option<(u64, Rc<Config>)> {
+pub fn cached_config(current: Option<&str>) -> Option<InForce> {
     let version = version_of(current);
     let config = cached(version)?;
     if config.predictions.pinned.is_some() {

@@ -23,15 +23,24 @@ use worker::wasm_bindgen::prelude::*;
 use worker::web_sys;
 use worker::Env;
 
-/// One decision, between the shell's reads. `kind` says what it needs: 0 the answer is ready (`response`), 1 the
-/// text of KV key `key` (`text`), 2 its bytes (`bytes`), 3 the answer of the profile object `object` to `body`,
-/// sent with the `x-edgecdp-config-version` header `version` when there is one (`answer`).
+/// One visitor's request, between the shell's reads. `kind` says what it needs next: 0 the answer is ready
+/// (`response`), 1 the text of KV key `key` (`text`), 2 its bytes (`bytes`), 3 the answer of the profile object
+/// `key` to `body`, sent with the `x-edgecdp-config-version` header `version` when there is one (`answer`).
 #[wasm_bindgen]
 pub struct DecideStep {
     config: Option<(u64, Rc<Config>)>,
     deciding: Option<Deciding>,
     over: Option<ApiResult>,
     warnings: Option<String>,
+    next: Next,
+}
+
+/// The step `kind` worked out: what the shell reads next.
+#[derive(Default)]
+struct Next {
+    key: String,
+    body: Vec<u8>,
+    version: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -40,7 +49,7 @@ impl DecideStep {
     /// compiled and its fitted model fresh (`kv::cached_config`); `undefined` otherwise.
     pub fn ready(current: Option<String>) -> Option<DecideStep> {
         let config = kv::cached_config(current.as_deref())?;
-        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings: None })
+        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings: None, next: Next::default() })
     }
 
     /// Whether this isolate has compiled no configuration yet: the shell then reads `config:current`,
@@ -53,7 +62,7 @@ impl DecideStep {
     /// as `kv::config` does); `undefined` when the Rust Worker must read more (`config:v<N>`) or answer.
     pub fn load(current: Option<String>, latest: Option<String>, model: Option<String>) -> Option<DecideStep> {
         let (config, warnings) = kv::loaded_config(current.as_deref(), latest.as_deref(), model)?;
-        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings })
+        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings, next: Next::default() })
     }
 
     /// What the configuration's load has to say in the log (`kv::compiled`: settings that weaken the trust
@@ -93,39 +102,36 @@ impl DecideStep {
         }
     }
 
-    pub fn kind(&self) -> u8 {
-        match self.deciding.as_ref().map(Steps::need) {
-            Some(Need::Text(_)) => 1,
-            Some(Need::Bytes(_)) => 2,
-            Some(Need::Object(_)) => 3,
-            Some(Need::Done) | None => 0,
-        }
+    /// What the next step needs, worked out once per step: its key, body and version are then read by `key`,
+    /// `body` and `version`.
+    pub fn kind(&mut self) -> u8 {
+        let Some(d) = &self.deciding else { return 0 };
+        let (kind, key, body, version) = match d.need() {
+            Need::Text(k) => (1, k, Vec::new(), None),
+            Need::Bytes(k) => (2, k, Vec::new(), None),
+            Need::Object(f) => {
+                let apply = matches!(f.request(), ObjectRequest::Apply(_));
+                (3, f.at().to_string(), f.body(), apply.then(|| d.version.to_string()))
+            }
+            Need::Done => (0, String::new(), Vec::new(), None),
+        };
+        self.next = Next { key, body, version };
+        kind
     }
 
     /// The KV key asked for (kinds 1 and 2), or the profile whose object is asked (kind 3).
-    pub fn key(&self) -> String {
-        match self.deciding.as_ref().map(Steps::need) {
-            Some(Need::Text(k) | Need::Bytes(k)) => k,
-            Some(Need::Object(f)) => f.at().to_string(),
-            _ => String::new(),
-        }
+    pub fn key(&mut self) -> String {
+        std::mem::take(&mut self.next.key)
     }
 
     /// What the object is sent (kind 3).
-    pub fn body(&self) -> Vec<u8> {
-        match self.deciding.as_ref().map(Steps::need) {
-            Some(Need::Object(f)) => f.body(),
-            _ => Vec::new(),
-        }
+    pub fn body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.next.body)
     }
 
     /// The configuration version an apply names to the object (kind 3), as `profile_client::send` names it.
-    pub fn version(&self) -> Option<String> {
-        let d = self.deciding.as_ref()?;
-        match d.need() {
-            Need::Object(f) if matches!(f.request(), ObjectRequest::Apply(_)) => Some(d.version.to_string()),
-            _ => None,
-        }
+    pub fn version(&mut self) -> Option<String> {
+        self.next.version.take()
     }
 
     pub fn text(&mut self, value: Option<String>) {

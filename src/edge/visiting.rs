@@ -51,6 +51,17 @@ pub(crate) fn decide_query(req: &Request) -> Result<DecideRequest, ApiError> {
     })
 }
 
+/// The visitor a decide request names (`Visitor::name`, which may take consent from a credential).
+fn named(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    request: &mut DecideRequest,
+) -> Result<(Visitor, Vec<Identity>), ApiError> {
+    let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
+    Visitor::name(req, env, config, user_id, anonymous_id, &mut request.consent)
+}
+
 /// What a visitor's page asked for, answered once their profile is read.
 enum Asked {
     /// A decision (`POST` and `GET /v1/decide`): its slots, and where and when.
@@ -96,8 +107,7 @@ impl Deciding {
         config: Rc<Config>,
         mut request: DecideRequest,
     ) -> Result<Deciding, ApiError> {
-        let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
-        let (mut visitor, identities) = Visitor::name(req, env, &config, user_id, anonymous_id, &mut request.consent)?;
+        let (mut visitor, identities) = named(req, env, &config, &mut request)?;
         if let Some(tc) = &request.tcf {
             // A string in the body stands in for the cookie: a server deciding for a visitor passes theirs.
             visitor.signals.tcf = TcfSignal::of(&config.consent.tcf, tc, now());
@@ -117,8 +127,7 @@ impl Deciding {
         config: Rc<Config>,
         mut request: DecideRequest,
     ) -> Result<Deciding, ApiError> {
-        let (user_id, anonymous_id) = (request.user_id.as_deref(), request.anonymous_id.as_deref());
-        let (visitor, identities) = Visitor::name(req, env, &config, user_id, anonymous_id, &mut request.consent)?;
+        let (visitor, identities) = named(req, env, &config, &mut request)?;
         Ok(Deciding::new(version, config, request.consent, visitor, identities, false, Asked::Summary))
     }
 

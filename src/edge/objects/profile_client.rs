@@ -1,6 +1,6 @@
-//! The Worker's one client of the profile objects: every request goes through `ask` (one object) or `follow`
-//! (following tombstones, at most `core::writer::client::MAX_HOPS` of them) and `lookup` (a visitor's profile), with bodies and answers as the core's types
-//! (`core::writer::protocol`).
+//! The Worker's one client of the profile objects: every request goes through `ask` (one object), `follow`
+//! (following tombstones, at most `core::writer::client::MAX_HOPS` of them) or `lookup` (a visitor's profile),
+//! with bodies and answers as the core's types (`core::writer::protocol`); `drive` carries out any task in steps.
 
 use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::identity::Identity;
@@ -12,6 +12,7 @@ use crate::edge::kv;
 use worker::{Env, Method};
 
 const BINDING: &str = "PROFILES";
+
 /// Sends one profile's object `body` (`request`, encoded), with the configuration version this isolate read
 /// (`kv::config_seen`) for an apply: its status and bytes.
 pub async fn send(env: &Env, profile_id: &str, request: &Request, body: &[u8]) -> worker::Result<(u16, Vec<u8>)> {
