@@ -27,6 +27,18 @@ const VISITOR = {
   'POST /v1/decide': 'POST', 'GET /v1/decide': 'GET', 'GET /v1/decide/summary': 'GET', 'POST /v1/impressions': 'POST',
 };
 
+/** The step's answer (kind 0) as a `Response`: its headers come one per line, a tab after the name. */
+function answer(step) {
+  const head = step.head();
+  if (head === undefined) return step.response();
+  const headers = new Headers();
+  for (const line of head.split('\n')) {
+    const tab = line.indexOf('\t');
+    if (line.slice(0, tab) !== 'vary') headers.append(line.slice(0, tab), line.slice(tab + 1));
+  }
+  return new Response(step.payload(), { headers });
+}
+
 export default class Edge extends Rust {
   fetch(request) {
     const url = new URL(request.url);
@@ -70,7 +82,7 @@ export default class Edge extends Rust {
       for (;;) {
         try {
           switch (step.kind()) {
-            case 0: return step.response();
+            case 0: return answer(step);
             case 1: step.text(await env.EDGECDP.get(step.key())); break;
             case 2: {
               const got = await env.EDGECDP.get(step.key(), 'arrayBuffer');

@@ -15,22 +15,25 @@ use crate::core::rules::Config;
 use crate::core::wire;
 use crate::core::writer::client::{Need, Steps};
 use crate::core::writer::protocol::Request as ObjectRequest;
-use crate::edge::error::{ApiError, ApiResult};
+use crate::edge::error::ApiError;
 use crate::edge::kv;
-use crate::edge::visiting::{decide_get_request, decide_query, Deciding};
+use crate::edge::visiting::{decide_get_request, decide_query, Answer, Deciding};
 use std::rc::Rc;
 use worker::wasm_bindgen::prelude::*;
 use worker::web_sys;
 use worker::Env;
 
 /// One visitor's request, between the shell's reads. `kind` says what it needs next: 0 the answer is ready
-/// (`response`), 1 the text of KV key `key` (`text`), 2 its bytes (`bytes`), 3 the answer of the profile object
+/// (`head` and `payload`, or `response` for an error), 1 the text of KV key `key` (`text`), 2 its bytes (`bytes`), 3 the answer of the profile object
 /// `key` to `body`, sent with the `x-edgecdp-config-version` header `version` when there is one (`answer`).
 #[wasm_bindgen]
 pub struct DecideStep {
     config: Option<(u64, Rc<Config>)>,
     deciding: Option<Deciding>,
-    over: Option<ApiResult>,
+    /// Why the request ended without an answer.
+    over: Option<ApiError>,
+    /// The answer, once `head` took it.
+    answer: Option<Answer>,
     warnings: Option<String>,
     next: Next,
 }
@@ -49,7 +52,14 @@ impl DecideStep {
     /// compiled and its fitted model fresh (`kv::cached_config`); `undefined` otherwise.
     pub fn ready(current: Option<String>) -> Option<DecideStep> {
         let config = kv::cached_config(current.as_deref())?;
-        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings: None, next: Next::default() })
+        Some(DecideStep {
+            config: Some(config),
+            deciding: None,
+            over: None,
+            answer: None,
+            warnings: None,
+            next: Next::default(),
+        })
     }
 
     /// Whether this isolate has compiled no configuration yet: the shell then reads `config:current`,
@@ -62,7 +72,14 @@ impl DecideStep {
     /// as `kv::config` does); `undefined` when the Rust Worker must read more (`config:v<N>`) or answer.
     pub fn load(current: Option<String>, latest: Option<String>, model: Option<String>) -> Option<DecideStep> {
         let (config, warnings) = kv::loaded_config(current.as_deref(), latest.as_deref(), model)?;
-        Some(DecideStep { config: Some(config), deciding: None, over: None, warnings, next: Next::default() })
+        Some(DecideStep {
+            config: Some(config),
+            deciding: None,
+            over: None,
+            answer: None,
+            warnings,
+            next: Next::default(),
+        })
     }
 
     /// What the configuration's load has to say in the log (`kv::compiled`: settings that weaken the trust
@@ -94,11 +111,9 @@ impl DecideStep {
                 .and_then(|asked| Deciding::decision(&req, &env, version, config, asked)),
         };
         match started {
-            Ok(d) if d.explaining => {
-                self.over = Some(Err(ApiError::Unavailable("explain goes to the Rust Worker".into())))
-            }
+            Ok(d) if d.explaining => self.over = Some(ApiError::Unavailable("explain goes to the Rust Worker".into())),
             Ok(d) => self.deciding = Some(d),
-            Err(e) => self.over = Some(Err(e)),
+            Err(e) => self.over = Some(e),
         }
     }
 
@@ -159,17 +174,37 @@ impl DecideStep {
         }
     }
 
-    /// The answer (kind 0): the decision's, or the error's.
-    pub fn response(&mut self) -> Result<web_sys::Response, JsValue> {
+    /// The answer's headers (kind 0), one per line, the name and the value separated by a tab (a header's name
+    /// holds neither, and the runtime refuses a value with a line break), for the shell to make the `Response`
+    /// with the body `payload` hands over; `undefined` when the request ended in an error (`response`).
+    pub fn head(&mut self) -> Option<String> {
         let result = match (self.over.take(), self.deciding.take()) {
-            (Some(r), _) => r,
-            (None, Some(d)) => d.finish(),
+            (Some(e), _) => Err(e),
+            (None, Some(d)) => d.into_answer(),
             (None, None) => Err(ApiError::Unavailable("a decision answered twice".into())),
         };
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(e) => e.into_response().map_err(JsValue::from)?,
-        };
-        Ok(resp.into())
+        match result {
+            Ok(answer) => {
+                let lines: Vec<String> =
+                    answer.headers().iter().map(|(name, value)| format!("{name}\t{value}")).collect();
+                self.answer = Some(answer);
+                Some(lines.join("\n"))
+            }
+            Err(e) => {
+                self.over = Some(e);
+                None
+            }
+        }
+    }
+
+    /// The answer's body, once `head` gave its headers.
+    pub fn payload(&mut self) -> Vec<u8> {
+        self.answer.take().map(|a| a.body).unwrap_or_default()
+    }
+
+    /// The error's response, when `head` gave none.
+    pub fn response(&mut self) -> Result<web_sys::Response, JsValue> {
+        let e = self.over.take().unwrap_or_else(|| ApiError::Unavailable("a decision answered twice".into()));
+        Ok(e.into_response().map_err(JsValue::from)?.into())
     }
 }

@@ -228,5 +228,23 @@ describe('the JavaScript shell', () => {
     assert.deepEqual({ status: viaRust.status, json: await viaRust.json() }, viaShell);
     const recorded = await call('GET', `/v1/profiles/anonymous_id:${a}/export`, undefined, admin());
     assert.equal(served(recorded), served(exposed) + 2);
+    // And the headers (after the counts above: each decision here records its impression too): the shell makes its own Response from the step's (`DecideStep::head`).
+    const origin = new URL(w.url).origin;
+    const headersOf = async (path, init) => {
+      const r = await fetch(`${w.url}${path}`, { ...init, headers: { origin, ...init.headers } });
+      await r.arrayBuffer();
+      return { status: r.status, headers: [...r.headers].filter(([k]) => !/^(content-length|content-encoding|transfer-encoding|date)$/.test(k)) };
+    };
+    const json = { 'content-type': 'application/json' };
+    const plain = await headersOf('/v1/decide', { method: 'POST', headers: json, body: JSON.stringify(body) });
+    const zipped = await headersOf('/v1/decide', { method: 'POST', body: gzipSync(JSON.stringify(body)),
+      headers: { ...json, 'content-encoding': 'gzip' } });
+    assert.deepEqual(plain, zipped);
+    assert.deepEqual(Object.fromEntries(plain.headers), { 'access-control-allow-credentials': 'true',
+      'access-control-allow-origin': origin, 'cache-control': 'no-store',
+      'content-type': 'application/json; charset=utf-8', vary: 'Origin' });
+    const privately = await headersOf(`/v1/decide/summary?anonymousId=${a}`, {});
+    assert.deepEqual(privately, await headersOf(`/v1/decide/summary?anonymousId=${a}&explain=1`, {}));
+    assert.equal(Object.fromEntries(privately.headers)['cache-control'], 'private, no-store');
   });
 });
