@@ -244,6 +244,7 @@ pub fn link(
         return Linked { profile: current, ..Linked::default() };
     }
     let before = current.clone();
+    let made_now = current.is_none();
     let mut survivor = current.unwrap_or_else(|| {
         let first = fetched.iter().map(|(_, p)| p.first_seen).min().unwrap_or(now);
         Profile::new(req.profile_id.clone(), first)
@@ -255,12 +256,14 @@ pub fn link(
             out.admitted.push(l.because.clone());
         }
     }
-    let was_empty = survivor.recent.is_empty() && survivor.counts.is_empty();
+    // The first and last visits of what was absorbed (its own, which may predate the history it kept).
+    let mut seen: Option<(Millis, Millis)> = None;
     let originals: Vec<Profile> = fetched.iter().map(|(_, p)| p.clone()).collect();
     for (l, other) in fetched {
         let ids = other.identities.clone();
         let other_id = other.id.clone();
         let kept = other.clone();
+        let (first, last) = (other.first_seen, other.last_seen);
         if !survivor.has_identity(&l.because) {
             out.returned.push(kept);
             continue;
@@ -270,15 +273,15 @@ pub fn link(
                 out.outcomes.extend(withdrawn);
                 out.repoint.extend(ids.into_iter().filter(|i| survivor.has_identity(i)));
                 out.absorbed_ids.push(other_id);
+                seen = Some(seen.map_or((first, last), |(f, l)| (f.min(first), l.max(last))));
             }
             Err(_) => out.returned.push(kept),
         }
     }
-    if was_empty && !out.absorbed_ids.is_empty() {
-        // A survivor made just now is as old as what it absorbed.
-        let absorbed = survivor.recent.iter().map(|r| r.at);
-        survivor.first_seen = absorbed.clone().min().unwrap_or(survivor.first_seen);
-        survivor.last_seen = absorbed.max().unwrap_or(survivor.last_seen);
+    if let (true, Some((first, last))) = (made_now, seen) {
+        // A survivor made just now is as old as what it absorbed (not as its recent history, which may have let
+        // the oldest visits go); one that existed keeps its own, widened by what it absorbed (`absorb_history`).
+        (survivor.first_seen, survivor.last_seen) = (first, last);
     }
     let collectable = req
         .events
@@ -961,5 +964,37 @@ mod tests {
         assert!(linked.profile.is_none());
         assert_eq!(linked.returned, vec![anonymous]);
         assert!(linked.absorbed_ids.is_empty() && linked.repoint.is_empty() && linked.admitted.is_empty());
+    }
+
+    /// First and last visits after a link: a person made by the link is as old as what it absorbed, and one that
+    /// existed keeps its own first visit; neither is read from the recent history, which may have let the oldest
+    /// visits go.
+    #[test]
+    fn a_link_keeps_the_first_and_last_visits_beyond_the_kept_history() {
+        let config = Config::default();
+        let body = ev(r#"{"batch":[{"type":"identify","anonymousId":"phone","userId":"u1",GRANT}]}"#);
+        let events = parse_batch(body.as_bytes(), NOW).unwrap().events;
+        let groups = plan(events, &BTreeMap::new(), &config.identity, &ProfileIdKey::of_secret(b"test"));
+        let g = groups.into_iter().next().unwrap();
+        let req =
+            ApplyRequest { profile_id: g.profile_id, events: g.events, links: g.links, ..ApplyRequest::default() };
+        let day = 86_400_000;
+        // The phone's first visit is a month before its oldest kept event, its last a day after its newest.
+        let mut anonymous = phone();
+        anonymous.first_seen -= 30 * day;
+        anonymous.last_seen += day;
+        let mut user = laptop();
+        user.first_seen -= 60 * day;
+        let rows: Vec<(&str, Option<Profile>, (Millis, Millis))> = vec![
+            ("made by the link", None, (anonymous.first_seen, anonymous.last_seen)),
+            ("existed before", Some(user.clone()), (user.first_seen, anonymous.last_seen.max(user.last_seen))),
+        ];
+        for (why, current, want) in rows {
+            let fetched = vec![(req.links[0].clone(), anonymous.clone())];
+            let linked = link(current, fetched, &req, &config, NOW);
+            assert_eq!(linked.absorbed_ids, vec!["p_phone".to_string()], "{why}");
+            let p = linked.profile.unwrap();
+            assert_eq!((p.first_seen, p.last_seen), want, "{why}");
+        }
     }
 }
