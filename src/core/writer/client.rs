@@ -134,11 +134,13 @@ enum Step {
 
 /// The profile a visitor's identities lead to, the first that has one winning (a user's before an anonymous
 /// one's): as its readers must see it, the KV snapshot, unless it was written less than `FRESH_MS` before `now`,
-/// in which case the object itself answers.
+/// in which case the object itself answers. `Lookup::whole` asks the object always: the snapshot leaves out what
+/// only the writer uses (`store::encode_reader_snapshot`), which an access request must show.
 #[derive(Debug)]
 pub struct Lookup {
     rest: Vec<Identity>,
     now: Millis,
+    whole: bool,
     step: Step,
 }
 
@@ -146,9 +148,14 @@ impl Lookup {
     pub fn new(identities: Vec<Identity>, now: Millis) -> Lookup {
         let mut rest = identities;
         rest.reverse();
-        let mut l = Lookup { rest, now, step: Step::Found(None) };
+        let mut l = Lookup { rest, now, whole: false, step: Step::Found(None) };
         l.next_identity();
         l
+    }
+
+    /// The whole profile, from its object: everything it holds (an access request's export).
+    pub fn whole(identities: Vec<Identity>, now: Millis) -> Lookup {
+        Lookup { whole: true, ..Lookup::new(identities, now) }
     }
 
     fn next_identity(&mut self) {
@@ -182,6 +189,7 @@ impl Steps for Lookup {
     fn text(&mut self, value: Option<String>) {
         if matches!(self.step, Step::Index(_)) {
             match value {
+                Some(pid) if self.whole => self.step = Step::Object(Follow::new(&pid, Request::Read)),
                 Some(pid) => self.step = Step::Snapshot(pid),
                 None => self.next_identity(),
             }
@@ -253,9 +261,9 @@ mod tests {
     );
 
     /// Runs a lookup against `w`: the profile found, or the failure, and the I/O it did, in order.
-    fn run(w: &World, ids: &[(&str, &str)]) -> (Result<Option<String>, Failed>, Vec<String>) {
+    fn run(w: &World, ids: &[(&str, &str)], whole: bool) -> (Result<Option<String>, Failed>, Vec<String>) {
         let ids = ids.iter().map(|(k, v)| Identity::new(k, v)).collect();
-        let mut l = Lookup::new(ids, NOW);
+        let mut l = if whole { Lookup::whole(ids, NOW) } else { Lookup::new(ids, NOW) };
         let mut log = Vec::new();
         for _ in 0..20 {
             let step = match l.need() {
@@ -289,6 +297,41 @@ mod tests {
 
     fn stored(id: &str) -> Reply {
         Reply::Profile(Some(encode_profile(&profile(id))))
+    }
+
+    #[test]
+    fn a_whole_lookup_reads_the_object_never_the_snapshot() {
+        let old = NOW - FRESH_MS;
+        let user = (USER_ID, "u1");
+        let anon = (ANONYMOUS_ID, "a1");
+        #[rustfmt::skip]
+        let rows: Vec<Row> = vec![
+            ("an old snapshot is passed by: the object answers",
+             World { index: vec![("idx:anonymous_id:a1", "p1")], snapshots: vec![("p1", old)],
+                     objects: vec![("p1", stored("p1-whole"))] },
+             vec![anon], Ok(Some("p1-whole")), "idx:anonymous_id:a1 object:p1"),
+            ("an object with no profile leads on to the next identity",
+             World { index: vec![("idx:user_id:u1", "pu"), ("idx:anonymous_id:a1", "pa")],
+                     snapshots: vec![("pu", old), ("pa", old)],
+                     objects: vec![("pu", Reply::Profile(None)), ("pa", stored("pa"))] },
+             vec![user, anon], Ok(Some("pa")), "idx:user_id:u1 object:pu idx:anonymous_id:a1 object:pa"),
+            ("tombstones are followed",
+             World { index: vec![("idx:anonymous_id:a1", "p1")], snapshots: vec![],
+                     objects: vec![("p1", Reply::Moved { to: "p2".into() }), ("p2", stored("p2"))] },
+             vec![anon], Ok(Some("p2")), "idx:anonymous_id:a1 object:p1 object:p2"),
+            ("no index entry: nothing",
+             World { index: vec![], snapshots: vec![("p1", old)], objects: vec![("p1", stored("p1"))] },
+             vec![anon], Ok(None), "idx:anonymous_id:a1"),
+        ];
+        for (name, world, ids, want, io) in rows {
+            let (got, log) = run(&world, &ids, true);
+            let got = got.map_err(|e| match e {
+                Failed::Unavailable(m) => m,
+                Failed::Refused { code, .. } => code,
+            });
+            assert_eq!(got.as_ref().map(|p| p.as_deref()), want.map_err(String::from).as_ref().map(|p| *p), "{name}");
+            assert_eq!(log.join(" "), io, "{name}");
+        }
     }
 
     #[test]
@@ -349,7 +392,7 @@ mod tests {
              vec![anon], Err("profile writer answered located"), "idx:anonymous_id:a1 profile:p1 object:p1"),
         ];
         for (name, world, ids, want, io) in rows {
-            let (got, log) = run(&world, &ids);
+            let (got, log) = run(&world, &ids, false);
             let got = got.map_err(|e| match e {
                 Failed::Unavailable(m) => m,
                 Failed::Refused { code, .. } => code,

@@ -95,7 +95,15 @@ pub async fn locate(env: &Env, id: &str) -> Result<String, ApiError> {
 /// The profile the first of `identities` that has one leads to, as its readers must see it
 /// (`core::writer::client::Lookup`: the KV snapshot, unless a newer write may be due, when the object answers).
 pub async fn lookup(env: &Env, identities: Vec<Identity>) -> Result<Option<Profile>, ApiError> {
-    let mut l = Lookup::new(identities, crate::edge::clock::now());
+    found(env, Lookup::new(identities, crate::edge::clock::now())).await
+}
+
+/// `lookup`, of the whole profile its object holds (`Lookup::whole`): what an access request shows.
+pub async fn lookup_whole(env: &Env, identities: Vec<Identity>) -> Result<Option<Profile>, ApiError> {
+    found(env, Lookup::whole(identities, crate::edge::clock::now())).await
+}
+
+async fn found(env: &Env, mut l: Lookup) -> Result<Option<Profile>, ApiError> {
     drive(env, &mut l).await?;
     Ok(l.found())
 }

@@ -37,7 +37,14 @@ pub(crate) fn no_profile(decoded: &str) -> ApiError {
 pub(crate) async fn profile_get(req: Request, env: &Env, key: &str, export: bool) -> ApiResult {
     require_admin(&req, env).await?;
     let (identity, decoded) = identity_from_path(key)?;
-    let profile = profile_client::lookup(env, vec![identity]).await?.ok_or_else(|| no_profile(&decoded))?;
+    // An access request shows everything held, which the KV snapshot leaves out in part (the remembered message
+    // ids, merge records): it reads the object.
+    let profile = if export {
+        profile_client::lookup_whole(env, vec![identity]).await?
+    } else {
+        profile_client::lookup(env, vec![identity]).await?
+    };
+    let profile = profile.ok_or_else(|| no_profile(&decoded))?;
     let (_, config) = kv::config(env).await?;
     let now = now();
     // Outside a request for a page, segments on the page or request context do not hold.
