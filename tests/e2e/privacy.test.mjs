@@ -4,7 +4,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { startWorker, getProfile } from '../support/worker.mjs';
-import { liveStorageText } from '../support/storage.mjs';
+import { kvValuesText, liveStorageText } from '../support/storage.mjs';
 
 const GRANT = { consent: { categoryPreferences: { analytics: true, personalization: true } } };
 let w;
@@ -131,6 +131,14 @@ describe('access and erasure', () => {
     assert.ok(x.traitsSetAt.plan);
     assert.deepEqual(x.consentHistory.map((c) => c.purpose), ['analytics', 'personalization']);
     assert.equal((await fetch(`${w.url}/v1/profiles/user_id:${a}-user/export`)).status, 401);
+    // The KV snapshot holds what decisions read, not the writer's own parts (message ids, merge records), so an
+    // export once it is settled (over 2 s old) still reads them from the object.
+    await new Promise((r) => setTimeout(r, 2500));
+    const kv = kvValuesText(w.state);
+    assert.ok(kv.includes(`${a}-user`), 'the snapshot is read');
+    for (const id of [`${a}-1`, `${a}-2`, `${a}-3`]) assert.ok(!kv.includes(id), `${id} in KV`);
+    const settled = await (await fetch(`${w.url}/v1/profiles/user_id:${a}-user/export`, { headers: admin() })).json();
+    assert.deepEqual([settled.messageIds, settled.merges.length], [x.messageIds, 1]);
   });
 
   test('after erasure no KV key and no Durable Object storage holds anything of that person', async () => {

@@ -9,10 +9,13 @@ import { execFileSync } from 'node:child_process';
 const DUMP = `
 import os, sqlite3, sys
 root = sys.argv[1]
+only_kv = len(sys.argv) > 2
 out = []
 for dirpath, _, files in os.walk(root):
     for f in files:
         path = os.path.join(dirpath, f)
+        if only_kv and not (os.sep + 'kv' + os.sep in path and os.sep + 'blobs' + os.sep in path):
+            continue
         if f.endswith('.sqlite'):
             db = sqlite3.connect('file:' + path + '?mode=ro', uri=True)
             for (table,) in db.execute("select name from sqlite_master where type='table'"):
@@ -31,4 +34,9 @@ sys.stdout.write('\\n'.join(out))
 
 export function liveStorageText(stateDir) {
   return execFileSync('python3', ['-c', DUMP, stateDir], { maxBuffer: 256 * 1024 * 1024 }).toString('latin1');
+}
+
+/** The values Workers KV holds (its blobs), as one searchable text: what KV's readers are handed. */
+export function kvValuesText(stateDir) {
+  return execFileSync('python3', ['-c', DUMP, stateDir, 'kv'], { maxBuffer: 256 * 1024 * 1024 }).toString('latin1');
 }

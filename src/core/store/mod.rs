@@ -8,11 +8,14 @@ use crate::core::engine::apply::{ApplyAnswer, ApplyRequest};
 use crate::core::model::audience::Audiences;
 use crate::core::model::behaviour::Behaviour;
 use crate::core::model::contact::Contacts;
+use crate::core::model::history::EventRecord;
 use crate::core::model::journey::Journeys;
-use crate::core::model::profile::Profile;
+use crate::core::model::profile::{MergeRecord, Profile};
 use crate::core::model::shown::Outcome;
 use crate::core::model::shown::Shown;
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::VecDeque;
 
 /// Version 1 of the stored profile: bincode 2 (standard configuration, serde) of `v1::Profile`. Still read.
 pub const PROFILE_V1: u8 = 1;
@@ -263,6 +266,56 @@ pub fn encode_snapshot(profile_bytes: &[u8], written_at: Millis) -> Vec<u8> {
     out
 }
 
+/// The snapshot of `p` (`encode_snapshot`, in the same format: readers decode it as any stored profile) without
+/// what only its writer uses: the message ids it remembers (each event counted once), each recent event's own id
+/// (histories are united by it when profiles merge), and its merge records (what a split needs). Those were three
+/// quarters of an active profile's bytes and a third of its decoding (BENCHMARKS.md), which every decision paid.
+/// Its readers (decisions, a page's visitor, the admin's read and preview) use none of them; an access request
+/// asks the object for the whole profile. Taken from `p` as it stands: a profile over `MAX_PROFILE_BYTES` (whose
+/// stored form shed some history) keeps that history here until its next write.
+pub fn encode_reader_snapshot(p: &Profile, written_at: Millis) -> Vec<u8> {
+    let view = (ForReaders(p), &p.shown, &p.audiences, &p.journeys, &p.contacts, &p.behaviour);
+    encode_snapshot(&encode(PROFILE_V7, &view), written_at)
+}
+
+/// `Profile` as its derived serde form writes it (the fields in order: a reader decodes it as a `Profile`), with
+/// the writer's own parts empty. A field added to `Profile` and not here fails the round-trip test.
+struct ForReaders<'a>(&'a Profile);
+
+impl Serialize for ForReaders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut out = s.serialize_struct("Profile", 13)?;
+        out.serialize_field("id", &p.id)?;
+        out.serialize_field("identities", &p.identities)?;
+        out.serialize_field("traits", &p.traits)?;
+        out.serialize_field("counts", &p.counts)?;
+        out.serialize_field("consent", &p.consent)?;
+        out.serialize_field("first_seen", &p.first_seen)?;
+        out.serialize_field("last_seen", &p.last_seen)?;
+        out.serialize_field("recent", &WithoutIds(&p.recent))?;
+        out.serialize_field("seen_message_ids", &VecDeque::<String>::new())?;
+        out.serialize_field("aggregates", &p.aggregates)?;
+        out.serialize_field("computed", &p.computed)?;
+        out.serialize_field("merges", &Vec::<MergeRecord>::new())?;
+        out.serialize_field("refused", &p.refused)?;
+        out.end()
+    }
+}
+
+/// Recent events as `EventRecord` writes them (at, name, message id, properties), each with an empty id.
+struct WithoutIds<'a>(&'a VecDeque<EventRecord>);
+
+impl Serialize for WithoutIds<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_seq(Some(self.0.len()))?;
+        for r in self.0 {
+            out.serialize_element(&(r.at, &r.name, "", &r.props))?;
+        }
+        out.end()
+    }
+}
+
 /// The profile in a snapshot, and when it was written (`None` for snapshots from before the time was kept).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<(Profile, Option<Millis>), CodecError> {
     match bytes.split_first() {
@@ -410,8 +463,8 @@ mod tests {
         apply_events(None, req, &Config::default()).0.unwrap()
     }
 
-    #[test]
-    fn profile_round_trips_with_a_version_byte() {
+    /// `sample`, with every part a version added.
+    fn rich() -> Profile {
         let mut p = sample();
         p.shown.record(&[crate::core::model::shown::Impression {
             block: "b".into(),
@@ -426,6 +479,12 @@ mod tests {
         p.contacts.prove("email", &crate::core::base::value::Value::String("a@b.c".into()), 8, ProvenBy::Token);
         p.behaviour.purchases.record(9, 12.5);
         p.behaviour.channel("email").unwrap().record_send(10);
+        p
+    }
+
+    #[test]
+    fn profile_round_trips_with_a_version_byte() {
+        let p = rich();
         let bytes = encode_profile(&p);
         assert_eq!(bytes[0], PROFILE_V7);
         let back = decode_profile(&bytes).unwrap();
@@ -451,6 +510,39 @@ mod tests {
         let old = decode_profile(&v6).unwrap();
         assert_eq!(old.contacts, p.contacts);
         assert_eq!(old.behaviour, Behaviour::default());
+    }
+
+    #[test]
+    fn a_reader_s_snapshot_is_the_profile_without_its_writer_s_parts() {
+        use crate::core::model::identity::Identity;
+        use crate::core::model::profile::RefusedIdentity;
+        let mut p = rich();
+        let absorbed = Profile::new("p_old".into(), 2);
+        p.merges.push(MergeRecord {
+            at: 3,
+            message_id: "m-merge".into(),
+            absorbed_id: "p_old".into(),
+            identities: vec![Identity::new("anonymous_id", "old")],
+            absorbed: Some(Box::new(absorbed)),
+            replaced_traits: Default::default(),
+            replaced_grants: Default::default(),
+            first_seen_before: 1,
+            last_seen_before: 2,
+        });
+        let refused = Identity::new("user_id", "other");
+        p.refused.push(RefusedIdentity { at: 4, identity: refused, reason: "limit".into(), message_id: "m-r".into() });
+        assert!(!p.seen_message_ids.is_empty() && p.recent.iter().all(|r| !r.message_id.is_empty()));
+        assert!(!p.aggregates.series.is_empty() && !p.traits.is_empty() && !p.counts.is_empty());
+        let (back, at) = decode_snapshot(&encode_reader_snapshot(&p, 1_795_000_000_123)).unwrap();
+        assert_eq!(at, Some(1_795_000_000_123));
+        let mut want = p.clone();
+        want.seen_message_ids.clear();
+        want.merges.clear();
+        for r in &mut want.recent {
+            r.message_id.clear();
+        }
+        assert_eq!(back, want, "everything else, the refusals and the parts after the profile included");
+        assert!(encode_reader_snapshot(&p, 0).len() < encode_snapshot(&encode_profile(&p), 0).len());
     }
 
     #[test]

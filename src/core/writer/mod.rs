@@ -28,7 +28,7 @@ use crate::core::model::audience::{Cause, Transition};
 use crate::core::model::identity::Identity;
 use crate::core::model::profile::Profile;
 use crate::core::rules::Config;
-use crate::core::store::{decode_profile, encode_profile, encode_profile_bounded, encode_snapshot, CodecError};
+use crate::core::store::{decode_profile, encode_profile, encode_profile_bounded, encode_reader_snapshot, CodecError};
 use crate::core::wire::audiences::{main_identity, IndexMessage};
 use crate::core::wire::deliveries::{body, DeliveryMessage};
 use crate::core::wire::export::{absorbed_user_row, audience_change_row};
@@ -238,14 +238,12 @@ impl Writer {
     }
 
     /// Stores the profile; when what predictions read changed, its summary goes to the fit (`wire::predictions`).
-    fn put_profile(&mut self, p: &Profile, now: Millis) -> Vec<u8> {
-        let bytes = encode_profile_bounded(p);
-        self.put(Key::Profile, Value::Bytes(bytes.clone()));
+    fn put_profile(&mut self, p: &Profile, now: Millis) {
+        self.put(Key::Profile, Value::Bytes(encode_profile_bounded(p)));
         let before = self.due.replace(Due::of(p)).map(|d| d.behaviour);
         if before != self.due.map(|d| d.behaviour) && !p.behaviour.is_empty() {
             self.out.push(Effect::Index(Published::of_profile(&p.id, &p.behaviour, now).to_json().to_string()));
         }
-        bytes
     }
 
     fn recently_erased(&self, now: Millis) -> bool {
@@ -526,10 +524,7 @@ impl Writer {
         if self.stored.snapshot_due.is_some_and(|at| at <= now) {
             match after_last(self.stored.snapshot_at) {
                 t if t > now => self.put_time(Key::SnapshotDue, t),
-                _ => {
-                    let bytes = self.stored.profile.clone().unwrap_or_default();
-                    self.put_snapshot(&profile.id, &bytes, self.stored.kv_expiration, now);
-                }
+                _ => self.put_snapshot(&profile, self.stored.kv_expiration, now),
             }
         }
         Ok(())
@@ -549,7 +544,7 @@ impl Writer {
     /// An anonymous profile's KV copies carry an expiration a day after its own; when its expiry catches up with
     /// theirs (about daily), or it became known (none), the index entries are due for a rewrite.
     fn store(&mut self, config: &Config, p: &Profile, new_identities: &[Identity], repoint: &[Identity], now: Millis) {
-        let bytes = self.put_profile(p, now);
+        self.put_profile(p, now);
         self.export.push(export::user(config, p, now));
         let expires_at = p.expires_at(config.retention_anonymous_days);
         let target = kv_expiration_for(expires_at, now);
@@ -575,7 +570,7 @@ impl Writer {
         }
         let expiration = if refresh { target } else { written };
         match self.stored.snapshot_at.filter(|&t| now - t < KV_INTERVAL_MS) {
-            None => self.put_snapshot(&p.id, &bytes, expiration, now),
+            None => self.put_snapshot(p, expiration, now),
             Some(t) => self.put_time(Key::SnapshotDue, t + KV_INTERVAL_MS),
         }
     }
@@ -626,9 +621,10 @@ impl Writer {
         self.delete(Key::IndexDue);
     }
 
-    fn put_snapshot(&mut self, profile_id: &str, bytes: &[u8], expiration: Option<u64>, now: Millis) {
-        let value = encode_snapshot(bytes, now);
-        self.out.push(Effect::KvPut { key: profile_key(profile_id), value, expiration });
+    /// The profile's KV snapshot: what its readers use (`store::encode_reader_snapshot`).
+    fn put_snapshot(&mut self, p: &Profile, expiration: Option<u64>, now: Millis) {
+        let value = encode_reader_snapshot(p, now);
+        self.out.push(Effect::KvPut { key: profile_key(&p.id), value, expiration });
         self.stamp(Key::SnapshotAt, now);
         if self.stored.snapshot_due.is_some() {
             self.delete(Key::SnapshotDue);
@@ -883,6 +879,43 @@ mod tests {
         assert_eq!(w.stored.merge_pending, Some(Pending::default()), "nothing of p2 waits in p1 any more");
         // With no audiences configured, no transition moves, and no index message goes.
         assert!(!e.effects.iter().any(|x| matches!(x, Effect::Index(_))));
+    }
+
+    /// The snapshot in KV, written at once or from the alarm, is what the object stored but for the writer's own
+    /// parts (`store::encode_reader_snapshot`): the remembered message ids and each recent event's id.
+    #[test]
+    fn the_snapshot_is_the_stored_profile_without_the_writer_s_parts() {
+        let event = |id: &str| {
+            let kind =
+                crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
+            crate::core::model::event::Event::new(id.into(), None, Some("u1".into()), NOW - 1000, kind)
+        };
+        let apply = |id| ApplyRequest { profile_id: "p1".into(), events: vec![event(id)], ..ApplyRequest::default() };
+        let config = crate::core::rules::compile_str(r#"{"consent": {"model": "opt-out"}}"#).unwrap();
+        let snapshot = |e: &Effects| {
+            e.effects.iter().find_map(|x| match x {
+                Effect::KvPut { key, value, .. } if key == "profile:p1" => {
+                    Some(crate::core::store::decode_snapshot(value).unwrap().0)
+                }
+                _ => None,
+            })
+        };
+        let mut w = holding(Some(NOW - 10_000));
+        let at_once = w.handle(Action::Apply { request: apply("m1"), handed: vec![] }, &config, NOW).unwrap();
+        let then = w.profile().unwrap().unwrap();
+        let later = w.handle(Action::Apply { request: apply("m2"), handed: vec![] }, &config, NOW + 10).unwrap();
+        assert_eq!(snapshot(&later), None, "a second after the last one");
+        let alarm = w.handle(Action::Alarm, &config, NOW + KV_INTERVAL_MS).unwrap();
+        let now = w.profile().unwrap().unwrap();
+        for (why, e, stored, ids) in
+            [("at once", at_once, then, vec!["m1"]), ("from the alarm", alarm, now, vec!["m1", "m2"])]
+        {
+            assert_eq!(stored.seen_message_ids, ids, "{why}");
+            let mut want = stored;
+            want.seen_message_ids.clear();
+            want.recent.iter_mut().for_each(|r| r.message_id.clear());
+            assert_eq!(snapshot(&e), Some(want), "{why}");
+        }
     }
 
     #[test]
