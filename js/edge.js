@@ -34,7 +34,7 @@ function answer(step) {
   const headers = new Headers();
   for (const line of head.split('\n')) {
     const tab = line.indexOf('\t');
-    if (line.slice(0, tab) !== 'vary') headers.append(line.slice(0, tab), line.slice(tab + 1));
+    headers.append(line.slice(0, tab), line.slice(tab + 1));
   }
   return new Response(step.payload(), { headers });
 }
