@@ -724,14 +724,15 @@ mod tests {
         assert_eq!((e.reply, e.effects, e.alarm), (Reply::Forgotten(true), vec![Effect::DeleteAll], Some(None)));
     }
 
+    /// An apply to `p1` of one track event with message id `id`, by user `u1`.
+    fn apply(id: &str) -> ApplyRequest {
+        let kind = crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
+        let event = crate::core::model::event::Event::new(id.into(), None, Some("u1".into()), NOW - 1000, kind);
+        ApplyRequest { profile_id: "p1".into(), events: vec![event], ..ApplyRequest::default() }
+    }
+
     #[test]
     fn a_new_object_deletes_no_alarm_and_sends_the_journey_index_no_empty_row() {
-        let event = |id: &str| {
-            let kind =
-                crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
-            crate::core::model::event::Event::new(id.into(), None, Some("u1".into()), NOW - 1000, kind)
-        };
-        let apply = |id| ApplyRequest { profile_id: "p1".into(), events: vec![event(id)], ..ApplyRequest::default() };
         let config = crate::core::rules::compile_str(r#"{"consent": {"model": "opt-out"}}"#).unwrap();
         let mut fresh = Writer::new(Stored::default());
         let e = fresh.handle(Action::Apply { request: apply("m1"), handed: vec![] }, &config, NOW).unwrap();
@@ -885,12 +886,6 @@ mod tests {
     /// parts (`store::encode_reader_snapshot`): the remembered message ids and each recent event's id.
     #[test]
     fn the_snapshot_is_the_stored_profile_without_the_writer_s_parts() {
-        let event = |id: &str| {
-            let kind =
-                crate::core::model::event::EventKind::Track { event: "E".into(), properties: Default::default() };
-            crate::core::model::event::Event::new(id.into(), None, Some("u1".into()), NOW - 1000, kind)
-        };
-        let apply = |id| ApplyRequest { profile_id: "p1".into(), events: vec![event(id)], ..ApplyRequest::default() };
         let config = crate::core::rules::compile_str(r#"{"consent": {"model": "opt-out"}}"#).unwrap();
         let snapshot = |e: &Effects| {
             e.effects.iter().find_map(|x| match x {
