@@ -180,10 +180,13 @@ impl ApiError {
     }
 }
 
+/// The content type of every JSON answer.
+pub const JSON_TYPE: &str = "application/json; charset=utf-8";
+
 /// A JSON answer that no cache keeps.
 pub fn json_response(status: u16, body: &serde_json::Value) -> worker::Result<Response> {
     let headers = Headers::new();
-    headers.set("content-type", "application/json; charset=utf-8")?;
+    headers.set("content-type", JSON_TYPE)?;
     headers.set("cache-control", "no-store")?;
     Ok(Response::from_bytes(body.to_string().into_bytes())?.with_status(status).with_headers(headers))
 }

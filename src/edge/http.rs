@@ -18,13 +18,22 @@ pub fn origin_allowed(req: &Request, origin: &str, allowed: impl Fn(&str) -> boo
     origin != "null" && (own_origin(req).is_some_and(|own| own.eq_ignore_ascii_case(origin)) || allowed(origin))
 }
 
+/// The CORS headers of an answer to an allowed cross-origin request (`vary` is added to, the others set).
+pub fn cors_headers(origin: &str) -> [(&'static str, &str); 3] {
+    [("access-control-allow-origin", origin), ("access-control-allow-credentials", "true"), ("vary", "Origin")]
+}
+
 /// Adds the CORS headers for an allowed cross-origin request.
 pub fn with_cors(mut resp: Response, origin: Option<&str>) -> worker::Result<Response> {
     if let Some(origin) = origin {
         let h = resp.headers_mut();
-        h.set("access-control-allow-origin", origin)?;
-        h.set("access-control-allow-credentials", "true")?;
-        h.append("vary", "Origin")?;
+        for (name, value) in cors_headers(origin) {
+            if name == "vary" {
+                h.append(name, value)?;
+            } else {
+                h.set(name, value)?;
+            }
+        }
     }
     Ok(resp)
 }

@@ -38,6 +38,12 @@ pub struct DecideStep {
     next: Next,
 }
 
+impl DecideStep {
+    fn of(config: kv::InForce, warnings: Option<String>) -> DecideStep {
+        DecideStep { config: Some(config), deciding: None, over: None, answer: None, warnings, next: Next::default() }
+    }
+}
+
 /// The step `kind` worked out: what the shell reads next.
 #[derive(Default)]
 struct Next {
@@ -52,14 +58,7 @@ impl DecideStep {
     /// compiled and its fitted model fresh (`kv::cached_config`); `undefined` otherwise.
     pub fn ready(current: Option<String>) -> Option<DecideStep> {
         let config = kv::cached_config(current.as_deref())?;
-        Some(DecideStep {
-            config: Some(config),
-            deciding: None,
-            over: None,
-            answer: None,
-            warnings: None,
-            next: Next::default(),
-        })
+        Some(DecideStep::of(config, None))
     }
 
     /// Whether this isolate has compiled no configuration yet: the shell then reads `config:current`,
@@ -72,14 +71,7 @@ impl DecideStep {
     /// as `kv::config` does); `undefined` when the Rust Worker must read more (`config:v<N>`) or answer.
     pub fn load(current: Option<String>, latest: Option<String>, model: Option<String>) -> Option<DecideStep> {
         let (config, warnings) = kv::loaded_config(current.as_deref(), latest.as_deref(), model)?;
-        Some(DecideStep {
-            config: Some(config),
-            deciding: None,
-            over: None,
-            answer: None,
-            warnings,
-            next: Next::default(),
-        })
+        Some(DecideStep::of(config, warnings))
     }
 
     /// What the configuration's load has to say in the log (`kv::compiled`: settings that weaken the trust

@@ -19,7 +19,8 @@ use crate::core::wire::{self};
 use crate::core::writer::client::{Failed, Follow, Lookup, Need, Steps};
 use crate::core::writer::protocol::{Reply as ObjectReply, Request as ObjectRequest};
 use crate::edge::clock::now;
-use crate::edge::error::{ApiError, ApiResult};
+use crate::edge::error::{ApiError, ApiResult, JSON_TYPE};
+use crate::edge::http::cors_headers;
 use crate::edge::request::{allowed_origin, decide_context};
 use crate::edge::visitor::Visitor;
 use serde_json::json;
@@ -109,17 +110,13 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// Its headers, in order: those of `error::json_response`, then `http::with_cors`'s when a page's origin
-    /// may read it.
+    /// Its headers, in order: those of `error::json_response`, then the CORS headers (`http::cors_headers`) when
+    /// a page's origin may read it.
     pub fn headers(&self) -> Vec<(&'static str, &str)> {
         let cache = if self.private { "private, no-store" } else { "no-store" };
-        let mut headers = vec![("content-type", "application/json; charset=utf-8"), ("cache-control", cache)];
+        let mut headers = vec![("content-type", JSON_TYPE), ("cache-control", cache)];
         if let Some(origin) = &self.origin {
-            headers.extend([
-                ("access-control-allow-origin", origin.as_str()),
-                ("access-control-allow-credentials", "true"),
-                ("vary", "Origin"),
-            ]);
+            headers.extend(cors_headers(origin));
         }
         headers
     }
