@@ -330,11 +330,6 @@ pub async fn mark_erased(kv: &KvStore, id: &Identity) -> worker::Result<()> {
     Ok(())
 }
 
-/// Whether an identity's person was erased within the last `ERASED_MARK_SECONDS`.
-pub async fn recently_erased(kv: &KvStore, id: &Identity) -> Result<bool, ApiError> {
-    Ok(kv.get(&id.erased_key()).text().await?.is_some())
-}
-
 /// Says, in the log, that a KV key is about to be written, when `EDGECDP_LOG_KV_WRITES` is set: the test that
 /// holds every key to one write a second (KV's limit at Cloudflare) counts these lines. Tests only: index keys
 /// name identities (`idx:user_id:...`), which have no place in a production log.

@@ -6,6 +6,7 @@
 mod audiences;
 mod auth;
 mod clock;
+mod collecting;
 mod cookie;
 mod deliveries;
 mod delivery;

@@ -98,7 +98,7 @@ enum Stage {
 }
 
 /// A visitor's answer (200, JSON) before it is a `Response`: the Rust Worker makes one with workers-rs
-/// (`into_response`), the shell with the runtime's own constructor (`shell::DecideStep::head`), from the same
+/// (`into_response`), the shell with the runtime's own constructor (`shell::ShellStep::head`), from the same
 /// headers. Built through workers-rs, the `Response` and its headers were 4% of a warm decision's CPU in the
 /// shell (a crossing per header, and the body copied out twice).
 pub(crate) struct Answer {
@@ -107,16 +107,26 @@ pub(crate) struct Answer {
     private: bool,
     /// The page's origin, when it may read the answer (CORS).
     origin: Option<String>,
+    /// A `Set-Cookie` header's value (collection's identity cookie, `cookie::set` or `cookie::clear`).
+    cookie: Option<String>,
 }
 
 impl Answer {
+    /// An answer any cache may not keep (`no-store`), readable by `origin`'s page, setting `cookie`.
+    pub fn of(body: &serde_json::Value, origin: Option<String>, cookie: Option<String>) -> Answer {
+        Answer { body: body.to_string().into_bytes(), private: false, origin, cookie }
+    }
+
     /// Its headers, in order: those of `error::json_response`, then the CORS headers (`http::cors_headers`) when
-    /// a page's origin may read it.
+    /// a page's origin may read it, then the cookie.
     pub fn headers(&self) -> Vec<(&'static str, &str)> {
         let cache = if self.private { "private, no-store" } else { "no-store" };
         let mut headers = vec![("content-type", JSON_TYPE), ("cache-control", cache)];
         if let Some(origin) = &self.origin {
             headers.extend(cors_headers(origin));
+        }
+        if let Some(cookie) = &self.cookie {
+            headers.push(("set-cookie", cookie));
         }
         headers
     }
@@ -268,7 +278,7 @@ impl Deciding {
 
     /// The answer; `private`: one visitor's, kept by no cache at all.
     fn respond(&self, body: &serde_json::Value, private: bool) -> Answer {
-        Answer { body: body.to_string().into_bytes(), private, origin: self.visitor.origin.clone() }
+        Answer { body: body.to_string().into_bytes(), private, origin: self.visitor.origin.clone(), cookie: None }
     }
 
     /// Moves on after a step: a lookup that is done concludes; an error ends it.

@@ -151,6 +151,53 @@ describe('collection', () => {
     assert.equal((await getProfile(w, `anonymous_id:${a}`)).body.counts.page, 1);
   });
 
+  test('batches the shell serves answer, set cookies and store exactly as the Rust Worker\'s', async () => {
+    const { gzipSync } = await import('node:zlib');
+    // A plain body of a declared length is the JavaScript shell's (js/edge.js), a gzip one the Rust Worker's; both
+    // run `edge::collecting`, so everything but the visitor's id (and the cookie signing it) is the same.
+    const send = async (path, body, headers, zipped) => {
+      const text = JSON.stringify(body);
+      const r = await fetch(`${w.url}${path}`, { method: 'POST', body: zipped ? gzipSync(text) : text,
+        headers: { 'content-type': 'application/json', ...(zipped ? { 'content-encoding': 'gzip' } : {}), ...headers } });
+      const kept = [...r.headers].filter(([k]) => !/^(content-length|content-encoding|transfer-encoding|date)$/.test(k));
+      return { status: r.status, body: await r.text(), headers: kept };
+    };
+    const listed = { origin: 'http://localhost:8787' };
+    const cookie = (r) => r.headers.find(([k]) => k === 'set-cookie')?.[1].split(';')[0];
+    const jar = cookie(await send('/v1/batch', { writeKey: 'demo', batch: [pageEvent(uid('jar'))] }, listed, false));
+    const basic = { authorization: `Basic ${Buffer.from(`${w.serverKey}:`).toString('base64')}` };
+    const cases = [
+      ['a browser\'s batch with rejected events', '/v1/batch', listed,
+        (a) => ({ writeKey: 'demo', batch: [pageEvent(a), { type: 'warp', anonymousId: a }, viewed(a, 'bags')] })],
+      ['a withdrawal of analytics', '/v1/batch', { ...listed, cookie: jar }, (a) => ({ writeKey: 'demo', batch: [
+        { type: 'page', anonymousId: a, context: { consent: { categoryPreferences: { analytics: false } } } }] })],
+      ['a server\'s single event', '/v1/track', basic, (a) => ({ userId: a, event: 'Signed Up', context: GRANT })],
+      ['a beacon', '/beacon/v1/batch?writeKey=demo', listed, (a) => ({ batch: [viewed(a, 'shoes')] })],
+      ['no write key', '/v1/batch', {}, (a) => ({ batch: [pageEvent(a)] })],
+      ['a foreign origin', '/v1/batch', { origin: 'https://evil.example' },
+        (a) => ({ writeKey: 'demo', batch: [pageEvent(a)] })],
+      ['a server key in a URL', `/beacon/v1/batch?writeKey=${w.serverKey}`, {}, (a) => ({ batch: [pageEvent(a)] })],
+      ['a bad field', '/v1/batch', {}, () => ({ writeKey: 'demo', batch: 'nope' })],
+    ];
+    for (const [what, path, headers, body] of cases) {
+      const [a, b] = [uid('by-shell'), uid('by-rust')];
+      const byShell = await send(path, body(a), headers, false);
+      const byRust = await send(path, body(b), headers, true);
+      const seen = (r, id) => JSON.stringify(r).replaceAll(id, 'ID').replace(/edgecdp_aid=[^;]+;/, 'edgecdp_aid=V;');
+      assert.equal(seen(byShell, a), seen(byRust, b), what);
+      const kind = path === '/v1/track' ? 'user_id' : 'anonymous_id';
+      const [pa, pb] = [await getProfile(w, `${kind}:${a}`), await getProfile(w, `${kind}:${b}`)];
+      assert.deepEqual([pa.status, pa.body?.counts], [pb.status, pb.body?.counts], what);
+    }
+    // The cases above reach what they are about: stored events, a cookie set and one cleared, each refusal.
+    const byShell = [];
+    for (const [, path, headers, body] of cases) byShell.push(await send(path, body(uid('again')), headers, false));
+    assert.deepEqual(byShell.map((r) => r.status), [200, 200, 200, 200, 401, 403, 403, 400]);
+    assert.match(cookie(byShell[0]), /^edgecdp_aid=.+/);
+    assert.equal(cookie(byShell[1]), 'edgecdp_aid=');
+    assert.equal(cookie(byShell[2]), undefined);
+  });
+
   test('events without consent are answered 200 and not stored', async () => {
     const a = uid('noconsent');
     const r = await post('/v1/batch', { writeKey: 'demo', batch: [

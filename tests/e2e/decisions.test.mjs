@@ -228,7 +228,7 @@ describe('the JavaScript shell', () => {
     assert.deepEqual({ status: viaRust.status, json: await viaRust.json() }, viaShell);
     const recorded = await call('GET', `/v1/profiles/anonymous_id:${a}/export`, undefined, admin());
     assert.equal(served(recorded), served(exposed) + 2);
-    // And the headers (after the counts above: each decision here records its impression too): the shell makes its own Response from the step's (`DecideStep::head`).
+    // And the headers (after the counts above: each decision here records its impression too): the shell makes its own Response from the step's (`ShellStep::head`).
     const origin = new URL(w.url).origin;
     const headersOf = async (path, init) => {
       const r = await fetch(`${w.url}${path}`, { ...init, headers: { origin, ...init.headers } });

@@ -28,7 +28,7 @@ use crate::core::wire::Rejection;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A batch between parsing and the writers.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Batch {
     /// The events still on their way, and each one's index in the request.
     events: Vec<Event>,

@@ -107,6 +107,11 @@ pub enum Need<'a> {
     Bytes(String),
     /// The answer of the object `Follow::at` to `Follow::body`.
     Object(&'a Follow),
+    /// The texts of several KV keys, read at once (`Steps::texts`, in the order asked).
+    Texts(&'a [String]),
+    /// The answers of several profiles' objects to one body, asked at once, each once (no tombstone followed, no
+    /// configuration version named): `Steps::replies`, in the order asked.
+    Calls(&'a [String], &'a [u8]),
     /// Nothing more: the step is over.
     Done,
 }
@@ -122,6 +127,16 @@ pub trait Steps {
     fn bytes(&mut self, value: Option<&[u8]>) -> Result<(), Self::Error>;
     /// The object's answer (`Need::Object`).
     fn answer(&mut self, status: u16, bytes: &[u8]) -> Result<(), Self::Error>;
+    /// The KV texts asked for at once (`Need::Texts`), one per key; a task that never asks ignores them.
+    fn texts(&mut self, values: Vec<Option<String>>) -> Result<(), Self::Error> {
+        let _ = values;
+        Ok(())
+    }
+    /// The objects' answers asked for at once (`Need::Calls`), one status and body per profile.
+    fn replies(&mut self, answers: Vec<(u16, Vec<u8>)>) -> Result<(), Self::Error> {
+        let _ = answers;
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -296,6 +311,7 @@ mod tests {
                     l.answer(status, &bytes)
                 }
                 Need::Done => return (Ok(l.found().map(|p| p.id)), log),
+                other => panic!("a lookup asks for one thing at a time: {other:?}"),
             };
             if let Err(e) = step {
                 return (Err(e), log);

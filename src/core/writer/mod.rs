@@ -16,6 +16,7 @@ pub mod client;
 pub mod effects;
 mod export;
 pub mod protocol;
+pub mod resolve;
 pub mod state;
 
 use crate::core::base::time::Millis;

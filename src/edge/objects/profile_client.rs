@@ -9,9 +9,14 @@ use crate::core::writer::client::{reply_of, Failed, Follow, Lookup, Need, Steps}
 use crate::core::writer::protocol::{encode_request, Reply, Request};
 use crate::edge::error::ApiError;
 use crate::edge::kv;
+use futures_util::{StreamExt, TryStreamExt};
 use worker::{Env, Method};
 
 const BINDING: &str = "PROFILES";
+
+/// How many reads or calls of one step (`Need::Texts`, `Need::Calls`) run at once: a batch may name thousands
+/// of identities.
+pub const AT_ONCE: usize = 16;
 
 /// Sends one profile's object `body` (`request`, encoded), with the configuration version this isolate read
 /// (`kv::config_seen`) for an apply: its status and bytes.
@@ -83,15 +88,6 @@ pub async fn apply(env: &Env, request: ApplyRequest) -> Result<ApplyAnswer, ApiE
     }
 }
 
-/// Where profile `id` lives now: itself, or the profile it was merged into (one hop; a tombstone names the
-/// survivor for a day, while the index entries that still lead to `id` catch up).
-pub async fn locate(env: &Env, id: &str) -> Result<String, ApiError> {
-    match ask(env, id, &Request::Locate).await? {
-        Reply::Moved { to } => Ok(to),
-        _ => Ok(id.to_string()),
-    }
-}
-
 /// The profile the first of `identities` that has one leads to, as its readers must see it
 /// (`core::writer::client::Lookup`: the KV snapshot, unless a newer write may be due, when the object answers).
 pub async fn lookup(env: &Env, identities: Vec<Identity>) -> Result<Option<Profile>, ApiError> {
@@ -125,8 +121,25 @@ where
                 task.bytes(value.as_deref())?;
             }
             Need::Object(f) => {
-                let (status, bytes) = send(env, f.at(), f.request(), &f.body()).await?;
+                // An object that cannot be reached answers as one that is unavailable (503): the task says what
+                // follows (a batch goes on with its other profiles).
+                let (status, bytes) = match send(env, f.at(), f.request(), &f.body()).await {
+                    Ok(answer) => answer,
+                    Err(e) => (503, e.to_string().into_bytes()),
+                };
                 task.answer(status, &bytes)?;
+            }
+            Need::Texts(keys) => {
+                let reads = keys.iter().map(|k| store.get(k).text());
+                let values = futures_util::stream::iter(reads).buffered(AT_ONCE).try_collect().await?;
+                task.texts(values)?;
+            }
+            Need::Calls(profiles, body) => {
+                let calls = profiles
+                    .iter()
+                    .map(|p| crate::edge::objects::call(env, BINDING, p, Method::Post, "", Some(body), None));
+                let answers = futures_util::stream::iter(calls).buffered(AT_ONCE).try_collect().await?;
+                task.replies(answers)?;
             }
             Need::Done => return Ok(()),
         }
