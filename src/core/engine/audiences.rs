@@ -246,9 +246,14 @@ impl Next {
                 };
                 if !history_covers(profile, Some(now.saturating_sub(w))) {
                     // Counted from the daily aggregates, to the day: the count moves when the window's first day
-                    // moves on, or at midnight (and with future-dated events, which are in the history).
+                    // moves on, or at midnight (and with future-dated events, which are in the history); and once
+                    // the window starts after the oldest event the history kept, it is counted from the history,
+                    // exactly, which leaves out the first day's events before the window.
                     self.consider((day_of(now.saturating_sub(w)) + 1) * DAY + w);
                     self.consider((day_of(now) + 1) * DAY);
+                    if let Some(oldest) = profile.recent.front() {
+                        self.consider(oldest.at.saturating_add(w).saturating_add(1));
+                    }
                     for r in profile.recent.iter().filter(|r| r.at > now && matches(r, event, filters)) {
                         self.consider(r.at);
                     }
@@ -413,6 +418,49 @@ mod tests {
             changes += 1;
         }
         assert!(changes > 100, "the profiles exercise changes ({changes})");
+    }
+
+    /// A heavy profile (its history let events of the window go) is counted from the daily aggregates until the
+    /// window starts after the oldest event the history kept, and from the history from then on, without the
+    /// first day's events before the window: that instant is a change too (a device program read a count the
+    /// edge no longer had, `tests/device_props.rs`).
+    #[test]
+    fn a_heavy_profile_changes_when_its_history_starts_to_cover_the_window() {
+        use crate::core::engine::apply::{apply_events, ApplyRequest};
+        use crate::core::model::history::MAX_RECENT_EVENTS;
+        use crate::core::rules::segment::series_for;
+        use crate::core::wire::events::parse_batch;
+        let w = 2 * DAY;
+        let events: Vec<String> = (0..(MAX_RECENT_EVENTS as i64 + 50))
+            .map(|i| {
+                let at = crate::core::base::time::format_iso8601(NOW - HOUR - i * 10 * MINUTE);
+                let consent = r#"{"consent":{"categoryPreferences":{"analytics":true}}}"#;
+                format!(
+                    r#"{{"type":"page","anonymousId":"a","messageId":"p{i}","timestamp":"{at}","context":{consent}}}"#
+                )
+            })
+            .collect();
+        let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
+        let parsed = parse_batch(body.as_bytes(), NOW).expect("parses");
+        let req = ApplyRequest { profile_id: "p".into(), events: parsed.events, ..ApplyRequest::default() };
+        let p = apply_events(None, req, &Config::default()).0.expect("stored");
+        let oldest = p.recent.front().expect("a history").at;
+        let switch = oldest + w + 1;
+        let series = series_for("page", &[]);
+        let count = |t| count_events(&p, "page", &[], series.as_deref(), Some(w), t);
+        let (before, after) = (count(switch - 1), count(switch));
+        assert!(before > after, "the aggregates count more than the history kept ({before}, {after})");
+        let config = compile_str(&format!(
+            r#"{{"segments": [{{"id": "busy", "when": {{"event": "page", "count": {{"gte": {before}}}, "within": "2d"}}}}]}}"#
+        ))
+        .expect("compiles");
+        assert_ne!(members_at(&config, &p, switch - 1), members_at(&config, &p, switch));
+        // Every ten minutes before it (a midnight comes first, after which the next day's boundary is later).
+        for step in 0..(switch - NOW) / (10 * MINUTE) {
+            let now = NOW + step * 10 * MINUTE;
+            let next = next_change(&config, &p, now).expect("a windowed count changes");
+            assert!(next <= switch, "from {now}, the next change {next} comes after the one at {switch}");
+        }
     }
 
     /// A decaying score's crossing, to the millisecond: the score holds its bound just before, not at it.
