@@ -420,46 +420,111 @@ mod tests {
         assert!(changes > 100, "the profiles exercise changes ({changes})");
     }
 
-    /// A heavy profile (its history let events of the window go) is counted from the daily aggregates until the
-    /// window starts after the oldest event the history kept, and from the history from then on, without the
-    /// first day's events before the window: that instant is a change too (a device program read a count the
-    /// edge no longer had, `tests/device_props.rs`).
-    #[test]
-    fn a_heavy_profile_changes_when_its_history_starts_to_cover_the_window() {
+    /// A heavy profile: `MAX_RECENT_EVENTS + 50` page views `every` apart up to an hour before `NOW`, so that its
+    /// history let the oldest 50 go and the daily aggregates count them; then the events `ahead` (their time and
+    /// name: a client's clock may be up to a day ahead).
+    fn heavy(every: Millis, ahead: &[(Millis, &str)]) -> Profile {
         use crate::core::engine::apply::{apply_events, ApplyRequest};
         use crate::core::model::history::MAX_RECENT_EVENTS;
-        use crate::core::rules::segment::series_for;
         use crate::core::wire::events::parse_batch;
-        let w = 2 * DAY;
-        let events: Vec<String> = (0..(MAX_RECENT_EVENTS as i64 + 50))
-            .map(|i| {
-                let at = crate::core::base::time::format_iso8601(NOW - HOUR - i * 10 * MINUTE);
+        let past = (0..(MAX_RECENT_EVENTS as i64 + 50)).map(|i| (NOW - HOUR - i * every, "page"));
+        let events: Vec<String> = past
+            .chain(ahead.iter().copied())
+            .enumerate()
+            .map(|(i, (at, name))| {
+                let at = crate::core::base::time::format_iso8601(at);
                 let consent = r#"{"consent":{"categoryPreferences":{"analytics":true}}}"#;
-                format!(
-                    r#"{{"type":"page","anonymousId":"a","messageId":"p{i}","timestamp":"{at}","context":{consent}}}"#
-                )
+                let kind = match name {
+                    "page" => r#""type":"page""#.to_string(),
+                    _ => format!(r#""type":"track","event":"{name}""#),
+                };
+                format!(r#"{{{kind},"anonymousId":"a","messageId":"p{i}","timestamp":"{at}","context":{consent}}}"#)
             })
             .collect();
         let body = format!(r#"{{"batch":[{}]}}"#, events.join(","));
         let parsed = parse_batch(body.as_bytes(), NOW).expect("parses");
         let req = ApplyRequest { profile_id: "p".into(), events: parsed.events, ..ApplyRequest::default() };
         let p = apply_events(None, req, &Config::default()).0.expect("stored");
-        let oldest = p.recent.front().expect("a history").at;
-        let switch = oldest + w + 1;
+        assert_eq!(p.recent.len(), MAX_RECENT_EVENTS);
+        assert!(ahead.iter().all(|(t, _)| p.recent.iter().any(|r| r.at == *t)));
+        p
+    }
+
+    /// One audience of `when`.
+    fn audience(when: &str) -> Config {
+        compile_str(&format!(r#"{{"segments": [{{"id": "a", "when": {when}}}]}}"#)).expect("compiles")
+    }
+
+    /// A heavy profile is counted from the daily aggregates until the window starts after the oldest event the
+    /// history kept, and from the history from then on, without the first day's events before the window: that
+    /// instant is a change too (a device program read a count the edge no longer had, `tests/device_props.rs`).
+    #[test]
+    fn a_heavy_profile_changes_when_its_history_starts_to_cover_the_window() {
+        use crate::core::rules::segment::series_for;
+        let p = heavy(10 * MINUTE, &[]);
+        let w = 2 * DAY;
+        let switch = p.recent.front().expect("a history").at + w + 1;
         let series = series_for("page", &[]);
         let count = |t| count_events(&p, "page", &[], series.as_deref(), Some(w), t);
         let (before, after) = (count(switch - 1), count(switch));
         assert!(before > after, "the aggregates count more than the history kept ({before}, {after})");
-        let config = compile_str(&format!(
-            r#"{{"segments": [{{"id": "busy", "when": {{"event": "page", "count": {{"gte": {before}}}, "within": "2d"}}}}]}}"#
-        ))
-        .expect("compiles");
+        let config = audience(&format!(r#"{{"event": "page", "count": {{"gte": {before}}}, "within": "2d"}}"#));
         assert_ne!(members_at(&config, &p, switch - 1), members_at(&config, &p, switch));
         // Every ten minutes before it (a midnight comes first, after which the next day's boundary is later).
         for step in 0..(switch - NOW) / (10 * MINUTE) {
             let now = NOW + step * 10 * MINUTE;
             let next = next_change(&config, &p, now).expect("a windowed count changes");
             assert!(next <= switch, "from {now}, the next change {next} comes after the one at {switch}");
+        }
+    }
+
+    /// What wakes a profile, row by row: the instant each row names is the next change, and the audience's
+    /// membership changes there and not a millisecond before.
+    #[test]
+    fn each_kind_of_count_wakes_at_its_own_instant() {
+        let record = |at, name: &str| EventRecord {
+            at,
+            name: name.into(),
+            message_id: format!("m{at}"),
+            props: Default::default(),
+        };
+        // Two orders, the second dated five hours ahead (a client's clock): an all-time count changes then.
+        let mut ahead = Profile::new("p".into(), NOW - 20 * DAY);
+        ahead.recent.extend([record(NOW - DAY, "Order Completed"), record(NOW + 5 * HOUR, "Order Completed")]);
+        ahead.last_seen = NOW - DAY;
+        let views_36h = |p: &Profile, t| {
+            let series = crate::core::rules::segment::series_for("page", &[]);
+            count_events(p, "page", &[], series.as_deref(), Some(36 * HOUR), t)
+        };
+        let within_36h = |n: u64| format!(r#"{{"event": "page", "count": {{"gte": {n}}}, "within": "36h"}}"#);
+        // A heavy profile and a window that is not whole days: the aggregates' first day leaves at noon.
+        let heavy_10m = heavy(10 * MINUTE, &[]);
+        let noon = (day_of(NOW - 36 * HOUR) + 1) * DAY + 36 * HOUR;
+        // Views a minute apart (the history covers the window only the next day) and one dated tomorrow at one:
+        // the aggregates count tomorrow's day from midnight.
+        let midnight = (day_of(NOW) + 1) * DAY;
+        let tomorrow = heavy(MINUTE, &[(midnight + HOUR, "page")]);
+        // A window longer than the aggregates keep: the history counts, and a view dated ahead comes in at its
+        // time (another event before it changes nothing).
+        let long = heavy(10 * MINUTE, &[(NOW + 2 * HOUR, "Other"), (NOW + 3 * HOUR, "page")]);
+        let views_40d = |t| count_events(&long, "page", &[], None, Some(40 * DAY), t);
+        let within_40d = format!(r#"{{"event": "page", "count": {{"gte": {}}}, "within": "40d"}}"#, views_40d(NOW) + 1);
+        // Three orders, one dated ahead: exactly two holds until it comes (an earlier order changes nothing now).
+        let mut third = ahead.clone();
+        third.recent.insert(1, record(NOW - 2 * HOUR, "Order Completed"));
+        let after_noon = noon + HOUR;
+        let rows: &[(&Profile, Millis, String, Millis)] = &[
+            (&ahead, NOW, r#"{"event": "Order Completed", "count": {"gte": 2}}"#.into(), NOW + 5 * HOUR),
+            (&heavy_10m, NOW, within_36h(views_36h(&heavy_10m, NOW)), noon),
+            (&tomorrow, after_noon, within_36h(views_36h(&tomorrow, after_noon) + 1), midnight),
+            (&long, NOW, within_40d, NOW + 3 * HOUR),
+            (&third, NOW, r#"{"event": "Order Completed", "count": {"eq": 2}}"#.into(), NOW + 5 * HOUR),
+        ];
+        for (p, now, when, at) in rows {
+            let config = audience(when);
+            assert_eq!(next_change(&config, p, *now), Some(*at), "{when}");
+            assert_ne!(members_at(&config, p, *at), members_at(&config, p, *now), "{when}");
+            assert_eq!(members_at(&config, p, *at - 1), members_at(&config, p, *now), "{when}");
         }
     }
 
