@@ -14,6 +14,7 @@ use crate::core::writer::effects::{Action, Effect, Effects, Handed};
 use crate::core::writer::protocol::{decode_request, encode_reply, Reply, Request};
 use crate::core::writer::state::{Key, Stored, Value};
 use crate::core::writer::Writer;
+use crate::edge::clock::now;
 use crate::edge::objects::profile_client::ask;
 use crate::edge::{kv, outlets};
 use futures_util::FutureExt;
@@ -80,10 +81,6 @@ impl DurableObject for ProfileObject {
             .await?;
         Response::ok("")
     }
-}
-
-fn now() -> Millis {
-    worker::Date::now().as_millis() as Millis
 }
 
 fn failure(e: CodecError) -> worker::Error {
