@@ -45,6 +45,18 @@ pub fn put_text(kv: &KvStore, key: &str, text: &str) -> Result<PutOptionsBuilder
 thread_local! {
     // A Worker isolate is single-threaded; the cache lives as long as the isolate does.
     static CONFIG_CACHE: RefCell<Option<(u64, Rc<Config>)>> = const { RefCell::new(None) };
+    // When a request last found the cached version to be `config:current`'s (its own read, or its caller's).
+    static CONFIG_CHECKED: std::cell::Cell<Millis> = const { std::cell::Cell::new(Millis::MIN) };
+}
+
+/// How long an isolate trusts its cached configuration version without reading `config:current`, where nobody
+/// read it for the request (a profile object's alarm). KV itself may answer a value up to a minute old at
+/// another location; this adds at most a few seconds to it, and saves the alarm of every busy profile a read.
+const CONFIG_RECHECK_MS: Millis = 5_000;
+
+/// The cached configuration is `config:current`'s version as of now.
+fn checked() {
+    CONFIG_CHECKED.with(|c| c.set(crate::edge::clock::now()));
 }
 
 pub fn store(env: &Env) -> Result<KvStore, ApiError> {
@@ -66,6 +78,7 @@ pub fn version_of(current: Option<&str>) -> u64 {
 pub fn cached_config(current: Option<&str>) -> Option<InForce> {
     let version = version_of(current);
     let config = cached(version)?;
+    checked();
     if config.predictions.pinned.is_some() {
         return Some((version, config));
     }
@@ -96,6 +109,7 @@ pub fn loaded_config(
         None if version == 0 => compiled(0, None).ok()?,
         None => compiled(version, Some(latest_config_text(latest?, version)?)).ok()?,
     };
+    checked();
     Some(((version, fitted(version, config, &model)), warnings))
 }
 
@@ -120,6 +134,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
         (current_version(&kv).await?, None)
     };
     if let Some(hit) = cached(version) {
+        checked();
         return Ok((version, with_fitted(env, version, hit).await));
     }
     let text = match latest.as_deref().and_then(|l| latest_config_text(l, version)) {
@@ -133,6 +148,7 @@ pub async fn config(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
         ),
     };
     let (compiled, warnings) = compiled(version, text.as_deref())?;
+    checked();
     if let Some(w) = warnings {
         worker::console_warn!("{w}");
     }
@@ -193,6 +209,20 @@ pub fn cached_version() -> Option<u64> {
 pub async fn config_seen(env: &Env, seen: Option<u64>) -> Result<(u64, Rc<Config>), ApiError> {
     let hit = seen.and_then(|s| CONFIG_CACHE.with(|c| c.borrow().as_ref().filter(|(v, _)| *v == s).cloned()));
     match hit {
+        Some((version, config)) => {
+            checked();
+            Ok((version, with_fitted(env, version, config).await))
+        }
+        None => config(env).await,
+    }
+}
+
+/// `config` for a profile object's alarm, for which no request read `config:current`: the cached version when a
+/// request found it current within `CONFIG_RECHECK_MS`, else read. A request that names no version (a
+/// re-evaluation after a new configuration, say) reads it (`config_seen`).
+pub async fn config_recent(env: &Env) -> Result<(u64, Rc<Config>), ApiError> {
+    let recent = crate::edge::clock::now().saturating_sub(CONFIG_CHECKED.with(|c| c.get())) < CONFIG_RECHECK_MS;
+    match recent.then(|| CONFIG_CACHE.with(|c| c.borrow().clone())).flatten() {
         Some((version, config)) => Ok((version, with_fitted(env, version, config).await)),
         None => config(env).await,
     }

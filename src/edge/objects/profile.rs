@@ -174,13 +174,15 @@ async fn run(
     seen: Option<u64>,
     set: &Cell<Option<Option<Millis>>>,
 ) -> Result<Reply> {
-    // Reads and handovers decide without the configuration: not loading it saves them a KV read.
+    // Reads and handovers decide without the configuration: not loading it saves them a KV read. An alarm takes
+    // the isolate's when a request found it current moments ago (`kv::config_recent`): the floor's reads none.
     let config = if action.needs_config() {
-        kv::config_seen(env, seen)
-            .boxed_local()
-            .await
-            .map(|(_, c)| c)
-            .map_err(|e| worker::Error::RustError(format!("{e:?}")))?
+        let config = if action == Action::Alarm {
+            kv::config_recent(env).boxed_local()
+        } else {
+            kv::config_seen(env, seen).boxed_local()
+        };
+        config.await.map(|(_, c)| c).map_err(|e| worker::Error::RustError(format!("{e:?}")))?
     } else {
         std::rc::Rc::new(crate::core::rules::Config::default())
     };
